@@ -1,0 +1,151 @@
+"""One settings object for the whole platform.
+
+Precedence: explicit arguments > environment (``CIVICML_*``) > ``civicml.toml`` > defaults. The
+TOML file is ``$CIVICML_CONFIG`` when set, else ``./civicml.toml``, else
+``$CIVICML_HOME/civicml.toml``. Unknown keys and wrong types fail at start with a hint.
+
+Settings are passed in (``Settings.load()`` once, at the edge), never imported as a global.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from civicml.core.errors import ConfigurationError
+
+__all__ = ["Settings", "config_file"]
+
+
+def _default_home() -> Path:
+    return Path(os.environ.get("CIVICML_HOME") or Path.home() / ".civicml").expanduser()
+
+
+def config_file() -> Path | None:
+    """The TOML file that applies, if any."""
+    explicit = os.environ.get("CIVICML_CONFIG")
+    if explicit:
+        return Path(explicit).expanduser()
+    for candidate in (Path.cwd() / "civicml.toml", _default_home() / "civicml.toml"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+class Settings(BaseSettings):
+    """civicml settings (environment variables are ``CIVICML_`` + the upper-case field name)."""
+
+    model_config = SettingsConfigDict(env_prefix="CIVICML_", extra="forbid", frozen=True)
+
+    home: Path = Field(
+        default_factory=_default_home,
+        description="Where civicml keeps its embedded database, artifacts, keys and reports.",
+    )
+    db_url: str | None = Field(
+        default=None,
+        description="SQLAlchemy URL of the metadata database; default SQLite at "
+        "$CIVICML_HOME/civicml.db. PostgreSQL: 'postgresql+psycopg://user@host:5432/db'.",
+    )
+    artifacts: str | None = Field(
+        default=None,
+        description="Where artifacts are stored: a directory (default $CIVICML_HOME/artifacts).",
+    )
+    user: str | None = Field(
+        default=None,
+        description="The user name recorded for calls from this process (default: the OS user).",
+    )
+    url: str | None = Field(
+        default=None,
+        description="URL of a civicml server; when set, the CLI and cm.connect() talk to it.",
+    )
+    audit_key: Path | None = Field(
+        default=None,
+        description="Ed25519 private key (PEM) that signs the audit chain head; default "
+        "$CIVICML_HOME/keys/audit-ed25519.pem, created on first use. Keep it outside the database.",
+    )
+    run_heartbeat_timeout_s: float = Field(
+        default=600.0,
+        gt=0,
+        description="A running run with no heartbeat for this long is marked killed.",
+    )
+    metrics_flush_interval_ms: int = Field(
+        default=200,
+        ge=1,
+        le=60_000,
+        description="Longest time a buffered metric waits before its group commit.",
+    )
+    server_allowed_hosts: list[str] = Field(
+        default_factory=lambda: ["127.0.0.1", "localhost", "::1", "[::1]"],
+        description="Host header values the server accepts (DNS-rebinding protection); "
+        "add the server's public name when it is exposed.",
+    )
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _expand_home(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = config_file()
+        if path is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return tuple(sources)
+
+    @classmethod
+    def load(cls, **overrides: Any) -> Settings:
+        """Read the settings, turning any problem into one readable :class:`ConfigurationError`."""
+        clean = {k: v for k, v in overrides.items() if v is not None}
+        try:
+            return cls(**clean)
+        except ValidationError as err:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}"
+                for e in err.errors()
+            )
+            source = config_file()
+            raise ConfigurationError(
+                f"Invalid civicml settings: {problems}.",
+                hint=f"Check CIVICML_* environment variables"
+                + (f" and {source}" if source else "")
+                + "; every setting is listed in docs/configuration.md.",
+            ) from err
+        except (OSError, ValueError) as err:  # unreadable or malformed TOML
+            raise ConfigurationError(
+                f"Could not read civicml settings: {err}.",
+                hint="Fix or remove the civicml.toml file named above.",
+            ) from err
+
+    # Derived locations -------------------------------------------------------------------
+    @property
+    def database_url(self) -> str:
+        return self.db_url or f"sqlite:///{self.home / 'civicml.db'}"
+
+    @property
+    def artifacts_root(self) -> Path:
+        return Path(self.artifacts).expanduser() if self.artifacts else self.home / "artifacts"
+
+    @property
+    def audit_key_path(self) -> Path:
+        return self.audit_key or self.home / "keys" / "audit-ed25519.pem"
+
+    @property
+    def witness_path(self) -> Path:
+        return self.home / "audit" / "witness.json"

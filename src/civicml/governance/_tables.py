@@ -1,0 +1,81 @@
+"""Rows of governance: projects, the audit chain and the lineage graph."""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    Boolean,
+    Column,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+)
+
+from civicml.store.schema import ID, BigID, JSONDoc, Name, UTCDateTime, metadata
+
+projects = Table(
+    "projects",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("name", Name, nullable=False, unique=True),
+    Column("description", Text, nullable=False, default=""),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("created_by", String(128), nullable=False),
+)
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("seq", BigID, primary_key=True, autoincrement=False),
+    Column("id", ID, nullable=False, unique=True),
+    Column("at", String(40), nullable=False),  # ISO-8601 UTC, exactly as hashed
+    Column("actor", String(128), nullable=False),
+    Column("roles", String(512), nullable=False),
+    Column("action", String(64), nullable=False),
+    Column("entity_kind", String(32), nullable=False),
+    Column("entity_id", String(256), nullable=False),
+    Column("project", String(128), nullable=True),
+    Column("before", Text, nullable=True),  # canonical JSON, exactly as hashed
+    Column("after", Text, nullable=True),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    Index("ix_audit_events_entity", "entity_kind", "entity_id"),
+    Index("ix_audit_events_project", "project"),
+)
+
+# One row (id=1): the chain head. Appenders lock it (SELECT ... FOR UPDATE on PostgreSQL; SQLite
+# writers are already serialised by BEGIN IMMEDIATE), so the chain never forks.
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigID, nullable=False),
+    Column("hash", String(64), nullable=False),
+)
+
+lineage_nodes = Table(
+    "lineage_nodes",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("project_id", ID, nullable=True, index=True),
+    Column("kind", String(32), nullable=False),
+    Column("ref", String(256), nullable=False),
+    Column("name", String(256), nullable=False, default=""),
+    Column("properties", JSONDoc, nullable=True),
+    Column("deleted", Boolean, nullable=False, default=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    UniqueConstraint("kind", "ref"),
+)
+
+lineage_edges = Table(
+    "lineage_edges",
+    metadata,
+    Column("src", ID, ForeignKey("lineage_nodes.id"), primary_key=True),
+    Column("dst", ID, ForeignKey("lineage_nodes.id"), primary_key=True),
+    Column("kind", String(32), primary_key=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Index("ix_lineage_edges_dst", "dst"),
+)

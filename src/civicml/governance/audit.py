@@ -1,0 +1,436 @@
+"""The audit trail: hash-chained events, anchored by an Ed25519-signed head kept outside the DB.
+
+Every state change appends one event in the same transaction as the change. Each event's hash
+covers its fields and the hash of the event before it, so editing, deleting or reordering a row
+breaks the chain. Someone with database access could still cut the tail or recompute every hash;
+so after each commit the new head is signed with a key kept outside the database and written to a
+witness file under ``$CIVICML_HOME`` (and into every export): ``verify`` then also catches a
+truncated tail or a recomputed chain.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from sqlalchemy import insert, select, update
+
+from civicml.core.errors import ConfigurationError
+from civicml.core.ids import new_id
+from civicml.governance._tables import audit_events, audit_head
+from civicml.governance.schemas import AuditEvent, AuditProblem, AuditReport, SignedHead
+from civicml.store.context import Context
+from civicml.store.db import UnitOfWork
+
+__all__ = ["GENESIS", "AuditSigner", "AuditTrail", "canonical_json", "event_hash"]
+
+GENESIS = "0" * 64
+_HEAD_ID = 1
+
+
+def canonical_json(value: Any) -> str:
+    """The one serialisation that is hashed: sorted keys, no spaces, UTF-8, no NaN."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                      allow_nan=False, default=str)
+
+
+def event_hash(fields: dict[str, Any]) -> str:
+    """SHA-256 over the canonical form of an event's fields (which include ``prev_hash``)."""
+    return hashlib.sha256(canonical_json(fields).encode()).hexdigest()
+
+
+def _hashed_fields(row: Any) -> dict[str, Any]:
+    return {
+        "seq": int(row.seq),
+        "id": row.id,
+        "at": row.at,
+        "actor": row.actor,
+        "roles": row.roles,
+        "action": row.action,
+        "entity_kind": row.entity_kind,
+        "entity_id": row.entity_id,
+        "project": row.project,
+        "before": row.before,
+        "after": row.after,
+        "prev_hash": row.prev_hash,
+    }
+
+
+class AuditSigner:
+    """Signs chain heads with an Ed25519 key kept outside the database.
+
+    The key is created on first use (mode 0600) at ``settings.audit_key_path``; the public key
+    sits beside it as ``.pub`` so auditors can verify without the private key.
+    """
+
+    def __init__(self, key_path: Path, witness_path: Path) -> None:
+        self.key_path = key_path
+        self.pub_path = key_path.with_suffix(".pub")
+        self.witness_path = witness_path
+        self._key: Ed25519PrivateKey | None = None
+
+    # Keys -----------------------------------------------------------------------------------
+    def private_key(self) -> Ed25519PrivateKey:
+        if self._key is None:
+            self._key = self._load_or_create()
+        return self._key
+
+    def public_key(self) -> Ed25519PublicKey:
+        if self.pub_path.is_file():
+            return _load_public(self.pub_path.read_bytes())
+        if self.key_path.is_file():
+            return self.private_key().public_key()
+        raise ConfigurationError(
+            f"No audit signing key at {self.key_path}.",
+            hint="Point CIVICML_AUDIT_KEY at the key this installation signs with.",
+        )
+
+    def public_key_hex(self) -> str:
+        raw = self.public_key().public_bytes(serialization.Encoding.Raw,
+                                             serialization.PublicFormat.Raw)
+        return raw.hex()
+
+    def _load_or_create(self) -> Ed25519PrivateKey:
+        if not self.key_path.is_file():
+            self.key_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+            key = Ed25519PrivateKey.generate()
+            pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                    serialization.NoEncryption())
+            try:
+                fd = os.open(self.key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            except FileExistsError:
+                pass  # another process won the race; load its key below
+            else:
+                with os.fdopen(fd, "wb") as handle:
+                    handle.write(pem)
+                    handle.flush()
+                    os.fsync(handle.fileno())
+                pub = key.public_key().public_bytes(serialization.Encoding.PEM,
+                                                    serialization.PublicFormat.SubjectPublicKeyInfo)
+                _atomic_write(self.pub_path, pub)
+                return key
+        loaded = serialization.load_pem_private_key(self.key_path.read_bytes(), password=None)
+        if not isinstance(loaded, Ed25519PrivateKey):
+            raise ConfigurationError(
+                f"The audit key at {self.key_path} is not an Ed25519 private key.",
+                hint="Move it away; civicml creates a new key on first use.",
+            )
+        if not self.pub_path.is_file():
+            _atomic_write(self.pub_path, loaded.public_key().public_bytes(
+                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+        return loaded
+
+    # Heads ----------------------------------------------------------------------------------
+    def sign(self, seq: int, head_hash: str, signed_at: str) -> SignedHead:
+        message = _head_message(seq, head_hash, signed_at)
+        signature = self.private_key().sign(message).hex()
+        return SignedHead(seq=seq, hash=head_hash, signed_at=signed_at,
+                          public_key=self.public_key_hex(), signature=signature)
+
+    def check(self, head: SignedHead) -> bool:
+        try:
+            self.public_key().verify(bytes.fromhex(head.signature),
+                                     _head_message(head.seq, head.hash, head.signed_at))
+        except (InvalidSignature, ValueError):
+            return False
+        return True
+
+    def read_witness(self) -> SignedHead | None:
+        if not self.witness_path.is_file():
+            return None
+        return SignedHead.model_validate_json(self.witness_path.read_bytes())
+
+    def advance_witness(self, seq: int, head_hash: str, signed_at: str) -> None:
+        """Sign and record a newer head; never moves the witness backwards."""
+        self.witness_path.parent.mkdir(parents=True, exist_ok=True)
+        with _locked(self.witness_path.with_suffix(".lock")):
+            current = self.read_witness()
+            if current is not None and current.seq >= seq:
+                return
+            head = self.sign(seq, head_hash, signed_at)
+            _atomic_write(self.witness_path, head.model_dump_json().encode())
+
+
+class AuditTrail:
+    """Appends to, reads, verifies and exports the audit chain."""
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+        self.signer = AuditSigner(ctx.settings.audit_key_path, ctx.settings.witness_path)
+
+    def record(
+        self,
+        uow: UnitOfWork,
+        action: str,
+        entity_kind: str,
+        entity_id: str,
+        *,
+        project: str | None = None,
+        before: dict[str, Any] | None = None,
+        after: dict[str, Any] | None = None,
+    ) -> str:
+        """Append one event inside ``uow``; returns its id. The head is signed after commit."""
+        conn = uow.conn
+        query = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == _HEAD_ID)
+        if conn.dialect.name == "postgresql":
+            query = query.with_for_update()
+        head = conn.execute(query).first()
+        if head is None:
+            seq, prev = 1, GENESIS
+        else:
+            seq, prev = int(head.seq) + 1, head.hash
+        principal = self._ctx.principal
+        fields: dict[str, Any] = {
+            "seq": seq,
+            "id": new_id(),
+            "at": _iso(self._ctx.clock.now()),
+            "actor": principal.user,
+            "roles": ",".join(sorted(principal.roles)),
+            "action": action,
+            "entity_kind": entity_kind,
+            "entity_id": entity_id,
+            "project": project,
+            "before": None if before is None else canonical_json(before),
+            "after": None if after is None else canonical_json(after),
+            "prev_hash": prev,
+        }
+        digest = event_hash(fields)
+        conn.execute(insert(audit_events).values(**fields, hash=digest))
+        if head is None:
+            conn.execute(insert(audit_head).values(id=_HEAD_ID, seq=seq, hash=digest))
+        else:
+            conn.execute(update(audit_head).where(audit_head.c.id == _HEAD_ID)
+                         .values(seq=seq, hash=digest))
+        # Only the last head of a transaction needs signing: the key replaces earlier callbacks.
+        uow.after_commit("audit-witness", lambda: self.signer.advance_witness(
+            seq, digest, _iso(self._ctx.clock.now())))
+        return str(fields["id"])
+
+    # Reading --------------------------------------------------------------------------------
+    def list(
+        self,
+        *,
+        project: str | None = None,
+        entity_kind: str | None = None,
+        entity_id: str | None = None,
+        action: str | None = None,
+        after_seq: int = 0,
+        limit: int = 100,
+    ) -> list[AuditEvent]:
+        query = select(audit_events).where(audit_events.c.seq > after_seq)
+        if project is not None:
+            query = query.where(audit_events.c.project == project)
+        if entity_kind is not None:
+            query = query.where(audit_events.c.entity_kind == entity_kind)
+        if entity_id is not None:
+            query = query.where(audit_events.c.entity_id == entity_id)
+        if action is not None:
+            query = query.where(audit_events.c.action == action)
+        query = query.order_by(audit_events.c.seq).limit(max(1, min(limit, 10_000)))
+        with self._ctx.db.read() as conn:
+            return [_to_event(row) for row in conn.execute(query)]
+
+    def _rows(self) -> Iterator[Any]:
+        with self._ctx.db.engine.connect() as conn:
+            result = conn.execution_options(yield_per=2000).execute(
+                select(audit_events).order_by(audit_events.c.seq))
+            yield from result
+
+    # Verification ---------------------------------------------------------------------------
+    def verify(self) -> AuditReport:
+        """Check the chain row by row, the head row, and the signed witness outside the DB."""
+        checked, problem, last_seq, last_hash, by_seq = _walk(self._rows())
+        problems = [problem] if problem else []
+        with self._ctx.db.read() as conn:
+            head = conn.execute(select(audit_head).where(audit_head.c.id == _HEAD_ID)).first()
+        if not problems and head is not None and (int(head.seq), head.hash) != (last_seq, last_hash):
+            problems.append(AuditProblem(
+                seq=last_seq, reason=f"the chain ends at event {last_seq} but the recorded head "
+                f"is event {int(head.seq)}: events after {last_seq} were deleted"))
+        witness = self.signer.read_witness()
+        problems += _check_witness(self.signer, witness, checked, last_seq, by_seq)
+        return AuditReport(ok=not problems, events_checked=checked, head_seq=last_seq,
+                           head_hash=last_hash, witness=witness, problems=problems)
+
+    # Export ---------------------------------------------------------------------------------
+    def export(self, path: Path) -> int:
+        """Write every event and the signed heads as JSON Lines; returns the event count."""
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+        count, last_seq, last_hash = 0, 0, GENESIS
+        with open(tmp, "w", encoding="utf-8") as out:
+            out.write(canonical_json({"type": "header", "format": "civicml-audit/1",
+                                      "public_key": self.signer.public_key_hex(),
+                                      "exported_at": _iso(self._ctx.clock.now())}) + "\n")
+            for row in self._rows():
+                record = {"type": "event", **_hashed_fields(row), "hash": row.hash}
+                out.write(canonical_json(record) + "\n")
+                count, last_seq, last_hash = count + 1, int(row.seq), row.hash
+            witness = self.signer.read_witness()
+            if witness is not None:
+                out.write(canonical_json({"type": "witness", **witness.model_dump()}) + "\n")
+            if count:
+                head = self.signer.sign(last_seq, last_hash, _iso(self._ctx.clock.now()))
+                out.write(canonical_json({"type": "signed_head", **head.model_dump()}) + "\n")
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+        return count
+
+
+def verify_export(path: Path, signer: AuditSigner | None = None) -> AuditReport:
+    """Verify an export file offline: the chain, and the signed heads it carries.
+
+    With ``signer`` the heads must be signed by that installation's key; otherwise by the public
+    key in the export's header (which proves internal consistency only).
+    """
+    rows: list[Any] = []
+    heads: list[SignedHead] = []
+    public_key: str | None = None
+    with open(path, encoding="utf-8") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise ConfigurationError(f"{path}: line {number} is not JSON ({err}).") from err
+            kind = record.pop("type", None)
+            if kind == "header":
+                public_key = record.get("public_key")
+            elif kind == "event":
+                rows.append(_Row(record))
+            elif kind in ("witness", "signed_head"):
+                heads.append(SignedHead.model_validate(record))
+    checked, problem, last_seq, last_hash, by_seq = _walk(iter(rows))
+    problems = [problem] if problem else []
+    key_hex = signer.public_key_hex() if signer is not None else public_key
+    for head in heads:
+        if key_hex is None or not _signature_ok(key_hex, head):
+            problems.append(AuditProblem(seq=head.seq, reason="a signed head in the export has "
+                                         "an invalid signature"))
+    if not heads and checked:
+        problems.append(AuditProblem(seq=last_seq, reason="the export carries no signed head"))
+    for head in heads:
+        problems += _check_witness(None, head, checked, last_seq, by_seq)
+    return AuditReport(ok=not problems, events_checked=checked, head_seq=last_seq,
+                       head_hash=last_hash, witness=heads[-1] if heads else None,
+                       problems=problems)
+
+
+class _Row:
+    def __init__(self, record: dict[str, Any]) -> None:
+        self.__dict__.update(record)
+
+
+def _walk(rows: Iterator[Any]) -> tuple[int, AuditProblem | None, int, str, dict[int, str]]:
+    """Walk the chain; return (checked, first problem, last seq, last hash, seq->hash)."""
+    expected_prev, expected_seq, checked = GENESIS, 1, 0
+    by_seq: dict[int, str] = {}
+    for row in rows:
+        seq = int(row.seq)
+        if seq != expected_seq:
+            reason = (f"event {expected_seq} is missing (deleted)" if seq > expected_seq
+                      else f"event {seq} appears out of order")
+            return checked, AuditProblem(seq=expected_seq, event_id=None, reason=reason), \
+                expected_seq - 1, expected_prev, by_seq
+        if row.prev_hash != expected_prev:
+            return checked, AuditProblem(seq=seq, event_id=row.id, reason=(
+                f"event {seq} does not follow event {seq - 1}: the chain was reordered, or an "
+                "event before it was deleted or replaced")), seq - 1, expected_prev, by_seq
+        if event_hash(_hashed_fields(row)) != row.hash:
+            return checked, AuditProblem(seq=seq, event_id=row.id, reason=(
+                f"event {seq} ({row.action} on {row.entity_kind} {row.entity_id}) was edited: "
+                "its content no longer matches its hash")), seq - 1, expected_prev, by_seq
+        checked += 1
+        by_seq[seq] = row.hash
+        expected_prev, expected_seq = row.hash, seq + 1
+    return checked, None, expected_seq - 1, expected_prev, by_seq
+
+
+def _check_witness(signer: AuditSigner | None, witness: SignedHead | None, checked: int,
+                   last_seq: int, by_seq: dict[int, str]) -> list[AuditProblem]:
+    if witness is None:
+        if checked and signer is not None:
+            return [AuditProblem(seq=last_seq, reason=(
+                f"no signed head found at {signer.witness_path}: truncation or a recomputed "
+                "chain cannot be ruled out"))]
+        return []
+    if signer is not None and not signer.check(witness):
+        return [AuditProblem(seq=witness.seq, reason="the signed head's signature is invalid "
+                             "(the witness file was altered or signed by another key)")]
+    if witness.seq > last_seq:
+        return [AuditProblem(seq=last_seq + 1, reason=(
+            f"the signed head covers {witness.seq} events but the chain holds only {last_seq}: "
+            "the tail was truncated"))]
+    if by_seq.get(witness.seq) != witness.hash:
+        return [AuditProblem(seq=witness.seq, reason=(
+            f"event {witness.seq} differs from the signed head: the chain was rewritten and its "
+            "hashes recomputed"))]
+    return []
+
+
+def _signature_ok(public_key_hex: str, head: SignedHead) -> bool:
+    try:
+        Ed25519PublicKey.from_public_bytes(bytes.fromhex(public_key_hex)).verify(
+            bytes.fromhex(head.signature), _head_message(head.seq, head.hash, head.signed_at))
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def _to_event(row: Any) -> AuditEvent:
+    return AuditEvent(
+        seq=int(row.seq), id=row.id, at=row.at, actor=row.actor,
+        roles=[r for r in row.roles.split(",") if r], action=row.action,
+        entity_kind=row.entity_kind, entity_id=row.entity_id, project=row.project,
+        before=None if row.before is None else json.loads(row.before),
+        after=None if row.after is None else json.loads(row.after),
+        prev_hash=row.prev_hash, hash=row.hash,
+    )
+
+
+def _head_message(seq: int, head_hash: str, signed_at: str) -> bytes:
+    return f"civicml-audit-head\n{seq}\n{head_hash}\n{signed_at}".encode()
+
+
+def _iso(moment: datetime) -> str:
+    return moment.isoformat(timespec="microseconds")
+
+
+def _load_public(pem: bytes) -> Ed25519PublicKey:
+    key = serialization.load_pem_public_key(pem)
+    if not isinstance(key, Ed25519PublicKey):
+        raise ConfigurationError("The audit public key is not an Ed25519 key.")
+    return key
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    with open(tmp, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    with open(path, "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)

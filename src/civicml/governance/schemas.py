@@ -1,0 +1,116 @@
+"""Schemas of governance that cross a boundary: projects, audit events and reports, lineage."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+__all__ = [
+    "AuditEvent",
+    "AuditProblem",
+    "AuditReport",
+    "LineageEdge",
+    "LineageGraph",
+    "LineageNode",
+    "Project",
+    "SignedHead",
+]
+
+
+class _Schema(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Project(_Schema):
+    """A project: every experiment, run, model and dataset belongs to one."""
+
+    id: str = Field(description="Project id.")
+    name: str = Field(description="Unique project name.")
+    description: str = Field(default="", description="Free text.")
+    created_at: datetime = Field(description="When it was created (UTC).")
+    created_by: str = Field(description="Who created it.")
+
+
+class AuditEvent(_Schema):
+    """One entry of the hash-chained audit trail."""
+
+    seq: int = Field(description="Position in the chain, from 1.")
+    id: str = Field(description="Event id.")
+    at: str = Field(description="When (ISO-8601 UTC), exactly as hashed.")
+    actor: str = Field(description="The user who made the change.")
+    roles: list[str] = Field(description="The roles they acted in.")
+    action: str = Field(description="What happened, e.g. 'model_version.approved'.")
+    entity_kind: str = Field(description="Kind of thing changed, e.g. 'model_version'.")
+    entity_id: str = Field(description="Id of the thing changed.")
+    project: str | None = Field(default=None, description="Project name, if any.")
+    before: dict[str, Any] | None = Field(default=None, description="Summary before the change.")
+    after: dict[str, Any] | None = Field(default=None, description="Summary after the change.")
+    prev_hash: str = Field(description="Hash of the previous event (64 zeros for the first).")
+    hash: str = Field(description="SHA-256 of this event's canonical JSON.")
+
+
+class SignedHead(_Schema):
+    """A chain head signed with the installation's Ed25519 key (kept outside the database)."""
+
+    seq: int = Field(description="Sequence number of the head event.")
+    hash: str = Field(description="Hash of the head event.")
+    signed_at: str = Field(description="When it was signed (ISO-8601 UTC).")
+    public_key: str = Field(description="Raw Ed25519 public key, hex.")
+    signature: str = Field(description="Ed25519 signature, hex.")
+
+
+class AuditProblem(_Schema):
+    """The first place where the chain does not hold."""
+
+    seq: int = Field(description="Sequence number of the first bad event.")
+    event_id: str | None = Field(default=None, description="Its id, when the row exists.")
+    reason: str = Field(description="What is wrong.")
+
+
+class AuditReport(_Schema):
+    """The result of ``civicml audit verify``."""
+
+    ok: bool = Field(description="True when the chain, its head and the signed witness hold.")
+    events_checked: int = Field(description="Events whose hash and link were verified.")
+    head_seq: int = Field(description="Last verified sequence number.")
+    head_hash: str = Field(description="Hash of the last verified event.")
+    witness: SignedHead | None = Field(default=None, description="The signed head checked.")
+    problems: list[AuditProblem] = Field(default_factory=list, description="What failed.")
+
+
+NodeKind = Literal[
+    "project", "experiment", "run", "dataset_version", "model", "model_version", "endpoint",
+    "report", "artifact", "pipeline_run",
+]
+EdgeKind = Literal["ContributedTo", "AssociatedWith", "DerivedFrom", "Produced", "SameAs"]
+
+
+class LineageNode(_Schema):
+    """An entity in the lineage graph (SageMaker's Artifact / Action / Context)."""
+
+    id: str = Field(description="Node id.")
+    kind: str = Field(description="Entity kind, e.g. 'run' or 'model_version'.")
+    ref: str = Field(description="Id of the entity it stands for.")
+    name: str = Field(description="Human-readable name, e.g. 'eligibility v3'.")
+    project_id: str | None = Field(default=None, description="Owning project id.")
+    properties: dict[str, Any] | None = Field(default=None, description="Extra facts.")
+    deleted: bool = Field(default=False, description="The entity was deleted; the node remains.")
+
+
+class LineageEdge(_Schema):
+    """A directed association: data or responsibility flows from ``src`` to ``dst``."""
+
+    src: str = Field(description="Upstream node id.")
+    dst: str = Field(description="Downstream node id.")
+    kind: str = Field(description="Association type (SageMaker's AssociationType).")
+
+
+class LineageGraph(_Schema):
+    """The answer to an upstream/downstream query."""
+
+    root: LineageNode = Field(description="The node the query started from.")
+    direction: Literal["upstream", "downstream", "both"] = Field(description="Query direction.")
+    nodes: list[LineageNode] = Field(description="Every node reached, the root included.")
+    edges: list[LineageEdge] = Field(description="Every edge between reached nodes.")

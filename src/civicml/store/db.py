@@ -1,0 +1,201 @@
+"""The metadata database: one SQLAlchemy engine, units of work, automatic migrations.
+
+SQLite (the embedded default) runs in WAL mode with ``synchronous=FULL`` and a busy timeout, and
+every write transaction starts with ``BEGIN IMMEDIATE``: a writer waits its turn instead of failing
+with "database is locked" when another process committed first. PostgreSQL runs the same code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import threading
+import zlib
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+
+from civicml.core.errors import ConfigurationError, MissingExtraError
+
+__all__ = ["HEAD_REVISION", "MetadataStore", "UnitOfWork"]
+
+#: The newest migration; ``tests/store/test_migrations.py`` checks it against the scripts.
+HEAD_REVISION = "0001"
+
+_MIGRATIONS = Path(__file__).parent / "migrations"
+_BUSY_TIMEOUT_MS = 60_000
+
+
+@dataclass(slots=True)
+class UnitOfWork:
+    """One write transaction: the state change, its lineage and its audit event commit together.
+
+    Callbacks registered with :meth:`after_commit` run once the transaction is durable (for example
+    signing the new audit-chain head); they never run when the transaction rolls back.
+    """
+
+    conn: Connection
+    _callbacks: dict[str, Callable[[], None]] = field(default_factory=dict)
+
+    def after_commit(self, key: str, callback: Callable[[], None]) -> None:
+        """Run ``callback`` after commit; a second registration under ``key`` replaces the first."""
+        self._callbacks[key] = callback
+
+
+class MetadataStore:
+    """The metadata database behind every service.
+
+    Args:
+        url: SQLAlchemy URL (``sqlite:///path`` or ``postgresql+psycopg://...``).
+        migrate: Apply pending Alembic migrations now (on by default).
+    """
+
+    def __init__(self, url: str, *, migrate: bool = True) -> None:
+        self.url = url
+        self.engine = _create_engine(url)
+        self.dialect = self.engine.dialect.name
+        self._write_engine = self.engine.execution_options(civicml_write=True)
+        self._sqlite_write_lock = threading.Lock() if self.dialect == "sqlite" else None
+        if migrate:
+            self.migrate()
+
+    # Transactions ----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Connection]:
+        """A read-only snapshot transaction."""
+        with self.engine.connect() as conn, conn.begin():
+            yield conn
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[UnitOfWork]:
+        """A write transaction (``BEGIN IMMEDIATE`` on SQLite); commits on success."""
+        lock = self._sqlite_write_lock or contextlib.nullcontext()
+        with lock:  # writers in one process queue here rather than spin on SQLITE_BUSY
+            with self._write_engine.connect() as conn:
+                uow = UnitOfWork(conn)
+                with conn.begin():
+                    yield uow
+        for callback in uow._callbacks.values():
+            callback()
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    # Migrations ------------------------------------------------------------------------------
+    def current_revision(self) -> str | None:
+        with self.engine.connect() as conn:
+            try:
+                row = conn.execute(text("SELECT version_num FROM alembic_version")).first()
+            except OperationalError:
+                conn.rollback()
+                return None
+            except Exception as err:  # PostgreSQL: UndefinedTable surfaces as ProgrammingError
+                if "alembic_version" not in str(err):
+                    raise
+                conn.rollback()
+                return None
+        return None if row is None else str(row[0])
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision (no-op when already there)."""
+        if self.current_revision() == HEAD_REVISION:
+            return
+        from alembic import command
+        from alembic.config import Config
+
+        with self._migration_lock(), self.engine.connect() as conn:
+            cfg = Config()
+            cfg.set_main_option("script_location", str(_MIGRATIONS))
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+            conn.commit()
+
+    @contextlib.contextmanager
+    def _migration_lock(self) -> Iterator[None]:
+        """Only one process migrates at a time (file lock on SQLite, advisory lock on PostgreSQL)."""
+        if self.dialect == "sqlite":
+            database = make_url(self.url).database
+            if not database or database == ":memory:":
+                yield
+                return
+            lock_path = Path(database).with_suffix(".migrate.lock")
+            with open(lock_path, "a+b") as handle:
+                fcntl.flock(handle, fcntl.LOCK_EX)
+                try:
+                    yield
+                finally:
+                    fcntl.flock(handle, fcntl.LOCK_UN)
+        elif self.dialect == "postgresql":
+            key = zlib.crc32(b"civicml-migrations")
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT pg_advisory_lock(:k)"), {"k": key})
+                conn.commit()
+                try:
+                    yield
+                finally:
+                    conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": key})
+                    conn.commit()
+        else:
+            yield
+
+
+def _create_engine(url: str) -> Engine:
+    try:
+        parsed = make_url(url)
+    except ArgumentError as err:
+        raise ConfigurationError(
+            f"CIVICML_DB_URL {url!r} is not a database URL.",
+            hint="Use 'sqlite:////absolute/path/civicml.db' or "
+            "'postgresql+psycopg://user@host:5432/dbname'.",
+        ) from err
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        database = parsed.database
+        if database and database != ":memory:":
+            Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(
+            url,
+            connect_args={"check_same_thread": False, "timeout": _BUSY_TIMEOUT_MS / 1000},
+            pool_size=8,
+            max_overflow=16,
+        )
+        _configure_sqlite(engine)
+        return engine
+    if backend == "postgresql":
+        if parsed.get_driver_name() != "psycopg":
+            raise ConfigurationError(
+                f"PostgreSQL URL {url!r} uses driver {parsed.get_driver_name()!r}.",
+                hint="Use the psycopg 3 driver: 'postgresql+psycopg://user@host:5432/dbname'.",
+            )
+        try:
+            return create_engine(url, pool_size=8, max_overflow=16, pool_pre_ping=True)
+        except (ModuleNotFoundError, NoSuchModuleError) as err:
+            raise MissingExtraError("PostgreSQL metadata store", "postgres", "psycopg") from err
+    raise ConfigurationError(
+        f"Database backend {backend!r} (from {url!r}) is not supported.",
+        hint="Use SQLite (the default) or PostgreSQL ('postgresql+psycopg://...').",
+    )
+
+
+def _configure_sqlite(engine: Engine) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+        cursor = dbapi_conn.cursor()
+        cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Connection) -> None:
+        if conn.get_execution_options().get("civicml_write"):
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+        else:
+            conn.exec_driver_sql("BEGIN")
