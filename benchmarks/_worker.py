@@ -239,9 +239,7 @@ class Mlflow:
             raise WorkloadError(f"mlflow batch: {len(got)} m0 values stored, {len(batches)}")
         return {"n": n, "seconds": secs}
 
-    def runs(
-        self, rep: int, data: list[tuple[dict[str, str], dict[str, float]]]
-    ) -> dict[str, Any]:
+    def runs(self, rep: int, data: list[tuple[dict[str, str], dict[str, float]]]) -> dict[str, Any]:
         mlflow = self.mlflow
         exp = self._experiment(rep, "runs")
         self._search_exp = exp
@@ -315,9 +313,9 @@ class Civicml:
         _call("run.log_params({...})", lambda: run.log_params({"b": "x"}))
         _call("run.flush()", run.flush)
         _call("run.end()", run.end)
-        with _call("proj.start_run(...) as context manager", lambda: proj.start_run(
-            experiment="warmup"
-        )) as ctx_run:
+        with _call(
+            "proj.start_run(...) as context manager", lambda: proj.start_run(experiment="warmup")
+        ) as ctx_run:
             ctx_run.log_metric("warm", 1.0, step=0)
         found = _call(
             "proj.runs.search(filter=..., order_by=[...], max_results=...)",
@@ -380,9 +378,7 @@ class Civicml:
         run.end()
         return {"n": sum(len(b) for b in batches), "seconds": secs}
 
-    def runs(
-        self, rep: int, data: list[tuple[dict[str, str], dict[str, float]]]
-    ) -> dict[str, Any]:
+    def runs(self, rep: int, data: list[tuple[dict[str, str], dict[str, float]]]) -> dict[str, Any]:
         proj = self._project(rep, "runs")
         self._search_proj = proj
         t0 = time.perf_counter()
@@ -390,8 +386,8 @@ class Civicml:
             with proj.start_run(experiment="runs") as run:
                 run.log_params(params)
                 run.log_metrics(metrics, step=0)
-                # Like MLflow's end_run, a finished run's data must be durable.
-                run.flush()
+            # Leaving the block calls run.end(), which flushes first: like MLflow's end_run,
+            # a finished run's data is durable.
         secs = time.perf_counter() - t0
         return {"n": len(data), "seconds": secs}
 
@@ -423,8 +419,10 @@ class Civicml:
 
 def _run_metric(run: Any, key: str) -> float | None:
     """Best effort: read a metric off a search result (the result type is not pinned)."""
-    for holder in (getattr(run, "metrics", None), getattr(getattr(run, "data", None), "metrics",
-                                                          None)):
+    for holder in (
+        getattr(run, "metrics", None),
+        getattr(getattr(run, "data", None), "metrics", None),
+    ):
         if holder is None:
             continue
         try:

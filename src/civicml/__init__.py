@@ -1,1 +1,35 @@
-"""civicml."""
+"""civicml: self-hosted MLOps for the public sector.
+
+>>> import civicml as cm
+>>> ml = cm.connect()                       # doctest: +SKIP
+>>> run = ml.project("benefits").start_run()  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+if TYPE_CHECKING:
+    from civicml.core.errors import CivicMLError
+    from civicml.core.settings import Settings
+    from civicml.sdk.client import Client, connect
+
+__all__ = ["CivicMLError", "Client", "Settings", "__version__", "connect"]
+
+_LAZY = {
+    "connect": "civicml.sdk.client",
+    "Client": "civicml.sdk.client",
+    "Settings": "civicml.core.settings",
+    "CivicMLError": "civicml.core.errors",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Load public names on first access, keeping ``import civicml`` fast."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'civicml' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

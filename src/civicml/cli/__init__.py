@@ -1,1 +1,1 @@
-"""civicml stage."""
+"""The ``civicml`` command line."""

@@ -123,7 +123,7 @@ class Settings(BaseSettings):
             source = config_file()
             raise ConfigurationError(
                 f"Invalid civicml settings: {problems}.",
-                hint=f"Check CIVICML_* environment variables"
+                hint="Check CIVICML_* environment variables"
                 + (f" and {source}" if source else "")
                 + "; every setting is listed in docs/configuration.md.",
             ) from err

@@ -36,12 +36,19 @@ __all__ = ["GENESIS", "AuditSigner", "AuditTrail", "canonical_json", "event_hash
 
 GENESIS = "0" * 64
 _HEAD_ID = 1
+_KEY_CACHE: dict[Path, Ed25519PrivateKey] = {}
 
 
 def canonical_json(value: Any) -> str:
     """The one serialisation that is hashed: sorted keys, no spaces, UTF-8, no NaN."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      allow_nan=False, default=str)
+    return json.dumps(
+        value,
+        sort_keys=True,
+        separators=(",", ":"),
+        ensure_ascii=False,
+        allow_nan=False,
+        default=str,
+    )
 
 
 def event_hash(fields: dict[str, Any]) -> str:
@@ -82,7 +89,9 @@ class AuditSigner:
     # Keys -----------------------------------------------------------------------------------
     def private_key(self) -> Ed25519PrivateKey:
         if self._key is None:
-            self._key = self._load_or_create()
+            self._key = _KEY_CACHE.get(self.key_path)
+            if self._key is None or not self.key_path.is_file():
+                self._key = _KEY_CACHE[self.key_path] = self._load_or_create()
         return self._key
 
     def public_key(self) -> Ed25519PublicKey:
@@ -96,16 +105,20 @@ class AuditSigner:
         )
 
     def public_key_hex(self) -> str:
-        raw = self.public_key().public_bytes(serialization.Encoding.Raw,
-                                             serialization.PublicFormat.Raw)
+        raw = self.public_key().public_bytes(
+            serialization.Encoding.Raw, serialization.PublicFormat.Raw
+        )
         return raw.hex()
 
     def _load_or_create(self) -> Ed25519PrivateKey:
         if not self.key_path.is_file():
             self.key_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             key = Ed25519PrivateKey.generate()
-            pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                    serialization.NoEncryption())
+            pem = key.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            )
             try:
                 fd = os.open(self.key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             except FileExistsError:
@@ -115,8 +128,9 @@ class AuditSigner:
                     handle.write(pem)
                     handle.flush()
                     os.fsync(handle.fileno())
-                pub = key.public_key().public_bytes(serialization.Encoding.PEM,
-                                                    serialization.PublicFormat.SubjectPublicKeyInfo)
+                pub = key.public_key().public_bytes(
+                    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+                )
                 _atomic_write(self.pub_path, pub)
                 return key
         loaded = serialization.load_pem_private_key(self.key_path.read_bytes(), password=None)
@@ -126,21 +140,31 @@ class AuditSigner:
                 hint="Move it away; civicml creates a new key on first use.",
             )
         if not self.pub_path.is_file():
-            _atomic_write(self.pub_path, loaded.public_key().public_bytes(
-                serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+            _atomic_write(
+                self.pub_path,
+                loaded.public_key().public_bytes(
+                    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+                ),
+            )
         return loaded
 
     # Heads ----------------------------------------------------------------------------------
     def sign(self, seq: int, head_hash: str, signed_at: str) -> SignedHead:
         message = _head_message(seq, head_hash, signed_at)
         signature = self.private_key().sign(message).hex()
-        return SignedHead(seq=seq, hash=head_hash, signed_at=signed_at,
-                          public_key=self.public_key_hex(), signature=signature)
+        return SignedHead(
+            seq=seq,
+            hash=head_hash,
+            signed_at=signed_at,
+            public_key=self.public_key_hex(),
+            signature=signature,
+        )
 
     def check(self, head: SignedHead) -> bool:
         try:
-            self.public_key().verify(bytes.fromhex(head.signature),
-                                     _head_message(head.seq, head.hash, head.signed_at))
+            self.public_key().verify(
+                bytes.fromhex(head.signature), _head_message(head.seq, head.hash, head.signed_at)
+            )
         except (InvalidSignature, ValueError):
             return False
         return True
@@ -209,11 +233,14 @@ class AuditTrail:
         if head is None:
             conn.execute(insert(audit_head).values(id=_HEAD_ID, seq=seq, hash=digest))
         else:
-            conn.execute(update(audit_head).where(audit_head.c.id == _HEAD_ID)
-                         .values(seq=seq, hash=digest))
+            conn.execute(
+                update(audit_head).where(audit_head.c.id == _HEAD_ID).values(seq=seq, hash=digest)
+            )
         # Only the last head of a transaction needs signing: the key replaces earlier callbacks.
-        uow.after_commit("audit-witness", lambda: self.signer.advance_witness(
-            seq, digest, _iso(self._ctx.clock.now())))
+        uow.after_commit(
+            "audit-witness",
+            lambda: self.signer.advance_witness(seq, digest, _iso(self._ctx.clock.now())),
+        )
         return str(fields["id"])
 
     # Reading --------------------------------------------------------------------------------
@@ -243,7 +270,8 @@ class AuditTrail:
     def _rows(self) -> Iterator[Any]:
         with self._ctx.db.engine.connect() as conn:
             result = conn.execution_options(yield_per=2000).execute(
-                select(audit_events).order_by(audit_events.c.seq))
+                select(audit_events).order_by(audit_events.c.seq)
+            )
             yield from result
 
     # Verification ---------------------------------------------------------------------------
@@ -253,14 +281,28 @@ class AuditTrail:
         problems = [problem] if problem else []
         with self._ctx.db.read() as conn:
             head = conn.execute(select(audit_head).where(audit_head.c.id == _HEAD_ID)).first()
-        if not problems and head is not None and (int(head.seq), head.hash) != (last_seq, last_hash):
-            problems.append(AuditProblem(
-                seq=last_seq, reason=f"the chain ends at event {last_seq} but the recorded head "
-                f"is event {int(head.seq)}: events after {last_seq} were deleted"))
+        if (
+            not problems
+            and head is not None
+            and (int(head.seq), head.hash) != (last_seq, last_hash)
+        ):
+            problems.append(
+                AuditProblem(
+                    seq=last_seq,
+                    reason=f"the chain ends at event {last_seq} but the recorded head "
+                    f"is event {int(head.seq)}: events after {last_seq} were deleted",
+                )
+            )
         witness = self.signer.read_witness()
         problems += _check_witness(self.signer, witness, checked, last_seq, by_seq)
-        return AuditReport(ok=not problems, events_checked=checked, head_seq=last_seq,
-                           head_hash=last_hash, witness=witness, problems=problems)
+        return AuditReport(
+            ok=not problems,
+            events_checked=checked,
+            head_seq=last_seq,
+            head_hash=last_hash,
+            witness=witness,
+            problems=problems,
+        )
 
     # Export ---------------------------------------------------------------------------------
     def export(self, path: Path) -> int:
@@ -268,9 +310,17 @@ class AuditTrail:
         tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
         count, last_seq, last_hash = 0, 0, GENESIS
         with open(tmp, "w", encoding="utf-8") as out:
-            out.write(canonical_json({"type": "header", "format": "civicml-audit/1",
-                                      "public_key": self.signer.public_key_hex(),
-                                      "exported_at": _iso(self._ctx.clock.now())}) + "\n")
+            out.write(
+                canonical_json(
+                    {
+                        "type": "header",
+                        "format": "civicml-audit/1",
+                        "public_key": self.signer.public_key_hex(),
+                        "exported_at": _iso(self._ctx.clock.now()),
+                    }
+                )
+                + "\n"
+            )
             for row in self._rows():
                 record = {"type": "event", **_hashed_fields(row), "hash": row.hash}
                 out.write(canonical_json(record) + "\n")
@@ -314,15 +364,23 @@ def verify_export(path: Path, signer: AuditSigner | None = None) -> AuditReport:
     key_hex = signer.public_key_hex() if signer is not None else public_key
     for head in heads:
         if key_hex is None or not _signature_ok(key_hex, head):
-            problems.append(AuditProblem(seq=head.seq, reason="a signed head in the export has "
-                                         "an invalid signature"))
+            problems.append(
+                AuditProblem(
+                    seq=head.seq, reason="a signed head in the export has an invalid signature"
+                )
+            )
     if not heads and checked:
         problems.append(AuditProblem(seq=last_seq, reason="the export carries no signed head"))
     for head in heads:
         problems += _check_witness(None, head, checked, last_seq, by_seq)
-    return AuditReport(ok=not problems, events_checked=checked, head_seq=last_seq,
-                       head_hash=last_hash, witness=heads[-1] if heads else None,
-                       problems=problems)
+    return AuditReport(
+        ok=not problems,
+        events_checked=checked,
+        head_seq=last_seq,
+        head_hash=last_hash,
+        witness=heads[-1] if heads else None,
+        problems=problems,
+    )
 
 
 class _Row:
@@ -337,50 +395,109 @@ def _walk(rows: Iterator[Any]) -> tuple[int, AuditProblem | None, int, str, dict
     for row in rows:
         seq = int(row.seq)
         if seq != expected_seq:
-            reason = (f"event {expected_seq} is missing (deleted)" if seq > expected_seq
-                      else f"event {seq} appears out of order")
-            return checked, AuditProblem(seq=expected_seq, event_id=None, reason=reason), \
-                expected_seq - 1, expected_prev, by_seq
+            reason = (
+                f"event {expected_seq} is missing (deleted)"
+                if seq > expected_seq
+                else f"event {seq} appears out of order"
+            )
+            return (
+                checked,
+                AuditProblem(seq=expected_seq, event_id=None, reason=reason),
+                expected_seq - 1,
+                expected_prev,
+                by_seq,
+            )
         if row.prev_hash != expected_prev:
-            return checked, AuditProblem(seq=seq, event_id=row.id, reason=(
-                f"event {seq} does not follow event {seq - 1}: the chain was reordered, or an "
-                "event before it was deleted or replaced")), seq - 1, expected_prev, by_seq
+            return (
+                checked,
+                AuditProblem(
+                    seq=seq,
+                    event_id=row.id,
+                    reason=(
+                        f"event {seq} does not follow event {seq - 1}: the chain was reordered, or an "
+                        "event before it was deleted or replaced"
+                    ),
+                ),
+                seq - 1,
+                expected_prev,
+                by_seq,
+            )
         if event_hash(_hashed_fields(row)) != row.hash:
-            return checked, AuditProblem(seq=seq, event_id=row.id, reason=(
-                f"event {seq} ({row.action} on {row.entity_kind} {row.entity_id}) was edited: "
-                "its content no longer matches its hash")), seq - 1, expected_prev, by_seq
+            return (
+                checked,
+                AuditProblem(
+                    seq=seq,
+                    event_id=row.id,
+                    reason=(
+                        f"event {seq} ({row.action} on {row.entity_kind} {row.entity_id}) was edited: "
+                        "its content no longer matches its hash"
+                    ),
+                ),
+                seq - 1,
+                expected_prev,
+                by_seq,
+            )
         checked += 1
         by_seq[seq] = row.hash
         expected_prev, expected_seq = row.hash, seq + 1
     return checked, None, expected_seq - 1, expected_prev, by_seq
 
 
-def _check_witness(signer: AuditSigner | None, witness: SignedHead | None, checked: int,
-                   last_seq: int, by_seq: dict[int, str]) -> list[AuditProblem]:
+def _check_witness(
+    signer: AuditSigner | None,
+    witness: SignedHead | None,
+    checked: int,
+    last_seq: int,
+    by_seq: dict[int, str],
+) -> list[AuditProblem]:
     if witness is None:
         if checked and signer is not None:
-            return [AuditProblem(seq=last_seq, reason=(
-                f"no signed head found at {signer.witness_path}: truncation or a recomputed "
-                "chain cannot be ruled out"))]
+            return [
+                AuditProblem(
+                    seq=last_seq,
+                    reason=(
+                        f"no signed head found at {signer.witness_path}: truncation or a recomputed "
+                        "chain cannot be ruled out"
+                    ),
+                )
+            ]
         return []
     if signer is not None and not signer.check(witness):
-        return [AuditProblem(seq=witness.seq, reason="the signed head's signature is invalid "
-                             "(the witness file was altered or signed by another key)")]
+        return [
+            AuditProblem(
+                seq=witness.seq,
+                reason="the signed head's signature is invalid "
+                "(the witness file was altered or signed by another key)",
+            )
+        ]
     if witness.seq > last_seq:
-        return [AuditProblem(seq=last_seq + 1, reason=(
-            f"the signed head covers {witness.seq} events but the chain holds only {last_seq}: "
-            "the tail was truncated"))]
+        return [
+            AuditProblem(
+                seq=last_seq + 1,
+                reason=(
+                    f"the signed head covers {witness.seq} events but the chain holds only {last_seq}: "
+                    "the tail was truncated"
+                ),
+            )
+        ]
     if by_seq.get(witness.seq) != witness.hash:
-        return [AuditProblem(seq=witness.seq, reason=(
-            f"event {witness.seq} differs from the signed head: the chain was rewritten and its "
-            "hashes recomputed"))]
+        return [
+            AuditProblem(
+                seq=witness.seq,
+                reason=(
+                    f"event {witness.seq} differs from the signed head: the chain was rewritten and its "
+                    "hashes recomputed"
+                ),
+            )
+        ]
     return []
 
 
 def _signature_ok(public_key_hex: str, head: SignedHead) -> bool:
     try:
         Ed25519PublicKey.from_public_bytes(bytes.fromhex(public_key_hex)).verify(
-            bytes.fromhex(head.signature), _head_message(head.seq, head.hash, head.signed_at))
+            bytes.fromhex(head.signature), _head_message(head.seq, head.hash, head.signed_at)
+        )
     except (InvalidSignature, ValueError):
         return False
     return True
@@ -388,12 +505,19 @@ def _signature_ok(public_key_hex: str, head: SignedHead) -> bool:
 
 def _to_event(row: Any) -> AuditEvent:
     return AuditEvent(
-        seq=int(row.seq), id=row.id, at=row.at, actor=row.actor,
-        roles=[r for r in row.roles.split(",") if r], action=row.action,
-        entity_kind=row.entity_kind, entity_id=row.entity_id, project=row.project,
+        seq=int(row.seq),
+        id=row.id,
+        at=row.at,
+        actor=row.actor,
+        roles=[r for r in row.roles.split(",") if r],
+        action=row.action,
+        entity_kind=row.entity_kind,
+        entity_id=row.entity_id,
+        project=row.project,
         before=None if row.before is None else json.loads(row.before),
         after=None if row.after is None else json.loads(row.after),
-        prev_hash=row.prev_hash, hash=row.hash,
+        prev_hash=row.prev_hash,
+        hash=row.hash,
     )
 
 

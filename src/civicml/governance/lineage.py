@@ -40,52 +40,84 @@ class LineageService:
         """Get or create the node for entity (kind, ref); returns its id."""
         conn = uow.conn
         existing = conn.execute(
-            select(lineage_nodes.c.id).where(lineage_nodes.c.kind == kind,
-                                             lineage_nodes.c.ref == ref)
+            select(lineage_nodes.c.id).where(
+                lineage_nodes.c.kind == kind, lineage_nodes.c.ref == ref
+            )
         ).scalar()
         if existing is not None:
             return str(existing)
         node_id = new_id()
-        conn.execute(insert(lineage_nodes).values(
-            id=node_id, kind=kind, ref=ref, name=name or ref, project_id=project_id,
-            properties=properties, deleted=False, created_at=self._ctx.clock.now()))
+        conn.execute(
+            insert(lineage_nodes).values(
+                id=node_id,
+                kind=kind,
+                ref=ref,
+                name=name or ref,
+                project_id=project_id,
+                properties=properties,
+                deleted=False,
+                created_at=self._ctx.clock.now(),
+            )
+        )
         return node_id
 
     def link(self, uow: UnitOfWork, src: str, dst: str, kind: str) -> None:
         """Record ``src --kind--> dst`` between two node ids (idempotent)."""
         if kind not in EDGE_KINDS:
-            raise InvalidInputError(f"Lineage association {kind!r} is not known.",
-                                    hint=f"Use one of {', '.join(sorted(EDGE_KINDS))}.")
+            raise InvalidInputError(
+                f"Lineage association {kind!r} is not known.",
+                hint=f"Use one of {', '.join(sorted(EDGE_KINDS))}.",
+            )
         conn = uow.conn
-        exists = conn.execute(select(lineage_edges.c.src).where(
-            lineage_edges.c.src == src, lineage_edges.c.dst == dst, lineage_edges.c.kind == kind
-        )).first()
+        exists = conn.execute(
+            select(lineage_edges.c.src).where(
+                lineage_edges.c.src == src, lineage_edges.c.dst == dst, lineage_edges.c.kind == kind
+            )
+        ).first()
         if exists is None:
-            conn.execute(insert(lineage_edges).values(src=src, dst=dst, kind=kind,
-                                                      created_at=self._ctx.clock.now()))
+            conn.execute(
+                insert(lineage_edges).values(
+                    src=src, dst=dst, kind=kind, created_at=self._ctx.clock.now()
+                )
+            )
 
     def mark_deleted(self, uow: UnitOfWork, kind: str, ref: str) -> None:
-        uow.conn.execute(update(lineage_nodes).where(
-            lineage_nodes.c.kind == kind, lineage_nodes.c.ref == ref).values(deleted=True))
+        uow.conn.execute(
+            update(lineage_nodes)
+            .where(lineage_nodes.c.kind == kind, lineage_nodes.c.ref == ref)
+            .values(deleted=True)
+        )
 
     # Reading --------------------------------------------------------------------------------
     def get_node(self, kind: str, ref: str) -> LineageNode:
         with self._ctx.db.read() as conn:
-            row = conn.execute(select(lineage_nodes).where(
-                lineage_nodes.c.kind == kind, lineage_nodes.c.ref == ref)).first()
+            row = conn.execute(
+                select(lineage_nodes).where(
+                    lineage_nodes.c.kind == kind, lineage_nodes.c.ref == ref
+                )
+            ).first()
         if row is None:
-            raise NotFoundError(f"No lineage is recorded for {kind} {ref!r}.",
-                                hint="Lineage exists for entities created through civicml; "
-                                "check the kind and the id.")
+            raise NotFoundError(
+                f"No lineage is recorded for {kind} {ref!r}.",
+                hint="Lineage exists for entities created through civicml; "
+                "check the kind and the id.",
+            )
         return _node(row)
 
     def has_downstream(self, conn: Connection, kind: str, ref: str) -> bool:
-        node_id = conn.execute(select(lineage_nodes.c.id).where(
-            lineage_nodes.c.kind == kind, lineage_nodes.c.ref == ref)).scalar()
+        node_id = conn.execute(
+            select(lineage_nodes.c.id).where(
+                lineage_nodes.c.kind == kind, lineage_nodes.c.ref == ref
+            )
+        ).scalar()
         if node_id is None:
             return False
-        return conn.execute(select(lineage_edges.c.dst).where(
-            lineage_edges.c.src == node_id).limit(1)).first() is not None
+        return (
+            conn.execute(
+                select(lineage_edges.c.dst).where(lineage_edges.c.src == node_id).limit(1)
+            ).first()
+            is not None
+        )
 
     def query(
         self,
@@ -97,11 +129,15 @@ class LineageService:
     ) -> LineageGraph:
         """Everything upstream and/or downstream of an entity, up to ``max_depth`` hops."""
         if direction not in ("upstream", "downstream", "both"):
-            raise InvalidInputError(f"Direction {direction!r} is not valid.",
-                                    hint="Use 'upstream', 'downstream' or 'both'.")
+            raise InvalidInputError(
+                f"Direction {direction!r} is not valid.",
+                hint="Use 'upstream', 'downstream' or 'both'.",
+            )
         if not 1 <= max_depth <= _MAX_DEPTH:
-            raise InvalidInputError(f"max_depth {max_depth} is out of range.",
-                                    hint=f"Use a depth between 1 and {_MAX_DEPTH}.")
+            raise InvalidInputError(
+                f"max_depth {max_depth} is out of range.",
+                hint=f"Use a depth between 1 and {_MAX_DEPTH}.",
+            )
         root = self.get_node(kind, ref)
         seen: dict[str, int] = {root.id: 0}
         edges: dict[tuple[str, str, str], LineageEdge] = {}
@@ -117,26 +153,38 @@ class LineageService:
                 for edge in conn.execute(select(lineage_edges).where(or_(*conditions))):
                     forward = edge.src in batch and direction in ("downstream", "both")
                     backward = edge.dst in batch and direction in ("upstream", "both")
-                    for origin, target, ok in ((edge.src, edge.dst, forward),
-                                               (edge.dst, edge.src, backward)):
+                    for origin, target, ok in (
+                        (edge.src, edge.dst, forward),
+                        (edge.dst, edge.src, backward),
+                    ):
                         if not ok or origin not in batch:
                             continue
                         depth = seen[origin] + 1
                         if depth > max_depth:
                             continue
                         edges[(edge.src, edge.dst, edge.kind)] = LineageEdge(
-                            src=edge.src, dst=edge.dst, kind=edge.kind)
+                            src=edge.src, dst=edge.dst, kind=edge.kind
+                        )
                         if target not in seen:
                             seen[target] = depth
                             frontier.append(target)
             rows = conn.execute(select(lineage_nodes).where(lineage_nodes.c.id.in_(list(seen))))
             nodes = sorted((_node(r) for r in rows), key=lambda n: (seen[n.id], n.kind, n.name))
-        return LineageGraph(root=root, direction=direction, nodes=nodes,
-                            edges=sorted(edges.values(), key=lambda e: (e.src, e.dst, e.kind)))
+        return LineageGraph(
+            root=root,
+            direction=direction,
+            nodes=nodes,
+            edges=sorted(edges.values(), key=lambda e: (e.src, e.dst, e.kind)),
+        )
 
 
 def _node(row: Any) -> LineageNode:
-    return LineageNode(id=row.id, kind=row.kind, ref=row.ref, name=row.name,
-                       project_id=row.project_id, properties=row.properties,
-                       deleted=bool(row.deleted))
-
+    return LineageNode(
+        id=row.id,
+        kind=row.kind,
+        ref=row.ref,
+        name=row.name,
+        project_id=row.project_id,
+        properties=row.properties,
+        deleted=bool(row.deleted),
+    )

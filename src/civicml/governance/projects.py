@@ -64,9 +64,10 @@ class ProjectService:
             if row is None:
                 names = conn.execute(select(projects.c.name)).scalars().all()
         if row is None:
-            raise NotFoundError(f"Project {name!r} does not exist.",
-                                hint=closest(name, names) or "Create it: civicml projects create "
-                                f"{name}")
+            raise NotFoundError(
+                f"Project {name!r} does not exist.",
+                hint=closest(name, names) or f"Create it: civicml projects create {name}",
+            )
         return _project(row)
 
     def list(self) -> list[Project]:
@@ -81,20 +82,37 @@ class ProjectService:
 
     def _insert(self, uow: UnitOfWork, name: str, description: str) -> Project:
         now = self._ctx.clock.now()
-        project = Project(id=new_id(), name=name, description=description, created_at=now,
-                          created_by=self._ctx.principal.user)
+        project = Project(
+            id=new_id(),
+            name=name,
+            description=description,
+            created_at=now,
+            created_by=self._ctx.principal.user,
+        )
         uow.conn.execute(insert(projects).values(**project.model_dump()))
         self._lineage.node(uow, "project", project.id, name=name, project_id=project.id)
-        self._audit.record(uow, "project.created", "project", project.id, project=name,
-                           after={"name": name, "description": description})
+        self._audit.record(
+            uow,
+            "project.created",
+            "project",
+            project.id,
+            project=name,
+            after={"name": name, "description": description},
+        )
         return project
 
 
 def _exists(name: str) -> ConflictError:
-    return ConflictError(f"Project {name!r} already exists.",
-                         hint=f"Use it: civicml projects show {name}")
+    return ConflictError(
+        f"Project {name!r} already exists.", hint=f"Use it: civicml projects show {name}"
+    )
 
 
 def _project(row: Any) -> Project:
-    return Project(id=row.id, name=row.name, description=row.description,
-                   created_at=row.created_at, created_by=row.created_by)
+    return Project(
+        id=row.id,
+        name=row.name,
+        description=row.description,
+        created_at=row.created_at,
+        created_by=row.created_by,
+    )

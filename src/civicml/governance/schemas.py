@@ -81,8 +81,16 @@ class AuditReport(_Schema):
 
 
 NodeKind = Literal[
-    "project", "experiment", "run", "dataset_version", "model", "model_version", "endpoint",
-    "report", "artifact", "pipeline_run",
+    "project",
+    "experiment",
+    "run",
+    "dataset_version",
+    "model",
+    "model_version",
+    "endpoint",
+    "report",
+    "artifact",
+    "pipeline_run",
 ]
 EdgeKind = Literal["ContributedTo", "AssociatedWith", "DerivedFrom", "Produced", "SameAs"]
 

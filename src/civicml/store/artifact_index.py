@@ -53,18 +53,29 @@ class ArtifactIndex:
                 hint="Log the new content under another path, e.g. with a version suffix.",
             )
         values = {
-            "id": new_id(), "project_id": project_id, "owner_kind": owner_kind,
-            "owner_id": owner_id, "path": path, "digest": stored.digest, "size": stored.size,
-            "media_type": media_type, "created_at": created_at, "created_by": created_by,
+            "id": new_id(),
+            "project_id": project_id,
+            "owner_kind": owner_kind,
+            "owner_id": owner_id,
+            "path": path,
+            "digest": stored.digest,
+            "size": stored.size,
+            "media_type": media_type,
+            "created_at": created_at,
+            "created_by": created_by,
         }
         uow.conn.execute(insert(artifacts).values(**values))
         return _info(values), True
 
     @staticmethod
     def find(conn: Connection, owner_kind: str, owner_id: str, path: str) -> ArtifactInfo | None:
-        row = conn.execute(select(artifacts).where(
-            artifacts.c.owner_kind == owner_kind, artifacts.c.owner_id == owner_id,
-            artifacts.c.path == path)).first()
+        row = conn.execute(
+            select(artifacts).where(
+                artifacts.c.owner_kind == owner_kind,
+                artifacts.c.owner_id == owner_id,
+                artifacts.c.path == path,
+            )
+        ).first()
         return None if row is None else _info(row._mapping)
 
     @staticmethod
@@ -81,18 +92,27 @@ class ArtifactIndex:
     def list(
         conn: Connection, owner_kind: str, owner_id: str, prefix: str | None = None
     ) -> list[ArtifactInfo]:
-        query = select(artifacts).where(artifacts.c.owner_kind == owner_kind,
-                                        artifacts.c.owner_id == owner_id)
+        query = select(artifacts).where(
+            artifacts.c.owner_kind == owner_kind, artifacts.c.owner_id == owner_id
+        )
         if prefix:
             validate_relative_path(prefix.rstrip("/"))
             clean = prefix.rstrip("/")
-            query = query.where((artifacts.c.path == clean)
-                                | artifacts.c.path.startswith(clean + "/", autoescape=True))
+            query = query.where(
+                (artifacts.c.path == clean)
+                | artifacts.c.path.startswith(clean + "/", autoescape=True)
+            )
         return [_info(r._mapping) for r in conn.execute(query.order_by(artifacts.c.path))]
 
 
 def _info(row: Any) -> ArtifactInfo:
-    return ArtifactInfo(path=row["path"], digest=row["digest"], size=row["size"],
-                        media_type=row["media_type"], owner_kind=row["owner_kind"],
-                        owner_id=row["owner_id"], created_at=row["created_at"],
-                        created_by=row["created_by"])
+    return ArtifactInfo(
+        path=row["path"],
+        digest=row["digest"],
+        size=row["size"],
+        media_type=row["media_type"],
+        owner_kind=row["owner_kind"],
+        owner_id=row["owner_id"],
+        created_at=row["created_at"],
+        created_by=row["created_by"],
+    )

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol
 
 from civicml.core.errors import ArtifactIntegrityError, ConfigurationError, NotFoundError
+from civicml.core.process import process_alive
 
 __all__ = ["ArtifactStore", "LocalArtifactStore", "Stored", "open_artifact_store"]
 
@@ -138,7 +139,7 @@ class LocalArtifactStore:
         """Open an object for reading after checking its whole content against the digest."""
         digest = check_digest(digest)
         path = self._existing(digest)
-        handle = open(path, "rb")  # noqa: SIM115 - returned to the caller
+        handle = open(path, "rb")
         hasher = hashlib.sha256()
         while chunk := handle.read(_CHUNK):
             hasher.update(chunk)
@@ -173,7 +174,7 @@ class LocalArtifactStore:
         removed = 0
         for tmp in self._tmp.glob("*.part"):
             pid_text = tmp.name.split("-", 1)[0]
-            if pid_text.isdigit() and _pid_alive(int(pid_text)):
+            if pid_text.isdigit() and process_alive(int(pid_text)):
                 continue
             with contextlib.suppress(FileNotFoundError):
                 tmp.unlink()
@@ -195,18 +196,6 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-def _pid_alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def open_artifact_store(location: str | Path) -> LocalArtifactStore:

@@ -1,0 +1,845 @@
+"""Tracking benchmark: civicml vs MLflow 3.x vs raw SQLite, embedded and through a server.
+
+Run from the repository root with the civicml virtualenv::
+
+    .venv/bin/python benchmarks/tracking.py            # full run, rewrites docs/benchmarks.md
+    .venv/bin/python benchmarks/tracking.py --quick    # smoke run (small sizes, no docs)
+
+Workloads (each repeated ``--reps`` times, medians reported):
+
+1. single-call metric logging: ``--n`` (10,000) ``log_metric`` calls on one run, then made
+   durable (civicml: ``run.flush()``; MLflow commits every call). civicml is measured both
+   buffered (its default) and with ``synchronous=True`` (durable before each call returns).
+2. batched metric logging: the same number of values, 1,000 per call
+   (civicml ``run.log_metrics``, MLflow ``MlflowClient.log_batch``, floor ``executemany``).
+3. run creation: ``--runs`` (200) runs, each with 10 params and 10 metrics, ended.
+4. search: ``metrics.m0 > 0.5`` ordered by ``metrics.m1 DESC`` over those runs,
+   ``--searches`` (20) times; median latency.
+
+MLflow runs in its own virtualenv (``benchmarks/.venv-mlflow``, created on first use) in a
+subprocess; civicml and the raw-SQLite floor run in subprocesses of this interpreter.
+Servers (``mlflow server`` / ``civicml server``) listen on 127.0.0.1 only and all data
+lives in a temporary directory under ``benchmarks/.work`` that is removed afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH = ROOT / "benchmarks"
+WORKER = BENCH / "_worker.py"
+WORKDIR = BENCH / ".work"
+MLFLOW_VENV = BENCH / ".venv-mlflow"
+MLFLOW_REQUIREMENT = "mlflow>=3,<4"
+DOCS_MD = ROOT / "docs" / "benchmarks.md"
+DOCS_JSON = ROOT / "docs" / "benchmarks" / "tracking.json"
+BEGIN = "<!-- tracking:begin -->"
+END = "<!-- tracking:end -->"
+
+SERVER_START_TIMEOUT_S = 180.0
+WORKER_TIMEOUT_S = 1800.0
+PIP_TIMEOUT_S = 1800.0
+
+# Goals from the issue.
+GOAL_SINGLE_VS_MLFLOW = 50.0  # civicml single-call metric logging >= 50x MLflow
+GOAL_WITHIN_FLOOR = 3.0  # civicml within 3x of the raw-SQLite floor
+X = "\N{MULTIPLICATION SIGN}"
+
+QUIET_ENV = {
+    # No telemetry, no network: everything stays on loopback.
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "DO_NOT_TRACK": "true",
+    # Measure MLflow single-call logging as it behaves by default (synchronous).
+    "MLFLOW_ENABLE_ASYNC_LOGGING": "false",
+    # The server's background job runner (GenAI jobs) has nothing to do with tracking;
+    # on a 2-core box its extra processes would only add noise.
+    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+    "NO_PROXY": "127.0.0.1,localhost",
+    "no_proxy": "127.0.0.1,localhost",
+    "PYTHONUNBUFFERED": "1",
+}
+
+
+class BenchmarkError(RuntimeError):
+    pass
+
+
+# --------------------------------------------------------------------------------------
+# Environment: MLflow venv, civicml check, machine info
+# --------------------------------------------------------------------------------------
+
+
+def mlflow_python() -> Path:
+    return MLFLOW_VENV / "bin" / "python"
+
+
+def ensure_mlflow_venv() -> str:
+    """Create ``benchmarks/.venv-mlflow`` with ``mlflow>=3,<4`` if needed; return version."""
+    py = mlflow_python()
+    probe = [str(py), "-c", "import mlflow; print(mlflow.__version__)"]
+    if py.exists():
+        res = subprocess.run(probe, capture_output=True, text=True, timeout=300, check=False)
+        if res.returncode == 0:
+            return res.stdout.strip()
+        print(f"MLflow venv at {MLFLOW_VENV} is broken; reinstalling mlflow", file=sys.stderr)
+    else:
+        print(f"Creating MLflow virtualenv at {MLFLOW_VENV} ...", file=sys.stderr)
+        subprocess.run(["python3", "-m", "venv", str(MLFLOW_VENV)], check=True, timeout=300)
+    print(f"Installing '{MLFLOW_REQUIREMENT}' (first run only) ...", file=sys.stderr)
+    subprocess.run(
+        [str(py), "-m", "pip", "install", "--quiet", MLFLOW_REQUIREMENT],
+        check=True,
+        timeout=PIP_TIMEOUT_S,
+    )
+    res = subprocess.run(probe, capture_output=True, text=True, timeout=300, check=False)
+    if res.returncode != 0:
+        raise BenchmarkError(f"mlflow is not importable in {MLFLOW_VENV}:\n{res.stderr}")
+    return res.stdout.strip()
+
+
+def check_civicml() -> None:
+    """Fail early, with a clear message, when civicml is not importable here."""
+    code = "import civicml; civicml.connect; print(getattr(civicml, '__version__', '?'))"
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+    if res.returncode != 0:
+        last = (res.stderr.strip().splitlines() or ["(no output)"])[-1]
+        raise BenchmarkError(
+            f"civicml is not usable from {sys.executable}: {last}\n"
+            "Run this script with the civicml virtualenv (`.venv/bin/python "
+            "benchmarks/tracking.py`) after `pip install -e .`, or pass --skip-civicml."
+        )
+
+
+def civicml_server_cmd(host: str, port: int) -> list[str]:
+    script = Path(sys.executable).parent / "civicml"
+    if script.exists():
+        return [str(script), "server", "--host", host, "--port", str(port)]
+    return [sys.executable, "-m", "civicml.cli.main", "server", "--host", host, "--port", str(port)]
+
+
+def _fs_type(path: Path) -> str:
+    best, fstype = "", "unknown"
+    with contextlib.suppress(OSError), open("/proc/mounts", encoding="utf-8") as fh:
+        for line in fh:
+            parts = line.split()
+            if len(parts) >= 3 and str(path).startswith(parts[1]) and len(parts[1]) > len(best):
+                best, fstype = parts[1], parts[2]
+    return fstype
+
+
+def machine_info(workdir: Path) -> dict[str, Any]:
+    cpu = platform.processor() or "unknown"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo", encoding="utf-8") as fh:
+        for line in fh:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    mem_gib = None
+    with contextlib.suppress(OSError, ValueError), open("/proc/meminfo", encoding="utf-8") as fh:
+        for line in fh:
+            if line.startswith("MemTotal:"):
+                mem_gib = round(int(line.split()[1]) / 1024 / 1024, 1)
+                break
+    return {
+        "cores": os.cpu_count(),
+        "cpu_model": cpu,
+        "memory_gib": mem_gib,
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "sqlite": sqlite3.sqlite_version,
+        "data_dir_filesystem": _fs_type(workdir.resolve()),
+    }
+
+
+# --------------------------------------------------------------------------------------
+# Processes: servers and workers
+# --------------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _healthy(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as resp:  # noqa: S310 (loopback URL)
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+@contextlib.contextmanager
+def server(
+    name: str, *, cmd: list[str], env: dict[str, str], health: str, log: Path, cwd: Path
+) -> Iterator[None]:
+    """Start a server in its own process group, wait for ``health``, stop it afterwards."""
+    print(f"Starting {name}: {' '.join(cmd)}", file=sys.stderr)
+    with open(log, "wb") as fh:
+        proc = subprocess.Popen(
+            cmd, env=env, cwd=cwd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        try:
+            deadline = time.monotonic() + SERVER_START_TIMEOUT_S
+            while not _healthy(health):
+                if proc.poll() is not None:
+                    raise BenchmarkError(
+                        f"{name} exited with {proc.returncode} before becoming healthy:\n"
+                        + _tail(log)
+                    )
+                if time.monotonic() > deadline:
+                    raise BenchmarkError(
+                        f"{name} not healthy at {health} after {SERVER_START_TIMEOUT_S:.0f}s:\n"
+                        + _tail(log)
+                    )
+                time.sleep(0.25)
+            yield
+        finally:
+            _stop(proc)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=20)
+    # Workers the server forked share its process group; make sure none is left.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+
+
+def _tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def run_worker(
+    python: Path | str,
+    system: str,
+    mode: str,
+    *,
+    target: str,
+    args: argparse.Namespace,
+    env: dict[str, str],
+    work: Path,
+) -> dict[str, Any]:
+    out = work / f"{system}-{mode}.json"
+    log = work / f"{system}-{mode}.log"
+    cmd = [
+        str(python), str(WORKER),
+        "--system", system, "--mode", mode, "--target", target, "--out", str(out),
+        "--n", str(args.n), "--runs", str(args.runs), "--searches", str(args.searches),
+        "--reps", str(args.reps), "--single-budget", str(args.single_budget),
+    ]  # fmt: skip
+    print(f"Running {system} ({mode}) ...", file=sys.stderr)
+    with open(log, "w", encoding="utf-8") as fh:
+        proc = subprocess.Popen(
+            cmd, env=env, cwd=work, stdout=fh, stderr=subprocess.PIPE, text=True
+        )
+
+        def pump() -> None:
+            assert proc.stderr is not None
+            for line in proc.stderr:
+                fh.write(line)
+                if line.startswith(f"[{system}/"):
+                    print("  " + line.rstrip(), file=sys.stderr, flush=True)
+
+        reader = threading.Thread(target=pump, daemon=True)
+        reader.start()
+        try:
+            rc = proc.wait(timeout=WORKER_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+            raise BenchmarkError(f"{system} ({mode}) worker timed out") from None
+        reader.join(timeout=10)
+    if not out.exists():
+        raise BenchmarkError(
+            f"{system} ({mode}) worker exited {rc} without results:\n" + _tail(log)
+        )
+    result: dict[str, Any] = json.loads(out.read_text())
+    if "error" in result:
+        raise BenchmarkError(f"{system} ({mode}): {result['error']}\n(log: {_tail(log, 15)})")
+    return result
+
+
+def base_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLFLOW_", "CIVICML_"))}
+    env.update(QUIET_ENV)
+    return env
+
+
+# --------------------------------------------------------------------------------------
+# The benchmark
+# --------------------------------------------------------------------------------------
+
+
+def run_benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    results: dict[str, dict[str, Any]] = {}
+    env = base_env()
+
+    common = {"args": args, "env": env, "work": work}
+    results["floor/embedded"] = run_worker(
+        sys.executable, "floor", "embedded", target=str(work / "floor"), **common
+    )
+
+    embedded, remote = "embedded" in args.modes, "remote" in args.modes
+    if not args.skip_mlflow:
+        mpy = mlflow_python()
+        if embedded:
+            (work / "mlflow-embedded").mkdir()
+            uri = f"sqlite:///{work / 'mlflow-embedded' / 'mlflow.db'}"
+            results["mlflow/embedded"] = run_worker(mpy, "mlflow", "embedded", target=uri, **common)
+        if remote:
+            srv = work / "mlflow-server"
+            srv.mkdir()
+            port = free_port()
+            cmd = [
+                str(MLFLOW_VENV / "bin" / "mlflow"), "server",
+                "--backend-store-uri", f"sqlite:///{srv / 'mlflow.db'}",
+                "--default-artifact-root", str(srv / "artifacts"),
+                "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+            ]  # fmt: skip
+            with server(
+                "mlflow server",
+                cmd=cmd,
+                env=env,
+                health=f"http://127.0.0.1:{port}/health",
+                log=work / "mlflow-server.log",
+                cwd=srv,
+            ):
+                results["mlflow/remote"] = run_worker(
+                    mpy, "mlflow", "remote", target=f"http://127.0.0.1:{port}", **common
+                )
+
+    if not args.skip_civicml:
+        if embedded:
+            home = work / "civicml-embedded"
+            home.mkdir()
+            results["civicml/embedded"] = run_worker(
+                sys.executable, "civicml", "embedded", target=str(home), **common
+            )
+        if remote:
+            srv_home = work / "civicml-server"
+            srv_home.mkdir()
+            port = free_port()
+            senv = dict(env, CIVICML_HOME=str(srv_home))
+            with server(
+                "civicml server",
+                cmd=civicml_server_cmd("127.0.0.1", port),
+                env=senv,
+                health=f"http://127.0.0.1:{port}/api/v1/health",
+                log=work / "civicml-server.log",
+                cwd=srv_home,
+            ):
+                results["civicml/remote"] = run_worker(
+                    sys.executable,
+                    "civicml",
+                    "remote",
+                    target=f"http://127.0.0.1:{port}",
+                    **common,
+                )
+    return results
+
+
+# --------------------------------------------------------------------------------------
+# Figures
+# --------------------------------------------------------------------------------------
+
+
+def _rate(results: dict[str, Any], key: str, workload: str) -> dict[str, Any] | None:
+    res = results.get(key)
+    if not res or not all(workload in r for r in res["reps"]):
+        return None
+    reps = [r[workload] for r in res["reps"]]
+    rates = [r["n"] / r["seconds"] for r in reps]
+    return {
+        "ops_per_s": statistics.median(rates),
+        "per_op_ms": 1000.0 / statistics.median(rates),
+        "n": [r["n"] for r in reps],
+        "rates": rates,
+    }
+
+
+def _latency(results: dict[str, Any], key: str) -> dict[str, Any] | None:
+    res = results.get(key)
+    if not res or not all("search" in r for r in res["reps"]):
+        return None
+    per_rep = [statistics.median(r["search"]["latencies"]) for r in res["reps"]]
+    med = statistics.median(per_rep)
+    return {
+        "median_ms": med * 1000.0,
+        "ops_per_s": 1.0 / med,
+        "per_rep_median_ms": [x * 1000.0 for x in per_rep],
+        "hits": res["reps"][0]["search"]["hits"],
+    }
+
+
+def summarise(results: dict[str, Any]) -> dict[str, Any]:
+    s: dict[str, Any] = {}
+    for mode in ("embedded", "remote"):
+        s[mode] = {
+            "floor_single": _rate(results, "floor/embedded", "single")
+            if mode == "embedded"
+            else None,
+            "floor_batch": _rate(results, "floor/embedded", "batch")
+            if mode == "embedded"
+            else None,
+            "mlflow_single": _rate(results, f"mlflow/{mode}", "single"),
+            "mlflow_batch": _rate(results, f"mlflow/{mode}", "batch"),
+            "mlflow_runs": _rate(results, f"mlflow/{mode}", "runs"),
+            "mlflow_search": _latency(results, f"mlflow/{mode}"),
+            "civicml_single": _rate(results, f"civicml/{mode}", "single"),
+            "civicml_single_sync": _rate(results, f"civicml/{mode}", "single_sync"),
+            "civicml_batch": _rate(results, f"civicml/{mode}", "batch"),
+            "civicml_runs": _rate(results, f"civicml/{mode}", "runs"),
+            "civicml_search": _latency(results, f"civicml/{mode}"),
+        }
+    return s
+
+
+def _ratio(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | None:
+    """a / b in throughput (ops/s) terms: > 1 means ``a`` is faster."""
+    if not a or not b:
+        return None
+    return float(a["ops_per_s"] / b["ops_per_s"])
+
+
+def build_rows(s: dict[str, Any], n: int, n_runs: int) -> list[dict[str, Any]]:
+    """One row per workload x mode: MLflow, civicml, ratio, floor, ratio."""
+    rows = []
+    for mode in ("embedded", "remote"):
+        m = s[mode]
+        emb = mode == "embedded"
+        spec = [
+            ("Single-call log_metric, default (buffered, then flush)", "single, buffered",
+             m["mlflow_single"], m["civicml_single"], m["floor_batch"] if emb else None,
+             "(b) batched commit"),
+            ("Single-call log_metric(synchronous=True)", "single, synchronous",
+             m["mlflow_single"], m["civicml_single_sync"], m["floor_single"] if emb else None,
+             "(a) commit per value"),
+            ("Batched logging, 1,000 values/call", "batch of 1,000",
+             m["mlflow_batch"], m["civicml_batch"], m["floor_batch"] if emb else None,
+             "(b) batched commit"),
+            ("Run creation (10 params + 10 metrics, ended)", "run creation",
+             m["mlflow_runs"], m["civicml_runs"], None, ""),
+            ("Search (filter + order by)", "search",
+             m["mlflow_search"], m["civicml_search"], None, ""),
+        ]  # fmt: skip
+        for label, short, mlf, civ, floor, floor_label in spec:
+            rows.append(
+                {
+                    "workload": label,
+                    "short": short,
+                    "mode": mode,
+                    "mlflow": mlf,
+                    "civicml": civ,
+                    "civicml_vs_mlflow": _ratio(civ, mlf),
+                    "floor": floor,
+                    "floor_label": floor_label if floor else "",
+                    "civicml_vs_floor": _ratio(civ, floor),
+                    "is_search": label.startswith("Search"),
+                    "n_full": n_runs if short == "run creation" else n,
+                }
+            )
+    return rows
+
+
+def build_goals(s: dict[str, Any]) -> list[dict[str, Any]]:
+    e, r = s["embedded"], s["remote"]
+
+    def goal(text: str, value: float | None, ok: bool | None, shown: str) -> dict[str, Any]:
+        return {"goal": text, "value": value, "met": ok, "shown": shown}
+
+    def at_least(x: float | None, bound: float) -> bool | None:
+        return None if x is None else x >= bound
+
+    out = []
+    for mode, m in (("embedded", e), ("remote", r)):
+        x = _ratio(m["civicml_single"], m["mlflow_single"])
+        out.append(
+            goal(
+                f"Single-call metric logging ≥ {GOAL_SINGLE_VS_MLFLOW:.0f}{X} MLflow, {mode} "
+                "(civicml default = buffered + flush vs MLflow default = synchronous)",
+                x,
+                at_least(x, GOAL_SINGLE_VS_MLFLOW),
+                _fmt_ratio(x),
+            )
+        )
+    x = _ratio(e["civicml_single_sync"], e["floor_single"])
+    out.append(
+        goal(
+            f"Within {GOAL_WITHIN_FLOOR:.0f}{X} of the raw-SQLite floor: single-call "
+            "synchronous=True vs floor (a) commit per value, embedded",
+            x,
+            at_least(x, 1 / GOAL_WITHIN_FLOOR),
+            _fmt_ratio(x),
+        )
+    )
+    x = _ratio(e["civicml_single"], e["floor_batch"])
+    out.append(
+        goal(
+            f"Within {GOAL_WITHIN_FLOOR:.0f}{X} of the raw-SQLite floor: single-call buffered "
+            "vs floor (b) batched commit, embedded",
+            x,
+            at_least(x, 1 / GOAL_WITHIN_FLOOR),
+            _fmt_ratio(x),
+        )
+    )
+    for mode, m in (("embedded", e), ("remote", r)):
+        x = _ratio(m["civicml_runs"], m["mlflow_runs"])
+        out.append(
+            goal(f"Run creation faster than MLflow, {mode}", x, at_least(x, 1.0), _fmt_ratio(x))
+        )
+    for mode, m in (("embedded", e), ("remote", r)):
+        x = _ratio(m["civicml_search"], m["mlflow_search"])
+        out.append(goal(f"Search faster than MLflow, {mode}", x, at_least(x, 1.0), _fmt_ratio(x)))
+    return out
+
+
+def _fmt_rate(fig: dict[str, Any] | None, search: bool = False, n_full: int = 0) -> str:
+    if not fig:
+        return "—"
+    if search:
+        return f"{fig['median_ms']:.1f} ms ({fig['ops_per_s']:,.0f}/s)"
+    text = f"{fig['ops_per_s']:,.0f}/s ({_fmt_ms(fig['per_op_ms'])})"
+    if n_full and min(fig["n"]) < n_full:
+        text += f" [n={min(fig['n']):,}]"
+    return text
+
+
+def _fmt_ms(ms: float) -> str:
+    if ms >= 1:
+        return f"{ms:.1f} ms"
+    return f"{ms * 1000:.1f} µs"
+
+
+def _fmt_ratio(x: float | None) -> str:
+    if x is None:
+        return "—"
+    if x >= 10:
+        return f"{x:,.0f}{X}"
+    return f"{x:.2f}{X}"
+
+
+def _fmt_met(ok: bool | None) -> str:
+    return {True: "✅ met", False: "❌ not met", None: "— not measured"}[ok]
+
+
+# --------------------------------------------------------------------------------------
+# Output
+# --------------------------------------------------------------------------------------
+
+
+def print_table(rows: list[dict[str, Any]], goals: list[dict[str, Any]]) -> None:
+    header = ["Workload", "Mode", "MLflow", "civicml", "civicml÷MLflow", "Floor", "civicml÷floor"]
+    body = [
+        [
+            r["short"], r["mode"],
+            _fmt_rate(r["mlflow"], r["is_search"], r["n_full"]),
+            _fmt_rate(r["civicml"], r["is_search"], r["n_full"]),
+            _fmt_ratio(r["civicml_vs_mlflow"]),
+            (f"{r['floor_label']}: {_fmt_rate(r['floor'], n_full=r['n_full'])}"
+             if r["floor"] else "—"),
+            _fmt_ratio(r["civicml_vs_floor"]),
+        ]
+        for r in rows
+    ]  # fmt: skip
+    try:
+        from rich.console import Console
+        from rich.table import Table
+    except ImportError:
+        widths = [max(len(str(x)) for x in col) for col in zip(header, *body, strict=True)]
+        for line in [header, *body]:
+            print("  ".join(str(x).ljust(w) for x, w in zip(line, widths, strict=True)))
+        print()
+        for g in goals:
+            print(f"{_fmt_met(g['met'])}  {g['goal']}: {g['shown']}")
+        return
+    table = Table(title="Tracking benchmark (medians)")
+    for h in header:
+        table.add_column(h)
+    for line in body:
+        table.add_row(*line)
+    console = Console(width=max(160, shutil.get_terminal_size().columns))
+    console.print(table)
+    for g in goals:
+        console.print(f"{_fmt_met(g['met'])}  {g['goal']}: {g['shown']}")
+
+
+def render_markdown(
+    report: dict[str, Any], rows: list[dict[str, Any]], goals: list[dict[str, Any]]
+) -> str:
+    mach, ver, p = report["machine"], report["versions"], report["params"]
+    n = p["n"]
+    lines = [
+        "## Tracking",
+        "",
+        "_Generated by `.venv/bin/python benchmarks/tracking.py` — do not edit by hand; "
+        "re-run the script. Raw figures: [`benchmarks/tracking.json`](benchmarks/tracking.json)._",
+        "",
+        f"- **Date:** {report['date']}",
+        f"- **Machine:** {mach['cores']} cores, {mach['cpu_model']}, "
+        f"{mach['memory_gib']} GiB RAM, {mach['os']}; data on {mach['data_dir_filesystem']}",
+        f"- **Python:** {mach['python']}",
+        f"- **Versions:** civicml {ver.get('civicml', '—')}, MLflow {ver.get('mlflow', '—')} "
+        f"(SQLAlchemy {ver.get('sqlalchemy', '—')}, own virtualenv), SQLite {ver['sqlite']}",
+        f"- **Sizes:** {n:,} metric values (single-call and batched, batches of "
+        f"{p['batch_size']:,}); {p['runs']} runs {X} 10 params {X} 10 metrics; "
+        f"{p['searches']} searches; {p['reps']} repetition(s), median reported.",
+        "",
+        "| Workload | Mode | MLflow | civicml | civicml ÷ MLflow | Raw SQLite floor "
+        "| civicml ÷ floor |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        floor = (
+            f"{r['floor_label']}: {_fmt_rate(r['floor'], n_full=r['n_full'])}"
+            if r["floor"]
+            else "—"
+        )
+        mlf = _fmt_rate(r["mlflow"], r["is_search"], r["n_full"])
+        civ = _fmt_rate(r["civicml"], r["is_search"], r["n_full"])
+        lines.append(
+            f"| {r['workload']} | {r['mode']} | {mlf} | {civ} | "
+            f"{_fmt_ratio(r['civicml_vs_mlflow'])} | {floor} | "
+            f"{_fmt_ratio(r['civicml_vs_floor'])} |"
+        )
+    lines += [
+        "",
+        "Throughput figures are operations per second (metric values, runs or searches) with "
+        f"the time per operation in brackets; ratios are throughput ratios, so > 1{X} means "
+        "civicml is faster. Search shows the median latency.",
+        "",
+        "### Goals",
+        "",
+        "| Goal | Measured | Status |",
+        "|---|---:|---|",
+    ]
+    lines += [f"| {g['goal']} | {g['shown']} | {_fmt_met(g['met'])} |" for g in goals]
+    lines += [
+        "",
+        "### What is measured",
+        "",
+        "- **Single-call, default (buffered):** `run.log_metric(k, v, step=i)` N times, then "
+        "`run.flush()`; the timing includes the flush, so every value is durable when the "
+        "clock stops. civicml group-commits buffered values in the background. This is "
+        "what a civicml user gets by default.",
+        "- **Single-call, `synchronous=True`:** every call is durable before it returns — "
+        "the like-for-like durability comparison with MLflow (whose `mlflow.log_metric` is "
+        "synchronous by default; `MLFLOW_ENABLE_ASYNC_LOGGING=false`) and with floor (a).",
+        f"- **Time budget:** a single-call loop stops after {p['single_budget_s']:.0f} s per "
+        "repetition; only MLflow (one SQL transaction per value, one HTTP request per value "
+        "through its server) is slow enough to hit it. Its rate is then over the values "
+        f"logged in that time (shown as `[n=…]` when fewer than {n:,}) — the first values "
+        "of a run, which if anything flatters MLflow.",
+        "- **Batched:** 1,000 values per call (1,000 keys at one step): civicml "
+        "`run.log_metrics({...}, step=s)` + final `run.flush()`; MLflow "
+        "`MlflowClient().log_batch(run_id, metrics=[Metric…])`; floor `executemany` + "
+        "COMMIT.",
+        f"- **Run creation:** {p['runs']} runs, each `start_run` → 10 params "
+        "(`log_params`) → 10 metrics (`log_metrics`) → end (civicml's `run.end()` flushes "
+        "first, so a finished run is durable, as it is in MLflow).",
+        "- **Search:** `metrics.m0 > 0.5` ordered by `metrics.m1 DESC`, max 1,000 results, "
+        f"over the {p['runs']} runs just created (MLflow `MlflowClient().search_runs`, "
+        "civicml `proj.runs.search`); every system must return the same, correctly ordered "
+        "hits.",
+        "- **Raw SQLite floor:** Python `sqlite3`, WAL, `synchronous=FULL`, one table "
+        "`metrics(run_id, key, value, step, timestamp)`: (a) one INSERT + COMMIT per value, "
+        "(b) `executemany` of 1,000 rows + COMMIT. No server, no validation, no API: the "
+        "cost of durably writing the rows and nothing else.",
+        "- **Embedded** = library against a local SQLite file (`cm.connect(home=…)`, "
+        "MLflow `sqlite:///…`). **Remote** = client → `civicml server` / "
+        "`mlflow server --workers 1` (SQLite backend) on 127.0.0.1, separate process.",
+        "- Each system runs in its own Python process (MLflow from its own virtualenv), one "
+        "after the other, after an untimed warm-up. Single-call rows compare against the "
+        "same MLflow figure.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def write_docs(markdown: str, report: dict[str, Any]) -> None:
+    DOCS_JSON.parent.mkdir(parents=True, exist_ok=True)
+    DOCS_JSON.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    block = f"{BEGIN}\n{markdown}\n{END}"
+    if DOCS_MD.exists():
+        text = DOCS_MD.read_text(encoding="utf-8")
+        if BEGIN in text and END in text:
+            head, rest = text.split(BEGIN, 1)
+            _, tail = rest.split(END, 1)
+            text = head + block + tail
+        else:
+            text = text.rstrip("\n") + "\n\n" + block + "\n"
+    else:
+        text = (
+            "# Benchmarks\n\n"
+            "Figures measured by the scripts in `benchmarks/` (see `benchmarks/README.md`). "
+            "Each section is rewritten by its script between its `<!-- name:begin -->` / "
+            "`<!-- name:end -->` markers; everything else in this file is kept.\n\n" + block + "\n"
+        )
+    DOCS_MD.write_text(text, encoding="utf-8")
+    print(f"Wrote {DOCS_MD.relative_to(ROOT)} and {DOCS_JSON.relative_to(ROOT)}", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------------------
+# CLI
+# --------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="Tracking benchmark: civicml vs MLflow vs raw SQLite.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="smoke run: 500 values, 20 runs, 5 searches, 1 repetition; "
+        "does not touch docs/ unless --write-docs",
+    )
+    p.add_argument("--n", type=int, help="metric values per logging workload (10,000)")
+    p.add_argument("--runs", type=int, help="runs to create (200)")
+    p.add_argument("--searches", type=int, help="searches to time (20)")
+    p.add_argument("--reps", type=int, help="repetitions; medians are reported (3)")
+    p.add_argument(
+        "--single-budget",
+        type=float,
+        default=20.0,
+        help="seconds per repetition after which a single-call logging loop stops "
+        "(only MLflow is slow enough to hit it)",
+    )
+    p.add_argument(
+        "--modes",
+        default="embedded,remote",
+        help="comma-separated: embedded (library on a local SQLite file), remote (server)",
+    )
+    p.add_argument("--skip-mlflow", action="store_true", help="leave MLflow out")
+    p.add_argument(
+        "--skip-civicml",
+        action="store_true",
+        help="leave civicml out (checks the MLflow and floor parts)",
+    )
+    p.add_argument(
+        "--write-docs",
+        dest="write_docs",
+        action="store_true",
+        default=None,
+        help="write docs/benchmarks.md + docs/benchmarks/tracking.json "
+        "(default: only for a full run with every system)",
+    )
+    p.add_argument("--no-write-docs", dest="write_docs", action="store_false")
+    p.add_argument("--keep", action="store_true", help="keep the temp data dir (for debugging)")
+    args = p.parse_args(argv)
+    defaults = (500, 20, 5, 1) if args.quick else (10_000, 200, 20, 3)
+    for name, default in zip(("n", "runs", "searches", "reps"), defaults, strict=True):
+        if getattr(args, name) is None:
+            setattr(args, name, default)
+    args.modes = {m.strip() for m in args.modes.split(",") if m.strip()}
+    if not args.modes or not args.modes <= {"embedded", "remote"}:
+        p.error("--modes takes embedded, remote or embedded,remote")
+    if args.write_docs is None:
+        args.write_docs = not (
+            args.quick or args.skip_mlflow or args.skip_civicml or len(args.modes) < 2
+        )
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    t_start = time.monotonic()
+    try:
+        if not args.skip_civicml:
+            check_civicml()
+        mlflow_version = None if args.skip_mlflow else ensure_mlflow_venv()
+    except (BenchmarkError, subprocess.SubprocessError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+    WORKDIR.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="tracking-", dir=WORKDIR))
+    try:
+        results = run_benchmark(args, work)
+    except BenchmarkError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        print(f"(work dir kept for inspection: {work})", file=sys.stderr)
+        return 1
+    except BaseException:
+        print(f"(work dir kept for inspection: {work})", file=sys.stderr)
+        raise
+    else:
+        machine = machine_info(work)
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+    versions: dict[str, str] = {"sqlite": sqlite3.sqlite_version}
+    for res in results.values():
+        versions.update(res.get("versions", {}))
+    if mlflow_version:
+        versions["mlflow"] = versions.get("mlflow", mlflow_version)
+    summary = summarise(results)
+    rows = build_rows(summary, args.n, args.runs)
+    goals = build_goals(summary)
+    report = {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine,
+        "versions": versions,
+        "params": {
+            "n": args.n,
+            "runs": args.runs,
+            "searches": args.searches,
+            "reps": args.reps,
+            "batch_size": 1000,
+            "single_budget_s": args.single_budget,
+            "quick": args.quick,
+        },
+        "summary": summary,
+        "rows": rows,
+        "goals": goals,
+        "raw": results,
+        "elapsed_s": round(time.monotonic() - t_start, 1),
+    }
+    print_table(rows, goals)
+    print(f"(total {report['elapsed_s']:.0f} s)", file=sys.stderr)
+    if args.write_docs:
+        write_docs(render_markdown(report, rows, goals), report)
+    else:
+        out = WORKDIR / ("tracking-quick.json" if args.quick else "tracking-partial.json")
+        out.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        print(f"docs/ not touched; figures in {out.relative_to(ROOT)}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

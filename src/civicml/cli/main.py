@@ -1,0 +1,85 @@
+"""The ``civicml`` command: one group per stage, JSON or tables, exit 0 / 1 / 2."""
+
+from __future__ import annotations
+
+import sys
+import traceback
+from typing import Annotated
+
+import click
+import typer
+
+import civicml
+
+from civicml.cli._common import STATE, err_console
+from civicml.cli.governance import audit_app, lineage_app
+from civicml.cli.models import models_app
+from civicml.cli.projects import experiments_app, projects_app
+from civicml.cli.runs import runs_app
+from civicml.cli.server import demo, server
+from civicml.core.errors import CivicMLError
+
+app = typer.Typer(name="civicml", no_args_is_help=True, add_completion=False,
+                  help="civicml: self-hosted MLOps for the public sector.",
+                  context_settings={"help_option_names": ["-h", "--help"]})
+app.add_typer(projects_app, name="projects")
+app.add_typer(experiments_app, name="experiments")
+app.add_typer(runs_app, name="runs")
+app.add_typer(models_app, name="models")
+app.add_typer(lineage_app, name="lineage")
+app.add_typer(audit_app, name="audit")
+app.command()(server)
+app.command()(demo)
+
+
+@app.callback()
+def _root(
+    url: Annotated[str | None, typer.Option(envvar="CIVICML_URL",
+                                            help="Talk to this civicml server.")] = None,
+    home: Annotated[str | None, typer.Option(envvar="CIVICML_HOME",
+                                             help="Embedded platform directory.")] = None,
+    user: Annotated[str | None, typer.Option(envvar="CIVICML_USER",
+                                             help="User recorded for your calls.")] = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v",
+                                          help="Show tracebacks on errors.")] = False,
+) -> None:
+    STATE.url, STATE.home, STATE.user, STATE.verbose = url, home, user, verbose
+
+
+@app.command()
+def version() -> None:
+    """Print the civicml version."""
+    typer.echo(civicml.__version__)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the CLI; exit 0 on success, 1 when an operation failed, 2 for bad input."""
+    try:
+        result = app(args=argv, standalone_mode=False)
+    except click.exceptions.Exit as done:
+        code = done.exit_code
+    except click.exceptions.Abort:
+        err_console.print("Aborted.")
+        code = 1
+    except click.ClickException as err:
+        err.show()
+        code = err.exit_code
+    except CivicMLError as err:
+        if STATE.verbose:
+            traceback.print_exc()
+        err_console.print(f"Error: {err.message}", markup=False)
+        if err.hint:
+            err_console.print(f"Hint: {err.hint}", markup=False)
+        code = 2 if err.status < 500 else 1
+    except KeyboardInterrupt:
+        code = 130
+    else:
+        code = result if isinstance(result, int) else 0
+    if argv is None:
+        sys.exit(code)
+    return code
+
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

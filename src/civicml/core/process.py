@@ -1,0 +1,43 @@
+"""Is a process still the one we saw? (pid plus its start tick, so a reused pid is not mistaken)."""
+
+from __future__ import annotations
+
+import os
+import socket
+
+__all__ = ["hostname", "process_alive", "process_start"]
+
+
+def hostname() -> str:
+    return socket.gethostname()
+
+
+def process_start(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (Linux), or None when unknown."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
+            stat = handle.read()
+    except OSError:
+        return None
+    # The command name (field 2) may contain spaces; fields after the last ')' are fixed.
+    fields = stat.rsplit(")", 1)[-1].split()
+    try:
+        return int(fields[19])  # field 22 overall
+    except (IndexError, ValueError):
+        return None
+
+
+def process_alive(pid: int, start: int | None = None) -> bool:
+    """True when ``pid`` runs and, if ``start`` is given, is the same process as then."""
+    if pid == os.getpid():
+        return start is None or process_start(pid) in (None, start)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    if start is None:
+        return True
+    current = process_start(pid)
+    return current is None or current == start

@@ -1,0 +1,397 @@
+"""The Python SDK: ``cm.connect()`` and the handles users work with.
+
+The same classes work embedded (services in-process on local stores) and remote (the REST API of
+a ``civicml server``); only the backend differs. Run methods are named as MLflow names them
+(``log_param(s)``, ``log_metric(s)``, ``set_tag(s)``, ``log_artifact(s)``) so habits carry over.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal
+
+from civicml.core.errors import InvalidInputError
+from civicml.core.identity import Principal
+from civicml.core.settings import Settings
+from civicml.governance.schemas import AuditEvent, AuditReport, LineageGraph, Project
+from civicml.registry.schemas import ApprovalStatus, ModelVersion, RegisteredModel
+from civicml.sdk.embedded import EmbeddedBackend
+from civicml.store.paths import validate_relative_path
+from civicml.store.schemas import ArtifactInfo
+from civicml.tracking.schemas import Experiment, MetricValue, Run, RunStatus
+
+__all__ = ["Client", "ModelsHandle", "ProjectHandle", "RunHandle", "connect"]
+
+
+def connect(
+    url: str | None = None,
+    *,
+    home: str | Path | None = None,
+    user: str | None = None,
+    settings: Settings | None = None,
+) -> Client:
+    """Connect to civicml.
+
+    Args:
+        url: A ``civicml server`` URL (``http://127.0.0.1:8080``) for the remote client; omitted,
+            ``CIVICML_URL`` is used when set, else the embedded platform under ``home``.
+        home: ``CIVICML_HOME`` for the embedded platform (default ``~/.civicml``).
+        user: The user recorded for your calls (default ``CIVICML_USER`` or the OS user).
+        settings: Complete settings, instead of reading them from the environment.
+
+    Returns:
+        A :class:`Client`; close it (or use ``with``) to flush buffered metrics.
+
+    Example:
+        >>> import civicml as cm
+        >>> ml = cm.connect(home=tmp_home)  # doctest: +SKIP
+        >>> run = ml.project("demo").start_run()  # doctest: +SKIP
+    """
+    resolved = settings or Settings.load(home=home, user=user, url=url)
+    target = url or resolved.url
+    if target:
+        from civicml.sdk.remote import RemoteBackend
+
+        return Client(RemoteBackend(target, user=user or resolved.user, settings=resolved))
+    principal = Principal(user=user) if user else None
+    return Client(EmbeddedBackend(resolved, principal))
+
+
+class Client:
+    """Entry point of the SDK: projects, audit and lineage."""
+
+    def __init__(self, backend: Any) -> None:
+        self._backend = backend
+
+    @property
+    def backend(self) -> Any:
+        return self._backend
+
+    def __repr__(self) -> str:
+        kind = "remote" if self._backend.remote else "embedded"
+        return f"<civicml.Client {kind} {self._backend.location} as {self._backend.user}>"
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Flush buffered metrics and release the stores or the connection."""
+        self._backend.close()
+
+    # Projects -----------------------------------------------------------------------------
+    def project(self, name: str) -> ProjectHandle:
+        """The project ``name``, created when missing."""
+        return ProjectHandle(self._backend, self._backend.ensure_project(name))
+
+    def create_project(self, name: str, *, description: str = "") -> ProjectHandle:
+        return ProjectHandle(self._backend, self._backend.create_project(name, description))
+
+    def projects(self) -> list[Project]:
+        return list(self._backend.list_projects())
+
+    # Governance ---------------------------------------------------------------------------
+    def lineage(self, kind: str, ref: str, *,
+                direction: Literal["upstream", "downstream", "both"] = "both",
+                max_depth: int = 10) -> LineageGraph:
+        """Everything upstream/downstream of an entity (``kind`` e.g. 'run', ``ref`` its id)."""
+        return self._backend.lineage_query(kind, ref, direction, max_depth)  # type: ignore[no-any-return]
+
+    def audit_events(self, **filters: Any) -> list[AuditEvent]:
+        """Audit events, oldest first (filters: project, entity_kind, entity_id, action,
+        after_seq, limit)."""
+        return list(self._backend.audit_events(**filters))
+
+    def verify_audit(self) -> AuditReport:
+        """Verify the audit chain and its signed head."""
+        return self._backend.audit_verify()  # type: ignore[no-any-return]
+
+
+class ProjectHandle:
+    """A project: start runs, search them, register and approve models."""
+
+    def __init__(self, backend: Any, info: Project) -> None:
+        self._backend = backend
+        self.info = info
+        self.name = info.name
+        self.models = ModelsHandle(backend, info.name)
+        self.runs = RunsHandle(backend, info.name)
+
+    def __repr__(self) -> str:
+        return f"<Project {self.name}>"
+
+    def start_run(self, *, experiment: str = "default", name: str | None = None,
+                  params: Mapping[str, object] | None = None,
+                  tags: Mapping[str, object] | None = None) -> RunHandle:
+        """Start a run; use it as a context manager to end it (failed on an exception)."""
+        run = self._backend.create_run(self.name, experiment, name, params, tags)
+        return RunHandle(self._backend, run)
+
+    def experiments(self) -> list[Experiment]:
+        return list(self._backend.list_experiments(self.name))
+
+    def create_experiment(self, name: str, *, description: str = "") -> Experiment:
+        return self._backend.create_experiment(self.name, name, description)  # type: ignore[no-any-return]
+
+
+class RunsHandle:
+    """Find runs of a project."""
+
+    def __init__(self, backend: Any, project: str) -> None:
+        self._backend = backend
+        self._project = project
+
+    def get(self, run_id: str) -> Run:
+        return self._backend.get_run(run_id)  # type: ignore[no-any-return]
+
+    def search(self, filter: str | None = None, *,  # noqa: A002 - MLflow's name
+               order_by: Sequence[str] | None = None, experiments: Sequence[str] | None = None,
+               max_results: int = 100, offset: int = 0) -> list[Run]:
+        """Runs matching an MLflow-style filter, e.g. ``"metrics.auc > 0.8"``."""
+        return list(self._backend.search_runs(self._project, experiments=experiments,
+                                              filter=filter, order_by=order_by,
+                                              max_results=max_results, offset=offset))
+
+    def list(self, *, experiment: str | None = None, max_results: int = 100) -> list[Run]:
+        return self.search(experiments=[experiment] if experiment else None,
+                           max_results=max_results)
+
+
+class RunHandle:
+    """A live run. Metrics are buffered and group-committed; :meth:`flush` makes them durable."""
+
+    def __init__(self, backend: Any, info: Run) -> None:
+        self._backend = backend
+        self._info = info
+        self.id = info.id
+
+    def __repr__(self) -> str:
+        return f"<Run {self.id} {self._info.status.value}>"
+
+    def __enter__(self) -> RunHandle:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if self._info.status is RunStatus.RUNNING:
+            self.end(RunStatus.FAILED if exc_type is not None else RunStatus.FINISHED)
+
+    @property
+    def info(self) -> Run:
+        """The run as stored now (params, tags, latest metrics, status)."""
+        self.flush()
+        self._info = self._backend.get_run(self.id)
+        return self._info
+
+    # Params and tags ----------------------------------------------------------------------
+    def log_param(self, key: str, value: object) -> None:
+        self._backend.log_params(self.id, {key: value})
+
+    def log_params(self, params: Mapping[str, object]) -> None:
+        self._backend.log_params(self.id, params)
+
+    def set_tag(self, key: str, value: object) -> None:
+        self._backend.set_tags(self.id, {key: value})
+
+    def set_tags(self, tags: Mapping[str, object]) -> None:
+        self._backend.set_tags(self.id, tags)
+
+    def delete_tag(self, key: str) -> None:
+        self._backend.delete_tag(self.id, key)
+
+    # Metrics ------------------------------------------------------------------------------
+    def log_metric(self, key: str, value: float, step: int | None = None, *,
+                   timestamp: int | None = None, synchronous: bool = False) -> None:
+        """Log one value. Returns at once (group commit within ``metrics_flush_interval_ms``);
+        ``synchronous=True`` returns only when it is durable."""
+        metric = _metric(key, value, step, timestamp)
+        self._backend.writer.submit(self.id, [metric], synchronous=synchronous)
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None, *,
+                    timestamp: int | None = None, synchronous: bool = False) -> None:
+        """Log several values at one step."""
+        ts = timestamp if timestamp is not None else int(time.time() * 1000)
+        values = [_metric(k, v, step, ts) for k, v in metrics.items()]
+        self._backend.writer.submit(self.id, values, synchronous=synchronous)
+
+    def flush(self) -> None:
+        """Block until every metric logged so far is durable (raises a deferred error)."""
+        self._backend.writer.flush(self.id)
+
+    def metric_history(self, key: str) -> list[MetricValue]:
+        self.flush()
+        return list(self._backend.metric_history(self.id, key))
+
+    # Artifacts ----------------------------------------------------------------------------
+    def log_artifact(self, local_path: str | Path, artifact_path: str | None = None
+                     ) -> ArtifactInfo:
+        """Store a local file as an artifact of this run (under ``artifact_path``/its name)."""
+        path = Path(local_path)
+        if path.is_symlink():
+            raise InvalidInputError(f"{path} is a symbolic link; artifacts must be regular files.",
+                                    hint="Log the file the link points to.")
+        if not path.is_file():
+            raise InvalidInputError(f"{path} is not a file.",
+                                    hint="Use log_artifacts() for a directory.")
+        name = path.name if not artifact_path else f"{artifact_path.rstrip('/')}/{path.name}"
+        validate_relative_path(name)
+        with open(path, "rb") as handle:
+            return self._backend.log_artifact(self.id, name, handle)  # type: ignore[no-any-return]
+
+    def log_artifacts(self, local_dir: str | Path, artifact_path: str | None = None
+                      ) -> list[ArtifactInfo]:
+        """Store every file under a directory (symbolic links are refused)."""
+        root = Path(local_dir)
+        if not root.is_dir():
+            raise InvalidInputError(f"{root} is not a directory.")
+        files = sorted(_walk_files(root))
+        stored = []
+        for file in files:
+            rel = file.relative_to(root).as_posix()
+            name = rel if not artifact_path else f"{artifact_path.rstrip('/')}/{rel}"
+            validate_relative_path(name)
+            with open(file, "rb") as handle:
+                stored.append(self._backend.log_artifact(self.id, name, handle))
+        return stored
+
+    def log_bytes(self, data: bytes, artifact_path: str) -> ArtifactInfo:
+        """Store bytes as an artifact (e.g. a serialised model or a report)."""
+        return self._backend.log_artifact(self.id, validate_relative_path(artifact_path), data)  # type: ignore[no-any-return]
+
+    def log_text(self, text: str, artifact_path: str) -> ArtifactInfo:
+        return self.log_bytes(text.encode(), artifact_path)
+
+    def list_artifacts(self, prefix: str | None = None) -> list[ArtifactInfo]:
+        return list(self._backend.list_artifacts(self.id, prefix))
+
+    def read_artifact(self, path: str) -> bytes:
+        """The verified bytes of an artifact of this run."""
+        return self._backend.read_artifact(self.id, path)  # type: ignore[no-any-return]
+
+    # Status -------------------------------------------------------------------------------
+    def end(self, status: RunStatus | str = RunStatus.FINISHED) -> Run:
+        """Flush metrics and end the run (finished, failed or killed)."""
+        try:
+            self.flush()
+        finally:
+            self._info = self._backend.end_run(self.id, RunStatus(status).value)
+        return self._info
+
+
+class ModelsHandle:
+    """The model registry of a project."""
+
+    def __init__(self, backend: Any, project: str) -> None:
+        self._backend = backend
+        self._project = project
+
+    @property
+    def _svc(self) -> Any:
+        return self._backend.registry
+
+    def register(self, name: str, source: str | Path | None = None, *,
+                 run: RunHandle | Run | str | None = None, artifact_path: str = "model",
+                 signature: list[dict[str, Any]] | None = None,
+                 metrics: dict[str, float] | None = None, description: str = "") -> ModelVersion:
+        """Register a new version of model ``name``.
+
+        Either name the run whose artifacts under ``artifact_path`` are the model (``run=``), or
+        give a local file or directory as ``source`` (it is uploaded; with ``run`` it is logged
+        to that run first, so lineage records where it came from).
+        """
+        run_id = None if run is None else run if isinstance(run, str) else run.id
+        artifacts: dict[str, str] | None = None
+        if source is not None:
+            local = Path(source)
+            if run_id is not None:
+                handle = RunHandle(self._backend, self._backend.get_run(run_id))
+                if local.is_dir():
+                    handle.log_artifacts(local, artifact_path)
+                else:
+                    handle.log_artifact(local, artifact_path)
+            else:
+                artifacts = {}
+                for file in ([local] if local.is_file() else sorted(_walk_files(local))):
+                    rel = file.name if local.is_file() else file.relative_to(local).as_posix()
+                    with open(file, "rb") as data:
+                        artifacts[validate_relative_path(rel)] = self._backend.put_blob(
+                            data, project=self._project)
+        return self._svc.register(  # type: ignore[no-any-return]
+            self._project, name, run_id=run_id, artifact_path=artifact_path, artifacts=artifacts,
+            signature=signature, metrics=metrics, description=description)
+
+    def get(self, name: str) -> RegisteredModel:
+        return self._svc.get_model(self._project, name)  # type: ignore[no-any-return]
+
+    def list(self) -> list[RegisteredModel]:
+        return list(self._svc.list_models(self._project))
+
+    def version(self, name: str, version: int | str) -> ModelVersion:
+        """A version by number or alias (``"production"``)."""
+        return self._svc.get_version(self._project, name, version)  # type: ignore[no-any-return]
+
+    def versions(self, name: str, *, include_archived: bool = False) -> list[ModelVersion]:
+        return list(self._svc.list_versions(self._project, name,
+                                            include_archived=include_archived))
+
+    def approve(self, mv: ModelVersion | tuple[str, int], *, note: str) -> ModelVersion:
+        name, version = _ref(mv)
+        return self._svc.update_approval(self._project, name, version,  # type: ignore[no-any-return]
+                                         ApprovalStatus.APPROVED, note)
+
+    def reject(self, mv: ModelVersion | tuple[str, int], *, note: str) -> ModelVersion:
+        name, version = _ref(mv)
+        return self._svc.update_approval(self._project, name, version,  # type: ignore[no-any-return]
+                                         ApprovalStatus.REJECTED, note)
+
+    def set_alias(self, name: str, alias: str, version: int) -> ModelVersion:
+        return self._svc.set_alias(self._project, name, alias, version)  # type: ignore[no-any-return]
+
+    def delete_alias(self, name: str, alias: str) -> None:
+        self._svc.delete_alias(self._project, name, alias)
+
+    def archive(self, mv: ModelVersion | tuple[str, int]) -> ModelVersion:
+        name, version = _ref(mv)
+        return self._svc.archive_version(self._project, name, version)  # type: ignore[no-any-return]
+
+    def history(self, mv: ModelVersion | tuple[str, int]) -> list[Any]:
+        name, version = _ref(mv)
+        return list(self._svc.approval_history(self._project, name, version))
+
+
+def _ref(mv: ModelVersion | tuple[str, int]) -> tuple[str, int]:
+    if isinstance(mv, tuple):
+        return mv
+    return mv.name, mv.version
+
+
+def _metric(key: str, value: float, step: int | None, timestamp: int | None) -> MetricValue:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        try:
+            value = float(value)
+        except (TypeError, ValueError) as err:
+            raise InvalidInputError(f"Metric {key!r} value {value!r} is not a number.") from err
+    return MetricValue(key=key, value=float(value), step=step or 0,
+                       timestamp=timestamp if timestamp is not None else int(time.time() * 1000))
+
+
+def _walk_files(root: Path) -> Iterator[Path]:
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        for name in list(dirnames):
+            if (Path(dirpath) / name).is_symlink():
+                raise InvalidInputError(f"{Path(dirpath) / name} is a symbolic link; artifact "
+                                        "directories may not contain links.")
+        for name in filenames:
+            file = Path(dirpath) / name
+            if file.is_symlink():
+                raise InvalidInputError(f"{file} is a symbolic link; artifact directories may "
+                                        "not contain links.")
+            yield file
+
+

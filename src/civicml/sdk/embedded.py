@@ -1,0 +1,169 @@
+"""The embedded backend: services called in-process on the local stores."""
+
+from __future__ import annotations
+
+import atexit
+import os
+import weakref
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from civicml.core.errors import CivicMLError
+from civicml.core.identity import Principal, resolve_principal
+from civicml.core.process import hostname, process_start
+from civicml.core.settings import Settings
+from civicml.governance.audit import AuditTrail
+from civicml.governance.lineage import LineageService
+from civicml.governance.projects import ProjectService
+from civicml.governance.schemas import AuditEvent, AuditReport, LineageGraph, Project
+from civicml.registry.service import RegistryService
+from civicml.store.artifacts import open_artifact_store
+from civicml.store.context import Context
+from civicml.store.db import MetadataStore
+from civicml.store.schemas import ArtifactInfo
+from civicml.tracking.schemas import Experiment, MetricBatchResult, MetricValue, Run
+from civicml.tracking.service import MetricBatch, TrackingService
+from civicml.tracking.writer import MetricWriter
+
+__all__ = ["EmbeddedBackend", "open_context"]
+
+
+def open_context(settings: Settings, principal: Principal | None = None) -> Context:
+    """Open the stores named by ``settings`` (migrating the database on first use) and recover
+    from a previous crash: stale temp files are removed, abandoned runs are marked killed."""
+    settings.home.mkdir(parents=True, exist_ok=True)
+    artifacts = open_artifact_store(settings.artifacts_root)
+    artifacts.recover()
+    ctx = Context(db=MetadataStore(settings.database_url), artifacts=artifacts,
+                  principal=principal or resolve_principal(settings.user), settings=settings)
+    TrackingService(ctx).recover_abandoned()
+    return ctx
+
+
+class EmbeddedBackend:
+    """Every SDK call, answered by the services in this process."""
+
+    remote = False
+
+    def __init__(self, settings: Settings, principal: Principal | None = None) -> None:
+        self.settings = settings
+        self.ctx = open_context(settings, principal)
+        self.projects = ProjectService(self.ctx)
+        self.tracking = TrackingService(self.ctx)
+        self.registry = RegistryService(self.ctx)
+        self.lineage = LineageService(self.ctx)
+        self.audit = AuditTrail(self.ctx)
+        self.writer = MetricWriter(self.tracking.log_metric_batches,
+                                   interval=settings.metrics_flush_interval_ms / 1000)
+        self._closed = False
+        finalizer = weakref.ref(self)
+        atexit.register(lambda: (b := finalizer()) is not None and b.close())
+
+    @property
+    def location(self) -> str:
+        return str(self.settings.home)
+
+    @property
+    def user(self) -> str:
+        return self.ctx.principal.user
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.writer.close()
+        self.ctx.db.close()
+
+    # Projects and experiments ----------------------------------------------------------------
+    def ensure_project(self, name: str) -> Project:
+        return self.projects.ensure(name)
+
+    def create_project(self, name: str, description: str = "") -> Project:
+        return self.projects.create(name, description=description)
+
+    def get_project(self, name: str) -> Project:
+        return self.projects.get(name)
+
+    def list_projects(self) -> list[Project]:
+        return self.projects.list()
+
+    def list_experiments(self, project: str) -> list[Experiment]:
+        return self.tracking.list_experiments(project)
+
+    def create_experiment(self, project: str, name: str, description: str = "") -> Experiment:
+        return self.tracking.create_experiment(project, name, description=description)
+
+    # Runs ------------------------------------------------------------------------------------
+    def create_run(self, project: str, experiment: str, name: str | None,
+                   params: Mapping[str, object] | None, tags: Mapping[str, object] | None,
+                   track_process: bool = True) -> Run:
+        """Start a run; with ``track_process`` it is marked killed if this process dies."""
+        pid = os.getpid() if track_process else None
+        return self.tracking.create_run(project, experiment=experiment, name=name, params=params,
+                                        tags=tags, host=hostname(), pid=pid,
+                                        pid_start=process_start(pid) if pid else None)
+
+    def get_run(self, run_id: str) -> Run:
+        return self.tracking.get_run(run_id)
+
+    def search_runs(self, project: str, *, experiments: Sequence[str] | None = None,
+                    filter: str | None = None, order_by: Sequence[str] | None = None,  # noqa: A002
+                    max_results: int = 100, offset: int = 0) -> list[Run]:
+        return self.tracking.search_runs(project, experiments=experiments, filter=filter,
+                                         order_by=order_by, max_results=max_results,
+                                         offset=offset)
+
+    def log_params(self, run_id: str, params: Mapping[str, object]) -> None:
+        self.tracking.log_params(run_id, params)
+
+    def set_tags(self, run_id: str, tags: Mapping[str, object]) -> None:
+        self.tracking.set_tags(run_id, tags)
+
+    def delete_tag(self, run_id: str, key: str) -> None:
+        self.tracking.delete_tag(run_id, key)
+
+    def log_metric_batches(self, batches: Sequence[MetricBatch]
+                           ) -> Sequence[MetricBatchResult | CivicMLError]:
+        return self.tracking.log_metric_batches(batches)
+
+    def metric_history(self, run_id: str, key: str) -> list[MetricValue]:
+        return self.tracking.metric_history(run_id, key)
+
+    def heartbeat(self, run_id: str) -> None:
+        self.tracking.heartbeat(run_id)
+
+    def end_run(self, run_id: str, status: str) -> Run:
+        return self.tracking.end_run(run_id, status)
+
+    def log_artifact(self, run_id: str, path: str, data: bytes | BinaryIO) -> ArtifactInfo:
+        return self.tracking.log_artifact(run_id, path, data)
+
+    def list_artifacts(self, run_id: str, prefix: str | None = None) -> list[ArtifactInfo]:
+        return self.tracking.list_artifacts(run_id, prefix)
+
+    def read_artifact(self, run_id: str, path: str) -> bytes:
+        _info, handle = self.tracking.open_artifact(run_id, path)
+        with handle:
+            return handle.read()
+
+    def put_blob(self, data: bytes | BinaryIO, *, project: str) -> str:
+        """Store bytes in the content-addressed store; returns the SHA-256 digest."""
+        self.projects.get(project)
+        if isinstance(data, bytes | bytearray):
+            return self.ctx.artifacts.put_bytes(bytes(data)).digest
+        return self.ctx.artifacts.put_stream(data).digest
+
+    # Lineage and audit -----------------------------------------------------------------------
+    def lineage_query(self, kind: str, ref: str, direction: str, max_depth: int) -> LineageGraph:
+        return self.lineage.query(kind, ref, direction=direction,  # type: ignore[arg-type]
+                                  max_depth=max_depth)
+
+    def audit_events(self, **filters: Any) -> list[AuditEvent]:
+        return self.audit.list(**filters)
+
+    def audit_verify(self) -> AuditReport:
+        return self.audit.verify()
+
+    def audit_export(self, path: Path) -> int:
+        return self.audit.export(path)

@@ -1,0 +1,88 @@
+"""The FastAPI application: ``create_app(settings)`` and ``serve()``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI
+from fastapi.concurrency import run_in_threadpool
+
+import civicml
+from civicml.core.identity import Principal
+from civicml.core.settings import Settings
+from civicml.sdk.embedded import open_context
+from civicml.store.context import Context
+from civicml.server.deps import AppState
+from civicml.server.errors import install_error_handlers
+from civicml.server.guard import GuardMiddleware
+from civicml.server.routers import governance, projects, registry, tracking
+from civicml.tracking.service import TrackingService
+from civicml.tracking.writer import MetricWriter
+
+__all__ = ["create_app", "serve"]
+
+log = logging.getLogger("civicml.server")
+RECOVERY_INTERVAL_S = 60.0
+
+
+def create_app(settings: Settings, principal: Principal | None = None) -> FastAPI:
+    """Build the API app on the stores named by ``settings``.
+
+    The database is migrated and crash leftovers are recovered when the app starts; abandoned runs
+    are looked for again every minute while it runs.
+    """
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        ctx = await run_in_threadpool(open_context, settings, principal)
+        writer = MetricWriter(TrackingService(ctx).log_metric_batches,
+                              interval=settings.metrics_flush_interval_ms / 1000)
+        app.state.civicml = AppState(ctx=ctx, writer=writer)
+        task = asyncio.create_task(_recover_loop(ctx))
+        try:
+            yield
+        finally:
+            task.cancel()
+            await run_in_threadpool(writer.close)
+            ctx.db.close()
+
+    app = FastAPI(title="civicml", version=civicml.__version__, lifespan=lifespan,
+                  openapi_url="/openapi.json", docs_url="/docs", redoc_url=None,
+                  description="Self-hosted MLOps for the public sector: tracking, registry, "
+                  "lineage and a tamper-evident audit trail.")
+    install_error_handlers(app)
+
+    @app.get("/api/v1/health", tags=["health"])
+    def health() -> dict[str, str]:
+        return {"status": "ok", "version": civicml.__version__}
+
+    for router in (projects.router, tracking.router, registry.router, governance.router):
+        app.include_router(router)
+    app.add_middleware(GuardMiddleware, allowed_hosts=settings.server_allowed_hosts,
+                       binary_upload_paths=("/artifacts/", "/blobs"))
+    return app
+
+
+async def _recover_loop(ctx: Context) -> None:
+    while True:
+        await asyncio.sleep(RECOVERY_INTERVAL_S)
+        try:
+            killed = await run_in_threadpool(TrackingService(ctx).recover_abandoned)
+        except Exception:
+            log.exception("abandoned-run recovery failed")
+        else:
+            if killed:
+                log.info("marked %d abandoned run(s) killed", len(killed))
+
+
+def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8080,
+          log_level: str = "info") -> None:
+    """Run the server (one process; TCP_NODELAY on, see docs/benchmarks.md)."""
+    import uvicorn
+
+    app = create_app(settings)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False,
+                server_header=False, timeout_graceful_shutdown=10)

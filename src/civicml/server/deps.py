@@ -1,0 +1,75 @@
+"""Per-request collaborators: the caller's principal and the services acting for them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+from fastapi import Request
+
+from civicml.core.identity import Principal, resolve_principal
+from civicml.core.ids import NAME_PATTERN
+from civicml.governance.audit import AuditTrail
+from civicml.governance.lineage import LineageService
+from civicml.governance.projects import ProjectService
+from civicml.registry.service import RegistryService
+from civicml.store.context import Context
+from civicml.tracking.service import TrackingService
+from civicml.tracking.writer import MetricWriter
+
+__all__ = ["AppState", "Services", "principal_for_request", "services"]
+
+USER_HEADER = "x-civicml-user"
+
+
+@dataclass
+class AppState:
+    """What the running app holds: the shared stores and the group-commit metric writer."""
+
+    ctx: Context
+    writer: MetricWriter
+
+
+def principal_for_request(request: Request, default: Principal) -> Principal:
+    """Who is calling. Authentication arrives later (DESIGN.md step 8) and replaces this one
+    function; until then a client names its user in ``X-CivicML-User`` (the SDK sends
+    ``CIVICML_USER`` or the OS user), and the server's own user is used otherwise."""
+    name = request.headers.get(USER_HEADER)
+    if name and NAME_PATTERN.match(name):
+        return resolve_principal(name)
+    return default
+
+
+class Services:
+    """The services, acting for one request's principal (built lazily, cheap to make)."""
+
+    def __init__(self, ctx: Context, writer: MetricWriter) -> None:
+        self.ctx = ctx
+        self.writer = writer
+
+    @cached_property
+    def projects(self) -> ProjectService:
+        return ProjectService(self.ctx)
+
+    @cached_property
+    def tracking(self) -> TrackingService:
+        return TrackingService(self.ctx)
+
+    @cached_property
+    def registry(self) -> RegistryService:
+        return RegistryService(self.ctx)
+
+    @cached_property
+    def lineage(self) -> LineageService:
+        return LineageService(self.ctx)
+
+    @cached_property
+    def audit(self) -> AuditTrail:
+        return AuditTrail(self.ctx)
+
+
+def services(request: Request) -> Services:
+    state: AppState = request.app.state.civicml
+    principal = principal_for_request(request, state.ctx.principal)
+    ctx = state.ctx if principal == state.ctx.principal else state.ctx.as_principal(principal)
+    return Services(ctx, state.writer)

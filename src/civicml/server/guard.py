@@ -1,0 +1,98 @@
+"""Request guards: Host allowlist, JSON-only bodies, security headers (one pure ASGI layer).
+
+Why JSON only: a web page can POST ``text/plain``, form-encoded or multipart bodies to any origin
+without a CORS preflight, so a server on localhost that accepted them could be driven by any web
+site the user visits. ``application/json`` (and ``application/octet-stream`` for artifact uploads)
+need a preflight, which this server never grants. The Host allowlist stops DNS rebinding.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from civicml.server.errors import error_body
+
+__all__ = ["GuardMiddleware"]
+
+_BODY_METHODS = {b"POST", b"PUT", b"PATCH", b"DELETE"}
+_SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+    (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
+    (b"cache-control", b"no-store"),
+]
+_DOC_CSP = (b"content-security-policy",
+            b"default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+            b"script-src 'self' 'unsafe-inline'; frame-ancestors 'none'")
+
+
+class GuardMiddleware:
+    """Refuse unknown Host headers and non-JSON bodies; add security headers to every answer."""
+
+    def __init__(self, app: ASGIApp, allowed_hosts: Iterable[str],
+                 binary_upload_paths: tuple[str, ...] = ()) -> None:
+        self.app = app
+        self.allowed = {h.lower() for h in allowed_hosts}
+        self.allow_any = "*" in self.allowed
+        self.binary_paths = binary_upload_paths
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        host = headers.get(b"host", b"").decode("latin-1").lower()
+        if not self.allow_any and _strip_port(host) not in self.allowed:
+            await _reject(send, 400, f"Host {host!r} is not allowed.",
+                          "Add it to CIVICML_SERVER_ALLOWED_HOSTS if this server should answer "
+                          "to that name.")
+            return
+        if scope["method"].encode() in _BODY_METHODS and _has_body(headers):
+            ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+            binary_ok = ctype == b"application/octet-stream" and any(
+                marker in scope["path"] for marker in self.binary_paths)
+            if ctype != b"application/json" and not binary_ok:
+                await _reject(send, 415, f"Request bodies must be application/json (got "
+                              f"{ctype.decode('latin-1') or 'no content type'!r}).",
+                              "Send JSON with 'Content-Type: application/json'; artifact uploads "
+                              "use 'application/octet-stream'.")
+                return
+        docs = scope["path"] in ("/docs", "/redoc")
+
+        async def send_with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                extra = [h for h in _SECURITY_HEADERS
+                         if not (docs and h[0] == b"content-security-policy")]
+                if docs:
+                    extra.append(_DOC_CSP)
+                message["headers"] = list(message.get("headers", [])) + extra
+            await send(message)
+
+        await self.app(scope, receive, send_with_headers)
+
+
+def _strip_port(host: str) -> str:
+    if host.startswith("["):
+        return host.split("]", 1)[0] + "]"
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def _has_body(headers: dict[bytes, bytes]) -> bool:
+    length = headers.get(b"content-length")
+    if length is not None:
+        return length.strip() not in (b"0", b"")
+    return b"transfer-encoding" in headers
+
+
+async def _reject(send: Send, status: int, message: str, hint: str) -> None:
+    body = json.dumps(error_body(status, message, hint=hint)).encode()
+    headers: list[Any] = [(b"content-type", b"application/json"),
+                          (b"content-length", str(len(body)).encode()), *_SECURITY_HEADERS]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

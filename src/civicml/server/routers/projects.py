@@ -1,0 +1,61 @@
+"""Projects and experiments."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Response
+from pydantic import BaseModel, Field
+
+from civicml.governance.schemas import Project
+from civicml.server.deps import Services, services
+from civicml.tracking.schemas import Experiment
+
+router = APIRouter(prefix="/api/v1", tags=["projects"])
+Svc = Annotated[Services, Depends(services)]
+
+
+class ProjectCreate(BaseModel):
+    name: str = Field(description="Unique project name, e.g. 'benefits-eligibility'.")
+    description: str = Field(default="", max_length=10_000, description="Free text.")
+
+
+class ExperimentCreate(BaseModel):
+    name: str = Field(description="Experiment name, unique in its project.")
+    description: str = Field(default="", max_length=10_000, description="Free text.")
+
+
+@router.get("/projects", response_model=list[Project])
+def list_projects(svc: Svc) -> list[Project]:
+    return svc.projects.list()
+
+
+@router.post("/projects", response_model=Project, status_code=201)
+def create_project(body: ProjectCreate, svc: Svc, response: Response) -> Project:
+    project = svc.projects.create(body.name, description=body.description)
+    response.headers["Location"] = f"/api/v1/projects/{project.name}"
+    return project
+
+
+@router.put("/projects/{project}", response_model=Project)
+def ensure_project(project: str, svc: Svc) -> Project:
+    """Get the project, creating it when missing (idempotent)."""
+    return svc.projects.ensure(project)
+
+
+@router.get("/projects/{project}", response_model=Project)
+def get_project(project: str, svc: Svc) -> Project:
+    return svc.projects.get(project)
+
+
+@router.get("/projects/{project}/experiments", response_model=list[Experiment])
+def list_experiments(project: str, svc: Svc) -> list[Experiment]:
+    return svc.tracking.list_experiments(project)
+
+
+@router.post("/projects/{project}/experiments", response_model=Experiment, status_code=201)
+def create_experiment(project: str, body: ExperimentCreate, svc: Svc,
+                      response: Response) -> Experiment:
+    exp = svc.tracking.create_experiment(project, body.name, description=body.description)
+    response.headers["Location"] = f"/api/v1/projects/{project}/experiments/{exp.name}"
+    return exp

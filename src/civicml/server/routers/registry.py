@@ -1,0 +1,145 @@
+"""Model registry: registered models, versions, approval, aliases."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from civicml.registry.schemas import (
+    ApprovalRecord,
+    ApprovalStatus,
+    ColumnSpec,
+    ModelVersion,
+    RegisteredModel,
+)
+from civicml.server.deps import Services, services
+
+router = APIRouter(prefix="/api/v1/projects/{project}/models", tags=["models"])
+Svc = Annotated[Services, Depends(services)]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelCreate(_Body):
+    name: str = Field(description="Model name, e.g. 'eligibility'.")
+    description: str = Field(default="", max_length=10_000, description="Free text.")
+
+
+class VersionCreate(_Body):
+    run_id: str | None = Field(default=None, description="Run whose artifacts are the model.")
+    artifact_path: str = Field(default="model", description="Artifact folder of the run.")
+    artifacts: dict[str, str] | None = Field(
+        default=None, description="Instead of a run: {relative path: sha256} of uploaded blobs.")
+    signature: list[ColumnSpec] | None = Field(default=None, description="Input columns.")
+    metrics: dict[str, float | None] | None = Field(
+        default=None, description="Evaluation metrics (default: the run's latest metrics).")
+    description: str = Field(default="", max_length=10_000, description="Free text.")
+
+
+class NoteBody(_Body):
+    note: str = Field(description="Why (required: it is part of the approval record).")
+
+
+class ApprovalBody(_Body):
+    status: ApprovalStatus = Field(description="PendingManualApproval, Approved or Rejected.")
+    note: str = Field(default="", description="Why.")
+
+
+class AliasBody(_Body):
+    version: int = Field(ge=1, description="Version the alias should point at.")
+
+
+@router.get("", response_model=list[RegisteredModel])
+def list_models(project: str, svc: Svc) -> list[RegisteredModel]:
+    return svc.registry.list_models(project)
+
+
+@router.post("", response_model=RegisteredModel, status_code=201)
+def create_model(project: str, body: ModelCreate, svc: Svc, response: Response) -> RegisteredModel:
+    model = svc.registry.create_model(project, body.name, body.description)
+    response.headers["Location"] = f"/api/v1/projects/{project}/models/{model.name}"
+    return model
+
+
+@router.get("/{name}", response_model=RegisteredModel)
+def get_model(project: str, name: str, svc: Svc) -> RegisteredModel:
+    return svc.registry.get_model(project, name)
+
+
+@router.get("/{name}/versions", response_model=list[ModelVersion])
+def list_versions(project: str, name: str, svc: Svc,
+                  include_archived: bool = False) -> list[ModelVersion]:
+    return svc.registry.list_versions(project, name, include_archived=include_archived)
+
+
+@router.post("/{name}/versions", response_model=ModelVersion, status_code=201)
+def register(project: str, name: str, body: VersionCreate, svc: Svc,
+             response: Response) -> ModelVersion:
+    mv = svc.registry.register(project, name, run_id=body.run_id, artifact_path=body.artifact_path,
+                               artifacts=body.artifacts, signature=body.signature,
+                               metrics=body.metrics, description=body.description)
+    response.headers["Location"] = f"/api/v1/projects/{project}/models/{name}/versions/{mv.version}"
+    return mv
+
+
+@router.get("/{name}/versions/{version}", response_model=ModelVersion)
+def get_version(project: str, name: str, version: str, svc: Svc) -> ModelVersion:
+    """A version by number or by alias (e.g. ``production``)."""
+    return svc.registry.get_version(project, name, version)
+
+
+@router.get("/{name}/versions/{version}/manifest")
+def get_manifest(project: str, name: str, version: str, svc: Svc) -> dict[str, Any]:
+    mv = svc.registry.get_version(project, name, version)
+    return svc.registry.get_manifest(mv)
+
+
+@router.post("/{name}/versions/{version}/approve", response_model=ModelVersion)
+def approve(project: str, name: str, version: str, body: NoteBody, svc: Svc) -> ModelVersion:
+    return svc.registry.approve(project, name, version, body.note)
+
+
+@router.post("/{name}/versions/{version}/reject", response_model=ModelVersion)
+def reject(project: str, name: str, version: str, body: NoteBody, svc: Svc) -> ModelVersion:
+    return svc.registry.reject(project, name, version, body.note)
+
+
+@router.put("/{name}/versions/{version}/approval", response_model=ModelVersion)
+def update_approval(project: str, name: str, version: str, body: ApprovalBody,
+                    svc: Svc) -> ModelVersion:
+    return svc.registry.update_approval(project, name, version, body.status, body.note)
+
+
+@router.get("/{name}/versions/{version}/approvals", response_model=list[ApprovalRecord])
+def approval_history(project: str, name: str, version: str, svc: Svc) -> list[ApprovalRecord]:
+    return svc.registry.approval_history(project, name, version)
+
+
+@router.post("/{name}/versions/{version}/archive", response_model=ModelVersion)
+def archive(project: str, name: str, version: str, svc: Svc) -> ModelVersion:
+    return svc.registry.archive_version(project, name, version)
+
+
+@router.post("/{name}/versions/{version}/unarchive", response_model=ModelVersion)
+def unarchive(project: str, name: str, version: str, svc: Svc) -> ModelVersion:
+    return svc.registry.unarchive_version(project, name, version)
+
+
+@router.delete("/{name}/versions/{version}", status_code=204)
+def delete_version(project: str, name: str, version: str, svc: Svc) -> None:
+    svc.registry.delete_version(project, name, version)
+
+
+@router.put("/{name}/aliases/{alias}", response_model=ModelVersion)
+def set_alias(project: str, name: str, alias: str, body: AliasBody, svc: Svc) -> ModelVersion:
+    """Point ``alias`` at a version (moves atomically)."""
+    return svc.registry.set_alias(project, name, alias, body.version)
+
+
+@router.delete("/{name}/aliases/{alias}", status_code=204)
+def delete_alias(project: str, name: str, alias: str, svc: Svc) -> None:
+    svc.registry.delete_alias(project, name, alias)

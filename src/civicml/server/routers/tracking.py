@@ -1,0 +1,197 @@
+"""Runs: params, tags, metrics, artifacts, status, search."""
+
+from __future__ import annotations
+
+import tempfile
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from civicml.core.errors import CivicMLError
+from civicml.server.deps import Services, services
+from civicml.store.schemas import ArtifactInfo
+from civicml.tracking.schemas import MetricBatchResult, MetricValue, Run, RunStatus
+from civicml.tracking.service import MetricBatch
+
+router = APIRouter(prefix="/api/v1", tags=["runs"])
+Svc = Annotated[Services, Depends(services)]
+MAX_BATCH_VALUES = 100_000
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RunCreate(_Body):
+    experiment: str = Field(default="default", description="Experiment (created when missing).")
+    name: str | None = Field(default=None, description="Run name (generated when omitted).")
+    params: dict[str, Any] = Field(default_factory=dict, description="Initial parameters.")
+    tags: dict[str, Any] = Field(default_factory=dict, description="Initial tags.")
+    host: str | None = Field(default=None, description="Host of the process doing the work.")
+    pid: int | None = Field(default=None, description="Its process id.")
+    pid_start: int | None = Field(default=None, description="Its start tick (tells reuse apart).")
+
+
+class RunSearch(_Body):
+    filter: str | None = Field(default=None, description="e.g. \"metrics.auc > 0.8\".")
+    order_by: list[str] = Field(default_factory=list, description="e.g. ['metrics.auc DESC'].")
+    experiments: list[str] | None = Field(default=None, description="Limit to experiments.")
+    max_results: int = Field(default=100, description="Page size (1-50,000).")
+    offset: int = Field(default=0, description="Rows to skip.")
+
+
+class ParamsBody(_Body):
+    params: dict[str, Any] = Field(description="Parameters to record (immutable once set).")
+
+
+class TagsBody(_Body):
+    tags: dict[str, Any] = Field(description="Tags to set.")
+
+
+class MetricsBody(_Body):
+    metrics: list[MetricValue] = Field(max_length=MAX_BATCH_VALUES, description="Values.")
+    batch_id: str | None = Field(default=None, max_length=64,
+                                 description="Client batch id: a retry with it is stored once.")
+
+
+class BatchItem(_Body):
+    run_id: str = Field(description="Run id.")
+    metrics: list[MetricValue] = Field(description="Values for that run.")
+    batch_id: str | None = Field(default=None, max_length=64, description="Client batch id.")
+
+
+class BatchesBody(_Body):
+    batches: list[BatchItem] = Field(max_length=10_000, description="Batches, any runs.")
+
+
+class BatchOutcome(BaseModel):
+    ok: bool = Field(description="Whether this batch was accepted.")
+    stored: int = Field(default=0, description="Values stored.")
+    duplicate: bool = Field(default=False, description="Batch id seen before.")
+    error: dict[str, Any] | None = Field(default=None, description="Error body when not ok.")
+
+
+class EndBody(_Body):
+    status: RunStatus = Field(default=RunStatus.FINISHED, description="finished, failed, killed.")
+
+
+@router.post("/projects/{project}/runs", response_model=Run, status_code=201)
+def create_run(project: str, body: RunCreate, svc: Svc, response: Response) -> Run:
+    run = svc.tracking.create_run(project, experiment=body.experiment, name=body.name,
+                                  params=body.params, tags=body.tags, host=body.host,
+                                  pid=body.pid, pid_start=body.pid_start)
+    response.headers["Location"] = f"/api/v1/runs/{run.id}"
+    return run
+
+
+@router.get("/projects/{project}/runs", response_model=list[Run])
+def list_runs(project: str, svc: Svc, filter: str | None = None,  # noqa: A002
+              order_by: Annotated[list[str] | None, Query()] = None,
+              experiment: Annotated[list[str] | None, Query()] = None,
+              max_results: int = 100, offset: int = 0) -> list[Run]:
+    return svc.tracking.search_runs(project, experiments=experiment, filter=filter,
+                                    order_by=order_by, max_results=max_results, offset=offset)
+
+
+@router.post("/projects/{project}/runs/search", response_model=list[Run])
+def search_runs(project: str, body: RunSearch, svc: Svc) -> list[Run]:
+    return svc.tracking.search_runs(project, experiments=body.experiments, filter=body.filter,
+                                    order_by=body.order_by, max_results=body.max_results,
+                                    offset=body.offset)
+
+
+@router.get("/runs/{run_id}", response_model=Run)
+def get_run(run_id: str, svc: Svc) -> Run:
+    return svc.tracking.get_run(run_id)
+
+
+@router.post("/runs/{run_id}/params", status_code=204)
+def log_params(run_id: str, body: ParamsBody, svc: Svc) -> None:
+    svc.tracking.log_params(run_id, body.params)
+
+
+@router.post("/runs/{run_id}/tags", status_code=204)
+def set_tags(run_id: str, body: TagsBody, svc: Svc) -> None:
+    svc.tracking.set_tags(run_id, body.tags)
+
+
+@router.delete("/runs/{run_id}/tags/{key}", status_code=204)
+def delete_tag(run_id: str, key: str, svc: Svc) -> None:
+    svc.tracking.delete_tag(run_id, key)
+
+
+@router.post("/runs/{run_id}/metrics", response_model=MetricBatchResult)
+def log_metrics(run_id: str, body: MetricsBody, svc: Svc) -> MetricBatchResult:
+    """Durable when answered; concurrent requests share one commit (group commit)."""
+    result = svc.writer.submit(run_id, body.metrics, synchronous=True, batch_id=body.batch_id)
+    return result or MetricBatchResult(stored=0)
+
+
+@router.post("/metrics/batches", response_model=list[BatchOutcome])
+def log_metric_batches(body: BatchesBody, svc: Svc) -> list[BatchOutcome]:
+    """Many runs' batches in one transaction (what the remote SDK's buffer sends)."""
+    results = svc.tracking.log_metric_batches(
+        [MetricBatch(b.run_id, b.metrics, b.batch_id) for b in body.batches])
+    return [BatchOutcome(ok=False, error=r.to_body()) if isinstance(r, CivicMLError)
+            else BatchOutcome(ok=True, stored=r.stored, duplicate=r.duplicate) for r in results]
+
+
+@router.get("/runs/{run_id}/metrics/{key}", response_model=list[MetricValue])
+def metric_history(run_id: str, key: str, svc: Svc) -> list[MetricValue]:
+    return svc.tracking.metric_history(run_id, key)
+
+
+@router.post("/runs/{run_id}/heartbeat", status_code=204)
+def heartbeat(run_id: str, svc: Svc) -> None:
+    svc.tracking.heartbeat(run_id)
+
+
+@router.post("/runs/{run_id}/end", response_model=Run)
+def end_run(run_id: str, body: EndBody, svc: Svc) -> Run:
+    return svc.tracking.end_run(run_id, body.status)
+
+
+@router.put("/runs/{run_id}/artifacts/{path:path}", response_model=ArtifactInfo, status_code=201)
+async def upload_artifact(run_id: str, path: str, request: Request, svc: Svc) -> ArtifactInfo:
+    """Upload raw bytes (``application/octet-stream``) as the run's artifact ``path``."""
+    with tempfile.SpooledTemporaryFile(max_size=8 << 20) as spool:
+        async for chunk in request.stream():
+            spool.write(chunk)
+        spool.seek(0)
+        return await run_in_threadpool(svc.tracking.log_artifact, run_id, path, spool)  # type: ignore[arg-type]
+
+
+@router.get("/runs/{run_id}/artifacts", response_model=list[ArtifactInfo])
+def list_artifacts(run_id: str, svc: Svc, prefix: str | None = None) -> list[ArtifactInfo]:
+    return svc.tracking.list_artifacts(run_id, prefix)
+
+
+@router.get("/runs/{run_id}/artifacts/{path:path}")
+def download_artifact(run_id: str, path: str, svc: Svc) -> StreamingResponse:
+    """The artifact's bytes, verified against their SHA-256 before the first byte is sent."""
+    info, handle = svc.tracking.open_artifact(run_id, path)
+
+    def chunks() -> Any:
+        with handle:
+            while block := handle.read(1 << 20):
+                yield block
+
+    return StreamingResponse(chunks(), media_type="application/octet-stream", headers={
+        "ETag": f'"sha256:{info.digest}"', "Content-Length": str(info.size),
+        "X-Content-SHA256": info.digest})
+
+
+@router.post("/projects/{project}/blobs", status_code=201)
+async def upload_blob(project: str, request: Request, svc: Svc) -> dict[str, str]:
+    """Store bytes content-addressed (for registering a model without a run); returns the digest.
+    """
+    await run_in_threadpool(svc.projects.get, project)
+    with tempfile.SpooledTemporaryFile(max_size=8 << 20) as spool:
+        async for chunk in request.stream():
+            spool.write(chunk)
+        spool.seek(0)
+        stored = await run_in_threadpool(svc.ctx.artifacts.put_stream, spool)  # type: ignore[arg-type]
+    return {"digest": stored.digest, "size": str(stored.size)}

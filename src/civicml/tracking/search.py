@@ -1,0 +1,255 @@
+"""The run search language: MLflow's filter and order-by syntax, compiled to SQL.
+
+Filter: clauses joined by ``and``, each ``<entity>.<key> <op> <value>``:
+``metrics.accuracy > 0.9 and params.algorithm = 'lightgbm' and tags.team != 'x'
+and attributes.status = 'finished'``. Entities: ``metrics`` (alias ``metric``, ``m``), ``params``
+(``param``, ``p``), ``tags`` (``tag``, ``t``), ``attributes`` (``attribute``, ``attr``, ``run``)
+with ``status``, ``name``, ``run_id``, ``created_by``, ``start_time``, ``end_time`` (ms).
+Operators: ``= != > >= < <=`` for numbers; ``= != LIKE ILIKE`` for strings.
+Keys with spaces or dots go in backticks: ``metrics.`val loss` < 1``.
+Order by: ``["metrics.accuracy DESC", "attributes.start_time"]``.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from sqlalchemy import ColumnElement, and_, exists, func
+from sqlalchemy.sql import Select
+
+from civicml.core.errors import InvalidInputError
+from civicml.tracking._tables import latest_metrics, params, runs, tags
+
+__all__ = ["Clause", "OrderKey", "apply_order", "compile_filter", "parse_filter", "parse_order"]
+
+_ENTITIES = {
+    "metrics": "metric",
+    "metric": "metric",
+    "m": "metric",
+    "params": "param",
+    "param": "param",
+    "p": "param",
+    "tags": "tag",
+    "tag": "tag",
+    "t": "tag",
+    "attributes": "attr",
+    "attribute": "attr",
+    "attr": "attr",
+    "run": "attr",
+}
+_ATTRS = {"status", "name", "run_id", "id", "created_by", "start_time", "end_time"}
+_NUMERIC_OPS = {"=", "!=", ">", ">=", "<", "<="}
+_STRING_OPS = {"=", "!=", "LIKE", "ILIKE"}
+_TOKEN = re.compile(
+    r"""\s*(?:
+      (?P<ident>[A-Za-z_][A-Za-z0-9_]*\.(?:`[^`]+`|"[^"]+"|[A-Za-z0-9_\-:/]+(?:\.[A-Za-z0-9_\-:/]+)*))
+    | (?P<string>'(?:[^'\\]|\\.)*'|"(?:[^"\\]|\\.)*")
+    | (?P<number>[-+]?(?:\d+\.?\d*(?:[eE][-+]?\d+)?|\.\d+(?:[eE][-+]?\d+)?|inf(?:inity)?|nan))
+    | (?P<op>!=|>=|<=|=|>|<|(?i:ilike)\b|(?i:like)\b)
+    | (?P<and>(?i:and)\b)
+    )""",
+    re.VERBOSE,
+)
+_HINT = (
+    "Write clauses like \"metrics.accuracy > 0.9 and params.algorithm = 'lightgbm'\"; "
+    "entities are metrics, params, tags and attributes (status, name, run_id, created_by, "
+    "start_time, end_time)."
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Clause:
+    entity: Literal["metric", "param", "tag", "attr"]
+    key: str
+    op: str
+    value: float | str
+
+
+@dataclass(frozen=True, slots=True)
+class OrderKey:
+    entity: Literal["metric", "param", "tag", "attr"]
+    key: str
+    descending: bool
+
+
+def _split_ident(text: str) -> tuple[Literal["metric", "param", "tag", "attr"], str]:
+    prefix, _, key = text.partition(".")
+    entity = _ENTITIES.get(prefix.lower())
+    if entity is None:
+        raise InvalidInputError(f"Unknown entity {prefix!r} in {text!r}.", hint=_HINT)
+    if key[:1] in '`"' and key[-1:] == key[:1]:
+        key = key[1:-1]
+    if entity == "attr" and key not in _ATTRS:
+        raise InvalidInputError(
+            f"Unknown run attribute {key!r}.", hint=f"Attributes are {', '.join(sorted(_ATTRS))}."
+        )
+    return entity, key  # type: ignore[return-value]
+
+
+def parse_filter(text: str | None) -> list[Clause]:
+    """Parse a filter string into clauses.
+
+    Raises:
+        InvalidInputError: Naming the position and what was expected.
+    """
+    if text is None or not text.strip():
+        return []
+    tokens: list[tuple[str, str]] = []
+    pos = 0
+    while pos < len(text):
+        if text[pos:].strip() == "":
+            break
+        match = _TOKEN.match(text, pos)
+        if match is None or match.end() == pos:
+            raise InvalidInputError(
+                f"Cannot parse the filter at position {pos}: {text[pos : pos + 20]!r}.", hint=_HINT
+            )
+        kind = match.lastgroup or ""
+        tokens.append((kind, match.group(kind)))
+        pos = match.end()
+    clauses: list[Clause] = []
+    i = 0
+    while i < len(tokens):
+        if i + 3 > len(tokens):
+            raise InvalidInputError(
+                f"Incomplete clause at the end of the filter {text!r}.", hint=_HINT
+            )
+        (k1, ident), (k2, op), (k3, raw) = tokens[i], tokens[i + 1], tokens[i + 2]
+        if k1 != "ident" or k2 != "op" or k3 not in ("string", "number"):
+            raise InvalidInputError(
+                f"Expected '<entity>.<key> <operator> <value>' in the filter "
+                f"{text!r}, near {ident!r}.",
+                hint=_HINT,
+            )
+        entity, key = _split_ident(ident)
+        op = op.upper()
+        value: float | str
+        if k3 == "number":
+            value = float(raw)
+        else:
+            value = re.sub(r"\\(.)", r"\1", raw[1:-1])
+        numeric = entity == "metric" or (entity == "attr" and key in ("start_time", "end_time"))
+        if numeric:
+            if not isinstance(value, float) or op not in _NUMERIC_OPS:
+                raise InvalidInputError(
+                    f"{ident} compares numbers: use {', '.join(sorted(_NUMERIC_OPS))} "
+                    "with a number.",
+                    hint=_HINT,
+                )
+        elif op not in _STRING_OPS or not isinstance(value, str):
+            raise InvalidInputError(
+                f"{ident} compares strings: quote the value and use =, !=, LIKE or ILIKE.",
+                hint=_HINT,
+            )
+        clauses.append(Clause(entity, key, op, value))
+        i += 3
+        if i < len(tokens):
+            if tokens[i][0] != "and":
+                raise InvalidInputError(f"Expected 'and' between clauses in {text!r}.", hint=_HINT)
+            i += 1
+            if i == len(tokens):
+                raise InvalidInputError(f"The filter {text!r} ends with 'and'.", hint=_HINT)
+    return clauses
+
+
+def parse_order(order_by: list[str] | None) -> list[OrderKey]:
+    keys: list[OrderKey] = []
+    for item in order_by or []:
+        parts = item.strip().rsplit(None, 1)
+        descending = False
+        if len(parts) == 2 and parts[1].upper() in ("ASC", "DESC"):
+            descending = parts[1].upper() == "DESC"
+            ident = parts[0]
+        else:
+            ident = item.strip()
+        if "." not in ident:
+            raise InvalidInputError(
+                f"Cannot order by {item!r}.",
+                hint="Use e.g. 'metrics.accuracy DESC' or 'attributes.start_time'.",
+            )
+        entity, key = _split_ident(ident)
+        keys.append(OrderKey(entity, key, descending))
+    return keys
+
+
+def _compare(column: Any, op: str, value: Any) -> ColumnElement[bool]:
+    if op == "=":
+        return column == value  # type: ignore[no-any-return]
+    if op == "!=":
+        return column != value  # type: ignore[no-any-return]
+    if op == ">":
+        return column > value  # type: ignore[no-any-return]
+    if op == ">=":
+        return column >= value  # type: ignore[no-any-return]
+    if op == "<":
+        return column < value  # type: ignore[no-any-return]
+    if op == "<=":
+        return column <= value  # type: ignore[no-any-return]
+    if op == "LIKE":
+        return column.like(value)  # type: ignore[no-any-return]
+    return func.lower(column).like(str(value).lower())
+
+
+def _attr_column(key: str) -> Any:
+    return runs.c.id if key in ("run_id", "id") else runs.c[key]
+
+
+def compile_filter(clauses: list[Clause]) -> list[ColumnElement[bool]]:
+    """SQL conditions on ``runs`` for the parsed clauses (metrics compare latest values)."""
+    conditions: list[ColumnElement[bool]] = []
+    for clause in clauses:
+        if clause.entity == "metric":
+            conditions.append(
+                exists().where(
+                    latest_metrics.c.run_id == runs.c.id,
+                    latest_metrics.c.key == clause.key,
+                    latest_metrics.c.is_nan.is_(False),
+                    _compare(latest_metrics.c.value, clause.op, clause.value),
+                )
+            )
+        elif clause.entity in ("param", "tag"):
+            table = params if clause.entity == "param" else tags
+            conditions.append(
+                exists().where(
+                    table.c.run_id == runs.c.id,
+                    table.c.key == clause.key,
+                    _compare(table.c.value, clause.op, clause.value),
+                )
+            )
+        elif clause.key in ("start_time", "end_time"):
+            moment = datetime.fromtimestamp(float(clause.value) / 1000, tz=UTC)
+            conditions.append(_compare(runs.c[clause.key], clause.op, moment))
+        else:
+            value = clause.value.lower() if clause.key == "status" else clause.value
+            conditions.append(_compare(_attr_column(clause.key), clause.op, value))
+    return conditions
+
+
+def apply_order(query: Select[Any], keys: list[OrderKey]) -> Select[Any]:
+    """Add ORDER BY for each key (NULLs and NaN last), then newest first as a tie-breaker."""
+    for n, key in enumerate(keys):
+        if key.entity == "attr":
+            column: Any = _attr_column(key.key)
+        else:
+            table = {"metric": latest_metrics, "param": params, "tag": tags}[key.entity]
+            alias = table.alias(f"o{n}")
+            value = alias.c.value
+            if key.entity == "metric":
+                query = query.outerjoin(
+                    alias,
+                    and_(
+                        alias.c.run_id == runs.c.id,
+                        alias.c.key == key.key,
+                        alias.c.is_nan.is_(False),
+                    ),
+                )
+            else:
+                query = query.outerjoin(
+                    alias, and_(alias.c.run_id == runs.c.id, alias.c.key == key.key)
+                )
+            column = value
+        query = query.order_by(column.is_(None), column.desc() if key.descending else column.asc())
+    return query.order_by(runs.c.start_time.desc(), runs.c.id.desc())

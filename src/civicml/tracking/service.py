@@ -1,0 +1,762 @@
+"""Experiments and runs: params, metrics, tags, artifacts and status."""
+
+from __future__ import annotations
+
+import io
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, BinaryIO
+
+from sqlalchemy import Connection, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+
+from civicml.core.clock import to_millis
+from civicml.core.errors import (
+    CivicMLError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    closest,
+)
+from civicml.core.ids import new_id, validate_name
+from civicml.core.process import hostname, process_alive
+from civicml.governance._tables import projects
+from civicml.governance.audit import AuditTrail
+from civicml.governance.lineage import LineageService
+from civicml.governance.projects import ProjectService
+from civicml.store.artifact_index import ArtifactIndex
+from civicml.store.context import Context
+from civicml.store.db import UnitOfWork
+from civicml.store.paths import validate_relative_path
+from civicml.store.schemas import ArtifactInfo
+from civicml.tracking import _tables as t
+from civicml.tracking._tables import latest_metrics, metric_batches, metrics, runs
+from civicml.tracking.schemas import Experiment, MetricBatchResult, MetricValue, Run, RunStatus
+from civicml.tracking.search import apply_order, compile_filter, parse_filter, parse_order
+
+__all__ = ["MetricBatch", "TrackingService"]
+
+MAX_PARAM_LENGTH = 6000
+MAX_TAG_LENGTH = 8000
+MAX_SEARCH_RESULTS = 50_000
+DEFAULT_EXPERIMENT = "default"
+
+
+@dataclass(frozen=True, slots=True)
+class MetricBatch:
+    """Values for one run, with the client's batch id (a retry with the same id is ignored)."""
+
+    run_id: str
+    values: Sequence[MetricValue]
+    batch_id: str | None = None
+
+
+class TrackingService:
+    """Experiments, runs and everything logged to them."""
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+        self._audit = AuditTrail(ctx)
+        self._lineage = LineageService(ctx)
+        self._projects = ProjectService(ctx)
+
+    # Experiments ----------------------------------------------------------------------------
+    def ensure_experiment(self, project: str, name: str = DEFAULT_EXPERIMENT) -> Experiment:
+        """The experiment ``name`` of ``project``, created (with the project) when missing."""
+        validate_name("Experiment", name)
+        proj = self._projects.ensure(project)
+        with self._ctx.db.read() as conn:
+            row = self._find_experiment(conn, proj.id, name)
+        if row is not None:
+            return _experiment(row, project)
+        try:
+            with self._ctx.db.write() as uow:
+                row = self._find_experiment(uow.conn, proj.id, name)
+                if row is not None:
+                    return _experiment(row, project)
+                return self._insert_experiment(uow, proj.id, project, name, "")
+        except IntegrityError:
+            return self.get_experiment(project, name)
+
+    def create_experiment(self, project: str, name: str, *, description: str = "") -> Experiment:
+        validate_name("Experiment", name)
+        proj = self._projects.get(project)
+        with self._ctx.db.write() as uow:
+            if self._find_experiment(uow.conn, proj.id, name) is not None:
+                raise ConflictError(
+                    f"Experiment {name!r} already exists in project {project!r}.",
+                    hint="Start runs in it, or choose another name.",
+                )
+            return self._insert_experiment(uow, proj.id, project, name, description)
+
+    def get_experiment(self, project: str, name: str) -> Experiment:
+        proj = self._projects.get(project)
+        with self._ctx.db.read() as conn:
+            row = self._find_experiment(conn, proj.id, name)
+            if row is None:
+                names = (
+                    conn.execute(
+                        select(t.experiments.c.name).where(t.experiments.c.project_id == proj.id)
+                    )
+                    .scalars()
+                    .all()
+                )
+                raise NotFoundError(
+                    f"Experiment {name!r} does not exist in project {project!r}.",
+                    hint=closest(name, names) or f"List them: civicml experiments list {project}",
+                )
+        return _experiment(row, project)
+
+    def list_experiments(self, project: str) -> list[Experiment]:
+        proj = self._projects.get(project)
+        with self._ctx.db.read() as conn:
+            rows = conn.execute(
+                select(t.experiments)
+                .where(t.experiments.c.project_id == proj.id)
+                .order_by(t.experiments.c.name)
+            )
+            return [_experiment(r, project) for r in rows]
+
+    @staticmethod
+    def _find_experiment(conn: Connection, project_id: str, name: str) -> Any:
+        return conn.execute(
+            select(t.experiments).where(
+                t.experiments.c.project_id == project_id, t.experiments.c.name == name
+            )
+        ).first()
+
+    def _insert_experiment(
+        self, uow: UnitOfWork, project_id: str, project: str, name: str, description: str
+    ) -> Experiment:
+        exp = Experiment(
+            id=new_id(),
+            project=project,
+            name=name,
+            description=description,
+            created_at=self._ctx.clock.now(),
+            created_by=self._ctx.principal.user,
+        )
+        uow.conn.execute(
+            insert(t.experiments).values(
+                id=exp.id,
+                project_id=project_id,
+                name=name,
+                description=description,
+                created_at=exp.created_at,
+                created_by=exp.created_by,
+            )
+        )
+        self._audit.record(
+            uow, "experiment.created", "experiment", exp.id, project=project, after={"name": name}
+        )
+        return exp
+
+    # Runs -----------------------------------------------------------------------------------
+    def create_run(
+        self,
+        project: str,
+        *,
+        experiment: str = DEFAULT_EXPERIMENT,
+        name: str | None = None,
+        params: Mapping[str, object] | None = None,
+        tags: Mapping[str, object] | None = None,
+        host: str | None = None,
+        pid: int | None = None,
+        pid_start: int | None = None,
+    ) -> Run:
+        """Start a run (status ``running``) in ``experiment``, created when missing.
+
+        ``host``/``pid``/``pid_start`` identify the process doing the work, so a run whose process
+        died is found and marked ``killed``; without them, only the heartbeat timeout applies.
+        """
+        exp = self.ensure_experiment(project, experiment)
+        clean_params = _clean_params(params or {})
+        clean_tags = _clean_tags(tags or {})
+        if name is not None and (not name or len(name) > 256):
+            raise InvalidInputError("Run name must be 1-256 characters.")
+        run_id = new_id()
+        run_name = name or f"run-{run_id[-8:]}"
+        now = self._ctx.clock.now()
+        with self._ctx.db.write() as uow:
+            project_id = self._project_id(uow.conn, project)
+            uow.conn.execute(
+                insert(runs).values(
+                    id=run_id,
+                    project_id=project_id,
+                    experiment_id=exp.id,
+                    name=run_name,
+                    status=RunStatus.RUNNING.value,
+                    start_time=now,
+                    end_time=None,
+                    heartbeat_at=now,
+                    created_by=self._ctx.principal.user,
+                    host=host,
+                    pid=pid,
+                    pid_start=pid_start,
+                )
+            )
+            if clean_params:
+                uow.conn.execute(
+                    insert(t.params),
+                    [{"run_id": run_id, "key": k, "value": v} for k, v in clean_params.items()],
+                )
+            if clean_tags:
+                uow.conn.execute(
+                    insert(t.tags),
+                    [{"run_id": run_id, "key": k, "value": v} for k, v in clean_tags.items()],
+                )
+            self._lineage.node(
+                uow, "run", run_id, name=f"{experiment}/{run_name}", project_id=project_id
+            )
+            self._audit.record(
+                uow,
+                "run.created",
+                "run",
+                run_id,
+                project=project,
+                after={
+                    "experiment": experiment,
+                    "name": run_name,
+                    "params": clean_params,
+                    "tags": clean_tags,
+                },
+            )
+        return Run(
+            id=run_id,
+            project=project,
+            experiment=experiment,
+            name=run_name,
+            status=RunStatus.RUNNING,
+            start_time=now,
+            created_by=self._ctx.principal.user,
+            params=clean_params,
+            tags=clean_tags,
+        )
+
+    def get_run(self, run_id: str) -> Run:
+        with self._ctx.db.read() as conn:
+            found = self._load_runs(conn, [run_id])
+        if not found:
+            raise _run_not_found(run_id)
+        return found[0]
+
+    def log_params(self, run_id: str, values: Mapping[str, object]) -> None:
+        """Record parameters. A parameter never changes: a different value for a logged key is
+        refused; the same value again is accepted (so a retry is harmless)."""
+        clean = _clean_params(values)
+        if not clean:
+            return
+        with self._ctx.db.write() as uow:
+            head = self._running(uow.conn, run_id, "log parameters to")
+            existing = dict(
+                uow.conn.execute(
+                    select(t.params.c.key, t.params.c.value).where(
+                        t.params.c.run_id == run_id, t.params.c.key.in_(list(clean))
+                    )
+                ).all()
+            )
+            changed = {
+                k: (existing[k], v) for k, v in clean.items() if k in existing and existing[k] != v
+            }
+            if changed:
+                key, (old, new) = next(iter(changed.items()))
+                raise ConflictError(
+                    f"Parameter {key!r} of run {run_id} is already {old!r}; it cannot become "
+                    f"{new!r}.",
+                    hint="Parameters are immutable: start a new run to try another "
+                    "value, or record it as a tag.",
+                )
+            new = {k: v for k, v in clean.items() if k not in existing}
+            if new:
+                uow.conn.execute(
+                    insert(t.params),
+                    [{"run_id": run_id, "key": k, "value": v} for k, v in new.items()],
+                )
+                self._audit.record(
+                    uow,
+                    "run.params_logged",
+                    "run",
+                    run_id,
+                    project=head.project,
+                    after={"params": new},
+                )
+
+    def set_tags(self, run_id: str, values: Mapping[str, object]) -> None:
+        """Set (or change) tags on a run in any status."""
+        clean = _clean_tags(values)
+        if not clean:
+            return
+        with self._ctx.db.write() as uow:
+            head = self._head(uow.conn, run_id)
+            before = dict(
+                uow.conn.execute(
+                    select(t.tags.c.key, t.tags.c.value).where(
+                        t.tags.c.run_id == run_id, t.tags.c.key.in_(list(clean))
+                    )
+                ).all()
+            )
+            for key, value in clean.items():
+                if key in before:
+                    uow.conn.execute(
+                        update(t.tags)
+                        .where(t.tags.c.run_id == run_id, t.tags.c.key == key)
+                        .values(value=value)
+                    )
+                else:
+                    uow.conn.execute(insert(t.tags).values(run_id=run_id, key=key, value=value))
+            self._audit.record(
+                uow,
+                "run.tags_set",
+                "run",
+                run_id,
+                project=head.project,
+                before={"tags": before},
+                after={"tags": clean},
+            )
+
+    def delete_tag(self, run_id: str, key: str) -> None:
+        with self._ctx.db.write() as uow:
+            head = self._head(uow.conn, run_id)
+            old = uow.conn.execute(
+                select(t.tags.c.value).where(t.tags.c.run_id == run_id, t.tags.c.key == key)
+            ).scalar()
+            if old is None:
+                raise NotFoundError(f"Run {run_id} has no tag {key!r}.")
+            uow.conn.execute(t.tags.delete().where(t.tags.c.run_id == run_id, t.tags.c.key == key))
+            self._audit.record(
+                uow,
+                "run.tag_deleted",
+                "run",
+                run_id,
+                project=head.project,
+                before={"tags": {key: old}},
+            )
+
+    # Metrics --------------------------------------------------------------------------------
+    def log_metrics(
+        self, run_id: str, values: Sequence[MetricValue], *, batch_id: str | None = None
+    ) -> MetricBatchResult:
+        """Store metric values in one transaction.
+
+        Raises:
+            NotFoundError: The run does not exist.
+            ConflictError: The run is not running.
+        """
+        result = self.log_metric_batches([MetricBatch(run_id, values, batch_id)])[0]
+        if isinstance(result, CivicMLError):
+            raise result
+        return result
+
+    def log_metric_batches(
+        self, batches: Sequence[MetricBatch]
+    ) -> list[MetricBatchResult | CivicMLError]:
+        """Store many batches (of any runs) in ONE transaction: the group commit.
+
+        A batch for a missing or finished run gets its error in the result list; the other
+        batches are stored. A batch whose ``batch_id`` was stored before stores nothing.
+        """
+        if not batches:
+            return []
+        now = self._ctx.clock.now()
+        now_ms = to_millis(now)
+        results: list[MetricBatchResult | CivicMLError] = []
+        with self._ctx.db.write() as uow:
+            conn = uow.conn
+            run_ids = list({b.run_id for b in batches})
+            status = dict(
+                conn.execute(select(runs.c.id, runs.c.status).where(runs.c.id.in_(run_ids))).all()
+            )
+            ids = [b.batch_id for b in batches if b.batch_id]
+            seen = (
+                set(
+                    conn.execute(
+                        select(metric_batches.c.batch_id).where(metric_batches.c.batch_id.in_(ids))
+                    ).scalars()
+                )
+                if ids
+                else set()
+            )
+            rows: list[dict[str, Any]] = []
+            new_batches: list[dict[str, Any]] = []
+            latest: dict[tuple[str, str], dict[str, Any]] = {}
+            touched: set[str] = set()
+            for batch in batches:
+                state = status.get(batch.run_id)
+                if state is None:
+                    results.append(_run_not_found(batch.run_id))
+                    continue
+                if state != RunStatus.RUNNING.value:
+                    results.append(_not_running(batch.run_id, state, "log metrics to"))
+                    continue
+                if batch.batch_id and batch.batch_id in seen:
+                    results.append(MetricBatchResult(stored=0, duplicate=True))
+                    continue
+                if batch.batch_id:
+                    seen.add(batch.batch_id)
+                    new_batches.append(
+                        {
+                            "batch_id": batch.batch_id,
+                            "run_id": batch.run_id,
+                            "count": len(batch.values),
+                            "created_at": now,
+                        }
+                    )
+                for v in batch.values:
+                    is_nan = math.isnan(v.value)
+                    row = {
+                        "run_id": batch.run_id,
+                        "key": v.key,
+                        "value": None if is_nan else v.value,
+                        "is_nan": is_nan,
+                        "step": v.step,
+                        "timestamp": now_ms if v.timestamp is None else v.timestamp,
+                    }
+                    rows.append(row)
+                    slot = (batch.run_id, v.key)
+                    best = latest.get(slot)
+                    if best is None or (row["step"], row["timestamp"]) >= (
+                        best["step"],
+                        best["timestamp"],
+                    ):
+                        latest[slot] = row
+                touched.add(batch.run_id)
+                results.append(MetricBatchResult(stored=len(batch.values)))
+            if new_batches:
+                conn.execute(insert(metric_batches), new_batches)
+            if rows:
+                conn.execute(insert(metrics), rows)
+                self._upsert_latest(conn, list(latest.values()))
+            if touched:
+                conn.execute(
+                    update(runs).where(runs.c.id.in_(list(touched))).values(heartbeat_at=now)
+                )
+        return results
+
+    @staticmethod
+    def _upsert_latest(conn: Connection, rows: list[dict[str, Any]]) -> None:
+        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+        stmt = dialect.insert(latest_metrics)
+        newer = (stmt.excluded.step > latest_metrics.c.step) | (
+            (stmt.excluded.step == latest_metrics.c.step)
+            & (stmt.excluded.timestamp >= latest_metrics.c.timestamp)
+        )
+        stmt = stmt.on_conflict_do_update(
+            index_elements=[latest_metrics.c.run_id, latest_metrics.c.key],
+            set_={
+                "value": stmt.excluded.value,
+                "is_nan": stmt.excluded.is_nan,
+                "step": stmt.excluded.step,
+                "timestamp": stmt.excluded.timestamp,
+            },
+            where=newer,
+        )
+        conn.execute(stmt, rows)
+
+    def metric_history(self, run_id: str, key: str) -> list[MetricValue]:
+        with self._ctx.db.read() as conn:
+            self._head(conn, run_id)
+            rows = conn.execute(
+                select(metrics.c.value, metrics.c.is_nan, metrics.c.step, metrics.c.timestamp)
+                .where(metrics.c.run_id == run_id, metrics.c.key == key)
+                .order_by(metrics.c.step, metrics.c.timestamp, metrics.c.id)
+            )
+            return [
+                MetricValue(
+                    key=key,
+                    value=math.nan if r.is_nan else r.value,
+                    step=r.step,
+                    timestamp=r.timestamp,
+                )
+                for r in rows
+            ]
+
+    def heartbeat(self, run_id: str) -> None:
+        """Tell civicml the run's process is alive."""
+        with self._ctx.db.write() as uow:
+            self._running(uow.conn, run_id, "heartbeat")
+            uow.conn.execute(
+                update(runs).where(runs.c.id == run_id).values(heartbeat_at=self._ctx.clock.now())
+            )
+
+    # Status ---------------------------------------------------------------------------------
+    def end_run(self, run_id: str, status: RunStatus | str = RunStatus.FINISHED) -> Run:
+        """End a running run as finished, failed or killed."""
+        try:
+            target = RunStatus(status)
+        except ValueError as err:
+            raise InvalidInputError(
+                f"Run status {status!r} is not valid.", hint="Use finished, failed or killed."
+            ) from err
+        if target is RunStatus.RUNNING:
+            raise InvalidInputError(
+                "A run cannot be ended as 'running'.", hint="Use finished, failed or killed."
+            )
+        with self._ctx.db.write() as uow:
+            head = self._head(uow.conn, run_id)
+            if head.status != RunStatus.RUNNING.value:
+                if head.status == target.value:
+                    return self._load_runs(uow.conn, [run_id])[0]  # idempotent retry
+                raise _not_running(run_id, head.status, "end")
+            self._set_status(uow, head, target, {})
+        return self.get_run(run_id)
+
+    def _set_status(
+        self, uow: UnitOfWork, head: Any, target: RunStatus, extra: dict[str, Any]
+    ) -> None:
+        uow.conn.execute(
+            update(runs)
+            .where(runs.c.id == head.id)
+            .values(status=target.value, end_time=self._ctx.clock.now())
+        )
+        self._audit.record(
+            uow,
+            f"run.{target.value}",
+            "run",
+            head.id,
+            project=head.project,
+            before={"status": head.status},
+            after={"status": target.value, **extra},
+        )
+
+    def recover_abandoned(self) -> list[str]:
+        """Mark ``killed`` every running run whose process is gone or whose heartbeat stopped.
+
+        A run started on this host records its pid and the process start tick: when that process
+        no longer exists it is abandoned at once. Other runs are abandoned when no heartbeat or
+        metric arrived for ``run_heartbeat_timeout_s``. Returns the ids marked killed.
+        """
+        now = self._ctx.clock.now()
+        cutoff = now - timedelta(seconds=self._ctx.settings.run_heartbeat_timeout_s)
+        here = hostname()
+        with self._ctx.db.read() as conn:
+            candidates = conn.execute(
+                select(
+                    runs.c.id, runs.c.host, runs.c.pid, runs.c.pid_start, runs.c.heartbeat_at
+                ).where(runs.c.status == RunStatus.RUNNING.value)
+            ).all()
+        abandoned: dict[str, str] = {}
+        for row in candidates:
+            if row.host == here and row.pid is not None:
+                if not process_alive(row.pid, row.pid_start):
+                    abandoned[row.id] = f"process {row.pid} on {here} is gone"
+            elif row.heartbeat_at < cutoff:
+                abandoned[row.id] = f"no heartbeat since {row.heartbeat_at.isoformat()}"
+        killed: list[str] = []
+        for run_id, reason in abandoned.items():
+            with self._ctx.db.write() as uow:
+                head = self._head(uow.conn, run_id)
+                if head.status != RunStatus.RUNNING.value:
+                    continue
+                self._set_status(uow, head, RunStatus.KILLED, {"reason": f"abandoned: {reason}"})
+                killed.append(run_id)
+        return killed
+
+    # Artifacts ------------------------------------------------------------------------------
+    def log_artifact(
+        self, run_id: str, path: str, data: bytes | BinaryIO, *, media_type: str | None = None
+    ) -> ArtifactInfo:
+        """Store ``data`` as the run's artifact ``path``; the same content again is a no-op."""
+        validate_relative_path(path)
+        with self._ctx.db.read() as conn:
+            self._running(conn, run_id, "log artifacts to")
+        stream = io.BytesIO(data) if isinstance(data, bytes | bytearray) else data
+        stored = self._ctx.artifacts.put_stream(stream)  # bytes first: a row never lacks them
+        with self._ctx.db.write() as uow:
+            head = self._running(uow.conn, run_id, "log artifacts to")
+            info, created = ArtifactIndex.add(
+                uow,
+                project_id=head.project_id,
+                owner_kind="run",
+                owner_id=run_id,
+                path=path,
+                stored=stored,
+                created_by=self._ctx.principal.user,
+                created_at=self._ctx.clock.now(),
+                media_type=media_type,
+            )
+            if created:
+                self._audit.record(
+                    uow,
+                    "run.artifact_logged",
+                    "run",
+                    run_id,
+                    project=head.project,
+                    after={"path": path, "digest": stored.digest, "size": stored.size},
+                )
+        return info
+
+    def list_artifacts(self, run_id: str, prefix: str | None = None) -> list[ArtifactInfo]:
+        with self._ctx.db.read() as conn:
+            self._head(conn, run_id)
+            return ArtifactIndex.list(conn, "run", run_id, prefix)
+
+    def open_artifact(self, run_id: str, path: str) -> tuple[ArtifactInfo, BinaryIO]:
+        """The artifact's record and a verified read handle (the caller closes it)."""
+        with self._ctx.db.read() as conn:
+            self._head(conn, run_id)
+            info = ArtifactIndex.get(conn, "run", run_id, path)
+        return info, self._ctx.artifacts.open(info.digest)
+
+    # Search ---------------------------------------------------------------------------------
+    def list_runs(
+        self, project: str, *, experiment: str | None = None, max_results: int = 100
+    ) -> list[Run]:
+        return self.search_runs(
+            project, experiments=[experiment] if experiment else None, max_results=max_results
+        )
+
+    def search_runs(
+        self,
+        project: str,
+        *,
+        experiments: Sequence[str] | None = None,
+        filter: str | None = None,
+        order_by: Sequence[str] | None = None,
+        max_results: int = 100,
+        offset: int = 0,
+    ) -> list[Run]:
+        """Runs of a project matching an MLflow-style filter, in the requested order.
+
+        Example:
+            >>> svc.search_runs("benefits", filter="metrics.auc > 0.8",
+            ...                 order_by=["metrics.auc DESC"])  # doctest: +SKIP
+        """
+        if not 1 <= max_results <= MAX_SEARCH_RESULTS:
+            raise InvalidInputError(
+                f"max_results {max_results} is out of range.",
+                hint=f"Use 1 to {MAX_SEARCH_RESULTS}.",
+            )
+        if offset < 0:
+            raise InvalidInputError("offset must be 0 or more.")
+        clauses = compile_filter(parse_filter(filter))
+        keys = parse_order(list(order_by or []))
+        with self._ctx.db.read() as conn:
+            project_id = self._project_id(conn, project)
+            query = (
+                select(runs.c.id)
+                .select_from(runs.join(t.experiments, t.experiments.c.id == runs.c.experiment_id))
+                .where(runs.c.project_id == project_id, *clauses)
+            )
+            if experiments:
+                query = query.where(t.experiments.c.name.in_(list(experiments)))
+            query = apply_order(query, keys).limit(max_results).offset(offset)
+            ids = list(conn.execute(query).scalars())
+            return self._load_runs(conn, ids)
+
+    # Internals ------------------------------------------------------------------------------
+    def _project_id(self, conn: Connection, project: str) -> str:
+        found = conn.execute(select(projects.c.id).where(projects.c.name == project)).scalar()
+        if found is None:
+            self._projects.get(project)  # raises NotFoundError with a did-you-mean hint
+        return str(found)
+
+    @staticmethod
+    def _head(conn: Connection, run_id: str) -> Any:
+        row = conn.execute(
+            select(runs.c.id, runs.c.status, runs.c.project_id, projects.c.name.label("project"))
+            .join(projects, projects.c.id == runs.c.project_id)
+            .where(runs.c.id == run_id)
+        ).first()
+        if row is None:
+            raise _run_not_found(run_id)
+        return row
+
+    def _running(self, conn: Connection, run_id: str, verb: str) -> Any:
+        head = self._head(conn, run_id)
+        if head.status != RunStatus.RUNNING.value:
+            raise _not_running(run_id, head.status, verb)
+        return head
+
+    @staticmethod
+    def _load_runs(conn: Connection, ids: list[str]) -> list[Run]:
+        if not ids:
+            return []
+        exp = t.experiments
+        rows = conn.execute(
+            select(runs, exp.c.name.label("experiment_name"), projects.c.name.label("project_name"))
+            .join(exp, exp.c.id == runs.c.experiment_id)
+            .join(projects, projects.c.id == runs.c.project_id)
+            .where(runs.c.id.in_(ids))
+        ).all()
+        by_id = {r.id: r for r in rows}
+        run_params: dict[str, dict[str, str]] = {i: {} for i in ids}
+        run_tags: dict[str, dict[str, str]] = {i: {} for i in ids}
+        run_metrics: dict[str, dict[str, float]] = {i: {} for i in ids}
+        for r in conn.execute(select(t.params).where(t.params.c.run_id.in_(ids))):
+            run_params[r.run_id][r.key] = r.value
+        for r in conn.execute(select(t.tags).where(t.tags.c.run_id.in_(ids))):
+            run_tags[r.run_id][r.key] = r.value
+        for r in conn.execute(select(latest_metrics).where(latest_metrics.c.run_id.in_(ids))):
+            run_metrics[r.run_id][r.key] = math.nan if r.is_nan else r.value
+        return [
+            Run(
+                id=i,
+                project=by_id[i].project_name,
+                experiment=by_id[i].experiment_name,
+                name=by_id[i].name,
+                status=RunStatus(by_id[i].status),
+                start_time=by_id[i].start_time,
+                end_time=by_id[i].end_time,
+                created_by=by_id[i].created_by,
+                params=run_params[i],
+                tags=run_tags[i],
+                metrics=run_metrics[i],
+            )
+            for i in ids
+            if i in by_id
+        ]
+
+
+def _clean_params(values: Mapping[str, object]) -> dict[str, str]:
+    return _clean(values, "Parameter", MAX_PARAM_LENGTH)
+
+
+def _clean_tags(values: Mapping[str, object]) -> dict[str, str]:
+    return _clean(values, "Tag", MAX_TAG_LENGTH)
+
+
+def _clean(values: Mapping[str, object], kind: str, limit: int) -> dict[str, str]:
+    if not isinstance(values, Mapping):
+        raise InvalidInputError(f"{kind}s must be a mapping of names to values.")
+    clean: dict[str, str] = {}
+    for key, value in values.items():
+        if not isinstance(key, str) or not key or len(key) > 250:
+            raise InvalidInputError(
+                f"{kind} name {key!r} is not valid.", hint="Use 1-250 characters."
+            )
+        text = value if isinstance(value, str) else str(value)
+        if len(text) > limit:
+            raise InvalidInputError(
+                f"{kind} {key!r} is {len(text)} characters long; the limit is {limit}.",
+                hint="Log long values as an artifact.",
+            )
+        clean[key] = text
+    return clean
+
+
+def _run_not_found(run_id: str) -> NotFoundError:
+    return NotFoundError(
+        f"Run {run_id!r} does not exist.",
+        hint="Run ids are 32 hexadecimal characters; list runs with 'civicml runs list <project>'.",
+    )
+
+
+def _not_running(run_id: str, status: str, verb: str) -> ConflictError:
+    return ConflictError(
+        f"Cannot {verb} run {run_id}: it is {status}, not running.",
+        hint="Start a new run; a run that ended stays as it ended.",
+    )
+
+
+def _experiment(row: Any, project: str) -> Experiment:
+    return Experiment(
+        id=row.id,
+        project=project,
+        name=row.name,
+        description=row.description,
+        created_at=row.created_at,
+        created_by=row.created_by,
+    )

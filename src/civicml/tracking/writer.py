@@ -1,0 +1,150 @@
+"""Group commit for metrics: many ``log_metric`` calls, one transaction.
+
+Callers hand values to a :class:`MetricWriter` and go on; a background thread gathers everything
+queued and writes it in one transaction (one fsync) per round. A ``synchronous`` submit waits until
+its values are durable; concurrent synchronous callers share one commit. A buffered value waits at
+most ``interval`` seconds; a process killed with SIGKILL loses at most that window and never leaves
+a partial batch (each round is one transaction). Errors of buffered batches are raised by the next
+call for the same run (``submit``/``flush``), never dropped silently.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from civicml.core.errors import CivicMLError
+from civicml.tracking.schemas import MetricBatchResult, MetricValue
+from civicml.tracking.service import MetricBatch
+
+__all__ = ["MetricSink", "MetricWriter"]
+
+#: Writes batches in one transaction and answers, per batch, a result or the error it hit.
+MetricSink = Callable[[Sequence[MetricBatch]], Sequence[MetricBatchResult | CivicMLError]]
+
+_MAX_PENDING = 10_000
+
+
+@dataclass(slots=True)
+class _Pending:
+    batch: MetricBatch | None  # None: a flush barrier
+    done: threading.Event | None = None
+    error: BaseException | None = None
+    results: list[MetricBatchResult] = field(default_factory=list)
+
+
+class MetricWriter:
+    """Buffers metric values and writes them in group commits.
+
+    Args:
+        sink: Writes a list of batches in one transaction (embedded: the service; remote: HTTP).
+        interval: Longest wait of a buffered value before its commit, in seconds.
+    """
+
+    def __init__(self, sink: MetricSink, *, interval: float = 0.2) -> None:
+        self._sink = sink
+        self._interval = interval
+        self._cond = threading.Condition()
+        self._queue: list[_Pending] = []
+        self._pending_values = 0
+        self._urgent = False
+        self._closed = False
+        self._errors: dict[str, BaseException] = {}
+        self._thread: threading.Thread | None = None
+
+    def submit(self, run_id: str, values: Sequence[MetricValue], *, synchronous: bool = False,
+               batch_id: str | None = None) -> MetricBatchResult | None:
+        """Queue values for a run; with ``synchronous`` return only once they are durable
+        (and answer what was stored). ``batch_id`` makes a retried batch count once."""
+        self._raise_pending(run_id)
+        batch = MetricBatch(run_id=run_id, values=list(values),
+                            batch_id=batch_id or uuid.uuid4().hex)
+        item = _Pending(batch, threading.Event() if synchronous else None)
+        with self._cond:
+            if self._closed:
+                raise RuntimeError("the metric writer is closed")
+            self._queue.append(item)
+            self._pending_values += len(batch.values)
+            if synchronous or self._pending_values >= _MAX_PENDING:
+                self._urgent = True
+            self._ensure_thread()
+            self._cond.notify()
+        if item.done is None:
+            return None
+        item.done.wait()
+        if item.error is not None:
+            raise item.error
+        return item.results[0] if item.results else None
+
+    def flush(self, run_id: str | None = None) -> None:
+        """Make everything queued so far durable; raise a stored error for ``run_id``."""
+        barrier = _Pending(None, threading.Event())
+        with self._cond:
+            if self._queue and not self._closed:
+                self._queue.append(barrier)
+                self._urgent = True
+                self._ensure_thread()
+                self._cond.notify()
+            else:
+                barrier.done.set()  # type: ignore[union-attr]
+        barrier.done.wait()  # type: ignore[union-attr]
+        if run_id is not None:
+            self._raise_pending(run_id)
+
+    def close(self) -> None:
+        """Flush and stop the background thread."""
+        self.flush()
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+
+    # Internals ------------------------------------------------------------------------------
+    def _raise_pending(self, run_id: str) -> None:
+        with self._cond:
+            error = self._errors.pop(run_id, None)
+        if error is not None:
+            raise error
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None or not self._thread.is_alive():
+            self._thread = threading.Thread(target=self._loop, name="civicml-metrics",
+                                            daemon=True)
+            self._thread.start()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                if not self._urgent and not self._closed:
+                    self._cond.wait_for(lambda: self._urgent or self._closed,
+                                        timeout=self._interval if self._queue else None)
+                if self._closed and not self._queue:
+                    return
+                items, self._queue = self._queue, []
+                self._pending_values = 0
+                self._urgent = False
+            if items:
+                self._write(items)
+
+    def _write(self, items: list[_Pending]) -> None:
+        real = [i for i in items if i.batch is not None]
+        try:
+            results = list(self._sink([i.batch for i in real if i.batch is not None]))
+        except BaseException as err:  # the whole round failed: every batch gets the error
+            results = [err] * len(real)  # type: ignore[list-item]
+        for item, result in zip(real, results, strict=True):
+            if isinstance(result, BaseException):
+                item.error = result
+                if item.done is None and item.batch is not None:
+                    with self._cond:
+                        self._errors.setdefault(item.batch.run_id, result)
+            else:
+                item.results.append(result)
+        for item in items:
+            if item.done is not None:
+                item.done.set()
+
+

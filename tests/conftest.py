@@ -1,0 +1,114 @@
+"""Shared fixtures: a Context on SQLite in tmp_path with a frozen clock, and PostgreSQL when asked."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from civicml.core import FrozenClock, Principal, Settings
+from civicml.store import Context, LocalArtifactStore, MetadataStore
+
+PG_ADMIN_URL = os.environ.get(
+    "CIVICML_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+)
+REQUIRE_SERVICES = os.environ.get("CIVICML_REQUIRE_SERVICES") == "1"
+
+
+def service_available(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+def skip_or_fail(reason: str) -> None:
+    """Skip a test needing an absent service, unless CIVICML_REQUIRE_SERVICES=1 (then fail)."""
+    if REQUIRE_SERVICES:
+        pytest.fail(f"{reason} (CIVICML_REQUIRE_SERVICES=1 makes this a failure)")
+    pytest.skip(reason)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test reads the developer's ~/.civicml, civicml.toml or CIVICML_* variables."""
+    for key in list(os.environ):
+        if key.startswith("CIVICML_") and key not in ("CIVICML_REQUIRE_SERVICES",
+                                                       "CIVICML_TEST_PG_URL"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("CIVICML_HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock()
+
+
+@pytest.fixture
+def principal() -> Principal:
+    return Principal(user="alice", roles=frozenset({"data-scientist"}))
+
+
+def make_context(settings: Settings, principal: Principal, clock: FrozenClock) -> Context:
+    return Context(
+        db=MetadataStore(settings.database_url),
+        artifacts=LocalArtifactStore(settings.artifacts_root),
+        principal=principal,
+        settings=settings,
+        clock=clock,
+    )
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return Settings.load(home=tmp_path / "home")
+
+
+@pytest.fixture
+def ctx(settings: Settings, principal: Principal, clock: FrozenClock) -> Iterator[Context]:
+    context = make_context(settings, principal, clock)
+    yield context
+    context.db.close()
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    """A fresh, empty PostgreSQL database on 127.0.0.1:5432, dropped afterwards."""
+    if not service_available("127.0.0.1", 5432):
+        skip_or_fail("PostgreSQL is not reachable on 127.0.0.1:5432")
+    try:
+        import psycopg
+    except ImportError:
+        skip_or_fail("psycopg is not installed (pip install 'civicml[postgres]')")
+    name = f"civicml_test_{uuid.uuid4().hex[:12]}"
+    admin = PG_ADMIN_URL.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def pg_ctx(pg_url: str, settings: Settings, principal: Principal,
+           clock: FrozenClock) -> Iterator[Context]:
+    pg_settings = Settings.load(home=settings.home, db_url=pg_url)
+    context = make_context(pg_settings, principal, clock)
+    yield context
+    context.db.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_ctx(request: pytest.FixtureRequest) -> Context:
+    """The same test on SQLite and on the real PostgreSQL."""
+    name = "ctx" if request.param == "sqlite" else "pg_ctx"
+    return request.getfixturevalue(name)  # type: ignore[no-any-return]
