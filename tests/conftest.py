@@ -112,3 +112,73 @@ def any_ctx(request: pytest.FixtureRequest) -> Context:
     """The same test on SQLite and on the real PostgreSQL."""
     name = "ctx" if request.param == "sqlite" else "pg_ctx"
     return request.getfixturevalue(name)  # type: ignore[no-any-return]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_healthy(url: str, timeout: float = 30.0) -> None:
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/api/v1/health", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.05)
+    raise RuntimeError(f"civicml server at {url} did not become healthy in {timeout}s")
+
+
+@pytest.fixture
+def live_server(settings: Settings) -> Iterator[str]:
+    """The real app under uvicorn in a thread on a free loopback port; yields its base URL."""
+    import threading
+
+    import uvicorn
+
+    from civicml.server import create_app
+
+    port = free_port()
+    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
+                            log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    wait_healthy(url)
+    yield url
+    server.should_exit = True
+    thread.join(timeout=15)
+
+
+@pytest.fixture
+def server_process(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """``civicml server`` as a real subprocess on a free port; yields (URL, its CIVICML_HOME)."""
+    import subprocess
+    import sys
+
+    home = tmp_path / "server-home"
+    port = free_port()
+    env = {**os.environ, "CIVICML_HOME": str(home)}
+    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "civicml.cli.main", "server", "--port", str(port),
+         "--log-level", "warning"], env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url)
+        yield url, home
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()

@@ -68,8 +68,18 @@ def _run_with_model(context: Context, project: str = PROJECT) -> str:
     return run.id
 
 
-def _actions(context: Context, **filters: str) -> list[str]:
-    return [e.action for e in AuditTrail(context).list(limit=10_000, **filters)]
+def _actions(
+    context: Context,
+    *,
+    project: str | None = None,
+    entity_kind: str | None = None,
+    entity_id: str | None = None,
+    action: str | None = None,
+) -> list[str]:
+    events = AuditTrail(context).list(
+        project=project, entity_kind=entity_kind, entity_id=entity_id, action=action, limit=10_000
+    )
+    return [e.action for e in events]
 
 
 def _audit_ok(context: Context) -> bool:
@@ -322,7 +332,7 @@ def test_metric_values_must_be_numbers(ctx: Context, project: str) -> None:
             project,
             MODEL,
             artifacts={"model.pkl": _stored(ctx)},
-            metrics={"ok": True},  # type: ignore[dict-item]
+            metrics={"ok": True},
         )
 
 
@@ -618,7 +628,7 @@ def test_archive_and_unarchive(ctx: Context, project: str) -> None:
         registry.archive_version(project, MODEL, 1)
 
     assert registry.unarchive_version(project, MODEL, 1).archived is False
-    with pytest.raises(ConflictError, match="eligibility/1 is already not archived"):
+    with pytest.raises(ConflictError, match="eligibility/1 is not archived"):
         registry.unarchive_version(project, MODEL, 1)
     assert _actions(ctx, entity_id=archived.id) == [
         "model_version.registered",
@@ -633,6 +643,10 @@ def test_aliased_version_cannot_be_archived(ctx: Context, project: str) -> None:
     registry.set_alias(project, MODEL, "production", 1)
     with pytest.raises(ConflictError, match="cannot be archived: alias 'production' points at it"):
         registry.archive_version(project, MODEL, 1)
+    registry.set_alias(project, MODEL, "champion", 1)
+    with pytest.raises(ConflictError, match="aliases 'champion', 'production' point at it"):
+        registry.archive_version(project, MODEL, 1)
+    assert registry.get_version(project, MODEL, 1).archived is False
 
 
 # Delete ---------------------------------------------------------------------------------------

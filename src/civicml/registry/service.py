@@ -1,9 +1,10 @@
 """The model registry service: registered models, versions, approval status, aliases.
 
 Every change is one unit of work: the row change, its lineage and its audit event commit together.
-Writes that touch a model's versions or aliases first lock the registered model's row
-(``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite writers are serialised by ``BEGIN IMMEDIATE``), so
-version numbers are allocated without gaps or duplicates and aliases move atomically.
+Registering, alias, archive and delete writes first lock the registered model's row, approval
+changes the version's row (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite writers are serialised
+by ``BEGIN IMMEDIATE``), so version numbers are allocated without duplicates, aliases move
+atomically and every rule is checked against the state it changes.
 """
 
 from __future__ import annotations
@@ -276,9 +277,9 @@ class RegistryService:
                 raise ConflictError(
                     f"Model version {label} is already {target.value}; nothing was changed.",
                     hint=f"Choose another status ({others}), or register a new version: "
-                    f"civicml models register {model.name} --run <run-id>",
+                    + _cli(proj.name, "register", model.name, "--run <run-id>"),
                 )
-            self._check_approval_allowed(conn, model, row, target)
+            self._check_approval_allowed(conn, proj, model, row, target)
             now, user = self._ctx.clock.now(), self._ctx.principal.user
             conn.execute(
                 update(model_versions)
@@ -347,7 +348,7 @@ class RegistryService:
         ]
 
     def _check_approval_allowed(
-        self, conn: Connection, model: _Row, row: _Row, target: ApprovalStatus
+        self, conn: Connection, proj: Project, model: _Row, row: _Row, target: ApprovalStatus
     ) -> None:
         """Refuse a status change before anything is written; the place for approval gates.
 
@@ -362,7 +363,7 @@ class RegistryService:
             raise ConflictError(
                 f"Model version {model.name}/{row.version} is archived; archived versions cannot "
                 "be approved.",
-                hint=f"Unarchive it first: civicml models unarchive {model.name} {row.version}",
+                hint="Unarchive it first: " + _cli(proj.name, "unarchive", model.name, row.version),
             )
 
     # Aliases ----------------------------------------------------------------------------------
@@ -389,8 +390,8 @@ class RegistryService:
                 raise ConflictError(
                     f"Model version {model.name}/{target.version} is archived; an alias cannot "
                     "point at it.",
-                    hint=f"Unarchive it first: civicml models unarchive {model.name} "
-                    f"{target.version}",
+                    hint="Unarchive it first: "
+                    + _cli(proj.name, "unarchive", model.name, target.version),
                 )
             old = conn.execute(
                 select(model_aliases.c.version_id, model_versions.c.version)
@@ -489,23 +490,26 @@ class RegistryService:
             hints: list[str] = []
             aliases = _aliases_by_version(conn, [row.id]).get(row.id, [])
             if aliases:
-                reasons.append("alias " + ", ".join(repr(a) for a in aliases) + " points at it")
+                reasons.append(f"{_aliases_phrase(aliases)} at it")
                 hints.append(
-                    f"Move or delete the alias first: civicml models delete-alias "
-                    f"{model.name} {aliases[0]}."
+                    "Move or remove the alias first: "
+                    + _cli(proj.name, "unalias", model.name, aliases[0])
+                    + "."
                 )
             if row.approval_status == ApprovalStatus.APPROVED.value:
                 reasons.append("it is Approved")
                 hints.append(
-                    f"Reject it first: civicml models reject {model.name} "
-                    f"{row.version} --note '...'."
+                    "Reject it first: "
+                    + _cli(proj.name, "reject", model.name, row.version, "--note '...'")
+                    + "."
                 )
             if self._lineage.has_downstream(conn, "model_version", row.id):
                 reasons.append(f"lineage records {self._downstream_names(row.id)} derived from it")
                 hints.append(
                     "Versions that something was derived from are kept for lineage; "
-                    f"archive it instead: civicml models archive {model.name} "
-                    f"{row.version}."
+                    "archive it instead: "
+                    + _cli(proj.name, "archive", model.name, row.version)
+                    + "."
                 )
             if reasons:
                 raise ConflictError(
@@ -525,7 +529,8 @@ class RegistryService:
             except IntegrityError as err:  # referenced by a row of another stage
                 raise ConflictError(
                     f"Model version {label} cannot be deleted: other records still reference it.",
-                    hint=f"Archive it instead: civicml models archive {model.name} {row.version}",
+                    hint="Archive it instead: "
+                    + _cli(proj.name, "archive", model.name, row.version),
                 ) from err
             self._lineage.mark_deleted(uow, "model_version", row.id)
             self._audit.record(
@@ -653,18 +658,17 @@ class RegistryService:
             row = _version_row(conn, proj.name, model, version, lock=True)
             label = f"{model.name}/{row.version}"
             if bool(row.archived) == archived:
-                state = "archived" if archived else "not archived"
+                state = "already archived" if archived else "not archived"
                 raise ConflictError(
-                    f"Model version {label} is already {state}.", hint="Nothing was changed."
+                    f"Model version {label} is {state}; nothing was changed.",
+                    hint="See its state: " + _cli(proj.name, "show", model.name, row.version),
                 )
             aliases = _aliases_by_version(conn, [row.id]).get(row.id, [])
             if archived and aliases:
                 raise ConflictError(
-                    f"Model version {label} cannot be archived: alias "
-                    + ", ".join(repr(a) for a in aliases)
-                    + " points at it.",
-                    hint=f"Move or delete the alias first: civicml models delete-alias "
-                    f"{model.name} {aliases[0]}",
+                    f"Model version {label} cannot be archived: {_aliases_phrase(aliases)} at it.",
+                    hint="Move or remove the alias first: "
+                    + _cli(proj.name, "unalias", model.name, aliases[0]),
                 )
             conn.execute(
                 update(model_versions)
@@ -757,7 +761,8 @@ def _model_row(conn: Connection, proj: Project, name: str, *, lock: bool = False
         raise NotFoundError(
             f"Model {name!r} does not exist in project {proj.name!r}.",
             hint=closest(name, names)
-            or f"Register a version to create it: civicml models register {name} --run <run-id>",
+            or "Register a version to create it: "
+            + _cli(proj.name, "register", name, "--run <run-id>"),
         )
     return row
 
@@ -785,7 +790,7 @@ def _version_row(
         raise NotFoundError(
             f"Model {model.name!r} in project {project!r} has no alias {alias!r}.",
             hint=closest(alias, known)
-            or f"Set it: civicml models set-alias {model.name} {alias} <version>",
+            or "Set it: " + _cli(project, "alias", model.name, alias, "<version>"),
         )
     numbers = (
         conn.execute(
@@ -801,7 +806,8 @@ def _version_row(
         hint=(
             "Its versions are " + ", ".join(str(n) for n in numbers[-20:]) + "."
             if numbers
-            else f"It has no versions yet: civicml models register {model.name} --run <run-id>"
+            else "It has no versions yet: "
+            + _cli(project, "register", model.name, "--run <run-id>")
         ),
     )
 
@@ -1046,10 +1052,21 @@ def _finite(value: float) -> float | None:
 
 
 # Errors and conversions -----------------------------------------------------------------------
+def _cli(project: str, command: str, *args: object) -> str:
+    """The ``civicml models`` command line that does the next step, for hints."""
+    words = " ".join(str(a) for a in args)
+    return f"civicml models {command} {words} --project {project}"
+
+
+def _aliases_phrase(aliases: list[str]) -> str:
+    names = ", ".join(repr(a) for a in aliases)
+    return f"alias {names} points" if len(aliases) == 1 else f"aliases {names} point"
+
+
 def _model_exists(project: str, name: str) -> ConflictError:
     return ConflictError(
         f"Model {name!r} already exists in project {project!r}.",
-        hint=f"Register a new version of it: civicml models register {name} --run <run-id>",
+        hint="Register a new version of it: " + _cli(project, "register", name, "--run <run-id>"),
     )
 
 

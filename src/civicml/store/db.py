@@ -62,7 +62,15 @@ class MetadataStore:
         self._write_engine = self.engine.execution_options(civicml_write=True)
         self._sqlite_write_lock = threading.Lock() if self.dialect == "sqlite" else None
         if migrate:
-            self.migrate()
+            try:
+                self.migrate()
+            except OperationalError as err:
+                self.engine.dispose()
+                raise ConfigurationError(
+                    f"Cannot open the metadata database {make_url(url).render_as_string()}: "
+                    f"{str(err.orig).strip().splitlines()[0]}.",
+                    hint="Check CIVICML_DB_URL and that the database server is running.",
+                ) from err
 
     # Transactions ----------------------------------------------------------------------------
     @contextlib.contextmanager
