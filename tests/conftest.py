@@ -1,4 +1,4 @@
-"""Shared fixtures: a Context on SQLite in tmp_path with a frozen clock, and PostgreSQL when asked."""
+"""Shared fixtures: SQLite Context in tmp_path with a frozen clock; PostgreSQL when asked."""
 
 from __future__ import annotations
 
@@ -38,8 +38,10 @@ def skip_or_fail(reason: str) -> None:
 def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """No test reads the developer's ~/.civicml, civicml.toml or CIVICML_* variables."""
     for key in list(os.environ):
-        if key.startswith("CIVICML_") and key not in ("CIVICML_REQUIRE_SERVICES",
-                                                       "CIVICML_TEST_PG_URL"):
+        if key.startswith("CIVICML_") and key not in (
+            "CIVICML_REQUIRE_SERVICES",
+            "CIVICML_TEST_PG_URL",
+        ):
             monkeypatch.delenv(key)
     monkeypatch.setenv("CIVICML_HOME", str(tmp_path / "home"))
     monkeypatch.chdir(tmp_path)
@@ -99,8 +101,9 @@ def pg_url() -> Iterator[str]:
 
 
 @pytest.fixture
-def pg_ctx(pg_url: str, settings: Settings, principal: Principal,
-           clock: FrozenClock) -> Iterator[Context]:
+def pg_ctx(
+    pg_url: str, settings: Settings, principal: Principal, clock: FrozenClock
+) -> Iterator[Context]:
     pg_settings = Settings.load(home=settings.home, db_url=pg_url)
     context = make_context(pg_settings, principal, clock)
     yield context
@@ -146,8 +149,9 @@ def live_server(settings: Settings) -> Iterator[str]:
     from civicml.server import create_app
 
     port = free_port()
-    config = uvicorn.Config(create_app(settings), host="127.0.0.1", port=port,
-                            log_level="warning", access_log=False)
+    config = uvicorn.Config(
+        create_app(settings), host="127.0.0.1", port=port, log_level="warning", access_log=False
+    )
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -167,10 +171,22 @@ def server_process(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     home = tmp_path / "server-home"
     port = free_port()
     env = {**os.environ, "CIVICML_HOME": str(home)}
-    log = open(tmp_path / "server.log", "wb")  # noqa: SIM115 - closed below
+    log = open(tmp_path / "server.log", "wb")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "civicml.cli.main", "server", "--port", str(port),
-         "--log-level", "warning"], env=env, stdout=log, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "civicml.cli.main",
+            "server",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     try:
         wait_healthy(url)

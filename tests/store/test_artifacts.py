@@ -8,7 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from civicml.core import ArtifactIntegrityError, ConfigurationError, NotFoundError
+from civicml.core import (
+    ArtifactIntegrityError,
+    ConfigurationError,
+    InvalidInputError,
+    NotFoundError,
+)
 from civicml.store import LocalArtifactStore, open_artifact_store
 
 
@@ -56,7 +61,7 @@ def test_corrupted_object_is_refused_on_read(store: LocalArtifactStore) -> None:
 def test_missing_and_malformed_digests(store: LocalArtifactStore) -> None:
     with pytest.raises(NotFoundError, match="not in the artifact store"):
         store.read_bytes("0" * 64)
-    with pytest.raises(NotFoundError, match="not a SHA-256 digest"):
+    with pytest.raises(InvalidInputError, match="not a SHA-256 digest"):
         store.read_bytes("../../etc/passwd")
     assert not store.exists("f" * 64)
 

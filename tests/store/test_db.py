@@ -15,7 +15,7 @@ def test_head_revision_matches_the_migration_scripts() -> None:
     from alembic.config import Config
     from alembic.script import ScriptDirectory
 
-    import civicml.store.db as db
+    from civicml.store import db
 
     cfg = Config()
     cfg.set_main_option("script_location", str(db._MIGRATIONS))
@@ -87,7 +87,15 @@ def test_after_commit_runs_only_on_commit(tmp_path: Path) -> None:
     assert ran == ["second"]
 
 
-@pytest.mark.parametrize("url", ["mysql://x/y", "not a url", "postgresql+psycopg://u@127.0.0.1:1/db", "postgresql+asyncpg://u@h/db"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql://x/y",
+        "not a url",
+        "postgresql+psycopg://u@127.0.0.1:1/db",
+        "postgresql+asyncpg://u@h/db",
+    ],
+)
 def test_unsupported_urls_are_configuration_errors(url: str) -> None:
     with pytest.raises(ConfigurationError):
         MetadataStore(url)

@@ -6,8 +6,9 @@ from civicml.core import InvalidInputError
 from civicml.store import validate_relative_path
 
 
-@pytest.mark.parametrize("path", ["model.pkl", "model/model.pkl", "reports/v1/drift.html",
-                                  "a-b_c.d/e f.txt"])
+@pytest.mark.parametrize(
+    "path", ["model.pkl", "model/model.pkl", "reports/v1/drift.html", "a-b_c.d/e f.txt"]
+)
 def test_accepts_plain_relative_paths(path: str) -> None:
     assert validate_relative_path(path) == path
 

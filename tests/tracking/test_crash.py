@@ -21,8 +21,9 @@ from civicml.tracking._tables import metrics
 
 def _spawn(home: Path, script: str) -> subprocess.Popen[bytes]:
     env = {**os.environ, "CIVICML_HOME": str(home)}
-    return subprocess.Popen([sys.executable, "-c", textwrap.dedent(script)], env=env,
-                            stdout=subprocess.PIPE)
+    return subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(script)], env=env, stdout=subprocess.PIPE
+    )
 
 
 def _wait_for_line(proc: subprocess.Popen[bytes], expected: bytes) -> None:
@@ -33,7 +34,9 @@ def _wait_for_line(proc: subprocess.Popen[bytes], expected: bytes) -> None:
 
 def test_sigkill_while_writing_an_artifact(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    proc = _spawn(home, """
+    proc = _spawn(
+        home,
+        """
         import sys, time, civicml as cm
         ml = cm.connect()
         run = ml.project("p").start_run()
@@ -47,7 +50,8 @@ def test_sigkill_while_writing_an_artifact(tmp_path: Path) -> None:
                     time.sleep(0.05)
                 return b"x" * (1 << 20)
         ml.backend.tracking.log_artifact(run.id, "model/huge.bin", Slow())
-    """)
+    """,
+    )
     _wait_for_line(proc, b"writing")
     time.sleep(0.3)
     proc.send_signal(signal.SIGKILL)
@@ -72,7 +76,9 @@ def test_sigkill_while_writing_an_artifact(tmp_path: Path) -> None:
 
 def test_sigkill_while_logging_metrics(tmp_path: Path) -> None:
     home = tmp_path / "home"
-    proc = _spawn(home, """
+    proc = _spawn(
+        home,
+        """
         import civicml as cm
         ml = cm.connect()
         run = ml.project("p").start_run()
@@ -81,7 +87,8 @@ def test_sigkill_while_logging_metrics(tmp_path: Path) -> None:
         while True:
             run.log_metrics({f"m{i}": float(step) for i in range(10)}, step=step)
             step += 1
-    """)
+    """,
+    )
     _wait_for_line(proc, b"started")
     time.sleep(1.5)
     proc.send_signal(signal.SIGKILL)
@@ -91,8 +98,9 @@ def test_sigkill_while_logging_metrics(tmp_path: Path) -> None:
         with ml.backend.ctx.db.read() as conn:
             assert conn.execute(text("PRAGMA integrity_check")).scalar() == "ok"
             stored = conn.execute(select(func.count()).select_from(metrics)).scalar()
-            per_step = conn.execute(select(metrics.c.step, func.count()).group_by(
-                metrics.c.step)).all()
+            per_step = conn.execute(
+                select(metrics.c.step, func.count()).group_by(metrics.c.step)
+            ).all()
         assert stored and stored > 0, "group commits ran before the kill"
         assert all(count == 10 for _step, count in per_step), "no partial batch is visible"
         (run,) = ml.project("p").runs.list()

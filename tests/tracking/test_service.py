@@ -25,8 +25,9 @@ def test_run_round_trip(any_ctx: Context) -> None:
     run = svc.create_run("p", experiment="exp", params={"lr": 0.1}, tags={"team": "a"})
     svc.log_params(run.id, {"depth": 3})
     svc.set_tags(run.id, {"team": "b"})
-    svc.log_metrics(run.id, [MetricValue(key="loss", value=v, step=i)
-                             for i, v in enumerate([1.0, 0.5, 0.25])])
+    svc.log_metrics(
+        run.id, [MetricValue(key="loss", value=v, step=i) for i, v in enumerate([1.0, 0.5, 0.25])]
+    )
     got = svc.get_run(run.id)
     assert got.params == {"lr": "0.1", "depth": "3"}
     assert got.tags == {"team": "b"}
@@ -46,9 +47,14 @@ def test_run_round_trip(any_ctx: Context) -> None:
 def test_nan_and_infinity_are_kept(any_ctx: Context) -> None:
     svc = TrackingService(any_ctx)
     run = svc.create_run("p")
-    svc.log_metrics(run.id, [MetricValue(key="m", value=math.inf, step=0),
-                             MetricValue(key="m", value=-math.inf, step=1),
-                             MetricValue(key="m", value=math.nan, step=2)])
+    svc.log_metrics(
+        run.id,
+        [
+            MetricValue(key="m", value=math.inf, step=0),
+            MetricValue(key="m", value=-math.inf, step=1),
+            MetricValue(key="m", value=math.nan, step=2),
+        ],
+    )
     history = svc.metric_history(run.id, "m")
     assert [v.value for v in history[:2]] == [math.inf, -math.inf]
     assert math.isnan(history[2].value)
@@ -79,8 +85,9 @@ def test_group_commit_reports_errors_per_batch(svc: TrackingService) -> None:
     done = svc.create_run("p")
     svc.end_run(done.id)
     value = [MetricValue(key="x", value=1.0)]
-    results = svc.log_metric_batches([MetricBatch(live.id, value), MetricBatch(done.id, value),
-                                      MetricBatch("0" * 32, value)])
+    results = svc.log_metric_batches(
+        [MetricBatch(live.id, value), MetricBatch(done.id, value), MetricBatch("0" * 32, value)]
+    )
     assert results[0].stored == 1  # type: ignore[union-attr]
     assert isinstance(results[1], ConflictError)
     assert isinstance(results[2], NotFoundError)
@@ -137,8 +144,10 @@ def test_artifacts_are_immutable_and_verified(svc: TrackingService, ctx: Context
         svc.log_artifact(run.id, "model/model.bin", b"other weights")
     svc.log_artifact(run.id, "model/meta.json", b"{}")
     svc.log_artifact(run.id, "modelx/other", b"1")
-    assert [a.path for a in svc.list_artifacts(run.id, "model")] == ["model/meta.json",
-                                                                      "model/model.bin"]
+    assert [a.path for a in svc.list_artifacts(run.id, "model")] == [
+        "model/meta.json",
+        "model/model.bin",
+    ]
     _info, handle = svc.open_artifact(run.id, "model/model.bin")
     with handle:
         assert handle.read() == b"weights"
@@ -151,24 +160,32 @@ def test_artifacts_are_immutable_and_verified(svc: TrackingService, ctx: Context
 def test_search_filters_and_orders(svc: TrackingService) -> None:
     ids = []
     for i in range(6):
-        run = svc.create_run("p", experiment="e1" if i < 4 else "e2",
-                             params={"algo": "gbm" if i % 2 else "lr"})
-        svc.log_metrics(run.id, [MetricValue(key="auc", value=0.5 + i / 20),
-                                 MetricValue(key="val loss", value=1 - i / 10)])
+        run = svc.create_run(
+            "p", experiment="e1" if i < 4 else "e2", params={"algo": "gbm" if i % 2 else "lr"}
+        )
+        svc.log_metrics(
+            run.id,
+            [
+                MetricValue(key="auc", value=0.5 + i / 20),
+                MetricValue(key="val loss", value=1 - i / 10),
+            ],
+        )
         if i == 5:
             svc.log_metrics(run.id, [MetricValue(key="auc", value=math.nan, step=1)])
         ids.append(run.id)
     found = svc.search_runs("p", filter="metrics.auc > 0.6", order_by=["metrics.auc DESC"])
     assert [r.id for r in found] == [ids[4], ids[3]]  # NaN latest value never matches
-    found = svc.search_runs("p", filter="params.algo = 'gbm' and metrics.auc >= 0.5",
-                            order_by=["metrics.auc ASC"])
+    found = svc.search_runs(
+        "p", filter="params.algo = 'gbm' and metrics.auc >= 0.5", order_by=["metrics.auc ASC"]
+    )
     assert [r.id for r in found] == [ids[1], ids[3]]
     found = svc.search_runs("p", experiments=["e2"], order_by=["metrics.`val loss`"])
     assert [r.id for r in found] == [ids[5], ids[4]]
     found = svc.search_runs("p", filter="attributes.status = 'RUNNING'", max_results=2)
     assert len(found) == 2
-    found = svc.search_runs("p", filter="params.algo LIKE 'g%'", order_by=["metrics.auc DESC"],
-                            offset=1)
+    found = svc.search_runs(
+        "p", filter="params.algo LIKE 'g%'", order_by=["metrics.auc DESC"], offset=1
+    )
     assert [r.id for r in found] == [ids[1], ids[5]]  # NaN sorts last
 
 
@@ -195,8 +212,9 @@ def test_abandoned_runs_are_marked_killed(ctx: Context, clock: FrozenClock) -> N
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait()
     dead = svc.create_run("p", host=hostname(), pid=child.pid, pid_start=12345)
-    alive = svc.create_run("p", host=hostname(), pid=os.getpid(),
-                           pid_start=process_start(os.getpid()))
+    alive = svc.create_run(
+        "p", host=hostname(), pid=os.getpid(), pid_start=process_start(os.getpid())
+    )
     remote = svc.create_run("p", host="elsewhere", pid=1)
     silent = svc.create_run("p")
     assert set(svc.recover_abandoned()) == {dead.id}

@@ -7,8 +7,13 @@ import pytest
 
 from civicml.core import CivicMLError, ConflictError
 from civicml.store import Context
-from civicml.tracking import MetricBatch, MetricBatchResult, MetricValue, MetricWriter
-from civicml.tracking import TrackingService
+from civicml.tracking import (
+    MetricBatch,
+    MetricBatchResult,
+    MetricValue,
+    MetricWriter,
+    TrackingService,
+)
 
 
 def test_buffered_values_are_durable_after_flush(ctx: Context) -> None:

@@ -15,12 +15,13 @@ from rich.table import Table
 
 from civicml.core.settings import Settings
 
-console = Console(highlight=False)
-err_console = Console(stderr=True, highlight=False)
+console = Console(highlight=False, soft_wrap=True)
+err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON (the REST API's schema).")]
-ProjectOpt = Annotated[str, typer.Option("--project", "-p", envvar="CIVICML_PROJECT",
-                                         help="Project name.")]
+ProjectOpt = Annotated[
+    str, typer.Option("--project", "-p", envvar="CIVICML_PROJECT", help="Project name.")
+]
 
 
 @dataclass
@@ -82,7 +83,8 @@ def parse_pairs(items: list[str] | None, what: str) -> dict[str, str]:
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise InvalidInputError(f"{what} {item!r} is not KEY=VALUE.",
-                                    hint=f"Write e.g. --{what.lower()} lr=0.1")
+            raise InvalidInputError(
+                f"{what} {item!r} is not KEY=VALUE.", hint=f"Write e.g. --{what.lower()} lr=0.1"
+            )
         out[key] = value
     return out

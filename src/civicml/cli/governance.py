@@ -9,16 +9,20 @@ import typer
 
 from civicml.cli._common import JsonOpt, client, console, print_json, table
 
-lineage_app = typer.Typer(help="Lineage: what each thing came from and what came of it.",
-                          no_args_is_help=True)
+lineage_app = typer.Typer(
+    help="Lineage: what each thing came from and what came of it.", no_args_is_help=True
+)
 audit_app = typer.Typer(help="The tamper-evident audit trail.", no_args_is_help=True)
 
 
 @lineage_app.command("show")
-def show(kind: str, ref: str,
-         direction: Annotated[str, typer.Option(help="upstream, downstream or both")] = "both",
-         depth: Annotated[int, typer.Option(help="Hops to follow (1-50).")] = 10,
-         json_: JsonOpt = False) -> None:
+def show(
+    kind: str,
+    ref: str,
+    direction: Annotated[str, typer.Option(help="upstream, downstream or both")] = "both",
+    depth: Annotated[int, typer.Option(help="Hops to follow (1-50).")] = 10,
+    json_: JsonOpt = False,
+) -> None:
     """Everything upstream/downstream of an entity (KIND: run, model_version, ...; REF: its id)."""
     with client() as ml:
         graph = ml.lineage(kind, ref, direction=direction, max_depth=depth)  # type: ignore[arg-type]
@@ -26,15 +30,22 @@ def show(kind: str, ref: str,
         print_json(graph)
         return
     names = {n.id: f"{n.kind} {n.name}" for n in graph.nodes}
-    table(f"Lineage of {kind} {ref} ({direction})", ["from", "association", "to"],
-          [[names.get(e.src, e.src), e.kind, names.get(e.dst, e.dst)] for e in graph.edges])
+    table(
+        f"Lineage of {kind} {ref} ({direction})",
+        ["from", "association", "to"],
+        [[names.get(e.src, e.src), e.kind, names.get(e.dst, e.dst)] for e in graph.edges],
+    )
     console.print(f"{len(graph.nodes)} node(s), {len(graph.edges)} edge(s)")
 
 
 @audit_app.command("verify")
-def verify(file: Annotated[Path | None, typer.Option(
-               "--file", help="Verify an exported JSONL file instead of the live trail.")] = None,
-           json_: JsonOpt = False) -> None:
+def verify(
+    file: Annotated[
+        Path | None,
+        typer.Option("--file", help="Verify an exported JSONL file instead of the live trail."),
+    ] = None,
+    json_: JsonOpt = False,
+) -> None:
     """Check the hash chain and its signed head; exit 1 naming the first bad event."""
     if file is not None:
         from civicml.core.settings import Settings
@@ -53,8 +64,11 @@ def verify(file: Annotated[Path | None, typer.Option(
         console.print(f"OK: {report.events_checked} audit events verified{head}.")
     else:
         problem = report.problems[0]
-        typer.echo(f"FAILED after {report.events_checked} good events: {problem.reason}"
-                   + (f" (event id {problem.event_id})" if problem.event_id else ""), err=True)
+        typer.echo(
+            f"FAILED after {report.events_checked} good events: {problem.reason}"
+            + (f" (event id {problem.event_id})" if problem.event_id else ""),
+            err=True,
+        )
     raise typer.Exit(0 if report.ok else 1)
 
 
@@ -77,11 +91,17 @@ def list_events(
 ) -> None:
     """List audit events, oldest first."""
     with client() as ml:
-        events = ml.audit_events(project=project, entity_id=entity, action=action,
-                                 after_seq=after, limit=limit)
+        events = ml.audit_events(
+            project=project, entity_id=entity, action=action, after_seq=after, limit=limit
+        )
     if json_:
         print_json(events)
         return
-    table("Audit events", ["seq", "at", "actor", "action", "entity", "project"],
-          [[e.seq, e.at[:19], e.actor, e.action, f"{e.entity_kind} {e.entity_id}",
-            e.project or ""] for e in events])
+    table(
+        "Audit events",
+        ["seq", "at", "actor", "action", "entity", "project"],
+        [
+            [e.seq, e.at[:19], e.actor, e.action, f"{e.entity_kind} {e.entity_id}", e.project or ""]
+            for e in events
+        ],
+    )

@@ -6,11 +6,9 @@ import sys
 import traceback
 from typing import Annotated
 
-import click
 import typer
 
 import civicml
-
 from civicml.cli._common import STATE, err_console
 from civicml.cli.governance import audit_app, lineage_app
 from civicml.cli.models import models_app
@@ -19,9 +17,14 @@ from civicml.cli.runs import runs_app
 from civicml.cli.server import demo, server
 from civicml.core.errors import CivicMLError
 
-app = typer.Typer(name="civicml", no_args_is_help=True, add_completion=False,
-                  help="civicml: self-hosted MLOps for the public sector.",
-                  context_settings={"help_option_names": ["-h", "--help"]})
+app = typer.Typer(
+    name="civicml",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="civicml: self-hosted MLOps for the public sector.",
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 app.add_typer(projects_app, name="projects")
 app.add_typer(experiments_app, name="experiments")
 app.add_typer(runs_app, name="runs")
@@ -34,14 +37,18 @@ app.command()(demo)
 
 @app.callback()
 def _root(
-    url: Annotated[str | None, typer.Option(envvar="CIVICML_URL",
-                                            help="Talk to this civicml server.")] = None,
-    home: Annotated[str | None, typer.Option(envvar="CIVICML_HOME",
-                                             help="Embedded platform directory.")] = None,
-    user: Annotated[str | None, typer.Option(envvar="CIVICML_USER",
-                                             help="User recorded for your calls.")] = None,
-    verbose: Annotated[bool, typer.Option("--verbose", "-v",
-                                          help="Show tracebacks on errors.")] = False,
+    url: Annotated[
+        str | None, typer.Option(envvar="CIVICML_URL", help="Talk to this civicml server.")
+    ] = None,
+    home: Annotated[
+        str | None, typer.Option(envvar="CIVICML_HOME", help="Embedded platform directory.")
+    ] = None,
+    user: Annotated[
+        str | None, typer.Option(envvar="CIVICML_USER", help="User recorded for your calls.")
+    ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show tracebacks on errors.")
+    ] = False,
 ) -> None:
     STATE.url, STATE.home, STATE.user, STATE.verbose = url, home, user, verbose
 
@@ -53,17 +60,15 @@ def version() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the CLI; exit 0 on success, 1 when an operation failed, 2 for bad input."""
+    """Run the CLI; exit 0 on success, 1 when an operation failed, 2 for bad input.
+
+    Usage errors are Typer's own (exit 2 with the usage line); a :class:`CivicMLError` prints
+    one ``Error:`` line and a ``Hint:`` line (``--verbose`` adds the traceback).
+    """
     try:
-        result = app(args=argv, standalone_mode=False)
-    except click.exceptions.Exit as done:
-        code = done.exit_code
-    except click.exceptions.Abort:
-        err_console.print("Aborted.")
-        code = 1
-    except click.ClickException as err:
-        err.show()
-        code = err.exit_code
+        app(args=argv, prog_name="civicml")
+    except SystemExit as done:
+        code = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
     except CivicMLError as err:
         if STATE.verbose:
             traceback.print_exc()
@@ -74,11 +79,10 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         code = 130
     else:
-        code = result if isinstance(result, int) else 0
+        code = 0
     if argv is None:
         sys.exit(code)
     return code
-
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -18,12 +18,20 @@ def _show_version(mv: ModelVersion, json_: bool) -> None:
     if json_:
         print_json(mv)
         return
-    rows = [["status", mv.approval_status.value], ["by", mv.approval_by or ""],
-            ["note", mv.approval_note or ""], ["run", mv.run_id or ""],
-            ["artifact", f"sha256:{mv.artifact_digest}"], ["aliases", ", ".join(mv.aliases)],
-            ["archived", str(mv.archived)], ["registered", fmt_time(mv.created_at)],
-            ["registered by", mv.created_by]]
-    rows += [[f"metric {k}", "" if v is None else f"{v:.6g}"] for k, v in sorted(mv.metrics.items())]
+    rows = [
+        ["status", mv.approval_status.value],
+        ["by", mv.approval_by or ""],
+        ["note", mv.approval_note or ""],
+        ["run", mv.run_id or ""],
+        ["artifact", f"sha256:{mv.artifact_digest}"],
+        ["aliases", ", ".join(mv.aliases)],
+        ["archived", str(mv.archived)],
+        ["registered", fmt_time(mv.created_at)],
+        ["registered by", mv.created_by],
+    ]
+    rows += [
+        [f"metric {k}", "" if v is None else f"{v:.6g}"] for k, v in sorted(mv.metrics.items())
+    ]
     rows += [[f"input {c.name}", c.type] for c in mv.signature or []]
     table(f"{mv.name} v{mv.version}", ["field", "value"], rows)
 
@@ -36,29 +44,55 @@ def list_models(project: ProjectOpt = "default", json_: JsonOpt = False) -> None
     if json_:
         print_json(found)
         return
-    table(f"Models of {project}", ["name", "latest", "aliases", "created"],
-          [[m.name, m.latest_version, ", ".join(f"{a}→v{v}" for a, v in m.aliases.items()),
-            fmt_time(m.created_at)] for m in found])
+    table(
+        f"Models of {project}",
+        ["name", "latest", "aliases", "created"],
+        [
+            [
+                m.name,
+                m.latest_version,
+                ", ".join(f"{a}→v{v}" for a, v in m.aliases.items()),
+                fmt_time(m.created_at),
+            ]
+            for m in found
+        ],
+    )
 
 
 @models_app.command("versions")
-def list_versions(name: str, project: ProjectOpt = "default",
-                  archived: Annotated[bool, typer.Option("--archived")] = False,
-                  json_: JsonOpt = False) -> None:
+def list_versions(
+    name: str,
+    project: ProjectOpt = "default",
+    archived: Annotated[bool, typer.Option("--archived")] = False,
+    json_: JsonOpt = False,
+) -> None:
     """List the versions of a model."""
     with client() as ml:
         found = ml.project(project).models.versions(name, include_archived=archived)
     if json_:
         print_json(found)
         return
-    table(f"Versions of {name}", ["version", "status", "aliases", "run", "registered", "by"],
-          [[v.version, v.approval_status.value, ", ".join(v.aliases), v.run_id or "",
-            fmt_time(v.created_at), v.created_by] for v in found])
+    table(
+        f"Versions of {name}",
+        ["version", "status", "aliases", "run", "registered", "by"],
+        [
+            [
+                v.version,
+                v.approval_status.value,
+                ", ".join(v.aliases),
+                v.run_id or "",
+                fmt_time(v.created_at),
+                v.created_by,
+            ]
+            for v in found
+        ],
+    )
 
 
 @models_app.command("show")
-def show_version(name: str, version: str, project: ProjectOpt = "default",
-                 json_: JsonOpt = False) -> None:
+def show_version(
+    name: str, version: str, project: ProjectOpt = "default", json_: JsonOpt = False
+) -> None:
     """Show a version (by number or alias)."""
     with client() as ml:
         mv = ml.project(project).models.version(name, version)
@@ -81,8 +115,9 @@ def register(
     if run is None and file is None:
         raise InvalidInputError("Say what the model is: --run RUN_ID and/or --file PATH.")
     with client() as ml:
-        mv = ml.project(project).models.register(name, file, run=run, artifact_path=path,
-                                                 description=description)
+        mv = ml.project(project).models.register(
+            name, file, run=run, artifact_path=path, description=description
+        )
     if json_:
         print_json(mv)
     else:
@@ -90,8 +125,9 @@ def register(
 
 
 @models_app.command("approve")
-def approve(name: str, version: str, note: NoteOpt, project: ProjectOpt = "default",
-            json_: JsonOpt = False) -> None:
+def approve(
+    name: str, version: str, note: NoteOpt, project: ProjectOpt = "default", json_: JsonOpt = False
+) -> None:
     """Approve a version."""
     with client() as ml:
         mv = ml.backend.registry.approve(project, name, version, note)
@@ -99,8 +135,9 @@ def approve(name: str, version: str, note: NoteOpt, project: ProjectOpt = "defau
 
 
 @models_app.command("reject")
-def reject(name: str, version: str, note: NoteOpt, project: ProjectOpt = "default",
-           json_: JsonOpt = False) -> None:
+def reject(
+    name: str, version: str, note: NoteOpt, project: ProjectOpt = "default", json_: JsonOpt = False
+) -> None:
     """Reject a version."""
     with client() as ml:
         mv = ml.backend.registry.reject(project, name, version, note)
@@ -111,27 +148,32 @@ def _done(mv: ModelVersion, json_: bool) -> None:
     if json_:
         print_json(mv)
     else:
-        console.print(f"{mv.name} v{mv.version} is {mv.approval_status.value} "
-                      f"(by {mv.approval_by})")
+        console.print(
+            f"{mv.name} v{mv.version} is {mv.approval_status.value} (by {mv.approval_by})"
+        )
 
 
 @models_app.command("history")
-def history(name: str, version: str, project: ProjectOpt = "default",
-            json_: JsonOpt = False) -> None:
+def history(
+    name: str, version: str, project: ProjectOpt = "default", json_: JsonOpt = False
+) -> None:
     """Approval history of a version."""
     with client() as ml:
         records = ml.backend.registry.approval_history(project, name, version)
     if json_:
         print_json(records)
         return
-    table(f"Approval history of {name} v{version}", ["when", "from", "to", "by", "note"],
-          [[fmt_time(r.at), r.from_status.value, r.to_status.value, r.by, r.note]
-           for r in records])
+    table(
+        f"Approval history of {name} v{version}",
+        ["when", "from", "to", "by", "note"],
+        [[fmt_time(r.at), r.from_status.value, r.to_status.value, r.by, r.note] for r in records],
+    )
 
 
 @models_app.command("alias")
-def set_alias(name: str, alias: str, version: int, project: ProjectOpt = "default",
-              json_: JsonOpt = False) -> None:
+def set_alias(
+    name: str, alias: str, version: int, project: ProjectOpt = "default", json_: JsonOpt = False
+) -> None:
     """Point an alias (e.g. production) at a version."""
     with client() as ml:
         mv = ml.backend.registry.set_alias(project, name, alias, version)
@@ -150,8 +192,9 @@ def delete_alias(name: str, alias: str, project: ProjectOpt = "default") -> None
 
 
 @models_app.command("archive")
-def archive(name: str, version: str, project: ProjectOpt = "default",
-            json_: JsonOpt = False) -> None:
+def archive(
+    name: str, version: str, project: ProjectOpt = "default", json_: JsonOpt = False
+) -> None:
     """Archive a version (hidden from listings, kept forever)."""
     with client() as ml:
         mv = ml.backend.registry.archive_version(project, name, version)
@@ -159,6 +202,19 @@ def archive(name: str, version: str, project: ProjectOpt = "default",
         print_json(mv)
     else:
         console.print(f"Archived {name} v{mv.version}")
+
+
+@models_app.command("unarchive")
+def unarchive(
+    name: str, version: str, project: ProjectOpt = "default", json_: JsonOpt = False
+) -> None:
+    """Bring an archived version back."""
+    with client() as ml:
+        mv = ml.backend.registry.unarchive_version(project, name, version)
+    if json_:
+        print_json(mv)
+    else:
+        console.print(f"Unarchived {name} v{mv.version}")
 
 
 @models_app.command("delete-version")

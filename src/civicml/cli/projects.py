@@ -8,8 +8,9 @@ import typer
 
 from civicml.cli._common import JsonOpt, ProjectOpt, client, console, fmt_time, print_json, table
 
-projects_app = typer.Typer(help="Projects: every run, model and dataset belongs to one.",
-                           no_args_is_help=True)
+projects_app = typer.Typer(
+    help="Projects: every run, model and dataset belongs to one.", no_args_is_help=True
+)
 experiments_app = typer.Typer(help="Experiments: named groups of runs.", no_args_is_help=True)
 
 
@@ -21,13 +22,17 @@ def list_projects(json_: JsonOpt = False) -> None:
     if json_:
         print_json(found)
         return
-    table("Projects", ["name", "created", "by", "description"],
-          [[p.name, fmt_time(p.created_at), p.created_by, p.description] for p in found])
+    table(
+        "Projects",
+        ["name", "created", "by", "description"],
+        [[p.name, fmt_time(p.created_at), p.created_by, p.description] for p in found],
+    )
 
 
 @projects_app.command("create")
-def create_project(name: str, description: Annotated[str, typer.Option()] = "",
-                   json_: JsonOpt = False) -> None:
+def create_project(
+    name: str, description: Annotated[str, typer.Option()] = "", json_: JsonOpt = False
+) -> None:
     """Create a project."""
     with client() as ml:
         project = ml.create_project(name, description=description).info
@@ -45,9 +50,16 @@ def show_project(name: str, json_: JsonOpt = False) -> None:
     if json_:
         print_json(project)
     else:
-        table(f"Project {project.name}", ["field", "value"],
-              [["id", project.id], ["created", fmt_time(project.created_at)],
-               ["by", project.created_by], ["description", project.description]])
+        table(
+            f"Project {project.name}",
+            ["field", "value"],
+            [
+                ["id", project.id],
+                ["created", fmt_time(project.created_at)],
+                ["by", project.created_by],
+                ["description", project.description],
+            ],
+        )
 
 
 @experiments_app.command("list")
@@ -58,14 +70,20 @@ def list_experiments(project: ProjectOpt = "default", json_: JsonOpt = False) ->
     if json_:
         print_json(found)
         return
-    table(f"Experiments of {project}", ["name", "created", "by"],
-          [[e.name, fmt_time(e.created_at), e.created_by] for e in found])
+    table(
+        f"Experiments of {project}",
+        ["name", "created", "by"],
+        [[e.name, fmt_time(e.created_at), e.created_by] for e in found],
+    )
 
 
 @experiments_app.command("create")
-def create_experiment(name: str, project: ProjectOpt = "default",
-                      description: Annotated[str, typer.Option()] = "",
-                      json_: JsonOpt = False) -> None:
+def create_experiment(
+    name: str,
+    project: ProjectOpt = "default",
+    description: Annotated[str, typer.Option()] = "",
+    json_: JsonOpt = False,
+) -> None:
     """Create an experiment."""
     with client() as ml:
         exp = ml.backend.create_experiment(project, name, description)

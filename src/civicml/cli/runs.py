@@ -25,26 +25,45 @@ runs_app = typer.Typer(help="Runs: params, metrics, tags, artifacts, status.", n
 
 def _show_runs(title: str, found: list[Run]) -> None:
     keys = sorted({k for r in found for k in r.metrics})[:6]
-    table(title, ["id", "experiment", "name", "status", "started", *keys],
-          [[r.id, r.experiment, r.name, r.status.value, fmt_time(r.start_time),
-            *(f"{r.metrics[k]:.4g}" if k in r.metrics else "" for k in keys)] for r in found])
+    table(
+        title,
+        ["id", "experiment", "name", "status", "started", *keys],
+        [
+            [
+                r.id,
+                r.experiment,
+                r.name,
+                r.status.value,
+                fmt_time(r.start_time),
+                *(f"{r.metrics[k]:.4g}" if k in r.metrics else "" for k in keys),
+            ]
+            for r in found
+        ],
+    )
 
 
 @runs_app.command("list")
 def list_runs(
     project: ProjectOpt = "default",
-    filter_: Annotated[str | None, typer.Option("--filter", "-f",
-                                                help="e.g. \"metrics.auc > 0.8\"")] = None,
-    order_by: Annotated[list[str] | None, typer.Option("--order-by",
-                                                       help="e.g. 'metrics.auc DESC'")] = None,
+    filter_: Annotated[
+        str | None, typer.Option("--filter", "-f", help='e.g. "metrics.auc > 0.8"')
+    ] = None,
+    order_by: Annotated[
+        list[str] | None, typer.Option("--order-by", help="e.g. 'metrics.auc DESC'")
+    ] = None,
     experiment: Annotated[list[str] | None, typer.Option("--experiment", "-e")] = None,
     max_results: Annotated[int, typer.Option("--max-results", "-n")] = 100,
     json_: JsonOpt = False,
 ) -> None:
     """List or search runs (MLflow's filter syntax)."""
     with client() as ml:
-        found = ml.backend.search_runs(project, experiments=experiment, filter=filter_,
-                                       order_by=order_by, max_results=max_results)
+        found = ml.backend.search_runs(
+            project,
+            experiments=experiment,
+            filter=filter_,
+            order_by=order_by,
+            max_results=max_results,
+        )
     if json_:
         print_json(found)
     else:
@@ -59,9 +78,15 @@ def show_run(run_id: str, json_: JsonOpt = False) -> None:
     if json_:
         print_json(run)
         return
-    rows = [["project", run.project], ["experiment", run.experiment], ["name", run.name],
-            ["status", run.status.value], ["started", fmt_time(run.start_time)],
-            ["ended", fmt_time(run.end_time)], ["by", run.created_by]]
+    rows = [
+        ["project", run.project],
+        ["experiment", run.experiment],
+        ["name", run.name],
+        ["status", run.status.value],
+        ["started", fmt_time(run.start_time)],
+        ["ended", fmt_time(run.end_time)],
+        ["by", run.created_by],
+    ]
     rows += [[f"param {k}", v] for k, v in sorted(run.params.items())]
     rows += [[f"tag {k}", v] for k, v in sorted(run.tags.items())]
     rows += [[f"metric {k}", f"{v:.6g}"] for k, v in sorted(run.metrics.items())]
@@ -80,8 +105,14 @@ def create_run(
     """Start a run (for scripts that log through the CLI; it stays running until 'runs end')."""
     with client() as ml:
         # This process ends at once, so the run is not tied to it: only heartbeats count.
-        run = ml.backend.create_run(project, experiment, name, parse_pairs(param, "Param"),
-                                    parse_pairs(tag, "Tag"), track_process=False)
+        run = ml.backend.create_run(
+            project,
+            experiment,
+            name,
+            parse_pairs(param, "Param"),
+            parse_pairs(tag, "Tag"),
+            track_process=False,
+        )
     if json_:
         print_json(run)
     else:
@@ -103,12 +134,14 @@ def set_tag(run_id: str, key: str, value: str) -> None:
 
 
 @runs_app.command("log-metric")
-def log_metric(run_id: str, key: str, value: float,
-               step: Annotated[int, typer.Option()] = 0) -> None:
+def log_metric(
+    run_id: str, key: str, value: float, step: Annotated[int, typer.Option()] = 0
+) -> None:
     """Record one metric value (durable when the command returns)."""
     with client() as ml:
-        ml.backend.writer.submit(run_id, [MetricValue(key=key, value=value, step=step)],
-                                 synchronous=True)
+        ml.backend.writer.submit(
+            run_id, [MetricValue(key=key, value=value, step=step)], synchronous=True
+        )
 
 
 @runs_app.command("metrics")
@@ -119,13 +152,17 @@ def metric_history(run_id: str, key: str, json_: JsonOpt = False) -> None:
     if json_:
         print_json(values)
     else:
-        table(f"{key} of {run_id}", ["step", "value", "timestamp"],
-              [[v.step, f"{v.value:.6g}", v.timestamp] for v in values])
+        table(
+            f"{key} of {run_id}",
+            ["step", "value", "timestamp"],
+            [[v.step, f"{v.value:.6g}", v.timestamp] for v in values],
+        )
 
 
 @runs_app.command("end")
-def end_run(run_id: str, status: Annotated[str, typer.Option()] = "finished",
-            json_: JsonOpt = False) -> None:
+def end_run(
+    run_id: str, status: Annotated[str, typer.Option()] = "finished", json_: JsonOpt = False
+) -> None:
     """End a run as finished, failed or killed."""
     with client() as ml:
         run = ml.backend.end_run(run_id, status)
@@ -136,9 +173,12 @@ def end_run(run_id: str, status: Annotated[str, typer.Option()] = "finished",
 
 
 @runs_app.command("log-artifact")
-def log_artifact(run_id: str, file: Path,
-                 path: Annotated[str | None, typer.Option(help="Artifact path in the run.")] = None,
-                 json_: JsonOpt = False) -> None:
+def log_artifact(
+    run_id: str,
+    file: Path,
+    path: Annotated[str | None, typer.Option(help="Artifact path in the run.")] = None,
+    json_: JsonOpt = False,
+) -> None:
     """Store a local file as an artifact of the run."""
     from civicml.sdk.client import RunHandle
 
@@ -163,21 +203,26 @@ def _read(file: Path) -> bytes:
 
 
 @runs_app.command("artifacts")
-def list_artifacts(run_id: str, prefix: Annotated[str | None, typer.Option()] = None,
-                   json_: JsonOpt = False) -> None:
+def list_artifacts(
+    run_id: str, prefix: Annotated[str | None, typer.Option()] = None, json_: JsonOpt = False
+) -> None:
     """List a run's artifacts."""
     with client() as ml:
         found = ml.backend.list_artifacts(run_id, prefix)
     if json_:
         print_json(found)
     else:
-        table(f"Artifacts of {run_id}", ["path", "size", "sha256"],
-              [[a.path, a.size, a.digest[:16]] for a in found])
+        table(
+            f"Artifacts of {run_id}",
+            ["path", "size", "sha256"],
+            [[a.path, a.size, a.digest[:16]] for a in found],
+        )
 
 
 @runs_app.command("download")
-def download(run_id: str, path: str,
-             output: Annotated[Path | None, typer.Option("--output", "-o")] = None) -> None:
+def download(
+    run_id: str, path: str, output: Annotated[Path | None, typer.Option("--output", "-o")] = None
+) -> None:
     """Write an artifact's verified bytes to a file (or stdout)."""
     with client() as ml:
         data = ml.backend.read_artifact(run_id, path)
@@ -195,8 +240,10 @@ def recover(json_: JsonOpt = False) -> None:
         if ml.backend.remote:
             from civicml.core.errors import InvalidInputError
 
-            raise InvalidInputError("'runs recover' works on the embedded store; the server "
-                                    "recovers abandoned runs by itself every minute.")
+            raise InvalidInputError(
+                "'runs recover' works on the embedded store; the server "
+                "recovers abandoned runs by itself every minute."
+            )
         killed = ml.backend.tracking.recover_abandoned()
     if json_:
         print_json(killed)

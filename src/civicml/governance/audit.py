@@ -14,8 +14,9 @@ import contextlib
 import fcntl
 import hashlib
 import json
+import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from civicml.store.db import UnitOfWork
 __all__ = ["GENESIS", "AuditSigner", "AuditTrail", "canonical_json", "event_hash"]
 
 GENESIS = "0" * 64
+log = logging.getLogger("civicml.audit")
 _HEAD_ID = 1
 _KEY_CACHE: dict[Path, Ed25519PrivateKey] = {}
 
@@ -170,16 +172,54 @@ class AuditSigner:
         return True
 
     def read_witness(self) -> SignedHead | None:
+        """The latest signed head, or None when there is none yet.
+
+        Raises:
+            ConfigurationError: The witness file exists but cannot be read as a signed head.
+        """
         if not self.witness_path.is_file():
             return None
-        return SignedHead.model_validate_json(self.witness_path.read_bytes())
+        try:
+            return SignedHead.model_validate_json(self.witness_path.read_bytes())
+        except (ValueError, OSError) as err:
+            raise ConfigurationError(
+                f"The audit witness {self.witness_path} is unreadable or was altered.",
+                hint="Restore it from a backup or an export; until then the chain head cannot "
+                "be vouched for.",
+            ) from err
 
-    def advance_witness(self, seq: int, head_hash: str, signed_at: str) -> None:
-        """Sign and record a newer head; never moves the witness backwards."""
+    def advance_witness(
+        self,
+        seq: int,
+        head_hash: str,
+        signed_at: str,
+        hash_at: Callable[[int], str | None] | None = None,
+    ) -> None:
+        """Sign and record a newer head.
+
+        The witness never moves backwards, and it only moves forward while the chain still holds
+        the witnessed event unchanged (``hash_at(witness.seq)``): otherwise the next honest write
+        would re-sign a truncated or recomputed chain and launder the tampering.
+        """
         self.witness_path.parent.mkdir(parents=True, exist_ok=True)
         with _locked(self.witness_path.with_suffix(".lock")):
-            current = self.read_witness()
+            try:
+                current = self.read_witness()
+            except ConfigurationError:
+                log.error("audit witness %s is unreadable; not replacing it", self.witness_path)
+                return
             if current is not None and current.seq >= seq:
+                return
+            if (
+                current is not None
+                and hash_at is not None
+                and (hash_at(current.seq) != current.hash or not self.check(current))
+            ):
+                log.error(
+                    "the audit chain no longer extends the signed head at event %d; the witness "
+                    "is kept so that 'civicml audit verify' reports it",
+                    current.seq,
+                )
                 return
             head = self.sign(seq, head_hash, signed_at)
             _atomic_write(self.witness_path, head.model_dump_json().encode())
@@ -239,9 +279,18 @@ class AuditTrail:
         # Only the last head of a transaction needs signing: the key replaces earlier callbacks.
         uow.after_commit(
             "audit-witness",
-            lambda: self.signer.advance_witness(seq, digest, _iso(self._ctx.clock.now())),
+            lambda: self.signer.advance_witness(
+                seq, digest, _iso(self._ctx.clock.now()), self._hash_at
+            ),
         )
         return str(fields["id"])
+
+    def _hash_at(self, seq: int) -> str | None:
+        with self._ctx.db.read() as conn:
+            found = conn.execute(
+                select(audit_events.c.hash).where(audit_events.c.seq == seq)
+            ).scalar()
+        return None if found is None else str(found)
 
     # Reading --------------------------------------------------------------------------------
     def list(
@@ -286,14 +335,30 @@ class AuditTrail:
             and head is not None
             and (int(head.seq), head.hash) != (last_seq, last_hash)
         ):
-            problems.append(
-                AuditProblem(
-                    seq=last_seq,
-                    reason=f"the chain ends at event {last_seq} but the recorded head "
-                    f"is event {int(head.seq)}: events after {last_seq} were deleted",
+            if int(head.seq) > last_seq:
+                reason = (
+                    f"the chain ends at event {last_seq} but the recorded head is event "
+                    f"{int(head.seq)}: events {last_seq + 1} to {int(head.seq)} were deleted"
                 )
+                problems.append(AuditProblem(seq=last_seq + 1, reason=reason))
+            else:
+                reason = (
+                    f"the recorded chain head (event {int(head.seq)}) does not match the "
+                    f"chain, which ends at event {last_seq}: the head row was altered"
+                )
+                problems.append(AuditProblem(seq=int(head.seq), reason=reason))
+        try:
+            witness = self.signer.read_witness()
+        except ConfigurationError as err:
+            problems.append(AuditProblem(seq=last_seq, reason=err.message))
+            return AuditReport(
+                ok=False,
+                events_checked=checked,
+                head_seq=last_seq,
+                head_hash=last_hash,
+                witness=None,
+                problems=problems,
             )
-        witness = self.signer.read_witness()
         problems += _check_witness(self.signer, witness, checked, last_seq, by_seq)
         return AuditReport(
             ok=not problems,
@@ -414,7 +479,8 @@ def _walk(rows: Iterator[Any]) -> tuple[int, AuditProblem | None, int, str, dict
                     seq=seq,
                     event_id=row.id,
                     reason=(
-                        f"event {seq} does not follow event {seq - 1}: the chain was reordered, or an "
+                        f"event {seq} does not follow event {seq - 1}: the chain was reordered, "
+                        "or an "
                         "event before it was deleted or replaced"
                     ),
                 ),
@@ -429,7 +495,8 @@ def _walk(rows: Iterator[Any]) -> tuple[int, AuditProblem | None, int, str, dict
                     seq=seq,
                     event_id=row.id,
                     reason=(
-                        f"event {seq} ({row.action} on {row.entity_kind} {row.entity_id}) was edited: "
+                        f"event {seq} ({row.action} on {row.entity_kind} {row.entity_id}) "
+                        "was edited: "
                         "its content no longer matches its hash"
                     ),
                 ),
@@ -456,7 +523,8 @@ def _check_witness(
                 AuditProblem(
                     seq=last_seq,
                     reason=(
-                        f"no signed head found at {signer.witness_path}: truncation or a recomputed "
+                        f"no signed head found at {signer.witness_path}: truncation or a "
+                        "recomputed "
                         "chain cannot be ruled out"
                     ),
                 )
@@ -475,7 +543,8 @@ def _check_witness(
             AuditProblem(
                 seq=last_seq + 1,
                 reason=(
-                    f"the signed head covers {witness.seq} events but the chain holds only {last_seq}: "
+                    f"the signed head covers {witness.seq} events but the chain holds "
+                    f"only {last_seq}: "
                     "the tail was truncated"
                 ),
             )
@@ -485,7 +554,8 @@ def _check_witness(
             AuditProblem(
                 seq=witness.seq,
                 reason=(
-                    f"event {witness.seq} differs from the signed head: the chain was rewritten and its "
+                    f"event {witness.seq} differs from the signed head: the chain was "
+                    "rewritten and its "
                     "hashes recomputed"
                 ),
             )

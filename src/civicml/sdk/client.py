@@ -97,9 +97,14 @@ class Client:
         return list(self._backend.list_projects())
 
     # Governance ---------------------------------------------------------------------------
-    def lineage(self, kind: str, ref: str, *,
-                direction: Literal["upstream", "downstream", "both"] = "both",
-                max_depth: int = 10) -> LineageGraph:
+    def lineage(
+        self,
+        kind: str,
+        ref: str,
+        *,
+        direction: Literal["upstream", "downstream", "both"] = "both",
+        max_depth: int = 10,
+    ) -> LineageGraph:
         """Everything upstream/downstream of an entity (``kind`` e.g. 'run', ``ref`` its id)."""
         return self._backend.lineage_query(kind, ref, direction, max_depth)  # type: ignore[no-any-return]
 
@@ -126,9 +131,14 @@ class ProjectHandle:
     def __repr__(self) -> str:
         return f"<Project {self.name}>"
 
-    def start_run(self, *, experiment: str = "default", name: str | None = None,
-                  params: Mapping[str, object] | None = None,
-                  tags: Mapping[str, object] | None = None) -> RunHandle:
+    def start_run(
+        self,
+        *,
+        experiment: str = "default",
+        name: str | None = None,
+        params: Mapping[str, object] | None = None,
+        tags: Mapping[str, object] | None = None,
+    ) -> RunHandle:
         """Start a run; use it as a context manager to end it (failed on an exception)."""
         run = self._backend.create_run(self.name, experiment, name, params, tags)
         return RunHandle(self._backend, run)
@@ -150,17 +160,31 @@ class RunsHandle:
     def get(self, run_id: str) -> Run:
         return self._backend.get_run(run_id)  # type: ignore[no-any-return]
 
-    def search(self, filter: str | None = None, *,  # noqa: A002 - MLflow's name
-               order_by: Sequence[str] | None = None, experiments: Sequence[str] | None = None,
-               max_results: int = 100, offset: int = 0) -> list[Run]:
+    def search(
+        self,
+        filter: str | None = None,
+        *,
+        order_by: Sequence[str] | None = None,
+        experiments: Sequence[str] | None = None,
+        max_results: int = 100,
+        offset: int = 0,
+    ) -> list[Run]:
         """Runs matching an MLflow-style filter, e.g. ``"metrics.auc > 0.8"``."""
-        return list(self._backend.search_runs(self._project, experiments=experiments,
-                                              filter=filter, order_by=order_by,
-                                              max_results=max_results, offset=offset))
+        return list(
+            self._backend.search_runs(
+                self._project,
+                experiments=experiments,
+                filter=filter,
+                order_by=order_by,
+                max_results=max_results,
+                offset=offset,
+            )
+        )
 
     def list(self, *, experiment: str | None = None, max_results: int = 100) -> list[Run]:
-        return self.search(experiments=[experiment] if experiment else None,
-                           max_results=max_results)
+        return self.search(
+            experiments=[experiment] if experiment else None, max_results=max_results
+        )
 
 
 class RunHandle:
@@ -177,8 +201,12 @@ class RunHandle:
     def __enter__(self) -> RunHandle:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         if self._info.status is RunStatus.RUNNING:
             self.end(RunStatus.FAILED if exc_type is not None else RunStatus.FINISHED)
 
@@ -206,15 +234,28 @@ class RunHandle:
         self._backend.delete_tag(self.id, key)
 
     # Metrics ------------------------------------------------------------------------------
-    def log_metric(self, key: str, value: float, step: int | None = None, *,
-                   timestamp: int | None = None, synchronous: bool = False) -> None:
+    def log_metric(
+        self,
+        key: str,
+        value: float,
+        step: int | None = None,
+        *,
+        timestamp: int | None = None,
+        synchronous: bool = False,
+    ) -> None:
         """Log one value. Returns at once (group commit within ``metrics_flush_interval_ms``);
         ``synchronous=True`` returns only when it is durable."""
         metric = _metric(key, value, step, timestamp)
         self._backend.writer.submit(self.id, [metric], synchronous=synchronous)
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int | None = None, *,
-                    timestamp: int | None = None, synchronous: bool = False) -> None:
+    def log_metrics(
+        self,
+        metrics: Mapping[str, float],
+        step: int | None = None,
+        *,
+        timestamp: int | None = None,
+        synchronous: bool = False,
+    ) -> None:
         """Log several values at one step."""
         ts = timestamp if timestamp is not None else int(time.time() * 1000)
         values = [_metric(k, v, step, ts) for k, v in metrics.items()]
@@ -229,23 +270,28 @@ class RunHandle:
         return list(self._backend.metric_history(self.id, key))
 
     # Artifacts ----------------------------------------------------------------------------
-    def log_artifact(self, local_path: str | Path, artifact_path: str | None = None
-                     ) -> ArtifactInfo:
+    def log_artifact(
+        self, local_path: str | Path, artifact_path: str | None = None
+    ) -> ArtifactInfo:
         """Store a local file as an artifact of this run (under ``artifact_path``/its name)."""
         path = Path(local_path)
         if path.is_symlink():
-            raise InvalidInputError(f"{path} is a symbolic link; artifacts must be regular files.",
-                                    hint="Log the file the link points to.")
+            raise InvalidInputError(
+                f"{path} is a symbolic link; artifacts must be regular files.",
+                hint="Log the file the link points to.",
+            )
         if not path.is_file():
-            raise InvalidInputError(f"{path} is not a file.",
-                                    hint="Use log_artifacts() for a directory.")
+            raise InvalidInputError(
+                f"{path} is not a file.", hint="Use log_artifacts() for a directory."
+            )
         name = path.name if not artifact_path else f"{artifact_path.rstrip('/')}/{path.name}"
         validate_relative_path(name)
         with open(path, "rb") as handle:
             return self._backend.log_artifact(self.id, name, handle)  # type: ignore[no-any-return]
 
-    def log_artifacts(self, local_dir: str | Path, artifact_path: str | None = None
-                      ) -> list[ArtifactInfo]:
+    def log_artifacts(
+        self, local_dir: str | Path, artifact_path: str | None = None
+    ) -> list[ArtifactInfo]:
         """Store every file under a directory (symbolic links are refused)."""
         root = Path(local_dir)
         if not root.is_dir():
@@ -295,10 +341,17 @@ class ModelsHandle:
     def _svc(self) -> Any:
         return self._backend.registry
 
-    def register(self, name: str, source: str | Path | None = None, *,
-                 run: RunHandle | Run | str | None = None, artifact_path: str = "model",
-                 signature: list[dict[str, Any]] | None = None,
-                 metrics: dict[str, float] | None = None, description: str = "") -> ModelVersion:
+    def register(
+        self,
+        name: str,
+        source: str | Path | None = None,
+        *,
+        run: RunHandle | Run | str | None = None,
+        artifact_path: str = "model",
+        signature: list[dict[str, Any]] | None = None,
+        metrics: dict[str, float] | None = None,
+        description: str = "",
+    ) -> ModelVersion:
         """Register a new version of model ``name``.
 
         Either name the run whose artifacts under ``artifact_path`` are the model (``run=``), or
@@ -317,14 +370,22 @@ class ModelsHandle:
                     handle.log_artifact(local, artifact_path)
             else:
                 artifacts = {}
-                for file in ([local] if local.is_file() else sorted(_walk_files(local))):
+                for file in [local] if local.is_file() else sorted(_walk_files(local)):
                     rel = file.name if local.is_file() else file.relative_to(local).as_posix()
                     with open(file, "rb") as data:
                         artifacts[validate_relative_path(rel)] = self._backend.put_blob(
-                            data, project=self._project)
+                            data, project=self._project
+                        )
         return self._svc.register(  # type: ignore[no-any-return]
-            self._project, name, run_id=run_id, artifact_path=artifact_path, artifacts=artifacts,
-            signature=signature, metrics=metrics, description=description)
+            self._project,
+            name,
+            run_id=run_id,
+            artifact_path=artifact_path,
+            artifacts=artifacts,
+            signature=signature,
+            metrics=metrics,
+            description=description,
+        )
 
     def get(self, name: str) -> RegisteredModel:
         return self._svc.get_model(self._project, name)  # type: ignore[no-any-return]
@@ -337,18 +398,27 @@ class ModelsHandle:
         return self._svc.get_version(self._project, name, version)  # type: ignore[no-any-return]
 
     def versions(self, name: str, *, include_archived: bool = False) -> list[ModelVersion]:
-        return list(self._svc.list_versions(self._project, name,
-                                            include_archived=include_archived))
+        return list(self._svc.list_versions(self._project, name, include_archived=include_archived))
 
     def approve(self, mv: ModelVersion | tuple[str, int], *, note: str) -> ModelVersion:
         name, version = _ref(mv)
-        return self._svc.update_approval(self._project, name, version,  # type: ignore[no-any-return]
-                                         ApprovalStatus.APPROVED, note)
+        return self._svc.update_approval(
+            self._project,
+            name,
+            version,  # type: ignore[no-any-return]
+            ApprovalStatus.APPROVED,
+            note,
+        )
 
     def reject(self, mv: ModelVersion | tuple[str, int], *, note: str) -> ModelVersion:
         name, version = _ref(mv)
-        return self._svc.update_approval(self._project, name, version,  # type: ignore[no-any-return]
-                                         ApprovalStatus.REJECTED, note)
+        return self._svc.update_approval(
+            self._project,
+            name,
+            version,  # type: ignore[no-any-return]
+            ApprovalStatus.REJECTED,
+            note,
+        )
 
     def set_alias(self, name: str, alias: str, version: int) -> ModelVersion:
         return self._svc.set_alias(self._project, name, alias, version)  # type: ignore[no-any-return]
@@ -377,21 +447,26 @@ def _metric(key: str, value: float, step: int | None, timestamp: int | None) -> 
             value = float(value)
         except (TypeError, ValueError) as err:
             raise InvalidInputError(f"Metric {key!r} value {value!r} is not a number.") from err
-    return MetricValue(key=key, value=float(value), step=step or 0,
-                       timestamp=timestamp if timestamp is not None else int(time.time() * 1000))
+    return MetricValue(
+        key=key,
+        value=float(value),
+        step=step or 0,
+        timestamp=timestamp if timestamp is not None else int(time.time() * 1000),
+    )
 
 
 def _walk_files(root: Path) -> Iterator[Path]:
     for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
         for name in list(dirnames):
             if (Path(dirpath) / name).is_symlink():
-                raise InvalidInputError(f"{Path(dirpath) / name} is a symbolic link; artifact "
-                                        "directories may not contain links.")
+                raise InvalidInputError(
+                    f"{Path(dirpath) / name} is a symbolic link; artifact "
+                    "directories may not contain links."
+                )
         for name in filenames:
             file = Path(dirpath) / name
             if file.is_symlink():
-                raise InvalidInputError(f"{file} is a symbolic link; artifact directories may "
-                                        "not contain links.")
+                raise InvalidInputError(
+                    f"{file} is a symbolic link; artifact directories may not contain links."
+                )
             yield file
-
-

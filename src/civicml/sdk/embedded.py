@@ -35,8 +35,12 @@ def open_context(settings: Settings, principal: Principal | None = None) -> Cont
     settings.home.mkdir(parents=True, exist_ok=True)
     artifacts = open_artifact_store(settings.artifacts_root)
     artifacts.recover()
-    ctx = Context(db=MetadataStore(settings.database_url), artifacts=artifacts,
-                  principal=principal or resolve_principal(settings.user), settings=settings)
+    ctx = Context(
+        db=MetadataStore(settings.database_url),
+        artifacts=artifacts,
+        principal=principal or resolve_principal(settings.user),
+        settings=settings,
+    )
     TrackingService(ctx).recover_abandoned()
     return ctx
 
@@ -54,8 +58,9 @@ class EmbeddedBackend:
         self.registry = RegistryService(self.ctx)
         self.lineage = LineageService(self.ctx)
         self.audit = AuditTrail(self.ctx)
-        self.writer = MetricWriter(self.tracking.log_metric_batches,
-                                   interval=settings.metrics_flush_interval_ms / 1000)
+        self.writer = MetricWriter(
+            self.tracking.log_metric_batches, interval=settings.metrics_flush_interval_ms / 1000
+        )
         self._closed = False
         finalizer = weakref.ref(self)
         atexit.register(lambda: (b := finalizer()) is not None and b.close())
@@ -95,24 +100,49 @@ class EmbeddedBackend:
         return self.tracking.create_experiment(project, name, description=description)
 
     # Runs ------------------------------------------------------------------------------------
-    def create_run(self, project: str, experiment: str, name: str | None,
-                   params: Mapping[str, object] | None, tags: Mapping[str, object] | None,
-                   track_process: bool = True) -> Run:
+    def create_run(
+        self,
+        project: str,
+        experiment: str,
+        name: str | None,
+        params: Mapping[str, object] | None,
+        tags: Mapping[str, object] | None,
+        track_process: bool = True,
+    ) -> Run:
         """Start a run; with ``track_process`` it is marked killed if this process dies."""
         pid = os.getpid() if track_process else None
-        return self.tracking.create_run(project, experiment=experiment, name=name, params=params,
-                                        tags=tags, host=hostname(), pid=pid,
-                                        pid_start=process_start(pid) if pid else None)
+        return self.tracking.create_run(
+            project,
+            experiment=experiment,
+            name=name,
+            params=params,
+            tags=tags,
+            host=hostname(),
+            pid=pid,
+            pid_start=process_start(pid) if pid else None,
+        )
 
     def get_run(self, run_id: str) -> Run:
         return self.tracking.get_run(run_id)
 
-    def search_runs(self, project: str, *, experiments: Sequence[str] | None = None,
-                    filter: str | None = None, order_by: Sequence[str] | None = None,  # noqa: A002
-                    max_results: int = 100, offset: int = 0) -> list[Run]:
-        return self.tracking.search_runs(project, experiments=experiments, filter=filter,
-                                         order_by=order_by, max_results=max_results,
-                                         offset=offset)
+    def search_runs(
+        self,
+        project: str,
+        *,
+        experiments: Sequence[str] | None = None,
+        filter: str | None = None,
+        order_by: Sequence[str] | None = None,
+        max_results: int = 100,
+        offset: int = 0,
+    ) -> list[Run]:
+        return self.tracking.search_runs(
+            project,
+            experiments=experiments,
+            filter=filter,
+            order_by=order_by,
+            max_results=max_results,
+            offset=offset,
+        )
 
     def log_params(self, run_id: str, params: Mapping[str, object]) -> None:
         self.tracking.log_params(run_id, params)
@@ -123,8 +153,9 @@ class EmbeddedBackend:
     def delete_tag(self, run_id: str, key: str) -> None:
         self.tracking.delete_tag(run_id, key)
 
-    def log_metric_batches(self, batches: Sequence[MetricBatch]
-                           ) -> Sequence[MetricBatchResult | CivicMLError]:
+    def log_metric_batches(
+        self, batches: Sequence[MetricBatch]
+    ) -> Sequence[MetricBatchResult | CivicMLError]:
         return self.tracking.log_metric_batches(batches)
 
     def metric_history(self, run_id: str, key: str) -> list[MetricValue]:
@@ -156,8 +187,12 @@ class EmbeddedBackend:
 
     # Lineage and audit -----------------------------------------------------------------------
     def lineage_query(self, kind: str, ref: str, direction: str, max_depth: int) -> LineageGraph:
-        return self.lineage.query(kind, ref, direction=direction,  # type: ignore[arg-type]
-                                  max_depth=max_depth)
+        return self.lineage.query(
+            kind,
+            ref,
+            direction=direction,  # type: ignore[arg-type]
+            max_depth=max_depth,
+        )
 
     def audit_events(self, **filters: Any) -> list[AuditEvent]:
         return self.audit.list(**filters)

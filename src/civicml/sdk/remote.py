@@ -28,13 +28,23 @@ from civicml.tracking.writer import MetricWriter
 __all__ = ["RemoteBackend", "RemoteRegistry"]
 
 _ERRORS: dict[str, type[E.CivicMLError]] = {
-    cls.__name__: cls for cls in (
-        E.InvalidInputError, E.NotFoundError, E.ConflictError, E.PermissionDeniedError,
-        E.ConfigurationError, E.ArtifactIntegrityError)
+    cls.__name__: cls
+    for cls in (
+        E.InvalidInputError,
+        E.NotFoundError,
+        E.ConflictError,
+        E.PermissionDeniedError,
+        E.ConfigurationError,
+        E.ArtifactIntegrityError,
+    )
 }
 _BY_STATUS: dict[int, type[E.CivicMLError]] = {
-    404: E.NotFoundError, 409: E.ConflictError, 403: E.PermissionDeniedError,
-    422: E.InvalidInputError, 400: E.InvalidInputError, 415: E.InvalidInputError,
+    404: E.NotFoundError,
+    409: E.ConflictError,
+    403: E.PermissionDeniedError,
+    422: E.InvalidInputError,
+    400: E.InvalidInputError,
+    415: E.InvalidInputError,
 }
 _RETRIES = 3
 _RUNS = TypeAdapter(list[Run])
@@ -53,21 +63,33 @@ class RemoteBackend:
 
     remote = True
 
-    def __init__(self, url: str, *, user: str | None = None, settings: Settings | None = None,
-                 timeout: float = 60.0, transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        *,
+        user: str | None = None,
+        settings: Settings | None = None,
+        timeout: float = 60.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         self.location = url.rstrip("/")
         self.user = resolve_principal(user).user
         self.settings = settings or Settings.load()
-        self.http = httpx.Client(base_url=self.location, timeout=timeout, transport=transport,
-                                 headers={"x-civicml-user": self.user,
-                                          "user-agent": "civicml-sdk"})
-        self.writer = MetricWriter(self.log_metric_batches,
-                                   interval=self.settings.metrics_flush_interval_ms / 1000)
+        self.http = httpx.Client(
+            base_url=self.location,
+            timeout=timeout,
+            transport=transport,
+            headers={"x-civicml-user": self.user, "user-agent": "civicml-sdk"},
+        )
+        self.writer = MetricWriter(
+            self.log_metric_batches, interval=self.settings.metrics_flush_interval_ms / 1000
+        )
         self.registry = RemoteRegistry(self)
         self._active: set[str] = set()
         self._stop = threading.Event()
-        self._beat = threading.Thread(target=self._heartbeats, name="civicml-heartbeat",
-                                      daemon=True)
+        self._beat = threading.Thread(
+            target=self._heartbeats, name="civicml-heartbeat", daemon=True
+        )
         self._beat.start()
 
     def close(self) -> None:
@@ -76,9 +98,16 @@ class RemoteBackend:
         self.http.close()
 
     # HTTP -----------------------------------------------------------------------------------
-    def call(self, method: str, path: str, *, json_body: Any = None,
-             params: Mapping[str, Any] | None = None, content: bytes | BinaryIO | None = None,
-             idempotent: bool = False) -> httpx.Response:
+    def call(
+        self,
+        method: str,
+        path: str,
+        *,
+        json_body: Any = None,
+        params: Mapping[str, Any] | None = None,
+        content: bytes | BinaryIO | None = None,
+        idempotent: bool = False,
+    ) -> httpx.Response:
         """One request; raises the server's error as the matching CivicMLError subclass.
 
         Idempotent calls are retried on connection failures (metric batches carry batch ids).
@@ -87,13 +116,16 @@ class RemoteBackend:
         attempts = _RETRIES if idempotent else 1
         for attempt in range(attempts):
             try:
-                response = self.http.request(method, path, json=json_body, params=params,
-                                             content=content, headers=headers)
+                response = self.http.request(
+                    method, path, json=json_body, params=params, content=content, headers=headers
+                )
                 break
             except httpx.TransportError as err:
                 if attempt + 1 == attempts:
-                    raise RemoteError(f"Cannot reach the civicml server at {self.location}: "
-                                      f"{err}.", hint="Is 'civicml server' running there?") from err
+                    raise RemoteError(
+                        f"Cannot reach the civicml server at {self.location}: {err}.",
+                        hint="Is 'civicml server' running there?",
+                    ) from err
                 time.sleep(0.2 * 2**attempt)
         if response.status_code >= 400:
             raise _error(response)
@@ -107,8 +139,11 @@ class RemoteBackend:
         return Project.model_validate(self._json("PUT", f"/api/v1/projects/{_q(name)}"))
 
     def create_project(self, name: str, description: str = "") -> Project:
-        return Project.model_validate(self._json(
-            "POST", "/api/v1/projects", json_body={"name": name, "description": description}))
+        return Project.model_validate(
+            self._json(
+                "POST", "/api/v1/projects", json_body={"name": name, "description": description}
+            )
+        )
 
     def get_project(self, name: str) -> Project:
         return Project.model_validate(self._json("GET", f"/api/v1/projects/{_q(name)}"))
@@ -117,106 +152,173 @@ class RemoteBackend:
         return [Project.model_validate(p) for p in self._json("GET", "/api/v1/projects")]
 
     def list_experiments(self, project: str) -> list[Experiment]:
-        return [Experiment.model_validate(e) for e in
-                self._json("GET", f"/api/v1/projects/{_q(project)}/experiments")]
+        return [
+            Experiment.model_validate(e)
+            for e in self._json("GET", f"/api/v1/projects/{_q(project)}/experiments")
+        ]
 
     def create_experiment(self, project: str, name: str, description: str = "") -> Experiment:
-        return Experiment.model_validate(self._json(
-            "POST", f"/api/v1/projects/{_q(project)}/experiments",
-            json_body={"name": name, "description": description}))
+        return Experiment.model_validate(
+            self._json(
+                "POST",
+                f"/api/v1/projects/{_q(project)}/experiments",
+                json_body={"name": name, "description": description},
+            )
+        )
 
     # Runs ------------------------------------------------------------------------------------
-    def create_run(self, project: str, experiment: str, name: str | None,
-                   params: Mapping[str, object] | None, tags: Mapping[str, object] | None,
-                   track_process: bool = True) -> Run:
+    def create_run(
+        self,
+        project: str,
+        experiment: str,
+        name: str | None,
+        params: Mapping[str, object] | None,
+        tags: Mapping[str, object] | None,
+        track_process: bool = True,
+    ) -> Run:
         """Start a run; with ``track_process`` it is marked killed if this process dies."""
         pid = os.getpid() if track_process else None
-        body = {"experiment": experiment, "name": name, "params": _jsonable(params or {}),
-                "tags": _jsonable(tags or {}), "host": hostname(), "pid": pid,
-                "pid_start": process_start(pid) if pid else None}
-        run = Run.model_validate(self._json("POST", f"/api/v1/projects/{_q(project)}/runs",
-                                            json_body=body))
+        body = {
+            "experiment": experiment,
+            "name": name,
+            "params": _jsonable(params or {}),
+            "tags": _jsonable(tags or {}),
+            "host": hostname(),
+            "pid": pid,
+            "pid_start": process_start(pid) if pid else None,
+        }
+        run = Run.model_validate(
+            self._json("POST", f"/api/v1/projects/{_q(project)}/runs", json_body=body)
+        )
         self._active.add(run.id)
         return run
 
     def get_run(self, run_id: str) -> Run:
         return Run.model_validate(self._json("GET", f"/api/v1/runs/{_q(run_id)}"))
 
-    def search_runs(self, project: str, *, experiments: Sequence[str] | None = None,
-                    filter: str | None = None, order_by: Sequence[str] | None = None,  # noqa: A002
-                    max_results: int = 100, offset: int = 0) -> list[Run]:
-        body = {"filter": filter, "order_by": list(order_by or []),
-                "experiments": list(experiments) if experiments else None,
-                "max_results": max_results, "offset": offset}
-        return _RUNS.validate_python(self._json(
-            "POST", f"/api/v1/projects/{_q(project)}/runs/search", json_body=body))
+    def search_runs(
+        self,
+        project: str,
+        *,
+        experiments: Sequence[str] | None = None,
+        filter: str | None = None,
+        order_by: Sequence[str] | None = None,
+        max_results: int = 100,
+        offset: int = 0,
+    ) -> list[Run]:
+        body = {
+            "filter": filter,
+            "order_by": list(order_by or []),
+            "experiments": list(experiments) if experiments else None,
+            "max_results": max_results,
+            "offset": offset,
+        }
+        return _RUNS.validate_python(
+            self._json("POST", f"/api/v1/projects/{_q(project)}/runs/search", json_body=body)
+        )
 
     def log_params(self, run_id: str, params: Mapping[str, object]) -> None:
-        self.call("POST", f"/api/v1/runs/{_q(run_id)}/params",
-                  json_body={"params": _jsonable(params)}, idempotent=True)
+        self.call(
+            "POST",
+            f"/api/v1/runs/{_q(run_id)}/params",
+            json_body={"params": _jsonable(params)},
+            idempotent=True,
+        )
 
     def set_tags(self, run_id: str, tags: Mapping[str, object]) -> None:
-        self.call("POST", f"/api/v1/runs/{_q(run_id)}/tags", json_body={"tags": _jsonable(tags)},
-                  idempotent=True)
+        self.call(
+            "POST",
+            f"/api/v1/runs/{_q(run_id)}/tags",
+            json_body={"tags": _jsonable(tags)},
+            idempotent=True,
+        )
 
     def delete_tag(self, run_id: str, key: str) -> None:
         self.call("DELETE", f"/api/v1/runs/{_q(run_id)}/tags/{_q(key)}")
 
-    def log_metric_batches(self, batches: Sequence[MetricBatch]
-                           ) -> list[MetricBatchResult | E.CivicMLError]:
+    def log_metric_batches(
+        self, batches: Sequence[MetricBatch]
+    ) -> list[MetricBatchResult | E.CivicMLError]:
         """The metric writer's sink: all buffered batches in one request (one commit)."""
-        body = {"batches": [{"run_id": b.run_id, "batch_id": b.batch_id,
-                             "metrics": [_metric_json(v) for v in b.values]} for b in batches]}
-        outcomes = self._json("POST", "/api/v1/metrics/batches",
-                              json_body=body, idempotent=True)
+        body = {
+            "batches": [
+                {
+                    "run_id": b.run_id,
+                    "batch_id": b.batch_id,
+                    "metrics": [_metric_json(v) for v in b.values],
+                }
+                for b in batches
+            ]
+        }
+        outcomes = self._json("POST", "/api/v1/metrics/batches", json_body=body, idempotent=True)
         results: list[MetricBatchResult | E.CivicMLError] = []
         for outcome in outcomes:
             if outcome["ok"]:
-                results.append(MetricBatchResult(stored=outcome["stored"],
-                                                 duplicate=outcome["duplicate"]))
+                results.append(
+                    MetricBatchResult(stored=outcome["stored"], duplicate=outcome["duplicate"])
+                )
             else:
                 results.append(_error_from_body(outcome["error"]))
         return results
 
     def metric_history(self, run_id: str, key: str) -> list[MetricValue]:
-        return [MetricValue.model_validate(v) for v in
-                self._json("GET", f"/api/v1/runs/{_q(run_id)}/metrics/{_q(key)}")]
+        return [
+            MetricValue.model_validate(v)
+            for v in self._json("GET", f"/api/v1/runs/{_q(run_id)}/metrics/{_q(key)}")
+        ]
 
     def heartbeat(self, run_id: str) -> None:
         self.call("POST", f"/api/v1/runs/{_q(run_id)}/heartbeat")
 
     def end_run(self, run_id: str, status: str) -> Run:
         self._active.discard(run_id)
-        return Run.model_validate(self._json("POST", f"/api/v1/runs/{_q(run_id)}/end",
-                                             json_body={"status": status}, idempotent=True))
+        return Run.model_validate(
+            self._json(
+                "POST",
+                f"/api/v1/runs/{_q(run_id)}/end",
+                json_body={"status": status},
+                idempotent=True,
+            )
+        )
 
     def log_artifact(self, run_id: str, path: str, data: bytes | BinaryIO) -> ArtifactInfo:
-        return ArtifactInfo.model_validate(self._json(
-            "PUT", f"/api/v1/runs/{_q(run_id)}/artifacts/{_q(path, safe='/')}", content=data))
+        return ArtifactInfo.model_validate(
+            self._json(
+                "PUT", f"/api/v1/runs/{_q(run_id)}/artifacts/{_q(path, safe='/')}", content=data
+            )
+        )
 
     def list_artifacts(self, run_id: str, prefix: str | None = None) -> list[ArtifactInfo]:
         params = {"prefix": prefix} if prefix else None
-        return [ArtifactInfo.model_validate(a) for a in
-                self._json("GET", f"/api/v1/runs/{_q(run_id)}/artifacts", params=params)]
+        return [
+            ArtifactInfo.model_validate(a)
+            for a in self._json("GET", f"/api/v1/runs/{_q(run_id)}/artifacts", params=params)
+        ]
 
     def read_artifact(self, run_id: str, path: str) -> bytes:
-        return self.call("GET",
-                         f"/api/v1/runs/{_q(run_id)}/artifacts/{_q(path, safe='/')}").content
+        return self.call("GET", f"/api/v1/runs/{_q(run_id)}/artifacts/{_q(path, safe='/')}").content
 
     def put_blob(self, data: bytes | BinaryIO, *, project: str) -> str:
-        return str(self._json("POST", f"/api/v1/projects/{_q(project)}/blobs",
-                              content=data)["digest"])
+        return str(
+            self._json("POST", f"/api/v1/projects/{_q(project)}/blobs", content=data)["digest"]
+        )
 
     # Lineage and audit -----------------------------------------------------------------------
     def lineage_query(self, kind: str, ref: str, direction: str, max_depth: int) -> LineageGraph:
-        return LineageGraph.model_validate(self._json(
-            "GET", f"/api/v1/lineage/{_q(kind)}/{_q(ref)}",
-            params={"direction": direction, "max_depth": max_depth}))
+        return LineageGraph.model_validate(
+            self._json(
+                "GET",
+                f"/api/v1/lineage/{_q(kind)}/{_q(ref)}",
+                params={"direction": direction, "max_depth": max_depth},
+            )
+        )
 
     def audit_events(self, **filters: Any) -> list[AuditEvent]:
         params = {k: v for k, v in filters.items() if v is not None}
-        return [AuditEvent.model_validate(e) for e in
-                self._json("GET", "/api/v1/audit/events", params=params)]
+        return [
+            AuditEvent.model_validate(e)
+            for e in self._json("GET", "/api/v1/audit/events", params=params)
+        ]
 
     def audit_verify(self) -> AuditReport:
         return AuditReport.model_validate(self._json("GET", "/api/v1/audit/verify"))
@@ -255,8 +357,11 @@ class RemoteRegistry:
         return base if name is None else f"{base}/{_q(name)}"
 
     def create_model(self, project: str, name: str, description: str = "") -> RegisteredModel:
-        return RegisteredModel.model_validate(self._b._json(
-            "POST", self._base(project), json_body={"name": name, "description": description}))
+        return RegisteredModel.model_validate(
+            self._b._json(
+                "POST", self._base(project), json_body={"name": name, "description": description}
+            )
+        )
 
     def get_model(self, project: str, name: str) -> RegisteredModel:
         return RegisteredModel.model_validate(self._b._json("GET", self._base(project, name)))
@@ -264,39 +369,66 @@ class RemoteRegistry:
     def list_models(self, project: str) -> list[RegisteredModel]:
         return _MODELS.validate_python(self._b._json("GET", self._base(project)))
 
-    def register(self, project: str, name: str, *, run_id: str | None = None,
-                 artifact_path: str = "model", artifacts: Mapping[str, str] | None = None,
-                 signature: Sequence[Any] | None = None,
-                 metrics: Mapping[str, float | None] | None = None,
-                 description: str = "") -> ModelVersion:
-        body = {"run_id": run_id, "artifact_path": artifact_path,
-                "artifacts": dict(artifacts) if artifacts is not None else None,
-                "signature": [s if isinstance(s, Mapping) else s.model_dump() for s in signature]
-                if signature is not None else None,
-                "metrics": _jsonable(metrics) if metrics is not None else None,
-                "description": description}
-        return ModelVersion.model_validate(self._b._json(
-            "POST", f"{self._base(project, name)}/versions", json_body=body))
+    def register(
+        self,
+        project: str,
+        name: str,
+        *,
+        run_id: str | None = None,
+        artifact_path: str = "model",
+        artifacts: Mapping[str, str] | None = None,
+        signature: Sequence[Any] | None = None,
+        metrics: Mapping[str, float | None] | None = None,
+        description: str = "",
+    ) -> ModelVersion:
+        body = {
+            "run_id": run_id,
+            "artifact_path": artifact_path,
+            "artifacts": dict(artifacts) if artifacts is not None else None,
+            "signature": [s if isinstance(s, Mapping) else s.model_dump() for s in signature]
+            if signature is not None
+            else None,
+            "metrics": _jsonable(metrics) if metrics is not None else None,
+            "description": description,
+        }
+        return ModelVersion.model_validate(
+            self._b._json("POST", f"{self._base(project, name)}/versions", json_body=body)
+        )
 
     def get_version(self, project: str, name: str, version: int | str) -> ModelVersion:
-        return ModelVersion.model_validate(self._b._json(
-            "GET", f"{self._base(project, name)}/versions/{_q(str(version))}"))
+        return ModelVersion.model_validate(
+            self._b._json("GET", f"{self._base(project, name)}/versions/{_q(str(version))}")
+        )
 
-    def list_versions(self, project: str, name: str, *,
-                      include_archived: bool = False) -> list[ModelVersion]:
-        return _VERSIONS.validate_python(self._b._json(
-            "GET", f"{self._base(project, name)}/versions",
-            params={"include_archived": include_archived}))
+    def list_versions(
+        self, project: str, name: str, *, include_archived: bool = False
+    ) -> list[ModelVersion]:
+        return _VERSIONS.validate_python(
+            self._b._json(
+                "GET",
+                f"{self._base(project, name)}/versions",
+                params={"include_archived": include_archived},
+            )
+        )
 
     def get_manifest(self, version: ModelVersion) -> dict[str, Any]:
-        return dict(self._b._json("GET", f"{self._base(version.project, version.name)}/versions/"
-                                  f"{version.version}/manifest"))
+        return dict(
+            self._b._json(
+                "GET",
+                f"{self._base(version.project, version.name)}/versions/{version.version}/manifest",
+            )
+        )
 
-    def update_approval(self, project: str, name: str, version: int | str, status: str,
-                        note: str = "") -> ModelVersion:
-        return ModelVersion.model_validate(self._b._json(
-            "PUT", f"{self._base(project, name)}/versions/{_q(str(version))}/approval",
-            json_body={"status": str(status), "note": note}))
+    def update_approval(
+        self, project: str, name: str, version: int | str, status: str, note: str = ""
+    ) -> ModelVersion:
+        return ModelVersion.model_validate(
+            self._b._json(
+                "PUT",
+                f"{self._base(project, name)}/versions/{_q(str(version))}/approval",
+                json_body={"status": str(status), "note": note},
+            )
+        )
 
     def approve(self, project: str, name: str, version: int | str, note: str) -> ModelVersion:
         return self._action(project, name, version, "approve", {"note": note})
@@ -304,15 +436,22 @@ class RemoteRegistry:
     def reject(self, project: str, name: str, version: int | str, note: str) -> ModelVersion:
         return self._action(project, name, version, "reject", {"note": note})
 
-    def approval_history(self, project: str, name: str,
-                         version: int | str) -> list[ApprovalRecord]:
-        return [ApprovalRecord.model_validate(r) for r in self._b._json(
-            "GET", f"{self._base(project, name)}/versions/{_q(str(version))}/approvals")]
+    def approval_history(self, project: str, name: str, version: int | str) -> list[ApprovalRecord]:
+        return [
+            ApprovalRecord.model_validate(r)
+            for r in self._b._json(
+                "GET", f"{self._base(project, name)}/versions/{_q(str(version))}/approvals"
+            )
+        ]
 
     def set_alias(self, project: str, name: str, alias: str, version: int | str) -> ModelVersion:
-        return ModelVersion.model_validate(self._b._json(
-            "PUT", f"{self._base(project, name)}/aliases/{_q(alias)}",
-            json_body={"version": int(version)}))
+        return ModelVersion.model_validate(
+            self._b._json(
+                "PUT",
+                f"{self._base(project, name)}/aliases/{_q(alias)}",
+                json_body={"version": int(version)},
+            )
+        )
 
     def delete_alias(self, project: str, name: str, alias: str) -> None:
         self._b.call("DELETE", f"{self._base(project, name)}/aliases/{_q(alias)}")
@@ -326,11 +465,16 @@ class RemoteRegistry:
     def delete_version(self, project: str, name: str, version: int | str) -> None:
         self._b.call("DELETE", f"{self._base(project, name)}/versions/{_q(str(version))}")
 
-    def _action(self, project: str, name: str, version: int | str, action: str,
-                body: dict[str, Any] | None) -> ModelVersion:
-        return ModelVersion.model_validate(self._b._json(
-            "POST", f"{self._base(project, name)}/versions/{_q(str(version))}/{action}",
-            json_body=body))
+    def _action(
+        self, project: str, name: str, version: int | str, action: str, body: dict[str, Any] | None
+    ) -> ModelVersion:
+        return ModelVersion.model_validate(
+            self._b._json(
+                "POST",
+                f"{self._base(project, name)}/versions/{_q(str(version))}/{action}",
+                json_body=body,
+            )
+        )
 
 
 def _q(value: str, safe: str = "") -> str:
@@ -340,16 +484,16 @@ def _q(value: str, safe: str = "") -> str:
 def _metric_json(metric: MetricValue) -> dict[str, Any]:
     value: float | str = metric.value
     if not math.isfinite(metric.value):
-        value = "NaN" if math.isnan(metric.value) else ("Infinity" if metric.value > 0
-                                                          else "-Infinity")
-    return {"key": metric.key, "value": value, "step": metric.step,
-            "timestamp": metric.timestamp}
+        value = (
+            "NaN" if math.isnan(metric.value) else ("Infinity" if metric.value > 0 else "-Infinity")
+        )
+    return {"key": metric.key, "value": value, "step": metric.step, "timestamp": metric.timestamp}
 
 
 def _jsonable(values: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in values.items():
-        if isinstance(value, float) and value != value:  # NaN
+        if isinstance(value, float) and math.isnan(value):
             out[key] = "NaN"
         elif value is None or isinstance(value, str | int | float | bool):
             out[key] = value
@@ -364,8 +508,9 @@ def _error(response: httpx.Response) -> E.CivicMLError:
     except ValueError:
         body = None
     if not isinstance(body, dict) or "message" not in body:
-        return RemoteError(f"The civicml server answered HTTP {response.status_code}: "
-                           f"{response.text[:200]!r}.")
+        return RemoteError(
+            f"The civicml server answered HTTP {response.status_code}: {response.text[:200]!r}."
+        )
     return _error_from_body(body, response.status_code)
 
 

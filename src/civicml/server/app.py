@@ -14,11 +14,11 @@ import civicml
 from civicml.core.identity import Principal
 from civicml.core.settings import Settings
 from civicml.sdk.embedded import open_context
-from civicml.store.context import Context
 from civicml.server.deps import AppState
 from civicml.server.errors import install_error_handlers
 from civicml.server.guard import GuardMiddleware
 from civicml.server.routers import governance, projects, registry, tracking
+from civicml.store.context import Context
 from civicml.tracking.service import TrackingService
 from civicml.tracking.writer import MetricWriter
 
@@ -38,8 +38,10 @@ def create_app(settings: Settings, principal: Principal | None = None) -> FastAP
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx = await run_in_threadpool(open_context, settings, principal)
-        writer = MetricWriter(TrackingService(ctx).log_metric_batches,
-                              interval=settings.metrics_flush_interval_ms / 1000)
+        writer = MetricWriter(
+            TrackingService(ctx).log_metric_batches,
+            interval=settings.metrics_flush_interval_ms / 1000,
+        )
         app.state.civicml = AppState(ctx=ctx, writer=writer)
         task = asyncio.create_task(_recover_loop(ctx))
         try:
@@ -49,10 +51,16 @@ def create_app(settings: Settings, principal: Principal | None = None) -> FastAP
             await run_in_threadpool(writer.close)
             ctx.db.close()
 
-    app = FastAPI(title="civicml", version=civicml.__version__, lifespan=lifespan,
-                  openapi_url="/openapi.json", docs_url="/docs", redoc_url=None,
-                  description="Self-hosted MLOps for the public sector: tracking, registry, "
-                  "lineage and a tamper-evident audit trail.")
+    app = FastAPI(
+        title="civicml",
+        version=civicml.__version__,
+        lifespan=lifespan,
+        openapi_url="/openapi.json",
+        docs_url="/docs",
+        redoc_url=None,
+        description="Self-hosted MLOps for the public sector: tracking, registry, "
+        "lineage and a tamper-evident audit trail.",
+    )
     install_error_handlers(app)
 
     @app.get("/api/v1/health", tags=["health"])
@@ -61,8 +69,11 @@ def create_app(settings: Settings, principal: Principal | None = None) -> FastAP
 
     for router in (projects.router, tracking.router, registry.router, governance.router):
         app.include_router(router)
-    app.add_middleware(GuardMiddleware, allowed_hosts=settings.server_allowed_hosts,
-                       binary_upload_paths=("/artifacts/", "/blobs"))
+    app.add_middleware(
+        GuardMiddleware,
+        allowed_hosts=settings.server_allowed_hosts,
+        binary_upload_paths=("/artifacts/", "/blobs"),
+    )
     return app
 
 
@@ -78,11 +89,19 @@ async def _recover_loop(ctx: Context) -> None:
                 log.info("marked %d abandoned run(s) killed", len(killed))
 
 
-def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8080,
-          log_level: str = "info") -> None:
+def serve(
+    settings: Settings, *, host: str = "127.0.0.1", port: int = 8080, log_level: str = "info"
+) -> None:
     """Run the server (one process; TCP_NODELAY on, see docs/benchmarks.md)."""
     import uvicorn
 
     app = create_app(settings)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=False,
-                server_header=False, timeout_graceful_shutdown=10)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        access_log=False,
+        server_header=False,
+        timeout_graceful_shutdown=10,
+    )

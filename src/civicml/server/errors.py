@@ -16,17 +16,37 @@ __all__ = ["error_body", "install_error_handlers"]
 
 log = logging.getLogger("civicml.server")
 
-_HTTP_NAMES = {400: "BadRequestError", 401: "UnauthorizedError", 403: "PermissionDeniedError",
-               404: "NotFoundError", 405: "MethodNotAllowedError", 409: "ConflictError",
-               413: "PayloadTooLargeError", 415: "UnsupportedMediaTypeError",
-               422: "InvalidInputError", 500: "InternalError"}
+_HTTP_NAMES = {
+    400: "BadRequestError",
+    401: "UnauthorizedError",
+    403: "PermissionDeniedError",
+    404: "NotFoundError",
+    405: "MethodNotAllowedError",
+    409: "ConflictError",
+    413: "PayloadTooLargeError",
+    415: "UnsupportedMediaTypeError",
+    422: "InvalidInputError",
+    500: "InternalError",
+}
 
 
-def error_body(status: int, message: str, *, hint: str | None = None, error: str | None = None,
-               details: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def error_body(
+    status: int,
+    message: str,
+    *,
+    hint: str | None = None,
+    error: str | None = None,
+    details: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     """``{"ok": false, "status", "error", "message", "hint", "details"}``."""
-    return {"ok": False, "status": status, "error": error or _HTTP_NAMES.get(status, "Error"),
-            "message": message, "hint": hint, "details": details or []}
+    return {
+        "ok": False,
+        "status": status,
+        "error": error or _HTTP_NAMES.get(status, "Error"),
+        "message": message,
+        "hint": hint,
+        "details": details or [],
+    }
 
 
 def error_response(status: int, message: str, **kwargs: Any) -> JSONResponse:
@@ -42,12 +62,22 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, err: RequestValidationError) -> JSONResponse:
-        details = [{"loc": [str(p) for p in e.get("loc", ())], "msg": e.get("msg", ""),
-                    "type": e.get("type", "")} for e in err.errors()]
+        details = [
+            {
+                "loc": [str(p) for p in e.get("loc", ())],
+                "msg": e.get("msg", ""),
+                "type": e.get("type", ""),
+            }
+            for e in err.errors()
+        ]
         first = details[0] if details else {"loc": [], "msg": "invalid input"}
         where = ".".join(first["loc"]) or "request"
-        return error_response(422, f"Invalid input at {where}: {first['msg']}.", details=details,
-                              hint="Check the request against /openapi.json.")
+        return error_response(
+            422,
+            f"Invalid input at {where}: {first['msg']}.",
+            details=details,
+            hint="Check the request against /openapi.json.",
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, err: StarletteHTTPException) -> JSONResponse:
@@ -58,5 +88,8 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _bug(_request: Request, err: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=err)
-        return error_response(500, "Internal server error; the server log has the details.",
-                              hint="This is a bug in civicml; please report it with the log.")
+        return error_response(
+            500,
+            "Internal server error; the server log has the details.",
+            hint="This is a bug in civicml; please report it with the log.",
+        )

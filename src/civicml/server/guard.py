@@ -27,16 +27,19 @@ _SECURITY_HEADERS = [
     (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
     (b"cache-control", b"no-store"),
 ]
-_DOC_CSP = (b"content-security-policy",
-            b"default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
-            b"script-src 'self' 'unsafe-inline'; frame-ancestors 'none'")
+_DOC_CSP = (
+    b"content-security-policy",
+    b"default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
+    b"script-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
+)
 
 
 class GuardMiddleware:
     """Refuse unknown Host headers and non-JSON bodies; add security headers to every answer."""
 
-    def __init__(self, app: ASGIApp, allowed_hosts: Iterable[str],
-                 binary_upload_paths: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self, app: ASGIApp, allowed_hosts: Iterable[str], binary_upload_paths: tuple[str, ...] = ()
+    ) -> None:
         self.app = app
         self.allowed = {h.lower() for h in allowed_hosts}
         self.allow_any = "*" in self.allowed
@@ -49,26 +52,37 @@ class GuardMiddleware:
         headers = dict(scope["headers"])
         host = headers.get(b"host", b"").decode("latin-1").lower()
         if not self.allow_any and _strip_port(host) not in self.allowed:
-            await _reject(send, 400, f"Host {host!r} is not allowed.",
-                          "Add it to CIVICML_SERVER_ALLOWED_HOSTS if this server should answer "
-                          "to that name.")
+            await _reject(
+                send,
+                400,
+                f"Host {host!r} is not allowed.",
+                "Add it to CIVICML_SERVER_ALLOWED_HOSTS if this server should answer to that name.",
+            )
             return
         if scope["method"].encode() in _BODY_METHODS and _has_body(headers):
             ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
             binary_ok = ctype == b"application/octet-stream" and any(
-                marker in scope["path"] for marker in self.binary_paths)
+                marker in scope["path"] for marker in self.binary_paths
+            )
             if ctype != b"application/json" and not binary_ok:
-                await _reject(send, 415, f"Request bodies must be application/json (got "
-                              f"{ctype.decode('latin-1') or 'no content type'!r}).",
-                              "Send JSON with 'Content-Type: application/json'; artifact uploads "
-                              "use 'application/octet-stream'.")
+                await _reject(
+                    send,
+                    415,
+                    f"Request bodies must be application/json (got "
+                    f"{ctype.decode('latin-1') or 'no content type'!r}).",
+                    "Send JSON with 'Content-Type: application/json'; artifact uploads "
+                    "use 'application/octet-stream'.",
+                )
                 return
         docs = scope["path"] in ("/docs", "/redoc")
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                extra = [h for h in _SECURITY_HEADERS
-                         if not (docs and h[0] == b"content-security-policy")]
+                extra = [
+                    h
+                    for h in _SECURITY_HEADERS
+                    if not (docs and h[0] == b"content-security-policy")
+                ]
                 if docs:
                     extra.append(_DOC_CSP)
                 message["headers"] = list(message.get("headers", [])) + extra
@@ -92,7 +106,10 @@ def _has_body(headers: dict[bytes, bytes]) -> bool:
 
 async def _reject(send: Send, status: int, message: str, hint: str) -> None:
     body = json.dumps(error_body(status, message, hint=hint)).encode()
-    headers: list[Any] = [(b"content-type", b"application/json"),
-                          (b"content-length", str(len(body)).encode()), *_SECURITY_HEADERS]
+    headers: list[Any] = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        *_SECURITY_HEADERS,
+    ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -19,10 +19,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
-from civicml.core.errors import ArtifactIntegrityError, ConfigurationError, NotFoundError
+from civicml.core.errors import (
+    ArtifactIntegrityError,
+    ConfigurationError,
+    InvalidInputError,
+    NotFoundError,
+)
 from civicml.core.process import process_alive
 
-__all__ = ["ArtifactStore", "LocalArtifactStore", "Stored", "open_artifact_store"]
+__all__ = [
+    "ArtifactStore",
+    "LocalArtifactStore",
+    "Stored",
+    "check_digest",
+    "open_artifact_store",
+]
 
 _CHUNK = 1 << 20
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
@@ -58,7 +69,7 @@ def check_digest(digest: str) -> str:
     """Accept ``sha256:<hex>`` or ``<hex>``; return the bare lower-case hex."""
     value = digest.removeprefix("sha256:").lower()
     if not _DIGEST.match(value):
-        raise NotFoundError(
+        raise InvalidInputError(
             f"{digest!r} is not a SHA-256 digest.",
             hint="A digest is 64 hexadecimal characters, optionally prefixed with 'sha256:'.",
         )

@@ -125,7 +125,7 @@ class MetadataStore:
 
     @contextlib.contextmanager
     def _migration_lock(self) -> Iterator[None]:
-        """Only one process migrates at a time (file lock on SQLite, advisory lock on PostgreSQL)."""
+        """One process migrates at a time (file lock on SQLite, advisory lock on PostgreSQL)."""
         if self.dialect == "sqlite":
             database = make_url(self.url).database
             if not database or database == ":memory:":

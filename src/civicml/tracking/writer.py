@@ -54,13 +54,20 @@ class MetricWriter:
         self._errors: dict[str, BaseException] = {}
         self._thread: threading.Thread | None = None
 
-    def submit(self, run_id: str, values: Sequence[MetricValue], *, synchronous: bool = False,
-               batch_id: str | None = None) -> MetricBatchResult | None:
+    def submit(
+        self,
+        run_id: str,
+        values: Sequence[MetricValue],
+        *,
+        synchronous: bool = False,
+        batch_id: str | None = None,
+    ) -> MetricBatchResult | None:
         """Queue values for a run; with ``synchronous`` return only once they are durable
         (and answer what was stored). ``batch_id`` makes a retried batch count once."""
         self._raise_pending(run_id)
-        batch = MetricBatch(run_id=run_id, values=list(values),
-                            batch_id=batch_id or uuid.uuid4().hex)
+        batch = MetricBatch(
+            run_id=run_id, values=list(values), batch_id=batch_id or uuid.uuid4().hex
+        )
         item = _Pending(batch, threading.Event() if synchronous else None)
         with self._cond:
             if self._closed:
@@ -111,16 +118,17 @@ class MetricWriter:
 
     def _ensure_thread(self) -> None:
         if self._thread is None or not self._thread.is_alive():
-            self._thread = threading.Thread(target=self._loop, name="civicml-metrics",
-                                            daemon=True)
+            self._thread = threading.Thread(target=self._loop, name="civicml-metrics", daemon=True)
             self._thread.start()
 
     def _loop(self) -> None:
         while True:
             with self._cond:
                 if not self._urgent and not self._closed:
-                    self._cond.wait_for(lambda: self._urgent or self._closed,
-                                        timeout=self._interval if self._queue else None)
+                    self._cond.wait_for(
+                        lambda: self._urgent or self._closed,
+                        timeout=self._interval if self._queue else None,
+                    )
                 if self._closed and not self._queue:
                     return
                 items, self._queue = self._queue, []
@@ -146,5 +154,3 @@ class MetricWriter:
         for item in items:
             if item.done is not None:
                 item.done.set()
-
-

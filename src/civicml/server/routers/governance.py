@@ -19,18 +19,34 @@ Svc = Annotated[Services, Depends(services)]
 
 
 @router.get("/lineage/{kind}/{ref}", response_model=LineageGraph)
-def lineage(kind: str, ref: str, svc: Svc,
-            direction: Literal["upstream", "downstream", "both"] = "both",
-            max_depth: int = 10) -> LineageGraph:
+def lineage(
+    kind: str,
+    ref: str,
+    svc: Svc,
+    direction: Literal["upstream", "downstream", "both"] = "both",
+    max_depth: int = 10,
+) -> LineageGraph:
     return svc.lineage.query(kind, ref, direction=direction, max_depth=max_depth)
 
 
 @router.get("/audit/events", response_model=list[AuditEvent])
-def audit_events(svc: Svc, project: str | None = None, entity_kind: str | None = None,
-                 entity_id: str | None = None, action: str | None = None, after_seq: int = 0,
-                 limit: int = 100) -> list[AuditEvent]:
-    return svc.audit.list(project=project, entity_kind=entity_kind, entity_id=entity_id,
-                          action=action, after_seq=after_seq, limit=limit)
+def audit_events(
+    svc: Svc,
+    project: str | None = None,
+    entity_kind: str | None = None,
+    entity_id: str | None = None,
+    action: str | None = None,
+    after_seq: int = 0,
+    limit: int = 100,
+) -> list[AuditEvent]:
+    return svc.audit.list(
+        project=project,
+        entity_kind=entity_kind,
+        entity_id=entity_id,
+        action=action,
+        after_seq=after_seq,
+        limit=limit,
+    )
 
 
 @router.get("/audit/verify", response_model=AuditReport)
@@ -45,5 +61,9 @@ def audit_export(svc: Svc) -> FileResponse:
     os.close(fd)
     path = Path(name)
     svc.audit.export(path)
-    return FileResponse(path, media_type="application/x-ndjson", filename="civicml-audit.jsonl",
-                        background=BackgroundTask(path.unlink, missing_ok=True))
+    return FileResponse(
+        path,
+        media_type="application/x-ndjson",
+        filename="civicml-audit.jsonl",
+        background=BackgroundTask(path.unlink, missing_ok=True),
+    )

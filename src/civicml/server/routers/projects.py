@@ -54,8 +54,9 @@ def list_experiments(project: str, svc: Svc) -> list[Experiment]:
 
 
 @router.post("/projects/{project}/experiments", response_model=Experiment, status_code=201)
-def create_experiment(project: str, body: ExperimentCreate, svc: Svc,
-                      response: Response) -> Experiment:
+def create_experiment(
+    project: str, body: ExperimentCreate, svc: Svc, response: Response
+) -> Experiment:
     exp = svc.tracking.create_experiment(project, body.name, description=body.description)
     response.headers["Location"] = f"/api/v1/projects/{project}/experiments/{exp.name}"
     return exp

@@ -33,10 +33,12 @@ class VersionCreate(_Body):
     run_id: str | None = Field(default=None, description="Run whose artifacts are the model.")
     artifact_path: str = Field(default="model", description="Artifact folder of the run.")
     artifacts: dict[str, str] | None = Field(
-        default=None, description="Instead of a run: {relative path: sha256} of uploaded blobs.")
+        default=None, description="Instead of a run: {relative path: sha256} of uploaded blobs."
+    )
     signature: list[ColumnSpec] | None = Field(default=None, description="Input columns.")
     metrics: dict[str, float | None] | None = Field(
-        default=None, description="Evaluation metrics (default: the run's latest metrics).")
+        default=None, description="Evaluation metrics (default: the run's latest metrics)."
+    )
     description: str = Field(default="", max_length=10_000, description="Free text.")
 
 
@@ -71,17 +73,26 @@ def get_model(project: str, name: str, svc: Svc) -> RegisteredModel:
 
 
 @router.get("/{name}/versions", response_model=list[ModelVersion])
-def list_versions(project: str, name: str, svc: Svc,
-                  include_archived: bool = False) -> list[ModelVersion]:
+def list_versions(
+    project: str, name: str, svc: Svc, include_archived: bool = False
+) -> list[ModelVersion]:
     return svc.registry.list_versions(project, name, include_archived=include_archived)
 
 
 @router.post("/{name}/versions", response_model=ModelVersion, status_code=201)
-def register(project: str, name: str, body: VersionCreate, svc: Svc,
-             response: Response) -> ModelVersion:
-    mv = svc.registry.register(project, name, run_id=body.run_id, artifact_path=body.artifact_path,
-                               artifacts=body.artifacts, signature=body.signature,
-                               metrics=body.metrics, description=body.description)
+def register(
+    project: str, name: str, body: VersionCreate, svc: Svc, response: Response
+) -> ModelVersion:
+    mv = svc.registry.register(
+        project,
+        name,
+        run_id=body.run_id,
+        artifact_path=body.artifact_path,
+        artifacts=body.artifacts,
+        signature=body.signature,
+        metrics=body.metrics,
+        description=body.description,
+    )
     response.headers["Location"] = f"/api/v1/projects/{project}/models/{name}/versions/{mv.version}"
     return mv
 
@@ -109,8 +120,9 @@ def reject(project: str, name: str, version: str, body: NoteBody, svc: Svc) -> M
 
 
 @router.put("/{name}/versions/{version}/approval", response_model=ModelVersion)
-def update_approval(project: str, name: str, version: str, body: ApprovalBody,
-                    svc: Svc) -> ModelVersion:
+def update_approval(
+    project: str, name: str, version: str, body: ApprovalBody, svc: Svc
+) -> ModelVersion:
     return svc.registry.update_approval(project, name, version, body.status, body.note)
 
 

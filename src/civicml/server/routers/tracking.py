@@ -36,7 +36,7 @@ class RunCreate(_Body):
 
 
 class RunSearch(_Body):
-    filter: str | None = Field(default=None, description="e.g. \"metrics.auc > 0.8\".")
+    filter: str | None = Field(default=None, description='e.g. "metrics.auc > 0.8".')
     order_by: list[str] = Field(default_factory=list, description="e.g. ['metrics.auc DESC'].")
     experiments: list[str] | None = Field(default=None, description="Limit to experiments.")
     max_results: int = Field(default=100, description="Page size (1-50,000).")
@@ -53,8 +53,9 @@ class TagsBody(_Body):
 
 class MetricsBody(_Body):
     metrics: list[MetricValue] = Field(max_length=MAX_BATCH_VALUES, description="Values.")
-    batch_id: str | None = Field(default=None, max_length=64,
-                                 description="Client batch id: a retry with it is stored once.")
+    batch_id: str | None = Field(
+        default=None, max_length=64, description="Client batch id: a retry with it is stored once."
+    )
 
 
 class BatchItem(_Body):
@@ -80,27 +81,50 @@ class EndBody(_Body):
 
 @router.post("/projects/{project}/runs", response_model=Run, status_code=201)
 def create_run(project: str, body: RunCreate, svc: Svc, response: Response) -> Run:
-    run = svc.tracking.create_run(project, experiment=body.experiment, name=body.name,
-                                  params=body.params, tags=body.tags, host=body.host,
-                                  pid=body.pid, pid_start=body.pid_start)
+    run = svc.tracking.create_run(
+        project,
+        experiment=body.experiment,
+        name=body.name,
+        params=body.params,
+        tags=body.tags,
+        host=body.host,
+        pid=body.pid,
+        pid_start=body.pid_start,
+    )
     response.headers["Location"] = f"/api/v1/runs/{run.id}"
     return run
 
 
 @router.get("/projects/{project}/runs", response_model=list[Run])
-def list_runs(project: str, svc: Svc, filter: str | None = None,  # noqa: A002
-              order_by: Annotated[list[str] | None, Query()] = None,
-              experiment: Annotated[list[str] | None, Query()] = None,
-              max_results: int = 100, offset: int = 0) -> list[Run]:
-    return svc.tracking.search_runs(project, experiments=experiment, filter=filter,
-                                    order_by=order_by, max_results=max_results, offset=offset)
+def list_runs(
+    project: str,
+    svc: Svc,
+    filter: str | None = None,
+    order_by: Annotated[list[str] | None, Query()] = None,
+    experiment: Annotated[list[str] | None, Query()] = None,
+    max_results: int = 100,
+    offset: int = 0,
+) -> list[Run]:
+    return svc.tracking.search_runs(
+        project,
+        experiments=experiment,
+        filter=filter,
+        order_by=order_by,
+        max_results=max_results,
+        offset=offset,
+    )
 
 
 @router.post("/projects/{project}/runs/search", response_model=list[Run])
 def search_runs(project: str, body: RunSearch, svc: Svc) -> list[Run]:
-    return svc.tracking.search_runs(project, experiments=body.experiments, filter=body.filter,
-                                    order_by=body.order_by, max_results=body.max_results,
-                                    offset=body.offset)
+    return svc.tracking.search_runs(
+        project,
+        experiments=body.experiments,
+        filter=body.filter,
+        order_by=body.order_by,
+        max_results=body.max_results,
+        offset=body.offset,
+    )
 
 
 @router.get("/runs/{run_id}", response_model=Run)
@@ -134,9 +158,14 @@ def log_metrics(run_id: str, body: MetricsBody, svc: Svc) -> MetricBatchResult:
 def log_metric_batches(body: BatchesBody, svc: Svc) -> list[BatchOutcome]:
     """Many runs' batches in one transaction (what the remote SDK's buffer sends)."""
     results = svc.tracking.log_metric_batches(
-        [MetricBatch(b.run_id, b.metrics, b.batch_id) for b in body.batches])
-    return [BatchOutcome(ok=False, error=r.to_body()) if isinstance(r, CivicMLError)
-            else BatchOutcome(ok=True, stored=r.stored, duplicate=r.duplicate) for r in results]
+        [MetricBatch(b.run_id, b.metrics, b.batch_id) for b in body.batches]
+    )
+    return [
+        BatchOutcome(ok=False, error=r.to_body())
+        if isinstance(r, CivicMLError)
+        else BatchOutcome(ok=True, stored=r.stored, duplicate=r.duplicate)
+        for r in results
+    ]
 
 
 @router.get("/runs/{run_id}/metrics/{key}", response_model=list[MetricValue])
@@ -179,15 +208,20 @@ def download_artifact(run_id: str, path: str, svc: Svc) -> StreamingResponse:
             while block := handle.read(1 << 20):
                 yield block
 
-    return StreamingResponse(chunks(), media_type="application/octet-stream", headers={
-        "ETag": f'"sha256:{info.digest}"', "Content-Length": str(info.size),
-        "X-Content-SHA256": info.digest})
+    return StreamingResponse(
+        chunks(),
+        media_type="application/octet-stream",
+        headers={
+            "ETag": f'"sha256:{info.digest}"',
+            "Content-Length": str(info.size),
+            "X-Content-SHA256": info.digest,
+        },
+    )
 
 
 @router.post("/projects/{project}/blobs", status_code=201)
 async def upload_blob(project: str, request: Request, svc: Svc) -> dict[str, str]:
-    """Store bytes content-addressed (for registering a model without a run); returns the digest.
-    """
+    """Store bytes content-addressed (for registering a model without a run); returns the digest."""
     await run_in_threadpool(svc.projects.get, project)
     with tempfile.SpooledTemporaryFile(max_size=8 << 20) as spool:
         async for chunk in request.stream():

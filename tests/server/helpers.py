@@ -1,0 +1,151 @@
+"""Helpers shared by the REST API, remote SDK and end-to-end tests."""
+
+from __future__ import annotations
+
+import contextlib
+import http.client
+import json
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+API = "/api/v1"
+ERROR_KEYS = {"ok", "status", "error", "message", "hint", "details"}
+OCTET = {"content-type": "application/octet-stream"}
+SECURITY_HEADERS = {
+    "x-content-type-options": "nosniff",
+    "x-frame-options": "DENY",
+    "content-security-policy": "default-src 'none'; frame-ancestors 'none'",
+}
+# What a leaked traceback or internal error would contain.
+_LEAK_MARKERS = ("Traceback", 'File "', "sqlalchemy.", "site-packages")
+
+
+def assert_error(
+    response: httpx.Response | RawResponse, status: int, error: str, message: str | None = None
+) -> dict[str, Any]:
+    """Check one error body: exact keys, status, class name, message substring, no traceback."""
+    assert response.status_code == status, (response.status_code, response.text)
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == ERROR_KEYS, body
+    assert body["ok"] is False
+    assert body["status"] == status
+    assert body["error"] == error, body
+    assert isinstance(body["message"], str) and body["message"]
+    assert body["hint"] is None or isinstance(body["hint"], str)
+    assert isinstance(body["details"], list)
+    if message is not None:
+        assert message in body["message"], body["message"]
+    for marker in _LEAK_MARKERS:
+        assert marker not in response.text, response.text
+    return body  # type: ignore[no-any-return]
+
+
+@dataclass
+class RawResponse:
+    """A response read with http.client (so the request path is sent exactly as written)."""
+
+    status_code: int
+    headers: dict[str, str]
+    text: str
+
+    def json(self) -> Any:
+        return json.loads(self.text)
+
+
+def raw_request(
+    base_url: str,
+    method: str,
+    raw_path: str,
+    body: bytes | None = None,
+    headers: dict[str, str] | None = None,
+) -> RawResponse:
+    """Send ``raw_path`` byte for byte: httpx would remove '..' and '.' segments first."""
+    parts = urlsplit(base_url)
+    conn = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port, timeout=30)
+    try:
+        conn.request(method, raw_path, body=body, headers=headers or {})
+        response = conn.getresponse()
+        text = response.read().decode()
+        return RawResponse(response.status, {k.lower(): v for k, v in response.getheaders()}, text)
+    finally:
+        conn.close()
+
+
+@contextlib.contextmanager
+def serve(app: Any) -> Iterator[str]:
+    """Run an ASGI app under uvicorn in a thread (as the ``live_server`` fixture does)."""
+    import uvicorn
+
+    from tests.conftest import free_port, wait_healthy
+
+    port = free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical", access_log=False)
+    )
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url)
+        yield url
+    finally:
+        server.should_exit = True
+        thread.join(timeout=15)
+
+
+def files_under(root: Path, *, skip_db: bool = True) -> set[str]:
+    """Every file below ``root`` (relative paths); the SQLite files change on reads, skip them."""
+    return {
+        p.relative_to(root).as_posix()
+        for p in root.rglob("*")
+        if p.is_file() and not (skip_db and p.name.startswith("civicml.db"))
+    }
+
+
+def audit_count(api: httpx.Client) -> int:
+    response = api.get(f"{API}/audit/events", params={"limit": 10_000})
+    assert response.status_code == 200, response.text
+    return len(response.json())
+
+
+def create_run(api: httpx.Client, project: str, **body: Any) -> dict[str, Any]:
+    response = api.post(f"{API}/projects/{project}/runs", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()  # type: ignore[no-any-return]
+
+
+def upload(api: httpx.Client, run_id: str, path: str, data: bytes) -> httpx.Response:
+    return api.put(f"{API}/runs/{run_id}/artifacts/{path}", content=data, headers=OCTET)
+
+
+def model_run(
+    api: httpx.Client, project: str, *, auc: float = 0.9, model: bytes = b"weights"
+) -> dict[str, Any]:
+    """A finished run with a metric and a 'model/' artifact, ready to register."""
+    run = create_run(api, project, params={"lr": "0.1"})
+    logged = api.post(
+        f"{API}/runs/{run['id']}/metrics", json={"metrics": [{"key": "auc", "value": auc}]}
+    )
+    assert logged.status_code == 200, logged.text
+    assert upload(api, run["id"], "model/model.bin", model).status_code == 201
+    assert upload(api, run["id"], "model/meta.json", b'{"k": 1}').status_code == 201
+    ended = api.post(f"{API}/runs/{run['id']}/end", json={})
+    assert ended.status_code == 200, ended.text
+    return ended.json()  # type: ignore[no-any-return]
+
+
+def register(
+    api: httpx.Client, project: str, name: str, run_id: str, **extra: Any
+) -> dict[str, Any]:
+    response = api.post(
+        f"{API}/projects/{project}/models/{name}/versions", json={"run_id": run_id, **extra}
+    )
+    assert response.status_code == 201, response.text
+    return response.json()  # type: ignore[no-any-return]
