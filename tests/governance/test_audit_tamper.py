@@ -259,26 +259,24 @@ def test_truncated_tail_without_fixing_the_head_is_caught_by_the_head_row(
     report = AuditTrail(any_ctx).verify()
 
     assert not report.ok
+    assert report.problems[0].seq == 8
     assert report.problems[0].reason == (
-        f"the chain ends at event 7 but the recorded head is event {events}: events after 7 "
-        "were deleted"
+        f"the chain ends at event 7 but the recorded head is event {events}: events 8 to "
+        f"{events} were deleted"
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: AuditTrail.verify reports the head-row truncation at the last good event "
-    "(seq=last_seq) instead of the first missing one (last_seq + 1), unlike the witness check",
-)
-def test_truncated_tail_without_fixing_the_head_names_the_first_deleted_event(
-    any_ctx: Context, events: int
-) -> None:
+def test_an_altered_head_row_is_detected(any_ctx: Context, events: int) -> None:
     with any_ctx.db.engine.begin() as conn:
-        conn.execute(delete(audit_events).where(audit_events.c.seq > 7))
+        _set_head(conn, 4)
 
-    seq, _ = _problem(any_ctx)
+    seq, reason = _problem(any_ctx)
 
-    assert seq == 8
+    assert seq == 4
+    assert reason == (
+        f"the recorded chain head (event 4) does not match the chain, which ends at event "
+        f"{events}: the head row was altered"
+    )
 
 
 # 5. Recomputing the chain ------------------------------------------------------------------------
@@ -359,45 +357,50 @@ def test_missing_witness_is_reported(any_ctx: Context, events: int) -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a corrupt witness.json makes AuditTrail.verify raise pydantic.ValidationError "
-    "(AuditSigner.read_witness) instead of reporting a problem",
-)
 def test_corrupt_witness_file_is_reported_not_raised(any_ctx: Context, events: int) -> None:
-    any_ctx.settings.witness_path.write_text('{"seq": 10, "hash": ')
+    path = any_ctx.settings.witness_path
+    path.write_text('{"seq": 10, "hash": ')
 
     seq, reason = _problem(any_ctx)
 
     assert seq == events
-    assert "witness" in reason
+    assert reason == f"The audit witness {path} is unreadable or was altered."
 
 
 # Tampering followed by ordinary use ------------------------------------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the next writes re-sign the truncated chain (AuditSigner.advance_witness only "
-    "checks seq, not that the new head extends the witnessed one), laundering the truncation",
-)
+def _witness_seq(ctx: Context) -> int:
+    return int(json.loads(ctx.settings.witness_path.read_text())["seq"])
+
+
 def test_truncation_stays_detected_after_later_writes(any_ctx: Context, events: int) -> None:
+    """Honest writes after the tampering succeed but do not re-sign the truncated chain."""
     _truncate(any_ctx, keep=7)
     for name in ("later-1", "later-2", "later-3", "later-4"):
         ProjectService(any_ctx).create(name)
 
     report = AuditTrail(any_ctx).verify()
 
+    assert _witness_seq(any_ctx) == events
+    assert [e.project for e in AuditTrail(any_ctx).list(after_seq=7)] == [
+        "later-1",
+        "later-2",
+        "later-3",
+        "later-4",
+    ]
     assert not report.ok
+    assert report.problems[0].seq == events
+    assert "differs from the signed head" in report.problems[0].reason
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the next write re-signs a recomputed chain (AuditSigner.advance_witness only "
-    "checks seq, not that the new head extends the witnessed one), laundering the rewrite",
-)
-def test_recomputed_chain_stays_detected_after_a_later_write(any_ctx: Context, events: int) -> None:
+def test_recomputed_chain_stays_detected_after_a_later_write(
+    any_ctx: Context, events: int
+) -> None:
     _recompute_from(any_ctx, 4, actor="mallory")
     ProjectService(any_ctx).create("later")
 
     report = AuditTrail(any_ctx).verify()
 
+    assert _witness_seq(any_ctx) == events
     assert not report.ok
+    assert report.problems[0].seq == events
+    assert "the chain was rewritten and its hashes recomputed" in report.problems[0].reason

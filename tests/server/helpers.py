@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -13,6 +14,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import pytest
+
+from civicml.core import Settings
 
 API = "/api/v1"
 ERROR_KEYS = {"ok", "status", "error", "message", "hint", "details"}
@@ -76,6 +80,22 @@ def raw_request(
         return RawResponse(response.status, {k.lower(): v for k, v in response.getheaders()}, text)
     finally:
         conn.close()
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str
+    settings: Settings
+
+
+def isolated_settings(root: Path) -> Settings:
+    """Settings on ``root/home``, untouched by the developer's CIVICML_* variables or
+    civicml.toml (module-scoped fixtures run before the per-test isolation fixture)."""
+    with pytest.MonkeyPatch.context() as mp:
+        for key in [k for k in os.environ if k.startswith("CIVICML_")]:
+            mp.delenv(key)
+        mp.chdir(root)
+        return Settings.load(home=root / "home")
 
 
 @contextlib.contextmanager

@@ -6,7 +6,6 @@ after each, the data stored before reads back identical and no file appeared out
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +29,7 @@ from tests.server.helpers import (
     raw_request,
     register,
     serve,
+    Server,
     upload,
 )
 
@@ -62,11 +62,6 @@ def make_seed(api: httpx.Client, base_url: str) -> Seed:
     return Seed(base_url, "benefits", run["id"], finished["id"], "eligibility")
 
 
-@pytest.fixture
-def seed(api: httpx.Client, live_server: str) -> Seed:
-    return make_seed(api, live_server)
-
-
 @dataclass(frozen=True)
 class Table:
     api: httpx.Client
@@ -75,17 +70,25 @@ class Table:
 
 
 @pytest.fixture(scope="module")
-def table(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Table]:
-    """One seeded server for the whole table: each case checks it changed nothing, so the
+def table(server: Server) -> Iterator[Table]:
+    """The module's server, seeded once: each case checks that it changed nothing, so the
     cases cannot disturb each other (and the seed is written once, not 40 times)."""
-    root = tmp_path_factory.mktemp("errors")
-    with pytest.MonkeyPatch.context() as mp:
-        for key in [k for k in os.environ if k.startswith("CIVICML_")]:
-            mp.delenv(key)
-        mp.chdir(root)
-        settings = Settings.load(home=root / "home")
-    with serve(create_app(settings)) as url, httpx.Client(base_url=url, timeout=30) as api:
-        yield Table(api, make_seed(api, url), settings)
+    with httpx.Client(base_url=server.url, timeout=30) as api:
+        yield Table(api, make_seed(api, server.url), server.settings)
+
+
+@dataclass(frozen=True)
+class Fresh:
+    api: httpx.Client
+    seed: Seed
+    settings: Settings
+
+
+@pytest.fixture
+def fresh(live_server: str, settings: Settings) -> Iterator[Fresh]:
+    """A seeded server of its own, for tests that damage the store."""
+    with httpx.Client(base_url=live_server, timeout=30) as api:
+        yield Fresh(api, make_seed(api, live_server), settings)
 
 
 def snapshot(api: httpx.Client, seed: Seed, tree: Path) -> dict[str, Any]:
@@ -487,11 +490,9 @@ def test_bad_request_answers_the_error_body_and_changes_nothing(case: Case, tabl
     assert list((root / "tmp").iterdir()) == []
 
 
-def test_every_validation_problem_is_listed_with_its_field_path(
-    api: httpx.Client, seed: Seed
-) -> None:
-    response = api.post(
-        f"{API}/runs/{seed.run}/metrics",
+def test_every_validation_problem_is_listed_with_its_field_path(table: Table) -> None:
+    response = table.api.post(
+        f"{API}/runs/{table.seed.run}/metrics",
         json={"metrics": [{"key": "", "value": "abc", "step": -1}]},
     )
 
@@ -509,16 +510,21 @@ def test_every_validation_problem_is_listed_with_its_field_path(
     reason="bug: ProjectCreate/ExperimentCreate in "
     "server/routers/projects.py do not forbid unknown fields",
 )
-@pytest.mark.parametrize("path", ["/projects", "/projects/benefits/experiments"])
+@pytest.mark.parametrize("path", ["/projects", "/projects/{project}/experiments"])
 def test_extra_field_in_project_and_experiment_bodies_is_refused(
-    api: httpx.Client, seed: Seed, path: str
+    api: httpx.Client, project: str, path: str
 ) -> None:
-    before = api.get(f"{API}/projects").json()
+    before = (api.get(f"{API}/projects").json(),
+              api.get(f"{API}/projects/{project}/experiments").json())
 
-    response = api.post(f"{API}{path}", json={"name": "typo", "descripton": "x"})
+    response = api.post(
+        API + path.format(project=project), json={"name": f"{project}-2", "descripton": "x"}
+    )
 
     assert_error(response, 422, "InvalidInputError", "Extra inputs are not permitted")
-    assert api.get(f"{API}/projects").json() == before
+    after = (api.get(f"{API}/projects").json(),
+             api.get(f"{API}/projects/{project}/experiments").json())
+    assert after == before
 
 
 def test_a_bug_answers_a_generic_500_without_the_traceback(settings: Settings) -> None:
@@ -559,9 +565,8 @@ def test_a_bug_answer_carries_the_security_headers(settings: Settings) -> None:
         assert response.headers.get(name) == value, name
 
 
-def test_a_tampered_artifact_is_refused_not_served(
-    api: httpx.Client, seed: Seed, settings: Settings
-) -> None:
+def test_a_tampered_artifact_is_refused_not_served(fresh: Fresh) -> None:
+    api, seed, settings = fresh.api, fresh.seed, fresh.settings
     info = api.get(f"{API}/runs/{seed.run}/artifacts", params={"prefix": "model"}).json()[0]
     digest = info["digest"]
     stored = settings.artifacts_root / "objects" / digest[:2] / digest[2:4] / digest
@@ -580,9 +585,8 @@ def test_a_tampered_artifact_is_refused_not_served(
     reason="bug: ArtifactIntegrityError's message (store/artifacts.py _corrupted) names the "
     "object's absolute path on the server, and the REST body returns it to any client",
 )
-def test_an_integrity_error_does_not_reveal_server_paths(
-    api: httpx.Client, seed: Seed, settings: Settings
-) -> None:
+def test_an_integrity_error_does_not_reveal_server_paths(fresh: Fresh) -> None:
+    api, seed, settings = fresh.api, fresh.seed, fresh.settings
     digest = api.get(f"{API}/runs/{seed.run}/artifacts").json()[0]["digest"]
     stored = settings.artifacts_root / "objects" / digest[:2] / digest[2:4] / digest
     stored.chmod(0o644)

@@ -12,6 +12,7 @@ from tests.server.helpers import (
     API,
     OCTET,
     SECURITY_HEADERS,
+    Server,
     assert_error,
     audit_count,
     create_run,
@@ -42,19 +43,21 @@ def test_an_unknown_host_is_refused_with_the_error_body(
 
 @pytest.mark.parametrize("host", ["127.0.0.1:{port}", "localhost:{port}", "LOCALHOST:{port}",
                                   "127.0.0.1"])
-def test_loopback_hosts_are_answered(api: httpx.Client, live_server: str, host: str) -> None:
-    response = api.get(f"{API}/health", headers={"host": host.format(port=_port(live_server))})
+def test_loopback_hosts_are_answered(api: httpx.Client, server: Server, host: str) -> None:
+    response = api.get(f"{API}/health", headers={"host": host.format(port=_port(server.url))})
 
     assert response.status_code == 200
     assert response.json()["status"] == "ok"
 
 
 def test_a_refused_host_never_reaches_the_app(api: httpx.Client) -> None:
+    before = api.get(f"{API}/projects").json()
+
     response = api.post(f"{API}/projects", json={"name": "rebound"},
                         headers={"host": "attacker.example"})
 
     assert response.status_code == 400
-    assert api.get(f"{API}/projects").json() == []
+    assert api.get(f"{API}/projects").json() == before
 
 
 @pytest.mark.parametrize(
@@ -82,17 +85,15 @@ def test_simple_request_bodies_are_refused_and_create_nothing(
     assert audit_count(api) == events
 
 
-def test_a_form_post_cannot_start_a_run(api: httpx.Client) -> None:
-    api.put(f"{API}/projects/benefits")
-
-    response = api.post(f"{API}/projects/benefits/runs", data={"experiment": "x"})
+def test_a_form_post_cannot_start_a_run(api: httpx.Client, project: str) -> None:
+    response = api.post(f"{API}/projects/{project}/runs", data={"experiment": "x"})
 
     assert response.status_code == 415
-    assert api.get(f"{API}/projects/benefits/runs").json() == []
+    assert api.get(f"{API}/projects/{project}/runs").json() == []
 
 
-def test_octet_stream_is_accepted_on_artifact_uploads(api: httpx.Client) -> None:
-    run = create_run(api, "benefits")
+def test_octet_stream_is_accepted_on_artifact_uploads(api: httpx.Client, project: str) -> None:
+    run = create_run(api, project)
 
     response = upload(api, run["id"], "model/model.bin", b"\x00\x01")
 
@@ -100,10 +101,8 @@ def test_octet_stream_is_accepted_on_artifact_uploads(api: httpx.Client) -> None
     assert response.json()["size"] == 2
 
 
-def test_octet_stream_is_accepted_on_blob_uploads(api: httpx.Client) -> None:
-    api.put(f"{API}/projects/benefits")
-
-    response = api.post(f"{API}/projects/benefits/blobs", content=b"blob", headers=OCTET)
+def test_octet_stream_is_accepted_on_blob_uploads(api: httpx.Client, project: str) -> None:
+    response = api.post(f"{API}/projects/{project}/blobs", content=b"blob", headers=OCTET)
 
     assert response.status_code == 201
     assert response.json()["size"] == "4"
@@ -113,19 +112,19 @@ def test_octet_stream_is_accepted_on_blob_uploads(api: httpx.Client) -> None:
     "method,path",
     [
         ("POST", "/projects"),
-        ("POST", "/projects/benefits/runs"),
+        ("POST", "/projects/{project}/runs"),
         ("POST", "/runs/{run}/params"),
         ("POST", "/runs/{run}/metrics"),
-        ("PUT", "/projects/benefits/models/m/aliases/prod"),
+        ("PUT", "/projects/{project}/models/m/aliases/prod"),
     ],
 )
 def test_octet_stream_is_refused_everywhere_else(
-    api: httpx.Client, method: str, path: str
+    api: httpx.Client, project: str, method: str, path: str
 ) -> None:
-    run = create_run(api, "benefits")
+    run = create_run(api, project)
     events = audit_count(api)
 
-    response = api.request(method, API + path.format(run=run["id"]),
+    response = api.request(method, API + path.format(run=run["id"], project=project),
                            content=b'{"name": "x"}', headers=OCTET)
 
     assert_error(response, 415, "UnsupportedMediaTypeError",
@@ -133,8 +132,10 @@ def test_octet_stream_is_refused_everywhere_else(
     assert audit_count(api) == events
 
 
-def test_an_artifact_upload_with_a_form_content_type_stores_nothing(api: httpx.Client) -> None:
-    run = create_run(api, "benefits")
+def test_an_artifact_upload_with_a_form_content_type_stores_nothing(
+    api: httpx.Client, project: str
+) -> None:
+    run = create_run(api, project)
 
     response = api.put(f"{API}/runs/{run['id']}/artifacts/report.html", content=b"<html>",
                        headers={"content-type": "text/html"})
@@ -159,8 +160,8 @@ def test_octet_stream_is_refused_on_routes_that_only_look_like_uploads(
     assert_error(response, 415, "UnsupportedMediaTypeError")
 
 
-def test_a_post_without_a_body_passes_the_guard(api: httpx.Client) -> None:
-    run = create_run(api, "benefits")
+def test_a_post_without_a_body_passes_the_guard(api: httpx.Client, project: str) -> None:
+    run = create_run(api, project)
 
     response = api.post(f"{API}/runs/{run['id']}/heartbeat")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 from collections.abc import Mapping, Sequence
@@ -9,7 +10,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, BinaryIO
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
@@ -38,6 +39,21 @@ from civicml.tracking.schemas import Experiment, MetricBatchResult, MetricValue,
 from civicml.tracking.search import apply_order, compile_filter, parse_filter, parse_order
 
 __all__ = ["MetricBatch", "TrackingService"]
+
+# Statements of the metric hot path, built once (building costs more than executing them).
+_RUN_STATUS = select(runs.c.id, runs.c.status).where(
+    runs.c.id.in_(bindparam("ids", expanding=True))
+)
+_SEEN_BATCHES = select(metric_batches.c.batch_id).where(
+    metric_batches.c.batch_id.in_(bindparam("ids", expanding=True))
+)
+_INSERT_BATCHES = insert(metric_batches)
+_INSERT_METRICS = insert(metrics)
+_HEARTBEAT = (
+    update(runs)
+    .where(runs.c.id.in_(bindparam("ids", expanding=True)))
+    .values(heartbeat_at=bindparam("now"))
+)
 
 MAX_PARAM_LENGTH = 6000
 MAX_TAG_LENGTH = 8000
@@ -366,19 +382,9 @@ class TrackingService:
         with self._ctx.db.write() as uow:
             conn = uow.conn
             run_ids = list({b.run_id for b in batches})
-            status = dict(
-                conn.execute(select(runs.c.id, runs.c.status).where(runs.c.id.in_(run_ids))).all()
-            )
+            status = dict(conn.execute(_RUN_STATUS, {"ids": run_ids}).all())
             ids = [b.batch_id for b in batches if b.batch_id]
-            seen = (
-                set(
-                    conn.execute(
-                        select(metric_batches.c.batch_id).where(metric_batches.c.batch_id.in_(ids))
-                    ).scalars()
-                )
-                if ids
-                else set()
-            )
+            seen = set(conn.execute(_SEEN_BATCHES, {"ids": ids}).scalars()) if ids else set()
             rows: list[dict[str, Any]] = []
             new_batches: list[dict[str, Any]] = []
             latest: dict[tuple[str, str], dict[str, Any]] = {}
@@ -425,35 +431,17 @@ class TrackingService:
                 touched.add(batch.run_id)
                 results.append(MetricBatchResult(stored=len(batch.values)))
             if new_batches:
-                conn.execute(insert(metric_batches), new_batches)
+                conn.execute(_INSERT_BATCHES, new_batches)
             if rows:
-                conn.execute(insert(metrics), rows)
+                conn.execute(_INSERT_METRICS, rows)
                 self._upsert_latest(conn, list(latest.values()))
             if touched:
-                conn.execute(
-                    update(runs).where(runs.c.id.in_(list(touched))).values(heartbeat_at=now)
-                )
+                conn.execute(_HEARTBEAT, {"ids": list(touched), "now": now})
         return results
 
     @staticmethod
     def _upsert_latest(conn: Connection, rows: list[dict[str, Any]]) -> None:
-        dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-        stmt = dialect.insert(latest_metrics)
-        newer = (stmt.excluded.step > latest_metrics.c.step) | (
-            (stmt.excluded.step == latest_metrics.c.step)
-            & (stmt.excluded.timestamp >= latest_metrics.c.timestamp)
-        )
-        stmt = stmt.on_conflict_do_update(
-            index_elements=[latest_metrics.c.run_id, latest_metrics.c.key],
-            set_={
-                "value": stmt.excluded.value,
-                "is_nan": stmt.excluded.is_nan,
-                "step": stmt.excluded.step,
-                "timestamp": stmt.excluded.timestamp,
-            },
-            where=newer,
-        )
-        conn.execute(stmt, rows)
+        conn.execute(_latest_upsert(conn.dialect.name), rows)
 
     def metric_history(self, run_id: str, key: str) -> list[MetricValue]:
         with self._ctx.db.read() as conn:
@@ -748,6 +736,28 @@ def _not_running(run_id: str, status: str, verb: str) -> ConflictError:
     return ConflictError(
         f"Cannot {verb} run {run_id}: it is {status}, not running.",
         hint="Start a new run; a run that ended stays as it ended.",
+    )
+
+
+@functools.cache
+def _latest_upsert(dialect_name: str) -> Any:
+    """INSERT ... ON CONFLICT DO UPDATE keeping the newest value (by step, then time); built
+    once per dialect because constructing it costs more than running it."""
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    stmt = dialect.insert(latest_metrics)
+    newer = (stmt.excluded.step > latest_metrics.c.step) | (
+        (stmt.excluded.step == latest_metrics.c.step)
+        & (stmt.excluded.timestamp >= latest_metrics.c.timestamp)
+    )
+    return stmt.on_conflict_do_update(
+        index_elements=[latest_metrics.c.run_id, latest_metrics.c.key],
+        set_={
+            "value": stmt.excluded.value,
+            "is_nan": stmt.excluded.is_nan,
+            "step": stmt.excluded.step,
+            "timestamp": stmt.excluded.timestamp,
+        },
+        where=newer,
     )
 
 

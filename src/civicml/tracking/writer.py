@@ -11,6 +11,7 @@ call for the same run (``submit``/``flush``), never dropped silently.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -50,6 +51,7 @@ class MetricWriter:
         self._queue: list[_Pending] = []
         self._pending_values = 0
         self._urgent = False
+        self._writing = False  # a round is being written (by a leader or the thread)
         self._closed = False
         self._errors: dict[str, BaseException] = {}
         self._thread: threading.Thread | None = None
@@ -74,13 +76,13 @@ class MetricWriter:
                 raise RuntimeError("the metric writer is closed")
             self._queue.append(item)
             self._pending_values += len(batch.values)
-            if synchronous or self._pending_values >= _MAX_PENDING:
-                self._urgent = True
-            self._ensure_thread()
-            self._cond.notify()
-        if item.done is None:
-            return None
-        item.done.wait()
+            if not synchronous:
+                if self._pending_values >= _MAX_PENDING:
+                    self._urgent = True
+                self._ensure_thread()
+                self._cond.notify_all()
+                return None
+        self._lead_or_wait(item)
         if item.error is not None:
             raise item.error
         return item.results[0] if item.results else None
@@ -89,14 +91,11 @@ class MetricWriter:
         """Make everything queued so far durable; raise a stored error for ``run_id``."""
         barrier = _Pending(None, threading.Event())
         with self._cond:
-            if self._queue and not self._closed:
+            idle = not self._queue and not self._writing
+            if not idle:
                 self._queue.append(barrier)
-                self._urgent = True
-                self._ensure_thread()
-                self._cond.notify()
-            else:
-                barrier.done.set()  # type: ignore[union-attr]
-        barrier.done.wait()  # type: ignore[union-attr]
+        if not idle:
+            self._lead_or_wait(barrier)
         if run_id is not None:
             self._raise_pending(run_id)
 
@@ -105,11 +104,42 @@ class MetricWriter:
         self.flush()
         with self._cond:
             self._closed = True
-            self._cond.notify()
+            self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=30)
 
     # Internals ------------------------------------------------------------------------------
+    def _lead_or_wait(self, item: _Pending) -> None:
+        """Leader/follower group commit: when no round is being written, this caller writes
+        everything queued (its own item included) at once; otherwise it waits for the round in
+        progress to end and for the background thread to take it in the next one."""
+        with self._cond:
+            if self._writing:
+                self._urgent = True
+                self._ensure_thread()
+                self._cond.notify_all()
+                items = None
+            else:
+                items = self._take()
+        if items is not None:
+            self._write_round(items)
+        item.done.wait()  # type: ignore[union-attr]
+
+    def _take(self) -> list[_Pending]:
+        items, self._queue = self._queue, []
+        self._pending_values = 0
+        self._urgent = False
+        self._writing = True
+        return items
+
+    def _write_round(self, items: list[_Pending]) -> None:
+        try:
+            self._write(items)
+        finally:
+            with self._cond:
+                self._writing = False
+                self._cond.notify_all()
+
     def _raise_pending(self, run_id: str) -> None:
         with self._cond:
             error = self._errors.pop(run_id, None)
@@ -124,18 +154,25 @@ class MetricWriter:
     def _loop(self) -> None:
         while True:
             with self._cond:
-                if not self._urgent and not self._closed:
-                    self._cond.wait_for(
-                        lambda: self._urgent or self._closed,
-                        timeout=self._interval if self._queue else None,
-                    )
+                deadline: float | None = None
+                while True:
+                    if self._writing:
+                        self._cond.wait()
+                    elif self._urgent or self._closed:
+                        break
+                    elif self._queue:
+                        deadline = deadline or time.monotonic() + self._interval
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            break
+                        self._cond.wait(remaining)
+                    else:
+                        deadline = None
+                        self._cond.wait()
                 if self._closed and not self._queue:
                     return
-                items, self._queue = self._queue, []
-                self._pending_values = 0
-                self._urgent = False
-            if items:
-                self._write(items)
+                items = self._take()
+            self._write_round(items)
 
     def _write(self, items: list[_Pending]) -> None:
         real = [i for i in items if i.batch is not None]
