@@ -84,3 +84,22 @@ def test_submit_with_batch_id_is_idempotent(ctx: Context) -> None:
     assert first == MetricBatchResult(stored=1)
     assert second == MetricBatchResult(stored=0, duplicate=True)
     writer.close()
+
+
+def test_flush_waits_for_a_round_already_being_written() -> None:
+    started, release = threading.Event(), threading.Event()
+    written: list[int] = []
+
+    def slow_sink(batches: Sequence[MetricBatch]) -> Sequence[MetricBatchResult | CivicMLError]:
+        started.set()
+        release.wait(5)
+        written.append(len(batches))
+        return [MetricBatchResult(stored=len(b.values)) for b in batches]
+
+    writer = MetricWriter(slow_sink, interval=0.01)
+    writer.submit("r" * 32, [MetricValue(key="x", value=1.0)])
+    assert started.wait(5)  # the background round has taken the item: the queue is empty
+    threading.Timer(0.2, release.set).start()
+    writer.flush()
+    assert written == [1], "flush returned before the round in progress was durable"
+    writer.close()

@@ -176,6 +176,10 @@ class MetricWriter:
 
     def _write(self, items: list[_Pending]) -> None:
         real = [i for i in items if i.batch is not None]
+        if not real:  # only flush barriers: nothing to write
+            for item in items:
+                item.done.set()  # type: ignore[union-attr]
+            return
         try:
             results = list(self._sink([i.batch for i in real if i.batch is not None]))
         except BaseException as err:  # the whole round failed: every batch gets the error
