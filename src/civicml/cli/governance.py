@@ -25,7 +25,7 @@ def show(
 ) -> None:
     """Everything upstream/downstream of an entity (KIND: run, model_version, ...; REF: its id)."""
     with client() as ml:
-        graph = ml.lineage(kind, ref, direction=direction, max_depth=depth)  # type: ignore[arg-type]
+        graph = ml.lineage(kind, ref, direction=direction, max_depth=depth)
     if json_:
         print_json(graph)
         return

@@ -7,6 +7,7 @@ a ``civicml server``); only the backend differs. Run methods are named as MLflow
 
 from __future__ import annotations
 
+import builtins
 import os
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -390,35 +391,31 @@ class ModelsHandle:
     def get(self, name: str) -> RegisteredModel:
         return self._svc.get_model(self._project, name)  # type: ignore[no-any-return]
 
-    def list(self) -> list[RegisteredModel]:
-        return list(self._svc.list_models(self._project))
+    def list(self) -> builtins.list[RegisteredModel]:
+        return builtins.list(self._svc.list_models(self._project))
 
     def version(self, name: str, version: int | str) -> ModelVersion:
         """A version by number or alias (``"production"``)."""
         return self._svc.get_version(self._project, name, version)  # type: ignore[no-any-return]
 
-    def versions(self, name: str, *, include_archived: bool = False) -> list[ModelVersion]:
-        return list(self._svc.list_versions(self._project, name, include_archived=include_archived))
+    def versions(self, name: str, *, include_archived: bool = False) -> builtins.list[ModelVersion]:
+        return builtins.list(
+            self._svc.list_versions(self._project, name, include_archived=include_archived)
+        )
 
     def approve(self, mv: ModelVersion | tuple[str, int], *, note: str) -> ModelVersion:
         name, version = _ref(mv)
-        return self._svc.update_approval(
-            self._project,
-            name,
-            version,  # type: ignore[no-any-return]
-            ApprovalStatus.APPROVED,
-            note,
+        updated: ModelVersion = self._svc.update_approval(
+            self._project, name, version, ApprovalStatus.APPROVED, note
         )
+        return updated
 
     def reject(self, mv: ModelVersion | tuple[str, int], *, note: str) -> ModelVersion:
         name, version = _ref(mv)
-        return self._svc.update_approval(
-            self._project,
-            name,
-            version,  # type: ignore[no-any-return]
-            ApprovalStatus.REJECTED,
-            note,
+        updated: ModelVersion = self._svc.update_approval(
+            self._project, name, version, ApprovalStatus.REJECTED, note
         )
+        return updated
 
     def set_alias(self, name: str, alias: str, version: int) -> ModelVersion:
         return self._svc.set_alias(self._project, name, alias, version)  # type: ignore[no-any-return]
@@ -430,9 +427,9 @@ class ModelsHandle:
         name, version = _ref(mv)
         return self._svc.archive_version(self._project, name, version)  # type: ignore[no-any-return]
 
-    def history(self, mv: ModelVersion | tuple[str, int]) -> list[Any]:
+    def history(self, mv: ModelVersion | tuple[str, int]) -> builtins.list[Any]:
         name, version = _ref(mv)
-        return list(self._svc.approval_history(self._project, name, version))
+        return builtins.list(self._svc.approval_history(self._project, name, version))
 
 
 def _ref(mv: ModelVersion | tuple[str, int]) -> tuple[str, int]:

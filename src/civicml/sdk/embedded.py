@@ -45,6 +45,12 @@ def open_context(settings: Settings, principal: Principal | None = None) -> Cont
     return ctx
 
 
+def _close_at_exit(ref: weakref.ref[EmbeddedBackend]) -> None:
+    backend = ref()
+    if backend is not None:
+        backend.close()
+
+
 class EmbeddedBackend:
     """Every SDK call, answered by the services in this process."""
 
@@ -62,8 +68,7 @@ class EmbeddedBackend:
             self.tracking.log_metric_batches, interval=settings.metrics_flush_interval_ms / 1000
         )
         self._closed = False
-        finalizer = weakref.ref(self)
-        atexit.register(lambda: (b := finalizer()) is not None and b.close())
+        atexit.register(_close_at_exit, weakref.ref(self))
 
     @property
     def location(self) -> str:

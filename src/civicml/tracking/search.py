@@ -223,7 +223,7 @@ def compile_filter(clauses: list[Clause]) -> list[ColumnElement[bool]]:
             moment = datetime.fromtimestamp(float(clause.value) / 1000, tz=UTC)
             conditions.append(_compare(runs.c[clause.key], clause.op, moment))
         else:
-            value = clause.value.lower() if clause.key == "status" else clause.value
+            value = str(clause.value).lower() if clause.key == "status" else clause.value
             conditions.append(_compare(_attr_column(clause.key), clause.op, value))
     return conditions
 

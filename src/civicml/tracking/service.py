@@ -285,11 +285,11 @@ class TrackingService:
                     hint="Parameters are immutable: start a new run to try another "
                     "value, or record it as a tag.",
                 )
-            new = {k: v for k, v in clean.items() if k not in existing}
-            if new:
+            added = {k: v for k, v in clean.items() if k not in existing}
+            if added:
                 uow.conn.execute(
                     insert(t.params),
-                    [{"run_id": run_id, "key": k, "value": v} for k, v in new.items()],
+                    [{"run_id": run_id, "key": k, "value": v} for k, v in added.items()],
                 )
                 self._audit.record(
                     uow,
@@ -297,7 +297,7 @@ class TrackingService:
                     "run",
                     run_id,
                     project=head.project,
-                    after={"params": new},
+                    after={"params": added},
                 )
 
     def set_tags(self, run_id: str, values: Mapping[str, object]) -> None:

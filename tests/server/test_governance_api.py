@@ -1,0 +1,154 @@
+"""Lineage and the audit trail over REST (server/routers/governance.py)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from civicml.governance.audit import verify_export
+from tests.server.helpers import API, assert_error, create_run, model_run, register
+
+
+@pytest.fixture
+def produced(api: httpx.Client, project: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A finished run and the model version registered from it."""
+    run = model_run(api, project)
+    return run, register(api, project, "eligibility", run["id"])
+
+
+def test_lineage_downstream_of_a_run_reaches_its_model_version(
+    api: httpx.Client, produced: tuple[dict[str, Any], dict[str, Any]]
+) -> None:
+    run, mv = produced
+
+    graph = api.get(f"{API}/lineage/run/{run['id']}", params={"direction": "downstream"}).json()
+
+    assert graph["direction"] == "downstream"
+    assert (graph["root"]["kind"], graph["root"]["ref"]) == ("run", run["id"])
+    by_id = {n["id"]: n for n in graph["nodes"]}
+    assert sorted((n["kind"], n["ref"]) for n in graph["nodes"]) == [
+        ("model_version", mv["id"]), ("run", run["id"])]
+    [edge] = graph["edges"]
+    assert edge["kind"] == "Produced"
+    assert (by_id[edge["src"]]["kind"], by_id[edge["dst"]]["kind"]) == ("run", "model_version")
+    assert by_id[edge["dst"]]["name"] == "eligibility v1"
+
+
+def test_lineage_upstream_of_a_model_version_reaches_its_run(
+    api: httpx.Client, produced: tuple[dict[str, Any], dict[str, Any]]
+) -> None:
+    run, mv = produced
+
+    graph = api.get(f"{API}/lineage/model_version/{mv['id']}",
+                    params={"direction": "upstream"}).json()
+    nothing_below = api.get(f"{API}/lineage/model_version/{mv['id']}",
+                            params={"direction": "downstream"}).json()
+
+    assert [(n["kind"], n["ref"]) for n in graph["nodes"]] == [
+        ("model_version", mv["id"]), ("run", run["id"])]
+    assert [e["kind"] for e in graph["edges"]] == ["Produced"]
+    assert [n["kind"] for n in nothing_below["nodes"]] == ["model_version"]
+    assert nothing_below["edges"] == []
+
+
+def test_a_deleted_version_stays_in_lineage_marked_deleted(
+    api: httpx.Client, project: str, produced: tuple[dict[str, Any], dict[str, Any]]
+) -> None:
+    run, mv = produced
+    assert api.delete(f"{API}/projects/{project}/models/eligibility/versions/1").status_code == 204
+
+    graph = api.get(f"{API}/lineage/run/{run['id']}", params={"direction": "downstream"}).json()
+
+    [node] = [n for n in graph["nodes"] if n["kind"] == "model_version"]
+    assert node["ref"] == mv["id"]
+    assert node["deleted"] is True
+
+
+@pytest.mark.parametrize("params,status,message", [
+    ({"direction": "sideways"}, 422, "Invalid input at query.direction"),
+    ({"max_depth": 0}, 422, "max_depth 0 is out of range."),
+    ({"max_depth": "deep"}, 422, "Invalid input at query.max_depth"),
+])
+def test_bad_lineage_queries_are_refused(
+    api: httpx.Client, produced: tuple[dict[str, Any], dict[str, Any]],
+    params: dict[str, Any], status: int, message: str
+) -> None:
+    response = api.get(f"{API}/lineage/run/{produced[0]['id']}", params=params)
+
+    assert_error(response, status, "InvalidInputError", message)
+
+
+def test_lineage_of_an_unknown_entity_is_404(api: httpx.Client) -> None:
+    response = api.get(f"{API}/lineage/run/{'0' * 32}")
+
+    assert_error(response, 404, "NotFoundError", f"No lineage is recorded for run '{'0' * 32}'.")
+
+
+def test_audit_events_filter_by_project_entity_action_and_position(
+    api: httpx.Client, project: str
+) -> None:
+    run = create_run(api, project, params={"lr": 0.1})
+    api.post(f"{API}/runs/{run['id']}/tags", json={"tags": {"t": "1"}},
+             headers={"x-civicml-user": "auditor-bob"})
+    api.post(f"{API}/runs/{run['id']}/end", json={})
+
+    in_project = api.get(f"{API}/audit/events", params={"project": project}).json()
+    for_run = api.get(f"{API}/audit/events",
+                      params={"entity_kind": "run", "entity_id": run["id"]}).json()
+    tags = api.get(f"{API}/audit/events",
+                   params={"project": project, "action": "run.tags_set"}).json()
+    after = api.get(f"{API}/audit/events",
+                    params={"project": project, "after_seq": for_run[0]["seq"]}).json()
+    first_two = api.get(f"{API}/audit/events", params={"project": project, "limit": 2}).json()
+
+    assert [e["action"] for e in in_project] == [
+        "project.created", "experiment.created", "run.created", "run.tags_set", "run.finished"]
+    assert {e["project"] for e in in_project} == {project}
+    assert [e["action"] for e in for_run] == ["run.created", "run.tags_set", "run.finished"]
+    assert [(e["actor"], e["after"]) for e in tags] == [("auditor-bob", {"tags": {"t": "1"}})]
+    assert [e["action"] for e in after] == ["run.tags_set", "run.finished"]
+    assert first_two == in_project[:2]
+    seqs = [e["seq"] for e in in_project]
+    assert seqs == sorted(seqs)
+    assert all(len(e["hash"]) == 64 and len(e["prev_hash"]) == 64 for e in in_project)
+    assert for_run[0]["after"]["params"] == {"lr": "0.1"}
+
+
+def test_audit_verify_is_ok_and_counts_every_event(
+    api: httpx.Client, produced: tuple[dict[str, Any], dict[str, Any]]
+) -> None:
+    report = api.get(f"{API}/audit/verify").json()
+    everything = api.get(f"{API}/audit/events", params={"limit": 10_000}).json()
+
+    assert report["ok"] is True
+    assert report["problems"] == []
+    assert report["events_checked"] == len(everything)
+    assert (report["head_seq"], report["head_hash"]) == (everything[-1]["seq"],
+                                                         everything[-1]["hash"])
+    assert report["witness"]["seq"] == everything[-1]["seq"]
+
+
+def test_audit_export_is_jsonl_with_every_event_and_a_signed_head(
+    api: httpx.Client, produced: tuple[dict[str, Any], dict[str, Any]], tmp_path: Path
+) -> None:
+    response = api.get(f"{API}/audit/export")
+
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/x-ndjson")
+    assert "civicml-audit.jsonl" in response.headers["content-disposition"]
+    records = [json.loads(line) for line in response.text.splitlines()]
+    assert records[0]["type"] == "header"
+    assert records[0]["format"] == "civicml-audit/1"
+    events = [r for r in records if r["type"] == "event"]
+    listed = api.get(f"{API}/audit/events", params={"limit": 10_000}).json()
+    assert [(e["seq"], e["hash"]) for e in events] == [(e["seq"], e["hash"]) for e in listed]
+    assert records[-1]["type"] == "signed_head"
+    assert records[-1]["seq"] == listed[-1]["seq"]
+    assert records[-1]["public_key"] == records[0]["public_key"]
+    exported = tmp_path / "audit.jsonl"
+    exported.write_bytes(response.content)
+    assert verify_export(exported).ok
