@@ -9,10 +9,9 @@ import pytest
 from sqlalchemy import text
 
 from civicml.core import FrozenClock, Principal, Settings
-from civicml.governance import ProjectService
 from civicml.store import Context, MetadataStore
-from civicml.tracking.service import TrackingService
 from tests.conftest import PG_ADMIN_URL, make_context, service_available, skip_or_fail
+from tests.governance.helpers import populate
 
 
 @pytest.fixture(scope="session")
@@ -59,25 +58,6 @@ def pg_ctx(
     context = make_context(Settings.load(home=settings.home, db_url=_pg_database), principal, clock)
     yield context
     context.db.close()
-
-
-def populate(context: Context) -> int:
-    """Write ten audit events through the real services; returns how many were written.
-
-    1 project.created p1, 2 experiment.created, 3 run.created, 4 run.params_logged,
-    5 run.finished, 6 run.created, 7 run.params_logged, 8 run.failed, 9-10 project.created.
-    """
-    ProjectService(context).create("p1", description="first")
-    tracking = TrackingService(context)
-    first = tracking.create_run("p1")
-    tracking.log_params(first.id, {"lr": 0.1, "depth": 3})
-    tracking.end_run(first.id)
-    second = tracking.create_run("p1")
-    tracking.log_params(second.id, {"lr": 0.2})
-    tracking.end_run(second.id, "failed")
-    ProjectService(context).create("p2")
-    ProjectService(context).create("p3")
-    return 10
 
 
 @pytest.fixture

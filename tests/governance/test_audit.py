@@ -26,7 +26,7 @@ from civicml.governance._tables import audit_events, audit_head, projects
 from civicml.governance.audit import GENESIS, event_hash
 from civicml.store import Context
 from tests.conftest import make_context
-from tests.governance.conftest import populate
+from tests.governance.helpers import populate
 
 ACTIONS = [
     "project.created",

@@ -6,6 +6,7 @@ import math
 import os
 import threading
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -244,7 +245,7 @@ class RemoteBackend:
             "batches": [
                 {
                     "run_id": b.run_id,
-                    "batch_id": b.batch_id,
+                    "batch_id": b.batch_id or uuid.uuid4().hex,
                     "metrics": [_metric_json(v) for v in b.values],
                 }
                 for b in batches

@@ -7,7 +7,7 @@ import io
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, BinaryIO
 
 from sqlalchemy import Connection, bindparam, insert, select, update
@@ -49,6 +49,20 @@ _SEEN_BATCHES = select(metric_batches.c.batch_id).where(
 )
 _INSERT_BATCHES = insert(metric_batches)
 _INSERT_METRICS = insert(metrics)
+_HEARTBEAT_EVERY = timedelta(seconds=10)
+_last_heartbeat: dict[str, datetime] = {}
+
+
+def _heartbeat_due(run_id: str, now: datetime) -> bool:
+    last = _last_heartbeat.get(run_id)
+    if last is not None and timedelta(0) <= now - last < _HEARTBEAT_EVERY:
+        return False
+    if len(_last_heartbeat) > 10_000:
+        _last_heartbeat.clear()
+    _last_heartbeat[run_id] = now
+    return True
+
+
 _HEARTBEAT = (
     update(runs)
     .where(runs.c.id.in_(bindparam("ids", expanding=True)))
@@ -435,8 +449,9 @@ class TrackingService:
             if rows:
                 conn.execute(_INSERT_METRICS, rows)
                 self._upsert_latest(conn, list(latest.values()))
-            if touched:
-                conn.execute(_HEARTBEAT, {"ids": list(touched), "now": now})
+            stale = [r for r in touched if _heartbeat_due(r, now)]
+            if stale:  # logging is a heartbeat, recorded at most every _HEARTBEAT_EVERY
+                conn.execute(_HEARTBEAT, {"ids": stale, "now": now})
         return results
 
     @staticmethod

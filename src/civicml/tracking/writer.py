@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -25,7 +24,7 @@ __all__ = ["MetricSink", "MetricWriter"]
 #: Writes batches in one transaction and answers, per batch, a result or the error it hit.
 MetricSink = Callable[[Sequence[MetricBatch]], Sequence[MetricBatchResult | CivicMLError]]
 
-_MAX_PENDING = 10_000
+_MAX_PENDING = 50_000
 
 
 @dataclass(slots=True)
@@ -67,18 +66,17 @@ class MetricWriter:
         """Queue values for a run; with ``synchronous`` return only once they are durable
         (and answer what was stored). ``batch_id`` makes a retried batch count once."""
         self._raise_pending(run_id)
-        batch = MetricBatch(
-            run_id=run_id, values=list(values), batch_id=batch_id or uuid.uuid4().hex
-        )
-        item = _Pending(batch, threading.Event() if synchronous else None)
+        batch = MetricBatch(run_id=run_id, values=list(values), batch_id=batch_id)
         with self._cond:
             if self._closed:
                 raise RuntimeError("the metric writer is closed")
+            # Back-pressure: past _MAX_PENDING queued values a caller waits for a commit, so a
+            # producer faster than the disk cannot grow the buffer without bound.
+            wait = synchronous or self._pending_values >= _MAX_PENDING
+            item = _Pending(batch, threading.Event() if wait else None)
             self._queue.append(item)
             self._pending_values += len(batch.values)
-            if not synchronous:
-                if self._pending_values >= _MAX_PENDING:
-                    self._urgent = True
+            if not wait:
                 self._ensure_thread()
                 self._cond.notify_all()
                 return None

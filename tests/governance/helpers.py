@@ -1,0 +1,26 @@
+"""Helpers of the governance and audit CLI tests."""
+
+from __future__ import annotations
+
+from civicml.governance import ProjectService
+from civicml.store import Context
+from civicml.tracking.service import TrackingService
+
+
+def populate(context: Context) -> int:
+    """Write ten audit events through the real services; returns how many were written.
+
+    1 project.created p1, 2 experiment.created, 3 run.created, 4 run.params_logged,
+    5 run.finished, 6 run.created, 7 run.params_logged, 8 run.failed, 9-10 project.created.
+    """
+    ProjectService(context).create("p1", description="first")
+    tracking = TrackingService(context)
+    first = tracking.create_run("p1")
+    tracking.log_params(first.id, {"lr": 0.1, "depth": 3})
+    tracking.end_run(first.id)
+    second = tracking.create_run("p1")
+    tracking.log_params(second.id, {"lr": 0.2})
+    tracking.end_run(second.id, "failed")
+    ProjectService(context).create("p2")
+    ProjectService(context).create("p3")
+    return 10
