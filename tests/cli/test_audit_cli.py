@@ -1,4 +1,4 @@
-"""``civicml audit verify | export | list`` on the embedded platform (``civicml.cli.governance``)."""
+"""``civicml audit verify | export | list`` on the embedded platform (cli/governance.py)."""
 
 from __future__ import annotations
 

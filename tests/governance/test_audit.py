@@ -4,6 +4,7 @@ the export, the same-transaction guarantee and concurrent appenders."""
 from __future__ import annotations
 
 import gc
+import itertools
 import json
 import os
 import stat
@@ -77,7 +78,7 @@ def test_each_event_hashes_its_fields_and_links_to_the_one_before(ctx: Context) 
     events = AuditTrail(ctx).list()
 
     assert events[0].prev_hash == GENESIS
-    for previous, event in zip(events, events[1:], strict=False):
+    for previous, event in itertools.pairwise(events):
         assert event.prev_hash == previous.hash
     with ctx.db.read() as conn:
         rows = conn.execute(select(audit_events).order_by(audit_events.c.seq)).all()

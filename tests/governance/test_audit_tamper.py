@@ -124,7 +124,9 @@ def test_empty_chain_verifies(any_ctx: Context) -> None:
     ],
     ids=["actor", "after-json", "roles", "at", "project"],
 )
-def test_editing_an_event_is_detected(any_ctx: Context, events: int, values: dict) -> None:
+def test_editing_an_event_is_detected(
+    any_ctx: Context, events: int, values: dict[str, Any]
+) -> None:
     original = _row_of(any_ctx, 4)
     _edit(any_ctx, 4, **values)
 
@@ -392,9 +394,7 @@ def test_truncation_stays_detected_after_later_writes(any_ctx: Context, events: 
     assert "differs from the signed head" in report.problems[0].reason
 
 
-def test_recomputed_chain_stays_detected_after_a_later_write(
-    any_ctx: Context, events: int
-) -> None:
+def test_recomputed_chain_stays_detected_after_a_later_write(any_ctx: Context, events: int) -> None:
     _recompute_from(any_ctx, 4, actor="mallory")
     ProjectService(any_ctx).create("later")
 

@@ -250,9 +250,11 @@ class AuditTrail:
             query = query.with_for_update()
         head = conn.execute(query).first()
         if head is None:
-            seq, prev = 1, GENESIS
-        else:
-            seq, prev = int(head.seq) + 1, head.hash
+            raise ConfigurationError(
+                "The audit chain head row is missing: the audit_head table was emptied.",
+                hint="Run 'civicml audit verify'; restore the database from a backup.",
+            )
+        seq, prev = int(head.seq) + 1, head.hash
         principal = self._ctx.principal
         fields: dict[str, Any] = {
             "seq": seq,
@@ -270,12 +272,9 @@ class AuditTrail:
         }
         digest = event_hash(fields)
         conn.execute(insert(audit_events).values(**fields, hash=digest))
-        if head is None:
-            conn.execute(insert(audit_head).values(id=_HEAD_ID, seq=seq, hash=digest))
-        else:
-            conn.execute(
-                update(audit_head).where(audit_head.c.id == _HEAD_ID).values(seq=seq, hash=digest)
-            )
+        conn.execute(
+            update(audit_head).where(audit_head.c.id == _HEAD_ID).values(seq=seq, hash=digest)
+        )
         # Only the last head of a transaction needs signing: the key replaces earlier callbacks.
         uow.after_commit(
             "audit-witness",

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections import deque
 from typing import Any, Literal
 
-from sqlalchemy import Connection, insert, or_, select, update
+from sqlalchemy import Connection, insert, select, update
 
 from civicml.core.errors import InvalidInputError, NotFoundError
 from civicml.core.ids import new_id
@@ -141,33 +140,17 @@ class LineageService:
         root = self.get_node(kind, ref)
         seen: dict[str, int] = {root.id: 0}
         edges: dict[tuple[str, str, str], LineageEdge] = {}
-        frontier: deque[str] = deque([root.id])
         with self._ctx.db.read() as conn:
-            while frontier:
-                batch = [frontier.popleft() for _ in range(min(len(frontier), 500))]
-                conditions = []
-                if direction in ("downstream", "both"):
-                    conditions.append(lineage_edges.c.src.in_(batch))
-                if direction in ("upstream", "both"):
-                    conditions.append(lineage_edges.c.dst.in_(batch))
-                for edge in conn.execute(select(lineage_edges).where(or_(*conditions))):
-                    forward = edge.src in batch and direction in ("downstream", "both")
-                    backward = edge.dst in batch and direction in ("upstream", "both")
-                    for origin, target, ok in (
-                        (edge.src, edge.dst, forward),
-                        (edge.dst, edge.src, backward),
-                    ):
-                        if not ok or origin not in batch:
-                            continue
-                        depth = seen[origin] + 1
-                        if depth > max_depth:
-                            continue
-                        edges[(edge.src, edge.dst, edge.kind)] = LineageEdge(
-                            src=edge.src, dst=edge.dst, kind=edge.kind
-                        )
-                        if target not in seen:
-                            seen[target] = depth
-                            frontier.append(target)
+            # "both" is upstream plus downstream, each walked in its own direction: a sibling
+            # (another run fed by the same dataset) is neither, so it is not reached.
+            if direction in ("downstream", "both"):
+                _walk_edges(
+                    conn, root.id, forward=True, max_depth=max_depth, seen=seen, edges=edges
+                )
+            if direction in ("upstream", "both"):
+                _walk_edges(
+                    conn, root.id, forward=False, max_depth=max_depth, seen=seen, edges=edges
+                )
             rows = conn.execute(select(lineage_nodes).where(lineage_nodes.c.id.in_(list(seen))))
             nodes = sorted((_node(r) for r in rows), key=lambda n: (seen[n.id], n.kind, n.name))
         return LineageGraph(
@@ -176,6 +159,36 @@ class LineageService:
             nodes=nodes,
             edges=sorted(edges.values(), key=lambda e: (e.src, e.dst, e.kind)),
         )
+
+
+def _walk_edges(
+    conn: Connection,
+    start: str,
+    *,
+    forward: bool,
+    max_depth: int,
+    seen: dict[str, int],
+    edges: dict[tuple[str, str, str], LineageEdge],
+) -> None:
+    """Breadth-first along edges in one direction, recording nodes (with depth) and edges."""
+    near, far = (lineage_edges.c.src, "dst") if forward else (lineage_edges.c.dst, "src")
+    depth_of = {start: 0}
+    frontier = [start]
+    while frontier:
+        batch, frontier = frontier[:500], frontier[500:]
+        for edge in conn.execute(select(lineage_edges).where(near.in_(batch))):
+            origin = edge.src if forward else edge.dst
+            target = getattr(edge, far)
+            depth = depth_of[origin] + 1
+            if depth > max_depth:
+                continue
+            edges[(edge.src, edge.dst, edge.kind)] = LineageEdge(
+                src=edge.src, dst=edge.dst, kind=edge.kind
+            )
+            if target not in depth_of:
+                depth_of[target] = depth
+                seen[target] = min(seen.get(target, depth), depth)
+                frontier.append(target)
 
 
 def _node(row: Any) -> LineageNode:

@@ -17,6 +17,7 @@ from pydantic import TypeAdapter
 
 from civicml.core import errors as E
 from civicml.core.identity import resolve_principal
+from civicml.core.ids import validate_name
 from civicml.core.process import hostname, process_start
 from civicml.core.settings import Settings
 from civicml.governance.schemas import AuditEvent, AuditReport, LineageGraph, Project
@@ -137,7 +138,9 @@ class RemoteBackend:
 
     # Projects and experiments ----------------------------------------------------------------
     def ensure_project(self, name: str) -> Project:
-        return Project.model_validate(self._json("PUT", f"/api/v1/projects/{_q(name)}"))
+        return Project.model_validate(
+            self._json("PUT", f"/api/v1/projects/{_name('Project', name)}")
+        )
 
     def create_project(self, name: str, description: str = "") -> Project:
         return Project.model_validate(
@@ -147,7 +150,9 @@ class RemoteBackend:
         )
 
     def get_project(self, name: str) -> Project:
-        return Project.model_validate(self._json("GET", f"/api/v1/projects/{_q(name)}"))
+        return Project.model_validate(
+            self._json("GET", f"/api/v1/projects/{_name('Project', name)}")
+        )
 
     def list_projects(self) -> list[Project]:
         return [Project.model_validate(p) for p in self._json("GET", "/api/v1/projects")]
@@ -155,14 +160,14 @@ class RemoteBackend:
     def list_experiments(self, project: str) -> list[Experiment]:
         return [
             Experiment.model_validate(e)
-            for e in self._json("GET", f"/api/v1/projects/{_q(project)}/experiments")
+            for e in self._json("GET", f"/api/v1/projects/{_name('Project', project)}/experiments")
         ]
 
     def create_experiment(self, project: str, name: str, description: str = "") -> Experiment:
         return Experiment.model_validate(
             self._json(
                 "POST",
-                f"/api/v1/projects/{_q(project)}/experiments",
+                f"/api/v1/projects/{_name('Project', project)}/experiments",
                 json_body={"name": name, "description": description},
             )
         )
@@ -189,7 +194,7 @@ class RemoteBackend:
             "pid_start": process_start(pid) if pid else None,
         }
         run = Run.model_validate(
-            self._json("POST", f"/api/v1/projects/{_q(project)}/runs", json_body=body)
+            self._json("POST", f"/api/v1/projects/{_name('Project', project)}/runs", json_body=body)
         )
         self._active.add(run.id)
         return run
@@ -215,7 +220,9 @@ class RemoteBackend:
             "offset": offset,
         }
         return _RUNS.validate_python(
-            self._json("POST", f"/api/v1/projects/{_q(project)}/runs/search", json_body=body)
+            self._json(
+                "POST", f"/api/v1/projects/{_name('Project', project)}/runs/search", json_body=body
+            )
         )
 
     def log_params(self, run_id: str, params: Mapping[str, object]) -> None:
@@ -235,7 +242,7 @@ class RemoteBackend:
         )
 
     def delete_tag(self, run_id: str, key: str) -> None:
-        self.call("DELETE", f"/api/v1/runs/{_q(run_id)}/tags/{_q(key)}")
+        self.call("DELETE", f"/api/v1/runs/{_q(run_id)}/tags/{_q(key, safe='/')}")
 
     def log_metric_batches(
         self, batches: Sequence[MetricBatch]
@@ -265,7 +272,7 @@ class RemoteBackend:
     def metric_history(self, run_id: str, key: str) -> list[MetricValue]:
         return [
             MetricValue.model_validate(v)
-            for v in self._json("GET", f"/api/v1/runs/{_q(run_id)}/metrics/{_q(key)}")
+            for v in self._json("GET", f"/api/v1/runs/{_q(run_id)}/metrics/{_q(key, safe='/')}")
         ]
 
     def heartbeat(self, run_id: str) -> None:
@@ -301,7 +308,9 @@ class RemoteBackend:
 
     def put_blob(self, data: bytes | BinaryIO, *, project: str) -> str:
         return str(
-            self._json("POST", f"/api/v1/projects/{_q(project)}/blobs", content=data)["digest"]
+            self._json("POST", f"/api/v1/projects/{_name('Project', project)}/blobs", content=data)[
+                "digest"
+            ]
         )
 
     # Lineage and audit -----------------------------------------------------------------------
@@ -354,8 +363,8 @@ class RemoteRegistry:
         self._b = backend
 
     def _base(self, project: str, name: str | None = None) -> str:
-        base = f"/api/v1/projects/{_q(project)}/models"
-        return base if name is None else f"{base}/{_q(name)}"
+        base = f"/api/v1/projects/{_name('Project', project)}/models"
+        return base if name is None else f"{base}/{_name('Model', name)}"
 
     def create_model(self, project: str, name: str, description: str = "") -> RegisteredModel:
         return RegisteredModel.model_validate(
@@ -389,7 +398,7 @@ class RemoteRegistry:
             "signature": [s if isinstance(s, Mapping) else s.model_dump() for s in signature]
             if signature is not None
             else None,
-            "metrics": _jsonable(metrics) if metrics is not None else None,
+            "metrics": _json_floats(metrics) if metrics is not None else None,
             "description": description,
         }
         return ModelVersion.model_validate(
@@ -449,13 +458,13 @@ class RemoteRegistry:
         return ModelVersion.model_validate(
             self._b._json(
                 "PUT",
-                f"{self._base(project, name)}/aliases/{_q(alias)}",
+                f"{self._base(project, name)}/aliases/{_name('Alias', alias)}",
                 json_body={"version": int(version)},
             )
         )
 
     def delete_alias(self, project: str, name: str, alias: str) -> None:
-        self._b.call("DELETE", f"{self._base(project, name)}/aliases/{_q(alias)}")
+        self._b.call("DELETE", f"{self._base(project, name)}/aliases/{_name('Alias', alias)}")
 
     def archive_version(self, project: str, name: str, version: int | str) -> ModelVersion:
         return self._action(project, name, version, "archive", None)
@@ -478,6 +487,12 @@ class RemoteRegistry:
         )
 
 
+def _name(kind: str, value: str) -> str:
+    """A user-chosen name as a URL path segment, checked first so that a bad name fails as it
+    does embedded (a '/' in it would otherwise just miss every route)."""
+    return quote(validate_name(kind, value), safe="")
+
+
 def _q(value: str, safe: str = "") -> str:
     return quote(value, safe=safe)
 
@@ -492,14 +507,18 @@ def _metric_json(metric: MetricValue) -> dict[str, Any]:
 
 
 def _jsonable(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Params and tags are strings: convert as the embedded service does (``str(value)``)."""
+    return {key: value if isinstance(value, str) else str(value) for key, value in values.items()}
+
+
+def _json_floats(values: Mapping[str, float | None]) -> dict[str, Any]:
+    """Numbers for JSON: non-finite values as the strings pydantic reads back."""
     out: dict[str, Any] = {}
     for key, value in values.items():
-        if isinstance(value, float) and math.isnan(value):
-            out[key] = "NaN"
-        elif value is None or isinstance(value, str | int | float | bool):
+        if value is None or math.isfinite(value):
             out[key] = value
         else:
-            out[key] = str(value)
+            out[key] = "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     return out
 
 

@@ -56,7 +56,7 @@ def create_app(settings: Settings, principal: Principal | None = None) -> FastAP
         version=civicml.__version__,
         lifespan=lifespan,
         openapi_url="/openapi.json",
-        docs_url="/docs",
+        docs_url=None,
         redoc_url=None,
         description="Self-hosted MLOps for the public sector: tracking, registry, "
         "lineage and a tamper-evident audit trail.",
@@ -72,7 +72,10 @@ def create_app(settings: Settings, principal: Principal | None = None) -> FastAP
     app.add_middleware(
         GuardMiddleware,
         allowed_hosts=settings.server_allowed_hosts,
-        binary_upload_paths=("/artifacts/", "/blobs"),
+        binary_upload_paths=(
+            r"/api/v1/runs/[^/]+/artifacts/.+",
+            r"/api/v1/projects/[^/]+/blobs",
+        ),
     )
     return app
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import cached_property
 
 from fastapi import Request
 
 from civicml.core.identity import Principal, resolve_principal
-from civicml.core.ids import NAME_PATTERN
 from civicml.governance.audit import AuditTrail
 from civicml.governance.lineage import LineageService
 from civicml.governance.projects import ProjectService
@@ -20,6 +20,7 @@ from civicml.tracking.writer import MetricWriter
 __all__ = ["AppState", "Services", "principal_for_request", "services"]
 
 USER_HEADER = "x-civicml-user"
+_USER = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")  # any printable name: e-mail, DOMAIN\\user
 
 
 @dataclass
@@ -34,8 +35,8 @@ def principal_for_request(request: Request, default: Principal) -> Principal:
     """Who is calling. Authentication arrives later (DESIGN.md step 8) and replaces this one
     function; until then a client names its user in ``X-CivicML-User`` (the SDK sends
     ``CIVICML_USER`` or the OS user), and the server's own user is used otherwise."""
-    name = request.headers.get(USER_HEADER)
-    if name and NAME_PATTERN.match(name):
+    name = request.headers.get(USER_HEADER, "").strip()
+    if name and _USER.match(name):
         return resolve_principal(name)
     return default
 

@@ -12,9 +12,20 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from civicml.core.errors import CivicMLError
 
-__all__ = ["error_body", "install_error_handlers"]
+__all__ = ["SECURITY_HEADERS", "error_body", "install_error_handlers"]
 
 log = logging.getLogger("civicml.server")
+
+#: Sent with every answer (the guard adds them; the last-resort 500 handler, which runs outside
+#: the guard, adds them itself).
+SECURITY_HEADERS = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+    (b"cross-origin-resource-policy", b"same-origin"),
+    (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
+    (b"cache-control", b"no-store"),
+]
 
 _HTTP_NAMES = {
     400: "BadRequestError",
@@ -88,8 +99,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _bug(_request: Request, err: Exception) -> JSONResponse:
         log.exception("unhandled error", exc_info=err)
-        return error_response(
+        response = error_response(
             500,
             "Internal server error; the server log has the details.",
             hint="This is a bug in civicml; please report it with the log.",
         )
+        for name, value in SECURITY_HEADERS:
+            response.headers[name.decode()] = value.decode()
+        return response

@@ -9,41 +9,32 @@ need a preflight, which this server never grants. The Host allowlist stops DNS r
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from civicml.server.errors import error_body
+from civicml.server.errors import SECURITY_HEADERS, error_body
 
 __all__ = ["GuardMiddleware"]
 
 _BODY_METHODS = {b"POST", b"PUT", b"PATCH", b"DELETE"}
-_SECURITY_HEADERS = [
-    (b"x-content-type-options", b"nosniff"),
-    (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
-    (b"cross-origin-resource-policy", b"same-origin"),
-    (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"),
-    (b"cache-control", b"no-store"),
-]
-_DOC_CSP = (
-    b"content-security-policy",
-    b"default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; "
-    b"script-src 'self' 'unsafe-inline'; frame-ancestors 'none'",
-)
 
 
 class GuardMiddleware:
     """Refuse unknown Host headers and non-JSON bodies; add security headers to every answer."""
 
     def __init__(
-        self, app: ASGIApp, allowed_hosts: Iterable[str], binary_upload_paths: tuple[str, ...] = ()
+        self,
+        app: ASGIApp,
+        allowed_hosts: Iterable[str],
+        binary_upload_paths: Iterable[str] = (),
     ) -> None:
         self.app = app
         self.allowed = {h.lower() for h in allowed_hosts}
         self.allow_any = "*" in self.allowed
-        self.binary_paths = binary_upload_paths
+        self.binary_paths = [re.compile(p) for p in binary_upload_paths]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -62,7 +53,7 @@ class GuardMiddleware:
         if scope["method"].encode() in _BODY_METHODS and _has_body(headers):
             ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
             binary_ok = ctype == b"application/octet-stream" and any(
-                marker in scope["path"] for marker in self.binary_paths
+                pattern.fullmatch(scope["path"]) for pattern in self.binary_paths
             )
             if ctype != b"application/json" and not binary_ok:
                 await _reject(
@@ -74,18 +65,10 @@ class GuardMiddleware:
                     "use 'application/octet-stream'.",
                 )
                 return
-        docs = scope["path"] in ("/docs", "/redoc")
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                extra = [
-                    h
-                    for h in _SECURITY_HEADERS
-                    if not (docs and h[0] == b"content-security-policy")
-                ]
-                if docs:
-                    extra.append(_DOC_CSP)
-                message["headers"] = list(message.get("headers", [])) + extra
+                message["headers"] = list(message.get("headers", [])) + SECURITY_HEADERS
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
@@ -109,7 +92,7 @@ async def _reject(send: Send, status: int, message: str, hint: str) -> None:
     headers: list[Any] = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
-        *_SECURITY_HEADERS,
+        *SECURITY_HEADERS,
     ]
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+import logging
 import os
 import re
 import shutil
@@ -36,6 +37,7 @@ __all__ = [
 ]
 
 _CHUNK = 1 << 20
+log = logging.getLogger("civicml.artifacts")
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 
 
@@ -194,8 +196,9 @@ class LocalArtifactStore:
 
 
 def _corrupted(digest: str, path: Path) -> ArtifactIntegrityError:
+    log.error("artifact %s at %s failed its integrity check", digest, path)
     return ArtifactIntegrityError(
-        f"Artifact sha256:{digest} failed its integrity check: the bytes at {path} no longer "
+        f"Artifact sha256:{digest} failed its integrity check: its stored bytes no longer "
         "match their SHA-256. They were not used.",
         hint="Restore the file from a backup; run 'civicml audit verify' to check the audit trail.",
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Response
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from civicml.governance.schemas import Project
 from civicml.server.deps import Services, services
@@ -16,11 +16,15 @@ Svc = Annotated[Services, Depends(services)]
 
 
 class ProjectCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     name: str = Field(description="Unique project name, e.g. 'benefits-eligibility'.")
     description: str = Field(default="", max_length=10_000, description="Free text.")
 
 
 class ExperimentCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
     name: str = Field(description="Experiment name, unique in its project.")
     description: str = Field(default="", max_length=10_000, description="Free text.")
 

@@ -142,7 +142,7 @@ def set_tags(run_id: str, body: TagsBody, svc: Svc) -> None:
     svc.tracking.set_tags(run_id, body.tags)
 
 
-@router.delete("/runs/{run_id}/tags/{key}", status_code=204)
+@router.delete("/runs/{run_id}/tags/{key:path}", status_code=204)
 def delete_tag(run_id: str, key: str, svc: Svc) -> None:
     svc.tracking.delete_tag(run_id, key)
 
@@ -168,7 +168,7 @@ def log_metric_batches(body: BatchesBody, svc: Svc) -> list[BatchOutcome]:
     ]
 
 
-@router.get("/runs/{run_id}/metrics/{key}", response_model=list[MetricValue])
+@router.get("/runs/{run_id}/metrics/{key:path}", response_model=list[MetricValue])
 def metric_history(run_id: str, key: str, svc: Svc) -> list[MetricValue]:
     return svc.tracking.metric_history(run_id, key)
 

@@ -63,13 +63,16 @@ def upgrade() -> None:
         "ix_audit_events_entity", "audit_events", ["entity_kind", "entity_id"], unique=False
     )
     op.create_index("ix_audit_events_project", "audit_events", ["project"], unique=False)
-    op.create_table(
+    audit_head = op.create_table(
         "audit_head",
         sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
         sa.Column("seq", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), nullable=False),
         sa.Column("hash", sa.String(length=64), nullable=False),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_audit_head")),
     )
+    # The chain head row exists from the start, so every appender can lock it (SELECT ... FOR
+    # UPDATE): even the first two writers on PostgreSQL are serialised.
+    op.bulk_insert(audit_head, [{"id": 1, "seq": 0, "hash": "0" * 64}])
     op.create_table(
         "lineage_nodes",
         sa.Column("id", sa.String(length=32), nullable=False),
