@@ -521,14 +521,8 @@ def _wait_for_a_lock_wait(ctx: Context) -> None:
     raise RuntimeError("the second writer never blocked on the first")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug: on PostgreSQL audit_head has no row until the first event, so SELECT ... FOR "
-    "UPDATE locks nothing and two first writers both take seq 1; the loser fails (here as a "
-    "false ConflictError 'Project already exists')",
-)
 def test_the_first_two_writers_on_postgres_do_not_collide(pg_ctx: Context) -> None:
+    """The second writer waits for the first one's lock on the head row, then follows it."""
     holding, release = threading.Event(), threading.Event()
     errors: list[BaseException] = []
 

@@ -7,12 +7,14 @@ involved) and checks that ``AuditTrail.verify`` names the first tampered event a
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy import Connection, delete, select, update
 
+from civicml.core import ConfigurationError
 from civicml.governance import AuditTrail, ProjectService, SignedHead
 from civicml.governance._tables import audit_events, audit_head
 from civicml.governance.audit import GENESIS, event_hash
@@ -249,7 +251,16 @@ def test_wiping_every_event_and_the_head_is_caught_by_the_witness(
     seq, reason = _problem(any_ctx)
 
     assert seq == 1
-    assert "the tail was truncated" in reason
+    assert reason == (
+        f"the signed head covers {events} events but the chain holds only 0: the tail was truncated"
+    )
+    with pytest.raises(
+        ConfigurationError,
+        match=re.escape("The audit chain head row is missing: the audit_head table was emptied."),
+    ):
+        ProjectService(any_ctx).create("after-the-wipe")
+    with any_ctx.db.engine.connect() as conn:
+        assert conn.execute(select(audit_events.c.seq)).all() == []
 
 
 def test_truncated_tail_without_fixing_the_head_is_caught_by_the_head_row(

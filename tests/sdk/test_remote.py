@@ -267,9 +267,6 @@ def test_errors_are_the_same_class_and_message_remotely(case: ErrorCase, pair: P
     assert _normalized(remote.value, pair.remote) == _normalized(local.value, pair.embedded)
 
 
-@pytest.mark.xfail(strict=True, reason="bug: RemoteBackend puts names in URL paths with "
-                   "quote(); the server decodes %2F before routing, so a name with '/' hits "
-                   "no route (NotFoundError 'Not Found') instead of InvalidInputError")
 def test_a_name_with_a_slash_fails_remotely_as_it_does_embedded(pair: Pair) -> None:
     with pytest.raises(InvalidInputError, match=re.escape("Project name 'a/b' is not valid.")):
         pair.embedded.ml.project("a/b")
@@ -356,9 +353,6 @@ def test_the_user_is_sent_and_recorded_as_the_audit_actor(live_server: str) -> N
         assert repr(ml).startswith("<civicml.Client remote http://127.0.0.1:")
 
 
-@pytest.mark.xfail(strict=True, reason="bug: server/deps.py principal_for_request silently "
-                   "ignores an X-CivicML-User that fails NAME_PATTERN (e.g. an e-mail "
-                   "address) and records the server's own user; embedded records the name")
 def test_an_email_user_is_recorded_remotely_as_embedded(live_server: str, tmp_path: Path) -> None:
     actors = []
     for target in ({"home": tmp_path / "embedded"}, {"url": live_server}):
@@ -369,8 +363,6 @@ def test_an_email_user_is_recorded_remotely_as_embedded(live_server: str, tmp_pa
     assert actors == ["ana@agency.gov", "ana@agency.gov"]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: sdk/remote.py _jsonable sends a NaN parameter as "
-                   "the string 'NaN'; embedded stores str(nan) == 'nan'")
 def test_a_nan_parameter_is_stored_as_embedded_stores_it(
     live_server: str, tmp_path: Path
 ) -> None:
@@ -383,8 +375,6 @@ def test_a_nan_parameter_is_stored_as_embedded_stores_it(
     assert stored == ["nan", "nan"]
 
 
-@pytest.mark.xfail(strict=True, reason="bug: sdk/remote.py _jsonable passes +/-inf floats to "
-                   "httpx's JSON encoder, which raises ValueError; embedded stores 'inf'")
 def test_an_infinite_parameter_is_accepted_remotely(live_server: str) -> None:
     with cm.connect(live_server) as ml:
         run = ml.project("benefits").start_run(params={"clip": math.inf})

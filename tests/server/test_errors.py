@@ -505,11 +505,6 @@ def test_every_validation_problem_is_listed_with_its_field_path(table: Table) ->
     assert body["hint"] == "Check the request against /openapi.json."
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: ProjectCreate/ExperimentCreate in "
-    "server/routers/projects.py do not forbid unknown fields",
-)
 @pytest.mark.parametrize("path", ["/projects", "/projects/{project}/experiments"])
 def test_extra_field_in_project_and_experiment_bodies_is_refused(
     api: httpx.Client, project: str, path: str
@@ -545,11 +540,6 @@ def test_a_bug_answers_a_generic_500_without_the_traceback(settings: Settings) -
     assert body["hint"] == "This is a bug in civicml; please report it with the log."
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the generic 500 handler runs in ServerErrorMiddleware, outside GuardMiddleware, "
-    "so its answer lacks the security headers (server/app.py add_middleware)",
-)
 def test_a_bug_answer_carries_the_security_headers(settings: Settings) -> None:
     app = create_app(settings)
 
@@ -580,11 +570,6 @@ def test_a_tampered_artifact_is_refused_not_served(fresh: Fresh) -> None:
     assert response.headers["x-content-type-options"] == "nosniff"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: ArtifactIntegrityError's message (store/artifacts.py _corrupted) names the "
-    "object's absolute path on the server, and the REST body returns it to any client",
-)
 def test_an_integrity_error_does_not_reveal_server_paths(fresh: Fresh) -> None:
     api, seed, settings = fresh.api, fresh.seed, fresh.settings
     digest = api.get(f"{API}/runs/{seed.run}/artifacts").json()[0]["digest"]

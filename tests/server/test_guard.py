@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from urllib.parse import urlsplit
 
 import httpx
@@ -144,11 +143,6 @@ def test_an_artifact_upload_with_a_form_content_type_stores_nothing(
     assert api.get(f"{API}/runs/{run['id']}/artifacts").json() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: guard.py lets octet-stream through when '/artifacts/' or '/blobs' appears "
-    "anywhere in the path (substring match), e.g. for a project named 'artifacts'",
-)
 def test_octet_stream_is_refused_on_routes_that_only_look_like_uploads(
     api: httpx.Client,
 ) -> None:
@@ -179,28 +173,13 @@ def test_every_answer_carries_the_security_headers(api: httpx.Client, path: str)
     assert response.headers["referrer-policy"] == "no-referrer"
 
 
-def test_the_docs_page_gets_its_own_policy(api: httpx.Client) -> None:
+def test_no_docs_page_that_would_load_scripts_from_a_cdn_is_served(api: httpx.Client) -> None:
+    """Swagger UI loads from cdn.jsdelivr.net, which the CSP (rightly) blocks and an offline
+    server cannot reach; the API is described by /openapi.json instead."""
     response = api.get("/docs")
 
-    assert response.status_code == 200
-    csp = response.headers["content-security-policy"]
-    assert "frame-ancestors 'none'" in csp
-    assert response.headers["x-frame-options"] == "DENY"
-    assert response.headers.get_list("content-security-policy") == [csp]
-
-
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: /docs loads Swagger UI from cdn.jsdelivr.net but guard.py's _DOC_CSP only "
-    "allows 'self', so a browser blocks the page's scripts and styles",
-)
-def test_the_docs_page_policy_allows_the_assets_it_loads(api: httpx.Client) -> None:
-    response = api.get("/docs")
-
-    csp = response.headers["content-security-policy"]
-    for url in re.findall(r"""(?:src|href)\s*=\s*['"](https?://[^'"]+)""", response.text):
-        origin = "{0.scheme}://{0.netloc}".format(urlsplit(url))
-        assert origin in csp, f"{url} is blocked by {csp!r}"
+    assert_error(response, 404, "NotFoundError")
+    assert "cdn." not in response.text
 
 
 def test_openapi_lists_the_routes(api: httpx.Client) -> None:

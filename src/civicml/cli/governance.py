@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from civicml.cli._common import JsonOpt, client, console, print_json, table
+from civicml.cli._common import STATE, JsonOpt, client, console, print_json, table
 
 lineage_app = typer.Typer(
     help="Lineage: what each thing came from and what came of it.", no_args_is_help=True
@@ -51,7 +51,7 @@ def verify(
         from civicml.core.settings import Settings
         from civicml.governance.audit import AuditSigner, verify_export
 
-        settings = Settings.load()
+        settings = Settings.load(home=STATE.home, user=STATE.user)
         signer = AuditSigner(settings.audit_key_path, settings.witness_path)
         report = verify_export(file, signer if signer.pub_path.is_file() else None)
     else:

@@ -24,6 +24,7 @@ from civicml.sdk.embedded import EmbeddedBackend
 from civicml.store.paths import validate_relative_path
 from civicml.store.schemas import ArtifactInfo
 from civicml.tracking.schemas import Experiment, MetricValue, Run, RunStatus
+from civicml.tracking.service import MetricPoint
 
 __all__ = ["Client", "ModelsHandle", "ProjectHandle", "RunHandle", "connect"]
 
@@ -438,18 +439,26 @@ def _ref(mv: ModelVersion | tuple[str, int]) -> tuple[str, int]:
     return mv.name, mv.version
 
 
-def _metric(key: str, value: float, step: int | None, timestamp: int | None) -> MetricValue:
+def _metric(key: str, value: float, step: int | None, timestamp: int | None) -> MetricPoint:
+    """Check one value as :class:`MetricValue` would, without a model per value (hot path)."""
+    if not isinstance(key, str) or not 1 <= len(key) <= 250:
+        raise InvalidInputError(f"Metric name {key!r} is not valid.", hint="Use 1-250 characters.")
     if isinstance(value, bool) or not isinstance(value, int | float):
         try:
             value = float(value)
         except (TypeError, ValueError) as err:
             raise InvalidInputError(f"Metric {key!r} value {value!r} is not a number.") from err
-    return MetricValue(
-        key=key,
-        value=float(value),
-        step=step or 0,
-        timestamp=timestamp if timestamp is not None else int(time.time() * 1000),
-    )
+    step = step or 0
+    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+        raise InvalidInputError(f"Metric {key!r} step {step!r} is not a whole number >= 0.")
+    if timestamp is None:
+        timestamp = int(time.time() * 1000)
+    elif not isinstance(timestamp, int) or timestamp < 0:
+        raise InvalidInputError(
+            f"Metric {key!r} timestamp {timestamp!r} is not valid.",
+            hint="Use milliseconds since the epoch.",
+        )
+    return MetricPoint(key, float(value), step, timestamp)
 
 
 def _walk_files(root: Path) -> Iterator[Path]:

@@ -24,7 +24,7 @@ from civicml.governance.schemas import AuditEvent, AuditReport, LineageGraph, Pr
 from civicml.registry.schemas import ApprovalRecord, ModelVersion, RegisteredModel
 from civicml.store.schemas import ArtifactInfo
 from civicml.tracking.schemas import Experiment, MetricBatchResult, MetricValue, Run
-from civicml.tracking.service import MetricBatch
+from civicml.tracking.service import MetricBatch, MetricPoint
 from civicml.tracking.writer import MetricWriter
 
 __all__ = ["RemoteBackend", "RemoteRegistry"]
@@ -497,7 +497,7 @@ def _q(value: str, safe: str = "") -> str:
     return quote(value, safe=safe)
 
 
-def _metric_json(metric: MetricValue) -> dict[str, Any]:
+def _metric_json(metric: MetricValue | MetricPoint) -> dict[str, Any]:
     value: float | str = metric.value
     if not math.isfinite(metric.value):
         value = (

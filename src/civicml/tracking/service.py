@@ -8,10 +8,9 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, NamedTuple
 
 from sqlalchemy import Connection, bindparam, insert, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 
 from civicml.core.clock import to_millis
@@ -38,7 +37,17 @@ from civicml.tracking._tables import latest_metrics, metric_batches, metrics, ru
 from civicml.tracking.schemas import Experiment, MetricBatchResult, MetricValue, Run, RunStatus
 from civicml.tracking.search import apply_order, compile_filter, parse_filter, parse_order
 
-__all__ = ["MetricBatch", "TrackingService"]
+__all__ = ["MetricBatch", "MetricPoint", "TrackingService"]
+
+
+class MetricPoint(NamedTuple):
+    """A checked metric value on the hot path (no pydantic model per value)."""
+
+    key: str
+    value: float
+    step: int
+    timestamp: int | None
+
 
 # Statements of the metric hot path, built once (building costs more than executing them).
 _RUN_STATUS = select(runs.c.id, runs.c.status).where(
@@ -48,7 +57,6 @@ _SEEN_BATCHES = select(metric_batches.c.batch_id).where(
     metric_batches.c.batch_id.in_(bindparam("ids", expanding=True))
 )
 _INSERT_BATCHES = insert(metric_batches)
-_INSERT_METRICS = insert(metrics)
 _HEARTBEAT_EVERY = timedelta(seconds=10)
 _last_heartbeat: dict[str, datetime] = {}
 
@@ -77,10 +85,14 @@ DEFAULT_EXPERIMENT = "default"
 
 @dataclass(frozen=True, slots=True)
 class MetricBatch:
-    """Values for one run, with the client's batch id (a retry with the same id is ignored)."""
+    """Values for one run, with the client's batch id (a retry with the same id is ignored).
+
+    ``values`` are :class:`MetricValue` objects or anything with the same attributes (the SDK
+    passes light :class:`MetricPoint` tuples it has already checked).
+    """
 
     run_id: str
-    values: Sequence[MetricValue]
+    values: Sequence[MetricValue | MetricPoint]
     batch_id: str | None = None
 
 
@@ -399,9 +411,9 @@ class TrackingService:
             status = dict(conn.execute(_RUN_STATUS, {"ids": run_ids}).all())
             ids = [b.batch_id for b in batches if b.batch_id]
             seen = set(conn.execute(_SEEN_BATCHES, {"ids": ids}).scalars()) if ids else set()
-            rows: list[dict[str, Any]] = []
+            rows: list[tuple[Any, ...]] = []
             new_batches: list[dict[str, Any]] = []
-            latest: dict[tuple[str, str], dict[str, Any]] = {}
+            latest: dict[tuple[str, str], tuple[Any, ...]] = {}
             touched: set[str] = set()
             for batch in batches:
                 state = status.get(batch.run_id)
@@ -424,39 +436,34 @@ class TrackingService:
                             "created_at": now,
                         }
                     )
+                run_id = batch.run_id
                 for v in batch.values:
-                    is_nan = math.isnan(v.value)
-                    row = {
-                        "run_id": batch.run_id,
-                        "key": v.key,
-                        "value": None if is_nan else v.value,
-                        "is_nan": is_nan,
-                        "step": v.step,
-                        "timestamp": now_ms if v.timestamp is None else v.timestamp,
-                    }
+                    value = v.value
+                    is_nan = value != value  # noqa: PLR0124 - the fastest NaN test
+                    row = (
+                        run_id,
+                        v.key,
+                        None if is_nan else value,
+                        is_nan,
+                        v.step,
+                        now_ms if v.timestamp is None else v.timestamp,
+                    )
                     rows.append(row)
-                    slot = (batch.run_id, v.key)
-                    best = latest.get(slot)
-                    if best is None or (row["step"], row["timestamp"]) >= (
-                        best["step"],
-                        best["timestamp"],
-                    ):
-                        latest[slot] = row
+                    best = latest.get((run_id, v.key))
+                    if best is None or (row[4], row[5]) >= (best[4], best[5]):
+                        latest[(run_id, v.key)] = row
                 touched.add(batch.run_id)
                 results.append(MetricBatchResult(stored=len(batch.values)))
             if new_batches:
                 conn.execute(_INSERT_BATCHES, new_batches)
-            if rows:
-                conn.execute(_INSERT_METRICS, rows)
-                self._upsert_latest(conn, list(latest.values()))
+            if rows:  # plain DB-API executemany: SQLAlchemy's per-row work cost more than SQLite's
+                insert_sql, upsert_sql = _metric_sql(conn.dialect.paramstyle)
+                conn.exec_driver_sql(insert_sql, rows)
+                conn.exec_driver_sql(upsert_sql, list(latest.values()))
             stale = [r for r in touched if _heartbeat_due(r, now)]
             if stale:  # logging is a heartbeat, recorded at most every _HEARTBEAT_EVERY
                 conn.execute(_HEARTBEAT, {"ids": stale, "now": now})
         return results
-
-    @staticmethod
-    def _upsert_latest(conn: Connection, rows: list[dict[str, Any]]) -> None:
-        conn.execute(_latest_upsert(conn.dialect.name), rows)
 
     def metric_history(self, run_id: str, key: str) -> list[MetricValue]:
         with self._ctx.db.read() as conn:
@@ -755,25 +762,21 @@ def _not_running(run_id: str, status: str, verb: str) -> ConflictError:
 
 
 @functools.cache
-def _latest_upsert(dialect_name: str) -> Any:
-    """INSERT ... ON CONFLICT DO UPDATE keeping the newest value (by step, then time); built
-    once per dialect because constructing it costs more than running it."""
-    dialect = postgresql if dialect_name == "postgresql" else sqlite
-    stmt = dialect.insert(latest_metrics)
-    newer = (stmt.excluded.step > latest_metrics.c.step) | (
-        (stmt.excluded.step == latest_metrics.c.step)
-        & (stmt.excluded.timestamp >= latest_metrics.c.timestamp)
+def _metric_sql(paramstyle: str) -> tuple[str, str]:
+    """The metric INSERT and the latest-value upsert (keeps the newest by step, then time), in
+    the driver's parameter style. The SQL is the same on SQLite and PostgreSQL."""
+    p = "?" if paramstyle == "qmark" else "%s"
+    columns = "run_id, key, value, is_nan, step, timestamp"
+    values = f"({p}, {p}, {p}, {p}, {p}, {p})"
+    insert_sql = f"INSERT INTO metrics ({columns}) VALUES {values}"
+    upsert_sql = (
+        f"INSERT INTO latest_metrics ({columns}) VALUES {values} "
+        "ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value, "
+        "is_nan = excluded.is_nan, step = excluded.step, timestamp = excluded.timestamp "
+        "WHERE excluded.step > latest_metrics.step OR (excluded.step = latest_metrics.step "
+        "AND excluded.timestamp >= latest_metrics.timestamp)"
     )
-    return stmt.on_conflict_do_update(
-        index_elements=[latest_metrics.c.run_id, latest_metrics.c.key],
-        set_={
-            "value": stmt.excluded.value,
-            "is_nan": stmt.excluded.is_nan,
-            "step": stmt.excluded.step,
-            "timestamp": stmt.excluded.timestamp,
-        },
-        where=newer,
-    )
+    return insert_sql, upsert_sql
 
 
 def _experiment(row: Any, project: str) -> Experiment:
