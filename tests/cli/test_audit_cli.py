@@ -250,11 +250,6 @@ def test_verify_file_rejects_a_re_signed_export_of_this_installation(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: 'audit verify --file' loads Settings.load() without --home/--url/--user "
-    "(cli/governance.py), so it checks against $CIVICML_HOME's key, not --home's",
-)
 def test_verify_file_checks_against_the_key_of_home_given_on_the_command_line(
     cli: Cli, site: Path, tmp_path: Path
 ) -> None:

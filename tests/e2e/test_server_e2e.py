@@ -68,8 +68,20 @@ def _start_server(home: Path, log: Path) -> Iterator[str]:
     env = {**os.environ, "CIVICML_HOME": str(home)}
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "civicml.cli.main", "server", "--port", str(port),
-             "--log-level", "warning"], env=env, stdout=out, stderr=subprocess.STDOUT)
+            [
+                sys.executable,
+                "-m",
+                "civicml.cli.main",
+                "server",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+            ],
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
         url = f"http://127.0.0.1:{port}"
         try:
             wait_healthy(url)
@@ -93,18 +105,22 @@ def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]
 def _state(url: str) -> dict[str, Any]:
     """Everything the journey stored, as the API answers it."""
     with httpx.Client(base_url=url, timeout=30) as http:
-        runs = http.get(f"{API}/projects/benefits/runs",
-                        params={"order_by": "attributes.name"}).json()
+        runs = http.get(
+            f"{API}/projects/benefits/runs", params={"order_by": "attributes.name"}
+        ).json()
         models = f"{API}/projects/benefits/models/eligibility"
         return {
             "projects": http.get(f"{API}/projects").json(),
             "runs": runs,
-            "histories": {r["id"]: http.get(f"{API}/runs/{r['id']}/metrics/loss").json()
-                          for r in runs},
-            "artifacts": {r["id"]: http.get(f"{API}/runs/{r['id']}/artifacts").json()
-                          for r in runs},
-            "model_bytes": [http.get(f"{API}/runs/{r['id']}/artifacts/model/model.bin").content
-                            for r in runs],
+            "histories": {
+                r["id"]: http.get(f"{API}/runs/{r['id']}/metrics/loss").json() for r in runs
+            },
+            "artifacts": {
+                r["id"]: http.get(f"{API}/runs/{r['id']}/artifacts").json() for r in runs
+            },
+            "model_bytes": [
+                http.get(f"{API}/runs/{r['id']}/artifacts/model/model.bin").content for r in runs
+            ],
             "versions": http.get(f"{models}/versions", params={"include_archived": True}).json(),
             "production": http.get(f"{models}/versions/production").json(),
             "history": http.get(f"{models}/versions/1/approvals").json(),
@@ -122,15 +138,15 @@ def test_a_full_journey_survives_a_server_restart(
     with cm.connect(url, user="data-scientist") as ml:
         proj = ml.project("benefits")
         for lr, auc in ((0.3, 0.84), (0.1, 0.91), (0.03, 0.79)):
-            with proj.start_run(experiment="baseline", name=f"lr-{lr}",
-                                params={"lr": lr}) as run:
+            with proj.start_run(experiment="baseline", name=f"lr-{lr}", params={"lr": lr}) as run:
                 for step in range(20):
                     run.log_metric("loss", 1.0 / (step + 1), step=step)
                 run.log_metrics({"auc": auc})
                 run.log_bytes(f"weights {lr}".encode(), "model/model.bin")
         best = proj.runs.search("metrics.auc > 0.9")[0]
-        mv = proj.models.register("eligibility", run=best.id,
-                                  signature=[{"name": "income", "type": "float64"}])
+        mv = proj.models.register(
+            "eligibility", run=best.id, signature=[{"name": "income", "type": "float64"}]
+        )
     # A reviewer approves it and points production at it.
     with cm.connect(url, user="risk-officer") as ml:
         models = ml.project("benefits").models
@@ -143,20 +159,37 @@ def test_a_full_journey_survives_a_server_restart(
     listed = json.loads(out)
     assert sorted(r["name"] for r in listed) == ["lr-0.03", "lr-0.1", "lr-0.3"]
     assert {r["status"] for r in listed} == {"finished"}
-    code, out, _ = _cli(capsys, "--url", url, "models", "show", "eligibility", "production",
-                        "-p", "benefits", "--json")
+    code, out, _ = _cli(
+        capsys,
+        "--url",
+        url,
+        "models",
+        "show",
+        "eligibility",
+        "production",
+        "-p",
+        "benefits",
+        "--json",
+    )
     shown = json.loads(out)
     assert (code, shown["version"], shown["approval_status"], shown["approval_by"]) == (
-        0, 1, "Approved", "risk-officer")
-    code, _, _ = _cli(capsys, "--url", url, "--user", "cli-user", "runs", "set-tag", best.id,
-                      "reviewed", "yes")
+        0,
+        1,
+        "Approved",
+        "risk-officer",
+    )
+    code, _, _ = _cli(
+        capsys, "--url", url, "--user", "cli-user", "runs", "set-tag", best.id, "reviewed", "yes"
+    )
     assert code == 0
 
     # Bad input through the CLI: exit 2, one "Error:" line and its hint, nothing on stdout.
     code, out, err = _cli(capsys, "--url", url, "runs", "list", "-p", "benefit", "--json")
     assert (code, out) == (2, "")
-    assert err.splitlines() == ["Error: Project 'benefit' does not exist.",
-                                "Hint: Did you mean 'benefits'?"]
+    assert err.splitlines() == [
+        "Error: Project 'benefit' does not exist.",
+        "Hint: Did you mean 'benefits'?",
+    ]
 
     before = _state(url)
     assert before["runs"][1]["tags"] == {"reviewed": "yes"}
@@ -189,8 +222,9 @@ def test_a_long_cli_error_stays_on_one_line(
         ml.project("benefits")
     long_filter = " and ".join(f"metrics.metric_number_{i} > 0.{i}" for i in range(60)) + " or"
 
-    code, out, err = _cli(capsys, "--url", url, "runs", "list", "-p", "benefits",
-                          "--filter", long_filter, "--json")
+    code, out, err = _cli(
+        capsys, "--url", url, "runs", "list", "-p", "benefits", "--filter", long_filter, "--json"
+    )
 
     assert (code, out) == (2, "")
     lines = err.splitlines()

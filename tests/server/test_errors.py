@@ -21,6 +21,7 @@ from tests.server.helpers import (
     OCTET,
     SECURITY_HEADERS,
     RawResponse,
+    Server,
     assert_error,
     audit_count,
     create_run,
@@ -29,7 +30,6 @@ from tests.server.helpers import (
     raw_request,
     register,
     serve,
-    Server,
     upload,
 )
 
@@ -50,14 +50,22 @@ class Seed:
 def make_seed(api: httpx.Client, base_url: str) -> Seed:
     assert api.post(f"{API}/projects", json={"name": "benefits"}).status_code == 201
     run = create_run(api, "benefits", params={"lr": "0.1"}, tags={"team": "ml"})
-    logged = api.post(f"{API}/runs/{run['id']}/metrics", json={"metrics": [
-        {"key": "auc", "value": 0.5, "step": 0}, {"key": "auc", "value": 0.9, "step": 1}]})
+    logged = api.post(
+        f"{API}/runs/{run['id']}/metrics",
+        json={
+            "metrics": [
+                {"key": "auc", "value": 0.5, "step": 0},
+                {"key": "auc", "value": 0.9, "step": 1},
+            ]
+        },
+    )
     assert logged.status_code == 200
     assert upload(api, run["id"], "model/model.bin", b"\x00weights\xff").status_code == 201
     finished = model_run(api, "benefits")
     register(api, "benefits", "eligibility", finished["id"])
-    alias = api.put(f"{API}/projects/benefits/models/eligibility/aliases/production",
-                    json={"version": 1})
+    alias = api.put(
+        f"{API}/projects/benefits/models/eligibility/aliases/production", json={"version": 1}
+    )
     assert alias.status_code == 200
     return Seed(base_url, "benefits", run["id"], finished["id"], "eligibility")
 
@@ -509,16 +517,20 @@ def test_every_validation_problem_is_listed_with_its_field_path(table: Table) ->
 def test_extra_field_in_project_and_experiment_bodies_is_refused(
     api: httpx.Client, project: str, path: str
 ) -> None:
-    before = (api.get(f"{API}/projects").json(),
-              api.get(f"{API}/projects/{project}/experiments").json())
+    before = (
+        api.get(f"{API}/projects").json(),
+        api.get(f"{API}/projects/{project}/experiments").json(),
+    )
 
     response = api.post(
         API + path.format(project=project), json={"name": f"{project}-2", "descripton": "x"}
     )
 
     assert_error(response, 422, "InvalidInputError", "Extra inputs are not permitted")
-    after = (api.get(f"{API}/projects").json(),
-             api.get(f"{API}/projects/{project}/experiments").json())
+    after = (
+        api.get(f"{API}/projects").json(),
+        api.get(f"{API}/projects/{project}/experiments").json(),
+    )
     assert after == before
 
 

@@ -31,7 +31,9 @@ def test_lineage_downstream_of_a_run_reaches_its_model_version(
     assert (graph["root"]["kind"], graph["root"]["ref"]) == ("run", run["id"])
     by_id = {n["id"]: n for n in graph["nodes"]}
     assert sorted((n["kind"], n["ref"]) for n in graph["nodes"]) == [
-        ("model_version", mv["id"]), ("run", run["id"])]
+        ("model_version", mv["id"]),
+        ("run", run["id"]),
+    ]
     [edge] = graph["edges"]
     assert edge["kind"] == "Produced"
     assert (by_id[edge["src"]]["kind"], by_id[edge["dst"]]["kind"]) == ("run", "model_version")
@@ -43,13 +45,17 @@ def test_lineage_upstream_of_a_model_version_reaches_its_run(
 ) -> None:
     run, mv = produced
 
-    graph = api.get(f"{API}/lineage/model_version/{mv['id']}",
-                    params={"direction": "upstream"}).json()
-    nothing_below = api.get(f"{API}/lineage/model_version/{mv['id']}",
-                            params={"direction": "downstream"}).json()
+    graph = api.get(
+        f"{API}/lineage/model_version/{mv['id']}", params={"direction": "upstream"}
+    ).json()
+    nothing_below = api.get(
+        f"{API}/lineage/model_version/{mv['id']}", params={"direction": "downstream"}
+    ).json()
 
     assert [(n["kind"], n["ref"]) for n in graph["nodes"]] == [
-        ("model_version", mv["id"]), ("run", run["id"])]
+        ("model_version", mv["id"]),
+        ("run", run["id"]),
+    ]
     assert [e["kind"] for e in graph["edges"]] == ["Produced"]
     assert [n["kind"] for n in nothing_below["nodes"]] == ["model_version"]
     assert nothing_below["edges"] == []
@@ -68,14 +74,20 @@ def test_a_deleted_version_stays_in_lineage_marked_deleted(
     assert node["deleted"] is True
 
 
-@pytest.mark.parametrize("params,status,message", [
-    ({"direction": "sideways"}, 422, "Invalid input at query.direction"),
-    ({"max_depth": 0}, 422, "max_depth 0 is out of range."),
-    ({"max_depth": "deep"}, 422, "Invalid input at query.max_depth"),
-])
+@pytest.mark.parametrize(
+    "params,status,message",
+    [
+        ({"direction": "sideways"}, 422, "Invalid input at query.direction"),
+        ({"max_depth": 0}, 422, "max_depth 0 is out of range."),
+        ({"max_depth": "deep"}, 422, "Invalid input at query.max_depth"),
+    ],
+)
 def test_bad_lineage_queries_are_refused(
-    api: httpx.Client, produced: tuple[dict[str, Any], dict[str, Any]],
-    params: dict[str, Any], status: int, message: str
+    api: httpx.Client,
+    produced: tuple[dict[str, Any], dict[str, Any]],
+    params: dict[str, Any],
+    status: int,
+    message: str,
 ) -> None:
     response = api.get(f"{API}/lineage/run/{produced[0]['id']}", params=params)
 
@@ -92,21 +104,32 @@ def test_audit_events_filter_by_project_entity_action_and_position(
     api: httpx.Client, project: str
 ) -> None:
     run = create_run(api, project, params={"lr": 0.1})
-    api.post(f"{API}/runs/{run['id']}/tags", json={"tags": {"t": "1"}},
-             headers={"x-civicml-user": "auditor-bob"})
+    api.post(
+        f"{API}/runs/{run['id']}/tags",
+        json={"tags": {"t": "1"}},
+        headers={"x-civicml-user": "auditor-bob"},
+    )
     api.post(f"{API}/runs/{run['id']}/end", json={})
 
     in_project = api.get(f"{API}/audit/events", params={"project": project}).json()
-    for_run = api.get(f"{API}/audit/events",
-                      params={"entity_kind": "run", "entity_id": run["id"]}).json()
-    tags = api.get(f"{API}/audit/events",
-                   params={"project": project, "action": "run.tags_set"}).json()
-    after = api.get(f"{API}/audit/events",
-                    params={"project": project, "after_seq": for_run[0]["seq"]}).json()
+    for_run = api.get(
+        f"{API}/audit/events", params={"entity_kind": "run", "entity_id": run["id"]}
+    ).json()
+    tags = api.get(
+        f"{API}/audit/events", params={"project": project, "action": "run.tags_set"}
+    ).json()
+    after = api.get(
+        f"{API}/audit/events", params={"project": project, "after_seq": for_run[0]["seq"]}
+    ).json()
     first_two = api.get(f"{API}/audit/events", params={"project": project, "limit": 2}).json()
 
     assert [e["action"] for e in in_project] == [
-        "project.created", "experiment.created", "run.created", "run.tags_set", "run.finished"]
+        "project.created",
+        "experiment.created",
+        "run.created",
+        "run.tags_set",
+        "run.finished",
+    ]
     assert {e["project"] for e in in_project} == {project}
     assert [e["action"] for e in for_run] == ["run.created", "run.tags_set", "run.finished"]
     assert [(e["actor"], e["after"]) for e in tags] == [("auditor-bob", {"tags": {"t": "1"}})]
@@ -127,8 +150,10 @@ def test_audit_verify_is_ok_and_counts_every_event(
     assert report["ok"] is True
     assert report["problems"] == []
     assert report["events_checked"] == len(everything)
-    assert (report["head_seq"], report["head_hash"]) == (everything[-1]["seq"],
-                                                         everything[-1]["hash"])
+    assert (report["head_seq"], report["head_hash"]) == (
+        everything[-1]["seq"],
+        everything[-1]["hash"],
+    )
     assert report["witness"]["seq"] == everything[-1]["seq"]
 
 

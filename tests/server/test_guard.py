@@ -29,9 +29,7 @@ def _port(url: str) -> int:
     "host",
     ["evil.example", "evil.example:8080", "localhost.evil.example", "127.0.0.1.nip.io:80", ""],
 )
-def test_an_unknown_host_is_refused_with_the_error_body(
-    api: httpx.Client, host: str
-) -> None:
+def test_an_unknown_host_is_refused_with_the_error_body(api: httpx.Client, host: str) -> None:
     response = api.get(f"{API}/projects", headers={"host": host})
 
     assert_error(response, 400, "BadRequestError", f"Host {host!r} is not allowed.")
@@ -40,8 +38,9 @@ def test_an_unknown_host_is_refused_with_the_error_body(
         assert response.headers[name] == value
 
 
-@pytest.mark.parametrize("host", ["127.0.0.1:{port}", "localhost:{port}", "LOCALHOST:{port}",
-                                  "127.0.0.1"])
+@pytest.mark.parametrize(
+    "host", ["127.0.0.1:{port}", "localhost:{port}", "LOCALHOST:{port}", "127.0.0.1"]
+)
 def test_loopback_hosts_are_answered(api: httpx.Client, server: Server, host: str) -> None:
     response = api.get(f"{API}/health", headers={"host": host.format(port=_port(server.url))})
 
@@ -52,8 +51,9 @@ def test_loopback_hosts_are_answered(api: httpx.Client, server: Server, host: st
 def test_a_refused_host_never_reaches_the_app(api: httpx.Client) -> None:
     before = api.get(f"{API}/projects").json()
 
-    response = api.post(f"{API}/projects", json={"name": "rebound"},
-                        headers={"host": "attacker.example"})
+    response = api.post(
+        f"{API}/projects", json={"name": "rebound"}, headers={"host": "attacker.example"}
+    )
 
     assert response.status_code == 400
     assert api.get(f"{API}/projects").json() == before
@@ -78,8 +78,9 @@ def test_simple_request_bodies_are_refused_and_create_nothing(
 
     response = api.post(f"{API}/projects", **kwargs)  # type: ignore[arg-type]
 
-    assert_error(response, 415, "UnsupportedMediaTypeError",
-                 "Request bodies must be application/json")
+    assert_error(
+        response, 415, "UnsupportedMediaTypeError", "Request bodies must be application/json"
+    )
     assert api.get(f"{API}/projects").json() == before
     assert audit_count(api) == events
 
@@ -123,11 +124,14 @@ def test_octet_stream_is_refused_everywhere_else(
     run = create_run(api, project)
     events = audit_count(api)
 
-    response = api.request(method, API + path.format(run=run["id"], project=project),
-                           content=b'{"name": "x"}', headers=OCTET)
+    response = api.request(
+        method,
+        API + path.format(run=run["id"], project=project),
+        content=b'{"name": "x"}',
+        headers=OCTET,
+    )
 
-    assert_error(response, 415, "UnsupportedMediaTypeError",
-                 "(got 'application/octet-stream')")
+    assert_error(response, 415, "UnsupportedMediaTypeError", "(got 'application/octet-stream')")
     assert audit_count(api) == events
 
 
@@ -136,8 +140,11 @@ def test_an_artifact_upload_with_a_form_content_type_stores_nothing(
 ) -> None:
     run = create_run(api, project)
 
-    response = api.put(f"{API}/runs/{run['id']}/artifacts/report.html", content=b"<html>",
-                       headers={"content-type": "text/html"})
+    response = api.put(
+        f"{API}/runs/{run['id']}/artifacts/report.html",
+        content=b"<html>",
+        headers={"content-type": "text/html"},
+    )
 
     assert response.status_code == 415
     assert api.get(f"{API}/runs/{run['id']}/artifacts").json() == []
@@ -148,10 +155,39 @@ def test_octet_stream_is_refused_on_routes_that_only_look_like_uploads(
 ) -> None:
     api.put(f"{API}/projects/artifacts")
 
-    response = api.post(f"{API}/projects/artifacts/experiments", content=b'{"name": "e"}',
-                        headers=OCTET)
+    response = api.post(
+        f"{API}/projects/artifacts/experiments", content=b'{"name": "e"}', headers=OCTET
+    )
 
     assert_error(response, 415, "UnsupportedMediaTypeError")
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="bug: guard.py checks the content type only when a request has a body, so a "
+    "cross-site 'simple' POST without one (fetch no-cors, an empty form) reaches bodyless "
+    "actions such as .../archive; the Origin header is never checked (CSRF)",
+)
+@pytest.mark.parametrize(
+    "headers",
+    [{}, {"content-type": "text/plain"}, {"content-type": "application/x-www-form-urlencoded"}],
+    ids=["no-content-type", "text-plain", "empty-form"],
+)
+def test_a_cross_site_post_without_a_body_cannot_change_state(
+    api: httpx.Client, project: str, headers: dict[str, str]
+) -> None:
+    run = create_run(api, project)
+    upload(api, run["id"], "model/m.bin", b"m")
+    api.post(f"{API}/runs/{run['id']}/end", json={})
+    models = f"{API}/projects/{project}/models/m"
+    assert api.post(f"{models}/versions", json={"run_id": run["id"]}).status_code == 201
+
+    response = api.post(
+        f"{models}/versions/1/archive", headers={"origin": "https://evil.example", **headers}
+    )
+
+    assert 400 <= response.status_code < 500
+    assert api.get(f"{models}/versions/1").json()["archived"] is False
 
 
 def test_a_post_without_a_body_passes_the_guard(api: httpx.Client, project: str) -> None:
@@ -162,8 +198,9 @@ def test_a_post_without_a_body_passes_the_guard(api: httpx.Client, project: str)
     assert response.status_code == 204
 
 
-@pytest.mark.parametrize("path", ["/api/v1/health", "/api/v1/projects", "/api/v1/nope",
-                                  "/openapi.json"])
+@pytest.mark.parametrize(
+    "path", ["/api/v1/health", "/api/v1/projects", "/api/v1/nope", "/openapi.json"]
+)
 def test_every_answer_carries_the_security_headers(api: httpx.Client, path: str) -> None:
     response = api.get(path)
 

@@ -19,15 +19,22 @@ def _models(project: str, name: str = "eligibility") -> str:
     return f"{API}/projects/{project}/models/{name}"
 
 
-def _approve(api: httpx.Client, project: str, version: int | str, note: str = "meets policy",
-             headers: dict[str, str] = REVIEWER) -> httpx.Response:
-    return api.post(f"{_models(project)}/versions/{version}/approve", json={"note": note},
-                    headers=headers)
+def _approve(
+    api: httpx.Client,
+    project: str,
+    version: int | str,
+    note: str = "meets policy",
+    headers: dict[str, str] = REVIEWER,
+) -> httpx.Response:
+    return api.post(
+        f"{_models(project)}/versions/{version}/approve", json={"note": note}, headers=headers
+    )
 
 
 def _actions(api: httpx.Client, entity_id: str) -> list[str]:
-    return [e["action"] for e in
-            api.get(f"{API}/audit/events", params={"entity_id": entity_id}).json()]
+    return [
+        e["action"] for e in api.get(f"{API}/audit/events", params={"entity_id": entity_id}).json()
+    ]
 
 
 @pytest.fixture
@@ -44,16 +51,25 @@ def test_registering_from_a_run_answers_201_with_its_location(
 ) -> None:
     run = model_run(api, project, auc=0.91)
 
-    response = api.post(f"{_models(project)}/versions",
-                        json={"run_id": run["id"], "description": "gbm baseline",
-                              "signature": [{"name": "income", "type": "float64"}]},
-                        headers=SCIENTIST)
+    response = api.post(
+        f"{_models(project)}/versions",
+        json={
+            "run_id": run["id"],
+            "description": "gbm baseline",
+            "signature": [{"name": "income", "type": "float64"}],
+        },
+        headers=SCIENTIST,
+    )
 
     assert response.status_code == 201
     mv = response.json()
     assert response.headers["location"] == f"{_models(project)}/versions/1"
     assert (mv["name"], mv["version"], mv["run_id"], mv["artifact_path"]) == (
-        "eligibility", 1, run["id"], "model")
+        "eligibility",
+        1,
+        run["id"],
+        "model",
+    )
     assert mv["approval_status"] == "PendingManualApproval"
     assert mv["approval_by"] is None
     assert mv["metrics"] == {"auc": 0.91}  # the run's latest metrics by default
@@ -69,9 +85,12 @@ def test_the_manifest_names_every_file_of_the_run_folder(api: httpx.Client, proj
 
     manifest = api.get(f"{_models(project)}/versions/1/manifest").json()
 
-    assert manifest == {"files": {
-        "meta.json": {"digest": hashlib.sha256(b'{"k": 1}').hexdigest(), "size": 8},
-        "model.bin": {"digest": hashlib.sha256(b"the weights").hexdigest(), "size": 11}}}
+    assert manifest == {
+        "files": {
+            "meta.json": {"digest": hashlib.sha256(b'{"k": 1}').hexdigest(), "size": 8},
+            "model.bin": {"digest": hashlib.sha256(b"the weights").hexdigest(), "size": 11},
+        }
+    }
     assert len(mv["artifact_digest"]) == 64
 
 
@@ -79,26 +98,48 @@ def test_registering_from_uploaded_blobs(api: httpx.Client, project: str) -> Non
     blob = api.post(f"{API}/projects/{project}/blobs", content=b"onnx bytes", headers=OCTET)
     digest = blob.json()["digest"]
 
-    response = api.post(f"{_models(project)}/versions",
-                        json={"artifacts": {"model.onnx": digest}, "metrics": {"auc": 0.8}})
+    response = api.post(
+        f"{_models(project)}/versions",
+        json={"artifacts": {"model.onnx": digest}, "metrics": {"auc": 0.8}},
+    )
 
     assert response.status_code == 201
     assert response.json()["run_id"] is None
     assert response.json()["metrics"] == {"auc": 0.8}
     assert api.get(f"{_models(project)}/versions/1/manifest").json() == {
-        "files": {"model.onnx": {"digest": digest, "size": 10}}}
+        "files": {"model.onnx": {"digest": digest, "size": 10}}
+    }
 
 
-@pytest.mark.parametrize("body,status,error,message", [
-    ({}, 422, "InvalidInputError", "Registering a version of model 'eligibility' needs its files."),
-    ({"run_id": "0" * 32}, 404, "NotFoundError", f"Run '{'0' * 32}' does not exist."),
-    ({"artifacts": {"m.bin": "ab" * 32}}, 404, "NotFoundError", "is not in the artifact store"),
-    ({"artifacts": {"m.bin": "not-a-digest"}}, 422, "InvalidInputError",
-     "Digest 'not-a-digest' of artifact 'm.bin' is not a SHA-256 digest."),
-    ({"artifacts": {"../m.bin": "ab" * 32}}, 422, "InvalidInputError", "'..' segment"),
-    ({"signature": [{"name": "a", "type": "int"}, {"name": "a", "type": "int"}],
-      "artifacts": {"m": "ab" * 32}}, 422, "InvalidInputError", "appears twice"),
-])
+@pytest.mark.parametrize(
+    "body,status,error,message",
+    [
+        (
+            {},
+            422,
+            "InvalidInputError",
+            "Registering a version of model 'eligibility' needs its files.",
+        ),
+        ({"run_id": "0" * 32}, 404, "NotFoundError", f"Run '{'0' * 32}' does not exist."),
+        ({"artifacts": {"m.bin": "ab" * 32}}, 404, "NotFoundError", "is not in the artifact store"),
+        (
+            {"artifacts": {"m.bin": "not-a-digest"}},
+            422,
+            "InvalidInputError",
+            "Digest 'not-a-digest' of artifact 'm.bin' is not a SHA-256 digest.",
+        ),
+        ({"artifacts": {"../m.bin": "ab" * 32}}, 422, "InvalidInputError", "'..' segment"),
+        (
+            {
+                "signature": [{"name": "a", "type": "int"}, {"name": "a", "type": "int"}],
+                "artifacts": {"m": "ab" * 32},
+            },
+            422,
+            "InvalidInputError",
+            "appears twice",
+        ),
+    ],
+)
 def test_a_bad_registration_is_refused_and_creates_no_version(
     api: httpx.Client, project: str, body: dict[str, Any], status: int, error: str, message: str
 ) -> None:
@@ -128,7 +169,8 @@ def test_versions_are_listed_and_read_by_number(
     assert api.get(f"{_models(project)}/versions/2").json() == two_versions[1]
     assert (model["name"], model["latest_version"], model["aliases"]) == ("eligibility", 2, {})
     assert [m["name"] for m in api.get(f"{API}/projects/{project}/models").json()] == [
-        "eligibility"]
+        "eligibility"
+    ]
 
 
 def test_approve_records_the_caller_the_note_and_the_history(
@@ -144,10 +186,13 @@ def test_approve_records_the_caller_the_note_and_the_history(
     assert mv["approval_at"] is not None
     history = api.get(f"{_models(project)}/versions/1/approvals").json()
     assert [(h["from_status"], h["to_status"], h["by"], h["note"]) for h in history] == [
-        ("PendingManualApproval", "Approved", "risk-officer", "AUC above the agreed 0.8")]
+        ("PendingManualApproval", "Approved", "risk-officer", "AUC above the agreed 0.8")
+    ]
     events = api.get(f"{API}/audit/events", params={"entity_id": mv["id"]}).json()
     assert [e["action"] for e in events] == [
-        "model_version.registered", "model_version.approval_changed"]
+        "model_version.registered",
+        "model_version.approval_changed",
+    ]
     assert events[1]["actor"] == "risk-officer"
     assert events[1]["after"]["approval_status"] == "Approved"
 
@@ -155,15 +200,24 @@ def test_approve_records_the_caller_the_note_and_the_history(
 def test_reject_then_reconsider_keeps_the_whole_history(
     api: httpx.Client, project: str, two_versions: list[dict[str, Any]]
 ) -> None:
-    rejected = api.post(f"{_models(project)}/versions/2/reject",
-                        json={"note": "bias review failed"}, headers=REVIEWER)
-    again = api.post(f"{_models(project)}/versions/2/reject", json={"note": "still"},
-                     headers=REVIEWER)
-    pending = api.put(f"{_models(project)}/versions/2/approval",
-                      json={"status": "PendingManualApproval", "note": "retrained"},
-                      headers=SCIENTIST)
-    approved = api.put(f"{_models(project)}/versions/2/approval",
-                       json={"status": "Approved", "note": "passes now"}, headers=REVIEWER)
+    rejected = api.post(
+        f"{_models(project)}/versions/2/reject",
+        json={"note": "bias review failed"},
+        headers=REVIEWER,
+    )
+    again = api.post(
+        f"{_models(project)}/versions/2/reject", json={"note": "still"}, headers=REVIEWER
+    )
+    pending = api.put(
+        f"{_models(project)}/versions/2/approval",
+        json={"status": "PendingManualApproval", "note": "retrained"},
+        headers=SCIENTIST,
+    )
+    approved = api.put(
+        f"{_models(project)}/versions/2/approval",
+        json={"status": "Approved", "note": "passes now"},
+        headers=REVIEWER,
+    )
 
     assert rejected.json()["approval_status"] == "Rejected"
     assert_error(again, 409, "ConflictError", "eligibility/2")
@@ -171,8 +225,10 @@ def test_reject_then_reconsider_keeps_the_whole_history(
     assert approved.json()["approval_by"] == "risk-officer"
     history = api.get(f"{_models(project)}/versions/2/approvals").json()
     assert [(h["to_status"], h["by"]) for h in history] == [
-        ("Rejected", "risk-officer"), ("PendingManualApproval", "data-scientist"),
-        ("Approved", "risk-officer")]
+        ("Rejected", "risk-officer"),
+        ("PendingManualApproval", "data-scientist"),
+        ("Approved", "risk-officer"),
+    ]
 
 
 def test_an_alias_points_at_one_version_and_moves(
@@ -189,12 +245,16 @@ def test_an_alias_points_at_one_version_and_moves(
     assert api.get(f"{_models(project)}/versions/production").json()["version"] == 2
     assert api.get(f"{_models(project)}/versions/1").json()["aliases"] == []
     assert api.get(_models(project)).json()["aliases"] == {"production": 2}
-    alias_events = api.get(f"{API}/audit/events", params={
-        "project": project, "action": "model_alias.set"}).json()
+    alias_events = api.get(
+        f"{API}/audit/events", params={"project": project, "action": "model_alias.set"}
+    ).json()
     assert [(e["before"], e["after"]) for e in alias_events] == [
         (None, {"name": "eligibility", "alias": "production", "version": 1}),
-        ({"name": "eligibility", "alias": "production", "version": 1},
-         {"name": "eligibility", "alias": "production", "version": 2})]
+        (
+            {"name": "eligibility", "alias": "production", "version": 1},
+            {"name": "eligibility", "alias": "production", "version": 2},
+        ),
+    ]
 
 
 def test_an_alias_is_deleted_and_its_version_stays(
@@ -205,8 +265,12 @@ def test_an_alias_is_deleted_and_its_version_stays(
     deleted = api.delete(f"{_models(project)}/aliases/champion")
 
     assert deleted.status_code == 204
-    assert_error(api.get(f"{_models(project)}/versions/champion"), 404, "NotFoundError",
-                 "has no alias 'champion'")
+    assert_error(
+        api.get(f"{_models(project)}/versions/champion"),
+        404,
+        "NotFoundError",
+        "has no alias 'champion'",
+    )
     assert api.get(f"{_models(project)}/versions/2").json()["aliases"] == []
     assert_error(api.delete(f"{_models(project)}/aliases/champion"), 404, "NotFoundError")
 
@@ -218,13 +282,20 @@ def test_archive_hides_a_version_and_blocks_approval_until_unarchived(
 
     assert archived.json()["archived"] is True
     assert [v["version"] for v in api.get(f"{_models(project)}/versions").json()] == [2]
-    assert [v["version"] for v in api.get(f"{_models(project)}/versions",
-                                          params={"include_archived": True}).json()] == [1, 2]
+    assert [
+        v["version"]
+        for v in api.get(f"{_models(project)}/versions", params={"include_archived": True}).json()
+    ] == [1, 2]
     assert_error(_approve(api, project, 1), 409, "ConflictError", "is archived")
-    assert_error(api.put(f"{_models(project)}/aliases/production", json={"version": 1}),
-                 409, "ConflictError", "is archived")
-    assert_error(api.post(f"{_models(project)}/versions/1/archive"), 409, "ConflictError",
-                 "already archived")
+    assert_error(
+        api.put(f"{_models(project)}/aliases/production", json={"version": 1}),
+        409,
+        "ConflictError",
+        "is archived",
+    )
+    assert_error(
+        api.post(f"{_models(project)}/versions/1/archive"), 409, "ConflictError", "already archived"
+    )
 
     unarchived = api.post(f"{_models(project)}/versions/1/unarchive")
 
@@ -232,23 +303,30 @@ def test_archive_hides_a_version_and_blocks_approval_until_unarchived(
     assert _approve(api, project, 1).json()["approval_status"] == "Approved"
 
 
-def test_delete_rules(
-    api: httpx.Client, project: str, two_versions: list[dict[str, Any]]
-) -> None:
+def test_delete_rules(api: httpx.Client, project: str, two_versions: list[dict[str, Any]]) -> None:
     _approve(api, project, 1)
     api.put(f"{_models(project)}/aliases/staging", json={"version": 2})
 
     approved = api.delete(f"{_models(project)}/versions/1")
     aliased = api.delete(f"{_models(project)}/versions/2")
 
-    assert_error(approved, 409, "ConflictError",
-                 "Model version eligibility/1 cannot be deleted: it is Approved.")
-    assert_error(aliased, 409, "ConflictError",
-                 "Model version eligibility/2 cannot be deleted: alias 'staging' points at it.")
+    assert_error(
+        approved,
+        409,
+        "ConflictError",
+        "Model version eligibility/1 cannot be deleted: it is Approved.",
+    )
+    assert_error(
+        aliased,
+        409,
+        "ConflictError",
+        "Model version eligibility/2 cannot be deleted: alias 'staging' points at it.",
+    )
     api.delete(f"{_models(project)}/aliases/staging")
     assert api.delete(f"{_models(project)}/versions/2").status_code == 204
-    assert_error(api.get(f"{_models(project)}/versions/2"), 404, "NotFoundError",
-                 "has no version 2")
+    assert_error(
+        api.get(f"{_models(project)}/versions/2"), 404, "NotFoundError", "has no version 2"
+    )
     assert _actions(api, two_versions[1]["id"])[-1] == "model_version.deleted"
     # A number is never reused.
     again = register(api, project, "eligibility", model_run(api, project)["id"])
@@ -256,13 +334,16 @@ def test_delete_rules(
 
 
 def test_a_model_can_be_created_empty(api: httpx.Client, project: str) -> None:
-    created = api.post(f"{API}/projects/{project}/models",
-                       json={"name": "fraud", "description": "card fraud"})
+    created = api.post(
+        f"{API}/projects/{project}/models", json={"name": "fraud", "description": "card fraud"}
+    )
     duplicate = api.post(f"{API}/projects/{project}/models", json={"name": "fraud"})
 
     assert created.status_code == 201
     assert created.headers["location"] == f"{API}/projects/{project}/models/fraud"
     assert created.json()["latest_version"] is None
-    assert_error(duplicate, 409, "ConflictError",
-                 f"Model 'fraud' already exists in project '{project}'.")
+    assert api.get(created.headers["location"]).json() == created.json()
+    assert_error(
+        duplicate, 409, "ConflictError", f"Model 'fraud' already exists in project '{project}'."
+    )
     assert api.get(f"{API}/projects/{project}/models/fraud/versions").json() == []
