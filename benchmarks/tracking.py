@@ -171,7 +171,30 @@ def machine_info(workdir: Path) -> dict[str, Any]:
         "python": platform.python_version(),
         "sqlite": sqlite3.sqlite_version,
         "data_dir_filesystem": _fs_type(workdir.resolve()),
+        "load_average_1_5_15_at_end": [round(x, 2) for x in os.getloadavg()],
     }
+
+
+def civicml_source() -> str:
+    """The commit the (editable) civicml checkout is at, and whether src/ has local edits."""
+    try:
+        head = subprocess.run(
+            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "src"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return f"{head} + uncommitted changes in src/" if dirty else head
 
 
 # --------------------------------------------------------------------------------------
@@ -539,6 +562,10 @@ def _fmt_rate(fig: dict[str, Any] | None, search: bool = False, n_full: int = 0)
     return text
 
 
+def _fmt_load(load: list[float] | None) -> str:
+    return " / ".join(f"{x:.2f}" for x in load) if load else "—"
+
+
 def _fmt_ms(ms: float) -> str:
     if ms >= 1:
         return f"{ms:.1f} ms"
@@ -611,9 +638,12 @@ def render_markdown(
         "",
         f"- **Date:** {report['date']}",
         f"- **Machine:** {mach['cores']} cores, {mach['cpu_model']}, "
-        f"{mach['memory_gib']} GiB RAM, {mach['os']}; data on {mach['data_dir_filesystem']}",
+        f"{mach['memory_gib']} GiB RAM, {mach['os']}; data on {mach['data_dir_filesystem']}; "
+        f"load average (1/5/15 min) {_fmt_load(mach.get('load_average_1_5_15_at_start'))} "
+        f"at start, {_fmt_load(mach.get('load_average_1_5_15_at_end'))} at end",
         f"- **Python:** {mach['python']}",
-        f"- **Versions:** civicml {ver.get('civicml', '—')}, MLflow {ver.get('mlflow', '—')} "
+        f"- **Versions:** civicml {ver.get('civicml', '—')} "
+        f"(source {ver.get('civicml_source', '—')}), MLflow {ver.get('mlflow', '—')} "
         f"(SQLAlchemy {ver.get('sqlalchemy', '—')}, own virtualenv), SQLite {ver['sqlite']}",
         f"- **Sizes:** {n:,} metric values (single-call and batched, batches of "
         f"{p['batch_size']:,}); {p['runs']} runs {X} 10 params {X} 10 metrics; "
@@ -736,7 +766,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--single-budget",
         type=float,
-        default=20.0,
+        default=10.0,
         help="seconds per repetition after which a single-call logging loop stops "
         "(only MLflow is slow enough to hit it)",
     )
@@ -779,6 +809,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     t_start = time.monotonic()
+    load_start = [round(x, 2) for x in os.getloadavg()]
+    source_start = civicml_source()
     try:
         if not args.skip_civicml:
             check_civicml()
@@ -800,6 +832,7 @@ def main(argv: list[str] | None = None) -> int:
         raise
     else:
         machine = machine_info(work)
+        machine["load_average_1_5_15_at_start"] = load_start
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
 
@@ -808,6 +841,16 @@ def main(argv: list[str] | None = None) -> int:
         versions.update(res.get("versions", {}))
     if mlflow_version:
         versions["mlflow"] = versions.get("mlflow", mlflow_version)
+    if not args.skip_civicml:
+        versions["civicml_source"] = source_start
+        source_end = civicml_source()
+        if source_end != source_start:
+            versions["civicml_source"] = f"{source_start} (changed during the run: {source_end})"
+            print(
+                "warning: the civicml checkout changed while the benchmark ran "
+                f"({source_start} -> {source_end}); its figures may mix versions",
+                file=sys.stderr,
+            )
     summary = summarise(results)
     rows = build_rows(summary, args.n, args.runs)
     goals = build_goals(summary)

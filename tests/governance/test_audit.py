@@ -3,6 +3,7 @@ the export, the same-transaction guarantee and concurrent appenders."""
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import itertools
 import json
@@ -13,6 +14,7 @@ import sys
 import threading
 import time
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -208,36 +210,26 @@ def test_a_head_signed_by_another_key_does_not_check(ctx: Context) -> None:
 
 
 # Verification under concurrent writers ----------------------------------------------------------
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug: AuditTrail.verify reads the rows, then the head row, then the witness in "
-    "separate steps; an append committed in between is reported as deleted/truncated events",
-)
 def test_verify_during_a_concurrent_append_reports_no_problem(
     any_ctx: Context, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     populate(any_ctx)
     trail = AuditTrail(any_ctx)
-    read_rows = trail._rows
+    snapshot = trail._snapshot
 
-    def rows_then_another_writer_commits() -> Any:
-        yield from read_rows()
-        ProjectService(any_ctx).create("concurrent")
+    @contextlib.contextmanager
+    def another_writer_commits_mid_read() -> Iterator[Any]:
+        with snapshot() as (head, rows):
+            ProjectService(any_ctx).create("concurrent")  # commits while verify is reading
+            yield head, rows
 
-    monkeypatch.setattr(trail, "_rows", rows_then_another_writer_commits)
+    monkeypatch.setattr(trail, "_snapshot", another_writer_commits_mid_read)
 
     report = trail.verify()
 
     assert report.ok, report.problems
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="bug: AuditTrail.verify leaves the yield_per server-side cursor of _rows() open when "
-    "the walk stops at a problem (psycopg ResourceWarning on PostgreSQL)",
-)
 def test_verify_of_a_broken_chain_closes_its_cursor(
     pg_ctx: Context, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -380,12 +372,6 @@ def test_a_re_signed_export_fails_against_the_installation_key(
     assert verify_export(path).ok
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AttributeError,
-    reason="bug: verify_export crashes (AttributeError in _hashed_fields) on an event line "
-    "missing a field instead of reporting that event",
-)
 def test_export_with_an_event_missing_a_field_fails_verification(
     ctx: Context, tmp_path: Path
 ) -> None:
@@ -401,15 +387,15 @@ def test_export_with_an_event_missing_a_field_fails_verification(
     assert report.problems[0].seq == 3
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: AuditTrail.export of an empty trail raises ConfigurationError 'No audit signing "
-    "key' (public_key_hex before any key exists) instead of writing a header-only export",
-)
 def test_export_of_an_empty_trail(ctx: Context, tmp_path: Path) -> None:
-    records = _export(ctx, tmp_path / "audit.jsonl")
+    path = tmp_path / "audit.jsonl"
+
+    records = _export(ctx, path)
 
     assert [r["type"] for r in records] == ["header"]
+    assert records[0]["public_key"] == AuditTrail(ctx).signer.public_key_hex()
+    report = verify_export(path, AuditTrail(ctx).signer)
+    assert (report.ok, report.events_checked) == (True, 0)
 
 
 # Concurrent appenders ------------------------------------------------------------------------

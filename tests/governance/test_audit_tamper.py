@@ -35,12 +35,6 @@ HASHED = (
     "prev_hash",
 )
 
-# On PostgreSQL, verify() stopping at the first problem leaves a server-side cursor unclosed (a
-# ResourceWarning); tracked by test_audit.py::test_verify_of_a_broken_chain_closes_its_cursor.
-pytestmark = pytest.mark.filterwarnings(
-    "ignore:Exception ignored in.*ServerCursorMixin:pytest.PytestUnraisableExceptionWarning"
-)
-
 
 # Attacker helpers (raw SQL through the engine) ----------------------------------------------
 def _row(conn: Connection, seq: int) -> Any:

@@ -429,7 +429,7 @@ def test_a_retried_batch_is_stored_once(live_server: str) -> None:
     with cm.connect(live_server) as ml:
         run = ml.project("benefits").start_run()
         backend: RemoteBackend = ml.backend
-        batch = [cm_batch(run.id, "retry-42")]
+        batch = [_batch(run.id, "retry-42")]
 
         first = backend.log_metric_batches(batch)
         second = backend.log_metric_batches(batch)
@@ -439,7 +439,7 @@ def test_a_retried_batch_is_stored_once(live_server: str) -> None:
         assert len(_history(live_server, run.id, "acc")) == 1
 
 
-def cm_batch(run_id: str, batch_id: str) -> Any:
+def _batch(run_id: str, batch_id: str) -> Any:
     from civicml.tracking.schemas import MetricValue
     from civicml.tracking.service import MetricBatch
 

@@ -319,20 +319,31 @@ class AuditTrail:
         with self._ctx.db.read() as conn:
             return [_to_event(row) for row in conn.execute(query)]
 
-    def _rows(self) -> Iterator[Any]:
+    @contextlib.contextmanager
+    def _snapshot(self) -> Iterator[tuple[Any, Iterator[Any]]]:
+        """The head row and every event, read from ONE snapshot (REPEATABLE READ on PostgreSQL;
+        a read transaction is a snapshot on SQLite in WAL mode), so that appends committing
+        meanwhile are not mistaken for tampering. The row cursor is closed on exit."""
         with self._ctx.db.engine.connect() as conn:
-            result = conn.execution_options(yield_per=2000).execute(
-                select(audit_events).order_by(audit_events.c.seq)
-            )
-            yield from result
+            if conn.dialect.name == "postgresql":
+                conn.execution_options(isolation_level="REPEATABLE READ")
+            with conn.begin():
+                head = conn.execute(select(audit_head).where(audit_head.c.id == _HEAD_ID)).first()
+                query = select(audit_events).order_by(audit_events.c.seq)
+                with conn.execution_options(yield_per=2000).execute(query) as result:
+                    yield head, iter(result)
 
     # Verification ---------------------------------------------------------------------------
     def verify(self) -> AuditReport:
         """Check the chain row by row, the head row, and the signed witness outside the DB."""
-        checked, problem, last_seq, last_hash, by_seq = _walk(self._rows())
+        # The witness first: it only moves after a commit, so all it covers is in the snapshot.
+        try:
+            witness, witness_error = self.signer.read_witness(), None
+        except ConfigurationError as err:
+            witness, witness_error = None, err.message
+        with self._snapshot() as (head, rows):
+            checked, problem, last_seq, last_hash, by_seq = _walk(rows)
         problems = [problem] if problem else []
-        with self._ctx.db.read() as conn:
-            head = conn.execute(select(audit_head).where(audit_head.c.id == _HEAD_ID)).first()
         if (
             not problems
             and head is not None
@@ -350,19 +361,10 @@ class AuditTrail:
                     f"chain, which ends at event {last_seq}: the head row was altered"
                 )
                 problems.append(AuditProblem(seq=int(head.seq), reason=reason))
-        try:
-            witness = self.signer.read_witness()
-        except ConfigurationError as err:
-            problems.append(AuditProblem(seq=last_seq, reason=err.message))
-            return AuditReport(
-                ok=False,
-                events_checked=checked,
-                head_seq=last_seq,
-                head_hash=last_hash,
-                witness=None,
-                problems=problems,
-            )
-        problems += _check_witness(self.signer, witness, checked, last_seq, by_seq)
+        if witness_error is not None:
+            problems.append(AuditProblem(seq=last_seq, reason=witness_error))
+        else:
+            problems += _check_witness(self.signer, witness, checked, last_seq, by_seq)
         return AuditReport(
             ok=not problems,
             events_checked=checked,
@@ -390,10 +392,11 @@ class AuditTrail:
                 )
                 + "\n"
             )
-            for row in self._rows():
-                record = {"type": "event", **_hashed_fields(row), "hash": row.hash}
-                out.write(canonical_json(record) + "\n")
-                count, last_seq, last_hash = count + 1, int(row.seq), row.hash
+            with self._snapshot() as (_head, rows):
+                for row in rows:
+                    record = {"type": "event", **_hashed_fields(row), "hash": row.hash}
+                    out.write(canonical_json(record) + "\n")
+                    count, last_seq, last_hash = count + 1, int(row.seq), row.hash
             witness = self.signer.read_witness()
             if witness is not None:
                 out.write(canonical_json({"type": "witness", **witness.model_dump()}) + "\n")
@@ -415,21 +418,43 @@ def verify_export(path: Path, signer: AuditSigner | None = None) -> AuditReport:
     rows: list[Any] = []
     heads: list[SignedHead] = []
     public_key: str | None = None
+    problems_early: list[AuditProblem] = []
     with open(path, encoding="utf-8") as handle:
         for number, line in enumerate(handle, start=1):
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
                 raise ConfigurationError(f"{path}: line {number} is not JSON ({err}).") from err
+            if not isinstance(record, dict):
+                raise ConfigurationError(f"{path}: line {number} is not a JSON object.")
             kind = record.pop("type", None)
             if kind == "header":
                 public_key = record.get("public_key")
             elif kind == "event":
+                missing = _EVENT_FIELDS - record.keys()
+                if missing:
+                    seq = record.get("seq", "?")
+                    problems_early.append(
+                        AuditProblem(
+                            seq=seq if isinstance(seq, int) else 0,
+                            event_id=record.get("id")
+                            if isinstance(record.get("id"), str)
+                            else None,
+                            reason=f"event on line {number} is malformed: it lacks "
+                            f"{', '.join(sorted(missing))}",
+                        )
+                    )
+                    break
                 rows.append(_Row(record))
             elif kind in ("witness", "signed_head"):
-                heads.append(SignedHead.model_validate(record))
+                try:
+                    heads.append(SignedHead.model_validate(record))
+                except ValueError as err:
+                    raise ConfigurationError(
+                        f"{path}: line {number} is not a valid signed head ({err})."
+                    ) from err
     checked, problem, last_seq, last_hash, by_seq = _walk(iter(rows))
-    problems = [problem] if problem else []
+    problems = [problem] if problem else problems_early
     key_hex = signer.public_key_hex() if signer is not None else public_key
     for head in heads:
         if key_hex is None or not _signature_ok(key_hex, head):
@@ -450,6 +475,25 @@ def verify_export(path: Path, signer: AuditSigner | None = None) -> AuditReport:
         witness=heads[-1] if heads else None,
         problems=problems,
     )
+
+
+_EVENT_FIELDS = frozenset(
+    {
+        "seq",
+        "id",
+        "at",
+        "actor",
+        "roles",
+        "action",
+        "entity_kind",
+        "entity_id",
+        "project",
+        "before",
+        "after",
+        "prev_hash",
+        "hash",
+    }
+)
 
 
 class _Row:
