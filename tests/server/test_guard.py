@@ -162,12 +162,6 @@ def test_octet_stream_is_refused_on_routes_that_only_look_like_uploads(
     assert_error(response, 415, "UnsupportedMediaTypeError")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: guard.py checks the content type only when a request has a body, so a "
-    "cross-site 'simple' POST without one (fetch no-cors, an empty form) reaches bodyless "
-    "actions such as .../archive; the Origin header is never checked (CSRF)",
-)
 @pytest.mark.parametrize(
     "headers",
     [{}, {"content-type": "text/plain"}, {"content-type": "application/x-www-form-urlencoded"}],

@@ -238,12 +238,6 @@ def test_a_bad_batch_gets_its_own_error_and_the_others_are_stored(
     assert api.get(f"{API}/runs/{ended}/metrics/x").json() == []
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: tracking/service.py log_metric_batches looks batch ids up globally "
-    "(metric_batches keyed by batch_id alone), so another run's batch with the same id is "
-    "answered 'duplicate' and its values are silently dropped",
-)
 def test_a_batch_id_used_by_another_run_does_not_drop_this_runs_values(
     api: httpx.Client, project: str
 ) -> None:
@@ -486,11 +480,6 @@ def test_experiments_are_created_listed_and_unique(api: httpx.Client, project: s
     ]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: server/routers/projects.py create_experiment answers Location "
-    "/projects/{p}/experiments/{name}, but no route serves that path (404)",
-)
 def test_the_location_of_a_new_experiment_resolves(api: httpx.Client, project: str) -> None:
     created = api.post(f"{API}/projects/{project}/experiments", json={"name": "located"})
 

@@ -121,20 +121,26 @@ class AuditSigner:
                 serialization.PrivateFormat.PKCS8,
                 serialization.NoEncryption(),
             )
+            # Write the key in full to a temp file, then link it into place: a reader never sees
+            # a half-written key, and if two processes race the first link wins.
+            tmp = self.key_path.with_name(f".{self.key_path.name}.{os.getpid()}.part")
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as handle:
+                handle.write(pem)
+                handle.flush()
+                os.fsync(handle.fileno())
             try:
-                fd = os.open(self.key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+                os.link(tmp, self.key_path)
             except FileExistsError:
                 pass  # another process won the race; load its key below
             else:
-                with os.fdopen(fd, "wb") as handle:
-                    handle.write(pem)
-                    handle.flush()
-                    os.fsync(handle.fileno())
                 pub = key.public_key().public_bytes(
                     serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
                 )
                 _atomic_write(self.pub_path, pub)
                 return key
+            finally:
+                tmp.unlink(missing_ok=True)
         loaded = serialization.load_pem_private_key(self.key_path.read_bytes(), password=None)
         if not isinstance(loaded, Ed25519PrivateKey):
             raise ConfigurationError(

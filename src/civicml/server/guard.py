@@ -12,6 +12,7 @@ import json
 import re
 from collections.abc import Iterable
 from typing import Any
+from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -36,6 +37,16 @@ class GuardMiddleware:
         self.allow_any = "*" in self.allowed
         self.binary_paths = [re.compile(p) for p in binary_upload_paths]
 
+    def _cross_site(self, headers: dict[bytes, bytes]) -> bool:
+        """A browser request from another site (a bodiless POST needs no preflight either)."""
+        if headers.get(b"sec-fetch-site", b"") == b"cross-site":
+            return True
+        origin = headers.get(b"origin")
+        if origin is None:
+            return False  # not a browser (SDK, CLI, curl)
+        netloc = urlsplit(origin.decode("latin-1")).netloc.lower()
+        return not netloc or (not self.allow_any and _strip_port(netloc) not in self.allowed)
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
@@ -50,8 +61,17 @@ class GuardMiddleware:
                 "Add it to CIVICML_SERVER_ALLOWED_HOSTS if this server should answer to that name.",
             )
             return
-        if scope["method"].encode() in _BODY_METHODS and _has_body(headers):
-            ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        unsafe = scope["method"].encode() in _BODY_METHODS
+        if unsafe and self._cross_site(headers):
+            await _reject(
+                send,
+                403,
+                "Cross-site requests may not change anything on this server.",
+                "Call the API from the SDK, the CLI or a same-origin page.",
+            )
+            return
+        ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
+        if unsafe and (_has_body(headers) or ctype in _SIMPLE_TYPES):
             binary_ok = ctype == b"application/octet-stream" and any(
                 pattern.fullmatch(scope["path"]) for pattern in self.binary_paths
             )
@@ -72,6 +92,10 @@ class GuardMiddleware:
             await send(message)
 
         await self.app(scope, receive, send_with_headers)
+
+
+# The content types a browser sends cross-site without a CORS preflight.
+_SIMPLE_TYPES = {b"text/plain", b"application/x-www-form-urlencoded", b"multipart/form-data"}
 
 
 def _strip_port(host: str) -> str:

@@ -92,12 +92,13 @@ latest_metrics = Table(
     Index("ix_latest_metrics_key_value", "key", "value"),
 )
 
-# One row per client batch id: a retried batch is recognised and stored once.
+# One row per (run, client batch id): a retried batch is recognised and stored once. Keyed by run
+# too, so one run's ids never swallow another run's values.
 metric_batches = Table(
     "metric_batches",
     metadata,
+    Column("run_id", ID, ForeignKey("runs.id"), primary_key=True),
     Column("batch_id", String(64), primary_key=True),
-    Column("run_id", ID, ForeignKey("runs.id"), nullable=False),
     Column("count", Integer, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
 )

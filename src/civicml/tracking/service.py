@@ -53,7 +53,7 @@ class MetricPoint(NamedTuple):
 _RUN_STATUS = select(runs.c.id, runs.c.status).where(
     runs.c.id.in_(bindparam("ids", expanding=True))
 )
-_SEEN_BATCHES = select(metric_batches.c.batch_id).where(
+_SEEN_BATCHES = select(metric_batches.c.run_id, metric_batches.c.batch_id).where(
     metric_batches.c.batch_id.in_(bindparam("ids", expanding=True))
 )
 _INSERT_BATCHES = insert(metric_batches)
@@ -410,7 +410,7 @@ class TrackingService:
             run_ids = list({b.run_id for b in batches})
             status = dict(conn.execute(_RUN_STATUS, {"ids": run_ids}).all())
             ids = [b.batch_id for b in batches if b.batch_id]
-            seen = set(conn.execute(_SEEN_BATCHES, {"ids": ids}).scalars()) if ids else set()
+            seen = {tuple(r) for r in conn.execute(_SEEN_BATCHES, {"ids": ids})} if ids else set()
             rows: list[tuple[Any, ...]] = []
             new_batches: list[dict[str, Any]] = []
             latest: dict[tuple[str, str], tuple[Any, ...]] = {}
@@ -423,11 +423,11 @@ class TrackingService:
                 if state != RunStatus.RUNNING.value:
                     results.append(_not_running(batch.run_id, state, "log metrics to"))
                     continue
-                if batch.batch_id and batch.batch_id in seen:
+                if batch.batch_id and (batch.run_id, batch.batch_id) in seen:
                     results.append(MetricBatchResult(stored=0, duplicate=True))
                     continue
                 if batch.batch_id:
-                    seen.add(batch.batch_id)
+                    seen.add((batch.run_id, batch.batch_id))
                     new_batches.append(
                         {
                             "batch_id": batch.batch_id,

@@ -57,6 +57,11 @@ def list_experiments(project: str, svc: Svc) -> list[Experiment]:
     return svc.tracking.list_experiments(project)
 
 
+@router.get("/projects/{project}/experiments/{name}", response_model=Experiment)
+def get_experiment(project: str, name: str, svc: Svc) -> Experiment:
+    return svc.tracking.get_experiment(project, name)
+
+
 @router.post("/projects/{project}/experiments", response_model=Experiment, status_code=201)
 def create_experiment(
     project: str, body: ExperimentCreate, svc: Svc, response: Response

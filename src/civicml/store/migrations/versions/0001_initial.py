@@ -194,7 +194,7 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(
             ["run_id"], ["runs.id"], name=op.f("fk_metric_batches_run_id_runs")
         ),
-        sa.PrimaryKeyConstraint("batch_id", name=op.f("pk_metric_batches")),
+        sa.PrimaryKeyConstraint("run_id", "batch_id", name=op.f("pk_metric_batches")),
     )
     op.create_table(
         "metrics",
