@@ -690,10 +690,10 @@ def render_markdown(
         "the like-for-like durability comparison with MLflow (whose `mlflow.log_metric` is "
         "synchronous by default; `MLFLOW_ENABLE_ASYNC_LOGGING=false`) and with floor (a).",
         f"- **Time budget:** a single-call loop stops after {p['single_budget_s']:.0f} s per "
-        "repetition; only MLflow (one SQL transaction per value, one HTTP request per value "
-        "through its server) is slow enough to hit it. Its rate is then over the values "
-        f"logged in that time (shown as `[n=…]` when fewer than {n:,}) — the first values "
-        "of a run, which if anything flatters MLflow.",
+        "repetition, so the slow per-call paths (MLflow: one SQL transaction per value, one "
+        "HTTP request per value through its server) do not dominate the run time. The rate "
+        f"is then over the values logged in that time, marked `[n=…]` (fewer than {n:,}): "
+        "the first values of a run, which if anything flatters the slower system.",
         "- **Batched:** 1,000 values per call (1,000 keys at one step): civicml "
         "`run.log_metrics({...}, step=s)` + final `run.flush()`; MLflow "
         "`MlflowClient().log_batch(run_id, metrics=[Metric…])`; floor `executemany` + "
@@ -768,7 +768,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         type=float,
         default=10.0,
         help="seconds per repetition after which a single-call logging loop stops "
-        "(only MLflow is slow enough to hit it)",
+        "(a figure from a loop that hit it is marked [n=...])",
     )
     p.add_argument(
         "--modes",
@@ -845,7 +845,7 @@ def main(argv: list[str] | None = None) -> int:
         versions["civicml_source"] = source_start
         source_end = civicml_source()
         if source_end != source_start:
-            versions["civicml_source"] = f"{source_start} (changed during the run: {source_end})"
+            versions["civicml_source"] = f"{source_start}; changed during the run to {source_end}"
             print(
                 "warning: the civicml checkout changed while the benchmark ran "
                 f"({source_start} -> {source_end}); its figures may mix versions",
