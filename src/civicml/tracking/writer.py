@@ -65,20 +65,34 @@ class MetricWriter:
     ) -> MetricBatchResult | None:
         """Queue values for a run; with ``synchronous`` return only once they are durable
         (and answer what was stored). ``batch_id`` makes a retried batch count once."""
-        self._raise_pending(run_id)
-        batch = MetricBatch(run_id=run_id, values=list(values), batch_id=batch_id)
+        if self._errors:
+            self._raise_pending(run_id)
         with self._cond:
             if self._closed:
                 raise RuntimeError("the metric writer is closed")
             # Back-pressure: past _MAX_PENDING queued values a caller waits for a commit, so a
             # producer faster than the disk cannot grow the buffer without bound.
             wait = synchronous or self._pending_values >= _MAX_PENDING
-            item = _Pending(batch, threading.Event() if wait else None)
-            self._queue.append(item)
-            self._pending_values += len(batch.values)
+            queue = self._queue
+            self._pending_values += len(values)
+            if not wait and batch_id is None and queue:
+                last = queue[-1]
+                if (
+                    last.done is None
+                    and last.batch is not None
+                    and last.batch.run_id == run_id
+                    and last.batch.batch_id is None
+                ):
+                    last.batch.values.extend(values)  # type: ignore[attr-defined]
+                    return None  # coalesced into the batch already queued for this run
+            item = _Pending(
+                MetricBatch(run_id, list(values), batch_id), threading.Event() if wait else None
+            )
+            queue.append(item)
             if not wait:
-                self._ensure_thread()
-                self._cond.notify_all()
+                if len(queue) == 1:  # the thread may be idle: wake it for the deadline
+                    self._ensure_thread()
+                    self._cond.notify_all()
                 return None
         self._lead_or_wait(item)
         if item.error is not None:
