@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import uuid
@@ -162,39 +163,42 @@ def live_server(settings: Settings) -> Iterator[str]:
     thread.join(timeout=15)
 
 
-@pytest.fixture
-def server_process(tmp_path: Path) -> Iterator[tuple[str, Path]]:
-    """``civicml server`` as a real subprocess on a free port; yields (URL, its CIVICML_HOME)."""
+@contextlib.contextmanager
+def start_server(home: Path, log: Path) -> Iterator[str]:
+    """``civicml server`` as a real subprocess on a free loopback port; yields its URL."""
     import subprocess
     import sys
 
-    home = tmp_path / "server-home"
     port = free_port()
     env = {**os.environ, "CIVICML_HOME": str(home)}
-    log = open(tmp_path / "server.log", "wb")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "civicml.cli.main",
-            "server",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_healthy(url)
-        yield url, home
-    finally:
-        proc.terminate()
+    command = [
+        sys.executable,
+        "-m",
+        "civicml.cli.main",
+        "server",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+    ]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
         try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        log.close()
+            wait_healthy(url)
+            yield url
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def server_process(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """``civicml server`` as a real subprocess on a free port; yields (URL, its CIVICML_HOME)."""
+    home = tmp_path / "server-home"
+    with start_server(home, tmp_path / "server.log") as url:
+        yield url, home

@@ -6,11 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -20,7 +16,7 @@ import pytest
 
 import civicml as cm
 from civicml.cli.main import main
-from tests.conftest import free_port, wait_healthy
+from tests.conftest import start_server
 
 pytestmark = pytest.mark.e2e
 API = "/api/v1"
@@ -60,39 +56,6 @@ def _stop(pid: int, url: str) -> None:
         raise AssertionError(f"civicml server {pid} did not stop on SIGTERM")
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{url}{API}/health", timeout=2)
-
-
-@contextmanager
-def _start_server(home: Path, log: Path) -> Iterator[str]:
-    port = free_port()
-    env = {**os.environ, "CIVICML_HOME": str(home)}
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "civicml.cli.main",
-                "server",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-            ],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_healthy(url)
-            yield url
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
 
 
 def _cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -198,7 +161,7 @@ def test_a_full_journey_survives_a_server_restart(
 
     # Stop the server gracefully and start a new one on the same home.
     _stop(_server_pid(url), url)
-    with _start_server(home, tmp_path / "second.log") as second:
+    with start_server(home, tmp_path / "second.log") as second:
         after = _state(second)
 
         assert after == before

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import socket
 
-__all__ = ["hostname", "process_alive", "process_start"]
+__all__ = ["hostname", "process_alive", "process_identity", "process_start"]
 
 
 def hostname() -> str:
@@ -41,3 +41,12 @@ def process_alive(pid: int, start: int | None = None) -> bool:
         return True
     current = process_start(pid)
     return current is None or current == start
+
+
+def process_identity(track: bool = True) -> tuple[str, int | None, int | None]:
+    """(host, pid, start tick) of this process, as a run records it; without ``track`` the run
+    is not tied to this process (pid and start are None) and only heartbeats count."""
+    if not track:
+        return hostname(), None, None
+    pid = os.getpid()
+    return hostname(), pid, process_start(pid)

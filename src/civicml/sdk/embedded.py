@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import atexit
-import os
 import weakref
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -11,7 +10,7 @@ from typing import Any, BinaryIO
 
 from civicml.core.errors import CivicMLError
 from civicml.core.identity import Principal, resolve_principal
-from civicml.core.process import hostname, process_start
+from civicml.core.process import process_identity
 from civicml.core.settings import Settings
 from civicml.governance.audit import AuditTrail
 from civicml.governance.lineage import LineageService
@@ -115,16 +114,16 @@ class EmbeddedBackend:
         track_process: bool = True,
     ) -> Run:
         """Start a run; with ``track_process`` it is marked killed if this process dies."""
-        pid = os.getpid() if track_process else None
+        host, pid, pid_start = process_identity(track_process)
         return self.tracking.create_run(
             project,
             experiment=experiment,
             name=name,
             params=params,
             tags=tags,
-            host=hostname(),
+            host=host,
             pid=pid,
-            pid_start=process_start(pid) if pid else None,
+            pid_start=pid_start,
         )
 
     def get_run(self, run_id: str) -> Run:

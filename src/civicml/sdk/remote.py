@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import threading
 import time
 import uuid
@@ -18,7 +17,7 @@ from pydantic import TypeAdapter
 from civicml.core import errors as E
 from civicml.core.identity import resolve_principal
 from civicml.core.ids import validate_name
-from civicml.core.process import hostname, process_start
+from civicml.core.process import process_identity
 from civicml.core.settings import Settings
 from civicml.governance.schemas import AuditEvent, AuditReport, LineageGraph, Project
 from civicml.registry.schemas import ApprovalRecord, ModelVersion, RegisteredModel
@@ -183,15 +182,15 @@ class RemoteBackend:
         track_process: bool = True,
     ) -> Run:
         """Start a run; with ``track_process`` it is marked killed if this process dies."""
-        pid = os.getpid() if track_process else None
+        host, pid, pid_start = process_identity(track_process)
         body = {
             "experiment": experiment,
             "name": name,
             "params": _jsonable(params or {}),
             "tags": _jsonable(tags or {}),
-            "host": hostname(),
+            "host": host,
             "pid": pid,
-            "pid_start": process_start(pid) if pid else None,
+            "pid_start": pid_start,
         }
         run = Run.model_validate(
             self._json("POST", f"/api/v1/projects/{_name('Project', project)}/runs", json_body=body)
