@@ -13,6 +13,7 @@ PACKAGES = [
     "civicml.core",
     "civicml.store",
     "civicml.governance",
+    "civicml.data",
     "civicml.tracking",
     "civicml.registry",
     "civicml.server",
@@ -38,7 +39,7 @@ def test_lazy_top_level_names() -> None:
 def test_schema_fields_are_described() -> None:
     from pydantic import BaseModel
 
-    for package in ("civicml.governance", "civicml.tracking", "civicml.registry"):
+    for package in ("civicml.governance", "civicml.tracking", "civicml.registry", "civicml.data"):
         module = importlib.import_module(package)
         for name in module.__all__:
             value = getattr(module, name)

@@ -699,3 +699,34 @@ def test_delete_version_never_reuses_its_number(any_ctx: Context) -> None:
     assert event.before is not None
     assert event.before["version"] == 2
     assert _audit_ok(any_ctx)
+
+
+# Regressions found while splitting the service --------------------------------------------------
+def test_delete_alias_with_spaces_deletes_the_alias(ctx: Context, project: str) -> None:
+    svc = _setup(ctx)
+    mv = _register(ctx)
+    svc.set_alias(PROJECT, MODEL, "production", mv.version)
+    svc.delete_alias(PROJECT, MODEL, " production ")
+    with pytest.raises(NotFoundError):
+        svc.get_version(PROJECT, MODEL, "production")
+    assert _audit_ok(ctx)
+
+
+def test_alias_with_a_trailing_newline_is_refused(ctx: Context, project: str) -> None:
+    mv = _register(ctx)
+    with pytest.raises(InvalidInputError, match="Alias name"):
+        _setup(ctx).set_alias(PROJECT, MODEL, "prod\n", mv.version)
+
+
+def test_a_non_ascii_digit_version_is_invalid_input(ctx: Context, project: str) -> None:
+    _register(ctx)
+    with pytest.raises(InvalidInputError, match="neither a version number nor an alias"):
+        _setup(ctx).get_version(PROJECT, MODEL, "²")
+
+
+def test_a_metric_too_large_for_a_float_is_stored_as_none(ctx: Context, project: str) -> None:
+    svc = _setup(ctx)
+    mv = svc.register(
+        PROJECT, MODEL, artifacts={"model.bin": _stored(ctx)}, metrics={"x": 10**400, "auc": 0.9}
+    )
+    assert mv.metrics == {"x": None, "auc": 0.9}

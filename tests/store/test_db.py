@@ -26,6 +26,7 @@ def test_migrations_match_the_table_definitions(tmp_path: Path) -> None:
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
+    import civicml.data._tables
     import civicml.governance._tables
     import civicml.registry._tables
     import civicml.store._tables

@@ -10,6 +10,7 @@ import typer
 
 import civicml
 from civicml.cli._common import STATE, err_console
+from civicml.cli.data import datasets_app
 from civicml.cli.governance import audit_app, lineage_app
 from civicml.cli.models import models_app
 from civicml.cli.projects import experiments_app, projects_app
@@ -28,6 +29,7 @@ app = typer.Typer(
 app.add_typer(projects_app, name="projects")
 app.add_typer(experiments_app, name="experiments")
 app.add_typer(runs_app, name="runs")
+app.add_typer(datasets_app, name="datasets")
 app.add_typer(models_app, name="models")
 app.add_typer(lineage_app, name="lineage")
 app.add_typer(audit_app, name="audit")

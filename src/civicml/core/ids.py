@@ -29,7 +29,7 @@ def validate_name(kind: str, name: str) -> str:
     """
     from civicml.core.errors import InvalidInputError
 
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
+    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
         raise InvalidInputError(
             f"{kind} name {name!r} is not valid.",
             hint="Use 1-128 characters: letters, digits, '.', '_' or '-', starting with a "

@@ -20,6 +20,7 @@ from civicml.core.identity import Principal
 from civicml.core.settings import Settings
 from civicml.governance.schemas import AuditEvent, AuditReport, LineageGraph, Project
 from civicml.registry.schemas import ApprovalStatus, ModelVersion, RegisteredModel
+from civicml.sdk.datasets import DatasetsHandle
 from civicml.sdk.embedded import EmbeddedBackend
 from civicml.store.paths import validate_relative_path
 from civicml.store.schemas import ArtifactInfo
@@ -128,6 +129,7 @@ class ProjectHandle:
         self.info = info
         self.name = info.name
         self.models = ModelsHandle(backend, info.name)
+        self.datasets = DatasetsHandle(backend, info.name)
         self.runs = RunsHandle(backend, info.name)
 
     def __repr__(self) -> str:

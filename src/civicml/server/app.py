@@ -17,7 +17,7 @@ from civicml.sdk.embedded import open_context
 from civicml.server.deps import AppState
 from civicml.server.errors import install_error_handlers
 from civicml.server.guard import GuardMiddleware
-from civicml.server.routers import governance, projects, registry, tracking
+from civicml.server.routers import data, governance, projects, registry, tracking
 from civicml.store.context import Context
 from civicml.tracking.service import TrackingService
 from civicml.tracking.writer import MetricWriter
@@ -67,7 +67,13 @@ def create_app(settings: Settings, principal: Principal | None = None) -> FastAP
     def health() -> dict[str, str]:
         return {"status": "ok", "version": civicml.__version__}
 
-    for router in (projects.router, tracking.router, registry.router, governance.router):
+    for router in (
+        projects.router,
+        tracking.router,
+        registry.router,
+        data.router,
+        governance.router,
+    ):
         app.include_router(router)
     app.add_middleware(
         GuardMiddleware,
@@ -75,6 +81,7 @@ def create_app(settings: Settings, principal: Principal | None = None) -> FastAP
         binary_upload_paths=(
             r"/api/v1/runs/[^/]+/artifacts/.+",
             r"/api/v1/projects/[^/]+/blobs",
+            r"/api/v1/projects/[^/]+/datasets/[^/]+/versions",
         ),
     )
     return app

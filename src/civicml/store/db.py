@@ -25,7 +25,7 @@ from civicml.core.errors import ConfigurationError, MissingExtraError
 __all__ = ["HEAD_REVISION", "MetadataStore", "UnitOfWork"]
 
 #: The newest migration; ``tests/store/test_migrations.py`` checks it against the scripts.
-HEAD_REVISION = "0001"
+HEAD_REVISION = "0002"
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _BUSY_TIMEOUT_MS = 60_000

@@ -1,0 +1,770 @@
+"""Readers that turn CSV, Parquet, JSON Lines and data frames into canonical Parquet, streaming.
+
+Each reader yields Arrow record batches of bounded size; :func:`write_canonical` writes them to one
+Parquet file with fixed writer options, fixed-size row groups and no timestamps or pandas metadata,
+so the same rows with the same types always give the same bytes (and the same SHA-256) whatever the
+chunk size or the source format. Types are canonicalised on the way: ``large_string`` and
+``string_view`` become ``string``, dictionary (categorical) columns their value type.
+
+CSV types are inferred from the first block; a later value that does not fit (``"abc"`` in an
+``int64`` column) restarts the read with that column widened (``int64`` → ``double`` →
+``string``), so a file is never read whole into memory. JSON Lines are read twice: once to find the
+schema of the whole file, once to convert it; a column that holds text on one line and numbers on
+another is refused, naming the line.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow.csv as pacsv  # type: ignore[import-untyped]
+import pyarrow.json as pajson  # type: ignore[import-untyped]
+import pyarrow.parquet as pq  # type: ignore[import-untyped]
+
+from civicml.core.errors import InvalidInputError
+from civicml.data.profile import Profiler
+from civicml.data.schemas import SourceFormat
+
+__all__ = [
+    "DEFAULT_CHUNK_BYTES",
+    "ROW_GROUP_ROWS",
+    "Converted",
+    "Source",
+    "detect_format",
+    "open_source",
+    "write_canonical",
+]
+
+#: Bytes read per chunk from a file (and rows per batch ~ this divided by the row width).
+DEFAULT_CHUNK_BYTES = 8 << 20
+#: Rows per Parquet row group. Part of the canonical form: changing it changes every digest.
+ROW_GROUP_ROWS = 65_536
+_WRITER_OPTIONS: dict[str, Any] = {
+    "version": "2.6",
+    "compression": "zstd",
+    "compression_level": 3,
+    "use_dictionary": True,
+    "write_statistics": True,
+    "data_page_version": "1.0",
+    "store_schema": True,
+}
+_SUFFIXES = {
+    ".csv": SourceFormat.CSV,
+    ".parquet": SourceFormat.PARQUET,
+    ".pq": SourceFormat.PARQUET,
+    ".jsonl": SourceFormat.JSONL,
+    ".ndjson": SourceFormat.JSONL,
+}
+_FORMATS = "csv, parquet or jsonl"
+_CONVERSION = re.compile(r"In CSV column #(\d+): .*CSV conversion error to (\S+?): invalid value")
+_MAX_RESTARTS = 64
+
+Progress = Callable[[int], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Converted:
+    """The result of writing a source as canonical Parquet."""
+
+    path: Path
+    schema: Any
+    rows: int
+    profiler: Profiler
+    fingerprint: str | None
+
+
+class Source:
+    """A source of rows: a file path, a seekable binary stream, a pandas DataFrame or an Arrow
+    table, with its format.
+
+    Args:
+        source: What to read.
+        format: ``csv``, ``parquet`` or ``jsonl``; for files, guessed from the suffix when None.
+    """
+
+    def __init__(self, source: Any, format: str | None = None) -> None:
+        self.frame: Any = None
+        self.path: Path | None = None
+        self.stream: BinaryIO | None = None
+        self.name: str | None = None
+        if _is_frame(source):
+            self.frame = _frame_to_table(source)
+            self.format = SourceFormat.DATAFRAME
+            return
+        if isinstance(source, str | os.PathLike):
+            self.path = _check_path(Path(source))
+            self.name = self.path.name
+            self.format = detect_format(self.path, format)
+            self.size = self.path.stat().st_size
+        elif hasattr(source, "read") and hasattr(source, "seek"):
+            self.stream = source
+            self.format = _parse_format(format, "a stream")
+            self.size = source.seek(0, os.SEEK_END)
+            source.seek(0)
+        else:
+            raise InvalidInputError(
+                f"Cannot ingest a {type(source).__name__}.",
+                hint="Pass a file path (CSV, Parquet or JSON Lines), a seekable binary file "
+                "object with format=..., a pandas DataFrame or a pyarrow Table.",
+            )
+        if self.size == 0:
+            raise InvalidInputError(
+                f"{self.label} is empty (0 bytes).",
+                hint="Check the file was written completely; a dataset needs at least one row.",
+            )
+
+    @property
+    def label(self) -> str:
+        """How messages name the source."""
+        if self.path is not None:
+            return f"{self.format.value.upper()} file {str(self.path)!r}"
+        if self.stream is not None:
+            return f"The uploaded {self.format.value.upper()} data"
+        return "The data frame"
+
+    def open(self, progress: Progress | None = None) -> _HashingReader:
+        """A fresh sequential reader over the source bytes (which hashes what it reads)."""
+        if self.path is not None:
+            raw: Any = open(self.path, "rb")  # closed by the reader
+        else:
+            if self.stream is None:
+                raise TypeError("a data frame source has no bytes to open")
+            self.stream.seek(0)
+            raw = _Unclosable(self.stream)
+        return _HashingReader(raw, progress)
+
+
+def detect_format(path: Path, format: str | None) -> SourceFormat:
+    """The format named by ``format``, else guessed from the file suffix.
+
+    Raises:
+        InvalidInputError: The format is unknown or cannot be guessed.
+    """
+    if format is not None:
+        return _parse_format(format, str(path))
+    found = _SUFFIXES.get(path.suffix.lower())
+    if found is None:
+        raise InvalidInputError(
+            f"Cannot tell the format of {str(path)!r} from its suffix {path.suffix or '(none)'!r}.",
+            hint=f"Pass format= one of {_FORMATS}, e.g. format='csv' (CLI: --format csv).",
+        )
+    return found
+
+
+def _parse_format(format: str | None, what: str) -> SourceFormat:
+    clean = (format or "").strip().lower()
+    if clean in ("ndjson", "jsonlines", "json"):
+        clean = "jsonl"
+    if clean not in ("csv", "parquet", "jsonl"):
+        given = "no format" if format is None else f"format {format!r}"
+        raise InvalidInputError(
+            f"Cannot ingest {what} with {given}.",
+            hint=f"Use one of {_FORMATS}, e.g. format='csv' (CLI: --format csv).",
+        )
+    return SourceFormat(clean)
+
+
+def _check_path(path: Path) -> Path:
+    if path.is_symlink():
+        raise InvalidInputError(
+            f"{str(path)!r} is a symbolic link; datasets are ingested from regular files only.",
+            hint="Ingest the file the link points to.",
+        )
+    if not path.exists():
+        raise InvalidInputError(
+            f"File {str(path)!r} does not exist.",
+            hint=f"Check the path (relative paths start at {Path.cwd()}).",
+        )
+    if path.is_dir():
+        raise InvalidInputError(
+            f"{str(path)!r} is a directory; ingest one file at a time.",
+            hint="Pass a CSV, Parquet or JSON Lines file inside it.",
+        )
+    if not path.is_file():
+        raise InvalidInputError(f"{str(path)!r} is not a regular file.")
+    return path
+
+
+def open_source(source: Any, format: str | None = None) -> Source:
+    """Check a source and its format; raises :class:`InvalidInputError` when it is unusable."""
+    return Source(source, format)
+
+
+# Writing ------------------------------------------------------------------------------------
+def write_canonical(
+    source: Source,
+    dest: Path,
+    *,
+    chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+    progress: bool | None = None,
+) -> Converted:
+    """Write ``source`` to ``dest`` as canonical Parquet, profiling it on the way.
+
+    Args:
+        source: What to read.
+        dest: The Parquet file to write (replaced).
+        chunk_bytes: Bytes read per chunk; bounds memory together with :data:`ROW_GROUP_ROWS`.
+        progress: Show a progress bar on stderr; None shows one when stderr is a terminal.
+
+    Raises:
+        InvalidInputError: The source cannot be read, has no rows or no columns, or has a
+            column name twice.
+    """
+    show = sys.stderr.isatty() if progress is None else progress
+    total = source.frame.num_rows if source.frame is not None else source.size
+    with _ProgressBar(show, total, source) as advance:
+        overrides: dict[str, Any] = {}
+        for _ in range(_MAX_RESTARTS):
+            try:
+                return _write(source, dest, chunk_bytes, overrides, advance)
+            except _Widen as widen:
+                overrides[widen.column] = widen.to
+                advance(-1)  # restart the bar
+        raise InvalidInputError(  # pragma: no cover - needs > 64 widenings
+            f"{source.label} could not be typed: its column types kept changing while reading.",
+            hint="Convert it to Parquet with explicit column types and ingest that.",
+        )
+
+
+def _write(
+    source: Source, dest: Path, chunk_bytes: int, overrides: dict[str, Any], advance: Progress
+) -> Converted:
+    reader = None if source.format is SourceFormat.DATAFRAME else source.open(advance)
+    try:
+        if reader is None:
+            batches = iter(source.frame.to_batches(max_chunksize=max(1, chunk_bytes // 64)))
+            schema = source.frame.schema
+        elif source.format is SourceFormat.CSV:
+            schema, batches = _csv(source, reader, chunk_bytes, overrides)
+        elif source.format is SourceFormat.PARQUET:
+            schema, batches = _parquet(source, reader, chunk_bytes, advance)
+        else:
+            schema, batches = _jsonl(source, reader, chunk_bytes)
+        canonical = _canonical_schema(schema, source)
+        profiler = Profiler(canonical)
+        rows = 0
+        with pq.ParquetWriter(str(dest), canonical, **_WRITER_OPTIONS) as writer:
+            pending: list[Any] = []
+            pending_rows = 0
+            for raw in batches:
+                batch = _canonical_batch(raw, canonical)
+                if not batch.num_rows:
+                    continue
+                profiler.update(batch)
+                rows += batch.num_rows
+                pending.append(batch)
+                pending_rows += batch.num_rows
+                while pending_rows >= ROW_GROUP_ROWS:
+                    table = pa.Table.from_batches(pending, canonical)
+                    writer.write_table(table.slice(0, ROW_GROUP_ROWS), ROW_GROUP_ROWS)
+                    rest = table.slice(ROW_GROUP_ROWS)
+                    pending, pending_rows = rest.combine_chunks().to_batches(), rest.num_rows
+                if source.format is SourceFormat.DATAFRAME:
+                    advance(batch.num_rows)
+            if pending_rows:
+                writer.write_table(pa.Table.from_batches(pending, canonical), ROW_GROUP_ROWS)
+        if rows == 0:
+            raise InvalidInputError(
+                f"{source.label} has no rows.",
+                hint="A dataset version needs at least one row of data below the header.",
+            )
+        fingerprint = None if reader is None else reader.finish()
+        return Converted(dest, canonical, rows, profiler, fingerprint)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as err:
+        raise _read_error(source, err) from err
+    finally:
+        if reader is not None:
+            reader.close()
+
+
+# Readers ------------------------------------------------------------------------------------
+def _csv(
+    source: Source, reader: _HashingReader, chunk_bytes: int, overrides: dict[str, Any]
+) -> tuple[Any, Iterator[Any]]:
+    """CSV in blocks of whole lines that we cut ourselves: pyarrow's own streaming reader reads
+    ahead without bound (the whole file, when parsing is slower than the disk)."""
+    header = _balanced(reader, reader.readline())
+    try:
+        names = pacsv.read_csv(io.BytesIO(header)).schema.names
+    except pa.ArrowInvalid as err:
+        raise _csv_error(source, err, None) from err
+    chunks = _csv_chunks(reader, chunk_bytes)
+    first = next(chunks, None)
+    types = dict(overrides)
+    if first is None:
+        return pa.schema([pa.field(n, types.get(n, pa.string())) for n in names]), iter(())
+    table = _parse_csv(source, first, names, types)
+    types = {f.name: f.type for f in table.schema}
+
+    def batches() -> Iterator[Any]:
+        yield from table.to_batches()
+        for chunk in chunks:
+            yield from _parse_csv(source, chunk, names, types).to_batches()
+
+    return table.schema, batches()
+
+
+def _csv_chunks(reader: _HashingReader, chunk_bytes: int) -> Iterator[tuple[int, bytes]]:
+    """Blocks of whole records (a quoted field may span lines) with their first line number."""
+    line_no = 2
+    while block := reader.read(chunk_bytes):
+        if not block.endswith(b"\n"):
+            block += reader.readline()
+        block = _balanced(reader, block)
+        yield line_no, block
+        line_no += block.count(b"\n")
+
+
+def _balanced(reader: _HashingReader, block: bytes) -> bytes:
+    """Extend ``block`` line by line until its double quotes pair up (RFC 4180 quoting)."""
+    while block.count(b'"') % 2:
+        more = reader.readline()
+        if not more:
+            break
+        block += more
+    return block
+
+
+def _parse_csv(
+    source: Source, chunk: tuple[int, bytes], names: list[str], types: dict[str, Any]
+) -> Any:
+    first_line, data = chunk
+
+    def parse(threads: bool) -> Any:
+        return pacsv.read_csv(
+            io.BytesIO(data),
+            read_options=pacsv.ReadOptions(column_names=names, use_threads=threads),
+            convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=True),
+        )
+
+    try:
+        return parse(True)
+    except pa.ArrowInvalid as err:
+        match = _CONVERSION.search(str(err))
+        if match:
+            column = names[int(match.group(1))]
+            raise _Widen(column, _wider(match.group(2), str(err))) from err
+        try:  # only the single-threaded parser knows row numbers
+            parse(False)
+        except pa.ArrowInvalid as again:
+            raise _csv_error(source, again, first_line) from err
+        raise _csv_error(source, err, first_line) from err
+
+
+def _wider(failed: str, message: str) -> Any:
+    value = message.rsplit("invalid value ", 1)[-1].strip("'")
+    if failed == "null":
+        for kind, parse in ((pa.int64(), int), (pa.float64(), float)):
+            try:
+                parse(value)
+            except ValueError:
+                continue
+            return kind
+        return pa.string()
+    if failed.startswith(("int", "uint")):
+        try:
+            float(value)
+        except ValueError:
+            return pa.string()
+        return pa.float64()
+    return pa.string()
+
+
+def _parquet(
+    source: Source, reader: _HashingReader, chunk_bytes: int, advance: Progress
+) -> tuple[Any, Iterator[Any]]:
+    try:
+        handle = pq.ParquetFile(reader.raw)
+    except (pa.ArrowInvalid, OSError) as err:
+        raise InvalidInputError(
+            f"{source.label} is not a readable Parquet file: {_first_line(err)}.",
+            hint="Check the file is Parquet (not CSV or JSON renamed), or pass the right format.",
+        ) from err
+    schema = handle.schema_arrow
+    width = max(1, handle.metadata.serialized_size // max(1, handle.metadata.num_rows or 1))
+    batch_rows = max(1, min(ROW_GROUP_ROWS, chunk_bytes // max(64, width)))
+
+    def batches() -> Iterator[Any]:
+        total = max(1, handle.metadata.num_rows)
+        for batch in handle.iter_batches(batch_size=batch_rows, use_threads=True):
+            advance(int(source.size * batch.num_rows / total))
+            yield batch
+        reader.hash_rest()
+
+    return schema, batches()
+
+
+def _jsonl(source: Source, reader: _HashingReader, chunk_bytes: int) -> tuple[Any, Iterator[Any]]:
+    fields: dict[str, Any] = {}
+    with source.open() as first_pass:
+        for first_line, chunk in _line_chunks(first_pass, chunk_bytes):
+            table = _read_json_chunk(source, chunk, first_line, None)
+            for f in table.schema:
+                known = fields.get(f.name)
+                merged = f.type if known is None else _merge_types(known, f.type)
+                if merged is None:
+                    line = _find_json_conflict(chunk, first_line, f.name, known)
+                    raise _mixed(source, f.name, known, f.type, line)
+                fields[f.name] = merged
+    schema = pa.schema([pa.field(n, t) for n, t in fields.items()])
+
+    def batches() -> Iterator[Any]:
+        reader.raw.seek(0)  # a caller's stream was read to its end by the first pass
+        for first_line, chunk in _line_chunks(reader, chunk_bytes):
+            yield from _read_json_chunk(source, chunk, first_line, schema).to_batches()
+
+    return schema, batches()
+
+
+def _line_chunks(reader: _HashingReader, chunk_bytes: int) -> Iterator[tuple[int, bytes]]:
+    """Blocks of whole lines of about ``chunk_bytes``, with the 1-based number of their first
+    line."""
+    line_no = 1
+    while block := reader.read(chunk_bytes):
+        if not block.endswith(b"\n"):
+            block += reader.readline()
+        yield line_no, block
+        line_no += block.count(b"\n")
+
+
+def _read_json_chunk(source: Source, chunk: bytes, first_line: int, schema: Any) -> Any:
+    options = pajson.ParseOptions(
+        explicit_schema=schema, unexpected_field_behavior="infer" if schema is None else "error"
+    )
+    try:
+        return pajson.read_json(io.BytesIO(chunk), parse_options=options)
+    except pa.ArrowInvalid as err:
+        line, problem = _json_problem(chunk, first_line)
+        if problem is None:
+            raise InvalidInputError(
+                f"{source.label} could not be read near line {first_line}: {_first_line(err)}.",
+                hint='Each line must be one JSON object, e.g. {"age": 41, "region": "north"}.',
+            ) from err
+        raise InvalidInputError(
+            f"{source.label} line {line}: {problem}.",
+            hint="Each line must be one JSON object, and a column must hold values of one type "
+            '(e.g. always a number or always text): {"age": 41, "region": "north"}.',
+        ) from err
+
+
+def _json_problem(chunk: bytes, first_line: int) -> tuple[int, str | None]:
+    """The first line of ``chunk`` that is not a JSON object, or whose column changes type."""
+    kinds: dict[str, str] = {}
+    for offset, raw in enumerate(chunk.split(b"\n")):
+        if not raw.strip():
+            continue
+        line = first_line + offset
+        try:
+            value = json.loads(raw)
+        except json.JSONDecodeError as err:
+            return line, f"not valid JSON ({err.msg} at column {err.colno})"
+        except UnicodeDecodeError:
+            return line, "not UTF-8 text"
+        if not isinstance(value, dict):
+            return line, f"a JSON {type(value).__name__}, not an object"
+        for key, item in value.items():
+            kind = _json_kind(item)
+            if kind == "null":
+                continue
+            known = kinds.setdefault(key, kind)
+            if known != kind and {known, kind} != {"integers", "numbers"}:
+                return line, f"column {key!r} holds {kind} here but {known} on earlier lines"
+    return first_line, None
+
+
+def _json_kind(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "booleans"
+    if isinstance(value, int):
+        return "integers"
+    if isinstance(value, float):
+        return "numbers"
+    if isinstance(value, str):
+        return "text"
+    return "lists" if isinstance(value, list) else "objects"
+
+
+def _find_json_conflict(chunk: bytes, first_line: int, column: str, known: Any) -> int:
+    for offset, raw in enumerate(chunk.split(b"\n")):
+        if raw.strip():
+            value = json.loads(raw).get(column)
+            if value is not None and _merge_types(known, pa.array([value]).type) is None:
+                return first_line + offset
+    return first_line  # pragma: no cover - the chunk's schema came from these lines
+
+
+def _merge_types(a: Any, b: Any) -> Any:
+    if a == b or pa.types.is_null(b):
+        return a
+    if pa.types.is_null(a):
+        return b
+    numeric = (pa.types.is_integer(a) or pa.types.is_floating(a)) and (
+        pa.types.is_integer(b) or pa.types.is_floating(b)
+    )
+    return pa.float64() if numeric else None
+
+
+def _mixed(source: Source, column: str, before: Any, after: Any, line: int) -> InvalidInputError:
+    return InvalidInputError(
+        f"{source.label} line {line}: column {column!r} holds {_type_words(after)} here but "
+        f"{_type_words(before)} on earlier lines.",
+        hint="A column must hold values of one type; fix the line, or quote the values so the "
+        "column is text throughout.",
+    )
+
+
+def _type_words(t: Any) -> str:
+    if pa.types.is_string(t) or pa.types.is_large_string(t):
+        return "text"
+    if pa.types.is_integer(t) or pa.types.is_floating(t):
+        return "numbers"
+    if pa.types.is_boolean(t):
+        return "booleans"
+    return f"{t} values"
+
+
+# Canonical form -----------------------------------------------------------------------------
+def _canonical_type(t: Any) -> Any:
+    if pa.types.is_dictionary(t):
+        return _canonical_type(t.value_type)
+    if pa.types.is_large_string(t) or _is_view(t, "is_string_view"):
+        return pa.string()
+    if pa.types.is_large_binary(t) or _is_view(t, "is_binary_view"):
+        return pa.binary()
+    return t
+
+
+def _is_view(t: Any, check: str) -> bool:
+    """View types exist from pyarrow 16; civicml supports 15."""
+    test = getattr(pa.types, check, None)
+    return bool(test is not None and test(t))
+
+
+def _canonical_schema(schema: Any, source: Source) -> Any:
+    names = list(schema.names)
+    if not names:
+        raise InvalidInputError(f"{source.label} has no columns.")
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise InvalidInputError(
+            f"{source.label} has the column name {dupes[0]!r} more than once.",
+            hint="Column names must be unique; rename the duplicates.",
+        )
+    return pa.schema([pa.field(f.name, _canonical_type(f.type)) for f in schema])
+
+
+def _canonical_batch(batch: Any, schema: Any) -> Any:
+    if batch.schema.equals(schema, check_metadata=False):
+        return batch
+    if batch.schema.names != schema.names:
+        batch = batch.select(schema.names)
+    return pa.RecordBatch.from_arrays(
+        [c.cast(f.type) for c, f in zip(batch.columns, schema, strict=True)], schema=schema
+    )
+
+
+# Data frames --------------------------------------------------------------------------------
+def _is_frame(source: Any) -> bool:
+    if isinstance(source, pa.Table | pa.RecordBatch):
+        return True
+    module = type(source).__module__
+    return module.startswith("pandas") and type(source).__name__ == "DataFrame"
+
+
+def _frame_to_table(source: Any) -> Any:
+    if isinstance(source, pa.RecordBatch):
+        return pa.Table.from_batches([source])
+    if isinstance(source, pa.Table):
+        return source
+    frame = source
+    if any(not isinstance(c, str) for c in frame.columns):
+        frame = frame.rename(columns=str)
+    if frame.index.name is not None or any(n is not None for n in frame.index.names):
+        frame = frame.reset_index()  # a named index is data: keep it as columns
+    try:
+        return pa.Table.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as err:
+        raise InvalidInputError(
+            f"The data frame cannot be stored: {_first_line(err)}.",
+            hint="A column must hold values of one type; convert mixed object columns, e.g. "
+            "df['col'] = df['col'].astype(str).",
+        ) from err
+
+
+# Errors -------------------------------------------------------------------------------------
+class _Widen(Exception):
+    def __init__(self, column: str, to: Any) -> None:
+        super().__init__(column)
+        self.column = column
+        self.to = to
+
+
+def _csv_error(source: Source, err: Exception, first_line: int | None) -> InvalidInputError:
+    text = _first_line(err).removeprefix("CSV parse error: ")
+    if text == "Empty CSV file":
+        return InvalidInputError(f"{source.label} is empty.", hint="It needs a header and rows.")
+    found = re.match(r"Row #(\d+): (.*)", text)
+    where = ""
+    if found and first_line is not None:
+        where = f" at line {first_line + int(found.group(1)) - 1}"
+        text = found.group(2)
+    return InvalidInputError(
+        f"{source.label} is not readable CSV{where}: {text}.",
+        hint="Every line needs the same number of comma-separated fields as the header; quote "
+        'fields that contain commas or line breaks ("a, b").',
+    )
+
+
+def _read_error(source: Source, err: Exception) -> InvalidInputError:
+    return InvalidInputError(
+        f"{source.label} could not be converted: {_first_line(err)}.",
+        hint="Check that each column holds values of one type.",
+    )
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0].rstrip(".") if text else type(err).__name__
+
+
+# Byte streams -------------------------------------------------------------------------------
+class _Unclosable(io.RawIOBase):
+    """A view of a caller's stream that leaves it open when closed."""
+
+    def __init__(self, inner: BinaryIO) -> None:
+        self._inner = inner
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        return self._inner.read(size)
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._inner.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        return self._inner.readline(-1 if size is None else size)
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self._inner.seek(offset, whence)
+
+    def tell(self) -> int:
+        return self._inner.tell()
+
+
+class _HashingReader(io.RawIOBase):
+    """Reads a source sequentially, hashing (and counting, for the progress bar) every byte."""
+
+    def __init__(self, raw: Any, progress: Progress | None) -> None:
+        self.raw = raw
+        self._sha = hashlib.sha256()
+        self._progress = progress
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        data: bytes = self.raw.read(size)
+        self._seen(data)
+        return data
+
+    def readinto(self, buffer: Any) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def readline(self, size: int | None = -1) -> bytes:
+        data: bytes = self.raw.readline(-1 if size is None else size)
+        self._seen(data)
+        return data
+
+    def _seen(self, data: bytes) -> None:
+        self._sha.update(data)
+        if self._progress is not None and data:
+            self._progress(len(data))
+
+    def hash_rest(self) -> None:
+        """Hash the whole source from the start (for readers that seek, such as Parquet)."""
+        self._sha = hashlib.sha256()
+        self.raw.seek(0)
+        while block := self.raw.read(1 << 20):
+            self._sha.update(block)
+
+    def finish(self) -> str:
+        """Hash any bytes the parser left unread; returns the SHA-256 of the whole source."""
+        while block := self.raw.read(1 << 20):
+            self._sha.update(block)
+        return self._sha.hexdigest()
+
+    def close(self) -> None:
+        self.raw.close()
+        super().close()
+
+
+# Progress -----------------------------------------------------------------------------------
+class _ProgressBar:
+    """A rich progress bar of bytes (rows for data frames) on stderr; no-op when hidden."""
+
+    def __init__(self, show: bool, total: int, source: Source) -> None:
+        self._show = show
+        self._total = total
+        self._source = source
+        self._bar: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> Progress:
+        if not self._show:
+            return lambda n: None
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+            TransferSpeedColumn,
+        )
+
+        frame = self._source.format is SourceFormat.DATAFRAME
+        counter = MofNCompleteColumn() if frame else DownloadColumn()
+        columns = [TextColumn("{task.description}"), BarColumn(), counter]
+        if not frame:
+            columns.append(TransferSpeedColumn())
+        self._bar = Progress(
+            *columns, TimeRemainingColumn(), console=Console(stderr=True), transient=True
+        )
+        self._bar.start()
+        self._task = self._bar.add_task(
+            f"Ingesting {self._source.name or self._source.format.value}", total=self._total
+        )
+
+        def advance(n: int) -> None:
+            if n < 0:
+                self._bar.reset(self._task)
+            else:
+                self._bar.advance(self._task, n)
+
+        return advance
+
+    def __exit__(self, *exc: object) -> None:
+        if self._bar is not None:
+            self._bar.stop()

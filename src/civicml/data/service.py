@@ -1,0 +1,457 @@
+"""The dataset service: ingest immutable, content-addressed dataset versions and read them back.
+
+Ingesting streams the source into canonical Parquet in a temp file (bounded memory, profiled on
+the way), stores the file in the artifact store by SHA-256, then records the version in one unit
+of work: the version row, its artifact-index entry, its lineage node and the
+``dataset_version.created`` audit event commit together. The dataset's row is locked first
+(``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite writers are serialised by ``BEGIN IMMEDIATE``),
+so version numbers have no gaps or duplicates and identical content is never stored twice.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO, TypeAlias
+
+import pyarrow.parquet as pq  # type: ignore[import-untyped]
+from sqlalchemy import Connection, Row, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from civicml.core.errors import ConflictError, InvalidInputError, NotFoundError, closest
+from civicml.core.ids import new_id, validate_name
+from civicml.data._tables import dataset_versions, datasets
+from civicml.data.ingest import DEFAULT_CHUNK_BYTES, Converted, open_source, write_canonical
+from civicml.data.schemas import (
+    ColumnProfile,
+    ColumnSchema,
+    Dataset,
+    DatasetVersion,
+    SchemaChanges,
+    SourceFormat,
+    TypeChange,
+)
+from civicml.governance.audit import AuditTrail
+from civicml.governance.lineage import LineageService
+from civicml.governance.projects import ProjectService
+from civicml.governance.schemas import Project
+from civicml.store.artifact_index import ArtifactIndex
+from civicml.store.artifacts import Stored
+from civicml.store.context import Context
+from civicml.store.db import UnitOfWork
+
+__all__ = ["DatasetService"]
+
+_Row: TypeAlias = "Row[*tuple[Any, ...]]"
+_RETRIES = 3
+_DATA_PATH = "data.parquet"
+_MEDIA_TYPE = "application/vnd.apache.parquet"
+
+
+class DatasetService:
+    """Ingests datasets as immutable versions and reads them back, verified.
+
+    Args:
+        ctx: The stores, principal and clock every call runs with.
+
+    Example:
+        >>> svc = DatasetService(ctx)  # doctest: +SKIP
+        >>> v = svc.ingest("benefits", "applications", "applications.csv")  # doctest: +SKIP
+        >>> svc.to_pandas(v).shape  # doctest: +SKIP
+    """
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+        self._audit = AuditTrail(ctx)
+        self._lineage = LineageService(ctx)
+        self._projects = ProjectService(ctx)
+
+    # Ingest -----------------------------------------------------------------------------------
+    def ingest(
+        self,
+        project: str,
+        name: str,
+        source: Any,
+        *,
+        format: str | None = None,
+        description: str = "",
+        chunk_bytes: int = DEFAULT_CHUNK_BYTES,
+        progress: bool | None = None,
+    ) -> DatasetVersion:
+        """Store ``source`` as a new version of dataset ``name`` (created when missing).
+
+        The rows are written as canonical Parquet; the version's identity is that file's SHA-256.
+        When the dataset already has a version with the same digest, that version is returned
+        and nothing is written.
+
+        Args:
+            project: Project name (it must exist).
+            name: Dataset name, e.g. ``"applications"``.
+            source: A CSV, Parquet or JSON Lines file path; a seekable binary file object (with
+                ``format``); a pandas DataFrame or a pyarrow Table.
+            format: ``csv``, ``parquet`` or ``jsonl``; guessed from a file's suffix when None.
+            description: Free text, kept with the version.
+            chunk_bytes: Bytes read per chunk (memory stays bounded by about this much plus one
+                Parquet row group).
+            progress: Show a progress bar on stderr; None: only when stderr is a terminal.
+
+        Returns:
+            The new version, or the existing one with identical content.
+
+        Raises:
+            InvalidInputError: Bad name, unknown format, or a source that is missing, a
+                directory or symbolic link, empty, or unreadable (the message names the line
+                where it can).
+            NotFoundError: The project does not exist.
+        """
+        validate_name("Dataset", name)
+        if chunk_bytes < 1024:
+            raise InvalidInputError(
+                f"chunk_bytes {chunk_bytes} is too small.", hint="Use 1024 bytes or more."
+            )
+        proj = self._projects.get(project)
+        src = open_source(source, format)
+        with self._temp_path() as tmp:
+            converted = write_canonical(src, tmp, chunk_bytes=chunk_bytes, progress=progress)
+            stored = self._ctx.artifacts.put_file(tmp)  # bytes first: a row never lacks them
+        profile = converted.profiler.result()
+        columns = _columns(converted, profile)
+        for attempt in range(1, _RETRIES + 1):
+            try:
+                with self._ctx.db.write() as uow:
+                    return self._record(
+                        uow,
+                        proj,
+                        name,
+                        digest=stored.digest,
+                        size=stored.size,
+                        source_format=src.format,
+                        source_name=src.name,
+                        fingerprint=converted.fingerprint,
+                        rows=converted.rows,
+                        columns=columns,
+                        profile=profile,
+                        description=description,
+                    )
+            except IntegrityError as err:  # a concurrent ingest created the dataset first
+                if attempt == _RETRIES:
+                    raise ConflictError(
+                        f"Dataset {name!r} changed concurrently and the version could not be "
+                        "recorded.",
+                        hint="Try again.",
+                    ) from err
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    # Reading ----------------------------------------------------------------------------------
+    def get_dataset(self, project: str, name: str) -> Dataset:
+        """The dataset ``name`` of ``project``.
+
+        Raises:
+            NotFoundError: The project or dataset does not exist (with close names as a hint).
+        """
+        proj = self._projects.get(project)
+        with self._ctx.db.read() as conn:
+            return _dataset(conn, proj.name, _dataset_row(conn, proj, name))
+
+    def list_datasets(self, project: str) -> list[Dataset]:
+        """Every dataset of ``project``, by name."""
+        proj = self._projects.get(project)
+        with self._ctx.db.read() as conn:
+            rows = conn.execute(
+                select(datasets).where(datasets.c.project_id == proj.id).order_by(datasets.c.name)
+            ).all()
+            return [_dataset(conn, proj.name, r) for r in rows]
+
+    def get_version(self, project: str, name: str, version: int | str = "latest") -> DatasetVersion:
+        """One version, by number (``3`` or ``"3"``) or ``"latest"``.
+
+        Raises:
+            NotFoundError: The project, dataset or version does not exist.
+            InvalidInputError: ``version`` is neither a positive number nor ``"latest"``.
+        """
+        number = _parse_version(version)
+        proj = self._projects.get(project)
+        with self._ctx.db.read() as conn:
+            ds = _dataset_row(conn, proj, name)
+            query = select(dataset_versions).where(dataset_versions.c.dataset_id == ds.id)
+            if number is None:
+                query = query.order_by(dataset_versions.c.version.desc()).limit(1)
+            else:
+                query = query.where(dataset_versions.c.version == number)
+            row = conn.execute(query).first()
+        if row is None:
+            what = "has no versions" if number is None else f"has no version {number}"
+            raise NotFoundError(
+                f"Dataset {name!r} of project {project!r} {what}.",
+                hint=f"List its versions: civicml datasets versions {name} -p {project}",
+            )
+        return _version(row, proj.name, ds.name)
+
+    def list_versions(self, project: str, name: str) -> list[DatasetVersion]:
+        """The versions of a dataset, oldest first."""
+        proj = self._projects.get(project)
+        with self._ctx.db.read() as conn:
+            ds = _dataset_row(conn, proj, name)
+            rows = conn.execute(
+                select(dataset_versions)
+                .where(dataset_versions.c.dataset_id == ds.id)
+                .order_by(dataset_versions.c.version)
+            ).all()
+        return [_version(r, proj.name, ds.name) for r in rows]
+
+    def open(self, version: DatasetVersion) -> BinaryIO:
+        """The version's Parquet bytes, checked against its SHA-256 first (the caller closes it).
+
+        Raises:
+            NotFoundError: The file is not in the artifact store.
+            ArtifactIntegrityError: The stored bytes no longer match the digest.
+        """
+        return self._ctx.artifacts.open(version.digest)
+
+    def read(self, version: DatasetVersion, *, columns: list[str] | None = None) -> Any:
+        """The version's rows as a ``pyarrow.Table`` (verified against the digest first)."""
+        with self.open(version) as handle:
+            return pq.read_table(handle, columns=columns)
+
+    def iter_batches(self, version: DatasetVersion, *, batch_size: int = 65_536) -> Iterator[Any]:
+        """The version's rows as ``pyarrow.RecordBatch`` es, for datasets too big for memory."""
+        with self.open(version) as handle:
+            yield from pq.ParquetFile(handle).iter_batches(batch_size=batch_size)
+
+    def to_pandas(self, version: DatasetVersion, *, columns: list[str] | None = None) -> Any:
+        """The version's rows as a pandas ``DataFrame``."""
+        return self.read(version, columns=columns).to_pandas()
+
+    # Internals --------------------------------------------------------------------------------
+    def _record(
+        self,
+        uow: UnitOfWork,
+        proj: Project,
+        name: str,
+        *,
+        digest: str,
+        size: int,
+        source_format: SourceFormat,
+        source_name: str | None,
+        fingerprint: str | None,
+        rows: int,
+        columns: list[ColumnSchema],
+        profile: list[ColumnProfile],
+        description: str,
+    ) -> DatasetVersion:
+        conn = uow.conn
+        ds = _find_dataset(conn, proj.id, name, lock=True)
+        if ds is None:
+            ds = self._insert_dataset(uow, proj, name)
+        same = conn.execute(
+            select(dataset_versions).where(
+                dataset_versions.c.dataset_id == ds.id, dataset_versions.c.digest == digest
+            )
+        ).first()
+        if same is not None:
+            return _version(same, proj.name, ds.name)
+        previous = conn.execute(
+            select(dataset_versions.c.version, dataset_versions.c.schema)
+            .where(dataset_versions.c.dataset_id == ds.id)
+            .order_by(dataset_versions.c.version.desc())
+            .limit(1)
+        ).first()
+        changes = None
+        if previous is not None:
+            before = [ColumnSchema.model_validate(c) for c in previous.schema]
+            changes = diff_schemas(before, columns, previous_version=previous.version)
+        number = int(ds.next_version)
+        conn.execute(update(datasets).where(datasets.c.id == ds.id).values(next_version=number + 1))
+        now, user = self._ctx.clock.now(), self._ctx.principal.user
+        values: dict[str, Any] = {
+            "id": new_id(),
+            "dataset_id": ds.id,
+            "version": number,
+            "digest": digest,
+            "size": size,
+            "source_format": source_format.value,
+            "source_name": source_name,
+            "source_fingerprint": fingerprint,
+            "row_count": rows,
+            "schema": [c.model_dump(mode="json") for c in columns],
+            "profile": [p.model_dump(mode="json", exclude_none=True) for p in profile],
+            "schema_changes": None if changes is None else changes.model_dump(mode="json"),
+            "description": description,
+            "created_at": now,
+            "created_by": user,
+        }
+        conn.execute(insert(dataset_versions).values(**values))
+        ArtifactIndex.add(
+            uow,
+            project_id=proj.id,
+            owner_kind="dataset_version",
+            owner_id=values["id"],
+            path=_DATA_PATH,
+            stored=Stored(digest=digest, size=size),
+            created_by=user,
+            created_at=now,
+            media_type=_MEDIA_TYPE,
+        )
+        self._lineage.node(
+            uow,
+            "dataset_version",
+            values["id"],
+            name=f"{name} v{number}",
+            project_id=proj.id,
+            properties={"digest": digest, "rows": rows},
+        )
+        self._audit.record(
+            uow,
+            "dataset_version.created",
+            "dataset_version",
+            values["id"],
+            project=proj.name,
+            after={
+                "name": name,
+                "version": number,
+                "digest": digest,
+                "size": size,
+                "source_format": source_format.value,
+                "source_name": source_name,
+                "source_fingerprint": fingerprint,
+                "row_count": rows,
+                "columns": len(columns),
+                "schema_changes": values["schema_changes"],
+            },
+        )
+        return _version(values, proj.name, name)
+
+    def _insert_dataset(self, uow: UnitOfWork, proj: Project, name: str) -> _Row:
+        dataset_id = new_id()
+        uow.conn.execute(
+            insert(datasets).values(
+                id=dataset_id,
+                project_id=proj.id,
+                name=name,
+                description="",
+                next_version=1,
+                created_at=self._ctx.clock.now(),
+                created_by=self._ctx.principal.user,
+            )
+        )
+        self._audit.record(
+            uow, "dataset.created", "dataset", dataset_id, project=proj.name, after={"name": name}
+        )
+        return uow.conn.execute(select(datasets).where(datasets.c.id == dataset_id)).one()
+
+    @contextlib.contextmanager
+    def _temp_path(self) -> Iterator[Path]:
+        """A temp file in the artifact store's temp folder, named so that ``recover()`` removes
+        it when this process dies mid-ingest."""
+        folder = self._ctx.artifacts.root / "tmp"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{os.getpid()}-{os.urandom(8).hex()}.part"
+        try:
+            yield path
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+
+
+def diff_schemas(
+    before: list[ColumnSchema], after: list[ColumnSchema], *, previous_version: int
+) -> SchemaChanges:
+    """Columns added, removed, retyped and changed in nullability from ``before`` to ``after``."""
+    old = {c.name: c for c in before}
+    new = {c.name: c for c in after}
+    return SchemaChanges(
+        previous_version=previous_version,
+        added=[c for c in after if c.name not in old],
+        removed=[c for c in before if c.name not in new],
+        retyped=[
+            TypeChange(name=c.name, before=old[c.name].type, after=c.type)
+            for c in after
+            if c.name in old and old[c.name].type != c.type
+        ],
+        nullability_changed=[
+            c.name for c in after if c.name in old and old[c.name].nullable != c.nullable
+        ],
+    )
+
+
+def _columns(converted: Converted, profile: list[ColumnProfile]) -> list[ColumnSchema]:
+    missing = {p.name: p.missing > 0 for p in profile}
+    return [
+        ColumnSchema(name=f.name, type=str(f.type), nullable=missing[f.name])
+        for f in converted.schema
+    ]
+
+
+def _parse_version(version: int | str) -> int | None:
+    if isinstance(version, str) and version.strip().lower() == "latest":
+        return None
+    text = str(version).strip()
+    if isinstance(version, bool) or not text.isdigit() or int(text) < 1:
+        raise InvalidInputError(
+            f"Dataset version {version!r} is not valid.",
+            hint="Use a version number from 1, or 'latest'.",
+        )
+    return int(text)
+
+
+def _find_dataset(
+    conn: Connection, project_id: str, name: str, *, lock: bool = False
+) -> _Row | None:
+    query = select(datasets).where(datasets.c.project_id == project_id, datasets.c.name == name)
+    if lock:
+        query = query.with_for_update()
+    return conn.execute(query).first()
+
+
+def _dataset_row(conn: Connection, proj: Project, name: str) -> _Row:
+    row = _find_dataset(conn, proj.id, name)
+    if row is None:
+        names = conn.execute(
+            select(datasets.c.name).where(datasets.c.project_id == proj.id)
+        ).scalars()
+        raise NotFoundError(
+            f"Dataset {name!r} does not exist in project {proj.name!r}.",
+            hint=closest(name, names)
+            or f"Ingest it: civicml datasets ingest {name} FILE -p {proj.name}",
+        )
+    return row
+
+
+def _dataset(conn: Connection, project: str, row: _Row) -> Dataset:
+    latest = conn.execute(
+        select(func.max(dataset_versions.c.version)).where(dataset_versions.c.dataset_id == row.id)
+    ).scalar()
+    return Dataset(
+        id=row.id,
+        project=project,
+        name=row.name,
+        description=row.description,
+        created_at=row.created_at,
+        created_by=row.created_by,
+        latest_version=latest,
+    )
+
+
+def _version(row: Any, project: str, name: str) -> DatasetVersion:
+    values = row if isinstance(row, dict) else row._mapping
+    changes = values["schema_changes"]
+    return DatasetVersion(
+        id=values["id"],
+        project=project,
+        name=name,
+        version=values["version"],
+        digest=values["digest"],
+        size=values["size"],
+        source_format=SourceFormat(values["source_format"]),
+        source_name=values["source_name"],
+        source_fingerprint=values["source_fingerprint"],
+        row_count=values["row_count"],
+        columns=[ColumnSchema.model_validate(c) for c in values["schema"]],
+        profile=[ColumnProfile.model_validate(p) for p in values["profile"]],
+        schema_changes=None if changes is None else SchemaChanges.model_validate(changes),
+        description=values["description"],
+        created_at=values["created_at"],
+        created_by=values["created_by"],
+    )

@@ -1,0 +1,98 @@
+"""Datasets: ingest versions (raw upload), list them, read their schema, profile and Parquet."""
+
+from __future__ import annotations
+
+import tempfile
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import StreamingResponse
+
+from civicml.data.schemas import Dataset, DatasetVersion
+from civicml.data.service import DatasetService
+from civicml.server.deps import Services, services
+
+router = APIRouter(prefix="/api/v1/projects/{project}/datasets", tags=["datasets"])
+Svc = Annotated[Services, Depends(services)]
+_SPOOL_BYTES = 8 << 20
+
+
+def _datasets(svc: Services) -> DatasetService:
+    return DatasetService(svc.ctx)
+
+
+@router.get("", response_model=list[Dataset])
+def list_datasets(project: str, svc: Svc) -> list[Dataset]:
+    return _datasets(svc).list_datasets(project)
+
+
+@router.get("/{name}", response_model=Dataset)
+def get_dataset(project: str, name: str, svc: Svc) -> Dataset:
+    return _datasets(svc).get_dataset(project, name)
+
+
+@router.get("/{name}/versions", response_model=list[DatasetVersion])
+def list_versions(project: str, name: str, svc: Svc) -> list[DatasetVersion]:
+    return _datasets(svc).list_versions(project, name)
+
+
+@router.post("/{name}/versions", response_model=DatasetVersion, status_code=201)
+async def ingest(
+    project: str,
+    name: str,
+    request: Request,
+    svc: Svc,
+    response: Response,
+    format: Annotated[
+        str | None, Query(description="Format of the uploaded bytes: csv, parquet or jsonl.")
+    ] = None,
+    description: Annotated[str, Query(max_length=10_000, description="Free text.")] = "",
+) -> DatasetVersion:
+    """Upload raw bytes (``application/octet-stream``) as a new version of dataset ``name``.
+
+    Identical content answers with the existing version (the same id and number).
+    """
+    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
+        async for chunk in request.stream():
+            spool.write(chunk)
+        spool.seek(0)
+        version = await run_in_threadpool(
+            lambda: _datasets(svc).ingest(
+                project, name, spool, format=format, description=description, progress=False
+            )
+        )
+    response.headers["Location"] = (
+        f"/api/v1/projects/{project}/datasets/{name}/versions/{version.version}"
+    )
+    return version
+
+
+@router.get("/{name}/versions/{version}", response_model=DatasetVersion)
+def get_version(project: str, name: str, version: str, svc: Svc) -> DatasetVersion:
+    """A version (by number or ``latest``) with its schema, profile and schema changes."""
+    return _datasets(svc).get_version(project, name, version)
+
+
+@router.get("/{name}/versions/{version}/data")
+def download(project: str, name: str, version: str, svc: Svc) -> StreamingResponse:
+    """The version's Parquet file, verified against its SHA-256 before the first byte is sent."""
+    datasets = _datasets(svc)
+    found = datasets.get_version(project, name, version)
+    handle = datasets.open(found)
+
+    def chunks() -> Any:
+        with handle:
+            while block := handle.read(1 << 20):
+                yield block
+
+    return StreamingResponse(
+        chunks(),
+        media_type="application/vnd.apache.parquet",
+        headers={
+            "ETag": f'"sha256:{found.digest}"',
+            "Content-Length": str(found.size),
+            "X-Content-SHA256": found.digest,
+            "Content-Disposition": f'attachment; filename="{found.name}-v{found.version}.parquet"',
+        },
+    )
