@@ -14,6 +14,7 @@ PACKAGES = [
     "civicml.store",
     "civicml.governance",
     "civicml.data",
+    "civicml.monitoring",
     "civicml.tracking",
     "civicml.registry",
     "civicml.server",
