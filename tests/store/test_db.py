@@ -8,7 +8,7 @@ from sqlalchemy import text
 
 from civicml.core import ConfigurationError
 from civicml.store import MetadataStore
-from civicml.store.db import HEAD_REVISION
+from civicml.store.db import head_revision
 
 
 def test_head_revision_matches_the_migration_scripts() -> None:
@@ -19,7 +19,7 @@ def test_head_revision_matches_the_migration_scripts() -> None:
 
     cfg = Config()
     cfg.set_main_option("script_location", str(db._MIGRATIONS))
-    assert ScriptDirectory.from_config(cfg).get_current_head() == HEAD_REVISION
+    assert ScriptDirectory.from_config(cfg).get_current_head() == head_revision()
 
 
 def test_migrations_match_the_table_definitions(tmp_path: Path) -> None:
@@ -104,7 +104,7 @@ def test_unsupported_urls_are_configuration_errors(url: str) -> None:
 
 def test_postgresql_migrates_and_writes(pg_url: str) -> None:
     store = MetadataStore(pg_url)
-    assert store.current_revision() == HEAD_REVISION
+    assert store.current_revision() == head_revision()
     MetadataStore(pg_url)  # second open: already at head
     with store.read() as conn:
         assert conn.execute(text("SELECT count(*) FROM projects")).scalar() == 0

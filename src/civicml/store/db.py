@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import threading
 import zlib
 from collections.abc import Callable, Iterator
@@ -22,10 +23,21 @@ from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
 from civicml.core.errors import ConfigurationError, MissingExtraError
 
-__all__ = ["HEAD_REVISION", "MetadataStore", "UnitOfWork"]
+__all__ = ["MetadataStore", "UnitOfWork", "head_revision"]
 
-#: The newest migration; ``tests/store/test_migrations.py`` checks it against the scripts.
-HEAD_REVISION = "0002"
+
+@functools.cache
+def head_revision() -> str:
+    """The newest migration script's revision (read once per process)."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    head = ScriptDirectory.from_config(cfg).get_current_head()
+    if head is None:  # pragma: no cover - the package ships its migrations
+        raise ConfigurationError("civicml's database migrations are missing from the package.")
+    return head
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _BUSY_TIMEOUT_MS = 60_000
@@ -111,7 +123,7 @@ class MetadataStore:
 
     def migrate(self) -> None:
         """Bring the schema to the newest revision (no-op when already there)."""
-        if self.current_revision() == HEAD_REVISION:
+        if self.current_revision() == head_revision():
             return
         from alembic import command
         from alembic.config import Config
