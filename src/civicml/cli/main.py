@@ -13,6 +13,7 @@ from civicml.cli._common import STATE, err_console
 from civicml.cli.data import datasets_app
 from civicml.cli.governance import audit_app, lineage_app
 from civicml.cli.models import models_app
+from civicml.cli.monitoring import monitoring_app
 from civicml.cli.projects import experiments_app, projects_app
 from civicml.cli.runs import runs_app
 from civicml.cli.server import demo, server
@@ -31,6 +32,7 @@ app.add_typer(experiments_app, name="experiments")
 app.add_typer(runs_app, name="runs")
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(models_app, name="models")
+app.add_typer(monitoring_app, name="monitoring")
 app.add_typer(lineage_app, name="lineage")
 app.add_typer(audit_app, name="audit")
 app.command()(server)

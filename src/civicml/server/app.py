@@ -17,7 +17,7 @@ from civicml.sdk.embedded import open_context
 from civicml.server.deps import AppState
 from civicml.server.errors import install_error_handlers
 from civicml.server.guard import GuardMiddleware
-from civicml.server.routers import data, governance, projects, registry, tracking
+from civicml.server.routers import data, governance, monitoring, projects, registry, tracking
 from civicml.store.context import Context
 from civicml.tracking.service import TrackingService
 from civicml.tracking.writer import MetricWriter
@@ -72,6 +72,7 @@ def create_app(settings: Settings, principal: Principal | None = None) -> FastAP
         tracking.router,
         registry.router,
         data.router,
+        monitoring.router,
         governance.router,
     ):
         app.include_router(router)
