@@ -15,6 +15,7 @@ PACKAGES = [
     "civicml.governance",
     "civicml.data",
     "civicml.monitoring",
+    "civicml.training",
     "civicml.tracking",
     "civicml.registry",
     "civicml.server",

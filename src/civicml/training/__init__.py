@@ -1,0 +1,32 @@
+"""Built-in training: fit, evaluate and save tabular classification and regression models.
+
+``fit_tabular(df, target, algorithm=...)`` trains logistic/linear regression, a random forest or
+LightGBM behind the preprocessing it needs (imputation, encoding, scaling), on a seeded
+train/validation split, and returns a :class:`TabularModel` with validation metrics, an input
+signature that serving checks requests against, and ``save``/``load`` for the model artifact.
+The ``Literal`` types ``Task`` (:mod:`civicml.training.model`) and ``ColumnType``
+(:mod:`civicml.training._signature`) name the task and signature column types.
+This package is a pure library: datasets, runs and the registry are wired to it elsewhere.
+"""
+
+from civicml.training._metrics import ConfusionMatrix
+from civicml.training._signature import SignatureColumn
+from civicml.training.model import TabularModel
+from civicml.training.tabular import (
+    ALGORITHMS,
+    MANIFEST_FILE,
+    MODEL_FILE,
+    fit_tabular,
+    train_validation_split,
+)
+
+__all__ = [
+    "ALGORITHMS",
+    "MANIFEST_FILE",
+    "MODEL_FILE",
+    "ConfusionMatrix",
+    "SignatureColumn",
+    "TabularModel",
+    "fit_tabular",
+    "train_validation_split",
+]

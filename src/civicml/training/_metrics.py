@@ -1,0 +1,82 @@
+"""Evaluation metrics on the validation set, computed with ``sklearn.metrics``.
+
+Classification: ``accuracy``, ``precision``, ``recall``, ``f1``, ``roc_auc``, ``log_loss`` and a
+confusion matrix. For two classes precision, recall and F1 are those of the *positive class*, the
+larger label in sorted order (``1`` of ``0/1``, ``True`` of booleans, ``"yes"`` of
+``"no"/"yes"``); ROC AUC scores the positive class's probability. For more classes they are macro
+averages and ROC AUC is one-vs-rest, macro. Regression: ``rmse``, ``mae``, ``r2``.
+
+Every metric is a plain ``float`` so it can be logged to a run as is. A metric that is undefined
+on the validation set (ROC AUC when a class is absent from it) is left out rather than NaN.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypedDict
+
+import numpy as np
+from sklearn import metrics as skm  # type: ignore[import-untyped]
+
+__all__ = ["ConfusionMatrix", "classification_metrics", "regression_metrics"]
+
+
+class ConfusionMatrix(TypedDict):
+    """Counts of validation rows, ``matrix[i][j]``: true ``labels[i]`` predicted ``labels[j]``."""
+
+    labels: list[Any]
+    matrix: list[list[int]]
+
+
+def classification_metrics(
+    y_true: Any, y_pred: Any, proba: Any, classes: list[Any]
+) -> tuple[dict[str, float], ConfusionMatrix]:
+    """Metrics of predictions ``y_pred`` and class probabilities ``proba`` (columns = classes).
+
+    Returns:
+        The scalar metrics and the confusion matrix in ``classes`` order.
+    """
+    labels = np.asarray(classes)
+    binary = len(classes) == 2
+    average_kwargs: dict[str, Any] = (
+        {"average": "binary", "pos_label": classes[1]} if binary else {"average": "macro"}
+    )
+    result = {
+        "accuracy": float(skm.accuracy_score(y_true, y_pred)),
+        "precision": float(
+            skm.precision_score(y_true, y_pred, labels=labels, zero_division=0, **average_kwargs)
+        ),
+        "recall": float(
+            skm.recall_score(y_true, y_pred, labels=labels, zero_division=0, **average_kwargs)
+        ),
+        "f1": float(skm.f1_score(y_true, y_pred, labels=labels, zero_division=0, **average_kwargs)),
+        "log_loss": float(skm.log_loss(y_true, proba, labels=labels)),
+    }
+    present = set(np.unique(np.asarray(y_true)).tolist())
+    if present == set(labels.tolist()):
+        if binary:
+            truth = np.asarray(y_true) == classes[1]
+            result["roc_auc"] = float(skm.roc_auc_score(truth, proba[:, 1]))
+        else:
+            result["roc_auc"] = float(
+                skm.roc_auc_score(y_true, proba, multi_class="ovr", average="macro", labels=labels)
+            )
+    matrix = skm.confusion_matrix(y_true, y_pred, labels=labels)
+    confusion: ConfusionMatrix = {
+        "labels": [_plain(label) for label in classes],
+        "matrix": [[int(count) for count in row] for row in matrix],
+    }
+    return dict(sorted(result.items())), confusion
+
+
+def regression_metrics(y_true: Any, y_pred: Any) -> dict[str, float]:
+    """RMSE, MAE and R² of predictions ``y_pred``."""
+    return {
+        "mae": float(skm.mean_absolute_error(y_true, y_pred)),
+        "r2": float(skm.r2_score(y_true, y_pred)),
+        "rmse": float(np.sqrt(skm.mean_squared_error(y_true, y_pred))),
+    }
+
+
+def _plain(value: Any) -> Any:
+    """A JSON-ready Python scalar from a NumPy scalar."""
+    return value.item() if isinstance(value, np.generic) else value

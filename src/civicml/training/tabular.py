@@ -1,0 +1,404 @@
+"""Built-in training for tabular classification and regression.
+
+:func:`fit_tabular` splits a DataFrame into seeded train and validation sets (stratified for
+classification), fits one scikit-learn :class:`~sklearn.pipeline.Pipeline` — preprocessing and
+estimator together, so serving takes raw rows — evaluates it on the validation set and returns a
+:class:`TabularModel`.
+
+Preprocessing by column type is described in :mod:`civicml.training._preprocess`.
+
+The model, its files and the security rule for loading them: :mod:`civicml.training.model`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import lightgbm
+import numpy as np
+import pandas as pd  # type: ignore[import-untyped]
+from sklearn.ensemble import (  # type: ignore[import-untyped]
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
+from sklearn.linear_model import LogisticRegression, Ridge  # type: ignore[import-untyped]
+from sklearn.model_selection import train_test_split  # type: ignore[import-untyped]
+from sklearn.pipeline import Pipeline  # type: ignore[import-untyped]
+
+from civicml.core.errors import InvalidInputError, closest
+from civicml.training._metrics import (
+    ConfusionMatrix,
+    classification_metrics,
+    regression_metrics,
+)
+from civicml.training._preprocess import build_preprocessor
+from civicml.training._signature import conform, infer_signature
+from civicml.training.model import MANIFEST_FILE, MODEL_FILE, TabularModel, Task
+
+__all__ = [
+    "ALGORITHMS",
+    "MANIFEST_FILE",
+    "MODEL_FILE",
+    "TabularModel",
+    "Task",
+    "fit_tabular",
+    "train_validation_split",
+]
+
+#: An integer target with at most this many distinct values is a classification target.
+MAX_AUTO_CLASSES = 10
+MIN_TRAIN_ROWS = 5
+MIN_VALIDATION_ROWS = 2
+
+
+@dataclass(frozen=True, slots=True)
+class _Algorithm:
+    tasks: tuple[Task, ...]
+    linear: bool
+    defaults: Callable[[int], dict[str, Any]]
+    make: Callable[[Task, dict[str, Any]], Any]
+
+
+def _forest(task: Task, params: dict[str, Any]) -> Any:
+    cls = RandomForestClassifier if task == "classification" else RandomForestRegressor
+    return cls(**params)
+
+
+def _lightgbm(task: Task, params: dict[str, Any]) -> Any:
+    cls = lightgbm.LGBMClassifier if task == "classification" else lightgbm.LGBMRegressor
+    return cls(**params)
+
+
+#: The built-in algorithms: which tasks each fits and its default parameters for a seed.
+#: ``n_jobs=1`` keeps results identical across machines and single-row prediction cheap;
+#: pass ``params={"n_jobs": -1}`` to train a forest faster.
+ALGORITHMS: dict[str, _Algorithm] = {
+    "logistic": _Algorithm(
+        tasks=("classification",),
+        linear=True,
+        defaults=lambda seed: {"C": 1.0, "max_iter": 1000, "random_state": seed},
+        make=lambda _task, params: LogisticRegression(**params),
+    ),
+    "linear": _Algorithm(
+        tasks=("regression",),
+        linear=True,
+        defaults=lambda seed: {"alpha": 1.0, "random_state": seed},
+        make=lambda _task, params: Ridge(**params),
+    ),
+    "random_forest": _Algorithm(
+        tasks=("classification", "regression"),
+        linear=False,
+        defaults=lambda seed: {
+            "n_estimators": 100,
+            "min_samples_leaf": 1,
+            "n_jobs": 1,
+            "random_state": seed,
+        },
+        make=_forest,
+    ),
+    "lightgbm": _Algorithm(
+        tasks=("classification", "regression"),
+        linear=False,
+        defaults=lambda seed: {
+            "n_estimators": 200,
+            "learning_rate": 0.05,
+            "num_leaves": 31,
+            "n_jobs": 1,
+            "random_state": seed,
+            "deterministic": True,
+            "force_row_wise": True,
+            "verbose": -1,
+        },
+        make=_lightgbm,
+    ),
+}
+
+
+def fit_tabular(
+    df: pd.DataFrame,
+    target: str,
+    *,
+    algorithm: str = "lightgbm",
+    task: Literal["auto", "classification", "regression"] = "auto",
+    params: dict[str, Any] | None = None,
+    validation_fraction: float = 0.2,
+    seed: int = 0,
+    features: list[str] | None = None,
+) -> TabularModel:
+    """Fit a preprocessing + estimator pipeline on ``df`` and evaluate it on a held-out split.
+
+    Args:
+        df: Training data, one row per example.
+        target: The column to predict.
+        algorithm: ``"logistic"`` (classification), ``"linear"`` (ridge regression),
+            ``"random_forest"`` or ``"lightgbm"``.
+        task: ``"auto"`` picks classification for boolean, string and categorical targets and
+            for integer targets with at most 10 distinct values, regression otherwise.
+        params: Estimator parameters; they override the defaults in :data:`ALGORITHMS`
+            (including ``random_state``, which defaults to ``seed``).
+        validation_fraction: Share of rows held out for evaluation, between 0 and 1.
+        seed: Seeds the split and the estimator: same data and seed, same model.
+        features: Input columns; all columns except ``target`` when omitted.
+
+    Returns:
+        The fitted model with its validation metrics.
+
+    Raises:
+        InvalidInputError: Unknown algorithm or parameter, algorithm/task mismatch, missing
+            target or feature columns, a target with missing values or a single class, or too
+            few rows for the split.
+
+    Example:
+        >>> import pandas as pd
+        >>> df = pd.DataFrame({"income": range(40), "eligible": [i < 20 for i in range(40)]})
+        >>> model = fit_tabular(df, "eligible", algorithm="logistic")
+        >>> model.task, model.classes_
+        ('classification', [False, True])
+        >>> model.predict([{"income": 3}]).tolist()
+        [True]
+    """
+    spec = _algorithm(algorithm)
+    if not isinstance(df, pd.DataFrame):
+        raise InvalidInputError(f"Training data must be a pandas DataFrame, not {type(df)}.")
+    if target not in df.columns:
+        raise InvalidInputError(
+            f"Target column {target!r} is not in the data.",
+            hint=closest(target, [str(c) for c in df.columns])
+            or "Columns: " + ", ".join(map(str, df.columns)) + ".",
+        )
+    columns = _features(df, target, features)
+    resolved = _resolve_task(df[target], target, task)
+    if resolved not in spec.tasks:
+        other = "logistic" if resolved == "classification" else "linear"
+        raise InvalidInputError(
+            f"Algorithm {algorithm!r} does not do {resolved}; it does {' and '.join(spec.tasks)}.",
+            hint=f"Use algorithm={other!r}, 'random_forest' or 'lightgbm', or set task=... .",
+        )
+    effective = {**spec.defaults(seed), **(params or {})}
+    estimator = _estimator(spec, algorithm, resolved, effective)
+    signature = infer_signature(df, columns)
+    train, valid = train_validation_split(
+        df[[*columns, target]],
+        target,
+        task=resolved,
+        validation_fraction=validation_fraction,
+        seed=seed,
+    )
+    pipeline = Pipeline(
+        [("preprocess", build_preprocessor(signature, linear=spec.linear)), ("model", estimator)]
+    )
+    x_train = conform(train[columns], signature)
+    x_valid = conform(valid[columns], signature)
+    y_train, y_valid = _labels(train[target], resolved), _labels(valid[target], resolved)
+    started = time.perf_counter()
+    pipeline.fit(x_train, y_train)
+    fit_seconds = time.perf_counter() - started
+    confusion: ConfusionMatrix | None = None
+    if resolved == "classification":
+        classes = [_plain(c) for c in pipeline.classes_]
+        proba = pipeline.predict_proba(x_valid)
+        metrics, confusion = classification_metrics(
+            y_valid, pipeline.predict(x_valid), proba, classes
+        )
+    else:
+        classes = []
+        metrics = regression_metrics(y_valid, pipeline.predict(x_valid))
+    return TabularModel(
+        pipeline,
+        task=resolved,
+        algorithm=algorithm,
+        target=target,
+        params=effective,
+        seed=seed,
+        signature=signature,
+        classes=classes,
+        metrics=metrics,
+        confusion_matrix=confusion,
+        training={
+            "rows": len(df),
+            "train_rows": len(train),
+            "validation_rows": len(valid),
+            "validation_fraction": validation_fraction,
+            "stratified": resolved == "classification",
+            "fit_seconds": round(fit_seconds, 4),
+        },
+    )
+
+
+def train_validation_split(
+    df: pd.DataFrame,
+    target: str,
+    *,
+    task: Task,
+    validation_fraction: float = 0.2,
+    seed: int = 0,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The seeded train and validation frames :func:`fit_tabular` uses (stratified by class).
+
+    Raises:
+        InvalidInputError: The fraction is not between 0 and 1, the target has missing values
+            or one class, a class has a single row, or there are too few rows.
+    """
+    if not 0 < validation_fraction < 1:
+        raise InvalidInputError(
+            f"validation_fraction must be between 0 and 1 (exclusive), not {validation_fraction}.",
+            hint="0.2 holds out a fifth of the rows for evaluation.",
+        )
+    y = df[target]
+    missing = int(y.isna().sum())
+    if missing:
+        raise InvalidInputError(
+            f"Target column {target!r} has {missing} missing value(s).",
+            hint="Drop the unlabelled rows before training: df.dropna(subset=[target]).",
+        )
+    per_split = 1
+    if task == "classification":
+        counts = y.value_counts(sort=False)
+        if len(counts) < 2:
+            raise InvalidInputError(
+                f"Target column {target!r} has one class ({_plain(counts.index[0])!r}); "
+                "classification needs at least two.",
+                hint="Check the target column, or train on data that has both outcomes.",
+            )
+        rare = counts[counts < 2]
+        if len(rare):
+            raise InvalidInputError(
+                f"Class {_plain(rare.index[0])!r} of target {target!r} has a single row; a "
+                "stratified split needs at least two rows per class.",
+                hint="Add examples of that class or drop its row.",
+            )
+        per_split = len(counts)
+    n_train, n_valid = _split_sizes(len(df), validation_fraction)
+    if not _enough(n_train, n_valid, per_split):
+        minimum = len(df) + 1
+        while not _enough(*_split_sizes(minimum, validation_fraction), per_split):
+            minimum += 1
+        raise InvalidInputError(
+            f"Too few rows to train: {len(df)} row(s) give {n_train} for training and {n_valid} "
+            f"for validation (validation_fraction={validation_fraction}).",
+            hint=f"Provide at least {minimum} rows, or change validation_fraction.",
+        )
+    train, valid = train_test_split(
+        df,
+        test_size=n_valid,
+        random_state=seed,
+        shuffle=True,
+        stratify=y if task == "classification" else None,
+    )
+    return train, valid
+
+
+def _split_sizes(rows: int, validation_fraction: float) -> tuple[int, int]:
+    n_valid = math.ceil(rows * validation_fraction)
+    return rows - n_valid, n_valid
+
+
+def _enough(n_train: int, n_valid: int, per_split: int) -> bool:
+    return n_train >= max(MIN_TRAIN_ROWS, per_split) and n_valid >= max(
+        MIN_VALIDATION_ROWS, per_split
+    )
+
+
+def _algorithm(name: str) -> _Algorithm:
+    spec = ALGORITHMS.get(name)
+    if spec is None:
+        raise InvalidInputError(
+            f"Unknown algorithm {name!r}.",
+            hint=closest(name, ALGORITHMS) or "Choose one of: " + ", ".join(ALGORITHMS) + ".",
+        )
+    return spec
+
+
+def _features(df: pd.DataFrame, target: str, features: list[str] | None) -> list[str]:
+    if features is None:
+        columns = [c for c in df.columns if c != target]
+    else:
+        unknown = [f for f in features if f not in df.columns]
+        if unknown:
+            raise InvalidInputError(
+                f"Feature column {unknown[0]!r} is not in the data.",
+                hint=closest(str(unknown[0]), [str(c) for c in df.columns])
+                or "Columns: " + ", ".join(map(str, df.columns)) + ".",
+            )
+        if target in features:
+            raise InvalidInputError(
+                f"Target column {target!r} is also listed as a feature.",
+                hint="Remove it from features=[...]: a model cannot take its own answer as input.",
+            )
+        columns = list(dict.fromkeys(features))
+    if not columns:
+        raise InvalidInputError(
+            "There are no feature columns to train on.", hint="Add input columns to the data."
+        )
+    not_text = [c for c in columns if not isinstance(c, str)]
+    if not_text:
+        raise InvalidInputError(
+            f"Column name {not_text[0]!r} is not a string.",
+            hint="Rename the columns to strings: df.columns = df.columns.astype(str).",
+        )
+    return columns
+
+
+def _resolve_task(y: pd.Series, target: str, task: str) -> Task:
+    numeric = pd.api.types.is_numeric_dtype(y.dtype) and not pd.api.types.is_bool_dtype(y.dtype)
+    if task == "regression":
+        if not numeric:
+            raise InvalidInputError(
+                f"Target column {target!r} is not numeric ({y.dtype}); regression needs numbers.",
+                hint="Use task='classification' for labels.",
+            )
+        return "regression"
+    if task == "classification":
+        return "classification"
+    if task != "auto":
+        raise InvalidInputError(
+            f"Unknown task {task!r}.",
+            hint=closest(task, ["auto", "classification", "regression"])
+            or "Use 'auto', 'classification' or 'regression'.",
+        )
+    if not numeric:
+        return "classification"
+    if pd.api.types.is_integer_dtype(y.dtype) and y.nunique() <= MAX_AUTO_CLASSES:
+        return "classification"
+    return "regression"
+
+
+def _estimator(spec: _Algorithm, algorithm: str, task: Task, params: dict[str, Any]) -> Any:
+    known = spec.make(task, spec.defaults(0)).get_params(deep=False)
+    unknown = [key for key in params if key not in known]
+    if unknown:
+        raise InvalidInputError(
+            f"Unknown parameter {unknown[0]!r} for algorithm {algorithm!r}.",
+            hint=closest(unknown[0], known) or "Parameters: " + ", ".join(sorted(known)) + ".",
+        )
+    try:
+        json.dumps(params)
+    except TypeError as err:
+        raise InvalidInputError(
+            f"Parameters of {algorithm!r} must be JSON values (numbers, strings, lists, dicts).",
+            hint=str(err),
+        ) from err
+    return spec.make(task, params)
+
+
+def _labels(y: pd.Series, task: Task) -> np.ndarray[Any, Any]:
+    """Target values as NumPy: floats for regression, labels of their own type otherwise."""
+    if task == "regression":
+        dtype: Any = "float64"
+    elif pd.api.types.is_bool_dtype(y.dtype):
+        dtype = bool
+    elif pd.api.types.is_numeric_dtype(y.dtype):
+        dtype = None
+    else:
+        y, dtype = y.astype(object), object
+    result: np.ndarray[Any, Any] = y.to_numpy(dtype=dtype)
+    return result
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
