@@ -15,10 +15,12 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from civicml.core.errors import CivicMLError
     from civicml.core.settings import Settings
+    from civicml.sdk import train
     from civicml.sdk.client import Client, connect
 
-__all__ = ["CivicMLError", "Client", "Settings", "__version__", "connect"]
+__all__ = ["CivicMLError", "Client", "Settings", "__version__", "connect", "train"]
 
+_MODULES = {"train": "civicml.sdk.train"}
 _LAZY = {
     "connect": "civicml.sdk.client",
     "Client": "civicml.sdk.client",
@@ -29,6 +31,8 @@ _LAZY = {
 
 def __getattr__(name: str) -> Any:
     """Load public names on first access, keeping ``import civicml`` fast."""
+    if name in _MODULES:
+        return importlib.import_module(_MODULES[name])
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'civicml' has no attribute {name!r}")

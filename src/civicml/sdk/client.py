@@ -275,6 +275,12 @@ class RunHandle:
         self.flush()
         return list(self._backend.metric_history(self.id, key))
 
+    def log_input(self, entity: Any) -> None:
+        """Record an input of this run, e.g. a dataset version (lineage: it contributed to the
+        run). ``entity`` is a DatasetVersion or a ``(kind, id)`` pair."""
+        kind, ref = entity if isinstance(entity, tuple) else ("dataset_version", entity.id)
+        self._backend.log_input(self.id, kind, ref)
+
     # Artifacts ----------------------------------------------------------------------------
     def log_artifact(
         self, local_path: str | Path, artifact_path: str | None = None
@@ -350,7 +356,7 @@ class ModelsHandle:
     def register(
         self,
         name: str,
-        source: str | Path | None = None,
+        source: Any = None,
         *,
         run: RunHandle | Run | str | None = None,
         artifact_path: str = "model",
@@ -360,10 +366,22 @@ class ModelsHandle:
     ) -> ModelVersion:
         """Register a new version of model ``name``.
 
-        Either name the run whose artifacts under ``artifact_path`` are the model (``run=``), or
-        give a local file or directory as ``source`` (it is uploaded; with ``run`` it is logged
-        to that run first, so lineage records where it came from).
+        ``source`` may be what ``cm.train.tabular`` returned (its run, files, signature and
+        metrics are used). Otherwise name the run whose artifacts under ``artifact_path`` are the
+        model (``run=``), or give a local file or directory as ``source`` (it is uploaded; with
+        ``run`` it is logged to that run first, so lineage records where it came from).
         """
+        if hasattr(source, "model") and hasattr(source, "run_id"):  # a cm.train TrainedModel
+            trained: Any = source
+            return self._svc.register(  # type: ignore[no-any-return]
+                self._project,
+                name,
+                run_id=trained.run_id,
+                artifact_path=trained.artifact_path,
+                signature=trained.signature,
+                metrics=metrics if metrics is not None else trained.metrics,
+                description=description,
+            )
         run_id = None if run is None else run if isinstance(run, str) else run.id
         artifacts: dict[str, str] | None = None
         if source is not None:

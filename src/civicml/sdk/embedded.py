@@ -126,6 +126,9 @@ class EmbeddedBackend:
             pid_start=pid_start,
         )
 
+    def log_input(self, run_id: str, kind: str, ref: str) -> None:
+        self.tracking.log_input(run_id, kind, ref)
+
     def get_run(self, run_id: str) -> Run:
         return self.tracking.get_run(run_id)
 

@@ -198,6 +198,14 @@ class RemoteBackend:
         self._active.add(run.id)
         return run
 
+    def log_input(self, run_id: str, kind: str, ref: str) -> None:
+        self.call(
+            "POST",
+            f"/api/v1/runs/{_q(run_id)}/inputs",
+            json_body={"kind": kind, "ref": ref},
+            idempotent=True,
+        )
+
     def get_run(self, run_id: str) -> Run:
         return Run.model_validate(self._json("GET", f"/api/v1/runs/{_q(run_id)}"))
 

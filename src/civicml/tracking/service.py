@@ -377,6 +377,27 @@ class TrackingService:
                 before={"tags": {key: old}},
             )
 
+    def log_input(self, run_id: str, kind: str, ref: str) -> None:
+        """Record that the run used an existing entity (e.g. a dataset version) as input:
+        a lineage edge ``kind/ref --ContributedTo--> run`` and an audit event.
+
+        Raises:
+            NotFoundError: The run, or the entity's lineage node, does not exist.
+        """
+        node = self._lineage.get_node(kind, ref)  # NotFoundError for an unknown entity
+        with self._ctx.db.write() as uow:
+            head = self._head(uow.conn, run_id)
+            run_node = self._lineage.node(uow, "run", run_id, project_id=head.project_id)
+            self._lineage.link(uow, node.id, run_node, "ContributedTo")
+            self._audit.record(
+                uow,
+                "run.input_logged",
+                "run",
+                run_id,
+                project=head.project,
+                after={"input": {"kind": kind, "ref": ref, "name": node.name}},
+            )
+
     # Metrics --------------------------------------------------------------------------------
     def log_metrics(
         self, run_id: str, values: Sequence[MetricValue], *, batch_id: str | None = None

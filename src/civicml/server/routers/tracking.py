@@ -75,6 +75,11 @@ class BatchOutcome(BaseModel):
     error: dict[str, Any] | None = Field(default=None, description="Error body when not ok.")
 
 
+class InputBody(_Body):
+    kind: str = Field(description="Kind of entity used, e.g. 'dataset_version'.")
+    ref: str = Field(description="Its id.")
+
+
 class EndBody(_Body):
     status: RunStatus = Field(default=RunStatus.FINISHED, description="finished, failed, killed.")
 
@@ -171,6 +176,12 @@ def log_metric_batches(body: BatchesBody, svc: Svc) -> list[BatchOutcome]:
 @router.get("/runs/{run_id}/metrics/{key:path}", response_model=list[MetricValue])
 def metric_history(run_id: str, key: str, svc: Svc) -> list[MetricValue]:
     return svc.tracking.metric_history(run_id, key)
+
+
+@router.post("/runs/{run_id}/inputs", status_code=204)
+def log_input(run_id: str, body: InputBody, svc: Svc) -> None:
+    """Record an input of the run (lineage: the entity contributed to the run)."""
+    svc.tracking.log_input(run_id, body.kind, body.ref)
 
 
 @router.post("/runs/{run_id}/heartbeat", status_code=204)
