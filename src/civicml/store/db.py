@@ -39,6 +39,7 @@ def head_revision() -> str:
         raise ConfigurationError("civicml's database migrations are missing from the package.")
     return head
 
+
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _BUSY_TIMEOUT_MS = 60_000
 
