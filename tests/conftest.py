@@ -202,3 +202,14 @@ def server_process(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     home = tmp_path / "server-home"
     with start_server(home, tmp_path / "server.log") as url:
         yield url, home
+
+
+@pytest.fixture(autouse=True)
+def _fresh_cli_state(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI keeps its global options on one module-level object: start every test clean."""
+    import dataclasses
+
+    from civicml.cli import _common
+
+    for option in dataclasses.fields(_common.State):
+        monkeypatch.setattr(_common.STATE, option.name, option.default)
