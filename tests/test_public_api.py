@@ -16,6 +16,7 @@ PACKAGES = [
     "civicml.data",
     "civicml.monitoring",
     "civicml.training",
+    "civicml.serving",
     "civicml.tracking",
     "civicml.registry",
     "civicml.server",

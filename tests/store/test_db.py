@@ -30,6 +30,7 @@ def test_migrations_match_the_table_definitions(tmp_path: Path) -> None:
     import civicml.governance._tables
     import civicml.monitoring._tables
     import civicml.registry._tables
+    import civicml.serving._tables
     import civicml.store._tables
     import civicml.tracking._tables  # noqa: F401
     from civicml.store.schema import metadata

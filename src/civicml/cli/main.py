@@ -17,6 +17,7 @@ from civicml.cli.monitoring import monitoring_app
 from civicml.cli.projects import experiments_app, projects_app
 from civicml.cli.runs import runs_app
 from civicml.cli.server import demo, server
+from civicml.cli.serving import endpoints_app
 from civicml.core.errors import CivicMLError
 
 app = typer.Typer(
@@ -32,6 +33,7 @@ app.add_typer(experiments_app, name="experiments")
 app.add_typer(runs_app, name="runs")
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(models_app, name="models")
+app.add_typer(endpoints_app, name="endpoints")
 app.add_typer(monitoring_app, name="monitoring")
 app.add_typer(lineage_app, name="lineage")
 app.add_typer(audit_app, name="audit")

@@ -22,6 +22,7 @@ from civicml.governance.schemas import AuditEvent, AuditReport, LineageGraph, Pr
 from civicml.registry.schemas import ApprovalStatus, ModelVersion, RegisteredModel
 from civicml.sdk.datasets import DatasetsHandle
 from civicml.sdk.embedded import EmbeddedBackend
+from civicml.sdk.endpoints import EndpointsHandle
 from civicml.sdk.monitoring import MonitoringHandle
 from civicml.store.paths import validate_relative_path
 from civicml.store.schemas import ArtifactInfo
@@ -132,6 +133,7 @@ class ProjectHandle:
         self.models = ModelsHandle(backend, info.name)
         self.datasets = DatasetsHandle(backend, info.name)
         self.monitoring = MonitoringHandle(backend, info.name)
+        self.endpoints = EndpointsHandle(backend, info.name)
         self.runs = RunsHandle(backend, info.name)
 
     def __repr__(self) -> str:

@@ -17,6 +17,7 @@ from civicml.governance.lineage import LineageService
 from civicml.governance.projects import ProjectService
 from civicml.governance.schemas import AuditEvent, AuditReport, LineageGraph, Project
 from civicml.registry.service import RegistryService
+from civicml.serving.runtime import ModelHost
 from civicml.store.artifacts import open_artifact_store
 from civicml.store.context import Context
 from civicml.store.db import MetadataStore
@@ -67,7 +68,15 @@ class EmbeddedBackend:
             self.tracking.log_metric_batches, interval=settings.metrics_flush_interval_ms / 1000
         )
         self._closed = False
+        self._serving: ModelHost | None = None
         atexit.register(_close_at_exit, weakref.ref(self))
+
+    @property
+    def serving(self) -> ModelHost:
+        """The in-process model host for endpoints (started on first use)."""
+        if self._serving is None:
+            self._serving = ModelHost(self.ctx)
+        return self._serving
 
     @property
     def location(self) -> str:
@@ -82,6 +91,8 @@ class EmbeddedBackend:
             return
         self._closed = True
         self.writer.close()
+        if self._serving is not None:
+            self._serving.close()
         self.ctx.db.close()
 
     # Projects and experiments ----------------------------------------------------------------

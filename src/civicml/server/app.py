@@ -17,7 +17,16 @@ from civicml.sdk.embedded import open_context
 from civicml.server.deps import AppState
 from civicml.server.errors import install_error_handlers
 from civicml.server.guard import GuardMiddleware
-from civicml.server.routers import data, governance, monitoring, projects, registry, tracking
+from civicml.server.routers import (
+    data,
+    governance,
+    monitoring,
+    projects,
+    registry,
+    serving,
+    tracking,
+)
+from civicml.serving.runtime import ModelHost
 from civicml.store.context import Context
 from civicml.tracking.service import TrackingService
 from civicml.tracking.writer import MetricWriter
@@ -43,11 +52,13 @@ def create_app(settings: Settings, principal: Principal | None = None) -> FastAP
             interval=settings.metrics_flush_interval_ms / 1000,
         )
         app.state.civicml = AppState(ctx=ctx, writer=writer)
+        app.state.serving = ModelHost(ctx)
         task = asyncio.create_task(_recover_loop(ctx))
         try:
             yield
         finally:
             task.cancel()
+            await run_in_threadpool(app.state.serving.close)
             await run_in_threadpool(writer.close)
             ctx.db.close()
 
@@ -73,6 +84,8 @@ def create_app(settings: Settings, principal: Principal | None = None) -> FastAP
         registry.router,
         data.router,
         monitoring.router,
+        serving.router,
+        serving.invocations_router,
         governance.router,
     ):
         app.include_router(router)

@@ -1,0 +1,166 @@
+"""``civicml endpoints``: deploy approved model versions, switch versions, invoke them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from civicml.cli._common import JsonOpt, ProjectOpt, client, console, fmt_time, print_json, table
+from civicml.core.errors import InvalidInputError
+from civicml.sdk.endpoints import EndpointsHandle
+from civicml.serving.schemas import EndpointInfo
+
+endpoints_app = typer.Typer(
+    help="Real-time endpoints: serve Approved model versions.", no_args_is_help=True
+)
+CaptureOpt = Annotated[
+    float | None,
+    typer.Option("--capture-percent", min=0, max=100, help="Share of requests captured, 0-100."),
+]
+
+
+def _handle(ml: Any, project: str) -> EndpointsHandle:
+    return ml.project(project).endpoints  # type: ignore[no-any-return]
+
+
+def _print(info: EndpointInfo, json_: bool, verb: str = "") -> None:
+    if json_:
+        print_json(info)
+        return
+    capture = f"{info.capture.percent:g}%" if info.capture.enabled else "off"
+    console.print(
+        f"{verb}{info.name}: {info.model_name} v{info.model_version} ({info.status.value}), "
+        f"capture {capture}",
+        markup=False,
+    )
+
+
+@endpoints_app.command("deploy")
+def deploy(
+    name: str,
+    model: str,
+    version: Annotated[str, typer.Argument(help="Version number or alias (Approved).")],
+    project: ProjectOpt = "default",
+    capture_percent: CaptureOpt = 100.0,
+    json_: JsonOpt = False,
+) -> None:
+    """Serve VERSION of MODEL as endpoint NAME."""
+    with client() as ml:
+        endpoint = _handle(ml, project).deploy(
+            name, model=model, version=version, capture_percent=capture_percent or 0.0
+        )
+    _print(endpoint.info, json_, "Deployed ")
+
+
+@endpoints_app.command("list")
+def list_endpoints(project: ProjectOpt = "default", json_: JsonOpt = False) -> None:
+    """List the endpoints of a project."""
+    with client() as ml:
+        found = [e.info for e in _handle(ml, project).list()]
+    if json_:
+        print_json(found)
+        return
+    table(
+        f"Endpoints of {project}",
+        ["name", "model", "version", "status", "capture", "updated", "by"],
+        [
+            [
+                e.name,
+                e.model_name,
+                e.model_version,
+                e.status.value,
+                f"{e.capture.percent:g}%" if e.capture.enabled else "off",
+                fmt_time(e.updated_at),
+                e.updated_by,
+            ]
+            for e in found
+        ],
+    )
+
+
+@endpoints_app.command("show")
+def show(name: str, project: ProjectOpt = "default", json_: JsonOpt = False) -> None:
+    """Show an endpoint."""
+    with client() as ml:
+        info = _handle(ml, project).get(name).info
+    _print(info, json_)
+
+
+@endpoints_app.command("update")
+def update(
+    name: str,
+    version: Annotated[
+        str | None, typer.Option("--version", help="Approved version to serve.")
+    ] = None,
+    model: Annotated[str | None, typer.Option("--model", help="Another model to serve.")] = None,
+    project: ProjectOpt = "default",
+    capture_percent: CaptureOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Switch an endpoint to another version (no request fails) or change its capture."""
+    with client() as ml:
+        endpoint = _handle(ml, project).get(name)
+        endpoint.update(version, model=model, capture_percent=capture_percent)
+    _print(endpoint.info, json_, "Updated ")
+
+
+@endpoints_app.command("delete")
+def delete(name: str, project: ProjectOpt = "default") -> None:
+    """Stop serving and remove an endpoint (its capture files stay)."""
+    with client() as ml:
+        _handle(ml, project).get(name).delete()
+    console.print(f"Deleted endpoint {name}", markup=False)
+
+
+@endpoints_app.command("invoke")
+def invoke(
+    name: str,
+    file: Annotated[
+        Path | None, typer.Argument(help='JSON file: {"records": [...]}, [...] or {...}.')
+    ] = None,
+    record: Annotated[
+        str | None, typer.Option("--record", help="One record as JSON: '{\"age\": 41}'.")
+    ] = None,
+    project: ProjectOpt = "default",
+    json_: JsonOpt = False,
+) -> None:
+    """Predict with an endpoint for the records of FILE or one --record."""
+    rows = _records(file, record)
+    with client() as ml:
+        result = _handle(ml, project).get(name).predict(rows)
+    if json_:
+        print_json(result)
+        return
+    columns = ["#", "prediction"] + [f"p({c})" for c in result.classes]
+    probabilities = result.probabilities or [[] for _ in result.predictions]
+    table(
+        f"{name} (model version {result.model_version})",
+        columns,
+        [
+            [i, p, *(f"{x:.4f}" for x in probs)]
+            for i, (p, probs) in enumerate(zip(result.predictions, probabilities, strict=True))
+        ],
+    )
+
+
+def _records(file: Path | None, record: str | None) -> Any:
+    if (file is None) == (record is None):
+        raise InvalidInputError(
+            "Give the records as a JSON file or one --record, not both or neither.",
+            hint='civicml endpoints invoke NAME --record \'{"age": 41, "region": "north"}\'',
+        )
+    source = f"--record {record!r}" if record is not None else str(file)
+    try:
+        text = record if record is not None else Path(str(file)).read_text(encoding="utf-8")
+        value = json.loads(text)
+    except (OSError, ValueError) as err:
+        raise InvalidInputError(
+            f"Cannot read records from {source}: {err}.",
+            hint='Write JSON such as {"records": [{"age": 41}]} or one record {"age": 41}.',
+        ) from err
+    if isinstance(value, dict) and set(value) == {"records"}:
+        value = value["records"]
+    return value

@@ -1,0 +1,502 @@
+"""Data capture: a sample of requests and responses, as SageMaker Model Monitor records them.
+
+Each captured record is one JSON line (SageMaker's capture format, anchors.md B2)::
+
+    {"captureData": {
+        "endpointInput":  {"observedContentType": "application/json", "mode": "INPUT",
+                           "data": "{\\"age\\": 41, ...}", "encoding": "JSON"},
+        "endpointOutput": {"observedContentType": "application/json", "mode": "OUTPUT",
+                           "data": "{\\"prediction\\": true, ...}", "encoding": "JSON"}},
+     "eventMetadata": {"eventId": "<inference id>", "inferenceId": "<inference id>",
+                       "inferenceTime": "2026-11-23T10:15:02.123Z", "requestId": "...",
+                       "endpointName": "...", "modelName": "...", "modelVersion": 3,
+                       "modelVersionId": "..."},
+     "eventVersion": "0"}
+
+one line per input record, so each prediction has its own ``eventId`` (the ``inference_ids`` the
+endpoint answered). Whether a request is captured is drawn per request (``capture_percent``).
+
+The request thread only draws the sample and puts the event on a bounded queue; a background
+thread formats the lines and appends them to a spool file per endpoint under
+``$CIVICML_HOME/serving/capture-spool``. A spool file is rotated into the artifact store when it
+reaches ``max_bytes``, is ``max_age_s`` old, or the hour changes: stored by SHA-256 and indexed
+under the endpoint (owner kind ``endpoint``) as ``capture/yyyy/mm/dd/hh/<uuid>.jsonl``, the
+partitioning SageMaker uses in S3. A full queue drops the event; any failure is logged and never
+reaches the request. Spool files left by a process that died are stored when the next writer
+starts.
+
+:class:`CaptureService` reads the captured records back and turns them into a dataset version,
+so monitoring can compare live inputs with the training data.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import math
+import os
+import queue
+import random
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from civicml.core.errors import InvalidInputError
+from civicml.core.process import process_alive
+from civicml.data.schemas import DatasetVersion
+from civicml.data.service import DatasetService
+from civicml.governance.lineage import LineageService
+from civicml.governance.projects import ProjectService
+from civicml.serving._queries import endpoint_row
+from civicml.store.artifact_index import ArtifactIndex
+from civicml.store.context import Context
+from civicml.store.schemas import ArtifactInfo
+
+__all__ = ["CaptureEvent", "CaptureService", "CaptureWriter", "capture_records"]
+
+log = logging.getLogger("civicml.serving.capture")
+
+CAPTURE_PREFIX = "capture"
+MEDIA_TYPE = "application/x-ndjson"
+DEFAULT_MAX_BYTES = 16 << 20
+DEFAULT_MAX_AGE_S = 60.0
+DEFAULT_QUEUE_SIZE = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureEvent:
+    """One sampled request and its response, as the runtime hands it to the writer."""
+
+    project_id: str
+    endpoint_id: str
+    endpoint: str
+    model_name: str
+    model_version: int
+    model_version_id: str
+    time: datetime
+    request_id: str
+    records: Any  # a list of mappings or a DataFrame, as the caller sent them
+    predictions: list[Any]
+    probabilities: list[list[float]] | None
+    classes: list[Any]
+    inference_ids: list[str]
+
+
+def capture_records(event: CaptureEvent) -> list[dict[str, Any]]:
+    """The SageMaker-format capture records of an event, one per input record."""
+    rows = event.records
+    if hasattr(rows, "to_dict"):  # a DataFrame
+        rows = rows.to_dict("records")
+    when = _iso(event.time)
+    out = []
+    for i, record in enumerate(rows):
+        output: dict[str, Any] = {"prediction": event.predictions[i]}
+        if event.probabilities is not None:
+            output["probabilities"] = event.probabilities[i]
+            output["classes"] = event.classes
+        out.append(
+            {
+                "captureData": {
+                    "endpointInput": _payload("INPUT", _plain(dict(record))),
+                    "endpointOutput": _payload("OUTPUT", output),
+                },
+                "eventMetadata": {
+                    "eventId": event.inference_ids[i],
+                    "inferenceId": event.inference_ids[i],
+                    "inferenceTime": when,
+                    "requestId": event.request_id,
+                    "endpointName": event.endpoint,
+                    "modelName": event.model_name,
+                    "modelVersion": event.model_version,
+                    "modelVersionId": event.model_version_id,
+                },
+                "eventVersion": "0",
+            }
+        )
+    return out
+
+
+def _payload(mode: str, value: Any) -> dict[str, str]:
+    return {
+        "observedContentType": "application/json",
+        "mode": mode,
+        "data": json.dumps(value, allow_nan=False, separators=(",", ":")),
+        "encoding": "JSON",
+    }
+
+
+def _plain(value: Any) -> Any:
+    """JSON-ready values: numpy scalars as Python, NaN as null, timestamps as ISO 8601."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and not isinstance(value, str | bytes):
+        with contextlib.suppress(TypeError, ValueError):
+            value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if hasattr(value, "isoformat"):  # pandas Timestamp, date
+        return value.isoformat()
+    if value is not None and not isinstance(value, str | int | float | bool):
+        import pandas as pd  # type: ignore[import-untyped]
+
+        with contextlib.suppress(TypeError, ValueError):
+            if pd.isna(value):  # pandas NA / NaT
+                return None
+        return str(value)
+    return value
+
+
+def _iso(moment: datetime) -> str:
+    return (
+        moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    )
+
+
+# Writing ----------------------------------------------------------------------------------------
+@dataclass
+class _Spool:
+    project_id: str
+    endpoint_id: str
+    hour: str  # yyyymmddhh of the records in it
+    path: Path
+    handle: IO[bytes]
+    opened: float = field(default_factory=time.monotonic)
+    size: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class _Flush:
+    done: threading.Event
+
+
+class CaptureWriter:
+    """Appends captured events in a background thread and rotates them into the artifact store.
+
+    Args:
+        ctx: Stores used to store and index the capture files.
+        max_bytes: Rotate a spool file once it holds this many bytes.
+        max_age_s: Rotate a spool file once it is this old (seconds).
+        queue_size: Events waiting to be written; beyond this new events are dropped.
+        random: The sampler, ``[0, 1)`` per call (injectable for tests).
+    """
+
+    def __init__(
+        self,
+        ctx: Context,
+        *,
+        max_bytes: int = DEFAULT_MAX_BYTES,
+        max_age_s: float = DEFAULT_MAX_AGE_S,
+        queue_size: int = DEFAULT_QUEUE_SIZE,
+        random: Callable[[], float] = random.random,
+    ) -> None:
+        self._ctx = ctx
+        self._max_bytes = max_bytes
+        self._max_age_s = max_age_s
+        self._random = random
+        self._queue: queue.Queue[CaptureEvent | _Flush | None] = queue.Queue(queue_size)
+        self._spools: dict[str, _Spool] = {}
+        self._dir = ctx.settings.home / "serving" / "capture-spool"
+        self._thread: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self._closed = False
+        self.dropped = 0
+        self.failed = 0
+
+    def sampled(self, percent: float) -> bool:
+        """Whether to capture one request at ``percent`` (0 never, 100 always)."""
+        if percent <= 0:
+            return False
+        return percent >= 100 or self._random() * 100 < percent
+
+    def submit(self, event: CaptureEvent) -> None:
+        """Queue an event; never blocks (a full queue drops it and logs)."""
+        if self._closed:
+            return
+        self._ensure_started()
+        try:
+            self._queue.put_nowait(event)
+        except queue.Full:
+            self.dropped += 1
+            if self.dropped == 1 or self.dropped % 1000 == 0:
+                log.warning("capture queue full: %d event(s) dropped so far", self.dropped)
+
+    def flush(self, timeout: float = 30.0) -> bool:
+        """Write out every queued event and rotate all spool files now; True when done."""
+        if self._thread is None:
+            return True
+        marker = _Flush(threading.Event())
+        try:
+            self._queue.put(marker, timeout=timeout)
+        except queue.Full:
+            return False
+        return marker.done.wait(timeout)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Flush and stop the background thread."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._thread is not None:
+            with contextlib.suppress(queue.Full):
+                self._queue.put(None, timeout=timeout)
+            self._thread.join(timeout)
+
+    def _ensure_started(self) -> None:
+        if self._thread is not None:
+            return
+        with self._start_lock:
+            if self._thread is None:
+                thread = threading.Thread(target=self._run, name="civicml-capture", daemon=True)
+                thread.start()
+                self._thread = thread
+
+    def _run(self) -> None:
+        self._guard(self._recover)
+        tick = max(0.05, min(1.0, self._max_age_s / 2))
+        while True:
+            try:
+                item = self._queue.get(timeout=tick)
+            except queue.Empty:
+                self._guard(self._rotate_old)
+                continue
+            if item is None:
+                self._guard(self._rotate_all)
+                return
+            if isinstance(item, _Flush):
+                self._guard(self._rotate_all)
+                item.done.set()
+                continue
+            self._guard(functools.partial(self._append, item))
+            self._guard(self._rotate_old)
+
+    def _guard(self, work: Callable[[], None]) -> None:
+        try:
+            work()
+        except Exception:
+            self.failed += 1
+            log.exception("data capture failed; the affected records were not captured")
+
+    def _append(self, event: CaptureEvent) -> None:
+        lines = b"".join(
+            json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in capture_records(event)
+        )
+        hour = event.time.astimezone(UTC).strftime("%Y%m%d%H")
+        spool = self._spools.get(event.endpoint_id)
+        if spool is not None and spool.hour != hour:
+            self._rotate(spool)
+            spool = None
+        if spool is None:
+            spool = self._open(event.project_id, event.endpoint_id, hour)
+        spool.handle.write(lines)
+        spool.handle.flush()
+        spool.size += len(lines)
+        if spool.size >= self._max_bytes:
+            self._rotate(spool)
+
+    def _open(self, project_id: str, endpoint_id: str, hour: str) -> _Spool:
+        self._dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        name = f"{os.getpid()}-{project_id}-{endpoint_id}-{hour}-{uuid.uuid4().hex}.jsonl"
+        path = self._dir / name
+        spool = _Spool(project_id, endpoint_id, hour, path, open(path, "xb"))
+        self._spools[endpoint_id] = spool
+        return spool
+
+    def _rotate_old(self) -> None:
+        now = time.monotonic()
+        for spool in [s for s in self._spools.values() if now - s.opened >= self._max_age_s]:
+            self._rotate(spool)
+
+    def _rotate_all(self) -> None:
+        for spool in list(self._spools.values()):
+            self._guard(functools.partial(self._rotate, spool))
+
+    def _rotate(self, spool: _Spool) -> None:
+        self._spools.pop(spool.endpoint_id, None)
+        spool.handle.close()
+        self._store(spool.path, spool.project_id, spool.endpoint_id, spool.hour)
+
+    def _store(self, path: Path, project_id: str, endpoint_id: str, hour: str) -> None:
+        """Store one spool file and index it; the spool file stays when that fails."""
+        if path.stat().st_size == 0:
+            path.unlink()
+            return
+        stored = self._ctx.artifacts.put_file(path)
+        relative = f"{CAPTURE_PREFIX}/{hour[:4]}/{hour[4:6]}/{hour[6:8]}/{hour[8:10]}/"
+        relative += f"{uuid.uuid4()}.jsonl"
+        with self._ctx.db.write() as uow:
+            ArtifactIndex.add(
+                uow,
+                project_id=project_id,
+                owner_kind="endpoint",
+                owner_id=endpoint_id,
+                path=relative,
+                stored=stored,
+                created_by=self._ctx.principal.user,
+                created_at=self._ctx.clock.now(),
+                media_type=MEDIA_TYPE,
+            )
+        path.unlink()
+
+    def _recover(self) -> None:
+        """Store spool files left behind by processes that died before rotating them."""
+        if not self._dir.is_dir():
+            return
+        for path in sorted(self._dir.glob("*.jsonl")):
+            parts = path.name.split("-")
+            if len(parts) != 5 or not parts[0].isdigit():
+                continue
+            pid = int(parts[0])
+            if pid == os.getpid() or process_alive(pid):
+                continue
+            self._guard(functools.partial(self._store, path, parts[1], parts[2], parts[3]))
+
+
+# Reading ----------------------------------------------------------------------------------------
+class CaptureService:
+    """Reads captured records back and turns them into dataset versions.
+
+    Args:
+        ctx: The stores, principal and clock every call runs with.
+        writer: The writer of this process, flushed first so the newest records are included.
+
+    Example:
+        >>> captured = CaptureService(ctx).to_dataset("benefits", "eligibility")  # doctest: +SKIP
+        >>> captured.row_count  # doctest: +SKIP
+        120
+    """
+
+    def __init__(self, ctx: Context, writer: CaptureWriter | None = None) -> None:
+        self._ctx = ctx
+        self._writer = writer
+        self._projects = ProjectService(ctx)
+
+    def files(
+        self, project: str, endpoint: str, since: datetime | None = None
+    ) -> list[ArtifactInfo]:
+        """The capture files of an endpoint, oldest hour first (from ``since``'s hour on)."""
+        if self._writer is not None:
+            self._writer.flush()
+        proj = self._projects.get(project)
+        with self._ctx.db.read() as conn:
+            row = endpoint_row(conn, proj, endpoint)
+            infos = ArtifactIndex.list(conn, "endpoint", row.id, CAPTURE_PREFIX)
+        if since is not None:
+            floor = since.astimezone(UTC).strftime("%Y/%m/%d/%H")
+            infos = [i for i in infos if i.path[len(CAPTURE_PREFIX) + 1 :][:13] >= floor]
+        return sorted(infos, key=lambda i: (i.path[: len(CAPTURE_PREFIX) + 14], i.created_at))
+
+    def records(
+        self, project: str, endpoint: str, since: datetime | None = None
+    ) -> Iterator[dict[str, Any]]:
+        """Every captured record (SageMaker format) of an endpoint, from ``since`` on."""
+        floor = None if since is None else _iso(since)
+        for info in self.files(project, endpoint, since):
+            for line in self._ctx.artifacts.read_bytes(info.digest).splitlines():
+                record: dict[str, Any] = json.loads(line)
+                if floor is None or record["eventMetadata"]["inferenceTime"] >= floor:
+                    yield record
+
+    def to_frame(
+        self,
+        project: str,
+        endpoint: str,
+        since: datetime | None = None,
+        *,
+        predictions: bool = True,
+        metadata: bool = False,
+    ) -> Any:
+        """The captured inputs as a pandas DataFrame, one row per record.
+
+        Args:
+            project: Project name.
+            endpoint: Endpoint name.
+            since: Only records inferred at or after this moment.
+            predictions: Add the ``prediction`` column.
+            metadata: Add ``inference_id``, ``inference_time`` and ``model_version``.
+        """
+        import pandas as pd
+
+        rows: list[dict[str, Any]] = []
+        for record in self.records(project, endpoint, since):
+            data = record["captureData"]
+            row = dict(json.loads(data["endpointInput"]["data"]))
+            if predictions:
+                row["prediction"] = json.loads(data["endpointOutput"]["data"])["prediction"]
+            if metadata:
+                meta = record["eventMetadata"]
+                row["inference_id"] = meta["eventId"]
+                row["inference_time"] = pd.Timestamp(meta["inferenceTime"])
+                row["model_version"] = meta.get("modelVersion")
+            rows.append(row)
+        return pd.DataFrame.from_records(rows)
+
+    def to_dataset(
+        self,
+        project: str,
+        endpoint: str,
+        since: datetime | None = None,
+        *,
+        name: str | None = None,
+        predictions: bool = True,
+        metadata: bool = False,
+        description: str = "",
+    ) -> DatasetVersion:
+        """Store the captured inputs (and predictions) as a version of a dataset.
+
+        Args:
+            project: Project name.
+            endpoint: Endpoint name.
+            since: Only records inferred at or after this moment.
+            name: Dataset name; default ``<endpoint>-capture``.
+            predictions: Add the ``prediction`` column.
+            metadata: Add ``inference_id``, ``inference_time`` and ``model_version``.
+            description: Free text for the version.
+
+        Returns:
+            The dataset version (the existing one when the same records were stored before),
+            linked in lineage as produced by the endpoint.
+
+        Raises:
+            NotFoundError: The project or endpoint does not exist.
+            InvalidInputError: Nothing was captured (since ``since``).
+        """
+        frame = self.to_frame(project, endpoint, since, predictions=predictions, metadata=metadata)
+        if frame.empty:
+            when = "" if since is None else f" since {since.isoformat()}"
+            raise InvalidInputError(
+                f"Endpoint {endpoint!r} has no captured records{when}.",
+                hint="Capture needs a capture percentage above 0: civicml endpoints update "
+                f"{endpoint} --capture-percent 100 --project {project}",
+            )
+        datasets = DatasetService(self._ctx)
+        version = datasets.ingest(
+            project,
+            name or f"{endpoint}-capture",
+            frame,
+            description=description or f"Captured requests of endpoint {endpoint!r}.",
+            progress=False,
+        )
+        self._link(project, endpoint, version)
+        return version
+
+    def _link(self, project: str, endpoint: str, version: DatasetVersion) -> None:
+        lineage = LineageService(self._ctx)
+        proj = self._projects.get(project)
+        with self._ctx.db.write() as uow:
+            row = endpoint_row(uow.conn, proj, endpoint)
+            src = lineage.node(uow, "endpoint", row.id, name=endpoint, project_id=proj.id)
+            dst = lineage.node(
+                uow, "dataset_version", version.id, name=f"{version.name} v{version.version}"
+            )
+            lineage.link(uow, src, dst, "Produced")

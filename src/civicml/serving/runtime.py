@@ -1,0 +1,433 @@
+"""The in-process model host: verified loading, per-endpoint routes, atomic version switches.
+
+A model version is loaded only after every byte was checked: the manifest's SHA-256 must equal
+the registry's ``artifact_digest`` and each file is copied out of the artifact store into a
+private cache directory while being hashed against the digest the manifest names. Only then does
+:meth:`TabularModel.load <civicml.training.TabularModel.load>` unpickle it (which runs code).
+
+Requests resolve an endpoint to a :class:`_Route` — an immutable (endpoint, loaded model,
+capture settings) triple held in a dict. Switching an endpoint to a new version loads the new
+model first, then replaces the route in one dict assignment: a request in flight keeps the route
+it started with, so no request fails or mixes versions during the switch. Routes are re-read from
+the database every ``refresh_s`` seconds, so a deploy or update made by another process (the CLI
+beside a running server) takes effect without a restart.
+
+Micro-batching plugs in at :meth:`LoadedModel.predict`: it takes a validated frame and returns
+one prediction (and probability row) per row, so a batcher can concatenate the frames of
+concurrent requests of one route, call it once and split the result by row counts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, TypedDict
+
+from civicml.core.errors import ArtifactIntegrityError, InvalidInputError, NotFoundError
+from civicml.governance.projects import ProjectService
+from civicml.registry.schemas import ModelVersion
+from civicml.registry.service import RegistryService
+from civicml.serving._queries import endpoint_row, find_endpoint, to_info
+from civicml.serving.capture import CaptureEvent, CaptureWriter
+from civicml.serving.schemas import EndpointInfo
+from civicml.store.context import Context
+from civicml.store.paths import validate_relative_path
+
+__all__ = ["DEFAULT_REFRESH_S", "MAX_RECORDS", "Invocation", "LoadedModel", "ModelHost"]
+
+log = logging.getLogger("civicml.serving")
+
+#: How often a route is checked against the database (deploys made by other processes).
+DEFAULT_REFRESH_S = 2.0
+#: The most records one invocation may carry.
+MAX_RECORDS = 100_000
+_CHUNK = 1 << 20
+_MODEL_MANIFEST = "civicml-model.json"
+
+
+class Invocation(TypedDict):
+    """What :meth:`ModelHost.invoke` answers (the REST body of an invocation)."""
+
+    predictions: list[Any]
+    probabilities: list[list[float]] | None
+    classes: list[Any]
+    model_version: int
+    inference_ids: list[str]
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedModel:
+    """One model version in memory, ready to predict."""
+
+    version_id: str
+    model_name: str
+    version: int
+    model: Any  # civicml.training.TabularModel
+    classes: list[Any]
+    classification: bool
+
+    def predict(self, frame: Any) -> tuple[list[Any], list[list[float]] | None]:
+        """Predictions and (classification) probabilities for rows ``model.validate`` returned.
+
+        The frame is already in the pipeline's dtypes, so the fitted pipeline is called directly
+        (``model.predict`` would check the rows again); a classifier runs once, for the
+        probabilities, and its label is the most probable class — what scikit-learn's and
+        LightGBM's ``predict`` compute (ties go to the first class in both).
+        """
+        pipeline = getattr(self.model, "pipeline", None) or self.model
+        if not self.classification:
+            return pipeline.predict(frame).tolist(), None
+        proba = pipeline.predict_proba(frame)
+        labels = self._labels[proba.argmax(axis=1)]
+        return labels.tolist(), proba.tolist()
+
+    @property
+    def _labels(self) -> Any:
+        import numpy as np
+
+        return np.asarray(self.classes, dtype=object)
+
+
+@dataclass(frozen=True, slots=True)
+class _Route:
+    project_id: str
+    endpoint: EndpointInfo
+    loaded: LoadedModel
+    checked: float  # time.monotonic() of the last database check
+
+
+class ModelHost:
+    """Hosts the models of deployed endpoints in this process and answers invocations.
+
+    Args:
+        ctx: Stores and principal used to read endpoints and model files (the server's own).
+        capture: Where captured requests go; a new :class:`CaptureWriter` when None.
+        refresh_s: How often each route is re-read from the database.
+        cache_dir: Private directory for model files while they load (default
+            ``$CIVICML_HOME/serving/cache``).
+
+    Example:
+        >>> host = ModelHost(ctx)  # doctest: +SKIP
+        >>> rows = [{"age": 41, "region": "north"}]
+        >>> host.invoke("benefits", "eligibility", rows)  # doctest: +SKIP
+        {'predictions': [True], 'probabilities': [[0.2, 0.8]], 'classes': [False, True], ...}
+    """
+
+    def __init__(
+        self,
+        ctx: Context,
+        *,
+        capture: CaptureWriter | None = None,
+        refresh_s: float = DEFAULT_REFRESH_S,
+        cache_dir: Path | None = None,
+    ) -> None:
+        self._ctx = ctx
+        self.capture = capture if capture is not None else CaptureWriter(ctx)
+        self._refresh_s = refresh_s
+        self._cache = cache_dir or ctx.settings.home / "serving" / "cache"
+        self._routes: dict[tuple[str, str], _Route] = {}
+        self._models: dict[str, LoadedModel] = {}
+        self._lock = threading.Lock()
+        self._loading: dict[str, threading.Lock] = {}
+        self._refreshing: dict[tuple[str, str], threading.Lock] = {}
+
+    # Loading and routing ----------------------------------------------------------------------
+    def load(self, mv: ModelVersion) -> LoadedModel:
+        """The model of ``mv`` in memory, loaded (once) from verified files.
+
+        Raises:
+            ArtifactIntegrityError: The manifest or a model file does not match its SHA-256.
+            NotFoundError: A file is missing from the artifact store.
+            InvalidInputError: The files are not a civicml tabular model.
+        """
+        with self._lock:
+            found = self._models.get(mv.id)
+            if found is not None:
+                return found
+            lock = self._loading.setdefault(mv.id, threading.Lock())
+        with lock:
+            with self._lock:
+                found = self._models.get(mv.id)
+            if found is not None:
+                return found
+            loaded = load_version(self._ctx, mv, self._cache)
+            with self._lock:
+                self._models[mv.id] = loaded
+                self._loading.pop(mv.id, None)
+            log.info("loaded model %s v%d (%s)", mv.name, mv.version, mv.id)
+            return loaded
+
+    def activate(self, project_id: str, endpoint: EndpointInfo, loaded: LoadedModel) -> None:
+        """Route ``endpoint`` to ``loaded`` (one atomic swap; requests in flight finish on the
+        model they started with)."""
+        route = _Route(project_id, endpoint, loaded, time.monotonic())
+        with self._lock:
+            self._routes[(endpoint.project, endpoint.name)] = route
+            self._evict()
+
+    def forget(self, project: str, endpoint: str) -> None:
+        """Stop serving ``endpoint`` here (after it was deleted)."""
+        with self._lock:
+            self._routes.pop((project, endpoint), None)
+            self._evict()
+
+    def loaded_versions(self) -> list[str]:
+        """Ids of the model versions held in memory."""
+        with self._lock:
+            return sorted(self._models)
+
+    def close(self) -> None:
+        """Write out pending capture files and drop the models."""
+        self.capture.close()
+        with self._lock:
+            self._routes.clear()
+            self._models.clear()
+
+    # Invocation -------------------------------------------------------------------------------
+    def invoke(self, project: str, endpoint: str, records: Any) -> Invocation:
+        """Predict for ``records``: one record (a mapping), a list of them or a DataFrame.
+
+        Raises:
+            NotFoundError: The project or endpoint does not exist.
+            InvalidInputError: A column is missing, unexpected or of the wrong type (the message
+                names it), or there are no (or too many) records.
+        """
+        route = self._route(project, endpoint)
+        rows = [records] if isinstance(records, Mapping) else records
+        if hasattr(rows, "__len__") and len(rows) > MAX_RECORDS:
+            raise InvalidInputError(
+                f"An invocation carries at most {MAX_RECORDS:,} records, not {len(rows):,}.",
+                hint="Split the records into several requests, or use a batch job.",
+            )
+        loaded = route.loaded
+        if isinstance(rows, list):
+            _check_keys(rows, loaded.model.signature)
+        frame = loaded.model.validate(rows)
+        predictions, probabilities = loaded.predict(frame)
+        result: Invocation = {
+            "predictions": predictions,
+            "probabilities": probabilities,
+            "classes": loaded.classes,
+            "model_version": loaded.version,
+            "inference_ids": [str(uuid.uuid4()) for _ in predictions],
+        }
+        capture = route.endpoint.capture
+        if capture.enabled and self.capture.sampled(capture.percent):
+            self._capture(route, rows, result)
+        return result
+
+    def _capture(self, route: _Route, rows: Any, result: Invocation) -> None:
+        try:
+            self.capture.submit(
+                CaptureEvent(
+                    project_id=route.project_id,
+                    endpoint_id=route.endpoint.id,
+                    endpoint=route.endpoint.name,
+                    model_name=route.loaded.model_name,
+                    model_version=route.loaded.version,
+                    model_version_id=route.loaded.version_id,
+                    time=self._ctx.clock.now(),
+                    request_id=str(uuid.uuid4()),
+                    records=rows,
+                    predictions=result["predictions"],
+                    probabilities=result["probabilities"],
+                    classes=result["classes"],
+                    inference_ids=result["inference_ids"],
+                )
+            )
+        except Exception:  # capture never fails a request
+            log.exception("capturing a request to endpoint %s failed", route.endpoint.name)
+
+    def _route(self, project: str, endpoint: str) -> _Route:
+        key = (project, endpoint)
+        route = self._routes.get(key)
+        if route is not None and time.monotonic() - route.checked < self._refresh_s:
+            return route
+        with self._lock:
+            lock = self._refreshing.setdefault(key, threading.Lock())
+        if route is not None:
+            if not lock.acquire(blocking=False):
+                return route  # another request is refreshing it: serve the current model
+            try:
+                return self._refresh(key, route)
+            finally:
+                lock.release()
+        with lock:
+            route = self._routes.get(key)
+            if route is not None and time.monotonic() - route.checked < self._refresh_s:
+                return route
+            return self._refresh(key, route)
+
+    def _refresh(self, key: tuple[str, str], current: _Route | None) -> _Route:
+        project, name = key
+        proj = ProjectService(self._ctx).get(project)
+        with self._ctx.db.read() as conn:
+            row = find_endpoint(conn, proj.id, name)
+            if row is None:
+                self.forget(project, name)
+                endpoint_row(conn, proj, name)  # raises NotFoundError with close names
+                raise NotFoundError(f"Endpoint {name!r} does not exist.")  # pragma: no cover
+        info = to_info(row, proj.name)
+        if current is not None and current.loaded.version_id == info.model_version_id:
+            route = replace(current, endpoint=info, checked=time.monotonic())
+        else:
+            try:
+                mv = RegistryService(self._ctx).get_version(
+                    project, info.model_name, info.model_version
+                )
+                loaded = self.load(mv)
+            except Exception:
+                if current is None:
+                    raise
+                log.exception(
+                    "endpoint %s: could not load %s v%d; still serving v%d",
+                    name,
+                    info.model_name,
+                    info.model_version,
+                    current.loaded.version,
+                )
+                route = replace(current, checked=time.monotonic())
+            else:
+                route = _Route(proj.id, info, loaded, time.monotonic())
+        with self._lock:
+            self._routes[key] = route
+            self._evict()
+        return route
+
+    def _evict(self) -> None:
+        """Drop models no route uses (called with ``self._lock`` held)."""
+        used = {r.loaded.version_id for r in self._routes.values()}
+        for version_id in [v for v in self._models if v not in used]:
+            del self._models[version_id]
+
+
+def _check_keys(rows: list[Any], signature: list[Any]) -> None:
+    """Refuse a record that lacks a column (tables would read it as null; an explicit null is
+    fine). Columns no record should have are left to the model's own validation."""
+    names = {column["name"] for column in signature}
+    for index, row in enumerate(rows):
+        if isinstance(row, Mapping) and row.keys() != names:
+            for column in signature:
+                if column["name"] not in row:
+                    raise InvalidInputError(
+                        f"Input is missing column {column['name']!r} ({column['type']}) in "
+                        f"record {index}.",
+                        hint="Every record must carry all model input columns (null where a "
+                        "value is unknown): " + ", ".join(c["name"] for c in signature) + ".",
+                        details=[
+                            {
+                                "column": column["name"],
+                                "problem": "missing",
+                                "expected": column["type"],
+                                "record": index,
+                            }
+                        ],
+                    )
+
+
+def load_version(ctx: Context, mv: ModelVersion, cache_root: Path) -> LoadedModel:
+    """Copy the files of ``mv`` into a private directory, verified, and load the model there.
+
+    Raises:
+        ArtifactIntegrityError: The manifest's SHA-256 differs from ``mv.artifact_digest``, or a
+            file's bytes differ from the SHA-256 or size its manifest names.
+        NotFoundError: A file is missing from the artifact store.
+        InvalidInputError: The manifest is malformed or the files are not a civicml model.
+    """
+    from civicml.training import TabularModel
+
+    cache_root.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(cache_root, 0o700)
+    directory = Path(tempfile.mkdtemp(prefix=f"{mv.id}-", dir=cache_root))
+    try:
+        fetch_version_files(ctx, mv, directory)
+        model_dir = _model_directory(directory, mv)
+        model = TabularModel.load(model_dir)
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)  # the model lives in memory now
+    classification = model.task == "classification"
+    return LoadedModel(
+        version_id=mv.id,
+        model_name=mv.name,
+        version=mv.version,
+        model=model,
+        classes=list(model.classes_) if classification else [],
+        classification=classification,
+    )
+
+
+def fetch_version_files(ctx: Context, mv: ModelVersion, directory: Path) -> list[Path]:
+    """Write every file of ``mv`` under ``directory``, each hashed as it is copied.
+
+    Raises:
+        ArtifactIntegrityError: The manifest or a file does not match its SHA-256 or size.
+        NotFoundError: A file is missing from the artifact store.
+        InvalidInputError: The manifest is malformed.
+    """
+    label = f"{mv.name} v{mv.version}"
+    data = ctx.artifacts.read_bytes(mv.artifact_digest)  # the store checks the digest too
+    if hashlib.sha256(data).hexdigest() != mv.artifact_digest:
+        raise _integrity(f"The manifest of model {label} does not match the registry's digest.")
+    try:
+        files = json.loads(data)["files"]
+        entries = [(str(p), str(e["digest"]), int(e["size"])) for p, e in files.items()]
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
+        raise InvalidInputError(
+            f"The manifest of model {label} (sha256:{mv.artifact_digest}) is malformed.",
+            hint="Register the model again; only manifests written by the registry are served.",
+        ) from err
+    written = []
+    for relative, digest, size in sorted(entries):
+        target = directory / validate_relative_path(relative)
+        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        _copy_verified(ctx, digest, size, target, f"{relative!r} of model {label}")
+        written.append(target)
+    return written
+
+
+def _copy_verified(ctx: Context, digest: str, size: int, target: Path, what: str) -> None:
+    hasher = hashlib.sha256()
+    copied = 0
+    with ctx.artifacts.open(digest) as src, open(target, "xb") as dst:
+        while chunk := src.read(_CHUNK):
+            hasher.update(chunk)
+            dst.write(chunk)
+            copied += len(chunk)
+    if hasher.hexdigest() != digest or copied != size:
+        with contextlib.suppress(FileNotFoundError):
+            target.unlink()
+        raise _integrity(f"File {what} does not match its SHA-256 or size in the manifest.")
+
+
+def _model_directory(directory: Path, mv: ModelVersion) -> Path:
+    if (directory / _MODEL_MANIFEST).is_file():
+        return directory
+    found = sorted(p.parent for p in directory.rglob(_MODEL_MANIFEST))
+    if len(found) == 1:
+        return found[0]
+    raise InvalidInputError(
+        f"Model {mv.name} v{mv.version} is not a civicml tabular model: "
+        + ("no" if not found else "more than one")
+        + f" {_MODEL_MANIFEST} among its files.",
+        hint="Serve models saved with TabularModel.save() (what civicml training registers).",
+    )
+
+
+def _integrity(message: str) -> ArtifactIntegrityError:
+    log.error("%s It was not loaded.", message)
+    return ArtifactIntegrityError(
+        message + " It was not loaded.",
+        hint="Restore the artifact store from a backup, or register and approve the model "
+        "again; run 'civicml audit verify' to check the audit trail.",
+    )

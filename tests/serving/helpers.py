@@ -1,0 +1,63 @@
+"""Models, registrations and requests shared by the serving tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from civicml.registry import ModelVersion, RegistryService
+from civicml.store import Context
+from civicml.training import TabularModel, fit_tabular
+
+PROJECT = "benefits"
+MODEL = "eligibility"
+REGIONS = ["north", "south", "east", "west"]
+
+
+def training_frame(rows: int = 80, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    age = rng.integers(18, 90, rows)
+    income = rng.normal(1500, 500, rows).round(2)
+    region = rng.choice(REGIONS, rows)
+    eligible = (income < 1500) ^ (rng.random(rows) < 0.1)
+    return pd.DataFrame({"age": age, "income": income, "region": region, "eligible": eligible})
+
+
+def train(directory: Path, *, c: float = 1.0) -> TabularModel:
+    model = fit_tabular(training_frame(), "eligible", algorithm="logistic", params={"C": c}, seed=0)
+    model.save(directory)
+    return model
+
+
+def register(ctx: Context, directory: Path, *, approve: bool = True) -> ModelVersion:
+    """Register the saved model in ``directory``; approve it unless told not to."""
+    model = TabularModel.load(directory)
+    digests = {p.name: ctx.artifacts.put_file(p).digest for p in sorted(directory.iterdir())}
+    registry = RegistryService(ctx)
+    mv = registry.register(PROJECT, MODEL, artifacts=digests, signature=model.signature)
+    if approve:
+        mv = registry.approve(PROJECT, MODEL, mv.version, "validated on the hold-out set")
+    return mv
+
+
+def records(rows: int = 3, seed: int = 1) -> list[dict[str, Any]]:
+    frame = training_frame(rows, seed).drop(columns="eligible")
+    return [
+        {"age": int(r.age), "income": float(r.income), "region": str(r.region)}
+        for r in frame.itertuples()
+    ]
+
+
+def object_path(ctx: Context, digest: str) -> Path:
+    return ctx.artifacts.root / "objects" / digest[:2] / digest[2:4] / digest
+
+
+def tamper(ctx: Context, digest: str) -> None:
+    path = object_path(ctx, digest)
+    path.chmod(0o644)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    path.write_bytes(bytes(data))

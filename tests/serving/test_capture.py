@@ -1,0 +1,161 @@
+"""Data capture: SageMaker's record format, sampling, rotation, failures, and to_dataset."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from civicml.core import FrozenClock, InvalidInputError
+from civicml.data import DatasetService
+from civicml.governance.lineage import LineageService
+from civicml.serving import CaptureService, CaptureWriter, EndpointService, ModelHost
+from civicml.store import Context
+from tests.serving.helpers import MODEL, records, register
+
+PATH = re.compile(r"^capture/\d{4}/\d{2}/\d{2}/\d{2}/[0-9a-f-]{36}\.jsonl$")
+
+
+def _deploy(ctx: Context, host: ModelHost, model_dir: Path, percent: float) -> str:
+    register(ctx, model_dir)
+    EndpointService(ctx, host).deploy("benefits", "web", MODEL, 1, capture_percent=percent)
+    return "benefits"
+
+
+def test_captured_records_have_sagemakers_format(
+    ctx: Context, project: str, model_dirs: tuple[Path, Path], host: ModelHost, clock: FrozenClock
+) -> None:
+    _deploy(ctx, host, model_dirs[0], 100)
+    clock.advance(days=326, hours=10, minutes=15)  # 2026-11-23 10:15 UTC
+    rows = records(4)
+    result = host.invoke(project, "web", rows)
+    files = CaptureService(ctx, host.capture).files(project, "web")
+    assert len(files) == 1
+    assert PATH.match(files[0].path) and files[0].path.startswith("capture/2026/11/23/10/")
+    assert files[0].owner_kind == "endpoint" and files[0].media_type == "application/x-ndjson"
+    lines = ctx.artifacts.read_bytes(files[0].digest).decode().splitlines()
+    captured = [json.loads(line) for line in lines]
+    assert len(captured) == 4
+    first = captured[0]
+    assert set(first) == {"captureData", "eventMetadata", "eventVersion"}
+    assert first["eventVersion"] == "0"
+    inp, out = first["captureData"]["endpointInput"], first["captureData"]["endpointOutput"]
+    assert {k: inp[k] for k in ("observedContentType", "mode", "encoding")} == {
+        "observedContentType": "application/json",
+        "mode": "INPUT",
+        "encoding": "JSON",
+    }
+    assert out["mode"] == "OUTPUT"
+    assert json.loads(inp["data"]) == rows[0]
+    assert json.loads(out["data"]) == {
+        "prediction": result["predictions"][0],
+        "probabilities": result["probabilities"][0],
+        "classes": [False, True],
+    }
+    meta = first["eventMetadata"]
+    assert [c["eventMetadata"]["eventId"] for c in captured] == result["inference_ids"]
+    assert meta["inferenceId"] == meta["eventId"]
+    assert meta["inferenceTime"] == "2026-11-23T10:15:00.000Z"
+    assert (meta["endpointName"], meta["modelName"], meta["modelVersion"]) == ("web", MODEL, 1)
+
+
+@pytest.mark.parametrize(("percent", "expected"), [(0, 0), (100, 10)])
+def test_sampling_honours_the_percentage(
+    ctx: Context,
+    project: str,
+    model_dirs: tuple[Path, Path],
+    host: ModelHost,
+    percent: float,
+    expected: int,
+) -> None:
+    _deploy(ctx, host, model_dirs[0], percent)
+    for _ in range(10):
+        host.invoke(project, "web", records(1))
+    assert len(list(CaptureService(ctx, host.capture).records(project, "web"))) == expected
+
+
+def test_sampling_draws_per_request() -> None:
+    draws = iter([0.1, 0.3, 0.29, 0.99])
+    writer = CaptureWriter.__new__(CaptureWriter)
+    writer._random = lambda: next(draws)
+    assert [writer.sampled(30) for _ in range(4)] == [True, False, True, False]
+
+
+def test_files_rotate_by_size_and_hour(
+    ctx: Context, project: str, model_dirs: tuple[Path, Path], clock: FrozenClock
+) -> None:
+    host = ModelHost(ctx, capture=CaptureWriter(ctx, max_bytes=1, max_age_s=3600))
+    try:
+        _deploy(ctx, host, model_dirs[0], 100)
+        host.invoke(project, "web", records(2))
+        host.invoke(project, "web", records(2))
+        clock.advance(hours=1)
+        host.invoke(project, "web", records(2))
+        files = CaptureService(ctx, host.capture).files(project, "web")
+    finally:
+        host.close()
+    assert len(files) == 3
+    assert [f.path[:21] for f in files] == ["capture/2026/01/01/00"] * 2 + ["capture/2026/01/01/01"]
+    since = datetime(2026, 1, 1, 1, tzinfo=UTC)
+    assert len(list(CaptureService(ctx).records(project, "web", since))) == 2
+
+
+def test_a_capture_failure_does_not_fail_the_request(
+    ctx: Context,
+    project: str,
+    model_dirs: tuple[Path, Path],
+    host: ModelHost,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _deploy(ctx, host, model_dirs[0], 100)
+
+    def broken(*_args: Any) -> None:
+        raise OSError("disk full")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(ctx.artifacts, "put_file", broken)
+        with caplog.at_level(logging.ERROR, logger="civicml.serving.capture"):
+            result = host.invoke(project, "web", records(3))
+            assert host.capture.flush()
+    assert len(result["predictions"]) == 3
+    assert "data capture failed" in caplog.text and "disk full" in caplog.text
+    assert host.capture.failed >= 1
+    host.invoke(project, "web", records(2))  # capture works again afterwards
+    assert len(list(CaptureService(ctx, host.capture).records(project, "web"))) == 2
+
+    with monkeypatch.context() as patch:  # even a failing submit leaves the request alone
+        patch.setattr(host.capture, "submit", broken)
+        assert len(host.invoke(project, "web", records(1))["predictions"]) == 1
+
+
+def test_to_dataset_holds_the_captured_columns(
+    ctx: Context, project: str, model_dirs: tuple[Path, Path], host: ModelHost
+) -> None:
+    _deploy(ctx, host, model_dirs[0], 100)
+    with pytest.raises(InvalidInputError, match="Endpoint 'web' has no captured records"):
+        CaptureService(ctx, host.capture).to_dataset(project, "web")
+    sent = records(5) + records(3, seed=2)
+    answered = host.invoke(project, "web", sent[:5])["predictions"]
+    answered += host.invoke(project, "web", sent[5:])["predictions"]
+    version = CaptureService(ctx, host.capture).to_dataset(project, "web", metadata=True)
+    assert version.name == "web-capture" and version.row_count == 8
+    assert [c.name for c in version.columns] == [
+        "age",
+        "income",
+        "region",
+        "prediction",
+        "inference_id",
+        "inference_time",
+        "model_version",
+    ]
+    frame = DatasetService(ctx).to_pandas(version)
+    assert frame[["age", "income", "region"]].to_dict("records") == sent
+    assert frame["prediction"].tolist() == answered
+    graph = LineageService(ctx).query("dataset_version", version.id, direction="upstream")
+    assert "endpoint" in {n.kind for n in graph.nodes}

@@ -1,0 +1,139 @@
+"""ModelHost: verified loading, predictions equal the model's own, switches without failures."""
+
+from __future__ import annotations
+
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+
+from civicml.core import ArtifactIntegrityError, InvalidInputError, NotFoundError
+from civicml.registry import RegistryService
+from civicml.serving import EndpointService, ModelHost
+from civicml.store import Context
+from civicml.training import TabularModel
+from tests.serving.helpers import MODEL, records, register, tamper
+
+
+def test_predictions_equal_the_models_own(
+    ctx: Context, project: str, model_dirs: tuple[Path, Path], host: ModelHost
+) -> None:
+    register(ctx, model_dirs[0])
+    EndpointService(ctx, host).deploy(project, "web", MODEL, 1)
+    rows = records(25)
+    result = host.invoke(project, "web", rows)
+    model = TabularModel.load(model_dirs[0])
+    assert result["predictions"] == model.predict(rows).tolist()
+    assert result["probabilities"] == model.predict_proba(rows).tolist()
+    assert result["classes"] == [False, True] and result["model_version"] == 1
+    assert len(set(result["inference_ids"])) == 25
+    single = host.invoke(project, "web", rows[0])  # one record, not a list
+    assert single["predictions"] == result["predictions"][:1]
+    frame = host.invoke(project, "web", pd.DataFrame(rows))
+    assert frame["predictions"] == result["predictions"]
+
+
+def test_a_fresh_host_finds_endpoints_deployed_elsewhere(
+    ctx: Context, project: str, model_dirs: tuple[Path, Path], host: ModelHost
+) -> None:
+    register(ctx, model_dirs[0])
+    EndpointService(ctx).deploy(project, "web", MODEL, 1)  # another process, no host
+    assert host.invoke(project, "web", records(2))["model_version"] == 1
+    with pytest.raises(NotFoundError, match="Endpoint 'wbe' does not exist") as caught:
+        host.invoke(project, "wbe", records(1))
+    assert caught.value.hint == "Did you mean 'web'?"
+
+
+def test_tampered_files_are_never_loaded(
+    ctx: Context, project: str, model_dirs: tuple[Path, Path], host: ModelHost
+) -> None:
+    mv = register(ctx, model_dirs[0])
+    EndpointService(ctx).deploy(project, "web", MODEL, 1)
+    tamper(ctx, RegistryService(ctx).get_manifest(mv)["files"]["model.joblib"]["digest"])
+    with pytest.raises(ArtifactIntegrityError, match="failed its integrity check"):
+        host.invoke(project, "web", records(1))
+    assert host.loaded_versions() == []
+    assert list((ctx.settings.home / "serving" / "cache").iterdir()) == []
+
+
+def test_a_tampered_manifest_is_refused(
+    ctx: Context, project: str, model_dirs: tuple[Path, Path], host: ModelHost
+) -> None:
+    mv = register(ctx, model_dirs[0])
+    tamper(ctx, mv.artifact_digest)
+    with pytest.raises(ArtifactIntegrityError, match=mv.artifact_digest):
+        host.load(mv)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (lambda r: r.pop("income"), "Input is missing column 'income' (float64) in record 1."),
+        (lambda r: r.update(age="old"), "Column 'age' should be int64 but has string values"),
+        (lambda r: r.update(incme=3.0), "Input has unexpected column 'incme'"),
+    ],
+)
+def test_input_errors_name_the_column(
+    ctx: Context,
+    project: str,
+    model_dirs: tuple[Path, Path],
+    host: ModelHost,
+    change: Any,
+    message: str,
+) -> None:
+    register(ctx, model_dirs[0])
+    EndpointService(ctx, host).deploy(project, "web", MODEL, 1)
+    rows = records(2)
+    change(rows[1])
+    with pytest.raises(InvalidInputError, match=re.escape(message)) as caught:
+        host.invoke(project, "web", rows)
+    assert caught.value.status == 422 and caught.value.details
+
+
+def test_update_under_load_fails_no_request(
+    ctx: Context, project: str, model_dirs: tuple[Path, Path], host: ModelHost
+) -> None:
+    svc = EndpointService(ctx, host)
+    register(ctx, model_dirs[0])
+    register(ctx, model_dirs[1])
+    svc.deploy(project, "web", MODEL, 1, capture_percent=0)
+    rows = records(3)
+    expected = {
+        n: TabularModel.load(d).predict_proba(rows).tolist()
+        for n, d in zip((1, 2), model_dirs, strict=True)
+    }
+    stop = threading.Event()
+    seen: list[int] = []
+    errors: list[BaseException] = []
+
+    def client() -> None:
+        while not stop.is_set():
+            try:
+                result = host.invoke(project, "web", rows)
+                assert result["probabilities"] == expected[result["model_version"]]
+                seen.append(result["model_version"])
+            except BaseException as err:
+                errors.append(err)
+                return
+
+    threads = [threading.Thread(target=client) for _ in range(8)]
+    for t in threads:
+        t.start()
+    while len(seen) < 50:
+        threading.Event().wait(0.005)
+    svc.update(project, "web", 2)
+    count = len(seen)
+    while len(seen) < count + 50:
+        threading.Event().wait(0.005)
+    stop.set()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert seen[0] == 1 and seen[-1] == 2
+    switch = seen.index(2)
+    assert set(seen[switch + 8 * 2 :]) == {2}  # after the switch only v2 (bar a few in flight)
+    assert host.invoke(project, "web", rows)["model_version"] == 2
+    assert len(host.loaded_versions()) == 1  # v1 was dropped once no route used it
