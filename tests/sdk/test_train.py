@@ -69,3 +69,26 @@ def test_train_refuses_what_is_not_a_dataset_version(tmp_path: Path) -> None:
     with cm.connect(home=tmp_path / "h") as ml, ml.project("p").start_run() as run:
         with pytest.raises(InvalidInputError, match="needs a dataset version"):
             cm.train.tabular(_applications(), target="eligible", run=run)  # type: ignore[arg-type]
+
+
+def test_the_lifecycle_through_the_sdk(ml) -> None:  # type: ignore[no-untyped-def]
+    from civicml.data.samples import benefit_applications
+
+    proj = ml.project("lifecycle")
+    raw = proj.datasets.ingest("applications", benefit_applications(800, seed=1))
+    with proj.start_run() as run:
+        trained = cm.train.tabular(raw, target="eligible", algorithm="logistic", run=run)
+    mv = proj.models.register("eligibility", trained, run=run)
+    with pytest.raises(cm.CivicMLError, match="only Approved versions can be deployed"):
+        proj.endpoints.deploy("eligibility", mv)
+    mv = proj.models.approve(mv, note="ok")
+    endpoint = proj.endpoints.deploy("eligibility", mv)
+    later = benefit_applications(40, seed=1, drifted=True).drop(columns=["eligible"])
+    records = later.astype(object).where(later.notna(), None).to_dict("records")
+    result = endpoint.predict(records)
+    assert len(result.predictions) == 40
+    captured = endpoint.capture_to_dataset("requests")
+    assert captured.row_count == 40
+    report = proj.monitoring.drift(captured, baseline=raw, columns=list(later.columns))
+    assert report.summary.n_columns == len(later.columns)
+    assert ml.verify_audit().ok

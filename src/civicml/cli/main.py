@@ -11,12 +11,13 @@ import typer
 import civicml
 from civicml.cli._common import STATE, err_console
 from civicml.cli.data import datasets_app
+from civicml.cli.demo import demo
 from civicml.cli.governance import audit_app, lineage_app
 from civicml.cli.models import models_app
 from civicml.cli.monitoring import monitoring_app
 from civicml.cli.projects import experiments_app, projects_app
 from civicml.cli.runs import runs_app
-from civicml.cli.server import demo, server
+from civicml.cli.server import server
 from civicml.cli.serving import endpoints_app
 from civicml.core.errors import CivicMLError
 

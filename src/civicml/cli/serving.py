@@ -115,6 +115,26 @@ def delete(name: str, project: ProjectOpt = "default") -> None:
     console.print(f"Deleted endpoint {name}", markup=False)
 
 
+@endpoints_app.command("capture-dataset")
+def capture_dataset(
+    name: str,
+    project: ProjectOpt = "default",
+    dataset: Annotated[
+        str | None, typer.Option(help="Dataset name (default NAME-capture).")
+    ] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Store the requests captured so far as a dataset version (for a drift report)."""
+    with client() as ml:
+        version = _handle(ml, project).get(name).capture_to_dataset(dataset)
+    if json_:
+        print_json(version)
+    else:
+        console.print(
+            f"{version.name} v{version.version}: {version.row_count} captured rows", markup=False
+        )
+
+
 @endpoints_app.command("invoke")
 def invoke(
     name: str,

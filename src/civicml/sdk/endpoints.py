@@ -12,7 +12,9 @@ from urllib.parse import quote
 from pydantic import TypeAdapter
 
 from civicml.core.ids import validate_name
+from civicml.data.schemas import DatasetVersion
 from civicml.registry.schemas import ModelVersion
+from civicml.serving.capture import CaptureService
 from civicml.serving.runtime import ModelHost
 from civicml.serving.schemas import EndpointInfo, InvocationResult
 from civicml.serving.service import EndpointService
@@ -180,6 +182,20 @@ class Endpoint:
             capture=capture,
         )
         return self
+
+    def capture_to_dataset(self, dataset: str | None = None) -> DatasetVersion:
+        """Store the requests captured so far (inputs and predictions) as a dataset version,
+        e.g. to compare with the training data: ``proj.monitoring.drift(v, baseline=raw)``."""
+        backend = self._handle._backend
+        if not backend.remote:
+            capture = CaptureService(backend.ctx, _embedded_host(backend).capture)
+            return capture.to_dataset(self._handle._project, self.name, name=dataset)
+        body = backend._json(
+            "POST",
+            f"{self._handle._base(self.name)}/capture/dataset",
+            json_body={"dataset": dataset},
+        )
+        return DatasetVersion.model_validate(body)
 
     def delete(self) -> None:
         """Stop serving and remove the endpoint (its capture files stay)."""

@@ -19,7 +19,9 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 
 from civicml.core.errors import InvalidInputError
+from civicml.data.schemas import DatasetVersion
 from civicml.server.deps import AppState, services
+from civicml.serving.capture import CaptureService
 from civicml.serving.runtime import ModelHost
 from civicml.serving.schemas import EndpointInfo, InvocationResult
 from civicml.serving.service import EndpointService
@@ -190,3 +192,18 @@ def parse_records(body: bytes) -> Any:
         "The request body must hold records: objects mapping column names to values.",
         hint='Send {"records": [{"column": value, ...}]} or one record {"column": value}.',
     )
+
+
+class CaptureDatasetBody(_Body):
+    dataset: str | None = Field(
+        default=None, description="Dataset to add the version to (default '<endpoint>-capture')."
+    )
+
+
+@router.post("/{name}/capture/dataset", response_model=DatasetVersion, status_code=201)
+def capture_to_dataset(
+    project: str, name: str, body: CaptureDatasetBody, request: Request, host: Host
+) -> DatasetVersion:
+    """Store the endpoint's captured inputs and predictions as a dataset version (for drift)."""
+    capture = CaptureService(services(request).ctx, host.capture)
+    return capture.to_dataset(project, name, name=body.dataset)
