@@ -32,7 +32,7 @@ def test_ruff() -> None:
 
 def test_import_layers() -> None:
     result = subprocess.run(
-        [_tool("lint-imports")], cwd=ROOT, capture_output=True, text=True, check=False
+        [_tool("lint-imports"), "--no-cache"], cwd=ROOT, capture_output=True, text=True, check=False
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
