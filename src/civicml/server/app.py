@@ -79,13 +79,14 @@ def create_app(settings: Settings, principal: Principal | None = None) -> FastAP
         return {"status": "ok", "version": civicml.__version__}
 
     for router in (
+        # First: invocations are the hot path, and routes are matched in order.
+        serving.invocations_router,
         projects.router,
         tracking.router,
         registry.router,
         data.router,
         monitoring.router,
         serving.router,
-        serving.invocations_router,
         governance.router,
     ):
         app.include_router(router)

@@ -1,0 +1,494 @@
+"""Serving benchmark: a civicml endpoint vs ``mlflow models serve`` vs a bare Starlette app.
+
+Run from the repository root with the civicml virtualenv::
+
+    .venv/bin/python benchmarks/serving.py            # full run (~3 min), rewrites docs
+    .venv/bin/python benchmarks/serving.py --quick    # smoke run (~1 min), leaves docs alone
+
+One 20-feature logistic regression is trained with ``civicml.training.fit_tabular`` on seeded,
+generated data and served three ways, one at a time, each in its own process on 127.0.0.1:
+
+- **civicml**: registered through the SDK, approved (by another user), deployed with data
+  capture on (100 %), served by ``civicml server``; ``POST /endpoints/{name}/invocations``
+  (input validation against the signature on every request, micro-batching).
+- **MLflow**: the *same fitted pipeline* (civicml's ``model.joblib``) saved with
+  ``mlflow.sklearn.save_model`` in ``benchmarks/.venv-mlflow`` and served by
+  ``mlflow models serve --env-manager local --workers 1``.
+- **floor**: ``benchmarks/_serving_floor.py``, a Starlette app under uvicorn that parses the
+  JSON, builds a DataFrame and calls ``predict_proba`` on the same pipeline — nothing else.
+
+The load generator (``benchmarks/_serving_load.py``, raw asyncio sockets, kept-alive
+HTTP/1.1) runs in a separate process and sends single-row requests at concurrency 1 and 16:
+``--warmup`` unmeasured requests, then ``--requests`` measured ones per level. All three return
+labels and class probabilities from one ``predict_proba``; the answers are checked against the
+pipeline before measuring. It also times one ``predict_proba`` on 1 row vs 1,000 rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+import tracking as common  # noqa: E402  (benchmarks/tracking.py: venv, servers, machine info)
+
+ROOT = common.ROOT
+WORKDIR = common.WORKDIR
+LOAD = BENCH / "_serving_load.py"
+TO_MLFLOW = BENCH / "_serving_mlflow.py"
+DOCS_MD = common.DOCS_MD
+DOCS_JSON = ROOT / "docs" / "benchmarks" / "serving.json"
+BEGIN = "<!-- serving:begin -->"
+END = "<!-- serving:end -->"
+X = common.X
+
+FEATURES = 20
+TRAIN_ROWS = 5_000
+BODY_POOL = 256  # distinct single-row request bodies, cycled
+PROJECT = "serving-bench"
+ENDPOINT = "lr20"
+LEVELS = (1, 16)
+LOAD_TIMEOUT_S = 600.0
+
+# Goals from issue 3.
+GOAL_VS_MLFLOW = 10.0  # >= 10x MLflow's throughput (each concurrency level)
+GOAL_FLOOR_C1 = 0.9  # >= 90 % of the floor at concurrency 1
+GOAL_FLOOR_C16 = 1.0  # above the floor at concurrency 16
+
+
+# --------------------------------------------------------------------------------------
+# Data and model
+# --------------------------------------------------------------------------------------
+
+
+def make_data(rows: int, seed: int) -> Any:
+    """Seeded data: 20 normal features, a binary label from a noisy linear score."""
+    import numpy as np
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(rows, FEATURES))
+    weights = np.linspace(-1.0, 1.0, FEATURES)
+    y = x @ weights + rng.normal(scale=1.0, size=rows) > 0
+    frame = pd.DataFrame(x.round(6), columns=[f"f{i}" for i in range(FEATURES)])
+    frame["label"] = y
+    return frame
+
+
+def train(work: Path, seed: int) -> tuple[Any, Path, list[dict[str, float]]]:
+    """Fit the model with civicml, save it, and return single-row request records."""
+    from civicml.training import fit_tabular
+
+    frame = make_data(TRAIN_ROWS, seed)
+    model = fit_tabular(frame, "label", algorithm="logistic", seed=seed)
+    model_dir = work / "model"
+    model.save(model_dir)
+    frame.drop(columns="label").head(500).to_csv(work / "sample.csv", index=False)
+    later = make_data(BODY_POOL, seed + 1).drop(columns="label")
+    records = [{k: float(v) for k, v in row.items()} for row in later.to_dict("records")]
+    return model, model_dir, records
+
+
+def time_predict(model: Any, records: list[dict[str, float]], reps: int) -> dict[str, Any]:
+    """Median seconds of one ``pipeline.predict_proba`` on 1 row and on 1,000 rows."""
+    one = model.validate(records[:1])
+    thousand = model.validate((records * (1000 // len(records) + 1))[:1000])
+    out: dict[str, Any] = {}
+    for label, frame in (("rows_1", one), ("rows_1000", thousand)):
+        for _ in range(20):
+            model.pipeline.predict_proba(frame)
+        times = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            model.pipeline.predict_proba(frame)
+            times.append(time.perf_counter() - t0)
+        out[label] = {"median_ms": round(statistics.median(times) * 1000, 4), "reps": reps}
+    out["ratio_1000_vs_1"] = round(out["rows_1000"]["median_ms"] / out["rows_1"]["median_ms"], 2)
+    return out
+
+
+def deploy_civicml(home: Path, model: Any, model_dir: Path) -> str:
+    """Register, approve (as another user) and deploy the model through the SDK."""
+    import civicml as cm
+
+    with cm.connect(home=home, user="data-scientist") as ml:
+        mv = ml.project(PROJECT).models.register(
+            ENDPOINT, model_dir, signature=model.signature, description="serving benchmark"
+        )
+    with cm.connect(home=home, user="model-risk-officer") as ml:
+        mv = ml.project(PROJECT).models.approve(mv, note="benchmark")
+    with cm.connect(home=home, user="ml-engineer") as ml:
+        ep = ml.project(PROJECT).endpoints.deploy(ENDPOINT, mv, capture_percent=100.0)
+    return str(ep.name)
+
+
+# --------------------------------------------------------------------------------------
+# Targets
+# --------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def start_target(
+    name: str, work: Path, ctx: dict[str, Any]
+) -> Iterator[tuple[int, str, list[dict[str, Any]]]]:
+    """Start one server; yield (port, invocation path, request bodies)."""
+    port = common.free_port()
+    env = common.base_env()
+    log = work / f"{name}.log"
+    records: list[dict[str, float]] = ctx["records"]
+    if name == "civicml":
+        env["CIVICML_HOME"] = str(ctx["home"])
+        cmd = [*common.civicml_server_cmd("127.0.0.1", port), "--log-level", "warning"]
+        health = f"http://127.0.0.1:{port}/api/v1/health"
+        path = f"/endpoints/{ENDPOINT}/invocations?project={PROJECT}"
+        bodies = [{"records": [r]} for r in records]
+    elif name == "mlflow":
+        # mlflow models serve runs `uvicorn` from PATH: the one in MLflow's virtualenv.
+        env["PATH"] = f"{common.MLFLOW_VENV / 'bin'}:{env.get('PATH', '')}"
+        cmd = [
+            str(common.MLFLOW_VENV / "bin" / "mlflow"), "models", "serve",
+            "-m", str(ctx["mlflow_model"]), "--env-manager", "local", "--workers", "1",
+            "-h", "127.0.0.1", "-p", str(port),
+        ]  # fmt: skip
+        health = f"http://127.0.0.1:{port}/ping"
+        path = "/invocations"
+        bodies = [{"dataframe_records": [r]} for r in records]
+    else:
+        env["FLOOR_MODEL"] = str(ctx["model_dir"] / "model.joblib")
+        env["FLOOR_COLUMNS"] = ",".join(ctx["columns"])
+        cmd = [
+            sys.executable, "-m", "uvicorn", "_serving_floor:app", "--host", "127.0.0.1",
+            "--port", str(port), "--log-level", "warning", "--no-access-log",
+        ]  # fmt: skip
+        health = f"http://127.0.0.1:{port}/health"
+        path = "/invocations"
+        bodies = [{"records": [r]} for r in records]
+    with common.server(name, cmd=cmd, env=env, health=health, log=log, cwd=BENCH):
+        yield port, path, bodies
+
+
+def check_answers(name: str, port: int, path: str, bodies: list[Any], ctx: dict[str, Any]) -> None:
+    """The first few answers must be the pipeline's own probabilities."""
+    expected = ctx["model"].pipeline.predict_proba(ctx["model"].validate(ctx["records"][:5]))
+    for i in range(5):
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{port}{path}",
+            data=json.dumps(bodies[i]).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 (loopback)
+            answer = json.loads(resp.read())
+        got = (
+            answer["probabilities"][0]
+            if isinstance(answer, dict) and "probabilities" in answer
+            else None
+        )
+        if got is None:  # MLflow: {"predictions": [[p0, p1]]}
+            got = answer["predictions"][0]
+        if any(abs(a - b) > 1e-9 for a, b in zip(got, expected[i], strict=True)):
+            raise common.BenchmarkError(f"{name} answered {got}, expected {expected[i].tolist()}")
+
+
+def run_load(
+    name: str, port: int, path: str, bodies: list[Any], concurrency: int, args: Any, work: Path
+) -> dict[str, Any]:
+    bodies_file = work / f"bodies-{name}.json"
+    bodies_file.write_text(json.dumps(bodies), encoding="utf-8")
+    out = work / f"load-{name}-c{concurrency}.json"
+    cmd = [
+        sys.executable, str(LOAD), "--port", str(port), "--path", path,
+        "--bodies", str(bodies_file), "--concurrency", str(concurrency),
+        "--requests", str(args.requests), "--warmup", str(args.warmup), "--out", str(out),
+    ]  # fmt: skip
+    subprocess.run(cmd, check=True, timeout=LOAD_TIMEOUT_S, cwd=work)
+    result: dict[str, Any] = json.loads(out.read_text())
+    lat = result["latency_ms"]
+    print(
+        f"  {name:8} c={concurrency:<3} {result['req_per_s']:>9,.1f} req/s  "
+        f"p50 {lat['p50']:8.2f} ms  p99 {lat['p99']:8.2f} ms  errors {result['errors']}",
+        file=sys.stderr,
+        flush=True,
+    )
+    if result["errors"]:
+        print(f"  first error: {result['first_error']}", file=sys.stderr)
+    return result
+
+
+# --------------------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------------------
+
+
+def summarize(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    summary: dict[str, Any] = {"ratios": {}, "goals": {}}
+    for c in LEVELS:
+        key = f"c{c}"
+        cm = results["civicml"][key]["req_per_s"]
+        ratios = {}
+        if "mlflow" in results:
+            ratios["civicml_vs_mlflow"] = round(cm / results["mlflow"][key]["req_per_s"], 2)
+        if "floor" in results:
+            ratios["civicml_vs_floor"] = round(cm / results["floor"][key]["req_per_s"], 3)
+        summary["ratios"][key] = ratios
+    r = summary["ratios"]
+    goals = summary["goals"]
+    if "mlflow" in results:
+        worst = min(r[f"c{c}"]["civicml_vs_mlflow"] for c in LEVELS)
+        goals["throughput_vs_mlflow"] = {
+            "goal": f">= {GOAL_VS_MLFLOW:g}{X} MLflow's throughput at c=1 and c=16",
+            "value": worst,
+            "met": worst >= GOAL_VS_MLFLOW,
+        }
+    if "floor" in results:
+        goals["floor_c1"] = {
+            "goal": f">= {GOAL_FLOOR_C1:.0%} of the floor at c=1",
+            "value": r["c1"]["civicml_vs_floor"],
+            "met": r["c1"]["civicml_vs_floor"] >= GOAL_FLOOR_C1,
+        }
+        goals["floor_c16"] = {
+            "goal": "above the floor at c=16",
+            "value": r["c16"]["civicml_vs_floor"],
+            "met": r["c16"]["civicml_vs_floor"] > GOAL_FLOOR_C16,
+        }
+    return summary
+
+
+def render(report: dict[str, Any]) -> str:
+    res = report["results"]
+    sm = report["summary"]
+    cfg = report["config"]
+    m = report["machine"]
+    lines = [
+        "## Serving",
+        "",
+        f"`benchmarks/serving.py`, run {report['date']} on {m['cores']} cores ({m['cpu_model']}), "
+        f"Python {m['python']}, civicml {report['civicml_source']}, MLflow "
+        f"{report.get('mlflow_version', '-')}. One 20-feature logistic regression "
+        f"({TRAIN_ROWS:,} seeded rows, `fit_tabular(algorithm='logistic')`), single-row requests, "
+        f"{cfg['requests']:,} measured after {cfg['warmup']} warm-up per level, one load-generator "
+        "process (raw asyncio sockets, kept-alive HTTP/1.1) on the same machine, loopback only.",
+        "",
+        "| target | concurrency | req/s | p50 ms | p99 ms | errors |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    labels = {
+        "civicml": "civicml endpoint (validation + capture on)",
+        "mlflow": "`mlflow models serve --workers 1`",
+        "floor": "floor: Starlette + `predict_proba`",
+    }
+    for name in ("civicml", "mlflow", "floor"):
+        if name not in res:
+            continue
+        for c in LEVELS:
+            r = res[name][f"c{c}"]
+            lat = r["latency_ms"]
+            lines.append(
+                f"| {labels[name]} | {c} | {r['req_per_s']:,.0f} | {lat['p50']:.2f} | "
+                f"{lat['p99']:.2f} | {r['errors']} |"
+            )
+    lines += ["", "| concurrency | civicml / MLflow | civicml / floor |", "|---:|---:|---:|"]
+    for c in LEVELS:
+        ratio = sm["ratios"][f"c{c}"]
+        vs_m = ratio.get("civicml_vs_mlflow")
+        vs_f = ratio.get("civicml_vs_floor")
+        lines.append(
+            f"| {c} | {'-' if vs_m is None else f'{vs_m:.1f}{X}'} | "
+            f"{'-' if vs_f is None else f'{vs_f:.0%}'} |"
+        )
+    p = report["predict"]
+    lines += [
+        "",
+        f"One `predict_proba` of the pipeline: {p['rows_1']['median_ms']:.3f} ms on 1 row, "
+        f"{p['rows_1000']['median_ms']:.3f} ms on 1,000 rows ({p['ratio_1000_vs_1']:.2f}{X}; "
+        "medians) — why batching concurrent requests into one call pays.",
+        "",
+        "### Goals",
+        "",
+    ]
+    for goal in sm["goals"].values():
+        status = "met" if goal["met"] else "**not met**"
+        value = goal["value"]
+        shown = (
+            f"{value:.1f}{X}" if "MLflow" in goal["goal"] or X in goal["goal"] else f"{value:.0%}"
+        )
+        lines.append(f"- {goal['goal']}: {shown} — {status}")
+    lines += [
+        "",
+        "### What is measured",
+        "",
+        "- civicml: `civicml server` (one uvicorn process, TCP_NODELAY on), an Approved version "
+        "deployed through the SDK with capture at 100 %; every request is validated against the "
+        "signature, captured, and predicted through the micro-batcher "
+        "(`civicml.serving.batching`: requests that arrive while a `predict` runs share the next "
+        "one; a lone request predicts at once).",
+        "- MLflow: the same fitted pipeline (civicml's `model.joblib`, loaded with joblib in "
+        "MLflow's own virtualenv with the same scikit-learn) saved by `mlflow.sklearn.save_model` "
+        "with an inferred signature and `pyfunc_predict_fn='predict_proba'`, served by "
+        "`mlflow models serve --env-manager local --workers 1`; requests are "
+        '`{"dataframe_records": [row]}`.',
+        "- Floor: `benchmarks/_serving_floor.py` under `uvicorn` (one process): `json.loads`, "
+        "`pd.DataFrame(records)`, `predict_proba`, `json.dumps`; no validation, no capture, "
+        "predicts on the event loop.",
+        "- Latency is per request, from writing the request to reading the whole response; "
+        "req/s is measured requests over the wall time. All answers are checked against the "
+        "pipeline's own probabilities before the load starts. Compare figures from one run "
+        "only; the load generator shares the machine's cores with the server.",
+        f"- Load average (1/5/15 min) at the end of the run: "
+        f"{', '.join(str(x) for x in m['load_average_1_5_15_at_end'])} on {m['cores']} cores; "
+        "a load above the core count means other work competed for the CPU and every figure "
+        "is slower than on a quiet machine.",
+    ]
+    return "\n".join(lines)
+
+
+def write_docs(markdown: str, report: dict[str, Any]) -> None:
+    DOCS_JSON.parent.mkdir(parents=True, exist_ok=True)
+    DOCS_JSON.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    block = f"{BEGIN}\n{markdown}\n{END}"
+    text = DOCS_MD.read_text(encoding="utf-8") if DOCS_MD.exists() else "# Benchmarks\n"
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        _, tail = rest.split(END, 1)
+        text = head + block + tail
+    else:
+        text = text.rstrip("\n") + "\n\n" + block + "\n"
+    DOCS_MD.write_text(text, encoding="utf-8")
+    print(f"Wrote {DOCS_MD.relative_to(ROOT)} and {DOCS_JSON.relative_to(ROOT)}", file=sys.stderr)
+
+
+# --------------------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description="Serving benchmark: civicml vs mlflow models serve vs a bare Starlette app.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--quick", action="store_true", help="small run; docs are left alone")
+    p.add_argument("--requests", type=int, default=None, help="measured requests per level")
+    p.add_argument("--warmup", type=int, default=None, help="warm-up requests per level")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--targets", default="civicml,mlflow,floor", help="comma-separated subset to run"
+    )
+    p.add_argument("--write-docs", action="store_true", help="write docs even on partial runs")
+    p.add_argument("--keep", action="store_true", help="keep the work directory")
+    args = p.parse_args(argv)
+    args.requests = args.requests or (300 if args.quick else 2000)
+    args.warmup = args.warmup or (50 if args.quick else 200)
+    args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    started = time.monotonic()
+    WORKDIR.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="serving-", dir=WORKDIR))
+    failed = True
+    try:
+        common.check_civicml()
+        report: dict[str, Any] = {
+            "benchmark": "serving",
+            "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+            "civicml_source": common.civicml_source(),
+            "config": {
+                "requests": args.requests,
+                "warmup": args.warmup,
+                "levels": list(LEVELS),
+                "features": FEATURES,
+                "train_rows": TRAIN_ROWS,
+                "seed": args.seed,
+                "quick": args.quick,
+            },
+        }
+        print("Training the model with civicml ...", file=sys.stderr)
+        model, model_dir, records = train(work, args.seed)
+        ctx: dict[str, Any] = {
+            "model": model,
+            "model_dir": model_dir,
+            "records": records,
+            "columns": model.feature_names,
+        }
+        report["predict"] = time_predict(model, records, reps=50 if args.quick else 300)
+        p = report["predict"]
+        print(
+            f"  predict_proba: 1 row {p['rows_1']['median_ms']:.3f} ms, 1,000 rows "
+            f"{p['rows_1000']['median_ms']:.3f} ms",
+            file=sys.stderr,
+        )
+        if "civicml" in args.targets:
+            ctx["home"] = work / "civicml-home"
+            deploy_civicml(ctx["home"], model, model_dir)
+        if "mlflow" in args.targets:
+            report["mlflow_version"] = common.ensure_mlflow_venv()
+            import sklearn
+
+            ctx["mlflow_model"] = work / "mlflow-model"
+            subprocess.run(
+                [
+                    str(common.mlflow_python()),
+                    str(TO_MLFLOW),
+                    str(model_dir / "model.joblib"),
+                    str(work / "sample.csv"),
+                    str(ctx["mlflow_model"]),
+                    sklearn.__version__,
+                ],
+                check=True,
+                timeout=600,
+                env=common.base_env(),
+            )
+        results: dict[str, dict[str, Any]] = {}
+        for name in ("floor", "civicml", "mlflow"):
+            if name not in args.targets:
+                continue
+            with start_target(name, work, ctx) as (port, path, bodies):
+                check_answers(name, port, path, bodies, ctx)
+                results[name] = {
+                    f"c{c}": run_load(name, port, path, bodies, c, args, work) for c in LEVELS
+                }
+        report["results"] = results
+        if "civicml" in results:
+            report["summary"] = summarize(results)
+            for goal in report["summary"]["goals"].values():
+                print(f"  goal {goal['goal']}: {goal['value']} met={goal['met']}", file=sys.stderr)
+        report["machine"] = common.machine_info(work)
+        report["elapsed_s"] = round(time.monotonic() - started, 1)
+        full = not args.quick and set(args.targets) == {"civicml", "mlflow", "floor"}
+        if (full or args.write_docs) and "summary" in report:
+            write_docs(render(report), report)
+        else:
+            out = WORKDIR / f"serving-{time.strftime('%Y%m%d-%H%M%S')}.json"
+            out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+            print(f"Partial/quick run: wrote {out} (docs untouched)", file=sys.stderr)
+        print(f"Done in {report['elapsed_s']:.0f} s", file=sys.stderr)
+        failed = False
+        return 0
+    except (common.BenchmarkError, subprocess.SubprocessError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    finally:
+        if args.keep or failed:
+            print(f"Work directory kept: {work}", file=sys.stderr)
+        else:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
