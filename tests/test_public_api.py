@@ -17,6 +17,7 @@ PACKAGES = [
     "civicml.monitoring",
     "civicml.training",
     "civicml.serving",
+    "civicml.evaluation",
     "civicml.tracking",
     "civicml.registry",
     "civicml.server",

@@ -1,0 +1,308 @@
+"""Self-contained HTML rendering of an explanation report (:class:`ExplanationReport`).
+
+One page, no network: inline CSS and inline SVG drawn here — a bar chart of global importance,
+one line chart of partial dependence per column, one waterfall per explained row — and no
+scripts, fonts or CDNs. Every string from the data is escaped; each plot has a ``<title>`` and
+``<desc>``. The JSON form is ``report.model_dump_json()``.
+"""
+
+from __future__ import annotations
+
+import math
+from html import escape
+
+from jinja2 import Environment, select_autoescape
+from markupsafe import Markup
+
+from civicml.evaluation.explain_schemas import (
+    ExplanationReport,
+    GlobalExplanation,
+    LocalExplanation,
+    PartialDependence,
+)
+
+__all__ = ["render_explanation_html"]
+
+_W = 420
+_BAR = "#2563eb"  # blue
+_UP = "#b91c1c"  # red: pushes the output up
+_DOWN = "#1d4ed8"  # blue: pushes it down; both >= 4.5:1 on white
+_LINES = ("#2563eb", "#c2410c", "#15803d", "#7e22ce", "#a16207", "#0f766e")
+_WATERFALL_COLUMNS = 8
+
+
+def _num(value: float | None) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "—"
+    if value == 0:
+        return "0"
+    if abs(value) < 1e-3 or abs(value) >= 1e6:
+        return f"{value:.3g}"
+    return f"{value:.4g}"
+
+
+def _short(text: object, size: int = 18) -> str:
+    text = str(text)
+    return text if len(text) <= size else text[: size - 1] + "…"
+
+
+def _svg_open(i: int, title: str, desc: str, height: float) -> str:
+    return (
+        f'<svg viewBox="0 0 {_W} {height:.0f}" width="100%" role="img" '
+        f'aria-labelledby="svg-t{i} svg-d{i}" preserveAspectRatio="xMidYMid meet">'
+        f'<title id="svg-t{i}">{escape(title)}</title><desc id="svg-d{i}">{escape(desc)}</desc>'
+    )
+
+
+def _importance_svg(i: int, g: GlobalExplanation) -> str:
+    row, label_w = 22, 140
+    plot_w = _W - label_w - 60
+    height = row * len(g.importance) + 10
+    top = max((c.importance for c in g.importance), default=0.0) or 1.0
+    parts = [
+        _svg_open(
+            i,
+            "Global importance: mean absolute SHAP attribution per column",
+            "; ".join(f"{c.column}: {_num(c.importance)}" for c in g.importance),
+            height,
+        )
+    ]
+    for k, c in enumerate(g.importance):
+        y = 5 + k * row
+        width = plot_w * c.importance / top
+        parts.append(
+            f'<text x="{label_w - 6}" y="{y + 14}" font-size="11" text-anchor="end">'
+            f"{escape(_short(c.column))}</text>"
+            f'<rect x="{label_w}" y="{y + 3}" width="{width:.1f}" height="14" fill="{_BAR}">'
+            f"<title>{escape(c.column)}: {_num(c.importance)} ({100 * c.share:.1f}%)</title></rect>"
+            f'<text x="{label_w + width + 4:.1f}" y="{y + 14}" font-size="10">'
+            f"{_num(c.importance)}</text>"
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _pd_svg(i: int, p: PartialDependence) -> str:
+    height, left, right, top_pad, bottom = 200, 48, 12, 10, 40
+    plot_w, plot_h = _W - left - right, height - top_pad - bottom
+    values = [v for curve in p.curves for v in curve.average]
+    low, high = min(values), max(values)
+    if high - low < 1e-12:
+        low, high = low - 0.5, high + 0.5
+    n = len(p.grid)
+    if p.kind == "numeric":
+        numbers = [float(v) for v in p.grid]
+        x_low, x_high = numbers[0], numbers[-1]
+        span = (x_high - x_low) or 1.0
+        xs = [left + plot_w * (v - x_low) / span for v in numbers]
+    else:
+        xs = [left + plot_w * (k + 0.5) / n for k in range(n)]
+
+    def y_of(v: float) -> float:
+        return top_pad + plot_h * (1 - (v - low) / (high - low))
+
+    desc = "; ".join(
+        f"{'value' if c.label is None else c.label}: {_num(c.average[0])} at {p.grid[0]} to "
+        f"{_num(c.average[-1])} at {p.grid[-1]}"
+        for c in p.curves
+    )
+    parts = [_svg_open(i, f"Partial dependence on {p.column}", desc, height)]
+    base_y = top_pad + plot_h
+    parts.append(
+        f'<line x1="{left}" y1="{base_y}" x2="{_W - right}" y2="{base_y}" stroke="#444"/>'
+        f'<line x1="{left}" y1="{top_pad}" x2="{left}" y2="{base_y}" stroke="#444"/>'
+        f'<text x="{left - 4}" y="{top_pad + 10}" font-size="10" text-anchor="end">'
+        f"{_num(high)}</text>"
+        f'<text x="{left - 4}" y="{base_y}" font-size="10" text-anchor="end">{_num(low)}</text>'
+    )
+    for k, curve in enumerate(p.curves):
+        colour = _LINES[k % len(_LINES)]
+        points = " ".join(f"{x:.1f},{y_of(v):.1f}" for x, v in zip(xs, curve.average, strict=True))
+        name = "value" if curve.label is None else str(curve.label)
+        if p.kind == "numeric":
+            parts.append(
+                f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="2">'
+                f"<title>{escape(name)}</title></polyline>"
+            )
+        for x, v, g in zip(xs, curve.average, p.grid, strict=True):
+            parts.append(
+                f'<circle cx="{x:.1f}" cy="{y_of(v):.1f}" r="3" fill="{colour}">'
+                f"<title>{escape(name)} at {escape(str(g))}: {_num(v)}</title></circle>"
+            )
+    if p.kind == "numeric":
+        parts.append(
+            f'<text x="{left}" y="{height - 24}" font-size="10">{escape(_num(float(p.grid[0])))}'
+            f'</text><text x="{_W - right}" y="{height - 24}" font-size="10" text-anchor="end">'
+            f"{escape(_num(float(p.grid[-1])))}</text>"
+        )
+    else:
+        for x, g in zip(xs, p.grid, strict=True):
+            parts.append(
+                f'<text x="{x:.1f}" y="{height - 24}" font-size="9" text-anchor="middle">'
+                f"{escape(_short(g, 10))}</text>"
+            )
+    parts.append(
+        f'<text x="{left + plot_w / 2:.0f}" y="{height - 6}" font-size="11" '
+        f'text-anchor="middle">{escape(p.column)}</text></svg>'
+    )
+    return "".join(parts)
+
+
+def _waterfall_svg(i: int, local: LocalExplanation) -> str:
+    # The explained output: the only one (binary, regression) or the predicted class.
+    output = next((o for o in local.outputs if o.label == local.prediction), local.outputs[0])
+    ranked = sorted(output.attributions.items(), key=lambda kv: -abs(kv[1]))
+    steps = ranked[:_WATERFALL_COLUMNS]
+    rest = ranked[_WATERFALL_COLUMNS:]
+    if rest:
+        steps.append((f"{len(rest)} other columns", sum(v for _, v in rest)))
+    row, label_w, right = 22, 150, 16
+    plot_w = _W - label_w - right
+    height = row * (len(steps) + 2) + 10
+    running = [output.base_value]
+    for _, v in steps:
+        running.append(running[-1] + v)
+    low, high = min(running), max(running)
+    span = (high - low) or 1.0
+
+    def x_of(v: float) -> float:
+        return label_w + plot_w * (v - low) / span
+
+    label = "value" if output.label is None else f"class {output.label}"
+    parts = [
+        _svg_open(
+            i,
+            f"Row {local.row}: attributions to {label} ({local.output_space})",
+            f"Base value {_num(output.base_value)}, output {_num(output.output)}; "
+            + "; ".join(f"{c}: {_num(v)}" for c, v in steps),
+            height,
+        )
+    ]
+
+    def marker(y: float, text: str, value: float) -> str:
+        return (
+            f'<text x="{label_w - 6}" y="{y + 14}" font-size="11" text-anchor="end">'
+            f"{escape(text)}</text>"
+            f'<line x1="{x_of(value):.1f}" y1="{y + 2}" x2="{x_of(value):.1f}" y2="{y + 20}" '
+            f'stroke="#111" stroke-width="2"/>'
+            f'<text x="{min(x_of(value) + 4, _W - 40):.1f}" y="{y + 14}" font-size="10">'
+            f"{_num(value)}</text>"
+        )
+
+    parts.append(marker(5, "base value", output.base_value))
+    for k, (column, v) in enumerate(steps):
+        y = 5 + (k + 1) * row
+        start, end = running[k], running[k + 1]
+        x0, x1 = sorted((x_of(start), x_of(end)))
+        value = local.values.get(column)
+        text = _short(column) if value is None else f"{_short(column, 12)} = {_short(value, 8)}"
+        parts.append(
+            f'<text x="{label_w - 6}" y="{y + 14}" font-size="11" text-anchor="end">'
+            f"{escape(text)}</text>"
+            f'<rect x="{x0:.1f}" y="{y + 3}" width="{max(x1 - x0, 0.5):.1f}" height="14" '
+            f'fill="{_UP if v >= 0 else _DOWN}"><title>{escape(column)}: {v:+.4g}</title></rect>'
+        )
+    parts.append(marker(5 + (len(steps) + 1) * row, "output", output.output))
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+_TEMPLATE = """<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<title>{{ title }}</title>
+<style>
+:root { color-scheme: light; }
+body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0;
+  padding: 1rem; color: #1a1a1a; background: #fff; line-height: 1.4; }
+main { max-width: 72rem; margin: 0 auto; }
+h1 { font-size: 1.5rem; margin: 0 0 .5rem; }
+h2 { font-size: 1.2rem; margin-top: 2rem; }
+.scroll { overflow-x: auto; }
+table { border-collapse: collapse; width: 100%; font-size: .9rem; }
+th, td { border-bottom: 1px solid #ddd; padding: .35rem .5rem; text-align: left; }
+th { background: #f3f4f6; }
+td.n { text-align: right; font-variant-numeric: tabular-nums; }
+.cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(20rem, 1fr)); gap: 1rem; }
+figure { margin: 0; border: 1px solid #ddd; border-radius: .5rem; padding: .75rem; }
+figcaption { font-size: .9rem; margin-bottom: .5rem; }
+</style>
+</head>
+<body>
+<main>
+<h1>{{ title }}</h1>
+<p>{{ g.algorithm }} {{ g.task }} model · SHAP {{ g.explainer }} explainer ·
+ attributions in {{ g.output_space }} space{% if outputs %} for {{ outputs }}{% endif %} ·
+ {{ "{:,}".format(g.rows_explained) }} of {{ "{:,}".format(g.rows_total) }} rows explained.
+ One-hot and other transformed columns are summed back to the input column they came from.</p>
+
+<h2 id="importance">Global importance</h2>
+<figure><figcaption>Mean absolute attribution per input column.</figcaption>{{ importance }}
+</figure>
+<div class="scroll">
+<table>
+<thead><tr><th scope="col">Column</th><th scope="col">Mean |attribution|</th>
+<th scope="col">Share</th></tr></thead>
+<tbody>
+{% for c in g.importance %}<tr class="importance-row"><th scope="row">{{ c.column }}</th>
+<td class="n">{{ num(c.importance) }}</td><td class="n">{{ "%.1f"|format(100 * c.share) }}%</td>
+</tr>
+{% endfor %}</tbody>
+</table>
+</div>
+
+<h2 id="partial-dependence">Partial dependence</h2>
+{% if pd_plots %}<div class="cards">
+{% for p, svg in pd_plots %}<figure><figcaption><strong>{{ p.column }}</strong> — average
+ predicted {{ p.output_space }} over {{ p.rows }} rows as the column varies.</figcaption>
+{{ svg }}</figure>
+{% endfor %}</div>{% else %}<p>None computed.</p>{% endif %}
+
+<h2 id="local">Example predictions</h2>
+{% if local_plots %}<div class="cards">
+{% for l, svg in local_plots %}<figure><figcaption><strong>Row {{ l.row }}</strong> — predicted
+ {{ l.prediction }}. Red pushes the output up, blue down.</figcaption>
+{{ svg }}</figure>
+{% endfor %}</div>{% else %}<p>None.</p>{% endif %}
+</main>
+</body>
+</html>
+"""
+
+_ENV = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
+_COMPILED = _ENV.from_string(_TEMPLATE)
+
+
+def render_explanation_html(report: ExplanationReport, *, title: str = "Model explanation") -> str:
+    """The report as one self-contained HTML page (no external resources).
+
+    Args:
+        report: from :func:`~civicml.evaluation.explain.explain`.
+        title: page heading.
+
+    Returns:
+        The HTML text; write it to a ``.html`` file.
+    """
+    g = report.global_explanation
+    n = 1
+    importance = Markup(_importance_svg(n, g))  # noqa: S704 - built from escaped parts
+    pd_plots = []
+    for p in report.partial_dependence:
+        n += 1
+        pd_plots.append((p, Markup(_pd_svg(n, p))))  # noqa: S704
+    local_plots = []
+    for local in report.local:
+        n += 1
+        local_plots.append((local, Markup(_waterfall_svg(n, local))))  # noqa: S704
+    outputs = ", ".join(str(o) for o in g.outputs if o is not None)
+    return _COMPILED.render(
+        g=g,
+        title=title,
+        outputs=outputs,
+        importance=importance,
+        pd_plots=pd_plots,
+        local_plots=local_plots,
+        num=_num,
+    )
