@@ -147,9 +147,11 @@ def test_a_bad_request_fails_alone(
         assert not isinstance(result, BaseException), (i, result)
         assert result["predictions"] == model.predict(requests[i]).tolist()
         assert_same(result["probabilities"], model.predict_proba(requests[i]).tolist())
-    # Lone leader, the batch of the other 14 (fails on the poisoned row), then one by one.
+    # A lone leader, then one batch of the other 14. Whichever thread leads is up to the
+    # scheduler: when the poisoned request led (and failed alone) the batch succeeds; otherwise
+    # the batch fails on the poisoned row and is retried one request at a time.
     assert calls.sizes[:2] == [2, 2 * (THREADS - 2)]
-    assert len(calls.sizes) == 2 + THREADS - 2
+    assert len(calls.sizes) in (2, 2 + THREADS - 2)
 
 
 def test_a_single_request_is_not_delayed_or_batched(
