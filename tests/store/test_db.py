@@ -27,8 +27,10 @@ def test_migrations_match_the_table_definitions(tmp_path: Path) -> None:
     from alembic.runtime.migration import MigrationContext
 
     import civicml.data._tables
+    import civicml.evaluation._tables
     import civicml.governance._tables
     import civicml.monitoring._tables
+    import civicml.oversight._tables
     import civicml.registry._tables
     import civicml.serving._tables
     import civicml.store._tables

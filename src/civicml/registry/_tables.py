@@ -62,6 +62,8 @@ approval_history = Table(
     Column("by", String(128), nullable=False),
     Column("note", Text, nullable=False),
     Column("at", UTCDateTime, nullable=False),
+    # the approval gate's evaluation and any override (justification, role), for Approved
+    Column("evidence", JSONDoc, nullable=True),
 )
 
 model_aliases = Table(
@@ -72,4 +74,15 @@ model_aliases = Table(
     Column("version_id", ID, ForeignKey("model_versions.id"), nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("updated_by", String(128), nullable=False),
+)
+
+approval_policies = Table(
+    "approval_policies",
+    metadata,
+    Column("model_id", ID, ForeignKey("registered_models.id"), primary_key=True),
+    Column("version", Integer, primary_key=True),
+    Column("policy", JSONDoc, nullable=False),  # registry.policy.ApprovalPolicy
+    Column("source", Text, nullable=False),  # the file as the user wrote it
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("created_by", String(128), nullable=False),
 )

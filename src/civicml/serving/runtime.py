@@ -21,14 +21,8 @@ counts. Validation and capture stay per request.
 
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 import logging
 import math
-import os
-import shutil
-import tempfile
 import threading
 import time
 import uuid
@@ -37,7 +31,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypedDict
 
-from civicml.core.errors import ArtifactIntegrityError, InvalidInputError, NotFoundError
+from civicml.core.errors import InvalidInputError, NotFoundError
+from civicml.evaluation.models import load_tabular_model
 from civicml.governance.projects import ProjectService
 from civicml.registry.schemas import ModelVersion
 from civicml.registry.service import RegistryService
@@ -46,7 +41,6 @@ from civicml.serving.batching import MicroBatcher
 from civicml.serving.capture import CaptureEvent, CaptureWriter
 from civicml.serving.schemas import EndpointInfo
 from civicml.store.context import Context
-from civicml.store.paths import validate_relative_path
 
 __all__ = ["DEFAULT_REFRESH_S", "MAX_RECORDS", "Invocation", "LoadedModel", "ModelHost"]
 
@@ -56,8 +50,6 @@ log = logging.getLogger("civicml.serving")
 DEFAULT_REFRESH_S = 2.0
 #: The most records one invocation may carry.
 MAX_RECORDS = 100_000
-_CHUNK = 1 << 20
-_MODEL_MANIFEST = "civicml-model.json"
 
 
 class Invocation(TypedDict):
@@ -405,25 +397,8 @@ def _numeric_frame(
 
 
 def load_version(ctx: Context, mv: ModelVersion, cache_root: Path) -> LoadedModel:
-    """Copy the files of ``mv`` into a private directory, verified, and load the model there.
-
-    Raises:
-        ArtifactIntegrityError: The manifest's SHA-256 differs from ``mv.artifact_digest``, or a
-            file's bytes differ from the SHA-256 or size its manifest names.
-        NotFoundError: A file is missing from the artifact store.
-        InvalidInputError: The manifest is malformed or the files are not a civicml model.
-    """
-    from civicml.training import TabularModel
-
-    cache_root.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(cache_root, 0o700)
-    directory = Path(tempfile.mkdtemp(prefix=f"{mv.id}-", dir=cache_root))
-    try:
-        fetch_version_files(ctx, mv, directory)
-        model_dir = _model_directory(directory, mv)
-        model = TabularModel.load(model_dir)
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)  # the model lives in memory now
+    """Load ``mv`` for serving, each file verified first (see :func:`load_tabular_model`)."""
+    model = load_tabular_model(ctx, mv, cache_root)
     classification = model.task == "classification"
     return LoadedModel(
         version_id=mv.id,
@@ -432,70 +407,4 @@ def load_version(ctx: Context, mv: ModelVersion, cache_root: Path) -> LoadedMode
         model=model,
         classes=list(model.classes_) if classification else [],
         classification=classification,
-    )
-
-
-def fetch_version_files(ctx: Context, mv: ModelVersion, directory: Path) -> list[Path]:
-    """Write every file of ``mv`` under ``directory``, each hashed as it is copied.
-
-    Raises:
-        ArtifactIntegrityError: The manifest or a file does not match its SHA-256 or size.
-        NotFoundError: A file is missing from the artifact store.
-        InvalidInputError: The manifest is malformed.
-    """
-    label = f"{mv.name} v{mv.version}"
-    data = ctx.artifacts.read_bytes(mv.artifact_digest)  # the store checks the digest too
-    if hashlib.sha256(data).hexdigest() != mv.artifact_digest:
-        raise _integrity(f"The manifest of model {label} does not match the registry's digest.")
-    try:
-        files = json.loads(data)["files"]
-        entries = [(str(p), str(e["digest"]), int(e["size"])) for p, e in files.items()]
-    except (ValueError, KeyError, TypeError, AttributeError) as err:
-        raise InvalidInputError(
-            f"The manifest of model {label} (sha256:{mv.artifact_digest}) is malformed.",
-            hint="Register the model again; only manifests written by the registry are served.",
-        ) from err
-    written = []
-    for relative, digest, size in sorted(entries):
-        target = directory / validate_relative_path(relative)
-        target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        _copy_verified(ctx, digest, size, target, f"{relative!r} of model {label}")
-        written.append(target)
-    return written
-
-
-def _copy_verified(ctx: Context, digest: str, size: int, target: Path, what: str) -> None:
-    hasher = hashlib.sha256()
-    copied = 0
-    with ctx.artifacts.open(digest) as src, open(target, "xb") as dst:
-        while chunk := src.read(_CHUNK):
-            hasher.update(chunk)
-            dst.write(chunk)
-            copied += len(chunk)
-    if hasher.hexdigest() != digest or copied != size:
-        with contextlib.suppress(FileNotFoundError):
-            target.unlink()
-        raise _integrity(f"File {what} does not match its SHA-256 or size in the manifest.")
-
-
-def _model_directory(directory: Path, mv: ModelVersion) -> Path:
-    if (directory / _MODEL_MANIFEST).is_file():
-        return directory
-    found = sorted(p.parent for p in directory.rglob(_MODEL_MANIFEST))
-    if len(found) == 1:
-        return found[0]
-    raise InvalidInputError(
-        f"Model {mv.name} v{mv.version} is not a civicml tabular model: "
-        + ("no" if not found else "more than one")
-        + f" {_MODEL_MANIFEST} among its files.",
-        hint="Serve models saved with TabularModel.save() (what civicml training registers).",
-    )
-
-
-def _integrity(message: str) -> ArtifactIntegrityError:
-    log.error("%s It was not loaded.", message)
-    return ArtifactIntegrityError(
-        message + " It was not loaded.",
-        hint="Restore the artifact store from a backup, or register and approve the model "
-        "again; run 'civicml audit verify' to check the audit trail.",
     )

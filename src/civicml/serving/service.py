@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from civicml.core.errors import ConflictError, InvalidInputError
 from civicml.core.ids import new_id, validate_name
+from civicml.evaluation.models import fetch_version_files
 from civicml.governance.audit import AuditTrail
 from civicml.governance.lineage import LineageService
 from civicml.governance.projects import ProjectService
@@ -25,7 +26,7 @@ from civicml.registry.schemas import ApprovalStatus, ModelVersion
 from civicml.registry.service import RegistryService
 from civicml.serving._queries import endpoint_row, find_endpoint, to_info
 from civicml.serving._tables import endpoints
-from civicml.serving.runtime import LoadedModel, ModelHost, fetch_version_files
+from civicml.serving.runtime import LoadedModel, ModelHost
 from civicml.serving.schemas import EndpointInfo, EndpointStatus
 from civicml.store.context import Context
 
