@@ -46,7 +46,8 @@ def _stored(context: Context, data: bytes = b"model-bytes") -> str:
 
 
 def _register(context: Context, name: str = MODEL, data: bytes = b"model-bytes") -> ModelVersion:
-    return RegistryService(context).register(
+    """Register as 'trainer': separation of duties lets the tests' principal approve it."""
+    return RegistryService(context.as_principal(Principal(user="trainer"))).register(
         PROJECT, name, artifacts={"model.pkl": _stored(context, data)}
     )
 

@@ -71,6 +71,14 @@ def test_train_refuses_what_is_not_a_dataset_version(tmp_path: Path) -> None:
             cm.train.tabular(_applications(), target="eligible", run=run)  # type: ignore[arg-type]
 
 
+def _reviewer(ml):  # type: ignore[no-untyped-def]
+    """The same store or server, acting as another user (who may approve)."""
+    backend = ml.backend
+    if backend.remote:
+        return cm.connect(backend.location, user="reviewer")
+    return cm.connect(home=backend.ctx.settings.home, user="reviewer")
+
+
 def test_the_lifecycle_through_the_sdk(ml) -> None:  # type: ignore[no-untyped-def]
     from civicml.data.samples import benefit_applications
 
@@ -81,7 +89,10 @@ def test_the_lifecycle_through_the_sdk(ml) -> None:  # type: ignore[no-untyped-d
     mv = proj.models.register("eligibility", trained, run=run)
     with pytest.raises(cm.CivicMLError, match="only Approved versions can be deployed"):
         proj.endpoints.deploy("eligibility", mv)
-    mv = proj.models.approve(mv, note="ok")
+    with pytest.raises(cm.CivicMLError, match="separation of duties"):
+        proj.models.approve(mv, note="ok")
+    with _reviewer(ml) as reviewer:
+        mv = reviewer.project("lifecycle").models.approve(mv, note="ok")
     endpoint = proj.endpoints.deploy("eligibility", mv)
     later = benefit_applications(40, seed=1, drifted=True).drop(columns=["eligible"])
     records = later.astype(object).where(later.notna(), None).to_dict("records")

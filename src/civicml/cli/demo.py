@@ -1,9 +1,12 @@
 """``civicml demo``: the whole lifecycle, offline, on generated public-sector data.
 
-Generate benefit applications → ingest → train two candidates → register the better →
-approve it (as another user) → deploy it → start the real server on a loopback port and send
-requests to the live endpoint (the later, drifted batch) → capture them → drift report of the
-captured inputs against the training data → verify the audit trail.
+Generate benefit applications → ingest → train two candidates → register the better → the
+model risk officer sets an approval policy and a first approval is refused by its gate (no
+evidence yet) → bias report on the protected attribute, SHAP explanations and the model card →
+the approval passes the gate (by another user than the one who trained it) → deploy it → start
+the real server on a loopback port and send requests to the live endpoint (the later, drifted
+batch) → capture them → drift report of the captured inputs against the training data → the
+model dashboard → verify the audit trail.
 """
 
 from __future__ import annotations
@@ -17,9 +20,54 @@ from typing import Annotated, Any
 import typer
 
 from civicml.cli._common import STATE, console
+from civicml.oversight import GateFailedError
 
 ALGORITHMS = ("logistic", "lightgbm")
 REQUESTS = 200
+PROJECT = "benefits-eligibility"
+SCIENTIST_DEFAULT = "demo-scientist"
+OFFICER = "model-risk-officer"
+POLICY = """\
+description = "Housing benefit eligibility: evidence before approval"
+
+[metrics]
+val_roc_auc = { min = 0.80 }
+
+[[bias]]               # the four-fifths rule on the protected attribute
+metric = "DI"
+facet = "sex"
+min = 0.80
+max = 1.25
+
+[explanation]
+required = true
+
+[card]
+complete = true
+
+[data]
+min_rows = 1000
+
+[override]
+roles = ["risk_officer"]
+"""
+CARD = {
+    "model_overview.model_description": "Scores housing benefit applications by how likely "
+    "they are to be eligible, so that caseworkers review the likely-eligible first.",
+    "model_overview.model_owner": "Benefits analytics unit (demo)",
+    "business_details.business_problem": "Shorten the time eligible residents wait for a decision.",
+    "business_details.kpis": "Validation ROC AUC >= 0.80; median waiting time -20%.",
+    "business_details.acceptable_error": "A missed eligible applicant costs more than an extra "
+    "review: recall of eligible applicants must stay >= 0.80.",
+    "intended_uses.purpose_of_model": "Order the review queue. Never to refuse a claim.",
+    "intended_uses.intended_uses": "Caseworkers see the score; every decision stays theirs.",
+    "intended_uses.risk_rating": "High",
+    "intended_uses.explanations_for_risk_rating": "It affects access to a public benefit.",
+    "additional_information.ethical_considerations": "Disparate impact by sex is checked "
+    "before approval (four-fifths rule) and monitored after deployment.",
+    "additional_information.caveats_and_recommendations": "Trained on generated data; retrain "
+    "when the drift report says the applicant population changed.",
+}
 
 
 def demo(
@@ -36,11 +84,11 @@ def demo(
     from civicml.data.samples import benefit_applications
 
     where = home or Path(tempfile.mkdtemp(prefix="civicml-demo-"))
-    scientist = STATE.user or "demo-scientist"
+    scientist = STATE.user or SCIENTIST_DEFAULT
     started = time.perf_counter()
-    with cm.connect(home=where, user=scientist) as ml:
+    with _connect(where, scientist) as ml:
         _step(f"Platform at {where} (SQLite + content-addressed artifacts), as {scientist}")
-        proj = ml.project("benefits-eligibility")
+        proj = ml.project(PROJECT)
         raw = proj.datasets.ingest("applications", benefit_applications(rows, seed=7))
         _step(
             f"Ingested {raw.name} v{raw.version}: {raw.row_count} rows, "
@@ -64,12 +112,60 @@ def demo(
             f"Registered {mv.name} v{mv.version} ({best.model.algorithm}, AUC {auc:.3f}): "
             f"{mv.approval_status.value}"
         )
-    with cm.connect(home=where, user="model-risk-officer") as ml:
-        proj = ml.project("benefits-eligibility")
-        mv = proj.models.approve(mv, note=f"Validation ROC AUC {auc:.3f} meets the agreed 0.80.")
-        _step(f"Approved by {mv.approval_by}: {mv.approval_note}")
+    reports = where / "reports"
+    reports.mkdir(parents=True, exist_ok=True)
+    with _connect(where, OFFICER) as ml:
+        proj = ml.project(PROJECT)
+        policy = proj.models.set_policy("eligibility", POLICY)
+        _step(f"{OFFICER} set approval policy v{policy.version} of {mv.name}")
+        try:
+            proj.models.approve(mv, note="First look.")
+        except GateFailedError as refused:
+            failed = [d["name"] for d in refused.details]
+            _step(
+                f"Approval refused by the gate: {len(failed)} check(s) failed ({', '.join(failed)})"
+            )
+        else:  # pragma: no cover - the policy asks for evidence that does not exist yet
+            raise RuntimeError("the approval gate should have refused the first approval")
+    with _connect(where, scientist) as ml:
+        proj = ml.project(PROJECT)
+        bias = proj.evaluations.bias(
+            raw, label="eligible", positive_label=1, facets="sex", model=mv
+        )
+        values = bias.summary.values["sex"]
+        bias_html = reports / f"bias-{bias.id[:12]}.html"
+        bias_html.write_text(proj.evaluations.html(bias), encoding="utf-8")
+        _step(
+            "Bias report on sex: "
+            + ", ".join(
+                f"{value}: DI {m['DI']:.2f}, DPPL {m['DPPL']:+.3f}"
+                for value, m in values.items()
+                if m.get("DI") is not None and m.get("DPPL") is not None
+            )
+        )
+        explanation = proj.evaluations.explain(mv, raw, rows=500)
+        top = explanation.summary.top_features[:3]
+        explain_html = reports / f"explanation-{explanation.id[:12]}.html"
+        explain_html.write_text(proj.evaluations.html(explanation), encoding="utf-8")
+        _step("SHAP explanation: top features " + ", ".join(f.column for f in top))
+        card = proj.cards.edit(mv, fields=CARD, note="Written with the service owner.")
+        card = proj.cards.set_status(mv, status="PendingReview", note="Ready for review.")
+        _step(f"Model card v{card.card_version}: complete={card.complete}, {card.status}")
+    with _connect(where, OFFICER) as ml:
+        proj = ml.project(PROJECT)
+        proj.cards.set_status(mv, status="Approved", note="Card reviewed.")
+        card_html = reports / f"card-{mv.name}-v{mv.version}.html"
+        card_html.write_text(proj.cards.export(mv), encoding="utf-8")
+        gate = proj.models.gate(mv)
+        mv = proj.models.approve(
+            mv, note=f"Validation ROC AUC {auc:.3f}; bias, explanation and card reviewed."
+        )
+        _step(
+            f"Approved by {mv.approval_by}: gate passed {len(gate.checks)}/{len(gate.checks)} "
+            "checks of the policy"
+        )
     with cm.connect(home=where, user="ml-engineer") as ml:
-        proj = ml.project("benefits-eligibility")
+        proj = ml.project(PROJECT)
         endpoint = proj.endpoints.deploy("eligibility", mv)
         _step(f"Deployed endpoint {endpoint.name} → {mv.name} v{mv.version}, capture on")
     later = benefit_applications(REQUESTS, seed=7, drifted=True).drop(columns=["eligible"])
@@ -86,20 +182,26 @@ def demo(
         "Model Monitor violation(s)"
     )
     with cm.connect(home=where) as ml:
-        html = where / "reports" / f"drift-{report.id[:12]}.html"
-        html.parent.mkdir(parents=True, exist_ok=True)
-        html.write_text(
-            ml.project("benefits-eligibility").monitoring.html(report.id), encoding="utf-8"
+        html = reports / f"drift-{report.id[:12]}.html"
+        html.write_text(ml.project(PROJECT).monitoring.html(report.id), encoding="utf-8")
+        row = ml.project(PROJECT).models.dashboard().rows[0]
+        _step(
+            f"Dashboard: {row.model} v{row.version} {row.approval_status}, deployed to "
+            f"{', '.join(row.endpoints)}, gate {row.gate}, card {row.card_status} "
+            f"({'complete' if row.card_complete else 'incomplete'}), risk {row.risk_rating}"
         )
         audit = ml.verify_audit()
     _step(f"Audit chain: {audit.events_checked} events verified, ok={audit.ok}")
     console.print(
         f"\nDone in {time.perf_counter() - started:.1f} s. Data is in {where}.\n"
+        f"  Bias report:    {bias_html}\n"
+        f"  Explanations:   {explain_html}\n"
+        f"  Model card:     {card_html}\n"
         f"  Drift report:   {html}\n"
         f"  Serve the API:  civicml --home {where} server --port 8080   "
         f"(OpenAPI at http://127.0.0.1:8080/openapi.json)\n"
         f"  Predict:        civicml --home {where} endpoints invoke eligibility "
-        "-p benefits-eligibility --record '{...}'\n"
+        f"-p {PROJECT} --record '{{...}}'\n"
         f"  Verify audit:   civicml --home {where} audit verify",
         markup=False,
     )
@@ -132,7 +234,7 @@ def _serve_and_monitor(where: Path, raw: Any, later: Any) -> tuple[Any, Any, flo
         while not server.started and time.monotonic() < deadline:
             time.sleep(0.05)
         with cm.connect(f"http://127.0.0.1:{port}", user="caseworker-app") as remote:
-            proj = remote.project("benefits-eligibility")
+            proj = remote.project(PROJECT)
             endpoint = proj.endpoints.get("eligibility")
             positive = 0
             records = later.astype(object).where(later.notna(), None).to_dict("records")
@@ -150,6 +252,15 @@ def _serve_and_monitor(where: Path, raw: Any, later: Any) -> tuple[Any, Any, flo
         server.should_exit = True
         thread.join(timeout=30)
     return report, captured, positive / max(1, len(records))
+
+
+def _connect(where: Path, user: str) -> Any:
+    """The demo's platform as ``user``; the model risk officer holds the override role."""
+    import civicml as cm
+    from civicml.core.settings import Settings
+
+    roles = {OFFICER: ["risk_officer", "reviewer"]}
+    return cm.connect(settings=Settings.load(home=where, user=user, roles=roles), user=user)
 
 
 def _step(text: str) -> None:

@@ -10,8 +10,10 @@ import typer
 
 import civicml
 from civicml.cli._common import STATE, err_console
+from civicml.cli.cards import cards_app
 from civicml.cli.data import datasets_app
 from civicml.cli.demo import demo
+from civicml.cli.evaluation import evaluate_app
 from civicml.cli.governance import audit_app, lineage_app
 from civicml.cli.models import models_app
 from civicml.cli.monitoring import monitoring_app
@@ -34,8 +36,10 @@ app.add_typer(experiments_app, name="experiments")
 app.add_typer(runs_app, name="runs")
 app.add_typer(datasets_app, name="datasets")
 app.add_typer(models_app, name="models")
+app.add_typer(cards_app, name="cards")
 app.add_typer(endpoints_app, name="endpoints")
 app.add_typer(monitoring_app, name="monitoring")
+app.add_typer(evaluate_app, name="evaluate")
 app.add_typer(lineage_app, name="lineage")
 app.add_typer(audit_app, name="audit")
 app.command()(server)

@@ -126,11 +126,25 @@ def register(
 
 @models_app.command("approve")
 def approve(
-    name: str, version: str, note: NoteOpt, project: ProjectOpt = "default", json_: JsonOpt = False
+    name: str,
+    version: str,
+    note: NoteOpt,
+    override: Annotated[
+        str | None,
+        typer.Option(
+            "--override",
+            help="Approve despite a failed gate: the written justification (needs a role the "
+            "policy allows to override).",
+        ),
+    ] = None,
+    project: ProjectOpt = "default",
+    json_: JsonOpt = False,
 ) -> None:
-    """Approve a version."""
+    """Approve a version; its model's approval policy is evaluated as a gate first."""
     with client() as ml:
-        mv = ml.backend.registry.approve(project, name, version, note)
+        mv = ml.project(project).models.approve(
+            (name, _version(version)), note=note, override_justification=override
+        )
     _done(mv, json_)
 
 
@@ -140,8 +154,117 @@ def reject(
 ) -> None:
     """Reject a version."""
     with client() as ml:
-        mv = ml.backend.registry.reject(project, name, version, note)
+        mv = ml.project(project).models.reject((name, _version(version)), note=note)
     _done(mv, json_)
+
+
+@models_app.command("gate")
+def gate(name: str, version: str, project: ProjectOpt = "default", json_: JsonOpt = False) -> None:
+    """Evaluate a version's approval gate now (changes nothing); exit 1 when it fails."""
+    with client() as ml:
+        result = ml.project(project).models.gate((name, _version(version)))
+    if json_:
+        print_json(result)
+    elif result.policy_version is None:
+        console.print(f"{name} has no approval policy; any reviewer may approve v{version}.")
+    else:
+        table(
+            f"Gate of {name} v{result.version} (policy v{result.policy_version}): "
+            + ("PASSED" if result.passed else "FAILED"),
+            ["check", "kind", "result", "expected", "detail"],
+            [
+                [c.name, c.kind, "pass" if c.passed else "FAIL", c.expected, c.detail]
+                for c in result.checks
+            ],
+        )
+    if not result.passed:
+        raise typer.Exit(1)
+
+
+policy_app = typer.Typer(help="Approval policies: the evidence a version needs before approval.")
+models_app.add_typer(policy_app, name="policy")
+
+
+@policy_app.command("set")
+def policy_set(
+    name: str,
+    file: Annotated[Path, typer.Argument(help="The policy file (TOML or JSON).")],
+    project: ProjectOpt = "default",
+    json_: JsonOpt = False,
+) -> None:
+    """Set the approval policy of a model from a file (a new policy version)."""
+    from civicml.core.errors import InvalidInputError
+
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as err:
+        raise InvalidInputError(
+            f"Cannot read the policy file {file}: {err.strerror}.", hint="Check the path."
+        ) from err
+    with client() as ml:
+        record = ml.project(project).models.set_policy(name, text)
+    if json_:
+        print_json(record)
+    else:
+        console.print(f"Approval policy v{record.version} of {name} set by {record.created_by}")
+
+
+@policy_app.command("show")
+def policy_show(name: str, project: ProjectOpt = "default", json_: JsonOpt = False) -> None:
+    """Show the approval policy that applies to a model now."""
+    with client() as ml:
+        record = ml.project(project).models.policy(name)
+    if json_:
+        print_json(record)
+    elif record is None:
+        console.print(f"{name} has no approval policy.")
+    else:
+        console.print(
+            f"# approval policy v{record.version} of {name}, set by {record.created_by} "
+            f"at {fmt_time(record.created_at)}"
+        )
+        typer.echo(record.source)
+
+
+@models_app.command("dashboard")
+def dashboard(
+    project: ProjectOpt = "default",
+    include_archived: Annotated[
+        bool, typer.Option("--archived", help="List archived versions too.")
+    ] = False,
+    json_: JsonOpt = False,
+) -> None:
+    """Every model version: status, deployments, metrics, bias, card and gate."""
+    with client() as ml:
+        board = ml.project(project).models.dashboard(include_archived=include_archived)
+    if json_:
+        print_json(board)
+        return
+    table(
+        f"Model dashboard of {board.project}",
+        ["model", "status", "deployed", "metrics", "bias", "card", "risk", "gate"],
+        [
+            [
+                f"{r.model} v{r.version}",
+                r.approval_status + (" (archived)" if r.archived else ""),
+                ", ".join(r.endpoints),
+                ", ".join(
+                    f"{k}={v:.3g}" for k, v in sorted(r.metrics.items())[:3] if v is not None
+                ),
+                ""
+                if r.bias is None
+                else ", ".join(f"{k}={v:.3g}" for k, v in r.bias.items() if v is not None),
+                f"{r.card_status}" + ("" if r.card_complete else f", {r.card_missing} missing"),
+                r.risk_rating or "",
+                r.gate + (f" ({len(r.gate_failed)} failed)" if r.gate_failed else ""),
+            ]
+            for r in board.rows
+        ],
+    )
+
+
+def _version(version: str) -> int | str:
+    return int(version) if version.isdigit() else version
 
 
 def _done(mv: ModelVersion, json_: bool) -> None:

@@ -8,6 +8,7 @@ the auth work replaces.
 from __future__ import annotations
 
 import getpass
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 __all__ = ["DEFAULT_ROLES", "Principal", "resolve_principal"]
@@ -26,12 +27,16 @@ class Principal:
         return {"user": self.user, "roles": sorted(self.roles)}
 
 
-def resolve_principal(user: str | None = None) -> Principal:
-    """The principal of this process: ``user`` (from ``CIVICML_USER``) or the OS user."""
-    if user:
-        return Principal(user=user)
-    try:
-        name = getpass.getuser()
-    except (KeyError, OSError):
-        name = "unknown"
-    return Principal(user=name)
+def resolve_principal(
+    user: str | None = None, roles: Mapping[str, Sequence[str]] | None = None
+) -> Principal:
+    """The principal ``user`` (from ``CIVICML_USER``; default the OS user) with the roles the
+    ``roles`` setting gives that user (:data:`DEFAULT_ROLES` when it names none)."""
+    name = user
+    if not name:
+        try:
+            name = getpass.getuser()
+        except (KeyError, OSError):
+            name = "unknown"
+    granted = (roles or {}).get(name)
+    return Principal(user=name, roles=frozenset(granted) if granted else DEFAULT_ROLES)

@@ -63,6 +63,12 @@ class Settings(BaseSettings):
         default=None,
         description="The user name recorded for calls from this process (default: the OS user).",
     )
+    roles: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Roles per user, e.g. rosa = ['risk_officer'] under [roles] in civicml.toml "
+        "(or CIVICML_ROLES as JSON). Users not listed act as 'admin'. Approval policies name the "
+        "roles that may override a failed gate. The server reads this; clients cannot claim roles.",
+    )
     url: str | None = Field(
         default=None,
         description="URL of a civicml server; when set, the CLI and cm.connect() talk to it.",

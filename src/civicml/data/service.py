@@ -33,6 +33,7 @@ from civicml.data.schemas import (
     SourceFormat,
     TypeChange,
 )
+from civicml.governance._tables import projects
 from civicml.governance.audit import AuditTrail
 from civicml.governance.lineage import LineageService
 from civicml.governance.projects import ProjectService
@@ -188,6 +189,31 @@ class DatasetService:
                 hint=f"List its versions: civicml datasets versions {name} -p {project}",
             )
         return _version(row, proj.name, ds.name)
+
+    def get_version_by_id(self, version_id: str) -> DatasetVersion:
+        """The version with id ``version_id`` (as lineage and reports name it).
+
+        Raises:
+            NotFoundError: No dataset version has that id.
+        """
+        with self._ctx.db.read() as conn:
+            row = conn.execute(
+                select(
+                    dataset_versions,
+                    datasets.c.name.label("dataset_name"),
+                    projects.c.name.label("project_name"),
+                )
+                .join(datasets, datasets.c.id == dataset_versions.c.dataset_id)
+                .join(projects, projects.c.id == datasets.c.project_id)
+                .where(dataset_versions.c.id == version_id)
+            ).first()
+        if row is None:
+            raise NotFoundError(
+                f"Dataset version {version_id!r} does not exist.",
+                hint="List dataset versions: civicml datasets versions NAME -p PROJECT",
+            )
+        values = dict(row._mapping)
+        return _version(values, row.project_name, row.dataset_name)
 
     def list_versions(self, project: str, name: str) -> list[DatasetVersion]:
         """The versions of a dataset, oldest first."""

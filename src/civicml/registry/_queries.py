@@ -279,6 +279,7 @@ def approval_records(conn: Connection, model_name: str, version: DbRow) -> list[
             by=r.by,
             note=r.note,
             at=r.at,
+            evidence=r.evidence,
         )
         for r in records
     ]

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
 
 __all__ = [
+    "ApprovalPolicyRecord",
     "ApprovalRecord",
     "ApprovalStatus",
     "ColumnSpec",
@@ -134,3 +136,19 @@ class ApprovalRecord(_Schema):
     by: str = Field(description="Who changed it.")
     note: str = Field(description="Why they changed it.")
     at: datetime = Field(description="When (UTC).")
+    evidence: dict[str, Any] | None = Field(
+        default=None,
+        description="For approvals under a policy: the gate's evaluation (each check) and any "
+        "override (justification, role).",
+    )
+
+
+class ApprovalPolicyRecord(_Schema):
+    """One version of a registered model's approval policy, as stored."""
+
+    model: str = Field(description="Name of the registered model.")
+    version: int = Field(ge=1, description="Policy version, from 1; the latest one applies.")
+    policy: dict[str, Any] = Field(description="The parsed policy (see civicml.oversight.policy).")
+    source: str = Field(description="The policy file as it was written (TOML or JSON).")
+    created_at: datetime = Field(description="When it was set (UTC).")
+    created_by: str = Field(description="Who set it.")

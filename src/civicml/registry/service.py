@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from civicml.core.errors import ConflictError, InvalidInputError
+from civicml.core.errors import ConflictError, InvalidInputError, PermissionDeniedError
 from civicml.core.ids import new_id, validate_name
 from civicml.governance.audit import AuditTrail
 from civicml.governance.lineage import LineageService
@@ -57,11 +57,13 @@ from civicml.registry._queries import (
 )
 from civicml.registry._tables import (
     approval_history,
+    approval_policies,
     model_aliases,
     model_versions,
     registered_models,
 )
 from civicml.registry.schemas import (
+    ApprovalPolicyRecord,
     ApprovalRecord,
     ApprovalStatus,
     ColumnSpec,
@@ -71,6 +73,7 @@ from civicml.registry.schemas import (
 from civicml.store.context import Context
 from civicml.store.db import UnitOfWork
 from civicml.store.paths import validate_relative_path
+from civicml.tracking._tables import runs
 
 __all__ = ["RegistryService"]
 
@@ -244,8 +247,17 @@ class RegistryService:
         version: int | str,
         status: ApprovalStatus | str,
         note: str = "",
+        evidence: Mapping[str, Any] | None = None,
+        *,
+        also: Callable[[UnitOfWork], None] | None = None,
     ) -> ModelVersion:
         """Move a version to another approval status, recording who, why and when.
+
+        Approvals are governed: whoever registered the version or started the run that trained
+        it cannot approve it (separation of duties), and a model with an approval policy is
+        approved only with ``evidence`` of a gate evaluation against its current policy that
+        passed or was overridden — :class:`civicml.oversight.ApprovalService` evaluates the gate
+        and calls this.
 
         Args:
             project: Project name.
@@ -253,6 +265,10 @@ class RegistryService:
             version: Version number or alias.
             status: ``PendingManualApproval``, ``Approved`` or ``Rejected``.
             note: Why; required (non-blank) for ``Approved`` and ``Rejected``.
+            evidence: Recorded with the change (approval history and audit): the gate result
+                ``{"gate": {"policy_version", "passed", "checks"}, "override": {...}}``.
+            also: More writes that must commit with the change (e.g. its lineage), called
+                inside the unit of work after the change.
 
         Returns:
             The version after the change.
@@ -260,8 +276,10 @@ class RegistryService:
         Raises:
             InvalidInputError: Unknown status, or no note where one is required.
             NotFoundError: The project, model or version does not exist.
-            ConflictError: The version already has that status, or it is archived and
-                ``status`` is ``Approved``.
+            PermissionDeniedError: The caller registered or trained the version.
+            ConflictError: The version already has that status, it is archived and ``status``
+                is ``Approved``, or its model has a policy and no passing (or overridden) gate
+                evaluation of the current policy came with the approval.
         """
         target = parse_status(status)
         note = approval_note(note, target, name, version)
@@ -279,7 +297,7 @@ class RegistryService:
                     hint=f"Choose another status ({others}), or register a new version: "
                     + cli_hint(proj.name, "register", model.name, "--run <run-id>"),
                 )
-            self._check_approval_allowed(conn, proj, model, row, target)
+            self._check_approval_allowed(conn, proj, model, row, target, evidence)
             now, user = self._ctx.clock.now(), self._ctx.principal.user
             conn.execute(
                 update(model_versions)
@@ -300,6 +318,7 @@ class RegistryService:
                     by=user,
                     note=note,
                     at=now,
+                    evidence=dict(evidence) if evidence is not None else None,
                 )
             )
             ref = {"name": model.name, "version": row.version}
@@ -310,8 +329,15 @@ class RegistryService:
                 row.id,
                 project=proj.name,
                 before={**ref, "approval_status": current.value},
-                after={**ref, "approval_status": target.value, "note": note},
+                after={
+                    **ref,
+                    "approval_status": target.value,
+                    "note": note,
+                    **({"evidence": dict(evidence)} if evidence is not None else {}),
+                },
             )
+            if also is not None:
+                also(uow)
             return version_by_id(conn, proj.name, model.name, row.id)
 
     def approve(self, project: str, name: str, version: int | str, note: str) -> ModelVersion:
@@ -331,24 +357,138 @@ class RegistryService:
             return approval_records(conn, model.name, row)
 
     def _check_approval_allowed(
-        self, conn: Connection, proj: Project, model: DbRow, row: DbRow, target: ApprovalStatus
+        self,
+        conn: Connection,
+        proj: Project,
+        model: DbRow,
+        row: DbRow,
+        target: ApprovalStatus,
+        evidence: Mapping[str, Any] | None,
     ) -> None:
-        """Refuse a status change before anything is written; the place for approval gates.
-
-        Today only one rule: an archived version cannot be approved. Separation of duties
-        (``self._ctx.principal`` against ``row.created_by``) and policy gates (metrics, bias and
-        explanation evidence) plug in here, raising before the state change.
+        """Refuse a status change before anything is written.
 
         Raises:
-            ConflictError: The change is not allowed in the version's current state.
+            ConflictError: The version is archived, or the policy's gate evidence is missing.
+            PermissionDeniedError: Separation of duties: the caller registered or trained it.
         """
-        if target is ApprovalStatus.APPROVED and row.archived:
+        if target is not ApprovalStatus.APPROVED:
+            return
+        label = f"{model.name}/{row.version}"
+        if row.archived:
             raise ConflictError(
-                f"Model version {model.name}/{row.version} is archived; archived versions cannot "
-                "be approved.",
+                f"Model version {label} is archived; archived versions cannot be approved.",
                 hint="Unarchive it first: "
                 + cli_hint(proj.name, "unarchive", model.name, row.version),
             )
+        user = self._ctx.principal.user
+        trained_by = (
+            conn.execute(select(runs.c.created_by).where(runs.c.id == row.run_id)).scalar()
+            if row.run_id
+            else None
+        )
+        if user in (row.created_by, trained_by):
+            did = "registered" if user == row.created_by else "trained"
+            raise PermissionDeniedError(
+                f"{user} {did} model version {label} and so cannot approve it "
+                "(separation of duties).",
+                hint="Ask a reviewer who neither trained nor registered it to approve it.",
+            )
+        policy = _latest_policy(conn, model.id)
+        if policy is None:
+            return
+        gate = (evidence or {}).get("gate")
+        if not isinstance(gate, Mapping) or gate.get("policy_version") != policy.version:
+            raise ConflictError(
+                f"Model {model.name} has an approval policy (version {policy.version}); "
+                f"version {row.version} can only be approved through its gate.",
+                hint="Approve with the SDK, CLI or REST approve call, which evaluate the gate: "
+                + cli_hint(proj.name, "approve", model.name, row.version, "--note ..."),
+            )
+        if not gate.get("passed") and not (evidence or {}).get("override"):
+            raise ConflictError(
+                f"The approval gate of {label} failed and no override was given.",
+                hint="Fix what the gate reports, or override it with a justification.",
+            )
+
+    # Approval policies ------------------------------------------------------------------------
+    def set_approval_policy(
+        self, project: str, name: str, policy: Mapping[str, Any], source: str
+    ) -> ApprovalPolicyRecord:
+        """Store a new version of the approval policy of model ``name`` (the latest applies).
+
+        ``policy`` must already be validated (:func:`civicml.oversight.policy.parse_policy`);
+        ``source`` is the file as written, kept for the record.
+
+        Raises:
+            NotFoundError: The project or model does not exist.
+        """
+        proj = self._projects.get(project)
+
+        def attempt(uow: UnitOfWork) -> ApprovalPolicyRecord:
+            model = model_row(uow.conn, proj, name, lock=True)
+            latest = _latest_policy(uow.conn, model.id)
+            number = 1 if latest is None else latest.version + 1
+            now, user = self._ctx.clock.now(), self._ctx.principal.user
+            uow.conn.execute(
+                insert(approval_policies).values(
+                    model_id=model.id,
+                    version=number,
+                    policy=dict(policy),
+                    source=source,
+                    created_at=now,
+                    created_by=user,
+                )
+            )
+            self._audit.record(
+                uow,
+                "model.policy_set",
+                "model",
+                model.id,
+                project=proj.name,
+                before=None if latest is None else {"policy_version": latest.version},
+                after={"name": model.name, "policy_version": number, "policy": dict(policy)},
+            )
+            return ApprovalPolicyRecord(
+                model=model.name,
+                version=number,
+                policy=dict(policy),
+                source=source,
+                created_at=now,
+                created_by=user,
+            )
+
+        return self._retrying(attempt)
+
+    def approval_policy(self, project: str, name: str) -> ApprovalPolicyRecord | None:
+        """The approval policy that applies to model ``name`` (its latest), or ``None``."""
+        history = self.approval_policy_history(project, name, latest_only=True)
+        return history[0] if history else None
+
+    def approval_policy_history(
+        self, project: str, name: str, *, latest_only: bool = False
+    ) -> list[ApprovalPolicyRecord]:
+        """Every version of the approval policy of model ``name``, newest first."""
+        proj = self._projects.get(project)
+        with self._ctx.db.read() as conn:
+            model = model_row(conn, proj, name)
+            query = (
+                select(approval_policies)
+                .where(approval_policies.c.model_id == model.id)
+                .order_by(approval_policies.c.version.desc())
+            )
+            if latest_only:
+                query = query.limit(1)
+            return [
+                ApprovalPolicyRecord(
+                    model=model.name,
+                    version=r.version,
+                    policy=r.policy,
+                    source=r.source,
+                    created_at=r.created_at,
+                    created_by=r.created_by,
+                )
+                for r in conn.execute(query).all()
+            ]
 
     # Aliases ----------------------------------------------------------------------------------
     def set_alias(self, project: str, name: str, alias: str, version: int | str) -> ModelVersion:
@@ -679,6 +819,15 @@ class RegistryService:
 
 
 # Errors ---------------------------------------------------------------------------------------
+def _latest_policy(conn: Connection, model_id: str) -> Any:
+    return conn.execute(
+        select(approval_policies.c.version)
+        .where(approval_policies.c.model_id == model_id)
+        .order_by(approval_policies.c.version.desc())
+        .limit(1)
+    ).first()
+
+
 def _aliases_phrase(aliases: list[str]) -> str:
     names = ", ".join(repr(a) for a in aliases)
     return f"alias {names} points" if len(aliases) == 1 else f"aliases {names} point"

@@ -16,14 +16,29 @@ from types import TracebackType
 from typing import Any, Literal
 
 from civicml.core.errors import InvalidInputError
-from civicml.core.identity import Principal
+from civicml.core.identity import resolve_principal
 from civicml.core.settings import Settings
 from civicml.governance.schemas import AuditEvent, AuditReport, LineageGraph, Project
-from civicml.registry.schemas import ApprovalStatus, ModelVersion, RegisteredModel
+from civicml.oversight import Dashboard, GateResult
+from civicml.registry.schemas import (
+    ApprovalPolicyRecord,
+    ApprovalStatus,
+    ModelVersion,
+    RegisteredModel,
+)
 from civicml.sdk.datasets import DatasetsHandle
 from civicml.sdk.embedded import EmbeddedBackend
 from civicml.sdk.endpoints import EndpointsHandle
+from civicml.sdk.evaluations import EvaluationsHandle
 from civicml.sdk.monitoring import MonitoringHandle
+from civicml.sdk.oversight import (
+    CardsHandle,
+    change_approval,
+    dashboard,
+    gate,
+    get_policy,
+    set_policy,
+)
 from civicml.store.paths import validate_relative_path
 from civicml.store.schemas import ArtifactInfo
 from civicml.tracking.schemas import Experiment, MetricValue, Run, RunStatus
@@ -62,7 +77,7 @@ def connect(
         from civicml.sdk.remote import RemoteBackend
 
         return Client(RemoteBackend(target, user=user or resolved.user, settings=resolved))
-    principal = Principal(user=user) if user else None
+    principal = resolve_principal(user, resolved.roles) if user else None
     return Client(EmbeddedBackend(resolved, principal))
 
 
@@ -133,6 +148,8 @@ class ProjectHandle:
         self.models = ModelsHandle(backend, info.name)
         self.datasets = DatasetsHandle(backend, info.name)
         self.monitoring = MonitoringHandle(backend, info.name)
+        self.cards = CardsHandle(backend, info.name)
+        self.evaluations = EvaluationsHandle(backend, info.name)
         self.endpoints = EndpointsHandle(backend, info.name)
         self.runs = RunsHandle(backend, info.name)
 
@@ -428,19 +445,51 @@ class ModelsHandle:
             self._svc.list_versions(self._project, name, include_archived=include_archived)
         )
 
-    def approve(self, mv: ModelVersion | tuple[str, int], *, note: str) -> ModelVersion:
+    def approve(
+        self,
+        mv: ModelVersion | tuple[str, int | str],
+        *,
+        note: str,
+        override_justification: str | None = None,
+    ) -> ModelVersion:
+        """Approve a version. Its model's approval policy is evaluated as a gate first: a failed
+        gate raises :class:`~civicml.oversight.GateFailedError` (``details``: each failed
+        check) unless ``override_justification`` is given by someone with an override role.
+        Whoever registered or trained the version cannot approve it."""
         name, version = _ref(mv)
-        updated: ModelVersion = self._svc.update_approval(
-            self._project, name, version, ApprovalStatus.APPROVED, note
+        return change_approval(
+            self._backend,
+            self._project,
+            name,
+            version,
+            ApprovalStatus.APPROVED,
+            note,
+            override_justification,
         )
-        return updated
 
-    def reject(self, mv: ModelVersion | tuple[str, int], *, note: str) -> ModelVersion:
+    def reject(self, mv: ModelVersion | tuple[str, int | str], *, note: str) -> ModelVersion:
         name, version = _ref(mv)
-        updated: ModelVersion = self._svc.update_approval(
-            self._project, name, version, ApprovalStatus.REJECTED, note
+        return change_approval(
+            self._backend, self._project, name, version, ApprovalStatus.REJECTED, note
         )
-        return updated
+
+    def set_policy(self, name: str, policy: str | Path | Mapping[str, Any]) -> ApprovalPolicyRecord:
+        """Set the approval policy of model ``name``: TOML/JSON text, a file path or a dict
+        (format: docs/governance.md). Each call stores a new policy version."""
+        return set_policy(self._backend, self._project, name, policy)
+
+    def policy(self, name: str) -> ApprovalPolicyRecord | None:
+        """The approval policy that applies to model ``name`` now, or ``None``."""
+        return get_policy(self._backend, self._project, name)
+
+    def gate(self, mv: ModelVersion | tuple[str, int | str]) -> GateResult:
+        """Evaluate the version's approval gate now, without approving anything."""
+        name, version = _ref(mv)
+        return gate(self._backend, self._project, name, version)
+
+    def dashboard(self, *, include_archived: bool = False) -> Dashboard:
+        """Every model version with status, deployments, metrics, bias, card and gate."""
+        return dashboard(self._backend, self._project, include_archived=include_archived)
 
     def set_alias(self, name: str, alias: str, version: int) -> ModelVersion:
         return self._svc.set_alias(self._project, name, alias, version)  # type: ignore[no-any-return]
@@ -448,16 +497,16 @@ class ModelsHandle:
     def delete_alias(self, name: str, alias: str) -> None:
         self._svc.delete_alias(self._project, name, alias)
 
-    def archive(self, mv: ModelVersion | tuple[str, int]) -> ModelVersion:
+    def archive(self, mv: ModelVersion | tuple[str, int | str]) -> ModelVersion:
         name, version = _ref(mv)
         return self._svc.archive_version(self._project, name, version)  # type: ignore[no-any-return]
 
-    def history(self, mv: ModelVersion | tuple[str, int]) -> builtins.list[Any]:
+    def history(self, mv: ModelVersion | tuple[str, int | str]) -> builtins.list[Any]:
         name, version = _ref(mv)
         return builtins.list(self._svc.approval_history(self._project, name, version))
 
 
-def _ref(mv: ModelVersion | tuple[str, int]) -> tuple[str, int]:
+def _ref(mv: ModelVersion | tuple[str, int | str]) -> tuple[str, int | str]:
     if isinstance(mv, tuple):
         return mv
     return mv.name, mv.version

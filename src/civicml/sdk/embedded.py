@@ -38,7 +38,7 @@ def open_context(settings: Settings, principal: Principal | None = None) -> Cont
     ctx = Context(
         db=MetadataStore(settings.database_url),
         artifacts=artifacts,
-        principal=principal or resolve_principal(settings.user),
+        principal=principal or resolve_principal(settings.user, settings.roles),
         settings=settings,
     )
     TrackingService(ctx).recover_abandoned()

@@ -19,8 +19,10 @@ from civicml.server.errors import install_error_handlers
 from civicml.server.guard import GuardMiddleware
 from civicml.server.routers import (
     data,
+    evaluation,
     governance,
     monitoring,
+    oversight,
     projects,
     registry,
     serving,
@@ -86,6 +88,8 @@ def create_app(settings: Settings, principal: Principal | None = None) -> FastAP
         registry.router,
         data.router,
         monitoring.router,
+        evaluation.router,
+        oversight.router,
         serving.router,
         governance.router,
     ):

@@ -37,7 +37,7 @@ def principal_for_request(request: Request, default: Principal) -> Principal:
     ``CIVICML_USER`` or the OS user), and the server's own user is used otherwise."""
     name = request.headers.get(USER_HEADER, "").strip()
     if name and _USER.match(name):
-        return resolve_principal(name)
+        return resolve_principal(name, request.app.state.civicml.ctx.settings.roles)
     return default
 
 

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from civicml.oversight import ApprovalService
 from civicml.registry.schemas import (
     ApprovalRecord,
     ApprovalStatus,
@@ -46,9 +47,20 @@ class NoteBody(_Body):
     note: str = Field(description="Why (required: it is part of the approval record).")
 
 
+class ApproveBody(NoteBody):
+    override_justification: str | None = Field(
+        default=None,
+        max_length=10_000,
+        description="Approve despite a failed gate: why (needs a role the policy allows).",
+    )
+
+
 class ApprovalBody(_Body):
     status: ApprovalStatus = Field(description="PendingManualApproval, Approved or Rejected.")
     note: str = Field(default="", description="Why.")
+    override_justification: str | None = Field(
+        default=None, max_length=10_000, description="For Approved: override a failed gate."
+    )
 
 
 class AliasBody(_Body):
@@ -110,20 +122,41 @@ def get_manifest(project: str, name: str, version: str, svc: Svc) -> dict[str, A
 
 
 @router.post("/{name}/versions/{version}/approve", response_model=ModelVersion)
-def approve(project: str, name: str, version: str, body: NoteBody, svc: Svc) -> ModelVersion:
-    return svc.registry.approve(project, name, version, body.note)
+def approve(project: str, name: str, version: str, body: ApproveBody, svc: Svc) -> ModelVersion:
+    """Approve a version. The model's approval policy is evaluated as a gate first: a failed
+    gate answers 409 with one ``details`` entry per failed check, unless
+    ``override_justification`` is given by someone whose role the policy allows to override.
+    Whoever registered or trained the version cannot approve it (403)."""
+    return ApprovalService(svc.ctx).update_approval(
+        project,
+        name,
+        version,
+        ApprovalStatus.APPROVED,
+        body.note,
+        override_justification=body.override_justification,
+    )
 
 
 @router.post("/{name}/versions/{version}/reject", response_model=ModelVersion)
 def reject(project: str, name: str, version: str, body: NoteBody, svc: Svc) -> ModelVersion:
-    return svc.registry.reject(project, name, version, body.note)
+    return ApprovalService(svc.ctx).update_approval(
+        project, name, version, ApprovalStatus.REJECTED, body.note
+    )
 
 
 @router.put("/{name}/versions/{version}/approval", response_model=ModelVersion)
 def update_approval(
     project: str, name: str, version: str, body: ApprovalBody, svc: Svc
 ) -> ModelVersion:
-    return svc.registry.update_approval(project, name, version, body.status, body.note)
+    """Set the approval status; ``Approved`` goes through the gate like ``/approve``."""
+    return ApprovalService(svc.ctx).update_approval(
+        project,
+        name,
+        version,
+        body.status,
+        body.note,
+        override_justification=body.override_justification,
+    )
 
 
 @router.get("/{name}/versions/{version}/approvals", response_model=list[ApprovalRecord])

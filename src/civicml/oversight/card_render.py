@@ -1,0 +1,107 @@
+"""Model cards as a self-contained HTML page (inline CSS and SVG, nothing loaded) and Markdown.
+
+Fields a person must still write are shown as "TO COMPLETE" in both forms, so a reviewer sees at
+a glance what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from jinja2 import Environment, PackageLoader
+
+from civicml.oversight.card_fields import EDITABLE_FIELDS, ModelCard
+
+__all__ = ["render_card_html", "render_card_markdown"]
+
+_SECTIONS = (
+    ("model_overview", "Model overview"),
+    ("business_details", "Business details"),
+    ("intended_uses", "Intended uses"),
+    ("training_details", "Training details"),
+    ("additional_information", "Limitations and ethical considerations"),
+)
+_TODO = "TO COMPLETE"
+
+
+def _rows(card: ModelCard, section: str) -> list[tuple[str, str, bool]]:
+    """(label, text, to_complete) rows of one section, written fields first."""
+    values = card.content.get(section, {})
+    out: list[tuple[str, str, bool]] = []
+    for path, spec in EDITABLE_FIELDS.items():
+        if path.split(".", 1)[0] != section:
+            continue
+        value = values.get(path.split(".", 1)[1])
+        if value in (None, ""):
+            if spec.required or path in card.missing:
+                out.append((spec.label, f"{_TODO}: {spec.prompt}", True))
+            continue
+        out.append((spec.label, _text(value), path in card.missing))
+    written = {p.split(".", 1)[1] for p in EDITABLE_FIELDS if p.startswith(section + ".")}
+    for key, value in values.items():
+        if key not in written and value not in (None, "", [], {}):
+            out.append((key.replace("_", " ").capitalize(), _text(value), False))
+    return out
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return ", ".join(value)
+    return json.dumps(value, sort_keys=True, default=str)
+
+
+def _bars(group: dict[str, Any]) -> list[tuple[str, float, float]]:
+    data = [d for d in group.get("metric_data", []) if isinstance(d.get("value"), int | float)]
+    top = max((abs(float(d["value"])) for d in data), default=0.0) or 1.0
+    return [(str(d["name"]), float(d["value"]), 300 * abs(float(d["value"])) / top) for d in data]
+
+
+def _context(card: ModelCard) -> dict[str, Any]:
+    sections = [(title, _rows(card, key)) for key, title in _SECTIONS]
+    evaluations = []
+    for ev in card.content.get("evaluation_details", []):
+        groups = []
+        for g in ev.get("metric_groups", []):
+            if g.get("type") == "matrix":
+                groups.append(
+                    {
+                        "name": g["name"],
+                        "kind": "matrix",
+                        "labels": g.get("x_axis_name", []),
+                        "matrix": g.get("value", []),
+                    }
+                )
+            else:
+                groups.append(
+                    {"name": g["name"], "kind": g.get("type", "simple"), "bars": _bars(g)}
+                )
+        evaluations.append(
+            {"name": ev.get("name", ""), "datasets": ev.get("datasets", []), "groups": groups}
+        )
+    return {
+        "card": card,
+        "sections": sections,
+        "evaluations": evaluations,
+        "approval": card.content.get("approval", {}),
+        "deployments": card.content.get("deployments", []),
+        "todo": _TODO,
+    }
+
+
+_LOADER = PackageLoader("civicml.oversight", "templates")
+_HTML_ENV = Environment(loader=_LOADER, autoescape=True, keep_trailing_newline=True)
+# Markdown is not HTML: escaping would print entities into the text.
+_MD_ENV = Environment(loader=_LOADER, autoescape=False, keep_trailing_newline=True)  # noqa: S701
+
+
+def render_card_html(card: ModelCard) -> str:
+    """The card as one self-contained HTML page; every value is escaped."""
+    return _HTML_ENV.get_template("card.html.j2").render(_context(card))
+
+
+def render_card_markdown(card: ModelCard) -> str:
+    """The card as Markdown."""
+    return _MD_ENV.get_template("card.md.j2").render(_context(card))

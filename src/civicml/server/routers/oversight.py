@@ -1,0 +1,155 @@
+"""Oversight: approval policies and gates, model cards, and the model dashboard.
+
+Approving a version (``POST .../versions/{version}/approve``) lives with the registry routes; it
+evaluates the gate described here.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from civicml.core.errors import NotFoundError
+from civicml.oversight import (
+    ApprovalService,
+    CardService,
+    CardVersion,
+    Dashboard,
+    DashboardService,
+    GateResult,
+    ModelCard,
+)
+from civicml.registry.schemas import ApprovalPolicyRecord
+from civicml.server.deps import Services, services
+from civicml.server.routers.monitoring import html_policy
+
+router = APIRouter(tags=["oversight"])
+Svc = Annotated[Services, Depends(services)]
+_MODEL = "/api/v1/projects/{project}/models/{name}"
+_VERSION = _MODEL + "/versions/{version}"
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class PolicyBody(_Body):
+    policy: str | dict[str, Any] = Field(
+        description="The policy: TOML or JSON text, or the parsed object (docs/governance.md)."
+    )
+
+
+class CardEdit(_Body):
+    fields: dict[str, Any] = Field(
+        description="Values by dotted path, e.g. {'intended_uses.risk_rating': 'High'}; null "
+        "clears a field."
+    )
+    note: str = Field(default="", max_length=2000, description="Why the card changed.")
+
+
+class CardStatusBody(_Body):
+    status: str = Field(description="Draft, PendingReview, Approved or Archived.")
+    note: str = Field(default="", max_length=2000, description="Why.")
+
+
+# Policies and gates ---------------------------------------------------------------------------
+@router.put(_MODEL + "/policy", response_model=ApprovalPolicyRecord)
+def set_policy(project: str, name: str, body: PolicyBody, svc: Svc) -> ApprovalPolicyRecord:
+    """Store a new version of the model's approval policy (the latest applies)."""
+    return ApprovalService(svc.ctx).set_policy(project, name, body.policy)
+
+
+@router.get(_MODEL + "/policy", response_model=ApprovalPolicyRecord)
+def get_policy(project: str, name: str, svc: Svc) -> ApprovalPolicyRecord:
+    """The approval policy that applies to the model now."""
+    record = ApprovalService(svc.ctx).policy(project, name)
+    if record is None:
+        raise NotFoundError(
+            f"Model {name!r} has no approval policy.",
+            hint=f"Set one: civicml models policy set {name} POLICY.toml -p {project}",
+        )
+    return record
+
+
+@router.get(_MODEL + "/policy/history", response_model=list[ApprovalPolicyRecord])
+def policy_history(project: str, name: str, svc: Svc) -> list[ApprovalPolicyRecord]:
+    """Every version of the model's approval policy, newest first."""
+    return svc.registry.approval_policy_history(project, name)
+
+
+@router.get(_VERSION + "/gate", response_model=GateResult)
+def gate(project: str, name: str, version: str, svc: Svc) -> GateResult:
+    """Evaluate the version's approval gate now (changes nothing)."""
+    return ApprovalService(svc.ctx).check(project, name, version)
+
+
+# Model cards ----------------------------------------------------------------------------------
+@router.get(_VERSION + "/card", response_model=ModelCard)
+def get_card(
+    project: str,
+    name: str,
+    version: str,
+    svc: Svc,
+    card_version: Annotated[int | None, Query(ge=0)] = None,
+) -> ModelCard:
+    """The model card of the version, filled from the platform now."""
+    return CardService(svc.ctx).get(project, name, version, card_version=card_version)
+
+
+@router.patch(_VERSION + "/card", response_model=ModelCard)
+def edit_card(project: str, name: str, version: str, body: CardEdit, svc: Svc) -> ModelCard:
+    """Write fields of the card: a new immutable card version, audited."""
+    return CardService(svc.ctx).update(project, name, version, body.fields, note=body.note)
+
+
+@router.post(_VERSION + "/card/status", response_model=ModelCard)
+def card_status(project: str, name: str, version: str, body: CardStatusBody, svc: Svc) -> ModelCard:
+    """Move the card to another status (no new card version)."""
+    return CardService(svc.ctx).set_status(project, name, version, body.status, note=body.note)
+
+
+@router.get(_VERSION + "/card/history", response_model=list[CardVersion])
+def card_history(project: str, name: str, version: str, svc: Svc) -> list[CardVersion]:
+    """Every version of the card's written fields, oldest first."""
+    return CardService(svc.ctx).history(project, name, version)
+
+
+@router.get(_VERSION + "/card/html", response_class=Response)
+def card_html(
+    project: str,
+    name: str,
+    version: str,
+    svc: Svc,
+    card_version: Annotated[int | None, Query(ge=0)] = None,
+) -> Response:
+    """The card as a self-contained HTML page (inline CSS and SVG; nothing fetched)."""
+    page = CardService(svc.ctx).export(project, name, version, "html", card_version=card_version)
+    return Response(
+        page,
+        media_type="text/html; charset=utf-8",
+        headers={"Content-Security-Policy": html_policy(page)},
+    )
+
+
+@router.get(_VERSION + "/card/markdown", response_class=Response)
+def card_markdown(
+    project: str,
+    name: str,
+    version: str,
+    svc: Svc,
+    card_version: Annotated[int | None, Query(ge=0)] = None,
+) -> Response:
+    """The card as Markdown."""
+    text = CardService(svc.ctx).export(
+        project, name, version, "markdown", card_version=card_version
+    )
+    return Response(text, media_type="text/markdown; charset=utf-8")
+
+
+# Dashboard ------------------------------------------------------------------------------------
+@router.get("/api/v1/projects/{project}/dashboard", response_model=Dashboard)
+def dashboard(project: str, svc: Svc, include_archived: bool = False) -> Dashboard:
+    """Every model version of the project: status, deployments, metrics, bias, card, gate."""
+    return DashboardService(svc.ctx).dashboard(project, include_archived=include_archived)

@@ -1,0 +1,144 @@
+"""Governed approval: separation of duties, the policy gate, overrides, audit and lineage."""
+
+from __future__ import annotations
+
+import pytest
+
+from civicml.core.errors import ConflictError, InvalidInputError, PermissionDeniedError
+from civicml.oversight import ApprovalService, GateFailedError
+from civicml.registry.schemas import ApprovalStatus
+from tests.oversight.conftest import MODEL, POLICY, Scene, add_evidence
+
+JUSTIFICATION = "Pilot on 200 cases with full manual review, agreed by the board 2026-11-20."
+
+
+def test_whoever_registered_or_trained_a_version_cannot_approve_it(scene: Scene) -> None:
+    with pytest.raises(PermissionDeniedError, match="tara registered model version eligibility/1"):
+        scene.as_("tara").models.approve(scene.mv, note="looks good to me")
+    assert scene.as_("tara").models.history(scene.mv) == []
+    # registered by someone else, trained by tara: still hers to stay away from
+    registered = scene.as_("rui").models.register(MODEL, run=scene.mv.run_id)
+    with pytest.raises(PermissionDeniedError, match="tara trained model version eligibility/2"):
+        scene.as_("tara").models.approve(registered, note="ok")
+    with pytest.raises(PermissionDeniedError, match="rui registered"):
+        scene.as_("rui").models.approve(registered, note="ok")
+    # rejecting is not approving
+    assert scene.as_("tara").models.reject(registered, note="duplicate").approval_status is (
+        ApprovalStatus.REJECTED
+    )
+    approved = scene.as_("rui").models.approve(scene.mv, note="reviewed")
+    assert (approved.approval_status, approved.approval_by) == (ApprovalStatus.APPROVED, "rui")
+
+
+def test_a_failing_gate_refuses_with_each_failed_check_and_is_audited(scene: Scene) -> None:
+    scene.as_("tara").models.set_policy(MODEL, POLICY)
+    with pytest.raises(GateFailedError, match="Approval of eligibility v1 refused") as err:
+        scene.as_("rui").models.approve(scene.mv, note="reviewed")
+    failed = {d["name"]: d for d in err.value.details}
+    assert set(failed) == {"DI sex", "explanation present", "card complete"}
+    assert failed["DI sex"]["detail"] == "no post-training bias report of this version"
+    assert "model_overview.model_owner" in failed["card complete"]["detail"]
+    assert err.value.status == 409
+    mv = scene.as_("rui").models.version(MODEL, 1)
+    assert mv.approval_status is ApprovalStatus.PENDING
+    events = scene.rui.audit_events(action="model_version.approval_refused")
+    assert [e.after["failed"] for e in events] == [sorted(failed, key=list(failed).index)]
+    assert scene.rui.verify_audit().ok
+
+
+def test_the_gate_passes_once_the_evidence_exists(scene: Scene) -> None:
+    models = scene.as_("rui").models
+    models.set_policy(MODEL, POLICY)
+    add_evidence(scene)
+    result = models.gate(scene.mv)
+    assert result.passed, [c for c in result.checks if not c.passed]
+    by_kind = {c.kind for c in result.checks}
+    assert by_kind == {"metric", "bias", "explanation", "card", "data"}
+    di = [c for c in result.checks if c.name.startswith("DI sex=")]
+    assert {c.name for c in di} == {"DI sex=female", "DI sex=male"}
+    assert all(0.8 <= c.observed <= 1.25 for c in di)
+    approved = models.approve(scene.mv, note="evidence reviewed")
+    assert approved.approval_status is ApprovalStatus.APPROVED
+    [record] = models.history(scene.mv)
+    assert record.evidence["gate"]["passed"] is True
+    assert record.evidence["gate"]["policy_version"] == 1
+    assert "override" not in record.evidence
+    # the approval is a lineage action fed by the evidence it read
+    graph = scene.rui.lineage("model_version", scene.mv.id, direction="upstream", max_depth=1)
+    approvals = [n for n in graph.nodes if n.kind == "approval"]
+    assert len(approvals) == 1 and approvals[0].properties["gate_passed"] is True
+    feeding = scene.rui.lineage("approval", approvals[0].ref, direction="upstream", max_depth=1)
+    assert {n.kind for n in feeding.nodes} >= {"evaluation", "dataset_version", "approval"}
+
+
+def test_an_override_needs_the_role_and_a_justification(scene: Scene) -> None:
+    scene.as_("tara").models.set_policy(MODEL, POLICY)
+    with pytest.raises(PermissionDeniedError, match="only the role\\(s\\) risk_officer"):
+        scene.as_("rui").models.approve(
+            scene.mv, note="urgent", override_justification=JUSTIFICATION
+        )
+    with pytest.raises(InvalidInputError, match="justification is 6 characters"):
+        scene.as_("rosa").models.approve(scene.mv, note="urgent", override_justification="urgent")
+    approved = scene.as_("rosa").models.approve(
+        scene.mv, note="pilot only", override_justification=JUSTIFICATION
+    )
+    assert (approved.approval_status, approved.approval_by) == (ApprovalStatus.APPROVED, "rosa")
+    [record] = scene.as_("rosa").models.history(scene.mv)
+    assert record.evidence["override"] == {
+        "justification": JUSTIFICATION,
+        "by": "rosa",
+        "role": "risk_officer",
+    }
+    assert record.evidence["gate"]["passed"] is False
+    [event] = scene.rosa.audit_events(action="model_version.approval_changed")
+    assert event.after["evidence"]["override"]["justification"] == JUSTIFICATION
+    assert scene.rosa.verify_audit().ok
+
+
+def test_overrides_only_where_there_is_a_failing_gate(scene: Scene) -> None:
+    with pytest.raises(InvalidInputError, match="has no approval policy"):
+        scene.as_("rosa").models.approve(scene.mv, note="x", override_justification=JUSTIFICATION)
+    scene.as_("rosa").models.set_policy(MODEL, POLICY)
+    add_evidence(scene)
+    with pytest.raises(InvalidInputError, match="passes; there is nothing to override"):
+        scene.as_("rosa").models.approve(scene.mv, note="x", override_justification=JUSTIFICATION)
+    with pytest.raises(InvalidInputError, match="only applies to an approval"):
+        ApprovalService(scene.rosa.backend.ctx).update_approval(
+            "benefits", MODEL, 1, "Rejected", "x", override_justification=JUSTIFICATION
+        )
+    assert scene.as_("rosa").models.version(MODEL, 1).approval_status is ApprovalStatus.PENDING
+
+
+def test_the_registry_refuses_an_approval_that_bypasses_the_gate(scene: Scene) -> None:
+    from civicml.registry import RegistryService
+
+    scene.as_("rui").models.set_policy(MODEL, POLICY)
+    registry = RegistryService(scene.rui.backend.ctx)
+    with pytest.raises(ConflictError, match="can only be approved through its gate"):
+        registry.approve("benefits", MODEL, 1, "direct")
+    stale = {"gate": {"policy_version": 0, "passed": True}}
+    with pytest.raises(ConflictError, match="can only be approved through its gate"):
+        registry.update_approval("benefits", MODEL, 1, "Approved", "stale", stale)
+    failed = {"gate": {"policy_version": 1, "passed": False}}
+    with pytest.raises(ConflictError, match="failed and no override was given"):
+        registry.update_approval("benefits", MODEL, 1, "Approved", "forged", failed)
+    assert registry.get_version("benefits", MODEL, 1).approval_status is ApprovalStatus.PENDING
+
+
+def test_a_new_policy_version_applies_from_then_on(scene: Scene) -> None:
+    models = scene.as_("rui").models
+    first = models.set_policy(MODEL, POLICY)
+    second = models.set_policy(MODEL, {"metrics": {"val_roc_auc": {"min": 0.5}}})
+    assert (first.version, second.version) == (1, 2)
+    current = models.policy(MODEL)
+    assert current is not None and current.version == 2
+    assert current.policy == {
+        "description": "",
+        "metrics": {"val_roc_auc": {"min": 0.5}},
+        "bias": [],
+        "override": {"roles": [], "min_justification_chars": 20},
+    }
+    result = models.gate(scene.mv)
+    assert (result.policy_version, result.passed, len(result.checks)) == (2, True, 1)
+    events = scene.rui.audit_events(action="model.policy_set")
+    assert [e.after["policy_version"] for e in events] == [1, 2]
