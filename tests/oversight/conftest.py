@@ -71,6 +71,21 @@ class Scene:
 
 @pytest.fixture
 def scene(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Scene]:
+    """The scene on the embedded SQLite database."""
+    yield from _scene(tmp_path, monkeypatch)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_scene(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Scene]:
+    """The scene on SQLite and on the real PostgreSQL (a fresh database)."""
+    if request.param == "postgresql":
+        monkeypatch.setenv("CIVICML_DB_URL", request.getfixturevalue("pg_url"))
+    yield from _scene(tmp_path, monkeypatch)
+
+
+def _scene(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Scene]:
     monkeypatch.setenv("CIVICML_ROLES", json.dumps(ROLES))
     home = tmp_path / "home"
     clients = {u: cm.connect(home=home, user=u) for u in ("tara", "rui", "rosa")}

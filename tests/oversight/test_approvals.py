@@ -46,7 +46,8 @@ def test_a_failing_gate_refuses_with_each_failed_check_and_is_audited(scene: Sce
     assert scene.rui.verify_audit().ok
 
 
-def test_the_gate_passes_once_the_evidence_exists(scene: Scene) -> None:
+def test_the_gate_passes_once_the_evidence_exists(any_scene: Scene) -> None:
+    scene = any_scene
     models = scene.as_("rui").models
     models.set_policy(MODEL, POLICY)
     add_evidence(scene)
@@ -71,7 +72,8 @@ def test_the_gate_passes_once_the_evidence_exists(scene: Scene) -> None:
     assert {n.kind for n in feeding.nodes} >= {"evaluation", "dataset_version", "approval"}
 
 
-def test_an_override_needs_the_role_and_a_justification(scene: Scene) -> None:
+def test_an_override_needs_the_role_and_a_justification(any_scene: Scene) -> None:
+    scene = any_scene
     scene.as_("tara").models.set_policy(MODEL, POLICY)
     with pytest.raises(PermissionDeniedError, match="only the role\\(s\\) risk_officer"):
         scene.as_("rui").models.approve(

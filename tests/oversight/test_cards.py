@@ -42,7 +42,10 @@ def test_evidence_appears_on_the_card(scene: Scene) -> None:
     assert card.complete and card.missing == []
 
 
-def test_each_edit_is_a_new_audited_version_and_old_versions_stay_readable(scene: Scene) -> None:
+def test_each_edit_is_a_new_audited_version_and_old_versions_stay_readable(
+    any_scene: Scene,
+) -> None:
+    scene = any_scene
     cards = scene.as_("rui").cards
     first = cards.edit(scene.mv, fields={"intended_uses.risk_rating": "High"}, note="workshop")
     second = cards.edit(
