@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from civicml.core.errors import ConflictError, InvalidInputError, PermissionDeniedError
@@ -144,3 +146,20 @@ def test_a_new_policy_version_applies_from_then_on(scene: Scene) -> None:
     assert (result.policy_version, result.passed, len(result.checks)) == (2, True, 1)
     events = scene.rui.audit_events(action="model.policy_set")
     assert [e.after["policy_version"] for e in events] == [1, 2]
+
+
+def test_separation_of_duties_is_answered_before_the_gate(scene: Scene) -> None:
+    scene.as_("rui").models.set_policy(MODEL, POLICY)
+    with pytest.raises(PermissionDeniedError, match="separation of duties"):
+        scene.as_("tara").models.approve(scene.mv, note="mine")
+    with pytest.raises(PermissionDeniedError, match="separation of duties"):
+        scene.as_("tara").models.approve(
+            scene.mv, note="mine", override_justification=JUSTIFICATION
+        )
+    assert scene.tara.audit_events(action="model_version.approval_refused") == []
+
+
+def test_a_policy_given_as_a_dict_keeps_what_was_given_as_its_source(scene: Scene) -> None:
+    given = {"metrics": {"val_roc_auc": {"min": 0.5}}}
+    record = scene.as_("rui").models.set_policy(MODEL, given)
+    assert json.loads(record.source) == given

@@ -13,6 +13,7 @@ A refused approval is audited too (``model_version.approval_refused``). Separati
 
 from __future__ import annotations
 
+import json
 from datetime import datetime
 from typing import Any, Literal
 
@@ -106,7 +107,7 @@ class ApprovalService:
             NotFoundError: The project or model does not exist.
         """
         policy = parse_policy(source, what=f"The approval policy of {model}")
-        text = source if isinstance(source, str) else policy.model_dump_json(indent=2)
+        text = source if isinstance(source, str) else json.dumps(source, indent=2, sort_keys=True)
         return self._registry.set_approval_policy(
             project, model, policy.model_dump(mode="json", exclude_none=True), text
         )
@@ -154,6 +155,7 @@ class ApprovalService:
                 )
             return self._registry.update_approval(project, model, version, target, note)
         mv = self._registry.get_version(project, model, version)
+        self._registry.check_separation_of_duties(project, model, version)
         record = self._registry.approval_policy(project, model)
         if record is None:
             if override_justification is not None:

@@ -247,32 +247,34 @@ class CardService:
                 hint=closest(status, CARD_STATUSES) or f"Use one of {', '.join(CARD_STATUSES)}.",
             )
         note = _check_note(note)
-        card_now = self.get(project, model, version)
-        mv_label = f"{card_now.model} v{card_now.model_version}"
-        if status == "Approved" and not card_now.complete:
-            raise ConflictError(
-                f"The card of {mv_label} cannot be Approved: required fields are missing: "
-                + ", ".join(card_now.missing)
-                + ".",
-                hint="Write them first: civicml cards edit ... --set FIELD=TEXT",
-                details=[{"field": m, "problem": "required"} for m in card_now.missing],
-            )
+        mv = self._registry.get_version(project, model, version)
+        mv_label = f"{mv.name} v{mv.version}"
         proj = self._projects.get(project)
         with self._ctx.db.write() as uow:
-            card = _card_row(uow.conn, card_now.model_version_id)
+            card = _card_row(uow.conn, mv.id)
             if card is None:
                 raise ConflictError(
                     f"The card of {mv_label} has nothing written yet, so its status stays Draft.",
                     hint="Write its fields first: civicml cards edit ... --set FIELD=TEXT",
                 )
-            if card.status == status:
-                raise ConflictError(
-                    f"The card of {mv_label} is already {status}.", hint="Nothing was changed."
-                )
             if card.status == "Archived":
                 raise ConflictError(
                     f"The card of {mv_label} is Archived; archived cards do not change status.",
                     hint="Archived is final. Register a new version for a new card.",
+                )
+            if card.status == status:
+                raise ConflictError(
+                    f"The card of {mv_label} is already {status}.", hint="Nothing was changed."
+                )
+            # checked against the fields as they are in this transaction, not an earlier read
+            missing = _missing(_version_row(uow.conn, card.id, card.latest_version).content)
+            if status == "Approved" and missing:
+                raise ConflictError(
+                    f"The card of {mv_label} cannot be Approved: required fields are missing: "
+                    + ", ".join(missing)
+                    + ".",
+                    hint="Write them first: civicml cards edit ... --set FIELD=TEXT",
+                    details=[{"field": m, "problem": "required"} for m in missing],
                 )
             now, user = self._ctx.clock.now(), self._ctx.principal.user
             uow.conn.execute(
@@ -288,8 +290,8 @@ class CardService:
                 project=proj.name,
                 before={"status": card.status},
                 after={
-                    "model": card_now.model,
-                    "model_version": card_now.model_version,
+                    "model": mv.name,
+                    "model_version": mv.version,
                     "status": status,
                     "card_version": card.latest_version,
                     "note": note,
@@ -541,6 +543,15 @@ def training_datasets(ctx: Context, mv: ModelVersion) -> list[Any]:
             except NotFoundError:
                 continue
     return sorted(out, key=lambda v: (v.name, v.version))
+
+
+def _missing(written: Mapping[str, Any]) -> list[str]:
+    """The required fields not written yet ('Unknown' is not a risk rating)."""
+    return [
+        path
+        for path, spec in EDITABLE_FIELDS.items()
+        if spec.required and written.get(path) in (None, "", "Unknown")
+    ]
 
 
 def _changed(before: Mapping[str, Any], after: Mapping[str, Any]) -> list[str]:

@@ -380,19 +380,7 @@ class RegistryService:
                 hint="Unarchive it first: "
                 + cli_hint(proj.name, "unarchive", model.name, row.version),
             )
-        user = self._ctx.principal.user
-        trained_by = (
-            conn.execute(select(runs.c.created_by).where(runs.c.id == row.run_id)).scalar()
-            if row.run_id
-            else None
-        )
-        if user in (row.created_by, trained_by):
-            did = "registered" if user == row.created_by else "trained"
-            raise PermissionDeniedError(
-                f"{user} {did} model version {label} and so cannot approve it "
-                "(separation of duties).",
-                hint="Ask a reviewer who neither trained nor registered it to approve it.",
-            )
+        self._separation_of_duties(conn, label, row)
         policy = _latest_policy(conn, model.id)
         if policy is None:
             return
@@ -408,6 +396,35 @@ class RegistryService:
             raise ConflictError(
                 f"The approval gate of {label} failed and no override was given.",
                 hint="Fix what the gate reports, or override it with a justification.",
+            )
+
+    def check_separation_of_duties(self, project: str, name: str, version: int | str) -> None:
+        """Raise unless the caller may approve the version: whoever registered it or started
+        the run that trained it may not. Approval itself checks this again, atomically; this is
+        for callers that must answer it before other checks (the approval gate).
+
+        Raises:
+            PermissionDeniedError: The caller registered or trained the version.
+        """
+        proj = self._projects.get(project)
+        with self._ctx.db.read() as conn:
+            model = model_row(conn, proj, name)
+            row = version_row(conn, proj.name, model, version)
+            self._separation_of_duties(conn, f"{model.name}/{row.version}", row)
+
+    def _separation_of_duties(self, conn: Connection, label: str, row: DbRow) -> None:
+        user = self._ctx.principal.user
+        trained_by = (
+            conn.execute(select(runs.c.created_by).where(runs.c.id == row.run_id)).scalar()
+            if row.run_id
+            else None
+        )
+        if user in (row.created_by, trained_by):
+            did = "registered" if user == row.created_by else "trained"
+            raise PermissionDeniedError(
+                f"{user} {did} model version {label} and so cannot approve it "
+                "(separation of duties).",
+                hint="Ask a reviewer who neither trained nor registered it to approve it.",
             )
 
     # Approval policies ------------------------------------------------------------------------

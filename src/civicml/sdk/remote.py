@@ -20,6 +20,7 @@ from civicml.core.ids import validate_name
 from civicml.core.process import process_identity
 from civicml.core.settings import Settings
 from civicml.governance.schemas import AuditEvent, AuditReport, LineageGraph, Project
+from civicml.oversight.approvals import GateFailedError
 from civicml.registry.schemas import ApprovalRecord, ModelVersion, RegisteredModel
 from civicml.store.schemas import ArtifactInfo
 from civicml.tracking.schemas import Experiment, MetricBatchResult, MetricValue, Run
@@ -37,6 +38,7 @@ _ERRORS: dict[str, type[E.CivicMLError]] = {
         E.PermissionDeniedError,
         E.ConfigurationError,
         E.ArtifactIntegrityError,
+        GateFailedError,
     )
 }
 _BY_STATUS: dict[int, type[E.CivicMLError]] = {
