@@ -14,6 +14,7 @@ import pytest
 from civicml.core import InvalidInputError
 from civicml.serving import EndpointService, ModelHost
 from civicml.serving.batching import MicroBatcher
+from civicml.serving.fastpath import Encoded
 from civicml.serving.runtime import LoadedModel
 from civicml.store import Context
 from civicml.training import TabularModel
@@ -42,11 +43,19 @@ class Calls:
                 while loaded.batcher.queued < self.hold_until_queued:
                     assert time.monotonic() < deadline, "requests never queued"
                     time.sleep(0.001)
-            if (frame["age"] == POISON_AGE).any():
+            if (ages(frame) == POISON_AGE).any():
                 raise RuntimeError("poisoned row")
             return original(loaded, frame)
 
         return predict
+
+
+def ages(batch: Any) -> Any:
+    """The ``age`` column of a prepared batch: a validated frame or fast-path encoded rows
+    (whose number matrix holds ``age`` first: the signature's first number column)."""
+    if isinstance(batch, Encoded):
+        return batch.numbers[:, 0]
+    return batch["age"]
 
 
 @pytest.fixture

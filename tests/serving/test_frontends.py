@@ -7,12 +7,14 @@ themselves (``_app`` below); once wired, ``_app`` reduces to ``create_app(settin
 from __future__ import annotations
 
 import json
+import math
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 import pytest
 import typer
 from fastapi import FastAPI
@@ -26,7 +28,7 @@ from civicml.sdk.client import connect
 from civicml.sdk.embedded import open_context
 from civicml.sdk.endpoints import EndpointsHandle
 from civicml.server import create_app
-from civicml.server.routers.serving import invocations_router, router
+from civicml.server.routers.serving import InvocationsLane, invocations_router, router
 from civicml.training import TabularModel
 from tests.server.helpers import API, assert_error, isolated_settings, serve
 from tests.serving.helpers import MODEL, PROJECT, records, register
@@ -93,7 +95,7 @@ def test_rest_deploy_invoke_update_delete(api: httpx.Client, model_dirs: tuple[P
     result = answer.json()
     model = TabularModel.load(model_dirs[0])
     assert result["predictions"] == model.predict(rows).tolist()
-    assert result["probabilities"] == model.predict_proba(rows).tolist()
+    np.testing.assert_allclose(result["probabilities"], model.predict_proba(rows), rtol=1e-12)
     assert result["classes"] == [False, True] and result["model_version"] == 1
     assert len(result["inference_ids"]) == 5
     short = api.post("/endpoints/rest/invocations", params={"project": PROJECT}, json=rows[0])
@@ -246,3 +248,115 @@ def test_cli_group(
     assert "Deleted endpoint cli" in run("delete", "cli")
     with pytest.raises(InvalidInputError, match="not both or neither"):
         runner.invoke(root, ["endpoints", "invoke", "cli", "-p", PROJECT], catch_exceptions=False)
+
+
+def _logit(p: float) -> float:
+    return math.log(p / (1 - p))
+
+
+@pytest.mark.parametrize("short", [False, True])
+def test_rest_explain_adds_up_to_the_answer(api: httpx.Client, short: bool) -> None:
+    rows = records(4)
+    path = "/endpoints/shared/invocations" if short else f"{BASE}/shared/invocations"
+    params = {"project": PROJECT} if short else {}
+    answer = api.post(path, params={**params, "explain": "true"}, json={"records": rows})
+    assert answer.status_code == 200, answer.text
+    result = answer.json()
+    assert result["predictions"] == api.post(path, params=params, json=rows).json()["predictions"]
+    assert len(result["explanations"]) == 4
+    for explanation, proba in zip(result["explanations"], result["probabilities"], strict=True):
+        [output] = explanation["outputs"]
+        assert explanation["output_space"] == "margin" and output["label"] is True
+        assert list(output["attributions"]) == ["age", "income", "region"]
+        total = output["base_value"] + sum(output["attributions"].values())
+        assert total == pytest.approx(output["output"], abs=1e-9)
+        assert output["output"] == pytest.approx(_logit(proba[1]), abs=1e-9)
+    plain = api.post(path, params={**params, "explain": "false"}, json=rows).json()
+    assert "explanations" not in plain
+    body = assert_error(
+        api.post(path, params={**params, "explain": "maybe"}, json=rows),
+        422,
+        "InvalidInputError",
+        "Query parameter 'explain' must be true or false, not 'maybe'",
+    )
+    assert "?explain=true" in body["hint"]
+
+
+def test_invocations_keep_the_guard(url: str) -> None:
+    rows = json.dumps(records(1)).encode()
+    path = f"{url}{BASE}/shared/invocations"
+    with httpx.Client(timeout=30) as http:
+        ok = http.post(path, content=rows, headers={"content-type": "application/json"})
+        assert ok.status_code == 200 and ok.headers["x-content-type-options"] == "nosniff"
+        assert ok.headers["content-type"] == "application/json"
+        text = http.post(path, content=rows, headers={"content-type": "text/plain"})
+        assert_error(text, 415, "UnsupportedMediaTypeError", "must be application/json")
+        cross = http.post(path, json=records(1), headers={"origin": "https://evil.example"})
+        assert_error(cross, 403, "PermissionDeniedError", "Cross-site requests")
+        host = http.post(path, json=records(1), headers={"host": "rebind.example"})
+        assert_error(host, 400, "BadRequestError", "Host 'rebind.example' is not allowed")
+        bad = http.post(path, json={"records": []})
+        assert bad.headers["x-frame-options"] == "DENY"  # error answers carry them too
+        assert http.get(path).status_code == 405  # other methods reach the routes as before
+
+
+def test_the_fastapi_routes_answer_as_the_lane_does(
+    tmp_path: Path, model_dirs: tuple[Path, Path], url: str
+) -> None:
+    """Without the invocations lane (an app that does not mount it) the FastAPI routes give the
+    same answers and errors: both go through one function."""
+    settings = isolated_settings(tmp_path)
+    _prepare(settings, model_dirs)
+    app = create_app(settings)
+    app.user_middleware = [m for m in app.user_middleware if m.cls is not InvocationsLane]
+    rows = records(3)
+    with serve(app) as base, httpx.Client(base_url=base, timeout=30) as plain:
+        assert plain.post(BASE, json={"name": "shared", "model": MODEL, "version": 1}).is_success
+        with httpx.Client(base_url=url, timeout=30) as lane:
+            for path in (f"{BASE}/shared/invocations", "/endpoints/shared/invocations"):
+                params = {"project": PROJECT, "explain": "true"}
+                want = lane.post(path, params=params, json=rows).json()
+                got = plain.post(path, params=params, json=rows).json()
+                assert got["predictions"] == want["predictions"]
+                assert got["explanations"] == want["explanations"]
+                assert_error(
+                    plain.post(path, params={"project": PROJECT}, json=[{"age": 3}]),
+                    422,
+                    "InvalidInputError",
+                    "column 'income'",
+                )
+                maybe = plain.post(path, params={"project": PROJECT, "explain": "maybe"}, json=rows)
+                assert_error(maybe, 422, "InvalidInputError", "explain")
+    app.state.serving.close()
+
+
+def test_sdk_and_cli_explain(
+    url: str, tmp_path: Path, model_dirs: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = records(2)
+    with connect(url) as remote:
+        endpoint = EndpointsHandle(remote.backend, PROJECT).get("shared")
+        result = endpoint.invoke(rows, explain=True)
+        assert result.explanations is not None and len(result.explanations) == 2
+        assert endpoint.predict(rows).explanations is None
+    home = tmp_path / "home"
+    with connect(home=home) as local:
+        ProjectService(local.backend.ctx).create(PROJECT)
+        v1 = register(local.backend.ctx, model_dirs[0])
+        embedded = EndpointsHandle(local.backend, PROJECT).deploy("local", v1)
+        mine = embedded.invoke(rows, explain=True)
+    assert mine.explanations is not None
+    for embedded_one, remote_one in zip(mine.explanations, result.explanations, strict=True):
+        assert embedded_one.outputs[0].attributions == pytest.approx(
+            remote_one.outputs[0].attributions
+        )
+    root = typer.Typer()
+    root.add_typer(endpoints_app, name="endpoints")
+    monkeypatch.setattr(_common.STATE, "home", str(home))
+    runner = CliRunner()
+    args = ["endpoints", "invoke", "local", "--record", json.dumps(rows[0]), "-p", PROJECT]
+    shown = runner.invoke(root, [*args, "--explain"], catch_exceptions=False)
+    assert shown.exit_code == 0, shown.output
+    assert "Why (linear SHAP, margin" in shown.output and "income" in shown.output
+    dumped = runner.invoke(root, [*args, "--explain", "--json"], catch_exceptions=False)
+    assert json.loads(dumped.output)["explanations"][0]["outputs"][0]["label"] is True

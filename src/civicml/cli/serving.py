@@ -10,6 +10,7 @@ import typer
 
 from civicml.cli._common import JsonOpt, ProjectOpt, client, console, fmt_time, print_json, table
 from civicml.core.errors import InvalidInputError
+from civicml.evaluation.explain_schemas import LocalExplanation
 from civicml.sdk.endpoints import EndpointsHandle
 from civicml.serving.schemas import EndpointInfo
 
@@ -145,12 +146,19 @@ def invoke(
         str | None, typer.Option("--record", help="One record as JSON: '{\"age\": 41}'.")
     ] = None,
     project: ProjectOpt = "default",
+    explain: Annotated[
+        bool,
+        typer.Option(
+            "--explain",
+            help="Also show why: SHAP attributions of each record's raw input columns.",
+        ),
+    ] = False,
     json_: JsonOpt = False,
 ) -> None:
     """Predict with an endpoint for the records of FILE or one --record."""
     rows = _records(file, record)
     with client() as ml:
-        result = _handle(ml, project).get(name).predict(rows)
+        result = _handle(ml, project).get(name).invoke(rows, explain=explain)
     if json_:
         print_json(result)
         return
@@ -163,6 +171,28 @@ def invoke(
             [i, p, *(f"{x:.4f}" for x in probs)]
             for i, (p, probs) in enumerate(zip(result.predictions, probabilities, strict=True))
         ],
+    )
+    if result.explanations:
+        _print_explanations(result.explanations)
+
+
+#: Attributions shown per record and output in the table (all of them are in --json).
+TOP_ATTRIBUTIONS = 5
+
+
+def _print_explanations(explanations: list[LocalExplanation]) -> None:
+    space = explanations[0].output_space
+    rows = []
+    for i, found in enumerate(explanations):
+        for output in found.outputs:
+            ranked = sorted(output.attributions.items(), key=lambda kv: -abs(kv[1]))
+            top = ", ".join(f"{c} {v:+.4f}" for c, v in ranked[:TOP_ATTRIBUTIONS])
+            label = "value" if output.label is None else str(output.label)
+            rows.append([i, label, f"{output.base_value:.4f}", f"{output.output:.4f}", top])
+    table(
+        f"Why ({explanations[0].explainer} SHAP, {space}: base + attributions = output)",
+        ["#", "output", "base", "output value", "largest attributions"],
+        rows,
     )
 
 

@@ -137,13 +137,13 @@ class EndpointsHandle:
         else:
             self._backend.call("DELETE", self._base(name))
 
-    def _predict(self, name: str, rows: Any) -> InvocationResult:
+    def _predict(self, name: str, rows: Any, *, explain: bool = False) -> InvocationResult:
         if not self._backend.remote:
-            result = _embedded_host(self._backend).invoke(self._project, name, rows)
+            host = _embedded_host(self._backend)
+            result = host.invoke(self._project, name, rows, explain=explain)
             return InvocationResult.model_validate(result)
-        body = self._backend._json(
-            "POST", f"{self._base(name)}/invocations", json_body={"records": _jsonable(rows)}
-        )
+        path = f"{self._base(name)}/invocations" + ("?explain=true" if explain else "")
+        body = self._backend._json("POST", path, json_body={"records": _jsonable(rows)})
         return InvocationResult.model_validate(body)
 
 
@@ -158,9 +158,25 @@ class Endpoint:
     def __repr__(self) -> str:
         return f"<Endpoint {self.name}: {self.info.model_name} v{self.info.model_version}>"
 
-    def predict(self, rows: Any) -> InvocationResult:
-        """Predictions for one record (a dict), a list of records or a pandas DataFrame."""
-        return self._handle._predict(self.name, rows)
+    def predict(self, rows: Any, *, explain: bool = False) -> InvocationResult:
+        """Predictions for one record (a dict), a list of records or a pandas DataFrame.
+
+        Args:
+            rows: The input records.
+            explain: Also return ``explanations``: per record, SHAP attributions in the
+                model's raw input columns (``base_value + sum(attributions) == output`` for
+                each explained output).
+
+        Example:
+            >>> result = ep.predict([{"age": 41}], explain=True)  # doctest: +SKIP
+            >>> result.explanations[0].outputs[0].attributions  # doctest: +SKIP
+            {'age': 0.12}
+        """
+        return self._handle._predict(self.name, rows, explain=explain)
+
+    def invoke(self, rows: Any, *, explain: bool = False) -> InvocationResult:
+        """The same as :meth:`predict` (the REST route's name: ``…/invocations``)."""
+        return self.predict(rows, explain=explain)
 
     def update(
         self,

@@ -94,6 +94,9 @@ def create_app(settings: Settings, principal: Principal | None = None) -> FastAP
         governance.router,
     ):
         app.include_router(router)
+    # Invocations skip FastAPI's routing (same contract, see routers/serving.py); added before
+    # the guard, so the guard wraps it.
+    app.add_middleware(serving.InvocationsLane)
     app.add_middleware(
         GuardMiddleware,
         allowed_hosts=settings.server_allowed_hosts,

@@ -1,8 +1,9 @@
 """Serving: real-time endpoints for approved model versions, with data capture.
 
 ``EndpointService`` deploys an ``Approved`` model version under an endpoint name and switches it
-to newer versions; ``ModelHost`` loads each version from hash-verified files and answers
-invocations (validated against the model's signature) without a failed request during a switch;
+to newer versions; ``ModelHost`` loads each version from hash-verified files, compiles its
+pipeline to NumPy (``civicml.serving.fastpath``) and answers invocations (validated against the
+model's signature; with SHAP explanations on request) without a failed request during a switch;
 ``CaptureWriter`` records a sample of requests and responses in SageMaker's capture format, and
 ``CaptureService`` turns them into a dataset version for monitoring.
 """

@@ -11,7 +11,8 @@ linear model costs about the same for 1 row as for 1,000.
 
 Validation stays per request (the caller validates before submitting), so a bad request fails
 alone. Should a batched ``predict`` raise anyway, its requests are retried one by one, so only
-the request that really fails sees the error.
+the request that really fails sees the error. A batch holds either validated frames or fast-path
+encoded rows (:class:`~civicml.serving.fastpath.Encoded`), never a mix.
 """
 
 from __future__ import annotations
@@ -112,7 +113,12 @@ class MicroBatcher:
             return []
         taken = 1
         rows = self._queue[0].rows
-        while taken < len(self._queue) and rows + self._queue[taken].rows <= self._max_rows:
+        kind = type(self._queue[0].frame)  # frames and encoded batches are not concatenated
+        while (
+            taken < len(self._queue)
+            and rows + self._queue[taken].rows <= self._max_rows
+            and type(self._queue[taken].frame) is kind
+        ):
             rows += self._queue[taken].rows
             taken += 1
         batch, self._queue = self._queue[:taken], self._queue[taken:]
@@ -145,7 +151,12 @@ class MicroBatcher:
 
 
 def concat_frames(frames: list[Any]) -> Any:
-    """Stack validated frames (same columns, same dtypes) into one, rows in order."""
+    """Stack prepared batches of one kind into one, rows in order: validated frames (same
+    columns, same dtypes) or fast-path :class:`~civicml.serving.fastpath.Encoded` rows."""
+    from civicml.serving.fastpath import Encoded
+
+    if isinstance(frames[0], Encoded):
+        return Encoded.concat(frames)
     import pandas as pd  # type: ignore[import-untyped]
 
     return pd.concat(frames, ignore_index=True)

@@ -68,6 +68,12 @@ MEDIA_TYPE = "application/x-ndjson"
 DEFAULT_MAX_BYTES = 16 << 20
 DEFAULT_MAX_AGE_S = 60.0
 DEFAULT_QUEUE_SIZE = 10_000
+#: Events the writer formats before one write and flush of their spool files.
+WRITE_BATCH = 256
+_NOTHING = object()
+# Built once: json.dumps builds an encoder per call when given options.
+_STRICT_JSON = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":")).encode
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +110,7 @@ def capture_records(event: CaptureEvent) -> list[dict[str, Any]]:
         out.append(
             {
                 "captureData": {
-                    "endpointInput": _payload("INPUT", _plain(dict(record))),
+                    "endpointInput": _payload("INPUT", _plain_record(record)),
                     "endpointOutput": _payload("OUTPUT", output),
                 },
                 "eventMetadata": {
@@ -127,9 +133,26 @@ def _payload(mode: str, value: Any) -> dict[str, str]:
     return {
         "observedContentType": "application/json",
         "mode": mode,
-        "data": json.dumps(value, allow_nan=False, separators=(",", ":")),
+        "data": _STRICT_JSON(value),
         "encoding": "JSON",
     }
+
+
+_SCALARS = (str, int, bool, type(None))
+
+
+def _plain_record(record: Any) -> Any:
+    """A record as JSON-ready values: as it is when it already is (the common case: parsed
+    JSON), else through :func:`_plain`."""
+    if type(record) is dict:
+        for key, value in record.items():
+            kind = type(value)
+            if type(key) is not str or (
+                kind not in _SCALARS and (kind is not float or not math.isfinite(value))
+            ):
+                return _plain(dict(record))
+        return record
+    return _plain(dict(record))
 
 
 def _plain(value: Any) -> Any:
@@ -277,8 +300,45 @@ class CaptureWriter:
                 self._guard(self._rotate_all)
                 item.done.set()
                 continue
-            self._guard(functools.partial(self._append, item))
+            events = [item]
+            following: object = _NOTHING
+            while len(events) < WRITE_BATCH:  # take what else waits: one write for all
+                try:
+                    following = self._queue.get_nowait()
+                except queue.Empty:
+                    following = _NOTHING
+                    break
+                if not isinstance(following, CaptureEvent):
+                    break
+                events.append(following)
+                following = _NOTHING
+            self._append_all(events)
             self._guard(self._rotate_old)
+            if following is None:
+                self._guard(self._rotate_all)
+                return
+            if isinstance(following, _Flush):
+                self._guard(self._rotate_all)
+                following.done.set()
+
+    def _append_all(self, events: list[CaptureEvent]) -> None:
+        """Append each event (a failing one loses only its own records), then flush."""
+        touched: dict[int, _Spool] = {}
+        for event in events:
+            spool = self._guard_value(functools.partial(self._append, event))
+            if spool is not None:
+                touched[id(spool)] = spool
+        for spool in touched.values():
+            if not spool.handle.closed:
+                self._guard(spool.handle.flush)
+
+    def _guard_value(self, work: Callable[[], _Spool | None]) -> _Spool | None:
+        try:
+            return work()
+        except Exception:
+            self.failed += 1
+            log.exception("data capture failed; the affected records were not captured")
+            return None
 
     def _guard(self, work: Callable[[], None]) -> None:
         try:
@@ -287,10 +347,9 @@ class CaptureWriter:
             self.failed += 1
             log.exception("data capture failed; the affected records were not captured")
 
-    def _append(self, event: CaptureEvent) -> None:
-        lines = b"".join(
-            json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in capture_records(event)
-        )
+    def _append(self, event: CaptureEvent) -> _Spool | None:
+        """Write one event's lines to its spool (unflushed); the spool, or None if rotated."""
+        lines = b"".join(_COMPACT_JSON(r).encode() + b"\n" for r in capture_records(event))
         hour = event.time.astimezone(UTC).strftime("%Y%m%d%H")
         spool = self._spools.get(event.endpoint_id)
         if spool is not None and spool.hour != hour:
@@ -299,10 +358,11 @@ class CaptureWriter:
         if spool is None:
             spool = self._open(event.project_id, event.endpoint_id, hour)
         spool.handle.write(lines)
-        spool.handle.flush()
         spool.size += len(lines)
         if spool.size >= self._max_bytes:
             self._rotate(spool)
+            return None
+        return spool
 
     def _open(self, project_id: str, endpoint_id: str, hour: str) -> _Spool:
         self._dir.mkdir(parents=True, exist_ok=True, mode=0o700)

@@ -12,11 +12,22 @@ it started with, so no request fails or mixes versions during the switch. Routes
 the database every ``refresh_s`` seconds, so a deploy or update made by another process (the CLI
 beside a running server) takes effect without a restart.
 
-Micro-batching plugs in at :meth:`LoadedModel.predict`: it takes a validated frame and returns
-one prediction (and probability row) per row, so :meth:`LoadedModel.predict_batched` (a
-:class:`~civicml.serving.batching.MicroBatcher` per loaded model) concatenates the frames of
+Each loaded model is compiled once into a :mod:`~civicml.serving.fastpath` (NumPy arithmetic
+equal to the pipeline) when its pipeline is one civicml built; records that plainly fit the
+signature are checked and encoded without a DataFrame (:meth:`LoadedModel.prepare`), anything
+else goes through the model's own validation. A server answers small requests to linear models
+on its event loop (:meth:`ModelHost.invoke_nowait`: microseconds of work, cheaper than a thread
+hop) and everything else in a worker thread (:meth:`ModelHost.invoke`).
+
+Micro-batching plugs in at :meth:`LoadedModel.predict`: it takes a prepared batch (an
+:class:`~civicml.serving.fastpath.Encoded` or a validated frame) and returns one prediction (and
+probability row) per row, so :meth:`LoadedModel.predict_batched` (a
+:class:`~civicml.serving.batching.MicroBatcher` per loaded model) concatenates the batches of
 requests that arrive while a ``predict`` runs, calls it once and splits the result by row
 counts. Validation and capture stay per request.
+
+Explanations (``explain=True``) are computed per request by the model's
+:class:`~civicml.serving.explanations.LazyExplainer`, built on first use.
 """
 
 from __future__ import annotations
@@ -29,7 +40,9 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, NoReturn, NotRequired, TypedDict
+
+import numpy as np
 
 from civicml.core.errors import InvalidInputError, NotFoundError
 from civicml.evaluation.models import load_tabular_model
@@ -39,10 +52,19 @@ from civicml.registry.service import RegistryService
 from civicml.serving._queries import endpoint_row, find_endpoint, to_info
 from civicml.serving.batching import MicroBatcher
 from civicml.serving.capture import CaptureEvent, CaptureWriter
+from civicml.serving.explanations import LazyExplainer
+from civicml.serving.fastpath import Encoded, FastPath, compile_fast_path
 from civicml.serving.schemas import EndpointInfo
 from civicml.store.context import Context
 
-__all__ = ["DEFAULT_REFRESH_S", "MAX_RECORDS", "Invocation", "LoadedModel", "ModelHost"]
+__all__ = [
+    "DEFAULT_REFRESH_S",
+    "INLINE_MAX_RECORDS",
+    "MAX_RECORDS",
+    "Invocation",
+    "LoadedModel",
+    "ModelHost",
+]
 
 log = logging.getLogger("civicml.serving")
 
@@ -50,6 +72,8 @@ log = logging.getLogger("civicml.serving")
 DEFAULT_REFRESH_S = 2.0
 #: The most records one invocation may carry.
 MAX_RECORDS = 100_000
+#: The most records :meth:`ModelHost.invoke_nowait` predicts on the caller's (event loop) thread.
+INLINE_MAX_RECORDS = 64
 
 
 class Invocation(TypedDict):
@@ -60,6 +84,7 @@ class Invocation(TypedDict):
     classes: list[Any]
     model_version: int
     inference_ids: list[str]
+    explanations: NotRequired[list[dict[str, Any]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +99,10 @@ class LoadedModel:
     classification: bool
     #: Coalesces concurrent :meth:`predict_batched` calls into one :meth:`predict`.
     batcher: MicroBatcher = field(init=False, repr=False, compare=False)
+    #: The pipeline compiled to NumPy, or None when it is not one civicml knows.
+    fast: FastPath | None = field(init=False, repr=False, compare=False)
+    #: SHAP explanations, built by the first request that asks for them.
+    explainer: LazyExplainer = field(init=False, repr=False, compare=False)
     #: For an all-numeric signature: its column names and which of them are integers.
     _numeric: tuple[list[str], frozenset[str], frozenset[str]] | None = field(
         init=False, repr=False, compare=False
@@ -82,6 +111,11 @@ class LoadedModel:
     def __post_init__(self) -> None:
         # Looks self.predict up on each call, so the class attribute can be wrapped (tests).
         object.__setattr__(self, "batcher", MicroBatcher(self._predict_now))
+        fast = compile_fast_path(self.model)
+        object.__setattr__(self, "fast", fast)
+        reference = fast.reference_record() if fast is not None else None
+        label = f"{self.model_name} v{self.version}"
+        object.__setattr__(self, "explainer", LazyExplainer(self.model, reference, label))
         signature = getattr(self.model, "signature", None) or []
         numeric = None
         if signature and all(c.get("type") in ("int64", "float64") for c in signature):
@@ -89,6 +123,21 @@ class LoadedModel:
             ints = frozenset(str(c["name"]) for c in signature if c["type"] == "int64")
             numeric = (names, frozenset(names), ints)
         object.__setattr__(self, "_numeric", numeric)
+
+    def prepare(self, rows: Any) -> Any:
+        """The batch :meth:`predict` takes for ``rows``: an :class:`Encoded` when the model has
+        a fast path (records that plainly fit are encoded directly; anything else is validated
+        by the model first), else the validated frame.
+
+        Raises:
+            InvalidInputError: A column is missing, unexpected or of the wrong type.
+        """
+        if self.fast is None:
+            return self.validate(rows)
+        encoded = self.fast.encode(rows)
+        if encoded is not None:
+            return encoded
+        return self.fast.from_frame(self.validate(rows))
 
     def validate(self, rows: Any) -> Any:
         """``model.validate(rows)``: the rows checked against the signature, in the pipeline's
@@ -99,13 +148,20 @@ class LoadedModel:
         take a shortcut that builds the frame from one float64 array — the same values and
         dtypes ``model.validate`` returns (it reads every number column as float64, nulls as
         NaN), at a fraction of the cost. Anything else goes through ``model.validate``, which
-        also words the errors.
+        also words the errors. Infinite numbers (JSON's ``Infinity``) are refused: no pipeline
+        can impute or scale them.
         """
+        numbers = [c["name"] for c in self.model.signature if c["type"] in ("int64", "float64")]
+        if isinstance(rows, list):
+            _refuse_infinite_records(rows, numbers)
+        frame = None
         if self._numeric is not None and isinstance(rows, list) and rows:
             frame = _numeric_frame(rows, *self._numeric)
-            if frame is not None:
-                return frame
-        return self.model.validate(rows)
+        if frame is None:
+            frame = self.model.validate(rows)
+        if not isinstance(rows, list):
+            _refuse_infinite(frame, numbers)
+        return frame
 
     def predict_batched(self, frame: Any) -> tuple[list[Any], list[list[float]] | None]:
         """:meth:`predict`, sharing one call with concurrent requests (see
@@ -113,13 +169,16 @@ class LoadedModel:
         return self.batcher.predict(frame)
 
     def predict(self, frame: Any) -> tuple[list[Any], list[list[float]] | None]:
-        """Predictions and (classification) probabilities for rows ``model.validate`` returned.
+        """Predictions and (classification) probabilities for a prepared batch.
 
-        The frame is already in the pipeline's dtypes, so the fitted pipeline is called directly
+        An :class:`Encoded` batch goes through the fast path. A frame (``model.validate``
+        output) is already in the pipeline's dtypes, so the fitted pipeline is called directly
         (``model.predict`` would check the rows again); a classifier runs once, for the
         probabilities, and its label is the most probable class — what scikit-learn's and
         LightGBM's ``predict`` compute (ties go to the first class in both).
         """
+        if isinstance(frame, Encoded) and self.fast is not None:
+            return self.fast.predict(frame)
         pipeline = getattr(self.model, "pipeline", None) or self.model
         if not self.classification:
             return pipeline.predict(frame).tolist(), None
@@ -132,8 +191,6 @@ class LoadedModel:
 
     @property
     def _labels(self) -> Any:
-        import numpy as np
-
         return np.asarray(self.classes, dtype=object)
 
 
@@ -233,13 +290,24 @@ class ModelHost:
             self._models.clear()
 
     # Invocation -------------------------------------------------------------------------------
-    def invoke(self, project: str, endpoint: str, records: Any) -> Invocation:
+    def invoke(
+        self, project: str, endpoint: str, records: Any, *, explain: bool = False
+    ) -> Invocation:
         """Predict for ``records``: one record (a mapping), a list of them or a DataFrame.
+
+        Args:
+            project: Project name.
+            endpoint: Endpoint name.
+            records: The input rows.
+            explain: Add ``explanations``: per row, SHAP attributions in the raw input columns
+                (see :meth:`LazyExplainer.explain
+                <civicml.serving.explanations.LazyExplainer.explain>`).
 
         Raises:
             NotFoundError: The project or endpoint does not exist.
             InvalidInputError: A column is missing, unexpected or of the wrong type (the message
-                names it), or there are no (or too many) records.
+                names it), there are no (or too many) records, or the model cannot be
+                explained.
         """
         route = self._route(project, endpoint)
         rows = [records] if isinstance(records, Mapping) else records
@@ -251,8 +319,50 @@ class ModelHost:
         loaded = route.loaded
         if isinstance(rows, list):
             _check_keys(rows, loaded.model.signature)
-        frame = loaded.validate(rows)
-        predictions, probabilities = loaded.predict_batched(frame)
+        batch = loaded.prepare(rows)
+        predictions, probabilities = loaded.predict_batched(batch)
+        result = self._answer(route, rows, predictions, probabilities)
+        if explain:
+            result["explanations"] = loaded.explainer.explain(loaded.validate(rows))
+        return result
+
+    def invoke_nowait(self, project: str, endpoint: str, records: Any) -> Invocation | None:
+        """:meth:`invoke` on the caller's thread when that costs microseconds, else ``None``.
+
+        For a server's event loop: answers only when the endpoint's route is fresh (no database
+        read), its model has an inline fast path (a linear model), and ``records`` are at most
+        :data:`INLINE_MAX_RECORDS` plain records that fit the signature. ``None`` means: call
+        :meth:`invoke` in a worker thread (which also words any input error).
+
+        Raises:
+            InvalidInputError: A record lacks a column (the message names it).
+        """
+        route = self._routes.get((project, endpoint))
+        if route is None or time.monotonic() - route.checked >= self._refresh_s:
+            return None
+        loaded = route.loaded
+        fast = loaded.fast
+        if fast is None or not fast.inline:
+            return None
+        rows = [records] if type(records) is dict else records
+        if type(rows) is not list or len(rows) > INLINE_MAX_RECORDS:
+            return None
+        _check_keys(rows, loaded.model.signature)
+        batch = fast.encode(rows)
+        if batch is None:
+            return None
+        predictions, probabilities = loaded.predict(batch)
+        return self._answer(route, rows, predictions, probabilities)
+
+    def _answer(
+        self,
+        route: _Route,
+        rows: Any,
+        predictions: list[Any],
+        probabilities: list[list[float]] | None,
+    ) -> Invocation:
+        """The invocation's answer; captured when the endpoint's sample says so."""
+        loaded = route.loaded
         result: Invocation = {
             "predictions": predictions,
             "probabilities": probabilities,
@@ -374,11 +484,36 @@ def _check_keys(rows: list[Any], signature: list[Any]) -> None:
                     )
 
 
+def _refuse_infinite_records(rows: list[Any], numbers: list[str]) -> None:
+    """Raise :class:`InvalidInputError` naming a number column holding an infinity."""
+    for row in rows:
+        if isinstance(row, Mapping):
+            for name in numbers:
+                value = row.get(name)
+                if isinstance(value, float | np.floating) and math.isinf(value):
+                    _infinite(name)
+
+
+def _refuse_infinite(frame: Any, numbers: list[str]) -> None:
+    """:func:`_refuse_infinite_records` for a validated frame."""
+    if numbers:
+        infinite = np.isinf(frame[numbers].to_numpy(dtype=np.float64)).any(axis=0)
+        if infinite.any():
+            _infinite(numbers[int(infinite.argmax())])
+
+
+def _infinite(name: str) -> NoReturn:
+    raise InvalidInputError(
+        f"Column {name!r} has an infinite value; numbers must be finite.",
+        hint="Send null for an unknown value.",
+        details=[{"column": name, "problem": "not_finite"}],
+    )
+
+
 def _numeric_frame(
     rows: list[Any], names: list[str], known: frozenset[str], ints: frozenset[str]
 ) -> Any:
     """The float64 frame of records whose values all plainly fit ``names``, else ``None``."""
-    import numpy as np
     import pandas as pd  # type: ignore[import-untyped]
 
     for row in rows:

@@ -8,6 +8,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from civicml.evaluation.explain_schemas import LocalExplanation
+
 __all__ = ["CaptureConfig", "EndpointInfo", "EndpointStatus", "InvocationResult"]
 
 
@@ -69,4 +71,11 @@ class InvocationResult(_Schema):
     inference_ids: list[str] = Field(
         description="One id per record; captured records carry the same id (eventId), so "
         "ground truth can be joined to them later."
+    )
+    explanations: list[LocalExplanation] | None = Field(
+        default=None,
+        description="With explain=true: per record, SHAP attributions in the model's raw input "
+        "columns, per explained output (the positive class of a binary classifier, every class "
+        "of a multiclass one, the value of a regression): base_value + sum(attributions) == "
+        "output. Absent otherwise.",
     )
