@@ -154,8 +154,8 @@ class ApprovalService:
                     hint="Leave it out when rejecting or resetting a version.",
                 )
             return self._registry.update_approval(project, model, version, target, note)
+        self._registry.check_approval_request(project, model, version, note)
         mv = self._registry.get_version(project, model, version)
-        self._registry.check_separation_of_duties(project, model, version)
         record = self._registry.approval_policy(project, model)
         if record is None:
             if override_justification is not None:

@@ -398,14 +398,20 @@ class RegistryService:
                 hint="Fix what the gate reports, or override it with a justification.",
             )
 
-    def check_separation_of_duties(self, project: str, name: str, version: int | str) -> None:
-        """Raise unless the caller may approve the version: whoever registered it or started
-        the run that trained it may not. Approval itself checks this again, atomically; this is
-        for callers that must answer it before other checks (the approval gate).
+    def check_approval_request(
+        self, project: str, name: str, version: int | str, note: str
+    ) -> None:
+        """Raise unless the caller may ask to approve the version with ``note``: the note must
+        say why, and whoever registered it or started the run that trained it may not approve
+        it. Approval itself checks both again, atomically; this is for callers that must answer
+        them before their own checks (the approval gate).
 
         Raises:
+            InvalidInputError: The note is blank.
+            NotFoundError: The project, model or version does not exist.
             PermissionDeniedError: The caller registered or trained the version.
         """
+        approval_note(note, ApprovalStatus.APPROVED, name, version)
         proj = self._projects.get(project)
         with self._ctx.db.read() as conn:
             model = model_row(conn, proj, name)
