@@ -22,6 +22,12 @@ def test_a_new_card_is_filled_from_the_platform_and_lists_what_is_missing(scene:
     assert overview["model_artifact"] == [f"sha256:{scene.mv.artifact_digest}"]
     [dataset] = card.content["training_details"]["training_job_details"]["datasets"]
     assert (dataset["dataset"], dataset["version"], dataset["rows"]) == ("applications", 1, 600)
+    profile = {p["column"]: p for p in dataset["profile"]}
+    assert set(profile["sex"]["top"]) == {"female", "male"}
+    assert sum(profile["sex"]["top"].values()) == 600
+    assert (
+        profile["age"]["kind"] == "numeric" and 18 <= profile["age"]["min"] <= profile["age"]["max"]
+    )
     [validation] = card.content["evaluation_details"]
     metrics = {m["name"]: m["value"] for m in validation["metric_groups"][0]["metric_data"]}
     assert metrics["val_roc_auc"] == scene.mv.metrics["val_roc_auc"]
@@ -126,6 +132,7 @@ def test_exports_escape_what_people_write(scene: Scene) -> None:
     assert "<svg" in html and "http" not in html.split("</style>")[1]
     markdown = cards.export(scene.mv, format="markdown")
     assert "## Evaluation" in markdown and "| val_roc_auc |" in markdown
+    assert "### applications v1" in markdown and "| sex | categorical | 0 |" in markdown
     document = json.loads(cards.export(scene.mv, format="json"))
     assert document["complete"] is True
     assert document["content"]["model_overview"]["model_owner"] == "<script>alert(1)</script>"

@@ -40,9 +40,56 @@ def _rows(card: ModelCard, section: str) -> list[tuple[str, str, bool]]:
         out.append((spec.label, _text(value), path in card.missing))
     written = {p.split(".", 1)[1] for p in EDITABLE_FIELDS if p.startswith(section + ".")}
     for key, value in values.items():
-        if key not in written and value not in (None, "", [], {}):
+        if key == "training_job_details" and isinstance(value, dict):
+            out.extend(_job_rows(value))
+        elif key == "inference_environment" and isinstance(value, dict):
+            images = value.get("container_image") or []
+            out.append(("Inference environment", ", ".join(map(str, images)) or "—", False))
+        elif key not in written and value not in (None, "", [], {}):
             out.append((key.replace("_", " ").capitalize(), _text(value), False))
     return out
+
+
+def _job_rows(job: dict[str, Any]) -> list[tuple[str, str, bool]]:
+    """The training job in a few readable rows (its datasets get their own table)."""
+    params = ", ".join(f"{p['name']}={p['value']}" for p in job.get("hyper_parameters", []))
+    rows = [
+        ("Training run", str(job.get("run_id") or "—"), False),
+        ("Target", str(job.get("target") or "—"), False),
+        ("Seed", str(job.get("seed")), False),
+        ("Hyper-parameters", params or "—", False),
+    ]
+    training = job.get("training") or {}
+    if training:
+        rows.append(
+            (
+                "Rows (train / validation)",
+                f"{training.get('train_rows')} / {training.get('validation_rows')}",
+                False,
+            )
+        )
+    return rows
+
+
+def _datasets(card: ModelCard) -> list[dict[str, Any]]:
+    job = card.content.get("training_details", {}).get("training_job_details") or {}
+    out = []
+    for d in job.get("datasets", []):
+        columns = []
+        for p in d.get("profile", []):
+            if p.get("kind") == "numeric":
+                summary = (
+                    f"{_num(p.get('min'))} to {_num(p.get('max'))}, mean {_num(p.get('mean'))}"
+                )
+            else:
+                summary = ", ".join(f"{k} ({v})" for k, v in (p.get("top") or {}).items())
+            columns.append((p["column"], p.get("kind", ""), p.get("missing", 0), summary))
+        out.append({**d, "columns_summary": columns})
+    return out
+
+
+def _num(value: Any) -> str:
+    return f"{value:.4g}" if isinstance(value, int | float) else str(value)
 
 
 def _text(value: Any) -> str:
@@ -60,7 +107,8 @@ def _bars(group: dict[str, Any]) -> list[tuple[str, float, float]]:
 
 
 def _context(card: ModelCard) -> dict[str, Any]:
-    sections = [(title, _rows(card, key)) for key, title in _SECTIONS]
+    sections = [(title, _rows(card, key)) for key, title in _SECTIONS[:-1]]
+    closing = [(title, _rows(card, key)) for key, title in _SECTIONS[-1:]]
     evaluations = []
     for ev in card.content.get("evaluation_details", []):
         groups = []
@@ -84,8 +132,10 @@ def _context(card: ModelCard) -> dict[str, Any]:
     return {
         "card": card,
         "sections": sections,
+        "closing": closing,
         "evaluations": evaluations,
         "approval": card.content.get("approval", {}),
+        "datasets": _datasets(card),
         "deployments": card.content.get("deployments", []),
         "todo": _TODO,
     }

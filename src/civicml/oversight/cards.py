@@ -456,6 +456,7 @@ class CardService:
                 "rows": v.row_count,
                 "columns": len(v.columns),
                 "missing_by_column": {p.name: p.missing for p in v.profile if p.missing},
+                "profile": [_profile_summary(p) for p in v.profile],
             }
             for v in training_datasets(self._ctx, mv)
         ]
@@ -543,6 +544,16 @@ def training_datasets(ctx: Context, mv: ModelVersion) -> list[Any]:
             except NotFoundError:
                 continue
     return sorted(out, key=lambda v: (v.name, v.version))
+
+
+def _profile_summary(p: Any) -> dict[str, Any]:
+    """One column of a dataset profile, in brief: kind, missing, range and mean or top values."""
+    out: dict[str, Any] = {"column": p.name, "kind": p.kind, "missing": p.missing}
+    if p.kind == "numeric":
+        out |= {"min": p.min, "max": p.max, "mean": p.mean}
+    elif p.top:
+        out["top"] = {str(t.value): t.count for t in p.top[:5]}
+    return out
 
 
 def _missing(written: Mapping[str, Any]) -> list[str]:
