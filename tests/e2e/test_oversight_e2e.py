@@ -16,32 +16,11 @@ from civicml.cli.main import main
 from civicml.core.errors import ConflictError, PermissionDeniedError
 from civicml.data.samples import benefit_applications
 from tests.conftest import start_server
+from tests.oversight.helpers import GATE_FAILED as FAILED
+from tests.oversight.helpers import JUSTIFICATION, MODEL, POLICY, PROJECT
 
 pytestmark = pytest.mark.e2e
 API = "/api/v1"
-PROJECT = "benefits"
-MODEL = "eligibility"
-JUSTIFICATION = "Pilot on 200 cases with full manual review, agreed by the board 2026-11-20."
-POLICY = """
-[metrics]
-val_roc_auc = { min = 0.5 }
-
-[[bias]]
-metric = "DI"
-facet = "sex"
-min = 0.8
-max = 1.25
-
-[explanation]
-required = true
-
-[card]
-complete = true
-
-[override]
-roles = ["risk_officer"]
-"""
-FAILED = ["DI sex", "explanation present", "card complete"]
 
 
 def _cli(

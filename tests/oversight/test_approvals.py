@@ -9,9 +9,7 @@ import pytest
 from civicml.core.errors import ConflictError, InvalidInputError, PermissionDeniedError
 from civicml.oversight import ApprovalService, GateFailedError
 from civicml.registry.schemas import ApprovalStatus
-from tests.oversight.conftest import MODEL, POLICY, Scene, add_evidence
-
-JUSTIFICATION = "Pilot on 200 cases with full manual review, agreed by the board 2026-11-20."
+from tests.oversight.helpers import FULL_POLICY, JUSTIFICATION, MODEL, POLICY, Scene, add_evidence
 
 
 def test_whoever_registered_or_trained_a_version_cannot_approve_it(scene: Scene) -> None:
@@ -51,7 +49,7 @@ def test_a_failing_gate_refuses_with_each_failed_check_and_is_audited(scene: Sce
 def test_the_gate_passes_once_the_evidence_exists(any_scene: Scene) -> None:
     scene = any_scene
     models = scene.as_("rui").models
-    models.set_policy(MODEL, POLICY)
+    models.set_policy(MODEL, FULL_POLICY)
     add_evidence(scene)
     result = models.gate(scene.mv)
     assert result.passed, [c for c in result.checks if not c.passed]

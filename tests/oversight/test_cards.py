@@ -7,7 +7,7 @@ import json
 import pytest
 
 from civicml.core.errors import ConflictError, InvalidInputError, NotFoundError
-from tests.oversight.conftest import CARD, Scene, add_evidence
+from tests.oversight.helpers import CARD, Scene, add_evidence
 
 
 def test_a_new_card_is_filled_from_the_platform_and_lists_what_is_missing(scene: Scene) -> None:

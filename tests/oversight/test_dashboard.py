@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.oversight.conftest import MODEL, POLICY, Scene, add_evidence
+from tests.oversight.helpers import MODEL, POLICY, Scene, add_evidence
 
 
 def test_the_dashboard_shows_each_version_with_its_evidence(scene: Scene) -> None:

@@ -21,47 +21,10 @@ import civicml as cm
 from civicml.core import Settings
 from civicml.data.samples import benefit_applications
 from civicml.server.routers.monitoring import html_policy
+from tests.oversight.helpers import CARD, JUSTIFICATION, MODEL, POLICY, PROJECT, ROLES
 from tests.server.helpers import API, assert_error
 
-PROJECT = "benefits"
-MODEL = "eligibility"
-ROLES = {"rosa": ["risk_officer"]}
 TARA, RUI, ROSA = ({"x-civicml-user": u} for u in ("tara", "rui", "rosa"))
-JUSTIFICATION = "Pilot on 200 cases with full manual review, agreed by the board 2026-11-20."
-POLICY = """
-description = "Benefit eligibility: evidence before approval"
-
-[metrics]
-val_roc_auc = { min = 0.5 }
-
-[[bias]]
-metric = "DI"
-facet = "sex"
-min = 0.8
-max = 1.25
-
-[explanation]
-required = true
-
-[card]
-complete = true
-
-[override]
-roles = ["risk_officer"]
-"""
-CARD = {
-    "model_overview.model_description": "Scores benefit applications for likely eligibility.",
-    "model_overview.model_owner": "Benefits analytics unit (R. Diaz)",
-    "business_details.business_problem": "Prioritise caseworker review of applications.",
-    "business_details.kpis": "Recall of eligible applicants >= 0.8",
-    "business_details.acceptable_error": "False negatives cost residents more; keep them low.",
-    "intended_uses.purpose_of_model": "Order the review queue; never to refuse a claim.",
-    "intended_uses.intended_uses": "Caseworkers see the score next to the application.",
-    "intended_uses.risk_rating": "High",
-    "intended_uses.explanations_for_risk_rating": "It affects access to benefits.",
-    "additional_information.ethical_considerations": "Sex is not an input; DI is monitored.",
-    "additional_information.caveats_and_recommendations": "Retrain when drift is reported.",
-}
 
 
 @pytest.fixture
