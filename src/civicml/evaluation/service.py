@@ -481,34 +481,28 @@ class EvaluationService:
                     },
                 )
             )
-            infos = [
-                ArtifactIndex.add(
-                    uow,
-                    project_id=proj.id,
-                    owner_kind="evaluation",
-                    owner_id=evaluation_id,
-                    path=path,
-                    stored=stored[path],
-                    created_by=user,
-                    created_at=now,
-                    media_type=REPORT_FILES[path],
-                )[0]
-                for path in sorted(files)
-            ]
-            node = self._lineage.node(
+            infos = ArtifactIndex.add_files(
+                uow,
+                project_id=proj.id,
+                owner_kind="evaluation",
+                owner_id=evaluation_id,
+                stored=stored,
+                media_types=REPORT_FILES,
+                created_by=user,
+                created_at=now,
+            )
+            sources = [("dataset_version", dv.id, f"{dv.name} v{dv.version}")]
+            if mv is not None:
+                sources.append(("model_version", mv.id, f"{mv.name} v{mv.version}"))
+            self._lineage.derived(
                 uow,
                 "evaluation",
                 evaluation_id,
                 name=heading,
                 project_id=proj.id,
+                sources=sources,
                 properties={"kind": kind},
             )
-            sources = [("dataset_version", dv.id, f"{dv.name} v{dv.version}")]
-            if mv is not None:
-                sources.append(("model_version", mv.id, f"{mv.name} v{mv.version}"))
-            for source_kind, ref, name in sources:
-                source = self._lineage.node(uow, source_kind, ref, name=name, project_id=proj.id)
-                self._lineage.link(uow, source, node, "ContributedTo")
             self._audit.record(
                 uow,
                 "evaluation.created",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from sqlalchemy import Connection, insert, select, update
@@ -79,6 +80,28 @@ class LineageService:
                     src=src, dst=dst, kind=kind, created_at=self._ctx.clock.now()
                 )
             )
+
+    def derived(
+        self,
+        uow: UnitOfWork,
+        kind: str,
+        ref: str,
+        *,
+        name: str,
+        project_id: str,
+        sources: Sequence[tuple[str, str, str]],
+        properties: dict[str, Any] | None = None,
+    ) -> str:
+        """The node of a new entity made from others (a report from dataset and model
+        versions): each ``(kind, ref, name)`` of ``sources`` gets a ``ContributedTo`` edge to
+        it. Returns the new node's id."""
+        node = self.node(uow, kind, ref, name=name, project_id=project_id, properties=properties)
+        for source_kind, source_ref, source_name in sources:
+            source = self.node(
+                uow, source_kind, source_ref, name=source_name, project_id=project_id
+            )
+            self.link(uow, source, node, "ContributedTo")
+        return node
 
     def mark_deleted(self, uow: UnitOfWork, kind: str, ref: str) -> None:
         uow.conn.execute(

@@ -150,37 +150,25 @@ class MonitoringService:
                     inputs=inputs.model_dump(mode="json"),
                 )
             )
-            infos = [
-                ArtifactIndex.add(
-                    uow,
-                    project_id=proj.id,
-                    owner_kind="report",
-                    owner_id=report_id,
-                    path=path,
-                    stored=stored[path],
-                    created_by=user,
-                    created_at=now,
-                    media_type=REPORT_FILES[path],
-                )[0]
-                for path in sorted(files)
-            ]
-            node = self._lineage.node(
+            infos = ArtifactIndex.add_files(
+                uow,
+                project_id=proj.id,
+                owner_kind="report",
+                owner_id=report_id,
+                stored=stored,
+                media_types=REPORT_FILES,
+                created_by=user,
+                created_at=now,
+            )
+            self._lineage.derived(
                 uow,
                 "report",
                 report_id,
                 name=heading,
                 project_id=proj.id,
+                sources=[("dataset_version", v.id, f"{v.name} v{v.version}") for v in (base, cur)],
                 properties={"kind": "drift", "verdict": summary.verdict},
             )
-            for version in (base, cur):
-                source = self._lineage.node(
-                    uow,
-                    "dataset_version",
-                    version.id,
-                    name=f"{version.name} v{version.version}",
-                    project_id=proj.id,
-                )
-                self._lineage.link(uow, source, node, "ContributedTo")
             self._audit.record(
                 uow,
                 "report.created",

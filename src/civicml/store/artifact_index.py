@@ -6,6 +6,7 @@ names. A name, once given, is never re-pointed at other bytes.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import Connection, insert, select
@@ -23,6 +24,35 @@ __all__ = ["ArtifactIndex"]
 
 class ArtifactIndex:
     """Reads and writes rows of the artifact index (inside the caller's transaction)."""
+
+    @staticmethod
+    def add_files(
+        uow: UnitOfWork,
+        *,
+        project_id: str,
+        owner_kind: str,
+        owner_id: str,
+        stored: Mapping[str, Stored],
+        media_types: Mapping[str, str],
+        created_by: str,
+        created_at: Any,
+    ) -> list[ArtifactInfo]:
+        """Name every stored file of a new owner (a report's ``report.json`` and
+        ``report.html``), in path order; returns their infos."""
+        return [
+            ArtifactIndex.add(
+                uow,
+                project_id=project_id,
+                owner_kind=owner_kind,
+                owner_id=owner_id,
+                path=path,
+                stored=stored[path],
+                created_by=created_by,
+                created_at=created_at,
+                media_type=media_types.get(path),
+            )[0]
+            for path in sorted(stored)
+        ]
 
     @staticmethod
     def add(
