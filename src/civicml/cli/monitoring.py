@@ -30,10 +30,21 @@ def _handle(ml: Any, project: str) -> MonitoringHandle:
 
 @monitoring_app.command("drift")
 def drift(
-    dataset: Annotated[str, typer.Argument(help="Dataset to check, e.g. captured inputs.")],
+    dataset: Annotated[
+        str | None, typer.Argument(help="Dataset to check, e.g. captured inputs.")
+    ] = None,
     baseline: Annotated[
         str, typer.Option("--baseline", "-b", help="Baseline dataset, e.g. the training data.")
-    ],
+    ] = "",
+    endpoint: Annotated[
+        str | None,
+        typer.Option(
+            "--endpoint",
+            "-e",
+            help="Instead of DATASET: an endpoint's captured requests (stored as a dataset "
+            "version first).",
+        ),
+    ] = None,
     version: Annotated[
         str, typer.Option("--version", help="Version of DATASET, or 'latest'.")
     ] = "latest",
@@ -49,11 +60,22 @@ def drift(
     output: OutputOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Compare DATASET with a baseline, store the drift report and print its verdict."""
+    """Compare DATASET (or an endpoint's captured requests) with a baseline, store the drift
+    report and print its verdict."""
+    from civicml.core.errors import InvalidInputError
+
+    if (dataset is None) == (endpoint is None) or not baseline:
+        raise InvalidInputError(
+            "Name what to check (DATASET or --endpoint, not both) and a --baseline.",
+            hint="e.g. civicml monitoring drift --endpoint eligibility --baseline applications",
+        )
     with client() as ml:
         handle = _handle(ml, project)
+        current: Any = (
+            (dataset, version) if endpoint is None else ml.project(project).endpoints.get(endpoint)
+        )
         report = handle.drift(
-            (dataset, version),
+            current,
             baseline=(baseline, baseline_version),
             columns=columns,
             title=title,

@@ -15,11 +15,12 @@ from civicml.data.schemas import DatasetVersion
 from civicml.monitoring.records import Report
 from civicml.monitoring.schemas import DriftReport
 from civicml.monitoring.service import MonitoringService
+from civicml.sdk.endpoints import Endpoint
 
 __all__ = ["MonitoringHandle"]
 
 _REPORTS = TypeAdapter(list[Report])
-VersionLike = DatasetVersion | tuple[str, int | str]
+VersionLike = DatasetVersion | tuple[str, int | str] | Endpoint
 
 
 class MonitoringHandle:
@@ -58,8 +59,9 @@ class MonitoringHandle:
         """Compare ``current`` with ``baseline`` and store the drift report.
 
         Args:
-            current: The data to check: a dataset version, or ``(name, version)`` where the
-                version may be ``"latest"``.
+            current: The data to check: a dataset version, ``(name, version)`` where the
+                version may be ``"latest"``, or an endpoint — its captured requests so far are
+                stored as a dataset version first (``endpoint.capture_to_dataset()``).
             baseline: The reference (e.g. the training data), in the same forms.
             columns: Compare only these columns; default: every column the two share.
             title: Heading of the report.
@@ -70,6 +72,8 @@ class MonitoringHandle:
         Returns:
             The stored report; ``html(report)`` gives its page, ``result(report)`` its tests.
         """
+        if isinstance(current, Endpoint):
+            current = current.capture_to_dataset()
         cur, base = self._selector(current, "current"), self._selector(baseline, "baseline")
         if not self._backend.remote:
             return self._svc.drift(
@@ -130,7 +134,9 @@ class MonitoringHandle:
     def _base(self) -> str:
         return f"/api/v1/projects/{quote(validate_name('Project', self._project), safe='')}"
 
-    def _selector(self, value: VersionLike, role: str) -> tuple[str, int | str]:
+    def _selector(
+        self, value: DatasetVersion | tuple[str, int | str] | Endpoint, role: str
+    ) -> tuple[str, int | str]:
         if isinstance(value, DatasetVersion):
             if value.project != self._project:
                 raise InvalidInputError(
