@@ -144,3 +144,21 @@ def test_an_incomplete_card_marks_what_to_complete_in_every_export(scene: Scene)
     cards = scene.as_("rui").cards
     assert cards.export(scene.mv).count("TO COMPLETE") == 11
     assert cards.export(scene.mv, format="markdown").count("TO COMPLETE") == 11
+
+
+def test_a_card_still_renders_and_says_so_when_model_files_are_lost(scene: Scene) -> None:
+    from tests.serving.helpers import object_path
+
+    ctx = scene.rui.backend.ctx
+    path = object_path(ctx, scene.mv.artifact_digest)  # the version's file manifest
+    path.chmod(0o644)
+    path.unlink()
+    card = scene.as_("rui").cards.get(scene.mv)
+    overview = card.content["model_overview"]
+    assert (
+        "does not exist" in overview["model_files_problem"]
+        or "missing" in (overview["model_files_problem"])
+    )
+    assert overview["algorithm_type"] is None
+    assert card.content["approval"]["status"] == "PendingManualApproval"
+    assert "Model files problem" in scene.as_("rui").cards.export(scene.mv)

@@ -16,12 +16,19 @@ returns it to Draft (it must be reviewed again); an Archived card is read-only.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
-from civicml.core.errors import ConflictError, InvalidInputError, NotFoundError, closest
+from civicml.core.errors import (
+    ArtifactIntegrityError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    closest,
+)
 from civicml.core.ids import new_id
 from civicml.data.service import DatasetService
 from civicml.evaluation.records import BiasSummary, ExplanationSummary
@@ -45,6 +52,8 @@ from civicml.tracking.service import TrackingService
 from civicml.training.model import MANIFEST_FILE
 
 __all__ = ["CardService"]
+
+log = logging.getLogger("civicml.oversight")
 
 _MAX_TEXT = 20_000
 _PROBLEM_TYPES = {"classification": "Classification", "regression": "Regression"}
@@ -396,6 +405,7 @@ class CardService:
             "algorithm_type": manifest.get("algorithm"),
             "model_creator": creator,
             "registered_by": mv.created_by,
+            **({"model_files_problem": manifest["_problem"]} if "_problem" in manifest else {}),
             "inference_environment": {
                 "container_image": [", ".join(f"{k} {v}" for k, v in sorted(libs.items()))]
                 if libs
@@ -437,14 +447,25 @@ class CardService:
         }
 
     def _model_manifest(self, mv: ModelVersion) -> dict[str, Any]:
-        files = self._registry.get_manifest(mv).get("files", {})
-        for path, entry in files.items():
-            if path == MANIFEST_FILE or path.endswith("/" + MANIFEST_FILE):
-                try:
+        """The model's own ``civicml-model.json`` (algorithm, task, parameters, library
+        versions); ``{"_problem": why}`` when its files cannot be read — a card must still
+        render, and say so, when the artifact store lost or damaged them."""
+        try:
+            files = self._registry.get_manifest(mv).get("files", {})
+            for path, entry in files.items():
+                if path == MANIFEST_FILE or path.endswith("/" + MANIFEST_FILE):
                     data = json.loads(self._ctx.artifacts.read_bytes(entry["digest"]))
-                except (ValueError, KeyError, TypeError):
-                    return {}
-                return data if isinstance(data, dict) else {}
+                    return data if isinstance(data, dict) else {}
+        except (NotFoundError, ArtifactIntegrityError) as err:
+            log.warning("model card of %s v%s: %s", mv.name, mv.version, err.message)
+            why = (  # no store paths on a card: it is shown to anyone who may read it
+                "its files are missing from the artifact store"
+                if isinstance(err, NotFoundError)
+                else "its files no longer match their SHA-256 (damaged or altered)"
+            )
+            return {"_problem": f"{why}; run 'civicml audit verify' and restore from a backup"}
+        except (ValueError, KeyError, TypeError):
+            return {}
         return {}
 
     def _training_data(self, mv: ModelVersion) -> list[dict[str, Any]]:
