@@ -11,9 +11,9 @@ from __future__ import annotations
 import math
 from html import escape
 
-from jinja2 import Environment, select_autoescape
 from markupsafe import Markup
 
+from civicml.core.html_page import report_template
 from civicml.evaluation.explain_schemas import (
     ExplanationReport,
     GlobalExplanation,
@@ -207,30 +207,11 @@ def _waterfall_svg(i: int, local: LocalExplanation) -> str:
     return "".join(parts)
 
 
-_TEMPLATE = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{{ title }}</title>
-<style>
-:root { color-scheme: light; }
-body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0;
-  padding: 1rem; color: #1a1a1a; background: #fff; line-height: 1.4; }
-main { max-width: 72rem; margin: 0 auto; }
-h1 { font-size: 1.5rem; margin: 0 0 .5rem; }
-h2 { font-size: 1.2rem; margin-top: 2rem; }
-.scroll { overflow-x: auto; }
-table { border-collapse: collapse; width: 100%; font-size: .9rem; }
-th, td { border-bottom: 1px solid #ddd; padding: .35rem .5rem; text-align: left; }
-th { background: #f3f4f6; }
-td.n { text-align: right; font-variant-numeric: tabular-nums; }
-.cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(20rem, 1fr)); gap: 1rem; }
-figure { margin: 0; border: 1px solid #ddd; border-radius: .5rem; padding: .75rem; }
-figcaption { font-size: .9rem; margin-bottom: .5rem; }
-</style>
-</head>
-<body>
+_TEMPLATE = """{% extends "page.html" %}
+{% block style %}
+
+{% endblock %}
+{% block body %}
 <main>
 <h1>{{ title }}</h1>
 <p>{{ g.algorithm }} {{ g.task }} model · SHAP {{ g.explainer }} explainer ·
@@ -267,12 +248,10 @@ figcaption { font-size: .9rem; margin-bottom: .5rem; }
 {{ svg }}</figure>
 {% endfor %}</div>{% else %}<p>None.</p>{% endif %}
 </main>
-</body>
-</html>
+{% endblock %}
 """
 
-_ENV = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
-_COMPILED = _ENV.from_string(_TEMPLATE)
+_COMPILED = report_template(_TEMPLATE)
 
 
 def render_explanation_html(report: ExplanationReport, *, title: str = "Model explanation") -> str:

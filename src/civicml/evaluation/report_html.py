@@ -12,9 +12,9 @@ from __future__ import annotations
 import math
 from html import escape
 
-from jinja2 import Environment, select_autoescape
 from markupsafe import Markup
 
+from civicml.core.html_page import report_template
 from civicml.evaluation.schemas import BiasMetric, BiasReport
 
 __all__ = ["render_bias_html"]
@@ -87,32 +87,12 @@ def _metric_svg(i: int, code: str, rows: list[tuple[str, BiasMetric]]) -> str:
     return "".join(parts)
 
 
-_TEMPLATE = """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{{ title }}</title>
-<style>
-:root { color-scheme: light; }
-body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0;
-  padding: 1rem; color: #1a1a1a; background: #fff; line-height: 1.4; }
-main { max-width: 72rem; margin: 0 auto; }
-h1 { font-size: 1.5rem; margin: 0 0 .5rem; }
-h2 { font-size: 1.2rem; margin-top: 2rem; }
-.scroll { overflow-x: auto; }
-table { border-collapse: collapse; width: 100%; font-size: .9rem; }
-th, td { border-bottom: 1px solid #ddd; padding: .35rem .5rem; text-align: left;
-  vertical-align: top; }
-th { background: #f3f4f6; }
-td.n { text-align: right; font-variant-numeric: tabular-nums; }
-.cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(22rem, 1fr)); gap: 1rem; }
-figure { margin: 0; border: 1px solid #ddd; border-radius: .5rem; padding: .75rem; }
-figcaption { font-size: .9rem; margin-bottom: .5rem; }
+_TEMPLATE = """{% extends "page.html" %}
+{% block style %}
+.cards { grid-template-columns: repeat(auto-fill, minmax(22rem, 1fr)); }
 .muted { color: #555; font-size: .85rem; }
-</style>
-</head>
-<body>
+{% endblock %}
+{% block body %}
 <main>
 <h1>{{ title }}</h1>
 <p>{{ 'Pre-training (observed labels)' if r.stage == 'pre_training'
@@ -162,12 +142,10 @@ teal bars below; whether above is worse depends on the metric (see its reading).
 <td>{{ f.facet_value }}</td><td>{{ m.code }}</td><td>{{ m.note }}</td></tr>{% endfor %}</tbody>
 </table></div>{% endif %}
 </main>
-</body>
-</html>
+{% endblock %}
 """
 
-_ENV = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
-_COMPILED = _ENV.from_string(_TEMPLATE)
+_COMPILED = report_template(_TEMPLATE)
 
 
 def render_bias_html(report: BiasReport, *, title: str = "Bias report") -> str:

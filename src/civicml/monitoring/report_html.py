@@ -12,9 +12,9 @@ from __future__ import annotations
 import math
 from html import escape
 
-from jinja2 import Environment, select_autoescape
 from markupsafe import Markup
 
+from civicml.core.html_page import report_template
 from civicml.monitoring.schemas import ColumnDrift, DriftReport
 
 __all__ = ["render_html"]
@@ -134,19 +134,8 @@ def _empty_svg(i: int, col: ColumnDrift) -> str:
 
 
 _TEMPLATE = (
-    """<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<title>{{ title }}</title>
-<style>
-:root { color-scheme: light; }
-body { font-family: system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; margin: 0;
-  padding: 1rem; color: #1a1a1a; background: #fff; line-height: 1.4; }
-main { max-width: 72rem; margin: 0 auto; }
-h1 { font-size: 1.5rem; margin: 0 0 .5rem; }
-h2 { font-size: 1.2rem; margin-top: 2rem; }
+    """{% extends "page.html" %}
+{% block style %}
 .verdict { padding: .75rem 1rem; border-radius: .5rem; font-weight: 600; margin: 1rem 0; }
 .drift { background: #fde8e8; color: #8a1111; border: 1px solid #e5a3a3; }
 .ok { background: #e6f4ea; color: #14532d; border: 1px solid #9ccaa9; }
@@ -154,16 +143,7 @@ h2 { font-size: 1.2rem; margin-top: 2rem; }
   font-weight: 600; }
 .visually-hidden { position: absolute; width: 1px; height: 1px; overflow: hidden;
   clip: rect(0 0 0 0); white-space: nowrap; }
-.scroll { overflow-x: auto; -webkit-overflow-scrolling: touch; }
-table { border-collapse: collapse; width: 100%; font-size: .9rem; }
-th, td { border-bottom: 1px solid #ddd; padding: .35rem .5rem; text-align: left;
-  vertical-align: top; }
-th { background: #f3f4f6; }
-td.n { text-align: right; font-variant-numeric: tabular-nums; }
-.cards { display: grid; grid-template-columns: repeat(auto-fill, minmax(18rem, 1fr));
-  gap: 1rem; }
-figure { margin: 0; border: 1px solid #ddd; border-radius: .5rem; padding: .75rem; }
-figcaption { font-size: .9rem; margin-bottom: .5rem; }
+.cards { grid-template-columns: repeat(auto-fill, minmax(18rem, 1fr)); }
 .key { display: inline-block; width: .8rem; height: .8rem; vertical-align: middle;
   margin: 0 .25rem 0 .5rem; }
 .ref { background: """
@@ -172,9 +152,8 @@ figcaption { font-size: .9rem; margin-bottom: .5rem; }
 .cur { background: """
     + _CUR
     + """; opacity: .6; }
-</style>
-</head>
-<body>
+{% endblock %}
+{% block body %}
 <main>
 <h1>{{ title }}</h1>
 <p>Reference: {{ "{:,}".format(r.reference_rows) }} rows · Current:
@@ -235,13 +214,11 @@ figcaption { font-size: .9rem; margin-bottom: .5rem; }
 </figure>
 {% endfor %}</div>
 </main>
-</body>
-</html>
+{% endblock %}
 """
 )
 
-_ENV = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
-_COMPILED = _ENV.from_string(_TEMPLATE)
+_COMPILED = report_template(_TEMPLATE)
 
 
 def render_html(report: DriftReport, *, title: str = "Data drift report") -> str:
