@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from civicml.evaluation.records import Evaluation, FacetSpec, Scalar
 from civicml.evaluation.service import MAX_EXPLAIN_ROWS, MAX_TOP_K, EvaluationService
 from civicml.server.deps import Services, services
-from civicml.server.routers.monitoring import html_policy
+from civicml.server.html import html_response
 
 router = APIRouter(tags=["evaluation"])
 Svc = Annotated[Services, Depends(services)]
@@ -146,11 +146,7 @@ def evaluation_html(evaluation_id: str, svc: Svc) -> Response:
     """The self-contained HTML report (inline CSS and SVG; no scripts, nothing fetched)."""
     with _evaluations(svc).open_file(evaluation_id, "report.html") as handle:
         data = handle.read()
-    return Response(
-        data,
-        media_type="text/html; charset=utf-8",
-        headers={"Content-Security-Policy": html_policy(data.decode())},
-    )
+    return html_response(data)
 
 
 @router.get("/api/v1/evaluations/{evaluation_id}/json", response_class=Response)

@@ -7,9 +7,6 @@ no scripts, no ``style=`` attributes and no external resources (its plots are in
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import re
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Response
@@ -18,10 +15,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from civicml.monitoring.records import Report
 from civicml.monitoring.service import MonitoringService
 from civicml.server.deps import Services, services
+from civicml.server.html import html_policy, html_response
+
+__all__ = ["html_policy", "router"]  # html_policy: re-exported, where it used to live
 
 router = APIRouter(tags=["monitoring"])
 Svc = Annotated[Services, Depends(services)]
-_STYLE = re.compile(r"<style>(.*?)</style>", re.DOTALL)
 
 
 class _Body(BaseModel):
@@ -98,11 +97,7 @@ def report_html(report_id: str, svc: Svc) -> Response:
     """The self-contained HTML report (inline CSS and SVG; no scripts, nothing fetched)."""
     with _monitoring(svc).open_report_file(report_id, "report.html") as handle:
         data = handle.read()
-    return Response(
-        data,
-        media_type="text/html; charset=utf-8",
-        headers={"Content-Security-Policy": html_policy(data.decode())},
-    )
+    return html_response(data)
 
 
 @router.get("/api/v1/reports/{report_id}/json", response_class=Response)
@@ -111,13 +106,3 @@ def report_json(report_id: str, svc: Svc) -> Response:
     with _monitoring(svc).open_report_file(report_id, "report.json") as handle:
         data = handle.read()
     return Response(data, media_type="application/json")
-
-
-def html_policy(html: str) -> str:
-    """The strictest policy that still renders ``html``: its ``<style>`` blocks by hash only."""
-    hashes = " ".join(
-        "'sha256-" + base64.b64encode(hashlib.sha256(m.encode()).digest()).decode() + "'"
-        for m in _STYLE.findall(html)
-    )
-    style = f"style-src {hashes}; " if hashes else ""
-    return f"default-src 'none'; {style}base-uri 'none'; form-action 'none'; frame-ancestors 'none'"

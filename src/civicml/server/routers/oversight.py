@@ -23,7 +23,7 @@ from civicml.oversight import (
 )
 from civicml.registry.schemas import ApprovalPolicyRecord
 from civicml.server.deps import Services, services
-from civicml.server.routers.monitoring import html_policy
+from civicml.server.html import html_response
 
 router = APIRouter(tags=["oversight"])
 Svc = Annotated[Services, Depends(services)]
@@ -126,11 +126,7 @@ def card_html(
 ) -> Response:
     """The card as a self-contained HTML page (inline CSS and SVG; nothing fetched)."""
     page = CardService(svc.ctx).export(project, name, version, "html", card_version=card_version)
-    return Response(
-        page,
-        media_type="text/html; charset=utf-8",
-        headers={"Content-Security-Policy": html_policy(page)},
-    )
+    return html_response(page)
 
 
 @router.get(_VERSION + "/card/markdown", response_class=Response)
