@@ -27,6 +27,7 @@ from civicml.governance.audit import AuditTrail
 from civicml.governance.lineage import LineageService
 from civicml.governance.projects import ProjectService
 from civicml.monitoring.service import MonitoringService
+from civicml.oversight.card_fields import ModelCard
 from civicml.oversight.cards import CardService, training_datasets
 from civicml.oversight.policy import ApprovalPolicy, parse_policy
 from civicml.registry.schemas import ApprovalPolicyRecord, ApprovalStatus, ModelVersion
@@ -117,11 +118,18 @@ class ApprovalService:
         return self._registry.approval_policy(project, model)
 
     # Gate -------------------------------------------------------------------------------------
-    def check(self, project: str, model: str, version: int | str) -> GateResult:
-        """Evaluate the gate of a version now; nothing is changed or recorded."""
+    def check(
+        self, project: str, model: str, version: int | str, *, card: ModelCard | None = None
+    ) -> GateResult:
+        """Evaluate the gate of a version now; nothing is changed or recorded.
+
+        Args:
+            card: The version's card when the caller has just read it (the dashboard), so it
+                is not filled twice.
+        """
         mv = self._registry.get_version(project, model, version)
         record = self._registry.approval_policy(project, model)
-        return self._evaluate(mv, record)
+        return self._evaluate(mv, record, card)
 
     def update_approval(
         self,
@@ -274,7 +282,12 @@ class ApprovalService:
             source = self._lineage.node(uow, kind, ident, name=ref, project_id=project_id)
             self._lineage.link(uow, source, action, "ContributedTo")
 
-    def _evaluate(self, mv: ModelVersion, record: ApprovalPolicyRecord | None) -> GateResult:
+    def _evaluate(
+        self,
+        mv: ModelVersion,
+        record: ApprovalPolicyRecord | None,
+        card: ModelCard | None = None,
+    ) -> GateResult:
         now, user = self._ctx.clock.now(), self._ctx.principal.user
         if record is None:
             return GateResult(
@@ -291,7 +304,7 @@ class ApprovalService:
             *self._metric_checks(mv, policy),
             *self._bias_checks(mv, policy),
             *self._explanation_checks(mv, policy),
-            *self._card_checks(mv, policy),
+            *self._card_checks(mv, policy, card),
             *self._data_checks(mv, policy),
         ]
         return GateResult(
@@ -412,11 +425,14 @@ class ApprovalService:
             )
         ]
 
-    def _card_checks(self, mv: ModelVersion, policy: ApprovalPolicy) -> list[GateCheck]:
+    def _card_checks(
+        self, mv: ModelVersion, policy: ApprovalPolicy, card: ModelCard | None
+    ) -> list[GateCheck]:
         rule = policy.card
         if rule is None:
             return []
-        card = CardService(self._ctx).get(mv.project, mv.name, mv.version)
+        if card is None or card.model_version_id != mv.id:
+            card = CardService(self._ctx).get(mv.project, mv.name, mv.version)
         out = []
         if rule.complete:
             out.append(

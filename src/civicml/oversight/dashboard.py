@@ -118,7 +118,7 @@ class DashboardService:
         if explanation is not None and isinstance(explanation.summary, ExplanationSummary):
             top = [f.column for f in explanation.summary.top_features[:3]]
         card = CardService(self._ctx).get(mv.project, mv.name, mv.version)
-        gate = ApprovalService(self._ctx).check(mv.project, mv.name, mv.version)
+        gate = ApprovalService(self._ctx).check(mv.project, mv.name, mv.version, card=card)
         risk: Any = card.content.get("intended_uses", {}).get("risk_rating")
         return DashboardRow(
             model=mv.name,
