@@ -88,3 +88,8 @@ def parse_pairs(items: list[str] | None, what: str) -> dict[str, str]:
             )
         out[key] = value
     return out
+
+
+def version_ref(version: str) -> int | str:
+    """A version argument: ``"3"`` is version 3, anything else an alias (``production``)."""
+    return int(version) if version.isdigit() else version

@@ -8,7 +8,16 @@ from typing import Annotated, Any
 
 import typer
 
-from civicml.cli._common import JsonOpt, ProjectOpt, client, console, fmt_time, print_json, table
+from civicml.cli._common import (
+    JsonOpt,
+    ProjectOpt,
+    client,
+    console,
+    fmt_time,
+    print_json,
+    table,
+    version_ref,
+)
 from civicml.oversight import EDITABLE_FIELDS, ModelCard
 
 cards_app = typer.Typer(
@@ -17,10 +26,6 @@ cards_app = typer.Typer(
 CardVersionOpt = Annotated[
     int | None, typer.Option("--card-version", help="An earlier version of the written fields.")
 ]
-
-
-def _version(version: str) -> int | str:
-    return int(version) if version.isdigit() else version
 
 
 def _show(card: ModelCard) -> None:
@@ -68,7 +73,7 @@ def show(
 ) -> None:
     """Show the card of a model version, with the fields still to complete."""
     with client() as ml:
-        card = ml.project(project).cards.get(model, _version(version), card_version=card_version)
+        card = ml.project(project).cards.get(model, version_ref(version), card_version=card_version)
     if json_:
         print_json(card)
     else:
@@ -112,7 +117,7 @@ def edit(
         fields.update(loaded)
     fields.update(parse_pairs(set_, "Set"))
     with client() as ml:
-        card = ml.project(project).cards.edit(model, _version(version), fields, note=note)
+        card = ml.project(project).cards.edit(model, version_ref(version), fields, note=note)
     if json_:
         print_json(card)
     else:
@@ -135,7 +140,7 @@ def status(
     """Move the card to another review status (no new card version)."""
     with client() as ml:
         card = ml.project(project).cards.set_status(
-            model, _version(version), status=new_status, note=note
+            model, version_ref(version), status=new_status, note=note
         )
     if json_:
         print_json(card)
@@ -149,7 +154,7 @@ def history(
 ) -> None:
     """Every version of the card's written fields."""
     with client() as ml:
-        versions = ml.project(project).cards.history(model, _version(version))
+        versions = ml.project(project).cards.history(model, version_ref(version))
     if json_:
         print_json(versions)
         return
@@ -177,7 +182,7 @@ def export(
     """Export the card as a self-contained HTML page, Markdown or JSON."""
     with client() as ml:
         text = ml.project(project).cards.export(
-            model, _version(version), format=format_, card_version=card_version
+            model, version_ref(version), format=format_, card_version=card_version
         )
     output.write_text(text, encoding="utf-8")
     console.print(f"Wrote the card of {model} v{version} to {output}")

@@ -7,7 +7,16 @@ from typing import Annotated
 
 import typer
 
-from civicml.cli._common import JsonOpt, ProjectOpt, client, console, fmt_time, print_json, table
+from civicml.cli._common import (
+    JsonOpt,
+    ProjectOpt,
+    client,
+    console,
+    fmt_time,
+    print_json,
+    table,
+    version_ref,
+)
 from civicml.registry.schemas import ModelVersion
 
 models_app = typer.Typer(help="Model registry: versions, approval, aliases.", no_args_is_help=True)
@@ -143,7 +152,7 @@ def approve(
     """Approve a version; its model's approval policy is evaluated as a gate first."""
     with client() as ml:
         mv = ml.project(project).models.approve(
-            (name, _version(version)), note=note, override_justification=override
+            (name, version_ref(version)), note=note, override_justification=override
         )
     _done(mv, json_)
 
@@ -154,7 +163,7 @@ def reject(
 ) -> None:
     """Reject a version."""
     with client() as ml:
-        mv = ml.project(project).models.reject((name, _version(version)), note=note)
+        mv = ml.project(project).models.reject((name, version_ref(version)), note=note)
     _done(mv, json_)
 
 
@@ -162,7 +171,7 @@ def reject(
 def gate(name: str, version: str, project: ProjectOpt = "default", json_: JsonOpt = False) -> None:
     """Evaluate a version's approval gate now (changes nothing); exit 1 when it fails."""
     with client() as ml:
-        result = ml.project(project).models.gate((name, _version(version)))
+        result = ml.project(project).models.gate((name, version_ref(version)))
     if json_:
         print_json(result)
     elif result.policy_version is None:
@@ -261,10 +270,6 @@ def dashboard(
             for r in board.rows
         ],
     )
-
-
-def _version(version: str) -> int | str:
-    return int(version) if version.isdigit() else version
 
 
 def _done(mv: ModelVersion, json_: bool) -> None:
