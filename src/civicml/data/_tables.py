@@ -44,6 +44,8 @@ dataset_versions = Table(
     Column("schema", JSONDoc, nullable=False),
     Column("profile", JSONDoc, nullable=False),
     Column("schema_changes", JSONDoc, nullable=True),
+    # How the source was read: {"encoding": …, "delimiter": …} for text files (detected or given).
+    Column("read_options", JSONDoc, nullable=True),
     Column("description", Text, nullable=False, default=""),
     Column("created_at", UTCDateTime, nullable=False),
     Column("created_by", String(128), nullable=False),

@@ -101,4 +101,6 @@ metric_batches = Table(
     Column("batch_id", String(64), primary_key=True),
     Column("count", Integer, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
+    # SHA-256 of the batch's canonical body: the same id with a different body is a conflict.
+    Column("digest", String(64), nullable=True),
 )
