@@ -12,13 +12,19 @@ from typing import Any, ClassVar
 
 __all__ = [
     "ArtifactIntegrityError",
+    "BadRequestError",
     "CivicMLError",
     "ConfigurationError",
     "ConflictError",
+    "InsufficientStorageError",
     "InvalidInputError",
     "MissingExtraError",
     "NotFoundError",
+    "PayloadTooLargeError",
     "PermissionDeniedError",
+    "PreconditionFailedError",
+    "ServiceUnavailableError",
+    "UnsupportedMediaTypeError",
     "closest",
 ]
 
@@ -60,6 +66,12 @@ class InvalidInputError(CivicMLError):
     status = 422
 
 
+class BadRequestError(CivicMLError):
+    """The request itself is malformed (not JSON, duplicate keys, nested too deeply, ...)."""
+
+    status = 400
+
+
 class NotFoundError(CivicMLError):
     """The named thing does not exist."""
 
@@ -76,6 +88,51 @@ class PermissionDeniedError(CivicMLError):
     """The principal may not do this."""
 
     status = 403
+
+
+class PreconditionFailedError(CivicMLError):
+    """An ``If-Match`` precondition names a state that is no longer current (stale ETag)."""
+
+    status = 412
+
+
+class PayloadTooLargeError(CivicMLError):
+    """The request body, or a list in it, is larger than the server accepts."""
+
+    status = 413
+
+
+class UnsupportedMediaTypeError(CivicMLError):
+    """The body's content type or content encoding is not one the server takes."""
+
+    status = 415
+
+
+class ServiceUnavailableError(CivicMLError):
+    """A transient condition (a locked database, a store being repaired): try again later.
+
+    Args:
+        retry_after: Seconds the client should wait before retrying (sent as ``Retry-After``).
+    """
+
+    status = 503
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        details: list[dict[str, Any]] | None = None,
+        retry_after: int = 1,
+    ) -> None:
+        super().__init__(message, hint=hint, details=details)
+        self.retry_after = retry_after
+
+
+class InsufficientStorageError(ServiceUnavailableError):
+    """The artifact store or database is out of space, or read-only; nothing was written."""
+
+    status = 507
 
 
 class ConfigurationError(CivicMLError):

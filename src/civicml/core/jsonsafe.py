@@ -1,0 +1,112 @@
+"""Strict JSON for request bodies: one parser for every route that reads JSON.
+
+Python's :func:`json.loads` accepts what a careful API must not: an object with the same key
+twice (the last one silently wins, so ``{"name": "a", "name": "b"}`` means something other than
+what a reviewer reads), bare ``NaN``/``Infinity`` (not JSON at all; the answer to such a body
+would not be JSON either), and nesting deep enough to exhaust the interpreter's recursion limit
+(``RecursionError``, a 500). :func:`loads` refuses each with a 4xx that says what was wrong.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from json import JSONDecodeError
+from json import loads as _json_loads
+from typing import Any
+
+from civicml.core.errors import BadRequestError, InvalidInputError
+
+__all__ = ["MAX_DEPTH", "loads"]
+
+#: Deepest nesting of arrays and objects a request body may have.
+MAX_DEPTH = 64
+
+
+def _pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set[str] = set()
+        dup = next(k for k, _ in pairs if k in seen or seen.add(k))  # type: ignore[func-returns-value]
+        raise BadRequestError(
+            f"The JSON body has the key {dup!r} twice in one object.",
+            hint="Send each key once; civicml does not guess which value you meant.",
+        )
+    return obj
+
+
+def _no_constants(name: str) -> Any:
+    raise InvalidInputError(
+        f"The JSON body holds the bare number {name}, which is not valid JSON.",
+        hint="Send null for a missing value; non-finite numbers are not accepted.",
+    )
+
+
+def _depth(value: Any, limit: int) -> int:
+    """The nesting depth of ``value``, stopping as soon as it exceeds ``limit`` (iterative)."""
+    deepest = 0
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > limit:
+            return deepest
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return deepest
+
+
+def loads(
+    data: bytes | str,
+    *,
+    allow_nan: bool = False,
+    max_depth: int = MAX_DEPTH,
+    what: str = "request body",
+) -> Any:
+    """Parse JSON strictly.
+
+    Args:
+        data: The body (UTF-8 bytes or text).
+        allow_nan: Accept bare ``NaN``/``Infinity``/``-Infinity`` (metrics keep them).
+        max_depth: Deepest nesting of arrays and objects accepted.
+        what: What is parsed, for the error message.
+
+    Raises:
+        BadRequestError: Not JSON, a duplicate key, or nested deeper than ``max_depth`` (400).
+        InvalidInputError: A bare non-finite number when ``allow_nan`` is false (422).
+
+    Example:
+        >>> loads(b'{"records": [{"income": 1}]}')
+        {'records': [{'income': 1}]}
+    """
+    constant: Callable[[str], Any] | None = None if allow_nan else _no_constants
+    try:
+        if constant is None:
+            value = _json_loads(data, object_pairs_hook=_pairs)
+        else:
+            value = _json_loads(data, object_pairs_hook=_pairs, parse_constant=constant)
+    except RecursionError as err:
+        raise _too_deep(what, max_depth) from err
+    except UnicodeDecodeError as err:
+        raise BadRequestError(
+            f"The {what} is not UTF-8 text.", hint="Send JSON encoded as UTF-8."
+        ) from err
+    except JSONDecodeError as err:
+        raise BadRequestError(
+            f"The {what} is not valid JSON: {err.msg} at line {err.lineno} column {err.colno}.",
+            hint="Check the JSON syntax (quotes, commas, brackets).",
+        ) from err
+    if isinstance(value, dict | list) and _depth(value, max_depth) > max_depth:
+        raise _too_deep(what, max_depth)
+    return value
+
+
+def _too_deep(what: str, limit: int) -> BadRequestError:
+    return BadRequestError(
+        f"The {what} nests arrays or objects more than {limit} levels deep.",
+        hint=f"Flatten the body; at most {limit} levels of nesting are accepted.",
+    )
