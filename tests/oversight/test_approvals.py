@@ -3,13 +3,25 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
+import civicml as cm
 from civicml.core.errors import ConflictError, InvalidInputError, PermissionDeniedError
+from civicml.data.samples import benefit_applications
 from civicml.oversight import ApprovalService, GateFailedError
 from civicml.registry.schemas import ApprovalStatus
-from tests.oversight.helpers import FULL_POLICY, JUSTIFICATION, MODEL, POLICY, Scene, add_evidence
+from tests.oversight.helpers import (
+    FULL_POLICY,
+    JUSTIFICATION,
+    MODEL,
+    POLICY,
+    PROJECT,
+    Scene,
+    add_evidence,
+)
 
 
 def test_whoever_registered_or_trained_a_version_cannot_approve_it(scene: Scene) -> None:
@@ -161,3 +173,89 @@ def test_a_policy_given_as_a_dict_keeps_what_was_given_as_its_source(scene: Scen
     given = {"metrics": {"val_roc_auc": {"min": 0.5}}}
     record = scene.as_("rui").models.set_policy(MODEL, given)
     assert json.loads(record.source) == given
+
+
+# Training data is what the training run consumed ----------------------------------------------
+DATA_POLICY = """
+[metrics]
+val_roc_auc = { min = 0.5 }
+
+[data]
+min_rows = 1000
+no_drift = true
+"""
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def drifted(
+    request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Scene]:
+    """Issue 8's story: 'applications' (1200 rows) trains v1; 'requests' (800 rows) arrive
+    later and a drift report compares them with 'applications' as baseline."""
+    if request.param == "postgresql":
+        monkeypatch.setenv("CIVICML_DB_URL", request.getfixturevalue("pg_url"))
+    home = tmp_path / "home"
+    clients = {u: cm.connect(home=home, user=u) for u in ("tara", "rui", "rosa")}
+    proj = clients["tara"].project(PROJECT)
+    data = proj.datasets.ingest("applications", benefit_applications(1200, seed=3))
+    with proj.start_run() as run:
+        trained = cm.train.tabular(data, target="eligible", algorithm="logistic", run=run)
+    mv = proj.models.register(MODEL, trained, run=run)
+    requests = benefit_applications(800, seed=11).drop(columns=["eligible"])
+    proj.monitoring.drift(proj.datasets.ingest("requests", requests), baseline=data)
+    proj.models.set_policy(MODEL, DATA_POLICY)
+    yield Scene(home, clients["tara"], clients["rui"], clients["rosa"], mv, data)
+    for client in clients.values():
+        client.close()
+
+
+def test_an_approval_does_not_change_what_the_version_was_trained_on(drifted: Scene) -> None:
+    scene = drifted
+    models = scene.as_("rui").models
+    before = models.gate(scene.mv)
+    assert before.passed, [c for c in before.checks if not c.passed]
+    assert [c.name for c in before.checks if c.kind == "data"] == [
+        "rows of applications v1",
+        "drift against applications v1",
+    ]
+    models.approve(scene.mv, note="evidence reviewed")
+
+    # the approval's evidence (the drift report, and through it 'requests') is now upstream
+    # of the version in lineage, and is still not training data
+    upstream = scene.rui.lineage("model_version", scene.mv.id, direction="upstream", max_depth=4)
+    assert "requests v1" in {n.name for n in upstream.nodes}
+    after = models.gate(scene.mv)
+    assert after.passed, [c for c in after.checks if not c.passed]
+    assert [c.model_dump(exclude={"evidence"}) for c in after.checks] == [
+        c.model_dump(exclude={"evidence"}) for c in before.checks
+    ]
+    datasets = (
+        scene.as_("rui")
+        .cards.get(scene.mv)
+        .content["training_details"]["training_job_details"]["datasets"]
+    )
+    assert [(d["dataset"], d["version"], d["rows"]) for d in datasets] == [
+        ("applications", 1, 1200)
+    ]
+    [row] = models.dashboard().rows
+    assert (row.approval_status, row.gate, row.gate_failed) == ("Approved", "passed", [])
+    markdown = scene.as_("rui").cards.export(scene.mv, format="markdown")
+    assert "### applications v1" in markdown and "requests" not in markdown
+    # a second approval is refused only because it is already Approved, not by the gate
+    models.reject(scene.mv, note="reconsider")
+    again = models.approve(scene.mv, note="evidence reviewed again")
+    assert again.approval_status is ApprovalStatus.APPROVED
+
+
+def test_a_version_without_recorded_training_input_fails_a_data_rule(scene: Scene) -> None:
+    # registered from files only: no run, so no training data is known
+    models = scene.as_("tara").models
+    files = scene.tara.backend.registry.get_manifest(scene.mv)["files"]
+    bare = scene.tara.backend.registry.register(
+        PROJECT, MODEL, artifacts={p: f["digest"] for p, f in files.items()}
+    )
+    models.set_policy(MODEL, "[data]\nmin_rows = 1\n")
+    result = scene.as_("rui").models.gate((MODEL, bare.version))
+    assert [(c.name, c.passed) for c in result.checks] == [("training data", False)]
+    assert "recorded no dataset version as its input" in result.checks[0].detail
+    assert scene.as_("rui").models.gate(scene.mv).passed

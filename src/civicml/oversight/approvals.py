@@ -471,7 +471,8 @@ class ApprovalService:
                     name="training data",
                     passed=False,
                     expected="training dataset versions recorded in lineage",
-                    detail="no dataset version is upstream of this version in lineage",
+                    detail="the run that trained this version recorded no dataset version as "
+                    "its input",
                 )
             ]
         out = []

@@ -553,13 +553,32 @@ class CardService:
         return out
 
 
+#: The association a run's inputs are recorded with: ``dataset version --ContributedTo--> run``
+#: (``TrackingService.log_input``, which ``cm.train.tabular`` calls for its dataset).
+RUN_INPUT = "ContributedTo"
+
+
 def training_datasets(ctx: Context, mv: ModelVersion) -> list[Any]:
-    """The dataset versions upstream of a model version in lineage (what it was trained on)."""
-    graph = LineageService(ctx).query("model_version", mv.id, direction="upstream", max_depth=4)
+    """The training data of a model version: the dataset versions its training run consumed.
+
+    That is the run's *input* edges in lineage (``dataset version --ContributedTo--> run`` for
+    the run that produced the version), not everything upstream of the version: an approval's
+    evidence (the current side of a drift report, the dataset of a bias report) is upstream of
+    the version too once it is approved, and is not training data. Every reader of "training
+    data" — the card, the gate's ``[data]`` checks, the dashboard — uses this one definition.
+    A version registered without a run has no recorded training data.
+    """
+    if not mv.run_id:
+        return []
+    try:
+        graph = LineageService(ctx).query("run", mv.run_id, direction="upstream", max_depth=1)
+    except NotFoundError:  # a run that never recorded lineage
+        return []
+    inputs = {e.src for e in graph.edges if e.dst == graph.root.id and e.kind == RUN_INPUT}
     service = DatasetService(ctx)
     out = []
     for node in graph.nodes:
-        if node.kind == "dataset_version" and not node.deleted:
+        if node.id in inputs and node.kind == "dataset_version" and not node.deleted:
             try:
                 out.append(service.get_version_by_id(node.ref))
             except NotFoundError:
