@@ -44,6 +44,15 @@ min_rows = 100
 max_missing_fraction = 0.2
 """
 )
+#: Issue 8's policy: training data of at least 1000 rows that has not drifted.
+DATA_POLICY = """
+[metrics]
+val_roc_auc = { min = 0.5 }
+
+[data]
+min_rows = 1000
+no_drift = true
+"""
 CARD = {
     "model_overview.model_description": "Scores benefit applications for likely eligibility.",
     "model_overview.model_owner": "Benefits analytics unit (R. Diaz)",

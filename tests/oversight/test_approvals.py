@@ -14,6 +14,7 @@ from civicml.data.samples import benefit_applications
 from civicml.oversight import ApprovalService, GateFailedError
 from civicml.registry.schemas import ApprovalStatus
 from tests.oversight.helpers import (
+    DATA_POLICY,
     FULL_POLICY,
     JUSTIFICATION,
     MODEL,
@@ -176,16 +177,6 @@ def test_a_policy_given_as_a_dict_keeps_what_was_given_as_its_source(scene: Scen
 
 
 # Training data is what the training run consumed ----------------------------------------------
-DATA_POLICY = """
-[metrics]
-val_roc_auc = { min = 0.5 }
-
-[data]
-min_rows = 1000
-no_drift = true
-"""
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 def drifted(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch

@@ -21,7 +21,15 @@ import civicml as cm
 from civicml.core import Settings
 from civicml.data.samples import benefit_applications
 from civicml.server.routers.monitoring import html_policy
-from tests.oversight.helpers import CARD, JUSTIFICATION, MODEL, POLICY, PROJECT, ROLES
+from tests.oversight.helpers import (
+    CARD,
+    DATA_POLICY,
+    JUSTIFICATION,
+    MODEL,
+    POLICY,
+    PROJECT,
+    ROLES,
+)
 from tests.server.helpers import API, assert_error
 
 TARA, RUI, ROSA = ({"x-civicml-user": u} for u in ("tara", "rui", "rosa"))
@@ -487,3 +495,59 @@ def test_card_edits_make_versions_and_statuses_follow_sagemaker(scene: Scene) ->
         2,
         3,
     ]
+
+
+# Training data ---------------------------------------------------------------------------------
+def test_approving_with_drift_evidence_leaves_the_gate_and_the_card_as_they_were(
+    live_server: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 8: after an approval whose evidence is a drift report, the gate failed on the
+    drift's current dataset, the dashboard said "gate failed" and the card listed it as
+    training data. Through the real server, the SDK, REST and the CLI."""
+    from civicml.cli.main import main
+
+    with cm.connect(live_server, user="tara") as ml:
+        proj = ml.project(PROJECT)
+        data = proj.datasets.ingest("applications", benefit_applications(1200, seed=3))
+        with proj.start_run() as run:
+            trained = cm.train.tabular(data, target="eligible", algorithm="logistic", run=run)
+        mv = proj.models.register(MODEL, trained, run=run)
+        requests = benefit_applications(800, seed=11).drop(columns=["eligible"])
+        proj.monitoring.drift(proj.datasets.ingest("requests", requests), baseline=data)
+        proj.models.set_policy(MODEL, DATA_POLICY)
+
+    def cli(*argv: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        code = main(["--url", live_server, "--user", "rui", *argv, "-p", PROJECT])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    version = f"{API}/projects/{PROJECT}/models/{MODEL}/versions/{mv.version}"
+    with httpx.Client(base_url=live_server, timeout=60, headers=RUI) as api:
+        before = api.get(f"{version}/gate").json()
+        assert before["passed"] is True, before
+        code, out, err = cli("models", "approve", MODEL, "1", "-m", "drift checked")
+        assert (code, out.strip()) == (0, "eligibility v1 is Approved (by rui)"), err
+
+        after = api.get(f"{version}/gate").json()
+        assert after["passed"] is True, [c for c in after["checks"] if not c["passed"]]
+        assert [c["name"] for c in after["checks"]] == [c["name"] for c in before["checks"]]
+        assert "rows of applications v1" in [c["name"] for c in after["checks"]]
+        code, out, err = cli("models", "gate", MODEL, "1")
+        assert code == 0, out + err
+        assert "Gate of eligibility v1 (policy v1): PASSED" in out and "requests" not in out
+        [row] = api.get(f"{API}/projects/{PROJECT}/dashboard").json()["rows"]
+        assert (row["approval_status"], row["gate"], row["gate_failed"]) == (
+            "Approved",
+            "passed",
+            [],
+        )
+        card = api.get(f"{version}/card").json()
+        datasets = card["content"]["training_details"]["training_job_details"]["datasets"]
+        assert [(d["dataset"], d["version"]) for d in datasets] == [("applications", 1)]
+        assert "requests" not in api.get(f"{version}/card/markdown").text
+    with cm.connect(live_server, user="rui") as ml:
+        models = ml.project(PROJECT).models
+        assert models.gate(mv).passed
+        models.reject(mv, note="reconsidered")
+        assert models.approve(mv, note="approved again").approval_status.value == "Approved"
