@@ -47,3 +47,59 @@ def test_malformed_toml_is_a_configuration_error(tmp_path: Path) -> None:
     (tmp_path / "civicml.toml").write_text("user = \n")
     with pytest.raises(ConfigurationError):
         Settings.load()
+
+
+# Artifact store URLs -----------------------------------------------------------------------------
+@pytest.mark.parametrize("url", ["s3://bucket/prefix", "gs://bucket", "az://c/p", "HTTPS://x/y"])
+def test_artifact_urls_not_supported_yet_are_refused_at_start(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("CIVICML_ARTIFACTS", url)
+
+    with pytest.raises(ConfigurationError, match=r"artifact stores are not supported yet") as err:
+        Settings.load()
+
+    scheme = url.partition(":")[0].lower()
+    assert f"artifacts: {url!r}: {scheme}:// artifact stores" in err.value.message
+    assert "Value error" not in err.value.message
+
+
+def test_a_file_url_is_the_directory_it_names(tmp_path: Path) -> None:
+    target = tmp_path / "my store"
+
+    settings = Settings.load(artifacts=f"file://{target.as_posix().replace(' ', '%20')}")
+
+    assert settings.artifacts_root == target
+    assert Settings.load(artifacts=f"file://localhost{target}").artifacts_root == target
+
+
+def test_a_file_url_on_another_host_is_refused() -> None:
+    with pytest.raises(ConfigurationError, match="is not a local file:// URL"):
+        Settings.load(artifacts="file://fileserver/share")
+
+
+def test_the_cli_refuses_an_s3_store_before_writing_anything(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from civicml.cli.main import main
+
+    data = tmp_path / "a.csv"
+    data.write_text("income,region\n1,north\n")
+    monkeypatch.setenv("CIVICML_ARTIFACTS", "s3://bucket/prefix")
+
+    code = main(["datasets", "ingest", "applications", str(data), "-p", "benefits"])
+
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "s3:// artifact stores are not supported yet" in err
+    assert err.count("Error:") == 1
+    assert "Hint:" in err
+    assert not (tmp_path / "s3:").exists()
+
+
+# User names --------------------------------------------------------------------------------------
+def test_an_invisible_user_name_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CIVICML_USER", "alice\u200b")
+
+    with pytest.raises(ConfigurationError, match=r"user: The user name .* U\+200B ZERO WIDTH"):
+        Settings.load()

@@ -93,7 +93,7 @@ def test_params_tags_and_metrics_round_trip(api: httpx.Client, project: str) -> 
     assert run["params"] == {"lr": "0.01", "algorithm": "gbm", "layers": "[64, 32]"}
     assert run["tags"] == {"owner": "ana", "stage": "2"}
     assert run["metrics"] == {"auc": 0.87, "loss": 0.3}
-    loss = api.get(f"{API}/runs/{run_id}/metrics/loss").json()
+    loss = api.get(f"{API}/runs/{run_id}/metrics/loss").json()["values"]
     assert loss == [{"key": "loss", "value": 0.3, "step": 1, "timestamp": 1_700_000_000_000}]
     assert _actions(api, run_id) == [
         "run.created",
@@ -139,7 +139,7 @@ def test_non_finite_metrics_are_kept_and_read_back(
 
     assert stored.status_code == 200
     latest = api.get(f"{API}/runs/{run_id}").json()["metrics"]["m"]
-    history = api.get(f"{API}/runs/{run_id}/metrics/m").json()
+    history = api.get(f"{API}/runs/{run_id}/metrics/m").json()["values"]
     for value in (latest, history[0]["value"]):
         number = float(value)  # JSON carries NaN and infinities as "NaN", "Infinity", "-Infinity"
         if math.isnan(expected):
@@ -158,7 +158,7 @@ def test_metric_history_is_ordered_by_step(api: httpx.Client, project: str) -> N
             json={"metrics": [{"key": "loss", "value": value, "step": step}]},
         )
 
-    history = api.get(f"{API}/runs/{run_id}/metrics/loss").json()
+    history = api.get(f"{API}/runs/{run_id}/metrics/loss").json()["values"]
 
     assert [(h["step"], h["value"]) for h in history] == [(0, 0.0), (1, 0.1), (2, 0.2), (3, 0.3)]
     assert api.get(f"{API}/runs/{run_id}").json()["metrics"] == {"loss": 0.3}
@@ -181,7 +181,10 @@ def test_a_metric_batch_retried_with_its_batch_id_is_stored_once(
 
     assert first.json() == {"stored": 2, "duplicate": False}
     assert second.json() == {"stored": 0, "duplicate": True}
-    assert [h["value"] for h in api.get(f"{API}/runs/{run_id}/metrics/acc").json()] == [0.5, 0.6]
+    assert [h["value"] for h in api.get(f"{API}/runs/{run_id}/metrics/acc").json()["values"]] == [
+        0.5,
+        0.6,
+    ]
 
 
 def test_a_batch_of_batches_is_deduplicated_per_batch_id(api: httpx.Client, project: str) -> None:
@@ -204,8 +207,8 @@ def test_a_batch_of_batches_is_deduplicated_per_batch_id(api: httpx.Client, proj
         (True, 0, True),
         (True, 0, True),
     ]
-    assert len(api.get(f"{API}/runs/{a}/metrics/x").json()) == 1
-    assert len(api.get(f"{API}/runs/{b}/metrics/x").json()) == 1
+    assert len(api.get(f"{API}/runs/{a}/metrics/x").json()["values"]) == 1
+    assert len(api.get(f"{API}/runs/{b}/metrics/x").json()["values"]) == 1
 
 
 def test_a_bad_batch_gets_its_own_error_and_the_others_are_stored(
@@ -234,8 +237,8 @@ def test_a_bad_batch_gets_its_own_error_and_the_others_are_stored(
     )
     assert outcomes[2]["error"]["error"] == "NotFoundError"
     assert set(outcomes[2]["error"]) == {"ok", "status", "error", "message", "hint", "details"}
-    assert len(api.get(f"{API}/runs/{good}/metrics/x").json()) == 1
-    assert api.get(f"{API}/runs/{ended}/metrics/x").json() == []
+    assert len(api.get(f"{API}/runs/{good}/metrics/x").json()["values"]) == 1
+    assert api.get(f"{API}/runs/{ended}/metrics/x").json()["values"] == []
 
 
 def test_a_batch_id_used_by_another_run_does_not_drop_this_runs_values(
@@ -255,7 +258,9 @@ def test_a_batch_id_used_by_another_run_does_not_drop_this_runs_values(
     # Either stored for this run, or refused loudly; never "duplicate" with nothing stored.
     if response.status_code == 200:
         assert response.json() == {"stored": 1, "duplicate": False}
-        assert [v["value"] for v in api.get(f"{API}/runs/{second}/metrics/x").json()] == [2.0]
+        assert [v["value"] for v in api.get(f"{API}/runs/{second}/metrics/x").json()["values"]] == [
+            2.0
+        ]
     else:
         assert_error(response, 409, "ConflictError")
 
@@ -282,8 +287,8 @@ def test_search_with_get_and_post_agree(api: httpx.Client, project: str) -> None
     _runs_for_search(api, project)
     query = {"filter": "metrics.auc > 0.8", "order_by": ["metrics.auc DESC"]}
 
-    by_get = api.get(f"{API}/projects/{project}/runs", params=query).json()
-    by_post = api.post(f"{API}/projects/{project}/runs/search", json=query).json()
+    by_get = api.get(f"{API}/projects/{project}/runs", params=query).json()["runs"]
+    by_post = api.post(f"{API}/projects/{project}/runs/search", json=query).json()["runs"]
 
     assert [r["name"] for r in by_get] == ["b", "c"]
     assert by_post == by_get
@@ -305,7 +310,7 @@ def test_search_filters_orders_and_pages(
 ) -> None:
     _runs_for_search(api, project)
 
-    found = api.post(f"{API}/projects/{project}/runs/search", json=query).json()
+    found = api.post(f"{API}/projects/{project}/runs/search", json=query).json()["runs"]
 
     assert [r["name"] for r in found] == expected
 
@@ -323,7 +328,7 @@ def test_search_by_get_takes_repeated_experiment_and_order_parameters(
             ("order_by", "params.algorithm DESC"),
             ("order_by", "attributes.name"),
         ],
-    ).json()
+    ).json()["runs"]
 
     assert [r["name"] for r in found] == ["c", "a", "b", "d"]
 
@@ -500,3 +505,242 @@ def test_projects_are_created_listed_and_ensured(api: httpx.Client) -> None:
     assert ensured.status_code == 200
     assert ensured.json() == created.json()
     assert created.json() in api.get(f"{API}/projects").json()
+
+
+# Strict, bounded numbers (issue 8) ----------------------------------------------------------
+@pytest.mark.parametrize(
+    ("value", "field"),
+    [
+        ({"key": "a", "value": 1, "timestamp": 18446744073709551615}, "timestamp"),
+        ({"key": "a", "value": 1, "step": 2**63}, "step"),
+        ({"key": "a", "value": 1, "timestamp": False}, "timestamp"),
+        ({"key": "a", "value": 1, "step": True}, "step"),
+        ({"key": "a", "value": 1, "step": 1.0}, "step"),
+        ({"key": "a", "value": True}, "value"),
+        ({"key": "a", "value": "1"}, "value"),
+        ({"key": "a", "value": "nan"}, "value"),
+    ],
+)
+def test_metric_numbers_are_strict_and_bounded(
+    api: httpx.Client, project: str, value: dict[str, Any], field: str
+) -> None:
+    run_id = create_run(api, project)["id"]
+
+    response = api.post(f"{API}/runs/{run_id}/metrics", json={"metrics": [value]})
+
+    body = assert_error(response, 422, "InvalidInputError")
+    assert body["details"][0]["loc"][-1] == field
+    assert api.get(f"{API}/runs/{run_id}/metrics/a").json()["values"] == []
+
+
+def test_the_largest_step_and_timestamp_a_database_stores_are_accepted(
+    api: httpx.Client, project: str
+) -> None:
+    run_id = create_run(api, project)["id"]
+    value = {"key": "a", "value": 2, "step": 2**63 - 1, "timestamp": 2**63 - 1}
+
+    assert api.post(f"{API}/runs/{run_id}/metrics", json={"metrics": [value]}).status_code == 200
+
+    assert api.get(f"{API}/runs/{run_id}/metrics/a").json()["values"] == [{**value, "value": 2.0}]
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"pid_start": False}, "pid_start"),
+        ({"pid": True}, "pid"),
+        ({"pid": 2**31}, "pid"),
+        ({"pid_start": 2**64}, "pid_start"),
+        ({"pid": "12"}, "pid"),
+    ],
+)
+def test_run_process_numbers_are_strict(
+    api: httpx.Client, project: str, body: dict[str, Any], field: str
+) -> None:
+    response = api.post(f"{API}/projects/{project}/runs", json=body)
+
+    assert assert_error(response, 422, "InvalidInputError")["details"][0]["loc"][-1] == field
+
+
+@pytest.mark.parametrize(
+    "query",
+    [{"offset": False}, {"max_results": True}, {"offset": 2**63}, {"max_results": 1001}],
+)
+def test_search_numbers_are_strict_and_bounded(
+    api: httpx.Client, project: str, query: dict[str, Any]
+) -> None:
+    response = api.post(f"{API}/projects/{project}/runs/search", json=query)
+
+    assert_error(response, 422, "InvalidInputError")
+
+
+def test_search_query_parameters_are_bounded(api: httpx.Client, project: str) -> None:
+    for params in ({"offset": 2**70}, {"max_results": 3863387852757}, {"offset": -1}):
+        response = api.get(f"{API}/projects/{project}/runs", params=params)
+        assert_error(response, 422, "InvalidInputError")
+
+
+def test_an_empty_batch_id_or_run_id_is_a_422(api: httpx.Client, project: str) -> None:
+    run_id = create_run(api, project)["id"]
+    values = [{"key": "x", "value": 1}]
+
+    by_run = api.post(f"{API}/runs/{run_id}/metrics", json={"metrics": values, "batch_id": ""})
+    batches = api.post(
+        f"{API}/metrics/batches", json={"batches": [{"run_id": "", "metrics": values}]}
+    )
+
+    assert assert_error(by_run, 422, "InvalidInputError")["details"][0]["loc"][-1] == "batch_id"
+    assert assert_error(batches, 422, "InvalidInputError")["details"][0]["loc"][-1] == "run_id"
+    assert api.get(f"{API}/runs/{run_id}/metrics/x").json()["values"] == []
+
+
+# Batch ids name one body ---------------------------------------------------------------------
+def test_a_batch_id_reused_with_other_values_is_a_conflict(api: httpx.Client, project: str) -> None:
+    run_id = create_run(api, project)["id"]
+    first = {"batch_id": "b-1", "metrics": [{"key": "acc", "value": 0.5, "step": 1}]}
+    changed = {"batch_id": "b-1", "metrics": [{"key": "acc", "value": 0.9, "step": 1}]}
+
+    stored = api.post(f"{API}/runs/{run_id}/metrics", json=first)
+    conflict = api.post(f"{API}/runs/{run_id}/metrics", json=changed)
+    retry = api.post(f"{API}/runs/{run_id}/metrics", json=first)
+
+    assert stored.json() == {"stored": 1, "duplicate": False}
+    body = assert_error(conflict, 409, "ConflictError", "'b-1'")
+    assert "new batch id" in body["hint"]
+    assert retry.json() == {"stored": 0, "duplicate": True}
+    history = api.get(f"{API}/runs/{run_id}/metrics/acc").json()["values"]
+    assert [v["value"] for v in history] == [0.5]
+
+
+def test_a_reused_batch_id_in_a_batch_of_batches_is_an_item_level_conflict(
+    api: httpx.Client, project: str
+) -> None:
+    run_id = create_run(api, project)["id"]
+    one = {"run_id": run_id, "batch_id": "z", "metrics": [{"key": "x", "value": 1}]}
+    other = {"run_id": run_id, "batch_id": "z", "metrics": [{"key": "x", "value": 2}]}
+
+    outcomes = api.post(f"{API}/metrics/batches", json={"batches": [one, other, one]}).json()
+
+    assert [(o["ok"], o["stored"], o["duplicate"]) for o in outcomes] == [
+        (True, 1, False),
+        (False, 0, False),
+        (True, 0, True),
+    ]
+    assert outcomes[1]["error"]["status"] == 409
+    assert [v["value"] for v in api.get(f"{API}/runs/{run_id}/metrics/x").json()["values"]] == [1.0]
+
+
+# Count limits per request --------------------------------------------------------------------
+def test_too_many_params_tags_or_metrics_in_one_request_are_refused_naming_the_limit(
+    api: httpx.Client, project: str
+) -> None:
+    run_id = create_run(api, project)["id"]
+    many = {f"k{i}": i for i in range(101)}
+    values = [{"key": "x", "value": 1, "step": i} for i in range(10_001)]
+
+    responses = [
+        api.post(f"{API}/runs/{run_id}/params", json={"params": many}),
+        api.post(f"{API}/runs/{run_id}/tags", json={"tags": many}),
+        api.post(f"{API}/projects/{project}/runs", json={"params": many}),
+        api.post(f"{API}/runs/{run_id}/metrics", json={"metrics": values}),
+        api.post(
+            f"{API}/metrics/batches",
+            json={"batches": [{"run_id": run_id, "metrics": values[:6000]}] * 2},
+        ),
+    ]
+
+    for response in responses:
+        body = assert_error(response, 422, "InvalidInputError")
+        assert (
+            "100" in body["message"] or "10,000" in body["message"] or "10000" in body["message"]
+        ), body["message"]
+    run = api.get(f"{API}/runs/{run_id}").json()
+    assert (run["params"], run["tags"], run["metrics"]) == ({}, {}, {})
+
+
+# Pages ---------------------------------------------------------------------------------------
+def test_metric_history_comes_in_pages_with_a_cursor(api: httpx.Client, project: str) -> None:
+    run_id = create_run(api, project)["id"]
+    values = [{"key": "loss", "value": i / 10, "step": i // 2, "timestamp": i} for i in range(25)]
+    assert api.post(f"{API}/runs/{run_id}/metrics", json={"metrics": values}).status_code == 200
+
+    pages, after = [], None
+    while True:
+        params: dict[str, Any] = {"limit": 10, **({"after": after} if after else {})}
+        page = api.get(f"{API}/runs/{run_id}/metrics/loss", params=params).json()
+        pages.append(page["values"])
+        after = page["next_cursor"]
+        if after is None:
+            break
+
+    assert [len(p) for p in pages] == [10, 10, 5]
+    assert [v["value"] for p in pages for v in p] == [i / 10 for i in range(25)]
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"limit": 0}, {"limit": 10_001}, {"after": "x"}, {"after": "9999999999999999999.1.1"}],
+)
+def test_a_bad_history_page_request_is_a_422(
+    api: httpx.Client, project: str, params: dict[str, Any]
+) -> None:
+    run_id = create_run(api, project)["id"]
+
+    response = api.get(f"{API}/runs/{run_id}/metrics/loss", params=params)
+
+    assert_error(response, 422, "InvalidInputError")
+
+
+def test_runs_come_in_pages_with_a_next_offset(api: httpx.Client, project: str) -> None:
+    for name in "abc":
+        create_run(api, project, name=name)
+
+    first = api.get(f"{API}/projects/{project}/runs", params={"max_results": 2}).json()
+    second = api.get(
+        f"{API}/projects/{project}/runs", params={"max_results": 2, "offset": first["next_offset"]}
+    ).json()
+
+    assert (len(first["runs"]), first["next_offset"]) == (2, 2)
+    assert (len(second["runs"]), second["next_offset"]) == (1, None)
+    assert sorted(r["name"] for r in first["runs"] + second["runs"]) == ["a", "b", "c"]
+
+
+# Search hints and bounds ---------------------------------------------------------------------
+def test_an_unknown_metric_in_a_filter_is_named_with_the_keys_that_exist(
+    api: httpx.Client, project: str
+) -> None:
+    run_id = create_run(api, project, params={"algorithm": "gbm"})["id"]
+    api.post(f"{API}/runs/{run_id}/metrics", json={"metrics": [{"key": "val_roc_auc", "value": 1}]})
+
+    found = api.post(
+        f"{API}/projects/{project}/runs/search",
+        json={"filter": "metrics.val_auc > 0.85", "order_by": ["params.algo DESC"]},
+    ).json()
+    known = api.get(
+        f"{API}/projects/{project}/runs",
+        params={"filter": "metrics.val_roc_auc > 0.85", "order_by": "params.algorithm"},
+    ).json()
+
+    assert found["runs"] == []
+    assert len(found["warnings"]) == 2
+    assert "metric 'val_auc'" in found["warnings"][0]
+    assert "Did you mean 'val_roc_auc'?" in found["warnings"][0]
+    assert "parameter 'algo'" in found["warnings"][1] and "algorithm" in found["warnings"][1]
+    assert [r["id"] for r in known["runs"]] == [run_id]
+    assert known["warnings"] == []
+
+
+def test_a_filter_past_the_limits_is_a_400_naming_them(api: httpx.Client, project: str) -> None:
+    many = " and ".join(f"metrics.m{i} > 0" for i in range(10_000))
+    clauses = " and ".join(f"metrics.m{i} > 0" for i in range(101))
+
+    too_long = api.post(f"{API}/projects/{project}/runs/search", json={"filter": many})
+    too_many = api.post(f"{API}/projects/{project}/runs/search", json={"filter": clauses})
+    orders = api.post(
+        f"{API}/projects/{project}/runs/search",
+        json={"order_by": [f"metrics.m{i}" for i in range(11)]},
+    )
+
+    assert "10,000 characters" in assert_error(too_long, 400, "BadRequestError")["hint"]
+    assert "100 clauses" in assert_error(too_many, 400, "BadRequestError")["hint"]
+    assert "10 keys" in assert_error(orders, 400, "BadRequestError")["hint"]

@@ -13,6 +13,7 @@ from civicml.cli._common import (
     ProjectOpt,
     client,
     console,
+    err_console,
     fmt_time,
     parse_pairs,
     print_json,
@@ -55,15 +56,19 @@ def list_runs(
     max_results: Annotated[int, typer.Option("--max-results", "-n")] = 100,
     json_: JsonOpt = False,
 ) -> None:
-    """List or search runs (MLflow's filter syntax)."""
+    """List or search runs (MLflow's filter syntax). A metric, param or tag key that no run
+    has is named on stderr with the keys that exist."""
     with client() as ml:
-        found = ml.backend.search_runs(
+        page = ml.backend.search_runs(
             project,
             experiments=experiment,
             filter=filter_,
             order_by=order_by,
             max_results=max_results,
         )
+    for message in page.warnings:
+        err_console.print(f"Warning: {message}", markup=False)
+    found = page.runs
     if json_:
         print_json(found)
     else:

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import os
-import re
 import time
 
-__all__ = ["NAME_PATTERN", "new_id", "validate_name"]
+from civicml.core.names import NAME_PATTERN, validate_name
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+# The entity-name validator lives in civicml.core.names; re-exported here for existing callers.
+__all__ = ["NAME_PATTERN", "new_id", "validate_name"]
 
 
 def new_id() -> str:
@@ -18,21 +18,3 @@ def new_id() -> str:
     """
     millis = time.time_ns() // 1_000_000
     return f"{millis:012x}{os.urandom(10).hex()}"
-
-
-def validate_name(kind: str, name: str) -> str:
-    """Check a user-chosen name (project, experiment, model, alias).
-
-    Raises:
-        InvalidInputError: When the name is empty, too long or has characters outside
-            ``A-Z a-z 0-9 . _ -``.
-    """
-    from civicml.core.errors import InvalidInputError
-
-    if not isinstance(name, str) or not NAME_PATTERN.fullmatch(name):
-        raise InvalidInputError(
-            f"{kind} name {name!r} is not valid.",
-            hint="Use 1-128 characters: letters, digits, '.', '_' or '-', starting with a "
-            "letter or digit, e.g. 'benefits-eligibility'.",
-        )
-    return name

@@ -10,8 +10,10 @@ Settings are passed in (``Settings.load()`` once, at the edge), never imported a
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import (
@@ -21,9 +23,12 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-from civicml.core.errors import ConfigurationError
+from civicml.core.errors import CivicMLError, ConfigurationError
+from civicml.core.names import validate_user_name
 
 __all__ = ["Settings", "config_file"]
+
+_URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
 def _default_home() -> Path:
@@ -57,7 +62,9 @@ class Settings(BaseSettings):
     )
     artifacts: str | None = Field(
         default=None,
-        description="Where artifacts are stored: a directory (default $CIVICML_HOME/artifacts).",
+        description="Where artifacts are stored: a directory or a file:// URL (default "
+        "$CIVICML_HOME/artifacts). Other URLs (s3://, gs://, ...) are refused at start: no remote "
+        "artifact store is available yet.",
     )
     user: str | None = Field(
         default=None,
@@ -123,7 +130,8 @@ class Settings(BaseSettings):
             return cls(**clean)
         except ValidationError as err:
             problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}"
+                f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: "
+                f"{e['msg'].removeprefix('Value error, ')}"
                 for e in err.errors()
             )
             source = config_file()
@@ -143,6 +151,39 @@ class Settings(BaseSettings):
     @property
     def database_url(self) -> str:
         return self.db_url or f"sqlite:///{self.home / 'civicml.db'}"
+    @field_validator("artifacts", mode="after")
+    @classmethod
+    def _local_artifacts(cls, value: str | None) -> str | None:
+        """A directory, or a ``file://`` URL turned into one; any other URL is refused here, at
+        start, rather than becoming a relative directory named ``s3:/bucket/...``."""
+        if value is None:
+            return None
+        match = _URL_SCHEME.match(value)
+        if match is None:
+            return value
+        scheme = match.group(1).lower()
+        if scheme != "file":
+            raise ValueError(
+                f"{value!r}: {scheme}:// artifact stores are not supported yet; the artifact "
+                "store must be a local or mounted directory (a path or a file:// URL)"
+            )
+        parts = urlsplit(value)
+        if parts.netloc not in ("", "localhost") or not parts.path:
+            raise ValueError(
+                f"{value!r} is not a local file:// URL; write it as file:///absolute/path"
+            )
+        return unquote(parts.path)
+
+    @field_validator("user", mode="after")
+    @classmethod
+    def _printable_user(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        try:
+            return validate_user_name(value, source="user name (CIVICML_USER or --user)")
+        except CivicMLError as err:
+            raise ValueError(err.message.rstrip(".")) from err
+
 
     @property
     def artifacts_root(self) -> Path:

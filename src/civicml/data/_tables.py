@@ -12,6 +12,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    func,
 )
 
 from civicml.store.schema import ID, JSONDoc, Name, UTCDateTime, metadata
@@ -27,6 +28,13 @@ datasets = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("created_by", String(128), nullable=False),
     UniqueConstraint("project_id", "name"),
+)
+# Names are unique regardless of letter case (migration 0007); lookups compare lower(name).
+Index(
+    "uq_datasets_project_id_name_ci",
+    datasets.c.project_id,
+    func.lower(datasets.c.name),
+    unique=True,
 )
 
 dataset_versions = Table(

@@ -22,6 +22,7 @@ from sqlalchemy.exc import IntegrityError
 
 from civicml.core.errors import ConflictError, InvalidInputError, NotFoundError, closest
 from civicml.core.ids import new_id, validate_name
+from civicml.core.names import name_key
 from civicml.data._tables import dataset_versions, datasets
 from civicml.data.ingest import DEFAULT_CHUNK_BYTES, Converted, open_source, write_canonical
 from civicml.data.schemas import (
@@ -280,6 +281,7 @@ class DatasetService:
             return _version(same, proj.name, ds.name)
         previous = conn.execute(
             select(dataset_versions.c.version, dataset_versions.c.schema)
+        name = ds.name  # as created: names are found case-insensitively
             .where(dataset_versions.c.dataset_id == ds.id)
             .order_by(dataset_versions.c.version.desc())
             .limit(1)
@@ -425,7 +427,9 @@ def _parse_version(version: int | str) -> int | None:
 def _find_dataset(
     conn: Connection, project_id: str, name: str, *, lock: bool = False
 ) -> _Row | None:
-    query = select(datasets).where(datasets.c.project_id == project_id, datasets.c.name == name)
+    query = select(datasets).where(  # names are case-insensitive
+        datasets.c.project_id == project_id, func.lower(datasets.c.name) == name_key(name)
+    )
     if lock:
         query = query.with_for_update()
     return conn.execute(query).first()

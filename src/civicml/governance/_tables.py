@@ -12,6 +12,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    func,
 )
 
 from civicml.store.schema import ID, BigID, JSONDoc, Name, UTCDateTime, metadata
@@ -25,6 +26,8 @@ projects = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("created_by", String(128), nullable=False),
 )
+# Names are unique regardless of letter case (migration 0007); lookups compare lower(name).
+Index("uq_projects_name_ci", func.lower(projects.c.name), unique=True)
 
 audit_events = Table(
     "audit_events",

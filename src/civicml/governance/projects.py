@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 
 from civicml.core.errors import ConflictError, NotFoundError, closest
-from civicml.core.ids import new_id, validate_name
+from civicml.core.ids import new_id
+from civicml.core.names import already_exists, name_key, validate_name
 from civicml.governance._tables import projects
 from civicml.governance.audit import AuditTrail
 from civicml.governance.lineage import LineageService
@@ -20,7 +21,11 @@ __all__ = ["ProjectService"]
 
 
 class ProjectService:
-    """Create, find and list projects."""
+    """Create, find and list projects.
+
+    Project names are unique case-insensitively and found case-insensitively: ``get("Benefits")``
+    is the project created as ``benefits``, whose name keeps the case it was created with.
+    """
 
     def __init__(self, ctx: Context) -> None:
         self._ctx = ctx
@@ -31,16 +36,19 @@ class ProjectService:
         """Create a project.
 
         Raises:
-            ConflictError: A project with that name exists.
+            ConflictError: A project with that name exists, in any letter case.
         """
         validate_name("Project", name)
         try:
             with self._ctx.db.write() as uow:
-                if self._find(uow.conn, name) is not None:
-                    raise _exists(name)
+                existing = self._find(uow.conn, name)
+                if existing is not None:
+                    raise _exists(name, existing.name)
                 return self._insert(uow, name, description)
         except IntegrityError as err:
-            raise _exists(name) from err
+            with self._ctx.db.read() as conn:
+                existing = self._find(conn, name)
+            raise _exists(name, name if existing is None else existing.name) from err
 
     def ensure(self, name: str) -> Project:
         """The project called ``name``, created when missing (what ``ml.project(name)`` does)."""
@@ -78,7 +86,9 @@ class ProjectService:
     # Internals ------------------------------------------------------------------------------
     @staticmethod
     def _find(conn: Any, name: str) -> Any:
-        return conn.execute(select(projects).where(projects.c.name == name)).first()
+        return conn.execute(
+            select(projects).where(func.lower(projects.c.name) == name_key(name))
+        ).first()
 
     def _insert(self, uow: UnitOfWork, name: str, description: str) -> Project:
         now = self._ctx.clock.now()
@@ -102,9 +112,10 @@ class ProjectService:
         return project
 
 
-def _exists(name: str) -> ConflictError:
+def _exists(name: str, existing: str) -> ConflictError:
     return ConflictError(
-        f"Project {name!r} already exists.", hint=f"Use it: civicml projects show {name}"
+        already_exists("Project", name, existing),
+        hint=f"Use it: civicml projects show {existing}",
     )
 
 

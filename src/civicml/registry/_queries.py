@@ -16,6 +16,7 @@ from sqlalchemy import Connection, Row, func, select
 
 from civicml.core.errors import InvalidInputError, NotFoundError, closest
 from civicml.core.ids import new_id
+from civicml.core.names import name_key
 from civicml.governance.lineage import LineageService
 from civicml.governance.schemas import Project
 from civicml.registry._inputs import Files, finite, parse_version_ref
@@ -67,7 +68,8 @@ DbRow: TypeAlias = "Row[*tuple[Any, ...]]"
 def find_model(conn: Connection, project_id: str, name: str, *, lock: bool = False) -> DbRow | None:
     """The registered model's row, or None; ``lock`` takes its row lock."""
     query = select(registered_models).where(
-        registered_models.c.project_id == project_id, registered_models.c.name == name
+        registered_models.c.project_id == project_id,
+        func.lower(registered_models.c.name) == name_key(name),  # names are case-insensitive
     )
     if lock:
         query = query.with_for_update()
@@ -107,7 +109,7 @@ def version_row(
     query = select(model_versions).where(model_versions.c.model_id == model.id)
     if alias is not None:
         query = query.join(model_aliases, model_aliases.c.version_id == model_versions.c.id).where(
-            model_aliases.c.alias == alias
+            func.lower(model_aliases.c.alias) == name_key(alias)
         )
     else:
         query = query.where(model_versions.c.version == number)
@@ -160,11 +162,15 @@ def version_by_id(conn: Connection, project: str, model_name: str, version_id: s
 
 
 def alias_row(conn: Connection, model_id: str, alias: str) -> DbRow | None:
-    """``(version_id, version)`` that a model's alias points at, or None when it is not set."""
+    """``(version_id, version, alias)`` that a model's alias points at (found case-insensitively;
+    ``alias`` as stored), or None when it is not set."""
     return conn.execute(
-        select(model_aliases.c.version_id, model_versions.c.version)
+        select(model_aliases.c.version_id, model_versions.c.version, model_aliases.c.alias)
         .join(model_versions, model_aliases.c.version_id == model_versions.c.id)
-        .where(model_aliases.c.model_id == model_id, model_aliases.c.alias == alias)
+        .where(
+            model_aliases.c.model_id == model_id,
+            func.lower(model_aliases.c.alias) == name_key(alias),
+        )
     ).first()
 
 

@@ -12,6 +12,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    func,
 )
 
 from civicml.store.schema import ID, JSONDoc, Name, UTCDateTime, metadata
@@ -27,6 +28,13 @@ registered_models = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("created_by", String(128), nullable=False),
     UniqueConstraint("project_id", "name"),
+)
+# Names are unique regardless of letter case (migration 0007); lookups compare lower(name).
+Index(
+    "uq_registered_models_project_id_name_ci",
+    registered_models.c.project_id,
+    func.lower(registered_models.c.name),
+    unique=True,
 )
 
 model_versions = Table(
@@ -74,6 +82,12 @@ model_aliases = Table(
     Column("version_id", ID, ForeignKey("model_versions.id"), nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("updated_by", String(128), nullable=False),
+)
+Index(  # aliases are unique per model regardless of letter case (migration 0007)
+    "uq_model_aliases_model_id_alias_ci",
+    model_aliases.c.model_id,
+    func.lower(model_aliases.c.alias),
+    unique=True,
 )
 
 approval_policies = Table(

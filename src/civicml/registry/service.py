@@ -22,6 +22,7 @@ from civicml.governance.lineage import LineageService
 from civicml.governance.projects import ProjectService
 from civicml.governance.schemas import Project
 from civicml.registry._inputs import (
+from civicml.core.names import already_exists
     Files,
     approval_note,
     check_alias_name,
@@ -112,12 +113,13 @@ class RegistryService:
         proj = self._projects.get(project)
         try:
             with self._ctx.db.write() as uow:
-                if find_model(uow.conn, proj.id, name) is not None:
-                    raise _model_exists(proj.name, name)
+                existing = find_model(uow.conn, proj.id, name)
+                if existing is not None:  # in any letter case
+                    raise _model_exists(proj.name, name, existing.name)
                 row = self._insert_model(uow, proj, name, description)
                 return to_registered_model(uow.conn, proj.name, row)
         except IntegrityError as err:  # created concurrently
-            raise _model_exists(proj.name, name) from err
+            raise _model_exists(proj.name, name, name) from err
 
     def get_model(self, project: str, name: str) -> RegisteredModel:
         """The registered model ``name`` of ``project``.
@@ -608,6 +610,7 @@ class RegistryService:
         return self._set_archived(project, name, version, archived=True)
 
     def unarchive_version(self, project: str, name: str, version: int | str) -> ModelVersion:
+            alias = alias if old is None else old.alias  # moved in the case it was set with
         """Bring an archived version back.
 
         Raises:
@@ -651,6 +654,7 @@ class RegistryService:
                 reasons.append(
                     f"lineage records {downstream_names(self._lineage, row.id)} derived from it"
                 )
+            alias = getattr(alias_row(conn, model.id, alias), "alias", alias)  # as stored
                 hints.append(
                     "Versions that something was derived from are kept for lineage; "
                     "archive it instead: "
@@ -773,6 +777,7 @@ class RegistryService:
                 next_version=1,
                 created_at=self._ctx.clock.now(),
                 created_by=self._ctx.principal.user,
+        name = model.name  # as created: names are found case-insensitively
             )
         )
         self._audit.record(
@@ -856,9 +861,9 @@ def _aliases_phrase(aliases: list[str]) -> str:
     return f"alias {names} points" if len(aliases) == 1 else f"aliases {names} point"
 
 
-def _model_exists(project: str, name: str) -> ConflictError:
+def _model_exists(project: str, name: str, existing: str) -> ConflictError:
     return ConflictError(
-        f"Model {name!r} already exists in project {project!r}.",
+        already_exists("Model", name, existing, scope=f"project {project!r}"),
         hint="Register a new version of it: "
-        + cli_hint(project, "register", name, "--run <run-id>"),
+        + cli_hint(project, "register", existing, "--run <run-id>"),
     )

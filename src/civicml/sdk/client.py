@@ -10,6 +10,7 @@ from __future__ import annotations
 import builtins
 import os
 import time
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -41,7 +42,7 @@ from civicml.sdk.oversight import (
 )
 from civicml.store.paths import validate_relative_path
 from civicml.store.schemas import ArtifactInfo
-from civicml.tracking.schemas import Experiment, MetricValue, Run, RunStatus
+from civicml.tracking.schemas import Experiment, MetricValue, Run, RunStatus, SearchWarning
 from civicml.tracking.service import MetricPoint
 
 __all__ = ["Client", "ModelsHandle", "ProjectHandle", "RunHandle", "connect"]
@@ -194,17 +195,23 @@ class RunsHandle:
         max_results: int = 100,
         offset: int = 0,
     ) -> list[Run]:
-        """Runs matching an MLflow-style filter, e.g. ``"metrics.auc > 0.8"``."""
-        return list(
-            self._backend.search_runs(
-                self._project,
-                experiments=experiments,
-                filter=filter,
-                order_by=order_by,
-                max_results=max_results,
-                offset=offset,
-            )
+        """Runs matching an MLflow-style filter, e.g. ``"metrics.auc > 0.8"``.
+
+        A metric, parameter or tag named in ``filter`` or ``order_by`` that no run of the
+        project has (a misspelt key matches nothing) is reported with
+        ``warnings.warn(..., SearchWarning)``, naming the keys that exist.
+        """
+        page = self._backend.search_runs(
+            self._project,
+            experiments=experiments,
+            filter=filter,
+            order_by=order_by,
+            max_results=max_results,
+            offset=offset,
         )
+        for message in page.warnings:
+            warnings.warn(message, SearchWarning, stacklevel=2)
+        return list(page.runs)
 
     def list(self, *, experiment: str | None = None, max_results: int = 100) -> list[Run]:
         return self.search(

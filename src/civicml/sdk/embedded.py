@@ -22,7 +22,7 @@ from civicml.store.artifacts import open_artifact_store
 from civicml.store.context import Context
 from civicml.store.db import MetadataStore
 from civicml.store.schemas import ArtifactInfo
-from civicml.tracking.schemas import Experiment, MetricBatchResult, MetricValue, Run
+from civicml.tracking.schemas import Experiment, MetricBatchResult, MetricValue, Run, RunPage
 from civicml.tracking.service import MetricBatch, TrackingService
 from civicml.tracking.writer import MetricWriter
 
@@ -152,8 +152,8 @@ class EmbeddedBackend:
         order_by: Sequence[str] | None = None,
         max_results: int = 100,
         offset: int = 0,
-    ) -> list[Run]:
-        return self.tracking.search_runs(
+    ) -> RunPage:
+        return self.tracking.search(
             project,
             experiments=experiments,
             filter=filter,

@@ -23,7 +23,18 @@ from civicml.governance.schemas import AuditEvent, AuditReport, LineageGraph, Pr
 from civicml.oversight.approvals import GateFailedError
 from civicml.registry.schemas import ApprovalRecord, ModelVersion, RegisteredModel
 from civicml.store.schemas import ArtifactInfo
-from civicml.tracking.schemas import Experiment, MetricBatchResult, MetricValue, Run
+from civicml.tracking.schemas import (
+    MAX_BATCHES_PER_REQUEST,
+    MAX_KEYS_PER_REQUEST,
+    MAX_RUNS_PAGE,
+    MAX_VALUES_PER_REQUEST,
+    Experiment,
+    MetricBatchResult,
+    MetricHistory,
+    MetricValue,
+    Run,
+    RunPage,
+)
 from civicml.tracking.service import MetricBatch, MetricPoint
 from civicml.tracking.writer import MetricWriter
 
@@ -50,7 +61,6 @@ _BY_STATUS: dict[int, type[E.CivicMLError]] = {
     415: E.InvalidInputError,
 }
 _RETRIES = 3
-_RUNS = TypeAdapter(list[Run])
 _VERSIONS = TypeAdapter(list[ModelVersion])
 _MODELS = TypeAdapter(list[RegisteredModel])
 
@@ -82,7 +92,7 @@ class RemoteBackend:
             base_url=self.location,
             timeout=timeout,
             transport=transport,
-            headers={"x-civicml-user": self.user, "user-agent": "civicml-sdk"},
+            headers={"x-civicml-user": self.user.encode(), "user-agent": "civicml-sdk"},
         )
         self.writer = MetricWriter(
             self.log_metric_batches, interval=self.settings.metrics_flush_interval_ms / 1000
@@ -185,11 +195,15 @@ class RemoteBackend:
     ) -> Run:
         """Start a run; with ``track_process`` it is marked killed if this process dies."""
         host, pid, pid_start = process_identity(track_process)
+        all_params, all_tags = _jsonable(params or {}), _jsonable(tags or {})
+        # A request carries at most MAX_KEYS_PER_REQUEST of each: the rest follow at once.
+        first_params, more_params = _split(all_params)
+        first_tags, more_tags = _split(all_tags)
         body = {
             "experiment": experiment,
             "name": name,
-            "params": _jsonable(params or {}),
-            "tags": _jsonable(tags or {}),
+            "params": first_params,
+            "tags": first_tags,
             "host": host,
             "pid": pid,
             "pid_start": pid_start,
@@ -198,6 +212,10 @@ class RemoteBackend:
             self._json("POST", f"/api/v1/projects/{_name('Project', project)}/runs", json_body=body)
         )
         self._active.add(run.id)
+        if more_params or more_tags:
+            self.log_params(run.id, more_params)
+            self.set_tags(run.id, more_tags)
+            run = self.get_run(run.id)
         return run
 
     def log_input(self, run_id: str, kind: str, ref: str) -> None:
@@ -220,35 +238,45 @@ class RemoteBackend:
         order_by: Sequence[str] | None = None,
         max_results: int = 100,
         offset: int = 0,
-    ) -> list[Run]:
-        body = {
-            "filter": filter,
-            "order_by": list(order_by or []),
-            "experiments": list(experiments) if experiments else None,
-            "max_results": max_results,
-            "offset": offset,
-        }
-        return _RUNS.validate_python(
-            self._json(
-                "POST", f"/api/v1/projects/{_name('Project', project)}/runs/search", json_body=body
-            )
-        )
+    ) -> RunPage:
+        """Up to ``max_results`` runs from ``offset``: as many pages as that takes."""
+        path = f"/api/v1/projects/{_name('Project', project)}/runs/search"
+        found: list[Run] = []
+        warnings: list[str] | None = None
+        next_offset: int | None = offset
+        while next_offset is not None and len(found) < max_results:
+            body = {
+                "filter": filter,
+                "order_by": list(order_by or []),
+                "experiments": list(experiments) if experiments else None,
+                "max_results": max(1, min(MAX_RUNS_PAGE, max_results - len(found))),
+                "offset": next_offset,
+            }
+            page = RunPage.model_validate(self._json("POST", path, json_body=body))
+            found.extend(page.runs)
+            warnings = page.warnings if warnings is None else warnings
+            next_offset = page.next_offset
+        return RunPage(runs=found, next_offset=next_offset, warnings=warnings or [])
 
     def log_params(self, run_id: str, params: Mapping[str, object]) -> None:
-        self.call(
-            "POST",
-            f"/api/v1/runs/{_q(run_id)}/params",
-            json_body={"params": _jsonable(params)},
-            idempotent=True,
-        )
+        """Parameters, in requests of at most MAX_KEYS_PER_REQUEST (each retry-safe)."""
+        for chunk in _chunks(_jsonable(params)):
+            self.call(
+                "POST",
+                f"/api/v1/runs/{_q(run_id)}/params",
+                json_body={"params": chunk},
+                idempotent=True,
+            )
 
     def set_tags(self, run_id: str, tags: Mapping[str, object]) -> None:
-        self.call(
-            "POST",
-            f"/api/v1/runs/{_q(run_id)}/tags",
-            json_body={"tags": _jsonable(tags)},
-            idempotent=True,
-        )
+        """Tags, in requests of at most MAX_KEYS_PER_REQUEST."""
+        for chunk in _chunks(_jsonable(tags)):
+            self.call(
+                "POST",
+                f"/api/v1/runs/{_q(run_id)}/tags",
+                json_body={"tags": chunk},
+                idempotent=True,
+            )
 
     def delete_tag(self, run_id: str, key: str) -> None:
         self.call("DELETE", f"/api/v1/runs/{_q(run_id)}/tags/{_q(key, safe='/')}")
@@ -256,33 +284,71 @@ class RemoteBackend:
     def log_metric_batches(
         self, batches: Sequence[MetricBatch]
     ) -> list[MetricBatchResult | E.CivicMLError]:
-        """The metric writer's sink: all buffered batches in one request (one commit)."""
-        body = {
-            "batches": [
-                {
-                    "run_id": b.run_id,
-                    "batch_id": b.batch_id or uuid.uuid4().hex,
-                    "metrics": [_metric_json(v) for v in b.values],
-                }
-                for b in batches
-            ]
-        }
-        outcomes = self._json("POST", "/api/v1/metrics/batches", json_body=body, idempotent=True)
-        results: list[MetricBatchResult | E.CivicMLError] = []
-        for outcome in outcomes:
-            if outcome["ok"]:
-                results.append(
-                    MetricBatchResult(stored=outcome["stored"], duplicate=outcome["duplicate"])
+        """The metric writer's sink: the buffered batches in as few requests as the server's
+        limits allow (MAX_VALUES_PER_REQUEST values, MAX_BATCHES_PER_REQUEST batches each; a
+        larger batch goes as several, each with its own batch id)."""
+        parts: list[tuple[int, dict[str, Any]]] = []  # (index of the caller's batch, batch body)
+        for n, b in enumerate(batches):
+            batch_id = b.batch_id or uuid.uuid4().hex
+            values = list(b.values)
+            step = MAX_VALUES_PER_REQUEST
+            pieces = [values[i : i + step] for i in range(0, len(values), step)] or [[]]
+            for k, piece in enumerate(pieces):
+                piece_id = batch_id if len(pieces) == 1 else f"{batch_id[:48]}.{k}"
+                parts.append(
+                    (
+                        n,
+                        {
+                            "run_id": b.run_id,
+                            "batch_id": piece_id,
+                            "metrics": [_metric_json(v) for v in piece],
+                        },
+                    )
                 )
-            else:
-                results.append(_error_from_body(outcome["error"]))
-        return results
+        merged: list[MetricBatchResult | E.CivicMLError | None] = [None] * len(batches)
+        request: list[tuple[int, dict[str, Any]]] = []
+        count = 0
+        for item in [*parts, None]:
+            size = len(item[1]["metrics"]) if item is not None else 0
+            full = len(request) >= MAX_BATCHES_PER_REQUEST or count + size > MAX_VALUES_PER_REQUEST
+            if request and (item is None or full):
+                self._send_batches(request, merged)
+                request, count = [], 0
+            if item is not None:
+                request.append(item)
+                count += size
+        return [r if r is not None else MetricBatchResult(stored=0) for r in merged]
+
+    def _send_batches(
+        self,
+        request: list[tuple[int, dict[str, Any]]],
+        merged: list[MetricBatchResult | E.CivicMLError | None],
+    ) -> None:
+        body = {"batches": [part for _, part in request]}
+        outcomes = self._json("POST", "/api/v1/metrics/batches", json_body=body, idempotent=True)
+        for (n, _), outcome in zip(request, outcomes, strict=True):
+            before = merged[n]
+            if isinstance(before, E.CivicMLError):
+                continue  # the first error of a split batch stands
+            if not outcome["ok"]:
+                merged[n] = _error_from_body(outcome["error"])
+                continue
+            stored = outcome["stored"] + (before.stored if before is not None else 0)
+            duplicate = outcome["duplicate"] and (before is None or before.duplicate)
+            merged[n] = MetricBatchResult(stored=stored, duplicate=duplicate)
 
     def metric_history(self, run_id: str, key: str) -> list[MetricValue]:
-        return [
-            MetricValue.model_validate(v)
-            for v in self._json("GET", f"/api/v1/runs/{_q(run_id)}/metrics/{_q(key, safe='/')}")
-        ]
+        """Every value of the metric: the server's pages, one after another."""
+        path = f"/api/v1/runs/{_q(run_id)}/metrics/{_q(key, safe='/')}"
+        values: list[MetricValue] = []
+        after: str | None = None
+        while True:
+            params = {"after": after} if after is not None else None
+            page = MetricHistory.model_validate(self._json("GET", path, params=params))
+            values.extend(page.values)
+            if page.next_cursor is None:
+                return values
+            after = page.next_cursor
 
     def heartbeat(self, run_id: str) -> None:
         self.call("POST", f"/api/v1/runs/{_q(run_id)}/heartbeat")
@@ -504,6 +570,20 @@ def _name(kind: str, value: str) -> str:
 
 def _q(value: str, safe: str = "") -> str:
     return quote(value, safe=safe)
+
+
+def _split(values: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The first MAX_KEYS_PER_REQUEST entries, and the rest."""
+    items = list(values.items())
+    return dict(items[:MAX_KEYS_PER_REQUEST]), dict(items[MAX_KEYS_PER_REQUEST:])
+
+
+def _chunks(values: dict[str, Any]) -> list[dict[str, Any]]:
+    items = list(values.items())
+    return [
+        dict(items[i : i + MAX_KEYS_PER_REQUEST])
+        for i in range(0, len(items), MAX_KEYS_PER_REQUEST)
+    ]
 
 
 def _metric_json(metric: MetricValue | MetricPoint) -> dict[str, Any]:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from functools import cached_property
 
 from fastapi import Request
 
+from civicml.core.errors import InvalidInputError
 from civicml.core.identity import Principal, resolve_principal
 from civicml.governance.audit import AuditTrail
 from civicml.governance.lineage import LineageService
@@ -20,7 +20,6 @@ from civicml.tracking.writer import MetricWriter
 __all__ = ["AppState", "Services", "principal_for_request", "services"]
 
 USER_HEADER = "x-civicml-user"
-_USER = re.compile(r"^[^\x00-\x1f\x7f]{1,128}$")  # any printable name: e-mail, DOMAIN\\user
 
 
 @dataclass
@@ -35,10 +34,20 @@ def principal_for_request(request: Request, default: Principal) -> Principal:
     """Who is calling. Authentication arrives later (DESIGN.md step 8) and replaces this one
     function; until then a client names its user in ``X-CivicML-User`` (the SDK sends
     ``CIVICML_USER`` or the OS user), and the server's own user is used otherwise."""
-    name = request.headers.get(USER_HEADER, "").strip()
-    if name and _USER.match(name):
-        return resolve_principal(name, request.app.state.civicml.ctx.settings.roles)
-    return default
+    raw = request.headers.get(USER_HEADER, "").strip()
+    if not raw:
+        return default
+    try:  # header bytes arrive as latin-1 text; the SDK sends the name as UTF-8
+        name = raw.encode("latin-1").decode("utf-8")
+    except UnicodeError as err:
+        raise InvalidInputError(
+            f"The {USER_HEADER} header is not UTF-8 text.",
+            hint="Send the user name as UTF-8, e.g. 'X-CivicML-User: alice'.",
+        ) from err
+    # An invalid name (control, zero-width, bidi-override characters) is a 422, never ignored.
+    return resolve_principal(
+        name, request.app.state.civicml.ctx.settings.roles, source="X-CivicML-User header"
+    )
 
 
 class Services:

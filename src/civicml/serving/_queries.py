@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection, func, select
 
 from civicml.core.errors import NotFoundError, closest
+from civicml.core.names import name_key
 from civicml.governance.schemas import Project
 from civicml.serving._tables import endpoints
 from civicml.serving.schemas import CaptureConfig, EndpointInfo, EndpointStatus
@@ -18,7 +19,9 @@ def find_endpoint(
     conn: Connection, project_id: str, name: str, *, lock: bool = False
 ) -> Any | None:
     """The endpoint row, or None."""
-    query = select(endpoints).where(endpoints.c.project_id == project_id, endpoints.c.name == name)
+    query = select(endpoints).where(  # names are case-insensitive
+        endpoints.c.project_id == project_id, func.lower(endpoints.c.name) == name_key(name)
+    )
     if lock:
         query = query.with_for_update()
     return conn.execute(query).first()

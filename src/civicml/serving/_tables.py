@@ -12,6 +12,7 @@ from sqlalchemy import (
     String,
     Table,
     UniqueConstraint,
+    func,
 )
 
 from civicml.store.schema import ID, Name, UTCDateTime, metadata
@@ -34,4 +35,11 @@ endpoints = Table(
     Column("updated_by", String(128), nullable=False),
     UniqueConstraint("project_id", "name"),
     Index("ix_endpoints_model_version_id", "model_version_id"),
+)
+# Names are unique regardless of letter case (migration 0007); lookups compare lower(name).
+Index(
+    "uq_endpoints_project_id_name_ci",
+    endpoints.c.project_id,
+    func.lower(endpoints.c.name),
+    unique=True,
 )

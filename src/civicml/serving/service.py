@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 
 from civicml.core.errors import ConflictError, InvalidInputError
 from civicml.core.ids import new_id, validate_name
+from civicml.core.names import already_exists
 from civicml.evaluation.models import fetch_version_files
 from civicml.governance.audit import AuditTrail
 from civicml.governance.lineage import LineageService
@@ -87,8 +88,9 @@ class EndpointService:
         percent = _check_percent(capture_percent)
         proj = self._projects.get(project)
         with self._ctx.db.read() as conn:
-            if find_endpoint(conn, proj.id, endpoint_name) is not None:
-                raise _exists(proj.name, endpoint_name)
+            existing = find_endpoint(conn, proj.id, endpoint_name)  # in any letter case
+            if existing is not None:
+                raise _exists(proj.name, endpoint_name, existing.name)
         mv = self._deployable(proj, model_name, version)
         loaded = self._prepare(mv)
         now, user = self._ctx.clock.now(), self._ctx.principal.user
@@ -109,8 +111,9 @@ class EndpointService:
         }
         try:
             with self._ctx.db.write() as uow:
-                if find_endpoint(uow.conn, proj.id, endpoint_name) is not None:
-                    raise _exists(proj.name, endpoint_name)
+                existing = find_endpoint(uow.conn, proj.id, endpoint_name)
+                if existing is not None:
+                    raise _exists(proj.name, endpoint_name, existing.name)
                 uow.conn.execute(insert(endpoints).values(**values))
                 node = self._lineage.node(
                     uow, "endpoint", values["id"], name=endpoint_name, project_id=proj.id
@@ -337,9 +340,10 @@ def _audit_state(values: Any) -> dict[str, Any]:
     }
 
 
-def _exists(project: str, name: str) -> ConflictError:
+def _exists(project: str, name: str, existing: str | None = None) -> ConflictError:
+    existing = existing or name
     return ConflictError(
-        f"Endpoint {name!r} already exists in project {project!r}.",
-        hint=f"Switch its version instead: civicml endpoints update {name} --version N "
+        already_exists("Endpoint", name, existing, scope=f"project {project!r}"),
+        hint=f"Switch its version instead: civicml endpoints update {existing} --version N "
         f"--project {project}",
     )

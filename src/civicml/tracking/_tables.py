@@ -14,6 +14,7 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
+    func,
 )
 
 from civicml.store.schema import ID, BigID, Name, UTCDateTime, metadata
@@ -28,6 +29,13 @@ experiments = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("created_by", String(128), nullable=False),
     UniqueConstraint("project_id", "name"),
+)
+# Names are unique regardless of letter case (migration 0007); lookups compare lower(name).
+Index(
+    "uq_experiments_project_id_name_ci",
+    experiments.c.project_id,
+    func.lower(experiments.c.name),
+    unique=True,
 )
 
 runs = Table(

@@ -6,15 +6,36 @@ import math
 from datetime import datetime
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
+
+from civicml.core.types import MetricNumber, NonNegativeInt64
 
 __all__ = [
     "Experiment",
     "MetricBatchResult",
+    "MetricHistory",
     "MetricValue",
     "Run",
+    "RunPage",
     "RunStatus",
+    "SearchWarning",
 ]
+
+# Limits of one REST request (the remote SDK splits larger calls into several requests).
+#: Most metric values in one request (over all its batches).
+MAX_VALUES_PER_REQUEST = 10_000
+#: Most batches in one request to ``/metrics/batches``.
+MAX_BATCHES_PER_REQUEST = 1_000
+#: Most parameters, and most tags, in one request.
+MAX_KEYS_PER_REQUEST = 100
+#: Most runs in one page of a search.
+MAX_RUNS_PAGE = 1_000
+#: Most metric values in one page of a metric's history.
+MAX_HISTORY_PAGE = 10_000
+
+
+class SearchWarning(UserWarning):
+    """A run search names a metric, parameter or tag that no run of the project has."""
 
 
 class RunStatus(StrEnum):
@@ -45,18 +66,26 @@ class MetricValue(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="strings")
 
     key: str = Field(min_length=1, max_length=250, description="Metric name, e.g. 'val_loss'.")
-    value: float = Field(description="The value; NaN and +/-Infinity are stored as such.")
-    step: int = Field(default=0, ge=0, description="Training step or epoch.")
-    timestamp: int | None = Field(
-        default=None, ge=0, description="Milliseconds since the epoch; default: when stored."
+    value: MetricNumber = Field(
+        description='The value: a number, or "NaN", "Infinity" or "-Infinity" (stored as such).'
+    )
+    step: NonNegativeInt64 = Field(default=0, description="Training step or epoch.")
+    timestamp: NonNegativeInt64 | None = Field(
+        default=None, description="Milliseconds since the epoch; default: when stored."
     )
 
-    @field_validator("value", mode="before")
-    @classmethod
-    def _number(cls, value: object) -> object:
-        if isinstance(value, bool):
-            raise ValueError("a metric value must be a number, not a boolean")
-        return value
+
+class MetricHistory(BaseModel):
+    """One page of a metric's values, by step, then time."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="strings")
+
+    key: str = Field(description="Metric name.")
+    values: list[MetricValue] = Field(description="Values of this page.")
+    next_cursor: str | None = Field(
+        default=None,
+        description="Pass as 'after' to fetch the next page; null on the last page.",
+    )
 
 
 class MetricBatchResult(BaseModel):
@@ -92,3 +121,19 @@ class Run(BaseModel):
     def metric(self, key: str) -> float:
         """The latest value of one metric (NaN when it was NaN)."""
         return self.metrics.get(key, math.nan)
+
+
+class RunPage(BaseModel):
+    """One page of a run search, and what the search could not match."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", ser_json_inf_nan="strings")
+
+    runs: list[Run] = Field(description="Runs of this page, in the requested order.")
+    next_offset: int | None = Field(
+        default=None, description="Offset of the next page; null on the last page."
+    )
+    warnings: list[str] = Field(
+        default_factory=list,
+        description="One per metric, parameter or tag named in the filter or order_by that no "
+        "run of the project has, naming the keys that exist.",
+    )

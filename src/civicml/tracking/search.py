@@ -8,6 +8,10 @@ with ``status``, ``name``, ``run_id``, ``created_by``, ``start_time``, ``end_tim
 Operators: ``= != > >= < <=`` for numbers; ``= != LIKE ILIKE`` for strings.
 Keys with spaces or dots go in backticks: ``metrics.`val loss` < 1``.
 Order by: ``["metrics.accuracy DESC", "attributes.start_time"]``.
+
+Bounds: a filter has at most :data:`MAX_FILTER_LENGTH` characters and :data:`MAX_CLAUSES`
+clauses, an order at most :data:`MAX_ORDER_KEYS` keys (each clause is a subquery: an unbounded
+filter would keep the database busy for seconds). Past them: :class:`BadRequestError` (400).
 """
 
 from __future__ import annotations
@@ -20,10 +24,27 @@ from typing import Any, Literal
 from sqlalchemy import ColumnElement, and_, exists, func
 from sqlalchemy.sql import Select
 
-from civicml.core.errors import InvalidInputError
+from civicml.core.errors import BadRequestError, InvalidInputError
 from civicml.tracking._tables import latest_metrics, params, runs, tags
 
-__all__ = ["Clause", "OrderKey", "apply_order", "compile_filter", "parse_filter", "parse_order"]
+__all__ = [
+    "MAX_CLAUSES",
+    "MAX_FILTER_LENGTH",
+    "MAX_ORDER_KEYS",
+    "Clause",
+    "OrderKey",
+    "apply_order",
+    "compile_filter",
+    "parse_filter",
+    "parse_order",
+]
+
+#: Longest filter text, in characters.
+MAX_FILTER_LENGTH = 10_000
+#: Most clauses (joined by ``and``) in one filter.
+MAX_CLAUSES = 100
+#: Most keys in one ``order_by``.
+MAX_ORDER_KEYS = 10
 
 _ENTITIES = {
     "metrics": "metric",
@@ -97,6 +118,12 @@ def parse_filter(text: str | None) -> list[Clause]:
     """
     if text is None or not text.strip():
         return []
+    if len(text) > MAX_FILTER_LENGTH:
+        raise BadRequestError(
+            f"The filter is {len(text):,} characters long.",
+            hint=f"A filter may have at most {MAX_FILTER_LENGTH:,} characters and "
+            f"{MAX_CLAUSES} clauses; narrow the search, or filter the results yourself.",
+        )
     tokens: list[tuple[str, str]] = []
     pos = 0
     while pos < len(text):
@@ -110,6 +137,12 @@ def parse_filter(text: str | None) -> list[Clause]:
         kind = match.lastgroup or ""
         tokens.append((kind, match.group(kind)))
         pos = match.end()
+        if len(tokens) > 4 * MAX_CLAUSES:
+            raise BadRequestError(
+                f"The filter has more than {MAX_CLAUSES} clauses.",
+                hint=f"A filter may have at most {MAX_CLAUSES} clauses; narrow the search, or "
+                "filter the results yourself.",
+            )
     clauses: list[Clause] = []
     i = 0
     while i < len(tokens):
@@ -157,7 +190,17 @@ def parse_filter(text: str | None) -> list[Clause]:
 
 def parse_order(order_by: list[str] | None) -> list[OrderKey]:
     keys: list[OrderKey] = []
+    if len(order_by or []) > MAX_ORDER_KEYS:
+        raise BadRequestError(
+            f"order_by has {len(order_by or [])} keys.",
+            hint=f"Order by at most {MAX_ORDER_KEYS} keys.",
+        )
     for item in order_by or []:
+        if len(item) > 300:
+            raise BadRequestError(
+                f"The order_by key {item[:40]!r}... is {len(item)} characters long.",
+                hint="Write 'metrics.<name> DESC': names have at most 250 characters.",
+            )
         parts = item.strip().rsplit(None, 1)
         descending = False
         if len(parts) == 2 and parts[1].upper() in ("ASC", "DESC"):

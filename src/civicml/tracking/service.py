@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import difflib
 import functools
+import hashlib
 import io
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, BinaryIO, NamedTuple
 
-from sqlalchemy import Connection, bindparam, insert, select, update
+from sqlalchemy import Connection, bindparam, func, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from civicml.core.clock import to_millis
@@ -22,7 +25,9 @@ from civicml.core.errors import (
     closest,
 )
 from civicml.core.ids import new_id, validate_name
+from civicml.core.names import already_exists, name_key
 from civicml.core.process import hostname, process_alive
+from civicml.core.types import INT64_MAX, INT64_MIN
 from civicml.governance._tables import projects
 from civicml.governance.audit import AuditTrail
 from civicml.governance.lineage import LineageService
@@ -34,10 +39,26 @@ from civicml.store.paths import validate_relative_path
 from civicml.store.schemas import ArtifactInfo
 from civicml.tracking import _tables as t
 from civicml.tracking._tables import latest_metrics, metric_batches, metrics, runs
-from civicml.tracking.schemas import Experiment, MetricBatchResult, MetricValue, Run, RunStatus
-from civicml.tracking.search import apply_order, compile_filter, parse_filter, parse_order
+from civicml.tracking.schemas import (
+    MAX_HISTORY_PAGE,
+    Experiment,
+    MetricBatchResult,
+    MetricHistory,
+    MetricValue,
+    Run,
+    RunPage,
+    RunStatus,
+)
+from civicml.tracking.search import (
+    Clause,
+    OrderKey,
+    apply_order,
+    compile_filter,
+    parse_filter,
+    parse_order,
+)
 
-__all__ = ["MetricBatch", "MetricPoint", "TrackingService"]
+__all__ = ["MetricBatch", "MetricPoint", "TrackingService", "batch_digest"]
 
 
 class MetricPoint(NamedTuple):
@@ -50,9 +71,9 @@ class MetricPoint(NamedTuple):
 
 
 # Statements of the metric hot path, built once (building costs more than executing them).
-_SEEN_BATCHES = select(metric_batches.c.run_id, metric_batches.c.batch_id).where(
-    metric_batches.c.batch_id.in_(bindparam("ids", expanding=True))
-)
+_SEEN_BATCHES = select(
+    metric_batches.c.run_id, metric_batches.c.batch_id, metric_batches.c.digest
+).where(metric_batches.c.batch_id.in_(bindparam("ids", expanding=True)))
 _INSERT_BATCHES = insert(metric_batches)
 _HEARTBEAT_EVERY = timedelta(seconds=10)
 _last_heartbeat: dict[str, datetime] = {}
@@ -78,6 +99,8 @@ MAX_PARAM_LENGTH = 6000
 MAX_TAG_LENGTH = 8000
 MAX_SEARCH_RESULTS = 50_000
 DEFAULT_EXPERIMENT = "default"
+_CURSOR = re.compile(r"(-?\d{1,19})\.(-?\d{1,19})\.(\d{1,19})")
+_ENTITY_WORDS = {"metric": "metric", "param": "parameter", "tag": "tag"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,13 +133,13 @@ class TrackingService:
         with self._ctx.db.read() as conn:
             row = self._find_experiment(conn, proj.id, name)
         if row is not None:
-            return _experiment(row, project)
+            return _experiment(row, proj.name)
         try:
             with self._ctx.db.write() as uow:
                 row = self._find_experiment(uow.conn, proj.id, name)
                 if row is not None:
-                    return _experiment(row, project)
-                return self._insert_experiment(uow, proj.id, project, name, "")
+                    return _experiment(row, proj.name)
+                return self._insert_experiment(uow, proj.id, proj.name, name, "")
         except IntegrityError:
             return self.get_experiment(project, name)
 
@@ -124,12 +147,15 @@ class TrackingService:
         validate_name("Experiment", name)
         proj = self._projects.get(project)
         with self._ctx.db.write() as uow:
-            if self._find_experiment(uow.conn, proj.id, name) is not None:
+            existing = self._find_experiment(uow.conn, proj.id, name)
+            if existing is not None:  # in any letter case
                 raise ConflictError(
-                    f"Experiment {name!r} already exists in project {project!r}.",
+                    already_exists(
+                        "Experiment", name, existing.name, scope=f"project {proj.name!r}"
+                    ),
                     hint="Start runs in it, or choose another name.",
                 )
-            return self._insert_experiment(uow, proj.id, project, name, description)
+            return self._insert_experiment(uow, proj.id, proj.name, name, description)
 
     def get_experiment(self, project: str, name: str) -> Experiment:
         proj = self._projects.get(project)
@@ -147,7 +173,7 @@ class TrackingService:
                     f"Experiment {name!r} does not exist in project {project!r}.",
                     hint=closest(name, names) or f"List them: civicml experiments list {project}",
                 )
-        return _experiment(row, project)
+        return _experiment(row, proj.name)
 
     def list_experiments(self, project: str) -> list[Experiment]:
         proj = self._projects.get(project)
@@ -163,7 +189,8 @@ class TrackingService:
     def _find_experiment(conn: Connection, project_id: str, name: str) -> Any:
         return conn.execute(
             select(t.experiments).where(
-                t.experiments.c.project_id == project_id, t.experiments.c.name == name
+                t.experiments.c.project_id == project_id,
+                func.lower(t.experiments.c.name) == name_key(name),  # case-insensitive
             )
         ).first()
 
@@ -212,6 +239,7 @@ class TrackingService:
         died is found and marked ``killed``; without them, only the heartbeat timeout applies.
         """
         exp = self.ensure_experiment(project, experiment)
+        project, experiment = exp.project, exp.name  # as created (found case-insensitively)
         clean_params = _clean_params(params or {})
         clean_tags = _clean_tags(tags or {})
         if name is not None and (not name or len(name) > 256):
@@ -436,7 +464,12 @@ class TrackingService:
             )
             status = dict(cursor.fetchall())
             ids = [b.batch_id for b in batches if b.batch_id]
-            seen = {tuple(r) for r in conn.execute(_SEEN_BATCHES, {"ids": ids})} if ids else set()
+            # (run, batch id) -> digest of the body stored under it (None: an older row).
+            seen: dict[tuple[str, str], str | None] = (
+                {(r[0], r[1]): r[2] for r in conn.execute(_SEEN_BATCHES, {"ids": ids})}
+                if ids
+                else {}
+            )
             rows: list[tuple[Any, ...]] = []
             new_batches: list[dict[str, Any]] = []
             latest: dict[tuple[str, str], tuple[Any, ...]] = {}
@@ -449,17 +482,24 @@ class TrackingService:
                 if state != RunStatus.RUNNING.value:
                     results.append(_not_running(batch.run_id, state, "log metrics to"))
                     continue
-                if batch.batch_id and (batch.run_id, batch.batch_id) in seen:
-                    results.append(MetricBatchResult(stored=0, duplicate=True))
-                    continue
                 if batch.batch_id:
-                    seen.add((batch.run_id, batch.batch_id))
+                    digest = batch_digest(batch.values)
+                    ident = (batch.run_id, batch.batch_id)
+                    if ident in seen:
+                        known = seen[ident]
+                        if known is None or known == digest:  # a retry (or a pre-digest row)
+                            results.append(MetricBatchResult(stored=0, duplicate=True))
+                        else:
+                            results.append(_batch_conflict(batch.run_id, batch.batch_id))
+                        continue
+                    seen[ident] = digest
                     new_batches.append(
                         {
                             "batch_id": batch.batch_id,
                             "run_id": batch.run_id,
                             "count": len(batch.values),
                             "created_at": now,
+                            "digest": digest,
                         }
                     )
                 run_id = batch.run_id
@@ -493,22 +533,60 @@ class TrackingService:
         return results
 
     def metric_history(self, run_id: str, key: str) -> list[MetricValue]:
+        """Every value of one metric, by step, then time (all pages of
+        :meth:`metric_history_page`)."""
+        values: list[MetricValue] = []
+        cursor: str | None = None
+        while True:
+            page = self.metric_history_page(run_id, key, after=cursor)
+            values.extend(page.values)
+            if page.next_cursor is None:
+                return values
+            cursor = page.next_cursor
+
+    def metric_history_page(
+        self, run_id: str, key: str, *, after: str | None = None, limit: int = MAX_HISTORY_PAGE
+    ) -> MetricHistory:
+        """One page of a metric's values, by step, then time; ``next_cursor`` (pass it as
+        ``after``) fetches the next page and is ``None`` on the last one.
+
+        Raises:
+            NotFoundError: The run does not exist.
+            InvalidInputError: ``limit`` is out of range or ``after`` is not a cursor.
+        """
+        if not 1 <= limit <= MAX_HISTORY_PAGE:
+            raise InvalidInputError(
+                f"limit {limit} is out of range.", hint=f"Use 1 to {MAX_HISTORY_PAGE:,}."
+            )
+        query = (
+            select(
+                metrics.c.id, metrics.c.value, metrics.c.is_nan, metrics.c.step, metrics.c.timestamp
+            )
+            .where(metrics.c.run_id == run_id, metrics.c.key == key)
+            .order_by(metrics.c.step, metrics.c.timestamp, metrics.c.id)
+            .limit(limit + 1)
+        )
+        if after is not None:
+            query = query.where(
+                tuple_(metrics.c.step, metrics.c.timestamp, metrics.c.id) > _parse_cursor(after)
+            )
         with self._ctx.db.read() as conn:
             self._head(conn, run_id)
-            rows = conn.execute(
-                select(metrics.c.value, metrics.c.is_nan, metrics.c.step, metrics.c.timestamp)
-                .where(metrics.c.run_id == run_id, metrics.c.key == key)
-                .order_by(metrics.c.step, metrics.c.timestamp, metrics.c.id)
+            rows = conn.execute(query).all()
+        more = len(rows) > limit
+        rows = rows[:limit]
+        values = [
+            MetricValue(
+                key=key,
+                value=math.nan if r.is_nan else r.value,
+                step=r.step,
+                timestamp=r.timestamp,
             )
-            return [
-                MetricValue(
-                    key=key,
-                    value=math.nan if r.is_nan else r.value,
-                    step=r.step,
-                    timestamp=r.timestamp,
-                )
-                for r in rows
-            ]
+            for r in rows
+        ]
+        last = rows[-1] if rows else None
+        next_cursor = f"{last.step}.{last.timestamp}.{last.id}" if more and last else None
+        return MetricHistory(key=key, values=values, next_cursor=next_cursor)
 
     def heartbeat(self, run_id: str) -> None:
         """Tell civicml the run's process is alive."""
@@ -655,20 +733,49 @@ class TrackingService:
         max_results: int = 100,
         offset: int = 0,
     ) -> list[Run]:
-        """Runs of a project matching an MLflow-style filter, in the requested order.
+        """Runs of a project matching an MLflow-style filter, in the requested order (the
+        ``runs`` of :meth:`search`).
 
         Example:
             >>> svc.search_runs("benefits", filter="metrics.auc > 0.8",
             ...                 order_by=["metrics.auc DESC"])  # doctest: +SKIP
+        """
+        return self.search(
+            project,
+            experiments=experiments,
+            filter=filter,
+            order_by=order_by,
+            max_results=max_results,
+            offset=offset,
+        ).runs
+
+    def search(
+        self,
+        project: str,
+        *,
+        experiments: Sequence[str] | None = None,
+        filter: str | None = None,
+        order_by: Sequence[str] | None = None,
+        max_results: int = 100,
+        offset: int = 0,
+    ) -> RunPage:
+        """One page of runs matching a filter, with ``next_offset`` (``None`` on the last page)
+        and ``warnings``: one per metric, parameter or tag named in the filter or the order that
+        no run of the project has (such a filter matches nothing), naming the keys that exist.
+
+        Raises:
+            BadRequestError: The filter or the order is longer than the limits.
+            InvalidInputError: The filter cannot be parsed, or a number is out of range.
         """
         if not 1 <= max_results <= MAX_SEARCH_RESULTS:
             raise InvalidInputError(
                 f"max_results {max_results} is out of range.",
                 hint=f"Use 1 to {MAX_SEARCH_RESULTS}.",
             )
-        if offset < 0:
-            raise InvalidInputError("offset must be 0 or more.")
-        clauses = compile_filter(parse_filter(filter))
+        if not 0 <= offset <= INT64_MAX:
+            raise InvalidInputError(f"offset {offset} is out of range.", hint="Use 0 or more.")
+        parsed = parse_filter(filter)
+        clauses = compile_filter(parsed)
         keys = parse_order(list(order_by or []))
         with self._ctx.db.read() as conn:
             project_id = self._project_id(conn, project)
@@ -678,14 +785,72 @@ class TrackingService:
                 .where(runs.c.project_id == project_id, *clauses)
             )
             if experiments:
-                query = query.where(t.experiments.c.name.in_(list(experiments)))
-            query = apply_order(query, keys).limit(max_results).offset(offset)
+                wanted = [name_key(e) for e in experiments]
+                query = query.where(func.lower(t.experiments.c.name).in_(wanted))
+            query = apply_order(query, keys).limit(max_results + 1).offset(offset)
             ids = list(conn.execute(query).scalars())
-            return self._load_runs(conn, ids)
+            more = len(ids) > max_results
+            found = self._load_runs(conn, ids[:max_results])
+            warnings = self._unknown_keys(conn, project, project_id, parsed, keys)
+        return RunPage(
+            runs=found,
+            next_offset=offset + max_results if more else None,
+            warnings=warnings,
+        )
+
+    @staticmethod
+    def _unknown_keys(
+        conn: Connection,
+        project: str,
+        project_id: str,
+        clauses: Sequence[Clause],
+        order: Sequence[OrderKey],
+    ) -> list[str]:
+        """A warning for each metric, parameter or tag key that no run of the project has."""
+        named: dict[str, list[str]] = {}
+        for item in (*clauses, *order):
+            if item.entity != "attr" and item.key not in named.setdefault(item.entity, []):
+                named[item.entity].append(item.key)
+        warnings: list[str] = []
+        tables = {"metric": latest_metrics, "param": t.params, "tag": t.tags}
+        project_runs = select(runs.c.id).where(runs.c.project_id == project_id)
+        for entity, wanted in named.items():
+            table = tables[entity]
+            in_project = table.c.run_id.in_(project_runs)
+            present = set(
+                conn.execute(
+                    select(table.c.key).distinct().where(in_project, table.c.key.in_(wanted))
+                ).scalars()
+            )
+            missing = [k for k in wanted if k not in present]
+            if not missing:
+                continue
+            existing = list(
+                conn.execute(
+                    select(table.c.key).distinct().where(in_project).order_by(table.c.key).limit(51)
+                ).scalars()
+            )
+            word = _ENTITY_WORDS[entity]
+            listed = ", ".join(existing[:50]) + (", ..." if len(existing) > 50 else "")
+            for key in missing:
+                near = difflib.get_close_matches(key, existing, n=1, cutoff=0.6)
+                guess = f" Did you mean {near[0]!r}?" if near else ""
+                known = (
+                    f" The {word}s logged are: {listed}."
+                    if existing
+                    else (f" No run of the project has any {word} yet.")
+                )
+                warnings.append(
+                    f"No run of project {project!r} has the {word} {key!r}: a filter on it "
+                    f"matches no run and ordering by it changes nothing.{guess}{known}"
+                )
+        return warnings
 
     # Internals ------------------------------------------------------------------------------
     def _project_id(self, conn: Connection, project: str) -> str:
-        found = conn.execute(select(projects.c.id).where(projects.c.name == project)).scalar()
+        found = conn.execute(
+            select(projects.c.id).where(func.lower(projects.c.name) == name_key(project))
+        ).scalar()
         if found is None:
             self._projects.get(project)  # raises NotFoundError with a did-you-mean hint
         return str(found)
@@ -772,6 +937,41 @@ def _clean(values: Mapping[str, object], kind: str, limit: int) -> dict[str, str
             )
         clean[key] = text
     return clean
+
+
+def batch_digest(values: Sequence[MetricValue | MetricPoint]) -> str:
+    """SHA-256 of a batch's canonical body: every value's key, number, step and timestamp.
+
+    ``repr`` of the tuples is unambiguous (strings are quoted and escaped, floats round-trip)
+    and costs far less than JSON; the same values always give the same digest.
+    """
+    body = repr([(v.key, float(v.value), v.step, v.timestamp) for v in values])
+    return hashlib.sha256(body.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def _batch_conflict(run_id: str, batch_id: str) -> ConflictError:
+    return ConflictError(
+        f"Batch {batch_id!r} of run {run_id} was stored before with other values; "
+        "nothing was stored now.",
+        hint="A batch id names one body: send a retry with the same values, "
+        "and new values with a new batch id.",
+    )
+
+
+def _parse_cursor(text: str) -> tuple[int, int, int]:
+    match = _CURSOR.fullmatch(text)
+    if match is None:
+        raise InvalidInputError(
+            f"{text[:80]!r} is not a metric history cursor.",
+            hint="Pass the next_cursor of the previous page as it was given.",
+        )
+    step, stamp, row = (int(g) for g in match.groups())
+    if not all(INT64_MIN <= n <= INT64_MAX for n in (step, stamp, row)):
+        raise InvalidInputError(
+            f"{text[:80]!r} is not a metric history cursor.",
+            hint="Pass the next_cursor of the previous page as it was given.",
+        )
+    return step, stamp, row
 
 
 def _run_not_found(run_id: str) -> NotFoundError:

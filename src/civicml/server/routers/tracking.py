@@ -8,17 +8,38 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from civicml.core.errors import CivicMLError
+from civicml.core.types import INT64_MAX, NonNegativeInt32, NonNegativeInt64, StrictInt
 from civicml.server.deps import Services, services
 from civicml.store.schemas import ArtifactInfo
-from civicml.tracking.schemas import MetricBatchResult, MetricValue, Run, RunStatus
+from civicml.tracking.schemas import (
+    MAX_BATCHES_PER_REQUEST,
+    MAX_HISTORY_PAGE,
+    MAX_KEYS_PER_REQUEST,
+    MAX_RUNS_PAGE,
+    MAX_VALUES_PER_REQUEST,
+    MetricBatchResult,
+    MetricHistory,
+    MetricValue,
+    Run,
+    RunPage,
+    RunStatus,
+)
 from civicml.tracking.service import MetricBatch
 
 router = APIRouter(prefix="/api/v1", tags=["runs"])
 Svc = Annotated[Services, Depends(services)]
-MAX_BATCH_VALUES = 100_000
+
+_RUN_ID = Field(min_length=1, max_length=64, description="Run id.")
+_BATCH_ID = Field(
+    default=None,
+    min_length=1,
+    max_length=64,
+    description="Client batch id: a retry with it is stored once; the same id with other "
+    "values is a 409.",
+)
 
 
 class _Body(BaseModel):
@@ -28,44 +49,83 @@ class _Body(BaseModel):
 class RunCreate(_Body):
     experiment: str = Field(default="default", description="Experiment (created when missing).")
     name: str | None = Field(default=None, description="Run name (generated when omitted).")
-    params: dict[str, Any] = Field(default_factory=dict, description="Initial parameters.")
-    tags: dict[str, Any] = Field(default_factory=dict, description="Initial tags.")
-    host: str | None = Field(default=None, description="Host of the process doing the work.")
-    pid: int | None = Field(default=None, description="Its process id.")
-    pid_start: int | None = Field(default=None, description="Its start tick (tells reuse apart).")
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        max_length=MAX_KEYS_PER_REQUEST,
+        description=f"Initial parameters (at most {MAX_KEYS_PER_REQUEST}).",
+    )
+    tags: dict[str, Any] = Field(
+        default_factory=dict,
+        max_length=MAX_KEYS_PER_REQUEST,
+        description=f"Initial tags (at most {MAX_KEYS_PER_REQUEST}).",
+    )
+    host: str | None = Field(
+        default=None, max_length=256, description="Host of the process doing the work."
+    )
+    pid: NonNegativeInt32 | None = Field(default=None, description="Its process id.")
+    pid_start: NonNegativeInt64 | None = Field(
+        default=None, description="Its start tick (tells reuse apart)."
+    )
 
 
 class RunSearch(_Body):
     filter: str | None = Field(default=None, description='e.g. "metrics.auc > 0.8".')
     order_by: list[str] = Field(default_factory=list, description="e.g. ['metrics.auc DESC'].")
     experiments: list[str] | None = Field(default=None, description="Limit to experiments.")
-    max_results: int = Field(default=100, description="Page size (1-50,000).")
-    offset: int = Field(default=0, description="Rows to skip.")
-
-
-class ParamsBody(_Body):
-    params: dict[str, Any] = Field(description="Parameters to record (immutable once set).")
-
-
-class TagsBody(_Body):
-    tags: dict[str, Any] = Field(description="Tags to set.")
-
-
-class MetricsBody(_Body):
-    metrics: list[MetricValue] = Field(max_length=MAX_BATCH_VALUES, description="Values.")
-    batch_id: str | None = Field(
-        default=None, max_length=64, description="Client batch id: a retry with it is stored once."
+    max_results: StrictInt = Field(
+        default=100, ge=1, le=MAX_RUNS_PAGE, description=f"Page size (1-{MAX_RUNS_PAGE:,})."
+    )
+    offset: NonNegativeInt64 = Field(
+        default=0, description="Rows to skip (the next_offset of the previous page)."
     )
 
 
+class ParamsBody(_Body):
+    params: dict[str, Any] = Field(
+        max_length=MAX_KEYS_PER_REQUEST,
+        description=f"Parameters to record, immutable once set (at most {MAX_KEYS_PER_REQUEST}).",
+    )
+
+
+class TagsBody(_Body):
+    tags: dict[str, Any] = Field(
+        max_length=MAX_KEYS_PER_REQUEST,
+        description=f"Tags to set (at most {MAX_KEYS_PER_REQUEST}).",
+    )
+
+
+class MetricsBody(_Body):
+    metrics: list[MetricValue] = Field(
+        max_length=MAX_VALUES_PER_REQUEST,
+        description=f"Values (at most {MAX_VALUES_PER_REQUEST:,}).",
+    )
+    batch_id: str | None = _BATCH_ID
+
+
 class BatchItem(_Body):
-    run_id: str = Field(description="Run id.")
-    metrics: list[MetricValue] = Field(description="Values for that run.")
-    batch_id: str | None = Field(default=None, max_length=64, description="Client batch id.")
+    run_id: str = _RUN_ID
+    metrics: list[MetricValue] = Field(
+        max_length=MAX_VALUES_PER_REQUEST, description="Values for that run."
+    )
+    batch_id: str | None = _BATCH_ID
 
 
 class BatchesBody(_Body):
-    batches: list[BatchItem] = Field(max_length=10_000, description="Batches, any runs.")
+    batches: list[BatchItem] = Field(
+        max_length=MAX_BATCHES_PER_REQUEST,
+        description=f"Batches, any runs (at most {MAX_BATCHES_PER_REQUEST:,}, with at most "
+        f"{MAX_VALUES_PER_REQUEST:,} values in all).",
+    )
+
+    @model_validator(mode="after")
+    def _bounded(self) -> BatchesBody:
+        total = sum(len(b.metrics) for b in self.batches)
+        if total > MAX_VALUES_PER_REQUEST:
+            raise ValueError(
+                f"the batches hold {total:,} values in all; at most {MAX_VALUES_PER_REQUEST:,} "
+                "fit in one request: send the rest in another"
+            )
+        return self
 
 
 class BatchOutcome(BaseModel):
@@ -100,17 +160,19 @@ def create_run(project: str, body: RunCreate, svc: Svc, response: Response) -> R
     return run
 
 
-@router.get("/projects/{project}/runs", response_model=list[Run])
+@router.get("/projects/{project}/runs", response_model=RunPage)
 def list_runs(
     project: str,
     svc: Svc,
     filter: str | None = None,
     order_by: Annotated[list[str] | None, Query()] = None,
     experiment: Annotated[list[str] | None, Query()] = None,
-    max_results: int = 100,
-    offset: int = 0,
-) -> list[Run]:
-    return svc.tracking.search_runs(
+    max_results: Annotated[int, Query(ge=1, le=MAX_RUNS_PAGE)] = 100,
+    offset: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
+) -> RunPage:
+    """One page of runs (``next_offset`` fetches the next); ``warnings`` name filter or order
+    keys that no run has."""
+    return svc.tracking.search(
         project,
         experiments=experiment,
         filter=filter,
@@ -120,9 +182,10 @@ def list_runs(
     )
 
 
-@router.post("/projects/{project}/runs/search", response_model=list[Run])
-def search_runs(project: str, body: RunSearch, svc: Svc) -> list[Run]:
-    return svc.tracking.search_runs(
+@router.post("/projects/{project}/runs/search", response_model=RunPage)
+def search_runs(project: str, body: RunSearch, svc: Svc) -> RunPage:
+    """As ``GET …/runs``, with the query in a JSON body."""
+    return svc.tracking.search(
         project,
         experiments=body.experiments,
         filter=body.filter,
@@ -173,9 +236,21 @@ def log_metric_batches(body: BatchesBody, svc: Svc) -> list[BatchOutcome]:
     ]
 
 
-@router.get("/runs/{run_id}/metrics/{key:path}", response_model=list[MetricValue])
-def metric_history(run_id: str, key: str, svc: Svc) -> list[MetricValue]:
-    return svc.tracking.metric_history(run_id, key)
+@router.get("/runs/{run_id}/metrics/{key:path}", response_model=MetricHistory)
+def metric_history(
+    run_id: str,
+    key: str,
+    svc: Svc,
+    after: Annotated[
+        str | None,
+        Query(max_length=80, description="The next_cursor of the previous page."),
+    ] = None,
+    limit: Annotated[
+        int, Query(ge=1, le=MAX_HISTORY_PAGE, description="Page size.")
+    ] = MAX_HISTORY_PAGE,
+) -> MetricHistory:
+    """One page of a metric's values by step, then time; ``next_cursor`` fetches the next."""
+    return svc.tracking.metric_history_page(run_id, key, after=after, limit=limit)
 
 
 @router.post("/runs/{run_id}/inputs", status_code=204)
