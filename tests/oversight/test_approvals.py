@@ -167,7 +167,55 @@ def test_separation_of_duties_is_answered_before_the_gate(scene: Scene) -> None:
         scene.as_("tara").models.approve(
             scene.mv, note="mine", override_justification=JUSTIFICATION
         )
-    assert scene.tara.audit_events(action="model_version.approval_refused") == []
+    events = scene.rui.audit_events(action="model_version.approval_refused")
+    assert [(e.actor, e.after["reason"]) for e in events] == [("tara", "separation_of_duties")] * 2
+    assert all("tara registered model version eligibility/1" in e.after["message"] for e in events)
+
+
+def test_every_refused_approval_is_audited_and_changes_nothing(scene: Scene) -> None:
+    from civicml.registry import RegistryService
+
+    def refused() -> list[tuple[str, str]]:
+        events = scene.rui.audit_events(action="model_version.approval_refused")
+        return [(e.actor, e.after["reason"]) for e in events]
+
+    with pytest.raises(PermissionDeniedError, match="separation of duties"):
+        scene.as_("tara").models.approve(scene.mv, note="mine")
+    assert refused() == [("tara", "separation_of_duties")]
+    # the registry's own check (a caller that skips the oversight service) is audited too
+    with pytest.raises(PermissionDeniedError, match="separation of duties"):
+        RegistryService(scene.tara.backend.ctx).approve("benefits", MODEL, 1, "mine")
+    scene.as_("rui").models.set_policy(MODEL, POLICY)
+    with pytest.raises(GateFailedError):
+        scene.as_("rui").models.approve(scene.mv, note="reviewed")
+    with pytest.raises(PermissionDeniedError, match="may not override"):
+        scene.as_("rui").models.approve(scene.mv, note="x", override_justification=JUSTIFICATION)
+    with pytest.raises(InvalidInputError, match="justification is 5 characters"):
+        scene.as_("rosa").models.approve(scene.mv, note="x", override_justification="short")
+    with pytest.raises(ConflictError, match="can only be approved through its gate"):
+        RegistryService(scene.rui.backend.ctx).approve("benefits", MODEL, 1, "direct")
+    with pytest.raises(InvalidInputError, match="needs a note"):  # bad input, not a refusal
+        scene.as_("rui").models.approve(scene.mv, note=" ")
+    assert refused() == [
+        ("tara", "separation_of_duties"),
+        ("tara", "separation_of_duties"),
+        ("rui", "gate_failed"),
+        ("rui", "override_not_allowed"),
+        ("rosa", "override_justification_too_short"),
+        ("rui", "no_gate_evaluation"),
+    ]
+    [gate_refusal] = [
+        e.after
+        for e in scene.rui.audit_events(action="model_version.approval_refused")
+        if e.after["reason"] == "gate_failed"
+    ]
+    assert gate_refusal["failed"] == ["DI sex", "explanation present", "card complete"]
+    assert gate_refusal["message"].startswith("Approval of eligibility v1 refused: 3 of 4")
+    mv = scene.as_("rui").models.version(MODEL, 1)
+    assert (mv.approval_status, mv.approval_by) == (ApprovalStatus.PENDING, None)
+    assert scene.as_("rui").models.history(scene.mv) == []
+    assert scene.rui.audit_events(action="model_version.approval_changed") == []
+    assert scene.rui.verify_audit().ok
 
 
 def test_a_policy_given_as_a_dict_keeps_what_was_given_as_its_source(scene: Scene) -> None:

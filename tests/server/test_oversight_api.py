@@ -181,13 +181,27 @@ def test_whoever_registered_and_trained_a_version_cannot_approve_it(scene: Scene
     mv = scene.api.get(scene.version(1)).json()
     assert (mv["approval_status"], mv["approval_by"]) == ("PendingManualApproval", None)
     assert scene.api.get(f"{scene.version(1)}/approvals").json() == []
-    assert [e["action"] for e in scene.events(entity_id=mv["id"])] == ["model_version.registered"]
+    # the refusal changed nothing, and is in the audit trail
+    events = scene.events(entity_id=mv["id"])
+    assert [(e["action"], e["actor"]) for e in events] == [
+        ("model_version.registered", "tara"),
+        ("model_version.approval_refused", "tara"),
+    ]
+    assert events[1]["after"] == {
+        "name": MODEL,
+        "version": 1,
+        "reason": "separation_of_duties",
+        "message": body["message"],
+    }
     # the status route is held to the same rule
     put = scene.api.put(
         f"{scene.version(1)}/approval", json={"status": "Approved", "note": "ok"}, headers=TARA
     )
     assert_error(put, 403, "PermissionDeniedError", "tara registered")
     assert scene.api.get(scene.version(1)).json()["approval_status"] == "PendingManualApproval"
+    refused = scene.events(action="model_version.approval_refused")
+    assert [e["after"]["reason"] for e in refused] == ["separation_of_duties"] * 2
+    assert scene.api.get(f"{API}/audit/verify").json()["ok"] is True
 
 
 # The gate and overrides -----------------------------------------------------------------------
@@ -222,6 +236,8 @@ def test_a_failed_gate_refuses_and_only_a_risk_officer_may_override(scene: Scene
     assert event["after"] == {
         "name": MODEL,
         "version": 1,
+        "reason": "gate_failed",
+        "message": body["message"],
         "policy_version": 1,
         "failed": ["DI sex", "explanation present", "card complete"],
     }
@@ -269,7 +285,13 @@ def test_a_failed_gate_refuses_and_only_a_risk_officer_may_override(scene: Scene
     )
     assert changed["after"]["approval_status"] == "Approved"
     assert changed["after"]["evidence"]["override"]["justification"] == JUSTIFICATION
-    assert len(scene.events(action="model_version.approval_refused")) == 1
+    refusals = scene.events(action="model_version.approval_refused")
+    assert [(e["actor"], e["after"]["reason"]) for e in refusals] == [
+        ("rui", "gate_failed"),
+        ("rui", "override_not_allowed"),
+        ("rosa", "override_justification_too_short"),
+        ("rosa", "override_justification_too_short"),
+    ]
 
     # the approval is a lineage action associated with the version
     graph = scene.api.get(

@@ -7,8 +7,10 @@ current policy; a failing gate refuses the approval with one entry per failed ch
 caller gives a written justification and holds a role the policy allows to override. The gate's
 result — and any override — is stored with the approval record, written to the audit trail, and
 recorded in lineage as an ``approval`` action linked to the version and to the evidence it read.
-A refused approval is audited too (``model_version.approval_refused``). Separation of duties
-(whoever registered or trained a version cannot approve it) is enforced by the registry itself.
+Every refused approval is audited too (``model_version.approval_refused``, with the reason:
+``gate_failed``, ``override_not_allowed``, ``separation_of_duties``, ...), in its own transaction
+since the refusal itself changes nothing. Separation of duties (whoever registered or trained a
+version cannot approve it) is enforced by the registry itself.
 """
 
 from __future__ import annotations
@@ -19,7 +21,13 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from civicml.core.errors import ConflictError, InvalidInputError, PermissionDeniedError, closest
+from civicml.core.errors import (
+    CivicMLError,
+    ConflictError,
+    InvalidInputError,
+    PermissionDeniedError,
+    closest,
+)
 from civicml.core.ids import new_id
 from civicml.evaluation.records import BiasSummary
 from civicml.evaluation.service import EvaluationService
@@ -176,9 +184,8 @@ class ApprovalService:
         evidence: dict[str, Any] = {"gate": gate.model_dump(mode="json")}
         if not gate.passed:
             if override_justification is None:
-                self._record_refusal(mv, gate)
                 failed = gate.failed
-                raise GateFailedError(
+                refusal = GateFailedError(
                     f"Approval of {mv.name} v{mv.version} refused: {len(failed)} of "
                     f"{len(gate.checks)} checks of approval policy v{record.version} failed: "
                     + "; ".join(f"{c.name} ({c.detail})" for c in failed[:5])
@@ -188,7 +195,18 @@ class ApprovalService:
                     "with a written justification if your role allows it.",
                     details=[c.model_dump(mode="json") for c in failed],
                 )
-            evidence["override"] = self._override(mv, record, override_justification)
+                self._record_refusal(mv, gate, "gate_failed", refusal)
+                raise refusal
+            try:
+                evidence["override"] = self._override(mv, record, override_justification)
+            except (PermissionDeniedError, InvalidInputError) as err:
+                reason = (
+                    "override_not_allowed"
+                    if isinstance(err, PermissionDeniedError)
+                    else "override_justification_too_short"
+                )
+                self._record_refusal(mv, gate, reason, err)
+                raise
         elif override_justification is not None:
             raise InvalidInputError(
                 f"The gate of {mv.name} v{mv.version} passes; there is nothing to override.",
@@ -233,22 +251,20 @@ class ApprovalService:
             )
         return {"justification": text, "by": self._ctx.principal.user, "role": allowed[0]}
 
-    def _record_refusal(self, mv: ModelVersion, gate: GateResult) -> None:
-        proj = self._projects.get(mv.project)
-        with self._ctx.db.write() as uow:
-            self._audit.record(
-                uow,
-                "model_version.approval_refused",
-                "model_version",
-                mv.id,
-                project=proj.name,
-                after={
-                    "name": mv.name,
-                    "version": mv.version,
-                    "policy_version": gate.policy_version,
-                    "failed": [c.name for c in gate.failed],
-                },
-            )
+    def _record_refusal(
+        self, mv: ModelVersion, gate: GateResult, reason: str, error: CivicMLError
+    ) -> None:
+        """Audit an approval the gate (or an override that is not allowed) refused."""
+        self._registry.record_approval_refusal(
+            mv.project,
+            mv.id,
+            mv.name,
+            mv.version,
+            reason,
+            error.message,
+            policy_version=gate.policy_version,
+            failed=[c.name for c in gate.failed],
+        )
 
     def _record_lineage(
         self,

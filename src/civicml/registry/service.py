@@ -15,14 +15,19 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from civicml.core.errors import ConflictError, InvalidInputError, PermissionDeniedError
+from civicml.core.errors import (
+    CivicMLError,
+    ConflictError,
+    InvalidInputError,
+    PermissionDeniedError,
+)
 from civicml.core.ids import new_id, validate_name
+from civicml.core.names import already_exists
 from civicml.governance.audit import AuditTrail
 from civicml.governance.lineage import LineageService
 from civicml.governance.projects import ProjectService
 from civicml.governance.schemas import Project
 from civicml.registry._inputs import (
-from civicml.core.names import already_exists
     Files,
     approval_note,
     check_alias_name,
@@ -286,61 +291,67 @@ class RegistryService:
         target = parse_status(status)
         note = approval_note(note, target, name, version)
         proj = self._projects.get(project)
-        with self._ctx.db.write() as uow:
-            conn = uow.conn
-            model = model_row(conn, proj, name)
-            row = version_row(conn, proj.name, model, version, lock=True)
-            current = ApprovalStatus(row.approval_status)
-            label = f"{model.name}/{row.version}"
-            if current is target:
-                others = ", ".join(s.value for s in ApprovalStatus if s is not target)
-                raise ConflictError(
-                    f"Model version {label} is already {target.value}; nothing was changed.",
-                    hint=f"Choose another status ({others}), or register a new version: "
-                    + cli_hint(proj.name, "register", model.name, "--run <run-id>"),
+        refused: tuple[str, DbRow, str] | None = None  # (reason, version row, model name)
+        try:
+            with self._ctx.db.write() as uow:
+                conn = uow.conn
+                model = model_row(conn, proj, name)
+                row = version_row(conn, proj.name, model, version, lock=True)
+                current = ApprovalStatus(row.approval_status)
+                refusal = self._approval_refusal(conn, proj, model, row, current, target, evidence)
+                if refusal is not None:
+                    reason, error = refusal
+                    if target is ApprovalStatus.APPROVED:
+                        refused = (reason, row, model.name)
+                    raise error
+                now, user = self._ctx.clock.now(), self._ctx.principal.user
+                conn.execute(
+                    update(model_versions)
+                    .where(model_versions.c.id == row.id)
+                    .values(
+                        approval_status=target.value,
+                        approval_by=user,
+                        approval_note=note,
+                        approval_at=now,
+                    )
                 )
-            self._check_approval_allowed(conn, proj, model, row, target, evidence)
-            now, user = self._ctx.clock.now(), self._ctx.principal.user
-            conn.execute(
-                update(model_versions)
-                .where(model_versions.c.id == row.id)
-                .values(
-                    approval_status=target.value,
-                    approval_by=user,
-                    approval_note=note,
-                    approval_at=now,
+                conn.execute(
+                    insert(approval_history).values(
+                        id=next_history_id(conn, row.id),
+                        version_id=row.id,
+                        from_status=current.value,
+                        to_status=target.value,
+                        by=user,
+                        note=note,
+                        at=now,
+                        evidence=dict(evidence) if evidence is not None else None,
+                    )
                 )
-            )
-            conn.execute(
-                insert(approval_history).values(
-                    id=next_history_id(conn, row.id),
-                    version_id=row.id,
-                    from_status=current.value,
-                    to_status=target.value,
-                    by=user,
-                    note=note,
-                    at=now,
-                    evidence=dict(evidence) if evidence is not None else None,
+                ref = {"name": model.name, "version": row.version}
+                self._audit.record(
+                    uow,
+                    "model_version.approval_changed",
+                    "model_version",
+                    row.id,
+                    project=proj.name,
+                    before={**ref, "approval_status": current.value},
+                    after={
+                        **ref,
+                        "approval_status": target.value,
+                        "note": note,
+                        **({"evidence": dict(evidence)} if evidence is not None else {}),
+                    },
                 )
-            )
-            ref = {"name": model.name, "version": row.version}
-            self._audit.record(
-                uow,
-                "model_version.approval_changed",
-                "model_version",
-                row.id,
-                project=proj.name,
-                before={**ref, "approval_status": current.value},
-                after={
-                    **ref,
-                    "approval_status": target.value,
-                    "note": note,
-                    **({"evidence": dict(evidence)} if evidence is not None else {}),
-                },
-            )
-            if also is not None:
-                also(uow)
-            return version_by_id(conn, proj.name, model.name, row.id)
+                if also is not None:
+                    also(uow)
+                return version_by_id(conn, proj.name, model.name, row.id)
+        except CivicMLError as err:
+            if refused is not None:  # rolled back; the refusal itself is recorded
+                reason, row, model_name = refused
+                self.record_approval_refusal(
+                    proj.name, row.id, model_name, row.version, reason, err.message
+                )
+            raise
 
     def approve(self, project: str, name: str, version: int | str, note: str) -> ModelVersion:
         """Approve a version (``update_approval`` to ``Approved``); ``note`` says why."""
@@ -358,47 +369,59 @@ class RegistryService:
             row = version_row(conn, proj.name, model, version)
             return approval_records(conn, model.name, row)
 
-    def _check_approval_allowed(
+    def _approval_refusal(
         self,
         conn: Connection,
         proj: Project,
         model: DbRow,
         row: DbRow,
+        current: ApprovalStatus,
         target: ApprovalStatus,
         evidence: Mapping[str, Any] | None,
-    ) -> None:
-        """Refuse a status change before anything is written.
+    ) -> tuple[str, CivicMLError] | None:
+        """Why a status change is refused, as ``(reason, error)``, checked before anything is
+        written; ``None`` when it is allowed.
 
-        Raises:
-            ConflictError: The version is archived, or the policy's gate evidence is missing.
-            PermissionDeniedError: Separation of duties: the caller registered or trained it.
+        The errors: ConflictError when the version already has that status, is archived, or
+        the policy's gate evidence is missing or failed; PermissionDeniedError for separation
+        of duties (the caller registered or trained it).
         """
-        if target is not ApprovalStatus.APPROVED:
-            return
         label = f"{model.name}/{row.version}"
+        if current is target:
+            others = ", ".join(s.value for s in ApprovalStatus if s is not target)
+            return "already_" + target.value.lower(), ConflictError(
+                f"Model version {label} is already {target.value}; nothing was changed.",
+                hint=f"Choose another status ({others}), or register a new version: "
+                + cli_hint(proj.name, "register", model.name, "--run <run-id>"),
+            )
+        if target is not ApprovalStatus.APPROVED:
+            return None
         if row.archived:
-            raise ConflictError(
+            return "archived", ConflictError(
                 f"Model version {label} is archived; archived versions cannot be approved.",
                 hint="Unarchive it first: "
                 + cli_hint(proj.name, "unarchive", model.name, row.version),
             )
-        self._separation_of_duties(conn, label, row)
+        duties = self._separation_of_duties(conn, label, row)
+        if duties is not None:
+            return "separation_of_duties", duties
         policy = _latest_policy(conn, model.id)
         if policy is None:
-            return
+            return None
         gate = (evidence or {}).get("gate")
         if not isinstance(gate, Mapping) or gate.get("policy_version") != policy.version:
-            raise ConflictError(
+            return "no_gate_evaluation", ConflictError(
                 f"Model {model.name} has an approval policy (version {policy.version}); "
                 f"version {row.version} can only be approved through its gate.",
                 hint="Approve with the SDK, CLI or REST approve call, which evaluate the gate: "
                 + cli_hint(proj.name, "approve", model.name, row.version, "--note ..."),
             )
         if not gate.get("passed") and not (evidence or {}).get("override"):
-            raise ConflictError(
+            return "gate_failed", ConflictError(
                 f"The approval gate of {label} failed and no override was given.",
                 hint="Fix what the gate reports, or override it with a justification.",
             )
+        return None
 
     def check_approval_request(
         self, project: str, name: str, version: int | str, note: str
@@ -406,7 +429,8 @@ class RegistryService:
         """Raise unless the caller may ask to approve the version with ``note``: the note must
         say why, and whoever registered it or started the run that trained it may not approve
         it. Approval itself checks both again, atomically; this is for callers that must answer
-        them before their own checks (the approval gate).
+        them before their own checks (the approval gate). A separation-of-duties refusal is
+        audited (``model_version.approval_refused``).
 
         Raises:
             InvalidInputError: The note is blank.
@@ -418,9 +442,51 @@ class RegistryService:
         with self._ctx.db.read() as conn:
             model = model_row(conn, proj, name)
             row = version_row(conn, proj.name, model, version)
-            self._separation_of_duties(conn, f"{model.name}/{row.version}", row)
+            duties = self._separation_of_duties(conn, f"{model.name}/{row.version}", row)
+        if duties is not None:
+            self.record_approval_refusal(
+                proj.name, row.id, model.name, row.version, "separation_of_duties", duties.message
+            )
+            raise duties
 
-    def _separation_of_duties(self, conn: Connection, label: str, row: DbRow) -> None:
+    def record_approval_refusal(
+        self,
+        project: str,
+        version_id: str,
+        model: str,
+        version: int,
+        reason: str,
+        message: str,
+        **details: Any,
+    ) -> None:
+        """Audit a refused approval (``model_version.approval_refused``) in its own transaction:
+        the refusal changes nothing, but that someone tried, and why it was refused, is kept.
+
+        Args:
+            reason: e.g. ``"separation_of_duties"``, ``"gate_failed"``, ``"archived"``.
+            message: The refusal as the caller was told it.
+            details: More facts for the record (the gate's failed checks, its policy version).
+        """
+        with self._ctx.db.write() as uow:
+            self._audit.record(
+                uow,
+                "model_version.approval_refused",
+                "model_version",
+                version_id,
+                project=project,
+                after={
+                    "name": model,
+                    "version": version,
+                    "reason": reason,
+                    "message": message,
+                    **details,
+                },
+            )
+
+    def _separation_of_duties(
+        self, conn: Connection, label: str, row: DbRow
+    ) -> PermissionDeniedError | None:
+        """The refusal when the caller registered or trained the version, else ``None``."""
         user = self._ctx.principal.user
         trained_by = (
             conn.execute(select(runs.c.created_by).where(runs.c.id == row.run_id)).scalar()
@@ -429,11 +495,12 @@ class RegistryService:
         )
         if user in (row.created_by, trained_by):
             did = "registered" if user == row.created_by else "trained"
-            raise PermissionDeniedError(
+            return PermissionDeniedError(
                 f"{user} {did} model version {label} and so cannot approve it "
                 "(separation of duties).",
                 hint="Ask a reviewer who neither trained nor registered it to approve it.",
             )
+        return None
 
     # Approval policies ------------------------------------------------------------------------
     def set_approval_policy(
@@ -543,6 +610,7 @@ class RegistryService:
                     + cli_hint(proj.name, "unarchive", model.name, target.version),
                 )
             old = alias_row(conn, model.id, alias)
+            alias = alias if old is None else old.alias  # moved in the case it was set with
             if old is not None and old.version_id == target.id:
                 return version_by_id(conn, proj.name, model.name, target.id)
             now, user = self._ctx.clock.now(), self._ctx.principal.user
@@ -586,6 +654,7 @@ class RegistryService:
             model = model_row(conn, proj, name, lock=True)
             alias = parse_alias_ref(alias)  # the same (stripped) name for lookup and delete
             row = version_row(conn, proj.name, model, alias)
+            alias = getattr(alias_row(conn, model.id, alias), "alias", alias)  # as stored
             conn.execute(
                 delete(model_aliases).where(
                     model_aliases.c.model_id == model.id, model_aliases.c.alias == alias
@@ -610,7 +679,6 @@ class RegistryService:
         return self._set_archived(project, name, version, archived=True)
 
     def unarchive_version(self, project: str, name: str, version: int | str) -> ModelVersion:
-            alias = alias if old is None else old.alias  # moved in the case it was set with
         """Bring an archived version back.
 
         Raises:
@@ -654,7 +722,6 @@ class RegistryService:
                 reasons.append(
                     f"lineage records {downstream_names(self._lineage, row.id)} derived from it"
                 )
-            alias = getattr(alias_row(conn, model.id, alias), "alias", alias)  # as stored
                 hints.append(
                     "Versions that something was derived from are kept for lineage; "
                     "archive it instead: "
@@ -710,6 +777,7 @@ class RegistryService:
         model = find_model(conn, proj.id, name, lock=True)
         if model is None:
             model = self._insert_model(uow, proj, name, "")
+        name = model.name  # as created: names are found case-insensitively
         run = None if run_id is None else run_row(conn, proj, run_id)
         if files is None:
             files = run_files(conn, str(run_id), artifact_path)
@@ -777,7 +845,6 @@ class RegistryService:
                 next_version=1,
                 created_at=self._ctx.clock.now(),
                 created_by=self._ctx.principal.user,
-        name = model.name  # as created: names are found case-insensitively
             )
         )
         self._audit.record(
