@@ -63,3 +63,17 @@ def tamper(ctx: Context, digest: str) -> None:
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
     path.write_bytes(bytes(data))
+
+
+def train_nan(directory: Path, *, regression: bool = False) -> TabularModel:
+    """A linear model whose first number weight is NaN: every answer it gives is NaN."""
+    data = training_frame()
+    if regression:
+        model = fit_tabular(data.drop(columns="eligible"), "income", algorithm="linear", seed=0)
+    else:
+        model = fit_tabular(data, "eligible", algorithm="logistic", seed=0)
+    estimator = model.pipeline.steps[-1][1]
+    estimator.coef_ = np.array(estimator.coef_, dtype=np.float64)
+    estimator.coef_.flat[0] = np.nan
+    model.save(directory)
+    return model

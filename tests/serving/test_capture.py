@@ -33,7 +33,7 @@ def test_captured_records_have_sagemakers_format(
     _deploy(ctx, host, model_dirs[0], 100)
     clock.advance(days=326, hours=10, minutes=15)  # 2026-11-23 10:15 UTC
     rows = records(4)
-    result = host.invoke(project, "web", rows)
+    result = host.invoke(project, "web", rows, caller="rosa")
     files = CaptureService(ctx, host.capture).files(project, "web")
     assert len(files) == 1
     assert PATH.match(files[0].path) and files[0].path.startswith("capture/2026/11/23/10/")
@@ -62,6 +62,16 @@ def test_captured_records_have_sagemakers_format(
     assert meta["inferenceId"] == meta["eventId"]
     assert meta["inferenceTime"] == "2026-11-23T10:15:00.000Z"
     assert (meta["endpointName"], meta["modelName"], meta["modelVersion"]) == ("web", MODEL, 1)
+    assert {c["eventMetadata"]["caller"] for c in captured} == {"rosa"}  # who asked
+
+
+def test_the_caller_defaults_to_the_hosts_principal(
+    ctx: Context, project: str, model_dirs: tuple[Path, Path], host: ModelHost
+) -> None:
+    _deploy(ctx, host, model_dirs[0], 100)
+    host.invoke(project, "web", records(1))
+    [captured] = CaptureService(ctx, host.capture).records(project, "web")
+    assert captured["eventMetadata"]["caller"] == ctx.principal.user == "alice"
 
 
 @pytest.mark.parametrize(("percent", "expected"), [(0, 0), (100, 10)])
@@ -142,7 +152,7 @@ def test_to_dataset_holds_the_captured_columns(
         CaptureService(ctx, host.capture).to_dataset(project, "web")
     sent = records(5) + records(3, seed=2)
     answered = host.invoke(project, "web", sent[:5])["predictions"]
-    answered += host.invoke(project, "web", sent[5:])["predictions"]
+    answered += host.invoke(project, "web", sent[5:], caller="rosa")["predictions"]
     version = CaptureService(ctx, host.capture).to_dataset(project, "web", metadata=True)
     assert version.name == "web-capture" and version.row_count == 8
     assert [c.name for c in version.columns] == [
@@ -153,9 +163,13 @@ def test_to_dataset_holds_the_captured_columns(
         "inference_id",
         "inference_time",
         "model_version",
+        "caller",
     ]
     frame = DatasetService(ctx).to_pandas(version)
     assert frame[["age", "income", "region"]].to_dict("records") == sent
+    assert frame["caller"].tolist() == ["alice"] * 5 + ["rosa"] * 3
+    plain = CaptureService(ctx, host.capture).to_frame(project, "web")
+    assert "caller" not in plain.columns  # metadata, never a model input column
     assert frame["prediction"].tolist() == answered
     graph = LineageService(ctx).query("dataset_version", version.id, direction="upstream")
     assert "endpoint" in {n.kind for n in graph.nodes}

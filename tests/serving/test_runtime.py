@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from pathlib import Path
@@ -13,10 +14,11 @@ import pytest
 
 from civicml.core import ArtifactIntegrityError, InvalidInputError, NotFoundError
 from civicml.registry import RegistryService
-from civicml.serving import EndpointService, ModelHost
+from civicml.serving import CaptureService, EndpointService, ModelHost
+from civicml.serving.runtime import ModelOutputError
 from civicml.store import Context
 from civicml.training import TabularModel
-from tests.serving.helpers import MODEL, records, register, tamper
+from tests.serving.helpers import MODEL, records, register, tamper, train_nan
 
 
 def test_predictions_equal_the_models_own(
@@ -155,8 +157,107 @@ def test_infinite_numbers_are_refused_naming_the_column(
     EndpointService(ctx, host).deploy(project, "web", MODEL, 1)
     rows = records(2)
     rows[1]["income"] = float("-inf")  # what JSON's -Infinity parses to
-    message = "Column 'income' has an infinite value"
+    message = r"Column 'income' has a non-finite value \(-Infinity\) in record 1"
     with pytest.raises(InvalidInputError, match=message):
         host.invoke(project, "web", rows)
     with pytest.raises(InvalidInputError, match=message):
         host.invoke(project, "web", pd.DataFrame(rows))
+
+
+@pytest.mark.parametrize(
+    ("value", "word"),
+    [(float("nan"), "NaN"), (np.float64("nan"), "NaN"), (float("inf"), "Infinity")],
+)
+@pytest.mark.parametrize("fast", [True, False])
+def test_non_finite_numbers_in_records_are_refused_naming_column_and_record(
+    ctx: Context,
+    project: str,
+    model_dirs: tuple[Path, Path],
+    host: ModelHost,
+    monkeypatch: pytest.MonkeyPatch,
+    value: float,
+    word: str,
+    fast: bool,
+) -> None:
+    if not fast:
+        monkeypatch.setattr("civicml.serving.runtime.compile_fast_path", lambda model: None)
+    register(ctx, model_dirs[0])
+    EndpointService(ctx, host).deploy(project, "web", MODEL, 1)
+    rows = records(3)
+    rows[2]["income"] = value  # not null: a NaN is no way to say "unknown" in a record
+    message = re.escape(
+        f"Column 'income' has a non-finite value ({word}) in record 2; numbers must be finite."
+    )
+    with pytest.raises(InvalidInputError, match=message) as caught:
+        host.invoke(project, "web", rows)
+    assert caught.value.status == 422 and "null" in (caught.value.hint or "")
+    assert caught.value.details == [
+        {"column": "income", "problem": "not_finite", "record": 2, "got": word}
+    ]
+    assert host.invoke_nowait(project, "web", rows) is None  # the thread path words it
+    with pytest.raises(InvalidInputError, match=r"\(" + word + r"\) in record 0"):
+        host.invoke(project, "web", rows[2])  # one record
+    rows[2]["income"] = None  # null is how a record says "unknown"
+    assert len(host.invoke(project, "web", rows)["predictions"]) == 3
+    stats = EndpointService(ctx, host).get(project, "web").stats
+    assert stats is not None and stats.input_errors == 2 and stats.invocations == 1
+
+
+def test_nan_in_a_dataframe_is_pandas_missing_value(
+    ctx: Context, project: str, model_dirs: tuple[Path, Path], host: ModelHost
+) -> None:
+    register(ctx, model_dirs[0])
+    EndpointService(ctx, host).deploy(project, "web", MODEL, 1)
+    rows = records(2)
+    rows[1]["income"] = None
+    frame = pd.DataFrame(rows)
+    assert np.isnan(frame["income"][1])
+    assert (
+        host.invoke(project, "web", frame)["predictions"]
+        == host.invoke(project, "web", rows)["predictions"]
+    )
+
+
+@pytest.mark.parametrize(
+    ("regression", "fast"), [(False, True), (False, False), (True, True), (True, False)]
+)
+def test_a_model_answering_nan_fails_the_request_with_502(
+    ctx: Context,
+    project: str,
+    tmp_path: Path,
+    host: ModelHost,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    regression: bool,
+    fast: bool,
+) -> None:
+    model_dir = tmp_path / "nan-model"
+    train_nan(model_dir, regression=regression)
+    mv = register(ctx, model_dir)
+    if fast:  # its compiled arithmetic gives NaN as the pipeline does: use it anyway
+        monkeypatch.setattr("civicml.serving.fastpath._agrees", lambda fast, model: True)
+    assert (host.load(mv).fast is not None) == fast
+    EndpointService(ctx, host).deploy(project, "web", MODEL, 1)
+    rows = records(2)
+    if regression:
+        for row in rows:
+            row.pop("income")  # the value it predicts
+    with caplog.at_level(logging.ERROR, logger="civicml.serving"):
+        with pytest.raises(ModelOutputError, match="returned a non-finite value") as caught:
+            host.invoke(project, "web", rows)
+        if fast and not regression:  # the event loop's inline path fails it the same way
+            with pytest.raises(ModelOutputError, match="for record 0 of 2"):
+                host.invoke_nowait(project, "web", rows)
+    assert caught.value.status == 502 and caught.value.hint
+    assert "eligibility v1" in caught.value.message and "'web'" in caught.value.message
+    assert "non-finite value for record 0 of 2" in caplog.text
+    assert "nan" not in caplog.text.lower().replace("non-finite", "")  # no values logged
+    stats = EndpointService(ctx, host).get(project, "web").stats
+    assert stats is not None and stats.output_errors == (2 if fast and not regression else 1)
+    assert stats.invocations == 0
+    captured = list(CaptureService(ctx, host.capture).records(project, "web"))
+    assert len(captured) == (4 if fast and not regression else 2)
+    outputs = {c["captureData"]["endpointOutput"]["data"] for c in captured}
+    assert outputs == {'{"error":"non_finite_output"}'}  # the input is kept, no values
+    with pytest.raises(InvalidInputError, match="no captured records"):
+        CaptureService(ctx, host.capture).to_dataset(project, "web")  # nothing was answered

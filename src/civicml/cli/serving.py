@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from civicml.cli._common import JsonOpt, ProjectOpt, client, console, fmt_time, print_json, table
 from civicml.core.errors import InvalidInputError
-from civicml.evaluation.explain_schemas import LocalExplanation
-from civicml.sdk.endpoints import EndpointsHandle
-from civicml.serving.schemas import EndpointInfo
+
+if TYPE_CHECKING:  # imported lazily: `civicml endpoints --help` stays fast
+    from civicml.evaluation.explain_schemas import LocalExplanation
+    from civicml.sdk.endpoints import EndpointsHandle
+    from civicml.serving.schemas import EndpointInfo
 
 endpoints_app = typer.Typer(
     help="Real-time endpoints: serve Approved model versions.", no_args_is_help=True
@@ -37,6 +39,13 @@ def _print(info: EndpointInfo, json_: bool, verb: str = "") -> None:
         f"capture {capture}",
         markup=False,
     )
+    if info.stats is not None:  # counted by the process that serves it (a server)
+        stats = info.stats
+        console.print(
+            f"  since {fmt_time(stats.since)}: {stats.invocations} answered, "
+            f"{stats.input_errors} refused input, {stats.output_errors} model output errors",
+            markup=False,
+        )
 
 
 @endpoints_app.command("deploy")
@@ -123,11 +132,19 @@ def capture_dataset(
     dataset: Annotated[
         str | None, typer.Option(help="Dataset name (default NAME-capture).")
     ] = None,
+    metadata: Annotated[
+        bool,
+        typer.Option(
+            "--metadata",
+            help="Add inference_id, inference_time, model_version and caller columns.",
+        ),
+    ] = False,
     json_: JsonOpt = False,
 ) -> None:
     """Store the requests captured so far as a dataset version (for a drift report)."""
     with client() as ml:
-        version = _handle(ml, project).get(name).capture_to_dataset(dataset)
+        endpoint = _handle(ml, project).get(name)
+        version = endpoint.capture_to_dataset(dataset, metadata=metadata)
     if json_:
         print_json(version)
     else:

@@ -15,7 +15,7 @@ from civicml.core.ids import validate_name
 from civicml.data.schemas import DatasetVersion
 from civicml.registry.schemas import ModelVersion
 from civicml.serving.capture import CaptureService
-from civicml.serving.runtime import ModelHost
+from civicml.serving.runtime import ModelHost, refuse_non_finite
 from civicml.serving.schemas import EndpointInfo, InvocationResult
 from civicml.serving.service import EndpointService
 
@@ -138,6 +138,7 @@ class EndpointsHandle:
             self._backend.call("DELETE", self._base(name))
 
     def _predict(self, name: str, rows: Any, *, explain: bool = False) -> InvocationResult:
+        refuse_non_finite(rows)  # JSON cannot carry NaN: the server's 422, before sending
         if not self._backend.remote:
             host = _embedded_host(self._backend)
             result = host.invoke(self._project, name, rows, explain=explain)
@@ -199,17 +200,27 @@ class Endpoint:
         )
         return self
 
-    def capture_to_dataset(self, dataset: str | None = None) -> DatasetVersion:
+    def capture_to_dataset(
+        self, dataset: str | None = None, *, metadata: bool = False
+    ) -> DatasetVersion:
         """Store the requests captured so far (inputs and predictions) as a dataset version,
-        e.g. to compare with the training data: ``proj.monitoring.drift(v, baseline=raw)``."""
+        e.g. to compare with the training data: ``proj.monitoring.drift(v, baseline=raw)``.
+
+        Args:
+            dataset: Dataset name (default ``<endpoint>-capture``).
+            metadata: Add ``inference_id``, ``inference_time``, ``model_version`` and
+                ``caller`` (who made each request) columns.
+        """
         backend = self._handle._backend
         if not backend.remote:
             capture = CaptureService(backend.ctx, _embedded_host(backend).capture)
-            return capture.to_dataset(self._handle._project, self.name, name=dataset)
+            return capture.to_dataset(
+                self._handle._project, self.name, name=dataset, metadata=metadata
+            )
         body = backend._json(
             "POST",
             f"{self._handle._base(self.name)}/capture/dataset",
-            json_body={"dataset": dataset},
+            json_body={"dataset": dataset, "metadata": metadata},
         )
         return DatasetVersion.model_validate(body)
 

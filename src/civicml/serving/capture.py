@@ -10,11 +10,18 @@ Each captured record is one JSON line (SageMaker's capture format, anchors.md B2
      "eventMetadata": {"eventId": "<inference id>", "inferenceId": "<inference id>",
                        "inferenceTime": "2026-11-23T10:15:02.123Z", "requestId": "...",
                        "endpointName": "...", "modelName": "...", "modelVersion": 3,
-                       "modelVersionId": "..."},
+                       "modelVersionId": "...", "caller": "<user who called>"},
      "eventVersion": "0"}
 
 one line per input record, so each prediction has its own ``eventId`` (the ``inference_ids`` the
-endpoint answered). Whether a request is captured is drawn per request (``capture_percent``).
+endpoint answered). ``caller`` is the principal of the request (``X-CivicML-User`` on a server,
+the SDK's user when embedded), so every captured prediction says who asked for it. Whether a
+request is captured is drawn per request (``capture_percent``).
+
+A request the model failed (it returned a non-finite number: 502, see
+:class:`~civicml.serving.runtime.ModelOutputError`) is captured with its input and
+``{"error": "non_finite_output"}`` as its output, no values; such records are left out of
+:meth:`CaptureService.to_frame` and the datasets made from it (they have no prediction).
 
 The request thread only draws the sample and puts the event on a bounded queue; a background
 thread formats the lines and appends them to a spool file per endpoint under
@@ -93,6 +100,11 @@ class CaptureEvent:
     probabilities: list[list[float]] | None
     classes: list[Any]
     inference_ids: list[str]
+    #: The principal (user name) of the request.
+    caller: str | None = None
+    #: Why the request failed after predicting (e.g. ``"non_finite_output"``); None when it
+    #: was answered.
+    error: str | None = None
 
 
 def capture_records(event: CaptureEvent) -> list[dict[str, Any]]:
@@ -103,8 +115,12 @@ def capture_records(event: CaptureEvent) -> list[dict[str, Any]]:
     when = _iso(event.time)
     out = []
     for i, record in enumerate(rows):
-        output: dict[str, Any] = {"prediction": event.predictions[i]}
-        if event.probabilities is not None:
+        output: dict[str, Any]
+        if event.error is not None:
+            output = {"error": event.error}
+        else:
+            output = {"prediction": event.predictions[i]}
+        if event.error is None and event.probabilities is not None:
             output["probabilities"] = event.probabilities[i]
             output["classes"] = event.classes
         out.append(
@@ -122,6 +138,7 @@ def capture_records(event: CaptureEvent) -> list[dict[str, Any]]:
                     "modelName": event.model_name,
                     "modelVersion": event.model_version,
                     "modelVersionId": event.model_version_id,
+                    "caller": event.caller,
                 },
                 "eventVersion": "0",
             }
@@ -476,28 +493,35 @@ class CaptureService:
         predictions: bool = True,
         metadata: bool = False,
     ) -> Any:
-        """The captured inputs as a pandas DataFrame, one row per record.
+        """The captured inputs as a pandas DataFrame, one row per answered record (requests the
+        model failed have no prediction and are left out).
 
         Args:
             project: Project name.
             endpoint: Endpoint name.
             since: Only records inferred at or after this moment.
             predictions: Add the ``prediction`` column.
-            metadata: Add ``inference_id``, ``inference_time`` and ``model_version``.
+            metadata: Add ``inference_id``, ``inference_time``, ``model_version`` and
+                ``caller`` (who made the request; null in records captured before it was
+                recorded).
         """
         import pandas as pd
 
         rows: list[dict[str, Any]] = []
         for record in self.records(project, endpoint, since):
             data = record["captureData"]
+            output = json.loads(data["endpointOutput"]["data"])
+            if "prediction" not in output:
+                continue  # the model failed this request: no prediction to compare
             row = dict(json.loads(data["endpointInput"]["data"]))
             if predictions:
-                row["prediction"] = json.loads(data["endpointOutput"]["data"])["prediction"]
+                row["prediction"] = output["prediction"]
             if metadata:
                 meta = record["eventMetadata"]
                 row["inference_id"] = meta["eventId"]
                 row["inference_time"] = pd.Timestamp(meta["inferenceTime"])
                 row["model_version"] = meta.get("modelVersion")
+                row["caller"] = meta.get("caller")
             rows.append(row)
         return pd.DataFrame.from_records(rows)
 
@@ -520,7 +544,8 @@ class CaptureService:
             since: Only records inferred at or after this moment.
             name: Dataset name; default ``<endpoint>-capture``.
             predictions: Add the ``prediction`` column.
-            metadata: Add ``inference_id``, ``inference_time`` and ``model_version``.
+            metadata: Add ``inference_id``, ``inference_time``, ``model_version`` and
+                ``caller`` (never model input columns: they describe the request).
             description: Free text for the version.
 
         Returns:

@@ -184,9 +184,7 @@ class FastPath:
                 if check <= 1:
                     if kind is float:
                         if not math.isfinite(value):
-                            if math.isnan(value):  # missing, as the model's validation reads it
-                                continue
-                            return None
+                            return None  # NaN or an infinity: the validation refuses it
                         if check == 1 and not value.is_integer():
                             return None
                     elif kind is not int:

@@ -32,6 +32,7 @@ Explanations (``explain=True``) are computed per request by the model's
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
@@ -44,7 +45,7 @@ from typing import Any, NoReturn, NotRequired, TypedDict
 
 import numpy as np
 
-from civicml.core.errors import InvalidInputError, NotFoundError
+from civicml.core.errors import CivicMLError, InvalidInputError, NotFoundError
 from civicml.evaluation.models import load_tabular_model
 from civicml.governance.projects import ProjectService
 from civicml.registry.schemas import ModelVersion
@@ -54,7 +55,7 @@ from civicml.serving.batching import MicroBatcher
 from civicml.serving.capture import CaptureEvent, CaptureWriter
 from civicml.serving.explanations import LazyExplainer
 from civicml.serving.fastpath import Encoded, FastPath, compile_fast_path
-from civicml.serving.schemas import EndpointInfo
+from civicml.serving.schemas import EndpointInfo, EndpointStats
 from civicml.store.context import Context
 
 __all__ = [
@@ -64,6 +65,8 @@ __all__ = [
     "Invocation",
     "LoadedModel",
     "ModelHost",
+    "ModelOutputError",
+    "refuse_non_finite",
 ]
 
 log = logging.getLogger("civicml.serving")
@@ -85,6 +88,19 @@ class Invocation(TypedDict):
     model_version: int
     inference_ids: list[str]
     explanations: NotRequired[list[dict[str, Any]]]
+
+
+class ModelOutputError(CivicMLError):
+    """The model answered a number that is not finite (NaN or an infinity) for valid input.
+
+    The status is 502 (Bad Gateway: an upstream — the model — gave an invalid answer), not 500
+    (a bug in civicml) nor a 4xx (the caller's input was fine, so the CLI exits 1, not 2).
+    SageMaker answers a failing model container with 424; a 4xx would tell clients to fix a
+    request that has nothing wrong with it. The message names the endpoint, model version and
+    record, never the values.
+    """
+
+    status = 502
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,12 +164,14 @@ class LoadedModel:
         take a shortcut that builds the frame from one float64 array — the same values and
         dtypes ``model.validate`` returns (it reads every number column as float64, nulls as
         NaN), at a fraction of the cost. Anything else goes through ``model.validate``, which
-        also words the errors. Infinite numbers (JSON's ``Infinity``) are refused: no pipeline
-        can impute or scale them.
+        also words the errors. Non-finite numbers in records (JSON's ``NaN`` and ``Infinity``,
+        Python's ``float("nan")``) are refused naming the column and record: ``null`` is how a
+        record says "unknown". In a DataFrame NaN is pandas' missing value and stays one;
+        infinities are refused there too (no pipeline can impute or scale them).
         """
         numbers = [c["name"] for c in self.model.signature if c["type"] in ("int64", "float64")]
         if isinstance(rows, list):
-            _refuse_infinite_records(rows, numbers)
+            refuse_non_finite(rows)
         frame = None
         if self._numeric is not None and isinstance(rows, list) and rows:
             frame = _numeric_frame(rows, *self._numeric)
@@ -236,6 +254,10 @@ class ModelHost:
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
         self._refreshing: dict[tuple[str, str], threading.Lock] = {}
+        #: Per endpoint id: invocations answered, input errors, model output errors.
+        self._counts: dict[str, dict[str, int]] = {}
+        self._counts_lock = threading.Lock()
+        self._since = ctx.clock.now()
 
     # Loading and routing ----------------------------------------------------------------------
     def load(self, mv: ModelVersion) -> LoadedModel:
@@ -291,7 +313,13 @@ class ModelHost:
 
     # Invocation -------------------------------------------------------------------------------
     def invoke(
-        self, project: str, endpoint: str, records: Any, *, explain: bool = False
+        self,
+        project: str,
+        endpoint: str,
+        records: Any,
+        *,
+        explain: bool = False,
+        caller: str | None = None,
     ) -> Invocation:
         """Predict for ``records``: one record (a mapping), a list of them or a DataFrame.
 
@@ -302,31 +330,41 @@ class ModelHost:
             explain: Add ``explanations``: per row, SHAP attributions in the raw input columns
                 (see :meth:`LazyExplainer.explain
                 <civicml.serving.explanations.LazyExplainer.explain>`).
+            caller: Who is calling (the request's principal), recorded in captured records;
+                this host's own principal when None.
 
         Raises:
             NotFoundError: The project or endpoint does not exist.
-            InvalidInputError: A column is missing, unexpected or of the wrong type (the message
-                names it), there are no (or too many) records, or the model cannot be
-                explained.
+            InvalidInputError: A column is missing, unexpected or of the wrong type, or a
+                number is not finite (the message names the column and record), there are no
+                (or too many) records, or the model cannot be explained.
+            ModelOutputError: The model answered a non-finite number (502; counted in the
+                endpoint's ``stats.output_errors``).
         """
         route = self._route(project, endpoint)
-        rows = [records] if isinstance(records, Mapping) else records
-        if hasattr(rows, "__len__") and len(rows) > MAX_RECORDS:
-            raise InvalidInputError(
-                f"An invocation carries at most {MAX_RECORDS:,} records, not {len(rows):,}.",
-                hint="Split the records into several requests, or use a batch job.",
-            )
-        loaded = route.loaded
-        if isinstance(rows, list):
-            _check_keys(rows, loaded.model.signature)
-        batch = loaded.prepare(rows)
+        try:
+            rows = [records] if isinstance(records, Mapping) else records
+            if hasattr(rows, "__len__") and len(rows) > MAX_RECORDS:
+                raise InvalidInputError(
+                    f"An invocation carries at most {MAX_RECORDS:,} records, not {len(rows):,}.",
+                    hint="Split the records into several requests, or use a batch job.",
+                )
+            loaded = route.loaded
+            if isinstance(rows, list):
+                _check_keys(rows, loaded.model.signature)
+            batch = loaded.prepare(rows)
+        except InvalidInputError:
+            self._count(route, "input_errors")
+            raise
         predictions, probabilities = loaded.predict_batched(batch)
-        result = self._answer(route, rows, predictions, probabilities)
+        result = self._answer(route, rows, predictions, probabilities, caller)
         if explain:
             result["explanations"] = loaded.explainer.explain(loaded.validate(rows))
         return result
 
-    def invoke_nowait(self, project: str, endpoint: str, records: Any) -> Invocation | None:
+    def invoke_nowait(
+        self, project: str, endpoint: str, records: Any, *, caller: str | None = None
+    ) -> Invocation | None:
         """:meth:`invoke` on the caller's thread when that costs microseconds, else ``None``.
 
         For a server's event loop: answers only when the endpoint's route is fresh (no database
@@ -336,6 +374,7 @@ class ModelHost:
 
         Raises:
             InvalidInputError: A record lacks a column (the message names it).
+            ModelOutputError: The model answered a non-finite number.
         """
         route = self._routes.get((project, endpoint))
         if route is None or time.monotonic() - route.checked >= self._refresh_s:
@@ -347,12 +386,36 @@ class ModelHost:
         rows = [records] if type(records) is dict else records
         if type(rows) is not list or len(rows) > INLINE_MAX_RECORDS:
             return None
-        _check_keys(rows, loaded.model.signature)
+        try:
+            _check_keys(rows, loaded.model.signature)
+        except InvalidInputError:
+            self._count(route, "input_errors")
+            raise
         batch = fast.encode(rows)
         if batch is None:
             return None
         predictions, probabilities = loaded.predict(batch)
-        return self._answer(route, rows, predictions, probabilities)
+        return self._answer(route, rows, predictions, probabilities, caller)
+
+    def stats(self, endpoint_id: str) -> EndpointStats | None:
+        """What this host counted for the endpoint since it started serving it here, or
+        ``None`` when this process does not serve it (e.g. a CLI beside a running server)."""
+        if not any(r.endpoint.id == endpoint_id for r in list(self._routes.values())):
+            return None
+        with self._counts_lock:
+            counts = self._counts.get(endpoint_id)
+            values = dict(counts) if counts is not None else {}
+        return EndpointStats(
+            since=self._since,
+            invocations=values.get("invocations", 0),
+            input_errors=values.get("input_errors", 0),
+            output_errors=values.get("output_errors", 0),
+        )
+
+    def _count(self, route: _Route, what: str) -> None:
+        with self._counts_lock:
+            counts = self._counts.setdefault(route.endpoint.id, {})
+            counts[what] = counts.get(what, 0) + 1
 
     def _answer(
         self,
@@ -360,8 +423,15 @@ class ModelHost:
         rows: Any,
         predictions: list[Any],
         probabilities: list[list[float]] | None,
+        caller: str | None,
     ) -> Invocation:
-        """The invocation's answer; captured when the endpoint's sample says so."""
+        """The invocation's answer, captured when the endpoint's sample says so.
+
+        Raises:
+            ModelOutputError: A prediction or probability is not finite: JSON cannot carry it
+                and no caller should act on it. Counted, logged (without any value) and
+                captured with the error in place of the output.
+        """
         loaded = route.loaded
         result: Invocation = {
             "predictions": predictions,
@@ -370,12 +440,42 @@ class ModelHost:
             "model_version": loaded.version,
             "inference_ids": [str(uuid.uuid4()) for _ in predictions],
         }
+        bad = _non_finite_record(predictions, probabilities, loaded.classification)
         capture = route.endpoint.capture
-        if capture.enabled and self.capture.sampled(capture.percent):
-            self._capture(route, rows, result)
-        return result
+        sampled = capture.enabled and self.capture.sampled(capture.percent)
+        if bad is None:
+            self._count(route, "invocations")
+            if sampled:
+                self._capture(route, rows, result, caller, None)
+            return result
+        self._count(route, "output_errors")
+        error = ModelOutputError(
+            f"Model {loaded.model_name} v{loaded.version} behind endpoint "
+            f"{route.endpoint.name!r} returned a non-finite value (NaN or infinity) for record "
+            f"{bad} of {len(predictions)}; no prediction was answered.",
+            hint="The input was valid: this model version misbehaves on it. Switch the "
+            "endpoint to another approved version (civicml endpoints update "
+            f"{route.endpoint.name} --version N) and report the model; the captured request "
+            "holds the input.",
+            details=[{"record": bad, "problem": "non_finite_output"}],
+        )
+        log.error(
+            "endpoint %s: model %s v%d returned a non-finite value for record %d of %d "
+            "(answered %d)",
+            route.endpoint.name,
+            loaded.model_name,
+            loaded.version,
+            bad,
+            len(predictions),
+            error.status,
+        )
+        if sampled:
+            self._capture(route, rows, result, caller, "non_finite_output")
+        raise error
 
-    def _capture(self, route: _Route, rows: Any, result: Invocation) -> None:
+    def _capture(
+        self, route: _Route, rows: Any, result: Invocation, caller: str | None, error: str | None
+    ) -> None:
         try:
             self.capture.submit(
                 CaptureEvent(
@@ -392,6 +492,8 @@ class ModelHost:
                     probabilities=result["probabilities"],
                     classes=result["classes"],
                     inference_ids=result["inference_ids"],
+                    caller=caller if caller is not None else self._ctx.principal.user,
+                    error=error,
                 )
             )
         except Exception:  # capture never fails a request
@@ -460,6 +562,30 @@ class ModelHost:
             del self._models[version_id]
 
 
+def _non_finite_record(
+    predictions: list[Any], probabilities: list[list[float]] | None, classification: bool
+) -> int | None:
+    """The index of the first record whose output is not finite, or None (the common case,
+    found with one C-level sum: a sum of finite probabilities is finite)."""
+    if classification:
+        if probabilities is None:
+            return None
+        with contextlib.suppress(TypeError):
+            if math.isfinite(sum(map(sum, probabilities))):
+                return None
+        for index, row in enumerate(probabilities):
+            if not all(isinstance(p, int | float) and math.isfinite(p) for p in row):
+                return index
+        return None
+    with contextlib.suppress(TypeError, OverflowError):
+        if math.isfinite(math.fsum(predictions)):
+            return None
+    for index, value in enumerate(predictions):
+        if isinstance(value, float | np.floating) and not math.isfinite(value):
+            return index
+    return None
+
+
 def _check_keys(rows: list[Any], signature: list[Any]) -> None:
     """Refuse a record that lacks a column (tables would read it as null; an explicit null is
     fine). Columns no record should have are left to the model's own validation."""
@@ -484,29 +610,44 @@ def _check_keys(rows: list[Any], signature: list[Any]) -> None:
                     )
 
 
-def _refuse_infinite_records(rows: list[Any], numbers: list[str]) -> None:
-    """Raise :class:`InvalidInputError` naming a number column holding an infinity."""
-    for row in rows:
+def refuse_non_finite(rows: Any) -> None:
+    """Refuse records holding a non-finite number (NaN, Infinity, -Infinity) in any column.
+
+    ``rows`` is one record (a mapping) or a list of them; anything else (a DataFrame, whose NaN
+    means missing) passes. The documented input rule: a non-finite number is a 422 naming the
+    column and record; ``null`` (``None``) is the way to send an unknown value.
+
+    Raises:
+        InvalidInputError: A value is a non-finite float (``float`` or a NumPy float).
+    """
+    if isinstance(rows, Mapping):
+        rows = [rows]
+    if not isinstance(rows, list):
+        return
+    for index, row in enumerate(rows):
         if isinstance(row, Mapping):
-            for name in numbers:
-                value = row.get(name)
-                if isinstance(value, float | np.floating) and math.isinf(value):
-                    _infinite(name)
+            for name, value in row.items():
+                if isinstance(value, float | np.floating) and not math.isfinite(value):
+                    _not_finite(str(name), index, float(value))
 
 
 def _refuse_infinite(frame: Any, numbers: list[str]) -> None:
-    """:func:`_refuse_infinite_records` for a validated frame."""
+    """Refuse an infinity in a validated frame (built from a DataFrame: NaN there is missing)."""
     if numbers:
-        infinite = np.isinf(frame[numbers].to_numpy(dtype=np.float64)).any(axis=0)
+        infinite = np.isinf(frame[numbers].to_numpy(dtype=np.float64))
         if infinite.any():
-            _infinite(numbers[int(infinite.argmax())])
+            row, column = (int(i) for i in np.argwhere(infinite)[0])
+            value = float(frame[numbers[column]].iloc[row])
+            _not_finite(numbers[column], row, value)
 
 
-def _infinite(name: str) -> NoReturn:
+def _not_finite(name: str, record: int, value: float) -> NoReturn:
+    word = "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
     raise InvalidInputError(
-        f"Column {name!r} has an infinite value; numbers must be finite.",
-        hint="Send null for an unknown value.",
-        details=[{"column": name, "problem": "not_finite"}],
+        f"Column {name!r} has a non-finite value ({word}) in record {record}; numbers must be "
+        "finite.",
+        hint="Send null (None in Python) for an unknown value.",
+        details=[{"column": name, "problem": "not_finite", "record": record, "got": word}],
     )
 
 

@@ -10,7 +10,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from civicml.evaluation.explain_schemas import LocalExplanation
 
-__all__ = ["CaptureConfig", "EndpointInfo", "EndpointStatus", "InvocationResult"]
+__all__ = [
+    "CaptureConfig",
+    "EndpointInfo",
+    "EndpointStats",
+    "EndpointStatus",
+    "InvocationResult",
+]
 
 
 class _Schema(BaseModel):
@@ -37,6 +43,22 @@ class CaptureConfig(_Schema):
     )
 
 
+class EndpointStats(_Schema):
+    """What the process serving an endpoint counted since it started serving it (a server's
+    counters reset when it restarts; each server of several counts its own requests)."""
+
+    since: datetime = Field(description="When this process's model host started (UTC).")
+    invocations: int = Field(ge=0, description="Requests answered with predictions.")
+    input_errors: int = Field(
+        ge=0,
+        description="Requests refused for their input (422: a missing, wrong or non-finite value).",
+    )
+    output_errors: int = Field(
+        ge=0,
+        description="Requests failed because the model returned a non-finite value (502).",
+    )
+
+
 class EndpointInfo(_Schema):
     """A real-time endpoint: a name that serves one approved model version."""
 
@@ -52,6 +74,11 @@ class EndpointInfo(_Schema):
     created_by: str = Field(description="Who deployed it.")
     updated_at: datetime = Field(description="When it last changed (UTC).")
     updated_by: str = Field(description="Who last changed it.")
+    stats: EndpointStats | None = Field(
+        default=None,
+        description="Counters of the process that answered (a server's, since it started "
+        "serving the endpoint); null where that process does not serve it.",
+    )
 
 
 class InvocationResult(_Schema):

@@ -131,7 +131,7 @@ class EndpointService:
             raise _exists(proj.name, endpoint_name) from err
         info = to_info(values, proj.name)
         self._activate(proj, info, loaded)
-        return info
+        return self._with_stats(info)
 
     def update(
         self,
@@ -216,7 +216,7 @@ class EndpointService:
                 mv = mv or self._registry.get_version(project, info.model_name, info.model_version)
                 loaded = self._host.load(mv)
             self._activate(proj, info, loaded)
-        return info
+        return self._with_stats(info)
 
     def get(self, project: str, endpoint_name: str) -> EndpointInfo:
         """One endpoint.
@@ -226,7 +226,8 @@ class EndpointService:
         """
         proj = self._projects.get(project)
         with self._ctx.db.read() as conn:
-            return to_info(endpoint_row(conn, proj, endpoint_name), proj.name)
+            info = to_info(endpoint_row(conn, proj, endpoint_name), proj.name)
+        return self._with_stats(info)
 
     def list(self, project: str) -> list[EndpointInfo]:
         """Every endpoint of ``project``, by name."""
@@ -237,7 +238,7 @@ class EndpointService:
                 .where(endpoints.c.project_id == proj.id)
                 .order_by(endpoints.c.name)
             ).all()
-        return [to_info(r, proj.name) for r in rows]
+        return [self._with_stats(to_info(r, proj.name)) for r in rows]
 
     def delete(self, project: str, endpoint_name: str) -> None:
         """Stop serving and remove an endpoint; its capture files and lineage stay.
@@ -262,6 +263,11 @@ class EndpointService:
             self._host.forget(proj.name, endpoint_name)
 
     # Internals --------------------------------------------------------------------------------
+    def _with_stats(self, info: EndpointInfo) -> EndpointInfo:
+        """``info`` with the counters of this process's model host, where it serves it."""
+        stats = None if self._host is None else self._host.stats(info.id)
+        return info if stats is None else info.model_copy(update={"stats": stats})
+
     def _deployable(self, proj: Project, model_name: str, version: int | str) -> ModelVersion:
         if version == "latest":
             versions = self._registry.list_versions(proj.name, model_name)

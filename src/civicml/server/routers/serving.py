@@ -33,7 +33,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from civicml.core.errors import CivicMLError, InvalidInputError
 from civicml.data.schemas import DatasetVersion
-from civicml.server.deps import AppState, services
+from civicml.server.deps import AppState, principal_for_request, services
 from civicml.serving.capture import CaptureService
 from civicml.serving.runtime import ModelHost
 from civicml.serving.schemas import EndpointInfo, InvocationResult
@@ -190,7 +190,9 @@ async def invoke(
     frequent categories), so a missing number contributes nothing. Explained requests are
     validated and captured like any other; `explain` other than true/false is a 422.
     """
-    body = await answer(host, project, name, await request.body(), explain=explain)
+    body = await answer(
+        host, project, name, await request.body(), explain=explain, caller=_caller(request)
+    )
     return Response(body, media_type="application/json")
 
 
@@ -209,7 +211,9 @@ async def invoke_short(
     explain: ExplainQuery = False,
 ) -> Response:
     """The same as ``/api/v1/projects/{project}/endpoints/{name}/invocations``."""
-    body = await answer(host, project, name, await request.body(), explain=explain)
+    body = await answer(
+        host, project, name, await request.body(), explain=explain, caller=_caller(request)
+    )
     return Response(body, media_type="application/json")
 
 
@@ -218,29 +222,50 @@ INLINE_BODY_BYTES = 64 << 10
 _JSON = json.JSONEncoder(separators=(",", ":")).encode  # built once, not per json.dumps call
 
 
-async def answer(host: ModelHost, project: str, name: str, body: bytes, *, explain: bool) -> bytes:
+async def answer(
+    host: ModelHost,
+    project: str,
+    name: str,
+    body: bytes,
+    *,
+    explain: bool,
+    caller: str | None = None,
+) -> bytes:
     """The JSON answer of one invocation.
 
     Small requests to a model with an inline fast path are answered on the event loop
     (:meth:`ModelHost.invoke_nowait`); everything else — other models, big bodies, explanations,
-    input the fast path does not take — in a worker thread.
+    input the fast path does not take — in a worker thread. ``caller`` (the request's
+    principal) is recorded in captured records.
 
     Raises:
-        CivicMLError: Whatever :meth:`ModelHost.invoke` raises (bad input, unknown endpoint).
+        CivicMLError: Whatever :meth:`ModelHost.invoke` raises (bad input, unknown endpoint,
+            a model answering a non-finite value).
     """
     if len(body) <= INLINE_BODY_BYTES:
         records = parse_records(body)
-        result = None if explain else host.invoke_nowait(project, name, records)
+        result = None if explain else host.invoke_nowait(project, name, records, caller=caller)
         if result is None:
-            call = functools.partial(host.invoke, project, name, records, explain=explain)
+            call = functools.partial(
+                host.invoke, project, name, records, explain=explain, caller=caller
+            )
             result = await run_in_threadpool(call)
     else:
-        result = await run_in_threadpool(_parse_and_invoke, host, project, name, body, explain)
+        call = functools.partial(_parse_and_invoke, host, project, name, body, explain, caller)
+        result = await run_in_threadpool(call)
     return _JSON(result).encode()
 
 
-def _parse_and_invoke(host: ModelHost, project: str, name: str, body: bytes, explain: bool) -> Any:
-    return host.invoke(project, name, parse_records(body), explain=explain)
+def _parse_and_invoke(
+    host: ModelHost, project: str, name: str, body: bytes, explain: bool, caller: str | None
+) -> Any:
+    return host.invoke(project, name, parse_records(body), explain=explain, caller=caller)
+
+
+def _caller(request: Request) -> str:
+    """The user name of the request's principal (what captured records name as ``caller``)."""
+    state: AppState = request.app.state.civicml
+    return principal_for_request(request, state.ctx.principal).user
 
 
 def parse_records(body: bytes) -> Any:
@@ -268,6 +293,10 @@ class CaptureDatasetBody(_Body):
     dataset: str | None = Field(
         default=None, description="Dataset to add the version to (default '<endpoint>-capture')."
     )
+    metadata: bool = Field(
+        default=False,
+        description="Add inference_id, inference_time, model_version and caller columns.",
+    )
 
 
 @router.post("/{name}/capture/dataset", response_model=DatasetVersion, status_code=201)
@@ -276,7 +305,7 @@ def capture_to_dataset(
 ) -> DatasetVersion:
     """Store the endpoint's captured inputs and predictions as a dataset version (for drift)."""
     capture = CaptureService(services(request).ctx, host.capture)
-    return capture.to_dataset(project, name, name=body.dataset)
+    return capture.to_dataset(project, name, name=body.dataset, metadata=body.metadata)
 
 
 _SHORT = re.compile(r"/endpoints/([^/]+)/invocations")
@@ -327,7 +356,12 @@ class InvocationsLane:
         try:
             explain = parse_explain(query.get("explain"))
             body = await answer(
-                _host_of(scope["app"]), project, name, b"".join(chunks), explain=explain
+                _host_of(scope["app"]),
+                project,
+                name,
+                b"".join(chunks),
+                explain=explain,
+                caller=_caller(Request(scope)),
             )
             status = 200
         except CivicMLError as err:  # as the app's CivicMLError handler answers it

@@ -1,0 +1,153 @@
+"""Non-finite numbers and the caller through a real server (uvicorn in a thread): a bare NaN in
+a record is a 422, a model answering NaN is a 502 (counted, captured, never invalid JSON), and
+captured records name who called."""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from civicml.core import InvalidInputError, Settings
+from civicml.sdk.client import connect
+from civicml.sdk.endpoints import EndpointsHandle
+from civicml.server import create_app
+from civicml.serving import CaptureService
+from civicml.store import Context
+from tests.server.helpers import API, assert_error, serve
+from tests.serving.helpers import MODEL, PROJECT, records, register, train_nan
+
+BASE = f"{API}/projects/{PROJECT}/endpoints"
+JSON = {"content-type": "application/json"}
+
+
+@pytest.fixture
+def app(settings: Settings) -> Iterator[Any]:
+    """The real app (the one ``civicml server`` runs) on the tests' home."""
+    application = create_app(settings)
+    yield application
+    host = getattr(application.state, "serving", None)
+    if host is not None:
+        host.close()
+
+
+@pytest.fixture
+def live_server(app: Any) -> Iterator[str]:
+    with serve(app) as url:
+        yield url
+
+
+def _flush(app: Any) -> None:
+    """Write out what the server's capture writer holds, as it does every minute."""
+    assert app.state.serving.capture.flush()
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_model_answering_nan_is_a_502_over_http(
+    ctx: Context,
+    project: str,
+    tmp_path: Path,
+    live_server: str,
+    app: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    fast: bool,
+) -> None:
+    train_nan(tmp_path / "nan-model")
+    register(ctx, tmp_path / "nan-model")
+    if fast:  # the compiled path computes the same NaN; the lane answers on the event loop
+        monkeypatch.setattr("civicml.serving.fastpath._agrees", lambda fast, model: True)
+    else:
+        monkeypatch.setattr("civicml.serving.runtime.compile_fast_path", lambda model: None)
+    with httpx.Client(base_url=live_server, timeout=30) as api:
+        deployed = api.post(BASE, json={"name": "broken", "model": MODEL, "version": 1})
+        assert deployed.status_code == 201, deployed.text
+        for path in (f"{BASE}/broken/invocations", "/endpoints/broken/invocations"):
+            response = api.post(path, params={"project": PROJECT}, json=records(2))
+            body = assert_error(response, 502, "ModelOutputError", "returned a non-finite value")
+            json.loads(response.text)  # strict JSON: no bare NaN anywhere in the answer
+            assert "record 0 of 2" in body["message"] and "civicml endpoints update" in body["hint"]
+            assert body["details"] == [{"record": 0, "problem": "non_finite_output"}]
+        stats = api.get(f"{BASE}/broken").json()["stats"]
+        assert stats["output_errors"] == 2 and stats["invocations"] == 0
+    _flush(app)
+    captured = list(CaptureService(ctx).records(project, "broken"))
+    assert {c["captureData"]["endpointOutput"]["data"] for c in captured} == {
+        '{"error":"non_finite_output"}'
+    }
+
+
+def test_bare_nan_in_a_record_is_a_422_over_http(
+    ctx: Context, project: str, tmp_path: Path, live_server: str
+) -> None:
+    register(ctx, _saved(tmp_path))
+    with httpx.Client(base_url=live_server, timeout=30) as api:
+        assert api.post(BASE, json={"name": "web", "model": MODEL, "version": 1}).is_success
+        good = json.dumps(records(2))
+        for constant in ("NaN", "Infinity", "-Infinity"):
+            body = good.replace(json.dumps(records(2)[1]["income"]), constant)
+            for path in (f"{BASE}/web/invocations", "/endpoints/web/invocations"):
+                refused = api.post(path, params={"project": PROJECT}, content=body, headers=JSON)
+                found = assert_error(
+                    refused,
+                    422,
+                    "InvalidInputError",
+                    f"Column 'income' has a non-finite value ({constant}) in record 1",
+                )
+                assert "null" in found["hint"]
+                assert found["details"][0] == {
+                    "column": "income",
+                    "problem": "not_finite",
+                    "record": 1,
+                    "got": constant,
+                }
+        stats = api.get(f"{BASE}/web").json()["stats"]
+        assert stats["output_errors"] == 0
+    with connect(live_server) as remote:  # the SDK refuses before sending: JSON has no NaN
+        endpoint = EndpointsHandle(remote.backend, PROJECT).get("web")
+        rows = records(2)
+        rows[1]["income"] = math.nan
+        with pytest.raises(InvalidInputError, match=r"Column 'income' .*\(NaN\) in record 1"):
+            endpoint.predict(rows)
+
+
+def test_captured_records_name_the_caller_over_http(
+    ctx: Context, project: str, tmp_path: Path, live_server: str, app: Any
+) -> None:
+    register(ctx, _saved(tmp_path))
+    with httpx.Client(base_url=live_server, timeout=30) as api:
+        assert api.post(BASE, json={"name": "web", "model": MODEL, "version": 1}).is_success
+        for user, path in (
+            ("rosa", f"{BASE}/web/invocations"),
+            ("omar", "/endpoints/web/invocations"),
+        ):
+            answer = api.post(
+                path, params={"project": PROJECT}, json=records(2), headers={"x-civicml-user": user}
+            )
+            assert answer.status_code == 200, answer.text
+        explained = api.post(
+            f"{BASE}/web/invocations",
+            params={"explain": "true"},
+            json=records(1),
+            headers={"x-civicml-user": "lena"},
+        )
+        assert explained.status_code == 200, explained.text
+        made = api.post(f"{BASE}/web/capture/dataset", json={"metadata": True})
+        assert made.status_code == 201, made.text
+        assert "caller" in [c["name"] for c in made.json()["columns"]]
+        plain = api.post(f"{BASE}/web/capture/dataset", json={"dataset": "inputs-only"})
+        assert "caller" not in [c["name"] for c in plain.json()["columns"]]
+    _flush(app)
+    callers = [r["eventMetadata"]["caller"] for r in CaptureService(ctx).records(project, "web")]
+    assert sorted(callers) == ["lena", "omar", "omar", "rosa", "rosa"]
+
+
+def _saved(tmp_path: Path) -> Path:
+    from tests.serving.helpers import train
+
+    train(tmp_path / "model")
+    return tmp_path / "model"
