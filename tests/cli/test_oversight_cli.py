@@ -61,9 +61,9 @@ def _json(cli: Cli, *args: str, user: str = "rui") -> Any:
 
 
 def test_the_oversight_story_on_the_command_line(cli: Cli, tmp_path: Path) -> None:
-    # separation of duties: tara registered and trained v1
+    # separation of duties: tara registered and trained v1; a refused approval exits 1
     code, out, err = cli("models", "approve", MODEL, "1", "-m", "mine", "-p", PROJECT, user="tara")
-    assert code == 2 and out == ""
+    assert code == 1 and out == ""
     _one_error(err, "tara registered model version eligibility/1")
     assert _json(cli, "models", "history", MODEL, "1") == []
 
@@ -97,9 +97,10 @@ def test_the_oversight_story_on_the_command_line(cli: Cli, tmp_path: Path) -> No
     assert result["passed"] is False
     assert [c["name"] for c in result["checks"] if not c["passed"]] == GATE_FAILED
 
-    # a refused approval is a 409: exit 2, one Error line, nothing changed
+    # a refused approval is a failed operation, as a failing gate is: exit 1, one Error line,
+    # nothing changed
     code, out, err = cli("models", "approve", MODEL, "1", "-m", "reviewed", "-p", PROJECT)
-    assert code == 2 and out == ""
+    assert code == 1 and out == ""
     lines = _one_error(err, "Approval of eligibility v1 refused: 3 of 4 checks")
     assert all(name in lines[0] for name in GATE_FAILED)
     assert lines[1].startswith("Hint: Fix what failed (civicml models gate")
@@ -108,10 +109,10 @@ def test_the_oversight_story_on_the_command_line(cli: Cli, tmp_path: Path) -> No
     # overrides: the role, then a justification long enough
     override = ("models", "approve", MODEL, "1", "-m", "pilot", "-p", PROJECT, "--override")
     code, _, err = cli(*override, JUSTIFICATION)
-    assert code == 2
+    assert code == 1
     _one_error(err, "rui may not override the approval gate of eligibility")
     code, _, err = cli(*override, "board said ok", user="rosa")
-    assert code == 2
+    assert code == 2  # bad input
     _one_error(err, "The override justification is 13 characters; the policy asks for at least 20")
     code, out, err = cli(*override, JUSTIFICATION, user="rosa")
     assert code == 0, err
@@ -123,7 +124,13 @@ def test_the_oversight_story_on_the_command_line(cli: Cli, tmp_path: Path) -> No
         "role": "risk_officer",
     }
     refused = _json(cli, "audit", "list", "--action", "model_version.approval_refused")
-    assert [(e["actor"], e["after"]["failed"]) for e in refused] == [("rui", GATE_FAILED)]
+    assert [(e["actor"], e["after"]["reason"]) for e in refused] == [
+        ("tara", "separation_of_duties"),
+        ("rui", "gate_failed"),
+        ("rui", "override_not_allowed"),
+        ("rosa", "override_justification_too_short"),
+    ]
+    assert refused[1]["after"]["failed"] == GATE_FAILED
 
     # v2 gets its evidence: bias and explanation reports, and a card written from the CLI
     assert cli(

@@ -69,14 +69,14 @@ def test_refusals_override_card_and_dashboard_through_the_server(
         code, out, err = _cli(
             capsys, url, "rui", "models", "approve", MODEL, "1", "-m", "reviewed", "-p", PROJECT
         )
-        assert code == 2 and out == ""
+        assert code == 1 and out == ""  # a refused approval fails, as a failing gate does
         assert err.startswith("Error: Approval of eligibility v1 refused")
         # rui cannot override: roles are the server's, and it gives rui none
         code, _, err = _cli(
             capsys, url, "rui", "models", "approve", MODEL, "1", "-m", "urgent",
             "--override", JUSTIFICATION, "-p", PROJECT,
         )  # fmt: skip
-        assert code == 2 and "rui may not override the approval gate" in err
+        assert code == 1 and "rui may not override the approval gate" in err
 
         with cm.connect(url, user="rosa") as rosa:
             approved = rosa.project(PROJECT).models.approve(
@@ -140,10 +140,14 @@ def test_refusals_override_card_and_dashboard_through_the_server(
             ).json()
             assert [(e["action"], e["actor"]) for e in events] == [
                 ("model_version.registered", "tara"),
-                ("model_version.approval_refused", "rui"),
-                ("model_version.approval_refused", "rui"),
+                ("model_version.approval_refused", "tara"),  # separation of duties
+                ("model_version.approval_refused", "rui"),  # the gate, SDK
+                ("model_version.approval_refused", "rui"),  # the gate, CLI
+                ("model_version.approval_refused", "rui"),  # no override role
                 ("model_version.approval_changed", "rosa"),
             ]
+            reasons = [e["after"].get("reason") for e in events[1:4]]
+            assert reasons == ["separation_of_duties", "gate_failed", "gate_failed"]
             assert events[-1]["roles"] == ["risk_officer"]
             assert events[-1]["after"]["evidence"]["override"]["justification"] == JUSTIFICATION
             graph = http.get(

@@ -12,6 +12,7 @@ from civicml.cli._common import (
     ProjectOpt,
     client,
     console,
+    err_console,
     fmt_time,
     print_json,
     table,
@@ -150,10 +151,21 @@ def approve(
     json_: JsonOpt = False,
 ) -> None:
     """Approve a version; its model's approval policy is evaluated as a gate first."""
-    with client() as ml:
-        mv = ml.project(project).models.approve(
-            (name, version_ref(version)), note=note, override_justification=override
-        )
+    from civicml.core.errors import ConflictError, PermissionDeniedError
+
+    # A refused approval (failed gate, separation of duties, an override the role does not
+    # allow, an archived or already approved version) is a failed operation: exit 1, as a
+    # failing `models gate` does. Bad input (a blank note, a short justification) exits 2.
+    try:
+        with client() as ml:
+            mv = ml.project(project).models.approve(
+                (name, version_ref(version)), note=note, override_justification=override
+            )
+    except (ConflictError, PermissionDeniedError) as err:  # GateFailedError is a ConflictError
+        err_console.print(f"Error: {err.message}", markup=False)
+        if err.hint:
+            err_console.print(f"Hint: {err.hint}", markup=False)
+        raise typer.Exit(1) from err
     _done(mv, json_)
 
 

@@ -101,6 +101,49 @@ class Settings(BaseSettings):
         description="Host header values the server accepts (DNS-rebinding protection); "
         "add the server's public name when it is exposed.",
     )
+    server_max_body_bytes: int = Field(
+        default=1 << 20,
+        ge=1024,
+        description="Largest JSON request body the server reads (bytes); larger ones are "
+        "refused with 413 before they are read whole.",
+    )
+    server_max_invocation_bytes: int = Field(
+        default=6 << 20,
+        ge=1024,
+        description="Largest body of an endpoint invocation (bytes); larger ones get 413.",
+    )
+    server_max_upload_bytes: int = Field(
+        default=1 << 30,
+        ge=1024,
+        description="Largest dataset, artifact or blob upload (bytes); larger ones get 413. "
+        "Uploads are streamed to a temporary file, never held whole in memory.",
+    )
+    server_header_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="A connection whose request line and headers are not complete this many "
+        "seconds after it opened (or after its next request began) is closed.",
+    )
+    server_keep_alive_timeout_s: int = Field(
+        default=5,
+        ge=1,
+        le=3600,
+        description="An idle keep-alive connection is closed after this many seconds.",
+    )
+    server_limit_concurrency: int = Field(
+        default=1000,
+        ge=1,
+        description="Most connections (and requests in progress) the server holds at once; "
+        "beyond it new requests are answered 503.",
+    )
+    db_busy_timeout_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="How long a write waits for a database lock held by someone else before "
+        "the request is answered 503 with Retry-After.",
+    )
 
     @field_validator("home", mode="after")
     @classmethod
