@@ -177,3 +177,62 @@ def test_audit_export_is_jsonl_with_every_event_and_a_signed_head(
     exported = tmp_path / "audit.jsonl"
     exported.write_bytes(response.content)
     assert verify_export(exported).ok
+
+
+# Names (issue 8: invisible actors, names that differ only in case) ------------------------------
+@pytest.mark.parametrize("user", ["alice\u202e", "al\u200bice", "alice\u0085", "\ufeffalice"])
+def test_an_invisible_user_in_the_header_is_refused_and_nothing_is_written(
+    api: httpx.Client, user: str
+) -> None:
+    before = api.get(f"{API}/audit/events", params={"limit": 10_000}).json()
+
+    response = api.post(
+        f"{API}/projects",
+        json={"name": "invisible-actor"},
+        headers={"x-civicml-user": user.encode()},  # UTF-8, as the SDK sends it
+    )
+
+    body = assert_error(response, 422, "InvalidInputError", "The X-CivicML-User header ")
+    assert "contains characters that do not show" in body["message"]
+    assert "zero-width" in body["hint"]
+    assert api.get(f"{API}/audit/events", params={"limit": 10_000}).json() == before
+
+
+def test_a_utf8_user_name_is_recorded_as_sent(api: httpx.Client, project: str) -> None:
+    api.post(
+        f"{API}/projects/{project}/models",
+        json={"name": "by-jose"},
+        headers={"x-civicml-user": "José Núñez".encode()},
+    )
+
+    [event] = api.get(
+        f"{API}/audit/events", params={"project": project, "action": "registered_model.created"}
+    ).json()
+    assert event["actor"] == "José Núñez"
+
+
+def test_a_model_named_in_another_case_is_the_existing_one(api: httpx.Client, project: str) -> None:
+    assert api.post(f"{API}/projects/{project}/models", json={"name": "elig"}).status_code == 201
+
+    again = api.post(f"{API}/projects/{project}/models", json={"name": "ELIG"})
+    found = api.get(f"{API}/projects/{project.upper()}/models/Elig")
+
+    body = assert_error(
+        again, 409, "ConflictError", "Model 'ELIG' conflicts with the existing model 'elig'"
+    )
+    assert "civicml models register elig" in body["hint"]
+    assert found.status_code == 200
+    assert found.json()["name"] == "elig"
+    assert [m["name"] for m in api.get(f"{API}/projects/{project}/models").json()] == ["elig"]
+
+
+def test_a_project_named_in_another_case_is_a_conflict(api: httpx.Client, project: str) -> None:
+    response = api.post(f"{API}/projects", json={"name": project.upper()})
+
+    assert_error(
+        response,
+        409,
+        "ConflictError",
+        f"Project {project.upper()!r} conflicts with the existing project {project!r}",
+    )
+    assert api.put(f"{API}/projects/{project.upper()}").json()["name"] == project

@@ -34,14 +34,14 @@ def principal_for_request(request: Request, default: Principal) -> Principal:
     """Who is calling. Authentication arrives later (DESIGN.md step 8) and replaces this one
     function; until then a client names its user in ``X-CivicML-User`` (the SDK sends
     ``CIVICML_USER`` or the OS user), and the server's own user is used otherwise."""
-    raw = request.headers.get(USER_HEADER, "").strip()
+    raw = request.headers.get(USER_HEADER, "").strip(" \t")  # str.strip() would eat U+0085
     if not raw:
         return default
     try:  # header bytes arrive as latin-1 text; the SDK sends the name as UTF-8
         name = raw.encode("latin-1").decode("utf-8")
     except UnicodeError as err:
         raise InvalidInputError(
-            f"The {USER_HEADER} header is not UTF-8 text.",
+            "The X-CivicML-User header is not UTF-8 text.",
             hint="Send the user name as UTF-8, e.g. 'X-CivicML-User: alice'.",
         ) from err
     # An invalid name (control, zero-width, bidi-override characters) is a 422, never ignored.
