@@ -88,27 +88,36 @@ class Server:
     settings: Settings
 
 
-def isolated_settings(root: Path) -> Settings:
+def isolated_settings(root: Path, **overrides: Any) -> Settings:
     """Settings on ``root/home``, untouched by the developer's CIVICML_* variables or
     civicml.toml (module-scoped fixtures run before the per-test isolation fixture)."""
     with pytest.MonkeyPatch.context() as mp:
         for key in [k for k in os.environ if k.startswith("CIVICML_")]:
             mp.delenv(key)
         mp.chdir(root)
-        return Settings.load(home=root / "home")
+        return Settings.load(home=root / "home", **overrides)
 
 
 @contextlib.contextmanager
-def serve(app: Any) -> Iterator[str]:
-    """Run an ASGI app under uvicorn in a thread (as the ``live_server`` fixture does)."""
+def serve(app: Any, *, http: str = "auto") -> Iterator[str]:
+    """Run an ASGI app under uvicorn in a thread, on the transport ``civicml server`` uses
+    (head and keep-alive timeouts, connection limit) when the app is civicml's."""
     import uvicorn
 
+    from civicml.server.transport import server_config
     from tests.conftest import free_port, wait_healthy
 
     port = free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical", access_log=False)
-    )
+    settings = getattr(app.state, "settings", None)
+    if isinstance(settings, Settings):
+        config = server_config(
+            app, settings, host="127.0.0.1", port=port, log_level="critical", http=http
+        )
+    else:
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=port, log_level="critical", access_log=False
+        )
+    server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     url = f"http://127.0.0.1:{port}"

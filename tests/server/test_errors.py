@@ -243,9 +243,10 @@ CASES = [
         lambda api, s: api.post(
             f"{API}/projects", content=b'{"name": ', headers={"content-type": "application/json"}
         ),
-        422,
-        "InvalidInputError",
-        "Invalid input at body",
+        400,
+        "BadRequestError",
+        "The request body is not valid JSON",
+        hint="Check the JSON syntax",
     ),
     Case(
         "missing-required-field",

@@ -36,7 +36,7 @@ def open_context(settings: Settings, principal: Principal | None = None) -> Cont
     artifacts = open_artifact_store(settings.artifacts_root)
     artifacts.recover()
     ctx = Context(
-        db=MetadataStore(settings.database_url),
+        db=MetadataStore(settings.database_url, busy_timeout_s=settings.db_busy_timeout_s),
         artifacts=artifacts,
         principal=principal or resolve_principal(settings.user, settings.roles),
         settings=settings,

@@ -14,9 +14,10 @@ import civicml
 from civicml.core.identity import Principal
 from civicml.core.settings import Settings
 from civicml.sdk.embedded import open_context
+from civicml.server.bodies import JSONRoute, strict_json
 from civicml.server.deps import AppState
 from civicml.server.errors import install_error_handlers
-from civicml.server.guard import GuardMiddleware
+from civicml.server.guard import BodyLimits, GuardMiddleware
 from civicml.server.routers import (
     data,
     evaluation,
@@ -28,6 +29,7 @@ from civicml.server.routers import (
     serving,
     tracking,
 )
+from civicml.server.transport import server_config
 from civicml.serving.runtime import ModelHost
 from civicml.store.context import Context
 from civicml.tracking.service import TrackingService
@@ -74,13 +76,15 @@ def create_app(settings: Settings, principal: Principal | None = None) -> FastAP
         description="Self-hosted MLOps for the public sector: tracking, registry, "
         "lineage and a tamper-evident audit trail.",
     )
+    app.state.settings = settings
+    app.router.route_class = JSONRoute  # every JSON body goes through the strict parser
     install_error_handlers(app)
 
     @app.get("/api/v1/health", tags=["health"])
     def health() -> dict[str, str]:
         return {"status": "ok", "version": civicml.__version__}
 
-    for router in (
+    routers = (
         # First: invocations are the hot path, and routes are matched in order.
         serving.invocations_router,
         projects.router,
@@ -92,7 +96,9 @@ def create_app(settings: Settings, principal: Principal | None = None) -> FastAP
         oversight.router,
         serving.router,
         governance.router,
-    ):
+    )
+    strict_json(routers)
+    for router in routers:
         app.include_router(router)
     # Invocations skip FastAPI's routing (same contract, see routers/serving.py); added before
     # the guard, so the guard wraps it.
@@ -100,13 +106,28 @@ def create_app(settings: Settings, principal: Principal | None = None) -> FastAP
     app.add_middleware(
         GuardMiddleware,
         allowed_hosts=settings.server_allowed_hosts,
-        binary_upload_paths=(
-            r"/api/v1/runs/[^/]+/artifacts/.+",
-            r"/api/v1/projects/[^/]+/blobs",
-            r"/api/v1/projects/[^/]+/datasets/[^/]+/versions",
+        binary_upload_paths=UPLOAD_PATHS,
+        invocation_paths=INVOCATION_PATHS,
+        limits=BodyLimits(
+            json=settings.server_max_body_bytes,
+            invocation=settings.server_max_invocation_bytes,
+            upload=settings.server_max_upload_bytes,
         ),
     )
     return app
+
+
+#: Routes that take raw bytes (``application/octet-stream``), up to ``server_max_upload_bytes``.
+UPLOAD_PATHS = (
+    r"/api/v1/runs/[^/]+/artifacts/.+",
+    r"/api/v1/projects/[^/]+/blobs",
+    r"/api/v1/projects/[^/]+/datasets/[^/]+/versions",
+)
+#: Invocation routes, whose bodies may be up to ``server_max_invocation_bytes``.
+INVOCATION_PATHS = (
+    r"/endpoints/[^/]+/invocations",
+    r"/api/v1/projects/[^/]+/endpoints/[^/]+/invocations",
+)
 
 
 async def _recover_loop(ctx: Context) -> None:
@@ -124,16 +145,12 @@ async def _recover_loop(ctx: Context) -> None:
 def serve(
     settings: Settings, *, host: str = "127.0.0.1", port: int = 8080, log_level: str = "info"
 ) -> None:
-    """Run the server (one process; TCP_NODELAY on, see docs/benchmarks.md)."""
+    """Run the server (one process; TCP_NODELAY on, see docs/benchmarks.md), with the head and
+    keep-alive timeouts and the connection limit of ``settings`` (see server/transport.py)."""
     import uvicorn
 
     app = create_app(settings)
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        log_level=log_level,
-        access_log=False,
-        server_header=False,
-        timeout_graceful_shutdown=10,
-    )
+    server = uvicorn.Server(server_config(app, settings, host=host, port=port, log_level=log_level))
+    server.run()
+    if not server.started:  # as uvicorn.run: the port was taken, the app failed to start
+        raise SystemExit(3)

@@ -1,18 +1,36 @@
-"""One error body for every failure, and the handlers that produce it."""
+"""One error body for every failure, and the handlers that produce it.
+
+Store faults are mapped here, in one place: the stores raise
+:class:`~civicml.core.errors.ServiceUnavailableError` (503: a database lock held past the busy
+timeout, an unreachable database) and :class:`~civicml.core.errors.InsufficientStorageError`
+(507: a full or read-only volume), and the same conditions surfacing as a raw ``OSError`` or
+SQLAlchemy error are classified by :func:`civicml.store.faults.classify`. Both answers carry
+``Retry-After``. Anything else is a bug: a generic 500, logged by error type and stack, never with
+an SQL statement, its parameters or the database's detail lines.
+"""
 
 from __future__ import annotations
 
 import logging
+import traceback
 from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import SQLAlchemyError, StatementError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from civicml.core.errors import CivicMLError
+from civicml.core.errors import CivicMLError, ServiceUnavailableError
+from civicml.store.faults import classify
 
-__all__ = ["SECURITY_HEADERS", "error_body", "install_error_handlers"]
+__all__ = [
+    "SECURITY_HEADERS",
+    "error_body",
+    "error_headers",
+    "install_error_handlers",
+    "log_bug",
+]
 
 log = logging.getLogger("civicml.server")
 
@@ -38,6 +56,7 @@ _HTTP_NAMES = {
     415: "UnsupportedMediaTypeError",
     422: "InvalidInputError",
     500: "InternalError",
+    503: "ServiceUnavailableError",
 }
 
 
@@ -64,12 +83,92 @@ def error_response(status: int, message: str, **kwargs: Any) -> JSONResponse:
     return JSONResponse(error_body(status, message, **kwargs), status_code=status)
 
 
+def error_headers(err: CivicMLError) -> dict[str, str]:
+    """Headers that go with an error's body: ``Retry-After`` for 503 and 507."""
+    if isinstance(err, ServiceUnavailableError):
+        return {"Retry-After": str(max(1, int(err.retry_after)))}
+    return {}
+
+
+def civicml_response(err: CivicMLError) -> JSONResponse:
+    if err.status >= 500:
+        log.error("%s: %s", type(err).__name__, err.message)
+    return JSONResponse(err.to_body(), status_code=err.status, headers=error_headers(err))
+
+
+def _chain(err: BaseException) -> list[BaseException]:
+    """``err`` and the exceptions it was raised from or while handling (as tracebacks show)."""
+    seen: list[BaseException] = []
+    current: BaseException | None = err
+    while current is not None and all(current is not s for s in seen):
+        seen.append(current)
+        current = current.__cause__ or (
+            None if current.__suppress_context__ else current.__context__
+        )
+    return seen
+
+
+def log_bug(err: BaseException, what: str = "unhandled error") -> None:
+    """Log a bug with its stack, but without SQL: SQLAlchemy errors lose their statement (and
+    parameters), and the database driver's message is cut to its first line (PostgreSQL's
+    DETAIL lines quote the values)."""
+    chain = _chain(err)
+    drivers = {id(e.orig) for e in chain if isinstance(e, StatementError) and e.orig is not None}
+    if not drivers and not any(isinstance(e, SQLAlchemyError) for e in chain):
+        log.error(what, exc_info=err)
+        return
+    parts: list[str] = []
+    for item in reversed(chain):
+        if isinstance(item, StatementError):
+            item.statement = None  # type: ignore[assignment]  # uvicorn logs it again
+            item.params = None
+        if isinstance(item, SQLAlchemyError) or id(item) in drivers:
+            orig = getattr(item, "orig", None)
+            text = str(orig if orig is not None else item).strip().splitlines()
+            message = text[0] if text else ""
+        else:
+            message = str(item)
+        name = f"{type(item).__module__}.{type(item).__qualname__}"
+        parts.append(
+            "Traceback (most recent call last):\n"
+            + "".join(traceback.format_tb(item.__traceback__))
+            + f"{name}: {message}"
+        )
+    log.error("%s: %s\n%s", what, type(err).__name__, "\n\n".join(parts))
+
+
+def _outside_guard(response: JSONResponse) -> JSONResponse:
+    """Add the security headers to an answer given outside the guard (the last resort)."""
+    for name, value in SECURITY_HEADERS:
+        response.headers[name.decode()] = value.decode()
+    return response
+
+
+def _bug_response() -> JSONResponse:
+    return error_response(
+        500,
+        "Internal server error; the server log has the details.",
+        hint="This is a bug in civicml; please report it with the log.",
+    )
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(CivicMLError)
     async def _civicml(_request: Request, err: CivicMLError) -> JSONResponse:
-        if err.status >= 500:
-            log.error("%s: %s", type(err).__name__, err.message)
-        return JSONResponse(err.to_body(), status_code=err.status)
+        return civicml_response(err)
+
+    # A full disk, a read-only volume or a locked database that surfaced untranslated: the
+    # typed answer when it is one of those, else a bug (answered here, so that it is logged
+    # once and without SQL).
+    @app.exception_handler(OSError)
+    @app.exception_handler(SQLAlchemyError)
+    async def _store_fault(_request: Request, err: Exception) -> JSONResponse:
+        fault = classify(err)
+        if fault is not None:
+            log.warning("%s: %s", type(fault).__name__, fault.message)
+            return civicml_response(fault)
+        log_bug(err)
+        return _bug_response()
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, err: RequestValidationError) -> JSONResponse:
@@ -98,12 +197,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _bug(_request: Request, err: Exception) -> JSONResponse:
-        log.exception("unhandled error", exc_info=err)
-        response = error_response(
-            500,
-            "Internal server error; the server log has the details.",
-            hint="This is a bug in civicml; please report it with the log.",
-        )
-        for name, value in SECURITY_HEADERS:
-            response.headers[name.decode()] = value.decode()
-        return response
+        fault = err if isinstance(err, CivicMLError) else classify(err)
+        if fault is not None:
+            return _outside_guard(civicml_response(fault))
+        log_bug(err)
+        return _outside_guard(_bug_response())

@@ -1,9 +1,16 @@
-"""Request guards: Host allowlist, JSON-only bodies, security headers (one pure ASGI layer).
+"""Request guards: Host allowlist, JSON-only bodies, body size limits, no compressed bodies,
+security headers (one pure ASGI layer).
 
 Why JSON only: a web page can POST ``text/plain``, form-encoded or multipart bodies to any origin
 without a CORS preflight, so a server on localhost that accepted them could be driven by any web
 site the user visits. ``application/json`` (and ``application/octet-stream`` for artifact uploads)
 need a preflight, which this server never grants. The Host allowlist stops DNS rebinding.
+
+Body limits: every route has one (uploads, invocations, everything else; see
+:class:`BodyLimits`). A ``Content-Length`` above it is answered 413 before a byte is read; a
+chunked body is counted as it arrives and refused (413) the moment it passes the limit, so no
+route ever holds more than its limit. A ``Content-Encoding`` other than ``identity`` is refused
+(415): inflating a body is a zip bomb away from exhausting memory, and no client needs it.
 """
 
 from __future__ import annotations
@@ -11,31 +18,78 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from civicml.core.errors import PayloadTooLargeError
 from civicml.server.errors import SECURITY_HEADERS, error_body
 
-__all__ = ["GuardMiddleware"]
+__all__ = ["BodyLimits", "GuardMiddleware"]
 
 _BODY_METHODS = {b"POST", b"PUT", b"PATCH", b"DELETE"}
 
 
+@dataclass(frozen=True, slots=True)
+class BodyLimits:
+    """The largest body, in bytes, each kind of route takes (settings ``server_max_*_bytes``)."""
+
+    json: int = 1 << 20
+    invocation: int = 6 << 20
+    upload: int = 1 << 30
+
+
+_SETTING = {
+    "json": "CIVICML_SERVER_MAX_BODY_BYTES",
+    "invocation": "CIVICML_SERVER_MAX_INVOCATION_BYTES",
+    "upload": "CIVICML_SERVER_MAX_UPLOAD_BYTES",
+}
+_SPLIT = {
+    "json": "split it into several requests (for example fewer metrics per batch)",
+    "invocation": "send fewer records per invocation",
+    "upload": "upload a smaller file",
+}
+
+
+def too_large(kind: str, limit: int, size: int | None = None) -> PayloadTooLargeError:
+    """The 413 for a body over ``limit`` bytes on a route of ``kind``."""
+    got = f" ({size:,} bytes)" if size is not None else ""
+    return PayloadTooLargeError(
+        f"The request body{got} is larger than the {limit:,} bytes this server accepts on "
+        "this route.",
+        hint=f"Send at most {limit:,} bytes: {_SPLIT[kind]}. The server's limit is the "
+        f"setting {_SETTING[kind]}.",
+        details=[{"limit_bytes": limit, "kind": kind}],
+    )
+
+
 class GuardMiddleware:
-    """Refuse unknown Host headers and non-JSON bodies; add security headers to every answer."""
+    """Refuse unknown Host headers, non-JSON, compressed and oversized bodies; add security
+    headers to every answer."""
 
     def __init__(
         self,
         app: ASGIApp,
         allowed_hosts: Iterable[str],
         binary_upload_paths: Iterable[str] = (),
+        invocation_paths: Iterable[str] = (),
+        limits: BodyLimits | None = None,
     ) -> None:
         self.app = app
         self.allowed = {h.lower() for h in allowed_hosts}
         self.allow_any = "*" in self.allowed
         self.binary_paths = [re.compile(p) for p in binary_upload_paths]
+        self.invocation_paths = [re.compile(p) for p in invocation_paths]
+        self.limits = limits or BodyLimits()
+
+    def _limit(self, path: str) -> tuple[str, int]:
+        if any(p.fullmatch(path) for p in self.invocation_paths):
+            return "invocation", self.limits.invocation
+        if any(p.fullmatch(path) for p in self.binary_paths):
+            return "upload", self.limits.upload
+        return "json", self.limits.json
 
     def _cross_site(self, headers: dict[bytes, bytes]) -> bool:
         """A browser request from another site (a bodiless POST needs no preflight either)."""
@@ -86,8 +140,50 @@ class GuardMiddleware:
                 )
                 return
 
+        encoding = headers.get(b"content-encoding", b"").strip().lower()
+        if encoding not in (b"", b"identity"):
+            await _reject(
+                send,
+                415,
+                f"Content-Encoding {encoding.decode('latin-1')!r} is not accepted.",
+                "Send the body uncompressed (no Content-Encoding header).",
+                error="UnsupportedMediaTypeError",
+            )
+            return
+        kind, limit = self._limit(scope["path"])
+        length = headers.get(b"content-length")
+        if length is not None:
+            declared = _content_length(length)
+            if declared is None:
+                await _reject(
+                    send,
+                    400,
+                    f"Content-Length {length.decode('latin-1')!r} is not a byte count.",
+                    "Send the body's length in bytes, or let the HTTP client set it.",
+                )
+                return
+            if declared > limit:
+                err = too_large(kind, limit, declared)
+                await _reject(send, err.status, err.message, err.hint, details=err.details)
+                return
+
+        received = 0
+
+        async def counted_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:  # a chunked body (or one longer than it said)
+                    raise too_large(kind, limit)
+            return message
+
+        started = False
+
         async def send_with_headers(message: Message) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 # A route's own security header wins (the HTML report's CSP allows its one
                 # <style> by hash): browsers enforce every CSP sent, so appending ours would
                 # block it again.
@@ -96,7 +192,13 @@ class GuardMiddleware:
                 message["headers"] = headers + [h for h in SECURITY_HEADERS if h[0] not in own]
             await send(message)
 
-        await self.app(scope, receive, send_with_headers)
+        try:
+            await self.app(scope, counted_receive, send_with_headers)
+        except PayloadTooLargeError as err:
+            # Routes under FastAPI answer it themselves; this catches the invocations lane.
+            if started:
+                raise
+            await _reject(send, err.status, err.message, err.hint, details=err.details)
 
 
 # The content types a browser sends cross-site without a CORS preflight.
@@ -116,8 +218,24 @@ def _has_body(headers: dict[bytes, bytes]) -> bool:
     return b"transfer-encoding" in headers
 
 
-async def _reject(send: Send, status: int, message: str, hint: str) -> None:
-    body = json.dumps(error_body(status, message, hint=hint)).encode()
+def _content_length(value: bytes) -> int | None:
+    """The declared length (capped at 10**18), or None when it is not a byte count."""
+    text = value.strip()
+    if not text.isdigit():
+        return None
+    return int(text) if len(text) <= 18 else 10**18
+
+
+async def _reject(
+    send: Send,
+    status: int,
+    message: str,
+    hint: str | None,
+    *,
+    error: str | None = None,
+    details: list[dict[str, Any]] | None = None,
+) -> None:
+    body = json.dumps(error_body(status, message, hint=hint, error=error, details=details)).encode()
     headers: list[Any] = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),

@@ -27,6 +27,7 @@ from civicml.core.errors import (
     NotFoundError,
 )
 from civicml.core.process import process_alive
+from civicml.store.faults import translate_storage_errors
 
 __all__ = [
     "ArtifactStore",
@@ -92,6 +93,11 @@ class LocalArtifactStore:
         self._objects.mkdir(parents=True, exist_ok=True)
         self._tmp.mkdir(parents=True, exist_ok=True)
 
+    @property
+    def scratch_dir(self) -> Path:
+        """A directory on the store's volume for temporary files (uploads being received)."""
+        return self._tmp
+
     def _path(self, digest: str) -> Path:
         return self._objects / digest[:2] / digest[2:4] / digest
 
@@ -104,9 +110,15 @@ class LocalArtifactStore:
             return self.put_stream(handle)
 
     def put_stream(self, stream: BinaryIO) -> Stored:
+        """Store the stream's bytes; returns their digest and size.
+
+        Raises:
+            InsufficientStorageError: The store's volume is full or read-only (507); nothing
+                was stored and the temp file is gone.
+        """
         hasher = hashlib.sha256()
         size = 0
-        with self._temp_file() as (tmp_path, handle):
+        with translate_storage_errors(), self._temp_file() as (tmp_path, handle):
             while chunk := stream.read(_CHUNK):
                 hasher.update(chunk)
                 handle.write(chunk)
@@ -145,7 +157,7 @@ class LocalArtifactStore:
         path = self._existing(digest)
         data = path.read_bytes()
         if hashlib.sha256(data).hexdigest() != digest:
-            raise _corrupted(digest, path)
+            raise _corrupted(digest)
         return data
 
     def open(self, digest: str) -> BinaryIO:
@@ -158,7 +170,7 @@ class LocalArtifactStore:
             hasher.update(chunk)
         if hasher.hexdigest() != digest:
             handle.close()
-            raise _corrupted(digest, path)
+            raise _corrupted(digest)
         handle.seek(0)
         return handle
 
@@ -176,8 +188,9 @@ class LocalArtifactStore:
         path = self._path(digest)
         if not path.is_file():
             raise NotFoundError(
-                f"Artifact sha256:{digest} is not in the artifact store at {self.root}.",
-                hint="Check CIVICML_ARTIFACTS points at the store this metadata database uses.",
+                f"Artifact sha256:{digest} is not in the artifact store: its bytes are missing.",
+                hint="Restore them from a backup, or check that CIVICML_ARTIFACTS points at the "
+                "store this metadata database uses.",
             )
         return path
 
@@ -195,8 +208,8 @@ class LocalArtifactStore:
         return removed
 
 
-def _corrupted(digest: str, path: Path) -> ArtifactIntegrityError:
-    log.error("artifact %s at %s failed its integrity check", digest, path)
+def _corrupted(digest: str) -> ArtifactIntegrityError:
+    log.error("artifact sha256:%s failed its integrity check", digest)
     return ArtifactIntegrityError(
         f"Artifact sha256:{digest} failed its integrity check: its stored bytes no longer "
         "match their SHA-256. They were not used.",

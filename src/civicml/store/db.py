@@ -3,6 +3,12 @@
 SQLite (the embedded default) runs in WAL mode with ``synchronous=FULL`` and a busy timeout, and
 every write transaction starts with ``BEGIN IMMEDIATE``: a writer waits its turn instead of failing
 with "database is locked" when another process committed first. PostgreSQL runs the same code.
+
+A lock held past the busy timeout, a full or read-only database and a lost connection are raised
+as :class:`~civicml.core.errors.ServiceUnavailableError` (503) or
+:class:`~civicml.core.errors.InsufficientStorageError` (507) (see :mod:`civicml.store.faults`);
+the transaction is rolled back, so nothing half-written stays. Engines never render bound
+parameters into error messages (``hide_parameters``).
 """
 
 from __future__ import annotations
@@ -19,9 +25,11 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 
 from civicml.core.errors import ConfigurationError, MissingExtraError
+from civicml.store.faults import database_fault, lock_timeout
 
 __all__ = ["MetadataStore", "UnitOfWork", "head_revision"]
 
@@ -41,7 +49,7 @@ def head_revision() -> str:
 
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
-_BUSY_TIMEOUT_MS = 60_000
+_BUSY_TIMEOUT_S = 60.0
 
 
 @dataclass(slots=True)
@@ -66,11 +74,16 @@ class MetadataStore:
     Args:
         url: SQLAlchemy URL (``sqlite:///path`` or ``postgresql+psycopg://...``).
         migrate: Apply pending Alembic migrations now (on by default).
+        busy_timeout_s: How long a write waits for a lock held by another writer before it
+            fails with :class:`~civicml.core.errors.ServiceUnavailableError`.
     """
 
-    def __init__(self, url: str, *, migrate: bool = True) -> None:
+    def __init__(
+        self, url: str, *, migrate: bool = True, busy_timeout_s: float = _BUSY_TIMEOUT_S
+    ) -> None:
         self.url = url
-        self.engine = _create_engine(url)
+        self.busy_timeout_s = busy_timeout_s
+        self.engine = _create_engine(url, busy_timeout_s)
         self.dialect = self.engine.dialect.name
         self._write_engine = self.engine.execution_options(civicml_write=True)
         self._sqlite_write_lock = threading.Lock() if self.dialect == "sqlite" else None
@@ -88,19 +101,37 @@ class MetadataStore:
     # Transactions ----------------------------------------------------------------------------
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
-        """A read-only snapshot transaction."""
-        with self.engine.connect() as conn, conn.begin():
+        """A read-only snapshot transaction.
+
+        Raises:
+            ServiceUnavailableError: The database is locked or unreachable (503).
+        """
+        with _translate_faults(), self.engine.connect() as conn, conn.begin():
             yield conn
 
     @contextlib.contextmanager
     def write(self) -> Iterator[UnitOfWork]:
-        """A write transaction (``BEGIN IMMEDIATE`` on SQLite); commits on success."""
-        lock = self._sqlite_write_lock or contextlib.nullcontext()
-        with lock:  # writers in one process queue here rather than spin on SQLITE_BUSY
-            with self._write_engine.connect() as conn:
+        """A write transaction (``BEGIN IMMEDIATE`` on SQLite); commits on success.
+
+        Raises:
+            ServiceUnavailableError: Another writer held the lock longer than the busy timeout,
+                or the database is unreachable (503); nothing was written.
+            InsufficientStorageError: The database is full or read-only (507); nothing was
+                written.
+        """
+        lock = self._sqlite_write_lock
+        # Writers in one process queue here rather than spin on SQLITE_BUSY, as long as the
+        # database itself would let them wait.
+        if lock is not None and not lock.acquire(timeout=self.busy_timeout_s):
+            raise lock_timeout()
+        try:
+            with _translate_faults(), self._write_engine.connect() as conn:
                 uow = UnitOfWork(conn)
                 with conn.begin():
                     yield uow
+        finally:
+            if lock is not None:
+                lock.release()
         for callback in uow._callbacks.values():
             callback()
 
@@ -165,7 +196,19 @@ class MetadataStore:
             yield
 
 
-def _create_engine(url: str) -> Engine:
+@contextlib.contextmanager
+def _translate_faults() -> Iterator[None]:
+    """Database conditions (locked, full, read-only, unreachable) as their typed errors."""
+    try:
+        yield
+    except (DBAPIError, PoolTimeoutError) as err:
+        fault = database_fault(err)
+        if fault is None:
+            raise
+        raise fault from err
+
+
+def _create_engine(url: str, busy_timeout_s: float = _BUSY_TIMEOUT_S) -> Engine:
     try:
         parsed = make_url(url)
     except ArgumentError as err:
@@ -181,11 +224,12 @@ def _create_engine(url: str) -> Engine:
             Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(
             url,
-            connect_args={"check_same_thread": False, "timeout": _BUSY_TIMEOUT_MS / 1000},
+            connect_args={"check_same_thread": False, "timeout": busy_timeout_s},
             pool_size=8,
             max_overflow=16,
+            hide_parameters=True,
         )
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, busy_timeout_s)
         return engine
     if backend == "postgresql":
         if parsed.get_driver_name() != "psycopg":
@@ -194,7 +238,9 @@ def _create_engine(url: str) -> Engine:
                 hint="Use the psycopg 3 driver: 'postgresql+psycopg://user@host:5432/dbname'.",
             )
         try:
-            return create_engine(url, pool_size=8, max_overflow=16, pool_pre_ping=True)
+            return create_engine(
+                url, pool_size=8, max_overflow=16, pool_pre_ping=True, hide_parameters=True
+            )
         except (ModuleNotFoundError, NoSuchModuleError) as err:
             raise MissingExtraError("PostgreSQL metadata store", "postgres", "psycopg") from err
     raise ConfigurationError(
@@ -203,12 +249,12 @@ def _create_engine(url: str) -> Engine:
     )
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, busy_timeout_s: float) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
         cursor = dbapi_conn.cursor()
-        cursor.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
+        cursor.execute(f"PRAGMA busy_timeout={max(1, round(busy_timeout_s * 1000))}")
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -11,11 +10,11 @@ from fastapi.responses import StreamingResponse
 
 from civicml.data.schemas import Dataset, DatasetVersion
 from civicml.data.service import DatasetService
+from civicml.server.bodies import upload_body
 from civicml.server.deps import Services, services
 
 router = APIRouter(prefix="/api/v1/projects/{project}/datasets", tags=["datasets"])
 Svc = Annotated[Services, Depends(services)]
-_SPOOL_BYTES = 8 << 20
 
 
 def _datasets(svc: Services) -> DatasetService:
@@ -53,10 +52,7 @@ async def ingest(
 
     Identical content answers with the existing version (the same id and number).
     """
-    with tempfile.SpooledTemporaryFile(max_size=_SPOOL_BYTES) as spool:
-        async for chunk in request.stream():
-            spool.write(chunk)
-        spool.seek(0)
+    async with upload_body(request) as spool:  # streamed to disk, bounded by the guard
         version = await run_in_threadpool(
             lambda: _datasets(svc).ingest(
                 project, name, spool, format=format, description=description, progress=False

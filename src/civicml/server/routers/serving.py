@@ -31,6 +31,7 @@ from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from civicml.core import jsonsafe
 from civicml.core.errors import CivicMLError, InvalidInputError
 from civicml.data.schemas import DatasetVersion
 from civicml.server.deps import AppState, principal_for_request, services
@@ -269,14 +270,13 @@ def _caller(request: Request) -> str:
 
 
 def parse_records(body: bytes) -> Any:
-    """The records of an invocation body: ``{"records": [...]}``, ``[...]`` or one ``{...}``."""
-    try:
-        value = json.loads(body)
-    except ValueError as err:
-        raise InvalidInputError(
-            f"The request body is not valid JSON: {err}.",
-            hint='Send {"records": [{"column": value, ...}]}.',
-        ) from err
+    """The records of an invocation body: ``{"records": [...]}``, ``[...]`` or one ``{...}``.
+
+    Parsed strictly (:func:`civicml.core.jsonsafe.loads`): not JSON, a duplicate key or nesting
+    deeper than 64 levels is a 400. Bare ``NaN``/``Infinity`` parse here; the model host refuses
+    them naming the column and record.
+    """
+    value = jsonsafe.loads(body, allow_nan=True, what="invocation body")
     if isinstance(value, dict) and set(value) == {"records"}:
         value = value["records"]
     if isinstance(value, dict):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -12,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from civicml.core.errors import CivicMLError
 from civicml.core.types import INT64_MAX, NonNegativeInt32, NonNegativeInt64, StrictInt
+from civicml.server.bodies import upload_body
 from civicml.server.deps import Services, services
 from civicml.store.schemas import ArtifactInfo
 from civicml.tracking.schemas import (
@@ -272,11 +272,8 @@ def end_run(run_id: str, body: EndBody, svc: Svc) -> Run:
 @router.put("/runs/{run_id}/artifacts/{path:path}", response_model=ArtifactInfo, status_code=201)
 async def upload_artifact(run_id: str, path: str, request: Request, svc: Svc) -> ArtifactInfo:
     """Upload raw bytes (``application/octet-stream``) as the run's artifact ``path``."""
-    with tempfile.SpooledTemporaryFile(max_size=8 << 20) as spool:
-        async for chunk in request.stream():
-            spool.write(chunk)
-        spool.seek(0)
-        return await run_in_threadpool(svc.tracking.log_artifact, run_id, path, spool)  # type: ignore[arg-type]
+    async with upload_body(request) as spool:  # streamed to disk, bounded by the guard
+        return await run_in_threadpool(svc.tracking.log_artifact, run_id, path, spool)
 
 
 @router.get("/runs/{run_id}/artifacts", response_model=list[ArtifactInfo])
@@ -309,9 +306,6 @@ def download_artifact(run_id: str, path: str, svc: Svc) -> StreamingResponse:
 async def upload_blob(project: str, request: Request, svc: Svc) -> dict[str, str]:
     """Store bytes content-addressed (for registering a model without a run); returns the digest."""
     await run_in_threadpool(svc.projects.get, project)
-    with tempfile.SpooledTemporaryFile(max_size=8 << 20) as spool:
-        async for chunk in request.stream():
-            spool.write(chunk)
-        spool.seek(0)
-        stored = await run_in_threadpool(svc.ctx.artifacts.put_stream, spool)  # type: ignore[arg-type]
+    async with upload_body(request) as spool:  # streamed to disk, bounded by the guard
+        stored = await run_in_threadpool(svc.ctx.artifacts.put_stream, spool)
     return {"digest": stored.digest, "size": str(stored.size)}
