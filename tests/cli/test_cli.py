@@ -116,3 +116,13 @@ def test_demo_runs_to_the_end(cli, tmp_path: Path) -> None:  # type: ignore[no-u
     assert code == 0
     assert "Approved by model-risk-officer" in out
     assert "events verified, ok=True" in out
+
+
+def test_lazy_groups_and_commands_run_when_invoked(cli) -> None:  # type: ignore[no-untyped-def]
+    """The root imports a group only when it is invoked (issue 8): nested groups still work."""
+    code, out, _ = cli("models", "policy", "--help")
+    assert code == 0 and "set" in out and "show" in out
+    code, out, _ = cli("server", "--help")
+    assert code == 0 and "--port" in out
+    code, _, err = cli("models", "no-such-command")
+    assert code == 2 and "no-such-command" in err

@@ -13,8 +13,6 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
-from civicml.core.settings import Settings
-
 console = Console(highlight=False, soft_wrap=True)
 err_console = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -38,6 +36,7 @@ STATE = State()
 @contextmanager
 def client() -> Iterator[Any]:
     """A connected SDK client (embedded, or remote when --url / CIVICML_URL is set)."""
+    from civicml.core.settings import Settings
     from civicml.sdk.client import connect
 
     settings = Settings.load(home=STATE.home, url=STATE.url, user=STATE.user)

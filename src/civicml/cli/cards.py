@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -18,7 +18,9 @@ from civicml.cli._common import (
     table,
     version_ref,
 )
-from civicml.oversight import EDITABLE_FIELDS, ModelCard
+
+if TYPE_CHECKING:  # imported lazily: `civicml cards --help` stays fast
+    from civicml.oversight import ModelCard
 
 cards_app = typer.Typer(
     help="Model cards (SageMaker's schema and statuses) of model versions.", no_args_is_help=True
@@ -29,6 +31,8 @@ CardVersionOpt = Annotated[
 
 
 def _show(card: ModelCard) -> None:
+    from civicml.oversight import EDITABLE_FIELDS
+
     state = "complete" if card.complete else f"{len(card.missing)} field(s) to complete"
     console.print(
         f"[bold]Model card of {card.model} v{card.model_version}[/bold] — {card.status}, "

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from civicml.cli._common import JsonOpt, ProjectOpt, client, console, fmt_time, print_json, table
-from civicml.data.schemas import ColumnKind, ColumnProfile, DatasetVersion
-from civicml.sdk.datasets import DatasetsHandle
+
+if TYPE_CHECKING:  # imported lazily: `civicml datasets --help` stays fast
+    from civicml.data.schemas import ColumnProfile, DatasetVersion
+    from civicml.sdk.datasets import DatasetsHandle
 
 datasets_app = typer.Typer(
     help="Datasets: immutable versions with schema and profile.", no_args_is_help=True
@@ -117,6 +119,8 @@ def show_version(
 
 
 def _summary(p: ColumnProfile) -> str:
+    from civicml.data.schemas import ColumnKind
+
     if p.kind is ColumnKind.NUMERIC and p.count:
         q = p.quantiles or {}
         return (

@@ -20,7 +20,6 @@ from typing import Annotated, Any
 import typer
 
 from civicml.cli._common import STATE, console
-from civicml.oversight import GateFailedError
 
 ALGORITHMS = ("logistic", "lightgbm")
 REQUESTS = 200
@@ -118,6 +117,8 @@ def demo(
         proj = ml.project(PROJECT)
         policy = proj.models.set_policy("eligibility", POLICY)
         _step(f"{OFFICER} set approval policy v{policy.version} of {mv.name}")
+        from civicml.oversight import GateFailedError  # heavy: not at start-up
+
         try:
             proj.models.approve(mv, note="First look.")
         except GateFailedError as refused:

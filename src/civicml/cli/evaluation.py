@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from civicml.cli._common import JsonOpt, ProjectOpt, client, console, fmt_time, print_json, table
 from civicml.core.errors import InvalidInputError
-from civicml.evaluation.records import BiasSummary, Evaluation, ExplanationSummary
-from civicml.sdk.evaluations import EvaluationsHandle
+
+if TYPE_CHECKING:  # imported lazily: `civicml evaluate --help` stays fast
+    from civicml.evaluation.records import BiasSummary, Evaluation, ExplanationSummary
+    from civicml.sdk.evaluations import EvaluationsHandle
 
 evaluate_app = typer.Typer(
     help="Responsible AI: bias metrics (SageMaker Clarify's) and SHAP explanations, stored as "
@@ -201,6 +203,8 @@ def show(
     json_: JsonOpt = False,
 ) -> None:
     """Show an evaluation: every bias figure, or the importance of each column."""
+    from civicml.sdk.evaluations import EvaluationsHandle
+
     with client() as ml:
         handle = EvaluationsHandle(ml.backend, "default")  # evaluation ids are global
         evaluation = handle.get(evaluation_id)
@@ -219,6 +223,8 @@ def export(
     ] = None,
 ) -> None:
     """Write an evaluation's HTML report or its full JSON result to a file."""
+    from civicml.sdk.evaluations import EvaluationsHandle
+
     chosen = format or ("json" if output.suffix.lower() == ".json" else "html")
     if chosen not in ("html", "json"):
         raise InvalidInputError(
@@ -238,6 +244,8 @@ def export(
 
 
 def _print(evaluation: Evaluation, json_: bool, output: Path | None) -> None:
+    from civicml.evaluation.records import BiasSummary, ExplanationSummary
+
     if json_:
         print_json(evaluation)
         return

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -18,7 +18,9 @@ from civicml.cli._common import (
     table,
     version_ref,
 )
-from civicml.registry.schemas import ModelVersion
+
+if TYPE_CHECKING:  # imported lazily: `civicml models --help` stays fast
+    from civicml.registry.schemas import ModelVersion
 
 models_app = typer.Typer(help="Model registry: versions, approval, aliases.", no_args_is_help=True)
 NoteOpt = Annotated[str, typer.Option("--note", "-m", help="Why (recorded with your name).")]

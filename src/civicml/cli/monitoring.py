@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from civicml.cli._common import JsonOpt, ProjectOpt, client, console, fmt_time, print_json, table
-from civicml.monitoring.records import Report
-from civicml.monitoring.schemas import DriftReport
-from civicml.sdk.monitoring import MonitoringHandle
+
+if TYPE_CHECKING:  # imported lazily: `civicml monitoring --help` stays fast
+    from civicml.monitoring.records import Report
+    from civicml.monitoring.schemas import DriftReport
+    from civicml.sdk.monitoring import MonitoringHandle
 
 monitoring_app = typer.Typer(
     help="Monitoring: data drift reports between dataset versions.", no_args_is_help=True
@@ -129,6 +131,8 @@ def show_report(
     json_: JsonOpt = False,
 ) -> None:
     """Show a report: verdict, per-column tests and violations."""
+    from civicml.sdk.monitoring import MonitoringHandle
+
     with client() as ml:
         handle = MonitoringHandle(ml.backend, "default")  # report ids are global
         report = handle.report(report_id)

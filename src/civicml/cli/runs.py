@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
@@ -19,7 +19,9 @@ from civicml.cli._common import (
     print_json,
     table,
 )
-from civicml.tracking.schemas import MetricValue, Run
+
+if TYPE_CHECKING:  # imported lazily: `civicml runs --help` stays fast
+    from civicml.tracking.schemas import Run
 
 runs_app = typer.Typer(help="Runs: params, metrics, tags, artifacts, status.", no_args_is_help=True)
 
@@ -143,6 +145,8 @@ def log_metric(
     run_id: str, key: str, value: float, step: Annotated[int, typer.Option()] = 0
 ) -> None:
     """Record one metric value (durable when the command returns)."""
+    from civicml.tracking.schemas import MetricValue
+
     with client() as ml:
         ml.backend.writer.submit(
             run_id, [MetricValue(key=key, value=value, step=step)], synchronous=True
