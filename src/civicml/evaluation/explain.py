@@ -344,6 +344,8 @@ def explain_global(
         rows_total=len(frame),
         rows_explained=len(sample),
         seed=seed,
+        target=getattr(model, "target", None),
+        classes=[_plain(c) for c in getattr(model, "classes_", [])],
     )
 
 

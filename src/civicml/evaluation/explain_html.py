@@ -4,6 +4,11 @@ One page, no network: inline CSS and inline SVG drawn here — a bar chart of gl
 one line chart of partial dependence per column, one waterfall per explained row — and no
 scripts, fonts or CDNs. Every string from the data is escaped; each plot has a ``<title>`` and
 ``<desc>``. The JSON form is ``report.model_dump_json()``.
+
+Each SVG is drawn at its own size in CSS pixels (``width``/``height`` attributes, shrunk only to
+fit a narrower screen, never stretched), so its 9-11 px labels stay 9-11 px on a wide page. The
+page says which output the attributions explain: for a binary classifier, the positive class
+with its label value (``eligible = 1``) and the class it is weighed against.
 """
 
 from __future__ import annotations
@@ -18,12 +23,14 @@ from civicml.evaluation.explain_schemas import (
     ExplanationReport,
     GlobalExplanation,
     LocalExplanation,
+    OutputAttribution,
     PartialDependence,
 )
 
 __all__ = ["render_explanation_html"]
 
-_W = 420
+_W = 420  # width of the partial dependence and waterfall plots (CSS px)
+_IMPORTANCE_W = 640
 _BAR = "#2563eb"  # blue
 _UP = "#b91c1c"  # red: pushes the output up
 _DOWN = "#1d4ed8"  # blue: pushes it down; both >= 4.5:1 on white
@@ -46,17 +53,49 @@ def _short(text: object, size: int = 18) -> str:
     return text if len(text) <= size else text[: size - 1] + "…"
 
 
-def _svg_open(i: int, title: str, desc: str, height: float) -> str:
+def _svg_open(i: int, title: str, desc: str, height: float, width: int = _W) -> str:
+    """An SVG drawn at ``width`` x ``height`` CSS pixels (the ``plot`` class lets it shrink to a
+    narrow screen, never grow), so font sizes in user units are pixels."""
     return (
-        f'<svg viewBox="0 0 {_W} {height:.0f}" width="100%" role="img" '
-        f'aria-labelledby="svg-t{i} svg-d{i}" preserveAspectRatio="xMidYMid meet">'
+        f'<svg class="plot" viewBox="0 0 {width} {height:.0f}" width="{width}" '
+        f'height="{height:.0f}" role="img" aria-labelledby="svg-t{i} svg-d{i}" '
+        f'preserveAspectRatio="xMidYMid meet">'
         f'<title id="svg-t{i}">{escape(title)}</title><desc id="svg-d{i}">{escape(desc)}</desc>'
     )
 
 
+def explained_output(g: GlobalExplanation) -> tuple[str, str]:
+    """In words, what the attributions of ``g`` explain, as (the output, how to read it): for
+    a binary classifier the positive class with its label value and the class it is weighed
+    against, e.g. ``("class 1, the positive class (eligible = 1)", "in log-odds: ...")``."""
+    target = g.target
+    space = {
+        "margin": "log-odds" if len(g.outputs) == 1 else "softmax scores (margin)",
+        "probability": "probability",
+        "value": "the units of the prediction",
+    }[g.output_space]
+    if g.task == "regression":
+        return ("the predicted value" + (f" of {target}" if target else ""), f"in {space}")
+    labels = [o for o in g.outputs if o is not None]
+    if len(labels) != 1:
+        column = f" of {target}" if target else ""
+        return (f"each class{column} ({', '.join(str(c) for c in labels)})", f"in {space}")
+    positive = labels[0]
+    named = f"{target} = {positive}" if target else f"class {positive}"
+    head = f"class {positive}, the positive class ({named})"
+    others = [c for c in g.classes if c != positive]
+    if not others:
+        return head, f"in {space}"
+    other = f"{target} = {others[0]}" if target else f"class {others[0]}"
+    return head, (
+        f"in {space}: a positive attribution pushes a row towards {named}, a negative one "
+        f"towards {other}"
+    )
+
+
 def _importance_svg(i: int, g: GlobalExplanation) -> str:
-    row, label_w = 22, 140
-    plot_w = _W - label_w - 60
+    row, label_w, width = 22, 170, _IMPORTANCE_W
+    plot_w = width - label_w - 70
     height = row * len(g.importance) + 10
     top = max((c.importance for c in g.importance), default=0.0) or 1.0
     parts = [
@@ -65,6 +104,7 @@ def _importance_svg(i: int, g: GlobalExplanation) -> str:
             "Global importance: mean absolute SHAP attribution per column",
             "; ".join(f"{c.column}: {_num(c.importance)}" for c in g.importance),
             height,
+            width,
         )
     ]
     for k, c in enumerate(g.importance):
@@ -72,7 +112,7 @@ def _importance_svg(i: int, g: GlobalExplanation) -> str:
         width = plot_w * c.importance / top
         parts.append(
             f'<text x="{label_w - 6}" y="{y + 14}" font-size="11" text-anchor="end">'
-            f"{escape(_short(c.column))}</text>"
+            f"{escape(_short(c.column, 24))}<title>{escape(c.column)}</title></text>"
             f'<rect x="{label_w}" y="{y + 3}" width="{width:.1f}" height="14" fill="{_BAR}">'
             f"<title>{escape(c.column)}: {_num(c.importance)} ({100 * c.share:.1f}%)</title></rect>"
             f'<text x="{label_w + width + 4:.1f}" y="{y + 14}" font-size="10">'
@@ -148,15 +188,27 @@ def _pd_svg(i: int, p: PartialDependence) -> str:
     return "".join(parts)
 
 
+def _waterfall_output(local: LocalExplanation) -> OutputAttribution:
+    """The output a waterfall shows: the only one (binary, regression) or the predicted class."""
+    return next((o for o in local.outputs if o.label == local.prediction), local.outputs[0])
+
+
+def _waterfall_caption(local: LocalExplanation, target: str | None) -> str:
+    label = _waterfall_output(local).label
+    if label is None:
+        return "Red pushes the predicted value up, blue down."
+    named = f"{target} = {label}" if target else f"class {label}"
+    return f"Attributions to {named}: red pushes towards it, blue away from it."
+
+
 def _waterfall_svg(i: int, local: LocalExplanation) -> str:
-    # The explained output: the only one (binary, regression) or the predicted class.
-    output = next((o for o in local.outputs if o.label == local.prediction), local.outputs[0])
+    output = _waterfall_output(local)
     ranked = sorted(output.attributions.items(), key=lambda kv: -abs(kv[1]))
     steps = ranked[:_WATERFALL_COLUMNS]
     rest = ranked[_WATERFALL_COLUMNS:]
     if rest:
         steps.append((f"{len(rest)} other columns", sum(v for _, v in rest)))
-    row, label_w, right = 22, 150, 16
+    row, label_w, right = 22, 190, 16
     plot_w = _W - label_w - right
     height = row * (len(steps) + 2) + 10
     running = [output.base_value]
@@ -185,8 +237,13 @@ def _waterfall_svg(i: int, local: LocalExplanation) -> str:
             f"{escape(text)}</text>"
             f'<line x1="{x_of(value):.1f}" y1="{y + 2}" x2="{x_of(value):.1f}" y2="{y + 20}" '
             f'stroke="#111" stroke-width="2"/>'
-            f'<text x="{min(x_of(value) + 4, _W - 40):.1f}" y="{y + 14}" font-size="10">'
-            f"{_num(value)}</text>"
+            + (
+                f'<text x="{x_of(value) + 4:.1f}" y="{y + 14}" font-size="10">'
+                if x_of(value) < _W - 60
+                else f'<text x="{x_of(value) - 4:.1f}" y="{y + 14}" font-size="10" '
+                'text-anchor="end">'
+            )
+            + f"{_num(value)}</text>"
         )
 
     parts.append(marker(5, "base value", output.base_value))
@@ -195,7 +252,7 @@ def _waterfall_svg(i: int, local: LocalExplanation) -> str:
         start, end = running[k], running[k + 1]
         x0, x1 = sorted((x_of(start), x_of(end)))
         value = local.values.get(column)
-        text = _short(column) if value is None else f"{_short(column, 12)} = {_short(value, 8)}"
+        text = _short(column) if value is None else f"{_short(column, 16)} = {_short(value, 8)}"
         parts.append(
             f'<text x="{label_w - 6}" y="{y + 14}" font-size="11" text-anchor="end">'
             f"{escape(text)}</text>"
@@ -209,23 +266,28 @@ def _waterfall_svg(i: int, local: LocalExplanation) -> str:
 
 _TEMPLATE = """{% extends "page.html" %}
 {% block style %}
-
+svg.plot { display: block; max-width: 100%; height: auto; }
+.cards { grid-template-columns: repeat(auto-fill, minmax(min(100%, 28rem), 1fr)); }
+th.n { text-align: right; }
+table.importance { width: auto; min-width: 50%; }
 {% endblock %}
 {% block body %}
 <main>
 <h1>{{ title }}</h1>
-<p>{{ g.algorithm }} {{ g.task }} model · SHAP {{ g.explainer }} explainer ·
- attributions in {{ g.output_space }} space{% if outputs %} for {{ outputs }}{% endif %} ·
- {{ "{:,}".format(g.rows_explained) }} of {{ "{:,}".format(g.rows_total) }} rows explained.
+<p>{{ g.algorithm }} {{ g.task }} model{% if g.target %} predicting <code>{{ g.target }}</code>
+{%- endif %} · SHAP {{ g.explainer }} explainer ·
+ {{ "{:,}".format(g.rows_explained) }} of {{ "{:,}".format(g.rows_total) }} rows explained.</p>
+<p class="explained">The attributions explain <strong>{{ explained[0] }}</strong>,
+ {{ explained[1] }}.
  One-hot and other transformed columns are summed back to the input column they came from.</p>
 
 <h2 id="importance">Global importance</h2>
 <figure><figcaption>Mean absolute attribution per input column.</figcaption>{{ importance }}
 </figure>
 <div class="scroll">
-<table>
-<thead><tr><th scope="col">Column</th><th scope="col">Mean |attribution|</th>
-<th scope="col">Share</th></tr></thead>
+<table class="importance">
+<thead><tr><th scope="col">Column</th><th scope="col" class="n">Mean |attribution|</th>
+<th scope="col" class="n">Share</th></tr></thead>
 <tbody>
 {% for c in g.importance %}<tr class="importance-row"><th scope="row">{{ c.column }}</th>
 <td class="n">{{ num(c.importance) }}</td><td class="n">{{ "%.1f"|format(100 * c.share) }}%</td>
@@ -243,8 +305,8 @@ _TEMPLATE = """{% extends "page.html" %}
 
 <h2 id="local">Example predictions</h2>
 {% if local_plots %}<div class="cards">
-{% for l, svg in local_plots %}<figure><figcaption><strong>Row {{ l.row }}</strong> — predicted
- {{ l.prediction }}. Red pushes the output up, blue down.</figcaption>
+{% for l, svg, caption in local_plots %}<figure><figcaption><strong>Row {{ l.row }}</strong> —
+ predicted {{ l.prediction }}. {{ caption }}</figcaption>
 {{ svg }}</figure>
 {% endfor %}</div>{% else %}<p>None.</p>{% endif %}
 </main>
@@ -274,12 +336,12 @@ def render_explanation_html(report: ExplanationReport, *, title: str = "Model ex
     local_plots = []
     for local in report.local:
         n += 1
-        local_plots.append((local, Markup(_waterfall_svg(n, local))))  # noqa: S704
-    outputs = ", ".join(str(o) for o in g.outputs if o is not None)
+        svg = Markup(_waterfall_svg(n, local))  # noqa: S704
+        local_plots.append((local, svg, _waterfall_caption(local, g.target)))
     return _COMPILED.render(
         g=g,
         title=title,
-        outputs=outputs,
+        explained=explained_output(g),
         importance=importance,
         pd_plots=pd_plots,
         local_plots=local_plots,

@@ -93,6 +93,17 @@ class GlobalExplanation(_Schema):
         description="Rows explained: all of them, or a seeded random sample of max_rows.", ge=0
     )
     seed: int = Field(description="Seed of the row sample and of the kernel explainer.")
+    target: str | None = Field(
+        default=None,
+        description="The column the model predicts, e.g. 'eligible' (null in explanations "
+        "stored before it was recorded).",
+    )
+    classes: list[Label] = Field(
+        default_factory=list,
+        description="Every class of a classifier, in the model's order ([] for regression): "
+        "with outputs, which class the attributions of a binary classifier explain and which "
+        "one they do not.",
+    )
 
 
 class OutputAttribution(_Schema):

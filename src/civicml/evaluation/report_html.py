@@ -5,6 +5,11 @@ drawn from the parity line — 0, or 1 for DI — so bars to the right of it are
 scripts, fonts or CDNs. Every user-supplied string (column names, facet values, notes) is
 escaped. Each plot has a ``<title>`` and ``<desc>``; tables have header cells with ``scope``.
 The JSON form is ``report.model_dump_json()``.
+
+The metrics table is transposed, one table per facet column: a row per metric (up to 13 of
+them) and a column per facet value, so it fits the page (a facet with many values scrolls
+inside its own box, never the page). SVGs are drawn at their size in CSS pixels and only shrink,
+so their labels stay 10-11 px.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ from html import escape
 from markupsafe import Markup
 
 from civicml.core.html_page import report_template
-from civicml.evaluation.schemas import BiasMetric, BiasReport
+from civicml.evaluation.schemas import BiasFacetResult, BiasMetric, BiasReport
 
 __all__ = ["render_bias_html"]
 
@@ -48,7 +53,8 @@ def _metric_svg(i: int, code: str, rows: list[tuple[str, BiasMetric]]) -> str:
     mid = _LABEL_W + plot_w / 2
     desc = "; ".join(f"{label}: {_num(m.value)}" for label, m in rows)
     parts = [
-        f'<svg viewBox="0 0 {_W} {height}" width="100%" role="img" class="metric-plot" '
+        f'<svg viewBox="0 0 {_W} {height}" width="{_W}" height="{height}" role="img" '
+        f'class="metric-plot" '
         f'aria-labelledby="bt{i} bd{i}" preserveAspectRatio="xMidYMid meet">'
         f'<title id="bt{i}">{escape(code)} by facet value (parity {_num(parity)})</title>'
         f'<desc id="bd{i}">{escape(desc)}</desc>'
@@ -89,8 +95,13 @@ def _metric_svg(i: int, code: str, rows: list[tuple[str, BiasMetric]]) -> str:
 
 _TEMPLATE = """{% extends "page.html" %}
 {% block style %}
-.cards { grid-template-columns: repeat(auto-fill, minmax(22rem, 1fr)); }
+.cards { grid-template-columns: repeat(auto-fill, minmax(min(100%, 28rem), 1fr)); }
 .muted { color: #555; font-size: .85rem; }
+svg.metric-plot { display: block; max-width: 100%; height: auto; }
+table.metrics { width: auto; min-width: 50%; }
+table.metrics th, table.metrics td { overflow-wrap: anywhere; }
+th.n { text-align: right; }
+th .muted { font-weight: normal; }
 {% endblock %}
 {% block body %}
 <main>
@@ -107,21 +118,24 @@ _TEMPLATE = """{% extends "page.html" %}
 {% if r.notes %}<ul>{% for n in r.notes %}<li>{{ n }}</li>{% endfor %}</ul>{% endif %}
 
 <h2 id="summary">Metrics by facet value</h2>
+{% for facet, results in by_facet %}<h3>Facet <code>{{ facet }}</code></h3>
 <div class="scroll">
-<table>
-<thead><tr><th scope="col">Facet</th><th scope="col">Facet d</th>
-<th scope="col">n_a</th><th scope="col">n_d</th>
-{% for code in codes %}<th scope="col"><a href="#m-{{ code }}">{{ code }}</a></th>{% endfor %}
-</tr></thead>
+<table class="metrics">
+<thead><tr><th scope="col">Metric</th>
+{% for f in results %}<th scope="col" class="n">{{ f.facet_value }}</th>{% endfor %}</tr></thead>
 <tbody>
-{% for f in r.facets %}<tr class="facet-row"><th scope="row">{{ f.facet }}</th>
-<td>{{ f.facet_value }}</td><td class="n">{{ f.n_a }}</td><td class="n">{{ f.n_d }}</td>
-{% for m in f.metrics %}<td class="n"{% if m.note %} title="{{ m.note }}"{% endif %}>
-{{ num(m.value) }}</td>{% endfor %}</tr>
+<tr class="count-row"><th scope="row">n_d (rows in facet d)</th>
+{% for f in results %}<td class="n">{{ "{:,}".format(f.n_d) }}</td>{% endfor %}</tr>
+<tr class="count-row"><th scope="row">n_a (every other row)</th>
+{% for f in results %}<td class="n">{{ "{:,}".format(f.n_a) }}</td>{% endfor %}</tr>
+{% for code in codes %}<tr class="metric-row"><th scope="row"><a href="#m-{{ code }}">{{ code }}</a>
+ <span class="muted">{{ names[code] }}</span></th>
+{% for f in results %}{% set m = f.metric(code) %}<td class="n"
+{%- if m.note %} title="{{ m.note }}"{% endif %}>{{ num(m.value) }}</td>{% endfor %}</tr>
 {% endfor %}</tbody>
 </table>
 </div>
-
+{% endfor %}
 <h2 id="plots">Plots</h2>
 <p class="muted">Bars start at the parity line; violet bars are above parity,
 teal bars below; whether above is worse depends on the metric (see its reading).</p>
@@ -165,6 +179,17 @@ def render_bias_html(report: BiasReport, *, title: str = "Bias report") -> str:
         rows = [(f"{f.facet} = {f.facet_value}", f.metric(code)) for f in report.facets]
         plots.append((code, rows[0][1], Markup(_metric_svg(i, code, rows))))  # noqa: S704
     undefined = [(f, m) for f in report.facets for m in f.metrics if m.value is None]
+    by_facet: dict[str, list[BiasFacetResult]] = {}
+    for f in report.facets:
+        by_facet.setdefault(f.facet, []).append(f)
+    names = {m.code: m.name for m in report.facets[0].metrics} if report.facets else {}
     return _COMPILED.render(
-        r=report, codes=codes, plots=plots, undefined=undefined, title=title, num=_num
+        r=report,
+        codes=codes,
+        names=names,
+        by_facet=list(by_facet.items()),
+        plots=plots,
+        undefined=undefined,
+        title=title,
+        num=_num,
     )
