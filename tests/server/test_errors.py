@@ -63,6 +63,12 @@ def make_seed(api: httpx.Client, base_url: str) -> Seed:
     assert upload(api, run["id"], "model/model.bin", b"\x00weights\xff").status_code == 201
     finished = model_run(api, "benefits")
     register(api, "benefits", "eligibility", finished["id"])
+    approved = api.post(  # production needs an Approved version, approved by someone else
+        f"{API}/projects/benefits/models/eligibility/versions/1/approve",
+        json={"note": "reviewed"},
+        headers={"x-civicml-user": "reviewer"},
+    )
+    assert approved.status_code == 200, approved.text
     alias = api.put(
         f"{API}/projects/benefits/models/eligibility/aliases/production", json={"version": 1}
     )
@@ -327,7 +333,7 @@ CASES = [
         lambda api, s: api.get(f"{API}/projects/benefits/runs", params={"max_results": 0}),
         422,
         "InvalidInputError",
-        "max_results 0 is out of range.",
+        "Invalid input at query.max_results",
     ),
     Case(
         "traversal-encoded-slashes",
@@ -438,7 +444,7 @@ CASES = [
         lambda api, s: api.delete(f"{MODELS}/versions/1"),
         409,
         "ConflictError",
-        "Model version eligibility/1 cannot be deleted: alias 'production' points at it.",
+        "Model version eligibility/1 cannot be deleted: alias 'production' points at it",
         hint="eligibility production",
     ),
     Case(
@@ -594,3 +600,18 @@ def test_an_integrity_error_does_not_reveal_server_paths(fresh: Fresh) -> None:
 
     assert response.status_code == 500
     assert str(settings.home) not in response.text
+
+
+def test_a_deleted_artifact_blob_is_a_404_without_the_server_path(fresh: Fresh) -> None:
+    api, seed, settings = fresh.api, fresh.seed, fresh.settings
+    digest = api.get(f"{API}/runs/{seed.run}/artifacts").json()[0]["digest"]
+    (settings.artifacts_root / "objects" / digest[:2] / digest[2:4] / digest).unlink()
+
+    response = api.get(f"{API}/runs/{seed.run}/artifacts/model/model.bin")
+
+    body = assert_error(
+        response, 404, "NotFoundError", f"Artifact sha256:{digest} is not in the artifact store"
+    )
+    assert "Restore them from a backup" in body["hint"]
+    for leak in (str(settings.home), str(settings.artifacts_root), "/objects/"):
+        assert leak not in response.text

@@ -89,7 +89,7 @@ def test_a_form_post_cannot_start_a_run(api: httpx.Client, project: str) -> None
     response = api.post(f"{API}/projects/{project}/runs", data={"experiment": "x"})
 
     assert response.status_code == 415
-    assert api.get(f"{API}/projects/{project}/runs").json() == []
+    assert api.get(f"{API}/projects/{project}/runs").json()["runs"] == []
 
 
 def test_octet_stream_is_accepted_on_artifact_uploads(api: httpx.Client, project: str) -> None:
