@@ -79,6 +79,30 @@ def test_fast_lane_answers_explains_and_captures(
                 f"/api/v1/projects/{PROJECT}/endpoints/web/invocations", json=[{"age": 40}]
             )
             assert missing.status_code == 422 and "'income'" in missing.json()["message"]
+            bare_nan = http.post(
+                "/endpoints/web/invocations",
+                params={"project": PROJECT},
+                content=b'{"age": 40, "income": NaN, "region": "north"}',
+                headers={"content-type": "application/json", "x-civicml-user": "rosa"},
+            )
+            assert bare_nan.status_code == 422, bare_nan.text
+            assert (
+                "Column 'income' has a non-finite value (NaN) in record 0"
+                in (bare_nan.json()["message"])
+            )
+            rosa = http.post(
+                "/endpoints/web/invocations",
+                params={"project": PROJECT},
+                json=rows[0],
+                headers={"x-civicml-user": "rosa"},
+            )
+            assert rosa.status_code == 200, rosa.text
+        assert endpoint.info.name == "web"
+        stats = ml.project(PROJECT).endpoints.get("web").info.stats
+        assert stats is not None and stats.input_errors == 2 and stats.output_errors == 0
 
         captured = endpoint.capture_to_dataset()
-        assert captured.row_count == len(rows) + 3  # every request, explained ones too
+        assert captured.row_count == len(rows) + 4  # every request, explained ones too
+        assert "caller" not in [c.name for c in captured.columns]
+        tagged = endpoint.capture_to_dataset("web-callers", metadata=True)
+        assert "caller" in [c.name for c in tagged.columns]

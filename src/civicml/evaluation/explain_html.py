@@ -94,8 +94,8 @@ def explained_output(g: GlobalExplanation) -> tuple[str, str]:
 
 
 def _importance_svg(i: int, g: GlobalExplanation) -> str:
-    row, label_w, width = 22, 170, _IMPORTANCE_W
-    plot_w = width - label_w - 70
+    row, label_w, svg_w = 22, 170, _IMPORTANCE_W
+    plot_w = svg_w - label_w - 70
     height = row * len(g.importance) + 10
     top = max((c.importance for c in g.importance), default=0.0) or 1.0
     parts = [
@@ -104,7 +104,7 @@ def _importance_svg(i: int, g: GlobalExplanation) -> str:
             "Global importance: mean absolute SHAP attribution per column",
             "; ".join(f"{c.column}: {_num(c.importance)}" for c in g.importance),
             height,
-            width,
+            svg_w,
         )
     ]
     for k, c in enumerate(g.importance):
