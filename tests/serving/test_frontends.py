@@ -144,8 +144,8 @@ def test_invalid_json_and_unknown_project(api: httpx.Client) -> None:
     headers = {"content-type": "application/json"}
     assert_error(
         api.post(f"{BASE}/shared/invocations", content=b"{nope", headers=headers),
-        422,
-        "InvalidInputError",
+        400,
+        "BadRequestError",
         "not valid JSON",
     )
     assert_error(api.post("/endpoints/shared/invocations", json={}), 404, "NotFoundError")
