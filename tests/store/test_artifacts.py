@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import os
@@ -14,6 +15,7 @@ from civicml.core import (
     InvalidInputError,
     NotFoundError,
 )
+from civicml.core.errors import InsufficientStorageError
 from civicml.store import LocalArtifactStore, open_artifact_store
 
 
@@ -100,3 +102,43 @@ def test_unsupported_scheme_is_a_configuration_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigurationError, match="'s3' backend"):
         open_artifact_store("s3://bucket/prefix")
     assert isinstance(open_artifact_store(f"file://{tmp_path}/a"), LocalArtifactStore)
+
+
+@pytest.mark.parametrize(
+    "code,message",
+    [
+        (errno.ENOSPC, "The artifact store is out of space; nothing was stored."),
+        (errno.EDQUOT, "The artifact store is out of space; nothing was stored."),
+        (errno.EROFS, "The artifact store is read-only; nothing was stored."),
+        (errno.EACCES, "The artifact store is read-only; nothing was stored."),
+    ],
+)
+def test_a_full_or_read_only_store_is_a_507_and_leaves_nothing(
+    store: LocalArtifactStore, monkeypatch: pytest.MonkeyPatch, code: int, message: str
+) -> None:
+    kept = store.put_bytes(b"kept")
+    real_fsync = os.fsync
+
+    def failing_fsync(fd: int) -> None:  # the data reaches the disk at fsync: it is full
+        raise OSError(code, os.strerror(code))
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+
+    with pytest.raises(InsufficientStorageError, match=message) as caught:
+        store.put_bytes(b"new content")
+
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    assert caught.value.status == 507 and caught.value.retry_after >= 1
+    assert str(store.root) not in caught.value.message + str(caught.value.hint)
+    assert not any((store.root / "tmp").iterdir())
+    assert [p.name for p in (store.root / "objects").rglob("*") if p.is_file()] == [kept.digest]
+    assert store.read_bytes(kept.digest) == b"kept"
+    assert store.put_bytes(b"new content").size == 11  # recovers once the condition clears
+
+
+def test_a_missing_object_names_no_server_path(store: LocalArtifactStore) -> None:
+    with pytest.raises(NotFoundError) as caught:
+        store.read_bytes("0" * 64)
+
+    assert str(store.root) not in caught.value.message
+    assert str(store.root) not in (caught.value.hint or "")

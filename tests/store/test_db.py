@@ -1,14 +1,20 @@
 from __future__ import annotations
 
+import sqlite3
 import threading
+import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import event, text
+from sqlalchemy.exc import OperationalError
 
 from civicml.core import ConfigurationError
+from civicml.core.errors import InsufficientStorageError, ServiceUnavailableError
 from civicml.store import MetadataStore
 from civicml.store.db import head_revision
+from civicml.store.faults import database_fault
 
 
 def test_head_revision_matches_the_migration_scripts() -> None:
@@ -125,4 +131,137 @@ def test_postgresql_migrates_and_writes(pg_url: str) -> None:
     MetadataStore(pg_url)  # second open: already at head
     with store.read() as conn:
         assert conn.execute(text("SELECT count(*) FROM projects")).scalar() == 0
+    store.close()
+
+
+def _projects(store: MetadataStore) -> list[str]:
+    with store.read() as conn:
+        return [r[0] for r in conn.execute(text("SELECT name FROM projects ORDER BY name"))]
+
+
+def _add_project(store: MetadataStore, name: str) -> None:
+    with store.write() as uow:
+        uow.conn.execute(
+            text(
+                "INSERT INTO projects (id, name, description, created_at, created_by) "
+                "VALUES (:id, :name, '', '2026-01-01', 'test')"
+            ),
+            {"id": uuid.uuid4().hex, "name": name},
+        )
+
+
+def test_a_lock_held_past_the_busy_timeout_is_a_503_then_writes_go_on(tmp_path: Path) -> None:
+    path = tmp_path / "locked.db"
+    store = MetadataStore(f"sqlite:///{path}", busy_timeout_s=0.2)
+    _add_project(store, "before")
+    other = sqlite3.connect(path, isolation_level=None)
+    other.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(ServiceUnavailableError, match="locked by another writer") as caught:
+            _add_project(store, "during")
+        assert caught.value.status == 503 and caught.value.retry_after == 2
+        assert "INSERT" not in caught.value.message
+        assert _projects(store) == ["before"]  # reads go on (WAL)
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    _add_project(store, "after")
+    assert _projects(store) == ["after", "before"]
+    store.close()
+
+
+def test_a_writer_queued_in_the_process_past_the_busy_timeout_is_a_503(tmp_path: Path) -> None:
+    store = MetadataStore(f"sqlite:///{tmp_path / 'q.db'}", busy_timeout_s=0.2)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with store.write():
+            holding.set()
+            release.wait(30)
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    try:
+        assert holding.wait(30)
+        with pytest.raises(ServiceUnavailableError, match="busy with other writes"):
+            _add_project(store, "queued")
+    finally:
+        release.set()
+        thread.join(30)
+    _add_project(store, "queued")
+    assert _projects(store) == ["queued"]
+    store.close()
+
+
+def test_a_full_database_is_a_507_and_keeps_what_it_holds(tmp_path: Path) -> None:
+    store = MetadataStore(f"sqlite:///{tmp_path / 'full.db'}")
+    _add_project(store, "kept")
+    with store.read() as conn:
+        pages = int(conn.execute(text("PRAGMA page_count")).scalar_one())
+
+    @event.listens_for(store.engine, "connect")
+    def _cap(dbapi_conn: Any, _record: Any) -> None:  # the disk is full at the current size
+        dbapi_conn.execute(f"PRAGMA max_page_count = {pages}")
+
+    store.engine.dispose()  # reconnect with the cap
+    with pytest.raises(InsufficientStorageError, match="out of space; nothing was changed"):
+        with store.write() as uow:
+            for i in range(2000):
+                uow.conn.execute(
+                    text(
+                        "INSERT INTO projects (id, name, description, created_at, created_by) "
+                        "VALUES (:id, :name, :d, '2026-01-01', 'test')"
+                    ),
+                    {"id": uuid.uuid4().hex, "name": f"p{i}", "d": "x" * 500},
+                )
+    assert _projects(store) == ["kept"]
+    store.close()
+
+
+class _DriverError(Exception):
+    def __init__(self, message: str, sqlstate: str | None = None) -> None:
+        super().__init__(message)
+        self.sqlstate = sqlstate
+
+
+@pytest.mark.parametrize(
+    "message,sqlstate,expected",
+    [
+        ("database is locked", None, ServiceUnavailableError),
+        ("database or disk is full", None, InsufficientStorageError),
+        ("attempt to write a readonly database", None, InsufficientStorageError),
+        ("could not serialize access due to concurrent update", "40001", ServiceUnavailableError),
+        ("deadlock detected", "40P01", ServiceUnavailableError),
+        ("canceling statement due to lock timeout", "55P03", ServiceUnavailableError),
+        ("connection refused", "08006", ServiceUnavailableError),
+        ("sorry, too many clients already", "53300", ServiceUnavailableError),
+        ("could not extend file: No space left on device", "53100", InsufficientStorageError),
+        ("no such table: x", None, None),
+        (
+            'duplicate key value violates unique constraint "p"\nDETAIL: Key (name)=(a)',
+            "23505",
+            None,
+        ),
+    ],
+)
+def test_database_faults_are_classified(
+    message: str, sqlstate: str | None, expected: type[Exception] | None
+) -> None:
+    err = OperationalError("SELECT secret FROM t", {"v": "secret"}, _DriverError(message, sqlstate))
+
+    fault = database_fault(err)
+
+    if expected is None:
+        assert fault is None
+    else:
+        assert type(fault) is expected
+        assert fault is not None and "secret" not in fault.message and "SELECT" not in fault.message
+
+
+def test_engines_hide_bound_parameters(tmp_path: Path) -> None:
+    store = MetadataStore(f"sqlite:///{tmp_path / 'h.db'}")
+    with pytest.raises(Exception) as caught, store.read() as conn:
+        conn.execute(text("SELECT * FROM no_such_table WHERE name = :v"), {"v": "secret-value"})
+
+    assert "secret-value" not in str(caught.value)
     store.close()
