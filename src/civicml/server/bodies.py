@@ -105,7 +105,7 @@ async def upload_body(request: Request) -> AsyncIterator[BinaryIO]:
     """
     state: AppState = request.app.state.civicml
     spool = tempfile.SpooledTemporaryFile(
-        max_size=UPLOAD_SPOOL_BYTES, dir=state.ctx.artifacts.scratch_dir
+        max_size=UPLOAD_SPOOL_BYTES, dir=str(state.ctx.artifacts.scratch_dir)
     )
     with spool:
         with translate_storage_errors():

@@ -120,7 +120,7 @@ def log_bug(err: BaseException, what: str = "unhandled error") -> None:
     parts: list[str] = []
     for item in reversed(chain):
         if isinstance(item, StatementError):
-            item.statement = None  # type: ignore[assignment]  # uvicorn logs it again
+            item.statement = None  # uvicorn logs the exception again
             item.params = None
         if isinstance(item, SQLAlchemyError) or id(item) in drivers:
             orig = getattr(item, "orig", None)
