@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -13,12 +14,12 @@ from sqlalchemy import delete, update
 
 from civicml.cli.main import main
 from civicml.core import FrozenClock, Principal, Settings
-from civicml.governance import AuditTrail
+from civicml.governance import AuditTrail, ProjectService
 from civicml.governance._tables import audit_events, audit_head
-from civicml.governance.audit import event_hash
+from civicml.governance.audit import canonical_json, event_hash
 from civicml.store import Context
 from tests.conftest import make_context
-from tests.governance.helpers import populate
+from tests.governance.helpers import corrupt_audit_table, populate
 
 Cli = Callable[..., tuple[int, str, str]]
 
@@ -135,7 +136,7 @@ def test_export_writes_header_every_event_and_a_signed_head(
     assert (code, out) == (0, f"Exported 10 events to {path}\n")
     records = _lines(path)
     assert records[0]["type"] == "header"
-    assert records[0]["format"] == "civicml-audit/1"
+    assert records[0]["format"] == "civicml-audit/2"
     assert records[0]["public_key"] == trail.signer.public_key_hex()
     assert [r["seq"] for r in records if r["type"] == "event"] == list(range(1, 11))
     assert [r["hash"] for r in records if r["type"] == "event"] == [e.hash for e in trail.list()]
@@ -210,9 +211,11 @@ def _forged_export(cli: Cli, at: Path, path: Path) -> None:
     prev = "0" * 64
     for event in events:
         event["prev_hash"] = prev
-        event["hash"] = prev = event_hash(
-            {k: v for k, v in event.items() if k not in ("type", "hash")}
-        )
+        fields = {k: v for k, v in event.items() if k not in ("type", "hash")}
+        for key in ("before", "after"):  # hashed as canonical text, exported as objects
+            if isinstance(fields[key], dict):
+                fields[key] = canonical_json(fields[key])
+        event["hash"] = prev = event_hash(fields)
     signed_at = "2026-01-01T00:00:00.000000+00:00"
     message = f"civicml-audit-head\n{len(events)}\n{prev}\n{signed_at}".encode()
     head = {
@@ -314,3 +317,90 @@ def test_cli_writes_record_the_user_given_with_user(cli: Cli, home: Path) -> Non
         "by-bob",
     )
     assert cli("audit", "verify")[0] == 0
+
+
+# Warnings, a second home, a damaged database (issue 8) -----------------------------------------
+def test_verify_prints_events_whose_clock_went_backwards_as_warnings(
+    cli: Cli, ctx: Context, trail: AuditTrail, principal: Principal
+) -> None:
+    slow = make_context(ctx.settings, principal, FrozenClock(datetime(2025, 12, 31, tzinfo=UTC)))
+    ProjectService(slow).create("late")
+    slow.db.close()
+    late = trail.list(project="late")[0]
+
+    code, out, err = cli("audit", "verify")
+
+    assert code == 0
+    assert out == "OK: 11 audit events verified, signed head at event 11.\n"
+    assert err == (
+        f"Warning: event 11 (id {late.id}) is timestamped 2025-12-31T00:00:00.000000+00:00, "
+        "24 h before event 10 (2026-01-01T00:00:00.000000+00:00) earlier in the chain: the "
+        "clock of the process that wrote it may be wrong.\n"
+    )
+    warnings = json.loads(cli("audit", "verify", "--json")[1])["warnings"]
+    assert [(w["kind"], w["seq"], w["event_id"]) for w in warnings] == [
+        ("clock_went_backwards", 11, late.id)
+    ]
+
+
+def test_verify_from_a_second_home_says_it_holds_no_witness(
+    cli: Cli, ctx: Context, trail: AuditTrail, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    second = tmp_path / "second-home"
+    monkeypatch.setenv("CIVICML_DB_URL", ctx.settings.database_url)  # the same database
+
+    code, out, err = cli("audit", "verify", at=second)
+    as_json = json.loads(cli("audit", "verify", "--json", at=second)[1])
+
+    assert (code, out) == (1, "")
+    assert err.startswith(
+        "UNVERIFIED, not a tamper verdict: this civicml home holds no witness (signed chain "
+        "head) for the audit chain"
+    )
+    assert "FAILED" not in err
+    assert "Verify from that home, or copy its audit/witness.json" in err
+    assert (as_json["ok"], as_json["verdict"], as_json["events_checked"]) == (
+        False,
+        "unwitnessed",
+        10,
+    )
+
+
+def test_verify_file_accepts_the_old_double_encoded_export(
+    cli: Cli, trail: AuditTrail, tmp_path: Path
+) -> None:
+    path = tmp_path / "audit.jsonl"
+    cli("audit", "export", str(path))
+    records = _lines(path)
+    for record in records:  # civicml-audit/1: before/after were JSON text inside the line
+        for key in ("before", "after"):
+            if record["type"] == "event" and record[key] is not None:
+                record[key] = canonical_json(record[key])
+    _write(path, records)
+
+    assert cli("audit", "verify", "--file", str(path)) == (
+        0,
+        "OK: 10 audit events verified, signed head at event 10.\n",
+        "",
+    )
+
+
+def test_verify_on_a_damaged_database_fails_with_error_and_hint(
+    cli: Cli, ctx: Context, trail: AuditTrail
+) -> None:
+    ctx.db.close()
+    corrupt_audit_table(ctx.settings.home / "civicml.db")
+
+    code, out, err = cli("audit", "verify")
+    list_code, _, list_err = cli("audit", "list")
+
+    assert (code, out) == (1, "")
+    lines = err.splitlines()
+    assert lines[0] == (
+        "Error: The audit trail could not be verified: the metadata database is damaged "
+        "(SQLite: database disk image is malformed). Verification fails until it is repaired."
+    )
+    assert lines[1].startswith("Hint: Stop writers, restore the database from a backup")
+    assert "Traceback" not in err
+    assert list_code == 1
+    assert list_err.startswith("Error: The audit trail could not be listed")

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
+
 from civicml.governance import ProjectService
 from civicml.store import Context
 from civicml.tracking.service import TrackingService
@@ -24,3 +27,19 @@ def populate(context: Context) -> int:
     ProjectService(context).create("p2")
     ProjectService(context).create("p3")
     return 10
+
+
+def corrupt_audit_table(database: Path) -> None:
+    """Overwrite the root page of ``audit_events`` in a closed SQLite file with garbage, so that
+    reading the table raises "database disk image is malformed"."""
+    with sqlite3.connect(database) as con:
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        page_size = con.execute("PRAGMA page_size").fetchone()[0]
+        root = con.execute(
+            "SELECT rootpage FROM sqlite_master WHERE type = 'table' AND name = 'audit_events'"
+        ).fetchone()[0]
+    con.close()
+    assert root > 1
+    with open(database, "r+b") as handle:
+        handle.seek((root - 1) * page_size)
+        handle.write(b"\xff" * page_size)

@@ -26,7 +26,7 @@ from sqlalchemy.exc import IntegrityError
 from civicml.core import ConflictError, FrozenClock, Principal, Settings
 from civicml.governance import AuditSigner, AuditTrail, ProjectService, SignedHead, verify_export
 from civicml.governance._tables import audit_events, audit_head, projects
-from civicml.governance.audit import GENESIS, event_hash
+from civicml.governance.audit import GENESIS, canonical_json, event_hash
 from civicml.store import Context
 from tests.conftest import make_context
 from tests.governance.helpers import populate
@@ -263,7 +263,7 @@ def test_export_writes_header_events_and_signed_heads(ctx: Context, tmp_path: Pa
     assert [r["type"] for r in records] == ["header"] + ["event"] * 10 + ["witness", "signed_head"]
     assert records[0] == {
         "type": "header",
-        "format": "civicml-audit/1",
+        "format": "civicml-audit/2",
         "public_key": trail.signer.public_key_hex(),
         "exported_at": "2026-01-01T00:00:00.000000+00:00",
     }
@@ -271,7 +271,8 @@ def test_export_writes_header_events_and_signed_heads(ctx: Context, tmp_path: Pa
     assert [r["seq"] for r in records[1:11]] == [e.seq for e in events]
     assert [r["hash"] for r in records[1:11]] == [e.hash for e in events]
     assert records[1]["actor"] == "alice"
-    assert json.loads(records[1]["after"]) == {"description": "first", "name": "p1"}
+    assert records[1]["after"] == {"description": "first", "name": "p1"}  # an object, not text
+    assert records[1]["before"] is None
     signed = SignedHead.model_validate({k: v for k, v in records[-1].items() if k != "type"})
     assert (signed.seq, signed.hash) == (10, events[-1].hash)
     assert trail.signer.check(signed)
@@ -342,6 +343,9 @@ def _forge(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     for event in events:
         event["prev_hash"] = prev
         fields = {k: v for k, v in event.items() if k not in ("type", "hash")}
+        for key in ("before", "after"):  # hashed as canonical text, exported as objects
+            if isinstance(fields[key], dict):
+                fields[key] = canonical_json(fields[key])
         event["hash"] = prev = event_hash(fields)
     signed_at = "2026-01-01T00:00:00.000000+00:00"
     message = f"civicml-audit-head\n{events[-1]['seq']}\n{prev}\n{signed_at}".encode()

@@ -356,12 +356,20 @@ def test_missing_witness_is_reported(any_ctx: Context, events: int) -> None:
     path = any_ctx.settings.witness_path
     path.unlink()
 
-    seq, reason = _problem(any_ctx)
+    report = AuditTrail(any_ctx).verify()
 
-    assert seq == events
-    assert reason == (
-        f"no signed head found at {path}: truncation or a recomputed chain cannot be ruled out"
+    assert (report.ok, report.verdict) == (False, "unwitnessed")
+    [problem] = report.problems
+    assert problem.seq == events
+    assert problem.reason.startswith(
+        "UNVERIFIED, not a tamper verdict: this civicml home holds no witness (signed chain head) "
+        "for the audit chain, so a truncated tail or a recomputed chain cannot be ruled out; "
+        f"the chain's {events} events do link correctly."
     )
+    assert "copy its audit/witness.json and keys/audit-ed25519.pub into this home" in (
+        problem.reason
+    )
+    assert str(path.parent) not in problem.reason  # no server path in what REST returns
 
 
 def test_corrupt_witness_file_is_reported_not_raised(any_ctx: Context, events: int) -> None:
@@ -371,7 +379,9 @@ def test_corrupt_witness_file_is_reported_not_raised(any_ctx: Context, events: i
     seq, reason = _problem(any_ctx)
 
     assert seq == events
-    assert reason == f"The audit witness {path} is unreadable or was altered."
+    assert reason == (
+        "The audit witness (audit/witness.json in the civicml home) is unreadable or was altered."
+    )
 
 
 # Tampering followed by ordinary use ------------------------------------------------------------

@@ -3,14 +3,29 @@
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from civicml.core import FrozenClock, Principal
+from civicml.governance import ProjectService
 from civicml.governance.audit import verify_export
-from tests.server.helpers import API, assert_error, create_run, model_run, register
+from civicml.server import create_app
+from tests.conftest import make_context
+from tests.governance.helpers import corrupt_audit_table, populate
+from tests.server.helpers import (
+    API,
+    Server,
+    assert_error,
+    create_run,
+    isolated_settings,
+    model_run,
+    register,
+    serve,
+)
 
 
 @pytest.fixture
@@ -167,7 +182,7 @@ def test_audit_export_is_jsonl_with_every_event_and_a_signed_head(
     assert "civicml-audit.jsonl" in response.headers["content-disposition"]
     records = [json.loads(line) for line in response.text.splitlines()]
     assert records[0]["type"] == "header"
-    assert records[0]["format"] == "civicml-audit/1"
+    assert records[0]["format"] == "civicml-audit/2"
     events = [r for r in records if r["type"] == "event"]
     listed = api.get(f"{API}/audit/events", params={"limit": 10_000}).json()
     assert [(e["seq"], e["hash"]) for e in events] == [(e["seq"], e["hash"]) for e in listed]
@@ -236,3 +251,52 @@ def test_a_project_named_in_another_case_is_a_conflict(api: httpx.Client, projec
         f"Project {project.upper()!r} conflicts with the existing project {project!r}",
     )
     assert api.put(f"{API}/projects/{project.upper()}").json()["name"] == project
+
+
+# Audit faults (issue 8) --------------------------------------------------------------------------
+def test_audit_verify_returns_warnings_for_a_clock_that_went_backwards(
+    api: httpx.Client, server: Server, project: str
+) -> None:
+    """A second writer on the server's database whose clock is years behind."""
+    behind = make_context(
+        server.settings, Principal(user="skewed"), FrozenClock(datetime(2001, 1, 1, tzinfo=UTC))
+    )
+    ProjectService(behind).create(f"{project}-late")
+    behind.db.close()
+    [late] = api.get(f"{API}/audit/events", params={"project": f"{project}-late"}).json()
+
+    report = api.get(f"{API}/audit/verify").json()
+
+    assert (report["ok"], report["verdict"]) == (True, "verified")
+    assert [(w["kind"], w["seq"], w["event_id"]) for w in report["warnings"]] == [
+        ("clock_went_backwards", late["seq"], late["id"])
+    ]
+    assert "is timestamped 2001-01-01T00:00:00.000000+00:00" in report["warnings"][0]["message"]
+
+
+def test_a_damaged_audit_table_is_a_503_with_a_hint_not_a_500(tmp_path: Path) -> None:
+    settings = isolated_settings(tmp_path)
+    writer = make_context(settings, Principal(user="alice"), FrozenClock())
+    populate(writer)
+    writer.db.close()
+    corrupt_audit_table(settings.home / "civicml.db")
+
+    with serve(create_app(settings)) as url, httpx.Client(base_url=url) as client:
+        health = client.get(f"{API}/health")
+        verify = client.get(f"{API}/audit/verify")
+        events = client.get(f"{API}/audit/events")
+        projects = client.get(f"{API}/projects")
+
+    assert health.status_code == 200  # the server starts and serves what is intact
+    body = assert_error(
+        verify,
+        503,
+        "ServiceUnavailableError",
+        "The audit trail could not be verified: the metadata database is damaged (SQLite: "
+        "database disk image is malformed). Verification fails until it is repaired.",
+    )
+    assert "restore the database from a backup" in body["hint"]
+    assert verify.headers["retry-after"] == "60"
+    assert str(tmp_path) not in verify.text
+    assert_error(events, 503, "ServiceUnavailableError", "could not be listed")
+    assert [p["name"] for p in projects.json()] == ["p1", "p2", "p3"]

@@ -46,7 +46,12 @@ def verify(
     ] = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Check the hash chain and its signed head; exit 1 naming the first bad event."""
+    """Check the hash chain and its signed head; exit 1 naming the first bad event.
+
+    Exit 1 also when this home holds no witness for the chain (UNVERIFIED: not a tamper verdict,
+    the message says where the witness is), or when the audit tables cannot be read. Events
+    whose timestamps go backwards are printed as warnings; they do not fail verification.
+    """
     if file is not None:
         from civicml.core.settings import Settings
         from civicml.governance.audit import AuditSigner, verify_export
@@ -59,9 +64,14 @@ def verify(
             report = ml.verify_audit()
     if json_:
         print_json(report)
-    elif report.ok:
+        raise typer.Exit(0 if report.ok else 1)
+    for warning in report.warnings:
+        typer.echo(f"Warning: {warning.message}.", err=True)
+    if report.ok:
         head = f", signed head at event {report.witness.seq}" if report.witness else ""
-        console.print(f"OK: {report.events_checked} audit events verified{head}.")
+        console.print(f"OK: {report.events_checked} audit events verified{head}.", markup=False)
+    elif report.verdict == "unwitnessed":
+        typer.echo(f"{report.problems[0].reason}.", err=True)
     else:
         problem = report.problems[0]
         typer.echo(

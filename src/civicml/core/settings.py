@@ -150,6 +150,39 @@ class Settings(BaseSettings):
     def _expand_home(cls, value: Path) -> Path:
         return value.expanduser()
 
+    @field_validator("artifacts", mode="after")
+    @classmethod
+    def _local_artifacts(cls, value: str | None) -> str | None:
+        """A directory, or a ``file://`` URL turned into one; any other URL is refused here, at
+        start, rather than becoming a relative directory named ``s3:/bucket/...``."""
+        if value is None:
+            return None
+        match = _URL_SCHEME.match(value)
+        if match is None:
+            return value
+        scheme = match.group(1).lower()
+        if scheme != "file":
+            raise ValueError(
+                f"{value!r}: {scheme}:// artifact stores are not supported yet; the artifact "
+                "store must be a local or mounted directory (a path or a file:// URL)"
+            )
+        parts = urlsplit(value)
+        if parts.netloc not in ("", "localhost") or not parts.path:
+            raise ValueError(
+                f"{value!r} is not a local file:// URL; write it as file:///absolute/path"
+            )
+        return unquote(parts.path)
+
+    @field_validator("user", mode="after")
+    @classmethod
+    def _printable_user(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        try:
+            return validate_user_name(value, source="user name (CIVICML_USER or --user)")
+        except CivicMLError as err:
+            raise ValueError(err.message.rstrip(".")) from err
+
     @classmethod
     def settings_customise_sources(
         cls,
@@ -194,39 +227,6 @@ class Settings(BaseSettings):
     @property
     def database_url(self) -> str:
         return self.db_url or f"sqlite:///{self.home / 'civicml.db'}"
-    @field_validator("artifacts", mode="after")
-    @classmethod
-    def _local_artifacts(cls, value: str | None) -> str | None:
-        """A directory, or a ``file://`` URL turned into one; any other URL is refused here, at
-        start, rather than becoming a relative directory named ``s3:/bucket/...``."""
-        if value is None:
-            return None
-        match = _URL_SCHEME.match(value)
-        if match is None:
-            return value
-        scheme = match.group(1).lower()
-        if scheme != "file":
-            raise ValueError(
-                f"{value!r}: {scheme}:// artifact stores are not supported yet; the artifact "
-                "store must be a local or mounted directory (a path or a file:// URL)"
-            )
-        parts = urlsplit(value)
-        if parts.netloc not in ("", "localhost") or not parts.path:
-            raise ValueError(
-                f"{value!r} is not a local file:// URL; write it as file:///absolute/path"
-            )
-        return unquote(parts.path)
-
-    @field_validator("user", mode="after")
-    @classmethod
-    def _printable_user(cls, value: str | None) -> str | None:
-        if not value:
-            return None
-        try:
-            return validate_user_name(value, source="user name (CIVICML_USER or --user)")
-        except CivicMLError as err:
-            raise ValueError(err.message.rstrip(".")) from err
-
 
     @property
     def artifacts_root(self) -> Path:

@@ -17,28 +17,45 @@ import json
 import logging
 import os
 from collections.abc import Callable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
+from sqlalchemy.exc import DBAPIError
 
-from civicml.core.errors import ConfigurationError
+from civicml.core.errors import ConfigurationError, ServiceUnavailableError
 from civicml.core.ids import new_id
+from civicml.core.names import name_key
 from civicml.governance._tables import audit_events, audit_head
-from civicml.governance.schemas import AuditEvent, AuditProblem, AuditReport, SignedHead
+from civicml.governance.schemas import (
+    AuditEvent,
+    AuditProblem,
+    AuditReport,
+    AuditWarning,
+    SignedHead,
+)
 from civicml.store.context import Context
 from civicml.store.db import UnitOfWork
+from civicml.store.faults import database_fault
 
 __all__ = ["GENESIS", "AuditSigner", "AuditTrail", "canonical_json", "event_hash"]
 
 GENESIS = "0" * 64
+#: The export format: ``before`` and ``after`` are JSON objects (in civicml-audit/1 they were
+#: JSON text inside the line); both verify, as the hash covers the same canonical text.
+EXPORT_FORMAT = "civicml-audit/2"
+MAX_WARNINGS = 100
 log = logging.getLogger("civicml.audit")
 _HEAD_ID = 1
 _KEY_CACHE: dict[Path, Ed25519PrivateKey] = {}
+# A damaged database, as the drivers say it: SQLite's messages, PostgreSQL's SQLSTATE classes
+# XX (internal error: data or index corrupted) and 58 (system error: I/O error).
+_SQLITE_DAMAGE = ("malformed", "not a database", "disk i/o error", "database corrupt")
+_PG_DAMAGE_CLASSES = ("XX", "58")
 
 
 def canonical_json(value: Any) -> str:
@@ -191,7 +208,8 @@ class AuditSigner:
             return SignedHead.model_validate_json(self.witness_path.read_bytes())
         except (ValueError, OSError) as err:
             raise ConfigurationError(
-                f"The audit witness {self.witness_path} is unreadable or was altered.",
+                "The audit witness (audit/witness.json in the civicml home) is unreadable or "
+                "was altered.",
                 hint="Restore it from a backup or an export; until then the chain head cannot "
                 "be vouched for.",
             ) from err
@@ -253,7 +271,24 @@ class AuditTrail:
         before: dict[str, Any] | None = None,
         after: dict[str, Any] | None = None,
     ) -> str:
-        """Append one event inside ``uow``; returns its id. The head is signed after commit."""
+        """Append one event inside ``uow``; returns its id. The head is signed after commit.
+
+        Raises:
+            ServiceUnavailableError: The audit tables are damaged (nothing is changed).
+        """
+        with _readable("recorded"):
+            return self._record(uow, action, entity_kind, entity_id, project, before, after)
+
+    def _record(
+        self,
+        uow: UnitOfWork,
+        action: str,
+        entity_kind: str,
+        entity_id: str,
+        project: str | None,
+        before: dict[str, Any] | None,
+        after: dict[str, Any] | None,
+    ) -> str:
         conn = uow.conn
         query = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == _HEAD_ID)
         if conn.dialect.name == "postgresql":
@@ -295,10 +330,14 @@ class AuditTrail:
         return str(fields["id"])
 
     def _hash_at(self, seq: int) -> str | None:
-        with self._ctx.db.read() as conn:
-            found = conn.execute(
-                select(audit_events.c.hash).where(audit_events.c.seq == seq)
-            ).scalar()
+        try:
+            with self._ctx.db.read() as conn:
+                found = conn.execute(
+                    select(audit_events.c.hash).where(audit_events.c.seq == seq)
+                ).scalar()
+        except DBAPIError as err:  # after commit: keep the witness; verify reports the damage
+            log.error("the audit trail could not be read to advance its witness: %s", _kind(err))
+            return None
         return None if found is None else str(found)
 
     # Reading --------------------------------------------------------------------------------
@@ -312,9 +351,14 @@ class AuditTrail:
         after_seq: int = 0,
         limit: int = 100,
     ) -> list[AuditEvent]:
+        """Events in chain order, filtered; ``project`` matches regardless of letter case.
+
+        Raises:
+            ServiceUnavailableError: The audit tables are damaged and cannot be read.
+        """
         query = select(audit_events).where(audit_events.c.seq > after_seq)
         if project is not None:
-            query = query.where(audit_events.c.project == project)
+            query = query.where(func.lower(audit_events.c.project) == name_key(project))
         if entity_kind is not None:
             query = query.where(audit_events.c.entity_kind == entity_kind)
         if entity_id is not None:
@@ -322,7 +366,7 @@ class AuditTrail:
         if action is not None:
             query = query.where(audit_events.c.action == action)
         query = query.order_by(audit_events.c.seq).limit(max(1, min(limit, 10_000)))
-        with self._ctx.db.read() as conn:
+        with _readable("listed"), self._ctx.db.read() as conn:
             return [_to_event(row) for row in conn.execute(query)]
 
     @contextlib.contextmanager
@@ -341,14 +385,24 @@ class AuditTrail:
 
     # Verification ---------------------------------------------------------------------------
     def verify(self) -> AuditReport:
-        """Check the chain row by row, the head row, and the signed witness outside the DB."""
+        """Check the chain row by row, the head row, and the signed witness outside the DB.
+
+        Events whose timestamps go backwards are reported as ``warnings`` (verification still
+        passes). Without a witness in this home the verdict is ``unwitnessed``: not a tamper
+        verdict, but truncation cannot be ruled out, so ``ok`` is False.
+
+        Raises:
+            ServiceUnavailableError: The audit tables are damaged and cannot be read (the
+                message says so; verification has failed).
+        """
         # The witness first: it only moves after a commit, so all it covers is in the snapshot.
         try:
             witness, witness_error = self.signer.read_witness(), None
         except ConfigurationError as err:
             witness, witness_error = None, err.message
-        with self._snapshot() as (head, rows):
-            checked, problem, last_seq, last_hash, by_seq = _walk(rows)
+        warnings: list[AuditWarning] = []
+        with _readable("verified"), self._snapshot() as (head, rows):
+            checked, problem, last_seq, last_hash, by_seq = _walk(rows, warnings)
         problems = [problem] if problem else []
         if (
             not problems
@@ -367,22 +421,34 @@ class AuditTrail:
                     f"chain, which ends at event {last_seq}: the head row was altered"
                 )
                 problems.append(AuditProblem(seq=int(head.seq), reason=reason))
+        unwitnessed = False
         if witness_error is not None:
             problems.append(AuditProblem(seq=last_seq, reason=witness_error))
+        elif witness is None and checked and not problems:
+            unwitnessed = True
+            problems.append(_no_witness(self.signer, last_seq))
         else:
             problems += _check_witness(self.signer, witness, checked, last_seq, by_seq)
         return AuditReport(
             ok=not problems,
+            verdict="unwitnessed" if unwitnessed else ("failed" if problems else "verified"),
             events_checked=checked,
             head_seq=last_seq,
             head_hash=last_hash,
             witness=witness,
             problems=problems,
+            warnings=_capped(warnings),
         )
 
     # Export ---------------------------------------------------------------------------------
     def export(self, path: Path) -> int:
-        """Write every event and the signed heads as JSON Lines; returns the event count."""
+        """Write every event and the signed heads as JSON Lines; returns the event count.
+
+        Each event's ``before`` and ``after`` are JSON objects (format ``civicml-audit/2``).
+
+        Raises:
+            ServiceUnavailableError: The audit tables are damaged and cannot be read.
+        """
         self.signer.private_key()  # an empty trail still exports its (new) public key
         tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
         count, last_seq, last_hash = 0, 0, GENESIS
@@ -391,16 +457,16 @@ class AuditTrail:
                 canonical_json(
                     {
                         "type": "header",
-                        "format": "civicml-audit/1",
+                        "format": EXPORT_FORMAT,
                         "public_key": self.signer.public_key_hex(),
                         "exported_at": _iso(self._ctx.clock.now()),
                     }
                 )
                 + "\n"
             )
-            with self._snapshot() as (_head, rows):
+            with _readable("exported"), self._snapshot() as (_head, rows):
                 for row in rows:
-                    record = {"type": "event", **_hashed_fields(row), "hash": row.hash}
+                    record = {"type": "event", **_exported_fields(row), "hash": row.hash}
                     out.write(canonical_json(record) + "\n")
                     count, last_seq, last_hash = count + 1, int(row.seq), row.hash
             witness = self.signer.read_witness()
@@ -451,7 +517,7 @@ def verify_export(path: Path, signer: AuditSigner | None = None) -> AuditReport:
                         )
                     )
                     break
-                rows.append(_Row(record))
+                rows.append(_Row(_hashed_text(record)))
             elif kind in ("witness", "signed_head"):
                 try:
                     heads.append(SignedHead.model_validate(record))
@@ -459,7 +525,8 @@ def verify_export(path: Path, signer: AuditSigner | None = None) -> AuditReport:
                     raise ConfigurationError(
                         f"{path}: line {number} is not a valid signed head ({err})."
                     ) from err
-    checked, problem, last_seq, last_hash, by_seq = _walk(iter(rows))
+    warnings: list[AuditWarning] = []
+    checked, problem, last_seq, last_hash, by_seq = _walk(iter(rows), warnings)
     problems = [problem] if problem else problems_early
     key_hex = signer.public_key_hex() if signer is not None else public_key
     for head in heads:
@@ -475,11 +542,13 @@ def verify_export(path: Path, signer: AuditSigner | None = None) -> AuditReport:
         problems += _check_witness(None, head, checked, last_seq, by_seq)
     return AuditReport(
         ok=not problems,
+        verdict="failed" if problems else "verified",
         events_checked=checked,
         head_seq=last_seq,
         head_hash=last_hash,
         witness=heads[-1] if heads else None,
         problems=problems,
+        warnings=_capped(warnings),
     )
 
 
@@ -507,10 +576,16 @@ class _Row:
         self.__dict__.update(record)
 
 
-def _walk(rows: Iterator[Any]) -> tuple[int, AuditProblem | None, int, str, dict[int, str]]:
-    """Walk the chain; return (checked, first problem, last seq, last hash, seq->hash)."""
+def _walk(
+    rows: Iterator[Any], warnings: list[AuditWarning]
+) -> tuple[int, AuditProblem | None, int, str, dict[int, str]]:
+    """Walk the chain; return (checked, first problem, last seq, last hash, seq->hash).
+
+    Events timestamped earlier than the latest event before them are added to ``warnings``.
+    """
     expected_prev, expected_seq, checked = GENESIS, 1, 0
     by_seq: dict[int, str] = {}
+    latest: tuple[datetime, int, str] | None = None  # (time, seq, at) of the latest so far
     for row in rows:
         seq = int(row.seq)
         if seq != expected_seq:
@@ -561,6 +636,7 @@ def _walk(rows: Iterator[Any]) -> tuple[int, AuditProblem | None, int, str, dict
         checked += 1
         by_seq[seq] = row.hash
         expected_prev, expected_seq = row.hash, seq + 1
+        latest = _check_clock(row, latest, warnings)
     return checked, None, expected_seq - 1, expected_prev, by_seq
 
 
@@ -572,18 +648,7 @@ def _check_witness(
     by_seq: dict[int, str],
 ) -> list[AuditProblem]:
     if witness is None:
-        if checked and signer is not None:
-            return [
-                AuditProblem(
-                    seq=last_seq,
-                    reason=(
-                        f"no signed head found at {signer.witness_path}: truncation or a "
-                        "recomputed "
-                        "chain cannot be ruled out"
-                    ),
-                )
-            ]
-        return []
+        return [_no_witness(signer, last_seq)] if checked and signer is not None else []
     if signer is not None and not signer.check(witness):
         return [
             AuditProblem(
@@ -615,6 +680,143 @@ def _check_witness(
             )
         ]
     return []
+
+
+def _no_witness(signer: AuditSigner, last_seq: int) -> AuditProblem:
+    """Why a chain without a witness in this home is not vouched for, and what to do (no server
+    path: the message reaches REST clients)."""
+    return AuditProblem(
+        seq=last_seq,
+        reason=(
+            "UNVERIFIED, not a tamper verdict: this civicml home holds no witness (signed chain "
+            f"head) for the audit chain, so a truncated tail or a recomputed chain cannot be "
+            f"ruled out; the chain's {last_seq} events do link correctly. The witness is kept "
+            "by the home whose server or client wrote the events (a second home pointed at the "
+            "same database has none). Verify from that home, or copy its audit/witness.json and "
+            f"keys/{signer.pub_path.name} into this home; if this home wrote the events, its "
+            "witness file was removed"
+        ),
+    )
+
+
+def _check_clock(
+    row: Any, latest: tuple[datetime, int, str] | None, warnings: list[AuditWarning]
+) -> tuple[datetime, int, str] | None:
+    """Warn when ``row`` is timestamped before the latest event so far; the new latest."""
+    try:
+        moment = datetime.fromisoformat(str(row.at))
+    except ValueError:
+        return latest  # the hash still covers it; nothing to compare
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    if latest is None or moment >= latest[0]:
+        return (moment, int(row.seq), str(row.at))
+    warnings.append(
+        AuditWarning(
+            kind="clock_went_backwards",
+            seq=int(row.seq),
+            event_id=row.id,
+            message=(
+                f"event {int(row.seq)} (id {row.id}) is timestamped {row.at}, "
+                f"{_duration(latest[0] - moment)} before event {latest[1]} ({latest[2]}) "
+                "earlier in the chain: the clock of the process that wrote it may be wrong"
+            ),
+        )
+    )
+    return latest
+
+
+def _duration(delta: timedelta) -> str:
+    seconds = delta.total_seconds()
+    if seconds < 1:
+        return f"{seconds * 1000:.3g} ms"
+    if seconds < 120:
+        return f"{seconds:.3g} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.3g} min"
+    return f"{seconds / 3600:.3g} h"
+
+
+def _capped(warnings: list[AuditWarning]) -> list[AuditWarning]:
+    if len(warnings) <= MAX_WARNINGS:
+        return warnings
+    more = len(warnings) - MAX_WARNINGS
+    return [
+        *warnings[:MAX_WARNINGS],
+        AuditWarning(
+            kind="more_warnings",
+            seq=0,
+            message=f"{more} more warning(s) of the same kind were left out",
+        ),
+    ]
+
+
+def _exported_fields(row: Any) -> dict[str, Any]:
+    """The hashed fields with ``before``/``after`` as JSON objects, where that object's
+    canonical form is exactly the hashed text (else the text itself, as in format 1)."""
+    fields = _hashed_fields(row)
+    for key in ("before", "after"):
+        text = fields[key]
+        if text is not None:
+            value = json.loads(text)
+            if canonical_json(value) == text:
+                fields[key] = value
+    return fields
+
+
+def _hashed_text(record: dict[str, Any]) -> dict[str, Any]:
+    """An exported event with ``before``/``after`` back as the canonical text that was hashed
+    (format 2 exports objects; format 1 exported the text itself)."""
+    for key in ("before", "after"):
+        value = record.get(key)
+        if value is not None and not isinstance(value, str):
+            record[key] = canonical_json(value)
+    return record
+
+
+def _damage(err: DBAPIError) -> str | None:
+    """What the driver says is damaged, when ``err`` is damage rather than a bug."""
+    message = _kind(err)
+    state = str(getattr(err.orig, "sqlstate", None) or getattr(err.orig, "pgcode", None) or "")
+    if any(marker in message.lower() for marker in _SQLITE_DAMAGE):
+        return f"SQLite: {message}"
+    if state[:2] in _PG_DAMAGE_CLASSES:
+        return f"PostgreSQL SQLSTATE {state}"
+    return None
+
+
+def _kind(err: DBAPIError) -> str:
+    """The driver's first line (SQLite's messages name no path or value)."""
+    lines = str(err.orig).strip().splitlines()
+    return lines[0] if lines else type(err.orig).__name__
+
+
+@contextlib.contextmanager
+def _readable(what: str) -> Iterator[None]:
+    """Turn a damaged audit table into a 503 that says so, instead of a bug (500).
+
+    A lock held too long, a full disk and the like become their own 503/507
+    (:func:`civicml.store.faults.database_fault`); other database errors propagate as bugs.
+    """
+    try:
+        yield
+    except DBAPIError as err:
+        fault = database_fault(err)
+        if fault is not None:
+            raise fault from err
+        damage = _damage(err)
+        if damage is None:
+            raise
+        log.error("the audit trail could not be %s: the database is damaged (%s)", what, damage)
+        raise ServiceUnavailableError(
+            f"The audit trail could not be {what}: the metadata database is damaged ({damage}). "
+            "Verification fails until it is repaired.",
+            hint="Stop writers, restore the database from a backup (SQLite: 'PRAGMA "
+            "integrity_check' names the damage; '.recover' salvages rows), then run 'civicml "
+            "audit verify'. An earlier 'civicml audit export' file still verifies with "
+            "'civicml audit verify --file'.",
+            retry_after=60,
+        ) from err
 
 
 def _signature_ok(public_key_hex: str, head: SignedHead) -> bool:

@@ -11,6 +11,7 @@ __all__ = [
     "AuditEvent",
     "AuditProblem",
     "AuditReport",
+    "AuditWarning",
     "LineageEdge",
     "LineageGraph",
     "LineageNode",
@@ -69,15 +70,44 @@ class AuditProblem(_Schema):
     reason: str = Field(description="What is wrong.")
 
 
+class AuditWarning(_Schema):
+    """Something verification noticed that does not break the chain (it still passes)."""
+
+    kind: Literal["clock_went_backwards", "more_warnings"] = Field(
+        description="'clock_went_backwards': the event is timestamped earlier than an event "
+        "before it in the chain (a writer's clock was wrong); 'more_warnings': a count of the "
+        "warnings left out of this list."
+    )
+    seq: int = Field(description="Sequence number of the event concerned (0 for a count).")
+    event_id: str | None = Field(default=None, description="Its id.")
+    message: str = Field(description="What was noticed.")
+
+
+AuditVerdict = Literal["verified", "failed", "unwitnessed"]
+
+
 class AuditReport(_Schema):
     """The result of ``civicml audit verify``."""
 
     ok: bool = Field(description="True when the chain, its head and the signed witness hold.")
+    verdict: AuditVerdict = Field(
+        default="verified",
+        description="'verified': everything holds (ok); 'failed': the chain, its head or the "
+        "signed head does not hold (tampering or damage; see problems); 'unwitnessed': the chain "
+        "links correctly but this home holds no signed head for it, so truncation or a "
+        "recomputed chain cannot be ruled out (not a tamper verdict; see problems for how to "
+        "point verification at the witness).",
+    )
     events_checked: int = Field(description="Events whose hash and link were verified.")
     head_seq: int = Field(description="Last verified sequence number.")
     head_hash: str = Field(description="Hash of the last verified event.")
     witness: SignedHead | None = Field(default=None, description="The signed head checked.")
     problems: list[AuditProblem] = Field(default_factory=list, description="What failed.")
+    warnings: list[AuditWarning] = Field(
+        default_factory=list,
+        description="What was noticed without failing verification, e.g. events whose "
+        "timestamps go backwards (at most 100, then a count).",
+    )
 
 
 NodeKind = Literal[

@@ -60,7 +60,11 @@ def audit_export(svc: Svc) -> FileResponse:
     fd, name = tempfile.mkstemp(suffix=".jsonl")
     os.close(fd)
     path = Path(name)
-    svc.audit.export(path)
+    try:
+        svc.audit.export(path)
+    except BaseException:
+        path.unlink(missing_ok=True)  # e.g. a damaged audit table (503): leave no temp file
+        raise
     return FileResponse(
         path,
         media_type="application/x-ndjson",
