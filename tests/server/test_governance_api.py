@@ -300,3 +300,21 @@ def test_a_damaged_audit_table_is_a_503_with_a_hint_not_a_500(tmp_path: Path) ->
     assert str(tmp_path) not in verify.text
     assert_error(events, 503, "ServiceUnavailableError", "could not be listed")
     assert [p["name"] for p in projects.json()] == ["p1", "p2", "p3"]
+
+
+def test_the_remote_sdk_sends_a_non_ascii_user_and_finds_projects_in_any_case(
+    server: Server, project: str
+) -> None:
+    import civicml as cm
+
+    with cm.connect(server.url, user="Zoë", settings=server.settings) as ml:
+        handle = ml.project(project.upper())  # the existing project, not a new one
+        upper = ml.audit_events(project=project.upper())
+        lower = ml.audit_events(project=project)
+        ml.create_project(f"{project}-zoe")
+        [created] = ml.audit_events(project=f"{project}-zoe")
+
+    assert handle.name == project
+    assert [e.action for e in upper] == ["project.created"]
+    assert upper == lower
+    assert created.actor == "Zoë"

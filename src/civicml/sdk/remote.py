@@ -92,7 +92,7 @@ class RemoteBackend:
             base_url=self.location,
             timeout=timeout,
             transport=transport,
-            headers={"x-civicml-user": self.user.encode(), "user-agent": "civicml-sdk"},
+            headers={b"x-civicml-user": self.user.encode(), b"user-agent": b"civicml-sdk"},
         )
         self.writer = MetricWriter(
             self.log_metric_batches, interval=self.settings.metrics_flush_interval_ms / 1000
