@@ -20,6 +20,21 @@ FormatOpt = Annotated[
     str | None,
     typer.Option("--format", "-f", help="csv, parquet or jsonl (default: from the suffix)."),
 ]
+EncodingOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--encoding",
+        help="Text encoding of a CSV file, e.g. utf-8, cp1252, latin-1, utf-16 (default: "
+        "detected).",
+    ),
+]
+DelimiterOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--delimiter",
+        help="Field delimiter of a CSV file: ',', ';', '|' or '\\t' for tab (default: detected).",
+    ),
+]
 
 
 def _handle(ml: Any, project: str) -> DatasetsHandle:
@@ -33,12 +48,23 @@ def ingest(
     file: Annotated[Path, typer.Argument(help="CSV, Parquet or JSON Lines file.")],
     project: ProjectOpt = "default",
     format: FormatOpt = None,
+    encoding: EncodingOpt = None,
+    delimiter: DelimiterOpt = None,
     description: Annotated[str, typer.Option(help="Free text kept with the version.")] = "",
     json_: JsonOpt = False,
 ) -> None:
-    """Ingest FILE as a new version of dataset NAME (identical content: the existing one)."""
+    """Ingest FILE as a new version of dataset NAME (identical content: the existing one).
+
+    A CSV file's encoding and delimiter are detected unless given; the version records them."""
     with client() as ml:
-        version = _handle(ml, project).ingest(name, file, format=format, description=description)
+        version = _handle(ml, project).ingest(
+            name,
+            file,
+            format=format,
+            encoding=encoding,
+            delimiter=delimiter,
+            description=description,
+        )
     if json_:
         print_json(version)
         return
@@ -47,6 +73,8 @@ def ingest(
         f"{len(version.columns)} columns, sha256:{version.digest}",
         markup=False,
     )
+    if version.read_options is not None:
+        console.print(f"Read as {_read_as(version)}.", markup=False)
     _print_changes(version)
 
 
@@ -110,12 +138,23 @@ def show_version(
         f"by {found.created_by}",
         markup=False,
     )
+    if found.read_options is not None:
+        console.print(f"Read as {_read_as(found)}.", markup=False)
     table(
         "Columns",
         ["column", "type", "missing", "summary"],
         [[p.name, p.type, f"{p.missing:,}", _summary(p)] for p in found.profile],
     )
     _print_changes(found)
+
+
+def _read_as(version: DatasetVersion) -> str:
+    """``cp1252 text, semicolon-delimited`` from the version's read options."""
+    opts = version.read_options
+    if opts is None:  # pragma: no cover - callers check
+        return ""
+    names = {",": "comma", ";": "semicolon", "\t": "tab", "|": "pipe"}
+    return f"{opts.encoding} text, {names.get(opts.delimiter, repr(opts.delimiter))}-delimited"
 
 
 def _summary(p: ColumnProfile) -> str:

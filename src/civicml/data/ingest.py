@@ -6,6 +6,11 @@ so the same rows with the same types always give the same bytes (and the same SH
 chunk size or the source format. Types are canonicalised on the way: ``large_string`` and
 ``string_view`` become ``string``, dictionary (categorical) columns their value type.
 
+CSV text is decoded and its delimiter found before parsing (:mod:`civicml.data.text`: UTF-8,
+UTF-8 or UTF-16 with a byte-order mark, Windows-1252 and other code pages; ``,`` ``;`` tab ``|``),
+or as the caller says, and transcoded to UTF-8 as it streams; what was used is returned with the
+result (:attr:`Converted.read_options`).
+
 CSV types are inferred from the first block; a later value that does not fit (``"abc"`` in an
 ``int64`` column) restarts the read with that column widened (``int64`` → ``double`` →
 ``string``), so a file is never read whole into memory. JSON Lines are read twice: once to find the
@@ -15,6 +20,7 @@ another is refused, naming the line.
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import io
 import json
@@ -22,7 +28,7 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -34,6 +40,18 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped]
 from civicml.core.errors import InvalidInputError
 from civicml.data.profile import Profiler
 from civicml.data.schemas import SourceFormat
+from civicml.data.text import (
+    SAMPLE_BYTES,
+    Redetect,
+    TextOptions,
+    TextReader,
+    check_delimiter,
+    check_encoding,
+    check_text,
+    detect_delimiter,
+    detect_encoding,
+    undecodable,
+)
 
 __all__ = [
     "DEFAULT_CHUNK_BYTES",
@@ -42,6 +60,7 @@ __all__ = [
     "Source",
     "detect_format",
     "open_source",
+    "text_options",
     "write_canonical",
 ]
 
@@ -81,6 +100,7 @@ class Converted:
     rows: int
     profiler: Profiler
     fingerprint: str | None
+    read_options: dict[str, str] | None = None
 
 
 class Source:
@@ -90,16 +110,29 @@ class Source:
     Args:
         source: What to read.
         format: ``csv``, ``parquet`` or ``jsonl``; for files, guessed from the suffix when None.
+        encoding: The text encoding of a CSV source (a Python codec name such as ``cp1252``);
+            None: detected.
+        delimiter: The field delimiter of a CSV source; None: detected.
     """
 
-    def __init__(self, source: Any, format: str | None = None) -> None:
+    def __init__(
+        self,
+        source: Any,
+        format: str | None = None,
+        *,
+        encoding: str | None = None,
+        delimiter: str | None = None,
+    ) -> None:
         self.frame: Any = None
         self.path: Path | None = None
         self.stream: BinaryIO | None = None
         self.name: str | None = None
+        self.encoding = check_encoding(encoding)
+        self.delimiter = check_delimiter(delimiter)
         if _is_frame(source):
             self.frame = _frame_to_table(source)
             self.format = SourceFormat.DATAFRAME
+            self._check_text_options()
             return
         if isinstance(source, str | os.PathLike):
             self.path = _check_path(Path(source))
@@ -117,11 +150,27 @@ class Source:
                 hint="Pass a file path (CSV, Parquet or JSON Lines), a seekable binary file "
                 "object with format=..., a pandas DataFrame or a pyarrow Table.",
             )
+        self._check_text_options()
         if self.size == 0:
             raise InvalidInputError(
                 f"{self.label} is empty (0 bytes).",
                 hint="Check the file was written completely; a dataset needs at least one row.",
             )
+
+    def _check_text_options(self) -> None:
+        if self.format is SourceFormat.CSV or (self.encoding is None and self.delimiter is None):
+            return
+        given = "an encoding" if self.encoding is not None else "a delimiter"
+        why = {
+            SourceFormat.JSONL: "JSON Lines are always UTF-8 with one object per line",
+            SourceFormat.PARQUET: "Parquet is a binary format that records its own types",
+            SourceFormat.DATAFRAME: "a data frame is already decoded",
+        }[self.format]
+        raise InvalidInputError(
+            f"Reading with {given} applies to CSV files only, not to {self.format.value} "
+            f"sources: {why}.",
+            hint=f"Leave {given.split()[1]} out, or pass format='csv' if the data is CSV.",
+        )
 
     @property
     def label(self) -> str:
@@ -195,9 +244,42 @@ def _check_path(path: Path) -> Path:
     return path
 
 
-def open_source(source: Any, format: str | None = None) -> Source:
-    """Check a source and its format; raises :class:`InvalidInputError` when it is unusable."""
-    return Source(source, format)
+def open_source(
+    source: Any,
+    format: str | None = None,
+    *,
+    encoding: str | None = None,
+    delimiter: str | None = None,
+) -> Source:
+    """Check a source, its format and CSV read options; raises :class:`InvalidInputError` when
+    any is unusable."""
+    return Source(source, format, encoding=encoding, delimiter=delimiter)
+
+
+def text_options(source: Source) -> TextOptions:
+    """The encoding and delimiter a CSV source is read with: given, or detected from its first
+    :data:`~civicml.data.text.SAMPLE_BYTES`.
+
+    Raises:
+        InvalidInputError: The source is binary data, not text.
+    """
+    with source.open() as reader:
+        sample = reader.read(SAMPLE_BYTES)
+    complete = source.size <= len(sample)
+    encoding = source.encoding or detect_encoding(sample, source.label, complete=complete)
+    decoder = codecs.getincrementaldecoder(encoding)("replace")
+    try:
+        text = decoder.decode(sample, final=complete).removeprefix("\ufeff")
+    except UnicodeError as err:  # a codec that refuses the bytes as a whole
+        raise undecodable(source.label, encoding, err) from err
+    check_text(text, source.label)
+    delimiter = source.delimiter or detect_delimiter(text, complete=complete)
+    return TextOptions(
+        encoding=encoding,
+        delimiter=delimiter,
+        encoding_given=source.encoding is not None,
+        delimiter_given=source.delimiter is not None,
+    )
 
 
 # Writing ------------------------------------------------------------------------------------
@@ -222,14 +304,20 @@ def write_canonical(
     """
     show = sys.stderr.isatty() if progress is None else progress
     total = source.frame.num_rows if source.frame is not None else source.size
+    options = text_options(source) if source.format is SourceFormat.CSV else None
     with _ProgressBar(show, total, source) as advance:
         overrides: dict[str, Any] = {}
         for _ in range(_MAX_RESTARTS):
             try:
-                return _write(source, dest, chunk_bytes, overrides, advance)
+                return _write(source, dest, chunk_bytes, overrides, advance, options)
             except _Widen as widen:
                 overrides[widen.column] = widen.to
                 advance(-1)  # restart the bar
+            except Redetect as again:  # ASCII so far, then another encoding: read it again
+                if options is None:  # pragma: no cover - only CSV reads text
+                    raise
+                options = replace(options, encoding=again.encoding)
+                advance(-1)
         raise InvalidInputError(  # pragma: no cover - needs > 64 widenings
             f"{source.label} could not be typed: its column types kept changing while reading.",
             hint="Convert it to Parquet with explicit column types and ingest that.",
@@ -237,15 +325,20 @@ def write_canonical(
 
 
 def _write(
-    source: Source, dest: Path, chunk_bytes: int, overrides: dict[str, Any], advance: Progress
+    source: Source,
+    dest: Path,
+    chunk_bytes: int,
+    overrides: dict[str, Any],
+    advance: Progress,
+    options: TextOptions | None,
 ) -> Converted:
     reader = None if source.format is SourceFormat.DATAFRAME else source.open(advance)
     try:
         if reader is None:
             batches = iter(source.frame.to_batches(max_chunksize=max(1, chunk_bytes // 64)))
             schema = source.frame.schema
-        elif source.format is SourceFormat.CSV:
-            schema, batches = _csv(source, reader, chunk_bytes, overrides)
+        elif source.format is SourceFormat.CSV and options is not None:
+            schema, batches = _csv(source, reader, chunk_bytes, overrides, options)
         elif source.format is SourceFormat.PARQUET:
             schema, batches = _parquet(source, reader, chunk_bytes, advance)
         else:
@@ -279,7 +372,8 @@ def _write(
                 hint="A dataset version needs at least one row of data below the header.",
             )
         fingerprint = None if reader is None else reader.finish()
-        return Converted(dest, canonical, rows, profiler, fingerprint)
+        read_options = None if options is None else options.record()
+        return Converted(dest, canonical, rows, profiler, fingerprint, read_options)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as err:
         raise _read_error(source, err) from err
     finally:
@@ -289,32 +383,52 @@ def _write(
 
 # Readers ------------------------------------------------------------------------------------
 def _csv(
-    source: Source, reader: _HashingReader, chunk_bytes: int, overrides: dict[str, Any]
+    source: Source,
+    raw: _HashingReader,
+    chunk_bytes: int,
+    overrides: dict[str, Any],
+    options: TextOptions,
 ) -> tuple[Any, Iterator[Any]]:
     """CSV in blocks of whole lines that we cut ourselves: pyarrow's own streaming reader reads
-    ahead without bound (the whole file, when parsing is slower than the disk)."""
+    ahead without bound (the whole file, when parsing is slower than the disk). The blocks are
+    UTF-8, transcoded from the source's encoding on the way (:class:`TextReader`)."""
+    reader = TextReader(raw, options, source.label, block=min(1 << 20, max(4096, chunk_bytes // 4)))
     header = _balanced(reader, reader.readline())
     try:
-        names = pacsv.read_csv(io.BytesIO(header)).schema.names
+        names = pacsv.read_csv(
+            io.BytesIO(header), parse_options=pacsv.ParseOptions(delimiter=options.delimiter)
+        ).schema.names
     except pa.ArrowInvalid as err:
-        raise _csv_error(source, err, None) from err
+        raise _csv_error(source, err, None, options) from err
     chunks = _csv_chunks(reader, chunk_bytes)
     first = next(chunks, None)
     types = dict(overrides)
     if first is None:
         return pa.schema([pa.field(n, types.get(n, pa.string())) for n in names]), iter(())
-    table = _parse_csv(source, first, names, types)
+    table = _parse_csv(source, first, names, types, options)
+    _no_bytes(source, table.schema)
     types = {f.name: f.type for f in table.schema}
 
     def batches() -> Iterator[Any]:
         yield from table.to_batches()
         for chunk in chunks:
-            yield from _parse_csv(source, chunk, names, types).to_batches()
+            yield from _parse_csv(source, chunk, names, types, options).to_batches()
 
     return table.schema, batches()
 
 
-def _csv_chunks(reader: _HashingReader, chunk_bytes: int) -> Iterator[tuple[int, bytes]]:
+def _no_bytes(source: Source, schema: Any) -> None:
+    """Text never silently becomes bytes: a CSV column the parser could only read as binary is
+    refused (the transcoder hands it valid UTF-8, so this is a guard, not a path)."""
+    for f in schema:
+        if pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type):
+            raise InvalidInputError(  # pragma: no cover - see the docstring
+                f"{source.label}: column {f.name!r} could not be read as text.",
+                hint="Pass the file's encoding, e.g. encoding='cp1252' (CLI: --encoding cp1252).",
+            )
+
+
+def _csv_chunks(reader: TextReader, chunk_bytes: int) -> Iterator[tuple[int, bytes]]:
     """Blocks of whole records (a quoted field may span lines) with their first line number."""
     line_no = 2
     while block := reader.read(chunk_bytes):
@@ -325,7 +439,7 @@ def _csv_chunks(reader: _HashingReader, chunk_bytes: int) -> Iterator[tuple[int,
         line_no += block.count(b"\n")
 
 
-def _balanced(reader: _HashingReader, block: bytes) -> bytes:
+def _balanced(reader: TextReader, block: bytes) -> bytes:
     """Extend ``block`` line by line until its double quotes pair up (RFC 4180 quoting)."""
     while block.count(b'"') % 2:
         more = reader.readline()
@@ -336,7 +450,11 @@ def _balanced(reader: _HashingReader, block: bytes) -> bytes:
 
 
 def _parse_csv(
-    source: Source, chunk: tuple[int, bytes], names: list[str], types: dict[str, Any]
+    source: Source,
+    chunk: tuple[int, bytes],
+    names: list[str],
+    types: dict[str, Any],
+    options: TextOptions,
 ) -> Any:
     first_line, data = chunk
 
@@ -344,6 +462,7 @@ def _parse_csv(
         return pacsv.read_csv(
             io.BytesIO(data),
             read_options=pacsv.ReadOptions(column_names=names, use_threads=threads),
+            parse_options=pacsv.ParseOptions(delimiter=options.delimiter),
             convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=True),
         )
 
@@ -357,8 +476,8 @@ def _parse_csv(
         try:  # only the single-threaded parser knows row numbers
             parse(False)
         except pa.ArrowInvalid as again:
-            raise _csv_error(source, again, first_line) from err
-        raise _csv_error(source, err, first_line) from err
+            raise _csv_error(source, again, first_line, options) from err
+        raise _csv_error(source, err, first_line, options) from err
 
 
 def _wider(failed: str, message: str) -> Any:
@@ -611,7 +730,9 @@ class _Widen(Exception):
         self.to = to
 
 
-def _csv_error(source: Source, err: Exception, first_line: int | None) -> InvalidInputError:
+def _csv_error(
+    source: Source, err: Exception, first_line: int | None, options: TextOptions
+) -> InvalidInputError:
     text = _first_line(err).removeprefix("CSV parse error: ")
     if text == "Empty CSV file":
         return InvalidInputError(f"{source.label} is empty.", hint="It needs a header and rows.")
@@ -620,10 +741,13 @@ def _csv_error(source: Source, err: Exception, first_line: int | None) -> Invali
     if found and first_line is not None:
         where = f" at line {first_line + int(found.group(1)) - 1}"
         text = found.group(2)
+    name = options.delimiter_name
+    how = "given" if options.delimiter_given else "detected"
     return InvalidInputError(
-        f"{source.label} is not readable CSV{where}: {text}.",
-        hint="Every line needs the same number of comma-separated fields as the header; quote "
-        'fields that contain commas or line breaks ("a, b").',
+        f"{source.label} is not readable CSV{where}: {text} (delimiter: {name}, {how}).",
+        hint=f"Every line needs the same number of {name}-separated fields as the header; quote "
+        'fields that contain the delimiter or line breaks ("a, b"). If the delimiter is wrong, '
+        "pass delimiter=... (CLI: --delimiter ';').",
     )
 
 

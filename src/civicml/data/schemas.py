@@ -13,6 +13,7 @@ __all__ = [
     "ColumnSchema",
     "Dataset",
     "DatasetVersion",
+    "ReadOptions",
     "SchemaChanges",
     "SourceFormat",
     "TopValue",
@@ -144,6 +145,16 @@ class ColumnProfile(_Schema):
     )
 
 
+class ReadOptions(_Schema):
+    """How a CSV source's bytes were read: detected, or as given at ingest."""
+
+    encoding: str = Field(
+        description="Text encoding, as Python names it: 'utf-8', 'utf-8-sig' (UTF-8 with a "
+        "byte-order mark), 'utf-16-le', 'cp1252', 'iso8859-1', ..."
+    )
+    delimiter: str = Field(description="Field delimiter: ',', ';', '\\t' (tab), '|', ...")
+
+
 class Dataset(_Schema):
     """A named, versioned dataset of a project."""
 
@@ -183,6 +194,11 @@ class DatasetVersion(_Schema):
     profile: list[ColumnProfile] = Field(description="Statistics per column, in column order.")
     schema_changes: SchemaChanges | None = Field(
         default=None, description="Column changes against the previous version; None for v1."
+    )
+    read_options: ReadOptions | None = Field(
+        default=None,
+        description="How a CSV source was read (encoding and delimiter, detected or given); "
+        "None for Parquet, JSON Lines and data frames.",
     )
     description: str = Field(default="", description="Free text.")
     created_at: datetime = Field(description="When it was ingested (UTC).")

@@ -30,6 +30,7 @@ from civicml.data.schemas import (
     ColumnSchema,
     Dataset,
     DatasetVersion,
+    ReadOptions,
     SchemaChanges,
     SourceFormat,
     TypeChange,
@@ -78,6 +79,8 @@ class DatasetService:
         source: Any,
         *,
         format: str | None = None,
+        encoding: str | None = None,
+        delimiter: str | None = None,
         description: str = "",
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         progress: bool | None = None,
@@ -94,6 +97,10 @@ class DatasetService:
             source: A CSV, Parquet or JSON Lines file path; a seekable binary file object (with
                 ``format``); a pandas DataFrame or a pyarrow Table.
             format: ``csv``, ``parquet`` or ``jsonl``; guessed from a file's suffix when None.
+            encoding: Text encoding of a CSV source, e.g. ``"cp1252"``; None: detected (UTF-8,
+                UTF-8/UTF-16 with a byte-order mark, Windows-1252 and other code pages).
+            delimiter: Field delimiter of a CSV source, e.g. ``";"``; None: detected among
+                ``,`` ``;`` tab ``|``. What was used is the version's ``read_options``.
             description: Free text, kept with the version.
             chunk_bytes: Bytes read per chunk (memory stays bounded by about this much plus one
                 Parquet row group).
@@ -103,9 +110,9 @@ class DatasetService:
             The new version, or the existing one with identical content.
 
         Raises:
-            InvalidInputError: Bad name, unknown format, or a source that is missing, a
-                directory or symbolic link, empty, or unreadable (the message names the line
-                where it can).
+            InvalidInputError: Bad name, unknown format or encoding, or a source that is missing,
+                a directory or symbolic link, empty, binary, undecodable or unreadable (the
+                message names the line where it can).
             NotFoundError: The project does not exist.
         """
         validate_name("Dataset", name)
@@ -114,7 +121,7 @@ class DatasetService:
                 f"chunk_bytes {chunk_bytes} is too small.", hint="Use 1024 bytes or more."
             )
         proj = self._projects.get(project)
-        src = open_source(source, format)
+        src = open_source(source, format, encoding=encoding, delimiter=delimiter)
         with self._temp_path() as tmp:
             converted = write_canonical(src, tmp, chunk_bytes=chunk_bytes, progress=progress)
             stored = self._ctx.artifacts.put_file(tmp)  # bytes first: a row never lacks them
@@ -132,6 +139,7 @@ class DatasetService:
                         source_format=src.format,
                         source_name=src.name,
                         fingerprint=converted.fingerprint,
+                        read_options=converted.read_options,
                         rows=converted.rows,
                         columns=columns,
                         profile=profile,
@@ -263,6 +271,7 @@ class DatasetService:
         source_format: SourceFormat,
         source_name: str | None,
         fingerprint: str | None,
+        read_options: dict[str, str] | None,
         rows: int,
         columns: list[ColumnSchema],
         profile: list[ColumnProfile],
@@ -272,6 +281,7 @@ class DatasetService:
         ds = _find_dataset(conn, proj.id, name, lock=True)
         if ds is None:
             ds = self._insert_dataset(uow, proj, name)
+        name = ds.name  # as created: names are found case-insensitively
         same = conn.execute(
             select(dataset_versions).where(
                 dataset_versions.c.dataset_id == ds.id, dataset_versions.c.digest == digest
@@ -281,7 +291,6 @@ class DatasetService:
             return _version(same, proj.name, ds.name)
         previous = conn.execute(
             select(dataset_versions.c.version, dataset_versions.c.schema)
-        name = ds.name  # as created: names are found case-insensitively
             .where(dataset_versions.c.dataset_id == ds.id)
             .order_by(dataset_versions.c.version.desc())
             .limit(1)
@@ -306,6 +315,7 @@ class DatasetService:
             "schema": [c.model_dump(mode="json") for c in columns],
             "profile": [p.model_dump(mode="json", exclude_none=True) for p in profile],
             "schema_changes": None if changes is None else changes.model_dump(mode="json"),
+            "read_options": read_options,
             "description": description,
             "created_at": now,
             "created_by": user,
@@ -344,6 +354,7 @@ class DatasetService:
                 "source_format": source_format.value,
                 "source_name": source_name,
                 "source_fingerprint": fingerprint,
+                "read_options": read_options,
                 "row_count": rows,
                 "columns": len(columns),
                 "schema_changes": values["schema_changes"],
@@ -467,6 +478,7 @@ def _dataset(conn: Connection, project: str, row: _Row) -> Dataset:
 def _version(row: Any, project: str, name: str) -> DatasetVersion:
     values = row if isinstance(row, dict) else row._mapping
     changes = values["schema_changes"]
+    read_options = values.get("read_options")
     return DatasetVersion(
         id=values["id"],
         project=project,
@@ -481,6 +493,7 @@ def _version(row: Any, project: str, name: str) -> DatasetVersion:
         columns=[ColumnSchema.model_validate(c) for c in values["schema"]],
         profile=[ColumnProfile.model_validate(p) for p in values["profile"]],
         schema_changes=None if changes is None else SchemaChanges.model_validate(changes),
+        read_options=None if read_options is None else ReadOptions.model_validate(read_options),
         description=values["description"],
         created_at=values["created_at"],
         created_by=values["created_by"],

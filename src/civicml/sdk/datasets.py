@@ -55,13 +55,17 @@ class DatasetsHandle:
         source: Any,
         *,
         format: str | None = None,
+        encoding: str | None = None,
+        delimiter: str | None = None,
         description: str = "",
         progress: bool | None = None,
     ) -> DatasetVersion:
         """Store ``source`` as a new immutable version of dataset ``name``.
 
         ``source`` is a CSV, Parquet or JSON Lines file path or a pandas DataFrame (or pyarrow
-        Table). Identical content returns the existing version instead of a copy.
+        Table). Identical content returns the existing version instead of a copy. A CSV file's
+        ``encoding`` and ``delimiter`` are detected unless given (e.g. ``encoding="cp1252"``,
+        ``delimiter=";"``); the version's ``read_options`` say what was used.
         """
         if not self._backend.remote:
             return self._svc.ingest(
@@ -69,12 +73,19 @@ class DatasetsHandle:
                 name,
                 source,
                 format=format,
+                encoding=encoding,
+                delimiter=delimiter,
                 description=description,
                 progress=progress,
             )
         validate_name("Dataset", name)
-        checked = open_source(source, format)  # the same checks and messages as embedded
+        # the same checks and messages as embedded; the server detects what is not given
+        checked = open_source(source, format, encoding=encoding, delimiter=delimiter)
         params = {"description": description}
+        if checked.encoding is not None:
+            params["encoding"] = checked.encoding
+        if checked.delimiter is not None:
+            params["delimiter"] = checked.delimiter
         if checked.format is SourceFormat.DATAFRAME:
             import pyarrow.parquet as pq  # type: ignore[import-untyped]
 

@@ -46,16 +46,41 @@ async def ingest(
     format: Annotated[
         str | None, Query(description="Format of the uploaded bytes: csv, parquet or jsonl.")
     ] = None,
+    encoding: Annotated[
+        str | None,
+        Query(
+            max_length=64,
+            description="Text encoding of CSV bytes, e.g. 'utf-8', 'cp1252', 'utf-16' "
+            "(default: detected).",
+        ),
+    ] = None,
+    delimiter: Annotated[
+        str | None,
+        Query(
+            max_length=8,
+            description="Field delimiter of CSV bytes: ',', ';', '|' or a tab (default: detected).",
+        ),
+    ] = None,
     description: Annotated[str, Query(max_length=10_000, description="Free text.")] = "",
 ) -> DatasetVersion:
     """Upload raw bytes (``application/octet-stream``) as a new version of dataset ``name``.
 
-    Identical content answers with the existing version (the same id and number).
+    Identical content answers with the existing version (the same id and number). CSV bytes are
+    decoded with ``encoding`` and split with ``delimiter``, each detected when not given; the
+    version's ``read_options`` say which were used. Bytes that are not text, or not valid in the
+    encoding, are a 422 naming the line.
     """
     async with upload_body(request) as spool:  # streamed to disk, bounded by the guard
         version = await run_in_threadpool(
             lambda: _datasets(svc).ingest(
-                project, name, spool, format=format, description=description, progress=False
+                project,
+                name,
+                spool,
+                format=format,
+                encoding=encoding,
+                delimiter=delimiter,
+                description=description,
+                progress=False,
             )
         )
     response.headers["Location"] = (
