@@ -1,4 +1,4 @@
-"""DESIGN.md's lifecycle: ``proj.monitoring.drift(ep, baseline=raw)`` checks what an endpoint
+"""The README's lifecycle: ``proj.monitoring.drift(ep, baseline=raw)`` checks what an endpoint
 received against the training data — through the SDK (embedded and remote) and the CLI."""
 
 from __future__ import annotations

@@ -11,6 +11,11 @@ model dashboard → verify the audit trail.
 
 from __future__ import annotations
 
+import json
+import os
+import shlex
+import shutil
+import sys
 import tempfile
 import threading
 import time
@@ -88,7 +93,8 @@ def demo(
     with _connect(where, scientist) as ml:
         _step(f"Platform at {where} (SQLite + content-addressed artifacts), as {scientist}")
         proj = ml.project(PROJECT)
-        raw = proj.datasets.ingest("applications", benefit_applications(rows, seed=7))
+        applications = benefit_applications(rows, seed=7)
+        raw = proj.datasets.ingest("applications", applications)
         _step(
             f"Ingested {raw.name} v{raw.version}: {raw.row_count} rows, "
             f"{len(raw.columns)} columns, sha256:{raw.digest[:12]}…"
@@ -193,21 +199,69 @@ def demo(
         )
         audit = ml.verify_audit()
     _step(f"Audit chain: {audit.events_checked} events verified, ok={audit.ok}")
+    civicml = f"{civicml_command()} --home {shlex.quote(str(where))}"
+    record = example_record(applications, [c.name for c in mv.signature or []])
     console.print(
         f"\nDone in {time.perf_counter() - started:.1f} s. Data is in {where}.\n"
         f"  Bias report:    {bias_html}\n"
         f"  Explanations:   {explain_html}\n"
         f"  Model card:     {card_html}\n"
         f"  Drift report:   {html}\n"
-        f"  Serve the API:  civicml --home {where} server --port 8080   "
+        f"  Serve the API:  {civicml} server --port 8080   "
         f"(OpenAPI at http://127.0.0.1:8080/openapi.json)\n"
-        f"  Predict:        civicml --home {where} endpoints invoke eligibility "
-        f"-p {PROJECT} --record '{{...}}'\n"
-        f"  Verify audit:   civicml --home {where} audit verify",
+        f"  Predict:        {civicml} endpoints invoke eligibility -p {PROJECT} "
+        f"--record {shlex.quote(json.dumps(record))}\n"
+        f"  Record fields:  {_describe_inputs(mv.signature or [])}\n"
+        f"  Verify audit:   {civicml} audit verify",
         markup=False,
     )
     if not audit.ok:
         raise typer.Exit(1)
+
+
+def civicml_command() -> str:
+    """How to run this ``civicml`` again from the user's shell.
+
+    ``civicml`` when that name finds this very program on ``PATH``; else its path (relative to
+    the current directory when it lies below it, e.g. ``.venv/bin/civicml`` in a clone whose
+    virtual environment is not activated); else ``python -m civicml.cli.main`` with this
+    interpreter.
+    """
+    argv0 = sys.argv[0] if sys.argv else ""
+    script = Path(argv0)
+    if script.stem != "civicml":  # started another way (python -m, a test runner)
+        script = Path(sys.executable).with_name("civicml" + Path(sys.executable).suffix)
+        if not script.is_file():
+            return f"{shlex.quote(sys.executable)} -m civicml.cli.main"
+    found = shutil.which("civicml")
+    if found and _same_file(Path(found), script):
+        return "civicml"
+    absolute = Path(os.path.abspath(script))
+    try:
+        shown = absolute.relative_to(Path.cwd()).as_posix()
+    except ValueError:
+        return shlex.quote(str(absolute))
+    return shlex.quote(shown if "/" in shown else f"./{shown}")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def example_record(frame: Any, columns: list[str]) -> dict[str, Any]:
+    """The first complete row of ``frame`` as a JSON-ready record of ``columns`` (the model's
+    inputs, in its signature's order)."""
+    row = frame[columns].dropna().iloc[0]
+    return {name: value.item() if hasattr(value, "item") else value for name, value in row.items()}
+
+
+def _describe_inputs(signature: Any) -> str:
+    """``income (double, may be null), household_size (integer), …``: what --record needs."""
+    parts = [f"{c.name} ({c.type}{', may be null' if c.nullable else ''})" for c in signature]
+    return ", ".join(parts) + "; all required (null only where it may be null)"
 
 
 def _serve_and_monitor(where: Path, raw: Any, later: Any) -> tuple[Any, Any, float]:
