@@ -298,3 +298,45 @@ def test_a_version_without_recorded_training_input_fails_a_data_rule(scene: Scen
     assert [(c.name, c.passed) for c in result.checks] == [("training data", False)]
     assert "recorded no dataset version as its input" in result.checks[0].detail
     assert scene.as_("rui").models.gate(scene.mv).passed
+
+
+# Aliases that require an Approved version ------------------------------------------------------
+def test_the_policy_names_the_aliases_that_need_an_approved_version(scene: Scene) -> None:
+    models = scene.as_("rui").models
+    with pytest.raises(ConflictError, match="Alias 'production' may only point at an Approved"):
+        models.set_alias(MODEL, "production", 1)
+    models.set_policy(MODEL, '[aliases]\nrequire_approved = ["champion"]')
+    with pytest.raises(ConflictError, match="Alias 'champion' may only point at an Approved"):
+        models.set_alias(MODEL, "champion", 1)
+    assert models.set_alias(MODEL, "production", 1).aliases == ["production"]  # not named
+    models.set_policy(MODEL, "[aliases]\nrequire_approved = []")
+    assert models.set_alias(MODEL, "champion", 1).aliases == ["champion", "production"]
+    models.delete_alias(MODEL, "champion")
+    # a policy without [aliases] protects production again
+    models.set_policy(MODEL, POLICY)
+    models.delete_alias(MODEL, "production")
+    with pytest.raises(ConflictError, match="eligibility/1 is PendingManualApproval"):
+        models.set_alias(MODEL, "production", 1)
+    add_evidence(scene)
+    models.approve(scene.mv, note="evidence reviewed")
+    assert models.set_alias(MODEL, "production", 1).aliases == ["production"]
+
+
+# ETags and If-Match ----------------------------------------------------------------------------
+def test_a_stale_policy_etag_refuses_a_new_policy_version(scene: Scene) -> None:
+    from civicml.core.errors import PreconditionFailedError
+
+    models = scene.as_("rui").models
+    with pytest.raises(PreconditionFailedError, match="it does not exist now"):
+        models.set_policy(MODEL, POLICY, if_match="*")
+    first = models.set_policy(MODEL, POLICY, if_match=None)
+    read = models.policy(MODEL)
+    assert read is not None and models.etag(read) == models.etag(first)
+    second = models.set_policy(MODEL, FULL_POLICY, if_match=models.etag(read))
+    with pytest.raises(PreconditionFailedError, match="approval policy of model eligibility"):
+        models.set_policy(MODEL, POLICY, if_match=models.etag(read))
+    assert models.etag(second) != models.etag(first)
+    current = models.policy(MODEL)
+    assert current is not None and current.version == 2
+    assert models.set_policy(MODEL, POLICY, if_match="*").version == 3
+    assert len(scene.rui.audit_events(action="model.policy_set")) == 3

@@ -123,6 +123,33 @@ def test_statuses_follow_sagemaker(scene: Scene) -> None:
     assert statuses == ["PendingReview", "Approved", "Archived"]
 
 
+def test_a_stale_card_etag_refuses_an_edit_or_a_status_change(scene: Scene) -> None:
+    from civicml.core.errors import PreconditionFailedError
+
+    cards = scene.as_("rui").cards
+    blank = cards.get(scene.mv)
+    first = cards.edit(scene.mv, fields=CARD, note="draft", if_match=cards.etag(blank))
+    assert cards.etag(first) == cards.etag(cards.get(scene.mv)) != cards.etag(blank)
+    # an edit from the blank card read earlier would overwrite the draft unseen
+    with pytest.raises(PreconditionFailedError, match="card of eligibility v1 changed") as err:
+        cards.edit(scene.mv, fields={"business_details.kpis": "x"}, if_match=cards.etag(blank))
+    assert err.value.status == 412 and err.value.hint is not None
+    assert err.value.hint.startswith("Read it again (GET /api/v1/projects/benefits/models/")
+    with pytest.raises(PreconditionFailedError):
+        cards.set_status(scene.mv, status="PendingReview", if_match=cards.etag(blank))
+    review = cards.set_status(scene.mv, status="PendingReview", if_match=cards.etag(first))
+    assert cards.etag(review) != cards.etag(first)  # a status change is a change too
+    with pytest.raises(PreconditionFailedError):
+        cards.edit(scene.mv, fields={"business_details.kpis": "x"}, if_match=cards.etag(first))
+    # an earlier card version is not the current card
+    with pytest.raises(PreconditionFailedError):
+        old = cards.get(scene.mv, card_version=1)
+        cards.edit(scene.mv, 1, {"business_details.kpis": "y"})
+        cards.edit(scene.mv, fields={"business_details.kpis": "z"}, if_match=cards.etag(old))
+    assert [v.version for v in cards.history(scene.mv)] == [1, 2]
+    assert cards.get(scene.mv).content["business_details"]["kpis"] == "y"
+
+
 def test_exports_escape_what_people_write(scene: Scene) -> None:
     add_evidence(scene)
     cards = scene.as_("rui").cards

@@ -73,6 +73,17 @@ def test_max_abs_bounds_both_signs() -> None:
     assert bound.describe() == "|x| <= 0.1"
 
 
+def test_an_aliases_rule_alone_is_a_policy_and_defaults_to_production() -> None:
+    policy = parse_policy('[aliases]\nrequire_approved = ["production", "champion"]')
+    assert policy.aliases is not None
+    assert policy.aliases.require_approved == ["production", "champion"]
+    assert policy.n_checks() == 0
+    assert parse_policy({"aliases": {}}).model_dump(exclude_none=True)["aliases"] == {
+        "require_approved": ["production"]
+    }
+    assert parse_policy(POLICY).aliases is None  # the registry then protects production
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -85,6 +96,8 @@ def test_max_abs_bounds_both_signs() -> None:
         ("[colour]\nred = 1", "colour"),
         ('[override]\nroles = ["x"]', "has no rule"),
         ('[card]\nstatus = "Done"', "card.status"),
+        ('[aliases]\nrequire_approved = ["bad alias"]', "'bad alias' is not an alias name"),
+        ('[aliases]\nrequired = ["production"]', "aliases.required"),
     ],
 )
 def test_bad_policies_name_the_problem(text: str, message: str) -> None:

@@ -533,6 +533,8 @@ def test_unknown_version_lists_existing_ones(ctx: Context, project: str) -> None
 def test_alias_moves_atomically(any_ctx: Context) -> None:
     registry = _setup(any_ctx)
     v1, v2 = _register(any_ctx), _register(any_ctx)
+    registry.approve(PROJECT, MODEL, 1, "ok")
+    registry.approve(PROJECT, MODEL, 2, "ok")
 
     assert registry.set_alias(PROJECT, MODEL, "production", 1).aliases == ["production"]
     assert registry.get_version(PROJECT, MODEL, "production").id == v1.id
@@ -568,6 +570,7 @@ def test_alias_moves_atomically(any_ctx: Context) -> None:
 def test_delete_alias(ctx: Context, project: str) -> None:
     registry = RegistryService(ctx)
     _register(ctx)
+    registry.approve(project, MODEL, 1, "ok")
     registry.set_alias(project, MODEL, "production", 1)
     registry.delete_alias(project, MODEL, "production")
     assert registry.get_version(project, MODEL, 1).aliases == []
@@ -583,6 +586,7 @@ def test_delete_alias(ctx: Context, project: str) -> None:
 def test_unknown_alias_suggests_close_names(ctx: Context, project: str) -> None:
     registry = RegistryService(ctx)
     _register(ctx)
+    registry.approve(project, MODEL, 1, "ok")
     registry.set_alias(project, MODEL, "production", 1)
     with pytest.raises(NotFoundError, match="has no alias 'prodution'") as err:
         registry.get_version(project, MODEL, "prodution")
@@ -641,6 +645,7 @@ def test_archive_and_unarchive(ctx: Context, project: str) -> None:
 def test_aliased_version_cannot_be_archived(ctx: Context, project: str) -> None:
     registry = RegistryService(ctx)
     _register(ctx)
+    registry.approve(project, MODEL, 1, "ok")
     registry.set_alias(project, MODEL, "production", 1)
     with pytest.raises(ConflictError, match="cannot be archived: alias 'production' points at it"):
         registry.archive_version(project, MODEL, 1)
@@ -706,6 +711,7 @@ def test_delete_version_never_reuses_its_number(any_ctx: Context) -> None:
 def test_delete_alias_with_spaces_deletes_the_alias(ctx: Context, project: str) -> None:
     svc = _setup(ctx)
     mv = _register(ctx)
+    svc.approve(PROJECT, MODEL, mv.version, "ok")
     svc.set_alias(PROJECT, MODEL, "production", mv.version)
     svc.delete_alias(PROJECT, MODEL, " production ")
     with pytest.raises(NotFoundError):
@@ -731,3 +737,49 @@ def test_a_metric_too_large_for_a_float_is_stored_as_none(ctx: Context, project:
         PROJECT, MODEL, artifacts={"model.bin": _stored(ctx)}, metrics={"x": 10**400, "auc": 0.9}
     )
     assert mv.metrics == {"x": None, "auc": 0.9}
+
+
+# Aliases that need an Approved version, and If-Match ------------------------------------------
+def test_production_points_only_at_an_approved_version(ctx: Context, project: str) -> None:
+    registry = RegistryService(ctx)
+    _register(ctx)
+    for alias in ("production", "Production"):  # alias names are case-insensitive
+        with pytest.raises(ConflictError, match="may only point at an Approved version") as err:
+            registry.set_alias(project, MODEL, alias, 1)
+        assert err.value.hint is not None and "[aliases] require_approved" in err.value.hint
+    assert registry.get_model(project, MODEL).aliases == {}
+    assert registry.set_alias(project, MODEL, "staging", 1).aliases == ["staging"]
+    registry.approve(project, MODEL, 1, "ok")
+    assert registry.set_alias(project, MODEL, "production", 1).aliases == ["production", "staging"]
+    _register(ctx)
+    with pytest.raises(ConflictError, match="eligibility/2 is PendingManualApproval"):
+        registry.set_alias(project, MODEL, "production", 2)
+    assert registry.get_version(project, MODEL, "production").version == 1
+    assert [e.after for e in AuditTrail(ctx).list(action="model_alias.set")] == [
+        {"name": MODEL, "alias": "staging", "version": 1},
+        {"name": MODEL, "alias": "production", "version": 1},
+    ]
+
+
+def test_a_stale_if_match_refuses_an_alias_change(ctx: Context, project: str) -> None:
+    from civicml.core.errors import PreconditionFailedError
+    from civicml.registry.etags import alias_etag
+
+    registry = RegistryService(ctx)
+    v1, v2 = _register(ctx), _register(ctx)
+    registry.set_alias(project, MODEL, "champion", 1)
+    alias = registry.get_alias(project, MODEL, "champion")
+    assert (alias.version, alias.version_id, alias.alias) == (1, v1.id, "champion")
+    read = alias_etag(alias.version_id, alias.alias)
+    registry.set_alias(project, MODEL, "champion", 2, if_match=read)
+    with pytest.raises(PreconditionFailedError, match="alias 'champion' of model eligibility"):
+        registry.set_alias(project, MODEL, "champion", 1, if_match=read)
+    with pytest.raises(PreconditionFailedError, match="changed since you read it"):
+        registry.delete_alias(project, MODEL, "champion", if_match=read)
+    assert registry.get_version(project, MODEL, "champion").id == v2.id
+    with pytest.raises(PreconditionFailedError, match="it does not exist now"):
+        registry.set_alias(project, MODEL, "canary", 1, if_match="*")
+    registry.delete_alias(project, MODEL, "champion", if_match=alias_etag(v2.id, "CHAMPION"))
+    assert registry.get_model(project, MODEL).aliases == {}
+    assert len(AuditTrail(ctx).list(action="model_alias.set")) == 2
+    assert _audit_ok(ctx)

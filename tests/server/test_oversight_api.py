@@ -19,6 +19,7 @@ import pytest
 
 import civicml as cm
 from civicml.core import Settings
+from civicml.core.errors import PreconditionFailedError
 from civicml.data.samples import benefit_applications
 from civicml.server.routers.monitoring import html_policy
 from tests.oversight.helpers import (
@@ -573,3 +574,64 @@ def test_approving_with_drift_evidence_leaves_the_gate_and_the_card_as_they_were
         assert models.gate(mv).passed
         models.reject(mv, note="reconsidered")
         assert models.approve(mv, note="approved again").approval_status.value == "Approved"
+
+
+# ETags and If-Match ---------------------------------------------------------------------------
+def test_cards_and_policies_send_etags_and_refuse_a_stale_if_match(scene: Scene) -> None:
+    card_url = f"{scene.version(1)}/card"
+    read = scene.api.get(card_url)
+    tag = read.headers["etag"]
+    with cm.connect(scene.url, user="rui") as ml:  # the SDK computes the server's tag
+        cards = ml.project(PROJECT).cards
+        assert cards.etag(cards.get(MODEL, 1)) == tag
+    edit = {"fields": {"model_overview.model_owner": "Benefits analytics"}, "note": "owner"}
+    edited = scene.api.patch(card_url, json=edit, headers={**RUI, "if-match": tag})
+    assert edited.status_code == 200, edited.text
+    assert edited.headers["etag"] == scene.api.get(card_url).headers["etag"] != tag
+    stale = scene.api.patch(
+        card_url, json={"fields": {"business_details.kpis": "x"}}, headers={**RUI, "if-match": tag}
+    )
+    body = assert_error(stale, 412, "PreconditionFailedError", "card of eligibility v1 changed")
+    assert body["hint"].startswith("Read it again (GET /api/v1/projects/benefits/models/")
+    status = scene.api.post(
+        f"{card_url}/status", json={"status": "PendingReview"}, headers={**RUI, "if-match": tag}
+    )
+    assert_error(status, 412, "PreconditionFailedError")
+    fresh = {**RUI, "if-match": edited.headers["etag"]}
+    moved = scene.api.post(f"{card_url}/status", json={"status": "PendingReview"}, headers=fresh)
+    assert moved.status_code == 200 and moved.json()["status"] == "PendingReview"
+    assert moved.headers["etag"] != edited.headers["etag"]
+    assert [v["version"] for v in scene.api.get(f"{card_url}/history").json()] == [1]
+
+    policy_url = f"{scene.model()}/policy"
+    absent = scene.api.put(policy_url, json={"policy": POLICY}, headers={**RUI, "if-match": "*"})
+    assert_error(absent, 412, "PreconditionFailedError", "it does not exist now")
+    first = scene.api.put(policy_url, json={"policy": POLICY}, headers=RUI)
+    assert first.headers["etag"] == scene.api.get(policy_url).headers["etag"]
+    old = {**RUI, "if-match": first.headers["etag"]}
+    second = scene.api.put(policy_url, json={"policy": POLICY}, headers=old)
+    assert second.status_code == 200 and second.json()["version"] == 2
+    assert_error(
+        scene.api.put(policy_url, json={"policy": POLICY}, headers=old),
+        412,
+        "PreconditionFailedError",
+        "approval policy of model eligibility changed",
+    )
+    assert scene.api.get(policy_url).json()["version"] == 2
+    with cm.connect(scene.url, user="rui") as ml:  # If-Match over the remote SDK
+        models = ml.project(PROJECT).models
+        current = models.policy(MODEL)
+        assert current is not None and models.etag(current) == second.headers["etag"]
+        with pytest.raises(PreconditionFailedError, match="changed since you read it"):
+            models.set_policy(MODEL, POLICY, if_match=first.headers["etag"])
+        assert models.set_policy(MODEL, POLICY, if_match=models.etag(current)).version == 3
+        models.set_alias(MODEL, "staging", 1)
+        staging = models.alias(MODEL, "staging")
+        assert (staging.version, staging.updated_by) == (1, "rui")
+        models.set_alias(MODEL, "staging", 2, if_match=models.etag(staging))
+        with pytest.raises(PreconditionFailedError, match="alias 'staging' of model"):
+            models.set_alias(MODEL, "staging", 1, if_match=models.etag(staging))
+        with pytest.raises(PreconditionFailedError):
+            models.delete_alias(MODEL, "staging", if_match=models.etag(staging))
+        models.delete_alias(MODEL, "staging", if_match=models.etag(models.alias(MODEL, "staging")))
+        assert models.get(MODEL).aliases == {}

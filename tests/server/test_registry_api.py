@@ -234,6 +234,20 @@ def test_reject_then_reconsider_keeps_the_whole_history(
 def test_an_alias_points_at_one_version_and_moves(
     api: httpx.Client, project: str, two_versions: list[dict[str, Any]]
 ) -> None:
+    # production points only at an Approved version, even without an approval policy
+    refused = api.put(f"{_models(project)}/aliases/production", json={"version": 1})
+    body = assert_error(
+        refused,
+        409,
+        "ConflictError",
+        "Alias 'production' may only point at an Approved version; model version "
+        "eligibility/1 is PendingManualApproval.",
+    )
+    assert "civicml models approve eligibility 1" in body["hint"]
+    assert api.get(_models(project)).json()["aliases"] == {}
+    assert api.put(f"{_models(project)}/aliases/staging", json={"version": 2}).status_code == 200
+    for version in (1, 2):
+        assert _approve(api, project, version).status_code == 200
     first = api.put(f"{_models(project)}/aliases/production", json={"version": 1})
     by_alias = api.get(f"{_models(project)}/versions/production").json()
     moved = api.put(f"{_models(project)}/aliases/production", json={"version": 2})
@@ -241,20 +255,84 @@ def test_an_alias_points_at_one_version_and_moves(
     assert first.json()["version"] == 1
     assert by_alias["version"] == 1
     assert by_alias["aliases"] == ["production"]
-    assert moved.json()["aliases"] == ["production"]
+    assert moved.json()["aliases"] == ["production", "staging"]
     assert api.get(f"{_models(project)}/versions/production").json()["version"] == 2
     assert api.get(f"{_models(project)}/versions/1").json()["aliases"] == []
-    assert api.get(_models(project)).json()["aliases"] == {"production": 2}
+    assert api.get(_models(project)).json()["aliases"] == {"production": 2, "staging": 2}
     alias_events = api.get(
         f"{API}/audit/events", params={"project": project, "action": "model_alias.set"}
     ).json()
     assert [(e["before"], e["after"]) for e in alias_events] == [
+        (None, {"name": "eligibility", "alias": "staging", "version": 2}),
         (None, {"name": "eligibility", "alias": "production", "version": 1}),
         (
             {"name": "eligibility", "alias": "production", "version": 1},
             {"name": "eligibility", "alias": "production", "version": 2},
         ),
     ]
+
+
+def test_a_stale_if_match_refuses_an_alias_move_or_delete_with_412(
+    api: httpx.Client, project: str, two_versions: list[dict[str, Any]]
+) -> None:
+    from civicml.oversight import etag
+    from civicml.registry.schemas import ModelAlias, ModelVersion
+
+    url = f"{_models(project)}/aliases/production"
+    for version in (1, 2):
+        assert _approve(api, project, version).status_code == 200
+    first = api.put(url, json={"version": 1}, headers=REVIEWER)
+    read = api.get(url)
+    assert read.status_code == 200
+    alias = read.json()
+    assert {k: alias[k] for k in ("model", "alias", "version", "updated_by")} == {
+        "model": "eligibility",
+        "alias": "production",
+        "version": 1,
+        "updated_by": "risk-officer",
+    }
+    tag = read.headers["etag"]
+    assert tag == first.headers["etag"] == etag(ModelAlias.model_validate(alias))
+    assert tag.startswith('"') and tag.endswith('"')
+
+    # one reviewer moves it with the tag they read ...
+    moved = api.put(url, json={"version": 2}, headers={"if-match": tag})
+    assert moved.status_code == 200, moved.text
+    assert moved.headers["etag"] != tag
+    # ... a second one, who read it before, is refused instead of silently undoing the move
+    stale = api.put(url, json={"version": 1}, headers={"if-match": tag})
+    body = assert_error(stale, 412, "PreconditionFailedError", "alias 'production' of model")
+    assert f"If-Match {tag} does not match" in body["message"]
+    assert body["hint"].startswith("Read it again (GET /api/v1/projects/")
+    assert_error(api.delete(url, headers={"if-match": tag}), 412, "PreconditionFailedError")
+    assert_error(
+        api.put(url, json={"version": 1}, headers={"if-match": "W/" + moved.headers["etag"]}),
+        412,
+        "PreconditionFailedError",
+    )
+    assert api.get(url).json()["version"] == 2
+    events = api.get(
+        f"{API}/audit/events", params={"project": project, "action": "model_alias.set"}
+    )
+    assert [e["after"]["version"] for e in events.json()] == [1, 2]
+
+    # '*' means "if it exists"; a tag among several matches
+    assert api.put(url, json={"version": 2}, headers={"if-match": "*"}).status_code == 200
+    absent = api.put(f"{_models(project)}/aliases/champion", json={"version": 1},
+                     headers={"if-match": "*"})  # fmt: skip
+    assert_error(absent, 412, "PreconditionFailedError", "it does not exist now")
+    both = f'"0123", {moved.headers["etag"]}'
+    assert api.delete(url, headers={"if-match": both}).status_code == 204
+    assert_error(api.get(url), 404, "NotFoundError", "has no alias 'production'")
+
+    # a model version's ETag changes with its state, and is the SDK's etag() of the body
+    version = api.get(f"{_models(project)}/versions/2")
+    assert version.headers["etag"] == etag(ModelVersion.model_validate(version.json()))
+    rejected = api.post(
+        f"{_models(project)}/versions/2/reject", json={"note": "drifted"}, headers=REVIEWER
+    )
+    assert rejected.headers["etag"] not in (version.headers["etag"], None)
+    assert rejected.headers["etag"] == api.get(f"{_models(project)}/versions/2").headers["etag"]
 
 
 def test_an_alias_is_deleted_and_its_version_stays(

@@ -9,12 +9,14 @@
   Separation of duties is enforced by the registry.
 * :class:`DashboardService` — every model version of a project with its status, deployments,
   metrics, bias figures, card and gate.
+* :func:`etag` — the ETag of a model version, alias, card or policy, for ``if_match=``.
 """
 
 from civicml.oversight.approvals import ApprovalService, GateCheck, GateFailedError, GateResult
 from civicml.oversight.card_fields import EDITABLE_FIELDS, CardVersion, ModelCard
 from civicml.oversight.cards import CardService
 from civicml.oversight.dashboard import Dashboard, DashboardRow, DashboardService
+from civicml.oversight.etags import etag
 from civicml.oversight.policy import ApprovalPolicy, parse_policy
 
 __all__ = [
@@ -30,5 +32,6 @@ __all__ = [
     "GateFailedError",
     "GateResult",
     "ModelCard",
+    "etag",
     "parse_policy",
 ]

@@ -107,18 +107,32 @@ class ApprovalService:
 
     # Policies ---------------------------------------------------------------------------------
     def set_policy(
-        self, project: str, model: str, source: str | dict[str, Any]
+        self,
+        project: str,
+        model: str,
+        source: str | dict[str, Any],
+        *,
+        if_match: str | None = None,
     ) -> ApprovalPolicyRecord:
         """Validate and store a new version of the model's policy (TOML/JSON text or a dict).
+
+        Args:
+            if_match: The current policy's ETag as read; refused when another version was
+                set since (``"*"``: only if the model has a policy).
 
         Raises:
             InvalidInputError: The policy does not parse or names an unknown rule.
             NotFoundError: The project or model does not exist.
+            PreconditionFailedError: ``if_match`` is not the current policy's ETag.
         """
         policy = parse_policy(source, what=f"The approval policy of {model}")
         text = source if isinstance(source, str) else json.dumps(source, indent=2, sort_keys=True)
         return self._registry.set_approval_policy(
-            project, model, policy.model_dump(mode="json", exclude_none=True), text
+            project,
+            model,
+            policy.model_dump(mode="json", exclude_none=True),
+            text,
+            if_match=if_match,
         )
 
     def policy(self, project: str, model: str) -> ApprovalPolicyRecord | None:

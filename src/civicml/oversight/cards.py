@@ -44,6 +44,7 @@ from civicml.oversight.card_fields import (
     CardVersion,
     ModelCard,
 )
+from civicml.registry.etags import check_if_match, make_etag
 from civicml.registry.schemas import ModelVersion
 from civicml.registry.service import RegistryService
 from civicml.serving.service import EndpointService
@@ -51,7 +52,7 @@ from civicml.store.context import Context
 from civicml.tracking.service import TrackingService
 from civicml.training.model import MANIFEST_FILE
 
-__all__ = ["CardService"]
+__all__ = ["CardService", "card_etag", "training_datasets"]
 
 log = logging.getLogger("civicml.oversight")
 
@@ -135,6 +136,7 @@ class CardService:
         fields: Mapping[str, Any],
         *,
         note: str = "",
+        if_match: str | None = None,
     ) -> ModelCard:
         """Write fields of the card; stores a new card version (audited).
 
@@ -142,12 +144,15 @@ class CardService:
             fields: Values by dotted path, e.g. ``{"intended_uses.risk_rating": "High"}``;
                 ``None`` clears a field. Paths are listed in ``EDITABLE_FIELDS``.
             note: Why the card changed (kept with the version).
+            if_match: The card's ETag as read (:func:`card_etag`); the edit is refused when
+                the card was edited or changed status since.
 
         Raises:
             InvalidInputError: An unknown field, a value of the wrong type or too long, or an
                 invalid risk rating.
             ConflictError: Nothing would change, or the card is Archived.
             NotFoundError: The project, model or version does not exist.
+            PreconditionFailedError: ``if_match`` is not the card's current ETag.
         """
         clean = _check_fields(fields)
         note = _check_note(note)
@@ -156,6 +161,7 @@ class CardService:
         with self._ctx.db.write() as uow:
             conn = uow.conn
             card = _card_row(conn, mv.id)
+            _check_card_precondition(if_match, mv, card)
             now, user = self._ctx.clock.now(), self._ctx.principal.user
             if card is not None and card.status == "Archived":
                 raise ConflictError(
@@ -241,14 +247,26 @@ class CardService:
         return self.get(project, model, mv.version)
 
     def set_status(
-        self, project: str, model: str, version: int | str, status: str, *, note: str = ""
+        self,
+        project: str,
+        model: str,
+        version: int | str,
+        status: str,
+        *,
+        note: str = "",
+        if_match: str | None = None,
     ) -> ModelCard:
         """Move the card to another status (no new card version; audited).
+
+        Args:
+            if_match: The card's ETag as read (:func:`card_etag`); refused when the card was
+                edited or changed status since.
 
         Raises:
             InvalidInputError: Unknown status.
             ConflictError: Already that status, the card is Archived, or ``Approved`` is asked
                 for a card with required fields missing.
+            PreconditionFailedError: ``if_match`` is not the card's current ETag.
         """
         if status not in CARD_STATUSES:
             raise InvalidInputError(
@@ -261,6 +279,7 @@ class CardService:
         proj = self._projects.get(project)
         with self._ctx.db.write() as uow:
             card = _card_row(uow.conn, mv.id)
+            _check_card_precondition(if_match, mv, card)
             if card is None:
                 raise ConflictError(
                     f"The card of {mv_label} has nothing written yet, so its status stays Draft.",
@@ -584,6 +603,27 @@ def training_datasets(ctx: Context, mv: ModelVersion) -> list[Any]:
             except NotFoundError:
                 continue
     return sorted(out, key=lambda v: (v.name, v.version))
+
+
+def card_etag(card: ModelCard) -> str:
+    """The ETag of a card as read: its model version, status and the written version shown
+    (an earlier ``card_version`` is not the current card, so its tag is stale)."""
+    return make_etag("model_card", card.model_version_id, card.status, card.card_version)
+
+
+def _check_card_precondition(if_match: str | None, mv: ModelVersion, card: Any) -> None:
+    current = make_etag(
+        "model_card",
+        mv.id,
+        "Draft" if card is None else card.status,
+        0 if card is None else card.latest_version,
+    )
+    check_if_match(
+        if_match,
+        current,
+        f"card of {mv.name} v{mv.version}",
+        f"GET /api/v1/projects/{mv.project}/models/{mv.name}/versions/{mv.version}/card",
+    )
 
 
 def _profile_summary(p: Any) -> dict[str, Any]:

@@ -35,9 +35,14 @@ JSON)::
     [override]
     roles = ["risk_officer"]        # who may approve despite a failed gate, with a justification
 
+    [aliases]
+    require_approved = ["production", "champion"]  # may only point at an Approved version
+
 Bounds follow MLflow's ``MetricThreshold``: a value passes when it is ``>= min`` and
 ``<= max`` (and ``|value| <= max_abs``). Unknown keys are errors, so a typo cannot silently
-drop a check. Without ``[override]`` no one can override a failed gate.
+drop a check. Without ``[override]`` no one can override a failed gate. Without ``[aliases]``
+(or without any policy) ``production`` is the one alias that requires an Approved version;
+``require_approved = []`` lets every alias point at any version.
 """
 
 from __future__ import annotations
@@ -49,9 +54,12 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from civicml.core.errors import InvalidInputError
+from civicml.core.ids import NAME_PATTERN
 from civicml.evaluation.schemas import POSTTRAINING_CODES, PRETRAINING_CODES
+from civicml.registry.schemas import PROTECTED_ALIASES
 
 __all__ = [
+    "AliasRule",
     "ApprovalPolicy",
     "BiasCheck",
     "Bound",
@@ -155,6 +163,21 @@ class OverrideRule(_Rule):
     )
 
 
+class AliasRule(_Rule):
+    require_approved: list[str] = Field(
+        default_factory=lambda: list(PROTECTED_ALIASES),
+        max_length=100,
+        description="Aliases that may only point at an Approved version (default: production).",
+    )
+
+    @model_validator(mode="after")
+    def _alias_names(self) -> AliasRule:
+        for alias in self.require_approved:
+            if not NAME_PATTERN.fullmatch(alias):
+                raise ValueError(f"{alias!r} is not an alias name, e.g. 'production'")
+        return self
+
+
 class ApprovalPolicy(_Rule):
     """The parsed policy of one registered model."""
 
@@ -167,6 +190,9 @@ class ApprovalPolicy(_Rule):
     card: CardRule | None = Field(default=None)
     data: DataRule | None = Field(default=None)
     override: OverrideRule = Field(default_factory=OverrideRule)
+    aliases: AliasRule | None = Field(
+        default=None, description="Aliases that require an Approved version."
+    )
 
     def n_checks(self) -> int:
         """How many rules the policy has (each bias rule may check several facet values)."""
@@ -216,9 +242,9 @@ def parse_policy(source: str | dict[str, Any], *, what: str = "the policy") -> A
                 for e in err.errors()
             ],
         ) from err
-    if policy.n_checks() == 0:
+    if policy.n_checks() == 0 and policy.aliases is None:
         raise InvalidInputError(
             f"{what} has no rule, so it would pass every version.",
-            hint="Add a [metrics], [[bias]], [explanation], [card] or [data] rule.",
+            hint="Add a [metrics], [[bias]], [explanation], [card], [data] or [aliases] rule.",
         )
     return policy

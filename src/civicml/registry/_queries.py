@@ -162,10 +162,16 @@ def version_by_id(conn: Connection, project: str, model_name: str, version_id: s
 
 
 def alias_row(conn: Connection, model_id: str, alias: str) -> DbRow | None:
-    """``(version_id, version, alias)`` that a model's alias points at (found case-insensitively;
-    ``alias`` as stored), or None when it is not set."""
+    """``(version_id, version, alias, updated_at, updated_by)`` of a model's alias (found
+    case-insensitively; ``alias`` as stored), or None when it is not set."""
     return conn.execute(
-        select(model_aliases.c.version_id, model_versions.c.version, model_aliases.c.alias)
+        select(
+            model_aliases.c.version_id,
+            model_versions.c.version,
+            model_aliases.c.alias,
+            model_aliases.c.updated_at,
+            model_aliases.c.updated_by,
+        )
         .join(model_versions, model_aliases.c.version_id == model_versions.c.id)
         .where(
             model_aliases.c.model_id == model_id,

@@ -9,14 +9,21 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, RootModel, field_validator, model_validator
 
 __all__ = [
+    "PROTECTED_ALIASES",
     "ApprovalPolicyRecord",
     "ApprovalRecord",
     "ApprovalStatus",
     "ColumnSpec",
+    "ModelAlias",
     "ModelVersion",
     "RegisteredModel",
     "Signature",
 ]
+
+
+#: Aliases that may only point at an Approved version unless the model's approval policy names
+#: others (``[aliases] require_approved``).
+PROTECTED_ALIASES = ("production",)
 
 
 class _Schema(BaseModel):
@@ -123,6 +130,18 @@ class ModelVersion(_Schema):
     )
     created_at: datetime = Field(description="When it was registered (UTC).")
     created_by: str = Field(description="Who registered it.")
+
+
+class ModelAlias(_Schema):
+    """An alias of a registered model (e.g. ``production``) and the version it points at."""
+
+    project: str = Field(description="Name of the owning project.")
+    model: str = Field(description="Name of the registered model.")
+    alias: str = Field(description="The alias, as it was set.")
+    version: int = Field(ge=1, description="The version it points at.")
+    version_id: str = Field(description="Id of that version.")
+    updated_at: datetime = Field(description="When it was last set or moved (UTC).")
+    updated_by: str = Field(description="Who set or moved it.")
 
 
 class ApprovalRecord(_Schema):

@@ -19,6 +19,7 @@ from civicml.core.errors import (
     CivicMLError,
     ConflictError,
     InvalidInputError,
+    NotFoundError,
     PermissionDeniedError,
 )
 from civicml.core.ids import new_id, validate_name
@@ -68,11 +69,14 @@ from civicml.registry._tables import (
     model_versions,
     registered_models,
 )
+from civicml.registry.etags import alias_etag, check_if_match, policy_etag_of
 from civicml.registry.schemas import (
+    PROTECTED_ALIASES,
     ApprovalPolicyRecord,
     ApprovalRecord,
     ApprovalStatus,
     ColumnSpec,
+    ModelAlias,
     ModelVersion,
     RegisteredModel,
 )
@@ -504,21 +508,39 @@ class RegistryService:
 
     # Approval policies ------------------------------------------------------------------------
     def set_approval_policy(
-        self, project: str, name: str, policy: Mapping[str, Any], source: str
+        self,
+        project: str,
+        name: str,
+        policy: Mapping[str, Any],
+        source: str,
+        *,
+        if_match: str | None = None,
     ) -> ApprovalPolicyRecord:
         """Store a new version of the approval policy of model ``name`` (the latest applies).
 
         ``policy`` must already be validated (:func:`civicml.oversight.policy.parse_policy`);
         ``source`` is the file as written, kept for the record.
 
+        Args:
+            if_match: The policy's ETag as read (:func:`~civicml.registry.etags.policy_etag`);
+                refused when another policy version was set since. ``"*"``: only if the model
+                has a policy.
+
         Raises:
             NotFoundError: The project or model does not exist.
+            PreconditionFailedError: ``if_match`` is not the current policy's ETag.
         """
         proj = self._projects.get(project)
 
         def attempt(uow: UnitOfWork) -> ApprovalPolicyRecord:
             model = model_row(uow.conn, proj, name, lock=True)
             latest = _latest_policy(uow.conn, model.id)
+            check_if_match(
+                if_match,
+                None if latest is None else policy_etag_of(model.name, latest.version),
+                f"approval policy of model {model.name}",
+                f"GET /api/v1/projects/{proj.name}/models/{model.name}/policy",
+            )
             number = 1 if latest is None else latest.version + 1
             now, user = self._ctx.clock.now(), self._ctx.principal.user
             uow.conn.execute(
@@ -583,10 +605,50 @@ class RegistryService:
             ]
 
     # Aliases ----------------------------------------------------------------------------------
-    def set_alias(self, project: str, name: str, alias: str, version: int | str) -> ModelVersion:
+    def get_alias(self, project: str, name: str, alias: str) -> ModelAlias:
+        """The alias ``alias`` of model ``name`` and the version it points at.
+
+        Raises:
+            NotFoundError: The project, model or alias does not exist.
+            InvalidInputError: ``alias`` is a version number.
+        """
+        proj = self._projects.get(project)
+        with self._ctx.db.read() as conn:
+            model = model_row(conn, proj, name)
+            alias = parse_alias_ref(alias)
+            version_row(conn, proj.name, model, alias)  # NotFoundError naming close aliases
+            row = alias_row(conn, model.id, alias)
+        if row is None:  # removed between the two reads
+            raise NotFoundError(f"Model {model.name} has no alias {alias!r}.")
+        return ModelAlias(
+            project=proj.name,
+            model=model.name,
+            alias=row.alias,
+            version=row.version,
+            version_id=row.version_id,
+            updated_at=row.updated_at,
+            updated_by=row.updated_by,
+        )
+
+    def set_alias(
+        self,
+        project: str,
+        name: str,
+        alias: str,
+        version: int | str,
+        *,
+        if_match: str | None = None,
+    ) -> ModelVersion:
         """Point ``alias`` (e.g. ``"production"``) at a version, moving it if it exists.
 
         The move is one transaction: readers see the old version or the new one, never neither.
+        Aliases that the model's approval policy lists under ``[aliases] require_approved``
+        (``production`` when the policy does not say, or there is no policy) may only point at
+        an Approved version.
+
+        Args:
+            if_match: The alias's ETag as read (:func:`~civicml.registry.etags.alias_etag`);
+                the move is refused when the alias has moved since. ``"*"``: only if it exists.
 
         Returns:
             The version the alias now points at.
@@ -594,13 +656,23 @@ class RegistryService:
         Raises:
             InvalidInputError: The alias name is not valid or looks like a version number.
             NotFoundError: The project, model or version does not exist.
-            ConflictError: The version is archived.
+            ConflictError: The version is archived, or the alias requires an Approved version
+                and it is not Approved.
+            PreconditionFailedError: ``if_match`` is not the alias's current ETag.
         """
         check_alias_name(alias)
         proj = self._projects.get(project)
         with self._ctx.db.write() as uow:
             conn = uow.conn
             model = model_row(conn, proj, name, lock=True)
+            old = alias_row(conn, model.id, alias)
+            alias = alias if old is None else old.alias  # moved in the case it was set with
+            check_if_match(
+                if_match,
+                None if old is None else alias_etag(old.version_id, alias),
+                f"alias {alias!r} of model {model.name}",
+                _alias_url(proj.name, model.name, alias),
+            )
             target = version_row(conn, proj.name, model, version)
             if target.archived:
                 raise ConflictError(
@@ -609,8 +681,18 @@ class RegistryService:
                     hint="Unarchive it first: "
                     + cli_hint(proj.name, "unarchive", model.name, target.version),
                 )
-            old = alias_row(conn, model.id, alias)
-            alias = alias if old is None else old.alias  # moved in the case it was set with
+            protected = _aliases_requiring_approval(conn, model.id)
+            approved = target.approval_status == ApprovalStatus.APPROVED.value
+            if alias.casefold() in protected and not approved:
+                raise ConflictError(
+                    f"Alias {alias!r} may only point at an Approved version; model version "
+                    f"{model.name}/{target.version} is {target.approval_status}.",
+                    hint="Approve it first: "
+                    + cli_hint(proj.name, "approve", model.name, target.version, "--note ...")
+                    + ", or use another alias (e.g. 'staging'). The model's approval policy "
+                    "names these aliases under [aliases] require_approved (default: "
+                    "['production']).",
+                )
             if old is not None and old.version_id == target.id:
                 return version_by_id(conn, proj.name, model.name, target.id)
             now, user = self._ctx.clock.now(), self._ctx.principal.user
@@ -642,11 +724,17 @@ class RegistryService:
             )
             return version_by_id(conn, proj.name, model.name, target.id)
 
-    def delete_alias(self, project: str, name: str, alias: str) -> None:
+    def delete_alias(
+        self, project: str, name: str, alias: str, *, if_match: str | None = None
+    ) -> None:
         """Remove an alias; the version it pointed at is unchanged.
+
+        Args:
+            if_match: The alias's ETag as read; refused when the alias has moved since.
 
         Raises:
             NotFoundError: The project, model or alias does not exist.
+            PreconditionFailedError: ``if_match`` is not the alias's current ETag.
         """
         proj = self._projects.get(project)
         with self._ctx.db.write() as uow:
@@ -655,6 +743,12 @@ class RegistryService:
             alias = parse_alias_ref(alias)  # the same (stripped) name for lookup and delete
             row = version_row(conn, proj.name, model, alias)
             alias = getattr(alias_row(conn, model.id, alias), "alias", alias)  # as stored
+            check_if_match(
+                if_match,
+                alias_etag(row.id, alias),
+                f"alias {alias!r} of model {model.name}",
+                _alias_url(proj.name, model.name, alias),
+            )
             conn.execute(
                 delete(model_aliases).where(
                     model_aliases.c.model_id == model.id, model_aliases.c.alias == alias
@@ -921,6 +1015,26 @@ def _latest_policy(conn: Connection, model_id: str) -> Any:
         .order_by(approval_policies.c.version.desc())
         .limit(1)
     ).first()
+
+
+def _alias_url(project: str, model: str, alias: str) -> str:
+    return f"GET /api/v1/projects/{project}/models/{model}/aliases/{alias}"
+
+
+def _aliases_requiring_approval(conn: Connection, model_id: str) -> frozenset[str]:
+    """The aliases (case-folded) that may only point at an Approved version: the model's
+    policy's ``[aliases] require_approved``, else ``production``."""
+    row = conn.execute(
+        select(approval_policies.c.policy)
+        .where(approval_policies.c.model_id == model_id)
+        .order_by(approval_policies.c.version.desc())
+        .limit(1)
+    ).first()
+    rule = (row.policy or {}).get("aliases") if row is not None else None
+    names = rule.get("require_approved") if isinstance(rule, Mapping) else None
+    if not isinstance(names, list):
+        names = list(PROTECTED_ALIASES)
+    return frozenset(str(n).casefold() for n in names)
 
 
 def _aliases_phrase(aliases: list[str]) -> str:

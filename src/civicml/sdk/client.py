@@ -20,10 +20,11 @@ from civicml.core.errors import InvalidInputError
 from civicml.core.identity import resolve_principal
 from civicml.core.settings import Settings
 from civicml.governance.schemas import AuditEvent, AuditReport, LineageGraph, Project
-from civicml.oversight import Dashboard, GateResult
+from civicml.oversight import Dashboard, GateResult, ModelCard, etag
 from civicml.registry.schemas import (
     ApprovalPolicyRecord,
     ApprovalStatus,
+    ModelAlias,
     ModelVersion,
     RegisteredModel,
 )
@@ -480,10 +481,17 @@ class ModelsHandle:
             self._backend, self._project, name, version, ApprovalStatus.REJECTED, note
         )
 
-    def set_policy(self, name: str, policy: str | Path | Mapping[str, Any]) -> ApprovalPolicyRecord:
+    def set_policy(
+        self,
+        name: str,
+        policy: str | Path | Mapping[str, Any],
+        *,
+        if_match: str | None = None,
+    ) -> ApprovalPolicyRecord:
         """Set the approval policy of model ``name``: TOML/JSON text, a file path or a dict
-        (format: docs/governance.md). Each call stores a new policy version."""
-        return set_policy(self._backend, self._project, name, policy)
+        (format: docs/governance.md). Each call stores a new policy version; with
+        ``if_match=models.etag(policy_read)`` it is refused (412) if another was set since."""
+        return set_policy(self._backend, self._project, name, policy, if_match=if_match)
 
     def policy(self, name: str) -> ApprovalPolicyRecord | None:
         """The approval policy that applies to model ``name`` now, or ``None``."""
@@ -498,11 +506,28 @@ class ModelsHandle:
         """Every model version with status, deployments, metrics, bias, card and gate."""
         return dashboard(self._backend, self._project, include_archived=include_archived)
 
-    def set_alias(self, name: str, alias: str, version: int) -> ModelVersion:
-        return self._svc.set_alias(self._project, name, alias, version)  # type: ignore[no-any-return]
+    def alias(self, name: str, alias: str) -> ModelAlias:
+        """The alias ``alias`` of model ``name``: the version it points at, who set it, when."""
+        return self._svc.get_alias(self._project, name, alias)  # type: ignore[no-any-return]
 
-    def delete_alias(self, name: str, alias: str) -> None:
-        self._svc.delete_alias(self._project, name, alias)
+    def set_alias(
+        self, name: str, alias: str, version: int, *, if_match: str | None = None
+    ) -> ModelVersion:
+        """Point ``alias`` at a version (``production`` only at an Approved one). With
+        ``if_match=models.etag(models.alias(name, alias))`` the move is refused (412) when
+        someone moved the alias since you read it."""
+        return self._svc.set_alias(  # type: ignore[no-any-return]
+            self._project, name, alias, version, if_match=if_match
+        )
+
+    def delete_alias(self, name: str, alias: str, *, if_match: str | None = None) -> None:
+        """Remove an alias (``if_match``: refused when it moved since you read it)."""
+        self._svc.delete_alias(self._project, name, alias, if_match=if_match)
+
+    @staticmethod
+    def etag(resource: ModelVersion | ModelAlias | ApprovalPolicyRecord | ModelCard) -> str:
+        """The ETag of a version, alias, policy or card as read, for ``if_match=``."""
+        return etag(resource)
 
     def archive(self, mv: ModelVersion | tuple[str, int | str]) -> ModelVersion:
         name, version = _ref(mv)

@@ -25,6 +25,7 @@ from civicml.oversight import (
     DashboardService,
     GateResult,
     ModelCard,
+    etag,
 )
 from civicml.registry.schemas import ApprovalPolicyRecord, ApprovalStatus, ModelVersion
 
@@ -74,9 +75,15 @@ def change_approval(
 
 
 def set_policy(
-    backend: Any, project: str, name: str, policy: str | Path | Mapping[str, Any]
+    backend: Any,
+    project: str,
+    name: str,
+    policy: str | Path | Mapping[str, Any],
+    *,
+    if_match: str | None = None,
 ) -> ApprovalPolicyRecord:
-    """Store a new version of the model's approval policy: TOML/JSON text, a file, or a dict."""
+    """Store a new version of the model's approval policy: TOML/JSON text, a file, or a dict
+    (``if_match``: the current policy's ETag as read; 412 when another was set since)."""
     source: str | dict[str, Any]
     if isinstance(policy, Path):
         source = policy.read_text(encoding="utf-8")
@@ -85,9 +92,12 @@ def set_policy(
     else:
         source = policy
     if not backend.remote:
-        return ApprovalService(backend.ctx).set_policy(project, name, source)
+        return ApprovalService(backend.ctx).set_policy(project, name, source, if_match=if_match)
     data = backend._json(
-        "PUT", f"{_model_path(project, name)}/policy", json_body={"policy": source}
+        "PUT",
+        f"{_model_path(project, name)}/policy",
+        json_body={"policy": source},
+        if_match=if_match,
     )
     return ApprovalPolicyRecord.model_validate(data)
 
@@ -167,16 +177,23 @@ class CardsHandle:
         fields: Mapping[str, Any] | None = None,
         *,
         note: str = "",
+        if_match: str | None = None,
     ) -> ModelCard:
-        """Write fields (dotted paths, e.g. ``"intended_uses.risk_rating"``): a new card version."""
+        """Write fields (dotted paths, e.g. ``"intended_uses.risk_rating"``): a new card version.
+
+        ``if_match=cards.etag(card)`` refuses the edit (412) when the card changed since you
+        read ``card``."""
         name, number = _ref(model, version)
         values = dict(fields or {})
         if not self._backend.remote:
-            return self._svc.update(self._project, name, number, values, note=note)
+            return self._svc.update(
+                self._project, name, number, values, note=note, if_match=if_match
+            )
         data = self._backend._json(
             "PATCH",
             f"{_version_path(self._project, name, number)}/card",
             json_body={"fields": values, "note": note},
+            if_match=if_match,
         )
         return ModelCard.model_validate(data)
 
@@ -187,17 +204,27 @@ class CardsHandle:
         *,
         status: str,
         note: str = "",
+        if_match: str | None = None,
     ) -> ModelCard:
-        """Move the card to Draft, PendingReview, Approved or Archived."""
+        """Move the card to Draft, PendingReview, Approved or Archived (``if_match``: the
+        card's ETag as read; 412 when it changed since)."""
         name, number = _ref(model, version)
         if not self._backend.remote:
-            return self._svc.set_status(self._project, name, number, status, note=note)
+            return self._svc.set_status(
+                self._project, name, number, status, note=note, if_match=if_match
+            )
         data = self._backend._json(
             "POST",
             f"{_version_path(self._project, name, number)}/card/status",
             json_body={"status": status, "note": note},
+            if_match=if_match,
         )
         return ModelCard.model_validate(data)
+
+    @staticmethod
+    def etag(card: ModelCard) -> str:
+        """The ETag of a card as read, for ``if_match=`` of :meth:`edit` and :meth:`set_status`."""
+        return etag(card)
 
     def history(
         self, model: str | ModelVersion, version: int | str | None = None

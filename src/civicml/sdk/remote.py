@@ -21,7 +21,7 @@ from civicml.core.process import process_identity
 from civicml.core.settings import Settings
 from civicml.governance.schemas import AuditEvent, AuditReport, LineageGraph, Project
 from civicml.oversight.approvals import GateFailedError
-from civicml.registry.schemas import ApprovalRecord, ModelVersion, RegisteredModel
+from civicml.registry.schemas import ApprovalRecord, ModelAlias, ModelVersion, RegisteredModel
 from civicml.store.schemas import ArtifactInfo
 from civicml.tracking.schemas import (
     MAX_BATCHES_PER_REQUEST,
@@ -49,6 +49,7 @@ _ERRORS: dict[str, type[E.CivicMLError]] = {
         E.PermissionDeniedError,
         E.ConfigurationError,
         E.ArtifactIntegrityError,
+        E.PreconditionFailedError,
         GateFailedError,
     )
 }
@@ -56,6 +57,7 @@ _BY_STATUS: dict[int, type[E.CivicMLError]] = {
     404: E.NotFoundError,
     409: E.ConflictError,
     403: E.PermissionDeniedError,
+    412: E.PreconditionFailedError,
     422: E.InvalidInputError,
     400: E.InvalidInputError,
     415: E.InvalidInputError,
@@ -120,12 +122,16 @@ class RemoteBackend:
         params: Mapping[str, Any] | None = None,
         content: bytes | BinaryIO | None = None,
         idempotent: bool = False,
+        if_match: str | None = None,
     ) -> httpx.Response:
         """One request; raises the server's error as the matching CivicMLError subclass.
 
         Idempotent calls are retried on connection failures (metric batches carry batch ids).
+        ``if_match`` is sent as ``If-Match`` (a stale one answers 412).
         """
-        headers = {"content-type": "application/octet-stream"} if content is not None else None
+        headers = {"content-type": "application/octet-stream"} if content is not None else {}
+        if if_match is not None:
+            headers["if-match"] = if_match
         attempts = _RETRIES if idempotent else 1
         for attempt in range(attempts):
             try:
@@ -529,17 +535,37 @@ class RemoteRegistry:
             )
         ]
 
-    def set_alias(self, project: str, name: str, alias: str, version: int | str) -> ModelVersion:
+    def get_alias(self, project: str, name: str, alias: str) -> ModelAlias:
+        return ModelAlias.model_validate(
+            self._b._json("GET", f"{self._base(project, name)}/aliases/{_name('Alias', alias)}")
+        )
+
+    def set_alias(
+        self,
+        project: str,
+        name: str,
+        alias: str,
+        version: int | str,
+        *,
+        if_match: str | None = None,
+    ) -> ModelVersion:
         return ModelVersion.model_validate(
             self._b._json(
                 "PUT",
                 f"{self._base(project, name)}/aliases/{_name('Alias', alias)}",
                 json_body={"version": int(version)},
+                if_match=if_match,
             )
         )
 
-    def delete_alias(self, project: str, name: str, alias: str) -> None:
-        self._b.call("DELETE", f"{self._base(project, name)}/aliases/{_name('Alias', alias)}")
+    def delete_alias(
+        self, project: str, name: str, alias: str, *, if_match: str | None = None
+    ) -> None:
+        self._b.call(
+            "DELETE",
+            f"{self._base(project, name)}/aliases/{_name('Alias', alias)}",
+            if_match=if_match,
+        )
 
     def archive_version(self, project: str, name: str, version: int | str) -> ModelVersion:
         return self._action(project, name, version, "archive", None)

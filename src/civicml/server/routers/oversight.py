@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Header, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from civicml.core.errors import NotFoundError
@@ -20,6 +20,7 @@ from civicml.oversight import (
     DashboardService,
     GateResult,
     ModelCard,
+    etag,
 )
 from civicml.registry.schemas import ApprovalPolicyRecord
 from civicml.server.deps import Services, services
@@ -27,6 +28,14 @@ from civicml.server.html import html_response
 
 router = APIRouter(tags=["oversight"])
 Svc = Annotated[Services, Depends(services)]
+IfMatch = Annotated[
+    str | None,
+    Header(
+        max_length=1000,
+        description="The ETag you read: the change is refused with 412 when the resource "
+        "changed since ('*': only if it exists).",
+    ),
+]
 _MODEL = "/api/v1/projects/{project}/models/{name}"
 _VERSION = _MODEL + "/versions/{version}"
 
@@ -56,20 +65,31 @@ class CardStatusBody(_Body):
 
 # Policies and gates ---------------------------------------------------------------------------
 @router.put(_MODEL + "/policy", response_model=ApprovalPolicyRecord)
-def set_policy(project: str, name: str, body: PolicyBody, svc: Svc) -> ApprovalPolicyRecord:
-    """Store a new version of the model's approval policy (the latest applies)."""
-    return ApprovalService(svc.ctx).set_policy(project, name, body.policy)
+def set_policy(
+    project: str,
+    name: str,
+    body: PolicyBody,
+    svc: Svc,
+    response: Response,
+    if_match: IfMatch = None,
+) -> ApprovalPolicyRecord:
+    """Store a new version of the model's approval policy (the latest applies); a stale
+    ``If-Match`` (another version was set since you read it) is a 412."""
+    record = ApprovalService(svc.ctx).set_policy(project, name, body.policy, if_match=if_match)
+    response.headers["ETag"] = etag(record)
+    return record
 
 
 @router.get(_MODEL + "/policy", response_model=ApprovalPolicyRecord)
-def get_policy(project: str, name: str, svc: Svc) -> ApprovalPolicyRecord:
-    """The approval policy that applies to the model now."""
+def get_policy(project: str, name: str, svc: Svc, response: Response) -> ApprovalPolicyRecord:
+    """The approval policy that applies to the model now, with its ``ETag``."""
     record = ApprovalService(svc.ctx).policy(project, name)
     if record is None:
         raise NotFoundError(
             f"Model {name!r} has no approval policy.",
             hint=f"Set one: civicml models policy set {name} POLICY.toml -p {project}",
         )
+    response.headers["ETag"] = etag(record)
     return record
 
 
@@ -92,22 +112,50 @@ def get_card(
     name: str,
     version: str,
     svc: Svc,
+    response: Response,
     card_version: Annotated[int | None, Query(ge=0)] = None,
 ) -> ModelCard:
-    """The model card of the version, filled from the platform now."""
-    return CardService(svc.ctx).get(project, name, version, card_version=card_version)
+    """The model card of the version, filled from the platform now, with its ``ETag``."""
+    card = CardService(svc.ctx).get(project, name, version, card_version=card_version)
+    response.headers["ETag"] = etag(card)
+    return card
 
 
 @router.patch(_VERSION + "/card", response_model=ModelCard)
-def edit_card(project: str, name: str, version: str, body: CardEdit, svc: Svc) -> ModelCard:
-    """Write fields of the card: a new immutable card version, audited."""
-    return CardService(svc.ctx).update(project, name, version, body.fields, note=body.note)
+def edit_card(
+    project: str,
+    name: str,
+    version: str,
+    body: CardEdit,
+    svc: Svc,
+    response: Response,
+    if_match: IfMatch = None,
+) -> ModelCard:
+    """Write fields of the card: a new immutable card version, audited. A stale ``If-Match``
+    (the card was edited or changed status since you read it) is a 412."""
+    card = CardService(svc.ctx).update(
+        project, name, version, body.fields, note=body.note, if_match=if_match
+    )
+    response.headers["ETag"] = etag(card)
+    return card
 
 
 @router.post(_VERSION + "/card/status", response_model=ModelCard)
-def card_status(project: str, name: str, version: str, body: CardStatusBody, svc: Svc) -> ModelCard:
-    """Move the card to another status (no new card version)."""
-    return CardService(svc.ctx).set_status(project, name, version, body.status, note=body.note)
+def card_status(
+    project: str,
+    name: str,
+    version: str,
+    body: CardStatusBody,
+    svc: Svc,
+    response: Response,
+    if_match: IfMatch = None,
+) -> ModelCard:
+    """Move the card to another status (no new card version); a stale ``If-Match`` is a 412."""
+    card = CardService(svc.ctx).set_status(
+        project, name, version, body.status, note=body.note, if_match=if_match
+    )
+    response.headers["ETag"] = etag(card)
+    return card
 
 
 @router.get(_VERSION + "/card/history", response_model=list[CardVersion])

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Header, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from civicml.oversight import ApprovalService
+from civicml.registry.etags import alias_etag, version_etag
 from civicml.registry.schemas import (
     ApprovalRecord,
     ApprovalStatus,
     ColumnSpec,
+    ModelAlias,
     ModelVersion,
     RegisteredModel,
 )
@@ -19,6 +21,19 @@ from civicml.server.deps import Services, services
 
 router = APIRouter(prefix="/api/v1/projects/{project}/models", tags=["models"])
 Svc = Annotated[Services, Depends(services)]
+IfMatch = Annotated[
+    str | None,
+    Header(
+        max_length=1000,
+        description="The ETag you read: the change is refused with 412 when the resource "
+        "changed since ('*': only if it exists).",
+    ),
+]
+
+
+def _tagged(response: Response, mv: ModelVersion) -> ModelVersion:
+    response.headers["ETag"] = version_etag(mv)
+    return mv
 
 
 class _Body(BaseModel):
@@ -106,13 +121,15 @@ def register(
         description=body.description,
     )
     response.headers["Location"] = f"/api/v1/projects/{project}/models/{name}/versions/{mv.version}"
-    return mv
+    return _tagged(response, mv)
 
 
 @router.get("/{name}/versions/{version}", response_model=ModelVersion)
-def get_version(project: str, name: str, version: str, svc: Svc) -> ModelVersion:
-    """A version by number or by alias (e.g. ``production``)."""
-    return svc.registry.get_version(project, name, version)
+def get_version(
+    project: str, name: str, version: str, svc: Svc, response: Response
+) -> ModelVersion:
+    """A version by number or by alias (e.g. ``production``), with its ``ETag``."""
+    return _tagged(response, svc.registry.get_version(project, name, version))
 
 
 @router.get("/{name}/versions/{version}/manifest")
@@ -122,12 +139,15 @@ def get_manifest(project: str, name: str, version: str, svc: Svc) -> dict[str, A
 
 
 @router.post("/{name}/versions/{version}/approve", response_model=ModelVersion)
-def approve(project: str, name: str, version: str, body: ApproveBody, svc: Svc) -> ModelVersion:
+def approve(
+    project: str, name: str, version: str, body: ApproveBody, svc: Svc, response: Response
+) -> ModelVersion:
     """Approve a version. The model's approval policy is evaluated as a gate first: a failed
     gate answers 409 with one ``details`` entry per failed check, unless
     ``override_justification`` is given by someone whose role the policy allows to override.
-    Whoever registered or trained the version cannot approve it (403)."""
-    return ApprovalService(svc.ctx).update_approval(
+    Whoever registered or trained the version cannot approve it (403). Every refusal is
+    audited (``model_version.approval_refused``)."""
+    mv = ApprovalService(svc.ctx).update_approval(
         project,
         name,
         version,
@@ -135,21 +155,25 @@ def approve(project: str, name: str, version: str, body: ApproveBody, svc: Svc) 
         body.note,
         override_justification=body.override_justification,
     )
+    return _tagged(response, mv)
 
 
 @router.post("/{name}/versions/{version}/reject", response_model=ModelVersion)
-def reject(project: str, name: str, version: str, body: NoteBody, svc: Svc) -> ModelVersion:
-    return ApprovalService(svc.ctx).update_approval(
+def reject(
+    project: str, name: str, version: str, body: NoteBody, svc: Svc, response: Response
+) -> ModelVersion:
+    mv = ApprovalService(svc.ctx).update_approval(
         project, name, version, ApprovalStatus.REJECTED, body.note
     )
+    return _tagged(response, mv)
 
 
 @router.put("/{name}/versions/{version}/approval", response_model=ModelVersion)
 def update_approval(
-    project: str, name: str, version: str, body: ApprovalBody, svc: Svc
+    project: str, name: str, version: str, body: ApprovalBody, svc: Svc, response: Response
 ) -> ModelVersion:
     """Set the approval status; ``Approved`` goes through the gate like ``/approve``."""
-    return ApprovalService(svc.ctx).update_approval(
+    mv = ApprovalService(svc.ctx).update_approval(
         project,
         name,
         version,
@@ -157,6 +181,7 @@ def update_approval(
         body.note,
         override_justification=body.override_justification,
     )
+    return _tagged(response, mv)
 
 
 @router.get("/{name}/versions/{version}/approvals", response_model=list[ApprovalRecord])
@@ -165,13 +190,13 @@ def approval_history(project: str, name: str, version: str, svc: Svc) -> list[Ap
 
 
 @router.post("/{name}/versions/{version}/archive", response_model=ModelVersion)
-def archive(project: str, name: str, version: str, svc: Svc) -> ModelVersion:
-    return svc.registry.archive_version(project, name, version)
+def archive(project: str, name: str, version: str, svc: Svc, response: Response) -> ModelVersion:
+    return _tagged(response, svc.registry.archive_version(project, name, version))
 
 
 @router.post("/{name}/versions/{version}/unarchive", response_model=ModelVersion)
-def unarchive(project: str, name: str, version: str, svc: Svc) -> ModelVersion:
-    return svc.registry.unarchive_version(project, name, version)
+def unarchive(project: str, name: str, version: str, svc: Svc, response: Response) -> ModelVersion:
+    return _tagged(response, svc.registry.unarchive_version(project, name, version))
 
 
 @router.delete("/{name}/versions/{version}", status_code=204)
@@ -179,12 +204,33 @@ def delete_version(project: str, name: str, version: str, svc: Svc) -> None:
     svc.registry.delete_version(project, name, version)
 
 
+@router.get("/{name}/aliases/{alias}", response_model=ModelAlias)
+def get_alias(project: str, name: str, alias: str, svc: Svc, response: Response) -> ModelAlias:
+    """The version an alias points at, with the alias's ``ETag`` (for ``If-Match``)."""
+    found = svc.registry.get_alias(project, name, alias)
+    response.headers["ETag"] = alias_etag(found.version_id, found.alias)
+    return found
+
+
 @router.put("/{name}/aliases/{alias}", response_model=ModelVersion)
-def set_alias(project: str, name: str, alias: str, body: AliasBody, svc: Svc) -> ModelVersion:
-    """Point ``alias`` at a version (moves atomically)."""
-    return svc.registry.set_alias(project, name, alias, body.version)
+def set_alias(
+    project: str,
+    name: str,
+    alias: str,
+    body: AliasBody,
+    svc: Svc,
+    response: Response,
+    if_match: IfMatch = None,
+) -> ModelVersion:
+    """Point ``alias`` at a version (moves atomically); answers the version, with the alias's
+    new ``ETag``. A stale ``If-Match`` is a 412; ``production`` (or the aliases the model's
+    policy names) may only point at an Approved version (409)."""
+    mv = svc.registry.set_alias(project, name, alias, body.version, if_match=if_match)
+    response.headers["ETag"] = alias_etag(mv.id, alias)
+    return mv
 
 
 @router.delete("/{name}/aliases/{alias}", status_code=204)
-def delete_alias(project: str, name: str, alias: str, svc: Svc) -> None:
-    svc.registry.delete_alias(project, name, alias)
+def delete_alias(project: str, name: str, alias: str, svc: Svc, if_match: IfMatch = None) -> None:
+    """Remove an alias (a stale ``If-Match`` is a 412)."""
+    svc.registry.delete_alias(project, name, alias, if_match=if_match)
