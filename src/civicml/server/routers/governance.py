@@ -7,10 +7,11 @@ import tempfile
 from pathlib import Path
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 from fastapi.responses import FileResponse
 from starlette.background import BackgroundTask
 
+from civicml.core.types import INT64_MAX
 from civicml.governance.schemas import AuditEvent, AuditReport, LineageGraph
 from civicml.server.deps import Services, services
 
@@ -36,8 +37,8 @@ def audit_events(
     entity_kind: str | None = None,
     entity_id: str | None = None,
     action: str | None = None,
-    after_seq: int = 0,
-    limit: int = 100,
+    after_seq: Annotated[int, Query(ge=0, le=INT64_MAX, description="Events after this.")] = 0,
+    limit: Annotated[int, Query(ge=1, le=10_000, description="Most events (1-10,000).")] = 100,
 ) -> list[AuditEvent]:
     return svc.audit.list(
         project=project,
