@@ -151,3 +151,36 @@ def _saved(tmp_path: Path) -> Path:
 
     train(tmp_path / "model")
     return tmp_path / "model"
+
+
+def test_a_transient_failure_in_the_invocations_lane_carries_retry_after(
+    ctx: Context,
+    project: str,
+    tmp_path: Path,
+    live_server: str,
+    app: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A 503/507 answered by the invocations lane (outside FastAPI) has Retry-After, as every
+    other route's does."""
+    from civicml.core.errors import InsufficientStorageError, ServiceUnavailableError
+
+    train_nan(tmp_path / "nan-model")
+    register(ctx, tmp_path / "nan-model")
+    with httpx.Client(base_url=live_server, timeout=30) as api:
+        deployed = api.post(BASE, json={"name": "busy", "model": MODEL, "version": 1})
+        assert deployed.status_code == 201, deployed.text
+        for err, status in (
+            (ServiceUnavailableError("The database is locked.", retry_after=3), 503),
+            (InsufficientStorageError("The artifact store is full.", retry_after=7), 507),
+        ):
+
+            def refuse(*_args: Any, _err: Exception = err, **_kwargs: Any) -> Any:
+                raise _err
+
+            monkeypatch.setattr(app.state.serving, "invoke_nowait", refuse)
+            monkeypatch.setattr(app.state.serving, "invoke", refuse)
+            response = api.post(f"{BASE}/busy/invocations", json=records(1))
+            assert response.status_code == status, response.text
+            assert response.headers["retry-after"] == str(err.retry_after)
+            assert response.json()["error"] == type(err).__name__

@@ -33,8 +33,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from civicml.core import jsonsafe
 from civicml.core.errors import CivicMLError, InvalidInputError
+from civicml.core.types import Float, PositiveInt64, StrictBool
 from civicml.data.schemas import DatasetVersion
 from civicml.server.deps import AppState, principal_for_request, services
+from civicml.server.errors import error_headers
 from civicml.serving.capture import CaptureService
 from civicml.serving.runtime import ModelHost
 from civicml.serving.schemas import EndpointInfo, InvocationResult
@@ -104,22 +106,24 @@ class _Body(BaseModel):
 class DeployBody(_Body):
     name: str = Field(description="Endpoint name, e.g. 'eligibility'.")
     model: str = Field(description="Registered model name.")
-    version: int | str = Field(description="Version number or alias of an Approved version.")
-    capture_percent: float = Field(
+    version: PositiveInt64 | str = Field(
+        description="Version number or alias of an Approved version."
+    )
+    capture_percent: Float = Field(
         default=100.0, ge=0, le=100, description="Share of requests captured, 0-100."
     )
-    capture: bool = Field(default=True, description="Whether data capture is on.")
+    capture: StrictBool = Field(default=True, description="Whether data capture is on.")
 
 
 class UpdateBody(_Body):
-    version: int | str | None = Field(
+    version: PositiveInt64 | str | None = Field(
         default=None, description="Approved version to serve (number or alias); none: keep."
     )
     model: str | None = Field(default=None, description="Another registered model to serve.")
-    capture_percent: float | None = Field(
+    capture_percent: Float | None = Field(
         default=None, ge=0, le=100, description="New share of requests captured, 0-100."
     )
-    capture: bool | None = Field(default=None, description="Turn data capture on or off.")
+    capture: StrictBool | None = Field(default=None, description="Turn data capture on or off.")
 
 
 @router.post("", response_model=EndpointInfo, status_code=201)
@@ -368,6 +372,9 @@ class InvocationsLane:
             if err.status >= 500:
                 log.error("%s: %s", type(err).__name__, err.message)
             body, status = json.dumps(err.to_body()).encode(), err.status
+            extra = [(k.lower().encode(), v.encode()) for k, v in error_headers(err).items()]
+        else:
+            extra = []
         await send(
             {
                 "type": "http.response.start",
@@ -375,6 +382,7 @@ class InvocationsLane:
                 "headers": [
                     (b"content-type", b"application/json"),
                     (b"content-length", str(len(body)).encode()),
+                    *extra,
                 ],
             }
         )
