@@ -167,6 +167,45 @@ def test_exports_escape_what_people_write(scene: Scene) -> None:
         cards.export(scene.mv, format="pdf")
 
 
+HOSTILE = {
+    "model_overview.model_owner": "<script>alert('owner')</script>",
+    "model_overview.model_description": "[click me](javascript:alert(1)) ![x](http://evil/x.png)",
+    "business_details.kpis": "| a | b |\n|---|---|\n| 1 | 2 |",
+    "business_details.business_problem": "# Approved by the board\n- **all** good\n1. `rm -rf`",
+    "intended_uses.intended_uses": "<img src=x onerror=alert(1)> &lt;b&gt; __init__ ~~no~~",
+    "additional_information.ethical_considerations": "first line\n\n===\n<details>open",
+}
+
+
+def test_the_markdown_export_escapes_what_people_write(scene: Scene) -> None:
+    from markdown_it import MarkdownIt
+
+    add_evidence(scene)
+    cards = scene.as_("rui").cards
+    cards.edit(scene.mv, fields=HOSTILE, note="hostile text")
+    markdown = cards.export(scene.mv, format="markdown")
+    assert "<script>" not in markdown and "\\<script\\>alert('owner')\\</script\\>" in markdown
+    assert "\\[click me\\](javascript:alert(1))" in markdown
+    assert "- **KPIs**: \\| a \\| b \\|  \n  \\|---\\|---\\|  \n  \\| 1 \\| 2 \\|" in markdown
+    assert "| val_roc_auc |" in markdown  # identifiers keep their underscores
+
+    html = MarkdownIt("commonmark").enable("table").enable("strikethrough").render(markdown)
+    for tag in ("<script", "<img", "<a ", "<details", "<del", "<h1>Approved", "<code>rm"):
+        assert tag not in html, tag
+    assert "&lt;script&gt;alert('owner')&lt;/script&gt;" in html
+    assert "[click me](javascript:alert(1))" in html
+    assert "&lt;img src=x onerror=alert(1)&gt; &amp;lt;b&amp;gt; __init__ ~~no~~" in html
+    assert "# Approved by the board<br />" in html and "- **all** good" in html
+    assert "1. `rm -rf`" in html
+    # the tables are the card's own: one header row per table, none from the written text
+    tables = html.count("<table>")
+    assert tables == sum(line.startswith("|---|") for line in markdown.splitlines())
+    assert "<th>a</th>" not in html and "<th>b</th>" not in html
+    # the same text, exported as HTML and JSON, is the text that was written
+    document = json.loads(cards.export(scene.mv, format="json"))
+    assert document["content"]["business_details"]["kpis"] == HOSTILE["business_details.kpis"]
+
+
 def test_an_incomplete_card_marks_what_to_complete_in_every_export(scene: Scene) -> None:
     cards = scene.as_("rui").cards
     assert cards.export(scene.mv).count("TO COMPLETE") == 11

@@ -421,7 +421,8 @@ def test_card_exports_escape_what_people_write(scene: Scene) -> None:
     assert markdown.status_code == 200
     assert markdown.headers["content-type"] == "text/markdown; charset=utf-8"
     assert markdown.text.startswith("# Model card: eligibility v1\n")
-    assert f"- **Model owner**: {hostile}" in markdown.text
+    assert "- **Model owner**: \\<script\\>alert('owner')\\</script\\>\n" in markdown.text
+    assert "<" not in markdown.text.replace("\\<", "")  # escaped for Markdown, never raw HTML
     assert markdown.text.count("TO COMPLETE") == 10
 
     document = scene.api.get(card_url).json()

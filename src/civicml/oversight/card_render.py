@@ -7,13 +7,14 @@ a glance what is missing.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from jinja2 import Environment, PackageLoader
 
 from civicml.oversight.card_fields import EDITABLE_FIELDS, ModelCard
 
-__all__ = ["render_card_html", "render_card_markdown"]
+__all__ = ["markdown_text", "render_card_html", "render_card_markdown"]
 
 _SECTIONS = (
     ("model_overview", "Model overview"),
@@ -141,10 +142,67 @@ def _context(card: ModelCard) -> dict[str, Any]:
     }
 
 
+class _Markdown(str):
+    """Text that is already Markdown (built here from escaped parts): not escaped again."""
+
+    __slots__ = ()
+
+
+# Markdown's inline syntax: code, emphasis, links and images, raw HTML and entities,
+# strikethrough, table cells, headings; a backslash makes each one plain text (CommonMark).
+_INLINE = re.compile(r"([\\`*\[\]<>|#~&])")
+# an underscore starts emphasis only next to something that is not a letter or a digit
+_UNDERSCORE = re.compile(r"(?<![^\W_])_|_(?![^\W_])")
+# what makes a line a block (list item, heading underline, ordered list) when it starts it
+_BLOCK_START = re.compile(r"^(?:([-+=])|(\d{1,9})([.)]))")
+_LINE_BREAKS = re.compile(r"\r\n|[\r\n\v\f\x1c-\x1e\x85\u2028\u2029]")
+
+
+def markdown_text(value: Any) -> str:
+    """``value`` as Markdown that renders as exactly that text, on one line.
+
+    Every character Markdown would read as syntax is backslash-escaped (so ``<script>`` is
+    text, ``[x](javascript:...)`` is not a link and ``|`` does not end a table cell), and line
+    breaks become spaces (a written value cannot start a heading, a list or a table row).
+    """
+    if isinstance(value, _Markdown):
+        return value
+    text = value if isinstance(value, str) else str(value)
+    text = _LINE_BREAKS.sub(" ", text)
+    return _UNDERSCORE.sub(r"\\_", _INLINE.sub(r"\\\1", text))
+
+
+def _md_block(value: Any) -> _Markdown:
+    """Written text that may span lines, inside a list item: each line escaped (its start
+    too), joined by hard line breaks indented into the item."""
+    text = value if isinstance(value, str) else _text(value)
+    lines = [line.strip() for line in _LINE_BREAKS.split(text)]
+    escaped = [_BLOCK_START.sub(_escape_block, markdown_text(line)) for line in lines if line]
+    return _Markdown("  \n  ".join(escaped))
+
+
+def _escape_block(match: re.Match[str]) -> str:
+    bullet, number, delimiter = match.groups()
+    return "\\" + bullet if bullet else f"{number}\\{delimiter}"
+
+
+def _md_cells(values: Any) -> _Markdown:
+    """Table cells, each escaped, joined by ``|``."""
+    return _Markdown(" | ".join(markdown_text(v) for v in values))
+
+
 _LOADER = PackageLoader("civicml.oversight", "templates")
 _HTML_ENV = Environment(loader=_LOADER, autoescape=True, keep_trailing_newline=True)
-# Markdown is not HTML: escaping would print entities into the text.
-_MD_ENV = Environment(loader=_LOADER, autoescape=False, keep_trailing_newline=True)  # noqa: S701
+# Markdown is not HTML (HTML escaping would print entities into the text): every value is
+# escaped for Markdown instead, by `finalize`; the template's own markup is literal text.
+_MD_ENV = Environment(
+    loader=_LOADER,
+    autoescape=False,  # noqa: S701 (escaped for Markdown by finalize)
+    keep_trailing_newline=True,
+    finalize=markdown_text,
+)
+_MD_ENV.filters["md_block"] = _md_block
+_MD_ENV.filters["md_cells"] = _md_cells
 
 
 def render_card_html(card: ModelCard) -> str:
@@ -153,5 +211,6 @@ def render_card_html(card: ModelCard) -> str:
 
 
 def render_card_markdown(card: ModelCard) -> str:
-    """The card as Markdown."""
+    """The card as Markdown; what people wrote (and every other value) is escaped, so it
+    renders as the text it is and never as links, HTML or table structure."""
     return _MD_ENV.get_template("card.md.j2").render(_context(card))
