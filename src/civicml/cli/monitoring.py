@@ -58,6 +58,15 @@ def drift(
         typer.Option("--column", "-c", help="Compare only this column (repeatable)."),
     ] = None,
     title: Annotated[str | None, typer.Option(help="Heading of the report.")] = None,
+    min_rows: Annotated[
+        int | None,
+        typer.Option(
+            "--min-rows",
+            min=1,
+            help="Fewest rows each side needs for a verdict (default: the drift_min_rows "
+            "setting, 30); below it the verdict is 'insufficient data'.",
+        ),
+    ] = None,
     project: ProjectOpt = "default",
     output: OutputOpt = None,
     json_: JsonOpt = False,
@@ -81,6 +90,7 @@ def drift(
             baseline=(baseline, baseline_version),
             columns=columns,
             title=title,
+            min_rows=min_rows,
         )
         if output is not None:
             output.write_text(handle.html(report), encoding="utf-8")
@@ -147,13 +157,22 @@ def show_report(
 
 def _print_report(report: Report, result: DriftReport) -> None:
     s = report.summary
-    verdict = "DRIFT DETECTED" if s.dataset_drift else "No drift"
-    console.print(
-        f"{report.title}: {verdict} - {s.n_drifted} of {s.n_columns} columns drifted "
-        f"({100 * s.share_drifted:.1f}%; threshold {100 * report.inputs.drift_share:.1f}%), "
-        f"{s.violations} constraint violation(s). Report {report.id}",
-        markup=False,
-    )
+    if s.verdict == "insufficient_data":
+        floor = report.inputs.min_rows or result.min_rows
+        console.print(
+            f"{report.title}: INSUFFICIENT DATA - {s.insufficient_data or 'too few rows'}; "
+            f"no column judged (floor: --min-rows / setting drift_min_rows = {floor}), "
+            f"{s.violations} constraint violation(s). Report {report.id}",
+            markup=False,
+        )
+    else:
+        verdict = "DRIFT DETECTED" if s.dataset_drift else "No drift"
+        console.print(
+            f"{report.title}: {verdict} - {s.n_drifted} of {s.n_columns} columns drifted "
+            f"({100 * s.share_drifted:.1f}%; threshold {100 * report.inputs.drift_share:.1f}%), "
+            f"{s.violations} constraint violation(s). Report {report.id}",
+            markup=False,
+        )
     table(
         "Columns",
         ["column", "kind", "test", "score", "threshold", "drift", "missing (cur)"],
@@ -164,7 +183,7 @@ def _print_report(report: Report, result: DriftReport) -> None:
                 c.stattest_label,
                 _num(c.drift_score),
                 _num(c.threshold),
-                "DRIFT" if c.drift_detected else "ok",
+                _column_verdict(c.drift_detected),
                 f"{100 * c.missing_share_current:.1f}%",
             ]
             for c in result.columns
@@ -176,6 +195,10 @@ def _print_report(report: Report, result: DriftReport) -> None:
             ["column", "check", "description"],
             [[v.feature_name, v.constraint_check_type, v.description] for v in result.violations],
         )
+
+
+def _column_verdict(detected: bool | None) -> str:
+    return "not judged" if detected is None else ("DRIFT" if detected else "ok")
 
 
 def _num(value: float | None) -> str:

@@ -96,6 +96,12 @@ class Settings(BaseSettings):
         le=60_000,
         description="Longest time a buffered metric waits before its group commit.",
     )
+    drift_min_rows: int = Field(
+        default=30,
+        ge=1,
+        description="Fewest rows each side of a drift report needs for a verdict; below it the "
+        "report says 'insufficient data' and judges no column (docs/monitoring.md).",
+    )
     server_allowed_hosts: list[str] = Field(
         default_factory=lambda: ["127.0.0.1", "localhost", "::1", "[::1]"],
         description="Host header values the server accepts (DNS-rebinding protection); "

@@ -116,6 +116,7 @@ def check_encoding(encoding: str | None) -> str | None:
     clean = encoding.strip()
     try:
         info = codecs.lookup(clean)
+        codecs.getincrementaldecoder(clean)
     except LookupError:
         info = None
     if info is None or not clean or not getattr(info, "_is_text_encoding", True):

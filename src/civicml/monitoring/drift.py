@@ -20,6 +20,16 @@ than 20 distinct values, else one bin per value; empty bins filled with a small 
 computed for every column. The dataset drifts when the share of drifted columns reaches
 ``drift_share`` (``DataDriftPreset(drift_share=0.5)``).
 
+Below ``min_rows`` rows on either side (:data:`DEFAULT_MIN_ROWS`, the ``drift_min_rows``
+setting) the verdict is ``insufficient_data``: statistics are still computed and shown, but no
+column is judged (``drift_detected`` is null) and no column counts as drifted; a column with fewer
+than ``min_rows`` non-missing values on a side is likewise not judged. Neither Evidently nor Model
+Monitor sets such a floor; on 5 captured rows from one caller their tests answer "drift" for
+every column. Thirty is the usual floor for the approximations these tests rely on (chi-square
+and z need about 5 expected values per category, which 30 rows give for categories of a sixth or
+more; the two-sample KS test on a few values reacts to where they happen to fall: one value above
+the whole reference alone gives p = 0.002). See docs/monitoring.md.
+
 Differences from Evidently, on purpose: the column kind is inferred from the reference frame
 with Evidently 0.7's ``infer_column_type`` rules (float → numeric; integer → categorical when
 ≤ 10 distinct values; bool, string, object, category → categorical), except that
@@ -54,6 +64,7 @@ from civicml.monitoring.schemas import (
 )
 
 __all__ = [
+    "DEFAULT_MIN_ROWS",
     "DEFAULT_THRESHOLDS",
     "STATTEST_LABELS",
     "DriftInputError",
@@ -78,6 +89,8 @@ DEFAULT_THRESHOLDS: dict[str, float] = {
     "jensenshannon": 0.1,
     "psi": 0.1,
 }
+#: Fewest rows on each side for a drift verdict (the ``drift_min_rows`` setting's default).
+DEFAULT_MIN_ROWS = 30
 #: Evidently's display names.
 STATTEST_LABELS: dict[str, str] = {
     "ks": "K-S p_value",
@@ -404,6 +417,8 @@ def _column_drift(
     kind: ColumnKind,
     stattest: StatTestName | None,
     threshold: float | None,
+    min_rows: int,
+    not_judged: str | None,
 ) -> ColumnDrift:
     prep = _prepare(ref, cur, kind)
     if prep.ref_sorted is not None and prep.cur_sorted is not None:
@@ -428,8 +443,18 @@ def _column_drift(
         statistic, p_value = _run_test(test, prep)
         score = p_value if test in _P_VALUE_TESTS else statistic
         psi_value = psi(*_binned_shares(prep))
-    if score is None:
-        detected = False
+    few = min(n_ref, n_cur)
+    if note is None and not_judged is not None:
+        note = not_judged
+    elif note is None and few < min_rows:
+        side = "reference" if n_ref < n_cur else "current"
+        note = (
+            f"Only {few:,} non-missing {side} value{'s' if few != 1 else ''} (at least "
+            f"{min_rows:,} needed); not judged."
+        )
+    detected: bool | None
+    if note is not None or score is None:
+        detected = None
     elif test == "ks":
         detected = score <= limit
     elif test in _P_VALUE_TESTS:
@@ -446,7 +471,7 @@ def _column_drift(
         p_value=p_value,
         drift_score=score,
         threshold=limit,
-        drift_detected=bool(detected),
+        drift_detected=detected,
         psi=psi_value,
         n_unique=prep.n_unique,
         reference_count=n_ref,
@@ -524,6 +549,7 @@ def drift_report(
     threshold: float | Mapping[str, float] | None = None,
     drift_share: float = 0.5,
     check_constraints: bool = True,
+    min_rows: int = DEFAULT_MIN_ROWS,
 ) -> DriftReport:
     """Compare ``current`` with ``reference`` column by column.
 
@@ -540,12 +566,14 @@ def drift_report(
         drift_share: the dataset drifts when at least this share of columns drift.
         check_constraints: also baseline ``reference`` Model Monitor style and list the
             violations of ``current`` (:mod:`civicml.monitoring.constraints`).
+        min_rows: fewest rows each frame needs for a verdict; below it the verdict is
+            ``insufficient_data`` and no column is judged (nor baseline_drift_check run).
 
     Returns:
         The report; ``report.model_dump_json()`` is its JSON form.
 
     Raises:
-        DriftInputError: an unknown column, test or a bad ``drift_share``.
+        DriftInputError: an unknown column, test, a bad ``drift_share`` or ``min_rows``.
 
     Example:
         >>> ref = pd.DataFrame({"x": np.arange(2000.0)})
@@ -558,6 +586,12 @@ def drift_report(
             f"drift_share must be in (0, 1], got {drift_share!r}.",
             hint="Evidently's default is 0.5: the dataset drifts when half the columns drift.",
         )
+    if isinstance(min_rows, bool) or not isinstance(min_rows, int) or min_rows < 1:
+        raise DriftInputError(
+            f"min_rows must be a whole number from 1, got {min_rows!r}.",
+            hint=f"The default is {DEFAULT_MIN_ROWS}: fewer rows give no reliable verdict.",
+        )
+    short = _too_few(len(reference), len(current), min_rows)
     names = list(columns) if columns is not None else [c for c in reference.columns if c in current]
     for label, frame in (("reference", reference), ("current", current)):
         missing = [c for c in names if c not in frame.columns]
@@ -590,9 +624,11 @@ def drift_report(
                 kind,
                 test,
                 _per_column(threshold, name),
+                min_rows,
+                None if short is None else f"{short}; not judged.",
             )
         )
-    n_drifted = sum(r.drift_detected for r in results)
+    n_drifted = sum(r.drift_detected is True for r in results)
     share = n_drifted / len(results) if results else 0.0
     violations: list[Violation] = []
     if check_constraints:
@@ -601,6 +637,11 @@ def drift_report(
 
         baseline_stats, constraints = suggest_baseline(reference)
         violations = _check(constraints, compute_statistics(current), baseline=baseline_stats)
+        if short is not None:  # a distribution distance is a drift verdict too
+            violations = [
+                v for v in violations if v.constraint_check_type != "baseline_drift_check"
+            ]
+    dataset_drift = short is None and bool(results) and share >= drift_share
     return DriftReport(
         reference_rows=len(reference),
         current_rows=len(current),
@@ -609,6 +650,24 @@ def drift_report(
         n_drifted=n_drifted,
         share_drifted=share,
         drift_share=drift_share,
-        dataset_drift=bool(results) and share >= drift_share,
+        dataset_drift=dataset_drift,
+        verdict="insufficient_data"
+        if short is not None
+        else ("drift" if dataset_drift else "no_drift"),
+        min_rows=min_rows,
+        insufficient_data=short,
         violations=violations,
     )
+
+
+def _too_few(reference_rows: int, current_rows: int, min_rows: int) -> str | None:
+    """Why the frames are too small for a verdict (e.g. ``Only 4 current rows (at least 30
+    needed)``), or None."""
+    short = [
+        f"{n:,} {side} row{'s' if n != 1 else ''}"
+        for side, n in (("current", current_rows), ("reference", reference_rows))
+        if n < min_rows
+    ]
+    if not short:
+        return None
+    return f"Only {' and '.join(short)} (at least {min_rows:,} needed for a drift verdict)"

@@ -12,6 +12,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from civicml.monitoring.schemas import DriftVerdict
 from civicml.store.schemas import ArtifactInfo
 
 __all__ = ["DatasetVersionRef", "Report", "ReportInputs", "ReportKind", "ReportSummary"]
@@ -49,17 +50,37 @@ class ReportInputs(_Schema):
     drift_share: float = Field(
         description="The dataset drifts when at least this share of the columns drift."
     )
+    min_rows: int | None = Field(
+        default=None,
+        description="Fewest rows each side needed for a verdict (setting drift_min_rows, or as "
+        "given); null in reports made before the floor existed.",
+    )
 
 
 class ReportSummary(_Schema):
     """The verdict in brief; the per-column results are in the report's ``report.json``."""
 
-    verdict: Literal["drift", "no_drift"] = Field(
-        description="'drift' when the share of drifted columns reaches drift_share."
+    verdict: DriftVerdict = Field(
+        description="'drift' when the share of drifted columns reaches drift_share; "
+        "'no_drift'; 'insufficient_data' when a side has fewer rows than min_rows (no column "
+        "judged, so no drift verdict either way)."
     )
     dataset_drift: bool = Field(description="True when verdict is 'drift'.")
+    reference_rows: int | None = Field(
+        default=None, ge=0, description="Rows of the baseline (null in older reports)."
+    )
+    current_rows: int | None = Field(
+        default=None, ge=0, description="Rows of the data checked (null in older reports)."
+    )
+    insufficient_data: str | None = Field(
+        default=None,
+        description="Why there is no verdict, e.g. 'Only 4 current rows (at least 30 needed for "
+        "a drift verdict)'; null when there is one.",
+    )
     n_columns: int = Field(ge=0, description="Columns compared.")
-    n_drifted: int = Field(ge=0, description="Columns whose test detected drift.")
+    n_drifted: int = Field(
+        ge=0, description="Columns whose test detected drift (0 when the data is insufficient)."
+    )
     share_drifted: float = Field(ge=0, le=1, description="n_drifted / n_columns.")
     drifted_columns: list[str] = Field(description="Names of the drifted columns.")
     violations: int = Field(

@@ -139,6 +139,7 @@ _TEMPLATE = (
 .verdict { padding: .75rem 1rem; border-radius: .5rem; font-weight: 600; margin: 1rem 0; }
 .drift { background: #fde8e8; color: #8a1111; border: 1px solid #e5a3a3; }
 .ok { background: #e6f4ea; color: #14532d; border: 1px solid #9ccaa9; }
+.unjudged { background: #fff7e0; color: #5c4400; border: 1px solid #e0c36b; }
 .badge { display: inline-block; padding: .1rem .5rem; border-radius: 1rem; font-size: .85rem;
   font-weight: 600; }
 .visually-hidden { position: absolute; width: 1px; height: 1px; overflow: hidden;
@@ -158,10 +159,16 @@ _TEMPLATE = (
 <h1>{{ title }}</h1>
 <p>Reference: {{ "{:,}".format(r.reference_rows) }} rows · Current:
  {{ "{:,}".format(r.current_rows) }} rows · {{ r.n_columns }} columns compared.</p>
+{% if r.verdict == "insufficient_data" %}
+<p class="verdict unjudged" role="status">Insufficient data: {{ r.insufficient_data }}.
+ No column is judged, so this report says neither "drift" nor "no drift"; the statistics below
+ are shown for information only.</p>
+{% else %}
 <p class="verdict {{ 'drift' if r.dataset_drift else 'ok' }}" role="status">
 {% if r.dataset_drift %}Dataset drift detected{% else %}No dataset drift{% endif %}:
  {{ r.n_drifted }} of {{ r.n_columns }} columns drifted ({{ pct(r.share_drifted) }});
  the threshold is {{ pct(r.drift_share) }}.</p>
+{% endif %}
 
 <h2 id="summary">Columns</h2>
 <div class="scroll">
@@ -178,8 +185,7 @@ _TEMPLATE = (
 <th scope="row"><a href="#col-{{ loop.index }}">{{ c.column }}</a></th><td>{{ c.kind }}</td>
 <td>{{ c.stattest_label }}</td><td class="n">{{ num(c.statistic) }}</td>
 <td class="n">{{ num(c.p_value) }}</td><td class="n">{{ num(c.threshold) }}</td>
-<td><span class="badge {{ 'drift' if c.drift_detected else 'ok' }}">
-{{ 'Drift' if c.drift_detected else 'No drift' }}</span></td>
+<td>{{ badge(c) }}</td>
 <td class="n">{{ num(c.psi) }}</td><td class="n">{{ pct(c.missing_share_reference) }}</td>
 <td class="n">{{ pct(c.missing_share_current) }}</td><td class="n">{{ c.type_violations }}</td>
 </tr>
@@ -206,8 +212,7 @@ _TEMPLATE = (
 <div class="cards">
 {% for c, svg in plots %}<figure id="col-{{ loop.index }}">
 <figcaption><strong>{{ c.column }}</strong> —
-<span class="badge {{ 'drift' if c.drift_detected else 'ok' }}">
-{{ 'Drift' if c.drift_detected else 'No drift' }}</span>
+{{ badge(c) }}
 {{ c.stattest_label }} {{ num(c.drift_score) }} (threshold {{ num(c.threshold) }})
 {% if c.note %}<br>{{ c.note }}{% endif %}</figcaption>
 {{ svg }}
@@ -235,4 +240,13 @@ def render_html(report: DriftReport, *, title: str = "Data drift report") -> str
         (c, Markup(_histogram_svg(i, c) if c.kind == "numeric" else _bars_svg(i, c)))  # noqa: S704
         for i, c in enumerate(report.columns, start=1)
     ]
-    return _COMPILED.render(r=report, plots=plots, title=title, num=_num, pct=_pct)
+    return _COMPILED.render(r=report, plots=plots, title=title, num=_num, pct=_pct, badge=_badge)
+
+
+def _badge(col: ColumnDrift) -> Markup:
+    """The column's verdict as a badge: Drift, No drift, or Not judged (too few values)."""
+    if col.drift_detected is None:
+        return Markup('<span class="badge unjudged">Not judged</span>')
+    if col.drift_detected:
+        return Markup('<span class="badge drift">Drift</span>')
+    return Markup('<span class="badge ok">No drift</span>')

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 __all__ = [
     "BaselineConstraints",
@@ -26,6 +26,7 @@ __all__ = [
     "DatasetStatistics",
     "DistributionConstraints",
     "DriftReport",
+    "DriftVerdict",
     "FeatureConstraints",
     "FeatureStatistics",
     "Histogram",
@@ -40,6 +41,7 @@ __all__ = [
 ]
 
 ColumnKind = Literal["numeric", "categorical"]
+DriftVerdict = Literal["drift", "no_drift", "insufficient_data"]
 StatTestName = Literal["ks", "wasserstein", "chisquare", "z", "jensenshannon", "psi"]
 InferredType = Literal["Integral", "Fractional", "String", "Unknown"]
 ViolationType = Literal[
@@ -99,9 +101,10 @@ class ColumnDrift(_Schema):
         "p-value for hypothesis tests, the distance otherwise."
     )
     threshold: float = Field(description="Threshold applied to drift_score.")
-    drift_detected: bool = Field(
+    drift_detected: bool | None = Field(
         description="True when drift_score crosses the threshold: p ≤ threshold for ks, "
-        "p < threshold for chisquare and z, distance ≥ threshold otherwise."
+        "p < threshold for chisquare and z, distance ≥ threshold otherwise; null when the "
+        "column was not judged (see note): too few rows or values, or none at all."
     )
     psi: float | None = Field(
         description="Population Stability Index (Evidently binning), computed for every column."
@@ -114,7 +117,9 @@ class ColumnDrift(_Schema):
     type_violations: int = Field(
         description="Current values present but not castable to the reference column's type."
     )
-    note: str | None = Field(default=None, description="Why the column was not tested, if so.")
+    note: str | None = Field(
+        default=None, description="Why the column was not tested or not judged, if so."
+    )
     histogram: Histogram | None = Field(
         default=None, description="Numeric columns: binned shares for the report's plot."
     )
@@ -135,10 +140,34 @@ class DriftReport(_Schema):
     drift_share: float = Field(
         description="Dataset drift is declared when share_drifted ≥ this (Evidently's 0.5)."
     )
-    dataset_drift: bool = Field(description="The overall verdict.")
-    violations: list[Violation] = Field(
-        description="Model Monitor style constraint violations of current vs. the reference."
+    dataset_drift: bool = Field(description="True when verdict is 'drift'.")
+    verdict: DriftVerdict = Field(
+        default=None,  # filled from dataset_drift by _verdict (reports stored before it existed)
+        validate_default=True,
+        description="'drift' when share_drifted ≥ drift_share; 'no_drift'; "
+        "'insufficient_data' when either frame has fewer than min_rows rows (no column judged).",
     )
+    min_rows: int | None = Field(
+        default=None,
+        description="Fewest rows each frame needed for a verdict (setting drift_min_rows); "
+        "null in reports made before the floor existed.",
+    )
+    insufficient_data: str | None = Field(
+        default=None,
+        description="Why there is no verdict, e.g. 'Only 4 current rows (at least 30 needed for "
+        "a drift verdict)'; null when there is one.",
+    )
+    violations: list[Violation] = Field(
+        description="Model Monitor style constraint violations of current vs. the reference "
+        "(without baseline_drift_check when the data is insufficient)."
+    )
+
+    @field_validator("verdict", mode="before")
+    @classmethod
+    def _verdict(cls, value: object, info: ValidationInfo) -> object:
+        if value is None:
+            return "drift" if info.data.get("dataset_drift") else "no_drift"
+        return value
 
 
 # --------------------------------------------------------------------------------------

@@ -6,6 +6,10 @@
 unit of work: the ``reports`` row, its two artifact-index entries, its lineage node with a
 ``ContributedTo`` edge from each dataset version, and the ``report.created`` audit event.
 
+A version with fewer rows than ``min_rows`` (the ``drift_min_rows`` setting, 30 by default) on
+either side gives the verdict ``insufficient_data`` with the counts: no column is judged, so a
+handful of captured requests never reads as "drift detected" (or as "no drift").
+
 Columns that only one side has are not an error: the shared columns are compared, and each
 missing or extra column is reported as a ``missing_column_check`` / ``extra_column_check``
 violation (as Model Monitor does). Naming a column with ``columns=`` that a side lacks, or two
@@ -89,6 +93,7 @@ class MonitoringService:
         categorical: Sequence[str] | None = None,
         numerical: Sequence[str] | None = None,
         drift_share: float = 0.5,
+        min_rows: int | None = None,
     ) -> Report:
         """Compare dataset version ``current`` with ``baseline`` and store the drift report.
 
@@ -103,6 +108,8 @@ class MonitoringService:
             categorical: Columns to treat as categorical whatever their type.
             numerical: Columns to treat as numeric whatever their type.
             drift_share: The dataset drifts when at least this share of columns drift.
+            min_rows: Fewest rows each version needs for a verdict; default: the
+                ``drift_min_rows`` setting. Below it the verdict is ``insufficient_data``.
 
         Returns:
             The stored report; its ``files`` are ``report.json`` and ``report.html``.
@@ -112,6 +119,12 @@ class MonitoringService:
             InvalidInputError: A bad selector, title or option; a named column missing from a
                 version; or two versions with no column in common.
         """
+        floor = self._ctx.settings.drift_min_rows if min_rows is None else min_rows
+        if isinstance(floor, bool) or not isinstance(floor, int) or floor < 1:
+            raise InvalidInputError(
+                f"min_rows must be a whole number from 1, got {min_rows!r}.",
+                hint="Leave it out to use the drift_min_rows setting (30 by default).",
+            )
         proj = self._projects.get(project)
         cur = self._resolve(proj.name, current, "current")
         base = self._resolve(proj.name, baseline, "baseline")
@@ -125,6 +138,7 @@ class MonitoringService:
             categorical=categorical,
             numerical=numerical,
             drift_share=drift_share,
+            min_rows=floor,
         )
         files = {
             "report.json": result.model_dump_json(indent=2).encode(),
@@ -133,7 +147,11 @@ class MonitoringService:
         stored = {path: self._ctx.artifacts.put_bytes(data) for path, data in files.items()}
         summary = _summary(result)
         inputs = ReportInputs(
-            baseline=_ref(base), current=_ref(cur), columns=wanted, drift_share=drift_share
+            baseline=_ref(base),
+            current=_ref(cur),
+            columns=wanted,
+            drift_share=drift_share,
+            min_rows=floor,
         )
         now, user = self._ctx.clock.now(), self._ctx.principal.user
         report_id = new_id()
@@ -181,6 +199,8 @@ class MonitoringService:
                     "verdict": summary.verdict,
                     "n_columns": summary.n_columns,
                     "n_drifted": summary.n_drifted,
+                    "current_rows": summary.current_rows,
+                    "min_rows": floor,
                     "violations": summary.violations,
                     "baseline": f"{base.name} v{base.version}",
                     "current": f"{cur.name} v{cur.version}",
@@ -325,12 +345,15 @@ def _ref(version: DatasetVersion) -> DatasetVersionRef:
 
 def _summary(result: DriftReport) -> ReportSummary:
     return ReportSummary(
-        verdict="drift" if result.dataset_drift else "no_drift",
+        verdict=result.verdict,
         dataset_drift=result.dataset_drift,
+        reference_rows=result.reference_rows,
+        current_rows=result.current_rows,
+        insufficient_data=result.insufficient_data,
         n_columns=result.n_columns,
         n_drifted=result.n_drifted,
         share_drifted=result.share_drifted,
-        drifted_columns=[c.column for c in result.columns if c.drift_detected],
+        drifted_columns=[c.column for c in result.columns if c.drift_detected is True],
         violations=len(result.violations),
         violation_types=dict(Counter(v.constraint_check_type for v in result.violations)),
     )

@@ -55,6 +55,7 @@ class MonitoringHandle:
         categorical: Sequence[str] | None = None,
         numerical: Sequence[str] | None = None,
         drift_share: float = 0.5,
+        min_rows: int | None = None,
     ) -> Report:
         """Compare ``current`` with ``baseline`` and store the drift report.
 
@@ -68,6 +69,9 @@ class MonitoringHandle:
             categorical: Columns to treat as categorical whatever their type.
             numerical: Columns to treat as numeric whatever their type.
             drift_share: The dataset drifts when at least this share of columns drift.
+            min_rows: Fewest rows each side needs for a verdict (default: the
+                ``drift_min_rows`` setting, 30); below it ``report.summary.verdict`` is
+                ``"insufficient_data"``.
 
         Returns:
             The stored report; ``html(report)`` gives its page, ``result(report)`` its tests.
@@ -85,6 +89,7 @@ class MonitoringHandle:
                 categorical=categorical,
                 numerical=numerical,
                 drift_share=drift_share,
+                min_rows=min_rows,
             )
         body: dict[str, Any] = {
             "current": {"dataset": cur[0], "version": cur[1]},
@@ -95,6 +100,8 @@ class MonitoringHandle:
             "numerical": None if numerical is None else list(numerical),
             "drift_share": drift_share,
         }
+        if min_rows is not None:
+            body["min_rows"] = min_rows
         path = f"{self._base()}/reports/drift"
         return Report.model_validate(self._backend._json("POST", path, json_body=body))
 

@@ -53,6 +53,14 @@ class DriftCreate(_Body):
         le=1,
         description="The dataset drifts when at least this share of columns drift.",
     )
+    min_rows: int | None = Field(
+        default=None,
+        ge=1,
+        le=2**31 - 1,
+        strict=True,
+        description="Fewest rows each version needs for a verdict; below it the verdict is "
+        "'insufficient_data'. Default: the server's drift_min_rows setting (30).",
+    )
 
 
 def _monitoring(svc: Services) -> MonitoringService:
@@ -71,6 +79,7 @@ def create_drift_report(project: str, body: DriftCreate, svc: Svc, response: Res
         categorical=body.categorical,
         numerical=body.numerical,
         drift_share=body.drift_share,
+        min_rows=body.min_rows,
     )
     response.headers["Location"] = f"/api/v1/reports/{report.id}"
     return report
