@@ -402,7 +402,7 @@ def test_a_name_with_a_slash_fails_remotely_as_it_does_embedded(pair: Pair) -> N
 # Buffering, durability, identity -------------------------------------------------------------
 def _history(url: str, run_id: str, key: str) -> list[dict[str, Any]]:
     with httpx.Client(base_url=url) as http:
-        return http.get(f"{API}/runs/{run_id}/metrics/{key}").json()  # type: ignore[no-any-return]
+        return http.get(f"{API}/runs/{run_id}/metrics/{key}").json()["values"]  # type: ignore[no-any-return]
 
 
 def test_buffered_metrics_are_durable_after_flush(live_server: str) -> None:

@@ -30,6 +30,7 @@ from typing import Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from civicml.core.types import FiniteFloat
 from civicml.monitoring.records import DatasetVersionRef
 from civicml.store.schemas import ArtifactInfo
 
@@ -76,7 +77,7 @@ class FacetSpec(_Schema):
     """
 
     column: str = Field(min_length=1, description="The facet column, e.g. 'sex' or 'age'.")
-    threshold: float | None = Field(
+    threshold: FiniteFloat | None = Field(
         default=None,
         description="For a continuous facet: facet d is the rows above this value, e.g. 40.",
     )

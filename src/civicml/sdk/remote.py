@@ -35,7 +35,7 @@ from civicml.tracking.schemas import (
     Run,
     RunPage,
 )
-from civicml.tracking.service import MetricBatch, MetricPoint
+from civicml.tracking.service import MetricBatch, MetricPoint, check_max_results
 from civicml.tracking.writer import MetricWriter
 
 __all__ = ["RemoteBackend", "RemoteRegistry"]
@@ -246,6 +246,7 @@ class RemoteBackend:
         offset: int = 0,
     ) -> RunPage:
         """Up to ``max_results`` runs from ``offset``: as many pages as that takes."""
+        check_max_results(max_results)
         path = f"/api/v1/projects/{_name('Project', project)}/runs/search"
         found: list[Run] = []
         warnings: list[str] | None = None

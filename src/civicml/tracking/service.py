@@ -58,7 +58,7 @@ from civicml.tracking.search import (
     parse_order,
 )
 
-__all__ = ["MetricBatch", "MetricPoint", "TrackingService", "batch_digest"]
+__all__ = ["MetricBatch", "MetricPoint", "TrackingService", "batch_digest", "check_max_results"]
 
 
 class MetricPoint(NamedTuple):
@@ -767,11 +767,7 @@ class TrackingService:
             BadRequestError: The filter or the order is longer than the limits.
             InvalidInputError: The filter cannot be parsed, or a number is out of range.
         """
-        if not 1 <= max_results <= MAX_SEARCH_RESULTS:
-            raise InvalidInputError(
-                f"max_results {max_results} is out of range.",
-                hint=f"Use 1 to {MAX_SEARCH_RESULTS}.",
-            )
+        check_max_results(max_results)
         if not 0 <= offset <= INT64_MAX:
             raise InvalidInputError(f"offset {offset} is out of range.", hint="Use 0 or more.")
         parsed = parse_filter(filter)
@@ -937,6 +933,15 @@ def _clean(values: Mapping[str, object], kind: str, limit: int) -> dict[str, str
             )
         clean[key] = text
     return clean
+
+
+def check_max_results(max_results: int) -> None:
+    """Refuse a search size outside 1 to MAX_SEARCH_RESULTS (embedded and remote alike)."""
+    if not 1 <= max_results <= MAX_SEARCH_RESULTS:
+        raise InvalidInputError(
+            f"max_results {max_results} is out of range.",
+            hint=f"Use 1 to {MAX_SEARCH_RESULTS}.",
+        )
 
 
 def batch_digest(values: Sequence[MetricValue | MetricPoint]) -> str:

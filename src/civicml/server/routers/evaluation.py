@@ -13,6 +13,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from civicml.core.types import PositiveInt64, StrictInt
 from civicml.evaluation.records import Evaluation, FacetSpec, Scalar
 from civicml.evaluation.service import MAX_EXPLAIN_ROWS, MAX_TOP_K, EvaluationService
 from civicml.server.deps import Services, services
@@ -28,14 +29,16 @@ class _Body(BaseModel):
 
 class DatasetSelector(_Body):
     dataset: str = Field(description="Dataset name, e.g. 'applications'.")
-    version: int | str = Field(
+    version: PositiveInt64 | str = Field(
         default="latest", description="Version number, or 'latest' (resolved when run)."
     )
 
 
 class ModelSelector(_Body):
     name: str = Field(description="Registered model name, e.g. 'eligibility'.")
-    version: int | str = Field(description="Version number or alias, e.g. 2 or 'production'.")
+    version: PositiveInt64 | str = Field(
+        description="Version number or alias, e.g. 2 or 'production'."
+    )
 
 
 class BiasCreate(_Body):
@@ -60,11 +63,11 @@ class BiasCreate(_Body):
 class ExplanationCreate(_Body):
     model: ModelSelector = Field(description="The model version to explain.")
     dataset: DatasetSelector = Field(description="A dataset version with the model's inputs.")
-    rows: int = Field(
+    rows: StrictInt = Field(
         default=1000, ge=1, le=MAX_EXPLAIN_ROWS, description="Most rows explained (sampled)."
     )
-    seed: int = Field(default=0, ge=0, le=2**32 - 1, description="Seed of the row sample.")
-    top_k: int = Field(
+    seed: StrictInt = Field(default=0, ge=0, le=2**32 - 1, description="Seed of the row sample.")
+    top_k: StrictInt = Field(
         default=5, ge=1, le=MAX_TOP_K, description="Partial dependence of this many columns."
     )
     title: str | None = Field(default=None, max_length=256, description="Report heading.")

@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from civicml.core.types import Float, PositiveInt64
 from civicml.monitoring.records import Report
 from civicml.monitoring.service import MonitoringService
 from civicml.server.deps import Services, services
@@ -29,7 +30,7 @@ class _Body(BaseModel):
 
 class VersionSelector(_Body):
     dataset: str = Field(description="Dataset name, e.g. 'applications'.")
-    version: int | str = Field(
+    version: PositiveInt64 | str = Field(
         default="latest", description="Version number, or 'latest' (resolved when run)."
     )
 
@@ -47,7 +48,7 @@ class DriftCreate(_Body):
     numerical: list[str] | None = Field(
         default=None, description="Columns to treat as numeric whatever their type."
     )
-    drift_share: float = Field(
+    drift_share: Float = Field(
         default=0.5,
         gt=0,
         le=1,

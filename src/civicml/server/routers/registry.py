@@ -7,6 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Header, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from civicml.core.types import MetricNumber, PositiveInt64
 from civicml.oversight import ApprovalService
 from civicml.registry.etags import alias_etag, version_etag
 from civicml.registry.schemas import (
@@ -52,7 +53,7 @@ class VersionCreate(_Body):
         default=None, description="Instead of a run: {relative path: sha256} of uploaded blobs."
     )
     signature: list[ColumnSpec] | None = Field(default=None, description="Input columns.")
-    metrics: dict[str, float | None] | None = Field(
+    metrics: dict[str, MetricNumber | None] | None = Field(
         default=None, description="Evaluation metrics (default: the run's latest metrics)."
     )
     description: str = Field(default="", max_length=10_000, description="Free text.")
@@ -79,7 +80,7 @@ class ApprovalBody(_Body):
 
 
 class AliasBody(_Body):
-    version: int = Field(ge=1, description="Version the alias should point at.")
+    version: PositiveInt64 = Field(description="Version the alias should point at.")
 
 
 @router.get("", response_model=list[RegisteredModel])
