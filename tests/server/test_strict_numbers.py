@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.server.helpers import API, assert_error
+from tests.server.helpers import API, OCTET, assert_error, model_run, register
 
 _SELECTOR = {"dataset": "applications", "version": 1}
 _MODEL = {"name": "eligibility", "version": 1}
@@ -62,3 +62,44 @@ def test_a_boolean_string_or_oversized_number_is_a_422(
     details = assert_error(response, 422, "InvalidInputError")["details"]
     if field is not None:
         assert field in details[0]["loc"], details
+
+
+_BIG = "99999999999999999999999"
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        f"models/m/versions/{_BIG}",
+        f"models/m/versions/{_BIG}/card",
+        f"models/m/versions/{_BIG}/gate",
+        f"datasets/d/versions/{_BIG}",
+        f"datasets/d/versions/{_BIG}/data",
+    ],
+)
+def test_a_version_number_past_64_bits_in_a_path_is_a_422(
+    api: httpx.Client, project: str, path: str
+) -> None:
+    run = model_run(api, project)
+    register(api, project, "m", run["id"])
+    ingested = api.post(
+        f"{API}/projects/{project}/datasets/d/versions",
+        params={"format": "csv"},
+        content=b"income,region\n1,north\n2,south\n",
+        headers=OCTET,
+    )
+    assert ingested.status_code == 201, ingested.text
+
+    response = api.get(f"{API}/projects/{project}/{path}")
+
+    assert_error(response, 422, "InvalidInputError", "is not valid")
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{"after_seq": 2102285764167690811766472704}, {"limit": 3863387852757}, {"limit": 0}],
+)
+def test_audit_event_query_numbers_are_bounded(api: httpx.Client, params: dict[str, int]) -> None:
+    response = api.get(f"{API}/audit/events", params=params)
+
+    assert_error(response, 422, "InvalidInputError")

@@ -23,6 +23,7 @@ from sqlalchemy.exc import IntegrityError
 from civicml.core.errors import ConflictError, InvalidInputError, NotFoundError, closest
 from civicml.core.ids import new_id, validate_name
 from civicml.core.names import name_key
+from civicml.core.types import INT64_MAX
 from civicml.data._tables import dataset_versions, datasets
 from civicml.data.ingest import DEFAULT_CHUNK_BYTES, Converted, open_source, write_canonical
 from civicml.data.schemas import (
@@ -427,12 +428,16 @@ def _parse_version(version: int | str) -> int | None:
     if isinstance(version, str) and version.strip().lower() == "latest":
         return None
     text = str(version).strip()
-    if isinstance(version, bool) or not text.isdigit() or int(text) < 1:
+    if isinstance(version, bool) or not (text.isascii() and text.isdigit()):
+        number = 0
+    else:
+        number = int(text)
+    if not 1 <= number <= INT64_MAX:
         raise InvalidInputError(
             f"Dataset version {version!r} is not valid.",
             hint="Use a version number from 1, or 'latest'.",
         )
-    return int(text)
+    return number
 
 
 def _find_dataset(

@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from civicml.core.errors import InvalidInputError, NotFoundError, closest
 from civicml.core.ids import NAME_PATTERN, validate_name
+from civicml.core.types import INT64_MAX
 from civicml.registry.schemas import ApprovalStatus, ColumnSpec, Signature
 from civicml.store.artifacts import ArtifactStore
 from civicml.store.paths import validate_relative_path
@@ -45,7 +46,7 @@ Files: TypeAlias = dict[str, tuple[str, int]]
 def parse_version_ref(version: int | str) -> tuple[int | None, str | None]:
     """``(number, None)`` for a version number, ``(None, alias)`` for an alias."""
     if isinstance(version, int) and not isinstance(version, bool):
-        if version < 1:
+        if not 1 <= version <= INT64_MAX:
             raise InvalidInputError(
                 f"Version {version} is not valid.", hint="Versions are numbered from 1."
             )
