@@ -1,6 +1,15 @@
 """Experiment tracking: experiments, runs, params, metrics, tags and artifacts."""
 
-from civicml.tracking.schemas import Experiment, MetricBatchResult, MetricValue, Run, RunStatus
+from civicml.tracking.schemas import (
+    Experiment,
+    MetricBatchResult,
+    MetricHistory,
+    MetricValue,
+    Run,
+    RunPage,
+    RunStatus,
+    SearchWarning,
+)
 from civicml.tracking.service import MetricBatch, TrackingService
 from civicml.tracking.writer import MetricWriter
 
@@ -8,9 +17,12 @@ __all__ = [
     "Experiment",
     "MetricBatch",
     "MetricBatchResult",
+    "MetricHistory",
     "MetricValue",
     "MetricWriter",
     "Run",
+    "RunPage",
     "RunStatus",
+    "SearchWarning",
     "TrackingService",
 ]
