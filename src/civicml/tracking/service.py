@@ -804,9 +804,11 @@ class TrackingService:
     ) -> list[str]:
         """A warning for each metric, parameter or tag key that no run of the project has."""
         named: dict[str, list[str]] = {}
-        for item in (*clauses, *order):
-            if item.entity != "attr" and item.key not in named.setdefault(item.entity, []):
-                named[item.entity].append(item.key)
+        used: list[tuple[str, str]] = [(c.entity, c.key) for c in clauses]
+        used += [(o.entity, o.key) for o in order]
+        for entity, key in used:
+            if entity != "attr" and key not in named.setdefault(entity, []):
+                named[entity].append(key)
         warnings: list[str] = []
         tables = {"metric": latest_metrics, "param": t.params, "tag": t.tags}
         project_runs = select(runs.c.id).where(runs.c.project_id == project_id)
