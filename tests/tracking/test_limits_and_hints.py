@@ -207,3 +207,13 @@ def test_the_cli_names_unknown_keys_on_stderr(
     assert err.startswith("Warning: No run of project 'elig' has the metric 'val_auc'")
     assert "Did you mean 'val_roc_auc'?" in err
     assert run.id not in out
+
+
+@pytest.mark.parametrize(("step", "timestamp"), [(2**63, None), (0, 2**63), (0, True)])
+def test_the_sdk_refuses_steps_and_timestamps_the_database_cannot_store(
+    tmp_path: Path, step: int, timestamp: int | None
+) -> None:
+    with cm.connect(home=tmp_path / "home") as ml:
+        run = ml.project("p").start_run()
+        with pytest.raises(InvalidInputError, match="is not"):
+            run.log_metric("x", 1.0, step=step, timestamp=timestamp)

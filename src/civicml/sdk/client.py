@@ -19,6 +19,7 @@ from typing import Any, Literal
 from civicml.core.errors import InvalidInputError
 from civicml.core.identity import resolve_principal
 from civicml.core.settings import Settings
+from civicml.core.types import INT64_MAX
 from civicml.governance.schemas import AuditEvent, AuditReport, LineageGraph, Project
 from civicml.oversight import Dashboard, GateResult, ModelCard, etag
 from civicml.registry.schemas import (
@@ -554,11 +555,15 @@ def _metric(key: str, value: float, step: int | None, timestamp: int | None) -> 
         except (TypeError, ValueError) as err:
             raise InvalidInputError(f"Metric {key!r} value {value!r} is not a number.") from err
     step = step or 0
-    if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+    if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step <= INT64_MAX:
         raise InvalidInputError(f"Metric {key!r} step {step!r} is not a whole number >= 0.")
     if timestamp is None:
         timestamp = int(time.time() * 1000)
-    elif not isinstance(timestamp, int) or timestamp < 0:
+    elif (
+        not isinstance(timestamp, int)
+        or isinstance(timestamp, bool)
+        or not 0 <= timestamp <= INT64_MAX
+    ):
         raise InvalidInputError(
             f"Metric {key!r} timestamp {timestamp!r} is not valid.",
             hint="Use milliseconds since the epoch.",

@@ -8,6 +8,8 @@ import hashlib
 import io
 import math
 import re
+import sys
+from array import array
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -949,11 +951,19 @@ def check_max_results(max_results: int) -> None:
 def batch_digest(values: Sequence[MetricValue | MetricPoint]) -> str:
     """SHA-256 of a batch's canonical body: every value's key, number, step and timestamp.
 
-    ``repr`` of the tuples is unambiguous (strings are quoted and escaped, floats round-trip)
-    and costs far less than JSON; the same values always give the same digest.
+    Column by column (the keys' ``repr``, then the numbers as little-endian 64-bit arrays),
+    which costs a few times less than formatting each value; the same values always give the
+    same digest, on any machine.
     """
-    body = repr([(v.key, float(v.value), v.step, v.timestamp) for v in values])
-    return hashlib.sha256(body.encode("utf-8", "surrogatepass")).hexdigest()
+    numbers = array("d", [v.value for v in values])
+    steps = array("q", [v.step for v in values])
+    stamps = array("q", [-1 if v.timestamp is None else v.timestamp for v in values])
+    digest = hashlib.sha256(repr([v.key for v in values]).encode("utf-8", "surrogatepass"))
+    for column in (numbers, steps, stamps):
+        if sys.byteorder == "big":
+            column.byteswap()
+        digest.update(column.tobytes())
+    return digest.hexdigest()
 
 
 def _batch_conflict(run_id: str, batch_id: str) -> ConflictError:
