@@ -744,3 +744,15 @@ def test_a_filter_past_the_limits_is_a_400_naming_them(api: httpx.Client, projec
     assert "10,000 characters" in assert_error(too_long, 400, "BadRequestError")["hint"]
     assert "100 clauses" in assert_error(too_many, 400, "BadRequestError")["hint"]
     assert "10 keys" in assert_error(orders, 400, "BadRequestError")["hint"]
+
+
+def test_experiments_come_in_bounded_pages(api: httpx.Client, project: str) -> None:
+    for name in ("a", "b", "c"):
+        api.post(f"{API}/projects/{project}/experiments", json={"name": name})
+    path = f"{API}/projects/{project}/experiments"
+
+    page = api.get(path, params={"max_results": 2, "offset": 1}).json()
+    too_many = api.get(path, params={"max_results": 1001})
+
+    assert [e["name"] for e in page] == ["b", "c"]
+    assert_error(too_many, 422, "InvalidInputError")

@@ -43,6 +43,7 @@ from civicml.tracking import _tables as t
 from civicml.tracking._tables import latest_metrics, metric_batches, metrics, runs
 from civicml.tracking.schemas import (
     MAX_HISTORY_PAGE,
+    MAX_RUNS_PAGE,
     Experiment,
     MetricBatchResult,
     MetricHistory,
@@ -177,13 +178,24 @@ class TrackingService:
                 )
         return _experiment(row, proj.name)
 
-    def list_experiments(self, project: str) -> list[Experiment]:
+    def list_experiments(
+        self, project: str, *, max_results: int = MAX_RUNS_PAGE, offset: int = 0
+    ) -> list[Experiment]:
+        """Experiments of a project by name: at most ``max_results`` (1 to MAX_RUNS_PAGE)
+        from ``offset``."""
+        if not 1 <= max_results <= MAX_RUNS_PAGE or not 0 <= offset <= INT64_MAX:
+            raise InvalidInputError(
+                f"max_results {max_results} or offset {offset} is out of range.",
+                hint=f"Use max_results 1 to {MAX_RUNS_PAGE:,} and an offset from 0.",
+            )
         proj = self._projects.get(project)
         with self._ctx.db.read() as conn:
             rows = conn.execute(
                 select(t.experiments)
                 .where(t.experiments.c.project_id == proj.id)
                 .order_by(t.experiments.c.name)
+                .limit(max_results)
+                .offset(offset)
             )
             return [_experiment(r, project) for r in rows]
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, Query, Response
 from pydantic import BaseModel, ConfigDict, Field
 
+from civicml.core.types import INT64_MAX
 from civicml.governance.schemas import Project
 from civicml.server.deps import Services, services
-from civicml.tracking.schemas import Experiment
+from civicml.tracking.schemas import MAX_RUNS_PAGE, Experiment
 
 router = APIRouter(prefix="/api/v1", tags=["projects"])
 Svc = Annotated[Services, Depends(services)]
@@ -53,8 +54,14 @@ def get_project(project: str, svc: Svc) -> Project:
 
 
 @router.get("/projects/{project}/experiments", response_model=list[Experiment])
-def list_experiments(project: str, svc: Svc) -> list[Experiment]:
-    return svc.tracking.list_experiments(project)
+def list_experiments(
+    project: str,
+    svc: Svc,
+    max_results: Annotated[int, Query(ge=1, le=MAX_RUNS_PAGE)] = MAX_RUNS_PAGE,
+    offset: Annotated[int, Query(ge=0, le=INT64_MAX)] = 0,
+) -> list[Experiment]:
+    """Experiments by name, at most ``max_results`` (1-1,000) from ``offset``."""
+    return svc.tracking.list_experiments(project, max_results=max_results, offset=offset)
 
 
 @router.get("/projects/{project}/experiments/{name}", response_model=Experiment)
