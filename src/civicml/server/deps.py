@@ -31,7 +31,7 @@ class AppState:
 
 
 def principal_for_request(request: Request, default: Principal) -> Principal:
-    """Who is calling. Authentication arrives later (DESIGN.md step 8) and replaces this one
+    """Who is calling. Authentication (API tokens, single sign-on) is planned and replaces this one
     function; until then a client names its user in ``X-CivicML-User`` (the SDK sends
     ``CIVICML_USER`` or the OS user), and the server's own user is used otherwise."""
     raw = request.headers.get(USER_HEADER, "").strip(" \t")  # str.strip() would eat U+0085
