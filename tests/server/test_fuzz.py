@@ -18,6 +18,7 @@ phase is collected and reported at once.
 
 from __future__ import annotations
 
+import itertools
 import re
 import zlib
 from collections.abc import Iterator
@@ -62,6 +63,7 @@ STATELESS = settings(max_examples=6, phases=[Phase.explicit, Phase.generate], **
 STATEFUL_SCENARIOS = 25
 _PATH_PARAMETER = re.compile(r"\{(\w+)\}")
 _ID = re.compile(r"[0-9a-f]{32}")
+_CREATES = re.compile(r"/(projects|experiments|models|endpoints)$")
 
 
 def _seed(root: Path, settings_: Settings) -> dict[str, str]:
@@ -179,20 +181,39 @@ def test_no_operation_answers_a_server_error_or_accepts_invalid_data(
 def test_call_sequences_along_the_schemas_links_never_fail(
     api_schema: Any, fuzz_server: tuple[Server, dict[str, str]]
 ) -> None:
-    """The stateful phase: runs, models and endpoints created by one call are used by the next.
+    """The stateful phase: a run created by one call is read, logged to and ended by the next.
 
-    A generated path parameter mostly (three times in four, chosen from the value itself, so
-    the same on every run) names a seeded thing; an id handed on by a link is kept.
+    Each scenario gets its own project holding a running run (made in ``setup``): a generated
+    ``project`` path parameter names that project, and a generated ``run_id`` mostly (three
+    times in four, chosen from the value itself) names that run; an id handed on by a link is
+    kept. A name given to create a
+    project, experiment, model or endpoint gets the scenario's number appended. So no scenario
+    sees what another one changed: the same calls get the same answers in every scenario, as
+    Hypothesis requires of a state machine, and the test cannot be flaky.
     """
-    _, seeded = fuzz_server
+    server, _ = fuzz_server
+    scenarios = itertools.count()
 
     class Workflow(api_schema.as_state_machine()):  # type: ignore[misc]
+        def setup(self) -> None:
+            self.number = next(scenarios)
+            project = f"scenario-{self.number}"
+            with httpx.Client(base_url=server.url) as api:
+                created = api.post(f"{API}/projects/{project}/runs", json={"name": "seed"})
+            assert created.status_code == 201, created.text
+            self.pins = {"project": project, "run_id": created.json()["id"]}
+
         def before_call(self, case: Any) -> None:
             for name, value in (case.path_parameters or {}).items():
                 text = str(value)
                 linked = _ID.fullmatch(text) is not None
-                if name in seeded and not linked and zlib.crc32(text.encode()) % 4:
-                    case.path_parameters[name] = seeded[name]
+                keep = name != "project" and zlib.crc32(text.encode()) % 4 == 0
+                if name in self.pins and not linked and not keep:
+                    case.path_parameters[name] = self.pins[name]
+            body = case.body if isinstance(case.body, dict) else {}
+            creates = case.method == "POST" and _CREATES.search(case.operation.path)
+            if creates and isinstance(body.get("name"), str):
+                body["name"] = f"{body['name'][:100]}-{self.number}"
 
         def validate_response(self, response: Any, case: Any, **kwargs: Any) -> None:
             case.validate_response(response, checks=CHECKS, transport_kwargs=kwargs or None)
