@@ -70,7 +70,7 @@ def _state(url: str) -> dict[str, Any]:
     with httpx.Client(base_url=url, timeout=30) as http:
         runs = http.get(
             f"{API}/projects/benefits/runs", params={"order_by": "attributes.name"}
-        ).json()
+        ).json()["runs"]
         models = f"{API}/projects/benefits/models/eligibility"
         return {
             "projects": http.get(f"{API}/projects").json(),
