@@ -151,7 +151,16 @@ class RemoteBackend:
         return response
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
-        return self.call(method, path, **kwargs).json()
+        """The JSON answer; a list answered in pages (``Link: <…>; rel="next"``) comes whole."""
+        response = self.call(method, path, **kwargs)
+        value = response.json()
+        if method == "GET" and isinstance(value, list):
+            following = response.links.get("next")
+            while following is not None:
+                response = self.call("GET", following["url"])
+                value.extend(response.json())
+                following = response.links.get("next")
+        return value
 
     # Projects and experiments ----------------------------------------------------------------
     def ensure_project(self, name: str) -> Project:

@@ -12,6 +12,7 @@ from civicml.data.schemas import Dataset, DatasetVersion
 from civicml.data.service import DatasetService
 from civicml.server.bodies import upload_body
 from civicml.server.deps import Services, services
+from civicml.server.paging import Page, page
 
 router = APIRouter(prefix="/api/v1/projects/{project}/datasets", tags=["datasets"])
 Svc = Annotated[Services, Depends(services)]
@@ -22,8 +23,10 @@ def _datasets(svc: Services) -> DatasetService:
 
 
 @router.get("", response_model=list[Dataset])
-def list_datasets(project: str, svc: Svc) -> list[Dataset]:
-    return _datasets(svc).list_datasets(project)
+def list_datasets(
+    project: str, svc: Svc, paging: Page, request: Request, response: Response
+) -> list[Dataset]:
+    return page(_datasets(svc).list_datasets(project), paging, request, response)
 
 
 @router.get("/{name}", response_model=Dataset)
@@ -32,8 +35,10 @@ def get_dataset(project: str, name: str, svc: Svc) -> Dataset:
 
 
 @router.get("/{name}/versions", response_model=list[DatasetVersion])
-def list_versions(project: str, name: str, svc: Svc) -> list[DatasetVersion]:
-    return _datasets(svc).list_versions(project, name)
+def list_versions(
+    project: str, name: str, svc: Svc, paging: Page, request: Request, response: Response
+) -> list[DatasetVersion]:
+    return page(_datasets(svc).list_versions(project, name), paging, request, response)
 
 
 @router.post("/{name}/versions", response_model=DatasetVersion, status_code=201)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from civicml.core.types import PositiveInt64, StrictInt
@@ -18,6 +18,7 @@ from civicml.evaluation.records import Evaluation, FacetSpec, Scalar
 from civicml.evaluation.service import MAX_EXPLAIN_ROWS, MAX_TOP_K, EvaluationService
 from civicml.server.deps import Services, services
 from civicml.server.html import html_response
+from civicml.server.paging import Page, page
 
 router = APIRouter(tags=["evaluation"])
 Svc = Annotated[Services, Depends(services)]
@@ -133,9 +134,13 @@ def list_evaluations(
     version: Annotated[
         str | None, Query(description="Only those of this version (number or alias) of model.")
     ] = None,
+    *,
+    paging: Page,
+    request: Request,
+    response: Response,
 ) -> list[Evaluation]:
     """The evaluations of a project, newest first."""
-    return _evaluations(svc).list(project, kind, model, version)
+    return page(_evaluations(svc).list(project, kind, model, version), paging, request, response)
 
 
 @router.get("/api/v1/evaluations/{evaluation_id}", response_model=Evaluation)

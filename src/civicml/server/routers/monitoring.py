@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from civicml.core.types import Float, PositiveInt64
@@ -17,6 +17,7 @@ from civicml.monitoring.records import Report
 from civicml.monitoring.service import MonitoringService
 from civicml.server.deps import Services, services
 from civicml.server.html import html_policy, html_response
+from civicml.server.paging import Page, page
 
 __all__ = ["html_policy", "router"]  # html_policy: re-exported, where it used to live
 
@@ -91,9 +92,13 @@ def list_reports(
     project: str,
     svc: Svc,
     kind: Annotated[str | None, Query(description="Only reports of this kind: 'drift'.")] = None,
+    *,
+    paging: Page,
+    request: Request,
+    response: Response,
 ) -> list[Report]:
     """The reports of a project, newest first."""
-    return _monitoring(svc).list_reports(project, kind)
+    return page(_monitoring(svc).list_reports(project, kind), paging, request, response)
 
 
 @router.get("/api/v1/reports/{report_id}", response_model=Report)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Query, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from civicml.core.errors import NotFoundError
@@ -25,6 +25,7 @@ from civicml.oversight import (
 from civicml.registry.schemas import ApprovalPolicyRecord
 from civicml.server.deps import Services, services
 from civicml.server.html import html_response
+from civicml.server.paging import Page, page
 
 router = APIRouter(tags=["oversight"])
 Svc = Annotated[Services, Depends(services)]
@@ -94,9 +95,11 @@ def get_policy(project: str, name: str, svc: Svc, response: Response) -> Approva
 
 
 @router.get(_MODEL + "/policy/history", response_model=list[ApprovalPolicyRecord])
-def policy_history(project: str, name: str, svc: Svc) -> list[ApprovalPolicyRecord]:
+def policy_history(
+    project: str, name: str, svc: Svc, paging: Page, request: Request, response: Response
+) -> list[ApprovalPolicyRecord]:
     """Every version of the model's approval policy, newest first."""
-    return svc.registry.approval_policy_history(project, name)
+    return page(svc.registry.approval_policy_history(project, name), paging, request, response)
 
 
 @router.get(_VERSION + "/gate", response_model=GateResult)
@@ -159,9 +162,18 @@ def card_status(
 
 
 @router.get(_VERSION + "/card/history", response_model=list[CardVersion])
-def card_history(project: str, name: str, version: str, svc: Svc) -> list[CardVersion]:
+def card_history(
+    project: str,
+    name: str,
+    version: str,
+    svc: Svc,
+    paging: Page,
+    request: Request,
+    response: Response,
+) -> list[CardVersion]:
     """Every version of the card's written fields, oldest first."""
-    return CardService(svc.ctx).history(project, name, version)
+    history = CardService(svc.ctx).history(project, name, version)
+    return page(history, paging, request, response)
 
 
 @router.get(_VERSION + "/card/html", response_class=Response)

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from civicml.core.types import INT64_MAX
 from civicml.governance.schemas import Project
 from civicml.server.deps import Services, services
+from civicml.server.paging import Page, page
 from civicml.tracking.schemas import MAX_RUNS_PAGE, Experiment
 
 router = APIRouter(prefix="/api/v1", tags=["projects"])
@@ -31,8 +32,8 @@ class ExperimentCreate(BaseModel):
 
 
 @router.get("/projects", response_model=list[Project])
-def list_projects(svc: Svc) -> list[Project]:
-    return svc.projects.list()
+def list_projects(svc: Svc, paging: Page, request: Request, response: Response) -> list[Project]:
+    return page(svc.projects.list(), paging, request, response)
 
 
 @router.post("/projects", response_model=Project, status_code=201)

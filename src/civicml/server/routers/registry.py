@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Header, Response
+from fastapi import APIRouter, Depends, Header, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from civicml.core.types import MetricNumber, PositiveInt64
@@ -19,6 +19,7 @@ from civicml.registry.schemas import (
     RegisteredModel,
 )
 from civicml.server.deps import Services, services
+from civicml.server.paging import Page, page
 
 router = APIRouter(prefix="/api/v1/projects/{project}/models", tags=["models"])
 Svc = Annotated[Services, Depends(services)]
@@ -84,8 +85,10 @@ class AliasBody(_Body):
 
 
 @router.get("", response_model=list[RegisteredModel])
-def list_models(project: str, svc: Svc) -> list[RegisteredModel]:
-    return svc.registry.list_models(project)
+def list_models(
+    project: str, svc: Svc, paging: Page, request: Request, response: Response
+) -> list[RegisteredModel]:
+    return page(svc.registry.list_models(project), paging, request, response)
 
 
 @router.post("", response_model=RegisteredModel, status_code=201)
@@ -102,9 +105,16 @@ def get_model(project: str, name: str, svc: Svc) -> RegisteredModel:
 
 @router.get("/{name}/versions", response_model=list[ModelVersion])
 def list_versions(
-    project: str, name: str, svc: Svc, include_archived: bool = False
+    project: str,
+    name: str,
+    svc: Svc,
+    paging: Page,
+    request: Request,
+    response: Response,
+    include_archived: bool = False,
 ) -> list[ModelVersion]:
-    return svc.registry.list_versions(project, name, include_archived=include_archived)
+    versions = svc.registry.list_versions(project, name, include_archived=include_archived)
+    return page(versions, paging, request, response)
 
 
 @router.post("/{name}/versions", response_model=ModelVersion, status_code=201)
@@ -186,8 +196,16 @@ def update_approval(
 
 
 @router.get("/{name}/versions/{version}/approvals", response_model=list[ApprovalRecord])
-def approval_history(project: str, name: str, version: str, svc: Svc) -> list[ApprovalRecord]:
-    return svc.registry.approval_history(project, name, version)
+def approval_history(
+    project: str,
+    name: str,
+    version: str,
+    svc: Svc,
+    paging: Page,
+    request: Request,
+    response: Response,
+) -> list[ApprovalRecord]:
+    return page(svc.registry.approval_history(project, name, version), paging, request, response)
 
 
 @router.post("/{name}/versions/{version}/archive", response_model=ModelVersion)

@@ -37,6 +37,7 @@ from civicml.core.types import Float, PositiveInt64, StrictBool
 from civicml.data.schemas import DatasetVersion
 from civicml.server.deps import AppState, principal_for_request, services
 from civicml.server.errors import error_headers
+from civicml.server.paging import Page, page
 from civicml.serving.capture import CaptureService
 from civicml.serving.runtime import ModelHost
 from civicml.serving.schemas import EndpointInfo, InvocationResult
@@ -141,8 +142,10 @@ def deploy(project: str, body: DeployBody, svc: Svc, response: Response) -> Endp
 
 
 @router.get("", response_model=list[EndpointInfo])
-def list_endpoints(project: str, svc: Svc) -> list[EndpointInfo]:
-    return svc.list(project)
+def list_endpoints(
+    project: str, svc: Svc, paging: Page, request: Request, response: Response
+) -> list[EndpointInfo]:
+    return page(svc.list(project), paging, request, response)
 
 
 @router.get("/{name}", response_model=EndpointInfo)

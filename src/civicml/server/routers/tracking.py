@@ -13,6 +13,7 @@ from civicml.core.errors import CivicMLError
 from civicml.core.types import INT64_MAX, NonNegativeInt32, NonNegativeInt64, StrictInt
 from civicml.server.bodies import upload_body
 from civicml.server.deps import Services, services
+from civicml.server.paging import Page, page
 from civicml.store.schemas import ArtifactInfo
 from civicml.tracking.schemas import (
     MAX_BATCHES_PER_REQUEST,
@@ -277,8 +278,15 @@ async def upload_artifact(run_id: str, path: str, request: Request, svc: Svc) ->
 
 
 @router.get("/runs/{run_id}/artifacts", response_model=list[ArtifactInfo])
-def list_artifacts(run_id: str, svc: Svc, prefix: str | None = None) -> list[ArtifactInfo]:
-    return svc.tracking.list_artifacts(run_id, prefix)
+def list_artifacts(
+    run_id: str,
+    svc: Svc,
+    paging: Page,
+    request: Request,
+    response: Response,
+    prefix: str | None = None,
+) -> list[ArtifactInfo]:
+    return page(svc.tracking.list_artifacts(run_id, prefix), paging, request, response)
 
 
 @router.get("/runs/{run_id}/artifacts/{path:path}")
