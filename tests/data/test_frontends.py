@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -23,26 +22,10 @@ from civicml.cli.data import datasets_app
 from civicml.core import InvalidInputError
 from civicml.sdk.client import connect
 from civicml.sdk.datasets import DatasetsHandle
-from civicml.server import create_app
 from tests.data.helpers import PROJECT, frame, write_csv, write_jsonl
-from tests.server.helpers import API, OCTET, assert_error, isolated_settings, serve
+from tests.server.helpers import API, OCTET, assert_error
 
 UPLOAD = r"/api/v1/projects/[^/]+/datasets/[^/]+/versions"
-
-
-@pytest.fixture(scope="module")
-def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    settings = isolated_settings(tmp_path_factory.mktemp("data-server"))
-    with serve(create_app(settings)) as base:
-        with httpx.Client(base_url=base) as api:
-            api.put(f"{API}/projects/{PROJECT}")
-        yield base
-
-
-@pytest.fixture
-def api(url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=url, timeout=30) as client:
-        yield client
 
 
 def test_rest_ingest_list_show_download(api: httpx.Client, tmp_path: Path) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -20,9 +19,8 @@ from civicml.data import DatasetService
 from civicml.data.text import check_delimiter, check_encoding, detect_delimiter, detect_encoding
 from civicml.governance import AuditTrail, ProjectService
 from civicml.sdk.client import connect
-from civicml.server import create_app
 from civicml.store import Context
-from tests.server.helpers import API, OCTET, assert_error, isolated_settings, serve
+from tests.server.helpers import API, OCTET, assert_error
 
 PROJECT = "benefits"
 LATIN1 = b"income,r\xe9gion\n100,Montr\xe9al\n200,Qu\xe9bec\n"
@@ -304,21 +302,6 @@ def test_cli_bad_files_exit_2_with_one_error_line(  # type: ignore[no-untyped-de
 
 
 # A real server: REST, remote SDK and the CLI against it ----------------------------------------
-@pytest.fixture(scope="module")
-def url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    settings = isolated_settings(tmp_path_factory.mktemp("csv-server"))
-    with serve(create_app(settings)) as base:
-        with httpx.Client(base_url=base) as api:
-            api.put(f"{API}/projects/{PROJECT}")
-        yield base
-
-
-@pytest.fixture
-def api(url: str) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=url, timeout=30) as client:
-        yield client
-
-
 @pytest.mark.parametrize(
     "case", ["latin1_header_and_rows", "utf16_le_bom", "semicolon_decimal_comma"]
 )
