@@ -82,3 +82,26 @@ lineage_edges = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Index("ix_lineage_edges_dst", "dst"),
 )
+
+# API tokens (migration 0008): only the SHA-256 of a token is stored; ``prefix`` (the first
+# characters of the token) lets a person tell their tokens apart in a listing.
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("name", Name, nullable=False),
+    Column("owner", String(128), nullable=False),
+    Column("kind", String(16), nullable=False),  # personal | service
+    Column("prefix", String(16), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("projects", JSONDoc, nullable=False),  # ["*"] or project names
+    Column("roles", JSONDoc, nullable=False),
+    Column("endpoint", String(300), nullable=True),  # "project/endpoint": may only invoke it
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Column("expires_at", UTCDateTime, nullable=True),
+    Column("revoked_at", UTCDateTime, nullable=True),
+    Column("revoked_by", String(128), nullable=True),
+    Column("last_used_at", UTCDateTime, nullable=True),
+    Index("ix_api_tokens_owner", "owner"),
+)
