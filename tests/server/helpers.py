@@ -99,9 +99,22 @@ def isolated_settings(root: Path, **overrides: Any) -> Settings:
 
 
 @contextlib.contextmanager
-def serve(app: Any, *, http: str = "auto") -> Iterator[str]:
+def serve(app: Any, *, http: str = "auto", ca_bundle: Path | None = None) -> Iterator[str]:
     """Run an ASGI app under uvicorn in a thread, on the transport ``civicml server`` uses
-    (head and keep-alive timeouts, connection limit) when the app is civicml's."""
+    (head and keep-alive timeouts, connection limit; HTTPS when the app's settings name a TLS
+    certificate and key, the test then trusting ``ca_bundle``) when the app is civicml's."""
+    with serve_server(app, http=http, ca_bundle=ca_bundle) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def serve_server(
+    app: Any, *, http: str = "auto", ca_bundle: Path | None = None
+) -> Iterator[tuple[str, Any]]:
+    """:func:`serve`, also yielding the ``uvicorn.Server`` (its connections' transports)."""
+    import ssl
+    import time
+
     import uvicorn
 
     from civicml.server.transport import server_config
@@ -109,6 +122,7 @@ def serve(app: Any, *, http: str = "auto") -> Iterator[str]:
 
     port = free_port()
     settings = getattr(app.state, "settings", None)
+    tls = isinstance(settings, Settings) and settings.server_tls_cert is not None
     if isinstance(settings, Settings):
         config = server_config(
             app, settings, host="127.0.0.1", port=port, log_level="critical", http=http
@@ -120,10 +134,18 @@ def serve(app: Any, *, http: str = "auto") -> Iterator[str]:
     server = uvicorn.Server(config)
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
-    url = f"http://127.0.0.1:{port}"
+    url = f"{'https' if tls else 'http'}://127.0.0.1:{port}"
     try:
-        wait_healthy(url)
-        yield url
+        if tls:
+            assert ca_bundle is not None, "a TLS server needs the CA bundle that trusts it"
+            trust = ssl.create_default_context(cafile=str(ca_bundle))
+            deadline = time.monotonic() + 30
+            while not server.started and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert httpx.get(f"{url}/api/v1/health", verify=trust, timeout=10).status_code == 200
+        else:
+            wait_healthy(url)
+        yield url, server
     finally:
         server.should_exit = True
         thread.join(timeout=15)

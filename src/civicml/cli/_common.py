@@ -28,6 +28,7 @@ class State:
     home: str | None = None
     user: str | None = None
     verbose: bool = False
+    ca_bundle: str | None = None
 
 
 STATE = State()
@@ -39,7 +40,9 @@ def client() -> Iterator[Any]:
     from civicml.core.settings import Settings
     from civicml.sdk.client import connect
 
-    settings = Settings.load(home=STATE.home, url=STATE.url, user=STATE.user)
+    settings = Settings.load(
+        home=STATE.home, url=STATE.url, user=STATE.user, ca_bundle=STATE.ca_bundle
+    )
     ml = connect(settings=settings, user=STATE.user)
     try:
         yield ml

@@ -223,8 +223,16 @@ def _root(
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Show tracebacks on errors.")
     ] = False,
+    ca_bundle: Annotated[
+        str | None,
+        typer.Option(
+            envvar="CIVICML_CA_BUNDLE",
+            help="PEM file of the CAs that issued an https:// server's certificate.",
+        ),
+    ] = None,
 ) -> None:
     STATE.url, STATE.home, STATE.user, STATE.verbose = url, home, user, verbose
+    STATE.ca_bundle = ca_bundle
 
 
 @app.command()

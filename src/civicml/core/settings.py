@@ -143,6 +143,22 @@ class Settings(BaseSettings):
         description="Most connections (and requests in progress) the server holds at once; "
         "beyond it new requests are answered 503.",
     )
+    server_tls_cert: Path | None = Field(
+        default=None,
+        description="PEM certificate (chain) the server presents; with server_tls_key the "
+        "server speaks HTTPS only and sends Strict-Transport-Security (docs/security.md).",
+    )
+    server_tls_key: Path | None = Field(
+        default=None,
+        description="PEM private key of server_tls_cert; keep it readable by the server's user "
+        "only (mode 0600).",
+    )
+    ca_bundle: Path | None = Field(
+        default=None,
+        description="PEM file of the certificate authorities the CLI and SDK trust for an "
+        "https:// server (an agency's own CA); default: the public CAs. Verification is never "
+        "off.",
+    )
     db_busy_timeout_s: float = Field(
         default=60.0,
         gt=0,

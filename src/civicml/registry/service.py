@@ -33,6 +33,7 @@ from civicml.registry._inputs import (
     approval_note,
     check_alias_name,
     check_artifacts,
+    check_project_digests,
     clean_metrics,
     parse_alias_ref,
     parse_signature,
@@ -875,6 +876,8 @@ class RegistryService:
         run = None if run_id is None else run_row(conn, proj, run_id)
         if files is None:
             files = run_files(conn, str(run_id), artifact_path)
+        else:  # bytes named by digest must not belong to another project only
+            check_project_digests(conn, proj.id, proj.name, files)
         if metrics is None:
             metrics = {} if run is None else run_metrics(conn, run.id)
         stored = self._ctx.artifacts.put_bytes(manifest_bytes(files))

@@ -56,6 +56,7 @@ def connect(
     home: str | Path | None = None,
     user: str | None = None,
     settings: Settings | None = None,
+    ca_bundle: str | Path | None = None,
 ) -> Client:
     """Connect to civicml.
 
@@ -65,6 +66,9 @@ def connect(
         home: ``CIVICML_HOME`` for the embedded platform (default ``~/.civicml``).
         user: The user recorded for your calls (default ``CIVICML_USER`` or the OS user).
         settings: Complete settings, instead of reading them from the environment.
+        ca_bundle: For an ``https://`` server: a PEM file of the CAs to trust instead of the
+            public ones (an agency's own CA); default ``CIVICML_CA_BUNDLE``. Certificates are
+            always verified.
 
     Returns:
         A :class:`Client`; close it (or use ``with``) to flush buffered metrics.
@@ -79,7 +83,11 @@ def connect(
     if target:
         from civicml.sdk.remote import RemoteBackend
 
-        return Client(RemoteBackend(target, user=user or resolved.user, settings=resolved))
+        return Client(
+            RemoteBackend(
+                target, user=user or resolved.user, settings=resolved, ca_bundle=ca_bundle
+            )
+        )
     principal = resolve_principal(user, resolved.roles) if user else None
     return Client(EmbeddedBackend(resolved, principal))
 

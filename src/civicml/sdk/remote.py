@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import ssl
 import threading
 import time
 import uuid
@@ -86,14 +87,17 @@ class RemoteBackend:
         settings: Settings | None = None,
         timeout: float = 60.0,
         transport: httpx.BaseTransport | None = None,
+        ca_bundle: str | Path | None = None,
     ) -> None:
         self.location = url.rstrip("/")
         self.user = resolve_principal(user).user
         self.settings = settings or Settings.load()
+        self.ca_bundle = Path(ca_bundle) if ca_bundle is not None else self.settings.ca_bundle
         self.http = httpx.Client(
             base_url=self.location,
             timeout=timeout,
             transport=transport,
+            verify=_trust(self.ca_bundle),
             headers={b"x-civicml-user": self.user.encode(), b"user-agent": b"civicml-sdk"},
         )
         self.writer = MetricWriter(
@@ -140,6 +144,9 @@ class RemoteBackend:
                 )
                 break
             except httpx.TransportError as err:
+                untrusted = _tls_failure(err, self.location, self.ca_bundle)
+                if untrusted is not None:
+                    raise untrusted from None  # retrying does not make a certificate trusted
                 if attempt + 1 == attempts:
                     raise RemoteError(
                         f"Cannot reach the civicml server at {self.location}: {err}.",
@@ -645,6 +652,55 @@ def _json_floats(values: Mapping[str, float | None]) -> dict[str, Any]:
         else:
             out[key] = "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
     return out
+
+
+def _trust(ca_bundle: Path | None) -> ssl.SSLContext | bool:
+    """What verifies the server's certificate: the public CAs (httpx's default), or only the CAs
+    in ``ca_bundle`` (an agency's own CA). Verification is never switched off."""
+    if ca_bundle is None:
+        return True
+    path = ca_bundle.expanduser()
+    try:
+        return ssl.create_default_context(cafile=str(path))
+    except (OSError, ssl.SSLError) as err:
+        reason = (
+            "does not exist"
+            if isinstance(err, FileNotFoundError)
+            else "holds no PEM certificate"
+            if isinstance(err, ssl.SSLError)
+            else f"cannot be read ({err.strerror or type(err).__name__})"
+        )
+        raise E.ConfigurationError(
+            f"The CA bundle {str(path)!r} (--ca-bundle, CIVICML_CA_BUNDLE) {reason}.",
+            hint="Point --ca-bundle or CIVICML_CA_BUNDLE at a PEM file of the certificate "
+            "authorities that issued the server's certificate.",
+        ) from None
+
+
+def _tls_failure(
+    err: httpx.TransportError, location: str, ca_bundle: Path | None
+) -> E.CivicMLError | None:
+    """The clear error for a TLS failure (an untrusted certificate, or TLS spoken to a plain
+    HTTP server), else None."""
+    cause: BaseException | None = err
+    while cause is not None and not isinstance(cause, ssl.SSLError):
+        cause = cause.__cause__ or cause.__context__
+    if not isinstance(cause, ssl.SSLError):
+        return None
+    if isinstance(cause, ssl.SSLCertVerificationError):
+        detail = cause.verify_message or cause.reason or "verification failed"
+        where = f"the CA bundle {ca_bundle.name!r}" if ca_bundle else "the public CAs"
+        return RemoteError(
+            f"The server's certificate is not trusted ({location}: {detail}; checked against "
+            f"{where}).",
+            hint="Pass --ca-bundle or set CIVICML_CA_BUNDLE to the PEM file of the CA that "
+            "issued the server's certificate (cm.connect(url, ca_bundle=...)).",
+        )
+    return RemoteError(
+        f"TLS with the civicml server at {location} failed: {cause.reason or cause}.",
+        hint="Is the server serving HTTPS (civicml server --tls-cert/--tls-key)? For a plain "
+        "HTTP server use an http:// URL.",
+    )
 
 
 def _error(response: httpx.Response) -> E.CivicMLError:

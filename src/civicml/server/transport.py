@@ -8,26 +8,149 @@ line or headers slowly (or never finishes them) is held forever: a few hundred o
 protocol: it starts when the connection opens or its next request begins, stops when the
 request's head is complete, and closes the connection when it fires. Everything else is
 uvicorn's (the event loop's TCP_NODELAY, flow control, pipelining).
+
+With ``server_tls_cert`` and ``server_tls_key`` the server speaks HTTPS only (uvicorn's ssl
+options): the same protocol classes run on top of the TLS transport (the head timer starts once
+the handshake is done), and every answer carries ``Strict-Transport-Security``
+(:func:`tls_files` checks the files first, so a wrong one is one clear error, not a traceback).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
+import ssl
+import stat
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
+from civicml.core.errors import ConfigurationError
 from civicml.core.settings import Settings
 from civicml.server.errors import SECURITY_HEADERS, error_body
 
-__all__ = ["http_protocol", "server_config"]
+__all__ = ["HSTS", "TLSFiles", "http_protocol", "server_config", "tls_files"]
 
 log = logging.getLogger("civicml.server")
 
+#: Sent with every answer of a server that speaks TLS (never over plain HTTP): browsers then
+#: refuse plain HTTP to this host for a year.
+HSTS = (b"strict-transport-security", b"max-age=31536000")
 
-async def _over_limit(scope: Scope, receive: Receive, send: Send) -> None:
+_TLS_HINT = (
+    "Pass --tls-cert and --tls-key (or set CIVICML_SERVER_TLS_CERT and CIVICML_SERVER_TLS_KEY) "
+    "to the PEM certificate chain and its private key; docs/security.md#tls."
+)
+
+
+@dataclass(frozen=True)
+class TLSFiles:
+    """The server's checked certificate and key, and what is worth a warning about them."""
+
+    cert: Path
+    key: Path
+    warnings: list[str] = field(default_factory=list)
+
+
+def _readable(path: Path, what: str, setting: str) -> None:
+    try:
+        with path.open("rb") as handle:
+            handle.read(1)
+    except FileNotFoundError:
+        raise ConfigurationError(
+            f"The TLS {what} file {path.name!r} ({setting}) does not exist.", hint=_TLS_HINT
+        ) from None
+    except IsADirectoryError:
+        raise ConfigurationError(
+            f"The TLS {what} {path.name!r} ({setting}) is a directory, not a PEM file.",
+            hint=_TLS_HINT,
+        ) from None
+    except OSError as err:
+        raise ConfigurationError(
+            f"The TLS {what} file {path.name!r} ({setting}) cannot be read: "
+            f"{err.strerror or type(err).__name__}.",
+            hint="Make it readable by the user that runs civicml server (the key: by that "
+            "user only, mode 0600).",
+        ) from None
+
+
+def tls_files(settings: Settings) -> TLSFiles | None:
+    """The server's TLS certificate and key, checked: None when TLS is off.
+
+    Raises:
+        ConfigurationError: only one of the two is set, a file is missing or unreadable, is not
+            PEM, or the key does not belong to the certificate.
+    """
+    cert, key = settings.server_tls_cert, settings.server_tls_key
+    if cert is None and key is None:
+        return None
+    if cert is None or key is None:
+        missing = "server_tls_cert (--tls-cert)" if cert is None else "server_tls_key (--tls-key)"
+        raise ConfigurationError(
+            f"TLS needs both a certificate and its key; {missing} is not set.", hint=_TLS_HINT
+        )
+    cert, key = cert.expanduser(), key.expanduser()
+    _readable(cert, "certificate", "--tls-cert")
+    _readable(key, "key", "--tls-key")
+    if b"ENCRYPTED" in key.read_bytes()[:4096]:
+        raise ConfigurationError(
+            f"The TLS key {key.name!r} is encrypted with a passphrase; civicml server cannot "
+            "prompt for it.",
+            hint="Give an unencrypted key readable by the server's user only (mode 0600), e.g. "
+            "openssl pkey -in encrypted.pem -out server.key; docs/security.md#tls.",
+        )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    try:
+        context.load_cert_chain(cert, key, password=lambda: b"")  # never a terminal prompt
+    except ssl.SSLError as err:
+        reason = err.reason or "not a PEM certificate and private key"
+        mismatch = "KEY_VALUES_MISMATCH" in str(err)
+        raise ConfigurationError(
+            "The TLS key does not belong to the certificate (--tls-key, --tls-cert)."
+            if mismatch
+            else f"The TLS certificate {cert.name!r} or key {key.name!r} cannot be loaded: "
+            f"{reason}.",
+            hint="Give the certificate (chain) and the private key it was issued for, both as "
+            "PEM, the key unencrypted; docs/security.md#tls.",
+        ) from None
+    warnings: list[str] = []
+    try:
+        mode = key.stat().st_mode
+    except OSError:  # pragma: no cover - it was just read
+        mode = 0
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        warnings.append(
+            f"The TLS key {key.name!r} can be read by other users (mode "
+            f"{stat.S_IMODE(mode):04o}); restrict it with: chmod 600 {key.name}"
+        )
+    return TLSFiles(cert, key, warnings)
+
+
+def _with_hsts(app: Any) -> Any:
+    """``app`` with HSTS added to every answer it starts."""
+
+    async def hsts_app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+
+        async def send_hsts(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []), HSTS]
+            await send(message)
+
+        await app(scope, receive, send_hsts)
+
+    return hsts_app
+
+
+async def _over_limit(
+    scope: Scope, receive: Receive, send: Send, *, extra: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
     """The answer past the connection limit: the one error body, 503 with Retry-After."""
     body = json.dumps(
         error_body(
@@ -42,6 +165,7 @@ async def _over_limit(scope: Scope, receive: Receive, send: Send) -> None:
         (b"retry-after", b"1"),
         (b"connection", b"close"),
         *SECURITY_HEADERS,
+        *extra,
     ]
     await send({"type": "http.response.start", "status": 503, "headers": headers})
     await send({"type": "http.response.body", "body": body})
@@ -53,6 +177,7 @@ class _HeadTimeout:
     plain text)."""
 
     head_timeout_s: float = 10.0
+    over_limit: Any = staticmethod(_over_limit)
     loop: asyncio.AbstractEventLoop
     transport: asyncio.Transport
     app: Any
@@ -74,7 +199,7 @@ class _HeadTimeout:
         over = limit is not None and (len(self.connections) >= limit or len(self.tasks) >= limit)
         if over:
             log.warning("connection limit (%d) reached; answering 503", limit)
-        self.app = _over_limit if over else self._app
+        self.app = self.over_limit if over else self._app
 
     def _arm_head_timer(self) -> None:
         if self._head_timer is None:
@@ -131,12 +256,15 @@ def _h11_protocol() -> type[asyncio.Protocol]:
     return HeadTimeoutH11Protocol
 
 
-def http_protocol(head_timeout_s: float, implementation: str = "auto") -> type[asyncio.Protocol]:
+def http_protocol(
+    head_timeout_s: float, implementation: str = "auto", *, hsts: bool = False
+) -> type[asyncio.Protocol]:
     """uvicorn's HTTP protocol (httptools when installed, else h11) with a head timeout.
 
     Args:
         head_timeout_s: Seconds a connection may take to send a request's line and headers.
         implementation: ``"auto"``, ``"httptools"`` or ``"h11"``.
+        hsts: Add ``Strict-Transport-Security`` to the answer past the connection limit (TLS).
     """
     if implementation == "auto":
         try:
@@ -146,7 +274,10 @@ def http_protocol(head_timeout_s: float, implementation: str = "auto") -> type[a
         else:
             implementation = "httptools"
     base = _httptools_protocol() if implementation == "httptools" else _h11_protocol()
-    return type(base.__name__, (base,), {"head_timeout_s": head_timeout_s})
+    over = functools.partial(_over_limit, extra=(HSTS,)) if hsts else _over_limit
+    return type(
+        base.__name__, (base,), {"head_timeout_s": head_timeout_s, "over_limit": staticmethod(over)}
+    )
 
 
 def server_config(
@@ -158,13 +289,22 @@ def server_config(
     log_level: str = "info",
     http: str = "auto",
 ) -> Any:
-    """The ``uvicorn.Config`` every civicml server runs with (``civicml server`` and the tests).
+    """The ``uvicorn.Config`` every civicml server runs with (``civicml server`` and the tests):
+    HTTPS with HSTS when ``settings`` name a TLS certificate and key.
 
     Returns:
         A ``uvicorn.Config``.
+
+    Raises:
+        ConfigurationError: the TLS files are incomplete, unreadable or do not match.
     """
     import uvicorn
 
+    tls = tls_files(settings)
+    ssl_options: dict[str, Any] = {}
+    if tls is not None:
+        app = _with_hsts(app)
+        ssl_options = {"ssl_certfile": str(tls.cert), "ssl_keyfile": str(tls.key)}
     return uvicorn.Config(
         app,
         host=host,
@@ -173,7 +313,8 @@ def server_config(
         access_log=False,
         server_header=False,
         timeout_graceful_shutdown=10,
-        http=http_protocol(settings.server_header_timeout_s, http),
+        http=http_protocol(settings.server_header_timeout_s, http, hsts=tls is not None),
         timeout_keep_alive=settings.server_keep_alive_timeout_s,
         limit_concurrency=settings.server_limit_concurrency,
+        **ssl_options,
     )
