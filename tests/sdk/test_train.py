@@ -51,7 +51,7 @@ def test_train_record_and_register(ml) -> None:  # type: ignore[no-untyped-def]
     assert info.metrics["val_accuracy"] > 0.8
     files = {a.path for a in run.list_artifacts()}
     assert {
-        "model/model.joblib",
+        "model/model.skops",
         "model/civicml-model.json",
         "evaluation/confusion_matrix.json",
     } <= files

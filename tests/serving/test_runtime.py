@@ -56,7 +56,7 @@ def test_tampered_files_are_never_loaded(
 ) -> None:
     mv = register(ctx, model_dirs[0])
     EndpointService(ctx).deploy(project, "web", MODEL, 1)
-    tamper(ctx, RegistryService(ctx).get_manifest(mv)["files"]["model.joblib"]["digest"])
+    tamper(ctx, RegistryService(ctx).get_manifest(mv)["files"]["model.skops"]["digest"])
     with pytest.raises(ArtifactIntegrityError, match="failed its integrity check"):
         host.invoke(project, "web", records(1))
     assert host.loaded_versions() == []

@@ -99,7 +99,7 @@ def test_deploy_refuses_tampered_model_files(
 ) -> None:
     mv = register(ctx, model_dirs[0])
     manifest = RegistryService(ctx).get_manifest(mv)
-    tamper(ctx, manifest["files"]["model.joblib"]["digest"])
+    tamper(ctx, manifest["files"]["model.skops"]["digest"])
     for svc in (EndpointService(ctx), EndpointService(ctx, ModelHost(ctx))):
         with pytest.raises(ArtifactIntegrityError, match="failed its integrity check"):
             svc.deploy(project, "web", MODEL, 1)

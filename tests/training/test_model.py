@@ -12,6 +12,7 @@ import pytest
 
 import civicml.training
 from civicml.core.errors import InvalidInputError, NotFoundError
+from civicml.serving.fastpath import compile_fast_path
 from civicml.training import MANIFEST_FILE, MODEL_FILE, TabularModel, fit_tabular
 from tests.training.conftest import FAST
 
@@ -215,6 +216,7 @@ def test_predict_proba_needs_classification(benefit: pd.DataFrame) -> None:
         ("random_forest", "eligible"),
         ("lightgbm", "eligible"),
         ("linear", "monthly_benefit"),
+        ("random_forest", "monthly_benefit"),
         ("lightgbm", "monthly_benefit"),
     ],
 )
@@ -236,13 +238,16 @@ def test_save_load_round_trip(
         assert getattr(loaded, name) == getattr(fitted, name), name
     assert loaded.metrics == fitted.metrics
     assert loaded.confusion_matrix == fitted.confusion_matrix
+    # the compiled NumPy fast path still reads the loaded pipeline
+    assert compile_fast_path(loaded) is not None
 
 
 def test_manifest_is_plain_json(model: TabularModel, tmp_path: Path) -> None:
     model.save(tmp_path)
     manifest = json.loads((tmp_path / MANIFEST_FILE).read_text())
 
-    assert manifest["format"] == "civicml.tabular/1"
+    assert manifest["format"] == "civicml.tabular/2"
+    assert manifest["model_file"] == "model.skops"
     assert manifest["task"] == "classification"
     assert manifest["algorithm"] == "lightgbm"
     assert manifest["classes"] == [False, True]
@@ -255,14 +260,14 @@ def test_manifest_is_plain_json(model: TabularModel, tmp_path: Path) -> None:
         "python",
         "scikit-learn",
         "lightgbm",
-        "joblib",
+        "skops",
         "numpy",
         "pandas",
     }
 
 
 def test_load_missing_files(tmp_path: Path) -> None:
-    with pytest.raises(NotFoundError, match=re.escape("civicml-model.json does not exist")):
+    with pytest.raises(NotFoundError, match=re.escape("civicml-model.json is missing")):
         TabularModel.load(tmp_path)
 
 

@@ -14,11 +14,13 @@ from collections.abc import Mapping, Sequence
 from typing import Any, TypeAlias
 
 from pydantic import ValidationError
+from sqlalchemy import Connection, select
 
 from civicml.core.errors import InvalidInputError, NotFoundError, closest
 from civicml.core.ids import NAME_PATTERN, validate_name
 from civicml.core.types import INT64_MAX
 from civicml.registry.schemas import ApprovalStatus, ColumnSpec, Signature
+from civicml.store._tables import artifacts as artifact_index
 from civicml.store.artifacts import ArtifactStore
 from civicml.store.paths import validate_relative_path
 
@@ -27,6 +29,7 @@ __all__ = [
     "approval_note",
     "check_alias_name",
     "check_artifacts",
+    "check_project_digests",
     "clean_metrics",
     "finite",
     "parse_alias_ref",
@@ -203,3 +206,36 @@ def check_artifacts(store: ArtifactStore, artifacts: Mapping[str, str]) -> Files
         with store.open(clean) as handle:  # verifies the SHA-256
             files[path] = (clean, handle.seek(0, os.SEEK_END))
     return files
+
+
+def check_project_digests(conn: Connection, project_id: str, project: str, files: Files) -> None:
+    """Refuse explicit files whose bytes belong to other projects only.
+
+    The artifact store is shared and content-addressed, so a digest alone proves nothing about
+    who may use the bytes. A digest the artifact index names in another project (a run
+    artifact, a dataset version, an evaluation or report file) and in none of ``project``'s is
+    refused as if it were not stored at all — the answer does not reveal that another project
+    holds it.
+
+    Raises:
+        NotFoundError: A digest is indexed only in other projects.
+    """
+    digests = sorted({digest for digest, _size in files.values()})
+    if not digests:
+        return
+    rows = conn.execute(
+        select(artifact_index.c.digest, artifact_index.c.project_id).where(
+            artifact_index.c.digest.in_(digests)
+        )
+    ).all()
+    owners: dict[str, set[str]] = {}
+    for row in rows:
+        owners.setdefault(row.digest, set()).add(row.project_id)
+    for path, (digest, _size) in sorted(files.items()):
+        projects = owners.get(digest)
+        if projects and project_id not in projects:
+            raise NotFoundError(
+                f"Artifact {path!r} (sha256:{digest}) is not in project {project!r}.",
+                hint=f"Upload the file to project {project!r} (POST /projects/{project}/blobs "
+                "or log it to one of its runs) and register that digest.",
+            )

@@ -3,7 +3,9 @@
 A model version is loaded only after every byte was checked: the manifest's SHA-256 must equal
 the registry's ``artifact_digest`` and each file is copied out of the artifact store into a
 private cache directory while being hashed against the digest the manifest names. Only then does
-:meth:`TabularModel.load <civicml.training.TabularModel.load>` unpickle it (which runs code).
+:meth:`TabularModel.load <civicml.training.TabularModel.load>` read it — a skops file loaded with
+an allowlist of types, never a pickle: a bundle in any other format is refused (422), so a model
+file cannot run code in the server.
 
 Requests resolve an endpoint to a :class:`_Route` — an immutable (endpoint, loaded model,
 capture settings) triple held in a dict. Switching an endpoint to a new version loads the new

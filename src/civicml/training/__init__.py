@@ -3,7 +3,8 @@
 ``fit_tabular(df, target, algorithm=...)`` trains logistic/linear regression, a random forest or
 LightGBM behind the preprocessing it needs (imputation, encoding, scaling), on a seeded
 train/validation split, and returns a :class:`TabularModel` with validation metrics, an input
-signature that serving checks requests against, and ``save``/``load`` for the model artifact.
+signature that serving checks requests against, and ``save``/``load`` for the model artifact
+(a skops file loaded with an allowlist, never a pickle).
 The ``Literal`` types ``Task`` (:mod:`civicml.training.model`) and ``ColumnType``
 (:mod:`civicml.training._signature`) name the task and signature column types.
 This package is a pure library: datasets, runs and the registry are wired to it elsewhere.
@@ -11,7 +12,12 @@ This package is a pure library: datasets, runs and the registry are wired to it 
 
 from civicml.training._metrics import ConfusionMatrix
 from civicml.training._signature import SignatureColumn
-from civicml.training.model import TabularModel
+from civicml.training.model import (
+    LEGACY_MODEL_FILE,
+    TabularModel,
+    UnsafeModelFormatError,
+    convert_legacy_bundle,
+)
 from civicml.training.tabular import (
     ALGORITHMS,
     MANIFEST_FILE,
@@ -22,11 +28,14 @@ from civicml.training.tabular import (
 
 __all__ = [
     "ALGORITHMS",
+    "LEGACY_MODEL_FILE",
     "MANIFEST_FILE",
     "MODEL_FILE",
     "ConfusionMatrix",
     "SignatureColumn",
     "TabularModel",
+    "UnsafeModelFormatError",
+    "convert_legacy_bundle",
     "fit_tabular",
     "train_validation_split",
 ]

@@ -7,8 +7,9 @@
   encoding (an unseen category becomes ``-1``) for tree models, which split on codes and need no
   column per category.
 
-``model.joblib`` pickles a reference to :func:`epoch_seconds` by its dotted path: renaming or
-moving it breaks loading saved models.
+``model.skops`` names :func:`epoch_seconds` by its dotted path, and
+:data:`civicml.training.model.TRUSTED_TYPES` allows exactly that path: renaming or moving it
+breaks loading saved models (update the allowlist and convert stored bundles).
 """
 
 from __future__ import annotations
