@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 __all__ = [
     "ArtifactIntegrityError",
+    "AuthenticationError",
     "BadRequestError",
     "CivicMLError",
     "ConfigurationError",
@@ -24,6 +25,7 @@ __all__ = [
     "PermissionDeniedError",
     "PreconditionFailedError",
     "ServiceUnavailableError",
+    "TooManyRequestsError",
     "UnsupportedMediaTypeError",
     "closest",
 ]
@@ -82,6 +84,29 @@ class ConflictError(CivicMLError):
     """The request conflicts with the current state (already exists, wrong status, ...)."""
 
     status = 409
+
+
+class AuthenticationError(CivicMLError):
+    """No credential, or one that is unknown, expired, revoked or malformed (401)."""
+
+    status = 401
+
+
+class TooManyRequestsError(CivicMLError):
+    """Too many failed attempts from one client: wait ``retry_after`` seconds (429)."""
+
+    status = 429
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        hint: str | None = None,
+        details: list[dict[str, Any]] | None = None,
+        retry_after: int = 1,
+    ) -> None:
+        super().__init__(message, hint=hint, details=details)
+        self.retry_after = retry_after
 
 
 class PermissionDeniedError(CivicMLError):

@@ -12,10 +12,10 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -79,6 +79,37 @@ class Settings(BaseSettings):
     url: str | None = Field(
         default=None,
         description="URL of a civicml server; when set, the CLI and cm.connect() talk to it.",
+    )
+    auth: Literal["none", "token"] = Field(
+        default="none",
+        description="How the server knows who calls: 'token' (an API token in "
+        "'Authorization: Bearer ...' on every request but health) or 'none' (the "
+        "X-CivicML-User header is believed; allowed only on a loopback address).",
+    )
+    token: SecretStr | None = Field(
+        default=None,
+        description="API token the CLI and SDK send to the server (CIVICML_TOKEN); default the "
+        "one 'civicml login' stored. Shown as ********.",
+    )
+    auth_cache_ttl_s: float = Field(
+        default=5.0,
+        ge=0,
+        le=300,
+        description="How long a server process trusts a verified token before reading it "
+        "again; a token revoked through another server process stops working within this "
+        "window (at once in the process that revoked it).",
+    )
+    auth_max_failures: int = Field(
+        default=20,
+        ge=1,
+        description="Failed authentications one client address may make per "
+        "auth_failure_window_s; beyond it the server answers 429 with Retry-After.",
+    )
+    auth_failure_window_s: int = Field(
+        default=60,
+        ge=1,
+        le=86_400,
+        description="The window (seconds) of auth_max_failures.",
     )
     audit_key: Path | None = Field(
         default=None,

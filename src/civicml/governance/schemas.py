@@ -17,6 +17,10 @@ __all__ = [
     "LineageNode",
     "Project",
     "SignedHead",
+    "TokenCreate",
+    "TokenCreated",
+    "TokenInfo",
+    "WhoAmI",
 ]
 
 
@@ -152,3 +156,76 @@ class LineageGraph(_Schema):
     direction: Literal["upstream", "downstream", "both"] = Field(description="Query direction.")
     nodes: list[LineageNode] = Field(description="Every node reached, the root included.")
     edges: list[LineageEdge] = Field(description="Every edge between reached nodes.")
+
+
+# API tokens ------------------------------------------------------------------------------------
+class TokenCreate(_Schema):
+    """What to create an API token with (``POST /api/v1/tokens``)."""
+
+    name: str = Field(description="A label for the token (e.g. 'laptop', 'ci-nightly').")
+    kind: Literal["personal", "service"] = Field(
+        default="personal",
+        description="'personal': acts as you, with at most your roles. 'service': a service "
+        "account (CI pipeline, endpoint caller); only a platform admin creates one.",
+    )
+    owner: str | None = Field(
+        default=None,
+        description="Service accounts only: the account's name (recorded as the actor of "
+        "its calls). Personal tokens are always yours.",
+    )
+    roles: list[str] | None = Field(
+        default=None,
+        description="Roles the token acts in; default your own (personal) or none (service).",
+    )
+    projects: list[str] = Field(
+        default_factory=lambda: ["*"],
+        description="Projects the token may reach; ['*'] for all.",
+    )
+    endpoint: str | None = Field(
+        default=None,
+        description="'project/endpoint': the token may only invoke that endpoint.",
+    )
+    expires_in_days: int | None = Field(
+        default=90,
+        ge=1,
+        le=3650,
+        description="Days until the token expires; null for a token that never expires.",
+    )
+
+
+class TokenInfo(_Schema):
+    """An API token as listed: never its secret, never its hash."""
+
+    id: str = Field(description="Token id (what revoke takes).")
+    name: str = Field(description="Its label.")
+    owner: str = Field(description="Who it acts as.")
+    kind: Literal["personal", "service"] = Field(description="personal or service.")
+    prefix: str = Field(description="The first characters of the secret, to recognise it.")
+    projects: list[str] = Field(description="Projects it may reach (['*']: all).")
+    roles: list[str] = Field(description="Roles it acts in.")
+    endpoint: str | None = Field(default=None, description="The one endpoint it may invoke.")
+    created_at: datetime = Field(description="When it was created (UTC).")
+    created_by: str = Field(description="Who created it.")
+    expires_at: datetime | None = Field(default=None, description="When it expires (UTC).")
+    revoked_at: datetime | None = Field(default=None, description="When it was revoked.")
+    revoked_by: str | None = Field(default=None, description="Who revoked it.")
+    last_used_at: datetime | None = Field(
+        default=None, description="Last time it authenticated a request (to the minute)."
+    )
+    status: Literal["active", "expired", "revoked"] = Field(description="Whether it works.")
+
+
+class TokenCreated(_Schema):
+    """The answer to creating a token: the secret, shown this once and never again."""
+
+    token: TokenInfo
+    secret: str = Field(description="The token itself; store it now, it cannot be shown again.")
+
+
+class WhoAmI(_Schema):
+    """Who the server takes the caller for (``GET /api/v1/whoami``)."""
+
+    user: str
+    roles: list[str]
+    auth: Literal["none", "token"]
+    token: TokenInfo | None = None

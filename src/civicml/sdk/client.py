@@ -42,6 +42,7 @@ from civicml.sdk.oversight import (
     get_policy,
     set_policy,
 )
+from civicml.sdk.tokens import TokensHandle
 from civicml.store.paths import validate_relative_path
 from civicml.store.schemas import ArtifactInfo
 from civicml.tracking.schemas import Experiment, MetricValue, Run, RunStatus, SearchWarning
@@ -57,6 +58,7 @@ def connect(
     user: str | None = None,
     settings: Settings | None = None,
     ca_bundle: str | Path | None = None,
+    token: str | None = None,
 ) -> Client:
     """Connect to civicml.
 
@@ -69,6 +71,8 @@ def connect(
         ca_bundle: For an ``https://`` server: a PEM file of the CAs to trust instead of the
             public ones (an agency's own CA); default ``CIVICML_CA_BUNDLE``. Certificates are
             always verified.
+        token: For a server with ``auth = "token"``: the API token to send (default
+            ``CIVICML_TOKEN``, else the one ``civicml login`` stored for ``url``).
 
     Returns:
         A :class:`Client`; close it (or use ``with``) to flush buffered metrics.
@@ -85,7 +89,11 @@ def connect(
 
         return Client(
             RemoteBackend(
-                target, user=user or resolved.user, settings=resolved, ca_bundle=ca_bundle
+                target,
+                user=user or resolved.user,
+                settings=resolved,
+                ca_bundle=ca_bundle,
+                token=token,
             )
         )
     principal = resolve_principal(user, resolved.roles) if user else None
@@ -97,6 +105,7 @@ class Client:
 
     def __init__(self, backend: Any) -> None:
         self._backend = backend
+        self.tokens = TokensHandle(backend)
 
     @property
     def backend(self) -> Any:

@@ -15,10 +15,20 @@ from civicml.core.settings import Settings
 from civicml.governance.audit import AuditTrail
 from civicml.governance.lineage import LineageService
 from civicml.governance.projects import ProjectService
-from civicml.governance.schemas import AuditEvent, AuditReport, LineageGraph, Project
+from civicml.governance.schemas import (
+    AuditEvent,
+    AuditReport,
+    LineageGraph,
+    Project,
+    TokenCreate,
+    TokenCreated,
+    TokenInfo,
+    WhoAmI,
+)
+from civicml.governance.tokens import TokenService
 from civicml.registry.service import RegistryService
 from civicml.serving.runtime import ModelHost
-from civicml.store.artifacts import open_artifact_store
+from civicml.store.artifacts import artifact_store_for
 from civicml.store.context import Context
 from civicml.store.db import MetadataStore
 from civicml.store.schemas import ArtifactInfo
@@ -33,7 +43,7 @@ def open_context(settings: Settings, principal: Principal | None = None) -> Cont
     """Open the stores named by ``settings`` (migrating the database on first use) and recover
     from a previous crash: stale temp files are removed, abandoned runs are marked killed."""
     settings.home.mkdir(parents=True, exist_ok=True)
-    artifacts = open_artifact_store(settings.artifacts_root)
+    artifacts = artifact_store_for(settings)
     artifacts.recover()
     ctx = Context(
         db=MetadataStore(settings.database_url, busy_timeout_s=settings.db_busy_timeout_s),
@@ -94,6 +104,23 @@ class EmbeddedBackend:
         if self._serving is not None:
             self._serving.close()
         self.ctx.db.close()
+
+    # API tokens (for a server on these stores; embedded calls themselves need none) ----------
+    def create_token(self, request: TokenCreate) -> TokenCreated:
+        return TokenService(self.ctx).create(request)
+
+    def list_tokens(self, all_users: bool = False) -> list[TokenInfo]:
+        return TokenService(self.ctx).list(all_users=all_users)
+
+    def get_token(self, token_id: str) -> TokenInfo:
+        return TokenService(self.ctx).get(token_id)
+
+    def revoke_token(self, token_id: str) -> TokenInfo:
+        return TokenService(self.ctx).revoke(token_id)
+
+    def whoami(self) -> WhoAmI:
+        principal = self.ctx.principal
+        return WhoAmI(user=principal.user, roles=sorted(principal.roles), auth="none")
 
     # Projects and experiments ----------------------------------------------------------------
     def ensure_project(self, name: str) -> Project:

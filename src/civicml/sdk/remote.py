@@ -20,9 +20,19 @@ from civicml.core.identity import resolve_principal
 from civicml.core.ids import validate_name
 from civicml.core.process import process_identity
 from civicml.core.settings import Settings
-from civicml.governance.schemas import AuditEvent, AuditReport, LineageGraph, Project
+from civicml.governance.schemas import (
+    AuditEvent,
+    AuditReport,
+    LineageGraph,
+    Project,
+    TokenCreate,
+    TokenCreated,
+    TokenInfo,
+    WhoAmI,
+)
 from civicml.oversight.approvals import GateFailedError
 from civicml.registry.schemas import ApprovalRecord, ModelAlias, ModelVersion, RegisteredModel
+from civicml.sdk.credentials import stored_token
 from civicml.store.schemas import ArtifactInfo
 from civicml.tracking.schemas import (
     MAX_BATCHES_PER_REQUEST,
@@ -51,10 +61,14 @@ _ERRORS: dict[str, type[E.CivicMLError]] = {
         E.ConfigurationError,
         E.ArtifactIntegrityError,
         E.PreconditionFailedError,
+        E.AuthenticationError,
+        E.TooManyRequestsError,
         GateFailedError,
     )
 }
 _BY_STATUS: dict[int, type[E.CivicMLError]] = {
+    401: E.AuthenticationError,
+    429: E.TooManyRequestsError,
     404: E.NotFoundError,
     409: E.ConflictError,
     403: E.PermissionDeniedError,
@@ -66,6 +80,7 @@ _BY_STATUS: dict[int, type[E.CivicMLError]] = {
 _RETRIES = 3
 _VERSIONS = TypeAdapter(list[ModelVersion])
 _MODELS = TypeAdapter(list[RegisteredModel])
+_TOKENS = TypeAdapter(list[TokenInfo])
 
 
 class RemoteError(E.CivicMLError):
@@ -88,6 +103,7 @@ class RemoteBackend:
         timeout: float = 60.0,
         transport: httpx.BaseTransport | None = None,
         ca_bundle: str | Path | None = None,
+        token: str | None = None,
     ) -> None:
         self.location = url.rstrip("/")
         self.user = resolve_principal(user).user
@@ -98,7 +114,7 @@ class RemoteBackend:
             timeout=timeout,
             transport=transport,
             verify=_trust(self.ca_bundle),
-            headers={b"x-civicml-user": self.user.encode(), b"user-agent": b"civicml-sdk"},
+            headers=_identity(self.user, token or _settings_token(self.settings), self.location),
         )
         self.writer = MetricWriter(
             self.log_metric_batches, interval=self.settings.metrics_flush_interval_ms / 1000
@@ -168,6 +184,24 @@ class RemoteBackend:
                 value.extend(response.json())
                 following = response.links.get("next")
         return value
+
+    # API tokens --------------------------------------------------------------------------------
+    def create_token(self, request: TokenCreate) -> TokenCreated:
+        body = request.model_dump(mode="json")
+        return TokenCreated.model_validate(self._json("POST", "/api/v1/tokens", json_body=body))
+
+    def list_tokens(self, all_users: bool = False) -> list[TokenInfo]:
+        params = {"all": "true"} if all_users else None
+        return _TOKENS.validate_python(self._json("GET", "/api/v1/tokens", params=params))
+
+    def get_token(self, token_id: str) -> TokenInfo:
+        return TokenInfo.model_validate(self._json("GET", f"/api/v1/tokens/{_q(token_id)}"))
+
+    def revoke_token(self, token_id: str) -> TokenInfo:
+        return TokenInfo.model_validate(self._json("DELETE", f"/api/v1/tokens/{_q(token_id)}"))
+
+    def whoami(self) -> WhoAmI:
+        return WhoAmI.model_validate(self._json("GET", "/api/v1/whoami"))
 
     # Projects and experiments ----------------------------------------------------------------
     def ensure_project(self, name: str) -> Project:
@@ -701,6 +735,24 @@ def _tls_failure(
         hint="Is the server serving HTTPS (civicml server --tls-cert/--tls-key)? For a plain "
         "HTTP server use an http:// URL.",
     )
+
+
+def _settings_token(settings: Settings) -> str | None:
+    token = settings.token
+    return token.get_secret_value() if token is not None else None
+
+
+def _identity(user: str, token: str | None, location: str) -> dict[bytes, bytes]:
+    """Headers that say who calls: the API token (argument, CIVICML_TOKEN, or the one
+    ``civicml login`` stored for this server); without one, the user name in X-CivicML-User
+    (which only a server with auth = "none", on loopback, believes)."""
+    secret = token or stored_token(location)
+    headers = {b"user-agent": b"civicml-sdk"}
+    if secret:
+        headers[b"authorization"] = b"Bearer " + secret.strip().encode("ascii", "replace")
+    else:
+        headers[b"x-civicml-user"] = user.encode()
+    return headers
 
 
 def _error(response: httpx.Response) -> E.CivicMLError:

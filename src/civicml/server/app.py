@@ -14,6 +14,7 @@ import civicml
 from civicml.core.identity import Principal
 from civicml.core.settings import Settings
 from civicml.sdk.embedded import open_context
+from civicml.server.auth import AuthMiddleware, check_bind
 from civicml.server.bodies import JSONRoute, strict_json
 from civicml.server.deps import AppState
 from civicml.server.errors import install_error_handlers
@@ -27,6 +28,7 @@ from civicml.server.routers import (
     projects,
     registry,
     serving,
+    tokens,
     tracking,
 )
 from civicml.server.transport import server_config
@@ -96,6 +98,7 @@ def create_app(settings: Settings, principal: Principal | None = None) -> FastAP
         oversight.router,
         serving.router,
         governance.router,
+        tokens.router,
     )
     strict_json(routers)
     for router in routers:
@@ -103,6 +106,8 @@ def create_app(settings: Settings, principal: Principal | None = None) -> FastAP
     # Invocations skip FastAPI's routing (same contract, see routers/serving.py); added before
     # the guard, so the guard wraps it.
     app.add_middleware(serving.InvocationsLane)
+    # Authentication (setting auth) wraps the lane and every route: nothing bypasses it.
+    app.add_middleware(AuthMiddleware, settings=settings)
     app.add_middleware(
         GuardMiddleware,
         allowed_hosts=settings.server_allowed_hosts,
@@ -147,6 +152,7 @@ def serve(
 ) -> None:
     """Run the server (one process; TCP_NODELAY on, see docs/benchmarks.md), with the head and
     keep-alive timeouts and the connection limit of ``settings`` (see server/transport.py)."""
+    check_bind(host, settings)  # auth = "none" only on loopback
     import uvicorn
 
     app = create_app(settings)

@@ -7,11 +7,12 @@ from functools import cached_property
 
 from fastapi import Request
 
-from civicml.core.errors import InvalidInputError
+from civicml.core.errors import AuthenticationError, InvalidInputError
 from civicml.core.identity import Principal, resolve_principal
 from civicml.governance.audit import AuditTrail
 from civicml.governance.lineage import LineageService
 from civicml.governance.projects import ProjectService
+from civicml.governance.tokens import TokenService
 from civicml.registry.service import RegistryService
 from civicml.store.context import Context
 from civicml.tracking.service import TrackingService
@@ -20,6 +21,8 @@ from civicml.tracking.writer import MetricWriter
 __all__ = ["AppState", "Services", "principal_for_request", "services"]
 
 USER_HEADER = "x-civicml-user"
+#: The ASGI scope key where server/auth.py leaves the authenticated principal.
+PRINCIPAL_KEY = "civicml.principal"
 
 
 @dataclass
@@ -31,9 +34,20 @@ class AppState:
 
 
 def principal_for_request(request: Request, default: Principal) -> Principal:
-    """Who is calling. Authentication (API tokens, single sign-on) is planned and replaces this one
-    function; until then a client names its user in ``X-CivicML-User`` (the SDK sends
+    """Who is calling.
+
+    With ``auth = "token"`` it is the owner of the request's API token, in the token's roles
+    (set by :class:`civicml.server.auth.AuthMiddleware`; ``X-CivicML-User`` is ignored). With
+    ``auth = "none"`` (loopback only) a client names its user in ``X-CivicML-User`` (the SDK sends
     ``CIVICML_USER`` or the OS user), and the server's own user is used otherwise."""
+    if request.app.state.settings.auth != "none":
+        principal = request.scope.get(PRINCIPAL_KEY)
+        if not isinstance(principal, Principal):  # the middleware always sets it: never here
+            raise AuthenticationError(
+                "This request was not authenticated.",
+                hint="Send 'Authorization: Bearer cml_...'.",
+            )
+        return principal
     raw = request.headers.get(USER_HEADER, "").strip(" \t")  # str.strip() would eat U+0085
     if not raw:
         return default
@@ -76,6 +90,10 @@ class Services:
     @cached_property
     def audit(self) -> AuditTrail:
         return AuditTrail(self.ctx)
+
+    @cached_property
+    def tokens(self) -> TokenService:
+        return TokenService(self.ctx)
 
 
 def services(request: Request) -> Services:

@@ -392,6 +392,13 @@ class InvocationsLane:
         await send({"type": "http.response.body", "body": body})
 
 
+def invocation_target(scope: Scope) -> tuple[str, str] | None:
+    """(project, endpoint) of an invocation request, else None (for server/auth.py's scope
+    check, which runs before this lane and the routes)."""
+    target = _target(scope) if scope["type"] == "http" else None
+    return None if target is None else (target[0], target[1])
+
+
 def _target(scope: Scope) -> tuple[str, str, dict[str, list[str]]] | None:
     """(project, endpoint, query) of an invocation request, else None."""
     path: str = scope["path"]
