@@ -33,8 +33,7 @@ def server(
 ) -> None:
     """Serve the REST API (OpenAPI at /openapi.json) on the configured stores."""
     from civicml.core.settings import Settings
-    from civicml.server.app import serve
-    from civicml.server.transport import tls_files
+    from civicml.server.app import serve, tls_files
 
     settings = Settings.load(
         home=STATE.home, user=STATE.user, server_tls_cert=tls_cert, server_tls_key=tls_key

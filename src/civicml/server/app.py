@@ -31,13 +31,13 @@ from civicml.server.routers import (
     tokens,
     tracking,
 )
-from civicml.server.transport import server_config
+from civicml.server.transport import server_config, tls_files
 from civicml.serving.runtime import ModelHost
 from civicml.store.context import Context
 from civicml.tracking.service import TrackingService
 from civicml.tracking.writer import MetricWriter
 
-__all__ = ["create_app", "serve"]
+__all__ = ["create_app", "serve", "tls_files"]
 
 log = logging.getLogger("civicml.server")
 RECOVERY_INTERVAL_S = 60.0
