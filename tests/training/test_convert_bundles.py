@@ -3,6 +3,7 @@ without pickle (civicml.evaluation.models.convert_model_bundles; migration 0009 
 
 from __future__ import annotations
 
+import json
 import pickle
 from pathlib import Path
 
@@ -100,3 +101,26 @@ def test_a_bundle_that_does_not_match_the_registry_is_never_unpickled(
     assert RegistryService(ctx).get_version(PROJECT, "tampered", 1).artifact_digest == (
         mv.artifact_digest
     )
+
+
+def test_civicml_models_convert(
+    ctx: Context,
+    eligibility: pd.DataFrame,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from civicml.cli.main import main
+
+    ProjectService(ctx).ensure(PROJECT)
+    model = fit_tabular(eligibility, "eligible", algorithm="logistic")
+    _register_legacy(ctx, model, tmp_path / "m", "old")
+    home = str(ctx.settings.home)
+
+    assert main(["--home", home, "models", "convert", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {"converted": [f"{PROJECT}/old v1"], "failed": {}}
+    assert main(["--home", home, "models", "convert"]) == 0
+    assert "Nothing to convert" in capsys.readouterr().out
+    loaded = load_tabular_model(ctx, RegistryService(ctx).get_version(PROJECT, "old", 1))
+    np.testing.assert_array_equal(loaded.predict(eligibility), model.predict(eligibility))
+    assert main(["--home", home, "--url", "http://127.0.0.1:9", "models", "convert"]) == 2
+    assert "not through a server" in capsys.readouterr().err

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 from civicml.cli._common import (
+    STATE,
     JsonOpt,
     ProjectOpt,
     client,
@@ -365,3 +366,40 @@ def delete_version(name: str, version: str, project: ProjectOpt = "default") -> 
     with client() as ml:
         ml.backend.registry.delete_version(project, name, version)
     console.print(f"Deleted {name} v{version}")
+
+
+@models_app.command("convert")
+def convert(json_: JsonOpt = False) -> None:
+    """Convert model files saved before civicml 0.9 (model.joblib pickles) to model.skops.
+
+    Runs on the machine that holds the store, never through a server: each bundle's bytes are
+    checked against the registry's SHA-256 before its pickle is read, once (docs/security.md).
+    """
+    from civicml.core.errors import ConfigurationError
+    from civicml.core.settings import Settings
+    from civicml.evaluation.models import convert_model_bundles
+    from civicml.sdk.embedded import open_context
+
+    settings = Settings.load(home=STATE.home, url=STATE.url, user=STATE.user)
+    if settings.url:
+        raise ConfigurationError(
+            "civicml models convert works on the local store, not through a server.",
+            hint="Run it on the server's machine without --url / CIVICML_URL, with the "
+            "server's home and database settings.",
+        )
+    ctx = open_context(settings)
+    try:
+        report = convert_model_bundles(ctx)
+    finally:
+        ctx.db.close()
+    if json_:
+        print_json({"converted": report.converted, "failed": dict(report.failed)})
+    else:
+        for label in report.converted:
+            console.print(f"Converted {label}")
+        for label, why in report.failed:
+            err_console.print(f"Not converted {label}: {why}")
+        if not report.converted and not report.failed:
+            console.print("Nothing to convert: every model bundle is in the safe format.")
+    if report.failed:
+        raise typer.Exit(1)
