@@ -238,6 +238,11 @@ def test_plain_http_to_the_tls_port_gets_no_answer(tls_url: str) -> None:
 
     with pytest.raises(httpx.TransportError):
         httpx.get(f"{plain}{API}/health", timeout=WAIT_S)
+    with cm.connect(plain) as ml:
+        with pytest.raises(RemoteError, match="Cannot reach the civicml server") as caught:
+            ml.projects()
+    assert caught.value.hint is not None and "use an https:// URL" in caught.value.hint
+    assert ".." not in caught.value.message
 
 
 def test_every_answer_over_tls_carries_hsts(tls_url: str, pki: PKI) -> None:

@@ -165,8 +165,15 @@ class RemoteBackend:
                     raise untrusted from None  # retrying does not make a certificate trusted
                 if attempt + 1 == attempts:
                     raise RemoteError(
-                        f"Cannot reach the civicml server at {self.location}: {err}.",
-                        hint="Is 'civicml server' running there?",
+                        f"Cannot reach the civicml server at {self.location}: "
+                        f"{str(err).rstrip('.')}.",
+                        hint="Is 'civicml server' running there?"
+                        + (
+                            " If it serves HTTPS (--tls-cert), use an https:// URL."
+                            if self.location.startswith("http://")
+                            and isinstance(err, httpx.RemoteProtocolError)
+                            else ""
+                        ),
                     ) from err
                 time.sleep(0.2 * 2**attempt)
         if response.status_code >= 400:
