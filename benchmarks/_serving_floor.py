@@ -1,7 +1,7 @@
 """The floor of ``benchmarks/serving.py``: a minimal Starlette app that only calls ``predict``.
 
 Run by the benchmark as ``uvicorn _serving_floor:app`` (one process) with ``FLOOR_MODEL`` set
-to the fitted scikit-learn pipeline (``model.joblib``, the file civicml saved) and
+to the fitted scikit-learn pipeline (``pipeline.joblib``, pickled by benchmarks/serving.py) and
 ``FLOOR_COLUMNS`` to the comma-separated input columns. ``POST /invocations`` takes
 ``{"records": [...]}``, builds a DataFrame and answers the labels and class probabilities from
 one ``predict_proba`` (what civicml's endpoint computes too). No validation, no capture, no

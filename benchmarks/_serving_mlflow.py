@@ -2,8 +2,8 @@
 
     <mlflow python> benchmarks/_serving_mlflow.py MODEL_JOBLIB SAMPLE_CSV OUT_DIR
 
-Loads the exact fitted scikit-learn pipeline civicml saved (``model.joblib``; same
-scikit-learn version on both sides, checked) and writes it with
+Loads the exact scikit-learn pipeline civicml fitted (``pipeline.joblib``, pickled by
+benchmarks/serving.py; same scikit-learn version on both sides, checked) and writes it with
 ``mlflow.sklearn.save_model`` — a signature inferred from a sample of the training inputs and
 ``pyfunc_predict_fn="predict_proba"`` (in MLflow 3's default skops format), so
 ``mlflow models serve`` runs the same pipeline call as civicml and the floor.

@@ -13,7 +13,7 @@ generated data and served three ways, one at a time, each in its own process on 
   (input validation against the signature on every request; the model's compiled fast path,
   ``civicml.serving.fastpath``; one-row requests to this linear model answered on the event
   loop by the invocations lane; micro-batching for everything that goes to worker threads).
-- **MLflow**: the *same fitted pipeline* (civicml's ``model.joblib``) saved with
+- **MLflow**: the *same fitted pipeline* (pickled with joblib for it) saved with
   ``mlflow.sklearn.save_model`` in ``benchmarks/.venv-mlflow`` and served by
   ``mlflow models serve --env-manager local --workers 1``.
 - **floor**: ``benchmarks/_serving_floor.py``, a Starlette app under uvicorn that parses the
@@ -100,6 +100,10 @@ def train(work: Path, seed: int) -> tuple[Any, Path, list[dict[str, float]]]:
     model = fit_tabular(frame, "label", algorithm="logistic", seed=seed)
     model_dir = work / "model"
     model.save(model_dir)
+    # the baselines load the same pipeline with joblib, outside civicml (which saves model.skops)
+    import joblib  # type: ignore[import-untyped]
+
+    joblib.dump(model.pipeline, work / "pipeline.joblib")
     frame.drop(columns="label").head(500).to_csv(work / "sample.csv", index=False)
     later = make_data(BODY_POOL, seed + 1).drop(columns="label")
     records = [{k: float(v) for k, v in row.items()} for row in later.to_dict("records")]
@@ -189,7 +193,7 @@ def start_target(
         path = "/invocations"
         bodies = [{"dataframe_records": [r]} for r in records]
     else:
-        env["FLOOR_MODEL"] = str(ctx["model_dir"] / "model.joblib")
+        env["FLOOR_MODEL"] = str(ctx["model_dir"].parent / "pipeline.joblib")
         env["FLOOR_COLUMNS"] = ",".join(ctx["columns"])
         cmd = [
             sys.executable, "-m", "uvicorn", "_serving_floor:app", "--host", "127.0.0.1",
@@ -364,8 +368,9 @@ def render(report: dict[str, Any]) -> str:
         "requests and explanations go to worker threads and the micro-batcher "
         "(`civicml.serving.batching`: requests that arrive while a `predict` runs share the next "
         "one; a lone request predicts at once).",
-        "- MLflow: the same fitted pipeline (civicml's `model.joblib`, loaded with joblib in "
-        "MLflow's own virtualenv with the same scikit-learn) saved by `mlflow.sklearn.save_model` "
+        "- MLflow: the same fitted pipeline (pickled with joblib by the benchmark, loaded with "
+        "joblib in MLflow's own virtualenv with the same scikit-learn) saved by "
+        "`mlflow.sklearn.save_model` "
         "with an inferred signature and `pyfunc_predict_fn='predict_proba'`, served by "
         "`mlflow models serve --env-manager local --workers 1`; requests are "
         '`{"dataframe_records": [row]}`.',
@@ -474,7 +479,7 @@ def main(argv: list[str] | None = None) -> int:
                 [
                     str(common.mlflow_python()),
                     str(TO_MLFLOW),
-                    str(model_dir / "model.joblib"),
+                    str(model_dir.parent / "pipeline.joblib"),
                     str(work / "sample.csv"),
                     str(ctx["mlflow_model"]),
                     sklearn.__version__,
