@@ -29,6 +29,7 @@ class State:
     user: str | None = None
     verbose: bool = False
     ca_bundle: str | None = None
+    token: str | None = None  # --token / CIVICML_TOKEN: never printed
 
 
 STATE = State()
@@ -41,7 +42,11 @@ def client() -> Iterator[Any]:
     from civicml.sdk.client import connect
 
     settings = Settings.load(
-        home=STATE.home, url=STATE.url, user=STATE.user, ca_bundle=STATE.ca_bundle
+        home=STATE.home,
+        url=STATE.url,
+        user=STATE.user,
+        ca_bundle=STATE.ca_bundle,
+        token=STATE.token,
     )
     ml = connect(settings=settings, user=STATE.user)
     try:

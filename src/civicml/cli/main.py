@@ -185,6 +185,21 @@ class CivicMLGroup(LazyGroup):
         "audit": LazyCommand(
             "civicml.cli.governance", "audit_app", "The tamper-evident audit trail."
         ),
+        "tokens": LazyCommand(
+            "civicml.cli.tokens",
+            "tokens_app",
+            'API tokens for a server with auth = "token": create, list, revoke.',
+        ),
+        "login": LazyCommand(
+            "civicml.cli.tokens",
+            "login",
+            "Store an API token for a server (file mode 0600) for the CLI and SDK to send.",
+        ),
+        "logout": LazyCommand(
+            "civicml.cli.tokens",
+            "logout",
+            "Forget the API token stored for a server (it stays valid: revoke it to end it).",
+        ),
         "server": LazyCommand(
             "civicml.cli.server",
             "server",
@@ -230,9 +245,19 @@ def _root(
             help="PEM file of the CAs that issued an https:// server's certificate.",
         ),
     ] = None,
+    token: Annotated[
+        str | None,
+        typer.Option(
+            envvar="CIVICML_TOKEN",
+            show_envvar=False,
+            show_default=False,
+            help="API token for the server (default: the one civicml login stored).",
+        ),
+    ] = None,
 ) -> None:
     STATE.url, STATE.home, STATE.user, STATE.verbose = url, home, user, verbose
     STATE.ca_bundle = ca_bundle
+    STATE.token = token
 
 
 @app.command()

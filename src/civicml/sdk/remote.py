@@ -114,7 +114,12 @@ class RemoteBackend:
             timeout=timeout,
             transport=transport,
             verify=_trust(self.ca_bundle),
-            headers=_identity(self.user, token or _settings_token(self.settings), self.location),
+            headers=_identity(
+                self.user,
+                token
+                or _settings_token(self.settings)
+                or stored_token(self.location, self.settings.home),
+            ),
         )
         self.writer = MetricWriter(
             self.log_metric_batches, interval=self.settings.metrics_flush_interval_ms / 1000
@@ -749,11 +754,10 @@ def _settings_token(settings: Settings) -> str | None:
     return token.get_secret_value() if token is not None else None
 
 
-def _identity(user: str, token: str | None, location: str) -> dict[bytes, bytes]:
+def _identity(user: str, secret: str | None) -> dict[bytes, bytes]:
     """Headers that say who calls: the API token (argument, CIVICML_TOKEN, or the one
     ``civicml login`` stored for this server); without one, the user name in X-CivicML-User
     (which only a server with auth = "none", on loopback, believes)."""
-    secret = token or stored_token(location)
     headers = {b"user-agent": b"civicml-sdk"}
     if secret:
         headers[b"authorization"] = b"Bearer " + secret.strip().encode("ascii", "replace")
