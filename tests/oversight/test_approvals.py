@@ -44,7 +44,7 @@ def test_whoever_registered_or_trained_a_version_cannot_approve_it(scene: Scene)
 
 
 def test_a_failing_gate_refuses_with_each_failed_check_and_is_audited(scene: Scene) -> None:
-    scene.as_("tara").models.set_policy(MODEL, POLICY)
+    scene.as_("rui").models.set_policy(MODEL, POLICY)
     with pytest.raises(GateFailedError, match="Approval of eligibility v1 refused") as err:
         scene.as_("rui").models.approve(scene.mv, note="reviewed")
     failed = {d["name"]: d for d in err.value.details}
@@ -87,7 +87,7 @@ def test_the_gate_passes_once_the_evidence_exists(any_scene: Scene) -> None:
 
 def test_an_override_needs_the_role_and_a_justification(any_scene: Scene) -> None:
     scene = any_scene
-    scene.as_("tara").models.set_policy(MODEL, POLICY)
+    scene.as_("rui").models.set_policy(MODEL, POLICY)
     with pytest.raises(PermissionDeniedError, match="only the role\\(s\\) risk_officer"):
         scene.as_("rui").models.approve(
             scene.mv, note="urgent", override_justification=JUSTIFICATION
@@ -113,7 +113,7 @@ def test_an_override_needs_the_role_and_a_justification(any_scene: Scene) -> Non
 def test_overrides_only_where_there_is_a_failing_gate(scene: Scene) -> None:
     with pytest.raises(InvalidInputError, match="has no approval policy"):
         scene.as_("rosa").models.approve(scene.mv, note="x", override_justification=JUSTIFICATION)
-    scene.as_("rosa").models.set_policy(MODEL, POLICY)
+    scene.as_("rui").models.set_policy(MODEL, POLICY)
     add_evidence(scene)
     with pytest.raises(InvalidInputError, match="passes; there is nothing to override"):
         scene.as_("rosa").models.approve(scene.mv, note="x", override_justification=JUSTIFICATION)
@@ -242,7 +242,7 @@ def drifted(
     mv = proj.models.register(MODEL, trained, run=run)
     requests = benefit_applications(800, seed=11).drop(columns=["eligible"])
     proj.monitoring.drift(proj.datasets.ingest("requests", requests), baseline=data)
-    proj.models.set_policy(MODEL, DATA_POLICY)
+    clients["rui"].project(PROJECT).models.set_policy(MODEL, DATA_POLICY)
     yield Scene(home, clients["tara"], clients["rui"], clients["rosa"], mv, data)
     for client in clients.values():
         client.close()
@@ -288,12 +288,11 @@ def test_an_approval_does_not_change_what_the_version_was_trained_on(drifted: Sc
 
 def test_a_version_without_recorded_training_input_fails_a_data_rule(scene: Scene) -> None:
     # registered from files only: no run, so no training data is known
-    models = scene.as_("tara").models
     files = scene.tara.backend.registry.get_manifest(scene.mv)["files"]
     bare = scene.tara.backend.registry.register(
         PROJECT, MODEL, artifacts={p: f["digest"] for p, f in files.items()}
     )
-    models.set_policy(MODEL, "[data]\nmin_rows = 1\n")
+    scene.as_("rui").models.set_policy(MODEL, "[data]\nmin_rows = 1\n")
     result = scene.as_("rui").models.gate((MODEL, bare.version))
     assert [(c.name, c.passed) for c in result.checks] == [("training data", False)]
     assert "recorded no dataset version as its input" in result.checks[0].detail

@@ -436,6 +436,8 @@ def test_approval_transitions_record_who_why_and_when(any_ctx: Context, clock: F
                 "version": 1,
                 "approval_status": "Approved",
                 "note": "meets the accuracy policy",
+                # an approval binds the files it approved (issue 9)
+                "evidence": {"manifest_digest": mv.artifact_digest},
             },
         ),
         (

@@ -188,9 +188,11 @@ def _seed(ml: Client) -> Side:
     done = proj.start_run(name="done")
     done.log_bytes(b"model", "model/model.bin")
     done.end()
-    proj.models.register("eligibility", run=done)
-    # production may point at this unapproved version only because the policy says so
+    # production may point at this unapproved version only because the policy says so (set
+    # before alice registers a version: who registered one may not write its model's policy)
+    ml.backend.registry.create_model("benefits", "eligibility")
     proj.models.set_policy("eligibility", "[aliases]\nrequire_approved = []")
+    proj.models.register("eligibility", run=done)
     proj.models.set_alias("eligibility", "production", 1)
     return Side(ml, proj, running, done)
 

@@ -538,7 +538,8 @@ def test_approving_with_drift_evidence_leaves_the_gate_and_the_card_as_they_were
         mv = proj.models.register(MODEL, trained, run=run)
         requests = benefit_applications(800, seed=11).drop(columns=["eligible"])
         proj.monitoring.drift(proj.datasets.ingest("requests", requests), baseline=data)
-        proj.models.set_policy(MODEL, DATA_POLICY)
+    with cm.connect(live_server, user="rui") as ml:  # the trainer may not write the policy
+        ml.project(PROJECT).models.set_policy(MODEL, DATA_POLICY)
 
     def cli(*argv: str) -> tuple[int, str, str]:
         capsys.readouterr()
@@ -636,3 +637,106 @@ def test_cards_and_policies_send_etags_and_refuse_a_stale_if_match(scene: Scene)
             models.delete_alias(MODEL, "staging", if_match=models.etag(staging))
         models.delete_alias(MODEL, "staging", if_match=models.etag(models.alias(MODEL, "staging")))
         assert models.get(MODEL).aliases == {}
+
+
+# Issue 9: an approval nobody can game, through the real server -------------------------------
+def test_the_approval_attacks_of_issue_9_are_refused(scene: Scene, settings: Settings) -> None:
+    """The trainer lowering the bar, a bias report on a hand-picked subset, stale evidence, a
+    summary row edited in the database, and files swapped after approval."""
+    from sqlalchemy import update
+
+    from civicml.evaluation._tables import evaluations
+    from civicml.registry._tables import model_versions
+
+    lowered = {"policy": "[metrics]\nval_roc_auc = { min = 0.5 }\n"}
+    refused = scene.api.put(f"{scene.model()}/policy", json=lowered, headers=TARA)
+    assert_error(refused, 403, "PermissionDeniedError", "separation of duties")
+    assert_error(
+        scene.api.put(f"{scene.model()}/policy", json={"policy": POLICY}, headers=ROSA),
+        403,
+        "PermissionDeniedError",
+        "that takes one of the roles admin, project-admin, reviewer",
+    )
+    assert scene.api.get(f"{scene.model()}/policy").status_code == 404
+    reasons = [e["after"]["reason"] for e in scene.events(action="model.policy_refused")]
+    assert reasons == ["separation_of_duties", "role_not_allowed"]
+    _set_policy(scene)
+
+    # tara computes the bias report on the rows she picked
+    with cm.connect(scene.url, user="tara") as ml:
+        proj = ml.project(PROJECT)
+        picked = proj.datasets.ingest("picked", benefit_applications(600, seed=3).head(150))
+        report = proj.evaluations.bias(
+            picked, label="eligible", positive_label=1, facets="sex", model=(MODEL, 1)
+        )
+    scene.add_evidence(1)  # and rui the real evidence, but tara's report is newer
+    with cm.connect(scene.url, user="tara") as ml:
+        proj = ml.project(PROJECT)
+        newest = proj.evaluations.bias(
+            picked, label="eligible", positive_label=1, facets="sex", model=(MODEL, 1)
+        )
+    gate = scene.api.get(f"{scene.version(1)}/gate").json()
+    assert gate["passed"] is True  # rui's report on the training data is what counts
+    used = {c["evidence"] for c in gate["checks"] if c["kind"] == "bias"}
+    assert used.isdisjoint({f"evaluation:{report.id}", f"evaluation:{newest.id}"})
+
+    # an edited summary row: the gate reads the stored report
+    [real] = [e for e in used if e]
+    real_id = real.partition(":")[2]
+    with cm.connect(settings=settings, user="mallory") as ml:
+        ctx = ml.backend.ctx
+        summary = ml.project(PROJECT).evaluations.get(real_id).summary.model_dump(mode="json")
+        for metrics in summary["values"]["sex"].values():
+            metrics["DI"] = 1.0
+        with ctx.db.write() as uow:
+            uow.conn.execute(
+                update(evaluations).where(evaluations.c.id == real_id).values(summary=summary)
+            )
+    tampered = scene.approve(1, RUI)
+    body = assert_error(tampered, 409, "GateFailedError", "does not match its stored report")
+    assert (
+        f"bias evaluation {newest.id} was computed on picked v1, not on the training data "
+        in (body["message"])
+    )
+
+    # stale evidence: a new policy version asks for fresh evidence
+    with cm.connect(scene.url, user="rui") as ml:
+        proj = ml.project(PROJECT)
+        proj.evaluations.bias(
+            scene.dataset, label="eligible", positive_label=1, facets="sex", model=(MODEL, 1)
+        )
+    _set_policy(scene)
+    stale = scene.api.get(f"{scene.version(1)}/gate").json()
+    assert "is not newer than approval policy v2" in " ".join(
+        c["detail"] for c in stale["checks"] if not c["passed"]
+    )
+    with cm.connect(scene.url, user="rui") as ml:
+        proj = ml.project(PROJECT)
+        proj.evaluations.bias(
+            scene.dataset, label="eligible", positive_label=1, facets="sex", model=(MODEL, 1)
+        )
+        proj.evaluations.explain((MODEL, 1), scene.dataset, rows=100)
+    approved = scene.approve(1, RUI)
+    assert approved.status_code == 200, approved.text
+    [record] = scene.api.get(f"{scene.version(1)}/approvals").json()
+    assert record["evidence"]["manifest_digest"] == scene.versions[1]["artifact_digest"]
+    assert record["evidence"]["policy_version"] == 2
+
+    # the files change after the approval: it does not carry over
+    with cm.connect(settings=settings, user="mallory") as ml:
+        ctx = ml.backend.ctx
+        manifest = json.loads(ctx.artifacts.read_bytes(scene.versions[1]["artifact_digest"]))
+        manifest["description"] = "swapped after approval"
+        digest = ctx.artifacts.put_bytes(json.dumps(manifest).encode()).digest
+        with ctx.db.write() as uow:
+            uow.conn.execute(
+                update(model_versions)
+                .where(model_versions.c.id == scene.versions[1]["id"])
+                .values(artifact_digest=digest)
+            )
+    deploy = scene.api.post(
+        f"{API}/projects/{PROJECT}/endpoints",
+        json={"name": "eligibility", "model": MODEL, "version": 1},
+        headers=RUI,
+    )
+    assert_error(deploy, 409, "ConflictError", "carries no approval of its current files")

@@ -10,26 +10,44 @@ recorded in lineage as an ``approval`` action linked to the version and to the e
 Every refused approval is audited too (``model_version.approval_refused``, with the reason:
 ``gate_failed``, ``override_not_allowed``, ``separation_of_duties``, ...), in its own transaction
 since the refusal itself changes nothing. Separation of duties (whoever registered or trained a
-version cannot approve it) is enforced by the registry itself.
+version cannot approve it, and whoever registered or trained any version of a model cannot
+write its policy) is enforced by the registry itself.
+
+Evidence cannot be gamed: a bias or explanation check reads the newest evaluation of the
+version that *counts* — computed on the version's training data (:func:`training_datasets`) or
+on the holdout dataset version the policy's ``[evidence]`` names, on exactly that version (rows
+and digest), after the policy version was set — and its figures come from the evaluation's
+stored ``report.json`` (read back from the content-addressed store, SHA-256 verified), which
+must agree with the summary row. When none counts the check fails and says why. The approval
+record binds the version's manifest digest, the policy version and the evidence ids, so a
+version whose files change carries no approval (deploy checks it).
 """
 
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
 
 from civicml.core.errors import (
+    ArtifactIntegrityError,
     CivicMLError,
     ConflictError,
     InvalidInputError,
+    NotFoundError,
     PermissionDeniedError,
     closest,
 )
 from civicml.core.ids import new_id
-from civicml.evaluation.records import BiasSummary
+from civicml.data.service import DatasetService
+from civicml.evaluation._tables import evaluations
+from civicml.evaluation.records import BiasSummary, Evaluation, EvaluationKind
+from civicml.evaluation.schemas import BiasReport
 from civicml.evaluation.service import EvaluationService
 from civicml.governance.audit import AuditTrail
 from civicml.governance.lineage import LineageService
@@ -195,7 +213,12 @@ class ApprovalService:
                 )
             return self._registry.update_approval(project, model, version, target, note)
         gate = self._evaluate(mv, record)
-        evidence: dict[str, Any] = {"gate": gate.model_dump(mode="json")}
+        evidence: dict[str, Any] = {
+            "gate": gate.model_dump(mode="json"),
+            "policy_version": record.version,
+            "evidence_ids": sorted({c.evidence for c in gate.checks if c.evidence}),
+            "manifest_digest": mv.artifact_digest,
+        }
         if not gate.passed:
             if override_justification is None:
                 failed = gate.failed
@@ -332,8 +355,8 @@ class ApprovalService:
         policy = ApprovalPolicy.model_validate(record.policy)
         checks = [
             *self._metric_checks(mv, policy),
-            *self._bias_checks(mv, policy),
-            *self._explanation_checks(mv, policy),
+            *self._bias_checks(mv, policy, record),
+            *self._explanation_checks(mv, policy, record),
             *self._card_checks(mv, policy, card),
             *self._data_checks(mv, policy),
         ]
@@ -377,31 +400,28 @@ class ApprovalService:
             )
         return out
 
-    def _bias_checks(self, mv: ModelVersion, policy: ApprovalPolicy) -> list[GateCheck]:
+    def _bias_checks(
+        self, mv: ModelVersion, policy: ApprovalPolicy, record: ApprovalPolicyRecord
+    ) -> list[GateCheck]:
         if not policy.bias:
             return []
-        report = EvaluationService(self._ctx).latest(
-            mv.project, mv.name, mv.version, "bias_post_training"
-        )
+        found = self._evidence(mv, "bias_post_training", policy, record)
         out = []
         for rule in policy.bias:
             label = f"{rule.metric} {rule.facet}" + (f"={rule.value}" if rule.value else "")
-            if report is None:
+            if found.evaluation is None or not isinstance(found.report, BiasReport):
                 out.append(
                     GateCheck(
                         kind="bias",
                         name=label,
                         passed=False,
                         expected=rule.describe(),
-                        detail="no post-training bias report of this version",
+                        detail=found.problem,
                     )
                 )
                 continue
-            evidence = f"evaluation:{report.id}"
-            summary = report.summary
-            by_value = (
-                summary.values.get(rule.facet, {}) if isinstance(summary, BiasSummary) else {}
-            )
+            evidence = f"evaluation:{found.evaluation.id}"
+            by_value = _report_values(found.report).get(rule.facet, {})
             if not by_value or (rule.value is not None and rule.value not in by_value):
                 what = f"facet {rule.facet!r}" + (f" value {rule.value!r}" if rule.value else "")
                 out.append(
@@ -439,10 +459,13 @@ class ApprovalService:
                 )
         return out
 
-    def _explanation_checks(self, mv: ModelVersion, policy: ApprovalPolicy) -> list[GateCheck]:
+    def _explanation_checks(
+        self, mv: ModelVersion, policy: ApprovalPolicy, record: ApprovalPolicyRecord
+    ) -> list[GateCheck]:
         if policy.explanation is None or not policy.explanation.required:
             return []
-        report = EvaluationService(self._ctx).latest(mv.project, mv.name, mv.version, "explanation")
+        found = self._evidence(mv, "explanation", policy, record)
+        report = found.evaluation
         return [
             GateCheck(
                 kind="explanation",
@@ -450,10 +473,117 @@ class ApprovalService:
                 passed=report is not None,
                 observed=None if report is None else report.id,
                 expected="an explanation report of this version",
-                detail="found" if report is not None else "no explanation report of this version",
+                detail="found" if report is not None else found.problem,
                 evidence=None if report is None else f"evaluation:{report.id}",
             )
         ]
+
+    # Evidence ---------------------------------------------------------------------------------
+    def _accepted(self, mv: ModelVersion, policy: ApprovalPolicy) -> _Accepted:
+        """The dataset versions whose evaluations count: the training data and the holdout."""
+        accepted = _Accepted(training=list(training_datasets(self._ctx, mv)))
+        rule = policy.evidence
+        if rule is not None and rule.holdout is not None:
+            wanted = rule.holdout_version if rule.holdout_version is not None else "latest"
+            try:
+                accepted.holdout = DatasetService(self._ctx).get_version(
+                    mv.project, rule.holdout, wanted
+                )
+            except NotFoundError:
+                accepted.missing_holdout = f"{rule.holdout} v{wanted}"
+        return accepted
+
+    def _evidence(
+        self,
+        mv: ModelVersion,
+        kind: EvaluationKind,
+        policy: ApprovalPolicy,
+        record: ApprovalPolicyRecord,
+    ) -> _Found:
+        """The newest evaluation of ``kind`` of the version that counts as evidence, with its
+        stored report read back (verified by SHA-256), or why none counts."""
+        what = "post-training bias report" if kind == "bias_post_training" else "explanation report"
+        found = EvaluationService(self._ctx).list(
+            mv.project, kind=kind, model=mv.name, version=mv.version
+        )
+        if not found:
+            return _Found(problem=f"no {what} of this version")
+        accepted = self._accepted(mv, policy)
+        word = "bias" if kind == "bias_post_training" else "explanation"
+        problems = []
+        for evaluation in found:
+            problem, report = self._counts(evaluation, word, accepted, record)
+            if problem is None:
+                return _Found(evaluation=evaluation, report=report)
+            problems.append(problem)
+        more = len(problems) - 2
+        return _Found(
+            problem=f"no {what} of this version counts as evidence: "
+            + "; ".join(problems[:2])
+            + (f"; and {more} more" if more > 0 else "")
+        )
+
+    def _counts(
+        self,
+        evaluation: Evaluation,
+        word: str,
+        accepted: _Accepted,
+        record: ApprovalPolicyRecord,
+    ) -> tuple[str | None, Any]:
+        """``(None, report)`` when ``evaluation`` counts as evidence, else ``(why not, None)``."""
+        ref = evaluation.dataset
+        label = f"{word} evaluation {evaluation.id}"
+        with self._ctx.db.read() as conn:
+            stored_on = conn.execute(
+                select(evaluations.c.dataset_version_id).where(evaluations.c.id == evaluation.id)
+            ).scalar()
+        if stored_on != ref.id:
+            return f"{label} does not agree with itself about the dataset it was computed on", None
+        target = accepted.by_id().get(ref.id)
+        if target is None:
+            return (
+                f"{label} was computed on {ref.dataset} v{ref.version}, not on "
+                f"{accepted.describe()}",
+                None,
+            )
+        if ref.digest != target.digest or ref.rows != target.row_count:
+            return (
+                f"{label} was computed on a subset of {target.name} v{target.version} "
+                f"({ref.rows} of {target.row_count} rows, or other content)",
+                None,
+            )
+        if evaluation.created_at <= record.created_at:
+            return (
+                f"{label} ({evaluation.created_at:%Y-%m-%d %H:%M:%S} UTC) is not newer than "
+                f"approval policy v{record.version} ({record.created_at:%Y-%m-%d %H:%M:%S} UTC)",
+                None,
+            )
+        try:
+            report = EvaluationService(self._ctx).read_result(evaluation.id)
+        except (NotFoundError, ArtifactIntegrityError, ValueError):
+            return (
+                f"the stored report of {label} is missing or does not match its SHA-256",
+                None,
+            )
+        if isinstance(report, BiasReport):
+            if report.n_rows != target.row_count:
+                return (
+                    f"{label} was computed on a subset of {target.name} v{target.version} "
+                    f"({report.n_rows} of {target.row_count} rows)",
+                    None,
+                )
+            summary = evaluation.summary
+            differs = (
+                _first_difference(summary.values, _report_values(report))
+                if isinstance(summary, BiasSummary)
+                else "its summary"
+            )
+            if differs is not None:
+                return (
+                    f"the summary of {label} does not match its stored report ({differs})",
+                    None,
+                )
+        return None, report
 
     def _card_checks(
         self, mv: ModelVersion, policy: ApprovalPolicy, card: ModelCard | None
@@ -562,6 +692,78 @@ class ApprovalService:
                     )
                 )
         return out
+
+
+@dataclass
+class _Accepted:
+    """The dataset versions a policy accepts evaluations on, for one model version."""
+
+    training: list[Any]
+    holdout: Any = None
+    missing_holdout: str | None = None
+
+    def by_id(self) -> dict[str, Any]:
+        out = {v.id: v for v in self.training}
+        if self.holdout is not None:
+            out[self.holdout.id] = self.holdout
+        return out
+
+    def describe(self) -> str:
+        training = (
+            "the training data " + ", ".join(f"{v.name} v{v.version}" for v in self.training)
+            if self.training
+            else "the training data (its training run recorded no dataset version)"
+        )
+        if self.holdout is not None:
+            return f"{training} or the holdout {self.holdout.name} v{self.holdout.version}"
+        if self.missing_holdout is not None:
+            return f"{training} (the holdout {self.missing_holdout} does not exist)"
+        return training
+
+
+@dataclass
+class _Found:
+    """The evaluation that counts as evidence and its stored report, or why none counts."""
+
+    evaluation: Evaluation | None = None
+    report: Any = None
+    problem: str = field(default="")
+
+
+def _report_values(report: BiasReport) -> dict[str, dict[str, dict[str, float | None]]]:
+    """``{facet: {value label: {metric code: figure}}}`` read from a stored bias report."""
+    values: dict[str, dict[str, dict[str, float | None]]] = {}
+    for facet in report.facets:
+        values.setdefault(facet.facet, {})[facet.facet_value] = {
+            m.code: m.value for m in facet.metrics
+        }
+    return values
+
+
+def _first_difference(
+    recorded: dict[str, dict[str, dict[str, float | None]]],
+    stored: dict[str, dict[str, dict[str, float | None]]],
+) -> str | None:
+    """The first figure where a summary row and its stored report disagree, or ``None``."""
+    if recorded.keys() != stored.keys():
+        return "the facets differ"
+    for facet, by_value in stored.items():
+        if recorded[facet].keys() != by_value.keys():
+            return f"the values of facet {facet} differ"
+        for value, metrics in by_value.items():
+            for code in sorted(set(metrics) | set(recorded[facet][value])):
+                a, b = recorded[facet][value].get(code), metrics.get(code)
+                same = (a is None and b is None) or (
+                    a is not None
+                    and b is not None
+                    and (
+                        math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-12)
+                        or (math.isnan(a) and math.isnan(b))
+                    )
+                )
+                if not same:
+                    return f"{code} {facet}={value}: {a} in the summary, {b} in the report"
+    return None
 
 
 def _status(status: ApprovalStatus | str) -> ApprovalStatus:

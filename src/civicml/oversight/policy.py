@@ -32,6 +32,10 @@ JSON)::
     max_missing_fraction = 0.2      # per column
     no_drift = true                 # the latest drift report against it found no drift
 
+    [evidence]                      # which evaluations count as bias/explanation evidence
+    holdout = "applications-holdout"  # besides the training data: this dataset's version
+    holdout_version = 2             # optional; default: its latest version when the gate runs
+
     [override]
     roles = ["risk_officer"]        # who may approve despite a failed gate, with a justification
 
@@ -43,6 +47,11 @@ Bounds follow MLflow's ``MetricThreshold``: a value passes when it is ``>= min``
 drop a check. Without ``[override]`` no one can override a failed gate. Without ``[aliases]``
 (or without any policy) ``production`` is the one alias that requires an Approved version;
 ``require_approved = []`` lets every alias point at any version.
+
+Bias and explanation evaluations count as evidence only when they were computed on the
+version's training data (the dataset versions its training run consumed) or on the holdout
+dataset version ``[evidence]`` names, after the policy version was set; see
+:mod:`civicml.oversight.approvals`.
 """
 
 from __future__ import annotations
@@ -65,6 +74,7 @@ __all__ = [
     "Bound",
     "CardRule",
     "DataRule",
+    "EvidenceRule",
     "ExplanationRule",
     "OverrideRule",
     "parse_policy",
@@ -154,6 +164,28 @@ class DataRule(_Rule):
     )
 
 
+class EvidenceRule(_Rule):
+    """The datasets whose evaluations count as evidence, besides the training data."""
+
+    holdout: str | None = Field(
+        default=None,
+        description="A holdout dataset whose version counts too, e.g. 'applications-holdout'.",
+    )
+    holdout_version: int | None = Field(
+        default=None,
+        ge=1,
+        description="The holdout's version; default: its latest version when the gate runs.",
+    )
+
+    @model_validator(mode="after")
+    def _holdout_name(self) -> EvidenceRule:
+        if self.holdout is not None and not NAME_PATTERN.fullmatch(self.holdout):
+            raise ValueError(f"{self.holdout!r} is not a dataset name, e.g. 'applications'")
+        if self.holdout is None and self.holdout_version is not None:
+            raise ValueError("holdout_version needs holdout, the dataset it is a version of")
+        return self
+
+
 class OverrideRule(_Rule):
     roles: list[str] = Field(
         default_factory=list, description="Roles that may approve despite a failed gate."
@@ -189,6 +221,10 @@ class ApprovalPolicy(_Rule):
     explanation: ExplanationRule | None = Field(default=None)
     card: CardRule | None = Field(default=None)
     data: DataRule | None = Field(default=None)
+    evidence: EvidenceRule | None = Field(
+        default=None,
+        description="Datasets whose evaluations count as evidence, besides the training data.",
+    )
     override: OverrideRule = Field(default_factory=OverrideRule)
     aliases: AliasRule | None = Field(
         default=None, description="Aliases that require an Approved version."

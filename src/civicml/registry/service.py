@@ -310,6 +310,8 @@ class RegistryService:
                         refused = (reason, row, model.name)
                     raise error
                 now, user = self._ctx.clock.now(), self._ctx.principal.user
+                if target is ApprovalStatus.APPROVED:  # the approval binds these exact files
+                    evidence = {**(evidence or {}), "manifest_digest": row.artifact_digest}
                 conn.execute(
                     update(model_versions)
                     .where(model_versions.c.id == row.id)
@@ -374,6 +376,46 @@ class RegistryService:
             row = version_row(conn, proj.name, model, version)
             return approval_records(conn, model.name, row)
 
+    def check_approved_files(self, mv: ModelVersion) -> None:
+        """Raise unless ``mv`` is Approved and its approval bound the files it has now.
+
+        Every approval records the digest of the version's manifest (which names each file
+        with its SHA-256); a version whose manifest changed since — or whose approval predates
+        that record — carries no approval for its current files. Deploy calls this.
+
+        Raises:
+            ConflictError: The version is not Approved, or its approved manifest is not its
+                current one.
+        """
+        label = f"{mv.name}/{mv.version}"
+        with self._ctx.db.read() as conn:
+            row = conn.execute(
+                select(approval_history.c.evidence)
+                .where(
+                    approval_history.c.version_id == mv.id,
+                    approval_history.c.to_status == ApprovalStatus.APPROVED.value,
+                )
+                .order_by(approval_history.c.id.desc())
+                .limit(1)
+            ).first()
+        bound = (row.evidence or {}).get("manifest_digest") if row is not None else None
+        if mv.approval_status is not ApprovalStatus.APPROVED or bound != mv.artifact_digest:
+            raise ConflictError(
+                f"Model version {label} carries no approval of its current files: "
+                + (
+                    "it is not Approved"
+                    if mv.approval_status is not ApprovalStatus.APPROVED
+                    else "its approval recorded no manifest digest"
+                    if bound is None
+                    else f"it was approved with manifest sha256:{bound[:12]}…, and its manifest "
+                    f"is now sha256:{mv.artifact_digest[:12]}…"
+                )
+                + ".",
+                hint="Have a reviewer evaluate the gate and approve it again (reject it first "
+                "if it still shows Approved): "
+                + cli_hint(mv.project, "approve", mv.name, mv.version, "--note ..."),
+            )
+
     def _approval_refusal(
         self,
         conn: Connection,
@@ -410,6 +452,14 @@ class RegistryService:
         duties = self._separation_of_duties(conn, label, row)
         if duties is not None:
             return "separation_of_duties", duties
+        seen = (evidence or {}).get("manifest_digest")
+        if seen is not None and seen != row.artifact_digest:
+            return "files_changed", ConflictError(
+                f"The files of model version {label} changed while its approval was evaluated; "
+                "nothing was approved.",
+                hint="Evaluate the gate again and approve what is there now: "
+                + cli_hint(proj.name, "gate", model.name, row.version),
+            )
         policy = _latest_policy(conn, model.id)
         if policy is None:
             return None
@@ -532,9 +582,14 @@ class RegistryService:
             PreconditionFailedError: ``if_match`` is not the current policy's ETag.
         """
         proj = self._projects.get(project)
+        refused: list[tuple[str, str, CivicMLError]] = []  # (reason, model id, error)
 
         def attempt(uow: UnitOfWork) -> ApprovalPolicyRecord:
             model = model_row(uow.conn, proj, name, lock=True)
+            refusal = self._policy_writer_refusal(uow.conn, model)
+            if refusal is not None:
+                refused.append((refusal[0], model.id, refusal[1]))
+                raise refusal[1]
             latest = _latest_policy(uow.conn, model.id)
             check_if_match(
                 if_match,
@@ -572,7 +627,62 @@ class RegistryService:
                 created_by=user,
             )
 
-        return self._retrying(attempt)
+        try:
+            return self._retrying(attempt)
+        except CivicMLError as err:
+            if refused:  # rolled back; the refusal itself is recorded
+                reason, model_id, _ = refused[-1]
+                with self._ctx.db.write() as uow:
+                    self._audit.record(
+                        uow,
+                        "model.policy_refused",
+                        "model",
+                        model_id,
+                        project=proj.name,
+                        after={"name": name, "reason": reason, "message": err.message},
+                    )
+            raise
+
+    def _policy_writer_refusal(
+        self, conn: Connection, model: DbRow
+    ) -> tuple[str, PermissionDeniedError] | None:
+        """Why the caller may not write the approval policy of ``model``, or ``None``.
+
+        Only a ``reviewer``, ``project-admin`` or ``admin`` writes policies (a user the
+        ``roles`` setting does not name is ``admin``), and never someone who trained or
+        registered a version of the model (separation of duties).
+        """
+        principal = self._ctx.principal
+        if not principal.roles & POLICY_WRITER_ROLES:
+            return "role_not_allowed", PermissionDeniedError(
+                f"{principal.user} may not write the approval policy of model {model.name}: "
+                f"that takes one of the roles {', '.join(sorted(POLICY_WRITER_ROLES))} "
+                f"(your roles: {', '.join(sorted(principal.roles)) or 'none'}).",
+                hint="Ask a reviewer or a project admin to set the policy.",
+            )
+        user = principal.user.casefold()
+        versions = conn.execute(
+            select(model_versions.c.version, model_versions.c.created_by, runs.c.created_by)
+            .select_from(model_versions.outerjoin(runs, runs.c.id == model_versions.c.run_id))
+            .where(model_versions.c.model_id == model.id)
+            .order_by(model_versions.c.version)
+        ).all()
+        for number, registered_by, trained_by in versions:
+            did = (
+                "registered"
+                if (registered_by or "").casefold() == user
+                else "trained"
+                if (trained_by or "").casefold() == user
+                else None
+            )
+            if did is not None:
+                return "separation_of_duties", PermissionDeniedError(
+                    f"{principal.user} {did} model version {model.name}/{number} and so cannot "
+                    "write the approval policy of its model (separation of duties).",
+                    hint="Ask a reviewer who neither trained nor registered a version of the "
+                    "model to set its policy.",
+                )
+        return None
 
     def approval_policy(self, project: str, name: str) -> ApprovalPolicyRecord | None:
         """The approval policy that applies to model ``name`` (its latest), or ``None``."""
@@ -1011,6 +1121,10 @@ class RegistryService:
 
 
 # Errors ---------------------------------------------------------------------------------------
+#: The roles that may write approval policies.
+POLICY_WRITER_ROLES = frozenset({"reviewer", "project-admin", "admin"})
+
+
 def _latest_policy(conn: Connection, model_id: str) -> Any:
     return conn.execute(
         select(approval_policies.c.version)

@@ -1,9 +1,10 @@
 """The endpoint service: deploy approved model versions, switch versions, delete endpoints.
 
-Only an ``Approved`` (and not archived) model version is deployed. Deploy and update verify and
-load the model *before* they commit — through the process's :class:`ModelHost` when one is given,
-else by hashing every file against the registry — so an endpoint row never points at a model
-that cannot be served. The row change, the lineage association (model version → endpoint,
+Only an ``Approved`` (and not archived) model version is deployed, and only while its manifest
+is the one its approval bound (``RegistryService.check_approved_files``). Deploy and update
+verify and load the model *before* they commit — through the process's :class:`ModelHost` when
+one is given, else by hashing every file against the registry — so an endpoint row never points
+at a model that cannot be served. The row change, the lineage association (model version → endpoint,
 ``AssociatedWith``) and the audit event commit together in one unit of work.
 """
 
@@ -278,6 +279,7 @@ class EndpointService:
                     hint=f"Approve one: civicml models approve {model_name} VERSION --note "
                     f"'<why>' --project {proj.name}",
                 )
+            self._registry.check_approved_files(approved[-1])  # approved as it is now
             return approved[-1]
         mv = self._registry.get_version(proj.name, model_name, version)
         label = f"{mv.name}/{mv.version}"
@@ -294,6 +296,7 @@ class EndpointService:
                 hint=f"Unarchive it first: civicml models unarchive {mv.name} {mv.version} "
                 f"--project {proj.name}",
             )
+        self._registry.check_approved_files(mv)  # the approval bound these exact files
         return mv
 
     def _prepare(self, mv: ModelVersion) -> LoadedModel | None:
