@@ -476,7 +476,7 @@ def _info(values: Any, now: datetime) -> TokenInfo:
         revoked_at=values["revoked_at"],
         revoked_by=values["revoked_by"],
         last_used_at=values["last_used_at"],
-        status=_status(values, now),  # type: ignore[arg-type]
+        status=_status(values, now),
     )
 
 

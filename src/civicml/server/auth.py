@@ -158,6 +158,7 @@ class AuthMiddleware:
         self.app = app
         self.enabled = settings.auth == "token"
         self.limiter = FailureLimiter(settings.auth_max_failures, settings.auth_failure_window_s)
+        self._service: TokenService | None = None  # made on the first request (after startup)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self.enabled or scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
@@ -175,7 +176,9 @@ class AuthMiddleware:
         await self.app(scope, receive, send)
 
     async def _authenticate(self, scope: Scope, client: str) -> AuthenticatedToken:
-        service = TokenService(scope["app"].state.civicml.ctx)
+        service = self._service
+        if service is None:
+            service = self._service = TokenService(scope["app"].state.civicml.ctx)
         try:
             secret = _bearer(scope)
             token = service.verify_cached(secret)  # no I/O: the hot path
@@ -222,7 +225,8 @@ def _bearer(scope: Scope) -> str:
             hint="Send 'Authorization: Bearer cml_...' (civicml login, --token or "
             "CIVICML_TOKEN); create a token with 'civicml tokens create'.",
         )
-    scheme, _, secret = values[0].decode("latin-1").strip().partition(" ")
+    header: str = bytes(values[0]).decode("latin-1")
+    scheme, _, secret = header.strip().partition(" ")
     if len(values) > 1 or scheme.lower() != "bearer" or not secret.strip():
         raise AuthenticationError(
             "The Authorization header is not one bearer token.",
