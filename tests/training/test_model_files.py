@@ -147,3 +147,34 @@ def test_convert_legacy_bundle(
     if fitted.task == "classification":
         np.testing.assert_array_equal(loaded.predict_proba(frame), fitted.predict_proba(frame))
     assert loaded.metrics == fitted.metrics
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "task"),
+    [
+        ("logistic", "classification"),
+        ("random_forest", "classification"),
+        ("lightgbm", "classification"),
+        ("linear", "regression"),
+        ("random_forest", "regression"),
+        ("lightgbm", "regression"),
+    ],
+)
+def test_demo_data_predicts_exactly_as_before_saving(
+    tmp_path: Path, algorithm: str, task: str, no_pickle: None
+) -> None:
+    from civicml.data.samples import benefit_applications
+
+    frame = benefit_applications(800, seed=7)  # what `civicml demo` trains on
+    if task == "classification":
+        fitted = fit_tabular(frame, "eligible", algorithm=algorithm, params=FAST[algorithm])
+    else:
+        frame = frame.dropna(subset=["income"]).drop(columns=["eligible"])
+        fitted = fit_tabular(frame, "income", algorithm=algorithm, params=FAST[algorithm])
+    fitted.save(tmp_path)
+
+    loaded = TabularModel.load(tmp_path)
+
+    if task == "classification":
+        np.testing.assert_array_equal(loaded.predict_proba(frame), fitted.predict_proba(frame))
+    np.testing.assert_array_equal(loaded.predict(frame), fitted.predict(frame))
