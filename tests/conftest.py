@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from civicml.core import FrozenClock, Principal, Settings
-from civicml.store import Context, LocalArtifactStore, MetadataStore
+from civicml.store import Context, MetadataStore
+from civicml.store.artifacts import artifact_store_for
 
 PG_ADMIN_URL = os.environ.get(
     "CIVICML_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
@@ -61,7 +62,7 @@ def principal() -> Principal:
 def make_context(settings: Settings, principal: Principal, clock: FrozenClock) -> Context:
     return Context(
         db=MetadataStore(settings.database_url),
-        artifacts=LocalArtifactStore(settings.artifacts_root),
+        artifacts=artifact_store_for(settings),
         principal=principal,
         settings=settings,
         clock=clock,

@@ -185,6 +185,11 @@ class CivicMLGroup(LazyGroup):
         "audit": LazyCommand(
             "civicml.cli.governance", "audit_app", "The tamper-evident audit trail."
         ),
+        "keys": LazyCommand(
+            "civicml.cli.keys",
+            "keys_app",
+            "Encryption keys of the artifact store: list, rotate, retire, encrypt old artifacts.",
+        ),
         "tokens": LazyCommand(
             "civicml.cli.tokens",
             "tokens_app",

@@ -197,6 +197,18 @@ class Settings(BaseSettings):
         description="How long a write waits for a database lock held by someone else before "
         "the request is answered 503 with Retry-After.",
     )
+    encrypt_artifacts: bool = Field(
+        default=True,
+        description="Encrypt every artifact written to the artifact store (AES-256-GCM, a data "
+        "key per artifact wrapped by a key-encryption key from keys_dir). Plaintext artifacts "
+        "written before still read; 'civicml keys encrypt-existing' converts them.",
+    )
+    keys_dir: Path | None = Field(
+        default=None,
+        description="Directory of the key-encryption keys that protect the artifacts (default "
+        "$CIVICML_HOME/keys; created with mode 0700, each key file 0600, the first key on "
+        "first write). Keep it outside the artifact store and back it up apart from it.",
+    )
 
     @field_validator("home", mode="after")
     @classmethod
@@ -284,6 +296,10 @@ class Settings(BaseSettings):
     @property
     def artifacts_root(self) -> Path:
         return Path(self.artifacts).expanduser() if self.artifacts else self.home / "artifacts"
+
+    @property
+    def keys_root(self) -> Path:
+        return Path(self.keys_dir).expanduser() if self.keys_dir else self.home / "keys"
 
     @property
     def audit_key_path(self) -> Path:

@@ -1,9 +1,14 @@
 """Content-addressed artifact storage.
 
-Bytes are keyed by their SHA-256. Writes are atomic (temp file, fsync, hard link into place, fsync
-of the directory), so a killed process never leaves a partial object under a real key; identical
-content is stored once; an object is never overwritten; every read re-hashes the bytes and refuses
-to return them when they no longer match.
+Bytes are keyed by the SHA-256 of their plaintext. Writes are atomic (temp file, fsync, hard link
+into place, fsync of the directory), so a killed process never leaves a partial object under a real
+key; identical content is stored once; an object is never overwritten; every read re-hashes the
+plaintext and refuses to return it when it no longer matches.
+
+With a key provider and ``encrypt`` on (the default through :func:`artifact_store_for`), objects
+are written encrypted (AES-256-GCM envelope encryption, see :mod:`civicml.store.crypto`); plaintext
+objects written before that still read, and :meth:`LocalArtifactStore.encrypt_existing` converts
+them.
 """
 
 from __future__ import annotations
@@ -23,16 +28,32 @@ from typing import BinaryIO, Protocol
 from civicml.core.errors import (
     ArtifactIntegrityError,
     ConfigurationError,
+    ConflictError,
     InvalidInputError,
     NotFoundError,
 )
 from civicml.core.process import process_alive
+from civicml.core.settings import Settings
+from civicml.store.crypto import (
+    MAGIC,
+    DecryptingReader,
+    KeyProvider,
+    LocalKeyProvider,
+    effective_wrapping,
+    encrypt_stream,
+    read_header,
+    write_sidecar,
+)
 from civicml.store.faults import translate_storage_errors
 
 __all__ = [
     "ArtifactStore",
+    "KeyReport",
+    "KeyUsage",
     "LocalArtifactStore",
+    "RotationResult",
     "Stored",
+    "artifact_store_for",
     "check_digest",
     "open_artifact_store",
 ]
@@ -48,6 +69,35 @@ class Stored:
 
     digest: str
     size: int
+
+
+@dataclass(frozen=True, slots=True)
+class KeyUsage:
+    """One key-encryption key and how many stored objects it protects."""
+
+    key_id: str
+    current: bool
+    objects: int
+
+
+@dataclass(frozen=True, slots=True)
+class KeyReport:
+    """Every key-encryption key, and the objects still stored in plaintext."""
+
+    encrypt: bool
+    keys: list[KeyUsage]
+    plaintext_objects: int
+    unknown_keys: dict[str, int]
+
+
+@dataclass(frozen=True, slots=True)
+class RotationResult:
+    """What ``civicml keys rotate`` did."""
+
+    key_id: str
+    previous_key_id: str | None
+    rewrapped: int
+    encrypted: int
 
 
 class ArtifactStore(Protocol):
@@ -84,10 +134,22 @@ class LocalArtifactStore:
 
     Args:
         root: The directory; created when missing.
+        keys: Where key-encryption keys come from; without one, objects are written in
+            plaintext and encrypted objects cannot be read.
+        encrypt: Write new objects encrypted (default: whenever ``keys`` is given).
     """
 
-    def __init__(self, root: Path) -> None:
+    def __init__(
+        self, root: Path, *, keys: KeyProvider | None = None, encrypt: bool | None = None
+    ) -> None:
         self.root = root
+        self.keys = keys
+        self.encrypt = keys is not None if encrypt is None else encrypt
+        if self.encrypt and keys is None:
+            raise ConfigurationError(
+                "Artifact encryption is on but no key provider is configured.",
+                hint="Set keys_dir, or encrypt_artifacts = false.",
+            )
         self._objects = root / "objects"
         self._tmp = root / "tmp"
         self._objects.mkdir(parents=True, exist_ok=True)
@@ -119,10 +181,15 @@ class LocalArtifactStore:
         hasher = hashlib.sha256()
         size = 0
         with translate_storage_errors(), self._temp_file() as (tmp_path, handle):
-            while chunk := stream.read(_CHUNK):
-                hasher.update(chunk)
-                handle.write(chunk)
-                size += len(chunk)
+            if self.encrypt and self.keys is not None:
+                for segment in encrypt_stream(stream, handle, self.keys):
+                    hasher.update(segment)
+                    size += len(segment)
+            else:
+                while chunk := stream.read(_CHUNK):
+                    hasher.update(chunk)
+                    handle.write(chunk)
+                    size += len(chunk)
             handle.flush()
             os.fsync(handle.fileno())
             digest = hasher.hexdigest()
@@ -155,16 +222,39 @@ class LocalArtifactStore:
     def read_bytes(self, digest: str) -> bytes:
         digest = check_digest(digest)
         path = self._existing(digest)
-        data = path.read_bytes()
+        with open(path, "rb") as handle:
+            if handle.read(len(MAGIC)) == MAGIC:
+                try:
+                    with self._decrypting(digest, path, open(path, "rb")) as reader:
+                        data = reader.readall()
+                except ArtifactIntegrityError:
+                    if _plain_digest(path) == digest:  # a plaintext object that starts so
+                        return path.read_bytes()
+                    raise
+            else:
+                data = path.read_bytes()
         if hashlib.sha256(data).hexdigest() != digest:
             raise _corrupted(digest)
         return data
 
     def open(self, digest: str) -> BinaryIO:
-        """Open an object for reading after checking its whole content against the digest."""
+        """Open an object for reading after checking its whole content against the digest.
+
+        The handle is seekable; an encrypted object is decrypted segment by segment as it is
+        read, each segment authenticated again.
+        """
         digest = check_digest(digest)
         path = self._existing(digest)
         handle = open(path, "rb")
+        if handle.read(len(MAGIC)) == MAGIC:
+            handle.seek(0)
+            try:
+                return self._open_encrypted(digest, path, handle)
+            except ArtifactIntegrityError:
+                if _plain_digest(path) != digest:
+                    raise
+                handle = open(path, "rb")  # a plaintext object that starts so
+        handle.seek(0)
         hasher = hashlib.sha256()
         while chunk := handle.read(_CHUNK):
             hasher.update(chunk)
@@ -173,6 +263,44 @@ class LocalArtifactStore:
             raise _corrupted(digest)
         handle.seek(0)
         return handle
+
+    def _open_encrypted(self, digest: str, path: Path, handle: BinaryIO) -> BinaryIO:
+        reader = self._decrypting(digest, path, handle)
+        try:
+            hasher = hashlib.sha256()
+            for index in range(reader.segments):
+                hasher.update(reader.segment(index))
+            if hasher.hexdigest() != digest:
+                raise _corrupted(digest)
+        except BaseException:
+            reader.close()
+            raise
+        reader.seek(0)
+        return io.BufferedReader(reader, buffer_size=_CHUNK)
+
+    def _decrypting(self, digest: str, path: Path, handle: BinaryIO) -> DecryptingReader:
+        """A plaintext view of an encrypted object (closes ``handle`` when it fails)."""
+        bad = _corrupted(digest, log_it=False)
+        try:
+            header = read_header(handle, bad)
+            key_id, wrapped = effective_wrapping(path, header)
+            if self.keys is None:
+                raise ArtifactIntegrityError(
+                    f"Artifact sha256:{digest} is encrypted, and no key provider is configured.",
+                    hint="Set keys_dir to the directory that holds the key-encryption keys.",
+                )
+            try:
+                data_key = self.keys.unwrap(key_id, wrapped, header.wrap_aad)
+            except ArtifactIntegrityError as err:
+                raise ArtifactIntegrityError(
+                    f"Artifact sha256:{digest} cannot be decrypted: {err.message}", hint=err.hint
+                ) from err
+            return DecryptingReader(handle, header, data_key, bad)
+        except BaseException as err:
+            handle.close()
+            if err is bad:
+                log.error("artifact sha256:%s failed its integrity check", digest)
+            raise
 
     def copy_to(self, digest: str, target: Path) -> None:
         """Write a verified copy of an object to ``target`` (atomically)."""
@@ -207,14 +335,160 @@ class LocalArtifactStore:
                 removed += 1
         return removed
 
+    # Keys -----------------------------------------------------------------------------------
+    def _object_files(self) -> Iterator[tuple[str, Path]]:
+        for path in sorted(self._objects.glob("??/??/*")):
+            if _DIGEST.match(path.name) and path.is_file():
+                yield path.name, path
 
-def _corrupted(digest: str) -> ArtifactIntegrityError:
-    log.error("artifact sha256:%s failed its integrity check", digest)
+    def _provider(self) -> KeyProvider:
+        if self.keys is None:
+            raise ConfigurationError(
+                "This artifact store has no key provider.",
+                hint="Set keys_dir (default $CIVICML_HOME/keys).",
+            )
+        return self.keys
+
+    def _wrapping(self, digest: str, path: Path) -> tuple[str, bytes, Path] | None:
+        """(key id, wrapped data key, path) of an encrypted object; None for a plaintext one."""
+        with open(path, "rb") as handle:
+            if handle.read(len(MAGIC)) != MAGIC:
+                return None
+            handle.seek(0)
+            header = read_header(handle, _corrupted(digest))
+        key_id, wrapped = effective_wrapping(path, header)
+        return key_id, wrapped, path
+
+    def key_report(self) -> KeyReport:
+        """Every key-encryption key with how many objects it protects (creates the first key
+        when there is none yet)."""
+        keys = self._provider()
+        current = keys.current_key_id()
+        held = keys.key_ids()
+        counts: dict[str, int] = {}
+        plaintext = 0
+        for digest, path in self._object_files():
+            found = self._wrapping(digest, path)
+            if found is None:
+                plaintext += 1
+            else:
+                counts[found[0]] = counts.get(found[0], 0) + 1
+        usage = [KeyUsage(k, k == current, counts.pop(k, 0)) for k in held]
+        return KeyReport(
+            encrypt=self.encrypt, keys=usage, plaintext_objects=plaintext, unknown_keys=counts
+        )
+
+    def rewrap(self) -> int:
+        """Re-wrap every object's data key under the current key-encryption key, in its sidecar
+        file (the object's bytes are not rewritten); returns how many were re-wrapped."""
+        keys = self._provider()
+        current = keys.current_key_id()
+        done = 0
+        for digest, path in self._object_files():
+            with open(path, "rb") as handle:
+                if handle.read(len(MAGIC)) != MAGIC:
+                    continue
+                handle.seek(0)
+                header = read_header(handle, _corrupted(digest))
+            key_id, wrapped = effective_wrapping(path, header)
+            if key_id == current:
+                continue
+            data_key = keys.unwrap(key_id, wrapped, header.wrap_aad)
+            with translate_storage_errors():
+                write_sidecar(path, header, current, keys.wrap(current, data_key, header.wrap_aad))
+            done += 1
+        return done
+
+    def rotate_keys(self) -> RotationResult:
+        """Make a new key-encryption key current and re-wrap every data key under it; plaintext
+        objects are encrypted too when encryption is on."""
+        keys = self._provider()
+        previous = keys.current_key_id() if keys.key_ids() else None
+        key_id = keys.create_key()
+        rewrapped = self.rewrap()
+        encrypted = self.encrypt_existing() if self.encrypt else 0
+        return RotationResult(
+            key_id=key_id, previous_key_id=previous, rewrapped=rewrapped, encrypted=encrypted
+        )
+
+    def retire_key(self, key_id: str) -> None:
+        """Destroy a key-encryption key that no object uses any more.
+
+        Raises:
+            NotFoundError: The provider has no such key.
+            ConflictError: It is the current key, or objects still use it (409).
+        """
+        keys = self._provider()
+        if key_id not in keys.key_ids():
+            raise NotFoundError(
+                f"Key-encryption key {key_id!r} does not exist.",
+                hint="List the keys with 'civicml keys list'.",
+            )
+        if key_id == keys.current_key_id():
+            raise ConflictError(
+                f"Key-encryption key {key_id!r} is the current key; it cannot be retired.",
+                hint="Run 'civicml keys rotate' first, then retire the old key.",
+            )
+        using = sum(
+            1
+            for digest, path in self._object_files()
+            if (found := self._wrapping(digest, path)) is not None and found[0] == key_id
+        )
+        if using:
+            raise ConflictError(
+                f"Key-encryption key {key_id!r} still protects {using} artifact(s); it cannot "
+                "be retired.",
+                hint="Run 'civicml keys rotate' (it re-wraps every data key under a new key), "
+                "then retire this one.",
+            )
+        keys.destroy_key(key_id)
+
+    def encrypt_existing(self) -> int:
+        """Encrypt every object still stored in plaintext (each is checked against its digest
+        first and replaced atomically); returns how many were converted."""
+        keys = self._provider()
+        converted = 0
+        for digest, path in self._object_files():
+            with open(path, "rb") as handle:
+                if handle.read(len(MAGIC)) == MAGIC:
+                    continue
+            if _plain_digest(path) != digest:
+                raise _corrupted(digest)
+            hasher = hashlib.sha256()
+            with (
+                translate_storage_errors(),
+                self._temp_file() as (tmp_path, handle),
+                open(path, "rb") as source,
+            ):
+                for segment in encrypt_stream(source, handle, keys):
+                    hasher.update(segment)
+                handle.flush()
+                os.fsync(handle.fileno())
+                if hasher.hexdigest() != digest:
+                    raise _corrupted(digest)
+                os.chmod(tmp_path, 0o444)
+                os.replace(tmp_path, path)
+                _fsync_dir(path.parent)
+            converted += 1
+        return converted
+
+
+def _corrupted(digest: str, *, log_it: bool = True) -> ArtifactIntegrityError:
+    if log_it:
+        log.error("artifact sha256:%s failed its integrity check", digest)
     return ArtifactIntegrityError(
         f"Artifact sha256:{digest} failed its integrity check: its stored bytes no longer "
         "match their SHA-256. They were not used.",
         hint="Restore the file from a backup; run 'civicml audit verify' to check the audit trail.",
     )
+
+
+def _plain_digest(path: Path) -> str:
+    hasher = hashlib.sha256()
+    with open(path, "rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            hasher.update(chunk)
+    return hasher.hexdigest()
 
 
 def _fsync_dir(path: Path) -> None:
@@ -225,7 +499,27 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def open_artifact_store(location: str | Path) -> LocalArtifactStore:
+def artifact_store_for(settings: Settings) -> LocalArtifactStore:
+    """The artifact store the settings name, with their key provider (``keys_dir``) and
+    ``encrypt_artifacts``."""
+    store = open_artifact_store(
+        settings.artifacts_root,
+        keys=LocalKeyProvider(settings.keys_root),
+        encrypt=settings.encrypt_artifacts,
+    )
+    keys_dir = settings.keys_root.resolve()
+    if keys_dir.is_relative_to(store.root.resolve()):
+        raise ConfigurationError(
+            "The key directory (keys_dir) is inside the artifact store.",
+            hint="Keep key-encryption keys apart from the data they protect: point keys_dir "
+            "outside the artifacts directory (default $CIVICML_HOME/keys).",
+        )
+    return store
+
+
+def open_artifact_store(
+    location: str | Path, *, keys: KeyProvider | None = None, encrypt: bool | None = None
+) -> LocalArtifactStore:
     """The artifact store for a location (a directory path or ``file://`` URL)."""
     text = str(location)
     if text.startswith("file://"):
@@ -236,4 +530,4 @@ def open_artifact_store(location: str | Path) -> LocalArtifactStore:
             f"Artifact store {text!r}: the {scheme!r} backend is not available in this version.",
             hint="Use a local or mounted directory for CIVICML_ARTIFACTS.",
         )
-    return LocalArtifactStore(Path(text).expanduser())
+    return LocalArtifactStore(Path(text).expanduser(), keys=keys, encrypt=encrypt)

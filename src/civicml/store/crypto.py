@@ -1,0 +1,443 @@
+"""Envelope encryption of artifact bytes at rest (AES-256-GCM, segmented like streaming AEAD).
+
+Every encrypted object starts with a header::
+
+    magic "CMLAEAD1" | segment size (u32) | nonce prefix (7 bytes) | blob id (16 bytes)
+    | key-id length (u16) | wrapped-key length (u16) | key id | wrapped data key
+
+followed by the ciphertext segments. Each segment holds ``segment size`` bytes of plaintext (the
+last one may hold fewer, even none) plus a 16-byte GCM tag; its 12-byte nonce is the nonce prefix,
+the segment's index (u32) and a flag byte that is 1 only on the last segment, and its associated
+data is the fixed part of the header. So a flipped byte, a reordered, dropped or appended segment,
+or a file cut at any point fails authentication instead of returning other bytes.
+
+The data key is random per object and wrapped by a key-encryption key (KEK) from a
+:class:`KeyProvider`. Rotation re-wraps it under a new KEK into a small sidecar file
+``<digest>.key`` (written atomically on its own) and never rewrites the data; the sidecar names the
+blob id it belongs to, so a stale one (its object deleted and stored again) is ignored.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import io
+import json
+import os
+import re
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO, Protocol, runtime_checkable
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from civicml.core.errors import ArtifactIntegrityError, ConfigurationError, NotFoundError
+
+__all__ = [
+    "MAGIC",
+    "SEGMENT_BYTES",
+    "BlobHeader",
+    "DecryptingReader",
+    "KeyProvider",
+    "LocalKeyProvider",
+    "encrypt_stream",
+    "read_header",
+]
+
+MAGIC = b"CMLAEAD1"
+SEGMENT_BYTES = 1 << 20
+TAG_BYTES = 16
+_FIXED = struct.Struct(">8sI7s16sHH")
+_AAD_BYTES = 8 + 4 + 7 + 16  # magic .. blob id: what every segment is bound to
+_WRAP_AAD = b"civicml/artifact-data-key/v1|"
+_KEY_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+_KEY_HINT = (
+    "Restore the key directory (keys_dir, default $CIVICML_HOME/keys) from its backup, or "
+    "point keys_dir at the directory that holds this key; see 'Encryption at rest' in "
+    "docs/security.md."
+)
+
+
+@runtime_checkable
+class KeyProvider(Protocol):
+    """Where key-encryption keys live: a local key directory, or a KMS / Vault transit engine.
+
+    A provider never hands out a KEK; it wraps and unwraps data keys with one, named by id.
+    ``aad`` must be bound into the wrapping (a KMS encryption context, Vault's ``context``).
+    """
+
+    def current_key_id(self) -> str:
+        """The KEK new data keys are wrapped with (created on first use where the provider can)."""
+        ...
+
+    def key_ids(self) -> list[str]:
+        """Every KEK the provider still holds, oldest first."""
+        ...
+
+    def wrap(self, key_id: str, data_key: bytes, aad: bytes) -> bytes: ...
+
+    def unwrap(self, key_id: str, wrapped: bytes, aad: bytes) -> bytes: ...
+
+    def create_key(self) -> str:
+        """Make a new KEK the current one; returns its id."""
+        ...
+
+    def destroy_key(self, key_id: str) -> None:
+        """Forget a KEK for good (the caller checked that nothing uses it)."""
+        ...
+
+
+class LocalKeyProvider:
+    """KEKs as 256-bit key files ``kek-<id>.key`` (mode 0600) in a directory outside the artifact
+    store; ``kek-current`` names the current one. The first key is generated on first use.
+
+    Args:
+        directory: The key directory (created with mode 0700 when missing).
+    """
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._cache: dict[str, AESGCM] = {}
+
+    # Keys -----------------------------------------------------------------------------------
+    def key_ids(self) -> list[str]:
+        if not self.directory.is_dir():
+            return []
+        found = (p.name[4:-4] for p in self.directory.glob("kek-*.key"))
+        return sorted(k for k in found if _KEY_ID.match(k))
+
+    def current_key_id(self) -> str:
+        pointer = self.directory / "kek-current"
+        with contextlib.suppress(FileNotFoundError):
+            key_id = pointer.read_text().strip()
+            if (self.directory / f"kek-{key_id}.key").is_file():
+                return key_id
+            raise ConfigurationError(
+                f"The current key-encryption key {key_id!r} is missing from the key directory.",
+                hint=_KEY_HINT,
+            )
+        existing = self.key_ids()
+        if existing:
+            self._set_current(existing[-1])
+            return existing[-1]
+        return self.create_key()
+
+    def create_key(self) -> str:
+        self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
+        key_id = f"{stamp}-{os.urandom(3).hex()}"
+        fd = os.open(
+            self.directory / f"kek-{key_id}.key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600
+        )
+        try:
+            os.write(fd, AESGCM.generate_key(bit_length=256))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self._set_current(key_id)
+        return key_id
+
+    def destroy_key(self, key_id: str) -> None:
+        path = self._key_path(key_id)
+        if not path.is_file():
+            raise NotFoundError(
+                f"Key-encryption key {key_id!r} does not exist.",
+                hint="List the keys with 'civicml keys list'.",
+            )
+        path.unlink()
+        self._cache.pop(key_id, None)
+
+    def _set_current(self, key_id: str) -> None:
+        tmp = self.directory / f".kek-current.{os.getpid()}.{os.urandom(4).hex()}"
+        tmp.write_text(key_id + "\n")
+        os.chmod(tmp, 0o600)
+        os.replace(tmp, self.directory / "kek-current")
+
+    def _key_path(self, key_id: str) -> Path:
+        if not _KEY_ID.match(key_id):
+            raise NotFoundError(
+                f"Key-encryption key {key_id!r} does not exist.",
+                hint="List the keys with 'civicml keys list'.",
+            )
+        return self.directory / f"kek-{key_id}.key"
+
+    def _aead(self, key_id: str) -> AESGCM:
+        cached = self._cache.get(key_id)
+        if cached is not None:
+            return cached
+        try:
+            raw = self._key_path(key_id).read_bytes()
+        except (FileNotFoundError, NotFoundError) as err:
+            raise ArtifactIntegrityError(
+                f"Key-encryption key {key_id!r} is missing: the artifacts it protects cannot be "
+                "decrypted.",
+                hint=_KEY_HINT,
+            ) from err
+        if len(raw) != 32:
+            raise ArtifactIntegrityError(
+                f"Key-encryption key {key_id!r} is not a 256-bit key (its file holds "
+                f"{len(raw)} bytes).",
+                hint=_KEY_HINT,
+            )
+        aead = self._cache[key_id] = AESGCM(raw)
+        return aead
+
+    # Wrapping -------------------------------------------------------------------------------
+    def wrap(self, key_id: str, data_key: bytes, aad: bytes) -> bytes:
+        nonce = os.urandom(12)
+        return nonce + self._aead(key_id).encrypt(nonce, data_key, aad)
+
+    def unwrap(self, key_id: str, wrapped: bytes, aad: bytes) -> bytes:
+        aead = self._aead(key_id)
+        try:
+            return aead.decrypt(wrapped[:12], wrapped[12:], aad)
+        except InvalidTag as err:
+            raise ArtifactIntegrityError(
+                f"Key-encryption key {key_id!r} could not unwrap a data key: the key file holds "
+                "a different key, or the artifact's header was altered.",
+                hint=_KEY_HINT,
+            ) from err
+
+
+# Objects --------------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class BlobHeader:
+    """The header of an encrypted object."""
+
+    segment_bytes: int
+    nonce_prefix: bytes
+    blob_id: bytes
+    key_id: str
+    wrapped_key: bytes
+    aad: bytes
+    size: int  # header bytes on disk
+
+    @property
+    def wrap_aad(self) -> bytes:
+        return _WRAP_AAD + self.blob_id
+
+
+def _build_header(key_id: str, wrapped: bytes, nonce_prefix: bytes, blob_id: bytes) -> bytes:
+    kid = key_id.encode()
+    fixed = _FIXED.pack(MAGIC, SEGMENT_BYTES, nonce_prefix, blob_id, len(kid), len(wrapped))
+    return fixed + kid + wrapped
+
+
+def read_header(handle: BinaryIO, bad: ArtifactIntegrityError) -> BlobHeader:
+    """Parse the header at the start of ``handle``; ``bad`` is raised when it is malformed."""
+    fixed = handle.read(_FIXED.size)
+    if len(fixed) != _FIXED.size:
+        raise bad
+    magic, segment, prefix, blob_id, kid_len, wrap_len = _FIXED.unpack(fixed)
+    if magic != MAGIC or not 1024 <= segment <= (1 << 26):
+        raise bad
+    rest = handle.read(kid_len + wrap_len)
+    if len(rest) != kid_len + wrap_len:
+        raise bad
+    try:
+        key_id = rest[:kid_len].decode("ascii")
+    except UnicodeDecodeError:
+        raise bad from None
+    return BlobHeader(
+        segment_bytes=segment,
+        nonce_prefix=prefix,
+        blob_id=blob_id,
+        key_id=key_id,
+        wrapped_key=rest[kid_len:],
+        aad=fixed[:_AAD_BYTES],
+        size=_FIXED.size + kid_len + wrap_len,
+    )
+
+
+def _nonce(prefix: bytes, index: int, last: bool) -> bytes:
+    return prefix + struct.pack(">IB", index, 1 if last else 0)
+
+
+def _read_full(stream: BinaryIO, n: int) -> bytes:
+    first = stream.read(n)
+    if not first or len(first) == n:
+        return first or b""
+    parts = [first]
+    got = len(first)
+    while got < n:
+        more = stream.read(n - got)
+        if not more:
+            break
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
+def encrypt_stream(source: BinaryIO, sink: BinaryIO, provider: KeyProvider) -> Iterator[bytes]:
+    """Encrypt ``source`` into ``sink`` under a fresh data key; yields each plaintext segment
+    (for the caller to hash) after it was written. Memory stays at two segments."""
+    data_key = AESGCM.generate_key(bit_length=256)
+    nonce_prefix, blob_id = os.urandom(7), os.urandom(16)
+    key_id = provider.current_key_id()
+    wrapped = provider.wrap(key_id, data_key, _WRAP_AAD + blob_id)
+    header = _build_header(key_id, wrapped, nonce_prefix, blob_id)
+    sink.write(header)
+    aad = header[:_AAD_BYTES]
+    aead = AESGCM(data_key)
+    segment = _read_full(source, SEGMENT_BYTES)
+    index = 0
+    while True:
+        following = _read_full(source, SEGMENT_BYTES) if len(segment) == SEGMENT_BYTES else b""
+        last = not following
+        sink.write(aead.encrypt(_nonce(nonce_prefix, index, last), segment, aad))
+        yield segment
+        if last:
+            return
+        segment, index = following, index + 1
+
+
+class DecryptingReader(io.RawIOBase):
+    """A seekable, read-only view of an encrypted object's plaintext; each segment is
+    authenticated as it is decrypted (one segment is kept in memory).
+
+    Raises ``bad`` (an :class:`ArtifactIntegrityError`) on any segment that fails.
+    """
+
+    def __init__(
+        self, raw: BinaryIO, header: BlobHeader, data_key: bytes, bad: ArtifactIntegrityError
+    ) -> None:
+        super().__init__()
+        self._raw = raw
+        self._header = header
+        self._aead = AESGCM(data_key)
+        self._bad = bad
+        seg = header.segment_bytes
+        stored = os.fstat(raw.fileno()).st_size - header.size
+        full, rest = divmod(stored, seg + TAG_BYTES)
+        if rest == 0 and full == 0:
+            raise bad
+        if rest and rest < TAG_BYTES:
+            raise bad
+        self._segments = full + (1 if rest else 0)
+        last_plain = rest - TAG_BYTES if rest else seg
+        self._length = (self._segments - 1) * seg + last_plain
+        self._pos = 0
+        self._cached_index = -1
+        self._cached = b""
+
+    @property
+    def length(self) -> int:
+        """Plaintext bytes in the object."""
+        return self._length
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        if whence == io.SEEK_SET:
+            target = offset
+        elif whence == io.SEEK_CUR:
+            target = self._pos + offset
+        elif whence == io.SEEK_END:
+            target = self._length + offset
+        else:
+            raise ValueError(f"invalid whence ({whence})")
+        if target < 0:
+            raise ValueError("negative seek position")
+        self._pos = target
+        return target
+
+    def segment(self, index: int) -> bytes:
+        """The plaintext of segment ``index`` (authenticated)."""
+        if index == self._cached_index:
+            return self._cached
+        seg = self._header.segment_bytes
+        self._raw.seek(self._header.size + index * (seg + TAG_BYTES))
+        sealed = self._raw.read(seg + TAG_BYTES)
+        last = index == self._segments - 1
+        try:
+            plain = self._aead.decrypt(
+                _nonce(self._header.nonce_prefix, index, last), sealed, self._header.aad
+            )
+        except InvalidTag:
+            raise self._bad from None
+        self._cached_index, self._cached = index, plain
+        return plain
+
+    @property
+    def segments(self) -> int:
+        return self._segments
+
+    def readinto(self, buffer: bytearray | memoryview) -> int:  # type: ignore[override]
+        view = memoryview(buffer).cast("B")
+        if self._pos >= self._length or not len(view):
+            return 0
+        seg = self._header.segment_bytes
+        index, start = divmod(self._pos, seg)
+        plain = self.segment(index)
+        n = min(len(view), len(plain) - start)
+        view[:n] = plain[start : start + n]
+        self._pos += n
+        return n
+
+    def readall(self) -> bytes:
+        parts = []
+        while self._pos < self._length:
+            seg = self._header.segment_bytes
+            index, start = divmod(self._pos, seg)
+            plain = self.segment(index)
+            parts.append(plain[start:] if start else plain)
+            self._pos += len(plain) - start
+        return b"".join(parts)
+
+    def close(self) -> None:
+        if not self.closed:
+            self._raw.close()
+            self._cached = b""
+        super().close()
+
+
+# Sidecars -------------------------------------------------------------------------------------
+def sidecar_path(blob: Path) -> Path:
+    return blob.with_name(blob.name + ".key")
+
+
+def read_sidecar(blob: Path, header: BlobHeader) -> tuple[str, bytes] | None:
+    """The (key id, wrapped key) a rotation left for this blob, if any and if it is this blob's."""
+    try:
+        record = json.loads(sidecar_path(blob).read_text())
+        if record.get("blob") != header.blob_id.hex():
+            return None  # left by an object of the same digest that was deleted since
+        return str(record["kek"]), base64.b64decode(record["wrapped"])
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return None  # unreadable: the header's own wrapping still applies
+
+
+def write_sidecar(blob: Path, header: BlobHeader, key_id: str, wrapped: bytes) -> None:
+    """Atomically (temp file, fsync, rename) record the data key wrapped under ``key_id``."""
+    target = sidecar_path(blob)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{os.urandom(4).hex()}")
+    record = {"v": 1, "blob": header.blob_id.hex(), "kek": key_id}
+    record["wrapped"] = base64.b64encode(wrapped).decode("ascii")
+    try:
+        with open(tmp, "x") as handle:
+            handle.write(json.dumps(record))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.chmod(tmp, 0o444)
+        os.replace(tmp, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
+def effective_wrapping(blob: Path, header: BlobHeader) -> tuple[str, bytes]:
+    """The (key id, wrapped data key) that currently protects ``blob``."""
+    return read_sidecar(blob, header) or (header.key_id, header.wrapped_key)
