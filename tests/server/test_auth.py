@@ -274,3 +274,26 @@ def test_a_non_loopback_bind_needs_token_auth(tmp_path: Path) -> None:
             serve(none, host=host, port=1)
     check_bind(ANY, isolated_settings(tmp_path, auth="token"))
     check_bind("127.0.0.1", none)
+
+
+def test_the_remote_sdk_sends_its_token_and_manages_tokens(
+    auth_server: tuple[str, Settings], admin: str, tmp_path: Path
+) -> None:
+    import civicml as cm
+    from civicml.core.errors import AuthenticationError
+
+    settings = Settings.load(home=tmp_path / "client")
+    assert "cml_" not in repr(Settings.load(home=tmp_path, token=admin))  # shown as ********
+    with cm.connect(auth_server[0], settings=settings) as anonymous:
+        with pytest.raises(AuthenticationError, match="no Authorization header"):
+            anonymous.projects()
+    with cm.connect(auth_server[0], settings=settings, token=admin) as ml:
+        assert ml.tokens.whoami().user == "root-admin"
+        made = ml.tokens.create("sdk", kind="service", owner="ci-bot", roles=["ml-engineer"])
+        assert made.token.owner == "ci-bot" and made.secret.startswith("cml_")
+        assert "sdk" in {t.name for t in ml.tokens.list(all=True)}
+        with cm.connect(auth_server[0], settings=settings, token=made.secret) as ci:
+            assert ci.tokens.whoami().roles == ["ml-engineer"]
+            assert ml.tokens.revoke(made.token.id).status == "revoked"
+            with pytest.raises(AuthenticationError, match="revoked"):
+                ci.tokens.whoami()

@@ -138,3 +138,31 @@ def test_a_registration_cannot_name_another_projects_bytes(api: httpx.Client, pr
         headers=SCIENTIST,
     )
     assert own.status_code == 201, own.text
+
+
+def test_a_blob_uploaded_to_one_project_cannot_be_registered_in_another(
+    api: httpx.Client, project: str
+) -> None:
+    blob = api.post(
+        f"{API}/projects/{project}/blobs",
+        content=f"onnx weights of {project}".encode(),
+        headers={"content-type": "application/octet-stream", **SCIENTIST},
+    )
+    assert blob.status_code == 201, blob.text
+    digest = blob.json()["digest"]
+    other = f"other-{uuid.uuid4().hex[:8]}"
+    assert api.post(f"{API}/projects", json={"name": other}).status_code == 201
+
+    stolen = api.post(
+        f"{API}/projects/{other}/models/copied/versions",
+        json={"artifacts": {"model.onnx": digest}},
+        headers=ATTACKER,
+    )
+
+    assert_error(stolen, 404, "NotFoundError", f"is not in project {other!r}")
+    own = api.post(
+        f"{API}/projects/{project}/models/onnx/versions",
+        json={"artifacts": {"model.onnx": digest}},
+        headers=SCIENTIST,
+    )
+    assert own.status_code == 201, own.text

@@ -10,7 +10,7 @@ atomically and every rule is checked against the state it changes.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
@@ -81,6 +81,8 @@ from civicml.registry.schemas import (
     ModelVersion,
     RegisteredModel,
 )
+from civicml.store.artifact_index import ArtifactIndex
+from civicml.store.artifacts import Stored
 from civicml.store.context import Context
 from civicml.store.db import UnitOfWork
 from civicml.store.paths import validate_relative_path
@@ -1104,6 +1106,38 @@ class RegistryService:
                 after={**ref, "archived": archived},
             )
             return version_by_id(conn, proj.name, model.name, row.id)
+
+    def store_blob(self, project: str, data: bytes | BinaryIO) -> Stored:
+        """Store bytes content-addressed for ``project`` (to register a model without a run).
+
+        The artifact index records that ``project`` holds the digest (owner kind ``blob``), so
+        a registration in another project cannot name these bytes (``check_project_digests``).
+
+        Raises:
+            NotFoundError: The project does not exist.
+        """
+        proj = self._projects.get(project)
+        store = self._ctx.artifacts
+        stored = (
+            store.put_bytes(bytes(data))
+            if isinstance(data, bytes | bytearray)
+            else store.put_stream(data)
+        )
+
+        def attempt(uow: UnitOfWork) -> Stored:
+            ArtifactIndex.add(
+                uow,
+                project_id=proj.id,
+                owner_kind="blob",
+                owner_id=proj.id,
+                path=stored.digest,
+                stored=stored,
+                created_by=self._ctx.principal.user,
+                created_at=self._ctx.clock.now(),
+            )
+            return stored
+
+        return self._retrying(attempt)
 
     def _retrying(self, work: Callable[[UnitOfWork], _T]) -> _T:
         """Run ``work`` in a write transaction, retrying when a concurrent insert won a race."""

@@ -225,10 +225,7 @@ class EmbeddedBackend:
 
     def put_blob(self, data: bytes | BinaryIO, *, project: str) -> str:
         """Store bytes in the content-addressed store; returns the SHA-256 digest."""
-        self.projects.get(project)
-        if isinstance(data, bytes | bytearray):
-            return self.ctx.artifacts.put_bytes(bytes(data)).digest
-        return self.ctx.artifacts.put_stream(data).digest
+        return self.registry.store_blob(project, data).digest
 
     # Lineage and audit -----------------------------------------------------------------------
     def lineage_query(self, kind: str, ref: str, direction: str, max_depth: int) -> LineageGraph:

@@ -315,5 +315,5 @@ async def upload_blob(project: str, request: Request, svc: Svc) -> dict[str, str
     """Store bytes content-addressed (for registering a model without a run); returns the digest."""
     await run_in_threadpool(svc.projects.get, project)
     async with upload_body(request) as spool:  # streamed to disk, bounded by the guard
-        stored = await run_in_threadpool(svc.ctx.artifacts.put_stream, spool)
+        stored = await run_in_threadpool(svc.registry.store_blob, project, spool)
     return {"digest": stored.digest, "size": str(stored.size)}
