@@ -98,8 +98,8 @@ def test_the_policy_can_name_a_holdout_dataset_version(scene: Scene) -> None:
 # Evidence newer than the policy, figures read back from the stored report ---------------------
 def test_evidence_older_than_the_policy_version_does_not_count(scene: Scene) -> None:
     models = scene.as_("rui").models
-    models.set_policy(MODEL, POLICY)
     add_evidence(scene)
+    models.set_policy(MODEL, POLICY)  # a model's first policy takes the evidence gathered so far
     assert models.gate(scene.mv).passed
     models.set_policy(MODEL, POLICY)  # the reviewer tightened nothing, but the policy is new
     result = models.gate(scene.mv)

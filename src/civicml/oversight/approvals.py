@@ -16,11 +16,12 @@ write its policy) is enforced by the registry itself.
 Evidence cannot be gamed: a bias or explanation check reads the newest evaluation of the
 version that *counts* — computed on the version's training data (:func:`training_datasets`) or
 on the holdout dataset version the policy's ``[evidence]`` names, on exactly that version (rows
-and digest), after the policy version was set — and its figures come from the evaluation's
-stored ``report.json`` (read back from the content-addressed store, SHA-256 verified), which
-must agree with the summary row. When none counts the check fails and says why. The approval
-record binds the version's manifest digest, the policy version and the evidence ids, so a
-version whose files change carries no approval (deploy checks it).
+and digest), after the policy version was set (for a model's first policy, at any time) — and
+its figures come from the evaluation's stored ``report.json`` (read back from the
+content-addressed store, SHA-256 verified), which must agree with the summary row. When none
+counts the check fails and says why. The approval record binds the version's manifest digest,
+the policy version and the evidence ids, so a version whose files change carries no approval
+(deploy checks it).
 """
 
 from __future__ import annotations
@@ -552,7 +553,9 @@ class ApprovalService:
                 f"({ref.rows} of {target.row_count} rows, or other content)",
                 None,
             )
-        if evaluation.created_at <= record.created_at:
+        # A model's first policy takes evidence gathered before it (there was no bar yet);
+        # every later policy version asks for evidence newer than itself.
+        if record.version > 1 and evaluation.created_at <= record.created_at:
             return (
                 f"{label} ({evaluation.created_at:%Y-%m-%d %H:%M:%S} UTC) is not newer than "
                 f"approval policy v{record.version} ({record.created_at:%Y-%m-%d %H:%M:%S} UTC)",
