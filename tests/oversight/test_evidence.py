@@ -222,3 +222,29 @@ def test_an_approval_evaluated_on_other_files_is_refused(scene: Scene) -> None:
     events = scene.rui.audit_events(action="model_version.approval_refused")
     assert [e.after["reason"] for e in events] == ["files_changed"]
     assert registry.get_version("benefits", MODEL, 1).approval_status is ApprovalStatus.PENDING
+
+
+def test_the_evidence_section_is_checked_when_the_policy_is_parsed() -> None:
+    from civicml.core.errors import InvalidInputError
+    from civicml.oversight.policy import parse_policy
+
+    with pytest.raises(InvalidInputError, match="holdout_version needs holdout"):
+        parse_policy(POLICY + "\n[evidence]\nholdout_version = 2\n")
+    with pytest.raises(InvalidInputError, match="is not a dataset name"):
+        parse_policy(POLICY + '\n[evidence]\nholdout = "../etc"\n')
+    with pytest.raises(InvalidInputError, match=r"evidence\.holdout_versoin"):
+        parse_policy(POLICY + '\n[evidence]\nholdout = "h"\nholdout_versoin = 2\n')
+    assert parse_policy(POLICY + '\n[evidence]\nholdout = "h"\n').evidence is not None
+
+
+def test_a_holdout_without_a_version_means_its_latest_version(scene: Scene) -> None:
+    proj = scene.as_("tara")
+    first = proj.datasets.ingest("holdout", benefit_applications(300, seed=21))
+    scene.as_("rui").models.set_policy(MODEL, POLICY + '\n[evidence]\nholdout = "holdout"\n')
+    _bias(scene, first)
+    proj.evaluations.explain(scene.mv, first, rows=80)
+    proj.cards.edit(scene.mv, fields=CARD, note="first full draft")
+    assert scene.as_("rui").models.gate(scene.mv).passed
+    proj.datasets.ingest("holdout", benefit_applications(320, seed=22))  # a newer holdout
+    detail = _bias_detail(scene.as_("rui").models.gate(scene.mv))
+    assert "not on the training data applications v1 or the holdout holdout v2" in detail
