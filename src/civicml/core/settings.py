@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -44,6 +44,13 @@ def config_file() -> Path | None:
         if candidate.is_file():
             return candidate
     return None
+
+
+#: Signature algorithms oidc_algorithms may name: asymmetric only (never "none" nor HMAC).
+_OIDC_ALGORITHMS = (
+    *("RS256", "RS384", "RS512", "PS256", "PS384", "PS512"),
+    *("ES256", "ES384", "ES512", "EdDSA"),
+)
 
 
 class Settings(BaseSettings):
@@ -110,6 +117,55 @@ class Settings(BaseSettings):
         ge=1,
         le=86_400,
         description="The window (seconds) of auth_max_failures.",
+    )
+    oidc_issuer: str | None = Field(
+        default=None,
+        description="OpenID Connect issuer URL (https://, or http:// on a loopback address); "
+        "when set, a bearer JWT is verified against its keys as a second way to authenticate "
+        "besides API tokens (docs/security.md, 'Single sign-on').",
+    )
+    oidc_audience: str | None = Field(
+        default=None,
+        description="The 'aud' a JWT must carry (the client id civicml has at the identity "
+        "provider); required with oidc_issuer.",
+    )
+    oidc_roles_claim: str | None = Field(
+        default="groups",
+        description="Claim holding the user's groups or roles; a dotted path such as "
+        "'realm_access.roles' (Keycloak) reaches into nested objects.",
+    )
+    oidc_role_map: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="civicml roles per value of oidc_roles_claim, e.g. "
+        "{'ml-reviewers' = ['reviewer']}; values not listed give no role.",
+    )
+    oidc_user_claim: str = Field(
+        default="preferred_username",
+        description="Claim naming the civicml user ('sub' when the token lacks it).",
+    )
+    oidc_algorithms: list[str] = Field(
+        default_factory=lambda: ["RS256", "ES256", "PS256"],
+        description="Signature algorithms a JWT may use (RS*, PS*, ES*, EdDSA); 'none' and "
+        "HMAC (HS*) are refused at start-up.",
+    )
+    oidc_jwks_cache_s: float = Field(
+        default=3600.0,
+        ge=0,
+        le=86_400,
+        description="How long the issuer's keys (JWKS) are used before being fetched again.",
+    )
+    oidc_jwks_refetch_s: float = Field(
+        default=10.0,
+        ge=0,
+        le=3600,
+        description="Fewest seconds between two fetches of the JWKS for an unknown key id "
+        "(key rotation), so forged key ids cannot make the server hammer the issuer.",
+    )
+    oidc_leeway_s: float = Field(
+        default=60.0,
+        ge=0,
+        le=600,
+        description="Clock skew (seconds) allowed on exp, nbf and iat.",
     )
     audit_key: Path | None = Field(
         default=None,
@@ -237,6 +293,43 @@ class Settings(BaseSettings):
                 f"{value!r} is not a local file:// URL; write it as file:///absolute/path"
             )
         return unquote(parts.path)
+
+    @field_validator("oidc_algorithms", mode="after")
+    @classmethod
+    def _asymmetric_algorithms(cls, value: list[str]) -> list[str]:
+        allowed = _OIDC_ALGORITHMS
+        for alg in value:
+            if alg not in allowed:
+                raise ValueError(
+                    f"{alg!r} is not an allowed OpenID Connect signature algorithm; use "
+                    f"{', '.join(allowed)} ('none' and HMAC algorithms are never accepted)"
+                )
+        if not value:
+            raise ValueError("oidc_algorithms names no algorithm")
+        return value
+
+    @field_validator("oidc_issuer", mode="after")
+    @classmethod
+    def _issuer_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        parts = urlsplit(value)
+        host = (parts.hostname or "").lower()
+        loopback = host in ("localhost", "::1") or host.startswith("127.")
+        if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+            raise ValueError(
+                f"oidc_issuer {value!r} must be an https:// URL (http:// only on a loopback "
+                "address)"
+            )
+        if not host or parts.query or parts.fragment:
+            raise ValueError(f"oidc_issuer {value!r} is not an issuer URL")
+        return value
+
+    @model_validator(mode="after")
+    def _oidc_complete(self) -> Settings:
+        if self.oidc_issuer is not None and not self.oidc_audience:
+            raise ValueError("oidc_issuer is set but oidc_audience is not; set both")
+        return self
 
     @field_validator("user", mode="after")
     @classmethod

@@ -16,6 +16,10 @@ Failed authentications are counted per client address in fixed windows
 the limit) and at most :data:`AUDIT_PER_MINUTE` times a minute in all, so a flood cannot fill
 the audit table. Nothing here logs or answers the credential.
 
+With ``oidc_issuer`` set, a bearer value that has the form of a JWT is verified as an OpenID
+Connect token instead (:mod:`civicml.server.oidc`); its failures are counted and audited the
+same way, and an issuer that cannot be reached gives 503 while API tokens keep working.
+
 With ``auth = "none"`` the server believes ``X-CivicML-User`` (see ``deps.principal_for_request``)
 and :func:`check_bind` lets it listen only on a loopback address.
 """
@@ -44,6 +48,7 @@ from civicml.core.identity import Principal
 from civicml.core.settings import Settings
 from civicml.governance.tokens import AuthenticatedToken, TokenService
 from civicml.server.deps import PRINCIPAL_KEY
+from civicml.server.oidc import OIDCVerifier, looks_like_jwt
 from civicml.server.routers.serving import invocation_target
 
 __all__ = [
@@ -159,6 +164,7 @@ class AuthMiddleware:
         self.enabled = settings.auth == "token"
         self.limiter = FailureLimiter(settings.auth_max_failures, settings.auth_failure_window_s)
         self._service: TokenService | None = None  # made on the first request (after startup)
+        self.oidc = OIDCVerifier(settings) if settings.oidc_issuer is not None else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self.enabled or scope["type"] != "http" or scope["path"] in PUBLIC_PATHS:
@@ -166,37 +172,53 @@ class AuthMiddleware:
             return
         client = _client(scope)
         try:
-            token = await self._authenticate(scope, client)
-            _check_scope(scope, token)
+            principal, token = await self._authenticate(scope, client)
+            if token is not None:
+                _check_scope(scope, token)
         except CivicMLError as err:
-            await _refuse(send, err)
+            presented = any(k == b"authorization" for k, _ in scope["headers"])
+            await _refuse(send, err, invalid_token=presented)
             return
-        scope[PRINCIPAL_KEY] = token.principal
-        scope[TOKEN_KEY] = token
+        scope[PRINCIPAL_KEY] = principal
+        if token is not None:
+            scope[TOKEN_KEY] = token
         await self.app(scope, receive, send)
 
-    async def _authenticate(self, scope: Scope, client: str) -> AuthenticatedToken:
+    async def _authenticate(
+        self, scope: Scope, client: str
+    ) -> tuple[Principal, AuthenticatedToken | None]:
+        """The caller's principal, and the API token it came from (None for an OIDC JWT)."""
         service = self._service
         if service is None:
             service = self._service = TokenService(scope["app"].state.civicml.ctx)
         try:
             secret = _bearer(scope)
+            oidc = self.oidc
+            if oidc is not None and looks_like_jwt(secret):
+                principal = oidc.cached(secret)  # no I/O, no cryptography: the hot path
+                if principal is None:
+                    self._check_limit(client)
+                    principal = await run_in_threadpool(oidc.verify, secret)
+                return principal, None
             token = service.verify_cached(secret)  # no I/O: the hot path
-            if token is not None:
-                return token
-            wait = self.limiter.retry_after(client)
-            if wait:
-                raise TooManyRequestsError(
-                    f"Too many failed authentications from {client}; try again in {wait} s.",
-                    hint="Check the token you send (civicml tokens list shows yours).",
-                    retry_after=wait,
-                )
-            return await run_in_threadpool(service.authenticate, secret)
+            if token is None:
+                self._check_limit(client)
+                token = await run_in_threadpool(service.authenticate, secret)
+            return token.principal, token
         except AuthenticationError as err:
             failures = self.limiter.fail(client)
             if failures in (1, self.limiter.max_failures) and self.limiter.may_audit():
                 await run_in_threadpool(self._audit, scope, client, err.message, failures)
             raise
+
+    def _check_limit(self, client: str) -> None:
+        wait = self.limiter.retry_after(client)
+        if wait:
+            raise TooManyRequestsError(
+                f"Too many failed authentications from {client}; try again in {wait} s.",
+                hint="Check the token you send (civicml tokens list shows yours).",
+                retry_after=wait,
+            )
 
     @staticmethod
     def _audit(scope: Scope, client: str, reason: str, failures: int) -> None:
@@ -255,14 +277,17 @@ def _check_scope(scope: Scope, token: AuthenticatedToken) -> None:
         )
 
 
-async def _refuse(send: Send, err: CivicMLError) -> None:
+async def _refuse(send: Send, err: CivicMLError, *, invalid_token: bool = False) -> None:
     body = json.dumps(err.to_body()).encode()
     headers: list[tuple[bytes, bytes]] = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
     ]
     if isinstance(err, AuthenticationError):
-        headers.append((b"www-authenticate", b'Bearer realm="civicml"'))
+        challenge = b'Bearer realm="civicml"'
+        if invalid_token:  # RFC 6750: a token was presented and is not accepted
+            challenge += b', error="invalid_token"'
+        headers.append((b"www-authenticate", challenge))
     retry: Any = getattr(err, "retry_after", None)
     if retry is not None:
         headers.append((b"retry-after", str(max(1, int(retry))).encode()))
