@@ -59,6 +59,7 @@ __all__ = [
 ]
 
 _CHUNK = 1 << 20
+_KEEP_DECRYPTED = 8 << 20  # objects up to this size are decrypted once by open(), into memory
 log = logging.getLogger("civicml.artifacts")
 _DIGEST = re.compile(r"^[0-9a-f]{64}$")
 
@@ -266,15 +267,23 @@ class LocalArtifactStore:
 
     def _open_encrypted(self, digest: str, path: Path, handle: BinaryIO) -> BinaryIO:
         reader = self._decrypting(digest, path, handle)
+        keep = reader.length <= _KEEP_DECRYPTED  # small: decrypt once, hand out the bytes
+        kept = []
         try:
             hasher = hashlib.sha256()
             for index in range(reader.segments):
-                hasher.update(reader.segment(index))
+                plain = reader.segment(index)
+                hasher.update(plain)
+                if keep:
+                    kept.append(plain)
             if hasher.hexdigest() != digest:
                 raise _corrupted(digest)
         except BaseException:
             reader.close()
             raise
+        if keep:
+            reader.close()
+            return io.BytesIO(b"".join(kept))
         reader.seek(0)
         return io.BufferedReader(reader, buffer_size=_CHUNK)
 

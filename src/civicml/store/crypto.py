@@ -49,7 +49,7 @@ __all__ = [
 ]
 
 MAGIC = b"CMLAEAD1"
-SEGMENT_BYTES = 1 << 20
+SEGMENT_BYTES = 256 << 10
 TAG_BYTES = 16
 _FIXED = struct.Struct(">8sI7s16sHH")
 _AAD_BYTES = 8 + 4 + 7 + 16  # magic .. blob id: what every segment is bound to
