@@ -26,6 +26,8 @@ __all__ = [
     "already_exists",
     "invisible_characters",
     "name_key",
+    "same_user",
+    "user_key",
     "validate_name",
     "validate_user_name",
 ]
@@ -99,6 +101,17 @@ def already_exists(kind: str, name: str, existing: str, *, scope: str = "") -> s
         f"{kind} {name!r} conflicts with the existing {kind.lower()} {existing!r}{where}: "
         "names are unique regardless of letter case."
     )
+
+
+def user_key(name: str) -> str:
+    """The form of a user name that identities are compared in: Unicode NFKC, case-folded
+    (``Data-Scientist``, ``DATA-SCIENTIST`` and the same in full-width letters are one user)."""
+    return unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", name).casefold())
+
+
+def same_user(first: str | None, second: str | None) -> bool:
+    """Whether two user names name the same user (:func:`user_key`); ``None`` is no one."""
+    return first is not None and second is not None and user_key(first) == user_key(second)
 
 
 def invisible_characters(text: str) -> list[str]:

@@ -43,7 +43,7 @@ from civicml.core.errors import (
 )
 from civicml.core.identity import Principal
 from civicml.core.ids import new_id
-from civicml.core.names import validate_name, validate_user_name
+from civicml.core.names import same_user, validate_name, validate_user_name
 from civicml.governance._tables import api_tokens
 from civicml.governance.audit import AuditTrail
 from civicml.governance.schemas import TokenCreate, TokenCreated, TokenInfo
@@ -189,7 +189,7 @@ class TokenService:
             owner = validate_user_name(request.owner, source="service account name")
             granted = sorted(roles or ())
         else:
-            if request.owner and validate_user_name(request.owner) != principal.user:
+            if request.owner and not same_user(validate_user_name(request.owner), principal.user):
                 raise PermissionDeniedError(
                     f"A personal token acts as its creator, {principal.user!r}, not as "
                     f"{request.owner!r}.",
@@ -245,11 +245,14 @@ class TokenService:
         query = select(api_tokens).order_by(api_tokens.c.created_at, api_tokens.c.id)
         if all_users:
             self._require_admin("list everyone's tokens")
-        else:
-            query = query.where(api_tokens.c.owner == self._ctx.principal.user)
+        user = self._ctx.principal.user
         now = self._ctx.clock.now()
-        with self._ctx.db.read() as conn:
-            return [_info(r._mapping, now) for r in conn.execute(query)]
+        with self._ctx.db.read() as conn:  # owners compare as user names do (NFKC, case-blind)
+            return [
+                _info(r._mapping, now)
+                for r in conn.execute(query)
+                if all_users or same_user(r.owner, user)
+            ]
 
     def get(self, token_id: str) -> TokenInfo:
         """One token the caller owns (any token, for a platform admin).
@@ -385,7 +388,9 @@ class TokenService:
 
     def _visible(self, conn: Any, token_id: str) -> Any:
         row = conn.execute(select(api_tokens).where(api_tokens.c.id == token_id)).first()
-        if row is None or (row.owner != self._ctx.principal.user and not self._is_admin):
+        if row is None or (
+            not same_user(row.owner, self._ctx.principal.user) and not self._is_admin
+        ):
             raise NotFoundError(
                 f"API token {token_id!r} does not exist.",
                 hint="List your tokens: civicml tokens list",

@@ -23,7 +23,7 @@ from civicml.core.errors import (
     PermissionDeniedError,
 )
 from civicml.core.ids import new_id, validate_name
-from civicml.core.names import already_exists
+from civicml.core.names import already_exists, same_user
 from civicml.governance.audit import AuditTrail
 from civicml.governance.lineage import LineageService
 from civicml.governance.projects import ProjectService
@@ -550,8 +550,8 @@ class RegistryService:
             if row.run_id
             else None
         )
-        if user in (row.created_by, trained_by):
-            did = "registered" if user == row.created_by else "trained"
+        if same_user(user, row.created_by) or same_user(user, trained_by):
+            did = "registered" if same_user(user, row.created_by) else "trained"
             return PermissionDeniedError(
                 f"{user} {did} model version {label} and so cannot approve it "
                 "(separation of duties).",
@@ -662,7 +662,6 @@ class RegistryService:
                 f"(your roles: {', '.join(sorted(principal.roles)) or 'none'}).",
                 hint="Ask a reviewer or a project admin to set the policy.",
             )
-        user = principal.user.casefold()
         versions = conn.execute(
             select(model_versions.c.version, model_versions.c.created_by, runs.c.created_by)
             .select_from(model_versions.outerjoin(runs, runs.c.id == model_versions.c.run_id))
@@ -672,9 +671,9 @@ class RegistryService:
         for number, registered_by, trained_by in versions:
             did = (
                 "registered"
-                if (registered_by or "").casefold() == user
+                if same_user(registered_by, principal.user)
                 else "trained"
-                if (trained_by or "").casefold() == user
+                if same_user(trained_by, principal.user)
                 else None
             )
             if did is not None:
