@@ -257,19 +257,19 @@ def _nonce(prefix: bytes, index: int, last: bool) -> bytes:
     return prefix + struct.pack(">IB", index, 1 if last else 0)
 
 
-def _read_full(stream: BinaryIO, n: int) -> bytes:
-    first = stream.read(n)
-    if not first or len(first) == n:
-        return first or b""
-    parts = [first]
-    got = len(first)
-    while got < n:
-        more = stream.read(n - got)
-        if not more:
-            break
-        parts.append(more)
-        got += len(more)
-    return b"".join(parts)
+def _chunks(stream: BinaryIO, n: int) -> Iterator[bytes]:
+    """``stream``'s bytes in chunks of exactly ``n`` (the last one shorter, possibly empty),
+    whatever sizes its ``read`` returns (short reads, or more than asked)."""
+    pending = b""
+    while True:
+        while len(pending) < n:
+            more = stream.read(n - len(pending))
+            if not more:
+                yield pending
+                return
+            pending = more if not pending else pending + more
+        yield pending[:n]
+        pending = pending[n:]
 
 
 def encrypt_stream(source: BinaryIO, sink: BinaryIO, provider: KeyProvider) -> Iterator[bytes]:
@@ -283,10 +283,11 @@ def encrypt_stream(source: BinaryIO, sink: BinaryIO, provider: KeyProvider) -> I
     sink.write(header)
     aad = header[:_AAD_BYTES]
     aead = AESGCM(data_key)
-    segment = _read_full(source, SEGMENT_BYTES)
+    chunks = _chunks(source, SEGMENT_BYTES)
+    segment = next(chunks)
     index = 0
     while True:
-        following = _read_full(source, SEGMENT_BYTES) if len(segment) == SEGMENT_BYTES else b""
+        following = next(chunks) if len(segment) == SEGMENT_BYTES else b""
         last = not following
         sink.write(aead.encrypt(_nonce(nonce_prefix, index, last), segment, aad))
         yield segment
