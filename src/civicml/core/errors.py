@@ -24,6 +24,7 @@ __all__ = [
     "PayloadTooLargeError",
     "PermissionDeniedError",
     "PreconditionFailedError",
+    "RetryLaterError",
     "ServiceUnavailableError",
     "TooManyRequestsError",
     "UnsupportedMediaTypeError",
@@ -92,10 +93,12 @@ class AuthenticationError(CivicMLError):
     status = 401
 
 
-class TooManyRequestsError(CivicMLError):
-    """Too many failed attempts from one client: wait ``retry_after`` seconds (429)."""
+class RetryLaterError(CivicMLError):
+    """An error the client may retry after ``retry_after`` seconds (sent as ``Retry-After``).
 
-    status = 429
+    Args:
+        retry_after: Seconds the client should wait before retrying.
+    """
 
     def __init__(
         self,
@@ -107,6 +110,12 @@ class TooManyRequestsError(CivicMLError):
     ) -> None:
         super().__init__(message, hint=hint, details=details)
         self.retry_after = retry_after
+
+
+class TooManyRequestsError(RetryLaterError):
+    """Too many failed attempts from one client: wait ``retry_after`` seconds (429)."""
+
+    status = 429
 
 
 class PermissionDeniedError(CivicMLError):
@@ -133,25 +142,10 @@ class UnsupportedMediaTypeError(CivicMLError):
     status = 415
 
 
-class ServiceUnavailableError(CivicMLError):
-    """A transient condition (a locked database, a store being repaired): try again later.
-
-    Args:
-        retry_after: Seconds the client should wait before retrying (sent as ``Retry-After``).
-    """
+class ServiceUnavailableError(RetryLaterError):
+    """A transient condition (a locked database, a store being repaired): try again later."""
 
     status = 503
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        hint: str | None = None,
-        details: list[dict[str, Any]] | None = None,
-        retry_after: int = 1,
-    ) -> None:
-        super().__init__(message, hint=hint, details=details)
-        self.retry_after = retry_after
 
 
 class InsufficientStorageError(ServiceUnavailableError):

@@ -21,7 +21,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy.exc import SQLAlchemyError, StatementError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from civicml.core.errors import CivicMLError, ServiceUnavailableError
+from civicml.core.errors import CivicMLError, RetryLaterError
 from civicml.store.faults import classify
 
 __all__ = [
@@ -85,7 +85,7 @@ def error_response(status: int, message: str, **kwargs: Any) -> JSONResponse:
 
 def error_headers(err: CivicMLError) -> dict[str, str]:
     """Headers that go with an error's body: ``Retry-After`` for 503 and 507."""
-    if isinstance(err, ServiceUnavailableError):
+    if isinstance(err, RetryLaterError):
         return {"Retry-After": str(max(1, int(err.retry_after)))}
     return {}
 
