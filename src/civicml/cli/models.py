@@ -368,6 +368,51 @@ def delete_version(name: str, version: str, project: ProjectOpt = "default") -> 
     console.print(f"Deleted {name} v{version}")
 
 
+@models_app.command("export")
+def export_version(
+    name: str,
+    version: str,
+    output: Annotated[Path, typer.Option("--output", "-o", help="Package file to write (a tar).")],
+    project: ProjectOpt = "default",
+) -> None:
+    """Write a signed package of a version (for import on another civicml)."""
+    with client() as ml:
+        signer = ml.project(project).models.export((name, version_ref(version)), output)
+    console.print(f"Exported {name} v{version} to {output}, signed by key {signer}")
+
+
+@models_app.command("import")
+def import_version(
+    package: Path,
+    project: ProjectOpt = "default",
+    name: Annotated[str | None, typer.Option(help="Register under this model name.")] = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Verify a signed package (trusted_signers, every SHA-256) and register its model.
+
+    The new version is PendingManualApproval: approve it on this installation too. Exits 1
+    when the package fails verification, 2 for unreadable input."""
+    from civicml.core.errors import InvalidInputError
+    from civicml.oversight.packages import PackageVerificationError
+
+    if not package.is_file():
+        raise InvalidInputError(
+            f"No package file {package.name!r}.", hint="Give the tar written by 'models export'."
+        )
+    try:
+        with client() as ml:
+            mv = ml.project(project).models.import_package(package, name=name)
+    except PackageVerificationError as err:
+        err_console.print(f"Error: {err.message}", markup=False)
+        if err.hint:
+            err_console.print(f"Hint: {err.hint}", markup=False)
+        raise typer.Exit(1) from err
+    if json_:
+        print_json(mv)
+    else:
+        console.print(f"Imported {mv.name} v{mv.version} ({mv.approval_status.value})")
+
+
 @models_app.command("convert")
 def convert(json_: JsonOpt = False) -> None:
     """Convert model files saved before civicml 0.9 (model.joblib pickles) to model.skops.

@@ -267,6 +267,12 @@ class Settings(BaseSettings):
     )
 
     @field_validator("home", mode="after")
+    trusted_signers: list[str] = Field(
+        default_factory=list,
+        description="Signers whose model packages 'civicml models import' accepts: Ed25519 "
+        "public key files (PEM, e.g. another installation's keys_dir/model-signing-ed25519.pub) "
+        "or base64 raw keys. This installation's own key is not trusted unless listed.",
+    )
     @classmethod
     def _expand_home(cls, value: Path) -> Path:
         return value.expanduser()

@@ -38,8 +38,10 @@ from civicml.sdk.oversight import (
     CardsHandle,
     change_approval,
     dashboard,
+    export_package,
     gate,
     get_policy,
+    import_package,
     set_policy,
 )
 from civicml.sdk.tokens import TokensHandle
@@ -554,6 +556,18 @@ class ModelsHandle:
     def history(self, mv: ModelVersion | tuple[str, int | str]) -> builtins.list[Any]:
         name, version = _ref(mv)
         return builtins.list(self._svc.approval_history(self._project, name, version))
+
+    def export(self, mv: ModelVersion | tuple[str, int | str], path: str | Path) -> str:
+        """Write a signed package of the version (files, manifest, card, approval record,
+        lineage summary, Ed25519 signature) to ``path``; returns the signer's key id."""
+        name, version = _ref(mv)
+        return export_package(self._backend, self._project, name, version, Path(path))
+
+    def import_package(self, path: str | Path, *, name: str | None = None) -> ModelVersion:
+        """Verify a package from :meth:`export` against ``trusted_signers`` and every file's
+        SHA-256, then register it as a new version (``PendingManualApproval``: approve it here
+        too). ``name`` registers it under another model name."""
+        return import_package(self._backend, self._project, Path(path), name)
 
 
 def _ref(mv: ModelVersion | tuple[str, int | str]) -> tuple[str, int | str]:

@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 from pydantic import TypeAdapter
 
-from civicml.core.errors import NotFoundError
+from civicml.core.errors import ConfigurationError, NotFoundError
 from civicml.core.ids import validate_name
 from civicml.oversight import (
     ApprovalService,
@@ -33,8 +33,10 @@ __all__ = [
     "CardsHandle",
     "change_approval",
     "dashboard",
+    "export_package",
     "gate",
     "get_policy",
+    "import_package",
     "set_policy",
 ]
 
@@ -131,6 +133,39 @@ def dashboard(backend: Any, project: str, *, include_archived: bool = False) -> 
     path = f"/api/v1/projects/{quote(validate_name('Project', project), safe='')}/dashboard"
     params = {"include_archived": "true"} if include_archived else {}
     return Dashboard.model_validate(backend._json("GET", path, params=params))
+
+
+def _embedded_only(backend: Any, what: str) -> None:
+    if backend.remote:
+        raise ConfigurationError(
+            f"{what} of signed model packages runs on the installation itself, not through "
+            "its REST API yet.",
+            hint="Run it with CIVICML_HOME (or --home) pointing at that installation.",
+        )
+
+
+def export_package(backend: Any, project: str, name: str, version: int | str, path: Path) -> str:
+    """Write the signed package of a version to ``path``; returns the signer's key id."""
+    _embedded_only(backend, "Export")
+    from civicml.oversight.packages import PackageService
+
+    tmp = path.with_name(f".{path.name}.part")
+    try:
+        with open(tmp, "wb") as sink:
+            signer = PackageService(backend.ctx).export(project, name, version, sink)
+        tmp.replace(path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return signer
+
+
+def import_package(backend: Any, project: str, path: Path, name: str | None) -> ModelVersion:
+    """Verify the package at ``path`` and register its model, pending local approval."""
+    _embedded_only(backend, "Import")
+    from civicml.oversight.packages import PackageService
+
+    with open(path, "rb") as source:
+        return PackageService(backend.ctx).import_package(project, source, name=name)
 
 
 class CardsHandle:

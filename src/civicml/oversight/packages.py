@@ -1,0 +1,461 @@
+"""Signed model packages: move an approved model version to another civicml (air-gapped promotion).
+
+:meth:`PackageService.export` writes a plain tar holding
+
+* ``files/<path>``: every file of the version as stored (read through the artifact store, so
+  plaintext even when encrypted at rest);
+* ``package.json``: the package manifest in canonical JSON: model name, version, input schema,
+  metrics, approval status and history, the model card, a lineage summary (training datasets
+  with their digests) and every file with its SHA-256 and size;
+* ``signature.json``: the Ed25519 signature over the bytes of ``package.json`` and the id and
+  public key of the signer.
+
+The signing key is ``model-signing-ed25519.pem`` in ``keys_dir`` (created on first use, mode
+0600; its public key beside it as ``.pub``). :meth:`PackageService.import_package` treats the tar
+as hostile: it refuses links, absolute or ``..`` paths, duplicate and oversized members before
+reading any of them, verifies the signature against ``trusted_signers`` (the local key is *not*
+trusted unless listed) and every file's SHA-256, and only then stores the files and registers
+the version ``PendingManualApproval``: the receiving side approves it again. Nothing in a
+package is ever unpickled.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import os
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from civicml.core.errors import CivicMLError, InvalidInputError, NotFoundError
+from civicml.core.jsonsafe import loads
+from civicml.core.settings import Settings
+from civicml.governance.audit import AuditTrail
+from civicml.governance.lineage import LineageService
+from civicml.governance.projects import ProjectService
+from civicml.oversight.cards import CardService, training_datasets
+from civicml.registry.schemas import ModelVersion
+from civicml.registry.service import RegistryService
+from civicml.store.context import Context
+
+__all__ = [
+    "PACKAGE_FORMAT",
+    "PackageService",
+    "PackageSigner",
+    "PackageVerificationError",
+    "canonical_json",
+    "trusted_keys",
+]
+
+PACKAGE_FORMAT = "civicml-model-package/1"
+KEY_FILE = "model-signing-ed25519.pem"
+MANIFEST_NAME = "package.json"
+SIGNATURE_NAME = "signature.json"
+FILES_PREFIX = "files/"
+#: Hostile-input limits: members in one package, bytes of one file, bytes of the two JSON files.
+MAX_MEMBERS = 10_000
+MAX_FILE_BYTES = 8 * 1024**3
+MAX_JSON_BYTES = 16 * 1024**2
+_CHUNK = 1024 * 1024
+
+
+class PackageVerificationError(CivicMLError):
+    """A model package failed verification: untrusted signer, bad signature or wrong hash."""
+
+    status = 422
+
+
+def canonical_json(value: Any) -> bytes:
+    """The one serialisation that is signed: sorted keys, no spaces, UTF-8, no NaN."""
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
+def key_id(public: Ed25519PublicKey) -> str:
+    """A short id of a public key: the first 16 hex digits of the SHA-256 of its raw bytes."""
+    return hashlib.sha256(_raw(public)).hexdigest()[:16]
+
+
+def _raw(public: Ed25519PublicKey) -> bytes:
+    return public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+
+
+class PackageSigner:
+    """The Ed25519 key that signs exported packages, at ``keys_dir/model-signing-ed25519.pem``."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.key_path = settings.keys_root / KEY_FILE
+        self.pub_path = self.key_path.with_suffix(".pub")
+
+    def private_key(self) -> Ed25519PrivateKey:
+        if not self.key_path.is_file():
+            self._create()
+        key = serialization.load_pem_private_key(self.key_path.read_bytes(), password=None)
+        if not isinstance(key, Ed25519PrivateKey):
+            raise CivicMLError(
+                "The model signing key is not an Ed25519 key.",
+                hint=f"Replace {KEY_FILE} in keys_dir with an Ed25519 key, or remove it to have "
+                "a new one created.",
+            )
+        return key
+
+    def _create(self) -> None:
+        self.key_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        key = Ed25519PrivateKey.generate()
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        tmp = self.key_path.with_name(f".{self.key_path.name}.{os.getpid()}.part")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as out:
+            out.write(pem)
+        try:
+            os.link(tmp, self.key_path)  # the first of two racing processes wins
+        except FileExistsError:
+            pass
+        finally:
+            tmp.unlink()
+        if not self.pub_path.is_file():
+            public = self.private_key().public_key()
+            self.pub_path.write_bytes(
+                public.public_bytes(
+                    serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+                )
+            )
+
+    def sign(self, data: bytes) -> dict[str, str]:
+        key = self.private_key()
+        public = key.public_key()
+        return {
+            "algorithm": "Ed25519",
+            "key_id": key_id(public),
+            "public_key": base64.b64encode(_raw(public)).decode("ascii"),
+            "signature": base64.b64encode(key.sign(data)).decode("ascii"),
+        }
+
+
+def _load_public(entry: str) -> Ed25519PublicKey:
+    path = Path(entry).expanduser()
+    text: bytes
+    if path.is_file():
+        text = path.read_bytes().strip()
+    else:
+        text = entry.strip().encode("ascii", "replace")
+    try:
+        if text.startswith(b"-----BEGIN"):
+            key = serialization.load_pem_public_key(text)
+            if isinstance(key, Ed25519PublicKey):
+                return key
+            raise ValueError("not Ed25519")
+        return Ed25519PublicKey.from_public_bytes(base64.b64decode(text, validate=True))
+    except ValueError as err:
+        raise InvalidInputError(
+            "An entry of trusted_signers is neither an Ed25519 public key file nor a base64 key.",
+            hint="List .pub files (PEM) or base64 raw Ed25519 public keys in trusted_signers.",
+        ) from err
+
+
+def trusted_keys(settings: Settings) -> dict[str, Ed25519PublicKey]:
+    """The signers whose packages this installation imports, by key id."""
+    keys = [_load_public(entry) for entry in settings.trusted_signers]
+    return {key_id(k): k for k in keys}
+
+
+@dataclass(frozen=True, slots=True)
+class _Member:
+    name: str
+    info: tarfile.TarInfo
+
+
+class PackageService:
+    """Exports model versions as signed packages and imports verified ones."""
+
+    def __init__(self, ctx: Context) -> None:
+        self._ctx = ctx
+        self._registry = RegistryService(ctx)
+        self._cards = CardService(ctx)
+        self._lineage = LineageService(ctx)
+        self._audit = AuditTrail(ctx)
+        self._projects = ProjectService(ctx)
+
+    # Export -----------------------------------------------------------------------------------
+    def manifest(self, project: str, name: str, version: int | str) -> dict[str, Any]:
+        """The package manifest of a version (what :meth:`export` signs)."""
+        mv = self._registry.get_version(project, name, version)
+        files = self._registry.get_manifest(mv)["files"]
+        try:
+            card: Any = self._cards.get(project, mv.name, mv.version).model_dump(mode="json")
+        except NotFoundError:
+            card = None
+        history = self._registry.approval_history(project, mv.name, mv.version)
+        return {
+            "format": PACKAGE_FORMAT,
+            "model": mv.name,
+            "version": mv.version,
+            "description": mv.description,
+            "source_project": project,
+            "source_artifact_digest": mv.artifact_digest,
+            "input_schema": [c.model_dump(mode="json") for c in mv.signature or []],
+            "metrics": mv.metrics,
+            "approval": {
+                "status": mv.approval_status.value,
+                "by": mv.approval_by,
+                "note": mv.approval_note,
+                "at": None if mv.approval_at is None else mv.approval_at.isoformat(),
+                "history": [r.model_dump(mode="json") for r in history],
+            },
+            "card": card,
+            "lineage": {
+                "run_id": mv.run_id,
+                "training_datasets": [
+                    {"name": d.name, "version": d.version, "digest": d.digest}
+                    for d in training_datasets(self._ctx, mv)
+                ],
+            },
+            "files": {
+                path: {"sha256": meta["digest"], "size": meta["size"]}
+                for path, meta in sorted(files.items())
+            },
+            "exported_at": self._ctx.clock.now().isoformat(),
+            "exported_by": self._ctx.principal.user,
+        }
+
+    def export(self, project: str, name: str, version: int | str, sink: BinaryIO) -> str:
+        """Write the signed package of a version to ``sink``; returns the signer's key id."""
+        manifest = self.manifest(project, name, version)
+        body = canonical_json(manifest)
+        signature = PackageSigner(self._ctx.settings).sign(body)
+        with tarfile.open(fileobj=sink, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            _add_bytes(tar, MANIFEST_NAME, body)
+            _add_bytes(tar, SIGNATURE_NAME, canonical_json(signature))
+            for path, meta in manifest["files"].items():
+                info = tarfile.TarInfo(FILES_PREFIX + path)
+                info.size = int(meta["size"])
+                info.mode = 0o644
+                with self._ctx.artifacts.open(meta["sha256"]) as data:
+                    tar.addfile(info, data)
+        return signature["key_id"]
+
+    # Import -----------------------------------------------------------------------------------
+    def import_package(
+        self, project: str, source: BinaryIO, *, name: str | None = None
+    ) -> ModelVersion:
+        """Verify a package and register its model as a new version, pending local approval.
+
+        Raises:
+            InvalidInputError: Not a plain tar, or a member that is a link, a device, an absolute
+                or ``..`` path, a duplicate, too large, or not part of the package layout.
+            PackageVerificationError: The signer is not in ``trusted_signers``, the signature
+                does not verify, or a file's SHA-256 or size differs from the manifest.
+        """
+        self._projects.get(project)
+        try:
+            tar = tarfile.open(fileobj=source, mode="r:")
+        except (tarfile.TarError, OSError) as err:
+            raise InvalidInputError(
+                "The model package is not a readable tar file.",
+                hint="Give the file written by 'civicml models export' (an uncompressed tar).",
+            ) from err
+        with tar:
+            members = _check_members(tar)
+            body = _read_small(tar, members, MANIFEST_NAME)
+            signature = loads(_read_small(tar, members, SIGNATURE_NAME))
+            signer = _verify_signature(self._ctx.settings, body, signature)
+            manifest = loads(body)
+            files = _check_layout(manifest, members)
+            digests = {
+                path: self._store_verified(tar, members[FILES_PREFIX + path].info, meta, path)
+                for path, meta in files.items()
+            }
+        model = name or str(manifest.get("model") or "")
+        mv = self._registry.register(
+            project,
+            model,
+            artifacts=digests,
+            signature=manifest.get("input_schema") or None,
+            metrics=manifest.get("metrics") or {},
+            description=str(manifest.get("description") or ""),
+        )
+        package_digest = hashlib.sha256(body).hexdigest()
+        proj = self._projects.get(project)
+        with self._ctx.db.write() as uow:
+            node = self._lineage.node(uow, "model_version", mv.id, name=f"{mv.name} v{mv.version}")
+            pkg = self._lineage.node(
+                uow,
+                "model_package",
+                package_digest,
+                name=f"{manifest.get('model')} v{manifest.get('version')} package",
+                project_id=proj.id,
+                properties={
+                    "digest": package_digest,
+                    "signer": signer,
+                    "source_model": manifest.get("model"),
+                    "source_version": manifest.get("version"),
+                    "source_project": manifest.get("source_project"),
+                    "source_approval": (manifest.get("approval") or {}).get("status"),
+                    "training_datasets": (manifest.get("lineage") or {}).get(
+                        "training_datasets", []
+                    ),
+                },
+            )
+            self._lineage.link(uow, pkg, node, "DerivedFrom")
+            self._audit.record(
+                uow,
+                "model_version.imported",
+                "model_version",
+                mv.id,
+                project=proj.name,
+                after={
+                    "name": mv.name,
+                    "version": mv.version,
+                    "package_digest": package_digest,
+                    "signer": signer,
+                    "source_model": manifest.get("model"),
+                    "source_version": manifest.get("version"),
+                    "approval_status": mv.approval_status.value,
+                },
+            )
+        return mv
+
+    def _store_verified(
+        self, tar: tarfile.TarFile, info: tarfile.TarInfo, meta: dict[str, Any], path: str
+    ) -> str:
+        handle = tar.extractfile(info)
+        if handle is None:  # pragma: no cover - _check_members admits regular files only
+            raise InvalidInputError(f"Package member {path!r} is not a file.")
+        data = handle.read()
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != meta.get("sha256") or len(data) != meta.get("size"):
+            raise PackageVerificationError(
+                f"File {path!r} of the model package does not match its signed SHA-256.",
+                hint="The package was altered after it was signed; export it again from the "
+                "source installation.",
+            )
+        stored = self._ctx.artifacts.put_bytes(data)
+        return stored.digest
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    info.mode = 0o644
+    tar.addfile(info, io.BytesIO(data))
+
+
+def _bad_member(name: str, why: str) -> InvalidInputError:
+    return InvalidInputError(
+        f"The model package holds a member {name!r} that {why}.",
+        hint="Only import packages written by 'civicml models export'; this one was made or "
+        "altered by something else.",
+    )
+
+
+def _check_members(tar: tarfile.TarFile) -> dict[str, _Member]:
+    """Every member, checked before any is read: regular files at safe relative paths only."""
+    members: dict[str, _Member] = {}
+    for count, info in enumerate(tar, start=1):
+        if count > MAX_MEMBERS:
+            raise _bad_member(info.name, f"is beyond the limit of {MAX_MEMBERS} members")
+        name = info.name
+        pure = PurePosixPath(name)
+        if (
+            not name
+            or "\\" in name
+            or "\x00" in name
+            or pure.is_absolute()
+            or any(part in ("..", "") for part in name.split("/"))
+        ):
+            raise _bad_member(name, "escapes the package (an absolute or '..' path)")
+        if info.isdir():
+            continue
+        if not info.isreg():
+            raise _bad_member(name, "is a link or a special file")
+        if info.size > MAX_FILE_BYTES:
+            raise _bad_member(name, f"is larger than {MAX_FILE_BYTES} bytes")
+        if name in members:
+            raise _bad_member(name, "appears twice")
+        members[name] = _Member(name, info)
+    return members
+
+
+def _read_small(tar: tarfile.TarFile, members: dict[str, _Member], name: str) -> bytes:
+    member = members.get(name)
+    if member is None:
+        raise InvalidInputError(
+            f"The model package has no {name}.",
+            hint="Give the file written by 'civicml models export'.",
+        )
+    if member.info.size > MAX_JSON_BYTES:
+        raise _bad_member(name, f"is larger than {MAX_JSON_BYTES} bytes")
+    handle = tar.extractfile(member.info)
+    if handle is None:  # pragma: no cover - _check_members admits regular files only
+        raise _bad_member(name, "is not a regular file")
+    return handle.read()
+
+
+def _verify_signature(settings: Settings, body: bytes, signature: Any) -> str:
+    if not isinstance(signature, dict) or signature.get("algorithm") != "Ed25519":
+        raise PackageVerificationError(
+            "The model package's signature.json is not an Ed25519 signature.",
+            hint="Give the file written by 'civicml models export'.",
+        )
+    claimed = str(signature.get("key_id", ""))
+    trusted = trusted_keys(settings)
+    key = trusted.get(claimed)
+    if key is None:
+        raise PackageVerificationError(
+            f"The model package is signed by key {claimed!r}, which is not a trusted signer.",
+            hint="Add the exporting installation's public key (keys_dir/"
+            "model-signing-ed25519.pub) to trusted_signers if you trust it.",
+        )
+    try:
+        key.verify(base64.b64decode(str(signature.get("signature", "")), validate=True), body)
+    except (InvalidSignature, ValueError) as err:
+        raise PackageVerificationError(
+            f"The signature of the model package does not verify with trusted key {claimed!r}.",
+            hint="The package was altered after it was signed; export it again from the "
+            "source installation.",
+        ) from err
+    return claimed
+
+
+def _check_layout(manifest: Any, members: dict[str, _Member]) -> dict[str, dict[str, Any]]:
+    if not isinstance(manifest, dict) or manifest.get("format") != PACKAGE_FORMAT:
+        raise InvalidInputError(
+            "The model package's manifest is not of a format this civicml reads.",
+            hint=f"Export the package with a civicml that writes {PACKAGE_FORMAT}.",
+        )
+    files = manifest.get("files")
+    if not isinstance(files, dict) or not files:
+        raise InvalidInputError(
+            "The model package's manifest lists no files.",
+            hint="Give the file written by 'civicml models export'.",
+        )
+    expected = {MANIFEST_NAME, SIGNATURE_NAME} | {FILES_PREFIX + p for p in files}
+    extra = sorted(set(members) - expected)
+    if extra:
+        raise _bad_member(extra[0], "is not listed in the signed manifest")
+    missing = sorted(expected - set(members))
+    if missing:
+        raise PackageVerificationError(
+            f"The model package lacks {missing[0]!r}, listed in its signed manifest.",
+            hint="The package is incomplete; export it again from the source installation.",
+        )
+    for path, meta in files.items():
+        if not isinstance(meta, dict) or members[FILES_PREFIX + path].info.size != meta.get("size"):
+            raise PackageVerificationError(
+                f"File {path!r} of the model package does not have its signed size.",
+                hint="The package was altered after it was signed; export it again.",
+            )
+    return files
