@@ -170,7 +170,15 @@ class Settings(BaseSettings):
     audit_key: Path | None = Field(
         default=None,
         description="Ed25519 private key (PEM) that signs the audit chain head; default "
-        "$CIVICML_HOME/keys/audit-ed25519.pem, created on first use. Keep it outside the database.",
+        "audit-ed25519.pem in keys_dir (a key already in $CIVICML_HOME/keys is used while "
+        "keys_dir holds none), created on first use. Keep it outside the database.",
+    )
+    audit_witness: Literal["home", "database"] = Field(
+        default="home",
+        description="Where signed chain heads (witnesses) are kept: 'home' (the file "
+        "audit/witness.json in $CIVICML_HOME) or 'database' (also a signed-head row per commit "
+        "in the database, so several servers on one PostgreSQL database sharing keys_dir keep "
+        "one verifiable chain).",
     )
     run_heartbeat_timeout_s: float = Field(
         default=600.0,
@@ -259,6 +267,12 @@ class Settings(BaseSettings):
         "key per artifact wrapped by a key-encryption key from keys_dir). Plaintext artifacts "
         "written before still read; 'civicml keys encrypt-existing' converts them.",
     )
+    trusted_signers: list[str] = Field(
+        default_factory=list,
+        description="Signers whose model packages 'civicml models import' accepts: Ed25519 "
+        "public key files (PEM, e.g. another installation's keys_dir/model-signing-ed25519.pub) "
+        "or base64 raw keys. This installation's own key is not trusted unless listed.",
+    )
     keys_dir: Path | None = Field(
         default=None,
         description="Directory of the key-encryption keys that protect the artifacts (default "
@@ -267,12 +281,6 @@ class Settings(BaseSettings):
     )
 
     @field_validator("home", mode="after")
-    trusted_signers: list[str] = Field(
-        default_factory=list,
-        description="Signers whose model packages 'civicml models import' accepts: Ed25519 "
-        "public key files (PEM, e.g. another installation's keys_dir/model-signing-ed25519.pub) "
-        "or base64 raw keys. This installation's own key is not trusted unless listed.",
-    )
     @classmethod
     def _expand_home(cls, value: Path) -> Path:
         return value.expanduser()
@@ -402,7 +410,13 @@ class Settings(BaseSettings):
 
     @property
     def audit_key_path(self) -> Path:
-        return self.audit_key or self.home / "keys" / "audit-ed25519.pem"
+        if self.audit_key:
+            return self.audit_key
+        shared = self.keys_root / "audit-ed25519.pem"
+        legacy = self.home / "keys" / "audit-ed25519.pem"
+        # A home created before the key moved beside keys_dir keeps signing with its own key
+        # until the operator copies it into keys_dir.
+        return legacy if not shared.is_file() and legacy.is_file() else shared
 
     @property
     def witness_path(self) -> Path:

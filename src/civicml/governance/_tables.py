@@ -105,3 +105,17 @@ api_tokens = Table(
     Column("last_used_at", UTCDateTime, nullable=True),
     Index("ix_api_tokens_owner", "owner"),
 )
+
+# Signed chain heads kept in the database (migration 0010; ``audit_witness = "database"``): one
+# row per commit, signed with the audit key from keys_dir, so every server sharing that key and
+# this database can vouch for the chain. The signature makes a row tamper-evident; deleting the
+# newest rows is caught only by a home's witness file (see docs/audit.md).
+audit_signed_heads = Table(
+    "audit_signed_heads",
+    metadata,
+    Column("public_key", String(64), primary_key=True),  # hex of the raw Ed25519 public key
+    Column("seq", BigID, primary_key=True, autoincrement=False),
+    Column("hash", String(64), nullable=False),
+    Column("signed_at", String(40), nullable=False),  # exactly as signed
+    Column("signature", String(128), nullable=False),
+)

@@ -3,9 +3,11 @@
 Every state change appends one event in the same transaction as the change. Each event's hash
 covers its fields and the hash of the event before it, so editing, deleting or reordering a row
 breaks the chain. Someone with database access could still cut the tail or recompute every hash;
-so after each commit the new head is signed with a key kept outside the database and written to a
-witness file under ``$CIVICML_HOME`` (and into every export): ``verify`` then also catches a
-truncated tail or a recomputed chain.
+so after each commit the new head is signed with a key kept outside the database (in keys_dir)
+and written to a witness file under ``$CIVICML_HOME`` (and into every export): ``verify`` then
+also catches a truncated tail or a recomputed chain. With ``audit_witness = "database"`` each
+signed head is also stored as a row in the database, so several servers sharing the database and
+the key keep one chain that any of them can verify.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import hashlib
 import json
 import logging
 import os
+import threading
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -30,7 +33,7 @@ from sqlalchemy.exc import DBAPIError
 from civicml.core.errors import ConfigurationError, ServiceUnavailableError
 from civicml.core.ids import new_id
 from civicml.core.names import name_key
-from civicml.governance._tables import audit_events, audit_head
+from civicml.governance._tables import audit_events, audit_head, audit_signed_heads
 from civicml.governance.schemas import (
     AuditEvent,
     AuditProblem,
@@ -123,6 +126,10 @@ class AuditSigner:
             hint="Point CIVICML_AUDIT_KEY at the key this installation signs with.",
         )
 
+    def has_key(self) -> bool:
+        """Whether this installation holds the audit key (or its public half) at all."""
+        return self.pub_path.is_file() or self.key_path.is_file()
+
     def public_key_hex(self) -> str:
         raw = self.public_key().public_bytes(
             serialization.Encoding.Raw, serialization.PublicFormat.Raw
@@ -140,7 +147,9 @@ class AuditSigner:
             )
             # Write the key in full to a temp file, then link it into place: a reader never sees
             # a half-written key, and if two processes race the first link wins.
-            tmp = self.key_path.with_name(f".{self.key_path.name}.{os.getpid()}.part")
+            tmp = self.key_path.with_name(
+                f".{self.key_path.name}.{os.getpid()}.{threading.get_ident()}.part"
+            )
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "wb") as handle:
                 handle.write(pem)
@@ -259,6 +268,7 @@ class AuditTrail:
     def __init__(self, ctx: Context) -> None:
         self._ctx = ctx
         self.signer = AuditSigner(ctx.settings.audit_key_path, ctx.settings.witness_path)
+        self._shared = ctx.settings.audit_witness == "database"
 
     def record(
         self,
@@ -321,13 +331,53 @@ class AuditTrail:
             update(audit_head).where(audit_head.c.id == _HEAD_ID).values(seq=seq, hash=digest)
         )
         # Only the last head of a transaction needs signing: the key replaces earlier callbacks.
-        uow.after_commit(
-            "audit-witness",
-            lambda: self.signer.advance_witness(
-                seq, digest, _iso(self._ctx.clock.now()), self._hash_at
-            ),
-        )
+        uow.after_commit("audit-witness", lambda: self._advance(seq, digest))
         return str(fields["id"])
+
+    def _advance(self, seq: int, digest: str) -> None:
+        self.signer.advance_witness(seq, digest, _iso(self._ctx.clock.now()), self._hash_at)
+        if self._shared:
+            self._advance_database(seq, digest)
+
+    def _advance_database(self, seq: int, digest: str) -> None:
+        """Store a signed head row for ``seq``, under the same rules as the witness file: never
+        backwards, and only while the chain still holds the newest signed head unchanged.
+
+        Servers sharing the database and the key may both get here at once: each signs its own
+        commit's seq (unique), and a row for a lower seq than the newest is simply not written.
+        """
+        try:
+            mine = self.signer.public_key_hex()
+            with self._ctx.db.engine.begin() as conn:
+                latest = _latest_signed_head(conn, mine)
+                if latest is not None:
+                    if latest.seq >= seq:
+                        return
+                    held = conn.execute(
+                        select(audit_events.c.hash).where(audit_events.c.seq == latest.seq)
+                    ).scalar()
+                    if held != latest.hash or not self.signer.check(latest):
+                        log.error(
+                            "the audit chain no longer extends the signed head at event %d in "
+                            "the database; it is kept so that 'civicml audit verify' reports it",
+                            latest.seq,
+                        )
+                        return
+                head = self.signer.sign(seq, digest, _iso(self._ctx.clock.now()))
+                conn.execute(insert(audit_signed_heads).values(**head.model_dump()))
+        except DBAPIError as err:  # after commit: the chain holds; the next commit signs again
+            log.error("the signed audit head could not be stored: %s", _kind(err))
+        except ConfigurationError as err:
+            log.error("the audit head could not be signed: %s", err.message)
+
+    def _database_witness(self) -> SignedHead | None:
+        """The newest signed head in the database made with this installation's key (None when
+        the database holds none, or this home has no key to check one with)."""
+        if not self._shared or not self.signer.has_key():
+            return None
+        mine = self.signer.public_key_hex()
+        with self._ctx.db.read() as conn:
+            return _latest_signed_head(conn, mine)
 
     def _hash_at(self, seq: int) -> str | None:
         try:
@@ -400,6 +450,8 @@ class AuditTrail:
             witness, witness_error = self.signer.read_witness(), None
         except ConfigurationError as err:
             witness, witness_error = None, err.message
+        with _readable("verified"):
+            stored = self._database_witness()
         warnings: list[AuditWarning] = []
         with _readable("verified"), self._snapshot() as (head, rows):
             checked, problem, last_seq, last_hash, by_seq = _walk(rows, warnings)
@@ -424,18 +476,26 @@ class AuditTrail:
         unwitnessed = False
         if witness_error is not None:
             problems.append(AuditProblem(seq=last_seq, reason=witness_error))
-        elif witness is None and checked and not problems:
+        elif witness is None and stored is None and checked and not problems:
             unwitnessed = True
             problems.append(_no_witness(self.signer, last_seq))
         else:
-            problems += _check_witness(self.signer, witness, checked, last_seq, by_seq)
+            if witness is not None or stored is None:
+                problems += _check_witness(self.signer, witness, checked, last_seq, by_seq)
+            if stored is not None and not problems:
+                problems += _check_witness(
+                    self.signer, stored, checked, last_seq, by_seq, "signed head row"
+                )
+        newest = max(
+            (h for h in (witness, stored) if h is not None), key=lambda h: h.seq, default=None
+        )
         return AuditReport(
             ok=not problems,
             verdict="unwitnessed" if unwitnessed else ("failed" if problems else "verified"),
             events_checked=checked,
             head_seq=last_seq,
             head_hash=last_hash,
-            witness=witness,
+            witness=newest,
             problems=problems,
             warnings=_capped(warnings),
         )
@@ -470,6 +530,10 @@ class AuditTrail:
                     out.write(canonical_json(record) + "\n")
                     count, last_seq, last_hash = count + 1, int(row.seq), row.hash
             witness = self.signer.read_witness()
+            with _readable("exported"):
+                stored = self._database_witness()
+            if stored is not None and (witness is None or stored.seq > witness.seq):
+                witness = stored
             if witness is not None:
                 out.write(canonical_json({"type": "witness", **witness.model_dump()}) + "\n")
             if count:
@@ -646,6 +710,7 @@ def _check_witness(
     checked: int,
     last_seq: int,
     by_seq: dict[int, str],
+    what: str = "witness file",
 ) -> list[AuditProblem]:
     if witness is None:
         return [_no_witness(signer, last_seq)] if checked and signer is not None else []
@@ -654,7 +719,7 @@ def _check_witness(
             AuditProblem(
                 seq=witness.seq,
                 reason="the signed head's signature is invalid "
-                "(the witness file was altered or signed by another key)",
+                f"(the {what} was altered or signed by another key)",
             )
         ]
     if witness.seq > last_seq:
@@ -694,7 +759,8 @@ def _no_witness(signer: AuditSigner, last_seq: int) -> AuditProblem:
             "by the home whose server or client wrote the events (a second home pointed at the "
             "same database has none). Verify from that home, or copy its audit/witness.json and "
             f"keys/{signer.pub_path.name} into this home; if this home wrote the events, its "
-            "witness file was removed"
+            "witness file was removed. Servers sharing one database can share the witness "
+            "instead: the same audit key in keys_dir and audit_witness = 'database' on each"
         ),
     )
 
@@ -819,6 +885,24 @@ def _readable(what: str) -> Iterator[None]:
         ) from err
 
 
+def _latest_signed_head(conn: Any, public_key: str) -> SignedHead | None:
+    row = conn.execute(
+        select(audit_signed_heads)
+        .where(audit_signed_heads.c.public_key == public_key)
+        .order_by(audit_signed_heads.c.seq.desc())
+        .limit(1)
+    ).first()
+    if row is None:
+        return None
+    return SignedHead(
+        seq=int(row.seq),
+        hash=row.hash,
+        signed_at=row.signed_at,
+        public_key=row.public_key,
+        signature=row.signature,
+    )
+
+
 def _signature_ok(public_key_hex: str, head: SignedHead) -> bool:
     try:
         Ed25519PublicKey.from_public_bytes(bytes.fromhex(public_key_hex)).verify(
@@ -863,7 +947,7 @@ def _load_public(pem: bytes) -> Ed25519PublicKey:
 
 
 def _atomic_write(path: Path, data: bytes, *, sync_dir: bool = True) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.part")
     with open(tmp, "wb") as handle:
         handle.write(data)
         handle.flush()
