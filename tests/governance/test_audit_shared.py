@@ -6,7 +6,10 @@ commit's signed head is stored as a row, so any home holding the key verifies th
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -167,3 +170,60 @@ def test_a_home_with_its_own_key_keeps_verifying_after_keys_dir_is_set(
     finally:
         later.db.close()
     assert (report.ok, report.verdict, report.events_checked) == (True, "verified", 3)
+
+
+def test_two_real_servers_on_one_database_keep_one_verifiable_chain(
+    pg_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two ``civicml server`` processes, two homes, one PostgreSQL database, one keys_dir."""
+    import civicml as cm
+    from tests.conftest import start_server
+
+    monkeypatch.setenv("CIVICML_DB_URL", pg_url)
+    monkeypatch.setenv("CIVICML_KEYS_DIR", str(tmp_path / "shared-keys"))
+    monkeypatch.setenv("CIVICML_AUDIT_WITNESS", "database")
+    homes = [tmp_path / "server-a", tmp_path / "server-b"]
+    errors: list[BaseException] = []
+
+    def create(url: str, prefix: str) -> None:
+        try:
+            with cm.connect(url) as ml:
+                for n in range(6):
+                    ml.project(f"{prefix}-{n}")
+        except BaseException as err:  # reported by the main thread
+            errors.append(err)
+
+    with (
+        start_server(homes[0], tmp_path / "a.log") as first,
+        start_server(homes[1], tmp_path / "b.log") as second,
+    ):
+        threads = [
+            threading.Thread(target=create, args=(first, "a")),
+            threading.Thread(target=create, args=(second, "b")),
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert errors == []
+        reports = []
+        for url in (first, second):
+            with cm.connect(url) as ml:
+                reports.append(ml.verify_audit())
+
+    for report in reports:
+        assert (report.ok, report.verdict, report.events_checked) == (True, "verified", 12)
+    for home in homes:
+        done = subprocess.run(
+            [sys.executable, "-m", "civicml.cli.main", "audit", "verify"],
+            env={**os.environ, "CIVICML_HOME": str(home)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert (done.returncode, done.stdout, done.stderr) == (
+            0,
+            "OK: 12 audit events verified, signed head at event 12.\n",
+            "",
+        )
