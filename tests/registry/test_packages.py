@@ -52,6 +52,11 @@ class Homes:
 
 @pytest.fixture
 def homes(tmp_path: Path) -> Iterator[Homes]:
+    yield from build_homes(tmp_path)
+
+
+def build_homes(tmp_path: Path) -> Iterator[Homes]:
+    """The source home with ``eligibility`` v1 trained and registered by tara."""
     source = cm.connect(home=tmp_path / "source", user="tara")
     proj = source.project(PROJECT)
     frame = benefit_applications(300, seed=5)

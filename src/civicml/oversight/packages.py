@@ -29,7 +29,7 @@ import os
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -274,8 +274,10 @@ class PackageService:
             signer = _verify_signature(self._ctx.settings, body, signature)
             manifest = loads(body)
             files = _check_layout(manifest, members)
+            for path, meta in files.items():  # every hash checked before anything is stored
+                _verify_file(tar, members[FILES_PREFIX + path].info, meta, path)
             digests = {
-                path: self._store_verified(tar, members[FILES_PREFIX + path].info, meta, path)
+                path: self._store(tar, members[FILES_PREFIX + path].info, meta, path)
                 for path, meta in files.items()
             }
         model = name or str(manifest.get("model") or "")
@@ -328,22 +330,41 @@ class PackageService:
             )
         return mv
 
-    def _store_verified(
+    def _store(
         self, tar: tarfile.TarFile, info: tarfile.TarInfo, meta: dict[str, Any], path: str
     ) -> str:
-        handle = tar.extractfile(info)
-        if handle is None:  # pragma: no cover - _check_members admits regular files only
-            raise InvalidInputError(f"Package member {path!r} is not a file.")
-        data = handle.read()
-        digest = hashlib.sha256(data).hexdigest()
-        if digest != meta.get("sha256") or len(data) != meta.get("size"):
-            raise PackageVerificationError(
-                f"File {path!r} of the model package does not match its signed SHA-256.",
-                hint="The package was altered after it was signed; export it again from the "
-                "source installation.",
-            )
-        stored = self._ctx.artifacts.put_bytes(data)
+        handle = _open(tar, info, path)
+        stored = self._ctx.artifacts.put_stream(handle)
+        if stored.digest != meta.get("sha256"):  # the file changed since it was verified
+            raise _hash_mismatch(path)
         return stored.digest
+
+
+def _open(tar: tarfile.TarFile, info: tarfile.TarInfo, path: str) -> BinaryIO:
+    handle = tar.extractfile(info)
+    if handle is None:  # pragma: no cover - _check_members admits regular files only
+        raise _bad_member(path, "is not a regular file")
+    return cast(BinaryIO, handle)
+
+
+def _hash_mismatch(path: str) -> PackageVerificationError:
+    return PackageVerificationError(
+        f"File {path!r} of the model package does not match its signed SHA-256.",
+        hint="The package was altered after it was signed; export it again from the source "
+        "installation.",
+    )
+
+
+def _verify_file(
+    tar: tarfile.TarFile, info: tarfile.TarInfo, meta: dict[str, Any], path: str
+) -> None:
+    hasher, size = hashlib.sha256(), 0
+    handle = _open(tar, info, path)
+    while block := handle.read(_CHUNK):
+        hasher.update(block)
+        size += len(block)
+    if hasher.hexdigest() != meta.get("sha256") or size != meta.get("size"):
+        raise _hash_mismatch(path)
 
 
 def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:

@@ -15,7 +15,7 @@ from urllib.parse import quote
 
 from pydantic import TypeAdapter
 
-from civicml.core.errors import ConfigurationError, NotFoundError
+from civicml.core.errors import NotFoundError
 from civicml.core.ids import validate_name
 from civicml.oversight import (
     ApprovalService,
@@ -135,24 +135,19 @@ def dashboard(backend: Any, project: str, *, include_archived: bool = False) -> 
     return Dashboard.model_validate(backend._json("GET", path, params=params))
 
 
-def _embedded_only(backend: Any, what: str) -> None:
-    if backend.remote:
-        raise ConfigurationError(
-            f"{what} of signed model packages runs on the installation itself, not through "
-            "its REST API yet.",
-            hint="Run it with CIVICML_HOME (or --home) pointing at that installation.",
-        )
-
-
 def export_package(backend: Any, project: str, name: str, version: int | str, path: Path) -> str:
     """Write the signed package of a version to ``path``; returns the signer's key id."""
-    _embedded_only(backend, "Export")
-    from civicml.oversight.packages import PackageService
-
     tmp = path.with_name(f".{path.name}.part")
     try:
-        with open(tmp, "wb") as sink:
-            signer = PackageService(backend.ctx).export(project, name, version, sink)
+        if backend.remote:
+            response = backend.call("GET", f"{_version_path(project, name, version)}/package")
+            tmp.write_bytes(response.content)
+            signer = str(response.headers.get("X-CivicML-Signer", ""))
+        else:
+            from civicml.oversight.packages import PackageService
+
+            with open(tmp, "wb") as sink:
+                signer = PackageService(backend.ctx).export(project, name, version, sink)
         tmp.replace(path)
     finally:
         tmp.unlink(missing_ok=True)
@@ -161,10 +156,18 @@ def export_package(backend: Any, project: str, name: str, version: int | str, pa
 
 def import_package(backend: Any, project: str, path: Path, name: str | None) -> ModelVersion:
     """Verify the package at ``path`` and register its model, pending local approval."""
-    _embedded_only(backend, "Import")
-    from civicml.oversight.packages import PackageService
-
     with open(path, "rb") as source:
+        if backend.remote:
+            url = f"/api/v1/projects/{quote(validate_name('Project', project), safe='')}"
+            data = backend._json(
+                "POST",
+                f"{url}/models/import",
+                content=source,
+                params={} if name is None else {"name": name},
+            )
+            return ModelVersion.model_validate(data)
+        from civicml.oversight.packages import PackageService
+
         return PackageService(backend.ctx).import_package(project, source, name=name)
 
 

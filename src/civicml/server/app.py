@@ -25,6 +25,7 @@ from civicml.server.routers import (
     governance,
     monitoring,
     oversight,
+    packages,
     projects,
     registry,
     serving,
@@ -96,6 +97,7 @@ def create_app(settings: Settings, principal: Principal | None = None) -> FastAP
         monitoring.router,
         evaluation.router,
         oversight.router,
+        packages.router,
         serving.router,
         governance.router,
         tokens.router,
@@ -126,6 +128,7 @@ def create_app(settings: Settings, principal: Principal | None = None) -> FastAP
 UPLOAD_PATHS = (
     r"/api/v1/runs/[^/]+/artifacts/.+",
     r"/api/v1/projects/[^/]+/blobs",
+    r"/api/v1/projects/[^/]+/models/import",
     r"/api/v1/projects/[^/]+/datasets/[^/]+/versions",
 )
 #: Invocation routes, whose bodies may be up to ``server_max_invocation_bytes``.
