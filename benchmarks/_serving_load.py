@@ -31,8 +31,9 @@ class HttpError(RuntimeError):
 
 
 class Connection:
-    def __init__(self, host: str, port: int, path: str) -> None:
+    def __init__(self, host: str, port: int, path: str, headers: tuple[str, ...] = ()) -> None:
         self.host, self.port, self.path = host, port, path
+        self.extra = "".join(f"{h}\r\n" for h in headers)
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
@@ -43,7 +44,7 @@ class Connection:
         head = (
             f"POST {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
             "Content-Type: application/json\r\nAccept: application/json\r\n"
-            f"Content-Length: {len(body)}\r\n\r\n"
+            f"{self.extra}Content-Length: {len(body)}\r\n\r\n"
         )
         return head.encode("ascii") + body
 
@@ -82,7 +83,10 @@ class Connection:
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     bodies = [json.dumps(b, separators=(",", ":")).encode() for b in json.loads(args.bodies_text)]
-    connections = [Connection(args.host, args.port, args.path) for _ in range(args.concurrency)]
+    headers = tuple(args.header or ())
+    connections = [
+        Connection(args.host, args.port, args.path, headers) for _ in range(args.concurrency)
+    ]
     for conn in connections:
         await conn.open()
     requests = [connections[0].request_bytes(b) for b in bodies]
@@ -143,6 +147,11 @@ def main() -> int:
     p.add_argument("--requests", type=int, default=2000)
     p.add_argument("--warmup", type=int, default=200)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument(
+        "--header",
+        action="append",
+        help="extra request header 'Name: value' (repeat), e.g. an Authorization header",
+    )
     args = p.parse_args()
     args.bodies_text = args.bodies.read_text(encoding="utf-8")
     try:

@@ -33,12 +33,14 @@ import argparse
 import contextlib
 import datetime as dt
 import json
+import os
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -168,12 +170,17 @@ def deploy_civicml(home: Path, model: Any, model_dir: Path) -> str:
 
 @contextlib.contextmanager
 def start_target(
-    name: str, work: Path, ctx: dict[str, Any]
+    name: str,
+    work: Path,
+    ctx: dict[str, Any],
+    extra_env: dict[str, str] | None = None,
+    tag: str = "",
 ) -> Iterator[tuple[int, str, list[dict[str, Any]]]]:
     """Start one server; yield (port, invocation path, request bodies)."""
     port = common.free_port()
     env = common.base_env()
-    log = work / f"{name}.log"
+    env.update(extra_env or {})
+    log = work / f"{name}{tag}.log"
     records: list[dict[str, float]] = ctx["records"]
     if name == "civicml":
         env["CIVICML_HOME"] = str(ctx["home"])
@@ -206,14 +213,21 @@ def start_target(
         yield port, path, bodies
 
 
-def check_answers(name: str, port: int, path: str, bodies: list[Any], ctx: dict[str, Any]) -> None:
+def check_answers(
+    name: str,
+    port: int,
+    path: str,
+    bodies: list[Any],
+    ctx: dict[str, Any],
+    headers: dict[str, str] | None = None,
+) -> None:
     """The first few answers must be the pipeline's own probabilities."""
     expected = ctx["model"].pipeline.predict_proba(ctx["model"].validate(ctx["records"][:5]))
     for i in range(5):
         req = urllib.request.Request(
             f"http://127.0.0.1:{port}{path}",
             data=json.dumps(bodies[i]).encode(),
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json", **(headers or {})},
         )
         with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 (loopback)
             answer = json.loads(resp.read())
@@ -229,7 +243,14 @@ def check_answers(name: str, port: int, path: str, bodies: list[Any], ctx: dict[
 
 
 def run_load(
-    name: str, port: int, path: str, bodies: list[Any], concurrency: int, args: Any, work: Path
+    name: str,
+    port: int,
+    path: str,
+    bodies: list[Any],
+    concurrency: int,
+    args: Any,
+    work: Path,
+    headers: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     bodies_file = work / f"bodies-{name}.json"
     bodies_file.write_text(json.dumps(bodies), encoding="utf-8")
@@ -239,6 +260,8 @@ def run_load(
         "--bodies", str(bodies_file), "--concurrency", str(concurrency),
         "--requests", str(args.requests), "--warmup", str(args.warmup), "--out", str(out),
     ]  # fmt: skip
+    for key, value in (headers or {}).items():
+        cmd += ["--header", f"{key}: {value}"]
     subprocess.run(cmd, check=True, timeout=LOAD_TIMEOUT_S, cwd=work)
     result: dict[str, Any] = json.loads(out.read_text())
     lat = result["latency_ms"]
@@ -405,6 +428,182 @@ def write_docs(markdown: str, report: dict[str, Any]) -> None:
 
 
 # --------------------------------------------------------------------------------------
+# Security overhead (--security): civicml vs civicml, authentication and encryption
+# --------------------------------------------------------------------------------------
+
+SEC_BEGIN = "<!-- security-serving:begin -->"
+SEC_END = "<!-- security-serving:end -->"
+SEC_JSON = ROOT / "docs" / "benchmarks" / "security-serving.json"
+GOAL_OVERHEAD = 0.05  # issue 9: authentication (and encryption) cost at most 5 % of throughput
+
+#: (arm, description, server environment, sends a bearer token)
+SEC_ARMS: tuple[tuple[str, str, dict[str, str], bool], ...] = (
+    ("plain", "auth none, encryption off",
+     {"CIVICML_AUTH": "none", "CIVICML_ENCRYPT_ARTIFACTS": "false"}, False),
+    ("encrypted", "auth none, encryption on",
+     {"CIVICML_AUTH": "none", "CIVICML_ENCRYPT_ARTIFACTS": "true"}, False),
+    ("secure", "auth token, encryption on",
+     {"CIVICML_AUTH": "token", "CIVICML_ENCRYPT_ARTIFACTS": "true"}, True),
+)  # fmt: skip
+
+
+def create_token(home: Path, user: str, name: str) -> str:
+    """A personal API token for ``user`` in ``home`` (embedded TokenService); its secret."""
+    import civicml as cm
+
+    with cm.connect(home=home, user=user) as ml:
+        created = ml.tokens.create(name, expires_in_days=1)
+    return str(created.secret)
+
+
+def overhead(base: float, other: float) -> float:
+    """Throughput lost going from ``base`` to ``other`` req/s (0.03 = 3 % fewer)."""
+    return round(1.0 - other / base, 4)
+
+
+def run_security(args: Any, work: Path, ctx: dict[str, Any]) -> dict[str, Any]:
+    """Each arm ``--rounds`` times, interleaved (the order rotates every round)."""
+    secret = create_token(ctx["home"], "ml-engineer", "serving-bench")
+    runs: dict[str, list[dict[str, Any]]] = {arm[0]: [] for arm in SEC_ARMS}
+    for rnd in range(args.rounds):
+        order = SEC_ARMS[rnd % len(SEC_ARMS) :] + SEC_ARMS[: rnd % len(SEC_ARMS)]
+        for arm, _, env, token in order:
+            headers = {"Authorization": f"Bearer {secret}"} if token else None
+            print(f"round {rnd + 1}/{args.rounds}: civicml {arm}", file=sys.stderr)
+            with start_target("civicml", work, ctx, env, tag=f"-{arm}") as (port, path, bodies):
+                if token:  # the server must really refuse a request without the token
+                    _expect_refusal(port, path, bodies[0])
+                check_answers("civicml", port, path, bodies, ctx, headers)
+                runs[arm].append(
+                    {
+                        f"c{c}": run_load(arm, port, path, bodies, c, args, work, headers)
+                        for c in LEVELS
+                    }
+                )
+    medians: dict[str, Any] = {}
+    for arm, rounds in runs.items():
+        medians[arm] = {
+            f"c{c}": {
+                "req_per_s": round(statistics.median(r[f"c{c}"]["req_per_s"] for r in rounds), 1),
+                "p50_ms": round(
+                    statistics.median(r[f"c{c}"]["latency_ms"]["p50"] for r in rounds), 3
+                ),
+                "p99_ms": round(
+                    statistics.median(r[f"c{c}"]["latency_ms"]["p99"] for r in rounds), 3
+                ),
+                "errors": sum(r[f"c{c}"]["errors"] for r in rounds),
+            }
+            for c in LEVELS
+        }
+    costs = {
+        f"c{c}": {
+            "encryption": overhead(
+                medians["plain"][f"c{c}"]["req_per_s"], medians["encrypted"][f"c{c}"]["req_per_s"]
+            ),
+            "authentication": overhead(
+                medians["encrypted"][f"c{c}"]["req_per_s"], medians["secure"][f"c{c}"]["req_per_s"]
+            ),
+            "both": overhead(
+                medians["plain"][f"c{c}"]["req_per_s"], medians["secure"][f"c{c}"]["req_per_s"]
+            ),
+        }
+        for c in LEVELS
+    }
+    return {"rounds": runs, "medians": medians, "overhead": costs}
+
+
+def _expect_refusal(port: int, path: str, body: Any) -> None:
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}{path}",
+        data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30):  # noqa: S310 (loopback)
+            pass
+    except urllib.error.HTTPError as err:
+        if err.code == 401:
+            return
+        raise common.BenchmarkError(f"expected 401 without a token, got {err.code}") from None
+    raise common.BenchmarkError("the auth=token server answered a request without a token")
+
+
+def _pct(x: float) -> str:
+    return f"{x * 100:+.1f} %"
+
+
+def render_security(report: dict[str, Any]) -> str:
+    sec, cfg, m = report["security"], report["config"], report["machine"]
+    med, cost = sec["medians"], sec["overhead"]
+    lines = [
+        "## Authentication and encryption overhead",
+        "",
+        "_Generated by `.venv/bin/python benchmarks/serving.py --security` and "
+        "`.venv/bin/python benchmarks/tracking.py --security` — do not edit by hand. Raw "
+        "figures: [`benchmarks/security-serving.json`](benchmarks/security-serving.json), "
+        "[`benchmarks/security-tracking.json`](benchmarks/security-tracking.json)._",
+        "",
+        "Goal (issue 9): authentication costs at most 5 % of throughput on the serving and "
+        "tracking benchmarks, and encryption at rest at most 5 % on serving. civicml is "
+        "compared with itself, the arms interleaved in one run (the order rotates every "
+        "round), each arm a fresh `civicml server` on the same home; medians over the rounds. "
+        "Overhead = 1 - (req/s with ÷ req/s without); a negative figure is noise in the "
+        "other direction.",
+        "",
+        "### Serving",
+        "",
+        f"- **Date:** {report['date']}; civicml source {report['civicml_source']}",
+        f"- **Machine:** {m['cores']} cores, {m['cpu_model']}, {m['os']}, Python {m['python']}; "
+        f"load average (1/5/15 min) {common._fmt_load(report.get('load_at_start'))} at start, "
+        f"{common._fmt_load(m.get('load_average_1_5_15_at_end'))} at end (a shared machine: "
+        "other work ran at the same time, so differences of a few % are within noise)",
+        f"- **Load:** {cfg['rounds']} rounds {X} 3 arms; per arm and level {cfg['warmup']} "
+        f"warm-up + {cfg['requests']:,} measured single-row requests at concurrency "
+        f"{' and '.join(str(c) for c in LEVELS)} (the serving benchmark's load generator, "
+        "capture at 100 %).",
+        "",
+        "| Arm | c | req/s (median) | p50 | p99 | errors |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for arm, desc, _, _ in SEC_ARMS:
+        for c in LEVELS:
+            f = med[arm][f"c{c}"]
+            lines.append(
+                f"| {arm} ({desc}) | {c} | {f['req_per_s']:,.0f} | {f['p50_ms']:.2f} ms | "
+                f"{f['p99_ms']:.2f} ms | {f['errors']} |"
+            )
+    lines += [
+        "",
+        "| Cost | c=1 | c=16 | Goal ≤ 5 % |",
+        "|---|---:|---:|---|",
+    ]
+    for key, label in (
+        ("authentication", 'Authentication (`auth = "token"`): secure vs encrypted'),
+        ("encryption", "Encryption at rest (`encrypt_artifacts`): encrypted vs plain"),
+        ("both", "Both: secure vs plain"),
+    ):
+        worst = max(cost[f"c{c}"][key] for c in LEVELS)
+        met = "✅ met" if worst <= GOAL_OVERHEAD else "❌ not met"
+        lines.append(f"| {label} | {_pct(cost['c1'][key])} | {_pct(cost['c16'][key])} | {met} |")
+    lines += [
+        "",
+        "- **Authentication:** every request carries `Authorization: Bearer cml_…`, a "
+        "personal token of the deploying user created for the run through the embedded "
+        "`TokenService` (`ml.tokens.create`); the server verifies it from its in-process "
+        "cache (no database hit per request after the first). Before measuring, the script "
+        'checks that the `auth = "token"` server answers 401 to a request without it.',
+        "- **Encryption:** the model files are decrypted once, when the endpoint loads, so "
+        "the per-request path touches encryption only through data capture: captured events "
+        "are appended to a plaintext spool and each rotated spool file is written to the "
+        "artifact store, encrypted when `encrypt_artifacts` is on (in a background thread, "
+        "not on the request). The model was registered with encryption on (the default) in "
+        "all arms; the *plain* arm only turns it off for what the server writes.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------
 # Main
 # --------------------------------------------------------------------------------------
 
@@ -423,8 +622,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--write-docs", action="store_true", help="write docs even on partial runs")
     p.add_argument("--keep", action="store_true", help="keep the work directory")
+    p.add_argument(
+        "--security",
+        action="store_true",
+        help="instead of the three targets: civicml vs civicml with auth none/token and "
+        "encrypt_artifacts off/on, interleaved over --rounds; writes the 'Authentication "
+        "and encryption overhead' section (unless --quick)",
+    )
+    p.add_argument("--rounds", type=int, default=3, help="rounds per arm with --security")
     args = p.parse_args(argv)
-    args.requests = args.requests or (300 if args.quick else 2000)
+    args.requests = args.requests or (300 if args.quick else 1000 if args.security else 2000)
     args.warmup = args.warmup or (50 if args.quick else 200)
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
     return args
@@ -433,6 +640,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     started = time.monotonic()
+    load_start = [round(x, 2) for x in os.getloadavg()]
     WORKDIR.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="serving-", dir=WORKDIR))
     failed = True
@@ -467,9 +675,28 @@ def main(argv: list[str] | None = None) -> int:
             f"{p['rows_1000']['median_ms']:.3f} ms",
             file=sys.stderr,
         )
-        if "civicml" in args.targets:
+        if "civicml" in args.targets or args.security:
             ctx["home"] = work / "civicml-home"
             deploy_civicml(ctx["home"], model, model_dir)
+        if args.security:
+            report["config"]["rounds"] = args.rounds
+            report["load_at_start"] = load_start
+            report["security"] = run_security(args, work, ctx)
+            for c in LEVELS:
+                print(
+                    f"  overhead c={c}: {report['security']['overhead'][f'c{c}']}", file=sys.stderr
+                )
+            report["machine"] = common.machine_info(work)
+            report["elapsed_s"] = round(time.monotonic() - started, 1)
+            if not args.quick or args.write_docs:
+                common.write_section(SEC_BEGIN, SEC_END, render_security(report), SEC_JSON, report)
+            else:
+                out = WORKDIR / f"security-serving-{time.strftime('%Y%m%d-%H%M%S')}.json"
+                out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+                print(f"Quick run: wrote {out} (docs untouched)", file=sys.stderr)
+            print(f"Done in {report['elapsed_s']:.0f} s", file=sys.stderr)
+            failed = False
+            return 0
         if "mlflow" in args.targets:
             report["mlflow_version"] = common.ensure_mlflow_venv()
             import sklearn

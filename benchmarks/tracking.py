@@ -397,6 +397,131 @@ def run_benchmark(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
 
 # --------------------------------------------------------------------------------------
+# Security overhead (--security): civicml server, auth none vs token
+# --------------------------------------------------------------------------------------
+
+SEC_BEGIN = "<!-- security-tracking:begin -->"
+SEC_END = "<!-- security-tracking:end -->"
+SEC_JSON = ROOT / "docs" / "benchmarks" / "security-tracking.json"
+SEC_WORKLOADS = (
+    ("single", "Single-call log_metric, buffered (then flush)"),
+    ("single_sync", "Single-call log_metric(synchronous=True)"),
+    ("batch", "Batched metrics (1,000 per call)"),
+    ("runs", "Run creation (10 params + 10 metrics, ended)"),
+    ("search", "Search"),
+)
+SEC_ARMS = ("none", "token")
+
+
+def run_security(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """civicml remote, ``auth = "none"`` vs ``"token"``, interleaved over ``--rounds``."""
+    import civicml as cm
+
+    home = work / "civicml-server"
+    home.mkdir()
+    with cm.connect(home=home) as ml:  # a personal token of the home's default user
+        secret = str(ml.tokens.create("tracking-bench", expires_in_days=1).secret)
+    env = base_env()
+    per_arm: dict[str, list[dict[str, Any]]] = {arm: [] for arm in SEC_ARMS}
+    for rnd in range(args.rounds):
+        order = SEC_ARMS if rnd % 2 == 0 else SEC_ARMS[::-1]
+        for arm in order:
+            port = free_port()
+            senv = dict(env, CIVICML_HOME=str(home), CIVICML_AUTH=arm)
+            wenv = dict(env, CIVICML_TOKEN=secret) if arm == "token" else env
+            print(f"round {rnd + 1}/{args.rounds}: civicml server auth={arm}", file=sys.stderr)
+            with server(
+                f"civicml server (auth={arm})",
+                cmd=civicml_server_cmd("127.0.0.1", port),
+                env=senv,
+                health=f"http://127.0.0.1:{port}/api/v1/health",
+                log=work / f"civicml-server-{arm}-{rnd}.log",
+                cwd=home,
+            ):
+                if arm == "token":  # really on: a request without the token is refused
+                    try:
+                        urllib.request.urlopen(
+                            f"http://127.0.0.1:{port}/api/v1/projects", timeout=10
+                        ).close()
+                    except urllib.error.HTTPError as err:
+                        if err.code != 401:
+                            raise BenchmarkError(f"expected 401, got {err.code}") from None
+                    else:
+                        raise BenchmarkError("auth=token server answered without a token")
+                (work / "civicml-remote.json").unlink(missing_ok=True)
+                res = run_worker(
+                    sys.executable,
+                    "civicml",
+                    "remote",
+                    target=f"http://127.0.0.1:{port}",
+                    args=args,
+                    env=wenv,
+                    work=work,
+                )
+            per_arm[arm].append(res)
+    figures: dict[str, dict[str, Any]] = {}
+    for arm, results in per_arm.items():
+        merged = {"civicml/remote": {"reps": [r for res in results for r in res["reps"]]}}
+        figures[arm] = {
+            w: (
+                _latency(merged, "civicml/remote")
+                if w == "search"
+                else _rate(merged, "civicml/remote", w)
+            )
+            for w, _ in SEC_WORKLOADS
+        }
+    cost = {
+        w: round(1.0 - figures["token"][w]["ops_per_s"] / figures["none"][w]["ops_per_s"], 4)
+        for w, _ in SEC_WORKLOADS
+        if figures["none"][w] and figures["token"][w]
+    }
+    versions: dict[str, str] = {}
+    for res in per_arm["none"]:
+        versions.update(res.get("versions", {}))
+    return {"figures": figures, "overhead": cost, "versions": versions}
+
+
+def render_security(report: dict[str, Any]) -> str:
+    sec, p, m = report["security"], report["params"], report["machine"]
+    lines = [
+        "### Tracking",
+        "",
+        f"- **Date:** {report['date']}; civicml source {report['versions']['civicml_source']}",
+        f"- **Machine:** {m['cores']} cores, {m['cpu_model']}, {m['os']}, Python {m['python']}; "
+        f"load average (1/5/15 min) {_fmt_load(m.get('load_average_1_5_15_at_start'))} at "
+        f"start, {_fmt_load(m.get('load_average_1_5_15_at_end'))} at end",
+        f"- **Sizes:** client → `civicml server` on 127.0.0.1 (SQLite), {p['n']:,} metric "
+        f"values, {p['runs']} runs, {p['searches']} searches per round; {p['rounds']} rounds "
+        f"{X} 2 arms (order alternating), {p['reps']} repetition(s) per round; medians over "
+        "all repetitions.",
+        "",
+        '| Workload | `auth = "none"` | `auth = "token"` | Overhead | Goal ≤ 5 % |',
+        "|---|---:|---:|---:|---|",
+    ]
+    for w, label in SEC_WORKLOADS:
+        a, b = sec["figures"]["none"][w], sec["figures"]["token"][w]
+        x = sec["overhead"].get(w)
+        met = "—" if x is None else ("✅ met" if x <= 0.05 else "❌ not met")
+        lines.append(
+            f"| {label} | {_fmt_rate(a, w == 'search')} | {_fmt_rate(b, w == 'search')} | "
+            f"{'—' if x is None else f'{x * 100:+.1f} %'} | {met} |"
+        )
+    lines += [
+        "",
+        "- Both arms run the same worker (`benchmarks/_worker.py --system civicml --mode "
+        "remote`) against a fresh `civicml server` on one home; the token arm sends a "
+        "personal API token created for the run (`ml.tokens.create`, passed as "
+        "`CIVICML_TOKEN`), and the script first checks that this server answers 401 "
+        "without it. Search shows the median latency; overhead is in throughput terms.",
+        "- Encryption at rest is on (the default) in both arms and is not compared here: "
+        "metrics, params and runs live in the database, not the artifact store, so these "
+        "paths never encrypt or decrypt anything.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------------------
 # Figures
 # --------------------------------------------------------------------------------------
 
@@ -721,14 +846,21 @@ def render_markdown(
 
 
 def write_docs(markdown: str, report: dict[str, Any]) -> None:
-    DOCS_JSON.parent.mkdir(parents=True, exist_ok=True)
-    DOCS_JSON.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    block = f"{BEGIN}\n{markdown}\n{END}"
+    write_section(BEGIN, END, markdown, DOCS_JSON, report)
+
+
+def write_section(
+    begin: str, end: str, markdown: str, json_path: Path, report: dict[str, Any]
+) -> None:
+    """Write ``report`` to ``json_path`` and ``markdown`` between the markers in the docs."""
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    block = f"{begin}\n{markdown}\n{end}"
     if DOCS_MD.exists():
         text = DOCS_MD.read_text(encoding="utf-8")
-        if BEGIN in text and END in text:
-            head, rest = text.split(BEGIN, 1)
-            _, tail = rest.split(END, 1)
+        if begin in text and end in text:
+            head, rest = text.split(begin, 1)
+            _, tail = rest.split(end, 1)
             text = head + block + tail
         else:
             text = text.rstrip("\n") + "\n\n" + block + "\n"
@@ -740,7 +872,7 @@ def write_docs(markdown: str, report: dict[str, Any]) -> None:
             "`<!-- name:end -->` markers; everything else in this file is kept.\n\n" + block + "\n"
         )
     DOCS_MD.write_text(text, encoding="utf-8")
-    print(f"Wrote {DOCS_MD.relative_to(ROOT)} and {DOCS_JSON.relative_to(ROOT)}", file=sys.stderr)
+    print(f"Wrote {DOCS_MD.relative_to(ROOT)} and {json_path.relative_to(ROOT)}", file=sys.stderr)
 
 
 # --------------------------------------------------------------------------------------
@@ -791,8 +923,22 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--no-write-docs", dest="write_docs", action="store_false")
     p.add_argument("--keep", action="store_true", help="keep the temp data dir (for debugging)")
+    p.add_argument(
+        "--security",
+        action="store_true",
+        help="instead of the comparison: civicml through its server with auth none vs "
+        "token, interleaved over --rounds; writes the tracking part of the "
+        "'Authentication and encryption overhead' section (unless --quick)",
+    )
+    p.add_argument("--rounds", type=int, default=3, help="rounds per arm with --security")
     args = p.parse_args(argv)
-    defaults = (500, 20, 5, 1) if args.quick else (10_000, 200, 20, 3)
+    defaults = (
+        (500, 20, 5, 1)
+        if args.quick
+        else (2_000, 50, 10, 1)
+        if args.security
+        else (10_000, 200, 20, 3)
+    )
     for name, default in zip(("n", "runs", "searches", "reps"), defaults, strict=True):
         if getattr(args, name) is None:
             setattr(args, name, default)
@@ -814,13 +960,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not args.skip_civicml:
             check_civicml()
-        mlflow_version = None if args.skip_mlflow else ensure_mlflow_venv()
+        mlflow_version = None if args.skip_mlflow or args.security else ensure_mlflow_venv()
     except (BenchmarkError, subprocess.SubprocessError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
     WORKDIR.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="tracking-", dir=WORKDIR))
+    if args.security:
+        return main_security(args, work, load_start, source_start, t_start)
     try:
         results = run_benchmark(args, work)
     except BenchmarkError as exc:
@@ -879,6 +1027,47 @@ def main(argv: list[str] | None = None) -> int:
         write_docs(render_markdown(report, rows, goals), report)
     else:
         out = WORKDIR / ("tracking-quick.json" if args.quick else "tracking-partial.json")
+        out.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+        print(f"docs/ not touched; figures in {out.relative_to(ROOT)}", file=sys.stderr)
+    return 0
+
+
+def main_security(
+    args: argparse.Namespace, work: Path, load_start: list[float], source: str, t_start: float
+) -> int:
+    try:
+        security = run_security(args, work)
+    except BenchmarkError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        print(f"(work dir kept for inspection: {work})", file=sys.stderr)
+        return 1
+    machine = machine_info(work)
+    machine["load_average_1_5_15_at_start"] = load_start
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    report = {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine,
+        "versions": {**security.pop("versions"), "civicml_source": source},
+        "params": {
+            "n": args.n,
+            "runs": args.runs,
+            "searches": args.searches,
+            "reps": args.reps,
+            "rounds": args.rounds,
+            "single_budget_s": args.single_budget,
+            "quick": args.quick,
+        },
+        "security": security,
+        "elapsed_s": round(time.monotonic() - t_start, 1),
+    }
+    for w, x in security["overhead"].items():
+        print(f"  auth overhead {w}: {x * 100:+.1f} %", file=sys.stderr)
+    print(f"(total {report['elapsed_s']:.0f} s)", file=sys.stderr)
+    if not args.quick or args.write_docs:
+        write_section(SEC_BEGIN, SEC_END, render_security(report), SEC_JSON, report)
+    else:
+        out = WORKDIR / "security-tracking-quick.json"
         out.write_text(json.dumps(report, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
         print(f"docs/ not touched; figures in {out.relative_to(ROOT)}", file=sys.stderr)
     return 0
