@@ -35,6 +35,7 @@ from civicml.registry._tables import model_versions, registered_models
 from civicml.registry.schemas import ModelVersion
 from civicml.store.context import Context
 from civicml.store.paths import validate_relative_path
+from civicml.store.signing import sign_version, verify_statement, version_statement
 from civicml.training import (
     LEGACY_MODEL_FILE,
     TabularModel,
@@ -209,6 +210,7 @@ def convert_model_bundles(ctx: Context, *, cache_root: Path | None = None) -> Bu
                 model_versions.c.id,
                 model_versions.c.version,
                 model_versions.c.artifact_digest,
+                model_versions.c.manifest_signature,
                 registered_models.c.name,
                 projects.c.name.label("project"),
             )
@@ -285,12 +287,22 @@ def _find_manifest_dir(directory: Path, label: str) -> Path:
     return found[0]
 
 
+def _resigned(ctx: Context, row: Any, old: str, new: str) -> dict[str, Any]:
+    """A new registration signature for the converted manifest, if the old one verified."""
+    signature = row.manifest_signature
+    statement = version_statement(row.project, row.name, row.version, old)
+    if signature is None or verify_statement(ctx.settings, statement, signature) is not None:
+        return {}  # legacy unsigned stays unsigned; a bad signature stays bad (deploy refuses)
+    sig = sign_version(ctx.settings, row.project, row.name, row.version, new)
+    return {"manifest_signature": sig}
+
+
 def _record_conversion(ctx: Context, row: Any, old: str, new: str) -> None:
     with ctx.db.write() as uow:
         changed = uow.conn.execute(
             update(model_versions)
             .where(model_versions.c.id == row.id, model_versions.c.artifact_digest == old)
-            .values(artifact_digest=new)
+            .values(artifact_digest=new, **_resigned(ctx, row, old, new))
         ).rowcount
         if not changed:  # converted (or changed) by someone else meanwhile
             return

@@ -56,6 +56,8 @@ model_versions = Table(
     Column("archived", Boolean, nullable=False, default=False),
     Column("created_at", UTCDateTime, nullable=False),
     Column("created_by", String(128), nullable=False),
+    # Ed25519 over the manifest digest, project, name and number (store.signing; migration 0011)
+    Column("manifest_signature", JSONDoc, nullable=True),
     UniqueConstraint("model_id", "version"),
     Index("ix_model_versions_run", "run_id"),
 )

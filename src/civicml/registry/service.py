@@ -86,6 +86,7 @@ from civicml.store.artifacts import Stored
 from civicml.store.context import Context
 from civicml.store.db import UnitOfWork
 from civicml.store.paths import validate_relative_path
+from civicml.store.signing import sign_version, verify_statement, version_statement
 from civicml.tracking._tables import runs
 
 __all__ = ["RegistryService"]
@@ -417,6 +418,49 @@ class RegistryService:
                 "if it still shows Approved): "
                 + cli_hint(mv.project, "approve", mv.name, mv.version, "--note ..."),
             )
+
+    def verify_version_signature(self, mv: ModelVersion) -> str:
+        """Check the Ed25519 signature made over ``mv``'s manifest at registration.
+
+        The signed bytes are :func:`civicml.store.signing.version_statement` of the project,
+        model name, version number and manifest digest, as stored now; the key must be this
+        installation's model-signing key or listed in ``trusted_signers``. Deploy calls this.
+
+        Returns:
+            ``"verified"``, or ``"absent"`` for a version registered before signing existed
+            (migration 0011): such legacy versions still deploy, and the caller records it.
+
+        Raises:
+            ConflictError: A signature is stored and does not verify (the digest, the names or
+                the signature were changed in the database, or the signer is not trusted).
+        """
+        with self._ctx.db.read() as conn:
+            row = conn.execute(
+                select(model_versions.c.manifest_signature, model_versions.c.artifact_digest).where(
+                    model_versions.c.id == mv.id
+                )
+            ).first()
+        if row is None:
+            raise NotFoundError(
+                f"Model version {mv.name}/{mv.version} does not exist.",
+                hint=cli_hint(mv.project, "versions", mv.name),
+            )
+        if row.manifest_signature is None:
+            return "absent"
+        why = verify_statement(
+            self._ctx.settings,
+            version_statement(mv.project, mv.name, mv.version, row.artifact_digest),
+            row.manifest_signature,
+        )
+        if why is not None:
+            raise ConflictError(
+                f"Model version {mv.name}/{mv.version} fails its registration signature check: "
+                f"{why}. It is not deployed.",
+                hint="Treat the registry database as tampered with and investigate "
+                "('civicml audit verify'); register the model files again from a trusted source "
+                "if needed, or list the signer's public key in trusted_signers.",
+            )
+        return "verified"
 
     def _approval_refusal(
         self,
@@ -999,6 +1043,9 @@ class RegistryService:
             .values(next_version=number + 1)
         )
         now, user = self._ctx.clock.now(), self._ctx.principal.user
+        manifest_signature = sign_version(
+            self._ctx.settings, proj.name, name, number, stored.digest
+        )
         values: dict[str, Any] = {
             "id": new_id(),
             "model_id": model.id,
@@ -1016,6 +1063,7 @@ class RegistryService:
             "archived": False,
             "created_at": now,
             "created_by": user,
+            "manifest_signature": manifest_signature,
         }
         conn.execute(insert(model_versions).values(**values))
         node = self._lineage.node(
@@ -1036,6 +1084,7 @@ class RegistryService:
                 "run_id": values["run_id"],
                 "artifact_digest": stored.digest,
                 "artifact_path": artifact_path,
+                "signature_key_id": manifest_signature["key_id"],
                 "approval_status": ApprovalStatus.PENDING.value,
                 "metrics": metrics,
             },

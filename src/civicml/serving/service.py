@@ -1,7 +1,9 @@
 """The endpoint service: deploy approved model versions, switch versions, delete endpoints.
 
 Only an ``Approved`` (and not archived) model version is deployed, and only while its manifest
-is the one its approval bound (``RegistryService.check_approved_files``). Deploy and update
+is the one its approval bound (``RegistryService.check_approved_files``) and its registration
+signature verifies (``RegistryService.verify_version_signature``; a legacy unsigned version is
+deployed and its audit event records ``signature: "absent"``). Deploy and update
 verify and load the model *before* they commit — through the process's :class:`ModelHost` when
 one is given, else by hashing every file against the registry — so an endpoint row never points
 at a model that cannot be served. The row change, the lineage association (model version → endpoint,
@@ -92,7 +94,7 @@ class EndpointService:
             existing = find_endpoint(conn, proj.id, endpoint_name)  # in any letter case
             if existing is not None:
                 raise _exists(proj.name, endpoint_name, existing.name)
-        mv = self._deployable(proj, model_name, version)
+        mv, signature = self._deployable(proj, model_name, version)
         loaded = self._prepare(mv)
         now, user = self._ctx.clock.now(), self._ctx.principal.user
         values: dict[str, Any] = {
@@ -126,7 +128,7 @@ class EndpointService:
                     "endpoint",
                     values["id"],
                     project=proj.name,
-                    after=_audit_state(values),
+                    after=_audit_state(values) | {"signature": signature},
                 )
         except IntegrityError as err:  # deployed concurrently under the same name
             raise _exists(proj.name, endpoint_name) from err
@@ -168,9 +170,12 @@ class EndpointService:
             current = to_info(endpoint_row(conn, proj, endpoint_name), proj.name)
         mv: ModelVersion | None = None
         loaded: LoadedModel | None = None
+        signature: str | None = None
         if version is not None or model_name is not None:
             target_model = model_name or current.model_name
-            mv = self._deployable(proj, target_model, version if version is not None else "latest")
+            mv, signature = self._deployable(
+                proj, target_model, version if version is not None else "latest"
+            )
             if mv.id != current.model_version_id:
                 loaded = self._prepare(mv)
         with self._ctx.db.write() as uow:
@@ -209,7 +214,8 @@ class EndpointService:
                 row.id,
                 project=proj.name,
                 before=before,
-                after=_audit_state(after_row._mapping),
+                after=_audit_state(after_row._mapping)
+                | ({} if signature is None else {"signature": signature}),
             )
         info = to_info(after_row, proj.name)
         if self._host is not None:
@@ -269,7 +275,11 @@ class EndpointService:
         stats = None if self._host is None else self._host.stats(info.id)
         return info if stats is None else info.model_copy(update={"stats": stats})
 
-    def _deployable(self, proj: Project, model_name: str, version: int | str) -> ModelVersion:
+    def _deployable(
+        self, proj: Project, model_name: str, version: int | str
+    ) -> tuple[ModelVersion, str]:
+        """The version to deploy and its registration signature status (``"verified"``, or
+        ``"absent"`` for a legacy version registered before versions were signed)."""
         if version == "latest":
             versions = self._registry.list_versions(proj.name, model_name)
             approved = [v for v in versions if v.approval_status is ApprovalStatus.APPROVED]
@@ -280,7 +290,8 @@ class EndpointService:
                     f"'<why>' --project {proj.name}",
                 )
             self._registry.check_approved_files(approved[-1])  # approved as it is now
-            return approved[-1]
+            signature = self._registry.verify_version_signature(approved[-1])  # as registered
+            return approved[-1], signature
         mv = self._registry.get_version(proj.name, model_name, version)
         label = f"{mv.name}/{mv.version}"
         if mv.approval_status is not ApprovalStatus.APPROVED:
@@ -297,7 +308,8 @@ class EndpointService:
                 f"--project {proj.name}",
             )
         self._registry.check_approved_files(mv)  # the approval bound these exact files
-        return mv
+        signature = self._registry.verify_version_signature(mv)  # signed at registration
+        return mv, signature
 
     def _prepare(self, mv: ModelVersion) -> LoadedModel | None:
         """Load (with a host) or at least verify every file of ``mv`` before committing."""
