@@ -154,6 +154,9 @@ class TokenService:
     def __init__(self, ctx: Context) -> None:
         self._ctx = ctx
         self._audit = AuditTrail(ctx)
+        # The cache's database key, computed once: Settings.database_url builds a string on each
+        # read, which the per-request hot path (verify_cached) should not pay for.
+        self._db_key = ctx.settings.database_url
 
     @property
     def _is_admin(self) -> bool:
@@ -273,7 +276,7 @@ class TokenService:
             NotFoundError: No such token, or one the caller may neither see nor revoke.
         """
         now = self._ctx.clock.now()
-        db = self._ctx.settings.database_url
+        db = self._db_key
         with self._ctx.db.write() as uow:
             row = self._visible(uow.conn, token_id)
             if row.revoked_at is not None:
@@ -312,7 +315,7 @@ class TokenService:
         settings = self._ctx.settings
         token = self._load(digest)
         if settings.auth_cache_ttl_s > 0:
-            TOKEN_CACHE.put(settings.database_url, digest, token)
+            TOKEN_CACHE.put(self._db_key, digest, token)
         return self._check(token)
 
     def verify_cached(self, secret: str) -> AuthenticatedToken | None:
@@ -329,9 +332,7 @@ class TokenService:
                 hint=_LOGIN_HINT,
             )
         settings = self._ctx.settings
-        token = TOKEN_CACHE.get(
-            settings.database_url, hash_secret(secret), settings.auth_cache_ttl_s
-        )
+        token = TOKEN_CACHE.get(self._db_key, hash_secret(secret), settings.auth_cache_ttl_s)
         return None if token is None else self._check(token)
 
     def _check(self, token: AuthenticatedToken) -> AuthenticatedToken:
