@@ -4,20 +4,17 @@ POST …/models/import (an octet-stream upload), with the SDK's remote client an
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 
 import civicml as cm
 from civicml.core.errors import InvalidInputError
 from civicml.core.settings import Settings
 from civicml.registry.schemas import ApprovalStatus
 from civicml.server import create_app
-from tests.conftest import free_port, wait_healthy
 from tests.registry.test_packages import (
     MODEL,
     PROJECT,
@@ -26,6 +23,7 @@ from tests.registry.test_packages import (
     _rewrite,
     build_homes,
 )
+from tests.server.helpers import serve
 
 
 @pytest.fixture
@@ -36,18 +34,8 @@ def homes(tmp_path: Path) -> Iterator[Homes]:
 @pytest.fixture
 def target_url(homes: Homes) -> Iterator[str]:
     settings = Settings.load(home=homes.target_home, trusted_signers=[str(homes.pub)])
-    port = free_port()
-    config = uvicorn.Config(
-        create_app(settings), host="127.0.0.1", port=port, log_level="warning", access_log=False
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    url = f"http://127.0.0.1:{port}"
-    wait_healthy(url)
-    yield url
-    server.should_exit = True
-    thread.join(timeout=15)
+    with serve(create_app(settings)) as url:
+        yield url
 
 
 def test_import_and_export_through_the_server(homes: Homes, target_url: str) -> None:
