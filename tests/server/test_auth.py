@@ -297,3 +297,15 @@ def test_the_remote_sdk_sends_its_token_and_manages_tokens(
             assert ml.tokens.revoke(made.token.id).status == "revoked"
             with pytest.raises(AuthenticationError, match="revoked"):
                 ci.tokens.whoami()
+
+
+@pytest.mark.parametrize("days", ["30", True, 30.0, 2**63])
+def test_token_expiry_is_a_strict_whole_number(
+    client: httpx.Client, admin: str, days: object
+) -> None:
+    """``"30"`` or ``true`` for a number is refused, not converted (issue 8's strict numbers)."""
+    response = client.post(
+        "/api/v1/tokens", json={"name": "strict", "expires_in_days": days}, headers=bearer(admin)
+    )
+    assert response.status_code == 422, response.text
+    assert response.json()["details"][0]["loc"] == ["body", "expires_in_days"]

@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from civicml.core.types import StrictInt
+
 __all__ = [
     "AuditEvent",
     "AuditProblem",
@@ -185,7 +187,7 @@ class TokenCreate(_Schema):
         default=None,
         description="'project/endpoint': the token may only invoke that endpoint.",
     )
-    expires_in_days: int | None = Field(
+    expires_in_days: StrictInt | None = Field(
         default=90,
         ge=1,
         le=3650,
