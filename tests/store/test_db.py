@@ -13,7 +13,7 @@ from sqlalchemy.exc import OperationalError
 from civicml.core import ConfigurationError
 from civicml.core.errors import InsufficientStorageError, ServiceUnavailableError
 from civicml.store import MetadataStore
-from civicml.store.db import head_revision
+from civicml.store.db import _enter_wal, head_revision
 from civicml.store.faults import database_fault
 
 
@@ -69,6 +69,36 @@ def test_sqlite_pragmas(tmp_path: Path) -> None:
         assert conn.execute(text("PRAGMA synchronous")).scalar() == 2  # FULL
         assert conn.execute(text("PRAGMA foreign_keys")).scalar() == 1
         assert conn.execute(text("PRAGMA busy_timeout")).scalar() >= 1000
+
+
+class _BusyCursor:
+    """A cursor whose first journal-mode queries fail as SQLite fails them while another
+    process closes (checkpoints) or recovers the database: SQLITE_BUSY, no busy handler."""
+
+    def __init__(self, busy: int) -> None:
+        self.busy = busy
+        self.statements: list[str] = []
+
+    def execute(self, sql: str) -> _BusyCursor:
+        self.statements.append(sql)
+        if self.busy:
+            self.busy -= 1
+            raise sqlite3.OperationalError("database is locked")
+        return self
+
+    def fetchone(self) -> tuple[str]:
+        return ("delete",)
+
+
+def test_entering_wal_retries_a_busy_database_until_the_busy_timeout() -> None:
+    """CI saw two processes opening one database fail at ``PRAGMA journal_mode=WAL``."""
+    cursor = _BusyCursor(busy=3)
+    _enter_wal(cursor, busy_timeout_s=5)
+    assert cursor.statements[-1] == "PRAGMA journal_mode=WAL"
+
+    stuck = _BusyCursor(busy=10_000)
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        _enter_wal(stuck, busy_timeout_s=0.2)
 
 
 def test_concurrent_writers_do_not_see_database_is_locked(tmp_path: Path) -> None:

@@ -16,7 +16,9 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import functools
+import sqlite3
 import threading
+import time
 import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -249,13 +251,38 @@ def _create_engine(url: str, busy_timeout_s: float = _BUSY_TIMEOUT_S) -> Engine:
     )
 
 
+def _enter_wal(cursor: Any, busy_timeout_s: float) -> None:
+    """Switch the database to WAL, retrying while another process holds the lock.
+
+    SQLite answers a journal-mode change (and a first read while another connection runs WAL
+    recovery) with SQLITE_BUSY without calling the busy handler, so two processes opening a new
+    database at once can fail here although ``busy_timeout`` is set. Retry with a short backoff
+    until the same deadline the busy handler would have used.
+    """
+    deadline = time.monotonic() + max(busy_timeout_s, 0.1)
+    delay = 0.005
+    while True:
+        try:
+            mode = cursor.execute("PRAGMA journal_mode").fetchone()
+            if mode is None or str(mode[0]).lower() != "wal":
+                cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) and "busy" not in str(err):
+                raise
+            if time.monotonic() >= deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+
 def _configure_sqlite(engine: Engine, busy_timeout_s: float) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
         dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
         cursor = dbapi_conn.cursor()
         cursor.execute(f"PRAGMA busy_timeout={max(1, round(busy_timeout_s * 1000))}")
-        cursor.execute("PRAGMA journal_mode=WAL")
+        _enter_wal(cursor, busy_timeout_s)
         cursor.execute("PRAGMA synchronous=FULL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
