@@ -56,7 +56,7 @@ def clock() -> FrozenClock:
 
 @pytest.fixture
 def principal() -> Principal:
-    return Principal(user="alice", roles=frozenset({"data-scientist"}))
+    return Principal(user="alice", roles=frozenset({"admin"}))
 
 
 def make_context(settings: Settings, principal: Principal, clock: FrozenClock) -> Context:

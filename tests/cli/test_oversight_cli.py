@@ -18,7 +18,15 @@ import pytest
 import civicml as cm
 from civicml.cli.main import main
 from civicml.data.samples import benefit_applications
-from tests.oversight.helpers import CARD, GATE_FAILED, JUSTIFICATION, MODEL, POLICY, PROJECT
+from tests.oversight.helpers import (
+    CARD,
+    CUSTOM_ROLES,
+    GATE_FAILED,
+    JUSTIFICATION,
+    MODEL,
+    POLICY,
+    PROJECT,
+)
 
 Cli = Callable[..., tuple[int, str, str]]
 
@@ -27,6 +35,7 @@ Cli = Callable[..., tuple[int, str, str]]
 def cli(tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
     """eligibility v1 and v2 in project 'benefits', each trained and registered by tara."""
     monkeypatch.setenv("CIVICML_ROLES", json.dumps({"rosa": ["risk_officer"]}))
+    monkeypatch.setenv("CIVICML_CUSTOM_ROLES", json.dumps(CUSTOM_ROLES))
     home = tmp_path / "cli-home"
     with cm.connect(home=home, user="tara") as ml:
         proj = ml.project(PROJECT)

@@ -20,7 +20,7 @@ from tests.data.helpers import PROJECT
 
 @pytest.fixture
 def svc(ctx: Context) -> DatasetService:
-    ProjectService(ctx).ensure(PROJECT)
+    ProjectService(ctx).ensure(PROJECT, "projects.read")
     return DatasetService(ctx)
 
 

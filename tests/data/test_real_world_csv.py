@@ -90,7 +90,7 @@ CASES: dict[str, tuple[bytes, list[str], str, str, str]] = {
 
 @pytest.fixture
 def svc(ctx: Context) -> DatasetService:
-    ProjectService(ctx).ensure(PROJECT)
+    ProjectService(ctx).ensure(PROJECT, "projects.read")
     return DatasetService(ctx)
 
 

@@ -21,7 +21,7 @@ from tests.data.helpers import PROJECT, frame, write_csv, write_jsonl, write_par
 
 @pytest.fixture
 def svc(ctx: Context) -> DatasetService:
-    ProjectService(ctx).ensure(PROJECT)
+    ProjectService(ctx).ensure(PROJECT, "projects.read")
     return DatasetService(ctx)
 
 
@@ -33,7 +33,7 @@ def _actions(ctx: Context) -> list[str]:
 def test_ingest_records_version_lineage_audit_and_artifact(
     any_ctx: Context, tmp_path: Path
 ) -> None:
-    ProjectService(any_ctx).ensure(PROJECT)
+    ProjectService(any_ctx).ensure(PROJECT, "projects.read")
     svc = DatasetService(any_ctx)
     v = svc.ingest(PROJECT, "applications", write_csv(tmp_path / "apps.csv"), description="q1")
 
@@ -63,7 +63,7 @@ def test_ingest_records_version_lineage_audit_and_artifact(
 
 
 def test_identical_content_returns_the_existing_version(any_ctx: Context, tmp_path: Path) -> None:
-    ProjectService(any_ctx).ensure(PROJECT)
+    ProjectService(any_ctx).ensure(PROJECT, "projects.read")
     svc = DatasetService(any_ctx)
     path = write_csv(tmp_path / "apps.csv")
     first = svc.ingest(PROJECT, "apps", path)
@@ -75,7 +75,7 @@ def test_identical_content_returns_the_existing_version(any_ctx: Context, tmp_pa
 
 
 def test_schema_changes_are_reported_on_the_new_version(any_ctx: Context, tmp_path: Path) -> None:
-    ProjectService(any_ctx).ensure(PROJECT)
+    ProjectService(any_ctx).ensure(PROJECT, "projects.read")
     svc = DatasetService(any_ctx)
     svc.ingest(PROJECT, "apps", pd.DataFrame({"a": [1, 2], "b": ["x", "y"]}))
     v2 = svc.ingest(PROJECT, "apps", pd.DataFrame({"a": [1.5, None], "c": ["z", "w"]}))

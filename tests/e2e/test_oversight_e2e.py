@@ -16,8 +16,8 @@ from civicml.cli.main import main
 from civicml.core.errors import ConflictError, PermissionDeniedError
 from civicml.data.samples import benefit_applications
 from tests.conftest import start_server
+from tests.oversight.helpers import CUSTOM_ROLES, JUSTIFICATION, MODEL, POLICY, PROJECT
 from tests.oversight.helpers import GATE_FAILED as FAILED
-from tests.oversight.helpers import JUSTIFICATION, MODEL, POLICY, PROJECT
 
 pytestmark = pytest.mark.e2e
 API = "/api/v1"
@@ -36,6 +36,7 @@ def test_refusals_override_card_and_dashboard_through_the_server(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("CIVICML_ROLES", json.dumps({"rosa": ["risk_officer"]}))
+    monkeypatch.setenv("CIVICML_CUSTOM_ROLES", json.dumps(CUSTOM_ROLES))
     with start_server(tmp_path / "server-home", tmp_path / "server.log") as url:
         with cm.connect(url, user="tara") as tara:
             proj = tara.project(PROJECT)

@@ -44,7 +44,7 @@ def fit(data: pd.DataFrame, *, target: str = LABEL, algorithm: str = "lightgbm")
 
 
 def ingest(ctx: Context, data: pd.DataFrame, name: str = DATASET) -> DatasetVersion:
-    ProjectService(ctx).ensure(PROJECT)
+    ProjectService(ctx).ensure(PROJECT, "projects.read")
     return DatasetService(ctx).ingest(PROJECT, name, data, progress=False)
 
 

@@ -65,7 +65,7 @@ def test_services_record_one_event_per_change_with_principal_and_project(ctx: Co
     assert [e.action for e in events] == ACTIONS
     assert [e.seq for e in events] == list(range(1, 11))
     assert {e.actor for e in events} == {"alice"}
-    assert {tuple(e.roles) for e in events} == {("data-scientist",)}
+    assert {tuple(e.roles) for e in events} == {("admin",)}
     assert [e.project for e in events] == ["p1"] * 8 + ["p2", "p3"]
     assert events[0].entity_kind == "project"
     assert events[0].after == {"description": "first", "name": "p1"}
@@ -148,7 +148,7 @@ def test_a_state_change_failing_after_the_record_rolls_the_record_back(any_ctx: 
     populate(any_ctx)
     trail = AuditTrail(any_ctx)
     witness = any_ctx.settings.witness_path.read_bytes()
-    existing = ProjectService(any_ctx).get("p1")
+    existing = ProjectService(any_ctx).get("p1", "projects.read")
 
     with pytest.raises(IntegrityError), any_ctx.db.write() as uow:
         trail.record(uow, "project.created", "project", "dup", project="p1")

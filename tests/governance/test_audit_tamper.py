@@ -114,7 +114,7 @@ def test_empty_chain_verifies(any_ctx: Context) -> None:
     [
         {"actor": "mallory"},
         {"after": json.dumps({"params": {"lr": "0.9"}}, separators=(",", ":"))},
-        {"roles": "admin"},
+        {"roles": "auditor"},
         {"at": "2025-12-31T00:00:00.000000+00:00"},
         {"project": None},
     ],

@@ -34,9 +34,11 @@ def test_project_names_are_found_regardless_of_case(any_ctx: Context) -> None:
     service = ProjectService(any_ctx)
     created = service.create("Benefits")
 
-    assert service.get("benefits") == created
-    assert service.get("BENEFITS").name == "Benefits"  # display keeps the case given
-    assert service.ensure("bEnEfItS") == created
+    assert service.get("benefits", "projects.read") == created
+    assert (
+        service.get("BENEFITS", "projects.read").name == "Benefits"
+    )  # display keeps the case given
+    assert service.ensure("bEnEfItS", "projects.read") == created
     assert [p.name for p in service.list()] == ["Benefits"]
 
 
@@ -89,7 +91,7 @@ def test_models_are_one_regardless_of_case(any_ctx: Context) -> None:
         conn.execute(
             insert(registered_models).values(
                 id=new_id(),
-                project_id=ProjectService(any_ctx).get("benefits").id,
+                project_id=ProjectService(any_ctx).get("benefits", "projects.read").id,
                 name="Elig",
                 created_at=any_ctx.clock.now(),
                 created_by="mallory",

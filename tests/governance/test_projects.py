@@ -31,7 +31,7 @@ def test_create_get_and_list(any_ctx: Context, clock: FrozenClock) -> None:
         "alice",
     )
     assert created.created_at == clock.now()
-    assert service.get("benefits") == created
+    assert service.get("benefits", "projects.read") == created
     assert [p.name for p in service.list()] == ["alpha", "benefits"]
     assert _actions(any_ctx) == [("project.created", "benefits"), ("project.created", "alpha")]
     event = AuditTrail(any_ctx).list()[0]
@@ -60,15 +60,15 @@ def test_duplicate_is_a_conflict_and_records_nothing(ctx: Context) -> None:
         service.create("benefits", description="again")
 
     assert raised.value.hint == "Use it: civicml projects show benefits"
-    assert service.get("benefits").description == ""
+    assert service.get("benefits", "projects.read").description == ""
     assert _actions(ctx) == [("project.created", "benefits")]
 
 
 def test_ensure_creates_once(ctx: Context) -> None:
     service = ProjectService(ctx)
 
-    first = service.ensure("benefits")
-    again = service.ensure("benefits")
+    first = service.ensure("benefits", "projects.read")
+    again = service.ensure("benefits", "projects.read")
 
     assert first == again
     assert service.list() == [first]
@@ -79,7 +79,7 @@ def test_ensure_returns_a_project_made_by_create(ctx: Context) -> None:
     service = ProjectService(ctx)
     created = service.create("benefits", description="made first")
 
-    assert service.ensure("benefits") == created
+    assert service.ensure("benefits", "projects.read") == created
 
 
 def test_concurrent_ensure_of_one_name_creates_it_once(ctx: Context) -> None:
@@ -90,7 +90,7 @@ def test_concurrent_ensure_of_one_name_creates_it_once(ctx: Context) -> None:
     def ensure() -> None:
         try:
             start.wait()
-            results.append(ProjectService(ctx).ensure("shared"))
+            results.append(ProjectService(ctx).ensure("shared", "projects.read"))
         except BaseException as err:
             errors.append(err)
 
@@ -111,7 +111,11 @@ def test_invalid_names_are_rejected(ctx: Context, method: str, name: str) -> Non
     with pytest.raises(
         InvalidInputError, match=re.escape(f"Project name {name!r} is not valid.")
     ) as raised:
-        getattr(ProjectService(ctx), method)(name)
+        service = ProjectService(ctx)
+        if method == "create":
+            service.create(name)
+        else:
+            service.ensure(name, "projects.read")
 
     assert raised.value.hint is not None
     assert "letters, digits" in raised.value.hint
@@ -127,7 +131,7 @@ def test_not_found_suggests_a_close_name(ctx: Context) -> None:
     with pytest.raises(
         NotFoundError, match=re.escape("Project 'benefit' does not exist.")
     ) as raised:
-        service.get("benefit")
+        service.get("benefit", "projects.read")
 
     assert raised.value.hint == "Did you mean 'benefits'?"
 
@@ -138,7 +142,7 @@ def test_not_found_without_a_close_name_suggests_creating_it(ctx: Context) -> No
     with pytest.raises(
         NotFoundError, match=re.escape("Project 'zoning' does not exist.")
     ) as raised:
-        ProjectService(ctx).get("zoning")
+        ProjectService(ctx).get("zoning", "projects.read")
 
     assert raised.value.hint == "Create it: civicml projects create zoning"
 
@@ -149,6 +153,6 @@ def test_not_found_on_postgres(pg_ctx: Context) -> None:
     with pytest.raises(
         NotFoundError, match=re.escape("Project 'benefitz' does not exist.")
     ) as raised:
-        ProjectService(pg_ctx).get("benefitz")
+        ProjectService(pg_ctx).get("benefitz", "projects.read")
 
     assert raised.value.hint == "Did you mean 'benefits'?"

@@ -159,7 +159,7 @@ def test_scopes_are_kept(ctx: Context) -> None:
         TokenCreate(name="portal", kind="service", owner="portal", endpoint="Benefits/elig")
     )
     token = as_(ctx, ALICE).authenticate(made.secret)
-    assert token.endpoint == "Benefits/elig" and token.roles == frozenset()
+    assert token.endpoint == "Benefits/elig" and token.roles == frozenset({"invoker"})
     scoped = as_(ctx, ALICE).create(TokenCreate(name="one", projects=["Benefits", "tax"]))
     token = as_(ctx, ALICE).authenticate(scoped.secret)
     assert token.may_reach("benefits") and token.may_reach("TAX") and not token.may_reach("x")

@@ -123,7 +123,7 @@ def test_html_says_insufficient_data_and_not_judged(baseline: pd.DataFrame) -> N
 # The service and its setting ---------------------------------------------------------------------
 @pytest.fixture
 def svc(ctx: Context, baseline: pd.DataFrame) -> MonitoringService:
-    ProjectService(ctx).ensure(PROJECT)
+    ProjectService(ctx).ensure(PROJECT, "projects.read")
     data = DatasetService(ctx)
     data.ingest(PROJECT, "applications", baseline, progress=False)
     data.ingest(PROJECT, "captured", _captured(), progress=False)

@@ -20,7 +20,7 @@ PROJECT = "benefits"
 @pytest.fixture
 def versions(ctx: Context, rng: np.random.Generator) -> dict[str, DatasetVersion]:
     """A baseline, an undrifted and a drifted batch of benefit applications."""
-    ProjectService(ctx).ensure(PROJECT)
+    ProjectService(ctx).ensure(PROJECT, "projects.read")
     data = DatasetService(ctx)
     baseline = make_frame(rng, 800, drifted=False)
     stable = make_frame(rng, 600, drifted=False)

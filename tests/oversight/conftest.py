@@ -11,7 +11,7 @@ import pytest
 
 import civicml as cm
 from civicml.data.samples import benefit_applications
-from tests.oversight.helpers import MODEL, PROJECT, ROLES, Scene
+from tests.oversight.helpers import CUSTOM_ROLES, MODEL, PROJECT, ROLES, Scene
 
 
 @pytest.fixture
@@ -32,6 +32,7 @@ def any_scene(
 
 def _scene(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Scene]:
     monkeypatch.setenv("CIVICML_ROLES", json.dumps(ROLES))
+    monkeypatch.setenv("CIVICML_CUSTOM_ROLES", json.dumps(CUSTOM_ROLES))
     home = tmp_path / "home"
     clients = {u: cm.connect(home=home, user=u) for u in ("tara", "rui", "rosa")}
     proj = clients["tara"].project(PROJECT)

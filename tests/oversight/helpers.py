@@ -13,6 +13,21 @@ from typing import Any
 PROJECT = "benefits"
 MODEL = "eligibility"
 ROLES = {"rosa": ["risk_officer"]}
+#: risk_officer is the organisation's own role (setting custom_roles): it reads what a reviewer
+#: reads and approves, but does not write policies or cards.
+CUSTOM_ROLES = {
+    "risk_officer": [
+        "projects.read",
+        "datasets.read",
+        "experiments.read",
+        "models.read",
+        "evaluations.read",
+        "monitoring.read",
+        "endpoints.read",
+        "lineage.read",
+        "models.approve",
+    ]
+}
 JUSTIFICATION = "Pilot on 200 cases with full manual review, agreed by the board 2026-11-20."
 POLICY = """
 description = "Benefit eligibility"

@@ -32,12 +32,12 @@ MODEL = "eligibility"
 # Helpers --------------------------------------------------------------------------------------
 @pytest.fixture
 def project(ctx: Context) -> str:
-    ProjectService(ctx).ensure(PROJECT)
+    ProjectService(ctx).ensure(PROJECT, "projects.read")
     return PROJECT
 
 
 def _setup(context: Context) -> RegistryService:
-    ProjectService(context).ensure(PROJECT)
+    ProjectService(context).ensure(PROJECT, "projects.read")
     return RegistryService(context)
 
 
@@ -269,7 +269,7 @@ def test_register_unknown_run(ctx: Context, project: str) -> None:
 
 
 def test_register_run_of_another_project(ctx: Context, project: str) -> None:
-    ProjectService(ctx).ensure("other")
+    ProjectService(ctx).ensure("other", "projects.read")
     run_id = _run_with_model(ctx, project="other")
     with pytest.raises(InvalidInputError, match="belongs to another project, not 'benefits'"):
         RegistryService(ctx).register(project, MODEL, run_id=run_id)

@@ -74,7 +74,7 @@ def _seed(root: Path, settings_: Settings) -> dict[str, str]:
     """
     ctx = open_context(settings_, Principal(user="seeder"))
     try:
-        ProjectService(ctx).ensure(PROJECT)
+        ProjectService(ctx).ensure(PROJECT, "projects.read")
         datasets = DatasetService(ctx)
         datasets.ingest(PROJECT, "applications", training_frame())
         datasets.ingest(PROJECT, MODEL, training_frame(seed=1))

@@ -24,6 +24,7 @@ from civicml.data.samples import benefit_applications
 from civicml.server.routers.monitoring import html_policy
 from tests.oversight.helpers import (
     CARD,
+    CUSTOM_ROLES,
     DATA_POLICY,
     JUSTIFICATION,
     MODEL,
@@ -39,7 +40,7 @@ TARA, RUI, ROSA = ({"x-civicml-user": u} for u in ("tara", "rui", "rosa"))
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     """The server's settings: rosa is a risk officer."""
-    return Settings.load(home=tmp_path / "home", roles=ROLES)
+    return Settings.load(home=tmp_path / "home", roles=ROLES, custom_roles=CUSTOM_ROLES)
 
 
 @dataclass
@@ -655,7 +656,7 @@ def test_the_approval_attacks_of_issue_9_are_refused(scene: Scene, settings: Set
         scene.api.put(f"{scene.model()}/policy", json={"policy": POLICY}, headers=ROSA),
         403,
         "PermissionDeniedError",
-        "that takes one of the roles admin, project-admin, reviewer",
+        "that takes the permission 'policies.write'",
     )
     assert scene.api.get(f"{scene.model()}/policy").status_code == 404
     reasons = [e["after"]["reason"] for e in scene.events(action="model.policy_refused")]

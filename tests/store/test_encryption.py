@@ -72,7 +72,7 @@ def test_bytes_on_disk_contain_no_plaintext_of_an_ingested_dataset(
         "name,income\n" + "".join(f"{MARKER}-{i},{1000 + i}\n" for i in range(200)),
         encoding="utf-8",
     )
-    ProjectService(any_ctx).ensure("p")
+    ProjectService(any_ctx).ensure("p", "projects.read")
     version = DatasetService(any_ctx).ingest("p", "applicants", csv)
 
     root = any_ctx.settings.artifacts_root

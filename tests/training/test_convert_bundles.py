@@ -44,7 +44,7 @@ def _register_legacy(ctx: Context, model: TabularModel, directory: Path, name: s
 def test_old_bundles_are_converted_once_and_load_without_pickle(
     ctx: Context, eligibility: pd.DataFrame, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ProjectService(ctx).ensure(PROJECT)
+    ProjectService(ctx).ensure(PROJECT, "projects.read")
     fitted = {
         algorithm: fit_tabular(eligibility, "eligible", algorithm=algorithm, params=FAST[algorithm])
         for algorithm in ("logistic", "random_forest", "lightgbm")
@@ -85,7 +85,7 @@ def test_old_bundles_are_converted_once_and_load_without_pickle(
 def test_a_bundle_that_does_not_match_the_registry_is_never_unpickled(
     ctx: Context, eligibility: pd.DataFrame, tmp_path: Path
 ) -> None:
-    ProjectService(ctx).ensure(PROJECT)
+    ProjectService(ctx).ensure(PROJECT, "projects.read")
     model = fit_tabular(eligibility, "eligible", algorithm="logistic")
     _register_legacy(ctx, model, tmp_path / "m", "tampered")
     mv = RegistryService(ctx).get_version(PROJECT, "tampered", 1)
@@ -111,7 +111,7 @@ def test_civicml_models_convert(
 ) -> None:
     from civicml.cli.main import main
 
-    ProjectService(ctx).ensure(PROJECT)
+    ProjectService(ctx).ensure(PROJECT, "projects.read")
     model = fit_tabular(eligibility, "eligible", algorithm="logistic")
     _register_legacy(ctx, model, tmp_path / "m", "old")
     home = str(ctx.settings.home)

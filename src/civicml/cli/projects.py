@@ -62,6 +62,69 @@ def show_project(name: str, json_: JsonOpt = False) -> None:
         )
 
 
+@projects_app.command("members")
+def members(name: str, json_: JsonOpt = False) -> None:
+    """List who holds which role on a project by grant."""
+    with client() as ml:
+        found = ml.backend.project_members(name)
+    if json_:
+        print_json(found)
+        return
+    table(
+        f"Members of {name}",
+        ["user", "role", "granted", "by"],
+        [[g.user, g.role, fmt_time(g.granted_at), g.granted_by] for g in found],
+    )
+
+
+@projects_app.command("grant")
+def grant(
+    name: str,
+    user: Annotated[str, typer.Argument(help="The user or service account.")],
+    role: Annotated[str, typer.Argument(help="A role: civicml projects roles lists them.")],
+    json_: JsonOpt = False,
+) -> None:
+    """Grant a role on a project to a user (needs members.write: a project admin)."""
+    with client() as ml:
+        found = ml.backend.grant_role(name, user, role)
+    if json_:
+        print_json(found)
+    else:
+        console.print(f"{found.user} holds {found.role} on {name}.")
+
+
+@projects_app.command("revoke")
+def revoke(
+    name: str,
+    user: Annotated[str, typer.Argument(help="The user or service account.")],
+    role: Annotated[str, typer.Argument(help="The role to take away.")],
+) -> None:
+    """Take a role on a project away from a user (needs members.write)."""
+    with client() as ml:
+        ml.backend.revoke_role(name, user, role)
+    console.print(f"{user} no longer holds {role} on {name}.")
+
+
+@projects_app.command("roles")
+def roles(json_: JsonOpt = False) -> None:
+    """List the roles (built in and [custom_roles]) and the permissions each gives."""
+    from civicml.core.permissions import PERMISSIONS, role_table
+    from civicml.core.settings import Settings
+
+    table_ = role_table(Settings.load().custom_roles)
+    if json_:
+        print_json({name: sorted(perms) for name, perms in sorted(table_.items())})
+        return
+    table(
+        "Roles",
+        ["role", "permissions"],
+        [
+            [name, ", ".join(p for p in PERMISSIONS if p in perms) or "(a label: none)"]
+            for name, perms in table_.items()
+        ],
+    )
+
+
 @experiments_app.command("list")
 def list_experiments(project: ProjectOpt = "default", json_: JsonOpt = False) -> None:
     """List the experiments of a project."""

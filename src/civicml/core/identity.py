@@ -1,9 +1,15 @@
 """Who is calling: the Principal carried by every service call.
 
-Authentication (API tokens, single sign-on, roles per project) is planned, not built yet. Until
-it is, the principal comes from ``CIVICML_USER`` (or ``--user``, or the ``X-CivicML-User`` header a
-client sends) or the operating-system user, through :func:`resolve_principal`, the one function
-the authentication work will replace. Every name is checked by
+Against a server with ``auth = "token"`` the principal is the owner of the request's API token
+or OpenID Connect JWT, in the roles the token carries (``civicml.server.auth``). In embedded use
+and against a loopback server with ``auth = "none"`` it comes from ``CIVICML_USER`` (or ``--user``,
+or the ``X-CivicML-User`` header a client sends) or the operating-system user, through
+:func:`resolve_principal`, with the roles the ``roles`` setting gives that user — ``admin`` when it
+names none, because whoever holds the files of an embedded home owns it (docs/security.md).
+
+``roles`` are the principal's roles on *every* project it may reach; per-project grants are read
+from the database by :class:`civicml.governance.access.Access`. ``projects`` is the reach of the
+credential (a token scoped to some projects): ``{"*"}`` for all. Every name is checked by
 :func:`civicml.core.names.validate_user_name`: the audit trail never records an actor made of
 invisible or direction-changing characters.
 """
@@ -14,22 +20,30 @@ import getpass
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from civicml.core.names import validate_user_name
+from civicml.core.names import user_key, validate_user_name
 
-__all__ = ["DEFAULT_ROLES", "Principal", "resolve_principal"]
+__all__ = ["ALL_PROJECTS", "DEFAULT_ROLES", "Principal", "resolve_principal"]
 
 DEFAULT_ROLES: frozenset[str] = frozenset({"admin"})
+#: The project reach of a credential that is not limited to some projects.
+ALL_PROJECTS: frozenset[str] = frozenset({"*"})
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """A user and the roles they act in."""
+    """A user, the roles they act in on every project they reach, and that reach."""
 
     user: str
     roles: frozenset[str] = field(default=DEFAULT_ROLES)
+    #: Lower-case project names the credential reaches, or ``{"*"}`` for all of them.
+    projects: frozenset[str] = field(default=ALL_PROJECTS)
 
     def to_dict(self) -> dict[str, object]:
         return {"user": self.user, "roles": sorted(self.roles)}
+
+    def reaches(self, project: str) -> bool:
+        """Whether the credential's project scope includes ``project`` (case-blind)."""
+        return "*" in self.projects or project.lower() in self.projects
 
 
 def resolve_principal(
@@ -57,5 +71,6 @@ def resolve_principal(
             name = validate_user_name(getpass.getuser(), source="operating-system user name")
         except (KeyError, OSError):
             name = "unknown"
-    granted = (roles or {}).get(name)
+    key = user_key(name)  # [roles] keys compare as user names do (case, NFKC)
+    granted = next((r for u, r in (roles or {}).items() if user_key(u) == key), None)
     return Principal(user=name, roles=frozenset(granted) if granted else DEFAULT_ROLES)

@@ -25,6 +25,7 @@ from pydantic_settings import (
 
 from civicml.core.errors import CivicMLError, ConfigurationError
 from civicml.core.names import validate_user_name
+from civicml.core.permissions import role_table
 
 __all__ = ["Settings", "config_file"]
 
@@ -79,9 +80,18 @@ class Settings(BaseSettings):
     )
     roles: dict[str, list[str]] = Field(
         default_factory=dict,
-        description="Roles per user, e.g. rosa = ['risk_officer'] under [roles] in civicml.toml "
-        "(or CIVICML_ROLES as JSON). Users not listed act as 'admin'. Approval policies name the "
-        "roles that may override a failed gate. The server reads this; clients cannot claim roles.",
+        description="Roles per user on every project, e.g. rosa = ['reviewer', 'risk_officer'] "
+        "under [roles] in civicml.toml (or CIVICML_ROLES as JSON); names compare case-blind. In "
+        "embedded use and with auth = 'none', users not listed act as 'admin'; with auth = "
+        "'token' roles come from the token, and per-project grants from 'civicml projects "
+        "grant' (docs/security.md). The server reads this; clients cannot claim roles.",
+    )
+    custom_roles: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Roles of your own as sets of permissions, e.g. invoker-and-reader = "
+        "['projects.read', 'endpoints.invoke'] under [custom_roles]; an empty list makes a "
+        "label a policy can name (risk_officer = []). Built-in role names cannot be redefined; "
+        "the permissions are listed in docs/security.md.",
     )
     url: str | None = Field(
         default=None,
@@ -320,6 +330,12 @@ class Settings(BaseSettings):
                 )
         if not value:
             raise ValueError("oidc_algorithms names no algorithm")
+        return value
+
+    @field_validator("custom_roles", mode="after")
+    @classmethod
+    def _known_permissions(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        role_table(value)  # raises ValueError naming the bad role or permission
         return value
 
     @field_validator("oidc_issuer", mode="after")

@@ -121,7 +121,7 @@ class DatasetService:
             raise InvalidInputError(
                 f"chunk_bytes {chunk_bytes} is too small.", hint="Use 1024 bytes or more."
             )
-        proj = self._projects.get(project)
+        proj = self._projects.get(project, "datasets.write")
         src = open_source(source, format, encoding=encoding, delimiter=delimiter)
         with self._temp_path() as tmp:
             converted = write_canonical(src, tmp, chunk_bytes=chunk_bytes, progress=progress)
@@ -162,13 +162,13 @@ class DatasetService:
         Raises:
             NotFoundError: The project or dataset does not exist (with close names as a hint).
         """
-        proj = self._projects.get(project)
+        proj = self._projects.get(project, "datasets.read")
         with self._ctx.db.read() as conn:
             return _dataset(conn, proj.name, _dataset_row(conn, proj, name))
 
     def list_datasets(self, project: str) -> list[Dataset]:
         """Every dataset of ``project``, by name."""
-        proj = self._projects.get(project)
+        proj = self._projects.get(project, "datasets.read")
         with self._ctx.db.read() as conn:
             rows = conn.execute(
                 select(datasets).where(datasets.c.project_id == proj.id).order_by(datasets.c.name)
@@ -183,7 +183,7 @@ class DatasetService:
             InvalidInputError: ``version`` is neither a positive number nor ``"latest"``.
         """
         number = _parse_version(version)
-        proj = self._projects.get(project)
+        proj = self._projects.get(project, "datasets.read")
         with self._ctx.db.read() as conn:
             ds = _dataset_row(conn, proj, name)
             query = select(dataset_versions).where(dataset_versions.c.dataset_id == ds.id)
@@ -211,23 +211,31 @@ class DatasetService:
                 select(
                     dataset_versions,
                     datasets.c.name.label("dataset_name"),
+                    projects.c.id.label("project_id"),
                     projects.c.name.label("project_name"),
                 )
                 .join(datasets, datasets.c.id == dataset_versions.c.dataset_id)
                 .join(projects, projects.c.id == datasets.c.project_id)
                 .where(dataset_versions.c.id == version_id)
             ).first()
-        if row is None:
-            raise NotFoundError(
+
+        def missing() -> NotFoundError:
+            return NotFoundError(
                 f"Dataset version {version_id!r} does not exist.",
                 hint="List dataset versions: civicml datasets versions NAME -p PROJECT",
             )
+
+        if row is None:
+            raise missing()
+        self._projects.access.require(
+            row.project_id, row.project_name, "datasets.read", hidden=missing
+        )
         values = dict(row._mapping)
         return _version(values, row.project_name, row.dataset_name)
 
     def list_versions(self, project: str, name: str) -> list[DatasetVersion]:
         """The versions of a dataset, oldest first."""
-        proj = self._projects.get(project)
+        proj = self._projects.get(project, "datasets.read")
         with self._ctx.db.read() as conn:
             ds = _dataset_row(conn, proj, name)
             rows = conn.execute(

@@ -163,7 +163,7 @@ class EvaluationService:
                 not in its column, the model is not a classifier or needs columns the dataset
                 lacks, or an option is malformed.
         """
-        proj = self._projects.get(project)
+        proj = self._projects.get(project, "evaluations.write")
         dv = self._dataset(proj.name, dataset)
         mv = None if model is None else self._model(proj.name, model)
         specs = facet_specs(facets)
@@ -256,7 +256,7 @@ class EvaluationService:
             InvalidInputError: The dataset lacks a signature column or has no rows, or an
                 option is out of range.
         """
-        proj = self._projects.get(project)
+        proj = self._projects.get(project, "evaluations.write")
         mv = self._model(proj.name, model)
         dv = self._dataset(proj.name, dataset)
         recorded = ExplanationInputs(
@@ -301,6 +301,11 @@ class EvaluationService:
         return self._store(proj, "explanation", heading, dv, mv, files, summary, recorded, brief)
 
     # Reading ----------------------------------------------------------------------------------
+    def _may_read(self, row: Any) -> None:
+        self._projects.access.require(
+            row.project_id, row.project_name, "evaluations.read", hidden=lambda: _missing(row.id)
+        )
+
     def get(self, evaluation_id: str) -> Evaluation:
         """The evaluation ``evaluation_id``.
 
@@ -308,7 +313,9 @@ class EvaluationService:
             NotFoundError: No evaluation has that id.
         """
         with self._ctx.db.read() as conn:
-            return _evaluation(conn, _row(conn, evaluation_id))
+            row = _row(conn, evaluation_id)
+            self._may_read(row)
+            return _evaluation(conn, row)
 
     def list(
         self,
@@ -330,7 +337,7 @@ class EvaluationService:
             InvalidInputError: ``kind`` is not known, or ``version`` is given without ``model``.
         """
         check_kind(kind)
-        proj = self._projects.get(project)
+        proj = self._projects.get(project, "evaluations.read")
         query = _select().where(evaluations.c.project_id == proj.id)
         if kind is not None:
             query = query.where(evaluations.c.kind == kind)
@@ -363,7 +370,7 @@ class EvaluationService:
             InvalidInputError: ``kind`` is not known.
         """
         check_kind(kind)
-        proj = self._projects.get(project)
+        proj = self._projects.get(project, "evaluations.read")
         mv = self._registry.get_version(proj.name, model, version)
         query = _select().where(evaluations.c.model_version_id == mv.id)
         if kind is not None:
@@ -391,7 +398,7 @@ class EvaluationService:
                 hint=f"Use one of {', '.join(REPORT_FILES)}.",
             )
         with self._ctx.db.read() as conn:
-            _row(conn, evaluation_id)
+            self._may_read(_row(conn, evaluation_id))
             info = ArtifactIndex.get(conn, "evaluation", evaluation_id, name)
         return self._ctx.artifacts.open(info.digest)
 
@@ -644,11 +651,15 @@ def _select() -> Any:
 def _row(conn: Connection, evaluation_id: str) -> Any:
     row = conn.execute(_select().where(evaluations.c.id == evaluation_id)).first()
     if row is None:
-        raise NotFoundError(
-            f"Evaluation {evaluation_id!r} does not exist.",
-            hint="List the evaluations: civicml evaluate list -p PROJECT",
-        )
+        raise _missing(evaluation_id)
     return row
+
+
+def _missing(evaluation_id: str) -> NotFoundError:
+    return NotFoundError(
+        f"Evaluation {evaluation_id!r} does not exist.",
+        hint="List the evaluations: civicml evaluate list -p PROJECT",
+    )
 
 
 def _evaluation(conn: Connection, row: Any) -> Evaluation:

@@ -119,3 +119,17 @@ audit_signed_heads = Table(
     Column("signed_at", String(40), nullable=False),  # exactly as signed
     Column("signature", String(128), nullable=False),
 )
+
+# Roles granted on one project (migration 0012). ``user_key`` is the user name as identities are
+# compared (NFKC, case-folded: civicml.core.names.user_key); ``user`` keeps it as it was given.
+project_grants = Table(
+    "project_grants",
+    metadata,
+    Column("project_id", ID, ForeignKey("projects.id"), primary_key=True),
+    Column("user_key", String(128), primary_key=True),
+    Column("role", String(64), primary_key=True),
+    Column("user", String(128), nullable=False),
+    Column("granted_at", UTCDateTime, nullable=False),
+    Column("granted_by", String(128), nullable=False),
+    Index("ix_project_grants_user_key", "user_key"),
+)

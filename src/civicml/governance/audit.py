@@ -12,6 +12,8 @@ the key keep one chain that any of them can verify.
 
 from __future__ import annotations
 
+import builtins
+
 import contextlib
 import fcntl
 import hashlib
@@ -33,7 +35,8 @@ from sqlalchemy.exc import DBAPIError
 from civicml.core.errors import ConfigurationError, ServiceUnavailableError
 from civicml.core.ids import new_id
 from civicml.core.names import name_key
-from civicml.governance._tables import audit_events, audit_head, audit_signed_heads
+from civicml.governance._tables import audit_events, audit_head, audit_signed_heads, projects
+from civicml.governance.access import Access, project_missing
 from civicml.governance.schemas import (
     AuditEvent,
     AuditProblem,
@@ -407,8 +410,12 @@ class AuditTrail:
             ServiceUnavailableError: The audit tables are damaged and cannot be read.
         """
         query = select(audit_events).where(audit_events.c.seq > after_seq)
+        access = Access(self._ctx)
         if project is not None:
             query = query.where(func.lower(audit_events.c.project) == name_key(project))
+        if not access.may("audit.verify"):  # not a platform auditor: its projects' events only
+            readable = self._readable_projects(access, project)
+            query = query.where(func.lower(audit_events.c.project).in_(readable))
         if entity_kind is not None:
             query = query.where(audit_events.c.entity_kind == entity_kind)
         if entity_id is not None:
@@ -418,6 +425,23 @@ class AuditTrail:
         query = query.order_by(audit_events.c.seq).limit(max(1, min(limit, 10_000)))
         with _readable("listed"), self._ctx.db.read() as conn:
             return [_to_event(row) for row in conn.execute(query)]
+
+    def _readable_projects(self, access: Access, project: str | None) -> builtins.list[str]:
+        """Lower-case names of the projects whose events the caller may read (``audit.read``).
+
+        Raises:
+            NotFoundError: ``project`` is named and the caller may not see it.
+            PermissionDeniedError: It may see ``project`` but not read its audit events.
+        """
+        with self._ctx.db.read() as conn:
+            rows = conn.execute(select(projects.c.id, projects.c.name)).all()
+        if project is not None:
+            row = next((r for r in rows if r.name.lower() == name_key(project)), None)
+            if row is None:
+                raise project_missing(project, access.visible_names(), False)
+            access.require(row.id, row.name, "audit.read")
+            return [row.name.lower()]
+        return [r.name.lower() for r in rows if access.allows(r.id, r.name, "audit.read")]
 
     @contextlib.contextmanager
     def _snapshot(self) -> Iterator[tuple[Any, Iterator[Any]]]:
@@ -445,6 +469,7 @@ class AuditTrail:
             ServiceUnavailableError: The audit tables are damaged and cannot be read (the
                 message says so; verification has failed).
         """
+        Access(self._ctx).require_platform("audit.verify")
         # The witness first: it only moves after a commit, so all it covers is in the snapshot.
         try:
             witness, witness_error = self.signer.read_witness(), None
@@ -509,6 +534,7 @@ class AuditTrail:
         Raises:
             ServiceUnavailableError: The audit tables are damaged and cannot be read.
         """
+        Access(self._ctx).require_platform("audit.verify")
         self.signer.private_key()  # an empty trail still exports its (new) public key
         tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
         count, last_seq, last_hash = 0, 0, GENESIS

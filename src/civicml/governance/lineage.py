@@ -9,7 +9,8 @@ from sqlalchemy import Connection, insert, select, update
 
 from civicml.core.errors import InvalidInputError, NotFoundError
 from civicml.core.ids import new_id
-from civicml.governance._tables import lineage_edges, lineage_nodes
+from civicml.governance._tables import lineage_edges, lineage_nodes, projects
+from civicml.governance.access import Access
 from civicml.governance.schemas import LineageEdge, LineageGraph, LineageNode
 from civicml.store.context import Context
 from civicml.store.db import UnitOfWork
@@ -119,11 +120,7 @@ class LineageService:
                 )
             ).first()
         if row is None:
-            raise NotFoundError(
-                f"No lineage is recorded for {kind} {ref!r}.",
-                hint="Lineage exists for entities created through civicml; "
-                "check the kind and the id.",
-            )
+            raise _no_lineage(kind, ref)
         return _node(row)
 
     def has_downstream(self, conn: Connection, kind: str, ref: str) -> bool:
@@ -161,6 +158,18 @@ class LineageService:
                 hint=f"Use a depth between 1 and {_MAX_DEPTH}.",
             )
         root = self.get_node(kind, ref)
+        access = Access(self._ctx)
+        names = self._project_names()
+        if root.project_id is None:
+            if not access.may("lineage.read"):
+                raise _no_lineage(kind, ref)
+        else:
+            access.require(
+                root.project_id,
+                names.get(root.project_id, ""),
+                "lineage.read",
+                hidden=lambda: _no_lineage(kind, ref),
+            )
         seen: dict[str, int] = {root.id: 0}
         edges: dict[tuple[str, str, str], LineageEdge] = {}
         with self._ctx.db.read() as conn:
@@ -176,12 +185,28 @@ class LineageService:
                 )
             rows = conn.execute(select(lineage_nodes).where(lineage_nodes.c.id.in_(list(seen))))
             nodes = sorted((_node(r) for r in rows), key=lambda n: (seen[n.id], n.kind, n.name))
+        # Nodes of projects the caller may not walk are left out, with their edges.
+        shown = [
+            n
+            for n in nodes
+            if n.project_id is None
+            or n.project_id == root.project_id
+            or access.allows(n.project_id, names.get(n.project_id, ""), "lineage.read")
+        ]
+        kept = {n.id for n in shown}
         return LineageGraph(
             root=root,
             direction=direction,
-            nodes=nodes,
-            edges=sorted(edges.values(), key=lambda e: (e.src, e.dst, e.kind)),
+            nodes=shown,
+            edges=sorted(
+                (e for e in edges.values() if e.src in kept and e.dst in kept),
+                key=lambda e: (e.src, e.dst, e.kind),
+            ),
         )
+
+    def _project_names(self) -> dict[str, str]:
+        with self._ctx.db.read() as conn:
+            return {r.id: r.name for r in conn.execute(select(projects.c.id, projects.c.name))}
 
 
 def _walk_edges(
@@ -212,6 +237,13 @@ def _walk_edges(
                 depth_of[target] = depth
                 seen[target] = min(seen.get(target, depth), depth)
                 frontier.append(target)
+
+
+def _no_lineage(kind: str, ref: str) -> NotFoundError:
+    return NotFoundError(
+        f"No lineage is recorded for {kind} {ref!r}.",
+        hint="Lineage exists for entities created through civicml; check the kind and the id.",
+    )
 
 
 def _node(row: Any) -> LineageNode:

@@ -14,6 +14,8 @@ __all__ = [
     "AuditProblem",
     "AuditReport",
     "AuditWarning",
+    "Grant",
+    "GrantRequest",
     "LineageEdge",
     "LineageGraph",
     "LineageNode",
@@ -38,6 +40,22 @@ class Project(_Schema):
     description: str = Field(default="", description="Free text.")
     created_at: datetime = Field(description="When it was created (UTC).")
     created_by: str = Field(description="Who created it.")
+
+
+class Grant(_Schema):
+    """A role granted to a user on one project."""
+
+    user: str = Field(description="Who holds it (as the name was given).")
+    role: str = Field(description="The role (docs/security.md lists each one's permissions).")
+    granted_at: datetime = Field(description="When it was granted (UTC).")
+    granted_by: str = Field(description="Who granted it.")
+
+
+class GrantRequest(_Schema):
+    """What to grant or revoke (``POST /api/v1/projects/{project}/grants``)."""
+
+    user: str = Field(description="The user or service account.", max_length=128)
+    role: str = Field(description="A built-in or custom role.", max_length=64)
 
 
 class AuditEvent(_Schema):

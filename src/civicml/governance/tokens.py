@@ -44,8 +44,11 @@ from civicml.core.errors import (
 from civicml.core.identity import Principal
 from civicml.core.ids import new_id
 from civicml.core.names import same_user, validate_name, validate_user_name
+from civicml.core.permissions import ADMIN_ROLE
 from civicml.governance._tables import api_tokens
+from civicml.governance.access import Access
 from civicml.governance.audit import AuditTrail
+from civicml.governance.projects import ProjectService
 from civicml.governance.schemas import TokenCreate, TokenCreated, TokenInfo
 from civicml.store.context import Context
 
@@ -63,7 +66,8 @@ __all__ = [
 log = logging.getLogger("civicml.governance.tokens")
 
 TOKEN_PREFIX = "cml_"  # noqa: S105 (the public prefix, not a secret)
-ADMIN_ROLE = "admin"
+#: The role an endpoint-caller token carries unless told otherwise.
+INVOKER_ROLE = "invoker"
 _SECRET = re.compile(r"cml_[A-Za-z0-9_-]{43}")
 _SHOWN = 8  # characters of the secret kept to recognise it: "cml_" and 4 random ones
 _LAST_USED_EVERY = timedelta(minutes=1)
@@ -96,7 +100,7 @@ class AuthenticatedToken:
 
     @property
     def principal(self) -> Principal:
-        return Principal(user=self.owner, roles=self.roles)
+        return Principal(user=self.owner, roles=self.roles, projects=self.projects)
 
     def may_reach(self, project: str) -> bool:
         """Whether the token's project scope includes ``project`` (names compare case-blind)."""
@@ -160,7 +164,7 @@ class TokenService:
 
     @property
     def _is_admin(self) -> bool:
-        return ADMIN_ROLE in self._ctx.principal.roles
+        return Access(self._ctx).may("tokens.admin")
 
     # Creating ---------------------------------------------------------------------------------
     def create(self, request: TokenCreate) -> TokenCreated:
@@ -176,6 +180,9 @@ class TokenService:
         roles = _roles(request.roles)
         projects = _projects(request.projects)
         endpoint = _endpoint(request.endpoint)
+        if endpoint is not None:  # an endpoint caller: reaches that project, invokes by default
+            projects = [endpoint.partition("/")[0]]
+            roles = [INVOKER_ROLE] if roles is None else roles
         if request.kind == "service":
             if not self._is_admin:
                 raise PermissionDeniedError(
@@ -201,11 +208,16 @@ class TokenService:
                 )
             owner = principal.user
             granted = sorted(principal.roles if roles is None else roles)
-            extra = sorted(set(granted) - principal.roles)
+            extra = set(granted) - principal.roles
+            if endpoint is not None and INVOKER_ROLE in extra:
+                # Invoking an endpoint one may invoke oneself needs no role held everywhere.
+                ProjectService(self._ctx).get(endpoint.partition("/")[0], "endpoints.invoke")
+                extra.discard(INVOKER_ROLE)
             if extra:
+                extra_roles = sorted(extra)
                 raise PermissionDeniedError(
                     f"A personal token may carry at most your own roles; you do not hold "
-                    f"{', '.join(repr(r) for r in extra)}.",
+                    f"{', '.join(repr(r) for r in extra_roles)}.",
                     hint=f"Your roles are {', '.join(sorted(principal.roles)) or 'none'}.",
                 )
         now = self._ctx.clock.now()

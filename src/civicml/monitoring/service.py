@@ -125,7 +125,7 @@ class MonitoringService:
                 f"min_rows must be a whole number from 1, got {min_rows!r}.",
                 hint="Leave it out to use the drift_min_rows setting (30 by default).",
             )
-        proj = self._projects.get(project)
+        proj = self._projects.get(project, "monitoring.write")
         cur = self._resolve(proj.name, current, "current")
         base = self._resolve(proj.name, baseline, "baseline")
         heading = _title(title, cur, base)
@@ -220,6 +220,11 @@ class MonitoringService:
         )
 
     # Reading ----------------------------------------------------------------------------------
+    def _may_read(self, row: Any) -> None:
+        self._projects.access.require(
+            row.project_id, row.project_name, "monitoring.read", hidden=lambda: _missing(row.id)
+        )
+
     def get_report(self, report_id: str) -> Report:
         """The report ``report_id``.
 
@@ -228,6 +233,7 @@ class MonitoringService:
         """
         with self._ctx.db.read() as conn:
             row = _report_row(conn, report_id)
+            self._may_read(row)
             return _report(conn, row)
 
     def list_reports(self, project: str, kind: str | None = None) -> list[Report]:
@@ -241,7 +247,7 @@ class MonitoringService:
             raise InvalidInputError(
                 f"Report kind {kind!r} is not known.", hint=f"Use one of {', '.join(_KINDS)}."
             )
-        proj = self._projects.get(project)
+        proj = self._projects.get(project, "monitoring.read")
         query = _select().where(reports.c.project_id == proj.id)
         if kind is not None:
             query = query.where(reports.c.kind == kind)
@@ -268,7 +274,7 @@ class MonitoringService:
                 f"Reports have no file {name!r}.", hint=f"Use one of {', '.join(REPORT_FILES)}."
             )
         with self._ctx.db.read() as conn:
-            _report_row(conn, report_id)
+            self._may_read(_report_row(conn, report_id))
             info = ArtifactIndex.get(conn, "report", report_id, name)
         return self._ctx.artifacts.open(info.digest)
 
@@ -368,11 +374,15 @@ def _select() -> Any:
 def _report_row(conn: Connection, report_id: str) -> Any:
     row = conn.execute(_select().where(reports.c.id == report_id)).first()
     if row is None:
-        raise NotFoundError(
-            f"Report {report_id!r} does not exist.",
-            hint="List the reports: civicml monitoring reports list -p PROJECT",
-        )
+        raise _missing(report_id)
     return row
+
+
+def _missing(report_id: str) -> NotFoundError:
+    return NotFoundError(
+        f"Report {report_id!r} does not exist.",
+        hint="List the reports: civicml monitoring reports list -p PROJECT",
+    )
 
 
 def _report(conn: Connection, row: Any) -> Report:

@@ -250,7 +250,7 @@ class ApprovalService:
                 f"The gate of {mv.name} v{mv.version} passes; there is nothing to override.",
                 hint="Approve without an override justification.",
             )
-        project_id = self._projects.get(project).id
+        project_id = self._projects.get(project, "models.approve").id
         return self._registry.update_approval(
             project,
             model,
@@ -269,7 +269,9 @@ class ApprovalService:
     ) -> dict[str, Any]:
         policy = ApprovalPolicy.model_validate(record.policy)
         text = (justification or "").strip()
-        allowed = sorted(set(policy.override.roles) & set(self._ctx.principal.roles))
+        proj = self._projects.get(mv.project, "models.approve")
+        held = self._projects.access.roles_on(proj.id, proj.name)  # global roles and grants
+        allowed = sorted(set(policy.override.roles) & held)
         if not allowed:
             raise PermissionDeniedError(
                 f"{self._ctx.principal.user} may not override the approval gate of {mv.name}: "
@@ -278,7 +280,7 @@ class ApprovalService:
                     if policy.override.roles
                     else "the policy lets no one override"
                 )
-                + f" (your roles: {', '.join(sorted(self._ctx.principal.roles))}).",
+                + f" (your roles: {', '.join(sorted(held)) or 'none'}).",
                 hint="Ask someone with an override role, or fix what the gate reports.",
             )
         if len(text) < policy.override.min_justification_chars:

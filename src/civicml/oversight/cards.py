@@ -157,7 +157,7 @@ class CardService:
         clean = _check_fields(fields)
         note = _check_note(note)
         mv = self._registry.get_version(project, model, version)
-        proj = self._projects.get(project)
+        proj = self._projects.get(project, "cards.write")
         with self._ctx.db.write() as uow:
             conn = uow.conn
             card = _card_row(conn, mv.id)
@@ -276,7 +276,7 @@ class CardService:
         note = _check_note(note)
         mv = self._registry.get_version(project, model, version)
         mv_label = f"{mv.name} v{mv.version}"
-        proj = self._projects.get(project)
+        proj = self._projects.get(project, "cards.write")
         with self._ctx.db.write() as uow:
             card = _card_row(uow.conn, mv.id)
             _check_card_precondition(if_match, mv, card)

@@ -81,7 +81,7 @@ class DashboardService:
         Raises:
             NotFoundError: The project does not exist.
         """
-        proj = self._projects.get(project)
+        proj = self._projects.get(project, "projects.read")
         deployed: dict[str, list[str]] = {}
         for endpoint in EndpointService(self._ctx).list(proj.name):
             deployed.setdefault(endpoint.model_version_id, []).append(endpoint.name)

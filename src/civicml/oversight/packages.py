@@ -96,7 +96,12 @@ class PackageService:
 
     # Export -----------------------------------------------------------------------------------
     def manifest(self, project: str, name: str, version: int | str) -> dict[str, Any]:
-        """The package manifest of a version (what :meth:`export` signs)."""
+        """The package manifest of a version (what :meth:`export` signs).
+
+        Raises:
+            PermissionDeniedError: The caller lacks ``models.export`` on the project.
+        """
+        self._projects.get(project, "models.export")
         mv = self._registry.get_version(project, name, version)
         files = self._registry.get_manifest(mv)["files"]
         try:
@@ -164,7 +169,7 @@ class PackageService:
             PackageVerificationError: The signer is not in ``trusted_signers``, the signature
                 does not verify, or a file's SHA-256 or size differs from the manifest.
         """
-        self._projects.get(project)
+        self._projects.get(project, "models.write")
         try:
             tar = tarfile.open(fileobj=source, mode="r:")
         except (tarfile.TarError, OSError) as err:
@@ -195,7 +200,7 @@ class PackageService:
             description=str(manifest.get("description") or ""),
         )
         package_digest = hashlib.sha256(body).hexdigest()
-        proj = self._projects.get(project)
+        proj = self._projects.get(project, "models.write")
         with self._ctx.db.write() as uow:
             node = self._lineage.node(uow, "model_version", mv.id, name=f"{mv.name} v{mv.version}")
             pkg = self._lineage.node(

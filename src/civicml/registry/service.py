@@ -123,7 +123,7 @@ class RegistryService:
             ConflictError: The project already has a model with that name.
         """
         validate_name("Model", name)
-        proj = self._projects.get(project)
+        proj = self._projects.get(project, "models.write")
         try:
             with self._ctx.db.write() as uow:
                 existing = find_model(uow.conn, proj.id, name)
@@ -140,13 +140,13 @@ class RegistryService:
         Raises:
             NotFoundError: The project or the model does not exist (with close names as a hint).
         """
-        proj = self._projects.get(project)
+        proj = self._projects.get(project, "models.read")
         with self._ctx.db.read() as conn:
             return to_registered_model(conn, proj.name, model_row(conn, proj, name))
 
     def list_models(self, project: str) -> list[RegisteredModel]:
         """Every registered model of ``project``, by name."""
-        proj = self._projects.get(project)
+        proj = self._projects.get(project, "models.read")
         with self._ctx.db.read() as conn:
             return to_registered_models(conn, proj.name, model_rows(conn, proj.id))
 
@@ -201,7 +201,7 @@ class RegistryService:
                 hint="Pass run_id=<run id> (the run's artifacts under artifact_path are used) or "
                 "artifacts={'model.pkl': '<sha256>'} of bytes already in the artifact store.",
             )
-        proj = self._projects.get(project)
+        proj = self._projects.get(project, "models.write")
         files = None if artifacts is None else check_artifacts(self._ctx.artifacts, artifacts)
 
         def attempt(uow: UnitOfWork) -> ModelVersion:
@@ -226,7 +226,7 @@ class RegistryService:
             NotFoundError: The project, model, version or alias does not exist.
             InvalidInputError: ``version`` is neither a positive number nor an alias name.
         """
-        proj = self._projects.get(project)
+        proj = self._projects.get(project, "models.read")
         with self._ctx.db.read() as conn:
             model = model_row(conn, proj, name)
             row = version_row(conn, proj.name, model, version)
@@ -236,7 +236,7 @@ class RegistryService:
         self, project: str, name: str, *, include_archived: bool = False
     ) -> list[ModelVersion]:
         """The versions of a model, oldest first; archived ones only when asked for."""
-        proj = self._projects.get(project)
+        proj = self._projects.get(project, "models.read")
         with self._ctx.db.read() as conn:
             model = model_row(conn, proj, name)
             rows = version_rows(conn, model.id, include_archived=include_archived)
@@ -298,7 +298,7 @@ class RegistryService:
         """
         target = parse_status(status)
         note = approval_note(note, target, name, version)
-        proj = self._projects.get(project)
+        proj = self._projects.get(project, "models.approve")
         refused: tuple[str, DbRow, str] | None = None  # (reason, version row, model name)
         try:
             with self._ctx.db.write() as uow:
@@ -373,7 +373,7 @@ class RegistryService:
 
     def approval_history(self, project: str, name: str, version: int | str) -> list[ApprovalRecord]:
         """Every approval status change of a version, oldest first."""
-        proj = self._projects.get(project)
+        proj = self._projects.get(project, "models.read")
         with self._ctx.db.read() as conn:
             model = model_row(conn, proj, name)
             row = version_row(conn, proj.name, model, version)
@@ -539,7 +539,7 @@ class RegistryService:
             PermissionDeniedError: The caller registered or trained the version.
         """
         approval_note(note, ApprovalStatus.APPROVED, name, version)
-        proj = self._projects.get(project)
+        proj = self._projects.get(project, "models.approve")
         with self._ctx.db.read() as conn:
             model = model_row(conn, proj, name)
             row = version_row(conn, proj.name, model, version)
@@ -627,12 +627,12 @@ class RegistryService:
             NotFoundError: The project or model does not exist.
             PreconditionFailedError: ``if_match`` is not the current policy's ETag.
         """
-        proj = self._projects.get(project)
+        proj = self._projects.get(project, "models.read")  # policies.write: refused, audited
         refused: list[tuple[str, str, CivicMLError]] = []  # (reason, model id, error)
 
         def attempt(uow: UnitOfWork) -> ApprovalPolicyRecord:
             model = model_row(uow.conn, proj, name, lock=True)
-            refusal = self._policy_writer_refusal(uow.conn, model)
+            refusal = self._policy_writer_refusal(uow.conn, proj, model)
             if refusal is not None:
                 refused.append((refusal[0], model.id, refusal[1]))
                 raise refusal[1]
@@ -690,20 +690,22 @@ class RegistryService:
             raise
 
     def _policy_writer_refusal(
-        self, conn: Connection, model: DbRow
+        self, conn: Connection, proj: Project, model: DbRow
     ) -> tuple[str, PermissionDeniedError] | None:
         """Why the caller may not write the approval policy of ``model``, or ``None``.
 
-        Only a ``reviewer``, ``project-admin`` or ``admin`` writes policies (a user the
-        ``roles`` setting does not name is ``admin``), and never someone who trained or
+        Only a role with ``policies.write`` on the project (``reviewer``, ``project-admin``,
+        ``admin``, or a custom role) writes policies, and never someone who trained or
         registered a version of the model (separation of duties).
         """
         principal = self._ctx.principal
-        if not principal.roles & POLICY_WRITER_ROLES:
+        access = self._projects.access
+        if not access.allows(proj.id, proj.name, "policies.write"):
+            held = ", ".join(sorted(access.roles_on(proj.id, proj.name))) or "none"
             return "role_not_allowed", PermissionDeniedError(
                 f"{principal.user} may not write the approval policy of model {model.name}: "
-                f"that takes one of the roles {', '.join(sorted(POLICY_WRITER_ROLES))} "
-                f"(your roles: {', '.join(sorted(principal.roles)) or 'none'}).",
+                "that takes the permission 'policies.write' (roles reviewer, project-admin, "
+                f"admin), which none of your roles there gives (your roles: {held}).",
                 hint="Ask a reviewer or a project admin to set the policy.",
             )
         versions = conn.execute(
@@ -738,7 +740,7 @@ class RegistryService:
         self, project: str, name: str, *, latest_only: bool = False
     ) -> list[ApprovalPolicyRecord]:
         """Every version of the approval policy of model ``name``, newest first."""
-        proj = self._projects.get(project)
+        proj = self._projects.get(project, "models.read")
         with self._ctx.db.read() as conn:
             model = model_row(conn, proj, name)
             query = (
@@ -768,7 +770,7 @@ class RegistryService:
             NotFoundError: The project, model or alias does not exist.
             InvalidInputError: ``alias`` is a version number.
         """
-        proj = self._projects.get(project)
+        proj = self._projects.get(project, "models.read")
         with self._ctx.db.read() as conn:
             model = model_row(conn, proj, name)
             alias = parse_alias_ref(alias)
@@ -817,7 +819,7 @@ class RegistryService:
             PreconditionFailedError: ``if_match`` is not the alias's current ETag.
         """
         check_alias_name(alias)
-        proj = self._projects.get(project)
+        proj = self._projects.get(project, "models.write")
         with self._ctx.db.write() as uow:
             conn = uow.conn
             model = model_row(conn, proj, name, lock=True)
@@ -892,7 +894,7 @@ class RegistryService:
             NotFoundError: The project, model or alias does not exist.
             PreconditionFailedError: ``if_match`` is not the alias's current ETag.
         """
-        proj = self._projects.get(project)
+        proj = self._projects.get(project, "models.write")
         with self._ctx.db.write() as uow:
             conn = uow.conn
             model = model_row(conn, proj, name, lock=True)
@@ -945,7 +947,7 @@ class RegistryService:
             ConflictError: An alias points at it, it is Approved, or lineage records something
                 derived from it (the message names what).
         """
-        proj = self._projects.get(project)
+        proj = self._projects.get(project, "models.write")
         with self._ctx.db.write() as uow:
             conn = uow.conn
             model = model_row(conn, proj, name, lock=True)
@@ -1119,7 +1121,7 @@ class RegistryService:
     def _set_archived(
         self, project: str, name: str, version: int | str, *, archived: bool
     ) -> ModelVersion:
-        proj = self._projects.get(project)
+        proj = self._projects.get(project, "models.write")
         with self._ctx.db.write() as uow:
             conn = uow.conn
             model = model_row(conn, proj, name, lock=True)
@@ -1164,7 +1166,7 @@ class RegistryService:
         Raises:
             NotFoundError: The project does not exist.
         """
-        proj = self._projects.get(project)
+        proj = self._projects.get(project, "models.write")
         store = self._ctx.artifacts
         stored = (
             store.put_bytes(bytes(data))
@@ -1204,7 +1206,6 @@ class RegistryService:
 
 # Errors ---------------------------------------------------------------------------------------
 #: The roles that may write approval policies.
-POLICY_WRITER_ROLES = frozenset({"reviewer", "project-admin", "admin"})
 
 
 def _latest_policy(conn: Connection, model_id: str) -> Any:

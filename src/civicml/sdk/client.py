@@ -20,7 +20,7 @@ from civicml.core.errors import InvalidInputError
 from civicml.core.identity import resolve_principal
 from civicml.core.settings import Settings
 from civicml.core.types import INT64_MAX
-from civicml.governance.schemas import AuditEvent, AuditReport, LineageGraph, Project
+from civicml.governance.schemas import AuditEvent, AuditReport, Grant, LineageGraph, Project
 from civicml.oversight import Dashboard, GateResult, ModelCard, etag
 from civicml.registry.schemas import (
     ApprovalPolicyRecord,
@@ -195,6 +195,19 @@ class ProjectHandle:
 
     def create_experiment(self, name: str, *, description: str = "") -> Experiment:
         return self._backend.create_experiment(self.name, name, description)  # type: ignore[no-any-return]
+
+    # Members ----------------------------------------------------------------------------------
+    def members(self) -> list[Grant]:
+        """Who holds which role on this project by grant (docs/security.md)."""
+        return list(self._backend.project_members(self.name))
+
+    def grant(self, user: str, role: str) -> Grant:
+        """Grant ``role`` on this project to ``user`` (needs ``members.write``)."""
+        return self._backend.grant_role(self.name, user, role)  # type: ignore[no-any-return]
+
+    def revoke(self, user: str, role: str) -> None:
+        """Take ``role`` on this project away from ``user`` (needs ``members.write``)."""
+        self._backend.revoke_role(self.name, user, role)
 
 
 class RunsHandle:

@@ -18,6 +18,7 @@ from civicml.governance.projects import ProjectService
 from civicml.governance.schemas import (
     AuditEvent,
     AuditReport,
+    Grant,
     LineageGraph,
     Project,
     TokenCreate,
@@ -124,16 +125,25 @@ class EmbeddedBackend:
 
     # Projects and experiments ----------------------------------------------------------------
     def ensure_project(self, name: str) -> Project:
-        return self.projects.ensure(name)
+        return self.projects.ensure(name, "projects.read")
 
     def create_project(self, name: str, description: str = "") -> Project:
         return self.projects.create(name, description=description)
 
     def get_project(self, name: str) -> Project:
-        return self.projects.get(name)
+        return self.projects.get(name, "projects.read")
 
     def list_projects(self) -> list[Project]:
         return self.projects.list()
+
+    def project_members(self, project: str) -> list[Grant]:
+        return self.projects.members(project)
+
+    def grant_role(self, project: str, user: str, role: str) -> Grant:
+        return self.projects.grant(project, user, role)
+
+    def revoke_role(self, project: str, user: str, role: str) -> None:
+        self.projects.revoke(project, user, role)
 
     def list_experiments(self, project: str) -> list[Experiment]:
         return self.tracking.list_experiments(project)

@@ -23,6 +23,7 @@ from civicml.core.settings import Settings
 from civicml.governance.schemas import (
     AuditEvent,
     AuditReport,
+    Grant,
     LineageGraph,
     Project,
     TokenCreate,
@@ -235,6 +236,20 @@ class RemoteBackend:
 
     def list_projects(self) -> list[Project]:
         return [Project.model_validate(p) for p in self._json("GET", "/api/v1/projects")]
+
+    def project_members(self, project: str) -> list[Grant]:
+        path = f"/api/v1/projects/{_name('Project', project)}/members"
+        return [Grant.model_validate(g) for g in self._json("GET", path)]
+
+    def grant_role(self, project: str, user: str, role: str) -> Grant:
+        path = f"/api/v1/projects/{_name('Project', project)}/members"
+        return Grant.model_validate(
+            self._json("POST", path, json_body={"user": user, "role": role})
+        )
+
+    def revoke_role(self, project: str, user: str, role: str) -> None:
+        path = f"/api/v1/projects/{_name('Project', project)}/members/{_q(user)}/roles/{_q(role)}"
+        self._json("DELETE", path)
 
     def list_experiments(self, project: str) -> list[Experiment]:
         return [

@@ -464,7 +464,7 @@ class CaptureService:
         """The capture files of an endpoint, oldest hour first (from ``since``'s hour on)."""
         if self._writer is not None:
             self._writer.flush()
-        proj = self._projects.get(project)
+        proj = self._projects.get(project, "datasets.read")  # captures are citizens' inputs
         with self._ctx.db.read() as conn:
             row = endpoint_row(conn, proj, endpoint)
             infos = ArtifactIndex.list(conn, "endpoint", row.id, CAPTURE_PREFIX)
@@ -577,7 +577,7 @@ class CaptureService:
 
     def _link(self, project: str, endpoint: str, version: DatasetVersion) -> None:
         lineage = LineageService(self._ctx)
-        proj = self._projects.get(project)
+        proj = self._projects.get(project, "datasets.write")
         with self._ctx.db.write() as uow:
             row = endpoint_row(uow.conn, proj, endpoint)
             src = lineage.node(uow, "endpoint", row.id, name=endpoint, project_id=proj.id)

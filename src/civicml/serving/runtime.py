@@ -48,7 +48,9 @@ from typing import Any, NoReturn, NotRequired, TypedDict
 import numpy as np
 
 from civicml.core.errors import CivicMLError, InvalidInputError, NotFoundError
+from civicml.core.identity import Principal
 from civicml.evaluation.models import load_tabular_model
+from civicml.governance.access import global_permissions
 from civicml.governance.projects import ProjectService
 from civicml.registry.schemas import ModelVersion
 from civicml.registry.service import RegistryService
@@ -321,7 +323,7 @@ class ModelHost:
         records: Any,
         *,
         explain: bool = False,
-        caller: str | None = None,
+        caller: Principal | None = None,
     ) -> Invocation:
         """Predict for ``records``: one record (a mapping), a list of them or a DataFrame.
 
@@ -332,17 +334,21 @@ class ModelHost:
             explain: Add ``explanations``: per row, SHAP attributions in the raw input columns
                 (see :meth:`LazyExplainer.explain
                 <civicml.serving.explanations.LazyExplainer.explain>`).
-            caller: Who is calling (the request's principal), recorded in captured records;
-                this host's own principal when None.
+            caller: Who is calling (the request's principal), checked for ``endpoints.invoke``
+                on the project and recorded in captured records; this host's own principal
+                when None.
 
         Raises:
-            NotFoundError: The project or endpoint does not exist.
+            NotFoundError: The project or endpoint does not exist, or the caller may not see
+                the project.
+            PermissionDeniedError: The caller sees the project but may not invoke.
             InvalidInputError: A column is missing, unexpected or of the wrong type, or a
                 number is not finite (the message names the column and record), there are no
                 (or too many) records, or the model cannot be explained.
             ModelOutputError: The model answered a non-finite number (502; counted in the
                 endpoint's ``stats.output_errors``).
         """
+        who = self._authorize(project, caller)
         route = self._route(project, endpoint)
         try:
             rows = [records] if isinstance(records, Mapping) else records
@@ -359,13 +365,13 @@ class ModelHost:
             self._count(route, "input_errors")
             raise
         predictions, probabilities = loaded.predict_batched(batch)
-        result = self._answer(route, rows, predictions, probabilities, caller)
+        result = self._answer(route, rows, predictions, probabilities, who)
         if explain:
             result["explanations"] = loaded.explainer.explain(loaded.validate(rows))
         return result
 
     def invoke_nowait(
-        self, project: str, endpoint: str, records: Any, *, caller: str | None = None
+        self, project: str, endpoint: str, records: Any, *, caller: Principal | None = None
     ) -> Invocation | None:
         """:meth:`invoke` on the caller's thread when that costs microseconds, else ``None``.
 
@@ -381,6 +387,7 @@ class ModelHost:
         route = self._routes.get((project, endpoint))
         if route is None or time.monotonic() - route.checked >= self._refresh_s:
             return None
+        who = self._authorize(project, caller)
         loaded = route.loaded
         fast = loaded.fast
         if fast is None or not fast.inline:
@@ -397,7 +404,22 @@ class ModelHost:
         if batch is None:
             return None
         predictions, probabilities = loaded.predict(batch)
-        return self._answer(route, rows, predictions, probabilities, caller)
+        return self._answer(route, rows, predictions, probabilities, who)
+
+    def _authorize(self, project: str, caller: Principal | None) -> str:
+        """Refuse a caller without ``endpoints.invoke`` on ``project``; returns its user name.
+
+        A caller whose roles on every project give the permission is let through without a
+        database read (the hot path); one relying on a project grant reads the project (and
+        its grants, cached for ``auth_cache_ttl_s``).
+        """
+        principal = self._ctx.principal if caller is None else caller
+        if principal.reaches(project) and "endpoints.invoke" in global_permissions(
+            principal, self._ctx.settings
+        ):
+            return principal.user
+        ProjectService(self._ctx.as_principal(principal)).get(project, "endpoints.invoke")
+        return principal.user
 
     def stats(self, endpoint_id: str) -> EndpointStats | None:
         """What this host counted for the endpoint since it started serving it here, or
@@ -523,7 +545,7 @@ class ModelHost:
 
     def _refresh(self, key: tuple[str, str], current: _Route | None) -> _Route:
         project, name = key
-        proj = ProjectService(self._ctx).get(project)
+        proj = ProjectService(self._ctx).get(project, "endpoints.read")
         with self._ctx.db.read() as conn:
             row = find_endpoint(conn, proj.id, name)
             if row is None:

@@ -89,7 +89,7 @@ class EndpointService:
         """
         validate_name("Endpoint", endpoint_name)
         percent = _check_percent(capture_percent)
-        proj = self._projects.get(project)
+        proj = self._projects.get(project, "endpoints.write")
         with self._ctx.db.read() as conn:
             existing = find_endpoint(conn, proj.id, endpoint_name)  # in any letter case
             if existing is not None:
@@ -165,7 +165,7 @@ class EndpointService:
             ArtifactIntegrityError: The new model's files do not match the registry's digests.
         """
         percent = None if capture_percent is None else _check_percent(capture_percent)
-        proj = self._projects.get(project)
+        proj = self._projects.get(project, "endpoints.write")
         with self._ctx.db.read() as conn:
             current = to_info(endpoint_row(conn, proj, endpoint_name), proj.name)
         mv: ModelVersion | None = None
@@ -231,14 +231,14 @@ class EndpointService:
         Raises:
             NotFoundError: The project or endpoint does not exist (with close names as a hint).
         """
-        proj = self._projects.get(project)
+        proj = self._projects.get(project, "endpoints.read")
         with self._ctx.db.read() as conn:
             info = to_info(endpoint_row(conn, proj, endpoint_name), proj.name)
         return self._with_stats(info)
 
     def list(self, project: str) -> list[EndpointInfo]:
         """Every endpoint of ``project``, by name."""
-        proj = self._projects.get(project)
+        proj = self._projects.get(project, "endpoints.read")
         with self._ctx.db.read() as conn:
             rows = conn.execute(
                 select(endpoints)
@@ -253,7 +253,7 @@ class EndpointService:
         Raises:
             NotFoundError: The project or endpoint does not exist.
         """
-        proj = self._projects.get(project)
+        proj = self._projects.get(project, "endpoints.write")
         with self._ctx.db.write() as uow:
             row = endpoint_row(uow.conn, proj, endpoint_name, lock=True)
             uow.conn.execute(delete(endpoints).where(endpoints.c.id == row.id))

@@ -24,6 +24,7 @@ from civicml.core.errors import (
     ConflictError,
     InvalidInputError,
     NotFoundError,
+    PermissionDeniedError,
     closest,
 )
 from civicml.core.ids import new_id, validate_name
@@ -132,7 +133,7 @@ class TrackingService:
     def ensure_experiment(self, project: str, name: str = DEFAULT_EXPERIMENT) -> Experiment:
         """The experiment ``name`` of ``project``, created (with the project) when missing."""
         validate_name("Experiment", name)
-        proj = self._projects.ensure(project)
+        proj = self._projects.ensure(project, "experiments.write")
         with self._ctx.db.read() as conn:
             row = self._find_experiment(conn, proj.id, name)
         if row is not None:
@@ -148,7 +149,7 @@ class TrackingService:
 
     def create_experiment(self, project: str, name: str, *, description: str = "") -> Experiment:
         validate_name("Experiment", name)
-        proj = self._projects.get(project)
+        proj = self._projects.get(project, "experiments.write")
         with self._ctx.db.write() as uow:
             existing = self._find_experiment(uow.conn, proj.id, name)
             if existing is not None:  # in any letter case
@@ -161,7 +162,7 @@ class TrackingService:
             return self._insert_experiment(uow, proj.id, proj.name, name, description)
 
     def get_experiment(self, project: str, name: str) -> Experiment:
-        proj = self._projects.get(project)
+        proj = self._projects.get(project, "experiments.read")
         with self._ctx.db.read() as conn:
             row = self._find_experiment(conn, proj.id, name)
             if row is None:
@@ -188,7 +189,7 @@ class TrackingService:
                 f"max_results {max_results} or offset {offset} is out of range.",
                 hint=f"Use max_results 1 to {MAX_RUNS_PAGE:,} and an offset from 0.",
             )
-        proj = self._projects.get(project)
+        proj = self._projects.get(project, "experiments.read")
         with self._ctx.db.read() as conn:
             rows = conn.execute(
                 select(t.experiments)
@@ -262,7 +263,7 @@ class TrackingService:
         run_name = name or f"run-{run_id[-8:]}"
         now = self._ctx.clock.now()
         with self._ctx.db.write() as uow:
-            project_id = self._project_id(uow.conn, project)
+            project_id = self._project_id(uow.conn, project, "experiments.write")
             uow.conn.execute(
                 insert(runs).values(
                     id=run_id,
@@ -319,6 +320,7 @@ class TrackingService:
 
     def get_run(self, run_id: str) -> Run:
         with self._ctx.db.read() as conn:
+            self._head(conn, run_id, "experiments.read")
             found = self._load_runs(conn, [run_id])
         if not found:
             raise _run_not_found(run_id)
@@ -371,7 +373,7 @@ class TrackingService:
         if not clean:
             return
         with self._ctx.db.write() as uow:
-            head = self._head(uow.conn, run_id)
+            head = self._head(uow.conn, run_id, "experiments.write")
             before = dict(
                 uow.conn.execute(
                     select(t.tags.c.key, t.tags.c.value).where(
@@ -400,7 +402,7 @@ class TrackingService:
 
     def delete_tag(self, run_id: str, key: str) -> None:
         with self._ctx.db.write() as uow:
-            head = self._head(uow.conn, run_id)
+            head = self._head(uow.conn, run_id, "experiments.write")
             old = uow.conn.execute(
                 select(t.tags.c.value).where(t.tags.c.run_id == run_id, t.tags.c.key == key)
             ).scalar()
@@ -425,7 +427,7 @@ class TrackingService:
         """
         node = self._lineage.get_node(kind, ref)  # NotFoundError for an unknown entity
         with self._ctx.db.write() as uow:
-            head = self._head(uow.conn, run_id)
+            head = self._head(uow.conn, run_id, "experiments.write")
             run_node = self._lineage.node(uow, "run", run_id, project_id=head.project_id)
             self._lineage.link(uow, node.id, run_node, "ContributedTo")
             self._audit.record(
@@ -473,10 +475,12 @@ class TrackingService:
             mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
             run_ids = list({b.run_id for b in batches})
             cursor.execute(
-                f"SELECT id, status FROM runs WHERE id IN ({', '.join([mark] * len(run_ids))})",
+                "SELECT runs.id, runs.status, runs.project_id, projects.name FROM runs JOIN "
+                "projects ON projects.id = runs.project_id "
+                f"WHERE runs.id IN ({', '.join([mark] * len(run_ids))})",
                 run_ids,
             )
-            status = dict(cursor.fetchall())
+            status, refused = self._writable_runs(cursor.fetchall())
             ids = [b.batch_id for b in batches if b.batch_id]
             # (run, batch id) -> digest of the body stored under it (None: an older row).
             seen: dict[tuple[str, str], str | None] = (
@@ -491,7 +495,7 @@ class TrackingService:
             for batch in batches:
                 state = status.get(batch.run_id)
                 if state is None:
-                    results.append(_run_not_found(batch.run_id))
+                    results.append(refused.get(batch.run_id) or _run_not_found(batch.run_id))
                     continue
                 if state != RunStatus.RUNNING.value:
                     results.append(_not_running(batch.run_id, state, "log metrics to"))
@@ -585,7 +589,7 @@ class TrackingService:
                 tuple_(metrics.c.step, metrics.c.timestamp, metrics.c.id) > _parse_cursor(after)
             )
         with self._ctx.db.read() as conn:
-            self._head(conn, run_id)
+            self._head(conn, run_id, "experiments.read")
             rows = conn.execute(query).all()
         more = len(rows) > limit
         rows = rows[:limit]
@@ -624,7 +628,7 @@ class TrackingService:
                 "A run cannot be ended as 'running'.", hint="Use finished, failed or killed."
             )
         with self._ctx.db.write() as uow:
-            head = self._head(uow.conn, run_id)
+            head = self._head(uow.conn, run_id, "experiments.write")
             if head.status != RunStatus.RUNNING.value:
                 if head.status == target.value:
                     return self._load_runs(uow.conn, [run_id])[0]  # idempotent retry
@@ -676,7 +680,7 @@ class TrackingService:
         killed: list[str] = []
         for run_id, reason in abandoned.items():
             with self._ctx.db.write() as uow:
-                head = self._head(uow.conn, run_id)
+                head = self._head(uow.conn, run_id, None)
                 if head.status != RunStatus.RUNNING.value:
                     continue
                 self._set_status(uow, head, RunStatus.KILLED, {"reason": f"abandoned: {reason}"})
@@ -719,13 +723,13 @@ class TrackingService:
 
     def list_artifacts(self, run_id: str, prefix: str | None = None) -> list[ArtifactInfo]:
         with self._ctx.db.read() as conn:
-            self._head(conn, run_id)
+            self._head(conn, run_id, "experiments.read")
             return ArtifactIndex.list(conn, "run", run_id, prefix)
 
     def open_artifact(self, run_id: str, path: str) -> tuple[ArtifactInfo, BinaryIO]:
         """The artifact's record and a verified read handle (the caller closes it)."""
         with self._ctx.db.read() as conn:
-            self._head(conn, run_id)
+            self._head(conn, run_id, "experiments.read")
             info = ArtifactIndex.get(conn, "run", run_id, path)
         return info, self._ctx.artifacts.open(info.digest)
 
@@ -788,7 +792,7 @@ class TrackingService:
         clauses = compile_filter(parsed)
         keys = parse_order(list(order_by or []))
         with self._ctx.db.read() as conn:
-            project_id = self._project_id(conn, project)
+            project_id = self._project_id(conn, project, "experiments.read")
             query = (
                 select(runs.c.id)
                 .select_from(runs.join(t.experiments, t.experiments.c.id == runs.c.experiment_id))
@@ -859,16 +863,20 @@ class TrackingService:
         return warnings
 
     # Internals ------------------------------------------------------------------------------
-    def _project_id(self, conn: Connection, project: str) -> str:
+    def _project_id(self, conn: Connection, project: str, need: str) -> str:
         found = conn.execute(
-            select(projects.c.id).where(func.lower(projects.c.name) == name_key(project))
-        ).scalar()
-        if found is None:
-            self._projects.get(project)  # raises NotFoundError with a did-you-mean hint
-        return str(found)
+            select(projects.c.id, projects.c.name).where(
+                func.lower(projects.c.name) == name_key(project)
+            )
+        ).first()
+        if found is None:  # NotFoundError with a did-you-mean hint (or, if made since, its id)
+            return self._projects.get(project, need).id
+        self._projects.access.require(found.id, found.name, need)
+        return str(found.id)
 
-    @staticmethod
-    def _head(conn: Connection, run_id: str) -> Any:
+    def _head(self, conn: Connection, run_id: str, need: str | None) -> Any:
+        """The run's id, status and project; the caller needing ``need`` on its project (None:
+        civicml's own housekeeping, which acts for no caller)."""
         row = conn.execute(
             select(runs.c.id, runs.c.status, runs.c.project_id, projects.c.name.label("project"))
             .join(projects, projects.c.id == runs.c.project_id)
@@ -876,10 +884,49 @@ class TrackingService:
         ).first()
         if row is None:
             raise _run_not_found(run_id)
+        if need is not None:
+            self._projects.access.require(
+                row.project_id, row.project, need, hidden=lambda: _run_not_found(run_id)
+            )
         return row
 
+    def _writable_runs(
+        self, rows: list[Any]
+    ) -> tuple[dict[str, str], dict[str, PermissionDeniedError]]:
+        """Status by run id of the ``(id, status, project id, project)`` rows whose project the
+        caller may log to, and the refusal of those in a project it sees but may not log to;
+        runs of projects it may not see are in neither, so they answer "does not exist"."""
+        access = self._projects.access
+        if "*" in self._ctx.principal.projects and access.may("experiments.write"):
+            return {r[0]: r[1] for r in rows}, {}  # the hot path: no check per run
+        status: dict[str, str] = {}
+        refused: dict[str, PermissionDeniedError] = {}
+        for run_id, state, project_id, project in rows:
+            try:
+                access.require(project_id, project, "experiments.write")
+            except PermissionDeniedError as err:
+                refused[run_id] = err
+            except NotFoundError:
+                continue
+            else:
+                status[run_id] = state
+        return status, refused
+
+    def check_may_log(self, run_id: str) -> None:
+        """Refuse unless the caller may log to the run (before a batch joins a group commit
+        that runs as the server).
+
+        Raises:
+            NotFoundError: No such run, or one of a project the caller may not see.
+            PermissionDeniedError: The caller sees the project but lacks ``experiments.write``.
+        """
+        if "*" in self._ctx.principal.projects and self._projects.access.may("experiments.write"):
+            return  # the hot path: no database
+        with self._ctx.db.read() as conn:
+            self._head(conn, run_id, "experiments.write")
+
     def _running(self, conn: Connection, run_id: str, verb: str) -> Any:
-        head = self._head(conn, run_id)
+        head = self._head(conn, run_id, "experiments.write")
         if head.status != RunStatus.RUNNING.value:
             raise _not_running(run_id, head.status, verb)
         return head

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from civicml.core.types import INT64_MAX
-from civicml.governance.schemas import Project
+from civicml.governance.schemas import Grant, GrantRequest, Project
 from civicml.server.deps import Services, services
 from civicml.server.paging import Page, page
 from civicml.tracking.schemas import MAX_RUNS_PAGE, Experiment
@@ -46,12 +46,32 @@ def create_project(body: ProjectCreate, svc: Svc, response: Response) -> Project
 @router.put("/projects/{project}", response_model=Project)
 def ensure_project(project: str, svc: Svc) -> Project:
     """Get the project, creating it when missing (idempotent)."""
-    return svc.projects.ensure(project)
+    return svc.projects.ensure(project, "projects.read")
 
 
 @router.get("/projects/{project}", response_model=Project)
 def get_project(project: str, svc: Svc) -> Project:
-    return svc.projects.get(project)
+    return svc.projects.get(project, "projects.read")
+
+
+@router.get("/projects/{project}/members", response_model=list[Grant])
+def list_members(
+    project: str, svc: Svc, paging: Page, request: Request, response: Response
+) -> list[Grant]:
+    """Who holds which role on the project by grant (`projects.read`)."""
+    return page(svc.projects.members(project), paging, request, response)
+
+
+@router.post("/projects/{project}/members", response_model=Grant, status_code=201)
+def grant_role(project: str, body: GrantRequest, svc: Svc) -> Grant:
+    """Grant a role on the project to a user (`members.write`; granting it again is a no-op)."""
+    return svc.projects.grant(project, body.user, body.role)
+
+
+@router.delete("/projects/{project}/members/{user}/roles/{role}", status_code=204)
+def revoke_role(project: str, user: str, role: str, svc: Svc) -> None:
+    """Take a role on the project away from a user (`members.write`)."""
+    svc.projects.revoke(project, user, role)
 
 
 @router.get("/projects/{project}/experiments", response_model=list[Experiment])

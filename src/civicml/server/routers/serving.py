@@ -33,6 +33,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from civicml.core import jsonsafe
 from civicml.core.errors import CivicMLError, InvalidInputError
+from civicml.core.identity import Principal
 from civicml.core.types import Float, PositiveInt64, StrictBool
 from civicml.data.schemas import DatasetVersion
 from civicml.server.deps import AppState, principal_for_request, services
@@ -237,7 +238,7 @@ async def answer(
     body: bytes,
     *,
     explain: bool,
-    caller: str | None = None,
+    caller: Principal | None = None,
 ) -> bytes:
     """The JSON answer of one invocation.
 
@@ -265,15 +266,15 @@ async def answer(
 
 
 def _parse_and_invoke(
-    host: ModelHost, project: str, name: str, body: bytes, explain: bool, caller: str | None
+    host: ModelHost, project: str, name: str, body: bytes, explain: bool, caller: Principal | None
 ) -> Any:
     return host.invoke(project, name, parse_records(body), explain=explain, caller=caller)
 
 
-def _caller(request: Request) -> str:
-    """The user name of the request's principal (what captured records name as ``caller``)."""
+def _caller(request: Request) -> Principal:
+    """The request's principal (checked for ``endpoints.invoke``; captured records name it)."""
     state: AppState = request.app.state.civicml
-    return principal_for_request(request, state.ctx.principal).user
+    return principal_for_request(request, state.ctx.principal)
 
 
 def parse_records(body: bytes) -> Any:

@@ -219,6 +219,7 @@ def delete_tag(run_id: str, key: str, svc: Svc) -> None:
 @router.post("/runs/{run_id}/metrics", response_model=MetricBatchResult)
 def log_metrics(run_id: str, body: MetricsBody, svc: Svc) -> MetricBatchResult:
     """Durable when answered; concurrent requests share one commit (group commit)."""
+    svc.tracking.check_may_log(run_id)  # the group commit acts as the server, not the caller
     result = svc.writer.submit(run_id, body.metrics, synchronous=True, batch_id=body.batch_id)
     return result or MetricBatchResult(stored=0)
 
@@ -313,7 +314,7 @@ def download_artifact(run_id: str, path: str, svc: Svc) -> StreamingResponse:
 @router.post("/projects/{project}/blobs", status_code=201)
 async def upload_blob(project: str, request: Request, svc: Svc) -> dict[str, str]:
     """Store bytes content-addressed (for registering a model without a run); returns the digest."""
-    await run_in_threadpool(svc.projects.get, project)
+    await run_in_threadpool(svc.projects.get, project, "models.write")
     async with upload_body(request) as spool:  # streamed to disk, bounded by the guard
         stored = await run_in_threadpool(svc.registry.store_blob, project, spool)
     return {"digest": stored.digest, "size": str(stored.size)}

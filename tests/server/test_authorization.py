@@ -1,0 +1,818 @@
+"""Authorization through the real server (auth = "token"): every built-in role by every operation
+of the REST API, each answer checked against the permission table (docs/security.md).
+
+Each role but ``admin`` is granted on project ``p`` only, to a user whose token carries no role;
+``admin`` is a token-global role. An operation is *allowed* (any answer but 401/403/404: the
+permission check passed), *denied* (403) or *hidden* (404: the caller holds no permission at all
+on the project). Platform permissions come only from roles held on every project, so a per-project
+grant never gives them. The read operations are tried on project ``q`` too, which no grant
+reaches: every non-admin role must be told it does not exist.
+"""
+
+from __future__ import annotations
+
+import itertools
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import pytest
+
+from civicml.core.identity import Principal
+from civicml.core.permissions import (
+    ADMIN_ROLE,
+    BUILTIN_ROLES,
+    PLATFORM_PERMISSIONS,
+    PROJECT_PERMISSIONS,
+)
+from civicml.core.settings import Settings
+from civicml.governance.schemas import TokenCreate
+from civicml.sdk.client import connect
+from civicml.server import create_app
+from tests.evaluation.helpers import DATASET, FEATURES, LABEL, MODEL, frame, publish
+from tests.server.helpers import API, isolated_settings
+from tests.server.helpers import serve as serve_app
+from tests.server.test_auth import bearer, mint
+
+P, Q = "p", "q"
+M = f"{API}/projects/{{p}}/models/{MODEL}"
+V1 = f"{M}/versions/1"
+
+#: Routes this test leaves out, each with why.
+EXCLUDED = {
+    ("GET", "/api/v1/health"),  # open to everyone, no token
+    ("GET", "/api/v1/whoami"),  # the caller's own identity: no permission
+    ("GET", "/api/v1/tokens"),  # the caller's own tokens (?all=true: tests/server/test_auth.py)
+    ("GET", "/api/v1/tokens/{token_id}"),  # one of the caller's own tokens
+    ("DELETE", "/api/v1/tokens/{token_id}"),  # revoking one's own token
+}
+
+_n = itertools.count(1)
+
+
+@dataclass
+class World:
+    """What the fixture built: an admin client and the ids of each project's objects."""
+
+    http: httpx.Client
+    admin: dict[str, str]
+    second: dict[str, str]  # another admin: approves and sets policies, as the registrar may not
+    ids: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    def call(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = {**kwargs.pop("headers", {}), **self.admin}
+        response = self.http.request(method, path, headers=headers, **kwargs)
+        assert response.status_code < 300, (method, path, response.status_code, response.text)
+        return response
+
+    def fresh_version(self, archived: bool = False) -> int:
+        """A new version of the model (pending), registered by the admin from v1's run."""
+        ids = self.ids[P]
+        body = {"run_id": ids["run"], "artifact_path": ids["artifact_path"]}
+        version = int(
+            self.call("POST", f"{API}/projects/p/models/{MODEL}/versions", json=body).json()[
+                "version"
+            ]
+        )
+        if archived:
+            self.call("POST", f"{API}/projects/p/models/{MODEL}/versions/{version}/archive")
+        return version
+
+
+Prep = Callable[[World, int], dict[str, Any]]
+
+
+@dataclass
+class Op:
+    """One REST operation: the OpenAPI route, the permission it needs ('' none), the request."""
+
+    method: str
+    route: str
+    need: str
+    path: str  # formatted with the project's ids, ``n`` (unique per try) and what prep returns
+    json: Any = None
+    content: bytes | None = None
+    params: dict[str, Any] | None = None
+    prep: Prep | None = None
+
+    def key(self) -> tuple[str, str]:
+        return self.method, self.route
+
+    def request(self, world: World, project: str) -> dict[str, Any]:
+        n = next(_n)
+        values: dict[str, Any] = {**world.ids[project], "p": project, "n": n}
+        if self.prep is not None:
+            values.update(self.prep(world, n))
+        kwargs: dict[str, Any] = {"params": self.params}
+        if self.json is not None:
+            kwargs["json"] = _fill(self.json, values)
+        elif self.content is not None:
+            kwargs["content"] = self.content
+            kwargs["headers"] = {"content-type": "application/octet-stream"}
+        elif self.method in ("POST", "PUT", "PATCH"):
+            kwargs["json"] = {}
+        return {"method": self.method, "url": self.path.format(**values), **kwargs}
+
+
+def _fill(value: Any, values: dict[str, Any]) -> Any:
+    if isinstance(value, str):
+        return value.format(**values)
+    if isinstance(value, dict):
+        return {k: _fill(v, values) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_fill(v, values) for v in value]
+    return value
+
+
+# Preps (run as the admin before each try, so every try finds a fresh object) -----------------
+def _running_run(world: World, n: int) -> dict[str, Any]:
+    run = world.call("POST", f"{API}/projects/p/runs", json={"experiment": "e"}).json()
+    return {"fresh": run["id"]}
+
+
+def _tag(world: World, n: int) -> dict[str, Any]:
+    world.call("POST", f"{API}/runs/{world.ids[P]['live']}/tags", json={"tags": {f"t{n}": "x"}})
+    return {}
+
+
+def _grant(world: World, n: int) -> dict[str, Any]:
+    world.call("POST", f"{API}/projects/p/members", json={"user": f"victim{n}", "role": "viewer"})
+    return {}
+
+
+def _version(world: World, n: int) -> dict[str, Any]:
+    return {"v": world.fresh_version()}
+
+
+def _archived(world: World, n: int) -> dict[str, Any]:
+    return {"v": world.fresh_version(archived=True)}
+
+
+def _alias(world: World, n: int) -> dict[str, Any]:
+    world.call("PUT", f"{API}/projects/p/models/{MODEL}/aliases/d{n}", json={"version": 1})
+    return {}
+
+
+def _endpoint(world: World, n: int) -> dict[str, Any]:
+    body = {"name": f"del{n}", "model": MODEL, "version": 1, "capture": False}
+    world.call("POST", f"{API}/projects/p/endpoints", json=body)
+    return {}
+
+
+def _records() -> list[dict[str, Any]]:
+    rows = frame(2)[FEATURES]
+    return [
+        {k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()}
+        for r in rows.to_dict(orient="records")
+    ]
+
+
+CSV = b"a,b\n1,2\n3,4\n"
+SELECT = {"dataset": DATASET, "version": 1}
+#: A policy that does not stand in the way of any approval (production's rule is the default).
+POLICY = {"aliases": {"require_approved": ["production"]}}
+RUN = f"{API}/runs/{{live}}"
+
+OPS: list[Op] = [
+    # Projects and members
+    Op("GET", "/api/v1/projects", "", f"{API}/projects"),
+    Op("POST", "/api/v1/projects", "projects.create", f"{API}/projects", json={"name": "new{n}"}),
+    Op("PUT", "/api/v1/projects/{project}", "projects.read", f"{API}/projects/{{p}}"),
+    Op("GET", "/api/v1/projects/{project}", "projects.read", f"{API}/projects/{{p}}"),
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/members",
+        "projects.read",
+        f"{API}/projects/{{p}}/members",
+    ),
+    Op(
+        "POST",
+        "/api/v1/projects/{project}/members",
+        "members.write",
+        f"{API}/projects/{{p}}/members",
+        json={"user": "g{n}", "role": "viewer"},
+    ),
+    Op(
+        "DELETE",
+        "/api/v1/projects/{project}/members/{user}/roles/{role}",
+        "members.write",
+        f"{API}/projects/{{p}}/members/victim{{n}}/roles/viewer",
+        prep=_grant,
+    ),
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/dashboard",
+        "projects.read",
+        f"{API}/projects/{{p}}/dashboard",
+    ),
+    # Experiments and runs
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/experiments",
+        "experiments.read",
+        f"{API}/projects/{{p}}/experiments",
+    ),
+    Op(
+        "POST",
+        "/api/v1/projects/{project}/experiments",
+        "experiments.write",
+        f"{API}/projects/{{p}}/experiments",
+        json={"name": "x{n}"},
+    ),
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/experiments/{name}",
+        "experiments.read",
+        f"{API}/projects/{{p}}/experiments/e",
+    ),
+    Op(
+        "POST",
+        "/api/v1/projects/{project}/runs",
+        "experiments.write",
+        f"{API}/projects/{{p}}/runs",
+        json={"experiment": "e"},
+    ),
+    Op("GET", "/api/v1/projects/{project}/runs", "experiments.read", f"{API}/projects/{{p}}/runs"),
+    Op(
+        "POST",
+        "/api/v1/projects/{project}/runs/search",
+        "experiments.read",
+        f"{API}/projects/{{p}}/runs/search",
+        json={},
+    ),
+    Op("GET", "/api/v1/runs/{run_id}", "experiments.read", RUN),
+    Op(
+        "POST",
+        "/api/v1/runs/{run_id}/params",
+        "experiments.write",
+        f"{RUN}/params",
+        json={"params": {"k{n}": "v"}},
+    ),
+    Op(
+        "POST",
+        "/api/v1/runs/{run_id}/tags",
+        "experiments.write",
+        f"{RUN}/tags",
+        json={"tags": {"s{n}": "v"}},
+    ),
+    Op(
+        "DELETE",
+        "/api/v1/runs/{run_id}/tags/{key}",
+        "experiments.write",
+        f"{RUN}/tags/t{{n}}",
+        prep=_tag,
+    ),
+    Op(
+        "POST",
+        "/api/v1/runs/{run_id}/metrics",
+        "experiments.write",
+        f"{RUN}/metrics",
+        json={"metrics": [{"key": "m", "value": 1.0}]},
+    ),
+    Op(
+        "POST",
+        "/api/v1/metrics/batches",
+        "experiments.write",
+        f"{API}/metrics/batches",
+        json={"batches": [{"run_id": "{live}", "metrics": [{"key": "m", "value": 2.0}]}]},
+    ),
+    Op("GET", "/api/v1/runs/{run_id}/metrics/{key}", "experiments.read", f"{RUN}/metrics/m"),
+    Op(
+        "POST",
+        "/api/v1/runs/{run_id}/inputs",
+        "experiments.write",
+        f"{RUN}/inputs",
+        json={"kind": "dataset_version", "ref": "{dv}"},
+    ),
+    Op("POST", "/api/v1/runs/{run_id}/heartbeat", "experiments.write", f"{RUN}/heartbeat"),
+    Op(
+        "POST",
+        "/api/v1/runs/{run_id}/end",
+        "experiments.write",
+        f"{API}/runs/{{fresh}}/end",
+        prep=_running_run,
+    ),
+    Op(
+        "PUT",
+        "/api/v1/runs/{run_id}/artifacts/{path}",
+        "experiments.write",
+        f"{RUN}/artifacts/up{{n}}.txt",
+        content=b"hello",
+    ),
+    Op(
+        "GET",
+        "/api/v1/runs/{run_id}/artifacts/{path}",
+        "experiments.read",
+        f"{RUN}/artifacts/a.txt",
+    ),
+    Op("GET", "/api/v1/runs/{run_id}/artifacts", "experiments.read", f"{RUN}/artifacts"),
+    Op(
+        "POST",
+        "/api/v1/projects/{project}/blobs",
+        "models.write",
+        f"{API}/projects/{{p}}/blobs",
+        content=b"blob",
+    ),
+    # Models, versions, approvals, aliases
+    Op("GET", "/api/v1/projects/{project}/models", "models.read", f"{API}/projects/{{p}}/models"),
+    Op(
+        "POST",
+        "/api/v1/projects/{project}/models",
+        "models.write",
+        f"{API}/projects/{{p}}/models",
+        json={"name": "m{n}"},
+    ),
+    Op("GET", "/api/v1/projects/{project}/models/{name}", "models.read", M),
+    Op("GET", "/api/v1/projects/{project}/models/{name}/versions", "models.read", f"{M}/versions"),
+    # Another model: whoever registers a version of eligibility may no longer set its policy.
+    Op(
+        "POST",
+        "/api/v1/projects/{project}/models/{name}/versions",
+        "models.write",
+        f"{API}/projects/{{p}}/models/reg/versions",
+        json={"run_id": "{run}", "artifact_path": "{artifact_path}"},
+    ),
+    Op("GET", "/api/v1/projects/{project}/models/{name}/versions/{version}", "models.read", V1),
+    Op(
+        "DELETE",
+        "/api/v1/projects/{project}/models/{name}/versions/{version}",
+        "models.write",
+        f"{M}/versions/{{v}}",
+        prep=_version,
+    ),
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/models/{name}/versions/{version}/manifest",
+        "models.read",
+        f"{V1}/manifest",
+    ),
+    Op(
+        "POST",
+        "/api/v1/projects/{project}/models/{name}/versions/{version}/approve",
+        "models.approve",
+        f"{M}/versions/{{v}}/approve",
+        json={"note": "fine"},
+        prep=_version,
+    ),
+    Op(
+        "POST",
+        "/api/v1/projects/{project}/models/{name}/versions/{version}/reject",
+        "models.approve",
+        f"{M}/versions/{{v}}/reject",
+        json={"note": "no"},
+        prep=_version,
+    ),
+    Op(
+        "PUT",
+        "/api/v1/projects/{project}/models/{name}/versions/{version}/approval",
+        "models.approve",
+        f"{M}/versions/{{v}}/approval",
+        json={"status": "Rejected", "note": "no"},
+        prep=_version,
+    ),
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/models/{name}/versions/{version}/approvals",
+        "models.read",
+        f"{V1}/approvals",
+    ),
+    Op(
+        "POST",
+        "/api/v1/projects/{project}/models/{name}/versions/{version}/archive",
+        "models.write",
+        f"{M}/versions/{{v}}/archive",
+        prep=_version,
+    ),
+    Op(
+        "POST",
+        "/api/v1/projects/{project}/models/{name}/versions/{version}/unarchive",
+        "models.write",
+        f"{M}/versions/{{v}}/unarchive",
+        prep=_archived,
+    ),
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/models/{name}/aliases/{alias}",
+        "models.read",
+        f"{M}/aliases/champion",
+    ),
+    Op(
+        "PUT",
+        "/api/v1/projects/{project}/models/{name}/aliases/{alias}",
+        "models.write",
+        f"{M}/aliases/staging",
+        json={"version": 1},
+    ),
+    Op(
+        "DELETE",
+        "/api/v1/projects/{project}/models/{name}/aliases/{alias}",
+        "models.write",
+        f"{M}/aliases/d{{n}}",
+        prep=_alias,
+    ),
+    # Policies, gate, cards, packages
+    Op(
+        "PUT",
+        "/api/v1/projects/{project}/models/{name}/policy",
+        "policies.write",
+        f"{M}/policy",
+        json={"policy": POLICY},
+    ),
+    Op("GET", "/api/v1/projects/{project}/models/{name}/policy", "models.read", f"{M}/policy"),
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/models/{name}/policy/history",
+        "models.read",
+        f"{M}/policy/history",
+    ),
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/models/{name}/versions/{version}/gate",
+        "models.read",
+        f"{V1}/gate",
+    ),
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/models/{name}/versions/{version}/card",
+        "models.read",
+        f"{V1}/card",
+    ),
+    Op(
+        "PATCH",
+        "/api/v1/projects/{project}/models/{name}/versions/{version}/card",
+        "cards.write",
+        f"{V1}/card",
+        json={"fields": {"model_overview.model_owner": "team {n}"}, "note": "n"},
+    ),
+    Op(
+        "POST",
+        "/api/v1/projects/{project}/models/{name}/versions/{version}/card/status",
+        "cards.write",
+        f"{V1}/card/status",
+        json={"status": "Draft", "note": "n"},
+    ),
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/models/{name}/versions/{version}/card/history",
+        "models.read",
+        f"{V1}/card/history",
+    ),
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/models/{name}/versions/{version}/card/html",
+        "models.read",
+        f"{V1}/card/html",
+    ),
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/models/{name}/versions/{version}/card/markdown",
+        "models.read",
+        f"{V1}/card/markdown",
+    ),
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/models/{name}/versions/{version}/package",
+        "models.export",
+        f"{V1}/package",
+    ),
+    Op(
+        "POST",
+        "/api/v1/projects/{project}/models/import",
+        "models.write",
+        f"{API}/projects/{{p}}/models/import",
+        content=b"not a tar file",
+    ),
+    # Datasets
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/datasets",
+        "datasets.read",
+        f"{API}/projects/{{p}}/datasets",
+    ),
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/datasets/{name}",
+        "datasets.read",
+        f"{API}/projects/{{p}}/datasets/{DATASET}",
+    ),
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/datasets/{name}/versions",
+        "datasets.read",
+        f"{API}/projects/{{p}}/datasets/{DATASET}/versions",
+    ),
+    Op(
+        "POST",
+        "/api/v1/projects/{project}/datasets/{name}/versions",
+        "datasets.write",
+        f"{API}/projects/{{p}}/datasets/extra/versions",
+        content=CSV,
+        params={"format": "csv"},
+    ),
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/datasets/{name}/versions/{version}",
+        "datasets.read",
+        f"{API}/projects/{{p}}/datasets/{DATASET}/versions/1",
+    ),
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/datasets/{name}/versions/{version}/data",
+        "datasets.read",
+        f"{API}/projects/{{p}}/datasets/{DATASET}/versions/1/data",
+    ),
+    # Monitoring
+    Op(
+        "POST",
+        "/api/v1/projects/{project}/reports/drift",
+        "monitoring.write",
+        f"{API}/projects/{{p}}/reports/drift",
+        json={"current": SELECT, "baseline": SELECT},
+    ),
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/reports",
+        "monitoring.read",
+        f"{API}/projects/{{p}}/reports",
+    ),
+    Op("GET", "/api/v1/reports/{report_id}", "monitoring.read", f"{API}/reports/{{report}}"),
+    Op(
+        "GET",
+        "/api/v1/reports/{report_id}/html",
+        "monitoring.read",
+        f"{API}/reports/{{report}}/html",
+    ),
+    Op(
+        "GET",
+        "/api/v1/reports/{report_id}/json",
+        "monitoring.read",
+        f"{API}/reports/{{report}}/json",
+    ),
+    # Evaluations
+    Op(
+        "POST",
+        "/api/v1/projects/{project}/evaluations/bias",
+        "evaluations.write",
+        f"{API}/projects/{{p}}/evaluations/bias",
+        json={"dataset": SELECT, "label": LABEL, "positive_label": 1, "facets": "sex"},
+    ),
+    Op(
+        "POST",
+        "/api/v1/projects/{project}/evaluations/explanation",
+        "evaluations.write",
+        f"{API}/projects/{{p}}/evaluations/explanation",
+        json={"model": {"name": MODEL, "version": 1}, "dataset": SELECT, "rows": 10, "top_k": 1},
+    ),
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/evaluations",
+        "evaluations.read",
+        f"{API}/projects/{{p}}/evaluations",
+    ),
+    Op(
+        "GET",
+        "/api/v1/evaluations/{evaluation_id}",
+        "evaluations.read",
+        f"{API}/evaluations/{{evaluation}}",
+    ),
+    Op(
+        "GET",
+        "/api/v1/evaluations/{evaluation_id}/html",
+        "evaluations.read",
+        f"{API}/evaluations/{{evaluation}}/html",
+    ),
+    Op(
+        "GET",
+        "/api/v1/evaluations/{evaluation_id}/json",
+        "evaluations.read",
+        f"{API}/evaluations/{{evaluation}}/json",
+    ),
+    # Endpoints
+    Op(
+        "POST",
+        "/api/v1/projects/{project}/endpoints",
+        "endpoints.write",
+        f"{API}/projects/{{p}}/endpoints",
+        json={"name": "ep{n}", "model": MODEL, "version": 1, "capture": False},
+    ),
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/endpoints",
+        "endpoints.read",
+        f"{API}/projects/{{p}}/endpoints",
+    ),
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/endpoints/{name}",
+        "endpoints.read",
+        f"{API}/projects/{{p}}/endpoints/ep",
+    ),
+    Op(
+        "PUT",
+        "/api/v1/projects/{project}/endpoints/{name}",
+        "endpoints.write",
+        f"{API}/projects/{{p}}/endpoints/ep",
+        json={"capture_percent": 100},
+    ),
+    Op(
+        "DELETE",
+        "/api/v1/projects/{project}/endpoints/{name}",
+        "endpoints.write",
+        f"{API}/projects/{{p}}/endpoints/del{{n}}",
+        prep=_endpoint,
+    ),
+    Op(
+        "POST",
+        "/api/v1/projects/{project}/endpoints/{name}/invocations",
+        "endpoints.invoke",
+        f"{API}/projects/{{p}}/endpoints/ep/invocations",
+        json={"records": _records()},
+    ),
+    Op(
+        "POST",
+        "/endpoints/{name}/invocations",
+        "endpoints.invoke",
+        "/endpoints/ep/invocations",
+        json={"records": _records()},
+        params={"project": P},
+    ),
+    Op(
+        "POST",
+        "/api/v1/projects/{project}/endpoints/{name}/capture/dataset",
+        "datasets.write",
+        f"{API}/projects/{{p}}/endpoints/ep/capture/dataset",
+        json={},
+    ),
+    # Lineage, audit, tokens
+    Op("GET", "/api/v1/lineage/{kind}/{ref}", "lineage.read", f"{API}/lineage/run/{{run}}"),
+    Op("GET", "/api/v1/audit/events", "audit.read", f"{API}/audit/events", params={"project": P}),
+    Op("GET", "/api/v1/audit/verify", "audit.verify", f"{API}/audit/verify"),
+    Op("GET", "/api/v1/audit/export", "audit.verify", f"{API}/audit/export"),
+    Op(
+        "POST",
+        "/api/v1/tokens",
+        "tokens.admin",
+        f"{API}/tokens",
+        json={"name": "svc{n}", "kind": "service", "owner": "ci-bot"},
+    ),
+]
+
+
+def _build(world: World, ml: Any, project: str) -> None:
+    """A dataset, a model v1 with an approval policy, a finished run (v1's) and a running run
+    with a metric and an artifact, a drift report and a bias evaluation in ``project``."""
+    dv, mv = publish(ml, project)
+    ids: dict[str, str] = {"dv": dv.id, "run": mv.run_id, "artifact_path": mv.artifact_path}
+    world.ids[project] = ids
+    base = f"{API}/projects/{project}"
+    live = world.call("POST", f"{base}/runs", json={"experiment": "e"}).json()["id"]
+    ids["live"] = live
+    world.call("POST", f"{API}/runs/{live}/metrics", json={"metrics": [{"key": "m", "value": 0.5}]})
+    world.call(
+        "PUT",
+        f"{API}/runs/{live}/artifacts/a.txt",
+        content=b"a",
+        headers={**world.admin, "content-type": "application/octet-stream"},
+    )
+    ids["report"] = world.call(
+        "POST", f"{base}/reports/drift", json={"current": SELECT, "baseline": SELECT}
+    ).json()["id"]
+    bias = {"dataset": SELECT, "label": LABEL, "positive_label": 1, "facets": "sex"}
+    ids["evaluation"] = world.call("POST", f"{base}/evaluations/bias", json=bias).json()["id"]
+    # by the second admin: whoever registered a version may not set the model's policy
+    policy = world.http.put(
+        f"{base}/models/{MODEL}/policy", json={"policy": POLICY}, headers=world.second
+    )
+    assert policy.status_code == 200, policy.text
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[World, dict[str, str]]]:
+    settings: Settings = isolated_settings(
+        tmp_path_factory.mktemp("authz"), auth="token", auth_max_failures=1_000_000
+    )
+    with serve_app(create_app(settings)) as url, httpx.Client(base_url=url, timeout=60) as http:
+        root = mint(settings, TokenCreate(name="root")).secret
+        second = mint(
+            settings,
+            TokenCreate(name="root-2"),
+            principal=Principal(user="root-2", roles=frozenset({ADMIN_ROLE})),
+        ).secret
+        world = World(http, bearer(root), bearer(second))
+        ml = connect(url, token=root)
+        for project in (P, Q):
+            _build(world, ml, project)
+        # v1 of p: approved by the second admin (the registrar may not), aliased, deployed
+        # with capture on and invoked, so its captured requests can become a dataset.
+        approve = http.post(
+            f"{API}/projects/p/models/{MODEL}/versions/1/approve",
+            json={"note": "validated"},
+            headers=world.second,
+        )
+        assert approve.status_code == 200, approve.text
+        world.call("PUT", f"{API}/projects/p/models/{MODEL}/aliases/champion", json={"version": 1})
+        world.call(
+            "POST",
+            f"{API}/projects/p/endpoints",
+            json={"name": "ep", "model": MODEL, "version": 1, "capture_percent": 100},
+        )
+        world.call(
+            "POST", f"{API}/projects/p/endpoints/ep/invocations", json={"records": _records()}
+        )
+        for _ in range(100):  # the capture writer is asynchronous
+            made = http.post(
+                f"{API}/projects/p/endpoints/ep/capture/dataset", json={}, headers=world.admin
+            )
+            if made.status_code == 201:
+                break
+            time.sleep(0.1)
+        assert made.status_code == 201, made.text
+        tokens: dict[str, str] = {}
+        for role in BUILTIN_ROLES:
+            if role == ADMIN_ROLE:
+                principal = Principal(user="u-admin", roles=frozenset({ADMIN_ROLE}))
+            else:
+                principal = Principal(user=f"u-{role}", roles=frozenset())
+                world.call(
+                    "POST", f"{API}/projects/p/members", json={"user": f"u-{role}", "role": role}
+                )
+            tokens[role] = mint(settings, TokenCreate(name="t"), principal=principal).secret
+        yield world, tokens
+
+
+def _outcome(op: Op, response: httpx.Response) -> str:
+    status = response.status_code
+    if op.route == "/api/v1/metrics/batches" and status == 200:
+        first = response.json()[0]  # one batch: its own outcome
+        status = 200 if first["ok"] else int(first["error"]["status"])
+    if status == 401:
+        return "unauthenticated"
+    if status == 403:
+        return "denied"
+    if status == 404:
+        return "hidden"
+    if status >= 500:
+        return "error"
+    return "allowed"
+
+
+def _expected(role: str, need: str) -> str:
+    if not need or role == ADMIN_ROLE:
+        return "allowed"
+    held = BUILTIN_ROLES[role]
+    if need in PLATFORM_PERMISSIONS:  # never from a per-project grant
+        return "denied"
+    if not held & set(PROJECT_PERMISSIONS):
+        return "hidden"
+    return "allowed" if need in held else "denied"
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200]
+    return str(body.get("message", body))[:200] if isinstance(body, dict) else str(body)[:200]
+
+
+def test_every_role_through_every_operation(world: tuple[World, dict[str, str]]) -> None:
+    state, tokens = world
+    spec = state.http.get("/openapi.json").json()
+    routes = {(m.upper(), path) for path, ops in spec["paths"].items() for m in ops}
+    covered = {op.key() for op in OPS}
+    assert len(covered) == len(OPS), "an operation is listed twice"
+    assert routes - EXCLUDED - covered == set(), "routes without an entry in OPS"
+    assert covered - routes == set(), "entries in OPS for routes that do not exist"
+
+    mismatches: list[str] = []
+    for role, secret in tokens.items():
+        for op in OPS:
+            for project in (P, Q):
+                if project == Q and (op.method != "GET" or role == ADMIN_ROLE):
+                    continue
+                if (
+                    project == Q
+                    and "{p}" not in op.path
+                    and "{live}" not in op.path
+                    and "{report}" not in op.path
+                    and "{evaluation}" not in op.path
+                    and "{run}" not in op.path
+                    and op.params != {"project": P}
+                ):
+                    continue
+                request = op.request(state, project)
+                if project == Q and request.get("params") == {"project": P}:
+                    request["params"] = {"project": Q}
+                headers = {**request.pop("headers", {}), **bearer(secret)}
+                response = state.http.request(**request, headers=headers)
+                got = _outcome(op, response)
+                want = "hidden" if project == Q else _expected(role, op.need)
+                if got != want:
+                    mismatches.append(
+                        f"{role:15} {op.method:6} {request['url']} [{project}] needs "
+                        f"{op.need or '-'}: expected {want}, got {response.status_code} "
+                        f"{got}: {_message(response)}"
+                    )
+    assert not mismatches, "\n" + "\n".join(mismatches)
