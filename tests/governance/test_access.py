@@ -131,4 +131,5 @@ def test_audit_events_follow_the_projects_and_verify_needs_a_platform_auditor(
 def test_roles_setting_keys_compare_as_user_names() -> None:
     roles = {"Rosa": ["reviewer"]}
     assert resolve_principal("ROSA", roles).roles == frozenset({"reviewer"})
-    assert resolve_principal("\uff52\uff4f\uff53\uff41", roles).roles == frozenset({"reviewer"})  # full-width
+    full_width = "\uff52\uff4f\uff53\uff41"
+    assert resolve_principal(full_width, roles).roles == frozenset({"reviewer"})

@@ -150,7 +150,7 @@ def test_whoever_trained_or_registered_a_version_cannot_write_the_policy(scene: 
         scene.as_("tara").models.set_policy(MODEL, "[metrics]\nval_roc_auc = { min = 0.5 }\n")
     assert scene.as_("rui").models.policy(MODEL) is None
     # rosa holds only risk_officer: policies are for reviewers and admins
-    with pytest.raises(PermissionDeniedError, match="that takes the permission 'policies.write'"):
+    with pytest.raises(PermissionDeniedError, match=r"that takes the permission 'policies\.write'"):
         scene.as_("rosa").models.set_policy(MODEL, POLICY)
     scene.as_("rui").models.set_policy(MODEL, POLICY)
     # registering a version (any version) of the model ends rui's say over its policy

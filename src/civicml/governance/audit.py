@@ -13,7 +13,6 @@ the key keep one chain that any of them can verify.
 from __future__ import annotations
 
 import builtins
-
 import contextlib
 import fcntl
 import hashlib

@@ -9,7 +9,6 @@ the permission its operation needs; that is where authorization happens
 from __future__ import annotations
 
 import builtins
-
 from typing import Any
 
 from sqlalchemy import delete, func, insert, select
