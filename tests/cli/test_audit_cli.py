@@ -113,7 +113,7 @@ def test_verify_json(cli: Cli, ctx: Context, trail: AuditTrail) -> None:
     code, out, _ = cli("audit", "verify", "--json")
     good = json.loads(out)
     with ctx.db.engine.begin() as conn:
-        conn.execute(update(audit_events).where(audit_events.c.seq == 2).values(roles="admin"))
+        conn.execute(update(audit_events).where(audit_events.c.seq == 2).values(roles="auditor"))
     bad_code, bad_out, _ = cli("audit", "verify", "--json")
     bad = json.loads(bad_out)
 
@@ -286,7 +286,7 @@ def test_list_json_and_filters(cli: Cli, trail: AuditTrail) -> None:
 
     assert code == 0
     assert [e["seq"] for e in events] == list(range(1, 11))
-    assert {(e["actor"], tuple(e["roles"])) for e in events} == {("alice", ("data-scientist",))}
+    assert {(e["actor"], tuple(e["roles"])) for e in events} == {("alice", ("admin",))}
     assert [e["seq"] for e in json.loads(cli("audit", "list", "-p", "p2", "--json")[1])] == [9]
     filtered = cli("audit", "list", "--action", "project.created", "--after", "1", "--json")
     assert [e["project"] for e in json.loads(filtered[1])] == ["p2", "p3"]

@@ -14,7 +14,7 @@ PROJECT = "benefits"
 MODEL = "eligibility"
 ROLES = {"rosa": ["risk_officer"]}
 #: risk_officer is the organisation's own role (setting custom_roles): it reads what a reviewer
-#: reads and approves, but does not write policies or cards.
+#: reads, approves and fills in the card's risk sections, but does not write policies.
 CUSTOM_ROLES = {
     "risk_officer": [
         "projects.read",
@@ -26,6 +26,7 @@ CUSTOM_ROLES = {
         "endpoints.read",
         "lineage.read",
         "models.approve",
+        "cards.write",
     ]
 }
 JUSTIFICATION = "Pilot on 200 cases with full manual review, agreed by the board 2026-11-20."

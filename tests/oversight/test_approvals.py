@@ -105,9 +105,9 @@ def test_an_override_needs_the_role_and_a_justification(any_scene: Scene) -> Non
         "role": "risk_officer",
     }
     assert record.evidence["gate"]["passed"] is False
-    [event] = scene.rosa.audit_events(action="model_version.approval_changed")
+    [event] = scene.rui.audit_events(action="model_version.approval_changed")
     assert event.after["evidence"]["override"]["justification"] == JUSTIFICATION
-    assert scene.rosa.verify_audit().ok
+    assert scene.rui.verify_audit().ok
 
 
 def test_overrides_only_where_there_is_a_failing_gate(scene: Scene) -> None:

@@ -23,7 +23,7 @@ from civicml.governance.tokens import TokenService
 from civicml.sdk.embedded import open_context
 from civicml.server import create_app
 from civicml.server.app import UPLOAD_PATHS, serve
-from civicml.server.auth import check_bind, is_loopback
+from civicml.server.auth import PUBLIC_PATHS, check_bind, is_loopback
 from tests.server.helpers import API, assert_error, isolated_settings
 from tests.server.helpers import serve as serve_app
 
@@ -75,7 +75,7 @@ def _walk(settings: Settings) -> list[tuple[str, str]]:
         (method.upper(), re.sub(r"\{[^}]+\}", "x", path))
         for path, operations in spec["paths"].items()
         for method in operations
-        if path != "/api/v1/health"
+        if path not in PUBLIC_PATHS  # health, /api/v1/auth/oidc: public by design
     ]
     # The invocations lane answers these without FastAPI's routing: both paths.
     routes += [

@@ -43,6 +43,7 @@ V1 = f"{M}/versions/1"
 #: Routes this test leaves out, each with why.
 EXCLUDED = {
     ("GET", "/api/v1/health"),  # open to everyone, no token
+    ("GET", "/api/v1/auth/oidc"),  # public: where to log in (civicml login --oidc)
     ("GET", "/api/v1/whoami"),  # the caller's own identity: no permission
     ("GET", "/api/v1/tokens"),  # the caller's own tokens (?all=true: tests/server/test_auth.py)
     ("GET", "/api/v1/tokens/{token_id}"),  # one of the caller's own tokens
@@ -140,6 +141,12 @@ def _tag(world: World, n: int) -> dict[str, Any]:
 def _grant(world: World, n: int) -> dict[str, Any]:
     world.call("POST", f"{API}/projects/p/members", json={"user": f"victim{n}", "role": "viewer"})
     return {}
+
+
+def _old_key(world: World, n: int) -> dict[str, Any]:
+    """A key that is no longer current (rotated out; retiring it is allowed once unused)."""
+    done = world.call("POST", f"{API}/keys/rotate").json()
+    return {"key": done["previous_key_id"]}
 
 
 def _version(world: World, n: int) -> dict[str, Any]:
@@ -657,6 +664,11 @@ OPS: list[Op] = [
         f"{API}/tokens",
         json={"name": "svc{n}", "kind": "service", "owner": "ci-bot"},
     ),
+    # Encryption keys
+    Op("GET", "/api/v1/keys", "keys.admin", f"{API}/keys"),
+    Op("POST", "/api/v1/keys/rotate", "keys.admin", f"{API}/keys/rotate"),
+    Op("DELETE", "/api/v1/keys/{key_id}", "keys.admin", f"{API}/keys/{{key}}", prep=_old_key),
+    Op("POST", "/api/v1/keys/encrypt-existing", "keys.admin", f"{API}/keys/encrypt-existing"),
 ]
 
 

@@ -12,90 +12,21 @@ import json
 import logging
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from joserfc import jwt
-from joserfc.jwk import ECKey, Key, RSAKey
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import JSONResponse
-from starlette.routing import Route
+from joserfc.jwk import RSAKey
 
 from civicml.core.errors import AuthenticationError, ConfigurationError, ServiceUnavailableError
 from civicml.core.settings import Settings
 from civicml.governance.schemas import TokenCreate
 from civicml.server import create_app
 from civicml.server.oidc import OIDCVerifier, looks_like_jwt
-from tests.server.helpers import assert_error, isolated_settings, serve
+from tests.server.helpers import assert_error, serve
+from tests.server.oidc_issuer import AUDIENCE, Issuer, oidc_settings, running_issuer
 from tests.server.test_auth import bearer, mint
-
-AUDIENCE = "civicml"
-ROLE_MAP = {"ml-reviewers": ["reviewer"], "data-science": ["data-scientist", "viewer"]}
-
-
-@dataclass
-class Issuer:
-    """A small OpenID Connect issuer: its signing keys, and what its endpoints served."""
-
-    keys: dict[str, Key] = field(default_factory=dict)
-    published: list[str] = field(default_factory=list)  # kids the JWKS serves
-    url: str = ""
-    jwks_hits: int = 0
-
-    def add(self, kid: str, key: Key, *, publish: bool = True) -> None:
-        self.keys[kid] = key
-        if publish:
-            self.published.append(kid)
-
-    def app(self) -> Starlette:
-        async def health(_: Request) -> JSONResponse:
-            return JSONResponse({"ok": True})
-
-        async def discovery(_: Request) -> JSONResponse:
-            return JSONResponse({"issuer": self.url, "jwks_uri": f"{self.url}/keys"})
-
-        async def jwks(_: Request) -> JSONResponse:
-            self.jwks_hits += 1
-            keys = []
-            for kid in self.published:
-                public = self.keys[kid].as_dict(private=False)
-                keys.append({**public, "kid": kid, "use": "sig"})
-            return JSONResponse({"keys": keys})
-
-        return Starlette(
-            routes=[
-                Route("/api/v1/health", health),  # the serve helper waits for it
-                Route("/realms/civic/.well-known/openid-configuration", discovery),
-                Route("/realms/civic/keys", jwks),
-            ]
-        )
-
-    def token(
-        self,
-        kid: str = "rsa-1",
-        alg: str = "RS256",
-        *,
-        key: Key | None = None,
-        **claims: Any,
-    ) -> str:
-        now = int(time.time())
-        payload: dict[str, Any] = {
-            "iss": self.url,
-            "aud": [AUDIENCE, "account"],
-            "sub": "f3b1c2d4",
-            "preferred_username": "rosa",
-            "iat": now,
-            "nbf": now,
-            "exp": now + 300,
-            "realm_access": {"roles": ["ml-reviewers", "offline_access"]},
-        }
-        payload.update(claims)
-        payload = {k: v for k, v in payload.items() if v is not None}
-        return jwt.encode({"alg": alg, "kid": kid}, payload, key or self.keys[kid])
 
 
 def _b64(data: bytes) -> str:
@@ -104,30 +35,6 @@ def _b64(data: bytes) -> str:
 
 def _unsigned(header: dict[str, Any], claims: dict[str, Any]) -> str:
     return f"{_b64(json.dumps(header).encode())}.{_b64(json.dumps(claims).encode())}"
-
-
-@contextlib.contextmanager
-def running_issuer() -> Iterator[Issuer]:
-    issuer = Issuer()
-    issuer.add("rsa-1", RSAKey.generate_key(2048))
-    issuer.add("ec-1", ECKey.generate_key("P-256"))
-    with serve(issuer.app()) as url:
-        issuer.url = f"{url}/realms/civic"
-        yield issuer
-
-
-def oidc_settings(root: Path, issuer: Issuer, **overrides: Any) -> Settings:
-    values: dict[str, Any] = {
-        "auth": "token",
-        "auth_max_failures": 1_000_000,
-        "oidc_issuer": issuer.url,
-        "oidc_audience": AUDIENCE,
-        "oidc_roles_claim": "realm_access.roles",
-        "oidc_role_map": ROLE_MAP,
-        "oidc_jwks_refetch_s": 0,
-    }
-    values.update(overrides)
-    return isolated_settings(root, **values)
 
 
 @pytest.fixture(scope="module")

@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from civicml.core import FrozenClock, InvalidInputError
+from civicml.core.identity import Principal
 from civicml.data import DatasetService
 from civicml.governance.lineage import LineageService
 from civicml.serving import CaptureService, CaptureWriter, EndpointService, ModelHost
@@ -33,7 +34,7 @@ def test_captured_records_have_sagemakers_format(
     _deploy(ctx, host, model_dirs[0], 100)
     clock.advance(days=326, hours=10, minutes=15)  # 2026-11-23 10:15 UTC
     rows = records(4)
-    result = host.invoke(project, "web", rows, caller="rosa")
+    result = host.invoke(project, "web", rows, caller=Principal(user="rosa"))
     files = CaptureService(ctx, host.capture).files(project, "web")
     assert len(files) == 1
     assert PATH.match(files[0].path) and files[0].path.startswith("capture/2026/11/23/10/")
@@ -152,7 +153,7 @@ def test_to_dataset_holds_the_captured_columns(
         CaptureService(ctx, host.capture).to_dataset(project, "web")
     sent = records(5) + records(3, seed=2)
     answered = host.invoke(project, "web", sent[:5])["predictions"]
-    answered += host.invoke(project, "web", sent[5:], caller="rosa")["predictions"]
+    answered += host.invoke(project, "web", sent[5:], caller=Principal(user="rosa"))["predictions"]
     version = CaptureService(ctx, host.capture).to_dataset(project, "web", metadata=True)
     assert version.name == "web-capture" and version.row_count == 8
     assert [c.name for c in version.columns] == [

@@ -1,20 +1,17 @@
 """``civicml keys``: the key-encryption keys that protect the artifact store at rest.
 
-These commands run on the machine that holds the artifact store and the key directory (like
-``civicml server``), with the same settings; they never talk to a remote server.
+Embedded (on the machine that holds the store and the key directory) or through a server with
+``--url`` alike; every command needs the platform permission ``keys.admin`` and every change is
+audited (docs/security.md, "Encryption at rest").
 """
 
 from __future__ import annotations
 
-import dataclasses
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
-from civicml.cli._common import STATE, JsonOpt, console, print_json, table
-
-if TYPE_CHECKING:
-    from civicml.store.artifacts import LocalArtifactStore
+from civicml.cli._common import JsonOpt, client, console, print_json, table
 
 keys_app = typer.Typer(
     help="Encryption keys of the artifact store: list, rotate, retire, encrypt old artifacts.",
@@ -22,27 +19,13 @@ keys_app = typer.Typer(
 )
 
 
-def _store() -> LocalArtifactStore:
-    from civicml.core.errors import ConfigurationError
-    from civicml.core.settings import Settings
-    from civicml.store.artifacts import artifact_store_for
-
-    settings = Settings.load(home=STATE.home, url=STATE.url, user=STATE.user)
-    if settings.url:
-        raise ConfigurationError(
-            "'civicml keys' works on the local artifact store, not through a server URL.",
-            hint="Run it on the server's machine with the server's settings (without --url / "
-            "CIVICML_URL).",
-        )
-    return artifact_store_for(settings)
-
-
 @keys_app.command("list")
 def list_keys(json_: JsonOpt = False) -> None:
     """Every key-encryption key, which is current, and how many artifacts each protects."""
-    report = _store().key_report()
+    with client() as ml:
+        report = ml.keys.list()
     if json_:
-        print_json(dataclasses.asdict(report))
+        print_json(report)
         return
     rows = [(k.key_id, "yes" if k.current else "", k.objects) for k in report.keys]
     rows += [(k, "MISSING", n) for k, n in report.unknown_keys.items()]
@@ -62,9 +45,10 @@ def rotate(json_: JsonOpt = False) -> None:
     The artifacts' data is not rewritten: only each one's small wrapped-key file is. Artifacts
     still stored in plaintext are encrypted too while encryption is on.
     """
-    result = _store().rotate_keys()
+    with client() as ml:
+        result = ml.keys.rotate()
     if json_:
-        print_json(dataclasses.asdict(result))
+        print_json(result)
         return
     console.print(
         f"Key {result.key_id} is current; {result.rewrapped} artifact key(s) re-wrapped, "
@@ -84,14 +68,16 @@ def retire(
     key_id: Annotated[str, typer.Argument(help="The key to destroy (see 'civicml keys list').")],
 ) -> None:
     """Destroy a key that no artifact uses any more (refused while one does, or if current)."""
-    _store().retire_key(key_id)
+    with client() as ml:
+        ml.keys.retire(key_id)
     console.print(f"Key {key_id} retired.", markup=False)
 
 
 @keys_app.command("encrypt-existing")
 def encrypt_existing(json_: JsonOpt = False) -> None:
     """Encrypt the artifacts written in plaintext (before encryption was on), in place."""
-    converted = _store().encrypt_existing()
+    with client() as ml:
+        converted = ml.keys.encrypt_existing()
     if json_:
         print_json({"encrypted": converted})
         return

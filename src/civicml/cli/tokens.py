@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from typing import Annotated
 
@@ -142,11 +143,21 @@ def login(
     url: Annotated[
         str | None, typer.Option(help="The server's URL (default --url / CIVICML_URL).")
     ] = None,
+    oidc: Annotated[
+        bool,
+        typer.Option(
+            "--oidc",
+            help="Sign in with the organisation's identity provider (OpenID Connect device "
+            "login) instead of an API token.",
+        ),
+    ] = False,
 ) -> None:
     """Store an API token for a server (file mode 0600) for the CLI and SDK to send.
 
     The token is read from the terminal without echo, or from stdin when it is piped
     (civicml tokens create ... | civicml login --url URL). It is checked with the server first.
+    With --oidc, sign in at the identity provider instead: open the address shown, enter the
+    code, and the single sign-on session is stored (and refreshed when it expires).
     """
     from civicml.core.errors import InvalidInputError
     from civicml.core.settings import Settings
@@ -159,6 +170,9 @@ def login(
             "civicml login needs the server's URL.",
             hint="civicml login --url https://ml.example.org",
         )
+    if oidc:
+        _login_oidc(target)
+        return
     if sys.stdin.isatty():
         secret = typer.prompt("API token", hide_input=True, err=True)
     else:
@@ -179,12 +193,50 @@ def login(
     )
 
 
+def _login_oidc(target: str) -> None:
+    """``civicml login --oidc``: the device grant, a spinner while the user approves."""
+    from civicml.core.settings import Settings
+    from civicml.sdk.client import connect
+    from civicml.sdk.credentials import forget_token
+    from civicml.sdk.sso import DeviceCode, device_login
+
+    settings = Settings.load(home=STATE.home, url=target, ca_bundle=STATE.ca_bundle)
+    with contextlib.ExitStack() as stack:
+
+        def show(code: DeviceCode) -> None:
+            where = code.verification_uri_complete or code.verification_uri
+            err_console.print(
+                f"To sign in, open {where} and enter the code {code.user_code}.", markup=False
+            )
+            stack.enter_context(
+                err_console.status("Waiting for the sign-in to be approved…", spinner="dots")
+            )
+
+        _, path = device_login(
+            target, home=settings.home, ca_bundle=settings.ca_bundle, on_code=show
+        )
+    try:
+        with connect(target, settings=settings) as ml:
+            me = ml.tokens.whoami()
+    except Exception:
+        forget_token(target, settings.home)  # a session the server refuses is not kept
+        raise
+    console.print(
+        f"Logged in to {target} as {me.user} ({', '.join(me.roles) or 'no roles'}) through "
+        f"single sign-on; the session is in {path}.",
+        markup=False,
+    )
+
+
 def logout(
     url: Annotated[
         str | None, typer.Option(help="The server's URL (default --url / CIVICML_URL).")
     ] = None,
 ) -> None:
-    """Forget the API token stored for a server (it stays valid: revoke it to end it)."""
+    """Forget the API token stored for a server (it stays valid: revoke it to end it).
+
+    A single sign-on session (civicml login --oidc) is forgotten the same way.
+    """
     from civicml.core.errors import InvalidInputError
     from civicml.core.settings import Settings
     from civicml.sdk.credentials import forget_token

@@ -27,7 +27,7 @@ from civicml.core.errors import CivicMLError, ConfigurationError
 from civicml.core.names import validate_user_name
 from civicml.core.permissions import role_table
 
-__all__ = ["Settings", "config_file"]
+__all__ = ["Settings", "check_identity_url", "config_file"]
 
 _URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
@@ -45,6 +45,21 @@ def config_file() -> Path | None:
         if candidate.is_file():
             return candidate
     return None
+
+
+def check_identity_url(value: str, what: str) -> str:
+    """``value`` if it is an identity-provider URL civicml may talk to: https://, or http://
+    only on a loopback address; raises ValueError naming ``what`` otherwise."""
+    parts = urlsplit(value)
+    host = (parts.hostname or "").lower()
+    loopback = host in ("localhost", "::1") or host.startswith("127.")
+    if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
+        raise ValueError(
+            f"{what} {value!r} must be an https:// URL (http:// only on a loopback address)"
+        )
+    if not host or parts.fragment or (what == "oidc_issuer" and parts.query):
+        raise ValueError(f"{what} {value!r} is not an issuer URL")
+    return value
 
 
 #: Signature algorithms oidc_algorithms may name: asymmetric only (never "none" nor HMAC).
@@ -139,6 +154,16 @@ class Settings(BaseSettings):
         description="The 'aud' a JWT must carry (the client id civicml has at the identity "
         "provider); required with oidc_issuer.",
     )
+    oidc_client_id: str | None = Field(
+        default=None,
+        description="The public client 'civicml login --oidc' signs in as (OAuth 2.0 device "
+        "grant); default: oidc_audience. Served to clients at GET /api/v1/auth/oidc.",
+    )
+    oidc_scopes: list[str] = Field(
+        default_factory=list,
+        description="Scopes 'civicml login --oidc' asks for besides 'openid', e.g. "
+        "['offline_access'] for a refresh token.",
+    )
     oidc_roles_claim: str | None = Field(
         default="groups",
         description="Claim holding the user's groups or roles; a dotted path such as "
@@ -206,6 +231,32 @@ class Settings(BaseSettings):
         ge=1,
         description="Fewest rows each side of a drift report needs for a verdict; below it the "
         "report says 'insufficient data' and judges no column (docs/monitoring.md).",
+    )
+    pickle_models: Literal["refuse", "sandbox"] = Field(
+        default="refuse",
+        description="'refuse': a pickled model bundle (format civicml.pickle/1) is never loaded "
+        "(422). 'sandbox': endpoints serve signed ones from an isolated worker process (no "
+        "network, read-only files, limits below); the server itself never unpickles "
+        "(docs/security.md).",
+    )
+    sandbox_memory_mb: int = Field(
+        default=2048,
+        ge=256,
+        description="Address space one sandboxed model worker may use (MiB); past it "
+        "allocations fail.",
+    )
+    sandbox_cpu_s: int = Field(
+        default=3600,
+        ge=1,
+        description="CPU seconds one sandboxed model worker may use in its life; a worker near "
+        "it is replaced by a fresh one before the next call.",
+    )
+    sandbox_call_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="Longest one prediction call to a sandboxed model may take; past it the "
+        "worker is killed and the call answered 504.",
     )
     server_allowed_hosts: list[str] = Field(
         default_factory=lambda: ["127.0.0.1", "localhost", "::1", "[::1]"],
@@ -343,17 +394,7 @@ class Settings(BaseSettings):
     def _issuer_url(cls, value: str | None) -> str | None:
         if not value:
             return None
-        parts = urlsplit(value)
-        host = (parts.hostname or "").lower()
-        loopback = host in ("localhost", "::1") or host.startswith("127.")
-        if parts.scheme != "https" and not (parts.scheme == "http" and loopback):
-            raise ValueError(
-                f"oidc_issuer {value!r} must be an https:// URL (http:// only on a loopback "
-                "address)"
-            )
-        if not host or parts.query or parts.fragment:
-            raise ValueError(f"oidc_issuer {value!r} is not an issuer URL")
-        return value
+        return check_identity_url(value, "oidc_issuer")
 
     @model_validator(mode="after")
     def _oidc_complete(self) -> Settings:

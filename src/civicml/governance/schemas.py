@@ -16,9 +16,13 @@ __all__ = [
     "AuditWarning",
     "Grant",
     "GrantRequest",
+    "KeyReport",
+    "KeyRotation",
+    "KeyUsage",
     "LineageEdge",
     "LineageGraph",
     "LineageNode",
+    "OIDCClientConfig",
     "Project",
     "SignedHead",
     "TokenCreate",
@@ -56,6 +60,35 @@ class GrantRequest(_Schema):
 
     user: str = Field(description="The user or service account.", max_length=128)
     role: str = Field(description="A built-in or custom role.", max_length=64)
+
+
+class KeyUsage(_Schema):
+    """One key-encryption key of the artifact store."""
+
+    key_id: str = Field(description="The key's id (never its material).")
+    current: bool = Field(description="Whether new artifacts are wrapped under it.")
+    objects: int = Field(description="Stored artifacts whose data key it wraps.")
+
+
+class KeyReport(_Schema):
+    """Every key-encryption key, and what is still stored in plaintext."""
+
+    encrypt: bool = Field(description="Whether new artifacts are encrypted (encrypt_artifacts).")
+    keys: list[KeyUsage]
+    plaintext_objects: int = Field(description="Artifacts stored before encryption was on.")
+    unknown_keys: dict[str, int] = Field(
+        description="Key ids that artifacts name but the key provider does not hold (their "
+        "artifacts cannot be read), with how many use each."
+    )
+
+
+class KeyRotation(_Schema):
+    """What a rotation did."""
+
+    key_id: str = Field(description="The new current key.")
+    previous_key_id: str | None = Field(description="The key that was current before.")
+    rewrapped: int = Field(description="Artifact data keys re-wrapped under the new key.")
+    encrypted: int = Field(description="Plaintext artifacts encrypted on the way.")
 
 
 class AuditEvent(_Schema):
@@ -240,6 +273,20 @@ class TokenCreated(_Schema):
 
     token: TokenInfo
     secret: str = Field(description="The token itself; store it now, it cannot be shown again.")
+
+
+class OIDCClientConfig(_Schema):
+    """Where ``civicml login --oidc`` signs in (``GET /api/v1/auth/oidc``, public)."""
+
+    issuer: str = Field(description="The OpenID Connect issuer URL (setting oidc_issuer).")
+    client_id: str = Field(
+        description="The public client the CLI signs in as with the device grant "
+        "(setting oidc_client_id, default oidc_audience)."
+    )
+    audience: str = Field(description="The 'aud' the server requires (oidc_audience).")
+    scopes: list[str] = Field(
+        default_factory=list, description="Scopes to ask for besides 'openid' (oidc_scopes)."
+    )
 
 
 class WhoAmI(_Schema):

@@ -44,7 +44,7 @@ from civicml.core.errors import (
 from civicml.core.identity import Principal
 from civicml.core.ids import new_id
 from civicml.core.names import same_user, validate_name, validate_user_name
-from civicml.core.permissions import ADMIN_ROLE
+from civicml.core.permissions import ADMIN_ROLE, role_table
 from civicml.governance._tables import api_tokens
 from civicml.governance.access import Access
 from civicml.governance.audit import AuditTrail
@@ -208,7 +208,17 @@ class TokenService:
                 )
             owner = principal.user
             granted = sorted(principal.roles if roles is None else roles)
-            extra = set(granted) - principal.roles
+            # A role one does not hold by name is allowed when it gives permissions and only
+            # permissions one holds everywhere (an admin may make a viewer token); a label
+            # (a role with no permission, which an approval policy may name) only when held.
+            access = Access(self._ctx)
+            table = role_table(self._ctx.settings.custom_roles)
+            mine = access.global_permissions
+            extra = {
+                r
+                for r in set(granted) - principal.roles
+                if not table.get(r) or not table[r] <= mine
+            }
             if endpoint is not None and INVOKER_ROLE in extra:
                 # Invoking an endpoint one may invoke oneself needs no role held everywhere.
                 ProjectService(self._ctx).get(endpoint.partition("/")[0], "endpoints.invoke")
@@ -216,8 +226,8 @@ class TokenService:
             if extra:
                 extra_roles = sorted(extra)
                 raise PermissionDeniedError(
-                    f"A personal token may carry at most your own roles; you do not hold "
-                    f"{', '.join(repr(r) for r in extra_roles)}.",
+                    f"A personal token may carry at most your own roles and permissions; you do "
+                    f"not hold {', '.join(repr(r) for r in extra_roles)}.",
                     hint=f"Your roles are {', '.join(sorted(principal.roles)) or 'none'}.",
                 )
         now = self._ctx.clock.now()

@@ -33,6 +33,7 @@ from civicml.sdk.datasets import DatasetsHandle
 from civicml.sdk.embedded import EmbeddedBackend
 from civicml.sdk.endpoints import EndpointsHandle
 from civicml.sdk.evaluations import EvaluationsHandle
+from civicml.sdk.keys import KeysHandle
 from civicml.sdk.monitoring import MonitoringHandle
 from civicml.sdk.oversight import (
     CardsHandle,
@@ -108,6 +109,7 @@ class Client:
     def __init__(self, backend: Any) -> None:
         self._backend = backend
         self.tokens = TokensHandle(backend)
+        self.keys = KeysHandle(backend)
 
     @property
     def backend(self) -> Any:

@@ -13,12 +13,15 @@ from civicml.core.identity import Principal, resolve_principal
 from civicml.core.process import process_identity
 from civicml.core.settings import Settings
 from civicml.governance.audit import AuditTrail
+from civicml.governance.keys import KeyService
 from civicml.governance.lineage import LineageService
 from civicml.governance.projects import ProjectService
 from civicml.governance.schemas import (
     AuditEvent,
     AuditReport,
     Grant,
+    KeyReport,
+    KeyRotation,
     LineageGraph,
     Project,
     TokenCreate,
@@ -118,6 +121,19 @@ class EmbeddedBackend:
 
     def revoke_token(self, token_id: str) -> TokenInfo:
         return TokenService(self.ctx).revoke(token_id)
+
+    # Encryption keys --------------------------------------------------------------------------
+    def key_report(self) -> KeyReport:
+        return KeyService(self.ctx).report()
+
+    def rotate_keys(self) -> KeyRotation:
+        return KeyService(self.ctx).rotate()
+
+    def retire_key(self, key_id: str) -> None:
+        KeyService(self.ctx).retire(key_id)
+
+    def encrypt_existing(self) -> int:
+        return KeyService(self.ctx).encrypt_existing()
 
     def whoami(self) -> WhoAmI:
         principal = self.ctx.principal

@@ -24,6 +24,8 @@ from civicml.governance.schemas import (
     AuditEvent,
     AuditReport,
     Grant,
+    KeyReport,
+    KeyRotation,
     LineageGraph,
     Project,
     TokenCreate,
@@ -34,6 +36,7 @@ from civicml.governance.schemas import (
 from civicml.oversight.approvals import GateFailedError
 from civicml.registry.schemas import ApprovalRecord, ModelAlias, ModelVersion, RegisteredModel
 from civicml.sdk.credentials import stored_token
+from civicml.sdk.sso import SSOSession
 from civicml.store.schemas import ArtifactInfo
 from civicml.tracking.schemas import (
     MAX_BATCHES_PER_REQUEST,
@@ -110,17 +113,24 @@ class RemoteBackend:
         self.user = resolve_principal(user).user
         self.settings = settings or Settings.load()
         self.ca_bundle = Path(ca_bundle) if ca_bundle is not None else self.settings.ca_bundle
+        secret = (
+            token
+            or _settings_token(self.settings)
+            or stored_token(self.location, self.settings.home)
+        )
+        # Else a single sign-on session (civicml login --oidc): its bearer is set per request,
+        # refreshed when it expires.
+        self._sso = (
+            None
+            if secret
+            else SSOSession.load(self.location, home=self.settings.home, ca_bundle=self.ca_bundle)
+        )
         self.http = httpx.Client(
             base_url=self.location,
             timeout=timeout,
             transport=transport,
             verify=_trust(self.ca_bundle),
-            headers=_identity(
-                self.user,
-                token
-                or _settings_token(self.settings)
-                or stored_token(self.location, self.settings.home),
-            ),
+            headers=_identity(self.user, secret),
         )
         self.writer = MetricWriter(
             self.log_metric_batches, interval=self.settings.metrics_flush_interval_ms / 1000
@@ -156,6 +166,8 @@ class RemoteBackend:
         ``if_match`` is sent as ``If-Match`` (a stale one answers 412).
         """
         headers = {"content-type": "application/octet-stream"} if content is not None else {}
+        if self._sso is not None:
+            headers["authorization"] = "Bearer " + self._sso.bearer()
         if if_match is not None:
             headers["if-match"] = if_match
         attempts = _RETRIES if idempotent else 1
@@ -212,6 +224,19 @@ class RemoteBackend:
 
     def revoke_token(self, token_id: str) -> TokenInfo:
         return TokenInfo.model_validate(self._json("DELETE", f"/api/v1/tokens/{_q(token_id)}"))
+
+    # Encryption keys --------------------------------------------------------------------------
+    def key_report(self) -> KeyReport:
+        return KeyReport.model_validate(self._json("GET", "/api/v1/keys"))
+
+    def rotate_keys(self) -> KeyRotation:
+        return KeyRotation.model_validate(self._json("POST", "/api/v1/keys/rotate"))
+
+    def retire_key(self, key_id: str) -> None:
+        self._json("DELETE", f"/api/v1/keys/{_q(key_id)}")
+
+    def encrypt_existing(self) -> int:
+        return int(self._json("POST", "/api/v1/keys/encrypt-existing")["encrypted"])
 
     def whoami(self) -> WhoAmI:
         return WhoAmI.model_validate(self._json("GET", "/api/v1/whoami"))
@@ -493,7 +518,8 @@ class RemoteBackend:
         return AuditReport.model_validate(self._json("GET", "/api/v1/audit/verify"))
 
     def audit_export(self, path: Path) -> int:
-        with self.http.stream("GET", "/api/v1/audit/export") as response:
+        headers = {} if self._sso is None else {"authorization": "Bearer " + self._sso.bearer()}
+        with self.http.stream("GET", "/api/v1/audit/export", headers=headers) as response:
             if response.status_code >= 400:
                 response.read()
                 raise _error(response)

@@ -23,6 +23,7 @@ from civicml.server.routers import (
     data,
     evaluation,
     governance,
+    keys,
     monitoring,
     oversight,
     packages,
@@ -101,6 +102,7 @@ def create_app(settings: Settings, principal: Principal | None = None) -> FastAP
         serving.router,
         governance.router,
         tokens.router,
+        keys.router,
     )
     strict_json(routers)
     for router in routers:

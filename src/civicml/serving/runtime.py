@@ -59,8 +59,10 @@ from civicml.serving.batching import MicroBatcher
 from civicml.serving.capture import CaptureEvent, CaptureWriter
 from civicml.serving.explanations import LazyExplainer
 from civicml.serving.fastpath import Encoded, FastPath, compile_fast_path
+from civicml.serving.sandbox import SandboxedModel, load_sandboxed
 from civicml.serving.schemas import EndpointInfo, EndpointStats
 from civicml.store.context import Context
+from civicml.training import UnsafeModelFormatError
 
 __all__ = [
     "DEFAULT_REFRESH_S",
@@ -131,7 +133,8 @@ class LoadedModel:
     def __post_init__(self) -> None:
         # Looks self.predict up on each call, so the class attribute can be wrapped (tests).
         object.__setattr__(self, "batcher", MicroBatcher(self._predict_now))
-        fast = compile_fast_path(self.model)
+        sandboxed = isinstance(self.model, SandboxedModel)
+        fast = None if sandboxed else compile_fast_path(self.model)
         object.__setattr__(self, "fast", fast)
         reference = fast.reference_record() if fast is not None else None
         label = f"{self.model_name} v{self.version}"
@@ -201,6 +204,8 @@ class LoadedModel:
         """
         if isinstance(frame, Encoded) and self.fast is not None:
             return self.fast.predict(frame)
+        if isinstance(self.model, SandboxedModel):  # a pickle: predicts in its worker process
+            return self.model.predict_frame(frame)
         pipeline = getattr(self.model, "pipeline", None) or self.model
         if not self.classification:
             return pipeline.predict(frame).tolist(), None
@@ -358,6 +363,13 @@ class ModelHost:
                     hint="Split the records into several requests, or use a batch job.",
                 )
             loaded = route.loaded
+            if explain and isinstance(loaded.model, SandboxedModel):
+                raise InvalidInputError(
+                    f"Model {loaded.model_name} v{loaded.version} behind endpoint {endpoint!r} "
+                    "is a pickle served from a sandbox; it cannot be explained.",
+                    hint="Invoke without explain: SHAP would need the pickled object in the "
+                    "server, which never unpickles. Train with civicml for explanations.",
+                )
             if isinstance(rows, list):
                 _check_keys(rows, loaded.model.signature)
             batch = loaded.prepare(rows)
@@ -697,8 +709,17 @@ def _numeric_frame(
 
 
 def load_version(ctx: Context, mv: ModelVersion, cache_root: Path) -> LoadedModel:
-    """Load ``mv`` for serving, each file verified first (see :func:`load_tabular_model`)."""
-    model = load_tabular_model(ctx, mv, cache_root)
+    """Load ``mv`` for serving, each file verified first (see :func:`load_tabular_model`).
+
+    A pickled bundle (``civicml.pickle/1``) becomes a :class:`SandboxedModel` when the setting
+    ``pickle_models`` is ``"sandbox"`` and its registration signature verifies; otherwise it is
+    refused (422) as before.
+    """
+    model: Any
+    try:
+        model = load_tabular_model(ctx, mv, cache_root)
+    except UnsafeModelFormatError as refused:
+        model = load_sandboxed(ctx, mv, refused)
     classification = model.task == "classification"
     return LoadedModel(
         version_id=mv.id,

@@ -36,6 +36,7 @@ from civicml.core.process import process_alive
 from civicml.core.settings import Settings
 from civicml.store.crypto import (
     MAGIC,
+    BlobHeader,
     DecryptingReader,
     KeyProvider,
     LocalKeyProvider,
@@ -364,7 +365,7 @@ class LocalArtifactStore:
             if handle.read(len(MAGIC)) != MAGIC:
                 return None
             handle.seek(0)
-            header = read_header(handle, _corrupted(digest))
+            header = _header_of(handle, digest)
         key_id, wrapped = effective_wrapping(path, header)
         return key_id, wrapped, path
 
@@ -398,7 +399,7 @@ class LocalArtifactStore:
                 if handle.read(len(MAGIC)) != MAGIC:
                     continue
                 handle.seek(0)
-                header = read_header(handle, _corrupted(digest))
+                header = _header_of(handle, digest)
             key_id, wrapped = effective_wrapping(path, header)
             if key_id == current:
                 continue
@@ -480,6 +481,16 @@ class LocalArtifactStore:
                 _fsync_dir(path.parent)
             converted += 1
         return converted
+
+
+def _header_of(handle: BinaryIO, digest: str) -> BlobHeader:
+    """The encryption header of object ``digest``; logged and raised only when it is malformed
+    (building the error eagerly would log an integrity failure for every healthy object)."""
+    try:
+        return read_header(handle, _corrupted(digest, log_it=False))
+    except ArtifactIntegrityError:
+        log.error("artifact sha256:%s failed its integrity check", digest)
+        raise
 
 
 def _corrupted(digest: str, *, log_it: bool = True) -> ArtifactIntegrityError:

@@ -43,6 +43,8 @@ __all__ = [
     "LEGACY_MODEL_FILE",
     "MANIFEST_FILE",
     "MODEL_FILE",
+    "PICKLE_FORMAT",
+    "PICKLE_MODEL_FILE",
     "TRUSTED_TYPES",
     "TabularModel",
     "Task",
@@ -58,6 +60,10 @@ FORMAT = "civicml.tabular/2"
 #: The pickle format of civicml before 0.9 (``model.joblib``); never loaded by :meth:`load`.
 LEGACY_FORMAT = "civicml.tabular/1"
 LEGACY_MODEL_FILE = "model.joblib"
+#: A bring-your-own pickle (``model.pkl``): never loaded in-process; endpoints may serve it from
+#: an isolated worker (``pickle_models = "sandbox"``, :mod:`civicml.serving.sandbox`).
+PICKLE_FORMAT = "civicml.pickle/1"
+PICKLE_MODEL_FILE = "model.pkl"
 
 #: The types ``model.skops`` may name beyond those skops trusts by default (scikit-learn
 #: estimators, NumPy arrays, builtins). Exactly what the built-in algorithms need: nothing is
@@ -245,6 +251,15 @@ class TabularModel:
                 f"The model bundle is a pickle ({LEGACY_MODEL_FILE}, format {LEGACY_FORMAT!r}); "
                 "civicml does not load pickled model files.",
                 hint=_CONVERT_HINT,
+            )
+        if manifest.get("format") == PICKLE_FORMAT:
+            raise UnsafeModelFormatError(
+                f"The model bundle is a pickle ({PICKLE_MODEL_FILE}, format {PICKLE_FORMAT!r}); "
+                "civicml does not load pickled model files in its own process.",
+                hint="Only an endpoint can serve it, in an isolated worker, when the server sets "
+                "pickle_models = 'sandbox' and the version was signed at registration "
+                "(docs/security.md); explanations and bias evaluations need a model trained by "
+                "civicml.",
             )
         if manifest.get("format") != FORMAT or manifest.get("model_file") != MODEL_FILE:
             raise InvalidInputError(

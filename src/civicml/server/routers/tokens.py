@@ -1,4 +1,5 @@
-"""API tokens (``/api/v1/tokens``) and who the server takes the caller for (``/api/v1/whoami``)."""
+"""API tokens (``/api/v1/tokens``), who the server takes the caller for (``/api/v1/whoami``)
+and where single sign-on happens (``/api/v1/auth/oidc``, public)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,15 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 
-from civicml.governance.schemas import TokenCreate, TokenCreated, TokenInfo, WhoAmI
+from civicml.core.errors import NotFoundError
+from civicml.core.settings import Settings
+from civicml.governance.schemas import (
+    OIDCClientConfig,
+    TokenCreate,
+    TokenCreated,
+    TokenInfo,
+    WhoAmI,
+)
 from civicml.governance.tokens import AuthenticatedToken
 from civicml.server.auth import TOKEN_KEY
 from civicml.server.deps import Services, services
@@ -55,4 +64,26 @@ def whoami(svc: Svc, request: Request) -> WhoAmI:
         roles=sorted(principal.roles),
         auth=svc.ctx.settings.auth,
         token=svc.tokens.get(token.id) if isinstance(token, AuthenticatedToken) else None,
+    )
+
+
+@router.get("/auth/oidc", response_model=OIDCClientConfig)
+def oidc_client(request: Request) -> OIDCClientConfig:
+    """Where `civicml login --oidc` signs in: the issuer and public client id (no secret).
+
+    Public (no token), like health: a client needs it before it has a credential. 404 when
+    single sign-on is off.
+    """
+    settings: Settings = request.app.state.settings
+    if settings.oidc_issuer is None or settings.oidc_audience is None:
+        raise NotFoundError(
+            "Single sign-on (OpenID Connect) is not configured on this server.",
+            hint="Log in with an API token instead (civicml login --url URL), or ask an "
+            "administrator to set oidc_issuer and oidc_audience.",
+        )
+    return OIDCClientConfig(
+        issuer=settings.oidc_issuer,
+        client_id=settings.oidc_client_id or settings.oidc_audience,
+        audience=settings.oidc_audience,
+        scopes=list(settings.oidc_scopes),
     )
