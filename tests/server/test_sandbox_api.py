@@ -11,12 +11,18 @@ import httpx
 import pytest
 
 from civicml.server import create_app
+from civicml.serving.sandbox import isolation_problem
 from civicml.training._signature import conform
 from tests.server.helpers import API, Server, assert_error, isolated_settings, serve, upload
 from tests.serving.helpers import records
 from tests.serving.test_sandbox import fitted_pipeline
 
 REVIEWER = {"x-civicml-user": "risk-officer"}
+
+_PROBLEM = isolation_problem()
+pytestmark = pytest.mark.skipif(
+    _PROBLEM is not None, reason=f"this host cannot isolate a model worker: {_PROBLEM}"
+)
 
 
 @pytest.fixture(scope="module")

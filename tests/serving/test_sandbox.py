@@ -24,13 +24,18 @@ from civicml.core.identity import Principal
 from civicml.registry import ModelVersion, RegistryService
 from civicml.registry._tables import model_versions
 from civicml.serving import EndpointService, ModelHost
-from civicml.serving.sandbox import ModelSandboxError, ModelTimeoutError
+from civicml.serving.sandbox import ModelSandboxError, ModelTimeoutError, isolation_problem
 from civicml.store import Context
 from civicml.training import UnsafeModelFormatError
 from civicml.training._signature import conform, infer_signature
 from tests.serving.helpers import PROJECT, records, training_frame
 
 FEATURES = ["age", "income", "region"]
+
+_PROBLEM = isolation_problem()
+pytestmark = pytest.mark.skipif(
+    _PROBLEM is not None, reason=f"this host cannot isolate a model worker: {_PROBLEM}"
+)
 
 
 @pytest.fixture

@@ -111,7 +111,20 @@ def _failure(err: BaseException) -> dict[str, Any]:
     return {"ok": False, "error": f"{type(err).__name__}: {str(err)[:300]}"}
 
 
+def _probe() -> int:
+    """``--probe``: apply the isolation and exit 0, or 3 with the reason (nothing is loaded)."""
+    try:
+        _isolate(1 << 30, 10)
+        _drop_root()
+    except (_IsolationError, OSError, ValueError) as err:
+        sys.stderr.write(f"civicml sandbox: isolation failed: {err}\n")
+        return 3
+    return 0
+
+
 def main() -> int:
+    if sys.argv[1:] == ["--probe"]:
+        return _probe()
     model_file, manifest_json, memory, cpu = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # a model that prints cannot corrupt the protocol

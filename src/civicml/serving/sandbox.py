@@ -56,7 +56,13 @@ from civicml.training.model import (
     UnsafeModelFormatError,
 )
 
-__all__ = ["ModelSandboxError", "ModelTimeoutError", "SandboxedModel", "load_sandboxed"]
+__all__ = [
+    "ModelSandboxError",
+    "ModelTimeoutError",
+    "SandboxedModel",
+    "isolation_problem",
+    "load_sandboxed",
+]
 
 log = logging.getLogger("civicml.serving.sandbox")
 
@@ -162,6 +168,24 @@ def _manifest_problem(manifest: dict[str, Any], folder: Path) -> str | None:
     if not isinstance(classes, list) or (manifest["task"] == "classification" and not classes):
         return "a classifier needs its classes"
     return None
+
+
+def isolation_problem() -> str | None:
+    """Why this host cannot isolate a model worker (``None``: it can). Runs the worker's
+    isolation alone, loading nothing: namespaces, read-only mounts, limits, dropping root."""
+    try:
+        done = subprocess.run(  # noqa: S603 - a fixed command, no shell
+            [sys.executable, "-I", "-B", str(_WORKER), "--probe"],
+            capture_output=True,
+            timeout=30,
+            env={"PATH": os.defpath, "LANG": "C.UTF-8"},
+            check=False,
+        )
+    except (OSError, subprocess.TimeoutExpired) as err:
+        return f"the worker could not be started ({type(err).__name__})"
+    if done.returncode == 0:
+        return None
+    return done.stderr.decode("utf-8", "replace").strip()[-300:] or f"exit {done.returncode}"
 
 
 class SandboxedModel:
