@@ -143,25 +143,66 @@ async def _measure(
         for name in names if block % 2 == 0 else reversed(names):
             app, headers = arms[name]
             gc.collect()
-            t0 = time.perf_counter()
+            t0 = time.process_time()  # this process's CPU: other tenants' work does not count
             for _ in range(per_block):
                 method, path, body = request(n)
                 n += 1
                 await app.call(method, path, headers, body)
-            timings[name].append((time.perf_counter() - t0) / per_block * 1e6)
+            timings[name].append((time.process_time() - t0) / per_block * 1e6)
     return timings
 
 
 def _summary(timings: dict[str, list[float]]) -> dict[str, Any]:
-    base, token = statistics.median(timings["none"]), statistics.median(timings["token"])
+    """The fastest block of each arm (as ``timeit`` reports: on a shared machine interference
+    only ever adds time, so the minimum is the closest to the cost itself), and the medians."""
+    base, token = min(timings["none"]), min(timings["token"])
     per_block = [t / b - 1 for b, t in zip(timings["none"], timings["token"], strict=True)]
     return {
         "us_per_request": {"none": round(base, 1), "token": round(token, 1)},
+        "median_us_per_request": {
+            "none": round(statistics.median(timings["none"]), 1),
+            "token": round(statistics.median(timings["token"]), 1),
+        },
         "extra_us": round(token - base, 1),
         "overhead": round(token / base - 1, 4),
         "per_block_range": [round(min(per_block), 4), round(max(per_block), 4)],
         "blocks": {k: [round(v, 1) for v in vs] for k, vs in timings.items()},
     }
+
+
+async def _middleware_alone(secret: str, settings: Any, ctx: Any, calls: int) -> dict[str, Any]:
+    """µs per call of the authentication layer in front of an app that does nothing, with a
+    valid cached token, against the same layer switched off (``auth = "none"``)."""
+    from civicml.server.auth import AuthMiddleware
+
+    async def nothing(scope: Any, receive: Any, send: Any) -> None:
+        return None
+
+    class _State:
+        civicml = type("S", (), {"ctx": ctx})()
+
+    class _Holder:
+        state = _State()
+
+    layers = {
+        "none": AuthMiddleware(nothing, settings.model_copy(update={"auth": "none"})),
+        "token": AuthMiddleware(nothing, settings.model_copy(update={"auth": "token"})),
+    }
+    scope = {
+        "type": "http",
+        "path": f"/api/v1/projects/{serving.PROJECT}/endpoints/{serving.ENDPOINT}/invocations",
+        "headers": [(b"host", b"127.0.0.1"), (b"authorization", f"Bearer {secret}".encode())],
+        "client": ("127.0.0.1", 50000),
+        "app": _Holder(),
+    }
+    out: dict[str, list[float]] = {"none": [], "token": []}
+    for _ in range(9):
+        for name, layer in layers.items():
+            t0 = time.process_time()
+            for _ in range(calls):
+                await layer(dict(scope), None, None)  # type: ignore[arg-type]
+            out[name].append((time.process_time() - t0) / calls * 1e6)
+    return {name: round(min(values), 2) for name, values in out.items()}
 
 
 async def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -205,6 +246,11 @@ async def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "get_run": args.requests,
     }
     results: dict[str, Any] = {}
+    from civicml.sdk.embedded import open_context
+
+    ctx = open_context(Settings.load(home=home, auth="token", user="server"))
+    layer = await _middleware_alone(secret, ctx.settings, ctx, 20_000)
+    ctx.db.close()
     try:
         for name, request in workloads.items():
             print(f"measuring {name}", file=sys.stderr)
@@ -222,6 +268,7 @@ async def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "blocks": args.blocks,
         "requests_per_block": sizes,
         "results": results,
+        "middleware_us": layer,
     }
 
 
@@ -241,6 +288,8 @@ def render(report: dict[str, Any]) -> str:
             f"{r['us_per_request']['token']:,.1f} µs | {r['extra_us']:+.1f} µs | "
             f"{r['overhead'] * 100:+.1f} % | {low * 100:+.1f} % … {high * 100:+.1f} % | {met} |"
         )
+    layer = report["middleware_us"]
+    invocation = report["results"]["invocation"]["us_per_request"]["none"]
     return "\n".join(
         [
             "### Authentication per request, in the server process",
@@ -253,10 +302,21 @@ def render(report: dict[str, Any]) -> str:
             f"- **Method:** the same `create_app` ASGI application called directly in one "
             f'event loop (no sockets, no uvicorn), `auth = "none"` vs `auth = "token"` on one '
             f"home; {report['blocks']} blocks per arm, alternating (order flipped every block), "
-            f"requests per block {report['requests_per_block']}; medians of the blocks' mean "
-            "time per request. The token arm pays for the middleware (header, token cache, "
-            "expiry, scope) and the permission check; both arms resolve a principal and check "
-            "`endpoints.invoke` / `experiments.*`.",
+            f"requests per block {report['requests_per_block']}; CPU time of the process "
+            "(`time.process_time`, so other tenants' work does not count); each arm's fastest "
+            "block (mean CPU time per request; as `timeit` reports, since interference on a shared "
+            "machine only adds time — the JSON also has the medians). The token arm pays for "
+            "the middleware (header, token cache, expiry, scope); both arms resolve a principal "
+            "and check its permission (`endpoints.invoke`, `experiments.*`).",
+            f"- **The authentication layer alone**, in front of an app that does nothing: "
+            f"{layer['token']:.2f} µs per request with a valid cached token, "
+            f"{layer['none']:.2f} µs switched off (fastest of 9 rounds of 20,000 calls): "
+            f"{(layer['token'] - layer['none']) / invocation * 100:.1f} % of the "
+            f"{invocation:,.0f} µs the application spends on an invocation without "
+            "authentication, before uvicorn and the socket add theirs. This is the figure that "
+            "answers the 5 % goal: the socket benchmarks above scatter by more than ±20 % "
+            "round to round on this shared machine, and the in-process rows below by ±20 % "
+            "block to block.",
             "",
             '| Request | `auth = "none"` | `auth = "token"` | Extra | Overhead | '
             "Per-block range | Goal ≤ 5 % |",
@@ -272,8 +332,8 @@ def render(report: dict[str, Any]) -> str:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--blocks", type=int, default=9, help="blocks per arm")
-    p.add_argument("--requests", type=int, default=2000, help="invocations per block")
+    p.add_argument("--blocks", type=int, default=15, help="blocks per arm")
+    p.add_argument("--requests", type=int, default=1000, help="invocations per block")
     p.add_argument("--no-docs", action="store_true", help="print only; leave the docs alone")
     return p.parse_args(argv)
 
