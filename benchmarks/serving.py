@@ -209,7 +209,8 @@ def start_target(
         health = f"http://127.0.0.1:{port}/health"
         path = "/invocations"
         bodies = [{"records": [r]} for r in records]
-    with common.server(name, cmd=cmd, env=env, health=health, log=log, cwd=BENCH):
+    with common.server(name, cmd=cmd, env=env, health=health, log=log, cwd=BENCH) as proc:
+        ctx["server_pid"] = proc.pid
         yield port, path, bodies
 
 
@@ -474,12 +475,15 @@ def run_security(args: Any, work: Path, ctx: dict[str, Any]) -> dict[str, Any]:
                 if token:  # the server must really refuse a request without the token
                     _expect_refusal(port, path, bodies[0])
                 check_answers("civicml", port, path, bodies, ctx, headers)
-                runs[arm].append(
-                    {
-                        f"c{c}": run_load(arm, port, path, bodies, c, args, work, headers)
-                        for c in LEVELS
-                    }
-                )
+                measured: dict[str, Any] = {}
+                for c in LEVELS:
+                    before = common.cpu_seconds(ctx["server_pid"])
+                    result = run_load(arm, port, path, bodies, c, args, work, headers)
+                    spent = common.cpu_seconds(ctx["server_pid"]) - before
+                    # warm-up requests are served too: the CPU is spread over all of them
+                    result["server_cpu_us"] = round(spent / (args.warmup + args.requests) * 1e6, 1)
+                    measured[f"c{c}"] = result
+                runs[arm].append(measured)
     medians: dict[str, Any] = {}
     for arm, rounds in runs.items():
         medians[arm] = {
@@ -492,6 +496,9 @@ def run_security(args: Any, work: Path, ctx: dict[str, Any]) -> dict[str, Any]:
                     statistics.median(r[f"c{c}"]["latency_ms"]["p99"] for r in rounds), 3
                 ),
                 "errors": sum(r[f"c{c}"]["errors"] for r in rounds),
+                "server_cpu_us": round(
+                    statistics.median(r[f"c{c}"]["server_cpu_us"] for r in rounds), 1
+                ),
             }
             for c in LEVELS
         }
@@ -521,7 +528,23 @@ def run_security(args: Any, work: Path, ctx: dict[str, Any]) -> dict[str, Any]:
         }
         for c in LEVELS
     }
-    return {"rounds": runs, "medians": medians, "overhead": costs, "per_round": per_round}
+    cpu_pairs = {"authentication": ("encrypted", "secure"), "encryption": ("plain", "encrypted")}
+    cpu_cost = {
+        f"c{c}": {
+            key: round(
+                medians[b][f"c{c}"]["server_cpu_us"] / medians[a][f"c{c}"]["server_cpu_us"] - 1, 4
+            )
+            for key, (a, b) in cpu_pairs.items()
+        }
+        for c in LEVELS
+    }
+    return {
+        "rounds": runs,
+        "medians": medians,
+        "overhead": costs,
+        "per_round": per_round,
+        "server_cpu_overhead": cpu_cost,
+    }
 
 
 def _expect_refusal(port: int, path: str, body: Any) -> None:
@@ -574,15 +597,15 @@ def render_security(report: dict[str, Any]) -> str:
         f"{' and '.join(str(c) for c in LEVELS)} (the serving benchmark's load generator, "
         "capture at 100 %).",
         "",
-        "| Arm | c | req/s (median) | p50 | p99 | errors |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| Arm | c | req/s (median) | p50 | p99 | server CPU per request | errors |",
+        "|---|---:|---:|---:|---:|---:|---:|",
     ]
     for arm, desc, _, _ in SEC_ARMS:
         for c in LEVELS:
             f = med[arm][f"c{c}"]
             lines.append(
                 f"| {arm} ({desc}) | {c} | {f['req_per_s']:,.0f} | {f['p50_ms']:.2f} ms | "
-                f"{f['p99_ms']:.2f} ms | {f['errors']} |"
+                f"{f['p99_ms']:.2f} ms | {f['server_cpu_us']:,.0f} µs | {f['errors']} |"
             )
     lines += [
         "",
@@ -605,7 +628,25 @@ def render_security(report: dict[str, Any]) -> str:
             f"| {label} | {_pct(cost['c1'][key])} | {_pct(cost['c16'][key])} | "
             f"{spread[0]} | {spread[1]} | {met} |"
         )
+    cpu = sec["server_cpu_overhead"]
     lines += [
+        "",
+        "| Server CPU per request | c=1 | c=16 | Goal ≤ 5 % |",
+        "|---|---:|---:|---|",
+    ]
+    for key, label in (
+        ("authentication", 'Authentication (`auth = "token"`): secure vs encrypted'),
+        ("encryption", "Encryption at rest (`encrypt_artifacts`): encrypted vs plain"),
+    ):
+        worst = max(cpu[f"c{c}"][key] for c in LEVELS)
+        met = "✅ met" if worst <= GOAL_OVERHEAD else "❌ not met"
+        lines.append(f"| {label} | {_pct(cpu['c1'][key])} | {_pct(cpu['c16'][key])} | {met} |")
+    lines += [
+        "",
+        "Server CPU per request is the server process's user + system CPU time (`/proc`) over "
+        "the requests it answered, warm-up included: the work the server does, which other "
+        "tenants of this machine do not inflate the way they inflate throughput. "
+        "`benchmarks/auth_cost.py` (below) times the authentication layer alone.",
         "",
         "The overhead columns compare the medians; the per-round range is the same "
         "comparison within each round (the arms of one round run back to back), which shows "
