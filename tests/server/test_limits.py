@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
@@ -412,3 +414,61 @@ def test_past_the_connection_limit_requests_get_the_503_error_body(tmp_path: Pat
         while not _health_ok(url) and time.monotonic() < deadline:
             time.sleep(0.05)
         assert _health_ok(url)
+
+
+# A body that stalls or trickles ------------------------------------------------------------
+BODY_TIMEOUT_S = 1.0
+
+
+@pytest.fixture(params=["httptools", "h11"])
+def slow_body(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    settings = isolated_settings(tmp_path, server_body_timeout_s=BODY_TIMEOUT_S)
+    with serve(create_app(settings), http=request.param) as url:
+        yield url
+
+
+def _answer(sock: socket.socket) -> tuple[int, dict[str, Any]]:
+    sock.settimeout(WAIT_S)
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, "the server closed the connection without an answer"
+        data += chunk
+    head, _, rest = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+    while len(rest) < length:
+        rest += sock.recv(65536)
+    return int(head.split()[1]), json.loads(rest[:length])
+
+
+@pytest.mark.parametrize(
+    "path",
+    [f"{API}/projects", "/endpoints/anything/invocations"],  # a route, and the invocations lane
+)
+def test_a_stalled_body_is_a_408_and_the_server_keeps_answering(slow_body: str, path: str) -> None:
+    with socket.create_connection(_address(slow_body)) as sock:
+        sock.sendall(
+            f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+            'Content-Length: 100\r\n\r\n{"name": '.encode()
+        )
+        status, body = _answer(sock)
+
+    assert status == 408
+    assert body["error"] == "RequestTimeoutError"
+    assert "stalled" in body["message"] and body["details"][0]["received_bytes"] == 9
+    assert _health_ok(slow_body)
+
+
+def test_a_body_sent_in_pieces_within_the_timeout_is_read(slow_body: str) -> None:
+    payload = json.dumps({"name": "trickled"}).encode()
+    with socket.create_connection(_address(slow_body)) as sock:
+        sock.sendall(
+            f"POST {API}/projects HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json"
+            f"\r\nContent-Length: {len(payload)}\r\n\r\n".encode()
+        )
+        for i in range(0, len(payload), 4):
+            time.sleep(BODY_TIMEOUT_S / 10)  # ten times within the limit
+            sock.sendall(payload[i : i + 4])
+        status, body = _answer(sock)
+
+    assert (status, body["name"]) == (201, "trickled")

@@ -24,6 +24,7 @@ __all__ = [
     "PayloadTooLargeError",
     "PermissionDeniedError",
     "PreconditionFailedError",
+    "RequestTimeoutError",
     "RetryLaterError",
     "ServiceUnavailableError",
     "TooManyRequestsError",
@@ -134,6 +135,12 @@ class PayloadTooLargeError(CivicMLError):
     """The request body, or a list in it, is larger than the server accepts."""
 
     status = 413
+
+
+class RequestTimeoutError(CivicMLError):
+    """The request body did not arrive in time (a stalled or trickling client)."""
+
+    status = 408
 
 
 class UnsupportedMediaTypeError(CivicMLError):

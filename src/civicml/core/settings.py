@@ -280,6 +280,13 @@ class Settings(BaseSettings):
         description="Largest dataset, artifact or blob upload (bytes); larger ones get 413. "
         "Uploads are streamed to a temporary file, never held whole in memory.",
     )
+    server_body_timeout_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=3600,
+        description="Longest wait for the next piece of a request body; a client that stalls "
+        "or trickles its body longer is answered 408 and the connection closed.",
+    )
     server_header_timeout_s: float = Field(
         default=10.0,
         gt=0,

@@ -67,6 +67,7 @@ _ERRORS: dict[str, type[E.CivicMLError]] = {
         E.PreconditionFailedError,
         E.AuthenticationError,
         E.TooManyRequestsError,
+        E.RequestTimeoutError,
         GateFailedError,
     )
 }
@@ -76,6 +77,7 @@ _BY_STATUS: dict[int, type[E.CivicMLError]] = {
     404: E.NotFoundError,
     409: E.ConflictError,
     403: E.PermissionDeniedError,
+    408: E.RequestTimeoutError,
     412: E.PreconditionFailedError,
     422: E.InvalidInputError,
     400: E.InvalidInputError,

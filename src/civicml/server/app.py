@@ -121,6 +121,7 @@ def create_app(settings: Settings, principal: Principal | None = None) -> FastAP
             json=settings.server_max_body_bytes,
             invocation=settings.server_max_invocation_bytes,
             upload=settings.server_max_upload_bytes,
+            body_timeout_s=settings.server_body_timeout_s,
         ),
     )
     return app

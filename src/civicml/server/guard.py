@@ -15,6 +15,7 @@ route ever holds more than its limit. A ``Content-Encoding`` other than ``identi
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from collections.abc import Iterable
@@ -24,7 +25,7 @@ from urllib.parse import urlsplit
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from civicml.core.errors import PayloadTooLargeError
+from civicml.core.errors import PayloadTooLargeError, RequestTimeoutError
 from civicml.server.errors import SECURITY_HEADERS, error_body
 
 __all__ = ["BodyLimits", "GuardMiddleware"]
@@ -39,6 +40,8 @@ class BodyLimits:
     json: int = 1 << 20
     invocation: int = 6 << 20
     upload: int = 1 << 30
+    #: Longest wait for the next chunk of a body (setting ``server_body_timeout_s``).
+    body_timeout_s: float = 30.0
 
 
 _SETTING = {
@@ -62,6 +65,17 @@ def too_large(kind: str, limit: int, size: int | None = None) -> PayloadTooLarge
         hint=f"Send at most {limit:,} bytes: {_SPLIT[kind]}. The server's limit is the "
         f"setting {_SETTING[kind]}.",
         details=[{"limit_bytes": limit, "kind": kind}],
+    )
+
+
+def slow_body(timeout: float, received: int) -> RequestTimeoutError:
+    """The answer to a body whose next piece did not come within ``timeout`` seconds."""
+    return RequestTimeoutError(
+        f"The request body stalled: nothing arrived for {timeout:g} s after {received:,} "
+        "bytes.",
+        hint="Send the whole body without pauses; the server's limit is the setting "
+        "CIVICML_SERVER_BODY_TIMEOUT_S.",
+        details=[{"timeout_s": timeout, "received_bytes": received}],
     )
 
 
@@ -168,14 +182,24 @@ class GuardMiddleware:
                 return
 
         received = 0
+        body_done = not _has_body(headers)
+        timeout = self.limits.body_timeout_s
 
         async def counted_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, body_done
+            if body_done:  # after the body: waiting for a disconnect has no deadline
+                return await receive()
+            try:
+                message = await asyncio.wait_for(receive(), timeout)
+            except TimeoutError:
+                raise slow_body(timeout, received) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:  # a chunked body (or one longer than it said)
                     raise too_large(kind, limit)
+                body_done = not message.get("more_body", False)
+            else:
+                body_done = True
             return message
 
         started = False
@@ -194,7 +218,7 @@ class GuardMiddleware:
 
         try:
             await self.app(scope, counted_receive, send_with_headers)
-        except PayloadTooLargeError as err:
+        except (PayloadTooLargeError, RequestTimeoutError) as err:
             # Routes under FastAPI answer it themselves; this catches the invocations lane.
             if started:
                 raise
