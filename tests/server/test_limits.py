@@ -472,3 +472,21 @@ def test_a_body_sent_in_pieces_within_the_timeout_is_read(slow_body: str) -> Non
         status, body = _answer(sock)
 
     assert (status, body["name"]) == (201, "trickled")
+
+
+@pytest.mark.parametrize(
+    "garbage", [b"NOT HTTP AT ALL\r\n\r\n", b"GET / HTTP/1.1\r\nBad Header\r\n\r\n"]
+)
+def test_bytes_that_are_not_http_get_the_error_body_and_security_headers(
+    slow: str, garbage: bytes
+) -> None:
+    with socket.create_connection(_address(slow)) as sock:
+        sock.sendall(garbage)
+        sock.settimeout(WAIT_S)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400")
+    assert b"x-content-type-options: nosniff" in head.lower()
+    assert json.loads(body)["error"] == "BadRequestError"

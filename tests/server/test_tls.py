@@ -286,6 +286,24 @@ def test_the_head_timeout_still_closes_a_stalled_tls_connection(tls_url: str, pk
     assert closed
 
 
+def test_bytes_that_are_not_http_get_hsts_over_tls(tls_url: str, pki: PKI) -> None:
+    """uvicorn's own 400 (not the app's) carries HSTS and the security headers too."""
+    with _tls_socket(tls_url, pki) as sock:
+        sock.sendall(b"NOT HTTP AT ALL\r\n\r\n")
+        sock.settimeout(WAIT_S)
+        data = b""
+        try:
+            while chunk := sock.recv(65536):
+                data += chunk
+        except (ConnectionResetError, ssl.SSLEOFError):
+            pass
+
+    head = data.partition(b"\r\n\r\n")[0].lower()
+    assert head.startswith(b"http/1.1 400")
+    assert b"strict-transport-security: max-age=" in head
+    assert b"x-frame-options: deny" in head
+
+
 def test_tls_connections_have_tcp_nodelay_and_a_connection_limit(pki: PKI, tmp_path: Path) -> None:
     settings = isolated_settings(
         tmp_path, server_tls_cert=pki.cert, server_tls_key=pki.key, server_limit_concurrency=3

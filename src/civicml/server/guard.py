@@ -71,8 +71,7 @@ def too_large(kind: str, limit: int, size: int | None = None) -> PayloadTooLarge
 def slow_body(timeout: float, received: int) -> RequestTimeoutError:
     """The answer to a body whose next piece did not come within ``timeout`` seconds."""
     return RequestTimeoutError(
-        f"The request body stalled: nothing arrived for {timeout:g} s after {received:,} "
-        "bytes.",
+        f"The request body stalled: nothing arrived for {timeout:g} s after {received:,} bytes.",
         hint="Send the whole body without pauses; the server's limit is the setting "
         "CIVICML_SERVER_BODY_TIMEOUT_S.",
         details=[{"timeout_s": timeout, "received_bytes": received}],

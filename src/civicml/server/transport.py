@@ -171,6 +171,28 @@ async def _over_limit(
     await send({"type": "http.response.body", "body": body})
 
 
+def _bad_request(extra: tuple[tuple[bytes, bytes], ...]) -> bytes:
+    """The raw answer to bytes that are not an HTTP request: the one error body and the
+    security headers (uvicorn's own answer is bare text)."""
+    body = json.dumps(
+        error_body(
+            400,
+            "The request is not valid HTTP/1.1.",
+            hint="Send a well-formed HTTP request (an HTTP client library does).",
+            error="BadRequestError",
+        )
+    ).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+        (b"connection", b"close"),
+        *SECURITY_HEADERS,
+        *extra,
+    ]
+    head = b"".join(name + b": " + value + b"\r\n" for name, value in headers)
+    return b"HTTP/1.1 400 Bad Request\r\n" + head + b"\r\n" + body
+
+
 class _HeadTimeout:
     """Mixin for a uvicorn HTTP protocol: close a connection whose request head is late, and
     answer requests past the connection limit with the one error body (uvicorn's own answer is
@@ -178,6 +200,7 @@ class _HeadTimeout:
 
     head_timeout_s: float = 10.0
     over_limit: Any = staticmethod(_over_limit)
+    bad_request: bytes = _bad_request(())
     loop: asyncio.AbstractEventLoop
     transport: asyncio.Transport
     app: Any
@@ -213,6 +236,14 @@ class _HeadTimeout:
     def _head_timed_out(self) -> None:
         self._head_timer = None
         if not self.transport.is_closing():
+            self.transport.close()
+
+    def send_400_response(self, msg: str) -> None:
+        """Bytes that are not HTTP: the one error body with the security headers (and HSTS
+        over TLS), never uvicorn's bare text; then the connection is closed."""
+        self._disarm_head_timer()
+        if not self.transport.is_closing():
+            self.transport.write(self.bad_request)
             self.transport.close()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -264,7 +295,8 @@ def http_protocol(
     Args:
         head_timeout_s: Seconds a connection may take to send a request's line and headers.
         implementation: ``"auto"``, ``"httptools"`` or ``"h11"``.
-        hsts: Add ``Strict-Transport-Security`` to the answer past the connection limit (TLS).
+        hsts: Add ``Strict-Transport-Security`` to the answers uvicorn gives itself — past the
+            connection limit, and to bytes that are not HTTP (TLS).
     """
     if implementation == "auto":
         try:
@@ -274,9 +306,16 @@ def http_protocol(
         else:
             implementation = "httptools"
     base = _httptools_protocol() if implementation == "httptools" else _h11_protocol()
-    over = functools.partial(_over_limit, extra=(HSTS,)) if hsts else _over_limit
+    extra = (HSTS,) if hsts else ()
+    over = functools.partial(_over_limit, extra=extra) if hsts else _over_limit
     return type(
-        base.__name__, (base,), {"head_timeout_s": head_timeout_s, "over_limit": staticmethod(over)}
+        base.__name__,
+        (base,),
+        {
+            "head_timeout_s": head_timeout_s,
+            "over_limit": staticmethod(over),
+            "bad_request": _bad_request(extra),
+        },
     )
 
 
