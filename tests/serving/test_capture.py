@@ -131,6 +131,7 @@ def test_a_capture_failure_does_not_fail_the_request(
 
     with monkeypatch.context() as patch:
         patch.setattr(ctx.artifacts, "put_file", broken)
+        patch.setattr(ctx.artifacts, "put_bytes", broken)  # sealed spools are stored as bytes
         with caplog.at_level(logging.ERROR, logger="civicml.serving.capture"):
             result = host.invoke(project, "web", records(3))
             assert host.capture.flush()

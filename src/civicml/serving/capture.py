@@ -28,9 +28,13 @@ thread formats the lines and appends them to a spool file per endpoint under
 ``$CIVICML_HOME/serving/capture-spool``. A spool file is rotated into the artifact store when it
 reaches ``max_bytes``, is ``max_age_s`` old, or the hour changes: stored by SHA-256 and indexed
 under the endpoint (owner kind ``endpoint``) as ``capture/yyyy/mm/dd/hh/<uuid>.jsonl``, the
-partitioning SageMaker uses in S3. A full queue drops the event; any failure is logged and never
-reaches the request. Spool files left by a process that died are stored when the next writer
-starts.
+partitioning SageMaker uses in S3. With encryption at rest on, a spool file is sealed as it is
+written (:class:`civicml.store.crypto.SealedAppender`: every append one AES-256-GCM frame under a
+data key of its own, wrapped by the current key-encryption key), so captured inputs — residents'
+data — never sit on disk in plaintext, not even for the minutes before rotation. A full queue
+drops the event; any failure is logged and never reaches the request. Spool files left by a
+process that died are stored when the next writer starts (a frame torn by the crash is
+dropped).
 
 :class:`CaptureService` reads the captured records back and turns them into a dataset version,
 so monitoring can compare live inputs with the training data.
@@ -55,7 +59,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
-from civicml.core.errors import InvalidInputError
+from civicml.core.errors import ConfigurationError, InvalidInputError
 from civicml.core.process import process_alive
 from civicml.data.schemas import DatasetVersion
 from civicml.data.service import DatasetService
@@ -64,6 +68,7 @@ from civicml.governance.projects import ProjectService
 from civicml.serving._queries import endpoint_row
 from civicml.store.artifact_index import ArtifactIndex
 from civicml.store.context import Context
+from civicml.store.crypto import SealedAppender, is_sealed, read_sealed
 from civicml.store.schemas import ArtifactInfo
 
 __all__ = ["CaptureEvent", "CaptureService", "CaptureWriter", "capture_records"]
@@ -210,7 +215,7 @@ class _Spool:
     endpoint_id: str
     hour: str  # yyyymmddhh of the records in it
     path: Path
-    handle: IO[bytes]
+    handle: IO[bytes] | SealedAppender
     opened: float = field(default_factory=time.monotonic)
     size: int = 0
 
@@ -385,7 +390,16 @@ class CaptureWriter:
         self._dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         name = f"{os.getpid()}-{project_id}-{endpoint_id}-{hour}-{uuid.uuid4().hex}.jsonl"
         path = self._dir / name
-        spool = _Spool(project_id, endpoint_id, hour, path, open(path, "xb"))
+        handle: Any = open(path, "xb")
+        store = self._ctx.artifacts
+        if store.encrypt and store.keys is not None:
+            try:
+                handle = SealedAppender(handle, store.keys)
+            except BaseException:
+                handle.close()
+                path.unlink(missing_ok=True)
+                raise
+        spool = _Spool(project_id, endpoint_id, hour, path, handle)
         self._spools[endpoint_id] = spool
         return spool
 
@@ -408,7 +422,21 @@ class CaptureWriter:
         if path.stat().st_size == 0:
             path.unlink()
             return
-        stored = self._ctx.artifacts.put_file(path)
+        store = self._ctx.artifacts
+        if is_sealed(path):
+            if store.keys is None:
+                raise ConfigurationError(
+                    f"The capture spool {path.name} is encrypted and no key provider is "
+                    "configured; it is kept.",
+                    hint="Set keys_dir to the directory that holds the key-encryption keys.",
+                )
+            lines = read_sealed(path, store.keys)
+            if not lines:
+                path.unlink()
+                return
+            stored = store.put_bytes(lines)
+        else:
+            stored = store.put_file(path)
         relative = f"{CAPTURE_PREFIX}/{hour[:4]}/{hour[4:6]}/{hour[6:8]}/{hour[8:10]}/"
         relative += f"{uuid.uuid4()}.jsonl"
         with self._ctx.db.write() as uow:

@@ -44,8 +44,11 @@ __all__ = [
     "DecryptingReader",
     "KeyProvider",
     "LocalKeyProvider",
+    "SealedAppender",
     "encrypt_stream",
+    "is_sealed",
     "read_header",
+    "read_sealed",
 ]
 
 MAGIC = b"CMLAEAD1"
@@ -442,3 +445,98 @@ def write_sidecar(blob: Path, header: BlobHeader, key_id: str, wrapped: bytes) -
 def effective_wrapping(blob: Path, header: BlobHeader) -> tuple[str, bytes]:
     """The (key id, wrapped data key) that currently protects ``blob``."""
     return read_sidecar(blob, header) or (header.key_id, header.wrapped_key)
+
+
+# Sealed append-only files (the capture spool) ------------------------------------------------
+SPOOL_MAGIC = b"CMLSPOOL1\n"
+_SPOOL_FIXED = struct.Struct(">16sHH")  # file id, key id length, wrapped key length
+_SPOOL_AAD = b"civicml/spool-data-key/v1|"
+_FRAME = struct.Struct(">I")
+
+
+class SealedAppender:
+    """An append-only file in which every :meth:`write` is one AES-256-GCM frame, under a data
+    key of its own wrapped by the provider's current key-encryption key — for files that live
+    outside the content-addressed store for a while (the capture spool), so no plaintext of
+    them ever reaches the disk. A frame torn by a crash is dropped when the file is read back
+    (:func:`read_sealed`); every complete frame is authenticated.
+
+    Args:
+        handle: The file, opened for binary writing, empty.
+        keys: The key provider.
+    """
+
+    def __init__(self, handle: BinaryIO, keys: KeyProvider) -> None:
+        data_key = AESGCM.generate_key(bit_length=256)
+        self._file_id = os.urandom(16)
+        key_id = keys.current_key_id()
+        wrapped = keys.wrap(key_id, data_key, _SPOOL_AAD + self._file_id)
+        kid = key_id.encode()
+        handle.write(SPOOL_MAGIC + _SPOOL_FIXED.pack(self._file_id, len(kid), len(wrapped)))
+        handle.write(kid + wrapped)
+        self._handle = handle
+        self._aead = AESGCM(data_key)
+        self._frames = 0
+
+    @property
+    def closed(self) -> bool:
+        return self._handle.closed
+
+    def write(self, data: bytes) -> int:
+        counter = self._frames.to_bytes(12, "big")  # a fresh key per file: never a nonce twice
+        sealed = self._aead.encrypt(counter, data, self._file_id + counter)
+        self._handle.write(_FRAME.pack(len(sealed)) + sealed)
+        self._frames += 1
+        return len(data)
+
+    def flush(self) -> None:
+        self._handle.flush()
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+def is_sealed(path: Path) -> bool:
+    """Whether ``path`` was written by :class:`SealedAppender`."""
+    with open(path, "rb") as handle:
+        return handle.read(len(SPOOL_MAGIC)) == SPOOL_MAGIC
+
+
+def read_sealed(path: Path, keys: KeyProvider) -> bytes:
+    """The plaintext of a file :class:`SealedAppender` wrote: every complete frame, in order;
+    a last frame cut short by a crash is dropped.
+
+    Raises:
+        ArtifactIntegrityError: The header or a complete frame does not authenticate (the file
+            was altered, or its key is not this provider's).
+    """
+    bad = ArtifactIntegrityError(
+        f"The sealed file {path.name} does not authenticate: it was altered, or was written "
+        "under a key this server does not hold.",
+        hint="Check keys_dir; the file is left where it is.",
+    )
+    data = path.read_bytes()
+    start = len(SPOOL_MAGIC) + _SPOOL_FIXED.size
+    if not data.startswith(SPOOL_MAGIC) or len(data) < start:
+        raise bad
+    file_id, kid_len, wrap_len = _SPOOL_FIXED.unpack(data[len(SPOOL_MAGIC) : start])
+    try:
+        key_id = data[start : start + kid_len].decode("ascii")
+        wrapped = data[start + kid_len : start + kid_len + wrap_len]
+        aead = AESGCM(keys.unwrap(key_id, wrapped, _SPOOL_AAD + file_id))
+    except (UnicodeDecodeError, InvalidTag, ValueError):
+        raise bad from None
+    offset, frame, out = start + kid_len + wrap_len, 0, []
+    while offset + _FRAME.size <= len(data):
+        (size,) = _FRAME.unpack(data[offset : offset + _FRAME.size])
+        body = data[offset + _FRAME.size : offset + _FRAME.size + size]
+        if len(body) < size:
+            break  # torn by a crash mid-write: that frame never completed
+        counter = frame.to_bytes(12, "big")
+        try:
+            out.append(aead.decrypt(counter, body, file_id + counter))
+        except InvalidTag:
+            raise bad from None
+        offset += _FRAME.size + size
+        frame += 1
+    return b"".join(out)
