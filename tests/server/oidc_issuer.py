@@ -26,7 +26,11 @@ from tests.server.helpers import isolated_settings, serve
 __all__ = ["AUDIENCE", "ROLE_MAP", "Issuer", "oidc_settings", "running_issuer"]
 
 AUDIENCE = "civicml"
-ROLE_MAP = {"ml-reviewers": ["reviewer"], "data-science": ["data-scientist", "viewer"]}
+ROLE_MAP = {
+    "ml-reviewers": ["reviewer"],
+    "data-science": ["data-scientist", "viewer"],
+    "benefits-analysts": ["benefits:data-scientist"],  # on one project only
+}
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 
 

@@ -44,10 +44,15 @@ def issuer() -> Iterator[Issuer]:
 
 
 @pytest.fixture(scope="module")
-def civicml(issuer: Issuer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def served(issuer: Issuer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Any]]:
     settings = oidc_settings(tmp_path_factory.mktemp("oidc"), issuer)
     with serve(create_app(settings)) as url:
-        yield url
+        yield url, settings
+
+
+@pytest.fixture(scope="module")
+def civicml(served: tuple[str, Any]) -> str:
+    return served[0]
 
 
 @pytest.fixture
@@ -94,6 +99,32 @@ def test_a_user_in_no_mapped_group_has_no_role(client: httpx.Client, issuer: Iss
     response = whoami(client, token)
     assert response.status_code == 200, response.text
     assert response.json()["roles"] == []
+
+
+def test_a_group_mapped_to_project_role_opens_that_project_only(
+    client: httpx.Client, issuer: Issuer, served: tuple[str, Any]
+) -> None:
+    ops = bearer(mint(served[1], TokenCreate(name="ops")).secret)  # a platform admin's token
+    for name in ("benefits", "housing"):
+        made = client.put(f"/api/v1/projects/{name}", headers=ops)
+        assert made.status_code == 200, made.text
+    token = issuer.token(preferred_username="ana", realm_access={"roles": ["benefits-analysts"]})
+    ana = bearer(token)
+
+    assert whoami(client, token).json()["roles"] == []  # nothing on every project
+    listed = client.get("/api/v1/projects", headers=ana)
+    assert [p["name"] for p in listed.json()] == ["benefits"]
+    made = client.post("/api/v1/projects/benefits/experiments", json={"name": "e1"}, headers=ana)
+    assert made.status_code == 201, made.text
+    assert_error(
+        client.get("/api/v1/projects/housing", headers=ana), 404, "NotFoundError", "does not exist"
+    )
+    refused = client.post(
+        "/api/v1/projects/benefits/endpoints",
+        headers=ana,
+        json={"name": "x", "model": "m", "version": 1},
+    )
+    assert_error(refused, 403, "PermissionDeniedError", "endpoints.write")
 
 
 def _bad_tokens(issuer: Issuer) -> dict[str, tuple[str, str]]:

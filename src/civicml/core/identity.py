@@ -37,9 +37,19 @@ class Principal:
     roles: frozenset[str] = field(default=DEFAULT_ROLES)
     #: Lower-case project names the credential reaches, or ``{"*"}`` for all of them.
     projects: frozenset[str] = field(default=ALL_PROJECTS)
+    #: ``(lower-case project, role)`` pairs the credential itself grants on single projects
+    #: (an identity provider's group mapped to ``"benefits:data-scientist"``).
+    grants: frozenset[tuple[str, str]] = field(default=frozenset())
 
     def to_dict(self) -> dict[str, object]:
         return {"user": self.user, "roles": sorted(self.roles)}
+
+    def roles_in(self, project: str) -> frozenset[str]:
+        """The roles the credential grants on ``project`` alone."""
+        if not self.grants:
+            return frozenset()
+        key = project.lower()
+        return frozenset(role for where, role in self.grants if where == key)
 
     def reaches(self, project: str) -> bool:
         """Whether the credential's project scope includes ``project`` (case-blind)."""

@@ -172,7 +172,9 @@ class Settings(BaseSettings):
     oidc_role_map: dict[str, list[str]] = Field(
         default_factory=dict,
         description="civicml roles per value of oidc_roles_claim, e.g. "
-        "{'ml-reviewers' = ['reviewer']}; values not listed give no role.",
+        "{'ml-reviewers' = ['reviewer'], 'benefits-analysts' = ['benefits:data-scientist']}: "
+        "a plain role holds on every project, 'project:role' on that project only; values "
+        "not listed give no role.",
     )
     oidc_user_claim: str = Field(
         default="preferred_username",

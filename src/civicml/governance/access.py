@@ -7,6 +7,8 @@ and the REST API cannot differ. The roles a principal holds on a project are
 * the roles it holds on every project (``Principal.roles``: from its API token or OpenID Connect
   claims against a server, from the ``roles`` setting in embedded use), and
 * the roles granted on that project (``civicml projects grant``, table ``project_grants``),
+  and those its credential grants there (an identity provider's group mapped to
+  ``"project:role"``, ``Principal.grants``),
 
 limited to the projects its credential reaches (``Principal.projects``). A role gives the
 permissions :func:`civicml.core.permissions.role_table` lists; platform permissions
@@ -133,13 +135,15 @@ class Access:
         principal = self._ctx.principal
         if not principal.reaches(project_name):
             return frozenset()
-        return principal.roles | self._grants().get(project_id, frozenset())
+        held = principal.roles | principal.roles_in(project_name)
+        return held | self._grants().get(project_id, frozenset())
 
     def permissions_on(self, project_id: str, project_name: str) -> frozenset[str]:
         """Every permission the principal holds on the project (empty: it may not see it)."""
-        if not self._ctx.principal.reaches(project_name):
+        principal = self._ctx.principal
+        if not principal.reaches(project_name):
             return frozenset()
-        granted = self._grants().get(project_id)
+        granted = self._grants().get(project_id, frozenset()) | principal.roles_in(project_name)
         if not granted:
             return self._global
         return self._global | _permissions(granted, self._custom)
@@ -150,7 +154,8 @@ class Access:
             return False
         if permission in self._global:  # the hot path: no database, no cache
             return True
-        granted = self._grants().get(project_id)
+        principal = self._ctx.principal
+        granted = self._grants().get(project_id, frozenset()) | principal.roles_in(project_name)
         return bool(granted) and permission in _permissions(granted, self._custom)
 
     def role_names(self) -> frozenset[str]:

@@ -166,7 +166,8 @@ class OIDCVerifier:
             raise _invalid("its signature does not verify with the issuer's key") from err
         claims = decoded.claims
         self._check_claims(claims)
-        principal = Principal(user=self._user(claims), roles=self._roles(claims))
+        roles, grants = self._roles(claims)
+        principal = Principal(user=self._user(claims), roles=roles, grants=grants)
         exp = float(claims["exp"])
         digest = hashlib.sha256(token.encode("utf-8")).hexdigest()
         with self._lock:
@@ -215,18 +216,26 @@ class OIDCVerifier:
         except CivicMLError as err:
             raise _invalid("its user name is not a valid civicml user name") from err
 
-    def _roles(self, claims: dict[str, Any]) -> frozenset[str]:
+    def _roles(self, claims: dict[str, Any]) -> tuple[frozenset[str], frozenset[tuple[str, str]]]:
+        """The roles the mapped groups give on every project, and the ``(project, role)``
+        pairs of mapped values written ``"project:role"``."""
         if self.roles_claim is None:
-            return frozenset()
+            return frozenset(), frozenset()
         value: Any = claims
         for part in self.roles_claim.split("."):
             value = value.get(part) if isinstance(value, dict) else None
         values = [value] if isinstance(value, str) else value if isinstance(value, list) else []
         roles: set[str] = set()
+        grants: set[tuple[str, str]] = set()
         for item in values:
             if isinstance(item, str):
-                roles.update(self.role_map.get(item, ()))
-        return frozenset(roles)
+                for mapped in self.role_map.get(item, ()):
+                    project, sep, role = mapped.partition(":")
+                    if sep:
+                        grants.add((project.lower(), role))
+                    else:
+                        roles.add(mapped)
+        return frozenset(roles), frozenset(grants)
 
     # -- keys -----------------------------------------------------------------------------
 
