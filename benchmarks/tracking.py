@@ -4,6 +4,7 @@ Run from the repository root with the civicml virtualenv::
 
     .venv/bin/python benchmarks/tracking.py            # full run, rewrites docs/benchmarks.md
     .venv/bin/python benchmarks/tracking.py --quick    # smoke run (small sizes, no docs)
+    .venv/bin/python benchmarks/tracking.py --search-curve  # search at 1k/10k/50k runs
 
 Workloads (each repeated ``--reps`` times, medians reported):
 
@@ -938,6 +939,163 @@ def write_section(
 
 
 # --------------------------------------------------------------------------------------
+# Search curve (--search-curve): a selective filter as the project grows
+# --------------------------------------------------------------------------------------
+
+CURVE_BEGIN = "<!-- tracking-search-curve:begin -->"
+CURVE_END = "<!-- tracking-search-curve:end -->"
+CURVE_JSON = ROOT / "docs" / "benchmarks" / "tracking-search-curve.json"
+CURVE_FILTER = "metrics.auc > 0.99"
+GOAL_CURVE_MS = 10.0  # a selective filter over 50,000 runs in <= 10 ms, embedded
+
+
+def _fill_project(ctx: Any, n_runs: int, seed: int) -> None:
+    """``n_runs`` runs in project ``p``: one made through the service, the rest copied from it
+    in bulk SQL (3 metrics, 2 params each; ``auc`` uniform in [0, 1), so ~1 % match)."""
+    import random
+    import uuid
+
+    from sqlalchemy import insert, select
+
+    from civicml.tracking import MetricValue, TrackingService
+    from civicml.tracking import _tables as t
+
+    svc = TrackingService(ctx)
+    first = svc.create_run("p", experiment="e", params={"algo": "lr", "seed": "0"})
+    svc.log_metrics(first.id, [MetricValue(key=k, value=0.5) for k in ("auc", "loss", "f1")])
+    with ctx.db.read() as conn:
+        run = conn.execute(select(t.runs).where(t.runs.c.id == first.id)).mappings().one()
+        metric = (
+            conn.execute(
+                select(t.latest_metrics).where(t.latest_metrics.c.run_id == first.id).limit(1)
+            )
+            .mappings()
+            .one()
+        )
+    rng = random.Random(seed)
+    rows: list[dict[str, Any]] = []
+    params: list[dict[str, Any]] = []
+    metrics: list[dict[str, Any]] = []
+    for i in range(1, n_runs):
+        rid = uuid.uuid4().hex
+        rows.append({**run, "id": rid, "name": f"run-{i}"})
+        params += [
+            {"run_id": rid, "key": "algo", "value": rng.choice(["lr", "gbm", "rf"])},
+            {"run_id": rid, "key": "seed", "value": str(i)},
+        ]
+        metrics += [
+            {**metric, "run_id": rid, "key": k, "value": rng.random()}
+            for k in ("auc", "loss", "f1")
+        ]
+    with ctx.db.engine.begin() as conn:
+        for table, values in ((t.runs, rows), (t.params, params), (t.latest_metrics, metrics)):
+            for start in range(0, len(values), 10_000):
+                conn.execute(insert(table), values[start : start + 10_000])
+
+
+def run_search_curve(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Median latency of ``TrackingService.search`` with a selective filter, per project size
+    (embedded, SQLite in ``work``)."""
+    from civicml.core import FrozenClock, Principal, Settings
+    from civicml.store import Context, MetadataStore
+    from civicml.store.artifacts import artifact_store_for
+    from civicml.tracking import TrackingService
+
+    points = []
+    for size in args.curve_sizes:
+        settings = Settings.load(home=work / f"curve-{size}")
+        ctx = Context(
+            db=MetadataStore(settings.database_url),
+            artifacts=artifact_store_for(settings),
+            principal=Principal(user="bench", roles=frozenset({"admin"})),
+            settings=settings,
+            clock=FrozenClock(),
+        )
+        try:
+            t0 = time.perf_counter()
+            _fill_project(ctx, size, seed=size)
+            fill_s = time.perf_counter() - t0
+            svc = TrackingService(ctx)
+            svc.search("p", filter=CURVE_FILTER, max_results=100)  # warm-up
+            latencies = []
+            for _ in range(args.searches):
+                t0 = time.perf_counter()
+                page = svc.search("p", filter=CURVE_FILTER, max_results=100)
+                latencies.append((time.perf_counter() - t0) * 1000)
+        finally:
+            ctx.db.close()
+        point = {
+            "runs": size,
+            "hits": len(page.runs),
+            "median_ms": round(statistics.median(latencies), 3),
+            "latencies_ms": [round(x, 3) for x in latencies],
+            "fill_s": round(fill_s, 1),
+        }
+        print(f"  search curve: {size:>7,} runs, {point['hits']} hits, "
+              f"{point['median_ms']:.2f} ms", file=sys.stderr)  # fmt: skip
+        points.append(point)
+    return {"filter": CURVE_FILTER, "points": points}
+
+
+def render_search_curve(report: dict[str, Any]) -> str:
+    mach, curve = report["machine"], report["curve"]
+    largest = max(curve["points"], key=lambda p: p["runs"])
+    met = largest["runs"] >= 50_000 and largest["median_ms"] <= GOAL_CURVE_MS
+    lines = [
+        "## Tracking: search as the project grows",
+        "",
+        "_Generated by `.venv/bin/python benchmarks/tracking.py --search-curve` — do not edit "
+        "by hand; re-run the script. Raw figures: "
+        "[`benchmarks/tracking-search-curve.json`](benchmarks/tracking-search-curve.json)._",
+        "",
+        f"- **Date:** {report['date']}",
+        f"- **Machine:** {mach['cores']} cores, {mach['cpu_model']}, "
+        f"{mach['memory_gib']} GiB RAM, {mach['os']}; data on {mach['data_dir_filesystem']}",
+        f"- **Versions:** civicml source {report['versions']['civicml_source']}, "
+        f"SQLite {report['versions']['sqlite']}",
+        f"- **Search:** `{curve['filter']}` (about 1 % of the runs match), max 100 results, "
+        f"embedded (`TrackingService.search` on a local SQLite file); median of "
+        f"{report['params']['searches']} searches after a warm-up. Each run has 3 metrics and "
+        "2 params; the first run is made through the service, the others are copied from it "
+        "in bulk SQL.",
+        "",
+        "| Runs in the project | Matching runs | Median latency |",
+        "|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {p['runs']:,} | {p['hits']} | {_fmt_ms(p['median_ms'])} |" for p in curve["points"]
+    ]
+    lines += [
+        "",
+        f"Goal: a selective filter over 50,000 runs in ≤ {GOAL_CURVE_MS:.0f} ms — "
+        f"{_fmt_met(met if largest['runs'] >= 50_000 else None)} "
+        f"({largest['runs']:,} runs: {_fmt_ms(largest['median_ms'])}).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main_search_curve(args: argparse.Namespace, work: Path, source: str, t_start: float) -> int:
+    try:
+        curve = run_search_curve(args, work)
+        machine = machine_info(work)
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    report = {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "machine": machine,
+        "versions": {"sqlite": sqlite3.sqlite_version, "civicml_source": source},
+        "params": {"searches": args.searches, "sizes": args.curve_sizes},
+        "curve": curve,
+        "elapsed_s": round(time.monotonic() - t_start, 1),
+    }
+    if args.write_docs is not False:
+        write_section(CURVE_BEGIN, CURVE_END, render_search_curve(report), CURVE_JSON, report)
+    return 0
+
+
+# --------------------------------------------------------------------------------------
 # CLI
 # --------------------------------------------------------------------------------------
 
@@ -993,6 +1151,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "'Authentication and encryption overhead' section (unless --quick)",
     )
     p.add_argument("--rounds", type=int, default=3, help="rounds per arm with --security")
+    p.add_argument(
+        "--search-curve",
+        action="store_true",
+        help="instead of the comparison: median latency of a selective search at each of "
+        "--curve-sizes runs (embedded); writes its section of docs/benchmarks.md unless "
+        "--no-write-docs",
+    )
+    p.add_argument(
+        "--curve-sizes",
+        default="1000,10000,50000",
+        help="comma-separated project sizes (runs) for --search-curve",
+    )
     args = p.parse_args(argv)
     defaults = (
         (500, 20, 5, 1)
@@ -1004,6 +1174,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     for name, default in zip(("n", "runs", "searches", "reps"), defaults, strict=True):
         if getattr(args, name) is None:
             setattr(args, name, default)
+    args.curve_sizes = [int(x) for x in str(args.curve_sizes).split(",") if x.strip()]
     args.modes = {m.strip() for m in args.modes.split(",") if m.strip()}
     if not args.modes or not args.modes <= {"embedded", "remote"}:
         p.error("--modes takes embedded, remote or embedded,remote")
@@ -1022,13 +1193,17 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if not args.skip_civicml:
             check_civicml()
-        mlflow_version = None if args.skip_mlflow or args.security else ensure_mlflow_venv()
+        mlflow_version = (
+            None if args.skip_mlflow or args.security or args.search_curve else ensure_mlflow_venv()
+        )
     except (BenchmarkError, subprocess.SubprocessError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
 
     WORKDIR.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="tracking-", dir=WORKDIR))
+    if args.search_curve:
+        return main_search_curve(args, work, source_start, t_start)
     if args.security:
         return main_security(args, work, load_start, source_start, t_start)
     try:

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from sqlalchemy import ColumnElement, and_, exists, func
+from sqlalchemy import ColumnElement, and_, func, select
 from sqlalchemy.sql import Select
 
 from civicml.core.errors import BadRequestError, InvalidInputError
@@ -37,6 +37,7 @@ __all__ = [
     "compile_filter",
     "parse_filter",
     "parse_order",
+    "project_scope",
 ]
 
 #: Longest filter text, in characters.
@@ -241,25 +242,35 @@ def _attr_column(key: str) -> Any:
 
 
 def compile_filter(clauses: list[Clause]) -> list[ColumnElement[bool]]:
-    """SQL conditions on ``runs`` for the parsed clauses (metrics compare latest values)."""
+    """SQL conditions on ``runs`` for the parsed clauses (metrics compare latest values).
+
+    A metric, parameter or tag clause is ``runs.id IN (SELECT run_id FROM <table> WHERE key = ?
+    AND <comparison>)``: uncorrelated, so the database can find the matching runs from the
+    ``(key, value)`` index of ``latest_metrics`` and look each up by primary key, instead of
+    testing a correlated subquery once per run of the project (see :func:`project_scope`).
+    A run without the key is not in the subquery, so it never matches; a NaN latest value
+    (stored as NULL with ``is_nan``) matches no comparison.
+    """
     conditions: list[ColumnElement[bool]] = []
     for clause in clauses:
         if clause.entity == "metric":
             conditions.append(
-                exists().where(
-                    latest_metrics.c.run_id == runs.c.id,
-                    latest_metrics.c.key == clause.key,
-                    latest_metrics.c.is_nan.is_(False),
-                    _compare(latest_metrics.c.value, clause.op, clause.value),
+                runs.c.id.in_(
+                    select(latest_metrics.c.run_id).where(
+                        latest_metrics.c.key == clause.key,
+                        latest_metrics.c.is_nan.is_(False),
+                        _compare(latest_metrics.c.value, clause.op, clause.value),
+                    )
                 )
             )
         elif clause.entity in ("param", "tag"):
             table = params if clause.entity == "param" else tags
             conditions.append(
-                exists().where(
-                    table.c.run_id == runs.c.id,
-                    table.c.key == clause.key,
-                    _compare(table.c.value, clause.op, clause.value),
+                runs.c.id.in_(
+                    select(table.c.run_id).where(
+                        table.c.key == clause.key,
+                        _compare(table.c.value, clause.op, clause.value),
+                    )
                 )
             )
         elif clause.key in ("start_time", "end_time"):
@@ -269,6 +280,20 @@ def compile_filter(clauses: list[Clause]) -> list[ColumnElement[bool]]:
             value = str(clause.value).lower() if clause.key == "status" else clause.value
             conditions.append(_compare(_attr_column(clause.key), clause.op, value))
     return conditions
+
+
+def project_scope(project_id: str, dialect: str, *, keyed: bool) -> ColumnElement[bool]:
+    """``runs.project_id = ?``, for a query that also narrows runs by a key (``keyed``).
+
+    Without statistics SQLite takes ``project_id = ?`` for the more selective term and walks
+    every run of the project, probing the key's runs for each. Marked ``likely()`` (a planner
+    hint that changes no result) it lets the ``(key, value)`` index find the few matching
+    runs first, whatever the size of the project. PostgreSQL plans from its statistics.
+    """
+    scope = runs.c.project_id == project_id
+    if keyed and dialect == "sqlite":
+        return func.likely(scope)
+    return scope
 
 
 def apply_order(query: Select[Any], keys: list[OrderKey]) -> Select[Any]:

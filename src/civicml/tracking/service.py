@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, BinaryIO, NamedTuple
 
-from sqlalchemy import Connection, bindparam, func, insert, select, tuple_, update
+from sqlalchemy import Connection, bindparam, exists, func, insert, select, tuple_, update
 from sqlalchemy.exc import IntegrityError
 
 from civicml.core.clock import to_millis
@@ -60,6 +60,7 @@ from civicml.tracking.search import (
     compile_filter,
     parse_filter,
     parse_order,
+    project_scope,
 )
 
 __all__ = ["MetricBatch", "MetricPoint", "TrackingService", "batch_digest", "check_max_results"]
@@ -793,10 +794,12 @@ class TrackingService:
         keys = parse_order(list(order_by or []))
         with self._ctx.db.read() as conn:
             project_id = self._project_id(conn, project, "experiments.read")
+            keyed = any(c.entity != "attr" for c in parsed)
+            scope = project_scope(project_id, conn.dialect.name, keyed=keyed)
             query = (
                 select(runs.c.id)
                 .select_from(runs.join(t.experiments, t.experiments.c.id == runs.c.experiment_id))
-                .where(runs.c.project_id == project_id, *clauses)
+                .where(scope, *clauses)
             )
             if experiments:
                 wanted = [name_key(e) for e in experiments]
@@ -830,15 +833,19 @@ class TrackingService:
         warnings: list[str] = []
         tables = {"metric": latest_metrics, "param": t.params, "tag": t.tags}
         project_runs = select(runs.c.id).where(runs.c.project_id == project_id)
+        scope = project_scope(project_id, conn.dialect.name, keyed=True)
         for entity, wanted in named.items():
             table = tables[entity]
             in_project = table.c.run_id.in_(project_runs)
-            present = set(
-                conn.execute(
-                    select(table.c.key).distinct().where(in_project, table.c.key.in_(wanted))
-                ).scalars()
-            )
-            missing = [k for k in wanted if k not in present]
+            # One probe per key, stopping at its first run in the project: found from the key's
+            # rows (the (key, value) index for metrics), never by walking the project's runs.
+            missing = [
+                key
+                for key in wanted
+                if not conn.execute(
+                    select(exists().where(table.c.key == key, table.c.run_id == runs.c.id, scope))
+                ).scalar()
+            ]
             if not missing:
                 continue
             existing = list(
@@ -946,12 +953,16 @@ class TrackingService:
         run_params: dict[str, dict[str, str]] = {i: {} for i in ids}
         run_tags: dict[str, dict[str, str]] = {i: {} for i in ids}
         run_metrics: dict[str, dict[str, float]] = {i: {} for i in ids}
-        for r in conn.execute(select(t.params).where(t.params.c.run_id.in_(ids))):
-            run_params[r.run_id][r.key] = r.value
-        for r in conn.execute(select(t.tags).where(t.tags.c.run_id.in_(ids))):
-            run_tags[r.run_id][r.key] = r.value
-        for r in conn.execute(select(latest_metrics).where(latest_metrics.c.run_id.in_(ids))):
-            run_metrics[r.run_id][r.key] = math.nan if r.is_nan else r.value
+        # Plain tuples, unpacked: a page of runs is thousands of rows, and a Row's attribute
+        # access is most of the cost of a search once the database has found the runs.
+        for table, into in ((t.params, run_params), (t.tags, run_tags)):
+            query = select(table.c.run_id, table.c.key, table.c.value)
+            for run_id, key, value in conn.execute(query.where(table.c.run_id.in_(ids))):
+                into[run_id][key] = value
+        lm = latest_metrics.c
+        query = select(lm.run_id, lm.key, lm.value, lm.is_nan).where(lm.run_id.in_(ids))
+        for row in conn.execute(query):
+            run_metrics[row[0]][row[1]] = math.nan if row[3] else row[2]
         return [
             Run(
                 id=i,
