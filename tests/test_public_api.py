@@ -21,6 +21,7 @@ PACKAGES = [
     "civicml.tracking",
     "civicml.registry",
     "civicml.server",
+    "civicml.pipelines",
 ]
 
 

@@ -15,10 +15,20 @@ __version__ = "0.1.0"
 if TYPE_CHECKING:
     from civicml.core.errors import CivicMLError
     from civicml.core.settings import Settings
+    from civicml.pipelines import pipeline, step
     from civicml.sdk import train
     from civicml.sdk.client import Client, connect
 
-__all__ = ["CivicMLError", "Client", "Settings", "__version__", "connect", "train"]
+__all__ = [
+    "CivicMLError",
+    "Client",
+    "Settings",
+    "__version__",
+    "connect",
+    "pipeline",
+    "step",
+    "train",
+]
 
 _MODULES = {"train": "civicml.sdk.train"}
 _LAZY = {
@@ -26,6 +36,8 @@ _LAZY = {
     "Client": "civicml.sdk.client",
     "Settings": "civicml.core.settings",
     "CivicMLError": "civicml.core.errors",
+    "pipeline": "civicml.pipelines",
+    "step": "civicml.pipelines",
 }
 
 

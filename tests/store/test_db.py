@@ -44,6 +44,7 @@ def test_migrations_match_the_table_definitions(
     import civicml.governance._tables
     import civicml.monitoring._tables
     import civicml.oversight._tables
+    import civicml.pipelines._tables
     import civicml.registry._tables
     import civicml.serving._tables
     import civicml.store._tables

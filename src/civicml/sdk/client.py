@@ -45,6 +45,7 @@ from civicml.sdk.oversight import (
     import_package,
     set_policy,
 )
+from civicml.sdk.pipelines import PipelinesHandle
 from civicml.sdk.tokens import TokensHandle
 from civicml.store.paths import validate_relative_path
 from civicml.store.schemas import ArtifactInfo
@@ -110,6 +111,7 @@ class Client:
         self._backend = backend
         self.tokens = TokensHandle(backend)
         self.keys = KeysHandle(backend)
+        self.pipelines = PipelinesHandle(backend)
 
     @property
     def backend(self) -> Any:

@@ -1,0 +1,46 @@
+"""Pipelines: ``@step`` functions composed in a ``@pipeline`` function, versioned by content,
+run with caching, resume and independent steps in parallel.
+
+>>> from civicml.pipelines import pipeline, step
+>>> @step
+... def double(x: int) -> int:
+...     return 2 * x
+>>> @pipeline(name="doubling")
+... def doubling(x: int = 2) -> None:
+...     double(double(x))
+>>> [node for node in doubling.graph().nodes]
+['double', 'double-2']
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from civicml.pipelines.dsl import BoundPipeline, OutputRef, ParamRef, Pipeline, Step, pipeline, step
+from civicml.pipelines.schemas import Execution, ExecutionStatus, StepExecution, StepStatus
+
+if TYPE_CHECKING:
+    from civicml.pipelines.service import PipelineService
+
+__all__ = [
+    "BoundPipeline",
+    "Execution",
+    "ExecutionStatus",
+    "OutputRef",
+    "ParamRef",
+    "Pipeline",
+    "PipelineService",
+    "Step",
+    "StepExecution",
+    "StepStatus",
+    "pipeline",
+    "step",
+]
+
+
+def __getattr__(name: str) -> Any:
+    """Load the runner (SQLAlchemy, tracking) only when it is used."""
+    if name == "PipelineService":
+        return importlib.import_module("civicml.pipelines.service").PipelineService
+    raise AttributeError(f"module 'civicml.pipelines' has no attribute {name!r}")

@@ -1,0 +1,632 @@
+"""Run pipelines: topological order, independent steps in parallel, caching and retry.
+
+Every state change of an execution or a step is one write transaction; each executed step is a
+tracking run in the experiment ``pipeline.<name>`` with lineage edges from the runs of the steps
+it read, and each execution's start and end are audit events.
+"""
+
+from __future__ import annotations
+
+import builtins
+import functools
+import hashlib
+import importlib.metadata
+import platform
+import threading
+from collections.abc import Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from datetime import timedelta
+from inspect import BoundArguments
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, update
+
+from civicml.core.errors import ConflictError, InvalidInputError, NotFoundError
+from civicml.core.ids import new_id
+from civicml.governance._tables import projects
+from civicml.governance.audit import AuditTrail
+from civicml.governance.lineage import LineageService
+from civicml.governance.projects import ProjectService
+from civicml.governance.schemas import Project
+from civicml.pipelines._tables import pipeline_executions, pipelines, step_executions
+from civicml.pipelines.dsl import (
+    BoundPipeline,
+    Graph,
+    Node,
+    OutputRef,
+    ParamRef,
+    Pipeline,
+    canonical_json,
+)
+from civicml.pipelines.schemas import Execution, ExecutionStatus, StepExecution, StepStatus
+from civicml.pipelines.values import StoredValue, load_value, store_value
+from civicml.store.context import Context
+from civicml.tracking.schemas import RunStatus
+from civicml.tracking.service import TrackingService
+
+__all__ = ["PipelineService", "cache_key_digest", "environment"]
+
+_ENV_PACKAGES = ("civicml", "numpy", "pandas", "scikit-learn")
+_LONG_PARAM = 500  # longer parameter values are logged to the step's run as their SHA-256
+# Pipelines run in this process, by (name, version): what retry() re-runs when given no function.
+_KNOWN: dict[tuple[str, str], Pipeline] = {}
+_KNOWN_LOCK = threading.Lock()
+
+
+@functools.cache
+def environment() -> dict[str, str]:
+    """What the cache key records of the environment: Python and library versions."""
+    env = {"python": platform.python_version()}
+    for package in _ENV_PACKAGES:
+        try:
+            env[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            env[package] = "absent"
+    return env
+
+
+def cache_key_digest(doc: Mapping[str, Any]) -> str:
+    """The cache key: SHA-256 of the key document's canonical JSON."""
+    return hashlib.sha256(canonical_json(doc)).hexdigest()
+
+
+@dataclass(slots=True)
+class _State:
+    """What an execution knows as it runs: finished steps' outputs and runs."""
+
+    outputs: dict[str, dict[str, StoredValue]] = field(default_factory=dict)
+    runs: dict[str, str | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class _Outcome:
+    ok: bool
+    outputs: dict[str, StoredValue]
+    run_id: str | None
+
+
+class PipelineService:
+    """Runs pipelines and reads their executions.
+
+    Args:
+        ctx: The stores and the caller.
+        max_workers: How many independent steps run at once (threads in this process).
+    """
+
+    def __init__(self, ctx: Context, *, max_workers: int = 4) -> None:
+        if max_workers < 1:
+            raise InvalidInputError(f"max_workers must be at least 1, not {max_workers}.")
+        self._ctx = ctx
+        self._max_workers = max_workers
+        self._audit = AuditTrail(ctx)
+        self._lineage = LineageService(ctx)
+        self._projects = ProjectService(ctx)
+        self._tracking = TrackingService(ctx)
+
+    # Running --------------------------------------------------------------------------------
+    def run(
+        self,
+        pipeline_fn: Pipeline | BoundPipeline,
+        *,
+        project: str,
+        params: Mapping[str, Any] | None = None,
+    ) -> Execution:
+        """Execute a pipeline in ``project`` and return the finished execution.
+
+        A step whose cache key matches a successful earlier step execution in the project, whose
+        outputs are still in the store, is not run again (``cached``). A step that raises fails,
+        the steps after it are ``skipped`` and the execution ``failed``; :meth:`retry` resumes it.
+
+        Raises:
+            InvalidInputError: Not a ``@pipeline`` function, or unknown or non-JSON parameters.
+            PermissionDeniedError: The caller lacks ``experiments.write`` on the project.
+        """
+        if isinstance(pipeline_fn, BoundPipeline):
+            pipe, given = pipeline_fn.pipeline, dict(pipeline_fn.params)
+        elif isinstance(pipeline_fn, Pipeline):
+            pipe, given = pipeline_fn, {}
+        else:
+            raise InvalidInputError(
+                f"{pipeline_fn!r} is not a pipeline.",
+                hint="Decorate the function with @cm.pipeline.",
+            )
+        values = pipe.resolve({**given, **(params or {})})
+        graph = pipe.graph()
+        version = graph.version()
+        proj = self._projects.get(project, "experiments.write")
+        execution_id = new_id()
+        now = self._ctx.clock.now()
+        with self._ctx.db.write() as uow:
+            conn = uow.conn
+            pipeline_id = conn.execute(
+                select(pipelines.c.id).where(
+                    pipelines.c.project_id == proj.id,
+                    pipelines.c.name == pipe.name,
+                    pipelines.c.version == version,
+                )
+            ).scalar()
+            if pipeline_id is None:
+                pipeline_id = new_id()
+                conn.execute(
+                    insert(pipelines).values(
+                        id=pipeline_id,
+                        project_id=proj.id,
+                        name=pipe.name,
+                        version=version,
+                        graph=graph.describe(),
+                        created_at=now,
+                        created_by=self._ctx.principal.user,
+                    )
+                )
+            conn.execute(
+                insert(pipeline_executions).values(
+                    id=execution_id,
+                    project_id=proj.id,
+                    pipeline_id=pipeline_id,
+                    parameters=values,
+                    status=ExecutionStatus.RUNNING.value,
+                    created_at=now,
+                    started_at=now,
+                    ended_at=None,
+                    created_by=self._ctx.principal.user,
+                )
+            )
+            conn.execute(
+                insert(step_executions),
+                [
+                    {"execution_id": execution_id, "step": name, "position": i, "status": "pending"}
+                    for i, name in enumerate(graph.nodes)
+                ],
+            )
+            self._audit.record(
+                uow,
+                "pipeline.execution.started",
+                "pipeline_execution",
+                execution_id,
+                project=proj.name,
+                after={"pipeline": pipe.name, "version": version, "parameters": values},
+            )
+        with _KNOWN_LOCK:
+            _KNOWN[(pipe.name, version)] = pipe
+        self._execute(proj, graph, execution_id, values, _State())
+        return self._load(execution_id)
+
+    def retry(self, execution_id: str, pipeline_fn: Pipeline | None = None) -> Execution:
+        """Resume a failed or cancelled execution: re-run its failed, skipped and cancelled
+        steps and everything downstream of them; reuse the outputs of the steps that succeeded.
+
+        ``pipeline_fn`` is needed when the pipeline was not run in this process; its graph must
+        be the execution's version.
+
+        Raises:
+            ConflictError: The execution is not failed or cancelled, or the pipeline changed.
+        """
+        current = self._load(execution_id, "experiments.write")
+        if current.status not in (ExecutionStatus.FAILED, ExecutionStatus.CANCELLED):
+            raise ConflictError(
+                f"Pipeline execution {execution_id} is {current.status.value}; only failed or "
+                "cancelled executions can be retried.",
+                hint="Run the pipeline again: unchanged steps come from the cache.",
+            )
+        pipe = pipeline_fn
+        if pipe is None:
+            with _KNOWN_LOCK:
+                pipe = _KNOWN.get((current.pipeline, current.version))
+        if pipe is None:
+            raise InvalidInputError(
+                f"Pipeline {current.pipeline!r} (version {current.version[:12]}) has not been "
+                "run in this process, so its steps' code is not at hand.",
+                hint="Pass the pipeline function: retry(execution_id, my_pipeline).",
+            )
+        graph = pipe.graph()
+        if graph.version() != current.version:
+            raise ConflictError(
+                f"Pipeline {current.pipeline!r} has changed since execution {execution_id} "
+                f"(version {current.version[:12]}, now {graph.version()[:12]}).",
+                hint="Run the changed pipeline anew: unchanged steps come from the cache.",
+            )
+        state = _State()
+        for item in current.steps:
+            if item.status in (StepStatus.SUCCEEDED, StepStatus.CACHED):
+                stored = {k: StoredValue.from_dict(v) for k, v in item.outputs.items()}
+                if all(self._ctx.artifacts.exists(s.digest) for s in stored.values()):
+                    state.outputs[item.step] = stored
+                    state.runs[item.step] = item.run_id
+        again = graph.downstream(set(graph.nodes) - set(state.outputs))
+        for name in again:
+            state.outputs.pop(name, None)
+            state.runs.pop(name, None)
+        proj = self._projects.get(current.project, "experiments.write")
+        with self._ctx.db.write() as uow:
+            uow.conn.execute(
+                update(pipeline_executions)
+                .where(pipeline_executions.c.id == execution_id)
+                .values(status="running", started_at=self._ctx.clock.now(), ended_at=None)
+            )
+            uow.conn.execute(
+                update(step_executions)
+                .where(
+                    step_executions.c.execution_id == execution_id,
+                    step_executions.c.step.in_(sorted(again)),
+                )
+                .values(
+                    status="pending",
+                    cache_key=None,
+                    cache_key_doc=None,
+                    outputs=None,
+                    cached_from=None,
+                    run_id=None,
+                    started_at=None,
+                    ended_at=None,
+                    error=None,
+                )
+            )
+            self._audit.record(
+                uow,
+                "pipeline.execution.retried",
+                "pipeline_execution",
+                execution_id,
+                project=proj.name,
+                before={"status": current.status.value},
+                after={"status": "running", "steps": sorted(again)},
+            )
+        self._execute(proj, graph, execution_id, current.parameters, state)
+        return self._load(execution_id)
+
+    def _execute(
+        self, proj: Project, graph: Graph, execution_id: str, values: dict[str, Any], state: _State
+    ) -> None:
+        todo = [name for name in graph.nodes if name not in state.outputs]
+        failed: set[str] = set()
+        skipped: set[str] = set()
+        submitted: set[str] = set()
+        try:
+            with ThreadPoolExecutor(self._max_workers, thread_name_prefix="civicml-step") as pool:
+                futures: dict[Future[_Outcome], str] = {}
+                while True:
+                    for name in todo:
+                        node = graph.nodes[name]
+                        if name in submitted or name in skipped:
+                            continue
+                        if node.upstream() <= state.outputs.keys():
+                            submitted.add(name)
+                            inputs = {
+                                arg: state.outputs[ref.node][ref.output]
+                                for arg, ref in node.inputs.items()
+                                if isinstance(ref, OutputRef)
+                            }
+                            upstream_runs = [state.runs.get(n) for n in sorted(node.upstream())]
+                            future = pool.submit(
+                                self._step,
+                                proj,
+                                graph.name,
+                                execution_id,
+                                node,
+                                inputs,
+                                values,
+                                [r for r in upstream_runs if r],
+                            )
+                            futures[future] = name
+                    if not futures:
+                        break
+                    finished, _ = wait(futures, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        name = futures.pop(future)
+                        outcome = future.result()
+                        if outcome.ok:
+                            state.outputs[name] = outcome.outputs
+                            state.runs[name] = outcome.run_id
+                            continue
+                        failed.add(name)
+                        below = graph.downstream({name}) - {name} - skipped
+                        skipped |= below
+                        self._set_steps(execution_id, below, StepStatus.SKIPPED, None)
+        except BaseException:
+            left = set(graph.nodes) - state.outputs.keys() - failed - skipped
+            self._set_steps(execution_id, left, StepStatus.SKIPPED, "cancelled")
+            self._finish(proj, execution_id, ExecutionStatus.CANCELLED, sorted(left))
+            raise
+        status = ExecutionStatus.FAILED if failed else ExecutionStatus.SUCCEEDED
+        self._finish(proj, execution_id, status, sorted(failed))
+
+    def _finish(
+        self, proj: Project, execution_id: str, status: ExecutionStatus, steps: list[str]
+    ) -> None:
+        with self._ctx.db.write() as uow:
+            uow.conn.execute(
+                update(pipeline_executions)
+                .where(pipeline_executions.c.id == execution_id)
+                .values(status=status.value, ended_at=self._ctx.clock.now())
+            )
+            self._audit.record(
+                uow,
+                f"pipeline.execution.{status.value}",
+                "pipeline_execution",
+                execution_id,
+                project=proj.name,
+                before={"status": "running"},
+                after={"status": status.value, "steps": steps},
+            )
+
+    def _set_steps(
+        self, execution_id: str, names: set[str], status: StepStatus, error: str | None
+    ) -> None:
+        if not names:
+            return
+        with self._ctx.db.write() as uow:
+            uow.conn.execute(
+                update(step_executions)
+                .where(
+                    step_executions.c.execution_id == execution_id,
+                    step_executions.c.step.in_(sorted(names)),
+                )
+                .values(status=status.value, error=error)
+            )
+
+    def _update_step(self, execution_id: str, name: str, **values: Any) -> None:
+        with self._ctx.db.write() as uow:
+            self._write_step(uow.conn, execution_id, name, **values)
+
+    @staticmethod
+    def _write_step(conn: Connection, execution_id: str, name: str, **values: Any) -> None:
+        conn.execute(
+            update(step_executions)
+            .where(step_executions.c.execution_id == execution_id, step_executions.c.step == name)
+            .values(**values)
+        )
+
+    # One step -------------------------------------------------------------------------------
+    def _step(
+        self,
+        proj: Project,
+        pipeline_name: str,
+        execution_id: str,
+        node: Node,
+        inputs: dict[str, StoredValue],
+        values: dict[str, Any],
+        upstream_runs: builtins.list[str],
+    ) -> _Outcome:
+        try:
+            return self._step_inner(
+                proj, pipeline_name, execution_id, node, inputs, values, upstream_runs
+            )
+        except Exception as err:  # the store or the database failed, not the step's code
+            self._update_step(
+                execution_id,
+                node.name,
+                status="failed",
+                ended_at=self._ctx.clock.now(),
+                error=f"{type(err).__name__}: {err}",
+            )
+            return _Outcome(False, {}, None)
+
+    def _step_inner(
+        self,
+        proj: Project,
+        pipeline_name: str,
+        execution_id: str,
+        node: Node,
+        inputs: dict[str, StoredValue],
+        values: dict[str, Any],
+        upstream_runs: builtins.list[str],
+    ) -> _Outcome:
+        arguments: dict[str, Any] = {}
+        parameters: dict[str, Any] = {}
+        for arg, spec in node.inputs.items():
+            if isinstance(spec, OutputRef):
+                continue
+            parameters[arg] = values[spec.name] if isinstance(spec, ParamRef) else spec
+        input_hashes = {arg: ref.sha256 for arg, ref in inputs.items()}
+        doc = {
+            "step": node.step.name,
+            "code": node.step.code,
+            "parameters": parameters,
+            "inputs": input_hashes,
+            "outputs": list(node.step.outputs),
+            "environment": environment(),
+        }
+        key = cache_key_digest(doc)
+        if node.step.cache:
+            hit = self._cached(proj.id, key, node.step.cache_expiry_s)
+            if hit is not None:
+                source, outputs, run_id = hit
+                now = self._ctx.clock.now()
+                self._update_step(
+                    execution_id,
+                    node.name,
+                    status="cached",
+                    cache_key=key,
+                    cache_key_doc=doc,
+                    outputs={k: v.to_dict() for k, v in outputs.items()},
+                    cached_from=source,
+                    run_id=run_id,
+                    started_at=now,
+                    ended_at=now,
+                )
+                return _Outcome(True, outputs, run_id)
+        run = self._tracking.create_run(
+            proj.name,
+            experiment=f"pipeline.{pipeline_name}",
+            name=node.name,
+            params=_run_params(key, parameters, input_hashes),
+            tags={
+                "civicml.pipeline": pipeline_name,
+                "civicml.pipeline.execution": execution_id,
+                "civicml.pipeline.step": node.name,
+                "civicml.pipeline.code": node.step.code,
+                "civicml.pipeline.cache_key": key,
+            },
+        )
+        with self._ctx.db.write() as uow:
+            self._write_step(
+                uow.conn,
+                execution_id,
+                node.name,
+                status="running",
+                cache_key=key,
+                cache_key_doc=doc,
+                run_id=run.id,
+                started_at=self._ctx.clock.now(),
+            )
+            this = self._lineage.node(uow, "run", run.id, project_id=proj.id)
+            for upstream in upstream_runs:
+                source = self._lineage.node(uow, "run", upstream, project_id=proj.id)
+                self._lineage.link(uow, source, this, "ContributedTo")
+        try:
+            for arg, ref in inputs.items():
+                arguments[arg] = load_value(self._ctx.artifacts, ref)
+            arguments.update(parameters)
+            ordered = {p: arguments[p] for p in node.step.signature.parameters if p in arguments}
+            bound = BoundArguments(node.step.signature, ordered)
+            result = node.step.fn(*bound.args, **bound.kwargs)
+            outputs = self._store_outputs(node, result)
+        except Exception as err:
+            self._tracking.end_run(run.id, RunStatus.FAILED)
+            self._update_step(
+                execution_id,
+                node.name,
+                status="failed",
+                ended_at=self._ctx.clock.now(),
+                error=f"{type(err).__name__}: {err}",
+            )
+            return _Outcome(False, {}, run.id)
+        self._tracking.end_run(run.id, RunStatus.FINISHED)
+        self._update_step(
+            execution_id,
+            node.name,
+            status="succeeded",
+            outputs={k: v.to_dict() for k, v in outputs.items()},
+            ended_at=self._ctx.clock.now(),
+        )
+        return _Outcome(True, outputs, run.id)
+
+    def _store_outputs(self, node: Node, result: Any) -> dict[str, StoredValue]:
+        names = node.step.outputs
+        if len(names) == 1:
+            parts: tuple[Any, ...] = (result,)
+        elif isinstance(result, tuple) and len(result) == len(names):
+            parts = result
+        else:
+            raise InvalidInputError(
+                f"Step {node.step.name!r} declares outputs {names!r} but returned "
+                f"{type(result).__qualname__}"
+                + (f" of {len(result)}" if isinstance(result, tuple) else "")
+                + ".",
+                hint=f"Return a tuple of {len(names)} values.",
+            )
+        return {
+            name: store_value(self._ctx.artifacts, value, node.step.name, name)
+            for name, value in zip(names, parts, strict=True)
+        }
+
+    def _cached(
+        self, project_id: str, key: str, expiry_s: float | None
+    ) -> tuple[str, dict[str, StoredValue], str | None] | None:
+        se, pe = step_executions, pipeline_executions
+        query = (
+            select(se.c.execution_id, se.c.outputs, se.c.run_id)
+            .join(pe, pe.c.id == se.c.execution_id)
+            .where(pe.c.project_id == project_id, se.c.cache_key == key, se.c.status == "succeeded")
+            .order_by(se.c.ended_at.desc())
+        )
+        if expiry_s is not None:
+            query = query.where(
+                se.c.ended_at >= self._ctx.clock.now() - timedelta(seconds=expiry_s)
+            )
+        with self._ctx.db.read() as conn:
+            rows = conn.execute(query.limit(20)).all()
+        for row in rows:
+            outputs = {k: StoredValue.from_dict(v) for k, v in (row.outputs or {}).items()}
+            if all(self._ctx.artifacts.exists(v.digest) for v in outputs.values()):
+                return row.execution_id, outputs, row.run_id
+        return None
+
+    # Reading --------------------------------------------------------------------------------
+    def get(self, execution_id: str) -> Execution:
+        """One execution with its steps.
+
+        Raises:
+            NotFoundError: No such execution, or the caller may not read its project.
+        """
+        return self._load(execution_id, "experiments.read")
+
+    def list(self, project: str, *, pipeline: str | None = None) -> builtins.list[Execution]:
+        """The executions in ``project`` (of one pipeline when named), newest first."""
+        proj = self._projects.get(project, "experiments.read")
+        query = (
+            select(pipeline_executions.c.id)
+            .join(pipelines, pipelines.c.id == pipeline_executions.c.pipeline_id)
+            .where(pipeline_executions.c.project_id == proj.id)
+            .order_by(pipeline_executions.c.started_at.desc(), pipeline_executions.c.id.desc())
+        )
+        if pipeline is not None:
+            query = query.where(pipelines.c.name == pipeline)
+        with self._ctx.db.read() as conn:
+            ids = conn.execute(query).scalars().all()
+        return [self._load(str(i)) for i in ids]
+
+    def _load(self, execution_id: str, need: str | None = None) -> Execution:
+        pe = pipeline_executions
+        with self._ctx.db.read() as conn:
+            row = conn.execute(
+                select(
+                    pe,
+                    pipelines.c.name.label("pipeline_name"),
+                    pipelines.c.version,
+                    projects.c.name.label("project_name"),
+                )
+                .join(pipelines, pipelines.c.id == pe.c.pipeline_id)
+                .join(projects, projects.c.id == pe.c.project_id)
+                .where(pe.c.id == execution_id)
+            ).first()
+            steps = conn.execute(
+                select(step_executions)
+                .where(step_executions.c.execution_id == execution_id)
+                .order_by(step_executions.c.position)
+            ).all()
+        if row is None:
+            raise NotFoundError(
+                f"Pipeline execution {execution_id!r} does not exist.",
+                hint="List executions with PipelineService(ctx).list(project).",
+            )
+        if need is not None:
+            self._projects.get(row.project_name, need)
+        return Execution(
+            id=row.id,
+            project=row.project_name,
+            pipeline=row.pipeline_name,
+            version=row.version,
+            parameters=row.parameters,
+            status=ExecutionStatus(row.status),
+            started_at=row.started_at,
+            ended_at=row.ended_at,
+            created_by=row.created_by,
+            steps=[
+                StepExecution(
+                    step=s.step,
+                    status=StepStatus(s.status),
+                    cache_key=s.cache_key,
+                    cache_key_doc=s.cache_key_doc,
+                    outputs=s.outputs or {},
+                    cached_from=s.cached_from,
+                    run_id=s.run_id,
+                    started_at=s.started_at,
+                    ended_at=s.ended_at,
+                    error=s.error,
+                )
+                for s in steps
+            ],
+        )
+
+
+def _run_params(key: str, parameters: dict[str, Any], inputs: dict[str, str]) -> dict[str, str]:
+    params = {"cache_key": key}
+    for arg, value in parameters.items():
+        text = canonical_json(value).decode("utf-8")
+        if len(text) > _LONG_PARAM:
+            text = "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+        params[f"param.{arg}"] = text
+    for arg, digest in inputs.items():
+        params[f"input.{arg}"] = f"sha256:{digest}"
+    return params
