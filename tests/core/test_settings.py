@@ -50,13 +50,13 @@ def test_malformed_toml_is_a_configuration_error(tmp_path: Path) -> None:
 
 
 # Artifact store URLs -----------------------------------------------------------------------------
-@pytest.mark.parametrize("url", ["s3://bucket/prefix", "gs://bucket", "az://c/p", "HTTPS://x/y"])
-def test_artifact_urls_not_supported_yet_are_refused_at_start(
+@pytest.mark.parametrize("url", ["gs://bucket", "az://c/p", "HTTPS://x/y"])
+def test_artifact_urls_not_supported_are_refused_at_start(
     url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("CIVICML_ARTIFACTS", url)
 
-    with pytest.raises(ConfigurationError, match=r"artifact stores are not supported yet") as err:
+    with pytest.raises(ConfigurationError, match=r"artifact stores are not supported") as err:
         Settings.load()
 
     scheme = url.partition(":")[0].lower()
@@ -78,23 +78,23 @@ def test_a_file_url_on_another_host_is_refused() -> None:
         Settings.load(artifacts="file://fileserver/share")
 
 
-def test_the_cli_refuses_an_s3_store_before_writing_anything(
+def test_the_cli_refuses_an_unsupported_store_before_writing_anything(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     from civicml.cli.main import main
 
     data = tmp_path / "a.csv"
     data.write_text("income,region\n1,north\n")
-    monkeypatch.setenv("CIVICML_ARTIFACTS", "s3://bucket/prefix")
+    monkeypatch.setenv("CIVICML_ARTIFACTS", "gs://bucket/prefix")
 
     code = main(["datasets", "ingest", "applications", str(data), "-p", "benefits"])
 
     err = capsys.readouterr().err
     assert code == 2
-    assert "s3:// artifact stores are not supported yet" in err
+    assert "gs:// artifact stores are not supported" in err
     assert err.count("Error:") == 1
     assert "Hint:" in err
-    assert not (tmp_path / "s3:").exists()
+    assert not (tmp_path / "gs:").exists()
 
 
 # User names --------------------------------------------------------------------------------------

@@ -99,7 +99,7 @@ def test_failed_write_leaves_no_object(store: LocalArtifactStore) -> None:
 
 
 def test_unsupported_scheme_is_a_configuration_error(tmp_path: Path) -> None:
-    with pytest.raises(ConfigurationError, match="'s3' backend"):
+    with pytest.raises(ConfigurationError, match="'s3' backend is not a local directory"):
         open_artifact_store("s3://bucket/prefix")
     assert isinstance(open_artifact_store(f"file://{tmp_path}/a"), LocalArtifactStore)
 

@@ -32,6 +32,30 @@ __all__ = ["Settings", "check_identity_url", "config_file"]
 _URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
+_S3_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+
+
+def _check_s3_url(value: str) -> str:
+    """``s3://bucket[/prefix]`` normalised (``s3://`` lower-case, no trailing ``/``)."""
+    parts = urlsplit(value)
+    if parts.query or parts.fragment or parts.username or parts.password or parts.port:
+        raise ValueError(
+            f"{value!r} is not an s3://bucket/prefix URL: it carries a query, fragment, port "
+            "or credentials (set the endpoint with s3_endpoint_url; credentials come from the "
+            "AWS credential chain)"
+        )
+    bucket = parts.netloc
+    if not _S3_BUCKET.match(bucket):
+        raise ValueError(
+            f"{value!r}: {bucket!r} is not an S3 bucket name (3-63 lower-case letters, digits, "
+            "dots and hyphens), e.g. s3://civicml-artifacts/prod"
+        )
+    prefix = parts.path.strip("/")
+    if prefix and any(part in ("", ".", "..") for part in prefix.split("/")):
+        raise ValueError(f"{value!r}: the prefix has an empty, '.' or '..' part")
+    return f"s3://{bucket}/{prefix}" if prefix else f"s3://{bucket}"
+
+
 def _default_home() -> Path:
     return Path(os.environ.get("CIVICML_HOME") or Path.home() / ".civicml").expanduser()
 
@@ -85,9 +109,22 @@ class Settings(BaseSettings):
     )
     artifacts: str | None = Field(
         default=None,
-        description="Where artifacts are stored: a directory or a file:// URL (default "
-        "$CIVICML_HOME/artifacts). Other URLs (s3://, gs://, ...) are refused at start: no remote "
-        "artifact store is available yet.",
+        description="Where artifacts are stored: a directory, a file:// URL, or an "
+        "S3-compatible bucket 's3://bucket/prefix' (AWS S3, MinIO, Ceph; see s3_endpoint_url; "
+        "needs the 's3' extra). Default $CIVICML_HOME/artifacts. Other URLs (gs://, ...) are "
+        "refused at start.",
+    )
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="Endpoint of an S3-compatible object store for an s3:// artifacts URL, "
+        "e.g. 'https://minio.agency.internal:9000' (MinIO, Ceph, an agency object store); "
+        "default AWS S3. Credentials come from boto3's usual chain (AWS_ACCESS_KEY_ID and "
+        "AWS_SECRET_ACCESS_KEY, ~/.aws, an instance role), never from civicml settings.",
+    )
+    s3_region: str | None = Field(
+        default=None,
+        description="Region of the s3:// artifacts bucket (default boto3's: AWS_REGION or "
+        "~/.aws/config).",
     )
     user: str | None = Field(
         default=None,
@@ -358,18 +395,22 @@ class Settings(BaseSettings):
     @field_validator("artifacts", mode="after")
     @classmethod
     def _local_artifacts(cls, value: str | None) -> str | None:
-        """A directory, or a ``file://`` URL turned into one; any other URL is refused here, at
-        start, rather than becoming a relative directory named ``s3:/bucket/...``."""
+        """A directory, a ``file://`` URL turned into one, or ``s3://bucket[/prefix]``; any other
+        URL is refused here, at start, rather than becoming a relative directory named
+        ``gs:/bucket/...``."""
         if value is None:
             return None
         match = _URL_SCHEME.match(value)
         if match is None:
             return value
         scheme = match.group(1).lower()
+        if scheme == "s3":
+            return _check_s3_url(value)
         if scheme != "file":
             raise ValueError(
-                f"{value!r}: {scheme}:// artifact stores are not supported yet; the artifact "
-                "store must be a local or mounted directory (a path or a file:// URL)"
+                f"{value!r}: {scheme}:// artifact stores are not supported; the artifact store "
+                "must be a local or mounted directory (a path or a file:// URL) or an "
+                "S3-compatible bucket (s3://bucket/prefix)"
             )
         parts = urlsplit(value)
         if parts.netloc not in ("", "localhost") or not parts.path:
@@ -377,6 +418,25 @@ class Settings(BaseSettings):
                 f"{value!r} is not a local file:// URL; write it as file:///absolute/path"
             )
         return unquote(parts.path)
+
+    @field_validator("s3_endpoint_url", mode="after")
+    @classmethod
+    def _s3_endpoint(cls, value: str | None) -> str | None:
+        """An http(s) URL with a host and no user name or password in it."""
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(
+                f"{value!r} is not an object store endpoint; write it as "
+                "https://host[:port] (http:// for a store on a trusted network)"
+            )
+        if parts.username or parts.password:
+            raise ValueError(
+                "the S3 endpoint URL carries credentials; remove them and set "
+                "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (or ~/.aws/credentials) instead"
+            )
+        return value.rstrip("/")
 
     @field_validator("oidc_algorithms", mode="after")
     @classmethod
@@ -468,7 +528,16 @@ class Settings(BaseSettings):
 
     @property
     def artifacts_root(self) -> Path:
+        """The local artifact directory; for an ``s3://`` store, the local working directory
+        (temp files of uploads and downloads in progress)."""
+        if self.artifacts_s3:
+            return self.home / "s3-scratch"
         return Path(self.artifacts).expanduser() if self.artifacts else self.home / "artifacts"
+
+    @property
+    def artifacts_s3(self) -> bool:
+        """Whether the artifacts live in an S3-compatible bucket."""
+        return bool(self.artifacts and self.artifacts.startswith("s3://"))
 
     @property
     def keys_root(self) -> Path:

@@ -103,7 +103,20 @@ class RotationResult:
 
 
 class ArtifactStore(Protocol):
-    """Where artifact bytes live. Backends are chosen by URL (local directory now, S3 next)."""
+    """Where artifact bytes live. Backends are chosen by URL: a local or mounted directory
+    (:class:`LocalArtifactStore`) or an S3-compatible bucket
+    (:class:`civicml.store.s3.S3ArtifactStore`); both keep the same guarantees."""
+
+    #: A local directory the store owns (for S3, its working directory); ``root / "tmp"`` holds
+    #: temp files that :meth:`recover` removes once their process is gone.
+    root: Path
+    #: Where key-encryption keys come from (None: plaintext only).
+    keys: KeyProvider | None
+    #: Whether new objects are written encrypted.
+    encrypt: bool
+
+    @property
+    def scratch_dir(self) -> Path: ...
 
     def put_bytes(self, data: bytes) -> Stored: ...
 
@@ -118,6 +131,18 @@ class ArtifactStore(Protocol):
     def open(self, digest: str) -> BinaryIO: ...
 
     def recover(self) -> int: ...
+
+    def copy_to(self, digest: str, target: Path) -> None: ...
+
+    def key_report(self) -> KeyReport: ...
+
+    def rewrap(self) -> int: ...
+
+    def rotate_keys(self) -> RotationResult: ...
+
+    def retire_key(self, key_id: str) -> None: ...
+
+    def encrypt_existing(self) -> int: ...
 
 
 def check_digest(digest: str) -> str:
@@ -519,9 +544,13 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def artifact_store_for(settings: Settings) -> LocalArtifactStore:
+def artifact_store_for(settings: Settings) -> ArtifactStore:
     """The artifact store the settings name, with their key provider (``keys_dir``) and
-    ``encrypt_artifacts``."""
+    ``encrypt_artifacts``: an S3 bucket for ``s3://bucket/prefix``, else a directory."""
+    if settings.artifacts_s3:
+        from civicml.store.s3 import s3_artifact_store
+
+        return s3_artifact_store(settings, keys=LocalKeyProvider(settings.keys_root))
     store = open_artifact_store(
         settings.artifacts_root,
         keys=LocalKeyProvider(settings.keys_root),
@@ -547,7 +576,8 @@ def open_artifact_store(
     elif "://" in text:
         scheme = text.split("://", 1)[0]
         raise ConfigurationError(
-            f"Artifact store {text!r}: the {scheme!r} backend is not available in this version.",
-            hint="Use a local or mounted directory for CIVICML_ARTIFACTS.",
+            f"Artifact store {text!r}: the {scheme!r} backend is not a local directory.",
+            hint="Use a local or mounted directory here; an s3:// store is opened from "
+            "settings (artifact_store_for).",
         )
     return LocalArtifactStore(Path(text).expanduser(), keys=keys, encrypt=encrypt)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from civicml.core.clock import SYSTEM_CLOCK, Clock
 from civicml.core.identity import Principal
 from civicml.core.settings import Settings
-from civicml.store.artifacts import LocalArtifactStore
+from civicml.store.artifacts import ArtifactStore
 from civicml.store.db import MetadataStore
 
 __all__ = ["Context"]
@@ -18,7 +18,7 @@ class Context:
     """What a service call runs with. Build one per principal; share the stores."""
 
     db: MetadataStore
-    artifacts: LocalArtifactStore
+    artifacts: ArtifactStore
     principal: Principal
     settings: Settings
     clock: Clock = SYSTEM_CLOCK
