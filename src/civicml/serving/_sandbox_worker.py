@@ -138,8 +138,7 @@ def main() -> int:
     try:
         # Loaded while still able to read every library (a root server's interpreter may live
         # where nobody cannot read); nothing of the model file has been read yet.
-        import pickle
-
+        import joblib  # type: ignore[import-untyped]  # reads pickle.dump's files and its own
         import sklearn.base  # type: ignore[import-untyped]
         import sklearn.pipeline  # type: ignore[import-untyped]  # noqa: F401
 
@@ -153,8 +152,7 @@ def main() -> int:
         sys.stderr.write(f"civicml sandbox: isolation failed: {err}\n")
         return 3
     try:
-        with open(model_file, "rb") as handle:
-            model = pickle.load(handle)  # noqa: S301 - this is the sandbox
+        model = joblib.load(model_file)
         if not callable(getattr(model, "predict", None)):
             raise TypeError("the unpickled object has no predict() method")
         proba = manifest.get("task") == "classification" and callable(

@@ -7,6 +7,8 @@ signature that serving checks requests against, and ``save``/``load`` for the mo
 (a skops file loaded with an allowlist, never a pickle).
 The ``Literal`` types ``Task`` (:mod:`civicml.training.model`) and ``ColumnType``
 (:mod:`civicml.training._signature`) name the task and signature column types.
+``run_script(script, channels, workdir=...)`` runs a user's own training script in a subprocess
+under time and memory limits (script mode, :mod:`civicml.training.script`).
 This package is a pure library: datasets, runs and the registry are wired to it elsewhere.
 """
 
@@ -18,6 +20,7 @@ from civicml.training.model import (
     UnsafeModelFormatError,
     convert_legacy_bundle,
 )
+from civicml.training.script import ScriptFailedError, ScriptResult, run_script
 from civicml.training.tabular import (
     ALGORITHMS,
     MANIFEST_FILE,
@@ -32,10 +35,13 @@ __all__ = [
     "MANIFEST_FILE",
     "MODEL_FILE",
     "ConfusionMatrix",
+    "ScriptFailedError",
+    "ScriptResult",
     "SignatureColumn",
     "TabularModel",
     "UnsafeModelFormatError",
     "convert_legacy_bundle",
     "fit_tabular",
+    "run_script",
     "train_validation_split",
 ]
