@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from civicml.pipelines import pipeline, step
     from civicml.sdk import train
     from civicml.sdk.client import Client, connect
+    from civicml.sdk.train import tune
 
 __all__ = [
     "CivicMLError",
@@ -28,6 +29,7 @@ __all__ = [
     "pipeline",
     "step",
     "train",
+    "tune",
 ]
 
 _MODULES = {"train": "civicml.sdk.train"}
@@ -38,6 +40,7 @@ _LAZY = {
     "CivicMLError": "civicml.core.errors",
     "pipeline": "civicml.pipelines",
     "step": "civicml.pipelines",
+    "tune": "civicml.sdk.train",
 }
 
 

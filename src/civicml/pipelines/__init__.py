@@ -17,7 +17,18 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from civicml.pipelines.dsl import BoundPipeline, OutputRef, ParamRef, Pipeline, Step, pipeline, step
+from civicml.pipelines.dsl import (
+    BoundPipeline,
+    OutputRef,
+    ParamRef,
+    Pipeline,
+    Step,
+    StepContext,
+    StepWaiting,
+    current,
+    pipeline,
+    step,
+)
 from civicml.pipelines.schemas import Execution, ExecutionStatus, StepExecution, StepStatus
 
 if TYPE_CHECKING:
@@ -32,8 +43,11 @@ __all__ = [
     "Pipeline",
     "PipelineService",
     "Step",
+    "StepContext",
     "StepExecution",
     "StepStatus",
+    "StepWaiting",
+    "current",
     "pipeline",
     "step",
 ]

@@ -21,6 +21,7 @@ import math
 import textwrap
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from types import CodeType
 from typing import Any, overload
 
@@ -35,7 +36,10 @@ __all__ = [
     "ParamRef",
     "Pipeline",
     "Step",
+    "StepContext",
+    "StepWaiting",
     "canonical_json",
+    "current",
     "pipeline",
     "step",
 ]
@@ -115,6 +119,10 @@ class Step:
     Called inside a ``@pipeline`` function it adds a node and returns output references; called
     anywhere else it is the plain function.
     """
+
+    #: A gate (``civicml.pipelines.steps.condition``): when it returns ``False`` the steps that
+    #: take its output, and what depends on them, are skipped and the execution still succeeds.
+    gate: bool = False
 
     def __init__(
         self,
@@ -292,6 +300,44 @@ class Graph:
             if node.upstream() & found:
                 found.add(node.name)
         return found
+
+
+@dataclass(frozen=True, slots=True)
+class StepContext:
+    """What a running step can know of its execution (see :func:`current`)."""
+
+    ctx: Any  #: the :class:`civicml.store.context.Context` the execution runs with
+    project: str
+    execution_id: str
+    step: str
+    run_id: str  #: the step's own tracking run
+    waiting_since: datetime | None = None  #: when a callback step began waiting, if it did
+
+
+class StepWaiting(Exception):
+    """Raised by a callback step to pause: the step ends ``waiting`` and the execution pauses
+    until ``PipelineService.resume(execution_id)`` runs the step again."""
+
+
+_CURRENT: contextvars.ContextVar[StepContext | None] = contextvars.ContextVar(
+    "civicml_pipeline_step", default=None
+)
+
+
+def current() -> StepContext:
+    """The execution of the step that is running: its civicml context, project, execution id,
+    step name and run id.
+
+    Raises:
+        InvalidInputError: Called outside a running pipeline step.
+    """
+    found = _CURRENT.get()
+    if found is None:
+        raise InvalidInputError(
+            "civicml.pipelines.current() was called outside a running pipeline step.",
+            hint="Call it inside a @step function run by ml.pipelines.run(...).",
+        )
+    return found
 
 
 _BUILDER: contextvars.ContextVar[Graph | None] = contextvars.ContextVar(

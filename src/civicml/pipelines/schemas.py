@@ -15,6 +15,7 @@ class ExecutionStatus(StrEnum):
     """Where a pipeline execution stands."""
 
     RUNNING = "running"
+    WAITING = "waiting"  # a callback step waits; resume() continues it
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -25,6 +26,7 @@ class StepStatus(StrEnum):
 
     PENDING = "pending"
     RUNNING = "running"
+    WAITING = "waiting"  # a callback step (wait_for_approval) paused the execution
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CACHED = "cached"
@@ -39,7 +41,9 @@ class StepExecution(_Schema):
     """One step of a pipeline execution, with its explicit cache key."""
 
     step: str = Field(description="The step's name in the pipeline graph.")
-    status: StepStatus = Field(description="pending, running, succeeded, failed, cached, skipped.")
+    status: StepStatus = Field(
+        description="pending, running, waiting, succeeded, failed, cached, skipped."
+    )
     cache_key: str | None = Field(
         default=None, description="SHA-256 of the canonical JSON of cache_key_doc."
     )
@@ -71,7 +75,7 @@ class Execution(_Schema):
     pipeline: str = Field(description="The pipeline's name.")
     version: str = Field(description="The pipeline's content version (SHA-256 of its graph).")
     parameters: dict[str, Any] = Field(description="Parameter values of this execution.")
-    status: ExecutionStatus = Field(description="running, succeeded, failed or cancelled.")
+    status: ExecutionStatus = Field(description="running, waiting, succeeded, failed or cancelled.")
     started_at: datetime = Field(description="When it (last) started (UTC).")
     ended_at: datetime | None = Field(default=None, description="When it ended (UTC).")
     created_by: str = Field(description="Who started it.")

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from inspect import BoundArguments
 from typing import Any
 
@@ -30,6 +30,7 @@ from civicml.governance.lineage import LineageService
 from civicml.governance.projects import ProjectService
 from civicml.governance.schemas import Project
 from civicml.pipelines._tables import pipeline_executions, pipelines, step_executions
+from civicml.pipelines.dsl import _CURRENT as _CURRENT_STEP
 from civicml.pipelines.dsl import (
     BoundPipeline,
     Graph,
@@ -37,6 +38,8 @@ from civicml.pipelines.dsl import (
     OutputRef,
     ParamRef,
     Pipeline,
+    StepContext,
+    StepWaiting,
     canonical_json,
 )
 from civicml.pipelines.schemas import Execution, ExecutionStatus, StepExecution, StepStatus
@@ -77,6 +80,7 @@ class _State:
 
     outputs: dict[str, dict[str, StoredValue]] = field(default_factory=dict)
     runs: dict[str, str | None] = field(default_factory=dict)
+    waiting_since: dict[str, datetime] = field(default_factory=dict)  # callback steps
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +88,8 @@ class _Outcome:
     ok: bool
     outputs: dict[str, StoredValue]
     run_id: str | None
+    waiting: bool = False  # a callback step paused (StepWaiting)
+    closed: bool = False  # a gate step returned False
 
 
 class PipelineService:
@@ -195,20 +201,48 @@ class PipelineService:
     def retry(self, execution_id: str, pipeline_fn: Pipeline | None = None) -> Execution:
         """Resume a failed or cancelled execution: re-run its failed, skipped and cancelled
         steps and everything downstream of them; reuse the outputs of the steps that succeeded.
+        A ``waiting`` execution is resumed (:meth:`resume`).
 
         ``pipeline_fn`` is needed when the pipeline was not run in this process; its graph must
         be the execution's version.
 
         Raises:
-            ConflictError: The execution is not failed or cancelled, or the pipeline changed.
+            ConflictError: The execution is running or succeeded, or the pipeline changed.
         """
         current = self._load(execution_id, "experiments.write")
+        if current.status is ExecutionStatus.WAITING:  # ml.pipelines.retry resumes it
+            return self._continue(current, pipeline_fn, "resumed")
         if current.status not in (ExecutionStatus.FAILED, ExecutionStatus.CANCELLED):
             raise ConflictError(
                 f"Pipeline execution {execution_id} is {current.status.value}; only failed or "
-                "cancelled executions can be retried.",
+                "cancelled executions can be retried (and waiting ones resumed).",
                 hint="Run the pipeline again: unchanged steps come from the cache.",
             )
+        return self._continue(current, pipeline_fn, "retried")
+
+    def resume(self, execution_id: str, pipeline_fn: Pipeline | None = None) -> Execution:
+        """Continue a ``waiting`` execution: run its waiting callback steps again (e.g.
+        ``wait_for_approval`` checks the model version's approval status anew) and, when they
+        succeed, the steps after them. A step that still waits leaves the execution ``waiting``.
+
+        ``pipeline_fn`` is needed when the pipeline was not run in this process.
+
+        Raises:
+            ConflictError: The execution is not waiting, or the pipeline changed.
+        """
+        current = self._load(execution_id, "experiments.write")
+        if current.status is not ExecutionStatus.WAITING:
+            raise ConflictError(
+                f"Pipeline execution {execution_id} is {current.status.value}; only waiting "
+                "executions can be resumed.",
+                hint="Retry a failed execution with retry(execution_id)."
+                if current.status in (ExecutionStatus.FAILED, ExecutionStatus.CANCELLED)
+                else "Nothing waits in it.",
+            )
+        return self._continue(current, pipeline_fn, "resumed")
+
+    def _continue(self, current: Execution, pipeline_fn: Pipeline | None, how: str) -> Execution:
+        execution_id = current.id
         pipe = pipeline_fn
         if pipe is None:
             with _KNOWN_LOCK:
@@ -228,6 +262,8 @@ class PipelineService:
             )
         state = _State()
         for item in current.steps:
+            if item.status is StepStatus.WAITING and item.started_at is not None:
+                state.waiting_since[item.step] = item.started_at
             if item.status in (StepStatus.SUCCEEDED, StepStatus.CACHED):
                 stored = {k: StoredValue.from_dict(v) for k, v in item.outputs.items()}
                 if all(self._ctx.artifacts.exists(s.digest) for s in stored.values()):
@@ -264,7 +300,7 @@ class PipelineService:
             )
             self._audit.record(
                 uow,
-                "pipeline.execution.retried",
+                f"pipeline.execution.{how}",
                 "pipeline_execution",
                 execution_id,
                 project=proj.name,
@@ -281,6 +317,12 @@ class PipelineService:
         failed: set[str] = set()
         skipped: set[str] = set()
         submitted: set[str] = set()
+        waiting: set[str] = set()
+        for name in list(state.outputs):  # gates closed in an earlier attempt stay closed
+            if graph.nodes[name].step.gate and self._closed(state.outputs[name]):
+                below = graph.downstream({name}) - {name}
+                skipped |= below
+                self._set_steps(execution_id, below, StepStatus.SKIPPED, _closed_note(name))
         try:
             with ThreadPoolExecutor(self._max_workers, thread_name_prefix="civicml-step") as pool:
                 futures: dict[Future[_Outcome], str] = {}
@@ -306,6 +348,7 @@ class PipelineService:
                                 inputs,
                                 values,
                                 [r for r in upstream_runs if r],
+                                state.waiting_since.get(name),
                             )
                             futures[future] = name
                     if not futures:
@@ -314,9 +357,18 @@ class PipelineService:
                     for future in finished:
                         name = futures.pop(future)
                         outcome = future.result()
+                        if outcome.waiting:
+                            waiting.add(name)  # what depends on it stays pending
+                            continue
                         if outcome.ok:
                             state.outputs[name] = outcome.outputs
                             state.runs[name] = outcome.run_id
+                            if outcome.closed:
+                                below = graph.downstream({name}) - {name} - skipped
+                                skipped |= below
+                                self._set_steps(
+                                    execution_id, below, StepStatus.SKIPPED, _closed_note(name)
+                                )
                             continue
                         failed.add(name)
                         below = graph.downstream({name}) - {name} - skipped
@@ -327,8 +379,17 @@ class PipelineService:
             self._set_steps(execution_id, left, StepStatus.SKIPPED, "cancelled")
             self._finish(proj, execution_id, ExecutionStatus.CANCELLED, sorted(left))
             raise
-        status = ExecutionStatus.FAILED if failed else ExecutionStatus.SUCCEEDED
-        self._finish(proj, execution_id, status, sorted(failed))
+        if failed:
+            self._finish(proj, execution_id, ExecutionStatus.FAILED, sorted(failed))
+        elif waiting:
+            self._finish(proj, execution_id, ExecutionStatus.WAITING, sorted(waiting))
+        else:
+            self._finish(proj, execution_id, ExecutionStatus.SUCCEEDED, [])
+
+    def _closed(self, outputs: dict[str, StoredValue]) -> bool:
+        """Whether a gate step's output says ``False``."""
+        value = outputs.get("output")
+        return value is not None and load_value(self._ctx.artifacts, value) is False
 
     def _finish(
         self, proj: Project, execution_id: str, status: ExecutionStatus, steps: list[str]
@@ -386,10 +447,18 @@ class PipelineService:
         inputs: dict[str, StoredValue],
         values: dict[str, Any],
         upstream_runs: builtins.list[str],
+        waiting_since: datetime | None = None,
     ) -> _Outcome:
         try:
             return self._step_inner(
-                proj, pipeline_name, execution_id, node, inputs, values, upstream_runs
+                proj,
+                pipeline_name,
+                execution_id,
+                node,
+                inputs,
+                values,
+                upstream_runs,
+                waiting_since,
             )
         except Exception as err:  # the store or the database failed, not the step's code
             self._update_step(
@@ -410,6 +479,7 @@ class PipelineService:
         inputs: dict[str, StoredValue],
         values: dict[str, Any],
         upstream_runs: builtins.list[str],
+        waiting_since: datetime | None,
     ) -> _Outcome:
         arguments: dict[str, Any] = {}
         parameters: dict[str, Any] = {}
@@ -444,7 +514,8 @@ class PipelineService:
                     started_at=now,
                     ended_at=now,
                 )
-                return _Outcome(True, outputs, run_id)
+                closed = node.step.gate and self._closed(outputs)
+                return _Outcome(True, outputs, run_id, closed=closed)
         run = self._tracking.create_run(
             proj.name,
             experiment=f"pipeline.{pipeline_name}",
@@ -458,6 +529,7 @@ class PipelineService:
                 "civicml.pipeline.cache_key": key,
             },
         )
+        started = self._ctx.clock.now()
         with self._ctx.db.write() as uow:
             self._write_step(
                 uow.conn,
@@ -467,7 +539,7 @@ class PipelineService:
                 cache_key=key,
                 cache_key_doc=doc,
                 run_id=run.id,
-                started_at=self._ctx.clock.now(),
+                started_at=started,
             )
             this = self._lineage.node(uow, "run", run.id, project_id=proj.id)
             for upstream in upstream_runs:
@@ -479,8 +551,24 @@ class PipelineService:
             arguments.update(parameters)
             ordered = {p: arguments[p] for p in node.step.signature.parameters if p in arguments}
             bound = BoundArguments(node.step.signature, ordered)
-            result = node.step.fn(*bound.args, **bound.kwargs)
+            token = _CURRENT_STEP.set(
+                StepContext(self._ctx, proj.name, execution_id, node.name, run.id, waiting_since)
+            )
+            try:
+                result = node.step.fn(*bound.args, **bound.kwargs)
+            finally:
+                _CURRENT_STEP.reset(token)
             outputs = self._store_outputs(node, result)
+        except StepWaiting as waiting:
+            self._tracking.end_run(run.id, RunStatus.FINISHED)
+            self._update_step(
+                execution_id,
+                node.name,
+                status="waiting",
+                started_at=waiting_since or started,  # when the wait began, kept across resumes
+                error=str(waiting) or None,
+            )
+            return _Outcome(False, {}, run.id, waiting=True)
         except Exception as err:
             self._tracking.end_run(run.id, RunStatus.FAILED)
             self._update_step(
@@ -499,7 +587,7 @@ class PipelineService:
             outputs={k: v.to_dict() for k, v in outputs.items()},
             ended_at=self._ctx.clock.now(),
         )
-        return _Outcome(True, outputs, run.id)
+        return _Outcome(True, outputs, run.id, closed=node.step.gate and result is False)
 
     def _store_outputs(self, node: Node, result: Any) -> dict[str, StoredValue]:
         names = node.step.outputs
@@ -618,6 +706,10 @@ class PipelineService:
                 for s in steps
             ],
         )
+
+
+def _closed_note(gate: str) -> str:
+    return f"Condition {gate!r} was false."
 
 
 def _run_params(key: str, parameters: dict[str, Any], inputs: dict[str, str]) -> dict[str, str]:

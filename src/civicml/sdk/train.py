@@ -9,28 +9,49 @@ and lineage ``dataset version → run``. Register the result with
 ``cm.train.script("train.py", {"train": dv}, target=..., run=run)`` runs your own training
 script in a subprocess under time and memory limits (:func:`civicml.training.script.run_script`,
 docs/script-mode.md) and records its log, exit code and model files on the run.
+
+``cm.train.tune(dataset_version, target=..., space={...}, project=proj)`` searches
+hyperparameters with Optuna (:mod:`civicml.training.tune`, docs/tuning.md): each trial is a
+child run of a parent tuning run that holds the leaderboard.
 """
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import json
 import sys
 import tempfile
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from optuna import TrialPruned
+
 from civicml.core.errors import InvalidInputError
 from civicml.data.schemas import DatasetVersion
-from civicml.sdk.client import RunHandle
+from civicml.sdk.client import ModelsHandle, ProjectHandle, RunHandle
 from civicml.sdk.datasets import DatasetsHandle
 from civicml.tracking.schemas import RunStatus
 from civicml.training import TabularModel, fit_tabular
 from civicml.training.script import ScriptFailedError, run_script
+from civicml.training.tune import (
+    Param,
+    TrialContext,
+    TuningResult,
+    categorical,
+    check_metric,
+    default_direction,
+    default_metric,
+    float_range,
+    int_range,
+    leaderboard,
+    lightgbm_curve,
+    run_study,
+)
 
-__all__ = ["ScriptTrainedModel", "TrainedModel", "script", "tabular"]
+__all__ = ["ScriptTrainedModel", "TrainedModel", "TuningResult", "script", "tabular", "tune"]
 
 MODEL_PATH = "model"
 LOG_PATH = "logs/train.log"
@@ -272,6 +293,285 @@ def script(
         duration_s=result.duration_s,
         input_signature=result.signature,
     )
+
+
+LEADERBOARD_PATH = "tuning/leaderboard.json"
+
+
+class _Tune:
+    """``cm.train.tune(...)``, with search-space helpers ``.int``, ``.float``, ``.categorical``."""
+
+    int = staticmethod(int_range)
+    float = staticmethod(float_range)
+    categorical = staticmethod(categorical)
+
+    def __repr__(self) -> str:
+        return "<cm.train.tune>"
+
+    def __call__(
+        self,
+        dataset: DatasetVersion,
+        *,
+        target: str,
+        space: Mapping[str, Param],
+        project: ProjectHandle | None = None,
+        run: RunHandle | None = None,
+        experiment: str = "tuning",
+        algorithm: str = "lightgbm",
+        metric: str | None = None,
+        direction: Literal["maximize", "minimize"] | None = None,
+        strategy: Literal["random", "grid", "tpe", "hyperband"] = "tpe",
+        max_trials: builtins.int = 20,
+        max_parallel: builtins.int = 1,
+        time_budget_s: builtins.float | None = None,
+        early_stopping: Literal["median"] | None = None,
+        warm_start: str | None = None,
+        register: str | None = None,
+        task: Literal["auto", "classification", "regression"] = "auto",
+        params: dict[str, Any] | None = None,
+        features: list[str] | None = None,
+        validation_fraction: builtins.float = 0.2,
+        seed: builtins.int = 0,
+    ) -> TuningResult:
+        """Search hyperparameters of a built-in algorithm; every trial is a child run.
+
+        A parent run (``run``, or a new one in ``experiment`` of ``project``) gets the tuning's
+        settings, the best trial's params and metric, and the leaderboard
+        (``tuning/leaderboard.json``). Each trial is ``cm.train.tabular`` on its own run in the
+        same experiment, tagged ``tuning.id`` (the parent run's id), ``tuning.trial`` and
+        ``parent_run_id``. Pruned trials end ``killed`` with tag ``tuning.state=pruned``.
+
+        Args:
+            dataset: The dataset version to train on.
+            target: The column to predict.
+            space: Parameter → ``cm.train.tune.int(lo, hi)``, ``.float(lo, hi, log=True)`` or
+                ``.categorical([...])``; merged over ``params`` for each trial.
+            project: The project whose ``experiment`` gets the runs (or give ``run``).
+            run: An open run to use as the parent (it is not ended here).
+            experiment: Experiment of the parent and trial runs when ``project`` is given.
+            algorithm: ``lightgbm``, ``logistic``, ``linear`` or ``random_forest``.
+            metric: A validation metric, ``val_roc_auc``, ``val_rmse``, … (default
+                ``val_roc_auc`` for classification, ``val_rmse`` for regression).
+            direction: ``maximize`` or ``minimize`` (default from the metric).
+            strategy: ``random``, ``grid`` (categorical and stepped ranges; runs the whole grid
+                up to ``max_trials``), ``tpe`` (Bayesian) or ``hyperband`` (TPE + Hyperband).
+            max_trials: Most trials to run.
+            max_parallel: Trials at once, in threads.
+            time_budget_s: No new trial starts after this many seconds.
+            early_stopping: ``"median"`` stops a trial whose intermediate metric is worse than
+                the median of earlier trials at the same boosting round (LightGBM only).
+            warm_start: The id of an earlier tuning (its parent run): its best trials (up to 3)
+                are evaluated first.
+            register: Register the best trial's model under this name.
+            task, params, features, validation_fraction, seed: As in ``cm.train.tabular``.
+
+        Returns:
+            The :class:`~civicml.training.tune.TuningResult`.
+
+        Example:
+            >>> result = cm.train.tune(raw, target="eligible", project=proj,  # doctest: +SKIP
+            ...     space={"num_leaves": cm.train.tune.int(8, 64)}, max_trials=10)
+        """
+        return _tune(**locals())
+
+
+tune = _Tune()
+
+
+def _tune(self: _Tune, **kw: Any) -> TuningResult:
+    dataset: DatasetVersion = kw["dataset"]
+    if not isinstance(dataset, DatasetVersion):
+        raise InvalidInputError(
+            f"cm.train.tune needs a dataset version, not {type(dataset).__name__}.",
+            hint="Pass proj.datasets.ingest(...) or proj.datasets.version(name).",
+        )
+    project: ProjectHandle | None = kw["project"]
+    given: RunHandle | None = kw["run"]
+    if (project is None) == (given is None):
+        raise InvalidInputError(
+            "cm.train.tune needs exactly one of project= (a new parent run) or run= (yours).",
+            hint='Pass project=ml.project("benefits").',
+        )
+    backend = given._backend if given is not None else project._backend  # type: ignore[union-attr]
+    frame = DatasetsHandle(backend, dataset.project).to_pandas(dataset)
+    algorithm: str = kw["algorithm"]
+    target: str = kw["target"]
+    metric = "val_" + check_metric(kw["metric"] or default_metric(frame, target, kw["task"]))
+    direction = kw["direction"] or default_direction(metric)
+    parent = given or project.start_run(experiment=kw["experiment"])  # type: ignore[union-attr]
+    info = parent.info
+    warm = _warm_start(backend, kw["warm_start"], kw["max_trials"])
+    space: Mapping[str, Param] = kw["space"]
+    parent.log_input(dataset)
+    parent.log_params(
+        {
+            "tuning.algorithm": algorithm,
+            "tuning.metric": metric,
+            "tuning.direction": direction,
+            "tuning.strategy": kw["strategy"],
+            "tuning.max_trials": kw["max_trials"],
+            "tuning.max_parallel": kw["max_parallel"],
+            "tuning.early_stopping": kw["early_stopping"] or "none",
+            "tuning.space": json.dumps({k: _describe(v) for k, v in space.items()}),
+        }
+    )
+    parent.set_tags({"tuning.id": parent.id, "tuning.role": "parent"})
+    if kw["warm_start"]:
+        parent.set_tag("tuning.warm_start", kw["warm_start"])
+    probe = algorithm == "lightgbm" and (
+        kw["early_stopping"] == "median" or kw["strategy"] == "hyperband"
+    )
+    trained: dict[builtins.int, TrainedModel] = {}
+
+    def objective(ctx: TrialContext) -> builtins.float:
+        record = backend.create_run(
+            info.project,
+            info.experiment,
+            f"{info.name}-trial-{ctx.number}",
+            None,
+            {
+                "tuning.id": parent.id,
+                "tuning.trial": ctx.number,
+                "tuning.role": "trial",
+                "parent_run_id": parent.id,
+            },
+        )
+        child = RunHandle(backend, record)
+        ctx.run_id = child.id
+        merged = {**(kw["params"] or {}), **ctx.params}
+        try:
+            if probe:
+                lightgbm_curve(
+                    frame,
+                    target,
+                    metric=metric,
+                    report=lambda step, value: _report(child, ctx, metric, step, value),
+                    task=kw["task"],
+                    params=merged,
+                    features=kw["features"],
+                    validation_fraction=kw["validation_fraction"],
+                    seed=kw["seed"],
+                )
+            model = tabular(
+                dataset,
+                target=target,
+                run=child,
+                algorithm=algorithm,
+                task=kw["task"],
+                params=merged,
+                features=kw["features"],
+                validation_fraction=kw["validation_fraction"],
+                seed=kw["seed"],
+            )
+        except TrialPruned as pruned:
+            child.set_tags({"tuning.state": "pruned", "tuning.pruned": str(pruned)})
+            child.end(RunStatus.KILLED)
+            raise
+        except BaseException:
+            child.set_tag("tuning.state", "failed")
+            child.end(RunStatus.FAILED)
+            raise
+        if metric not in model.metrics:
+            child.end(RunStatus.FAILED)
+            raise InvalidInputError(
+                f"Trial {ctx.number} has no metric {metric!r}; it has "
+                + ", ".join(sorted(model.metrics))
+                + ".",
+                hint="Pick one of those as metric=.",
+            )
+        child.set_tag("tuning.state", "complete")
+        child.end(RunStatus.FINISHED)
+        trained[ctx.number] = model
+        return model.metrics[metric]
+
+    try:
+        result = run_study(
+            objective,
+            space=space,
+            tuning_id=parent.id,
+            metric=metric,
+            direction=direction,
+            strategy=kw["strategy"],
+            max_trials=kw["max_trials"],
+            max_parallel=kw["max_parallel"],
+            time_budget_s=kw["time_budget_s"],
+            early_stopping=kw["early_stopping"],
+            warm_start=warm,
+            seed=kw["seed"],
+        )
+    except BaseException:
+        if given is None:
+            parent.end(RunStatus.FAILED)
+        raise
+    rows = leaderboard(result.trials, direction)
+    parent.log_text(
+        json.dumps(
+            {
+                "tuning_id": parent.id,
+                "metric": metric,
+                "direction": direction,
+                "strategy": kw["strategy"],
+                "stopped": result.stopped,
+                "best_trial": result.best_trial,
+                "best_params": result.best_params,
+                "best_value": result.best_value,
+                "rows": rows,
+            },
+            indent=2,
+            default=str,
+        ),
+        LEADERBOARD_PATH,
+    )
+    parent.log_params({f"best.{k}": v for k, v in sorted(result.best_params.items())})
+    parent.log_metrics(
+        {
+            f"best_{metric}": result.best_value,
+            "tuning.trials_complete": sum(t.state == "complete" for t in result.trials),
+            "tuning.trials_pruned": sum(t.state == "pruned" for t in result.trials),
+        }
+    )
+    parent.set_tags(
+        {
+            "tuning.best_run_id": result.best_run_id or "",
+            "tuning.best_trial": result.best_trial,
+            "tuning.stopped": result.stopped,
+        }
+    )
+    version = None
+    if kw["register"]:
+        best = trained[result.best_trial]
+        version = ModelsHandle(backend, info.project).register(kw["register"], best)
+    if given is None:
+        parent.end(RunStatus.FINISHED)
+    return replace(result, model_version=version)
+
+
+def _report(
+    child: RunHandle, ctx: TrialContext, metric: str, step: builtins.int, value: builtins.float
+) -> None:
+    child.log_metric(metric, value, step=step)
+    ctx.report(step, value)
+
+
+def _describe(param: Param) -> dict[str, Any]:
+    return {"type": type(param).__name__, **asdict(param)}
+
+
+def _warm_start(
+    backend: Any, tuning_id: str | None, max_trials: builtins.int
+) -> list[dict[str, Any]]:
+    if not tuning_id:
+        return []
+    try:
+        board = json.loads(backend.read_artifact(tuning_id, LEADERBOARD_PATH))
+    except Exception as err:
+        raise InvalidInputError(
+            f"warm_start={tuning_id!r} is not a finished tuning: it has no {LEADERBOARD_PATH}.",
+            hint="Pass the tuning_id of an earlier cm.train.tune result (result.tuning_id).",
+        ) from err
+    rows = [r for r in board["rows"] if r["state"] == "complete"][: min(3, max_trials)]
+    meta = {"rank", "trial", "state", "value", "run_id", "duration_s", "last_step"}
+    return [{k: v for k, v in r.items() if k not in meta} for r in rows]
 
 
 def _interactive(echo: bool | None) -> bool:

@@ -9,6 +9,8 @@ The ``Literal`` types ``Task`` (:mod:`civicml.training.model`) and ``ColumnType`
 (:mod:`civicml.training._signature`) name the task and signature column types.
 ``run_script(script, channels, workdir=...)`` runs a user's own training script in a subprocess
 under time and memory limits (script mode, :mod:`civicml.training.script`).
+``run_study(objective, space=...)`` searches hyperparameters with an in-memory Optuna study and
+returns a :class:`TuningResult` (:mod:`civicml.training.tune`).
 This package is a pure library: datasets, runs and the registry are wired to it elsewhere.
 """
 
@@ -28,6 +30,7 @@ from civicml.training.tabular import (
     fit_tabular,
     train_validation_split,
 )
+from civicml.training.tune import TrialRecord, TuningResult, run_study
 
 __all__ = [
     "ALGORITHMS",
@@ -39,9 +42,12 @@ __all__ = [
     "ScriptResult",
     "SignatureColumn",
     "TabularModel",
+    "TrialRecord",
+    "TuningResult",
     "UnsafeModelFormatError",
     "convert_legacy_bundle",
     "fit_tabular",
     "run_script",
+    "run_study",
     "train_validation_split",
 ]

@@ -1,0 +1,504 @@
+"""Hyperparameter tuning of the built-in algorithms with Optuna.
+
+A search space maps estimator parameters to ranges (:func:`int_range`, :func:`float_range`,
+:func:`categorical`). :func:`run_study` drives an in-memory Optuna study — samplers ``random``,
+``grid``, ``tpe``; ``hyperband`` is TPE sampling with Hyperband pruning — over an objective the
+caller gives (the SDK's ``cm.train.tune`` makes each trial a run), and returns a
+:class:`TuningResult` with the leaderboard.
+
+Early stopping needs intermediate values. :func:`lightgbm_curve` fits LightGBM exactly as
+:func:`~civicml.training.fit_tabular` does (same split, preprocessing and parameters) and reports
+the validation metric every few boosting rounds through a LightGBM callback, so a pruner can stop
+a bad trial part-way. The other algorithms have no intermediate values: median stopping and
+Hyperband do not apply to them and every trial runs to the end.
+
+Optuna's storage stays in memory: no study database is written. This package is a pure library;
+runs and the registry are wired in :mod:`civicml.sdk.train`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import optuna
+import pandas as pd  # type: ignore[import-untyped]
+
+from civicml.core.errors import InvalidInputError, closest
+from civicml.training._metrics import classification_metrics, regression_metrics
+from civicml.training._preprocess import build_preprocessor
+from civicml.training._signature import conform, infer_signature
+from civicml.training.tabular import (
+    ALGORITHMS,
+    _estimator,
+    _features,
+    _labels,
+    _resolve_task,
+    train_validation_split,
+)
+
+__all__ = [
+    "STRATEGIES",
+    "CategoricalParam",
+    "FloatParam",
+    "IntParam",
+    "TrialRecord",
+    "TuningResult",
+    "categorical",
+    "default_direction",
+    "default_metric",
+    "float_range",
+    "int_range",
+    "lightgbm_curve",
+    "run_study",
+]
+
+Strategy = Literal["random", "grid", "tpe", "hyperband"]
+Direction = Literal["maximize", "minimize"]
+STRATEGIES: tuple[str, ...] = ("random", "grid", "tpe", "hyperband")
+#: Metrics where lower is better; every other validation metric is maximised by default.
+LOWER_IS_BETTER = frozenset({"log_loss", "rmse", "mae"})
+KNOWN_METRICS = frozenset({"accuracy", "precision", "recall", "f1", "roc_auc", "log_loss"}) | {
+    "rmse",
+    "mae",
+    "r2",
+}
+#: Trials that complete before the median rule may stop another one (SageMaker and Katib wait too).
+MEDIAN_STARTUP_TRIALS = 3
+
+
+@dataclass(frozen=True, slots=True)
+class IntParam:
+    """An integer range ``[low, high]`` (inclusive), stepped or log-scaled."""
+
+    low: int
+    high: int
+    step: int = 1
+    log: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class FloatParam:
+    """A float range ``[low, high]``, optionally stepped or log-scaled."""
+
+    low: float
+    high: float
+    step: float | None = None
+    log: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CategoricalParam:
+    """A choice among values (numbers, strings, booleans or ``None``)."""
+
+    choices: tuple[Any, ...]
+
+
+Param = IntParam | FloatParam | CategoricalParam
+
+
+def int_range(low: int, high: int, *, step: int = 1, log: bool = False) -> IntParam:
+    """An integer parameter between ``low`` and ``high`` inclusive (``log=True``: log scale)."""
+    if low > high or step < 1 or (log and (low < 1 or step != 1)):
+        raise InvalidInputError(
+            f"Invalid integer range low={low}, high={high}, step={step}, log={log}.",
+            hint="Need low <= high and step >= 1; a log range needs low >= 1 and step 1.",
+        )
+    return IntParam(int(low), int(high), int(step), log)
+
+
+def float_range(
+    low: float, high: float, *, step: float | None = None, log: bool = False
+) -> FloatParam:
+    """A float parameter between ``low`` and ``high`` (``log=True``: sampled on a log scale)."""
+    if (
+        not low <= high
+        or (log and (low <= 0 or step is not None))
+        or (step is not None and step <= 0)
+    ):
+        raise InvalidInputError(
+            f"Invalid float range low={low}, high={high}, step={step}, log={log}.",
+            hint="Need low <= high; a log range needs low > 0 and no step.",
+        )
+    return FloatParam(float(low), float(high), step, log)
+
+
+def categorical(choices: Sequence[Any]) -> CategoricalParam:
+    """A parameter chosen among ``choices``."""
+    values = tuple(choices)
+    if not values or any(not isinstance(v, str | int | float | bool | type(None)) for v in values):
+        raise InvalidInputError(
+            f"A categorical parameter needs a non-empty list of plain values, not {choices!r}.",
+            hint='For example categorical(["gini", "entropy"]) or categorical([0.1, 1.0, 10.0]).',
+        )
+    return CategoricalParam(values)
+
+
+@dataclass(frozen=True, slots=True)
+class TrialRecord:
+    """One trial: its parameters, final value (``None`` unless complete) and run."""
+
+    number: int
+    params: dict[str, Any]
+    state: str  # complete, pruned, failed
+    value: float | None
+    run_id: str | None
+    duration_s: float
+    last_step: int | None = None  # the last intermediate step reported (boosting round)
+
+
+@dataclass(frozen=True, slots=True)
+class TuningResult:
+    """What a tuning found: the best trial and every trial, ranked in :attr:`leaderboard`."""
+
+    tuning_id: str
+    metric: str
+    direction: str
+    strategy: str
+    best_params: dict[str, Any]
+    best_value: float
+    best_trial: int
+    best_run_id: str | None
+    trials: list[TrialRecord]
+    stopped: str  # max_trials, grid_exhausted or time_budget
+    model_version: Any = None  # the ModelVersion registered with register=..., else None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def leaderboard(self) -> list[dict[str, Any]]:
+        """Completed trials best first, then pruned and failed ones, as table rows."""
+        return leaderboard(self.trials, self.direction)
+
+
+def leaderboard(trials: Sequence[TrialRecord], direction: str) -> list[dict[str, Any]]:
+    """Rows ``rank, trial, state, value, run_id, duration_s, <params>``, best first."""
+    sign = -1.0 if direction == "maximize" else 1.0
+    done = sorted(
+        (t for t in trials if t.state == "complete" and t.value is not None),
+        key=lambda t: (sign * float(t.value or 0.0), t.number),
+    )
+    rest = sorted((t for t in trials if t not in done), key=lambda t: t.number)
+    rows = []
+    for rank, trial in enumerate([*done, *rest], start=1):
+        rows.append(
+            {
+                "rank": rank if trial in done else None,
+                "trial": trial.number,
+                "state": trial.state,
+                "value": trial.value,
+                "run_id": trial.run_id,
+                "duration_s": round(trial.duration_s, 4),
+                "last_step": trial.last_step,
+                **trial.params,
+            }
+        )
+    return rows
+
+
+def default_direction(metric: str) -> Direction:
+    """``minimize`` for ``val_log_loss``, ``val_rmse`` and ``val_mae``; ``maximize`` otherwise."""
+    return "minimize" if metric.removeprefix("val_") in LOWER_IS_BETTER else "maximize"
+
+
+def default_metric(
+    df: pd.DataFrame, target: str, task: Literal["auto", "classification", "regression"]
+) -> str:
+    """``val_roc_auc`` for a classification target, ``val_rmse`` for a regression one."""
+    if target not in df.columns:
+        return "val_roc_auc"  # fit_tabular reports the missing column with its hint
+    resolved = _resolve_task(df[target], target, task)
+    return "val_roc_auc" if resolved == "classification" else "val_rmse"
+
+
+def check_metric(metric: str) -> str:
+    """The metric's key in :attr:`TabularModel.metrics` (``val_roc_auc`` → ``roc_auc``)."""
+    key = metric.removeprefix("val_")
+    if key not in KNOWN_METRICS:
+        known = sorted(f"val_{m}" for m in KNOWN_METRICS)
+        raise InvalidInputError(
+            f"Unknown tuning metric {metric!r}.",
+            hint=closest(metric, known) or "Choose one of: " + ", ".join(known) + ".",
+        )
+    return key
+
+
+class TrialContext:
+    """What an objective gets for one trial: its number, sampled params and a ``report`` hook."""
+
+    def __init__(self, trial: optuna.Trial, params: dict[str, Any]) -> None:
+        self._trial = trial
+        self.number: int = trial.number
+        self.params = params
+        self.last_step: int | None = None
+        self.run_id: str | None = None  # set by the objective once it has started the trial's run
+
+    def report(self, step: int, value: float) -> None:
+        """Report an intermediate value; raises ``optuna.TrialPruned`` when the pruner says stop."""
+        self._trial.report(value, step)
+        self.last_step = step
+        if self._trial.should_prune():
+            raise optuna.TrialPruned(f"Pruned at step {step} with value {value:.6g}.")
+
+
+Objective = Callable[[TrialContext], float]
+
+
+def run_study(
+    objective: Objective,
+    *,
+    space: Mapping[str, Param],
+    tuning_id: str,
+    metric: str,
+    direction: Direction,
+    strategy: str = "tpe",
+    max_trials: int = 20,
+    max_parallel: int = 1,
+    time_budget_s: float | None = None,
+    early_stopping: Literal["median"] | None = None,
+    warm_start: Sequence[Mapping[str, Any]] = (),
+    seed: int = 0,
+) -> TuningResult:
+    """Run an in-memory Optuna study over ``space`` and return every trial.
+
+    ``objective(ctx)`` trains with ``ctx.params``, sets ``ctx.run_id`` and returns the value; it
+    may call ``ctx.report(step, value)`` (raising ``optuna.TrialPruned`` to stop the trial). Trials
+    run in ``max_parallel`` threads. ``warm_start`` parameter sets are evaluated first.
+
+    Raises:
+        InvalidInputError: Unknown strategy, a grid over a continuous range, bad limits, or no
+            trial completed.
+    """
+    _check_limits(space, strategy, max_trials, max_parallel, time_budget_s, early_stopping)
+    if strategy == "grid" and warm_start:
+        raise InvalidInputError(
+            "warm_start does not combine with strategy='grid': a grid has no best-first order.",
+            hint="Use strategy='tpe' or 'random' to continue from an earlier tuning.",
+        )
+    sampler: optuna.samplers.BaseSampler
+    n_trials = max_trials
+    if strategy == "grid":
+        grid = _grid(space)
+        sampler = optuna.samplers.GridSampler(grid, seed=seed)
+        n_trials = min(max_trials, math.prod(len(v) for v in grid.values()))
+    elif strategy == "random":
+        sampler = optuna.samplers.RandomSampler(seed=seed)
+    else:
+        sampler = optuna.samplers.TPESampler(seed=seed)
+    pruner: optuna.pruners.BasePruner = optuna.pruners.NopPruner()
+    if strategy == "hyperband":
+        pruner = optuna.pruners.HyperbandPruner(min_resource=1, reduction_factor=3)
+    elif early_stopping == "median":
+        pruner = optuna.pruners.MedianPruner(n_startup_trials=MEDIAN_STARTUP_TRIALS)
+    study = optuna.create_study(
+        storage=optuna.storages.InMemoryStorage(),
+        sampler=sampler,
+        pruner=pruner,
+        direction=direction,
+        study_name=tuning_id,
+    )
+    for params in warm_start:
+        study.enqueue_trial({k: v for k, v in params.items() if k in space}, skip_if_exists=True)
+    run_ids: dict[int, str | None] = {}
+    durations: dict[int, float] = {}
+    steps: dict[int, int | None] = {}
+
+    def optuna_objective(trial: optuna.Trial) -> float:
+        ctx = TrialContext(trial, _suggest(trial, space))
+        started = time.perf_counter()
+        try:
+            return objective(ctx)
+        finally:
+            run_ids[trial.number] = ctx.run_id
+            durations[trial.number] = time.perf_counter() - started
+            steps[trial.number] = ctx.last_step
+
+    started = time.monotonic()
+    study.optimize(optuna_objective, n_trials=n_trials, timeout=time_budget_s, n_jobs=max_parallel)
+    elapsed = time.monotonic() - started
+    records = [
+        TrialRecord(
+            number=t.number,
+            params=dict(t.params),
+            state=t.state.name.lower().replace("fail", "failed"),
+            value=float(t.value) if t.value is not None else None,
+            run_id=run_ids.get(t.number),
+            duration_s=durations.get(t.number, 0.0),
+            last_step=steps.get(t.number),
+        )
+        for t in study.trials
+        if t.state.is_finished()
+    ]
+    complete = [r for r in records if r.state == "complete"]
+    if not complete:
+        raise InvalidInputError(
+            f"No trial of tuning {tuning_id} completed ({len(records)} started).",
+            hint="Give more trials or time (max_trials, time_budget_s), or disable early_stopping.",
+        )
+    best = study.best_trial
+    if strategy == "grid" and len(records) >= n_trials and n_trials < max_trials:
+        stopped = "grid_exhausted"
+    elif len(records) < n_trials and time_budget_s is not None and elapsed >= time_budget_s:
+        stopped = "time_budget"
+    else:
+        stopped = "max_trials"
+    return TuningResult(
+        tuning_id=tuning_id,
+        metric=metric,
+        direction=direction,
+        strategy=strategy,
+        best_params=dict(best.params),
+        best_value=float(best.value) if best.value is not None else math.nan,
+        best_trial=best.number,
+        best_run_id=run_ids.get(best.number),
+        trials=records,
+        stopped=stopped,
+    )
+
+
+def lightgbm_curve(
+    df: pd.DataFrame,
+    target: str,
+    *,
+    metric: str,
+    report: Callable[[int, float], None],
+    task: Literal["auto", "classification", "regression"] = "auto",
+    params: dict[str, Any] | None = None,
+    features: list[str] | None = None,
+    validation_fraction: float = 0.2,
+    seed: int = 0,
+    every: int | None = None,
+) -> float:
+    """Fit LightGBM as :func:`fit_tabular` does, reporting the validation ``metric`` as it boosts.
+
+    ``report(round, value)`` is called every ``every`` boosting rounds (default: a tenth of
+    ``n_estimators``) and after the last; it may raise to stop training (a pruned trial).
+
+    Returns:
+        The metric after the last round.
+    """
+    key = check_metric(metric)
+    spec = ALGORITHMS["lightgbm"]
+    columns = _features(df, target, features)
+    resolved = _resolve_task(df[target], target, task)
+    effective = {**spec.defaults(seed), **(params or {})}
+    estimator = _estimator(spec, "lightgbm", resolved, effective)
+    signature = infer_signature(df, columns)
+    train, valid = train_validation_split(
+        df[[*columns, target]],
+        target,
+        task=resolved,
+        validation_fraction=validation_fraction,
+        seed=seed,
+    )
+    preprocess = build_preprocessor(signature, linear=False)
+    x_train = preprocess.fit_transform(conform(train[columns], signature))
+    x_valid = preprocess.transform(conform(valid[columns], signature))
+    y_train, y_valid = _labels(train[target], resolved), _labels(valid[target], resolved)
+    classes = np.unique(y_train).tolist() if resolved == "classification" else []
+    rounds = int(effective["n_estimators"])
+    interval = every or max(1, rounds // 10)
+    last = {"value": math.nan}
+
+    def score(iteration: int, booster: Any) -> float:
+        raw = np.asarray(booster.predict(x_valid, num_iteration=iteration))
+        if resolved == "regression":
+            return float(regression_metrics(y_valid, raw)[key])
+        proba = np.column_stack([1.0 - raw, raw]) if raw.ndim == 1 else raw
+        predicted = np.asarray(classes, dtype=object)[proba.argmax(axis=1)]
+        if pd.api.types.is_bool_dtype(y_valid.dtype) or y_valid.dtype.kind in "iuf":
+            predicted = predicted.astype(y_valid.dtype)
+        metrics, _ = classification_metrics(y_valid, predicted, proba, classes)
+        return float(metrics.get(key, math.nan))
+
+    def callback(env: Any) -> None:
+        iteration = env.iteration + 1
+        if iteration % interval and iteration != env.end_iteration:
+            return
+        last["value"] = score(iteration, env.model)
+        report(iteration, last["value"])
+
+    estimator.fit(x_train, y_train, callbacks=[callback])
+    return last["value"]
+
+
+def _suggest(trial: optuna.Trial, space: Mapping[str, Param]) -> dict[str, Any]:
+    params: dict[str, Any] = {}
+    for name, spec in space.items():
+        if isinstance(spec, IntParam):
+            params[name] = trial.suggest_int(
+                name, spec.low, spec.high, step=spec.step, log=spec.log
+            )
+        elif isinstance(spec, FloatParam):
+            params[name] = trial.suggest_float(
+                name, spec.low, spec.high, step=spec.step, log=spec.log
+            )
+        else:
+            params[name] = trial.suggest_categorical(name, list(spec.choices))
+    return params
+
+
+def _grid(space: Mapping[str, Param]) -> dict[str, list[Any]]:
+    grid: dict[str, list[Any]] = {}
+    for name, spec in space.items():
+        if isinstance(spec, CategoricalParam):
+            grid[name] = list(spec.choices)
+        elif isinstance(spec, IntParam) and not spec.log:
+            grid[name] = list(range(spec.low, spec.high + 1, spec.step))
+        elif isinstance(spec, FloatParam) and spec.step is not None and not spec.log:
+            count = round((spec.high - spec.low) / spec.step) + 1
+            grid[name] = [round(spec.low + i * spec.step, 12) for i in range(count)]
+        else:
+            raise InvalidInputError(
+                f"Parameter {name!r} is a continuous or log range; a grid needs finite values.",
+                hint="Use categorical([...]), an integer range, or float_range(..., step=...).",
+            )
+    return grid
+
+
+def _check_limits(
+    space: Mapping[str, Param],
+    strategy: str,
+    max_trials: int,
+    max_parallel: int,
+    time_budget_s: float | None,
+    early_stopping: str | None,
+) -> None:
+    if strategy not in STRATEGIES:
+        raise InvalidInputError(
+            f"Unknown tuning strategy {strategy!r}.",
+            hint=closest(strategy, STRATEGIES) or "Choose one of: " + ", ".join(STRATEGIES) + ".",
+        )
+    if not space:
+        raise InvalidInputError(
+            "The search space is empty.",
+            hint='Give space={"num_leaves": cm.train.tune.int(8, 64)}.',
+        )
+    wrong = [
+        k for k, v in space.items() if not isinstance(v, IntParam | FloatParam | CategoricalParam)
+    ]
+    if wrong:
+        raise InvalidInputError(
+            f"Search space entry {wrong[0]!r} is not a range or a list of choices.",
+            hint="Use cm.train.tune.int(...), cm.train.tune.float(...) or "
+            "cm.train.tune.categorical([...]).",
+        )
+    if max_trials < 1 or max_parallel < 1:
+        raise InvalidInputError(
+            f"max_trials ({max_trials}) and max_parallel ({max_parallel}) must be at least 1."
+        )
+    if time_budget_s is not None and time_budget_s <= 0:
+        raise InvalidInputError(f"time_budget_s must be positive, not {time_budget_s}.")
+    if early_stopping not in (None, "median"):
+        raise InvalidInputError(
+            f"Unknown early_stopping {early_stopping!r}.",
+            hint="Use 'median' or None; strategy='hyperband' brings its own early stopping.",
+        )
+    if strategy == "hyperband" and early_stopping is not None:
+        raise InvalidInputError(
+            "strategy='hyperband' stops trials early by itself; early_stopping must be None.",
+            hint="Drop early_stopping, or use strategy='tpe' with early_stopping='median'.",
+        )
