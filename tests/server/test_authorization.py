@@ -29,7 +29,10 @@ from civicml.core.permissions import (
 )
 from civicml.core.settings import Settings
 from civicml.governance.schemas import TokenCreate
+from civicml.pipelines import pipeline, step
+from civicml.pipelines.service import PipelineService
 from civicml.sdk.client import connect
+from civicml.sdk.embedded import open_context
 from civicml.server import create_app
 from tests.evaluation.helpers import DATASET, FEATURES, LABEL, MODEL, frame, publish
 from tests.server.helpers import API, isolated_settings
@@ -37,6 +40,18 @@ from tests.server.helpers import serve as serve_app
 from tests.server.test_auth import bearer, mint
 
 P, Q = "p", "q"
+
+
+@step(name="double")
+def _double(x: int) -> int:
+    return 2 * x
+
+
+@pipeline(name="authz-pipe")
+def _authz_pipe(x: int = 2) -> None:
+    _double(_double(x))
+
+
 M = f"{API}/projects/{{p}}/models/{MODEL}"
 V1 = f"{M}/versions/1"
 
@@ -596,6 +611,31 @@ OPS: list[Op] = [
         "evaluations.read",
         f"{API}/evaluations/{{evaluation}}/json",
     ),
+    # Pipeline executions (run embedded where the code is; the server reads and cancels)
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/pipelines/executions",
+        "experiments.read",
+        f"{API}/projects/{{p}}/pipelines/executions",
+    ),
+    Op(
+        "GET",
+        "/api/v1/pipelines/executions/{execution_id}",
+        "experiments.read",
+        f"{API}/pipelines/executions/{{execution}}",
+    ),
+    Op(
+        "GET",
+        "/api/v1/pipelines/executions/{execution_id}/graph.html",
+        "experiments.read",
+        f"{API}/pipelines/executions/{{execution}}/graph.html",
+    ),
+    Op(  # the execution has succeeded: an allowed caller is told 409, not 403/404
+        "POST",
+        "/api/v1/pipelines/executions/{execution_id}/cancel",
+        "experiments.write",
+        f"{API}/pipelines/executions/{{execution}}/cancel",
+    ),
     # Endpoints
     Op(
         "POST",
@@ -716,6 +756,13 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[World, dic
         ml = connect(url, token=root)
         for project in (P, Q):
             _build(world, ml, project)
+        ctx = open_context(settings, Principal(user="root", roles=frozenset({ADMIN_ROLE})))
+        try:  # a pipeline runs where its code is: embedded, on the server's home
+            for project in (P, Q):
+                done = PipelineService(ctx).run(_authz_pipe, project=project)
+                world.ids[project]["execution"] = done.id
+        finally:
+            ctx.db.close()
         # v1 of p: approved by the second admin (the registrar may not), aliased, deployed
         # with capture on and invoked, so its captured requests can become a dataset.
         approve = http.post(
@@ -810,6 +857,7 @@ def test_every_role_through_every_operation(world: tuple[World, dict[str, str]])
                     and "{live}" not in op.path
                     and "{report}" not in op.path
                     and "{evaluation}" not in op.path
+                    and "{execution}" not in op.path
                     and "{run}" not in op.path
                     and op.params != {"project": P}
                 ):

@@ -156,6 +156,12 @@ class CivicMLGroup(LazyGroup):
         "models": LazyCommand(
             "civicml.cli.models", "models_app", "Model registry: versions, approval, aliases."
         ),
+        "pipelines": LazyCommand(
+            "civicml.cli.pipelines",
+            "pipelines_app",
+            "Pipelines: run @cm.pipeline functions, list and show executions, retry, cancel, "
+            "graph.",
+        ),
         "cards": LazyCommand(
             "civicml.cli.cards",
             "cards_app",

@@ -80,6 +80,10 @@ class Execution(_Schema):
     ended_at: datetime | None = Field(default=None, description="When it ended (UTC).")
     created_by: str = Field(description="Who started it.")
     steps: list[StepExecution] = Field(description="Its steps in topological order.")
+    edges: list[tuple[str, str]] = Field(
+        default_factory=list,
+        description="The graph's edges: (upstream step, downstream step) pairs.",
+    )
 
     def step(self, name: str) -> StepExecution:
         """The step execution called ``name``."""

@@ -630,6 +630,55 @@ class PipelineService:
                 return row.execution_id, outputs, row.run_id
         return None
 
+    def cancel(self, execution_id: str) -> Execution:
+        """Mark a ``running`` or ``waiting`` execution ``cancelled``: its pending, running and
+        waiting steps become ``skipped`` ("cancelled"). :meth:`retry` resumes it later.
+
+        Cancelling records the decision: a process still running the execution's steps is not
+        interrupted from here (a waiting execution has none running).
+
+        Raises:
+            ConflictError: The execution has already ended.
+            PermissionDeniedError: The caller lacks ``experiments.write`` on the project.
+        """
+        current = self._load(execution_id, "experiments.write")
+        if current.status not in (ExecutionStatus.RUNNING, ExecutionStatus.WAITING):
+            raise ConflictError(
+                f"Pipeline execution {execution_id} is {current.status.value}; only running "
+                "or waiting executions can be cancelled.",
+                hint="Nothing to cancel: it has ended.",
+            )
+        open_steps = sorted(
+            s.step
+            for s in current.steps
+            if s.status in (StepStatus.PENDING, StepStatus.RUNNING, StepStatus.WAITING)
+        )
+        with self._ctx.db.write() as uow:
+            uow.conn.execute(
+                update(pipeline_executions)
+                .where(pipeline_executions.c.id == execution_id)
+                .values(status=ExecutionStatus.CANCELLED.value, ended_at=self._ctx.clock.now())
+            )
+            if open_steps:
+                uow.conn.execute(
+                    update(step_executions)
+                    .where(
+                        step_executions.c.execution_id == execution_id,
+                        step_executions.c.step.in_(open_steps),
+                    )
+                    .values(status=StepStatus.SKIPPED.value, error="cancelled")
+                )
+            self._audit.record(
+                uow,
+                "pipeline.execution.cancelled",
+                "pipeline_execution",
+                execution_id,
+                project=current.project,
+                before={"status": current.status.value},
+                after={"status": "cancelled", "steps": open_steps},
+            )
+        return self._load(execution_id)
+
     # Reading --------------------------------------------------------------------------------
     def get(self, execution_id: str) -> Execution:
         """One execution with its steps.
@@ -638,6 +687,17 @@ class PipelineService:
             NotFoundError: No such execution, or the caller may not read its project.
         """
         return self._load(execution_id, "experiments.read")
+
+    def graph_html(self, execution_id: str) -> str:
+        """The execution's graph as a self-contained HTML page: each step's status, duration
+        and cache hit (inline SVG and CSS; no scripts, nothing fetched).
+
+        Raises:
+            NotFoundError: No such execution, or the caller may not read its project.
+        """
+        from civicml.pipelines.graph_html import render_graph
+
+        return render_graph(self.get(execution_id))
 
     def list(self, project: str, *, pipeline: str | None = None) -> builtins.list[Execution]:
         """The executions in ``project`` (of one pipeline when named), newest first."""
@@ -662,6 +722,7 @@ class PipelineService:
                     pe,
                     pipelines.c.name.label("pipeline_name"),
                     pipelines.c.version,
+                    pipelines.c.graph,
                     projects.c.name.label("project_name"),
                 )
                 .join(pipelines, pipelines.c.id == pe.c.pipeline_id)
@@ -690,6 +751,7 @@ class PipelineService:
             started_at=row.started_at,
             ended_at=row.ended_at,
             created_by=row.created_by,
+            edges=_edges(row.graph),
             steps=[
                 StepExecution(
                     step=s.step,
@@ -706,6 +768,17 @@ class PipelineService:
                 for s in steps
             ],
         )
+
+
+def _edges(graph: Mapping[str, Any] | None) -> builtins.list[tuple[str, str]]:
+    """The (upstream, downstream) step pairs of a stored graph description."""
+    found: set[tuple[str, str]] = set()
+    for node in (graph or {}).get("steps", []):
+        for spec in node.get("inputs", {}).values():
+            if isinstance(spec, dict) and "ref" in spec:
+                found.add((str(spec["ref"]), str(node["name"])))
+    order = {node["name"]: i for i, node in enumerate((graph or {}).get("steps", []))}
+    return sorted(found, key=lambda e: (order.get(e[0], 0), order.get(e[1], 0)))
 
 
 def _closed_note(gate: str) -> str:

@@ -1,8 +1,10 @@
-"""``ml.pipelines``: run ``@cm.pipeline`` functions on the embedded platform.
+"""``ml.pipelines``: run ``@cm.pipeline`` functions on the embedded platform, read executions
+anywhere.
 
 A pipeline's steps are Python functions of the calling process, so they run where the client
-runs: against a remote server there is nothing to send them to yet (REST and CLI for pipelines
-come with a worker that can import the user's code).
+runs: against a remote server there is nothing to send them to, and ``run`` and ``retry`` need
+the embedded platform. Reading executions, their HTML graph and cancelling work remotely too,
+through ``/api/v1/pipelines/executions``.
 """
 
 from __future__ import annotations
@@ -10,6 +12,9 @@ from __future__ import annotations
 import builtins
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import quote
+
+from pydantic import TypeAdapter
 
 from civicml.core.errors import ConfigurationError
 from civicml.pipelines.dsl import BoundPipeline, Pipeline
@@ -17,9 +22,11 @@ from civicml.pipelines.schemas import Execution
 
 __all__ = ["PipelinesHandle"]
 
+_EXECUTIONS: TypeAdapter[list[Execution]] = TypeAdapter(list[Execution])
+
 
 class PipelinesHandle:
-    """Run, retry, show and list pipeline executions (embedded backend)."""
+    """Run and retry pipelines (embedded backend); get, list, cancel executions (either)."""
 
     def __init__(self, backend: Any) -> None:
         self._backend = backend
@@ -58,8 +65,31 @@ class PipelinesHandle:
 
     def get(self, execution_id: str) -> Execution:
         """One execution with its steps and their cache keys."""
+        if self._backend.remote:
+            return Execution.model_validate(self._backend._json("GET", _path(execution_id)))
         return self._service().get(execution_id)  # type: ignore[no-any-return]
 
     def list(self, project: str, *, pipeline: str | None = None) -> builtins.list[Execution]:
         """The executions in ``project``, newest first."""
+        if self._backend.remote:
+            path = f"/api/v1/projects/{quote(project, safe='')}/pipelines/executions"
+            params = {} if pipeline is None else {"pipeline": pipeline}
+            return _EXECUTIONS.validate_python(self._backend._json("GET", path, params=params))
         return builtins.list(self._service().list(project, pipeline=pipeline))
+
+    def cancel(self, execution_id: str) -> Execution:
+        """Mark a running or waiting execution cancelled (``retry`` resumes it)."""
+        if self._backend.remote:
+            data = self._backend._json("POST", f"{_path(execution_id)}/cancel", json_body={})
+            return Execution.model_validate(data)
+        return self._service().cancel(execution_id)  # type: ignore[no-any-return]
+
+    def graph_html(self, execution_id: str) -> str:
+        """The execution's graph as a self-contained HTML page (status, duration, cache hit)."""
+        if self._backend.remote:
+            return str(self._backend.call("GET", f"{_path(execution_id)}/graph.html").text)
+        return self._service().graph_html(execution_id)  # type: ignore[no-any-return]
+
+
+def _path(execution_id: str) -> str:
+    return f"/api/v1/pipelines/executions/{quote(execution_id, safe='')}"
