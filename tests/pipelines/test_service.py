@@ -328,3 +328,42 @@ def test_run_retry_and_cache_on_sqlite_and_postgresql(any_ctx: Context) -> None:
     again = service.run(toy, project=PROJECT)
     assert set(statuses(again).values()) == {"cached"}
     assert again.step("fit").cached_from == failed.id
+
+
+def test_a_cancel_during_a_run_starts_no_further_step_and_stands(
+    service: PipelineService, ctx: Context
+) -> None:
+    started, release = threading.Event(), threading.Event()
+    ran: list[str] = []
+
+    @cm.step(cache=False)
+    def slow() -> int:
+        started.set()
+        assert release.wait(30)  # a bound on the test, not a timing assertion
+        ran.append("slow")
+        return 1
+
+    @cm.step(cache=False)
+    def after(x: int) -> int:
+        ran.append("after")
+        return x + 1
+
+    @cm.pipeline(name="cancelled-midway")
+    def midway() -> None:
+        after(slow())
+
+    result: dict[str, Execution] = {}
+    worker = threading.Thread(
+        target=lambda: result.update(done=service.run(midway, project=PROJECT))
+    )
+    worker.start()
+    assert started.wait(30)
+    [running] = service.list(PROJECT, pipeline="cancelled-midway")
+    PipelineService(ctx).cancel(running.id)  # as the CLI or REST would, from elsewhere
+    release.set()
+    worker.join(30)
+
+    final = service.get(running.id)
+    assert final.status is ExecutionStatus.CANCELLED  # the finishing run did not overwrite it
+    assert ran == ["slow"] and statuses(final)["after"] == "skipped"
+    assert result["done"].status is ExecutionStatus.CANCELLED

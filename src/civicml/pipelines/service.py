@@ -326,8 +326,12 @@ class PipelineService:
         try:
             with ThreadPoolExecutor(self._max_workers, thread_name_prefix="civicml-step") as pool:
                 futures: dict[Future[_Outcome], str] = {}
+                cancelled = False
                 while True:
-                    for name in todo:
+                    # A cancel from elsewhere (CLI, REST) is honoured before any further step
+                    # starts; the steps already running finish.
+                    cancelled = cancelled or self._status(execution_id) == "cancelled"
+                    for name in [] if cancelled else todo:
                         node = graph.nodes[name]
                         if name in submitted or name in skipped:
                             continue
@@ -379,12 +383,20 @@ class PipelineService:
             self._set_steps(execution_id, left, StepStatus.SKIPPED, "cancelled")
             self._finish(proj, execution_id, ExecutionStatus.CANCELLED, sorted(left))
             raise
+        if cancelled:
+            return  # cancel() ended the execution and skipped what had not run
         if failed:
             self._finish(proj, execution_id, ExecutionStatus.FAILED, sorted(failed))
         elif waiting:
             self._finish(proj, execution_id, ExecutionStatus.WAITING, sorted(waiting))
         else:
             self._finish(proj, execution_id, ExecutionStatus.SUCCEEDED, [])
+
+    def _status(self, execution_id: str) -> str | None:
+        with self._ctx.db.read() as conn:
+            return conn.execute(
+                select(pipeline_executions.c.status).where(pipeline_executions.c.id == execution_id)
+            ).scalar()
 
     def _closed(self, outputs: dict[str, StoredValue]) -> bool:
         """Whether a gate step's output says ``False``."""
@@ -395,11 +407,16 @@ class PipelineService:
         self, proj: Project, execution_id: str, status: ExecutionStatus, steps: list[str]
     ) -> None:
         with self._ctx.db.write() as uow:
-            uow.conn.execute(
+            changed = uow.conn.execute(
                 update(pipeline_executions)
-                .where(pipeline_executions.c.id == execution_id)
+                .where(
+                    pipeline_executions.c.id == execution_id,
+                    pipeline_executions.c.status == ExecutionStatus.RUNNING.value,
+                )
                 .values(status=status.value, ended_at=self._ctx.clock.now())
-            )
+            ).rowcount
+            if not changed:
+                return  # cancelled meanwhile: the cancel was recorded and stands
             self._audit.record(
                 uow,
                 f"pipeline.execution.{status.value}",
