@@ -162,6 +162,11 @@ class CivicMLGroup(LazyGroup):
             "Pipelines: run @cm.pipeline functions, list and show executions, retry, cancel, "
             "graph.",
         ),
+        "tune": LazyCommand(
+            "civicml.cli.tune",
+            "tune_app",
+            "Hyperparameter tuning of a built-in algorithm (Optuna): every trial a run.",
+        ),
         "cards": LazyCommand(
             "civicml.cli.cards",
             "cards_app",
