@@ -49,6 +49,7 @@ from civicml.store.faults import translate_storage_errors
 
 __all__ = [
     "ArtifactStore",
+    "KeyAdministration",
     "KeyReport",
     "KeyUsage",
     "LocalArtifactStore",
@@ -156,7 +157,93 @@ def check_digest(digest: str) -> str:
     return value
 
 
-class LocalArtifactStore:
+class KeyAdministration:
+    """What every artifact store does with its key-encryption keys, on top of three things each
+    store knows how to do itself: name the key that wraps each object's data key
+    (:meth:`_object_key_ids`), re-wrap them (:meth:`rewrap`) and encrypt plaintext objects
+    (:meth:`encrypt_existing`)."""
+
+    keys: KeyProvider | None
+    encrypt: bool
+
+    def _object_key_ids(self) -> Iterator[str | None]:
+        """The id of the key wrapping each stored object's data key (None: plaintext)."""
+        raise NotImplementedError
+
+    def rewrap(self) -> int:
+        raise NotImplementedError
+
+    def encrypt_existing(self) -> int:
+        raise NotImplementedError
+
+    def _provider(self) -> KeyProvider:
+        if self.keys is None:
+            raise ConfigurationError(
+                "This artifact store has no key provider.",
+                hint="Set keys_dir (default $CIVICML_HOME/keys).",
+            )
+        return self.keys
+
+    def key_report(self) -> KeyReport:
+        """Every key-encryption key with how many objects it protects (creates the first key
+        when there is none yet)."""
+        keys = self._provider()
+        current = keys.current_key_id()
+        held = keys.key_ids()
+        counts: dict[str, int] = {}
+        plaintext = 0
+        for key_id in self._object_key_ids():
+            if key_id is None:
+                plaintext += 1
+            else:
+                counts[key_id] = counts.get(key_id, 0) + 1
+        usage = [KeyUsage(k, k == current, counts.pop(k, 0)) for k in held]
+        return KeyReport(
+            encrypt=self.encrypt, keys=usage, plaintext_objects=plaintext, unknown_keys=counts
+        )
+
+    def rotate_keys(self) -> RotationResult:
+        """Make a new key-encryption key current and re-wrap every data key under it; plaintext
+        objects are encrypted too when encryption is on."""
+        keys = self._provider()
+        previous = keys.current_key_id() if keys.key_ids() else None
+        key_id = keys.create_key()
+        rewrapped = self.rewrap()
+        encrypted = self.encrypt_existing() if self.encrypt else 0
+        return RotationResult(
+            key_id=key_id, previous_key_id=previous, rewrapped=rewrapped, encrypted=encrypted
+        )
+
+    def retire_key(self, key_id: str) -> None:
+        """Destroy a key-encryption key that no object uses any more.
+
+        Raises:
+            NotFoundError: The provider has no such key.
+            ConflictError: It is the current key, or objects still use it (409).
+        """
+        keys = self._provider()
+        if key_id not in keys.key_ids():
+            raise NotFoundError(
+                f"Key-encryption key {key_id!r} does not exist.",
+                hint="List the keys with 'civicml keys list'.",
+            )
+        if key_id == keys.current_key_id():
+            raise ConflictError(
+                f"Key-encryption key {key_id!r} is the current key; it cannot be retired.",
+                hint="Run 'civicml keys rotate' first, then retire the old key.",
+            )
+        using = sum(1 for used in self._object_key_ids() if used == key_id)
+        if using:
+            raise ConflictError(
+                f"Key-encryption key {key_id!r} still protects {using} artifact(s); it cannot "
+                "be retired.",
+                hint="Run 'civicml keys rotate' (it re-wraps every data key under a new key), "
+                "then retire this one.",
+            )
+        keys.destroy_key(key_id)
+
+
+class LocalArtifactStore(KeyAdministration):
     """Artifacts in a local (or mounted) directory: ``objects/ab/cd/<sha256>``.
 
     Args:
@@ -376,13 +463,10 @@ class LocalArtifactStore:
             if _DIGEST.match(path.name) and path.is_file():
                 yield path.name, path
 
-    def _provider(self) -> KeyProvider:
-        if self.keys is None:
-            raise ConfigurationError(
-                "This artifact store has no key provider.",
-                hint="Set keys_dir (default $CIVICML_HOME/keys).",
-            )
-        return self.keys
+    def _object_key_ids(self) -> Iterator[str | None]:
+        for digest, path in self._object_files():
+            found = self._wrapping(digest, path)
+            yield None if found is None else found[0]
 
     def _wrapping(self, digest: str, path: Path) -> tuple[str, bytes, Path] | None:
         """(key id, wrapped data key, path) of an encrypted object; None for a plaintext one."""
@@ -393,25 +477,6 @@ class LocalArtifactStore:
             header = _header_of(handle, digest)
         key_id, wrapped = effective_wrapping(path, header)
         return key_id, wrapped, path
-
-    def key_report(self) -> KeyReport:
-        """Every key-encryption key with how many objects it protects (creates the first key
-        when there is none yet)."""
-        keys = self._provider()
-        current = keys.current_key_id()
-        held = keys.key_ids()
-        counts: dict[str, int] = {}
-        plaintext = 0
-        for digest, path in self._object_files():
-            found = self._wrapping(digest, path)
-            if found is None:
-                plaintext += 1
-            else:
-                counts[found[0]] = counts.get(found[0], 0) + 1
-        usage = [KeyUsage(k, k == current, counts.pop(k, 0)) for k in held]
-        return KeyReport(
-            encrypt=self.encrypt, keys=usage, plaintext_objects=plaintext, unknown_keys=counts
-        )
 
     def rewrap(self) -> int:
         """Re-wrap every object's data key under the current key-encryption key, in its sidecar
@@ -433,50 +498,6 @@ class LocalArtifactStore:
                 write_sidecar(path, header, current, keys.wrap(current, data_key, header.wrap_aad))
             done += 1
         return done
-
-    def rotate_keys(self) -> RotationResult:
-        """Make a new key-encryption key current and re-wrap every data key under it; plaintext
-        objects are encrypted too when encryption is on."""
-        keys = self._provider()
-        previous = keys.current_key_id() if keys.key_ids() else None
-        key_id = keys.create_key()
-        rewrapped = self.rewrap()
-        encrypted = self.encrypt_existing() if self.encrypt else 0
-        return RotationResult(
-            key_id=key_id, previous_key_id=previous, rewrapped=rewrapped, encrypted=encrypted
-        )
-
-    def retire_key(self, key_id: str) -> None:
-        """Destroy a key-encryption key that no object uses any more.
-
-        Raises:
-            NotFoundError: The provider has no such key.
-            ConflictError: It is the current key, or objects still use it (409).
-        """
-        keys = self._provider()
-        if key_id not in keys.key_ids():
-            raise NotFoundError(
-                f"Key-encryption key {key_id!r} does not exist.",
-                hint="List the keys with 'civicml keys list'.",
-            )
-        if key_id == keys.current_key_id():
-            raise ConflictError(
-                f"Key-encryption key {key_id!r} is the current key; it cannot be retired.",
-                hint="Run 'civicml keys rotate' first, then retire the old key.",
-            )
-        using = sum(
-            1
-            for digest, path in self._object_files()
-            if (found := self._wrapping(digest, path)) is not None and found[0] == key_id
-        )
-        if using:
-            raise ConflictError(
-                f"Key-encryption key {key_id!r} still protects {using} artifact(s); it cannot "
-                "be retired.",
-                hint="Run 'civicml keys rotate' (it re-wraps every data key under a new key), "
-                "then retire this one.",
-            )
-        keys.destroy_key(key_id)
 
     def encrypt_existing(self) -> int:
         """Encrypt every object still stored in plaintext (each is checked against its digest

@@ -39,7 +39,6 @@ from typing import TYPE_CHECKING, Any, BinaryIO
 from civicml.core.errors import (
     ArtifactIntegrityError,
     ConfigurationError,
-    ConflictError,
     InvalidInputError,
     MissingExtraError,
     NotFoundError,
@@ -48,9 +47,7 @@ from civicml.core.errors import (
 from civicml.core.process import process_alive
 from civicml.store.artifacts import (
     _DIGEST,
-    KeyReport,
-    KeyUsage,
-    RotationResult,
+    KeyAdministration,
     Stored,
     _corrupted,
     check_digest,
@@ -103,7 +100,7 @@ def s3_artifact_store(settings: Settings, *, keys: KeyProvider | None) -> S3Arti
     )
 
 
-class S3ArtifactStore:
+class S3ArtifactStore(KeyAdministration):
     """Artifacts in an S3-compatible bucket: ``s3://bucket/prefix/objects/ab/cd/<sha256>``.
 
     Args:
@@ -556,38 +553,17 @@ class S3ArtifactStore:
                 raise
             return bytes(response["Body"].read())
 
+    def _object_key_ids(self) -> Iterator[str | None]:
+        for digest in self._object_keys():
+            found = self._wrapping(digest)
+            yield None if found is None else found[0]
+
     def _wrapping(self, digest: str) -> tuple[str, bytes, BlobHeader] | None:
         header = self._header(digest)
         if header is None:
             return None
         key_id, wrapped = self._effective_wrapping(digest, header)
         return key_id, wrapped, header
-
-    def _provider(self) -> KeyProvider:
-        if self.keys is None:
-            raise ConfigurationError(
-                "This artifact store has no key provider.",
-                hint="Set keys_dir (default $CIVICML_HOME/keys).",
-            )
-        return self.keys
-
-    def key_report(self) -> KeyReport:
-        """Every key-encryption key with how many objects it protects."""
-        keys = self._provider()
-        current = keys.current_key_id()
-        held = keys.key_ids()
-        counts: dict[str, int] = {}
-        plaintext = 0
-        for digest in self._object_keys():
-            found = self._wrapping(digest)
-            if found is None:
-                plaintext += 1
-            else:
-                counts[found[0]] = counts.get(found[0], 0) + 1
-        usage = [KeyUsage(k, k == current, counts.pop(k, 0)) for k in held]
-        return KeyReport(
-            encrypt=self.encrypt, keys=usage, plaintext_objects=plaintext, unknown_keys=counts
-        )
 
     def rewrap(self) -> int:
         """Re-wrap every object's data key under the current key-encryption key, in its sidecar
@@ -606,50 +582,6 @@ class S3ArtifactStore:
             )
             done += 1
         return done
-
-    def rotate_keys(self) -> RotationResult:
-        """Make a new key-encryption key current and re-wrap every data key under it; plaintext
-        objects are encrypted too when encryption is on."""
-        keys = self._provider()
-        previous = keys.current_key_id() if keys.key_ids() else None
-        key_id = keys.create_key()
-        rewrapped = self.rewrap()
-        encrypted = self.encrypt_existing() if self.encrypt else 0
-        return RotationResult(
-            key_id=key_id, previous_key_id=previous, rewrapped=rewrapped, encrypted=encrypted
-        )
-
-    def retire_key(self, key_id: str) -> None:
-        """Destroy a key-encryption key that no object uses any more.
-
-        Raises:
-            NotFoundError: The provider has no such key.
-            ConflictError: It is the current key, or objects still use it (409).
-        """
-        keys = self._provider()
-        if key_id not in keys.key_ids():
-            raise NotFoundError(
-                f"Key-encryption key {key_id!r} does not exist.",
-                hint="List the keys with 'civicml keys list'.",
-            )
-        if key_id == keys.current_key_id():
-            raise ConflictError(
-                f"Key-encryption key {key_id!r} is the current key; it cannot be retired.",
-                hint="Run 'civicml keys rotate' first, then retire the old key.",
-            )
-        using = sum(
-            1
-            for digest in self._object_keys()
-            if (found := self._wrapping(digest)) is not None and found[0] == key_id
-        )
-        if using:
-            raise ConflictError(
-                f"Key-encryption key {key_id!r} still protects {using} artifact(s); it cannot "
-                "be retired.",
-                hint="Run 'civicml keys rotate' (it re-wraps every data key under a new key), "
-                "then retire this one.",
-            )
-        keys.destroy_key(key_id)
 
     def encrypt_existing(self) -> int:
         """Encrypt every object still stored in plaintext (each is checked against its digest
