@@ -233,8 +233,8 @@ class Access:
         principal = self._ctx.principal
         what = PERMISSIONS[permission]
         return PermissionDeniedError(
-            f"{principal.user} may not {what} {where}: that takes the permission "
-            f"{permission!r}, which none of your roles there gives.",
+            f"{principal.user} may not do this {where}: it takes the permission {permission!r} "
+            f"({what}), which none of your roles there gives.",
             hint="Ask a project admin for a role that has it (docs/security.md lists them; "
             "civicml projects members shows who holds what).",
         )
