@@ -6,6 +6,7 @@ import sqlite3
 from pathlib import Path
 
 from civicml.governance import ProjectService
+from civicml.governance.audit import AuditTrail
 from civicml.store import Context
 from civicml.tracking.service import TrackingService
 
@@ -26,6 +27,7 @@ def populate(context: Context) -> int:
     tracking.end_run(second.id, "failed")
     ProjectService(context).create("p2")
     ProjectService(context).create("p3")
+    AuditTrail(context).flush()  # signed now, not within audit_witness_interval_ms
     return 10
 
 

@@ -57,6 +57,7 @@ def _write_concurrently(first: Context, second: Context) -> None:
         try:
             for n in range(PER_HOME):
                 ProjectService(ctx).create(f"{prefix}-{n}")
+            AuditTrail(ctx).flush()  # a writer that is done has signed its newest head
         except BaseException as err:  # reported by the main thread
             errors.append(err)
 
@@ -152,6 +153,7 @@ def test_a_home_with_its_own_key_keeps_verifying_after_keys_dir_is_set(
 ) -> None:
     """Backward compatibility: the key in $CIVICML_HOME/keys is used until it is copied."""
     ProjectService(ctx).create("before")
+    AuditTrail(ctx).flush()  # the first signature creates the key
     legacy = ctx.settings.home / "keys" / "audit-ed25519.pem"
     assert ctx.settings.audit_key_path == legacy
     moved = Settings.load(home=ctx.settings.home, keys_dir=tmp_path / "kms")

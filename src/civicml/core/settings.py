@@ -285,6 +285,16 @@ class Settings(BaseSettings):
         "allocations fail.",
     )
     sandbox_cpu_s: int = Field(
+    audit_witness_interval_ms: int = Field(
+        default=100,
+        ge=0,
+        le=60_000,
+        description="Group commit for the audit witness: a writer signs the newest chain head "
+        "it committed at most this long after the commit, once for all its commits in between "
+        "(verify, export and a normal exit sign at once). 0 signs after every commit (an fsync "
+        "each). A process killed within the interval leaves its newest events unsigned until "
+        "the next write; verify reports them as an unsigned tail.",
+    )
         default=3600,
         ge=1,
         description="CPU seconds one sandboxed model worker may use in its life; a worker near "

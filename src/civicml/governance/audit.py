@@ -12,6 +12,7 @@ the key keep one chain that any of them can verify.
 
 from __future__ import annotations
 
+import atexit
 import builtins
 import contextlib
 import fcntl
@@ -47,7 +48,14 @@ from civicml.store.context import Context
 from civicml.store.db import UnitOfWork
 from civicml.store.faults import database_fault
 
-__all__ = ["GENESIS", "AuditSigner", "AuditTrail", "canonical_json", "event_hash"]
+__all__ = [
+    "GENESIS",
+    "AuditSigner",
+    "AuditTrail",
+    "canonical_json",
+    "event_hash",
+    "flush_witnesses",
+]
 
 GENESIS = "0" * 64
 #: The export format: ``before`` and ``after`` are JSON objects (in civicml-audit/1 they were
@@ -57,6 +65,9 @@ MAX_WARNINGS = 100
 log = logging.getLogger("civicml.audit")
 _HEAD_ID = 1
 _KEY_CACHE: dict[Path, Ed25519PrivateKey] = {}
+# Witness advances pending in this process, by witness path (see _WitnessBatch).
+_BATCHES: dict[Path, _WitnessBatch] = {}
+_BATCHES_LOCKS = [threading.Lock()]  # a list, so that a forked child can replace it
 # A damaged database, as the drivers say it: SQLite's messages, PostgreSQL's SQLSTATE classes
 # XX (internal error: data or index corrupted) and 58 (system error: I/O error).
 _SQLITE_DAMAGE = ("malformed", "not a database", "disk i/o error", "database corrupt")
@@ -271,6 +282,14 @@ class AuditTrail:
         self._ctx = ctx
         self.signer = AuditSigner(ctx.settings.audit_key_path, ctx.settings.witness_path)
         self._shared = ctx.settings.audit_witness == "database"
+        self._interval_s = ctx.settings.audit_witness_interval_ms / 1000
+
+    def flush(self) -> None:
+        """Sign the newest head this process committed but has not signed yet (a no-op when
+        nothing is pending). Reading the witness, verify and export call it first."""
+        batch = _BATCHES.get(self.signer.witness_path)
+        if batch is not None:
+            batch.flush()
 
     def record(
         self,
@@ -333,8 +352,26 @@ class AuditTrail:
             update(audit_head).where(audit_head.c.id == _HEAD_ID).values(seq=seq, hash=digest)
         )
         # Only the last head of a transaction needs signing: the key replaces earlier callbacks.
-        uow.after_commit("audit-witness", lambda: self._advance(seq, digest))
+        uow.after_commit("audit-witness", lambda: self._committed(seq, digest))
         return str(fields["id"])
+
+    def _committed(self, seq: int, digest: str) -> None:
+        """After commit: sign the new head now, or (``audit_witness_interval_ms`` > 0) within
+        that interval, once for the newest head of every commit in between."""
+        if self._interval_s <= 0:
+            self._advance(seq, digest)
+            return
+        path = self.signer.witness_path
+        with _BATCHES_LOCKS[0]:
+            batch = _BATCHES.get(path)
+            if batch is None:
+                batch = _BATCHES[path] = _WitnessBatch(self._interval_s)
+        batch.submit(seq, lambda: self._advance_later(seq, digest))
+
+    def _advance_later(self, seq: int, digest: str) -> None:
+        if not self._ctx.settings.home.is_dir():
+            return  # the installation was removed meanwhile (a temporary home): nothing to sign
+        self._advance(seq, digest)
 
     def _advance(self, seq: int, digest: str) -> None:
         self.signer.advance_witness(seq, digest, _iso(self._ctx.clock.now()), self._hash_at)
@@ -469,6 +506,7 @@ class AuditTrail:
                 message says so; verification has failed).
         """
         Access(self._ctx).require_platform("audit.verify")
+        self.flush()  # what this process committed is signed before it is checked
         # The witness first: it only moves after a commit, so all it covers is in the snapshot.
         try:
             witness, witness_error = self.signer.read_witness(), None
@@ -513,6 +551,8 @@ class AuditTrail:
         newest = max(
             (h for h in (witness, stored) if h is not None), key=lambda h: h.seq, default=None
         )
+        if newest is not None and not problems and newest.seq < last_seq:
+            warnings.append(_unsigned_tail(newest.seq, last_seq, self._interval_s))
         return AuditReport(
             ok=not problems,
             verdict="unwitnessed" if unwitnessed else ("failed" if problems else "verified"),
@@ -534,6 +574,7 @@ class AuditTrail:
             ServiceUnavailableError: The audit tables are damaged and cannot be read.
         """
         Access(self._ctx).require_platform("audit.verify")
+        self.flush()
         self.signer.private_key()  # an empty trail still exports its (new) public key
         tmp = path.with_name(f".{path.name}.{os.getpid()}.part")
         count, last_seq, last_hash = 0, 0, GENESIS
@@ -770,6 +811,87 @@ def _check_witness(
             )
         ]
     return []
+
+
+def _unsigned_tail(signed: int, last_seq: int, interval_s: float) -> AuditWarning:
+    """The events after the newest signed head: committed by a process that has not signed them
+    yet (it signs within ``audit_witness_interval_ms``) or that stopped before it did (the next
+    write signs them). They link to the signed head, but their truncation is not yet ruled out."""
+    count = last_seq - signed
+    return AuditWarning(
+        kind="unsigned_tail",
+        seq=signed + 1,
+        message=f"{count} event{'s' if count != 1 else ''} after the signed head at event "
+        f"{signed} {'are' if count != 1 else 'is'} not signed yet: a writer signs its newest head "
+        f"within {interval_s * 1000:g} ms of committing, and the next write signs what a stopped "
+        "writer left; until then their truncation could not be detected.",
+    )
+
+
+class _WitnessBatch:
+    """Group commit for the witness: of the heads committed within ``interval_s``, only the
+    newest is signed, once — the chain links every earlier event to it.
+
+    ``submit`` after each commit starts a short-lived timer thread when none is waiting;
+    ``flush`` signs at once (before verify and export, and at interpreter exit). A process killed
+    in between leaves the newest events unsigned: ``verify`` reports them as an unsigned tail, and
+    the next write (from any process) signs a head that covers them.
+    """
+
+    def __init__(self, interval_s: float) -> None:
+        self._interval_s = interval_s
+        self._lock = threading.Lock()
+        self._flushing = threading.Lock()
+        self._pending: tuple[int, Callable[[], None]] | None = None
+        self._timer: threading.Timer | None = None
+
+    def submit(self, seq: int, advance: Callable[[], None]) -> None:
+        with self._lock:
+            if self._pending is None or seq > self._pending[0]:
+                self._pending = (seq, advance)
+            if self._timer is None:
+                self._timer = threading.Timer(self._interval_s, self._fire)
+                self._timer.name = "civicml-audit-witness"
+                self._timer.daemon = True
+                self._timer.start()
+
+    def _fire(self) -> None:
+        with self._lock:
+            self._timer = None
+        self.flush()
+
+    def flush(self) -> None:
+        with self._flushing:
+            with self._lock:
+                pending, self._pending = self._pending, None
+            if pending is None:
+                return
+            try:
+                pending[1]()
+            except Exception:  # after commit, off the caller's thread: the next head covers it
+                log.exception("the audit head could not be signed")
+
+    def reset(self) -> None:
+        """In a forked child: nothing of the parent's is pending here, and its locks are new."""
+        self.__init__(self._interval_s)  # type: ignore[misc]
+
+
+def flush_witnesses() -> None:
+    """Sign every head this process committed and has not signed yet."""
+    with _BATCHES_LOCKS[0]:
+        batches = list(_BATCHES.values())
+    for batch in batches:
+        batch.flush()
+
+
+def _after_fork() -> None:
+    _BATCHES_LOCKS[0] = threading.Lock()
+    for batch in _BATCHES.values():
+        batch.reset()
+
+
+atexit.register(flush_witnesses)
+os.register_at_fork(after_in_child=_after_fork)
 
 
 def _no_witness(signer: AuditSigner, last_seq: int) -> AuditProblem:

@@ -47,8 +47,23 @@ class LineageService:
         ).scalar()
         if existing is not None:
             return str(existing)
+        return self.new_node(
+            uow, kind, ref, name=name, project_id=project_id, properties=properties
+        )
+
+    def new_node(
+        self,
+        uow: UnitOfWork,
+        kind: str,
+        ref: str,
+        *,
+        name: str = "",
+        project_id: str | None = None,
+        properties: dict[str, Any] | None = None,
+    ) -> str:
+        """Create the node for an entity made in this transaction (so it has none yet)."""
         node_id = new_id()
-        conn.execute(
+        uow.conn.execute(
             insert(lineage_nodes).values(
                 id=node_id,
                 kind=kind,

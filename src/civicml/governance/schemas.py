@@ -130,9 +130,11 @@ class AuditProblem(_Schema):
 class AuditWarning(_Schema):
     """Something verification noticed that does not break the chain (it still passes)."""
 
-    kind: Literal["clock_went_backwards", "more_warnings"] = Field(
+    kind: Literal["clock_went_backwards", "unsigned_tail", "more_warnings"] = Field(
         description="'clock_went_backwards': the event is timestamped earlier than an event "
-        "before it in the chain (a writer's clock was wrong); 'more_warnings': a count of the "
+        "before it in the chain (a writer's clock was wrong); 'unsigned_tail': the newest events "
+        "are not covered by a signed head yet (their writer signs within "
+        "audit_witness_interval_ms, or the next write does); 'more_warnings': a count of the "
         "warnings left out of this list."
     )
     seq: int = Field(description="Sequence number of the event concerned (0 for a count).")

@@ -254,8 +254,7 @@ class TrackingService:
         ``host``/``pid``/``pid_start`` identify the process doing the work, so a run whose process
         died is found and marked ``killed``; without them, only the heartbeat timeout applies.
         """
-        exp = self.ensure_experiment(project, experiment)
-        project, experiment = exp.project, exp.name  # as created (found case-insensitively)
+        validate_name("Experiment", experiment)
         clean_params = _clean_params(params or {})
         clean_tags = _clean_tags(tags or {})
         if name is not None and (not name or len(name) > 256):
@@ -263,50 +262,72 @@ class TrackingService:
         run_id = new_id()
         run_name = name or f"run-{run_id[-8:]}"
         now = self._ctx.clock.now()
-        with self._ctx.db.write() as uow:
-            project_id = self._project_id(uow.conn, project, "experiments.write")
-            uow.conn.execute(
-                insert(runs).values(
-                    id=run_id,
-                    project_id=project_id,
-                    experiment_id=exp.id,
-                    name=run_name,
-                    status=RunStatus.RUNNING.value,
-                    start_time=now,
-                    end_time=None,
-                    heartbeat_at=now,
-                    created_by=self._ctx.principal.user,
-                    host=host,
-                    pid=pid,
-                    pid_start=pid_start,
-                )
-            )
-            if clean_params:
-                uow.conn.execute(
-                    insert(t.params),
-                    [{"run_id": run_id, "key": k, "value": v} for k, v in clean_params.items()],
-                )
-            if clean_tags:
-                uow.conn.execute(
-                    insert(t.tags),
-                    [{"run_id": run_id, "key": k, "value": v} for k, v in clean_tags.items()],
-                )
-            self._lineage.node(
-                uow, "run", run_id, name=f"{experiment}/{run_name}", project_id=project_id
-            )
-            self._audit.record(
-                uow,
-                "run.created",
-                "run",
-                run_id,
-                project=project,
-                after={
-                    "experiment": experiment,
-                    "name": run_name,
-                    "params": clean_params,
-                    "tags": clean_tags,
-                },
-            )
+        for attempt in range(2):
+            if attempt:  # create the project and experiment (checking the caller may), then again
+                self.ensure_experiment(project, experiment)
+            try:
+                with self._ctx.db.write() as uow:
+                    found = self._run_home(uow.conn, project, experiment)
+                    project, experiment = found.project, found.experiment  # as stored
+                    uow.conn.execute(
+                        insert(runs).values(
+                            id=run_id,
+                            project_id=found.project_id,
+                            experiment_id=found.experiment_id,
+                            name=run_name,
+                            status=RunStatus.RUNNING.value,
+                            start_time=now,
+                            end_time=None,
+                            heartbeat_at=now,
+                            created_by=self._ctx.principal.user,
+                            host=host,
+                            pid=pid,
+                            pid_start=pid_start,
+                        )
+                    )
+                    if clean_params:
+                        uow.conn.execute(
+                            insert(t.params),
+                            [
+                                {"run_id": run_id, "key": k, "value": v}
+                                for k, v in clean_params.items()
+                            ],
+                        )
+                    if clean_tags:
+                        uow.conn.execute(
+                            insert(t.tags),
+                            [
+                                {"run_id": run_id, "key": k, "value": v}
+                                for k, v in clean_tags.items()
+                            ],
+                        )
+                    # A new run's lineage node: its id is new, so there is nothing to look up.
+                    self._lineage.new_node(
+                        uow,
+                        "run",
+                        run_id,
+                        name=f"{experiment}/{run_name}",
+                        project_id=found.project_id,
+                    )
+                    self._audit.record(
+                        uow,
+                        "run.created",
+                        "run",
+                        run_id,
+                        project=project,
+                        after={
+                            "experiment": experiment,
+                            "name": run_name,
+                            "params": clean_params,
+                            "tags": clean_tags,
+                        },
+                    )
+                break
+            except _Missing:
+                if attempt:  # deleted again between the two transactions
+                    raise NotFoundError(
+                        f"Experiment {experiment!r} of project {project!r} does not exist."
+                    ) from None
         return Run(
             id=run_id,
             project=project,
@@ -635,7 +656,7 @@ class TrackingService:
                     return self._load_runs(uow.conn, [run_id])[0]  # idempotent retry
                 raise _not_running(run_id, head.status, "end")
             self._set_status(uow, head, target, {})
-        return self.get_run(run_id)
+            return self._load_runs(uow.conn, [run_id])[0]
 
     def _set_status(
         self, uow: UnitOfWork, head: Any, target: RunStatus, extra: dict[str, Any]
@@ -870,6 +891,27 @@ class TrackingService:
         return warnings
 
     # Internals ------------------------------------------------------------------------------
+    def _run_home(self, conn: Connection, project: str, experiment: str) -> Any:
+        """The project and experiment a new run goes to, the caller needing ``experiments.write``
+        on the project; raises :class:`_Missing` when either does not exist yet."""
+        found = conn.execute(
+            select(
+                projects.c.id.label("project_id"),
+                projects.c.name.label("project"),
+                t.experiments.c.id.label("experiment_id"),
+                t.experiments.c.name.label("experiment"),
+            )
+            .join(t.experiments, t.experiments.c.project_id == projects.c.id)
+            .where(
+                func.lower(projects.c.name) == name_key(project),
+                func.lower(t.experiments.c.name) == name_key(experiment),
+            )
+        ).first()
+        if found is None:
+            raise _Missing
+        self._projects.access.require(found.project_id, found.project, "experiments.write")
+        return found
+
     def _project_id(self, conn: Connection, project: str, need: str) -> str:
         found = conn.execute(
             select(projects.c.id, projects.c.name).where(
@@ -1059,6 +1101,10 @@ def _parse_cursor(text: str) -> tuple[int, int, int]:
             hint="Pass the next_cursor of the previous page as it was given.",
         )
     return step, stamp, row
+
+
+class _Missing(Exception):
+    """The project or experiment of a new run does not exist yet (the transaction is undone)."""
 
 
 def _run_not_found(run_id: str) -> NotFoundError:
