@@ -254,6 +254,16 @@ class Settings(BaseSettings):
         "in the database, so several servers on one PostgreSQL database sharing keys_dir keep "
         "one verifiable chain).",
     )
+    audit_witness_interval_ms: int = Field(
+        default=100,
+        ge=0,
+        le=60_000,
+        description="Group commit for the audit witness: a writer signs the newest chain head "
+        "it committed at most this long after the commit, once for all its commits in between "
+        "(verify, export and a normal exit sign at once). 0 signs after every commit (an fsync "
+        "each). A process killed within the interval leaves its newest events unsigned until "
+        "the next write; verify reports them as an unsigned tail.",
+    )
     run_heartbeat_timeout_s: float = Field(
         default=600.0,
         gt=0,
@@ -285,16 +295,6 @@ class Settings(BaseSettings):
         "allocations fail.",
     )
     sandbox_cpu_s: int = Field(
-    audit_witness_interval_ms: int = Field(
-        default=100,
-        ge=0,
-        le=60_000,
-        description="Group commit for the audit witness: a writer signs the newest chain head "
-        "it committed at most this long after the commit, once for all its commits in between "
-        "(verify, export and a normal exit sign at once). 0 signs after every commit (an fsync "
-        "each). A process killed within the interval leaves its newest events unsigned until "
-        "the next write; verify reports them as an unsigned tail.",
-    )
         default=3600,
         ge=1,
         description="CPU seconds one sandboxed model worker may use in its life; a worker near "
