@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from civicml.core.errors import CivicMLError
     from civicml.core.settings import Settings
     from civicml.pipelines import pipeline, step
-    from civicml.sdk import train
+    from civicml.sdk import rules, train
     from civicml.sdk.client import Client, connect
     from civicml.sdk.train import tune
 
@@ -27,12 +27,13 @@ __all__ = [
     "__version__",
     "connect",
     "pipeline",
+    "rules",
     "step",
     "train",
     "tune",
 ]
 
-_MODULES = {"train": "civicml.sdk.train"}
+_MODULES = {"train": "civicml.sdk.train", "rules": "civicml.sdk.rules"}
 _LAZY = {
     "connect": "civicml.sdk.client",
     "Client": "civicml.sdk.client",

@@ -579,7 +579,7 @@ def test_keys_with_slashes_and_spaces_work_remotely_as_embedded(
                 (
                     [(v.step, v.value) for v in run.metric_history("train/loss")],
                     [v.value for v in run.metric_history("val loss %")],
-                    run.info.tags,
+                    {k: v for k, v in run.info.tags.items() if not k.startswith("civicml.")},
                     run.info.metrics,
                 )
             )

@@ -152,11 +152,15 @@ def serve_server(
 
 
 def files_under(root: Path, *, skip_db: bool = True) -> set[str]:
-    """Every file below ``root`` (relative paths); the SQLite files change on reads, skip them."""
+    """Every file below ``root`` (relative paths); the SQLite files change on reads, and the
+    audit witness's temporary file comes and goes as the server signs earlier commits (within
+    audit_witness_interval_ms): skip them."""
     return {
         p.relative_to(root).as_posix()
         for p in root.rglob("*")
-        if p.is_file() and not (skip_db and p.name.startswith("civicml.db"))
+        if p.is_file()
+        and not (skip_db and p.name.startswith("civicml.db"))
+        and not (p.parent.name == "audit" and p.name.startswith(".witness.json."))
     }
 
 

@@ -164,6 +164,11 @@ def _old_key(world: World, n: int) -> dict[str, Any]:
     return {"key": done["previous_key_id"]}
 
 
+def _budget(world: World, n: int) -> dict[str, Any]:
+    world.call("PUT", f"{API}/projects/p/budget", json={"amount": 1_000_000})
+    return {}
+
+
 def _version(world: World, n: int) -> dict[str, Any]:
     return {"v": world.fresh_version()}
 
@@ -180,6 +185,15 @@ def _alias(world: World, n: int) -> dict[str, Any]:
 def _endpoint(world: World, n: int) -> dict[str, Any]:
     body = {"name": f"del{n}", "model": MODEL, "version": 1, "capture": False}
     world.call("POST", f"{API}/projects/p/endpoints", json=body)
+    return {}
+
+
+SCHEDULED = "tests.pipelines.scheduled:echo"
+
+
+def _schedule(world: World, n: int) -> dict[str, Any]:
+    body = {"name": f"del{n}", "pipeline": SCHEDULED, "cron": "0 0 1 1 *"}
+    world.call("POST", f"{API}/projects/p/schedules", json=body)
     return {}
 
 
@@ -636,6 +650,82 @@ OPS: list[Op] = [
         "experiments.write",
         f"{API}/pipelines/executions/{{execution}}/cancel",
     ),
+    # Schedules (created with a module inside pipeline_modules; never due: 1 January, 00:00)
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/schedules",
+        "experiments.read",
+        f"{API}/projects/{{p}}/schedules",
+    ),
+    Op(
+        "POST",
+        "/api/v1/projects/{project}/schedules",
+        "experiments.write",
+        f"{API}/projects/{{p}}/schedules",
+        json={"name": "new{n}", "pipeline": SCHEDULED, "cron": "0 0 1 1 *"},
+    ),
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/schedules/{name}",
+        "experiments.read",
+        f"{API}/projects/{{p}}/schedules/sched",
+    ),
+    Op(
+        "POST",
+        "/api/v1/projects/{project}/schedules/{name}/pause",
+        "experiments.write",
+        f"{API}/projects/{{p}}/schedules/sched/pause",
+    ),
+    Op(
+        "POST",
+        "/api/v1/projects/{project}/schedules/{name}/resume",
+        "experiments.write",
+        f"{API}/projects/{{p}}/schedules/sched/resume",
+    ),
+    Op(
+        "DELETE",
+        "/api/v1/projects/{project}/schedules/{name}",
+        "experiments.write",
+        f"{API}/projects/{{p}}/schedules/del{{n}}",
+        prep=_schedule,
+    ),
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/schedules/{name}/firings",
+        "experiments.read",
+        f"{API}/projects/{{p}}/schedules/sched/firings",
+    ),
+    # Costs and budgets (reading: projects.read; a budget: members.write, the admin's)
+    Op("GET", "/api/v1/costs", "", f"{API}/costs"),  # lists only the projects one may read
+    Op("GET", "/api/v1/projects/{project}/costs", "projects.read", f"{API}/projects/{{p}}/costs"),
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/costs.html",
+        "projects.read",
+        f"{API}/projects/{{p}}/costs.html",
+    ),
+    Op("GET", "/api/v1/projects/{project}/budget", "projects.read", f"{API}/projects/{{p}}/budget"),
+    Op(
+        "PUT",
+        "/api/v1/projects/{project}/budget",
+        "members.write",
+        f"{API}/projects/{{p}}/budget",
+        json={"amount": 1_000_000},
+    ),
+    Op(
+        "DELETE",
+        "/api/v1/projects/{project}/budget",
+        "members.write",
+        f"{API}/projects/{{p}}/budget",
+        prep=_budget,
+    ),
+    Op(
+        "POST",
+        "/api/v1/runs/{run_id}/usage",
+        "experiments.write",
+        f"{RUN}/usage",
+        json={"wall_s": 1.5, "cpu_s": 0.5},
+    ),
     # Endpoints
     Op(
         "POST",
@@ -743,7 +833,10 @@ def _build(world: World, ml: Any, project: str) -> None:
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[World, dict[str, str]]]:
     settings: Settings = isolated_settings(
-        tmp_path_factory.mktemp("authz"), auth="token", auth_max_failures=1_000_000
+        tmp_path_factory.mktemp("authz"),
+        auth="token",
+        auth_max_failures=1_000_000,
+        pipeline_modules=["tests.pipelines.scheduled"],
     )
     with serve_app(create_app(settings)) as url, httpx.Client(base_url=url, timeout=60) as http:
         root = mint(settings, TokenCreate(name="root")).secret
@@ -756,6 +849,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[World, dic
         ml = connect(url, token=root)
         for project in (P, Q):
             _build(world, ml, project)
+            schedule = {"name": "sched", "pipeline": SCHEDULED, "cron": "0 0 1 1 *"}
+            world.call("POST", f"{API}/projects/{project}/schedules", json=schedule)
         ctx = open_context(settings, Principal(user="root", roles=frozenset({ADMIN_ROLE})))
         try:  # a pipeline runs where its code is: embedded, on the server's home
             for project in (P, Q):

@@ -162,6 +162,23 @@ class CivicMLGroup(LazyGroup):
             "Pipelines: run @cm.pipeline functions, list and show executions, retry, cancel, "
             "graph.",
         ),
+        "schedules": LazyCommand(
+            "civicml.cli.schedules",
+            "schedules_app",
+            "Schedules: cron and event triggers that start pipelines (civicml scheduler runs "
+            "them).",
+        ),
+        "costs": LazyCommand(
+            "civicml.cli.costs",
+            "costs_app",
+            "Costs: CPU, GPU, memory and storage per run, pipeline, endpoint and project, "
+            "priced by the rate card; budgets.",
+        ),
+        "train": LazyCommand(
+            "civicml.cli.train",
+            "train_app",
+            "Built-in training: AutoML over every algorithm, with a leaderboard.",
+        ),
         "tune": LazyCommand(
             "civicml.cli.tune",
             "tune_app",
@@ -220,6 +237,12 @@ class CivicMLGroup(LazyGroup):
             "civicml.cli.server",
             "server",
             "Serve the REST API (OpenAPI at /openapi.json) on the configured stores.",
+        ),
+        "scheduler": LazyCommand(
+            "civicml.cli.schedules",
+            "scheduler",
+            "Run the pipeline scheduler in the foreground (--once: one tick; exit 1 if one "
+            "failed).",
         ),
         "demo": LazyCommand(
             "civicml.cli.demo",

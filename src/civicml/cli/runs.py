@@ -19,6 +19,7 @@ from civicml.cli._common import (
     print_json,
     table,
 )
+from civicml.cli.rules import check_rules
 
 if TYPE_CHECKING:  # imported lazily: `civicml runs --help` stays fast
     from civicml.tracking.schemas import Run
@@ -258,3 +259,6 @@ def recover(json_: JsonOpt = False) -> None:
         print_json(killed)
     else:
         console.print(f"Marked {len(killed)} abandoned run(s) killed")
+
+
+runs_app.command("rules")(check_rules)  # defined in civicml.cli.rules

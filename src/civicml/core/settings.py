@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -23,11 +31,12 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from civicml.core.compute import check_compute
 from civicml.core.errors import CivicMLError, ConfigurationError
 from civicml.core.names import validate_user_name
 from civicml.core.permissions import role_table
 
-__all__ = ["Settings", "check_identity_url", "config_file"]
+__all__ = ["RateCard", "Settings", "check_identity_url", "config_file"]
 
 _URL_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
@@ -93,6 +102,21 @@ _OIDC_ALGORITHMS = (
 )
 
 
+class RateCard(BaseModel):
+    """Prices of resources for the cost report and budgets (docs/costs.md), in ``currency``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    cpu_hour: float = Field(default=0.0, ge=0, allow_inf_nan=False, description="Per CPU-hour.")
+    gpu_hour: float = Field(default=0.0, ge=0, allow_inf_nan=False, description="Per GPU-hour.")
+    memory_gb_hour: float = Field(
+        default=0.0, ge=0, allow_inf_nan=False, description="Per GB of memory held for an hour."
+    )
+    storage_gb_month: float = Field(
+        default=0.0, ge=0, allow_inf_nan=False, description="Per GB stored for a 30-day month."
+    )
+
+
 class Settings(BaseSettings):
     """civicml settings (environment variables are ``CIVICML_`` + the upper-case field name)."""
 
@@ -125,6 +149,13 @@ class Settings(BaseSettings):
         default=None,
         description="Region of the s3:// artifacts bucket (default boto3's: AWS_REGION or "
         "~/.aws/config).",
+    )
+    compute: str = Field(
+        default="local",
+        description="Where pipeline steps, tuning trials and batch-prediction chunks run: "
+        "'local' (threads in this process), 'ray' (a Ray cluster on this machine, or a new "
+        "local one) or 'ray://host:port' (a Ray cluster through the Ray client); Ray needs "
+        "the 'ray' extra.",
     )
     user: str | None = Field(
         default=None,
@@ -275,6 +306,16 @@ class Settings(BaseSettings):
         le=60_000,
         description="Longest time a buffered metric waits before its group commit.",
     )
+    rates: RateCard = Field(
+        default_factory=RateCard,
+        description="The rate card that prices measured usage (docs/costs.md): cpu_hour, "
+        "gpu_hour, memory_gb_hour, storage_gb_month under [rates]; 0 reports quantities only.",
+    )
+    currency: str = Field(
+        default="EUR",
+        pattern=r"^[A-Z]{3}$",
+        description="ISO 4217 code of the rate card's and the budgets' amounts, e.g. 'EUR'.",
+    )
     drift_min_rows: int = Field(
         default=30,
         ge=1,
@@ -396,6 +437,58 @@ class Settings(BaseSettings):
         "$CIVICML_HOME/keys; created with mode 0700, each key file 0600, the first key on "
         "first write). Keep it outside the artifact store and back it up apart from it.",
     )
+    pipeline_modules: list[str] = Field(
+        default_factory=list,
+        description="Python modules (dotted prefixes, e.g. 'agency_pipelines') whose "
+        "@cm.pipeline functions schedules may run; a schedule naming any other module is "
+        "refused when created and when it fires. Empty: no schedule can be created.",
+    )
+    scheduler_enabled: bool = Field(
+        default=True,
+        description="Run the pipeline scheduler (cron schedules and event triggers) in a "
+        "background thread of 'civicml server'; off: run 'civicml scheduler' instead.",
+    )
+    scheduler_interval_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="How often the scheduler looks for due schedules and new events (seconds).",
+    )
+    scheduler_lease_s: float = Field(
+        default=120.0,
+        gt=0,
+        le=86_400,
+        description="How long a scheduler's claim on a firing lasts without renewal; a firing "
+        "whose scheduler stopped is taken over (or, if it had started, marked failed) after it. "
+        "At least twice scheduler_interval_s.",
+    )
+    scheduler_max_concurrent: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        description="Most pipeline executions one scheduler runs at once; more wait their turn.",
+    )
+
+    @field_validator("pipeline_modules", mode="after")
+    @classmethod
+    def _dotted_modules(cls, value: list[str]) -> list[str]:
+        for item in value:
+            if not item or not all(part.isidentifier() for part in item.split(".")):
+                raise ValueError(
+                    f"pipeline_modules entry {item!r} is not a dotted Python module name, "
+                    "e.g. 'agency_pipelines' or 'agency_pipelines.nightly'"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _lease_outlasts_ticks(self) -> Settings:
+        if self.scheduler_lease_s < 2 * self.scheduler_interval_s:
+            raise ValueError(
+                f"scheduler_lease_s ({self.scheduler_lease_s:g}) must be at least twice "
+                f"scheduler_interval_s ({self.scheduler_interval_s:g}): a live scheduler renews "
+                "its claims once per interval"
+            )
+        return self
 
     @field_validator("home", mode="after")
     @classmethod
@@ -428,6 +521,11 @@ class Settings(BaseSettings):
                 f"{value!r} is not a local file:// URL; write it as file:///absolute/path"
             )
         return unquote(parts.path)
+
+    @field_validator("compute", mode="after")
+    @classmethod
+    def _compute(cls, value: str) -> str:
+        return check_compute(value)
 
     @field_validator("s3_endpoint_url", mode="after")
     @classmethod

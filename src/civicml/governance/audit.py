@@ -366,11 +366,14 @@ class AuditTrail:
             batch = _BATCHES.get(path)
             if batch is None:
                 batch = _BATCHES[path] = _WitnessBatch(self._interval_s)
+        self._ctx.db.before_close("audit-witness", batch.flush)
         batch.submit(seq, lambda: self._advance_later(seq, digest))
 
     def _advance_later(self, seq: int, digest: str) -> None:
-        if not self._ctx.settings.home.is_dir():
-            return  # the installation was removed meanwhile (a temporary home): nothing to sign
+        if self._ctx.db.closed or not self._ctx.settings.home.is_dir():
+            # Closed (it signed what it had then) or removed (a temporary home) meanwhile: the
+            # next write signs a head covering this one, as after a killed writer.
+            return
         self._advance(seq, digest)
 
     def _advance(self, seq: int, digest: str) -> None:

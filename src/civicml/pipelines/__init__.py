@@ -29,24 +29,40 @@ from civicml.pipelines.dsl import (
     pipeline,
     step,
 )
+from civicml.pipelines.schedule_schemas import (
+    Firing,
+    FiringStatus,
+    Schedule,
+    ScheduleCreate,
+    TriggerKind,
+)
 from civicml.pipelines.schemas import Execution, ExecutionStatus, StepExecution, StepStatus
 
 if TYPE_CHECKING:
+    from civicml.pipelines.scheduler import Scheduler
+    from civicml.pipelines.schedules import ScheduleService
     from civicml.pipelines.service import PipelineService
 
 __all__ = [
     "BoundPipeline",
     "Execution",
     "ExecutionStatus",
+    "Firing",
+    "FiringStatus",
     "OutputRef",
     "ParamRef",
     "Pipeline",
     "PipelineService",
+    "Schedule",
+    "ScheduleCreate",
+    "ScheduleService",
+    "Scheduler",
     "Step",
     "StepContext",
     "StepExecution",
     "StepStatus",
     "StepWaiting",
+    "TriggerKind",
     "current",
     "pipeline",
     "step",
@@ -54,7 +70,11 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    """Load the runner (SQLAlchemy, tracking) only when it is used."""
+    """Load the runner and the scheduler (SQLAlchemy, tracking) only when used."""
     if name == "PipelineService":
         return importlib.import_module("civicml.pipelines.service").PipelineService
+    if name == "ScheduleService":
+        return importlib.import_module("civicml.pipelines.schedules").ScheduleService
+    if name == "Scheduler":
+        return importlib.import_module("civicml.pipelines.scheduler").Scheduler
     raise AttributeError(f"module 'civicml.pipelines' has no attribute {name!r}")

@@ -8,9 +8,11 @@ it read, and each execution's start and end are audit events.
 from __future__ import annotations
 
 import builtins
+import contextlib
 import functools
 import hashlib
 import importlib.metadata
+import os
 import platform
 import threading
 from collections.abc import Mapping
@@ -22,8 +24,11 @@ from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
 
+from civicml.core.compute import Executor, executor_for, worker_info
 from civicml.core.errors import ConflictError, InvalidInputError, NotFoundError
+from civicml.core.identity import Principal
 from civicml.core.ids import new_id
+from civicml.costs.budgets import check_budget
 from civicml.governance._tables import projects
 from civicml.governance.audit import AuditTrail
 from civicml.governance.lineage import LineageService
@@ -38,15 +43,18 @@ from civicml.pipelines.dsl import (
     OutputRef,
     ParamRef,
     Pipeline,
+    Step,
     StepContext,
     StepWaiting,
     canonical_json,
 )
 from civicml.pipelines.schemas import Execution, ExecutionStatus, StepExecution, StepStatus
 from civicml.pipelines.values import StoredValue, load_value, store_value
-from civicml.store.context import Context
+from civicml.store.context import Context, shippable_settings, worker_context
+from civicml.tracking.reproducibility import environment_tags
 from civicml.tracking.schemas import RunStatus
 from civicml.tracking.service import TrackingService
+from civicml.tracking.usage import metered_run
 
 __all__ = ["PipelineService", "cache_key_digest", "environment"]
 
@@ -92,23 +100,142 @@ class _Outcome:
     closed: bool = False  # a gate step returned False
 
 
+@dataclass(frozen=True, slots=True)
+class _Body:
+    """What running one step's function needs, as plain data: it may run on a Ray worker."""
+
+    settings: dict[str, Any] | None  # None: run here, with the coordinator's context
+    principal: Principal
+    cwd: str
+    project: str
+    execution_id: str
+    node: str
+    step: Step
+    inputs: dict[str, StoredValue]
+    parameters: dict[str, Any]
+    run_id: str
+    waiting_since: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class _BodyOutcome:
+    status: str  # succeeded, waiting, failed
+    outputs: dict[str, dict[str, Any]] = field(default_factory=dict)
+    closed: bool = False
+    error: str | None = None
+    where: dict[str, Any] = field(default_factory=dict)
+
+
+def _run_body(body: _Body, ctx: Context | None = None) -> _BodyOutcome:
+    """Load the step's inputs from the artifact store, call its function with
+    :func:`~civicml.pipelines.current` set, store its outputs: here (``ctx`` given) or on a
+    worker, which reaches the same stores from the shipped settings as the same principal."""
+    where = worker_info()
+    if ctx is None:
+        if body.settings is None:
+            raise InvalidInputError("A remote pipeline step was shipped without settings.")
+        ctx = worker_context(body.settings, body.principal)
+    here = _in(body.cwd) if body.settings is not None else contextlib.nullcontext()
+    step_ = body.step
+    try:
+        with here, metered_run(ctx, body.run_id):  # the step's usage, on its run (costs)
+            arguments = {arg: load_value(ctx.artifacts, ref) for arg, ref in body.inputs.items()}
+            arguments.update(body.parameters)
+            ordered = {p: arguments[p] for p in step_.signature.parameters if p in arguments}
+            bound = BoundArguments(step_.signature, ordered)
+            token = _CURRENT_STEP.set(
+                StepContext(
+                    ctx, body.project, body.execution_id, body.node, body.run_id, body.waiting_since
+                )
+            )
+            try:
+                result = step_.fn(*bound.args, **bound.kwargs)
+            finally:
+                _CURRENT_STEP.reset(token)
+            outputs = _store_outputs(ctx, step_, result)
+    except StepWaiting as waiting:
+        return _BodyOutcome("waiting", error=str(waiting) or None, where=where)
+    except Exception as err:
+        return _BodyOutcome("failed", error=f"{type(err).__name__}: {err}", where=where)
+    return _BodyOutcome(
+        "succeeded",
+        {k: v.to_dict() for k, v in outputs.items()},
+        closed=step_.gate and result is False,
+        where=where,
+    )
+
+
+@contextlib.contextmanager
+def _in(cwd: str) -> Any:
+    """Run in the coordinator's working directory when this machine has it (a local cluster),
+    so a step's relative paths mean what they mean to the caller."""
+    before = os.getcwd()
+    moved = os.path.isdir(cwd) and cwd != before
+    if moved:
+        os.chdir(cwd)
+    try:
+        yield
+    finally:
+        if moved:
+            os.chdir(before)
+
+
+def _store_outputs(ctx: Context, step_: Step, result: Any) -> dict[str, StoredValue]:
+    names = step_.outputs
+    if len(names) == 1:
+        parts: tuple[Any, ...] = (result,)
+    elif isinstance(result, tuple) and len(result) == len(names):
+        parts = result
+    else:
+        raise InvalidInputError(
+            f"Step {step_.name!r} declares outputs {names!r} but returned "
+            f"{type(result).__qualname__}"
+            + (f" of {len(result)}" if isinstance(result, tuple) else "")
+            + ".",
+            hint=f"Return a tuple of {len(names)} values.",
+        )
+    return {
+        name: store_value(ctx.artifacts, value, step_.name, name)
+        for name, value in zip(names, parts, strict=True)
+    }
+
+
 class PipelineService:
     """Runs pipelines and reads their executions.
 
     Args:
         ctx: The stores and the caller.
-        max_workers: How many independent steps run at once (threads in this process).
+        max_workers: How many independent steps run at once (coordinating threads in this
+            process; with ``compute = "ray"`` each hands its step's function to a Ray task).
+        executor: Where the steps' functions run (default: the ``compute`` setting's).
     """
 
-    def __init__(self, ctx: Context, *, max_workers: int = 4) -> None:
+    def __init__(
+        self, ctx: Context, *, max_workers: int = 4, executor: Executor | None = None
+    ) -> None:
         if max_workers < 1:
             raise InvalidInputError(f"max_workers must be at least 1, not {max_workers}.")
         self._ctx = ctx
         self._max_workers = max_workers
+        self._given_executor = executor
+        self._executor: Executor | None = None
         self._audit = AuditTrail(ctx)
         self._lineage = LineageService(ctx)
         self._projects = ProjectService(ctx)
         self._tracking = TrackingService(ctx)
+
+    def _ships(self) -> bool:
+        return self._executor is not None and self._executor.remote
+
+    def _open_executor(self) -> None:
+        """The executor of this run: the given one, else the ``compute`` setting's (Ray is
+        connected here, before any state is written, so a missing extra changes nothing)."""
+        if self._given_executor is not None:
+            self._executor = self._given_executor
+        elif self._ctx.settings.compute != "local":
+            self._executor = executor_for(self._ctx.settings.compute)
+        else:
+            self._executor = None  # steps run in the coordinating threads
 
     # Running --------------------------------------------------------------------------------
     def run(
@@ -141,6 +268,8 @@ class PipelineService:
         graph = pipe.graph()
         version = graph.version()
         proj = self._projects.get(project, "experiments.write")
+        check_budget(self._ctx, proj.name)  # a spent hard-stop budget refuses it (costs)
+        self._open_executor()
         execution_id = new_id()
         now = self._ctx.clock.now()
         with self._ctx.db.write() as uow:
@@ -274,6 +403,7 @@ class PipelineService:
             state.outputs.pop(name, None)
             state.runs.pop(name, None)
         proj = self._projects.get(current.project, "experiments.write")
+        self._open_executor()
         with self._ctx.db.write() as uow:
             uow.conn.execute(
                 update(pipeline_executions)
@@ -498,7 +628,6 @@ class PipelineService:
         upstream_runs: builtins.list[str],
         waiting_since: datetime | None,
     ) -> _Outcome:
-        arguments: dict[str, Any] = {}
         parameters: dict[str, Any] = {}
         for arg, spec in node.inputs.items():
             if isinstance(spec, OutputRef):
@@ -544,6 +673,7 @@ class PipelineService:
                 "civicml.pipeline.step": node.name,
                 "civicml.pipeline.code": node.step.code,
                 "civicml.pipeline.cache_key": key,
+                **environment_tags(),  # code and library versions (reproducibility)
             },
         )
         started = self._ctx.clock.now()
@@ -562,68 +692,57 @@ class PipelineService:
             for upstream in upstream_runs:
                 source = self._lineage.node(uow, "run", upstream, project_id=proj.id)
                 self._lineage.link(uow, source, this, "ContributedTo")
-        try:
-            for arg, ref in inputs.items():
-                arguments[arg] = load_value(self._ctx.artifacts, ref)
-            arguments.update(parameters)
-            ordered = {p: arguments[p] for p in node.step.signature.parameters if p in arguments}
-            bound = BoundArguments(node.step.signature, ordered)
-            token = _CURRENT_STEP.set(
-                StepContext(self._ctx, proj.name, execution_id, node.name, run.id, waiting_since)
+        body = _Body(
+            settings=shippable_settings(self._ctx.settings) if self._ships() else None,
+            principal=self._ctx.principal,
+            cwd=os.getcwd(),
+            project=proj.name,
+            execution_id=execution_id,
+            node=node.name,
+            step=node.step,
+            inputs=inputs,
+            parameters=parameters,
+            run_id=run.id,
+            waiting_since=waiting_since,
+        )
+        if self._executor is not None and self._ships():
+            outcome = self._executor.submit(_run_body, body).result()
+        else:
+            outcome = _run_body(body, self._ctx)
+        if outcome.where.get("executor") != "local":  # a local run records its process anyway
+            self._tracking.set_tags(
+                run.id, {f"civicml.compute.{k}": v for k, v in outcome.where.items()}
             )
-            try:
-                result = node.step.fn(*bound.args, **bound.kwargs)
-            finally:
-                _CURRENT_STEP.reset(token)
-            outputs = self._store_outputs(node, result)
-        except StepWaiting as waiting:
+        if outcome.status == "waiting":
             self._tracking.end_run(run.id, RunStatus.FINISHED)
             self._update_step(
                 execution_id,
                 node.name,
                 status="waiting",
                 started_at=waiting_since or started,  # when the wait began, kept across resumes
-                error=str(waiting) or None,
+                error=outcome.error,
             )
             return _Outcome(False, {}, run.id, waiting=True)
-        except Exception as err:
+        if outcome.status == "failed":
             self._tracking.end_run(run.id, RunStatus.FAILED)
             self._update_step(
                 execution_id,
                 node.name,
                 status="failed",
                 ended_at=self._ctx.clock.now(),
-                error=f"{type(err).__name__}: {err}",
+                error=outcome.error,
             )
             return _Outcome(False, {}, run.id)
+        outputs = {k: StoredValue.from_dict(v) for k, v in outcome.outputs.items()}
         self._tracking.end_run(run.id, RunStatus.FINISHED)
         self._update_step(
             execution_id,
             node.name,
             status="succeeded",
-            outputs={k: v.to_dict() for k, v in outputs.items()},
+            outputs=outcome.outputs,
             ended_at=self._ctx.clock.now(),
         )
-        return _Outcome(True, outputs, run.id, closed=node.step.gate and result is False)
-
-    def _store_outputs(self, node: Node, result: Any) -> dict[str, StoredValue]:
-        names = node.step.outputs
-        if len(names) == 1:
-            parts: tuple[Any, ...] = (result,)
-        elif isinstance(result, tuple) and len(result) == len(names):
-            parts = result
-        else:
-            raise InvalidInputError(
-                f"Step {node.step.name!r} declares outputs {names!r} but returned "
-                f"{type(result).__qualname__}"
-                + (f" of {len(result)}" if isinstance(result, tuple) else "")
-                + ".",
-                hint=f"Return a tuple of {len(names)} values.",
-            )
-        return {
-            name: store_value(self._ctx.artifacts, value, node.step.name, name)
-            for name, value in zip(names, parts, strict=True)
-        }
+        return _Outcome(True, outputs, run.id, closed=outcome.closed)
 
     def _cached(
         self, project_id: str, key: str, expiry_s: float | None

@@ -4,7 +4,7 @@ Each is a ``@step`` to call inside a ``@cm.pipeline`` function; it reaches the r
 execution through :func:`civicml.pipelines.current` and works through the same services as the
 SDK, as the user who runs (or resumes) the execution:
 
-``ingest`` → ``train`` → ``evaluate_bias`` → ``condition`` → ``register`` →
+``ingest`` → ``train`` or ``tune`` → ``evaluate_bias`` → ``condition`` → ``register`` →
 ``wait_for_approval`` → ``deploy`` / ``batch_predict``, and ``fail``.
 
 >>> from civicml.pipelines import steps
@@ -17,6 +17,7 @@ from __future__ import annotations
 import operator
 import tempfile
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ from civicml.registry.schemas import ApprovalStatus, ModelVersion
 __all__ = [
     "StepFailedError",
     "batch_predict",
+    "check_rules",
     "condition",
     "deploy",
     "evaluate_bias",
@@ -36,6 +38,7 @@ __all__ = [
     "ingest",
     "register",
     "train",
+    "tune",
     "wait_for_approval",
     "when",
 ]
@@ -80,9 +83,6 @@ def train(
     from the dataset version). Returns what :func:`register` needs: run id, artifact path,
     signature and metrics."""
     from civicml.data.service import DatasetService
-    from civicml.tracking.schemas import MetricValue
-    from civicml.tracking.service import TrackingService
-    from civicml.training import fit_tabular
 
     if not isinstance(dataset, DatasetVersion):
         raise InvalidInputError(
@@ -90,12 +90,31 @@ def train(
             hint="Pass the output of the ingest step.",
         )
     here = current()
-    tracking = TrackingService(here.ctx)
     frame = DatasetService(here.ctx).to_pandas(dataset)
+    return _fit_and_record(here.ctx, here.run_id, dataset, frame, target, algorithm, params)
+
+
+def _fit_and_record(
+    ctx: Any,
+    run_id: str,
+    dataset: DatasetVersion,
+    frame: Any,
+    target: str,
+    algorithm: str,
+    params: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """Fit a built-in model and record it on run ``run_id``: params, ``val_*`` metrics, the
+    model files under ``model/``, lineage from the dataset version. Returns what
+    :func:`register` takes."""
+    from civicml.tracking.schemas import MetricValue
+    from civicml.tracking.service import TrackingService
+    from civicml.training import fit_tabular
+
+    tracking = TrackingService(ctx)
     model = fit_tabular(frame, target, algorithm=algorithm, params=params)
-    tracking.log_input(here.run_id, "dataset_version", dataset.id)
+    tracking.log_input(run_id, "dataset_version", dataset.id)
     tracking.log_params(
-        here.run_id,
+        run_id,
         {
             "algorithm": model.algorithm,
             "task": model.task,
@@ -105,21 +124,222 @@ def train(
         },
     )
     metrics = {f"val_{k}": float(v) for k, v in model.metrics.items()}
-    tracking.log_metrics(here.run_id, [MetricValue(key=k, value=v) for k, v in metrics.items()])
+    tracking.log_metrics(run_id, [MetricValue(key=k, value=v) for k, v in metrics.items()])
     with tempfile.TemporaryDirectory(prefix="civicml-model-") as tmp:
         model.save(Path(tmp))
         for file in sorted(p for p in Path(tmp).rglob("*") if p.is_file()):
             with open(file, "rb") as data:
                 path = f"{MODEL_PATH}/{file.relative_to(tmp).as_posix()}"
-                tracking.log_artifact(here.run_id, path, data)
+                tracking.log_artifact(run_id, path, data)
     return {
-        "run_id": here.run_id,
+        "run_id": run_id,
         "artifact_path": MODEL_PATH,
         "signature": [dict(column) for column in model.signature],
         "metrics": metrics,
         "task": model.task,
         "dataset": dataset.id,
     }
+
+
+@step
+def tune(
+    dataset: DatasetVersion,
+    target: str,
+    space: dict[str, Any],
+    algorithm: str = "lightgbm",
+    params: dict[str, Any] | None = None,
+    metric: str | None = None,
+    strategy: str = "tpe",
+    max_trials: int = 10,
+    max_parallel: int = 2,
+    early_stopping: str | None = None,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """Search hyperparameters as ``cm.train.tune`` does, the step's run being the parent and
+    every trial a child run in the same experiment; trials run as Ray tasks when ``compute``
+    names Ray. ``space`` is JSON: ``{"num_leaves": "int:8:64", "learning_rate":
+    "float:0.01:0.3:log", "min_child_samples": [5, 10, 20]}``.
+
+    Returns what :func:`train` returns, for the best trial (its run holds the model files), so
+    :func:`register` takes it; plus ``tuning_id``, ``best_params``, ``best_value``, ``metric``
+    and ``trials`` (complete, pruned).
+    """
+    import json
+
+    from civicml.core.compute import executor_for
+    from civicml.data.service import DatasetService
+    from civicml.store.context import shippable_settings
+    from civicml.tracking.schemas import MetricValue
+    from civicml.tracking.service import TrackingService
+    from civicml.training.tune import (
+        check_metric,
+        default_direction,
+        default_metric,
+        leaderboard,
+        run_study,
+        space_from_json,
+    )
+
+    if not isinstance(dataset, DatasetVersion):
+        raise InvalidInputError(
+            f"tune needs a dataset version, not {type(dataset).__name__}.",
+            hint="Pass the output of the ingest step.",
+        )
+    here = current()
+    ctx = here.ctx
+    search = space_from_json(space)
+    frame = DatasetService(ctx).to_pandas(dataset)
+    key = "val_" + check_metric(metric or default_metric(frame, target, "auto"))
+    direction = default_direction(key)
+    tracking = TrackingService(ctx)
+    run = tracking.get_run(here.run_id)
+    tracking.log_input(here.run_id, "dataset_version", dataset.id)
+    tracking.log_params(
+        here.run_id,
+        {
+            "tuning.algorithm": algorithm,
+            "tuning.metric": key,
+            "tuning.direction": direction,
+            "tuning.strategy": strategy,
+            "tuning.max_trials": max_trials,
+            "tuning.max_parallel": max_parallel,
+            "tuning.early_stopping": early_stopping or "none",
+        },
+    )
+    tracking.set_tags(here.run_id, {"tuning.id": here.run_id, "tuning.role": "parent"})
+    executor = None if ctx.settings.compute == "local" else executor_for(ctx.settings.compute)
+    trial = _StepTrial(
+        project=here.project,
+        experiment=run.experiment,
+        parent=here.run_id,
+        name=here.step,
+        dataset=dataset,
+        target=target,
+        algorithm=algorithm,
+        params=dict(params or {}),
+        metric=key,
+        probe=algorithm == "lightgbm" and (early_stopping == "median" or strategy == "hyperband"),
+        settings=shippable_settings(ctx.settings) if executor is not None else None,
+        principal=ctx.principal,
+    )
+    local = {"ctx": ctx, "frame": frame}
+    result = run_study(
+        trial if executor is not None else lambda t: trial.run(local["ctx"], local["frame"], t),
+        space=search,
+        tuning_id=here.run_id,
+        metric=key,
+        direction=direction,
+        strategy=strategy,
+        max_trials=max_trials,
+        max_parallel=max_parallel,
+        early_stopping="median" if early_stopping == "median" else None,
+        seed=seed,
+        executor=executor,
+    )
+    rows = leaderboard(result.trials, direction)
+    tracking.log_artifact(
+        here.run_id,
+        "tuning/leaderboard.json",
+        json.dumps({"metric": key, "direction": direction, "rows": rows}, default=str).encode(),
+    )
+    tracking.log_metrics(here.run_id, [MetricValue(key=f"best_{key}", value=result.best_value)])
+    tracking.set_tags(
+        here.run_id,
+        {"tuning.best_run_id": result.best_run_id or "", "tuning.best_trial": result.best_trial},
+    )
+    best = next(t for t in result.trials if t.number == result.best_trial)
+    return {
+        **best.info,
+        "tuning_id": here.run_id,
+        "best_params": result.best_params,
+        "best_value": result.best_value,
+        "metric": key,
+        "trials": {
+            "complete": sum(t.state == "complete" for t in result.trials),
+            "pruned": sum(t.state == "pruned" for t in result.trials),
+        },
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class _StepTrial:
+    """One trial of the :func:`tune` step: a child run of the step's run. Shipped to a Ray
+    worker as plain data (settings without the API token, the principal); run in a thread
+    with the step's own context otherwise."""
+
+    project: str
+    experiment: str
+    parent: str
+    name: str
+    dataset: DatasetVersion
+    target: str
+    algorithm: str
+    params: dict[str, Any]
+    metric: str
+    probe: bool
+    settings: dict[str, Any] | None
+    principal: Any
+
+    def __call__(self, trial: Any) -> float:
+        from civicml.data.service import DatasetService
+        from civicml.store.context import worker_context
+
+        ctx = worker_context(self.settings or {}, self.principal)
+        cached = _FRAMES.get(self.dataset.id)
+        if cached is None:
+            _FRAMES.clear()
+            cached = _FRAMES[self.dataset.id] = DatasetService(ctx).to_pandas(self.dataset)
+        return self.run(ctx, cached, trial)
+
+    def run(self, ctx: Any, frame: Any, trial: Any) -> float:
+        from optuna import TrialPruned
+
+        from civicml.core.compute import worker_info
+        from civicml.tracking.schemas import MetricValue, RunStatus
+        from civicml.tracking.service import TrackingService
+        from civicml.training.tune import lightgbm_curve
+
+        tracking = TrackingService(ctx)
+        child = tracking.create_run(
+            self.project,
+            experiment=self.experiment,
+            name=f"{self.name}-trial-{trial.number}",
+            tags={
+                "tuning.id": self.parent,
+                "tuning.trial": trial.number,
+                "tuning.role": "trial",
+                "parent_run_id": self.parent,
+                **{f"civicml.compute.{k}": v for k, v in worker_info().items()},
+            },
+        )
+        trial.run_id = child.id
+        merged = {**self.params, **trial.params}
+
+        def report(step_: int, value: float) -> None:
+            tracking.log_metrics(child.id, [MetricValue(key=self.metric, value=value, step=step_)])
+            trial.report(step_, value)
+
+        try:
+            if self.probe:
+                lightgbm_curve(frame, self.target, metric=self.metric, report=report, params=merged)
+            info = _fit_and_record(
+                ctx, child.id, self.dataset, frame, self.target, self.algorithm, merged
+            )
+        except TrialPruned as pruned:
+            tracking.set_tags(child.id, {"tuning.state": "pruned", "tuning.pruned": str(pruned)})
+            tracking.end_run(child.id, RunStatus.KILLED)
+            raise
+        except BaseException:
+            tracking.set_tags(child.id, {"tuning.state": "failed"})
+            tracking.end_run(child.id, RunStatus.FAILED)
+            raise
+        tracking.set_tags(child.id, {"tuning.state": "complete"})
+        tracking.end_run(child.id, RunStatus.FINISHED)
+        trial.info = info
+        return float(info["metrics"][self.metric])
+
+
+_FRAMES: dict[str, Any] = {}  # a Ray worker's dataset, read once for its trials
 
 
 @step
@@ -213,6 +433,39 @@ condition.gate = True
 
 
 @step
+def check_rules(trained: Any, rules: list[Any] | None = None, otherwise: str = "skip") -> bool:
+    """Training rules as a gate (docs/training-rules.md): evaluate them on the run of a
+    :func:`train` step's output (or a run id) and hold only when none fired. ``rules`` are
+    specs (``"overfit:ratio_threshold=0.2"``) or dicts; default: every built-in rule. The
+    results go on this step's run (tags ``civicml.rule.<name>``, ``rules/evaluation.json``).
+    A fired rule skips the steps after it, or with ``otherwise="fail"`` fails the execution.
+    """
+    from civicml.pipelines.rules_gate import evaluate_run
+
+    if otherwise not in ("skip", "fail"):
+        raise InvalidInputError(
+            f"check_rules(otherwise={otherwise!r}) must be 'skip' or 'fail'.",
+            hint="'skip' skips the steps after it; 'fail' fails the execution.",
+        )
+    run_id = trained.get("run_id") if isinstance(trained, dict) else trained
+    if not isinstance(run_id, str) or not run_id:
+        raise InvalidInputError(
+            "check_rules needs a train step's output or a run id.",
+            hint="Pass the output of steps.train(...).",
+        )
+    here = current()
+    fired = [r for r in evaluate_run(here.ctx, here.project, run_id, here.run_id, rules) if r.fired]
+    if fired and otherwise == "fail":
+        raise StepFailedError(
+            "Training rule(s) fired: " + " ".join(f"{r.rule}: {r.reason}" for r in fired)
+        )
+    return not fired
+
+
+check_rules.gate = True
+
+
+@step
 def when(value: Any, condition: bool) -> Any:
     """``value`` passed on unchanged: a step that takes a ``condition`` step's output runs only
     when the condition held, so ``register(name, when(trained, good))`` registers only a good
@@ -273,26 +526,75 @@ def deploy(endpoint_name: str, model_version: ModelVersion) -> dict[str, Any]:
 
 
 @step
-def batch_predict(model_version: ModelVersion, dataset: DatasetVersion) -> Any:
+def batch_predict(
+    model_version: ModelVersion, dataset: DatasetVersion, chunk_rows: int = 50_000
+) -> Any:
     """Predict every row of ``dataset`` with ``model_version``, loaded from its verified files
     as endpoints load it (never unpickled here): the dataset's rows with a ``prediction``
-    column and, for a classifier, one ``probability_<class>`` column per class."""
+    column and, for a classifier, one ``probability_<class>`` column per class.
+
+    With ``compute`` naming Ray the rows go out in chunks of ``chunk_rows`` as Ray tasks, each
+    a Parquet table (data, not pickles) whose worker loads the model from the artifact store;
+    the step's run records the chunks and the workers (tags ``civicml.compute.batch_*``).
+    """
+    import json
+
     from civicml.data.service import DatasetService
     from civicml.registry.service import RegistryService
-    from civicml.serving.runtime import load_version
+    from civicml.tracking.service import TrackingService
 
+    if chunk_rows < 1:
+        raise InvalidInputError(f"chunk_rows must be at least 1, not {chunk_rows}.")
     here = current()
     mv = RegistryService(here.ctx).get_version(
         here.project, model_version.name, model_version.version
     )
     frame = DatasetService(here.ctx).to_pandas(dataset)
-    loaded = load_version(here.ctx, mv, here.ctx.settings.home / "cache" / "models")
+    if here.ctx.settings.compute == "local":
+        return _predict_frame(here.ctx, mv, frame, f"{dataset.name} v{dataset.version}")
+    import pandas as pd  # type: ignore[import-untyped]
+
+    from civicml.core.compute import executor_for
+    from civicml.store.context import shippable_settings
+
+    executor = executor_for(here.ctx.settings.compute)
+    settings = shippable_settings(here.ctx.settings)
+    what = f"{dataset.name} v{dataset.version}"
+    futures = [
+        executor.submit(
+            _predict_chunk,
+            settings,
+            here.ctx.principal,
+            mv,
+            _to_parquet(frame.iloc[start : start + chunk_rows]),
+            what,
+        )
+        for start in range(0, max(len(frame), 1), chunk_rows)
+    ]
+    parts, workers = [], set()
+    for future in futures:
+        data, where = future.result()
+        parts.append(_from_parquet(data))
+        workers.add(f"{where.get('node_id', where['host'])}/{where['pid']}")
+    TrackingService(here.ctx).set_tags(
+        here.run_id,
+        {
+            "civicml.compute.batch_chunks": len(futures),
+            "civicml.compute.batch_workers": json.dumps(sorted(workers)),
+        },
+    )
+    return pd.concat(parts)
+
+
+def _predict_frame(ctx: Any, mv: ModelVersion, frame: Any, what: str) -> Any:
+    from civicml.serving.runtime import load_version
+
+    loaded = load_version(ctx, mv, ctx.settings.home / "cache" / "models")
     columns = [str(c["name"]) for c in loaded.model.signature]
     missing = [c for c in columns if c not in frame.columns]
     if missing:
         raise InvalidInputError(
-            f"Dataset {dataset.name} v{dataset.version} lacks the model's input columns "
-            f"{', '.join(map(repr, missing))}.",
+            f"Dataset {what} lacks the model's input columns {', '.join(map(repr, missing))}.",
             hint=f"Model {mv.name}/{mv.version} reads: {', '.join(columns)}.",
         )
     labels, proba = loaded.predict(loaded.validate(frame[columns]))
@@ -302,3 +604,31 @@ def batch_predict(model_version: ModelVersion, dataset: DatasetVersion) -> Any:
         for i, cls in enumerate(loaded.classes):
             result[f"probability_{cls}"] = [row[i] for row in proba]
     return result
+
+
+def _predict_chunk(
+    settings: dict[str, Any], principal: Any, mv: ModelVersion, data: bytes, what: str
+) -> tuple[bytes, dict[str, Any]]:
+    """One chunk on a worker: Parquet in, the predicted rows as Parquet out."""
+    from civicml.core.compute import worker_info
+    from civicml.store.context import worker_context
+
+    ctx = worker_context(settings, principal)
+    result = _predict_frame(ctx, mv, _from_parquet(data), what)
+    return _to_parquet(result), worker_info()
+
+
+def _to_parquet(frame: Any) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, engine="pyarrow", index=True)
+    return buffer.getvalue()
+
+
+def _from_parquet(data: bytes) -> Any:
+    import io
+
+    import pandas as pd
+
+    return pd.read_parquet(io.BytesIO(data), engine="pyarrow")

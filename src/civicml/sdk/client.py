@@ -29,6 +29,7 @@ from civicml.registry.schemas import (
     ModelVersion,
     RegisteredModel,
 )
+from civicml.sdk.costs import CostsHandle
 from civicml.sdk.datasets import DatasetsHandle
 from civicml.sdk.embedded import EmbeddedBackend
 from civicml.sdk.endpoints import EndpointsHandle
@@ -46,9 +47,11 @@ from civicml.sdk.oversight import (
     set_policy,
 )
 from civicml.sdk.pipelines import PipelinesHandle
+from civicml.sdk.schedules import SchedulesHandle
 from civicml.sdk.tokens import TokensHandle
 from civicml.store.paths import validate_relative_path
 from civicml.store.schemas import ArtifactInfo
+from civicml.tracking.reproducibility import environment_tags
 from civicml.tracking.schemas import Experiment, MetricValue, Run, RunStatus, SearchWarning
 from civicml.tracking.service import MetricPoint
 
@@ -112,6 +115,8 @@ class Client:
         self.tokens = TokensHandle(backend)
         self.keys = KeysHandle(backend)
         self.pipelines = PipelinesHandle(backend)
+        self.costs = CostsHandle(backend)
+        self.schedules = SchedulesHandle(backend)
 
     @property
     def backend(self) -> Any:
@@ -190,8 +195,13 @@ class ProjectHandle:
         params: Mapping[str, object] | None = None,
         tags: Mapping[str, object] | None = None,
     ) -> RunHandle:
-        """Start a run; use it as a context manager to end it (failed on an exception)."""
-        run = self._backend.create_run(self.name, experiment, name, params, tags)
+        """Start a run; use it as a context manager to end it (failed on an exception).
+
+        The run is tagged with this process's code version and library versions
+        (:func:`~civicml.tracking.reproducibility.environment_tags`); ``tags`` win over them.
+        """
+        merged = {**environment_tags(), **(tags or {})}
+        run = self._backend.create_run(self.name, experiment, name, params, merged)
         return RunHandle(self._backend, run)
 
     def experiments(self) -> list[Experiment]:
@@ -255,6 +265,19 @@ class RunsHandle:
         return self.search(
             experiments=[experiment] if experiment else None, max_results=max_results
         )
+
+    def check_rules(
+        self, run_id: str, rules: Sequence[Any] | None = None, *, record: bool = True
+    ) -> builtins.list[Any]:
+        """Evaluate training rules (default: all built-in ones) on a run's logged metrics.
+
+        ``rules`` are ``cm.rules.*`` rules or specs (``"overfit:ratio_threshold=0.2"``). With
+        ``record`` the results are set on the run as tags ``civicml.rule.<name>``
+        (docs/training-rules.md). Returns one :class:`~civicml.training.rules.RuleResult` each.
+        """
+        from civicml.sdk.rules import check_run
+
+        return check_run(self._backend, run_id, rules, record=record)
 
 
 class RunHandle:

@@ -70,9 +70,12 @@ class EmbeddedBackend:
 
     remote = False
 
-    def __init__(self, settings: Settings, principal: Principal | None = None) -> None:
+    def __init__(
+        self, settings: Settings, principal: Principal | None = None, *, ctx: Context | None = None
+    ) -> None:
         self.settings = settings
-        self.ctx = open_context(settings, principal)
+        # ctx: stores already open (a Ray worker's, civicml.store.context.worker_context)
+        self.ctx = ctx or open_context(settings, principal)
         self.projects = ProjectService(self.ctx)
         self.tracking = TrackingService(self.ctx)
         self.registry = RegistryService(self.ctx)
@@ -107,6 +110,7 @@ class EmbeddedBackend:
         self.writer.close()
         if self._serving is not None:
             self._serving.close()
+        self.audit.flush()  # sign what this client committed before letting go
         self.ctx.db.close()
 
     # API tokens (for a server on these stores; embedded calls themselves need none) ----------

@@ -13,6 +13,10 @@ docs/script-mode.md) and records its log, exit code and model files on the run.
 ``cm.train.tune(dataset_version, target=..., space={...}, project=proj)`` searches
 hyperparameters with Optuna (:mod:`civicml.training.tune`, docs/tuning.md): each trial is a
 child run of a parent tuning run that holds the leaderboard.
+
+``cm.train.auto(dataset_version, target=..., time_budget=60, project=proj)`` tries every
+built-in algorithm with tuning and cross-validation and returns the chosen model with its
+leaderboard and the reason for the choice (:mod:`civicml.sdk.automl`, docs/automl.md).
 """
 
 from __future__ import annotations
@@ -22,17 +26,21 @@ import hashlib
 import json
 import sys
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from optuna import TrialPruned
 
-from civicml.core.errors import InvalidInputError
+from civicml.core.errors import ConfigurationError, InvalidInputError
 from civicml.data.schemas import DatasetVersion
+from civicml.sdk import rules as _rules
 from civicml.sdk.client import ModelsHandle, ProjectHandle, RunHandle
+from civicml.sdk.costs import metering, metering_trial
 from civicml.sdk.datasets import DatasetsHandle
+from civicml.store.context import shippable_settings
+from civicml.tracking.reproducibility import environment_tags
 from civicml.tracking.schemas import RunStatus
 from civicml.training import TabularModel, fit_tabular
 from civicml.training.script import ScriptFailedError, run_script
@@ -51,7 +59,14 @@ from civicml.training.tune import (
     run_study,
 )
 
-__all__ = ["ScriptTrainedModel", "TrainedModel", "TuningResult", "script", "tabular", "tune"]
+__all__ = [
+    "ScriptTrainedModel",
+    "TrainedModel",
+    "TuningResult",
+    "script",
+    "tabular",
+    "tune",
+]
 
 MODEL_PATH = "model"
 LOG_PATH = "logs/train.log"
@@ -73,6 +88,7 @@ class TrainedModel:
         return [dict(column) for column in self.model.signature]
 
 
+@metering  # the training's usage, on its run (docs/costs.md)
 def tabular(
     dataset: DatasetVersion,
     *,
@@ -84,6 +100,7 @@ def tabular(
     features: list[str] | None = None,
     validation_fraction: float = 0.2,
     seed: int = 0,
+    rules: Sequence[Any] | None = None,
 ) -> TrainedModel:
     """Train a tabular classifier or regressor on a dataset version and record it on ``run``.
 
@@ -97,6 +114,11 @@ def tabular(
         features: Input columns (default: every column but the target).
         validation_fraction: Share of rows held out for evaluation (seeded, stratified).
         seed: Seed of the split and the estimator.
+        rules: Training rules (``[cm.rules.overfit(on_fire="stop")]``, docs/training-rules.md):
+            LightGBM logs ``train_loss``/``val_loss`` by boosting round and stops when a
+            ``stop`` rule fires; other algorithms have the rules evaluated after the fit.
+            Results are recorded on the run (tags ``civicml.rule.<name>``,
+            ``rules/evaluation.json``).
 
     Returns:
         The :class:`TrainedModel`; its ``signature`` and ``metrics`` go to the registry.
@@ -113,6 +135,9 @@ def tabular(
         )
     backend = run._backend
     frame = DatasetsHandle(backend, dataset.project).to_pandas(dataset)
+    monitor = _rules.monitor_for(rules, frame, target, task)  # training rules (sdk/rules.py)
+    if monitor is not None:
+        _rules.before_fit(monitor, run)
     model = fit_tabular(
         frame,
         target,
@@ -122,6 +147,7 @@ def tabular(
         validation_fraction=validation_fraction,
         seed=seed,
         features=features,
+        callbacks=[monitor.lightgbm_callback()] if monitor and algorithm == "lightgbm" else (),
     )
     run.log_input(dataset)
     run.log_params(
@@ -141,6 +167,10 @@ def tabular(
         run.log_artifacts(tmp, MODEL_PATH)
     if model.confusion_matrix is not None:
         run.log_text(json.dumps(model.confusion_matrix), "evaluation/confusion_matrix.json")
+    if monitor is not None:
+        _rules.after_fit(
+            monitor, run, model, frame, validation_fraction=validation_fraction, features=features
+        )
     return TrainedModel(
         model=model,
         run_id=run.id,
@@ -172,6 +202,7 @@ class ScriptTrainedModel:
         return [dict(c) for c in self.input_signature] or None
 
 
+@metering  # the script's usage (exact, from wait4), on its run (docs/costs.md)
 def script(
     path: str | Path,
     channels: Mapping[str, DatasetVersion] | DatasetVersion,
@@ -332,6 +363,7 @@ class _Tune:
         features: list[str] | None = None,
         validation_fraction: builtins.float = 0.2,
         seed: builtins.int = 0,
+        rules: Sequence[Any] | None = None,
     ) -> TuningResult:
         """Search hyperparameters of a built-in algorithm; every trial is a child run.
 
@@ -364,6 +396,9 @@ class _Tune:
                 are evaluated first.
             register: Register the best trial's model under this name.
             task, params, features, validation_fraction, seed: As in ``cm.train.tabular``.
+            rules: Training rules evaluated in every trial, as in ``cm.train.tabular``: a
+                ``stop`` rule ends a LightGBM trial's boosting early (the trial completes
+                with the model it has); each trial run records the results.
 
         Returns:
             The :class:`~civicml.training.tune.TuningResult`.
@@ -392,7 +427,9 @@ def _tune(self: _Tune, **kw: Any) -> TuningResult:
             "cm.train.tune needs exactly one of project= (a new parent run) or run= (yours).",
             hint='Pass project=ml.project("benefits").',
         )
+    _rules.parse_rules(kw["rules"])  # a bad rule fails before any run starts
     backend = given._backend if given is not None else project._backend  # type: ignore[union-attr]
+    executor = _tuning_executor(backend)  # Ray connects (or says it is missing) before any run
     frame = DatasetsHandle(backend, dataset.project).to_pandas(dataset)
     algorithm: str = kw["algorithm"]
     target: str = kw["target"]
@@ -411,6 +448,7 @@ def _tune(self: _Tune, **kw: Any) -> TuningResult:
             "tuning.strategy": kw["strategy"],
             "tuning.max_trials": kw["max_trials"],
             "tuning.max_parallel": kw["max_parallel"],
+            "tuning.seed": kw["seed"],
             "tuning.early_stopping": kw["early_stopping"] or "none",
             "tuning.space": json.dumps({k: _describe(v) for k, v in space.items()}),
         }
@@ -422,71 +460,35 @@ def _tune(self: _Tune, **kw: Any) -> TuningResult:
         kw["early_stopping"] == "median" or kw["strategy"] == "hyperband"
     )
     trained: dict[builtins.int, TrainedModel] = {}
+    trial = _Trial(
+        dataset=dataset,
+        target=target,
+        algorithm=algorithm,
+        metric=metric,
+        probe=probe,
+        parent_id=parent.id,
+        project=info.project,
+        experiment=info.experiment,
+        name=info.name,
+        options={
+            k: kw.get(k)
+            for k in ("task", "params", "features", "validation_fraction", "seed", "rules")
+        },
+    )
 
     def objective(ctx: TrialContext) -> builtins.float:
-        record = backend.create_run(
-            info.project,
-            info.experiment,
-            f"{info.name}-trial-{ctx.number}",
-            None,
-            {
-                "tuning.id": parent.id,
-                "tuning.trial": ctx.number,
-                "tuning.role": "trial",
-                "parent_run_id": parent.id,
-            },
-        )
-        child = RunHandle(backend, record)
-        ctx.run_id = child.id
-        merged = {**(kw["params"] or {}), **ctx.params}
-        try:
-            if probe:
-                lightgbm_curve(
-                    frame,
-                    target,
-                    metric=metric,
-                    report=lambda step, value: _report(child, ctx, metric, step, value),
-                    task=kw["task"],
-                    params=merged,
-                    features=kw["features"],
-                    validation_fraction=kw["validation_fraction"],
-                    seed=kw["seed"],
-                )
-            model = tabular(
-                dataset,
-                target=target,
-                run=child,
-                algorithm=algorithm,
-                task=kw["task"],
-                params=merged,
-                features=kw["features"],
-                validation_fraction=kw["validation_fraction"],
-                seed=kw["seed"],
-            )
-        except TrialPruned as pruned:
-            child.set_tags({"tuning.state": "pruned", "tuning.pruned": str(pruned)})
-            child.end(RunStatus.KILLED)
-            raise
-        except BaseException:
-            child.set_tag("tuning.state", "failed")
-            child.end(RunStatus.FAILED)
-            raise
-        if metric not in model.metrics:
-            child.end(RunStatus.FAILED)
-            raise InvalidInputError(
-                f"Trial {ctx.number} has no metric {metric!r}; it has "
-                + ", ".join(sorted(model.metrics))
-                + ".",
-                hint="Pick one of those as metric=.",
-            )
-        child.set_tag("tuning.state", "complete")
-        child.end(RunStatus.FINISHED)
+        model = trial.run(backend, frame, ctx)
         trained[ctx.number] = model
         return model.metrics[metric]
 
+    if executor is not None:  # trials as Ray tasks: the worker opens the stores itself
+        trial = replace(
+            trial, settings=shippable_settings(backend.settings), principal=backend.ctx.principal
+        )
+
     try:
         result = run_study(
-            objective,
+            objective if executor is None else trial,
             space=space,
             tuning_id=parent.id,
             metric=metric,
@@ -498,6 +500,7 @@ def _tune(self: _Tune, **kw: Any) -> TuningResult:
             early_stopping=kw["early_stopping"],
             warm_start=warm,
             seed=kw["seed"],
+            executor=executor,
         )
     except BaseException:
         if given is None:
@@ -539,11 +542,159 @@ def _tune(self: _Tune, **kw: Any) -> TuningResult:
     )
     version = None
     if kw["register"]:
-        best = trained[result.best_trial]
+        best: Any = trained.get(result.best_trial)
+        if best is None:  # a remote trial: what it recorded, not the model object
+            record = next(t for t in result.trials if t.number == result.best_trial)
+            best = _TrialModel(**record.info)
         version = ModelsHandle(backend, info.project).register(kw["register"], best)
     if given is None:
         parent.end(RunStatus.FINISHED)
     return replace(result, model_version=version)
+
+
+@dataclass(frozen=True, slots=True)
+class _TrialModel:
+    """The best remote trial's model as the registry needs it (its files are on its run)."""
+
+    run_id: str
+    signature: list[dict[str, Any]]
+    metrics: dict[str, builtins.float]
+    artifact_path: str = MODEL_PATH
+    model: None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Trial:
+    """One tuning trial: a child run of the parent, trained as ``cm.train.tabular`` does.
+
+    Called by the local study with the caller's backend (:meth:`run`), or shipped to a Ray
+    worker as itself (``__call__``): then it carries plain data only — the settings (without
+    the API token) and the caller's principal — and the worker opens the same stores."""
+
+    dataset: DatasetVersion
+    target: str
+    algorithm: str
+    metric: str
+    probe: bool
+    parent_id: str
+    project: str
+    experiment: str
+    name: str
+    options: dict[str, Any]
+    settings: dict[str, Any] | None = None
+    principal: Any = None
+
+    def __call__(self, ctx: TrialContext) -> builtins.float:
+        backend, frame = _worker_backend(self.settings or {}, self.principal, self.dataset)
+        return self.run(backend, frame, ctx).metrics[self.metric]
+
+    @metering_trial  # the trial's usage, probe included, on its run (docs/costs.md)
+    def run(self, backend: Any, frame: Any, ctx: TrialContext) -> TrainedModel:
+        from civicml.core.compute import worker_info
+
+        opts = self.options
+        record = backend.create_run(
+            self.project,
+            self.experiment,
+            f"{self.name}-trial-{ctx.number}",
+            None,
+            {
+                "tuning.id": self.parent_id,
+                "tuning.trial": ctx.number,
+                "tuning.role": "trial",
+                "parent_run_id": self.parent_id,
+                **environment_tags(),  # code and library versions (reproducibility)
+                **{f"civicml.compute.{k}": v for k, v in worker_info().items()},
+            },
+        )
+        child = RunHandle(backend, record)
+        ctx.run_id = child.id
+        merged = {**(opts["params"] or {}), **ctx.params}
+        try:
+            if self.probe:
+                lightgbm_curve(
+                    frame,
+                    self.target,
+                    metric=self.metric,
+                    report=lambda step, value: _report(child, ctx, self.metric, step, value),
+                    task=opts["task"],
+                    params=merged,
+                    features=opts["features"],
+                    validation_fraction=opts["validation_fraction"],
+                    seed=opts["seed"],
+                )
+            model = tabular(
+                self.dataset,
+                target=self.target,
+                run=child,
+                algorithm=self.algorithm,
+                task=opts["task"],
+                params=merged,
+                features=opts["features"],
+                validation_fraction=opts["validation_fraction"],
+                seed=opts["seed"],
+                rules=opts.get("rules"),
+            )
+        except TrialPruned as pruned:
+            child.set_tags({"tuning.state": "pruned", "tuning.pruned": str(pruned)})
+            child.end(RunStatus.KILLED)
+            raise
+        except BaseException:
+            child.set_tag("tuning.state", "failed")
+            child.end(RunStatus.FAILED)
+            raise
+        if self.metric not in model.metrics:
+            child.end(RunStatus.FAILED)
+            raise InvalidInputError(
+                f"Trial {ctx.number} has no metric {self.metric!r}; it has "
+                + ", ".join(sorted(model.metrics))
+                + ".",
+                hint="Pick one of those as metric=.",
+            )
+        child.set_tag("tuning.state", "complete")
+        child.end(RunStatus.FINISHED)
+        ctx.info = {"run_id": child.id, "signature": model.signature, "metrics": model.metrics}
+        return model
+
+
+_WORKER_BACKENDS: dict[str, Any] = {}
+
+
+def _worker_backend(settings: dict[str, Any], principal: Any, dataset: DatasetVersion) -> Any:
+    """The embedded backend of a Ray worker and the trial's data, opened once per process."""
+    from civicml.core.settings import Settings
+    from civicml.sdk.embedded import EmbeddedBackend
+    from civicml.store.context import worker_context
+
+    key = json.dumps([settings, principal.user, sorted(principal.roles)], default=str)
+    found = _WORKER_BACKENDS.get(key)
+    if found is None:
+        ctx = worker_context(settings, principal)
+        backend = EmbeddedBackend(Settings.load(**settings), principal, ctx=ctx)
+        found = _WORKER_BACKENDS[key] = [backend, {}]
+    backend, frames = found
+    if dataset.id not in frames:
+        frames.clear()  # one dataset at a time per worker
+        frames[dataset.id] = DatasetsHandle(backend, dataset.project).to_pandas(dataset)
+    return backend, frames[dataset.id]
+
+
+def _tuning_executor(backend: Any) -> Any:
+    """A Ray executor when ``compute`` names Ray (embedded only), else None (threads)."""
+    compute = getattr(backend, "settings", None)
+    name = getattr(compute, "compute", "local")
+    if name == "local":
+        return None
+    if backend.remote:
+        raise ConfigurationError(
+            f"compute = {name!r} runs tuning trials on Ray, and Ray workers open the stores "
+            "themselves; a client of a civicml server has no stores to give them.",
+            hint="Tune embedded on the stores the server uses (cm.connect() with the same "
+            "db_url and artifacts), or set CIVICML_COMPUTE=local to train here.",
+        )
+    from civicml.core.compute import executor_for
+
+    return executor_for(name)
 
 
 def _report(
@@ -588,3 +739,13 @@ def _echo(name: str) -> Callable[[str], None]:
         console.print(f"[dim]{escape(name)} |[/dim] {escape(line)}")
 
     return show
+
+
+def __getattr__(name: str) -> Any:
+    """``auto`` loads on first use: :mod:`civicml.sdk.automl` builds on this module, so it is
+    not imported here (and not in ``__all__``, which a star-import would resolve eagerly)."""
+    if name == "auto":
+        from civicml.sdk.automl import auto
+
+        return auto
+    raise AttributeError(f"module 'civicml.sdk.train' has no attribute {name!r}")

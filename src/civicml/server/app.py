@@ -13,6 +13,8 @@ from fastapi.concurrency import run_in_threadpool
 import civicml
 from civicml.core.identity import Principal
 from civicml.core.settings import Settings
+from civicml.governance.audit import AuditTrail
+from civicml.pipelines.scheduler import Scheduler
 from civicml.sdk.embedded import open_context
 from civicml.server.auth import AuthMiddleware, check_bind
 from civicml.server.bodies import JSONRoute, strict_json
@@ -20,6 +22,7 @@ from civicml.server.deps import AppState
 from civicml.server.errors import install_error_handlers
 from civicml.server.guard import BodyLimits, GuardMiddleware
 from civicml.server.routers import (
+    costs,
     data,
     evaluation,
     governance,
@@ -30,6 +33,7 @@ from civicml.server.routers import (
     pipelines,
     projects,
     registry,
+    schedules,
     serving,
     tokens,
     tracking,
@@ -63,12 +67,19 @@ def create_app(settings: Settings, principal: Principal | None = None) -> FastAP
         app.state.civicml = AppState(ctx=ctx, writer=writer)
         app.state.serving = ModelHost(ctx)
         task = asyncio.create_task(_recover_loop(ctx))
+        # Cron schedules and event triggers (setting scheduler_enabled; docs/pipelines.md).
+        scheduler = Scheduler(ctx) if settings.scheduler_enabled else None
+        if scheduler is not None:
+            scheduler.start()
         try:
             yield
         finally:
             task.cancel()
+            if scheduler is not None:
+                await run_in_threadpool(scheduler.stop)
             await run_in_threadpool(app.state.serving.close)
             await run_in_threadpool(writer.close)
+            await run_in_threadpool(AuditTrail(ctx).flush)
             ctx.db.close()
 
     app = FastAPI(
@@ -101,6 +112,8 @@ def create_app(settings: Settings, principal: Principal | None = None) -> FastAP
         oversight.router,
         packages.router,
         pipelines.router,
+        schedules.router,
+        costs.router,
         serving.router,
         governance.router,
         tokens.router,

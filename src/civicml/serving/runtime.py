@@ -49,6 +49,7 @@ import numpy as np
 
 from civicml.core.errors import CivicMLError, InvalidInputError, NotFoundError
 from civicml.core.identity import Principal
+from civicml.costs.service import record_endpoint_usage
 from civicml.evaluation.models import load_tabular_model
 from civicml.governance.access import global_permissions
 from civicml.governance.projects import ProjectService
@@ -81,6 +82,10 @@ log = logging.getLogger("civicml.serving")
 DEFAULT_REFRESH_S = 2.0
 #: The most records one invocation may carry.
 MAX_RECORDS = 100_000
+#: How often endpoints' CPU time and invocations are added to the usage ledger (seconds).
+USAGE_FLUSH_S = 60.0
+#: The fast (event-loop) path reads the CPU clock for one invocation in this many.
+CPU_SAMPLE = 8
 #: The most records :meth:`ModelHost.invoke_nowait` predicts on the caller's (event loop) thread.
 INLINE_MAX_RECORDS = 64
 
@@ -267,6 +272,14 @@ class ModelHost:
         self._counts: dict[str, dict[str, int]] = {}
         self._counts_lock = threading.Lock()
         self._since = ctx.clock.now()
+        #: Per endpoint id: its project id and name, and what the usage ledger has of its
+        #: counts (``invocations`` and ``cpu_ns`` in ``_counts``) — the next flush adds the rest.
+        self._owners: dict[str, tuple[str, str]] = {}
+        self._flushed: dict[str, tuple[int, int]] = {}
+        self._flush_lock = threading.Lock()
+        self._tick = 0
+        self._flusher: threading.Thread | None = None
+        self._stop_flushing = threading.Event()
 
     # Loading and routing ----------------------------------------------------------------------
     def load(self, mv: ModelVersion) -> LoadedModel:
@@ -314,7 +327,9 @@ class ModelHost:
             return sorted(self._models)
 
     def close(self) -> None:
-        """Write out pending capture files and drop the models."""
+        """Write out pending capture files and endpoint usage, and drop the models."""
+        self._stop_flushing.set()
+        self.flush_usage()
         self.capture.close()
         with self._lock:
             self._routes.clear()
@@ -355,6 +370,7 @@ class ModelHost:
         """
         who = self._authorize(project, caller)
         route = self._route(project, endpoint)
+        cpu_from = time.thread_time_ns()  # the endpoint's CPU time: checking, model, answer
         try:
             rows = [records] if isinstance(records, Mapping) else records
             if hasattr(rows, "__len__") and len(rows) > MAX_RECORDS:
@@ -377,7 +393,7 @@ class ModelHost:
             self._count(route, "input_errors")
             raise
         predictions, probabilities = loaded.predict_batched(batch)
-        result = self._answer(route, rows, predictions, probabilities, who)
+        result = self._answer(route, rows, predictions, probabilities, who, cpu_from)
         if explain:
             result["explanations"] = loaded.explainer.explain(loaded.validate(rows))
         return result
@@ -412,11 +428,15 @@ class ModelHost:
         except InvalidInputError:
             self._count(route, "input_errors")
             raise
+        # The CPU clock is a system call, a tenth of this path's cost: read it for one
+        # invocation in CPU_SAMPLE and count that one CPU_SAMPLE times (docs/costs.md).
+        self._tick = tick = (self._tick + 1) % CPU_SAMPLE
+        cpu_from = 0 if tick else time.thread_time_ns()
         batch = fast.encode(rows)
         if batch is None:
             return None
         predictions, probabilities = loaded.predict(batch)
-        return self._answer(route, rows, predictions, probabilities, who)
+        return self._answer(route, rows, predictions, probabilities, who, cpu_from, CPU_SAMPLE)
 
     def _authorize(self, project: str, caller: Principal | None) -> str:
         """Refuse a caller without ``endpoints.invoke`` on ``project``; returns its user name.
@@ -453,6 +473,56 @@ class ModelHost:
             counts = self._counts.setdefault(route.endpoint.id, {})
             counts[what] = counts.get(what, 0) + 1
 
+    def _served(self, route: _Route, cpu_ns: int) -> None:
+        """Count an answered invocation and its CPU time (added to the usage ledger every
+        :data:`USAGE_FLUSH_S` by a background thread, and at :meth:`close`)."""
+        endpoint_id = route.endpoint.id
+        with self._counts_lock:
+            counts = self._counts.setdefault(endpoint_id, {})
+            counts["invocations"] = counts.get("invocations", 0) + 1
+            if cpu_ns:
+                counts["cpu_ns"] = counts.get("cpu_ns", 0) + cpu_ns
+            if endpoint_id not in self._owners:
+                self._owners[endpoint_id] = (route.project_id, route.endpoint.name)
+        if self._flusher is None:
+            with self._flush_lock:
+                if self._flusher is None:
+                    self._flusher = threading.Thread(
+                        target=self._flush_loop, name="civicml-endpoint-usage", daemon=True
+                    )
+                    self._flusher.start()
+
+    def flush_usage(self) -> None:
+        """Add the endpoints' CPU seconds and invocations counted since the last flush to the
+        usage ledger (docs/costs.md); what the database refuses is added at the next flush."""
+        with self._flush_lock:
+            with self._counts_lock:
+                now = {
+                    e: (c.get("invocations", 0), c.get("cpu_ns", 0))
+                    for e, c in self._counts.items()
+                    if e in self._owners
+                }
+                owners = dict(self._owners)
+            items = []
+            for endpoint_id, (invocations, cpu_ns) in now.items():
+                done = self._flushed.get(endpoint_id, (0, 0))
+                if (invocations, cpu_ns) != done:
+                    project_id, name = owners[endpoint_id]
+                    cpu_s, count = (cpu_ns - done[1]) / 1e9, invocations - done[0]
+                    items.append((project_id, endpoint_id, name, cpu_s, count))
+            if not items:
+                return
+            try:
+                record_endpoint_usage(self._ctx, items, self._ctx.clock.now())
+            except Exception:
+                log.exception("recording endpoint usage failed; it is added at the next flush")
+                return
+            self._flushed.update(now)
+
+    def _flush_loop(self) -> None:
+        while not self._stop_flushing.wait(USAGE_FLUSH_S):
+            self.flush_usage()
+
     def _answer(
         self,
         route: _Route,
@@ -460,8 +530,11 @@ class ModelHost:
         predictions: list[Any],
         probabilities: list[list[float]] | None,
         caller: str | None,
+        cpu_from: int = 0,
+        scale: int = 1,
     ) -> Invocation:
-        """The invocation's answer, captured when the endpoint's sample says so.
+        """The invocation's answer, captured when the endpoint's sample says so; its CPU time
+        since ``cpu_from`` (``time.thread_time_ns()``) goes to the endpoint's usage.
 
         Raises:
             ModelOutputError: A prediction or probability is not finite: JSON cannot carry it
@@ -480,7 +553,7 @@ class ModelHost:
         capture = route.endpoint.capture
         sampled = capture.enabled and self.capture.sampled(capture.percent)
         if bad is None:
-            self._count(route, "invocations")
+            self._served(route, (time.thread_time_ns() - cpu_from) * scale if cpu_from else 0)
             if sampled:
                 self._capture(route, rows, result, caller, None)
             return result

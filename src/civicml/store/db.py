@@ -89,6 +89,8 @@ class MetadataStore:
         self.dialect = self.engine.dialect.name
         self._write_engine = self.engine.execution_options(civicml_write=True)
         self._sqlite_write_lock = threading.Lock() if self.dialect == "sqlite" else None
+        self._before_close: dict[str, Callable[[], None]] = {}
+        self.closed = False
         if migrate:
             try:
                 self.migrate()
@@ -137,7 +139,15 @@ class MetadataStore:
         for callback in uow._callbacks.values():
             callback()
 
+    def before_close(self, key: str, callback: Callable[[], None]) -> None:
+        """Run ``callback`` when :meth:`close` is called, before the connections go (work
+        deferred past a commit, such as signing the audit head); one callback per ``key``."""
+        self._before_close[key] = callback
+
     def close(self) -> None:
+        for callback in list(self._before_close.values()):
+            callback()
+        self.closed = True
         self.engine.dispose()
 
     # Migrations ------------------------------------------------------------------------------

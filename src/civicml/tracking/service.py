@@ -31,6 +31,7 @@ from civicml.core.ids import new_id, validate_name
 from civicml.core.names import already_exists, name_key
 from civicml.core.process import hostname, process_alive
 from civicml.core.types import INT64_MAX, INT64_MIN
+from civicml.costs.budgets import check_budget
 from civicml.governance._tables import projects
 from civicml.governance.audit import AuditTrail
 from civicml.governance.lineage import LineageService
@@ -259,6 +260,7 @@ class TrackingService:
         clean_tags = _clean_tags(tags or {})
         if name is not None and (not name or len(name) > 256):
             raise InvalidInputError("Run name must be 1-256 characters.")
+        check_budget(self._ctx, project)  # costs: a spent hard-stop budget refuses new runs
         run_id = new_id()
         run_name = name or f"run-{run_id[-8:]}"
         now = self._ctx.clock.now()

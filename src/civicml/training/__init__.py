@@ -11,6 +11,9 @@ The ``Literal`` types ``Task`` (:mod:`civicml.training.model`) and ``ColumnType`
 under time and memory limits (script mode, :mod:`civicml.training.script`).
 ``run_study(objective, space=...)`` searches hyperparameters with an in-memory Optuna study and
 returns a :class:`TuningResult` (:mod:`civicml.training.tune`).
+Training rules (SageMaker Debugger's built-in rules: loss not decreasing, overfit, overtraining,
+class imbalance) are evaluated on logged metrics by :mod:`civicml.training.rules`; AutoML's
+cross-validated search over every built-in algorithm is :mod:`civicml.training.auto`.
 This package is a pure library: datasets, runs and the registry are wired to it elsewhere.
 """
 

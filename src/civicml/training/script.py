@@ -30,6 +30,7 @@ channel's columns minus the target, task and classes from the target), the bundl
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -50,6 +51,7 @@ import pyarrow as pa  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
 from civicml.core.errors import CivicMLError, InvalidInputError
+from civicml.costs.meter import current as current_measurement
 from civicml.training._signature import infer_signature
 from civicml.training.model import MANIFEST_FILE, PICKLE_FORMAT, PICKLE_MODEL_FILE
 from civicml.training.tabular import _resolve_task
@@ -333,18 +335,37 @@ def _run(
 
     reader = threading.Thread(target=read, name="civicml-script-log", daemon=True)
     reader.start()
-    timed_out = False
+    # Reaped with wait4, not Popen.wait: its rusage is the script's exact CPU time and peak
+    # memory, charged to the work measuring this thread (civicml.costs; GPU use is watched).
+    measuring = current_measurement()
+    usage: list[Any] = []
+    started = time.monotonic()
+
+    def reap() -> None:
+        _, status, rusage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+        usage.append(rusage)
+
+    waiter = threading.Thread(target=reap, name="civicml-script-wait", daemon=True)
+    watch = measuring.watching(process.pid) if measuring else contextlib.nullcontext()
+    waiter.start()
     try:
-        process.wait(timeout=time_limit_s)
-    except subprocess.TimeoutExpired:
-        timed_out = True
+        with watch:
+            waiter.join(timeout=time_limit_s)
     finally:
+        timed_out = waiter.is_alive()
         _kill_group(process.pid)  # the script's children too, whether it finished or not
-        process.wait()
+        waiter.join()
         reader.join(timeout=10)
         if stream is not None:
             stream.close()
-    return process.returncode, timed_out, "\n".join(lines)
+    if measuring is not None and usage:
+        measuring.add_subprocess(
+            cpu_s=usage[0].ru_utime + usage[0].ru_stime,
+            max_rss_bytes=usage[0].ru_maxrss * (1 if sys.platform == "darwin" else 1024),
+            wall_s=time.monotonic() - started,
+        )
+    return int(process.returncode), timed_out, "\n".join(lines)
 
 
 def _kill_group(pgid: int) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -129,6 +129,7 @@ def fit_tabular(
     validation_fraction: float = 0.2,
     seed: int = 0,
     features: list[str] | None = None,
+    callbacks: Sequence[Callable[[Any], None]] = (),
 ) -> TabularModel:
     """Fit a preprocessing + estimator pipeline on ``df`` and evaluate it on a held-out split.
 
@@ -144,6 +145,10 @@ def fit_tabular(
         validation_fraction: Share of rows held out for evaluation, between 0 and 1.
         seed: Seeds the split and the estimator: same data and seed, same model.
         features: Input columns; all columns except ``target`` when omitted.
+        callbacks: LightGBM callbacks (``algorithm="lightgbm"`` only). LightGBM is then fitted
+            watching the train and validation sets, named ``train`` and ``validation``, so a
+            callback sees both losses each boosting round and may stop training
+            (:class:`civicml.training.rules.RuleMonitor`).
 
     Returns:
         The fitted model with its validation metrics.
@@ -196,7 +201,10 @@ def fit_tabular(
     x_valid = conform(valid[columns], signature)
     y_train, y_valid = _labels(train[target], resolved), _labels(valid[target], resolved)
     started = time.perf_counter()
-    pipeline.fit(x_train, y_train)
+    if callbacks:
+        _fit_watched(pipeline, algorithm, x_train, y_train, x_valid, y_valid, callbacks)
+    else:
+        pipeline.fit(x_train, y_train)
     fit_seconds = time.perf_counter() - started
     confusion: ConfusionMatrix | None = None
     if resolved == "classification":
@@ -227,6 +235,34 @@ def fit_tabular(
             "stratified": resolved == "classification",
             "fit_seconds": round(fit_seconds, 4),
         },
+    )
+
+
+def _fit_watched(
+    pipeline: Pipeline,
+    algorithm: str,
+    x_train: pd.DataFrame,
+    y_train: Any,
+    x_valid: pd.DataFrame,
+    y_valid: Any,
+    callbacks: Sequence[Callable[[Any], None]],
+) -> None:
+    """Fit as ``pipeline.fit`` does, LightGBM watching both sets so callbacks see the losses."""
+    if algorithm != "lightgbm":
+        raise InvalidInputError(
+            f"callbacks are LightGBM callbacks; algorithm {algorithm!r} takes none.",
+            hint="Drop callbacks=, or use algorithm='lightgbm'.",
+        )
+    preprocess = pipeline.named_steps["preprocess"]
+    train = preprocess.fit_transform(x_train, y_train)
+    valid = preprocess.transform(x_valid)
+    pipeline.named_steps["model"].fit(
+        train,
+        y_train,
+        eval_X=(train, valid),
+        eval_y=(y_train, y_valid),
+        eval_names=["train", "validation"],
+        callbacks=list(callbacks),
     )
 
 

@@ -28,6 +28,7 @@ import numpy as np
 import optuna
 import pandas as pd  # type: ignore[import-untyped]
 
+from civicml.core.compute import Executor
 from civicml.core.errors import InvalidInputError, closest
 from civicml.training._metrics import classification_metrics, regression_metrics
 from civicml.training._preprocess import build_preprocessor
@@ -55,6 +56,7 @@ __all__ = [
     "int_range",
     "lightgbm_curve",
     "run_study",
+    "space_from_json",
 ]
 
 Strategy = Literal["random", "grid", "tpe", "hyperband"]
@@ -138,6 +140,52 @@ def categorical(choices: Sequence[Any]) -> CategoricalParam:
     return CategoricalParam(values)
 
 
+def space_from_json(doc: Mapping[str, Any]) -> dict[str, Param]:
+    """A search space written as JSON data, as a pipeline step takes it: a list is a choice
+    (:func:`categorical`), ``"int:LOW:HIGH"`` an integer range, ``"float:LOW:HIGH"`` or
+    ``"float:LOW:HIGH:log"`` a float range (the spellings of ``civicml tune run --space``).
+
+    >>> space_from_json({"num_leaves": "int:8:64", "min_child_samples": [5, 10]})["num_leaves"]
+    IntParam(low=8, high=64, step=1, log=False)
+
+    Raises:
+        InvalidInputError: An entry is none of those forms.
+    """
+    if not isinstance(doc, Mapping) or not doc:
+        raise InvalidInputError(
+            f"A search space must be a non-empty mapping of parameter names, not {doc!r}.",
+            hint='For example {"num_leaves": "int:8:64", "learning_rate": "float:0.01:0.3:log"}.',
+        )
+    space: dict[str, Param] = {}
+    for name, spec in doc.items():
+        if isinstance(spec, list | tuple):
+            space[name] = categorical(spec)
+            continue
+        kind, _, rest = str(spec).partition(":")
+        parts = rest.split(":")
+        try:
+            if isinstance(spec, str) and kind == "int" and len(parts) == 2:
+                space[name] = int_range(int(parts[0]), int(parts[1]))
+                continue
+            if (
+                isinstance(spec, str)
+                and kind == "float"
+                and len(parts) in (2, 3)
+                and parts[2:] in ([], ["log"])
+            ):
+                space[name] = float_range(
+                    float(parts[0]), float(parts[1]), log=parts[2:] == ["log"]
+                )
+                continue
+        except ValueError:
+            pass
+        raise InvalidInputError(
+            f"Search-space entry {name!r}: {spec!r} is not a list of choices or a range.",
+            hint='Write a list of values, "int:8:64", "float:0.01:0.3" or "float:0.01:0.3:log".',
+        )
+    return space
+
+
 @dataclass(frozen=True, slots=True)
 class TrialRecord:
     """One trial: its parameters, final value (``None`` unless complete) and run."""
@@ -149,6 +197,9 @@ class TrialRecord:
     run_id: str | None
     duration_s: float
     last_step: int | None = None  # the last intermediate step reported (boosting round)
+    info: dict[str, Any] = field(
+        default_factory=dict
+    )  # what the objective left (TrialContext.info)
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,10 +286,15 @@ class TrialContext:
         self.params = params
         self.last_step: int | None = None
         self.run_id: str | None = None  # set by the objective once it has started the trial's run
+        #: JSON data the objective leaves for the caller (the trial model's signature, metrics).
+        self.info: dict[str, Any] = {}
+        #: Intermediate values reported so far, by step.
+        self.reports: dict[int, float] = {}
 
     def report(self, step: int, value: float) -> None:
         """Report an intermediate value; raises ``optuna.TrialPruned`` when the pruner says stop."""
         self._trial.report(value, step)
+        self.reports[step] = value
         self.last_step = step
         if self._trial.should_prune():
             raise optuna.TrialPruned(f"Pruned at step {step} with value {value:.6g}.")
@@ -261,12 +317,15 @@ def run_study(
     early_stopping: Literal["median"] | None = None,
     warm_start: Sequence[Mapping[str, Any]] = (),
     seed: int = 0,
+    executor: Executor | None = None,
 ) -> TuningResult:
     """Run an in-memory Optuna study over ``space`` and return every trial.
 
     ``objective(ctx)`` trains with ``ctx.params``, sets ``ctx.run_id`` and returns the value; it
     may call ``ctx.report(step, value)`` (raising ``optuna.TrialPruned`` to stop the trial). Trials
-    run in ``max_parallel`` threads. ``warm_start`` parameter sets are evaluated first.
+    run in ``max_parallel`` threads, or — with a remote ``executor`` (Ray) — as at most
+    ``max_parallel`` tasks on the cluster (:func:`_run_remote`; the objective is then shipped,
+    so it must pickle). ``warm_start`` parameter sets are evaluated first.
 
     Raises:
         InvalidInputError: Unknown strategy, a grid over a continuous range, bad limits, or no
@@ -288,15 +347,11 @@ def run_study(
         sampler = optuna.samplers.RandomSampler(seed=seed)
     else:
         sampler = optuna.samplers.TPESampler(seed=seed)
-    pruner: optuna.pruners.BasePruner = optuna.pruners.NopPruner()
-    if strategy == "hyperband":
-        pruner = optuna.pruners.HyperbandPruner(min_resource=1, reduction_factor=3)
-    elif early_stopping == "median":
-        pruner = optuna.pruners.MedianPruner(n_startup_trials=MEDIAN_STARTUP_TRIALS)
+    rule = _PruningRule(strategy, early_stopping, direction, tuning_id)
     study = optuna.create_study(
         storage=optuna.storages.InMemoryStorage(),
         sampler=sampler,
-        pruner=pruner,
+        pruner=rule.pruner(),
         direction=direction,
         study_name=tuning_id,
     )
@@ -305,6 +360,7 @@ def run_study(
     run_ids: dict[int, str | None] = {}
     durations: dict[int, float] = {}
     steps: dict[int, int | None] = {}
+    infos: dict[int, dict[str, Any]] = {}
 
     def optuna_objective(trial: optuna.Trial) -> float:
         ctx = TrialContext(trial, _suggest(trial, space))
@@ -315,9 +371,21 @@ def run_study(
             run_ids[trial.number] = ctx.run_id
             durations[trial.number] = time.perf_counter() - started
             steps[trial.number] = ctx.last_step
+            infos[trial.number] = ctx.info
 
     started = time.monotonic()
-    study.optimize(optuna_objective, n_trials=n_trials, timeout=time_budget_s, n_jobs=max_parallel)
+    if executor is not None and executor.remote:
+        for outcome in _run_remote(
+            study, objective, executor, rule, space, n_trials, max_parallel, time_budget_s
+        ):
+            run_ids[outcome.number] = outcome.run_id
+            durations[outcome.number] = outcome.duration_s
+            steps[outcome.number] = outcome.last_step
+            infos[outcome.number] = outcome.info
+    else:
+        study.optimize(
+            optuna_objective, n_trials=n_trials, timeout=time_budget_s, n_jobs=max_parallel
+        )
     elapsed = time.monotonic() - started
     records = [
         TrialRecord(
@@ -328,6 +396,7 @@ def run_study(
             run_id=run_ids.get(t.number),
             duration_s=durations.get(t.number, 0.0),
             last_step=steps.get(t.number),
+            info=infos.get(t.number) or {},
         )
         for t in study.trials
         if t.state.is_finished()
@@ -357,6 +426,172 @@ def run_study(
         trials=records,
         stopped=stopped,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _PruningRule:
+    """Which pruner a study uses — built in the coordinator and, for remote trials, again in
+    each worker (pruners are cheap, stateless objects over the study's trials)."""
+
+    strategy: str
+    early_stopping: str | None
+    direction: Direction
+    study_name: str
+
+    def pruner(self) -> optuna.pruners.BasePruner:
+        if self.strategy == "hyperband":
+            return optuna.pruners.HyperbandPruner(min_resource=1, reduction_factor=3)
+        if self.early_stopping == "median":
+            return optuna.pruners.MedianPruner(n_startup_trials=MEDIAN_STARTUP_TRIALS)
+        return optuna.pruners.NopPruner()
+
+
+@dataclass(frozen=True, slots=True)
+class _RemoteOutcome:
+    """What a remote trial hands back: plain data, told to the coordinator's study."""
+
+    number: int
+    state: str  # complete, pruned
+    value: float | None
+    reports: dict[int, float]
+    run_id: str | None
+    duration_s: float
+    last_step: int | None
+    info: dict[str, Any]
+
+
+def _remote_trial(
+    objective: Objective,
+    rule: _PruningRule,
+    snapshot: list[optuna.trial.FrozenTrial],
+    space: Mapping[str, Param],
+    params: dict[str, Any],
+    number: int,
+) -> _RemoteOutcome:
+    """One trial on a worker, pruned there against a snapshot of the study.
+
+    The worker rebuilds the study as the coordinator saw it when the trial started: the
+    finished trials (complete and pruned, with their intermediate values) at their own numbers,
+    the ones still running as failed placeholders, which no pruner counts. Its own trial takes
+    the same number (Hyperband's bracket depends on it) and the same parameters, so
+    ``ctx.report`` asks the same pruner about the same history as in-process trials do, except
+    for trials that finish while this one runs (it does not see those; a thread would).
+    """
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    local = optuna.create_study(
+        storage=optuna.storages.InMemoryStorage(),
+        sampler=optuna.samplers.RandomSampler(seed=number),
+        pruner=rule.pruner(),
+        direction=rule.direction,
+        study_name=rule.study_name,
+    )
+    by_number = {t.number: t for t in snapshot}
+    for i in range(number):
+        local.add_trial(
+            by_number[i]
+            if i in by_number
+            else optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL)
+        )
+    local.enqueue_trial(params)
+    trial = local.ask()
+    ctx = TrialContext(trial, _suggest(trial, space))
+    started = time.perf_counter()
+    state, value = "complete", None
+    try:
+        value = float(objective(ctx))
+    except optuna.TrialPruned:
+        state = "pruned"
+    return _RemoteOutcome(
+        number=number,
+        state=state,
+        value=value,
+        reports=dict(ctx.reports),
+        run_id=ctx.run_id,
+        duration_s=time.perf_counter() - started,
+        last_step=ctx.last_step,
+        info=ctx.info,
+    )
+
+
+def _run_remote(
+    study: optuna.Study,
+    objective: Objective,
+    executor: Executor,
+    rule: _PruningRule,
+    space: Mapping[str, Param],
+    n_trials: int,
+    max_parallel: int,
+    time_budget_s: float | None,
+) -> list[_RemoteOutcome]:
+    """Ask/tell in the coordinator, trials on the executor: at most ``max_parallel`` in flight,
+    no new one after ``time_budget_s``. A trial's intermediate values are reported to the
+    coordinator's trial before it is told, so later trials' pruning and the samplers see them.
+    An objective that raises (not pruned) stops the study as in-process trials do: the trials
+    in flight finish and are told, then the error is raised."""
+    # The grid sampler calls study.stop() from tell() once the grid is exhausted; Optuna allows
+    # that only inside its optimize loop, and this loop is one (it stops at n_trials anyway).
+    study._thread_local.in_optimize_loop = True
+    try:
+        return _ask_and_tell(
+            study, objective, executor, rule, space, n_trials, max_parallel, time_budget_s
+        )
+    finally:
+        study._thread_local.in_optimize_loop = False
+
+
+def _ask_and_tell(
+    study: optuna.Study,
+    objective: Objective,
+    executor: Executor,
+    rule: _PruningRule,
+    space: Mapping[str, Param],
+    n_trials: int,
+    max_parallel: int,
+    time_budget_s: float | None,
+) -> list[_RemoteOutcome]:
+    started = time.monotonic()
+    in_flight: dict[Any, optuna.Trial] = {}
+    outcomes: list[_RemoteOutcome] = []
+    asked = 0
+    error: BaseException | None = None
+    while True:
+        out_of_time = time_budget_s is not None and time.monotonic() - started >= time_budget_s
+        while (
+            error is None and not out_of_time and asked < n_trials and len(in_flight) < max_parallel
+        ):
+            trial = study.ask()
+            params = _suggest(trial, space)
+            snapshot = [
+                t
+                for t in study.get_trials(deepcopy=True)
+                if t.state in (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+            ]
+            future = executor.submit(
+                _remote_trial, objective, rule, snapshot, space, params, trial.number
+            )
+            in_flight[future] = trial
+            asked += 1
+        if not in_flight:
+            break
+        done = executor.wait_any(list(in_flight))
+        for future in done:
+            trial = in_flight.pop(future)
+            try:
+                outcome: _RemoteOutcome = future.result()
+            except BaseException as err:
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                error = error or err
+                continue
+            for step, value in sorted(outcome.reports.items()):
+                trial.report(value, step)
+            if outcome.state == "pruned":
+                study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+            else:
+                study.tell(trial, outcome.value)
+            outcomes.append(outcome)
+    if error is not None:
+        raise error
+    return outcomes
 
 
 def lightgbm_curve(
