@@ -324,3 +324,35 @@ def test_optuna_storage_stays_in_memory(proj, raw, tmp_path: Path) -> None:  # t
     )
     assert not [p for p in tmp_path.rglob("*") if "optuna" in p.name.lower()]
     assert optuna.__version__
+
+
+@pytest.mark.parametrize("keep", ["improving", "all"])
+def test_model_files_are_kept_for_improving_trials_or_all(proj, raw, keep: str) -> None:  # type: ignore[no-untyped-def]
+    result = cm.train.tune(
+        raw,
+        target="y",
+        project=proj,
+        algorithm="logistic",
+        space={"C": cm.train.tune.categorical([0.001, 0.01, 0.1, 1.0, 10.0])},
+        strategy="grid",
+        keep_models=keep,
+        register="eligibility",
+    )
+    value = {t.number: t.value for t in result.trials}
+    kept = {}
+    for child in _children(proj, result.tuning_id):
+        files = {a.path for a in proj._backend.list_artifacts(child.id)}
+        trial = int(child.tags["tuning.trial"])
+        kept[trial] = any(p.startswith("model/") for p in files)
+        assert child.tags["tuning.model_files"] == str(kept[trial]).lower()
+        assert "val_roc_auc" in child.metrics  # every trial records its metrics either way
+    if keep == "all":
+        assert all(kept.values())
+    else:
+        # Kept exactly when at least as good as every trial finished before it (one at a time).
+        expected = {n: all(value[n] >= value[m] for m in value if m < n) for n in value}
+        assert kept == expected
+        assert not all(kept.values()), value  # the data makes some trials worse than earlier ones
+    assert kept[result.best_trial]  # the best always has its files: it registers
+    mv = result.model_version
+    assert mv is not None and mv.run_id == result.best_run_id

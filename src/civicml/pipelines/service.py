@@ -23,12 +23,15 @@ from inspect import BoundArguments
 from typing import Any
 
 from sqlalchemy import Connection, insert, select, update
+from sqlalchemy.exc import IntegrityError
 
 from civicml.core.compute import Executor, executor_for, worker_info
 from civicml.core.errors import ConflictError, InvalidInputError, NotFoundError
 from civicml.core.identity import Principal
 from civicml.core.ids import new_id
+from civicml.core.process import hostname, process_alive, process_identity
 from civicml.costs.budgets import check_budget
+from civicml.costs.meter import METER, Usage
 from civicml.governance._tables import projects
 from civicml.governance.audit import AuditTrail
 from civicml.governance.lineage import LineageService
@@ -51,10 +54,10 @@ from civicml.pipelines.dsl import (
 from civicml.pipelines.schemas import Execution, ExecutionStatus, StepExecution, StepStatus
 from civicml.pipelines.values import StoredValue, load_value, store_value
 from civicml.store.context import Context, shippable_settings, worker_context
+from civicml.store.db import UnitOfWork
 from civicml.tracking.reproducibility import environment_tags
 from civicml.tracking.schemas import RunStatus
 from civicml.tracking.service import TrackingService
-from civicml.tracking.usage import metered_run
 
 __all__ = ["PipelineService", "cache_key_digest", "environment"]
 
@@ -124,6 +127,7 @@ class _BodyOutcome:
     closed: bool = False
     error: str | None = None
     where: dict[str, Any] = field(default_factory=dict)
+    usage: Usage | None = None  # what the step's work used, measured where it ran (costs)
 
 
 def _run_body(body: _Body, ctx: Context | None = None) -> _BodyOutcome:
@@ -137,8 +141,9 @@ def _run_body(body: _Body, ctx: Context | None = None) -> _BodyOutcome:
         ctx = worker_context(body.settings, body.principal)
     here = _in(body.cwd) if body.settings is not None else contextlib.nullcontext()
     step_ = body.step
+    measurement = METER.start()  # the step's usage: recorded with the end of its run (costs)
     try:
-        with here, metered_run(ctx, body.run_id):  # the step's usage, on its run (costs)
+        with here:
             arguments = {arg: load_value(ctx.artifacts, ref) for arg, ref in body.inputs.items()}
             arguments.update(body.parameters)
             ordered = {p: arguments[p] for p in step_.signature.parameters if p in arguments}
@@ -154,14 +159,18 @@ def _run_body(body: _Body, ctx: Context | None = None) -> _BodyOutcome:
                 _CURRENT_STEP.reset(token)
             outputs = _store_outputs(ctx, step_, result)
     except StepWaiting as waiting:
-        return _BodyOutcome("waiting", error=str(waiting) or None, where=where)
+        usage = METER.end(measurement)
+        return _BodyOutcome("waiting", error=str(waiting) or None, where=where, usage=usage)
     except Exception as err:
-        return _BodyOutcome("failed", error=f"{type(err).__name__}: {err}", where=where)
+        usage = METER.end(measurement)
+        error = f"{type(err).__name__}: {err}"
+        return _BodyOutcome("failed", error=error, where=where, usage=usage)
     return _BodyOutcome(
         "succeeded",
         {k: v.to_dict() for k, v in outputs.items()},
         closed=step_.gate and result is False,
         where=where,
+        usage=METER.end(measurement),
     )
 
 
@@ -272,56 +281,73 @@ class PipelineService:
         self._open_executor()
         execution_id = new_id()
         now = self._ctx.clock.now()
-        with self._ctx.db.write() as uow:
-            conn = uow.conn
-            pipeline_id = conn.execute(
-                select(pipelines.c.id).where(
-                    pipelines.c.project_id == proj.id,
-                    pipelines.c.name == pipe.name,
-                    pipelines.c.version == version,
-                )
-            ).scalar()
-            if pipeline_id is None:
-                pipeline_id = new_id()
-                conn.execute(
-                    insert(pipelines).values(
-                        id=pipeline_id,
-                        project_id=proj.id,
-                        name=pipe.name,
-                        version=version,
-                        graph=graph.describe(),
-                        created_at=now,
-                        created_by=self._ctx.principal.user,
+        host, pid, pid_start = process_identity(True)
+        for attempt in range(2):
+            try:
+                with self._ctx.db.write() as uow:
+                    conn = uow.conn
+                    pipeline_id = conn.execute(
+                        select(pipelines.c.id).where(
+                            pipelines.c.project_id == proj.id,
+                            pipelines.c.name == pipe.name,
+                            pipelines.c.version == version,
+                        )
+                    ).scalar()
+                    if pipeline_id is None:
+                        pipeline_id = new_id()
+                        conn.execute(
+                            insert(pipelines).values(
+                                id=pipeline_id,
+                                project_id=proj.id,
+                                name=pipe.name,
+                                version=version,
+                                graph=graph.describe(),
+                                created_at=now,
+                                created_by=self._ctx.principal.user,
+                            )
+                        )
+                    conn.execute(
+                        insert(pipeline_executions).values(
+                            id=execution_id,
+                            project_id=proj.id,
+                            pipeline_id=pipeline_id,
+                            parameters=values,
+                            status=ExecutionStatus.RUNNING.value,
+                            created_at=now,
+                            started_at=now,
+                            ended_at=None,
+                            created_by=self._ctx.principal.user,
+                            host=host,
+                            pid=pid,
+                            pid_start=pid_start,
+                        )
                     )
-                )
-            conn.execute(
-                insert(pipeline_executions).values(
-                    id=execution_id,
-                    project_id=proj.id,
-                    pipeline_id=pipeline_id,
-                    parameters=values,
-                    status=ExecutionStatus.RUNNING.value,
-                    created_at=now,
-                    started_at=now,
-                    ended_at=None,
-                    created_by=self._ctx.principal.user,
-                )
-            )
-            conn.execute(
-                insert(step_executions),
-                [
-                    {"execution_id": execution_id, "step": name, "position": i, "status": "pending"}
-                    for i, name in enumerate(graph.nodes)
-                ],
-            )
-            self._audit.record(
-                uow,
-                "pipeline.execution.started",
-                "pipeline_execution",
-                execution_id,
-                project=proj.name,
-                after={"pipeline": pipe.name, "version": version, "parameters": values},
-            )
+                    conn.execute(
+                        insert(step_executions),
+                        [
+                            {
+                                "execution_id": execution_id,
+                                "step": name,
+                                "position": i,
+                                "status": "pending",
+                            }
+                            for i, name in enumerate(graph.nodes)
+                        ],
+                    )
+                    self._audit.record(
+                        uow,
+                        "pipeline.execution.started",
+                        "pipeline_execution",
+                        execution_id,
+                        project=proj.name,
+                        after={"pipeline": pipe.name, "version": version, "parameters": values},
+                    )
+                break
+            except IntegrityError:
+                # Another process stored this pipeline version at the same moment (its unique
+                # index): nothing of this transaction was kept; once more finds its row.
+                if attempt:
+                    raise
         with _KNOWN_LOCK:
             _KNOWN[(pipe.name, version)] = pipe
         self._execute(proj, graph, execution_id, values, _State())
@@ -341,6 +367,8 @@ class PipelineService:
         current = self._load(execution_id, "experiments.write")
         if current.status is ExecutionStatus.WAITING:  # ml.pipelines.retry resumes it
             return self._continue(current, pipeline_fn, "resumed")
+        if current.status is ExecutionStatus.RUNNING:
+            current = self._abandon(current)  # raises unless its process is gone
         if current.status not in (ExecutionStatus.FAILED, ExecutionStatus.CANCELLED):
             raise ConflictError(
                 f"Pipeline execution {execution_id} is {current.status.value}; only failed or "
@@ -348,6 +376,69 @@ class PipelineService:
                 hint="Run the pipeline again: unchanged steps come from the cache.",
             )
         return self._continue(current, pipeline_fn, "retried")
+
+    def _abandon(self, current: Execution) -> Execution:
+        """Mark ``failed`` a ``running`` execution whose process is gone (killed, or its machine
+        restarted), so that :meth:`retry` can resume it; its unfinished steps fail with why.
+
+        Raises:
+            ConflictError: Its process is alive, or runs on another host (civicml cannot tell).
+        """
+        with self._ctx.db.read() as conn:
+            row = conn.execute(
+                select(
+                    pipeline_executions.c.host,
+                    pipeline_executions.c.pid,
+                    pipeline_executions.c.pid_start,
+                ).where(pipeline_executions.c.id == current.id)
+            ).one()
+        if row.host != hostname() or row.pid is None:
+            raise ConflictError(
+                f"Pipeline execution {current.id} is running on {row.host or 'another host'}; "
+                "from here civicml cannot tell whether its process is still alive.",
+                hint="Cancel it (civicml pipelines cancel ID) once its process is gone, then "
+                "retry it.",
+            )
+        if process_alive(row.pid, row.pid_start):
+            raise ConflictError(
+                f"Pipeline execution {current.id} is still running (process {row.pid}).",
+                hint="Wait for it to end, or cancel it and retry it then.",
+            )
+        reason = f"abandoned: process {row.pid} on {row.host} is gone"
+        unfinished = sorted(
+            s.step
+            for s in current.steps
+            if s.status in (StepStatus.PENDING, StepStatus.RUNNING, StepStatus.WAITING)
+        )
+        with self._ctx.db.write() as uow:
+            changed = uow.conn.execute(
+                update(pipeline_executions)
+                .where(
+                    pipeline_executions.c.id == current.id,
+                    pipeline_executions.c.status == ExecutionStatus.RUNNING.value,
+                )
+                .values(status=ExecutionStatus.FAILED.value, ended_at=self._ctx.clock.now())
+            ).rowcount
+            if changed:
+                if unfinished:
+                    uow.conn.execute(
+                        update(step_executions)
+                        .where(
+                            step_executions.c.execution_id == current.id,
+                            step_executions.c.step.in_(unfinished),
+                        )
+                        .values(status=StepStatus.FAILED.value, error=reason)
+                    )
+                self._audit.record(
+                    uow,
+                    "pipeline.execution.abandoned",
+                    "pipeline_execution",
+                    current.id,
+                    project=current.project,
+                    before={"status": "running"},
+                    after={"status": "failed", "steps": unfinished, "reason": reason},
+                )
+        return self._load(current.id)
 
     def resume(self, execution_id: str, pipeline_fn: Pipeline | None = None) -> Execution:
         """Continue a ``waiting`` execution: run its waiting callback steps again (e.g.
@@ -662,6 +753,24 @@ class PipelineService:
                 )
                 closed = node.step.gate and self._closed(outputs)
                 return _Outcome(True, outputs, run_id, closed=closed)
+        started = self._ctx.clock.now()
+
+        def running(uow: UnitOfWork, run_id: str) -> None:
+            self._write_step(
+                uow.conn,
+                execution_id,
+                node.name,
+                status="running",
+                cache_key=key,
+                cache_key_doc=doc,
+                run_id=run_id,
+                started_at=started,
+            )
+            this = self._lineage.node(uow, "run", run_id, project_id=proj.id)
+            for upstream in upstream_runs:
+                source = self._lineage.node(uow, "run", upstream, project_id=proj.id)
+                self._lineage.link(uow, source, this, "ContributedTo")
+
         run = self._tracking.create_run(
             proj.name,
             experiment=f"pipeline.{pipeline_name}",
@@ -675,23 +784,8 @@ class PipelineService:
                 "civicml.pipeline.cache_key": key,
                 **environment_tags(),  # code and library versions (reproducibility)
             },
+            also=running,  # the step's row and lineage, in the run's transaction
         )
-        started = self._ctx.clock.now()
-        with self._ctx.db.write() as uow:
-            self._write_step(
-                uow.conn,
-                execution_id,
-                node.name,
-                status="running",
-                cache_key=key,
-                cache_key_doc=doc,
-                run_id=run.id,
-                started_at=started,
-            )
-            this = self._lineage.node(uow, "run", run.id, project_id=proj.id)
-            for upstream in upstream_runs:
-                source = self._lineage.node(uow, "run", upstream, project_id=proj.id)
-                self._lineage.link(uow, source, this, "ContributedTo")
         body = _Body(
             settings=shippable_settings(self._ctx.settings) if self._ships() else None,
             principal=self._ctx.principal,
@@ -713,19 +807,24 @@ class PipelineService:
             self._tracking.set_tags(
                 run.id, {f"civicml.compute.{k}": v for k, v in outcome.where.items()}
             )
+        # The run's end, its usage and the step's row: one transaction.
         if outcome.status == "waiting":
-            self._tracking.end_run(run.id, RunStatus.FINISHED)
-            self._update_step(
+            self._end(
+                run.id,
+                RunStatus.FINISHED,
+                outcome,
                 execution_id,
                 node.name,
                 status="waiting",
-                started_at=waiting_since or started,  # when the wait began, kept across resumes
+                started_at=waiting_since or started,  # when the wait began, kept
                 error=outcome.error,
             )
             return _Outcome(False, {}, run.id, waiting=True)
         if outcome.status == "failed":
-            self._tracking.end_run(run.id, RunStatus.FAILED)
-            self._update_step(
+            self._end(
+                run.id,
+                RunStatus.FAILED,
+                outcome,
                 execution_id,
                 node.name,
                 status="failed",
@@ -734,8 +833,10 @@ class PipelineService:
             )
             return _Outcome(False, {}, run.id)
         outputs = {k: StoredValue.from_dict(v) for k, v in outcome.outputs.items()}
-        self._tracking.end_run(run.id, RunStatus.FINISHED)
-        self._update_step(
+        self._end(
+            run.id,
+            RunStatus.FINISHED,
+            outcome,
             execution_id,
             node.name,
             status="succeeded",
@@ -743,6 +844,23 @@ class PipelineService:
             ended_at=self._ctx.clock.now(),
         )
         return _Outcome(True, outputs, run.id, closed=outcome.closed)
+
+    def _end(
+        self,
+        run_id: str,
+        run_status: RunStatus,
+        outcome: _BodyOutcome,
+        execution_id: str,
+        name: str,
+        **values: Any,
+    ) -> None:
+        """End the step's run with its usage and write the step's row, in one transaction."""
+        self._tracking.end_run(
+            run_id,
+            run_status,
+            usage=outcome.usage,
+            also=lambda uow: self._write_step(uow.conn, execution_id, name, **values),
+        )
 
     def _cached(
         self, project_id: str, key: str, expiry_s: float | None

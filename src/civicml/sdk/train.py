@@ -101,6 +101,7 @@ def tabular(
     validation_fraction: float = 0.2,
     seed: int = 0,
     rules: Sequence[Any] | None = None,
+    model_files: bool = True,
 ) -> TrainedModel:
     """Train a tabular classifier or regressor on a dataset version and record it on ``run``.
 
@@ -119,6 +120,10 @@ def tabular(
             ``stop`` rule fires; other algorithms have the rules evaluated after the fit.
             Results are recorded on the run (tags ``civicml.rule.<name>``,
             ``rules/evaluation.json``).
+        model_files: Store the model's files (``model/``) and confusion matrix on the run.
+            ``False`` records parameters and metrics only and returns the model in memory
+            (tuning keeps files for improving trials only); it cannot be registered from the
+            run until :func:`log_model_files` stores them.
 
     Returns:
         The :class:`TrainedModel`; its ``signature`` and ``metrics`` go to the registry.
@@ -162,11 +167,8 @@ def tabular(
         }
     )
     run.log_metrics({f"val_{k}": v for k, v in model.metrics.items()})
-    with tempfile.TemporaryDirectory(prefix="civicml-model-") as tmp:
-        model.save(Path(tmp))
-        run.log_artifacts(tmp, MODEL_PATH)
-    if model.confusion_matrix is not None:
-        run.log_text(json.dumps(model.confusion_matrix), "evaluation/confusion_matrix.json")
+    if model_files:
+        log_model_files(run, model)
     if monitor is not None:
         _rules.after_fit(
             monitor, run, model, frame, validation_fraction=validation_fraction, features=features
@@ -177,6 +179,16 @@ def tabular(
         dataset=dataset,
         metrics={f"val_{k}": float(v) for k, v in model.metrics.items()},
     )
+
+
+def log_model_files(run: RunHandle, model: Any) -> None:
+    """Store a fitted built-in model's files under ``model/`` and its confusion matrix on
+    ``run`` (what :func:`tabular` does unless ``model_files=False``)."""
+    with tempfile.TemporaryDirectory(prefix="civicml-model-") as tmp:
+        model.save(Path(tmp))
+        run.log_artifacts(tmp, MODEL_PATH)
+    if model.confusion_matrix is not None:
+        run.log_text(json.dumps(model.confusion_matrix), "evaluation/confusion_matrix.json")
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,6 +376,7 @@ class _Tune:
         validation_fraction: builtins.float = 0.2,
         seed: builtins.int = 0,
         rules: Sequence[Any] | None = None,
+        keep_models: Literal["improving", "all"] = "improving",
     ) -> TuningResult:
         """Search hyperparameters of a built-in algorithm; every trial is a child run.
 
@@ -399,6 +412,11 @@ class _Tune:
             rules: Training rules evaluated in every trial, as in ``cm.train.tabular``: a
                 ``stop`` rule ends a LightGBM trial's boosting early (the trial completes
                 with the model it has); each trial run records the results.
+            keep_models: ``"improving"`` (default) stores model files only on trials that
+                were at least as good as every trial finished before them — the best trial
+                always has its files, and most trials write none (writing a model costs more
+                than fitting a small one); ``"all"`` stores them on every trial. Every trial
+                records its parameters and metrics either way.
 
         Returns:
             The :class:`~civicml.training.tune.TuningResult`.
@@ -472,7 +490,15 @@ def _tune(self: _Tune, **kw: Any) -> TuningResult:
         name=info.name,
         options={
             k: kw.get(k)
-            for k in ("task", "params", "features", "validation_fraction", "seed", "rules")
+            for k in (
+                "task",
+                "params",
+                "features",
+                "validation_fraction",
+                "seed",
+                "rules",
+                "keep_models",
+            )
         },
     )
 
@@ -634,6 +660,7 @@ class _Trial:
                 validation_fraction=opts["validation_fraction"],
                 seed=opts["seed"],
                 rules=opts.get("rules"),
+                model_files=False,  # below, when this trial keeps them
             )
         except TrialPruned as pruned:
             child.set_tags({"tuning.state": "pruned", "tuning.pruned": str(pruned)})
@@ -651,7 +678,10 @@ class _Trial:
                 + ".",
                 hint="Pick one of those as metric=.",
             )
-        child.set_tag("tuning.state", "complete")
+        kept = opts.get("keep_models") == "all" or ctx.improves(model.metrics[self.metric])
+        if kept:
+            log_model_files(child, model.model)
+        child.set_tags({"tuning.state": "complete", "tuning.model_files": str(kept).lower()})
         child.end(RunStatus.FINISHED)
         ctx.info = {"run_id": child.id, "signature": model.signature, "metrics": model.metrics}
         return model

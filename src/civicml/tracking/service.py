@@ -10,7 +10,7 @@ import math
 import re
 import sys
 from array import array
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, BinaryIO, NamedTuple
@@ -31,7 +31,8 @@ from civicml.core.ids import new_id, validate_name
 from civicml.core.names import already_exists, name_key
 from civicml.core.process import hostname, process_alive
 from civicml.core.types import INT64_MAX, INT64_MIN
-from civicml.costs.budgets import check_budget
+from civicml.costs.budgets import check_budget, evaluate
+from civicml.costs.meter import Usage
 from civicml.governance._tables import projects
 from civicml.governance.audit import AuditTrail
 from civicml.governance.lineage import LineageService
@@ -63,6 +64,7 @@ from civicml.tracking.search import (
     parse_order,
     project_scope,
 )
+from civicml.tracking.usage import add_run_usage
 
 __all__ = ["MetricBatch", "MetricPoint", "TrackingService", "batch_digest", "check_max_results"]
 
@@ -249,11 +251,14 @@ class TrackingService:
         host: str | None = None,
         pid: int | None = None,
         pid_start: int | None = None,
+        also: Callable[[UnitOfWork, str], None] | None = None,
     ) -> Run:
         """Start a run (status ``running``) in ``experiment``, created when missing.
 
         ``host``/``pid``/``pid_start`` identify the process doing the work, so a run whose process
         died is found and marked ``killed``; without them, only the heartbeat timeout applies.
+        ``also(uow, run_id)`` writes what the caller records about the new run in the same
+        transaction (a pipeline step's row and lineage).
         """
         validate_name("Experiment", experiment)
         clean_params = _clean_params(params or {})
@@ -311,6 +316,8 @@ class TrackingService:
                         name=f"{experiment}/{run_name}",
                         project_id=found.project_id,
                     )
+                    if also is not None:
+                        also(uow, run_id)
                     self._audit.record(
                         uow,
                         "run.created",
@@ -639,8 +646,20 @@ class TrackingService:
             )
 
     # Status ---------------------------------------------------------------------------------
-    def end_run(self, run_id: str, status: RunStatus | str = RunStatus.FINISHED) -> Run:
-        """End a running run as finished, failed or killed."""
+    def end_run(
+        self,
+        run_id: str,
+        status: RunStatus | str = RunStatus.FINISHED,
+        *,
+        usage: Usage | None = None,
+        also: Callable[[UnitOfWork], None] | None = None,
+    ) -> Run:
+        """End a running run as finished, failed or killed.
+
+        ``usage`` (what its work used, measured where it ran) is added to the run's line in the
+        usage ledger and ``also(uow)`` writes what the caller records about the ending (a
+        pipeline step's row), both in the same transaction.
+        """
         try:
             target = RunStatus(status)
         except ValueError as err:
@@ -658,7 +677,14 @@ class TrackingService:
                     return self._load_runs(uow.conn, [run_id])[0]  # idempotent retry
                 raise _not_running(run_id, head.status, "end")
             self._set_status(uow, head, target, {})
-            return self._load_runs(uow.conn, [run_id])[0]
+            if usage is not None:
+                add_run_usage(uow.conn, self._ctx.clock.now(), run_id, usage)
+            if also is not None:
+                also(uow)
+            ended = self._load_runs(uow.conn, [run_id])[0]
+        if usage is not None:
+            evaluate(self._ctx, str(head.project_id))  # the budget's warning, once a month
+        return ended
 
     def _set_status(
         self, uow: UnitOfWork, head: Any, target: RunStatus, extra: dict[str, Any]

@@ -13,8 +13,10 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Iterator
+from datetime import datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 
 from civicml.core.errors import CivicMLError, NotFoundError
 from civicml.costs.budgets import evaluate
@@ -26,7 +28,7 @@ from civicml.governance.projects import ProjectService
 from civicml.store.context import Context
 from civicml.tracking import _tables as t
 
-__all__ = ["EXECUTION_TAG", "PIPELINE_TAG", "metered_run", "record_run_usage"]
+__all__ = ["EXECUTION_TAG", "PIPELINE_TAG", "add_run_usage", "metered_run", "record_run_usage"]
 
 log = logging.getLogger("civicml.costs")
 
@@ -44,33 +46,55 @@ def record_run_usage(ctx: Context, run_id: str, usage: Usage | RunUsage) -> None
     """
     checked = usage if isinstance(usage, RunUsage) else RunUsage(**_fields(usage))
     with ctx.db.read() as conn:
-        row = conn.execute(
-            select(
-                t.runs.c.project_id,
-                t.runs.c.name,
-                t.runs.c.start_time,
-                projects.c.name.label("project"),
-                t.experiments.c.name.label("experiment"),
-            )
-            .join(projects, projects.c.id == t.runs.c.project_id)
-            .join(t.experiments, t.experiments.c.id == t.runs.c.experiment_id)
-            .where(t.runs.c.id == run_id)
-        ).first()
-        tags = (
-            dict(
-                conn.execute(
-                    select(t.tags.c.key, t.tags.c.value).where(
-                        t.tags.c.run_id == run_id, t.tags.c.key.in_([EXECUTION_TAG, PIPELINE_TAG])
-                    )
-                ).all()
-            )
-            if row is not None
-            else {}
-        )
-    if row is None:
+        found = _run_line_home(conn, run_id)
+    if found is None:
         raise NotFoundError(f"Run {run_id!r} does not exist.")
+    row, tags = found
     ProjectService(ctx).get(row.project, "experiments.write")
-    line = UsageLine(
+    with ctx.db.write() as uow:
+        add_line(uow.conn, _line(row, tags, run_id, checked), ctx.clock.now())
+    evaluate(ctx, row.project_id)
+
+
+def add_run_usage(conn: Connection, now: datetime, run_id: str, usage: Usage) -> str | None:
+    """Add ``usage`` to run ``run_id``'s line inside the caller's transaction (the caller has
+    checked ``experiments.write``); returns the run's project id, for
+    :func:`civicml.costs.budgets.evaluate` after commit (None: no such run)."""
+    found = _run_line_home(conn, run_id)
+    if found is None:
+        return None
+    row, tags = found
+    add_line(conn, _line(row, tags, run_id, RunUsage(**_fields(usage))), now)
+    return str(row.project_id)
+
+
+def _run_line_home(conn: Connection, run_id: str) -> tuple[Any, dict[str, str]] | None:
+    row = conn.execute(
+        select(
+            t.runs.c.project_id,
+            t.runs.c.name,
+            t.runs.c.start_time,
+            projects.c.name.label("project"),
+            t.experiments.c.name.label("experiment"),
+        )
+        .join(projects, projects.c.id == t.runs.c.project_id)
+        .join(t.experiments, t.experiments.c.id == t.runs.c.experiment_id)
+        .where(t.runs.c.id == run_id)
+    ).first()
+    if row is None:
+        return None
+    tags = dict(
+        conn.execute(
+            select(t.tags.c.key, t.tags.c.value).where(
+                t.tags.c.run_id == run_id, t.tags.c.key.in_([EXECUTION_TAG, PIPELINE_TAG])
+            )
+        ).all()
+    )
+    return row, {str(k): str(v) for k, v in tags.items()}
+
+
+def _line(row: Any, tags: dict[str, str], run_id: str, checked: RunUsage) -> UsageLine:
+    return UsageLine(
         project_id=row.project_id,
         subject_kind="run",
         subject_id=run_id,
@@ -80,9 +104,6 @@ def record_run_usage(ctx: Context, run_id: str, usage: Usage | RunUsage) -> None
         execution_id=_short(tags.get(EXECUTION_TAG), 32),  # tags are free text: keep ids only
         pipeline=_short(tags.get(PIPELINE_TAG), 128),
     )
-    with ctx.db.write() as uow:
-        add_line(uow.conn, line, ctx.clock.now())
-    evaluate(ctx, row.project_id)
 
 
 @contextlib.contextmanager

@@ -291,6 +291,18 @@ class TrialContext:
         #: Intermediate values reported so far, by step.
         self.reports: dict[int, float] = {}
 
+    def improves(self, value: float) -> bool:
+        """Whether ``value`` is at least as good as every trial finished so far (as this trial's
+        study knows them: on a Ray worker, those finished when it started)."""
+        study = self._trial.study
+        try:
+            best = study.best_value
+        except ValueError:  # nothing finished yet
+            return True
+        if study.direction == optuna.study.StudyDirection.MAXIMIZE:
+            return value >= best
+        return value <= best
+
     def report(self, step: int, value: float) -> None:
         """Report an intermediate value; raises ``optuna.TrialPruned`` when the pruner says stop."""
         self._trial.report(value, step)
