@@ -269,8 +269,26 @@ def test_dataframe_and_json_outputs_round_trip(service: PipelineService) -> None
         seen["frame"], pd.DataFrame({"age": [30, 41], "region": ["north", "south"]})
     )
     assert seen["summary"] == {"rows": 2, "names": ["age", "region"], "ok": True, "none": None}
-    assert execution.step("make").outputs["frame"]["kind"] == "parquet"
+    assert execution.step("make").outputs["frame"]["kind"] == "arrow"
     assert execution.step("make").outputs["summary"]["kind"] == "json"
+
+
+def test_frames_serialize_to_the_same_bytes_and_parquet_values_still_read() -> None:
+    """Arrow IPC bytes are stable (so a re-run step's unchanged output keeps downstream cache
+    keys), and a DataFrame stored as Parquet by an earlier version reads back."""
+    import io
+
+    from civicml.pipelines.values import deserialize, serialize
+
+    frame = pd.DataFrame(
+        {"age": [30, 41, None], "region": ["north", "south", "east"]}, index=[7, 8, 9]
+    )
+    kind, first = serialize(frame, "make", "frame")
+    assert (kind, serialize(frame.copy(), "make", "frame")[1]) == ("arrow", first)
+    pd.testing.assert_frame_equal(deserialize("arrow", first), frame)
+    buffer = io.BytesIO()
+    frame.to_parquet(buffer, engine="pyarrow", index=True)
+    pd.testing.assert_frame_equal(deserialize("parquet", buffer.getvalue()), frame)
 
 
 def test_a_value_that_only_pickle_could_store_is_refused(service: PipelineService) -> None:
