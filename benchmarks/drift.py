@@ -32,6 +32,7 @@ BENCH = ROOT / "benchmarks"
 sys.path.insert(0, str(BENCH))
 
 from _drift_data import frames  # noqa: E402
+from _report import write_section  # noqa: E402
 
 EVIDENTLY_VENV = BENCH / ".venv-evidently"
 EVIDENTLY_REQUIREMENTS = ["evidently>=0.7,<0.8", "pandas<3"]
@@ -179,18 +180,6 @@ def render(
     return "\n".join(lines) + "\n"
 
 
-def write_section(section: str) -> None:
-    text = DOCS_MD.read_text(encoding="utf-8") if DOCS_MD.exists() else "# Benchmarks\n"
-    block = f"{BEGIN}\n{section}{END}"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        text = head + block + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    DOCS_MD.write_text(text, encoding="utf-8")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=100_000)
@@ -204,7 +193,7 @@ def main() -> None:
     section = render(rows, civ, ev, cmp)
     print(section)
     if not args.quick:
-        write_section(section)
+        write_section(DOCS_MD, BEGIN, END, section)
         print(f"Wrote the drift section of {DOCS_MD}", file=sys.stderr)
 
 

@@ -46,6 +46,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import civicml_source, write_section
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
 WORKDIR = BENCH / ".work"
@@ -367,27 +370,6 @@ def summarise(result: dict[str, Any]) -> dict[str, float]:
     }
 
 
-def civicml_source() -> str:
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "src"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return f"{head} + uncommitted changes in src/" if dirty else head
-
-
 def render(report: dict[str, Any]) -> str:
     results, summary, skipped = report["results"], report["summary"], report["skipped"]
     civ = summary.get("civicml")
@@ -509,18 +491,6 @@ def render(report: dict[str, Any]) -> str:
 FEATURES_NOTE = "20 numeric columns with 2 % gaps, 1 categorical, 1 % duplicate rows"
 
 
-def write_section(section: str) -> None:
-    text = DOCS_MD.read_text(encoding="utf-8") if DOCS_MD.exists() else "# Benchmarks\n"
-    block = f"{BEGIN}\n{section}{END}"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        text = head + block + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    DOCS_MD.write_text(text, encoding="utf-8")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rows", type=int, default=50_000, help="rows of the CSV (50,000)")
@@ -594,7 +564,7 @@ def main() -> None:
             "cores": os.cpu_count(),
             "rows": rows,
             "reps": reps,
-            "source": civicml_source(),
+            "source": civicml_source(ROOT),
             "load_start": load_start,
             "load_end": os.getloadavg(),
             "results": results,
@@ -607,7 +577,7 @@ def main() -> None:
         if full or args.write_docs:
             DOCS_JSON.parent.mkdir(parents=True, exist_ok=True)
             DOCS_JSON.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-            write_section(section)
+            write_section(DOCS_MD, BEGIN, END, section)
             print(f"Wrote the pipelines section of {DOCS_MD}", file=sys.stderr)
         else:
             out = WORKDIR / f"pipelines-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}.json"

@@ -35,6 +35,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import write_section
+
 ROOT = Path(__file__).resolve().parent.parent
 DOCS_MD = ROOT / "docs" / "benchmarks.md"
 DOCS_JSON = ROOT / "docs" / "benchmarks" / "ray_scaling.json"
@@ -231,18 +234,6 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(section: str) -> None:
-    text = DOCS_MD.read_text(encoding="utf-8") if DOCS_MD.exists() else "# Benchmarks\n"
-    block = f"{BEGIN}\n{section}{END}"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        text = head + block + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    DOCS_MD.write_text(text, encoding="utf-8")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n")[0])
     parser.add_argument("--trials", type=int, default=24)
@@ -282,7 +273,7 @@ def main() -> None:
     if not args.quick:
         DOCS_JSON.parent.mkdir(parents=True, exist_ok=True)
         DOCS_JSON.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        write_section(render(report))
+        write_section(DOCS_MD, BEGIN, END, render(report))
 
 
 if __name__ == "__main__":

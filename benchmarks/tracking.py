@@ -47,6 +47,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import civicml_source
+
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
 WORKER = BENCH / "_worker.py"
@@ -174,28 +177,6 @@ def machine_info(workdir: Path) -> dict[str, Any]:
         "data_dir_filesystem": _fs_type(workdir.resolve()),
         "load_average_1_5_15_at_end": [round(x, 2) for x in os.getloadavg()],
     }
-
-
-def civicml_source() -> str:
-    """The commit the (editable) civicml checkout is at, and whether src/ has local edits."""
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "src"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return f"{head} + uncommitted changes in src/" if dirty else head
 
 
 # --------------------------------------------------------------------------------------
@@ -1196,7 +1177,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     t_start = time.monotonic()
     load_start = [round(x, 2) for x in os.getloadavg()]
-    source_start = civicml_source()
+    source_start = civicml_source(ROOT)
     try:
         if not args.skip_civicml:
             check_civicml()
@@ -1235,7 +1216,7 @@ def main(argv: list[str] | None = None) -> int:
         versions["mlflow"] = versions.get("mlflow", mlflow_version)
     if not args.skip_civicml:
         versions["civicml_source"] = source_start
-        source_end = civicml_source()
+        source_end = civicml_source(ROOT)
         if source_end != source_start:
             versions["civicml_source"] = f"{source_start}; changed during the run to {source_end}"
             print(

@@ -33,12 +33,14 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _report import civicml_source, write_section
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCH = ROOT / "benchmarks"
@@ -188,27 +190,6 @@ def same_trials(a: list[Any], b: list[Any]) -> bool:
     return True
 
 
-def civicml_source() -> str:
-    try:
-        head = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(ROOT), "status", "--porcelain", "--", "src"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return f"{head} + uncommitted changes in src/" if dirty else head
-
-
 def render(report: dict[str, Any]) -> str:
     med = report["median_s"]
     trials = report["trials"]
@@ -292,18 +273,6 @@ def render(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_section(section: str) -> None:
-    text = DOCS_MD.read_text(encoding="utf-8") if DOCS_MD.exists() else "# Benchmarks\n"
-    block = f"{BEGIN}\n{section}{END}"
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        _, tail = rest.split(END, 1)
-        text = head + block + tail
-    else:
-        text = text.rstrip("\n") + "\n\n" + block + "\n"
-    DOCS_MD.write_text(text, encoding="utf-8")
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--trials", type=int, default=50)
@@ -360,7 +329,7 @@ def main() -> None:
         "cores": os.cpu_count(),
         "load_start": load_start,
         "load_end": os.getloadavg(),
-        "source": civicml_source(),
+        "source": civicml_source(ROOT),
         "versions": {
             "civicml": civicml.__version__,
             "optuna": optuna.__version__,
@@ -382,7 +351,7 @@ def main() -> None:
     if (not args.quick and arms == list(ARMS)) or args.write_docs:
         DOCS_JSON.parent.mkdir(parents=True, exist_ok=True)
         DOCS_JSON.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        write_section(section)
+        write_section(DOCS_MD, BEGIN, END, section)
         print(f"Wrote the tuning section of {DOCS_MD}", file=sys.stderr)
     else:
         out = WORKDIR / f"tuning-{dt.datetime.now(dt.UTC):%Y%m%d-%H%M%S}.json"
