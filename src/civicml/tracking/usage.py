@@ -10,25 +10,23 @@ runs into pipeline executions and projects without reading runs again.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, select
 
-from civicml.core.errors import CivicMLError, NotFoundError
+from civicml.core.errors import NotFoundError
 from civicml.costs.budgets import evaluate
 from civicml.costs.ledger import UsageLine, add_line
-from civicml.costs.meter import METER, Measurement, Usage
+from civicml.costs.meter import Usage
 from civicml.costs.schemas import RunUsage
 from civicml.governance._tables import projects
 from civicml.governance.projects import ProjectService
 from civicml.store.context import Context
 from civicml.tracking import _tables as t
 
-__all__ = ["EXECUTION_TAG", "PIPELINE_TAG", "add_run_usage", "metered_run", "record_run_usage"]
+__all__ = ["EXECUTION_TAG", "PIPELINE_TAG", "add_run_usage", "record_run_usage"]
 
 log = logging.getLogger("civicml.costs")
 
@@ -104,22 +102,6 @@ def _line(row: Any, tags: dict[str, str], run_id: str, checked: RunUsage) -> Usa
         execution_id=_short(tags.get(EXECUTION_TAG), 32),  # tags are free text: keep ids only
         pipeline=_short(tags.get(PIPELINE_TAG), 128),
     )
-
-
-@contextlib.contextmanager
-def metered_run(ctx: Context, run_id: str) -> Iterator[Measurement]:
-    """Measure the block's work (:func:`civicml.costs.measure`) and add it to run ``run_id``
-    when the block ends, raised or not. A failure to record is logged, never raised: the work
-    it measured has been done (a pipeline step's outcome must not change with it)."""
-    measurement = METER.start()
-    try:
-        yield measurement
-    finally:
-        usage = METER.end(measurement)
-        try:
-            record_run_usage(ctx, run_id, usage)
-        except CivicMLError as err:
-            log.warning("could not record the usage of run %s: %s", run_id, err.message)
 
 
 def _fields(usage: Usage) -> dict[str, float | int]:
