@@ -60,8 +60,8 @@ def serialize(value: Any, step: str, output: str) -> tuple[str, bytes]:
             return kind, canonical_json(json.loads(value.model_dump_json()))
     pandas = sys.modules.get("pandas")
     if pandas is not None and isinstance(value, pandas.DataFrame):
-        import pyarrow as pa
-        import pyarrow.ipc as ipc
+        import pyarrow as pa  # type: ignore[import-untyped]
+        from pyarrow import ipc
 
         table = pa.Table.from_pandas(value, preserve_index=True)
         sink = pa.BufferOutputStream()
@@ -85,7 +85,7 @@ def deserialize(kind: str, data: bytes) -> Any:
         return json.loads(data)
     if kind == "arrow":
         import pyarrow as pa
-        import pyarrow.ipc as ipc
+        from pyarrow import ipc
 
         return ipc.open_file(pa.py_buffer(data)).read_all().to_pandas()
     if kind == "parquet":  # DataFrames stored by earlier civicml versions

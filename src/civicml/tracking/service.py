@@ -1033,8 +1033,8 @@ class TrackingService:
                 into[run_id][key] = value
         lm = latest_metrics.c
         query = select(lm.run_id, lm.key, lm.value, lm.is_nan).where(lm.run_id.in_(ids))
-        for run_id, key, value, is_nan in conn.execute(query).all():
-            run_metrics[run_id][key] = math.nan if is_nan else value
+        for row in conn.execute(query).all():
+            run_metrics[row[0]][row[1]] = math.nan if row[3] else row[2]
         return [
             Run(
                 id=i,
