@@ -27,6 +27,7 @@ from civicml.training.script import ScriptFailedError, run_script
 
 LOGISTIC = "LogisticRegression(C=args.C, max_iter=args.max_iter)"
 LIGHTGBM = "lightgbm.LGBMClassifier(n_estimators=20, learning_rate=args.C, verbose=-1)"
+XGBOOST = "xgboost.XGBClassifier(n_estimators=20, learning_rate=args.C, max_depth=3, n_jobs=1)"
 TRAIN_TEMPLATE = """\
 import argparse
 import json
@@ -186,13 +187,18 @@ def test_bad_input_is_refused_before_anything_runs(
 
 
 # cm.train.script: recorded on the run ------------------------------------------------------
-@pytest.mark.parametrize("estimator", [LOGISTIC, LIGHTGBM], ids=["sklearn", "lightgbm"])
+@pytest.mark.parametrize(
+    "estimator", [LOGISTIC, LIGHTGBM, XGBOOST], ids=["sklearn", "lightgbm", "xgboost"]
+)
 def test_a_script_model_is_recorded_registered_and_served_from_the_sandbox(
     ml: Any, tmp_path: Path, estimator: str
 ) -> None:
     proj = ml.project("benefits")
     raw = proj.datasets.ingest("applications", applications())
     code = TRAIN_TEMPLATE.replace("ESTIMATOR", estimator)
+    if estimator == XGBOOST:  # XGBoost's scikit-learn API in the same Pipeline
+        code = code.replace("import lightgbm\n", "import lightgbm\nimport xgboost\n")
+        assert "import xgboost" in code
     if estimator == LIGHTGBM:  # saved with joblib.dump, as many scripts do: served all the same
         code = code.replace(
             'with open(Path(os.environ["CIVICML_MODEL_DIR"]) / "model.pkl", "wb") as file:\n'

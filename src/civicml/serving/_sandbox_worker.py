@@ -138,6 +138,12 @@ def main() -> int:
     try:
         # Loaded while still able to read every library (a root server's interpreter may live
         # where nobody cannot read); nothing of the model file has been read yet.
+        # The codecs a library may look up later (XGBoost decodes its C strings as ASCII): the
+        # standard library of a root interpreter may not be readable once this is nobody.
+        import encodings.ascii
+        import encodings.latin_1
+        import encodings.utf_8  # noqa: F401
+
         import joblib  # type: ignore[import-untyped]  # reads pickle.dump's files and its own
         import sklearn.base  # type: ignore[import-untyped]
         import sklearn.pipeline  # type: ignore[import-untyped]  # noqa: F401
