@@ -102,6 +102,7 @@ def tabular(
     seed: int = 0,
     rules: Sequence[Any] | None = None,
     model_files: bool = True,
+    _frame: Any = None,
 ) -> TrainedModel:
     """Train a tabular classifier or regressor on a dataset version and record it on ``run``.
 
@@ -139,7 +140,12 @@ def tabular(
             hint="Pass proj.datasets.ingest(...) or proj.datasets.version(name).",
         )
     backend = run._backend
-    frame = DatasetsHandle(backend, dataset.project).to_pandas(dataset)
+    # A tuning trial passes the rows it already read (never modified: fitting copies).
+    frame = (
+        _frame
+        if _frame is not None
+        else DatasetsHandle(backend, dataset.project).to_pandas(dataset)
+    )
     monitor = _rules.monitor_for(rules, frame, target, task)  # training rules (sdk/rules.py)
     if monitor is not None:
         _rules.before_fit(monitor, run)
@@ -661,6 +667,7 @@ class _Trial:
                 seed=opts["seed"],
                 rules=opts.get("rules"),
                 model_files=False,  # below, when this trial keeps them
+                _frame=frame,  # read once for the whole tuning job
             )
         except TrialPruned as pruned:
             child.set_tags({"tuning.state": "pruned", "tuning.pruned": str(pruned)})
