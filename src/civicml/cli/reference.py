@@ -48,6 +48,9 @@ def render() -> str:
         if hasattr(command, "commands"):
             if path:
                 out.extend([f"## civicml {' '.join(path)}", "", (command.help or "").strip(), ""])
+                params = _params(command)  # a group that also runs by itself (civicml costs)
+                if params:
+                    out.extend([*params, ""])
             for name in sorted(command.commands):
                 walk(command.commands[name], [*path, name])
             return
