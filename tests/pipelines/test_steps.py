@@ -177,3 +177,26 @@ def test_fail_step_and_condition_otherwise_fail(settings: Settings) -> None:
         st.condition.fn({"a": {"b": 0.1}}, ">", 0.5, key="a.b", otherwise="fail")
     with pytest.raises(InvalidInputError, match="outside a running pipeline step"):
         current()
+
+
+@cm.pipeline(name="explained")
+def explained(source: str = "", version: int = 1) -> None:
+    st.explain(find_version("eligibility", version), st.ingest("applications", source), rows=200)
+
+
+def test_explain_stores_a_shap_evaluation_of_a_registered_version(
+    settings: Settings, source: str
+) -> None:
+    with cm.connect(home=settings.home, user="alice") as ml:
+        ml.project("benefits")  # created
+        first = ml.pipelines.run(release, project="benefits", params={"source": source})
+        assert first.step("register").status is StepStatus.SUCCEEDED
+        done = ml.pipelines.run(explained, project="benefits", params={"source": source})
+        assert done.status is ExecutionStatus.SUCCEEDED, _statuses(done)
+        stored = StoredValue.from_dict(done.step("explain").outputs["output"])
+        summary = load_value(ml.backend.ctx.artifacts, stored)
+        evaluation = ml.project("benefits").evaluations.get(summary["evaluation_id"])
+        assert evaluation.kind == "explanation"
+        features = [f["column"] for f in summary["top_features"]]
+        assert set(features) <= set(benefit_applications(1, seed=0).columns) - {"eligible"}
+        assert len(features) >= 3

@@ -34,6 +34,7 @@ __all__ = [
     "condition",
     "deploy",
     "evaluate_bias",
+    "explain",
     "fail",
     "ingest",
     "register",
@@ -381,6 +382,28 @@ def evaluate_bias(
         positive_label=positive_label,
         facets=facets,
         model=None if model is None else (model.name, model.version),
+    )
+    summary = evaluation.summary.model_dump(mode="json") if evaluation.summary else {}
+    return {"evaluation_id": evaluation.id, **summary}
+
+
+@step
+def explain(
+    model: ModelVersion, dataset: DatasetVersion, rows: int = 1000, top_k: int = 5
+) -> dict[str, Any]:
+    """Explain ``model`` on ``dataset`` with SHAP (global importance over at most ``rows``
+    rows, partial dependence of the ``top_k`` most important columns), store the evaluation
+    (JSON + HTML, in lineage: evidence for an approval policy's ``explanation`` check) and
+    return its summary with its id: ``{"evaluation_id", "top_features": [...], ...}``."""
+    from civicml.evaluation.service import EvaluationService
+
+    here = current()
+    evaluation = EvaluationService(here.ctx).explain(
+        here.project,
+        model=(model.name, model.version),
+        dataset=(dataset.name, dataset.version),
+        rows=rows,
+        top_k=top_k,
     )
     summary = evaluation.summary.model_dump(mode="json") if evaluation.summary else {}
     return {"evaluation_id": evaluation.id, **summary}
