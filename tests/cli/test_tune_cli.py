@@ -9,27 +9,14 @@ from pathlib import Path
 import pytest
 
 import civicml as cm
-from civicml.cli.main import main
 from civicml.cli.tune import parse_space
 from civicml.core.errors import InvalidInputError
-from civicml.data.samples import benefit_applications
-
-PROJECT = "benefits"
+from tests.cli.training import PROJECT, cli, home_with_applications
 
 
 @pytest.fixture
 def home(tmp_path: Path) -> Path:
-    where = tmp_path / "home"
-    with cm.connect(home=where, user="tess") as ml:
-        ml.project(PROJECT).datasets.ingest("applications", benefit_applications(300, seed=2))
-    return where
-
-
-def cli(home: Path, capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    capsys.readouterr()
-    code = main(["--home", str(home), "--user", "tess", *args])
-    out, err = capsys.readouterr()
-    return code, out, err
+    return home_with_applications(tmp_path)
 
 
 def test_tune_from_the_command_line_records_trials_and_registers_the_best(
