@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 
@@ -49,4 +50,10 @@ def process_identity(track: bool = True) -> tuple[str, int | None, int | None]:
     if not track:
         return hostname(), None, None
     pid = os.getpid()
-    return hostname(), pid, process_start(pid)
+    return hostname(), pid, _own_start(pid)
+
+
+@functools.cache
+def _own_start(pid: int) -> int | None:
+    """This process's start tick (keyed by pid: a forked child reads its own)."""
+    return process_start(pid)

@@ -29,7 +29,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlalchemy import func, insert, select, update
+from sqlalchemy import bindparam, func, insert, select, update
 from sqlalchemy.exc import DBAPIError
 
 from civicml.core.errors import ConfigurationError, ServiceUnavailableError
@@ -64,6 +64,15 @@ EXPORT_FORMAT = "civicml-audit/2"
 MAX_WARNINGS = 100
 log = logging.getLogger("civicml.audit")
 _HEAD_ID = 1
+_MEMO_KEY = "audit-head"
+_HEAD = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == _HEAD_ID)
+_HEAD_FOR_UPDATE = _HEAD.with_for_update()
+_INSERT_EVENT = insert(audit_events)
+_UPDATE_HEAD = (
+    update(audit_head)
+    .where(audit_head.c.id == _HEAD_ID)
+    .values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
+)
 _KEY_CACHE: dict[Path, Ed25519PrivateKey] = {}
 # Witness advances pending in this process, by witness path (see _WitnessBatch).
 _BATCHES: dict[Path, _WitnessBatch] = {}
@@ -321,16 +330,19 @@ class AuditTrail:
         after: dict[str, Any] | None,
     ) -> str:
         conn = uow.conn
-        query = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == _HEAD_ID)
-        if conn.dialect.name == "postgresql":
-            query = query.with_for_update()
-        head = conn.execute(query).first()
-        if head is None:
-            raise ConfigurationError(
-                "The audit chain head row is missing: the audit_head table was emptied.",
-                hint="Run 'civicml audit verify'; restore the database from a backup.",
-            )
-        seq, prev = int(head.seq) + 1, head.hash
+        # The head is read once per transaction (locked on PostgreSQL until the commit) and
+        # written once, just before the commit, whatever the number of events in between.
+        known: tuple[int, str] | None = uow.memo.get(_MEMO_KEY)
+        if known is None:
+            query = _HEAD_FOR_UPDATE if conn.dialect.name == "postgresql" else _HEAD
+            head = conn.execute(query).first()
+            if head is None:
+                raise ConfigurationError(
+                    "The audit chain head row is missing: the audit_head table was emptied.",
+                    hint="Run 'civicml audit verify'; restore the database from a backup.",
+                )
+            known = (int(head.seq), head.hash)
+        seq, prev = known[0] + 1, known[1]
         principal = self._ctx.principal
         fields: dict[str, Any] = {
             "seq": seq,
@@ -347,10 +359,10 @@ class AuditTrail:
             "prev_hash": prev,
         }
         digest = event_hash(fields)
-        conn.execute(insert(audit_events).values(**fields, hash=digest))
-        conn.execute(
-            update(audit_head).where(audit_head.c.id == _HEAD_ID).values(seq=seq, hash=digest)
-        )
+        fields["hash"] = digest
+        conn.execute(_INSERT_EVENT, fields)
+        uow.memo[_MEMO_KEY] = (seq, digest)
+        uow.before_commit(_MEMO_KEY, lambda: _write_head(uow))
         # Only the last head of a transaction needs signing: the key replaces earlier callbacks.
         uow.after_commit("audit-witness", lambda: self._committed(seq, digest))
         return str(fields["id"])
@@ -683,6 +695,12 @@ def verify_export(path: Path, signer: AuditSigner | None = None) -> AuditReport:
         problems=problems,
         warnings=_capped(warnings),
     )
+
+
+def _write_head(uow: UnitOfWork) -> None:
+    """Store the newest head of the transaction's events (its last step before the commit)."""
+    seq, digest = uow.memo[_MEMO_KEY]
+    uow.conn.execute(_UPDATE_HEAD, {"new_seq": seq, "new_hash": digest})
 
 
 _EVENT_FIELDS = frozenset(

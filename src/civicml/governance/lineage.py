@@ -19,6 +19,7 @@ __all__ = ["EDGE_KINDS", "LineageService"]
 
 EDGE_KINDS = frozenset({"ContributedTo", "AssociatedWith", "DerivedFrom", "Produced", "SameAs"})
 _MAX_DEPTH = 50
+_INSERT_NODE = insert(lineage_nodes)
 
 
 class LineageService:
@@ -64,16 +65,17 @@ class LineageService:
         """Create the node for an entity made in this transaction (so it has none yet)."""
         node_id = new_id()
         uow.conn.execute(
-            insert(lineage_nodes).values(
-                id=node_id,
-                kind=kind,
-                ref=ref,
-                name=name or ref,
-                project_id=project_id,
-                properties=properties,
-                deleted=False,
-                created_at=self._ctx.clock.now(),
-            )
+            _INSERT_NODE,
+            {
+                "id": node_id,
+                "kind": kind,
+                "ref": ref,
+                "name": name or ref,
+                "project_id": project_id,
+                "properties": properties,
+                "deleted": False,
+                "created_at": self._ctx.clock.now(),
+            },
         )
         return node_id
 

@@ -53,7 +53,7 @@ from civicml.store.paths import validate_relative_path
 from civicml.store.schemas import ArtifactInfo
 from civicml.tracking.reproducibility import environment_tags
 from civicml.tracking.schemas import Experiment, MetricValue, Run, RunStatus, SearchWarning
-from civicml.tracking.service import MetricPoint
+from civicml.tracking.service import MetricPoint, clean_params, not_running, param_conflict
 
 __all__ = ["Client", "ModelsHandle", "ProjectHandle", "RunHandle", "connect"]
 
@@ -201,8 +201,8 @@ class ProjectHandle:
         (:func:`~civicml.tracking.reproducibility.environment_tags`); ``tags`` win over them.
         """
         merged = {**environment_tags(), **(tags or {})}
-        run = self._backend.create_run(self.name, experiment, name, params, merged)
-        return RunHandle(self._backend, run)
+        run, deferred = self._backend.start_run(self.name, experiment, name, params, merged)
+        return RunHandle(self._backend, run, deferred=deferred)
 
     def experiments(self) -> list[Experiment]:
         return list(self._backend.list_experiments(self.name))
@@ -281,15 +281,32 @@ class RunsHandle:
 
 
 class RunHandle:
-    """A live run. Metrics are buffered and group-committed; :meth:`flush` makes them durable."""
+    """A live run. Metrics and parameters are buffered and group-committed; :meth:`flush` makes
+    them durable.
 
-    def __init__(self, backend: Any, info: Run) -> None:
+    A run started by :meth:`ProjectHandle.start_run` in an experiment this client has started a
+    run in before is itself written by the next group commit (``deferred``): a short run is one
+    transaction (remote: one request) from start to end. Reading :attr:`id` from outside, and
+    every call that needs the stored run, writes it first.
+    """
+
+    def __init__(self, backend: Any, info: Run, *, deferred: bool = False) -> None:
         self._backend = backend
         self._info = info
-        self.id = info.id
+        self._id = info.id
+        self._stored = not deferred
+        self._params = dict(info.params)  # what this handle knows is logged (conflicts at once)
+
+    @property
+    def id(self) -> str:
+        """The run's id; the run is stored when this returns (raises why it could not be)."""
+        if not self._stored:
+            self._stored = True
+            self._backend.writer.flush(self._id)
+        return self._id
 
     def __repr__(self) -> str:
-        return f"<Run {self.id} {self._info.status.value}>"
+        return f"<Run {self._id} {self._info.status.value}>"
 
     def __enter__(self) -> RunHandle:
         return self
@@ -312,10 +329,28 @@ class RunHandle:
 
     # Params and tags ----------------------------------------------------------------------
     def log_param(self, key: str, value: object) -> None:
-        self._backend.log_params(self.id, {key: value})
+        self.log_params({key: value})
 
     def log_params(self, params: Mapping[str, object]) -> None:
-        self._backend.log_params(self.id, params)
+        """Record parameters; they are immutable (the same value again is accepted).
+
+        Like metrics they are buffered and written with the next group commit (at the latest
+        by :meth:`flush` or :meth:`end`), so a run's parameters, metrics and end can share one
+        transaction. A bad name or value, or a different value for a parameter this run has,
+        is refused at once; a conflict with a value logged elsewhere is raised by the next
+        call for this run.
+        """
+        checked = clean_params(params)
+        if self._info.status is not RunStatus.RUNNING:
+            raise not_running(self._id, self._info.status.value, "log parameters to")
+        for key, value in checked.items():
+            old = self._params.get(key)
+            if old is not None and old != value:
+                raise param_conflict(self._id, key, old, value)
+        new = {k: v for k, v in checked.items() if k not in self._params}
+        if new:
+            self._backend.writer.submit(self._id, [], params=new)
+            self._params.update(new)
 
     def set_tag(self, key: str, value: object) -> None:
         self._backend.set_tags(self.id, {key: value})
@@ -339,7 +374,7 @@ class RunHandle:
         """Log one value. Returns at once (group commit within ``metrics_flush_interval_ms``);
         ``synchronous=True`` returns only when it is durable."""
         metric = _metric(key, value, step, timestamp)
-        self._backend.writer.submit(self.id, [metric], synchronous=synchronous)
+        self._backend.writer.submit(self._id, [metric], synchronous=synchronous)
 
     def log_metrics(
         self,
@@ -352,11 +387,12 @@ class RunHandle:
         """Log several values at one step."""
         ts = timestamp if timestamp is not None else int(time.time() * 1000)
         values = [_metric(k, v, step, ts) for k, v in metrics.items()]
-        self._backend.writer.submit(self.id, values, synchronous=synchronous)
+        self._backend.writer.submit(self._id, values, synchronous=synchronous)
 
     def flush(self) -> None:
-        """Block until every metric logged so far is durable (raises a deferred error)."""
-        self._backend.writer.flush(self.id)
+        """Block until everything logged so far is durable (raises a deferred error)."""
+        self._stored = True
+        self._backend.writer.flush(self._id)
 
     def metric_history(self, key: str) -> list[MetricValue]:
         self.flush()
@@ -421,11 +457,27 @@ class RunHandle:
 
     # Status -------------------------------------------------------------------------------
     def end(self, status: RunStatus | str = RunStatus.FINISHED) -> Run:
-        """Flush metrics and end the run (finished, failed or killed)."""
+        """End the run (finished, failed or killed), in the same commit as the metrics and
+        parameters still buffered; durable when it returns. An error of an earlier buffered
+        write for this run is raised after the run has ended."""
+        target = RunStatus(status).value
+        writer = self._backend.writer
+        earlier = writer.pop_error(self._id)
+        self._stored = True
         try:
-            self.flush()
-        finally:
-            self._info = self._backend.end_run(self.id, RunStatus(status).value)
+            result = writer.submit(self._id, [], end=target, synchronous=True)
+        except BaseException as err:
+            first = earlier or writer.pop_error(self._id)  # why it failed first (not created?)
+            if first is not None:
+                raise first from err
+            raise
+        later = writer.pop_error(self._id)
+        ended = result.run if result is not None else None
+        self._info = ended if ended is not None else self._backend.get_run(self._id)
+        self._backend.run_ended(self._id)
+        failed = earlier or later
+        if failed is not None:
+            raise failed
         return self._info
 
 

@@ -10,6 +10,8 @@ from typing import Any, BinaryIO
 
 from civicml.core.errors import CivicMLError
 from civicml.core.identity import Principal, resolve_principal
+from civicml.core.ids import new_id
+from civicml.core.names import name_key
 from civicml.core.process import process_identity
 from civicml.core.settings import Settings
 from civicml.governance.audit import AuditTrail
@@ -37,7 +39,7 @@ from civicml.store.context import Context
 from civicml.store.db import MetadataStore
 from civicml.store.schemas import ArtifactInfo
 from civicml.tracking.schemas import Experiment, MetricBatchResult, MetricValue, Run, RunPage
-from civicml.tracking.service import MetricBatch, TrackingService
+from civicml.tracking.service import MetricBatch, TrackingService, pending_run
 from civicml.tracking.writer import MetricWriter
 
 __all__ = ["EmbeddedBackend", "open_context"]
@@ -86,6 +88,8 @@ class EmbeddedBackend:
         )
         self._closed = False
         self._serving: ModelHost | None = None
+        # (project, experiment) as named -> as stored, where a run was started synchronously.
+        self._homes: dict[tuple[str, str], tuple[str, str]] = {}
         atexit.register(_close_at_exit, weakref.ref(self))
 
     @property
@@ -194,6 +198,42 @@ class EmbeddedBackend:
             pid_start=pid_start,
         )
 
+    def start_run(
+        self,
+        project: str,
+        experiment: str,
+        name: str | None,
+        params: Mapping[str, object] | None,
+        tags: Mapping[str, object] | None,
+    ) -> tuple[Run, bool]:
+        """Start a run of this process; answers it and whether writing it was deferred.
+
+        The first run in an experiment is written at once (which creates the project and the
+        experiment when missing and checks that the caller may). Later ones are checked here and
+        written by the metric writer's next group commit, with whatever the run logs and its end
+        when they come soon enough: one transaction for a short run.
+        """
+        key = (name_key(project), name_key(experiment))
+        home = self._homes.get(key)
+        if home is None:
+            run = self.create_run(project, experiment, name, params, tags)
+            self._homes[key] = (run.project, run.experiment)
+            return run, False
+        host, pid, pid_start = process_identity(True)
+        spec = self.tracking.prepare_run(
+            home[0],
+            experiment=home[1],
+            name=name,
+            params=params,
+            tags=tags,
+            host=host,
+            pid=pid,
+            pid_start=pid_start,
+        )
+        run_id = new_id()
+        self.writer.submit(run_id, [], create=spec)
+        return pending_run(run_id, spec, self.user), True
+
     def log_input(self, run_id: str, kind: str, ref: str) -> None:
         self.tracking.log_input(run_id, kind, ref)
 
@@ -241,6 +281,9 @@ class EmbeddedBackend:
 
     def end_run(self, run_id: str, status: str) -> Run:
         return self.tracking.end_run(run_id, status)
+
+    def run_ended(self, run_id: str) -> None:
+        """A run ended through the metric writer (nothing to forget here)."""
 
     def log_artifact(self, run_id: str, path: str, data: bytes | BinaryIO) -> ArtifactInfo:
         return self.tracking.log_artifact(run_id, path, data)

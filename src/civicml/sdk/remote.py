@@ -17,7 +17,8 @@ from pydantic import TypeAdapter
 
 from civicml.core import errors as E
 from civicml.core.identity import resolve_principal
-from civicml.core.ids import validate_name
+from civicml.core.ids import new_id, validate_name
+from civicml.core.names import name_key
 from civicml.core.process import process_identity
 from civicml.core.settings import Settings
 from civicml.governance.schemas import (
@@ -50,7 +51,15 @@ from civicml.tracking.schemas import (
     Run,
     RunPage,
 )
-from civicml.tracking.service import MetricBatch, MetricPoint, check_max_results
+from civicml.tracking.service import (
+    MetricBatch,
+    MetricPoint,
+    NewRun,
+    check_max_results,
+    clean_params,
+    clean_tags,
+    pending_run,
+)
 from civicml.tracking.writer import MetricWriter
 
 __all__ = ["RemoteBackend", "RemoteRegistry"]
@@ -139,6 +148,9 @@ class RemoteBackend:
         )
         self.registry = RemoteRegistry(self)
         self._active: set[str] = set()
+        # (project, experiment) as named -> (as stored, and the user the server knows us as),
+        # where a run was started synchronously.
+        self._homes: dict[tuple[str, str], tuple[str, str, str]] = {}
         self._stop = threading.Event()
         self._beat = threading.Thread(
             target=self._heartbeats, name="civicml-heartbeat", daemon=True
@@ -328,6 +340,48 @@ class RemoteBackend:
             run = self.get_run(run.id)
         return run
 
+    def start_run(
+        self,
+        project: str,
+        experiment: str,
+        name: str | None,
+        params: Mapping[str, object] | None,
+        tags: Mapping[str, object] | None,
+    ) -> tuple[Run, bool]:
+        """Start a run; answers it and whether writing it was deferred.
+
+        The first run in an experiment is created by a request of its own (which creates the
+        project and the experiment when missing and checks that the caller may). Later ones are
+        checked here and sent with the metric writer's next request, with whatever the run logs
+        and its end when they come soon enough: one request for a short run. The server checks
+        them again; its refusal is raised by the next call for the run.
+        """
+        key = (name_key(project), name_key(experiment))
+        home = self._homes.get(key)
+        all_params, all_tags = _jsonable(params or {}), _jsonable(tags or {})
+        many = len(all_params) > MAX_KEYS_PER_REQUEST or len(all_tags) > MAX_KEYS_PER_REQUEST
+        if home is None or many:
+            run = self.create_run(project, experiment, name, params, tags)
+            self._homes.setdefault(key, (run.project, run.experiment, run.created_by))
+            return run, False
+        validate_name("Experiment", experiment)
+        if name is not None and (not name or len(name) > 256):
+            raise E.InvalidInputError("Run name must be 1-256 characters.")
+        host, pid, pid_start = process_identity(True)
+        spec = NewRun(
+            project=home[0],
+            experiment=home[1],
+            name=name or "",
+            params=clean_params(all_params),
+            tags=clean_tags(all_tags),
+            host=host,
+            pid=pid,
+            pid_start=pid_start,
+        )
+        run_id = new_id()
+        self.writer.submit(run_id, [], create=spec)
+        return pending_run(run_id, spec, home[2]), True
+
     def log_input(self, run_id: str, kind: str, ref: str) -> None:
         self.call(
             "POST",
@@ -403,19 +457,20 @@ class RemoteBackend:
             batch_id = b.batch_id or uuid.uuid4().hex
             values = list(b.values)
             step = MAX_VALUES_PER_REQUEST
-            pieces = [values[i : i + step] for i in range(0, len(values), step)] or [[]]
+            pieces: list[dict[str, Any]] = [
+                {"metrics": [_metric_json(v) for v in values[i : i + step]]}
+                for i in range(0, len(values), step)
+            ]
+            pieces += [{"metrics": [], "params": chunk} for chunk in _chunks(dict(b.params or {}))]
+            if not pieces:
+                pieces = [{"metrics": []}]
+            if b.end is not None:
+                pieces[-1]["end"] = b.end  # after everything else of the batch
+            if b.create is not None:
+                pieces[0]["create"] = _new_run_json(b.create)  # before everything else
             for k, piece in enumerate(pieces):
                 piece_id = batch_id if len(pieces) == 1 else f"{batch_id[:48]}.{k}"
-                parts.append(
-                    (
-                        n,
-                        {
-                            "run_id": b.run_id,
-                            "batch_id": piece_id,
-                            "metrics": [_metric_json(v) for v in piece],
-                        },
-                    )
-                )
+                parts.append((n, {"run_id": b.run_id, "batch_id": piece_id, **piece}))
         merged: list[MetricBatchResult | E.CivicMLError | None] = [None] * len(batches)
         request: list[tuple[int, dict[str, Any]]] = []
         count = 0
@@ -437,16 +492,23 @@ class RemoteBackend:
     ) -> None:
         body = {"batches": [part for _, part in request]}
         outcomes = self._json("POST", "/api/v1/metrics/batches", json_body=body, idempotent=True)
-        for (n, _), outcome in zip(request, outcomes, strict=True):
+        for (n, part), outcome in zip(request, outcomes, strict=True):
             before = merged[n]
             if isinstance(before, E.CivicMLError):
                 continue  # the first error of a split batch stands
             if not outcome["ok"]:
                 merged[n] = _error_from_body(outcome["error"])
                 continue
+            if "create" in part and "end" not in part:
+                self._active.add(part["run_id"])  # it exists now: keep it alive
             stored = outcome["stored"] + (before.stored if before is not None else 0)
             duplicate = outcome["duplicate"] and (before is None or before.duplicate)
-            merged[n] = MetricBatchResult(stored=stored, duplicate=duplicate)
+            ended = outcome.get("run")
+            merged[n] = MetricBatchResult(
+                stored=stored,
+                duplicate=duplicate,
+                run=Run.model_validate(ended) if ended is not None else None,
+            )
 
     def metric_history(self, run_id: str, key: str) -> list[MetricValue]:
         """Every value of the metric: the server's pages, one after another."""
@@ -463,6 +525,10 @@ class RemoteBackend:
 
     def heartbeat(self, run_id: str) -> None:
         self.call("POST", f"/api/v1/runs/{_q(run_id)}/heartbeat")
+
+    def run_ended(self, run_id: str) -> None:
+        """A run ended through the metric writer: no more heartbeats for it."""
+        self._active.discard(run_id)
 
     def end_run(self, run_id: str, status: str) -> Run:
         self._active.discard(run_id)
@@ -716,6 +782,19 @@ def _chunks(values: dict[str, Any]) -> list[dict[str, Any]]:
         dict(items[i : i + MAX_KEYS_PER_REQUEST])
         for i in range(0, len(items), MAX_KEYS_PER_REQUEST)
     ]
+
+
+def _new_run_json(spec: NewRun) -> dict[str, Any]:
+    return {
+        "project": spec.project,
+        "experiment": spec.experiment,
+        "name": spec.name or None,
+        "params": dict(spec.params),
+        "tags": dict(spec.tags),
+        "host": spec.host,
+        "pid": spec.pid,
+        "pid_start": spec.pid_start,
+    }
 
 
 def _metric_json(metric: MetricValue | MetricPoint) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from civicml.store.context import Context
 from civicml.tracking.service import TrackingService
 from civicml.tracking.writer import MetricWriter
 
-__all__ = ["AppState", "Services", "principal_for_request", "services"]
+__all__ = ["AppState", "Services", "caller_services", "principal_for_request", "services"]
 
 USER_HEADER = "x-civicml-user"
 #: The ASGI scope key where server/auth.py leaves the authenticated principal.
@@ -101,3 +101,10 @@ def services(request: Request) -> Services:
     principal = principal_for_request(request, state.ctx.principal)
     ctx = state.ctx if principal == state.ctx.principal else state.ctx.as_principal(principal)
     return Services(ctx, state.writer)
+
+
+async def caller_services(request: Request) -> Services:
+    """:func:`services` as a dependency that costs no trip to a worker thread (it does no I/O):
+    a synchronous dependency runs in FastAPI's thread pool, which on a busy server costs more
+    than a small request's own work."""
+    return services(request)

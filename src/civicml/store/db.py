@@ -59,15 +59,25 @@ class UnitOfWork:
     """One write transaction: the state change, its lineage and its audit event commit together.
 
     Callbacks registered with :meth:`after_commit` run once the transaction is durable (for example
-    signing the new audit-chain head); they never run when the transaction rolls back.
+    signing the new audit-chain head); they never run when the transaction rolls back. Those
+    registered with :meth:`before_commit` run inside the transaction, last (for example writing
+    the audit-chain head once for every event of the transaction). ``memo`` holds what a service
+    keeps for the rest of the transaction (the audit head it read).
     """
 
     conn: Connection
     _callbacks: dict[str, Callable[[], None]] = field(default_factory=dict)
+    _finishers: dict[str, Callable[[], None]] = field(default_factory=dict)
+    memo: dict[str, Any] = field(default_factory=dict)
 
     def after_commit(self, key: str, callback: Callable[[], None]) -> None:
         """Run ``callback`` after commit; a second registration under ``key`` replaces the first."""
         self._callbacks[key] = callback
+
+    def before_commit(self, key: str, callback: Callable[[], None]) -> None:
+        """Run ``callback`` in the transaction just before it commits (not when it rolls back);
+        a second registration under ``key`` replaces the first."""
+        self._finishers[key] = callback
 
 
 class MetadataStore:
@@ -133,6 +143,8 @@ class MetadataStore:
                 uow = UnitOfWork(conn)
                 with conn.begin():
                     yield uow
+                    for finish in uow._finishers.values():
+                        finish()
         finally:
             if lock is not None:
                 lock.release()

@@ -88,17 +88,6 @@ class MetricHistory(BaseModel):
     )
 
 
-class MetricBatchResult(BaseModel):
-    """What a metric batch did."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-    stored: int = Field(description="Values stored by this call.")
-    duplicate: bool = Field(
-        default=False, description="True when the batch id was seen before (nothing stored)."
-    )
-
-
 class Run(BaseModel):
     """A run: one execution with its params, tags, latest metrics and status."""
 
@@ -121,6 +110,20 @@ class Run(BaseModel):
     def metric(self, key: str) -> float:
         """The latest value of one metric (NaN when it was NaN)."""
         return self.metrics.get(key, math.nan)
+
+
+class MetricBatchResult(BaseModel):
+    """What a batch (metric values, parameters, the end of the run) did."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    stored: int = Field(description="Values stored by this call.")
+    duplicate: bool = Field(
+        default=False, description="True when the batch id was seen before (nothing stored)."
+    )
+    run: Run | None = Field(
+        default=None, description="The run as it ended, when the batch ended it."
+    )
 
 
 class RunPage(BaseModel):

@@ -282,15 +282,16 @@ def compile_filter(clauses: list[Clause]) -> list[ColumnElement[bool]]:
     return conditions
 
 
-def project_scope(project_id: str, dialect: str, *, keyed: bool) -> ColumnElement[bool]:
-    """``runs.project_id = ?``, for a query that also narrows runs by a key (``keyed``).
+def project_scope(project_id: Any, dialect: str, *, keyed: bool) -> ColumnElement[bool]:
+    """``runs.project_id = ?``, for a query that also narrows runs by a key (``keyed``);
+    ``project_id`` is the id or a bound parameter.
 
     Without statistics SQLite takes ``project_id = ?`` for the more selective term and walks
     every run of the project, probing the key's runs for each. Marked ``likely()`` (a planner
     hint that changes no result) it lets the ``(key, value)`` index find the few matching
     runs first, whatever the size of the project. PostgreSQL plans from its statistics.
     """
-    scope = runs.c.project_id == project_id
+    scope: ColumnElement[bool] = runs.c.project_id == project_id
     if keyed and dialect == "sqlite":
         return func.likely(scope)
     return scope

@@ -11,8 +11,8 @@ import re
 import sys
 from array import array
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO, NamedTuple
 
 from sqlalchemy import Connection, bindparam, exists, func, insert, select, tuple_, update
@@ -66,7 +66,19 @@ from civicml.tracking.search import (
 )
 from civicml.tracking.usage import add_run_usage
 
-__all__ = ["MetricBatch", "MetricPoint", "TrackingService", "batch_digest", "check_max_results"]
+__all__ = [
+    "MetricBatch",
+    "MetricPoint",
+    "NewRun",
+    "TrackingService",
+    "batch_digest",
+    "check_max_results",
+    "clean_params",
+    "clean_tags",
+    "not_running",
+    "param_conflict",
+    "pending_run",
+]
 
 
 class MetricPoint(NamedTuple):
@@ -83,6 +95,42 @@ _SEEN_BATCHES = select(
     metric_batches.c.run_id, metric_batches.c.batch_id, metric_batches.c.digest
 ).where(metric_batches.c.batch_id.in_(bindparam("ids", expanding=True)))
 _INSERT_BATCHES = insert(metric_batches)
+_INSERT_RUN = insert(runs)
+_RUN_ID = re.compile(r"[0-9a-f]{32}")
+_LOAD_CHUNK = 5_000  # ids per query: far below SQLite's limit on bound parameters
+_RUNS_BY_ID = (
+    select(
+        runs.c.id,
+        runs.c.name,
+        runs.c.status,
+        runs.c.start_time,
+        runs.c.end_time,
+        runs.c.created_by,
+        t.experiments.c.name.label("experiment_name"),
+        projects.c.name.label("project_name"),
+    )
+    .join(t.experiments, t.experiments.c.id == runs.c.experiment_id)
+    .join(projects, projects.c.id == runs.c.project_id)
+    .where(runs.c.id.in_(bindparam("ids", expanding=True)))
+)
+_RUN_HOME = (
+    select(
+        projects.c.id.label("project_id"),
+        projects.c.name.label("project"),
+        t.experiments.c.id.label("experiment_id"),
+        t.experiments.c.name.label("experiment"),
+    )
+    .join(t.experiments, t.experiments.c.project_id == projects.c.id)
+    .where(
+        func.lower(projects.c.name) == bindparam("project"),
+        func.lower(t.experiments.c.name) == bindparam("experiment"),
+    )
+)
+_END_RUN = (
+    update(runs)
+    .where(runs.c.id == bindparam("run"))
+    .values(status=bindparam("status"), end_time=bindparam("end_time"))
+)
 _HEARTBEAT_EVERY = timedelta(seconds=10)
 _last_heartbeat: dict[str, datetime] = {}
 
@@ -112,6 +160,22 @@ _ENTITY_WORDS = {"metric": "metric", "param": "parameter", "tag": "tag"}
 
 
 @dataclass(frozen=True, slots=True)
+class NewRun:
+    """A run to create in a group commit: what :meth:`TrackingService.create_run` writes, checked
+    by :meth:`TrackingService.prepare_run` (``start_time`` None: when it is written)."""
+
+    project: str
+    experiment: str
+    name: str
+    params: Mapping[str, str]
+    tags: Mapping[str, str]
+    start_time: datetime | None = None
+    host: str | None = None
+    pid: int | None = None
+    pid_start: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class MetricBatch:
     """Values for one run, with the client's batch id (a retry with the same id is ignored).
 
@@ -122,6 +186,12 @@ class MetricBatch:
     run_id: str
     values: Sequence[MetricValue | MetricPoint]
     batch_id: str | None = None
+    #: Parameters to record after the values (immutable once set, as :meth:`log_params`).
+    params: Mapping[str, object] | None = None
+    #: End the run with this status after the values and parameters (as :meth:`end_run`).
+    end: str | None = None
+    #: Create the run (with ``run_id``) first, as :meth:`create_run` would.
+    create: NewRun | None = None
 
 
 class TrackingService:
@@ -260,94 +330,158 @@ class TrackingService:
         ``also(uow, run_id)`` writes what the caller records about the new run in the same
         transaction (a pipeline step's row and lineage).
         """
-        validate_name("Experiment", experiment)
-        clean_params = _clean_params(params or {})
-        clean_tags = _clean_tags(tags or {})
-        if name is not None and (not name or len(name) > 256):
-            raise InvalidInputError("Run name must be 1-256 characters.")
-        check_budget(self._ctx, project)  # costs: a spent hard-stop budget refuses new runs
+        spec = self.prepare_run(
+            project,
+            experiment=experiment,
+            name=name,
+            params=params,
+            tags=tags,
+            host=host,
+            pid=pid,
+            pid_start=pid_start,
+        )
         run_id = new_id()
-        run_name = name or f"run-{run_id[-8:]}"
-        now = self._ctx.clock.now()
+        spec = replace(spec, name=spec.name or f"run-{run_id[-8:]}")
         for attempt in range(2):
             if attempt:  # create the project and experiment (checking the caller may), then again
                 self.ensure_experiment(project, experiment)
             try:
                 with self._ctx.db.write() as uow:
-                    found = self._run_home(uow.conn, project, experiment)
-                    project, experiment = found.project, found.experiment  # as stored
-                    uow.conn.execute(
-                        insert(runs).values(
-                            id=run_id,
-                            project_id=found.project_id,
-                            experiment_id=found.experiment_id,
-                            name=run_name,
-                            status=RunStatus.RUNNING.value,
-                            start_time=now,
-                            end_time=None,
-                            heartbeat_at=now,
-                            created_by=self._ctx.principal.user,
-                            host=host,
-                            pid=pid,
-                            pid_start=pid_start,
-                        )
-                    )
-                    if clean_params:
-                        uow.conn.execute(
-                            insert(t.params),
-                            [
-                                {"run_id": run_id, "key": k, "value": v}
-                                for k, v in clean_params.items()
-                            ],
-                        )
-                    if clean_tags:
-                        uow.conn.execute(
-                            insert(t.tags),
-                            [
-                                {"run_id": run_id, "key": k, "value": v}
-                                for k, v in clean_tags.items()
-                            ],
-                        )
-                    # A new run's lineage node: its id is new, so there is nothing to look up.
-                    self._lineage.new_node(
-                        uow,
-                        "run",
-                        run_id,
-                        name=f"{experiment}/{run_name}",
-                        project_id=found.project_id,
-                    )
+                    run = self._insert_run(uow, run_id, spec)
                     if also is not None:
                         also(uow, run_id)
-                    self._audit.record(
-                        uow,
-                        "run.created",
-                        "run",
-                        run_id,
-                        project=project,
-                        after={
-                            "experiment": experiment,
-                            "name": run_name,
-                            "params": clean_params,
-                            "tags": clean_tags,
-                        },
-                    )
-                break
+                return run
             except _Missing:
                 if attempt:  # deleted again between the two transactions
                     raise NotFoundError(
                         f"Experiment {experiment!r} of project {project!r} does not exist."
                     ) from None
-        return Run(
-            id=run_id,
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def prepare_run(
+        self,
+        project: str,
+        *,
+        experiment: str = DEFAULT_EXPERIMENT,
+        name: str | None = None,
+        params: Mapping[str, object] | None = None,
+        tags: Mapping[str, object] | None = None,
+        host: str | None = None,
+        pid: int | None = None,
+        pid_start: int | None = None,
+    ) -> NewRun:
+        """Check a run to start (names, parameters, tags, the project's budget) without writing
+        it: :meth:`create_run` writes it now, a batch's ``create`` with the next group commit.
+        An empty ``name`` is generated from the run id when the run is written.
+
+        Raises:
+            InvalidInputError: A name, parameter or tag is not valid.
+            BudgetExceededError: The project's hard-stop budget is spent.
+        """
+        validate_name("Experiment", experiment)
+        checked_params = clean_params(params or {})
+        checked_tags = clean_tags(tags or {})
+        if name is not None and (not name or len(name) > 256):
+            raise InvalidInputError("Run name must be 1-256 characters.")
+        check_budget(self._ctx, project)  # costs: a spent hard-stop budget refuses new runs
+        return NewRun(
             project=project,
             experiment=experiment,
-            name=run_name,
-            status=RunStatus.RUNNING,
-            start_time=now,
-            created_by=self._ctx.principal.user,
-            params=clean_params,
-            tags=clean_tags,
+            name=name or "",
+            params=checked_params,
+            tags=checked_tags,
+            start_time=self._ctx.clock.now(),
+            host=host,
+            pid=pid,
+            pid_start=pid_start,
         )
+
+    def _insert_run(self, uow: UnitOfWork, run_id: str, spec: NewRun) -> Run:
+        """Write a new run, its parameters, tags, lineage node and audit event in ``uow``.
+
+        Raises:
+            _Missing: Its project or experiment does not exist (yet).
+            PermissionDeniedError: The caller may not start runs in the project.
+        """
+        conn = uow.conn
+        found = self._run_home(conn, spec.project, spec.experiment)
+        project, experiment = found.project, found.experiment  # as stored
+        run_name = spec.name or f"run-{run_id[-8:]}"
+        now = spec.start_time or self._ctx.clock.now()
+        user = self._ctx.principal.user
+        conn.execute(
+            _INSERT_RUN,
+            {
+                "id": run_id,
+                "project_id": found.project_id,
+                "experiment_id": found.experiment_id,
+                "name": run_name,
+                "status": RunStatus.RUNNING.value,
+                "start_time": now,
+                "end_time": None,
+                "heartbeat_at": now,
+                "created_by": user,
+                "host": spec.host,
+                "pid": spec.pid,
+                "pid_start": spec.pid_start,
+            },
+        )
+        for table, values in ((t.params, spec.params), (t.tags, spec.tags)):
+            if values:
+                conn.execute(
+                    insert(table),
+                    [{"run_id": run_id, "key": k, "value": v} for k, v in values.items()],
+                )
+        # A new run's lineage node: its id is new, so there is nothing to look up.
+        self._lineage.new_node(
+            uow, "run", run_id, name=f"{experiment}/{run_name}", project_id=found.project_id
+        )
+        self._audit.record(
+            uow,
+            "run.created",
+            "run",
+            run_id,
+            project=project,
+            after={
+                "experiment": experiment,
+                "name": run_name,
+                "params": dict(spec.params),
+                "tags": dict(spec.tags),
+            },
+        )
+        stored = replace(
+            spec, project=project, experiment=experiment, name=run_name, start_time=now
+        )
+        return pending_run(run_id, stored, user)
+
+    def _create_in_batch(self, uow: UnitOfWork, cursor: Any, mark: str, batch: MetricBatch) -> None:
+        """A batch's ``create``, checked as :meth:`create_run` checks it.
+
+        Raises:
+            CivicMLError: The run cannot be created (the id is taken, the experiment is gone,
+                the caller may not, the budget is spent); nothing of it is written.
+        """
+        spec = batch.create
+        if spec is None:  # pragma: no cover - called for batches that create
+            return
+        if not _RUN_ID.fullmatch(batch.run_id):
+            raise InvalidInputError(
+                f"{batch.run_id[:80]!r} is not a run id for a new run.",
+                hint="A new run's id is 32 lowercase hexadecimal characters.",
+            )
+        cursor.execute(f"SELECT 1 FROM runs WHERE id = {mark}", (batch.run_id,))
+        if cursor.fetchone() is not None:
+            raise ConflictError(
+                f"Run {batch.run_id} exists already.", hint="Start the new run with a new id."
+            )
+        check_budget(self._ctx, spec.project)
+        try:
+            self._insert_run(uow, batch.run_id, spec)
+        except _Missing:
+            raise NotFoundError(
+                f"Experiment {spec.experiment!r} of project {spec.project!r} does not exist.",
+                hint="Start a run there with start_run() (it creates both), then retry.",
+            ) from None
 
     def get_run(self, run_id: str) -> Run:
         with self._ctx.db.read() as conn:
@@ -360,7 +494,7 @@ class TrackingService:
     def log_params(self, run_id: str, values: Mapping[str, object]) -> None:
         """Record parameters. A parameter never changes: a different value for a logged key is
         refused; the same value again is accepted (so a retry is harmless)."""
-        clean = _clean_params(values)
+        clean = clean_params(values)
         if not clean:
             return
         with self._ctx.db.write() as uow:
@@ -372,17 +506,9 @@ class TrackingService:
                     )
                 ).all()
             )
-            changed = {
-                k: (existing[k], v) for k, v in clean.items() if k in existing and existing[k] != v
-            }
-            if changed:
-                key, (old, new) = next(iter(changed.items()))
-                raise ConflictError(
-                    f"Parameter {key!r} of run {run_id} is already {old!r}; it cannot become "
-                    f"{new!r}.",
-                    hint="Parameters are immutable: start a new run to try another "
-                    "value, or record it as a tag.",
-                )
+            for key, value in clean.items():
+                if key in existing and existing[key] != value:
+                    raise param_conflict(run_id, key, existing[key], value)
             added = {k: v for k, v in clean.items() if k not in existing}
             if added:
                 uow.conn.execute(
@@ -400,7 +526,7 @@ class TrackingService:
 
     def set_tags(self, run_id: str, values: Mapping[str, object]) -> None:
         """Set (or change) tags on a run in any status."""
-        clean = _clean_tags(values)
+        clean = clean_tags(values)
         if not clean:
             return
         with self._ctx.db.write() as uow:
@@ -490,8 +616,11 @@ class TrackingService:
     ) -> list[MetricBatchResult | CivicMLError]:
         """Store many batches (of any runs) in ONE transaction: the group commit.
 
-        A batch for a missing or finished run gets its error in the result list; the other
-        batches are stored. A batch whose ``batch_id`` was stored before stores nothing.
+        A batch holds metric values, parameters and the status that ends its run (each
+        optional, applied in that order), so a run's whole record can be written by one commit.
+        A batch for a missing or finished run, or with a parameter that contradicts one already
+        logged, gets its error in the result list and stores nothing; the other batches are
+        stored. A batch whose ``batch_id`` was stored before stores nothing.
         """
         if not batches:
             return []
@@ -504,6 +633,13 @@ class TrackingService:
             # SQLAlchemy's per-statement work cost more than SQLite's for these small writes.
             cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
             mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+            not_created: dict[int, CivicMLError] = {}
+            for index, batch in enumerate(batches):
+                if batch.create is not None:
+                    try:
+                        self._create_in_batch(uow, cursor, mark, batch)
+                    except CivicMLError as err:
+                        not_created[index] = err
             run_ids = list({b.run_id for b in batches})
             cursor.execute(
                 "SELECT runs.id, runs.status, runs.project_id, projects.name FROM runs JOIN "
@@ -511,7 +647,9 @@ class TrackingService:
                 f"WHERE runs.id IN ({', '.join([mark] * len(run_ids))})",
                 run_ids,
             )
-            status, refused = self._writable_runs(cursor.fetchall())
+            found = cursor.fetchall()
+            project_of = {r[0]: r[3] for r in found}
+            status, refused = self._writable_runs(found)
             ids = [b.batch_id for b in batches if b.batch_id]
             # (run, batch id) -> digest of the body stored under it (None: an older row).
             seen: dict[tuple[str, str], str | None] = (
@@ -519,20 +657,42 @@ class TrackingService:
                 if ids
                 else {}
             )
+            logged = _logged_params(cursor, mark, [b.run_id for b in batches if b.params])
             rows: list[tuple[Any, ...]] = []
             new_batches: list[dict[str, Any]] = []
             latest: dict[tuple[str, str], tuple[Any, ...]] = {}
             touched: set[str] = set()
-            for batch in batches:
+            param_rows: list[tuple[str, str, str]] = []
+            params_events: list[tuple[str, dict[str, str]]] = []
+            ends: list[tuple[int, str, str, str]] = []  # (result index, run, before, after)
+            for index, batch in enumerate(batches):
+                if index in not_created:
+                    results.append(not_created[index])
+                    continue
                 state = status.get(batch.run_id)
                 if state is None:
                     results.append(refused.get(batch.run_id) or _run_not_found(batch.run_id))
                     continue
+                try:
+                    target = None if batch.end is None else _end_status(batch.end)
+                    added = (
+                        _new_params(batch.run_id, clean_params(batch.params), logged)
+                        if batch.params
+                        else {}
+                    )
+                except CivicMLError as err:
+                    results.append(err)
+                    continue
                 if state != RunStatus.RUNNING.value:
-                    results.append(_not_running(batch.run_id, state, "log metrics to"))
+                    if target is not None and state == target and not batch.values and not added:
+                        ends.append((len(results), batch.run_id, state, ""))  # a retry
+                        results.append(MetricBatchResult(stored=0))
+                    else:
+                        verb = "end" if target is not None else "log metrics to"
+                        results.append(not_running(batch.run_id, state, verb))
                     continue
                 if batch.batch_id:
-                    digest = batch_digest(batch.values)
+                    digest = batch_digest(batch.values, batch.params, batch.end)
                     ident = (batch.run_id, batch.batch_id)
                     if ident in seen:
                         known = seen[ident]
@@ -567,7 +727,15 @@ class TrackingService:
                     best = latest.get((run_id, v.key))
                     if best is None or (row[4], row[5]) >= (best[4], best[5]):
                         latest[(run_id, v.key)] = row
-                touched.add(batch.run_id)
+                if added:
+                    logged.setdefault(run_id, {}).update(added)
+                    param_rows.extend((run_id, k, v) for k, v in added.items())
+                    params_events.append((run_id, added))
+                if target is not None:
+                    status[run_id] = target  # later batches of this round see it ended
+                    ends.append((len(results), run_id, state, target))
+                else:
+                    touched.add(run_id)
                 results.append(MetricBatchResult(stored=len(batch.values)))
             if new_batches:
                 conn.execute(_INSERT_BATCHES, new_batches)
@@ -575,10 +743,50 @@ class TrackingService:
                 insert_sql, upsert_sql = _metric_sql(conn.dialect.paramstyle)
                 cursor.executemany(insert_sql, rows)
                 cursor.executemany(upsert_sql, list(latest.values()))
+            if param_rows:
+                cursor.executemany(
+                    f"INSERT INTO params (run_id, key, value) VALUES ({mark}, {mark}, {mark})",
+                    param_rows,
+                )
+            changed = [(run_id, after) for _, run_id, _, after in ends if after]
+            if changed:
+                conn.execute(
+                    _END_RUN,
+                    [
+                        {"run": run_id, "status": after, "end_time": now}
+                        for run_id, after in changed
+                    ],
+                )
             cursor.close()
             stale = [r for r in touched if _heartbeat_due(r, now)]
             if stale:  # logging is a heartbeat, recorded at most every _HEARTBEAT_EVERY
                 conn.execute(_HEARTBEAT, {"ids": stale, "now": now})
+            for run_id, added in params_events:
+                self._audit.record(
+                    uow,
+                    "run.params_logged",
+                    "run",
+                    run_id,
+                    project=project_of[run_id],
+                    after={"params": added},
+                )
+            for _, run_id, before, after in ends:
+                if after:
+                    self._audit.record(
+                        uow,
+                        f"run.{after}",
+                        "run",
+                        run_id,
+                        project=project_of[run_id],
+                        before={"status": before},
+                        after={"status": after},
+                    )
+            if ends:
+                ended = {r.id: r for r in self._load_runs(conn, [e[1] for e in ends])}
+                for index, run_id, _, _ in ends:
+                    done = results[index]
+                    if isinstance(done, MetricBatchResult):
+                        results[index] = done.model_copy(update={"run": ended[run_id]})
         return results
 
     def metric_history(self, run_id: str, key: str) -> list[MetricValue]:
@@ -675,7 +883,7 @@ class TrackingService:
             if head.status != RunStatus.RUNNING.value:
                 if head.status == target.value:
                     return self._load_runs(uow.conn, [run_id])[0]  # idempotent retry
-                raise _not_running(run_id, head.status, "end")
+                raise not_running(run_id, head.status, "end")
             self._set_status(uow, head, target, {})
             if usage is not None:
                 add_run_usage(uow.conn, self._ctx.clock.now(), run_id, usage)
@@ -838,23 +1046,17 @@ class TrackingService:
         check_max_results(max_results)
         if not 0 <= offset <= INT64_MAX:
             raise InvalidInputError(f"offset {offset} is out of range.", hint="Use 0 or more.")
-        parsed = parse_filter(filter)
-        clauses = compile_filter(parsed)
-        keys = parse_order(list(order_by or []))
         with self._ctx.db.read() as conn:
             project_id = self._project_id(conn, project, "experiments.read")
-            keyed = any(c.entity != "attr" for c in parsed)
-            scope = project_scope(project_id, conn.dialect.name, keyed=keyed)
-            query = (
-                select(runs.c.id)
-                .select_from(runs.join(t.experiments, t.experiments.c.id == runs.c.experiment_id))
-                .where(scope, *clauses)
+            parsed, keys, query = _search_query(
+                filter, tuple(order_by or ()), tuple(experiments or ()), conn.dialect.name
             )
-            if experiments:
-                wanted = [name_key(e) for e in experiments]
-                query = query.where(func.lower(t.experiments.c.name).in_(wanted))
-            query = apply_order(query, keys).limit(max_results + 1).offset(offset)
-            ids = list(conn.execute(query).scalars())
+            ids = list(
+                conn.execute(
+                    query,
+                    {"project_id": project_id, "limit": max_results + 1, "offset": offset},
+                ).scalars()
+            )
             more = len(ids) > max_results
             found = self._load_runs(conn, ids[:max_results])
             warnings = self._unknown_keys(conn, project, project_id, parsed, keys)
@@ -891,9 +1093,8 @@ class TrackingService:
             missing = [
                 key
                 for key in wanted
-                if not conn.execute(
-                    select(exists().where(table.c.key == key, table.c.run_id == runs.c.id, scope))
-                ).scalar()
+                if (project_id, entity, key) not in _KNOWN_KEYS
+                and not _key_in_project(conn, table, key, scope, project_id, entity)
             ]
             if not missing:
                 continue
@@ -923,17 +1124,7 @@ class TrackingService:
         """The project and experiment a new run goes to, the caller needing ``experiments.write``
         on the project; raises :class:`_Missing` when either does not exist yet."""
         found = conn.execute(
-            select(
-                projects.c.id.label("project_id"),
-                projects.c.name.label("project"),
-                t.experiments.c.id.label("experiment_id"),
-                t.experiments.c.name.label("experiment"),
-            )
-            .join(t.experiments, t.experiments.c.project_id == projects.c.id)
-            .where(
-                func.lower(projects.c.name) == name_key(project),
-                func.lower(t.experiments.c.name) == name_key(experiment),
-            )
+            _RUN_HOME, {"project": name_key(project), "experiment": name_key(experiment)}
         ).first()
         if found is None:
             raise _Missing
@@ -1005,60 +1196,139 @@ class TrackingService:
     def _running(self, conn: Connection, run_id: str, verb: str) -> Any:
         head = self._head(conn, run_id, "experiments.write")
         if head.status != RunStatus.RUNNING.value:
-            raise _not_running(run_id, head.status, verb)
+            raise not_running(run_id, head.status, verb)
         return head
 
     @staticmethod
     def _load_runs(conn: Connection, ids: list[str]) -> list[Run]:
+        """The runs with these ids, in this order (ids that do not exist are left out)."""
         if not ids:
             return []
-        exp = t.experiments
-        rows = conn.execute(
-            select(runs, exp.c.name.label("experiment_name"), projects.c.name.label("project_name"))
-            .join(exp, exp.c.id == runs.c.experiment_id)
-            .join(projects, projects.c.id == runs.c.project_id)
-            .where(runs.c.id.in_(ids))
-        ).all()
-        by_id = {r.id: r for r in rows}
+        by_id: dict[str, Any] = {}  # Any: the rows' attributes are the selected columns
         run_params: dict[str, dict[str, str]] = {i: {} for i in ids}
         run_tags: dict[str, dict[str, str]] = {i: {} for i in ids}
         run_metrics: dict[str, dict[str, float]] = {i: {} for i in ids}
-        # Plain tuples, unpacked: a page of runs is thousands of rows, and a Row's attribute
-        # access is most of the cost of a search once the database has found the runs.
-        for table, into in ((t.params, run_params), (t.tags, run_tags)):
-            query = select(table.c.run_id, table.c.key, table.c.value)
-            # fetchall() in one call: iterating the result fetches row by row, which cost
-            # most of a search over a hundred runs.
-            for run_id, key, value in conn.execute(query.where(table.c.run_id.in_(ids))).all():
-                into[run_id][key] = value
-        lm = latest_metrics.c
-        query = select(lm.run_id, lm.key, lm.value, lm.is_nan).where(lm.run_id.in_(ids))
-        for row in conn.execute(query).all():
-            run_metrics[row[0]][row[1]] = math.nan if row[3] else row[2]
+        # The keyed rows come from the DB-API cursor, in plain tuples: a page of runs is
+        # thousands of rows, and SQLAlchemy's work per statement and per row was most of the
+        # cost of a search (and of ending a run) once the database had found the runs.
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        try:
+            for n in range(0, len(ids), _LOAD_CHUNK):
+                chunk = ids[n : n + _LOAD_CHUNK]
+                for row in conn.execute(_RUNS_BY_ID, {"ids": chunk}).all():
+                    by_id[row.id] = row
+                marks = ", ".join([mark] * len(chunk))
+                for table, into in (("params", run_params), ("tags", run_tags)):
+                    cursor.execute(
+                        f"SELECT run_id, key, value FROM {table} WHERE run_id IN ({marks})", chunk
+                    )
+                    for run_id, key, value in cursor.fetchall():
+                        into[run_id][key] = value
+                cursor.execute(
+                    "SELECT run_id, key, value, is_nan FROM latest_metrics "
+                    f"WHERE run_id IN ({marks})",
+                    chunk,
+                )
+                for run_id, key, value, is_nan in cursor.fetchall():
+                    run_metrics[run_id][key] = math.nan if is_nan else value
+        finally:
+            cursor.close()
         return [
-            Run(
+            Run.model_construct(  # trusted rows, checked when they were written
                 id=i,
-                project=by_id[i].project_name,
-                experiment=by_id[i].experiment_name,
-                name=by_id[i].name,
-                status=RunStatus(by_id[i].status),
-                start_time=by_id[i].start_time,
-                end_time=by_id[i].end_time,
-                created_by=by_id[i].created_by,
+                project=head.project_name,
+                experiment=head.experiment_name,
+                name=head.name,
+                status=RunStatus(head.status),
+                start_time=head.start_time,
+                end_time=head.end_time,
+                created_by=head.created_by,
                 params=run_params[i],
                 tags=run_tags[i],
                 metrics=run_metrics[i],
             )
             for i in ids
-            if i in by_id
+            if (head := by_id.get(i)) is not None
         ]
 
 
-def _clean_params(values: Mapping[str, object]) -> dict[str, str]:
+def pending_run(run_id: str, spec: NewRun, user: str) -> Run:
+    """The run that ``spec`` (its project and experiment named as stored) starts for ``user``,
+    as :meth:`TrackingService.create_run` answers it."""
+    return Run(
+        id=run_id,
+        project=spec.project,
+        experiment=spec.experiment,
+        name=spec.name or f"run-{run_id[-8:]}",
+        status=RunStatus.RUNNING,
+        start_time=spec.start_time or datetime.now(UTC),
+        created_by=user,
+        params=dict(spec.params),
+        tags=dict(spec.tags),
+    )
+
+
+#: (project id, entity, key) of metric and parameter keys known to be logged in a project: they
+#: stay (runs, parameters and metrics are never deleted; tags can be, so they are not kept).
+_KNOWN_KEYS: set[tuple[str, str, str]] = set()
+
+
+def _key_in_project(
+    conn: Connection, table: Any, key: str, scope: Any, project_id: str, entity: str
+) -> bool:
+    found = bool(
+        conn.execute(
+            select(exists().where(table.c.key == key, table.c.run_id == runs.c.id, scope))
+        ).scalar()
+    )
+    if found and entity != "tag":
+        if len(_KNOWN_KEYS) > 100_000:
+            _KNOWN_KEYS.clear()
+        _KNOWN_KEYS.add((project_id, entity, key))
+    return found
+
+
+@functools.lru_cache(maxsize=256)
+def _search_query(
+    filter: str | None, order_by: tuple[str, ...], experiments: tuple[str, ...], dialect: str
+) -> tuple[list[Clause], list[OrderKey], Any]:
+    """The parsed filter and order and the query of run ids for them, built once per distinct
+    search (the project, the page size and the offset are bound when it runs): building the
+    statement cost more than running it.
+
+    Raises:
+        BadRequestError: The filter or the order is longer than the limits.
+        InvalidInputError: The filter cannot be parsed, or a number is out of range.
+    """
+    parsed = parse_filter(filter)
+    keys = parse_order(list(order_by))
+    keyed = any(c.entity != "attr" for c in parsed)
+    scope = project_scope(bindparam("project_id"), dialect, keyed=keyed)
+    query = (
+        select(runs.c.id)
+        .select_from(runs.join(t.experiments, t.experiments.c.id == runs.c.experiment_id))
+        .where(scope, *compile_filter(parsed))
+    )
+    if experiments:
+        wanted = [name_key(e) for e in experiments]
+        query = query.where(func.lower(t.experiments.c.name).in_(wanted))
+    query = apply_order(query, keys).limit(bindparam("limit")).offset(bindparam("offset"))
+    return parsed, keys, query
+
+
+def clean_params(values: Mapping[str, object]) -> dict[str, str]:
+    """Parameters as stored (text), checked: names of 1-250 characters, values within
+    MAX_PARAM_LENGTH.
+
+    Raises:
+        InvalidInputError: A name or a value is out of bounds.
+    """
     return _clean(values, "Parameter", MAX_PARAM_LENGTH)
 
 
-def _clean_tags(values: Mapping[str, object]) -> dict[str, str]:
+def clean_tags(values: Mapping[str, object]) -> dict[str, str]:
+    """Tags as stored (text), checked as :func:`clean_params` (values within MAX_TAG_LENGTH)."""
     return _clean(values, "Tag", MAX_TAG_LENGTH)
 
 
@@ -1090,8 +1360,13 @@ def check_max_results(max_results: int) -> None:
         )
 
 
-def batch_digest(values: Sequence[MetricValue | MetricPoint]) -> str:
-    """SHA-256 of a batch's canonical body: every value's key, number, step and timestamp.
+def batch_digest(
+    values: Sequence[MetricValue | MetricPoint],
+    params: Mapping[str, object] | None = None,
+    end: str | None = None,
+) -> str:
+    """SHA-256 of a batch's canonical body: every value's key, number, step and timestamp,
+    then its parameters and the status that ends the run, when it has them.
 
     Column by column (the keys' ``repr``, then the numbers as little-endian 64-bit arrays),
     which costs a few times less than formatting each value; the same values always give the
@@ -1105,7 +1380,58 @@ def batch_digest(values: Sequence[MetricValue | MetricPoint]) -> str:
         if sys.byteorder == "big":
             column.byteswap()
         digest.update(column.tobytes())
+    if params:  # only then: the digest of a batch of values alone is as it always was
+        digest.update(repr(sorted((k, str(v)) for k, v in params.items())).encode())
+    if end is not None:
+        digest.update(f"end:{end}".encode())
     return digest.hexdigest()
+
+
+def _logged_params(cursor: Any, mark: str, run_ids: list[str]) -> dict[str, dict[str, str]]:
+    """The parameters already logged to each of ``run_ids``."""
+    logged: dict[str, dict[str, str]] = {}
+    wanted = list(dict.fromkeys(run_ids))
+    if wanted:
+        marks = ", ".join([mark] * len(wanted))
+        cursor.execute(f"SELECT run_id, key, value FROM params WHERE run_id IN ({marks})", wanted)
+        for run_id, key, value in cursor.fetchall():
+            logged.setdefault(run_id, {})[key] = value
+    return logged
+
+
+def _new_params(
+    run_id: str, clean: dict[str, str], logged: dict[str, dict[str, str]]
+) -> dict[str, str]:
+    """The parameters of ``clean`` not logged yet; a different value for a logged one is a
+    conflict (parameters never change; the same value again is a harmless retry)."""
+    before = logged.get(run_id, {})
+    for key, value in clean.items():
+        if key in before and before[key] != value:
+            raise param_conflict(run_id, key, before[key], value)
+    return {k: v for k, v in clean.items() if k not in before}
+
+
+def param_conflict(run_id: str, key: str, old: str, new: str) -> ConflictError:
+    return ConflictError(
+        f"Parameter {key!r} of run {run_id} is already {old!r}; it cannot become {new!r}.",
+        hint="Parameters are immutable: start a new run to try another value, or record it "
+        "as a tag.",
+    )
+
+
+def _end_status(value: str) -> str:
+    """The status a run may end with, checked (finished, failed or killed)."""
+    try:
+        target = RunStatus(value)
+    except ValueError as err:
+        raise InvalidInputError(
+            f"Run status {value!r} is not valid.", hint="Use finished, failed or killed."
+        ) from err
+    if target is RunStatus.RUNNING:
+        raise InvalidInputError(
+            "A run cannot be ended as 'running'.", hint="Use finished, failed or killed."
+        )
+    return target.value
 
 
 def _batch_conflict(run_id: str, batch_id: str) -> ConflictError:
@@ -1144,7 +1470,7 @@ def _run_not_found(run_id: str) -> NotFoundError:
     )
 
 
-def _not_running(run_id: str, status: str, verb: str) -> ConflictError:
+def not_running(run_id: str, status: str, verb: str) -> ConflictError:
     return ConflictError(
         f"Cannot {verb} run {run_id}: it is {status}, not running.",
         hint="Start a new run; a run that ended stays as it ended.",

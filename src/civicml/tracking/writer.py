@@ -1,4 +1,4 @@
-"""Group commit for metrics: many ``log_metric`` calls, one transaction.
+"""Group commit for metrics (and a run's parameters and end): many calls, one transaction.
 
 Callers hand values to a :class:`MetricWriter` and go on; a background thread gathers everything
 queued and writes it in one transaction (one fsync) per round. A ``synchronous`` submit waits until
@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from civicml.core.errors import CivicMLError
 from civicml.tracking.schemas import MetricBatchResult, MetricValue
-from civicml.tracking.service import MetricBatch
+from civicml.tracking.service import MetricBatch, NewRun
 
 __all__ = ["MetricSink", "MetricWriter"]
 
@@ -62,9 +62,18 @@ class MetricWriter:
         *,
         synchronous: bool = False,
         batch_id: str | None = None,
+        params: Mapping[str, str] | None = None,
+        end: str | None = None,
+        create: NewRun | None = None,
     ) -> MetricBatchResult | None:
         """Queue values for a run; with ``synchronous`` return only once they are durable
-        (and answer what was stored). ``batch_id`` makes a retried batch count once."""
+        (and answer what was stored). ``batch_id`` makes a retried batch count once.
+
+        ``params`` (parameters to record) and ``end`` (the status that ends the run) go in the
+        same group commit as everything queued before them, and ``create`` (a checked new run,
+        written before anything else of the round) with the next one, so a run's creation,
+        parameters, metrics and end can be written by one transaction. Such a batch is never
+        merged with another."""
         if self._errors:
             self._raise_pending(run_id)
         with self._cond:
@@ -75,18 +84,23 @@ class MetricWriter:
             wait = synchronous or self._pending_values >= _MAX_PENDING
             queue = self._queue
             self._pending_values += len(values)
-            if not wait and batch_id is None and queue:
+            plain = params is None and end is None and create is None
+            if not wait and batch_id is None and plain and queue:
                 last = queue[-1]
                 if (
                     last.done is None
                     and last.batch is not None
                     and last.batch.run_id == run_id
                     and last.batch.batch_id is None
+                    and last.batch.params is None
+                    and last.batch.end is None
+                    and last.batch.create is None
                 ):
                     last.batch.values.extend(values)  # type: ignore[attr-defined]
                     return None  # coalesced into the batch already queued for this run
             item = _Pending(
-                MetricBatch(run_id, list(values), batch_id), threading.Event() if wait else None
+                MetricBatch(run_id, list(values), batch_id, params, end, create),
+                threading.Event() if wait else None,
             )
             queue.append(item)
             if not wait:
@@ -110,6 +124,11 @@ class MetricWriter:
             self._lead_or_wait(barrier)
         if run_id is not None:
             self._raise_pending(run_id)
+
+    def pop_error(self, run_id: str) -> BaseException | None:
+        """Take the stored error of a buffered batch of ``run_id`` (None when there is none)."""
+        with self._cond:
+            return self._errors.pop(run_id, None)
 
     def close(self) -> None:
         """Flush and stop the background thread."""

@@ -7,12 +7,12 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
 
 from civicml.core.errors import CivicMLError
 from civicml.core.types import INT64_MAX, NonNegativeInt32, NonNegativeInt64, StrictInt
 from civicml.server.bodies import upload_body
-from civicml.server.deps import Services, services
+from civicml.server.deps import Services, caller_services
 from civicml.server.paging import Page, page
 from civicml.store.schemas import ArtifactInfo
 from civicml.tracking.schemas import (
@@ -28,10 +28,10 @@ from civicml.tracking.schemas import (
     RunPage,
     RunStatus,
 )
-from civicml.tracking.service import MetricBatch
+from civicml.tracking.service import MetricBatch, NewRun
 
 router = APIRouter(prefix="/api/v1", tags=["runs"])
-Svc = Annotated[Services, Depends(services)]
+Svc = Annotated[Services, Depends(caller_services)]
 
 _RUN_ID = Field(min_length=1, max_length=64, description="Run id.")
 _BATCH_ID = Field(
@@ -103,12 +103,53 @@ class MetricsBody(_Body):
     batch_id: str | None = _BATCH_ID
 
 
+class NewRunBody(_Body):
+    project: str = Field(max_length=128, description="Project of the new run.")
+    experiment: str = Field(
+        max_length=128, description="Its experiment (must exist: start one run there first)."
+    )
+    name: str | None = Field(default=None, description="Run name (generated when omitted).")
+    params: dict[str, Any] = Field(
+        default_factory=dict,
+        max_length=MAX_KEYS_PER_REQUEST,
+        description=f"Initial parameters (at most {MAX_KEYS_PER_REQUEST}).",
+    )
+    tags: dict[str, Any] = Field(
+        default_factory=dict,
+        max_length=MAX_KEYS_PER_REQUEST,
+        description=f"Initial tags (at most {MAX_KEYS_PER_REQUEST}).",
+    )
+    host: str | None = Field(
+        default=None, max_length=256, description="Host of the process doing the work."
+    )
+    pid: NonNegativeInt32 | None = Field(default=None, description="Its process id.")
+    pid_start: NonNegativeInt64 | None = Field(
+        default=None, description="Its start tick (tells reuse apart)."
+    )
+
+
 class BatchItem(_Body):
     run_id: str = _RUN_ID
+    create: NewRunBody | None = Field(
+        default=None,
+        description="Create the run first, with run_id (32 lowercase hexadecimal characters, "
+        "chosen by the client), as POST /projects/{project}/runs would.",
+    )
     metrics: list[MetricValue] = Field(
-        max_length=MAX_VALUES_PER_REQUEST, description="Values for that run."
+        default_factory=list, max_length=MAX_VALUES_PER_REQUEST, description="Values for that run."
     )
     batch_id: str | None = _BATCH_ID
+    params: dict[str, Any] | None = Field(
+        default=None,
+        max_length=MAX_KEYS_PER_REQUEST,
+        description="Parameters to record after the values, immutable once set (at most "
+        f"{MAX_KEYS_PER_REQUEST}).",
+    )
+    end: RunStatus | None = Field(
+        default=None,
+        description="End the run with this status (finished, failed, killed) after the values "
+        "and parameters, in the same transaction.",
+    )
 
 
 class BatchesBody(_Body):
@@ -134,6 +175,7 @@ class BatchOutcome(BaseModel):
     stored: int = Field(default=0, description="Values stored.")
     duplicate: bool = Field(default=False, description="Batch id seen before.")
     error: dict[str, Any] | None = Field(default=None, description="Error body when not ok.")
+    run: Run | None = Field(default=None, description="The run as it ended, when 'end' was set.")
 
 
 class InputBody(_Body):
@@ -184,9 +226,10 @@ def list_runs(
 
 
 @router.post("/projects/{project}/runs/search", response_model=RunPage)
-def search_runs(project: str, body: RunSearch, svc: Svc) -> RunPage:
+async def search_runs(project: str, body: RunSearch, svc: Svc) -> Response:
     """As ``GET …/runs``, with the query in a JSON body."""
-    return svc.tracking.search(
+    found = await run_in_threadpool(
+        svc.tracking.search,
         project,
         experiments=body.experiments,
         filter=body.filter,
@@ -194,6 +237,9 @@ def search_runs(project: str, body: RunSearch, svc: Svc) -> RunPage:
         max_results=body.max_results,
         offset=body.offset,
     )
+    # Serialised once, here: the page was built from checked rows (FastAPI would validate the
+    # model again in another worker thread before serialising it).
+    return Response(found.model_dump_json(), media_type="application/json")
 
 
 @router.get("/runs/{run_id}", response_model=Run)
@@ -216,7 +262,9 @@ def delete_tag(run_id: str, key: str, svc: Svc) -> None:
     svc.tracking.delete_tag(run_id, key)
 
 
-@router.post("/runs/{run_id}/metrics", response_model=MetricBatchResult)
+@router.post(
+    "/runs/{run_id}/metrics", response_model=MetricBatchResult, response_model_exclude={"run"}
+)
 def log_metrics(run_id: str, body: MetricsBody, svc: Svc) -> MetricBatchResult:
     """Durable when answered; concurrent requests share one commit (group commit)."""
     svc.tracking.check_may_log(run_id)  # the group commit acts as the server, not the caller
@@ -225,17 +273,50 @@ def log_metrics(run_id: str, body: MetricsBody, svc: Svc) -> MetricBatchResult:
 
 
 @router.post("/metrics/batches", response_model=list[BatchOutcome])
-def log_metric_batches(body: BatchesBody, svc: Svc) -> list[BatchOutcome]:
-    """Many runs' batches in one transaction (what the remote SDK's buffer sends)."""
-    results = svc.tracking.log_metric_batches(
-        [MetricBatch(b.run_id, b.metrics, b.batch_id) for b in body.batches]
-    )
+async def log_metric_batches(body: BatchesBody, svc: Svc) -> Response:
+    """Many runs' batches in one transaction (what the remote SDK's buffer sends): a run's
+    creation, metric values, parameters and its end, each optional."""
+    outcomes = await run_in_threadpool(_store_batches, body, svc)
+    return Response(_OUTCOMES.dump_json(outcomes), media_type="application/json")
+
+
+_OUTCOMES = TypeAdapter(list[BatchOutcome])
+
+
+def _store_batches(body: BatchesBody, svc: Services) -> list[BatchOutcome]:
+    refused: dict[int, CivicMLError] = {}
+    batches: list[MetricBatch] = []
+    for n, b in enumerate(body.batches):
+        try:
+            create = None if b.create is None else _new_run(svc, b.create)
+        except CivicMLError as err:
+            refused[n] = err
+            continue
+        end = None if b.end is None else b.end.value
+        batches.append(
+            MetricBatch(b.run_id, b.metrics, b.batch_id, params=b.params, end=end, create=create)
+        )
+    stored = iter(svc.tracking.log_metric_batches(batches))
+    results = [refused[n] if n in refused else next(stored) for n in range(len(body.batches))]
     return [
         BatchOutcome(ok=False, error=r.to_body())
         if isinstance(r, CivicMLError)
-        else BatchOutcome(ok=True, stored=r.stored, duplicate=r.duplicate)
+        else BatchOutcome(ok=True, stored=r.stored, duplicate=r.duplicate, run=r.run)
         for r in results
     ]
+
+
+def _new_run(svc: Services, body: NewRunBody) -> NewRun:
+    return svc.tracking.prepare_run(
+        body.project,
+        experiment=body.experiment,
+        name=body.name,
+        params=body.params,
+        tags=body.tags,
+        host=body.host,
+        pid=body.pid,
+        pid_start=body.pid_start,
+    )
 
 
 @router.get("/runs/{run_id}/metrics/{key:path}", response_model=MetricHistory)

@@ -1,0 +1,191 @@
+"""A short run is one transaction (embedded) and one request (remote) from start to end.
+
+The first run a client starts in an experiment is written at once; later ones, their
+parameters, metrics and end go with the metric writer's group commit (sdk/client.py RunHandle,
+tracking/service.py log_metric_batches). These tests prove the number of commits and requests,
+that nothing a user reads is missing, and that refusals still reach the caller.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import event, func, select
+
+import civicml as cm
+from civicml.core.errors import ConflictError, InvalidInputError, NotFoundError
+from civicml.core.settings import Settings
+from civicml.sdk.client import Client
+from civicml.sdk.remote import RemoteBackend
+from civicml.tracking._tables import runs
+from civicml.tracking.schemas import RunStatus
+from civicml.tracking.service import MetricBatch, NewRun, TrackingService
+from tests.server.helpers import isolated_settings, serve
+
+PARAMS = {f"p{i}": i for i in range(10)}
+
+
+@pytest.fixture
+def ml(settings: Settings) -> Iterator[Client]:
+    client = cm.connect(home=settings.home)
+    yield client
+    client.close()
+
+
+def _commits(ml: Client) -> list[int]:
+    """A counter of the transactions committed through the client's database engine."""
+    count = [0]
+    engine = ml.backend.ctx.db.engine
+
+    @event.listens_for(engine, "commit")
+    def _counted(conn: Any) -> None:
+        count[0] += 1
+
+    return count
+
+
+def _short_run(proj: Any, n: int) -> Any:
+    with proj.start_run(experiment="loop", params={"seed": n}, tags={"team": "a"}) as run:
+        run.log_params(PARAMS)
+        run.log_metrics({f"m{i}": i / 10 + n for i in range(10)}, step=0)
+    return run
+
+
+def test_a_short_run_after_the_first_is_one_commit(ml: Client) -> None:
+    proj = ml.project("benefits")
+    _short_run(proj, 0)  # the first run in the experiment is written at once
+    commits = _commits(ml)
+    run = _short_run(proj, 1)
+    assert commits[0] == 1
+    stored = ml.backend.get_run(run.id)
+    assert stored.status is RunStatus.FINISHED
+    assert stored.params == {"seed": "1", **{k: str(v) for k, v in PARAMS.items()}}
+    assert stored.metrics["m3"] == pytest.approx(1.3)
+    assert stored.tags["team"] == "a"
+    assert stored.experiment == "loop"
+    assert run.info.end_time is not None
+
+
+def test_a_deferred_run_is_stored_when_its_id_is_read(ml: Client, settings: Settings) -> None:
+    proj = ml.project("benefits")
+    _short_run(proj, 0)
+    run = proj.start_run(experiment="Loop")  # the experiment as named differently: as stored
+    run_id = run.id  # reading the id from outside writes the run
+    other = cm.connect(home=settings.home)
+    try:
+        seen = other.backend.get_run(run_id)
+        assert seen.status is RunStatus.RUNNING and seen.experiment == "loop"
+    finally:
+        other.close()
+    run.end()
+
+
+def test_a_deferred_run_is_written_by_the_background_commit(ml: Client, settings: Settings) -> None:
+    proj = ml.project("benefits")
+    _short_run(proj, 0)
+    run = proj.start_run(experiment="loop")
+    hidden = run._id  # the id without writing the run
+    other = cm.connect(home=settings.home)
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # within metrics_flush_interval_ms; no timing is asserted
+            with other.backend.ctx.db.read() as conn:
+                found = conn.execute(select(runs.c.status).where(runs.c.id == hidden)).scalar()
+            if found is not None or time.monotonic() > deadline:
+                break
+            time.sleep(0.05)
+        assert found == "running"
+    finally:
+        other.close()
+    run.end()
+
+
+def test_parameters_are_checked_at_once(ml: Client) -> None:
+    proj = ml.project("benefits")
+    with proj.start_run(experiment="loop") as run:
+        run.log_params({"lr": 0.1})
+        run.log_params({"lr": 0.1})  # the same value again is a harmless retry
+        with pytest.raises(ConflictError, match=r"'lr' of run .* is already '0\.1'"):
+            run.log_params({"lr": 0.2})
+        with pytest.raises(InvalidInputError, match="Parameter name"):
+            run.log_params({"": 1})
+    with pytest.raises(ConflictError, match="it is finished, not running"):
+        run.log_param("late", 1)
+    assert run.info.params == {"lr": "0.1"}
+
+
+def test_a_conflict_found_at_commit_is_raised_by_end_and_the_run_still_ends(ml: Client) -> None:
+    proj = ml.project("benefits")
+    run = proj.start_run(experiment="loop")
+    ml.backend.log_params(run.id, {"lr": "0.1"})  # logged elsewhere: the handle cannot know
+    run.log_params({"lr": 0.2, "depth": 3})
+    run.log_metric("auc", 0.9)
+    with pytest.raises(ConflictError, match=r"already '0\.1'"):
+        run.end()
+    stored = ml.backend.get_run(run.id)
+    assert stored.status is RunStatus.FINISHED
+    assert stored.params == {"lr": "0.1"}  # the refused call stored none of its parameters
+    assert stored.metrics == {"auc": 0.9}
+
+
+def test_a_batch_that_creates_a_run_is_checked(ml: Client) -> None:
+    tracking: TrackingService = ml.backend.tracking
+    proj = ml.project("benefits")
+    first = _short_run(proj, 0)
+    spec = tracking.prepare_run("benefits", experiment="loop", params={"a": 1})
+    taken, bad, fine = first.id, "not-an-id", "0" * 31 + "1"
+    missing = NewRun(project="benefits", experiment="nowhere", name="", params={}, tags={})
+    results = tracking.log_metric_batches(
+        [
+            MetricBatch(taken, [], create=spec),
+            MetricBatch(bad, [], create=spec),
+            MetricBatch("0" * 31 + "2", [], create=missing),
+            MetricBatch(fine, [], create=spec, end="finished"),
+        ]
+    )
+    assert isinstance(results[0], ConflictError) and "exists already" in results[0].message
+    assert isinstance(results[1], InvalidInputError)
+    assert isinstance(results[2], NotFoundError) and "'nowhere'" in results[2].message
+    ended = results[3]
+    assert not isinstance(ended, Exception) and ended.run is not None
+    assert ended.run.status is RunStatus.FINISHED and ended.run.params == {"a": "1"}
+    with ml.backend.ctx.db.read() as conn:  # nothing of the refused ones was written
+        assert conn.execute(select(func.count()).select_from(runs)).scalar() == 2
+
+
+def test_a_short_remote_run_after_the_first_is_one_request(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from civicml.server import create_app
+
+    settings = isolated_settings(tmp_path)
+    with serve(create_app(settings)) as url:
+        ml = cm.connect(url)
+        try:
+            proj = ml.project("benefits")
+            _short_run(proj, 0)
+            sent: list[str] = []
+            real = RemoteBackend.call
+
+            def counted(self: RemoteBackend, method: str, path: str, **kw: Any) -> Any:
+                sent.append(f"{method} {path}")
+                return real(self, method, path, **kw)
+
+            monkeypatch.setattr(RemoteBackend, "call", counted)
+            run = _short_run(proj, 1)
+            assert sent == ["POST /api/v1/metrics/batches"]
+            monkeypatch.undo()
+            stored = ml.backend.get_run(run.id)
+            assert stored.status is RunStatus.FINISHED
+            assert stored.params["p9"] == "9" and stored.metrics["m9"] == pytest.approx(1.9)
+            with pytest.raises(ConflictError, match=r"already '0\.1'"):
+                with proj.start_run(experiment="loop") as bad:
+                    ml.backend.log_params(bad.id, {"lr": "0.1"})
+                    bad.log_params({"lr": 0.2})
+            assert ml.backend.get_run(bad.id).status is RunStatus.FINISHED
+        finally:
+            ml.close()
