@@ -189,3 +189,18 @@ def test_a_short_remote_run_after_the_first_is_one_request(
             assert ml.backend.get_run(bad.id).status is RunStatus.FINISHED
         finally:
             ml.close()
+
+
+def test_a_retried_batch_that_created_a_run_is_a_duplicate(ml: Client) -> None:
+    """The remote SDK retries a request whose answer was lost: the run it created then is
+    not refused as taken, and nothing is stored twice."""
+    tracking: TrackingService = ml.backend.tracking
+    _short_run(ml.project("benefits"), 0)
+    spec = tracking.prepare_run("benefits", experiment="loop", params={"a": 1})
+    run_id = "0" * 31 + "7"
+    batch = MetricBatch(run_id, [], batch_id="b-1", create=spec, params={"b": 2})
+    first = tracking.log_metric_batches([batch])[0]
+    again = tracking.log_metric_batches([batch])[0]
+    assert not isinstance(first, Exception) and not first.duplicate
+    assert not isinstance(again, Exception) and again.duplicate
+    assert tracking.get_run(run_id).params == {"a": "1", "b": "2"}

@@ -633,9 +633,17 @@ class TrackingService:
             # SQLAlchemy's per-statement work cost more than SQLite's for these small writes.
             cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
             mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+            ids = [b.batch_id for b in batches if b.batch_id]
+            # (run, batch id) -> digest of the body stored under it (None: an older row).
+            seen: dict[tuple[str, str], str | None] = (
+                {(r[0], r[1]): r[2] for r in conn.execute(_SEEN_BATCHES, {"ids": ids})}
+                if ids
+                else {}
+            )
             not_created: dict[int, CivicMLError] = {}
             for index, batch in enumerate(batches):
-                if batch.create is not None:
+                retried = batch.batch_id is not None and (batch.run_id, batch.batch_id) in seen
+                if batch.create is not None and not retried:  # a retry created it already
                     try:
                         self._create_in_batch(uow, cursor, mark, batch)
                     except CivicMLError as err:
@@ -650,13 +658,6 @@ class TrackingService:
             found = cursor.fetchall()
             project_of = {r[0]: r[3] for r in found}
             status, refused = self._writable_runs(found)
-            ids = [b.batch_id for b in batches if b.batch_id]
-            # (run, batch id) -> digest of the body stored under it (None: an older row).
-            seen: dict[tuple[str, str], str | None] = (
-                {(r[0], r[1]): r[2] for r in conn.execute(_SEEN_BATCHES, {"ids": ids})}
-                if ids
-                else {}
-            )
             logged = _logged_params(cursor, mark, [b.run_id for b in batches if b.params])
             rows: list[tuple[Any, ...]] = []
             new_batches: list[dict[str, Any]] = []
