@@ -28,7 +28,12 @@ from civicml.data import DatasetService
 from civicml.governance._tables import audit_events
 from civicml.governance.projects import ProjectService
 from civicml.monitoring.service import MonitoringService
-from civicml.pipelines._tables import pipeline_executions, schedule_firings, scheduler_cursors
+from civicml.pipelines._tables import (
+    pipeline_executions,
+    pipeline_schedules,
+    schedule_firings,
+    scheduler_cursors,
+)
 from civicml.pipelines.schedule_schemas import Firing, FiringStatus, ScheduleCreate
 from civicml.pipelines.scheduler import Scheduler
 from civicml.pipelines.schedules import ScheduleService, firing_principal
@@ -577,6 +582,37 @@ def test_two_schedulers_on_postgresql_fire_each_firing_exactly_once(
 ) -> None:
     settings = Settings.load(home=tmp_path / "pg-home", db_url=pg_url, pipeline_modules=ALLOWED)
     _exactly_once(settings, clock)
+
+
+def _claims_once(ctx: Context) -> None:
+    ProjectService(ctx).ensure(PROJECT, "projects.read")
+    schedule = _create(ctx, "once", cron="* * * * *")
+    scheduler = Scheduler(ctx, name="s0")
+    now = datetime.now(UTC)
+    with ctx.db.read() as conn:
+        row = conn.execute(
+            select(pipeline_schedules).where(pipeline_schedules.c.id == schedule.id)
+        ).one()
+    first = scheduler._firing(row, "k1", now, now, {})
+    again = {**scheduler._firing(row, "k1", now, now, {}), "claimed_by": "s1"}
+    with ctx.db.write() as uow:
+        assert scheduler._insert_firing(uow.conn, first) is True
+        assert scheduler._insert_firing(uow.conn, again) is False  # the key is taken
+
+
+def test_a_firing_key_is_claimed_once_on_sqlite(sctx: Context) -> None:
+    _claims_once(sctx)
+
+
+def test_a_firing_key_is_claimed_once_on_postgresql(
+    pg_url: str, tmp_path: Path, clock: FrozenClock
+) -> None:
+    settings = Settings.load(home=tmp_path / "pg-home", db_url=pg_url, pipeline_modules=ALLOWED)
+    ctx = _context(settings, clock)
+    try:
+        _claims_once(ctx)
+    finally:
+        ctx.db.close()
 
 
 def test_scheduler_lease_must_outlast_two_ticks(sctx: Context) -> None:

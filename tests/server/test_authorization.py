@@ -188,12 +188,45 @@ def _endpoint(world: World, n: int) -> dict[str, Any]:
     return {}
 
 
+def _variant(world: World, n: int) -> dict[str, Any]:
+    _endpoint(world, n)
+    world.call("PUT", f"{API}/projects/p/endpoints/del{n}/variants/x", json={"version": 1})
+    return {}
+
+
+def _rolling(world: World, n: int) -> dict[str, Any]:
+    """Endpoint ro{n} with a rollout in progress (v1 moving to its own variant 'b')."""
+    body = {"name": f"ro{n}", "model": MODEL, "version": 1, "capture": False, "variant": "a"}
+    world.call("POST", f"{API}/projects/p/endpoints", json=body)
+    world.call("PUT", f"{API}/projects/p/endpoints/ro{n}/variants/b", json={"version": 1})
+    rollout = {"version": 1, "variant": "b", "strategy": "canary", "bake_s": 600}
+    world.call("PUT", f"{API}/projects/p/endpoints/ro{n}", json=rollout)
+    return {}
+
+
+def _shadow_report(world: World, n: int) -> dict[str, Any]:
+    body = {"name": f"sh{n}", "model": MODEL, "version": 1}
+    world.call("POST", f"{API}/projects/p/endpoints", json=body)
+    world.call("PUT", f"{API}/projects/p/endpoints/sh{n}/shadow", json={"version": 1})
+    made = world.call("POST", f"{API}/projects/p/endpoints/sh{n}/shadow/reports", json={})
+    return {"sr": made.json()["id"]}
+
+
 SCHEDULED = "tests.pipelines.scheduled:echo"
 
 
 def _schedule(world: World, n: int) -> dict[str, Any]:
     body = {"name": f"del{n}", "pipeline": SCHEDULED, "cron": "0 0 1 1 *"}
     world.call("POST", f"{API}/projects/p/schedules", json=body)
+    return {}
+
+
+#: An alert rule that fires on any report (each project has one: its alert is {alert}).
+WATCH = {"name": "watch", "source": "monitoring", "condition": "n_columns >= 0"}
+
+
+def _alert_rule(world: World, n: int) -> dict[str, Any]:
+    world.call("POST", f"{API}/projects/p/alerts/rules", json={**WATCH, "name": f"del{n}"})
     return {}
 
 
@@ -695,6 +728,81 @@ OPS: list[Op] = [
         "experiments.read",
         f"{API}/projects/{{p}}/schedules/sched/firings",
     ),
+    # Alerts (rules, evaluation and tests: monitoring.write; reading: monitoring.read)
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/alerts/rules",
+        "monitoring.read",
+        f"{API}/projects/{{p}}/alerts/rules",
+    ),
+    Op(
+        "POST",
+        "/api/v1/projects/{project}/alerts/rules",
+        "monitoring.write",
+        f"{API}/projects/{{p}}/alerts/rules",
+        json={**WATCH, "name": "new{n}"},
+    ),
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/alerts/rules/{name}",
+        "monitoring.read",
+        f"{API}/projects/{{p}}/alerts/rules/watch",
+    ),
+    Op(
+        "DELETE",
+        "/api/v1/projects/{project}/alerts/rules/{name}",
+        "monitoring.write",
+        f"{API}/projects/{{p}}/alerts/rules/del{{n}}",
+        prep=_alert_rule,
+    ),
+    Op(
+        "POST",
+        "/api/v1/projects/{project}/alerts/rules/{name}/enable",
+        "monitoring.write",
+        f"{API}/projects/{{p}}/alerts/rules/watch/enable",
+    ),
+    Op(
+        "POST",
+        "/api/v1/projects/{project}/alerts/rules/{name}/disable",
+        "monitoring.write",
+        f"{API}/projects/{{p}}/alerts/rules/watch/disable",
+    ),
+    Op(  # the rule has no channel: an allowed caller is told 422, not 403/404
+        "POST",
+        "/api/v1/projects/{project}/alerts/rules/{name}/test",
+        "monitoring.write",
+        f"{API}/projects/{{p}}/alerts/rules/watch/test",
+    ),
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/alerts/rules/{name}/notifications",
+        "monitoring.read",
+        f"{API}/projects/{{p}}/alerts/rules/watch/notifications",
+    ),
+    Op(
+        "POST",
+        "/api/v1/projects/{project}/alerts/evaluate",
+        "monitoring.write",
+        f"{API}/projects/{{p}}/alerts/evaluate",
+    ),
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/alerts",
+        "monitoring.read",
+        f"{API}/projects/{{p}}/alerts",
+    ),
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/alerts/{alert_id}",
+        "monitoring.read",
+        f"{API}/projects/{{p}}/alerts/{{alert}}",
+    ),
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/alerts/{alert_id}/deliveries",
+        "monitoring.read",
+        f"{API}/projects/{{p}}/alerts/{{alert}}/deliveries",
+    ),
     # Costs and budgets (reading: projects.read; a budget: members.write, the admin's)
     Op("GET", "/api/v1/costs", "", f"{API}/costs"),  # lists only the projects one may read
     Op("GET", "/api/v1/projects/{project}/costs", "projects.read", f"{API}/projects/{{p}}/costs"),
@@ -782,6 +890,111 @@ OPS: list[Op] = [
         f"{API}/projects/{{p}}/endpoints/ep/capture/dataset",
         json={},
     ),
+    # Endpoint variants, shadow, rollouts and shadow reports
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/endpoints/{name}/variants",
+        "endpoints.read",
+        f"{API}/projects/{{p}}/endpoints/ep/variants",
+    ),
+    Op(
+        "PUT",
+        "/api/v1/projects/{project}/endpoints/{name}/variants/{variant}",
+        "endpoints.write",
+        f"{API}/projects/{{p}}/endpoints/del{{n}}/variants/green",
+        json={"version": 1},
+        prep=_endpoint,
+    ),
+    Op(
+        "DELETE",
+        "/api/v1/projects/{project}/endpoints/{name}/variants/{variant}",
+        "endpoints.write",
+        f"{API}/projects/{{p}}/endpoints/del{{n}}/variants/x",
+        prep=_variant,
+    ),
+    Op(
+        "PUT",
+        "/api/v1/projects/{project}/endpoints/{name}/traffic",
+        "endpoints.write",
+        f"{API}/projects/{{p}}/endpoints/del{{n}}/traffic",
+        json={"weights": {"v1": 2}},
+        prep=_endpoint,
+    ),
+    Op(
+        "PUT",
+        "/api/v1/projects/{project}/endpoints/{name}/shadow",
+        "endpoints.write",
+        f"{API}/projects/{{p}}/endpoints/ep/shadow",
+        json={"version": 1, "percent": 10},
+    ),
+    Op(
+        "DELETE",
+        "/api/v1/projects/{project}/endpoints/{name}/shadow",
+        "endpoints.write",
+        f"{API}/projects/{{p}}/endpoints/ep/shadow",
+    ),
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/endpoints/{name}/rollout",
+        "endpoints.read",
+        f"{API}/projects/{{p}}/endpoints/ro{{n}}/rollout",
+        prep=_rolling,
+    ),
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/endpoints/{name}/rollouts",
+        "endpoints.read",
+        f"{API}/projects/{{p}}/endpoints/ep/rollouts",
+    ),
+    Op(
+        "POST",
+        "/api/v1/projects/{project}/endpoints/{name}/rollout/tick",
+        "endpoints.write",
+        f"{API}/projects/{{p}}/endpoints/ro{{n}}/rollout/tick",
+        prep=_rolling,
+    ),
+    Op(
+        "POST",
+        "/api/v1/projects/{project}/endpoints/{name}/rollout/cancel",
+        "endpoints.write",
+        f"{API}/projects/{{p}}/endpoints/ro{{n}}/rollout/cancel",
+        json={"reason": "test"},
+        prep=_rolling,
+    ),
+    Op(
+        "POST",
+        "/api/v1/projects/{project}/endpoints/{name}/shadow/reports",
+        "endpoints.write",
+        f"{API}/projects/{{p}}/endpoints/ep/shadow/reports",
+        json={},
+    ),
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/endpoints/{name}/shadow/reports",
+        "endpoints.read",
+        f"{API}/projects/{{p}}/endpoints/ep/shadow/reports",
+    ),
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/endpoints/{name}/shadow/reports/{report_id}",
+        "endpoints.read",
+        f"{API}/projects/{{p}}/endpoints/sh{{n}}/shadow/reports/{{sr}}",
+        prep=_shadow_report,
+    ),
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/endpoints/{name}/shadow/reports/{report_id}/html",
+        "endpoints.read",
+        f"{API}/projects/{{p}}/endpoints/sh{{n}}/shadow/reports/{{sr}}/html",
+        prep=_shadow_report,
+    ),
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/endpoints/{name}/shadow/reports/{report_id}/json",
+        "endpoints.read",
+        f"{API}/projects/{{p}}/endpoints/sh{{n}}/shadow/reports/{{sr}}/json",
+        prep=_shadow_report,
+    ),
     # Lineage, audit, tokens
     Op("GET", "/api/v1/lineage/{kind}/{ref}", "lineage.read", f"{API}/lineage/run/{{run}}"),
     Op("GET", "/api/v1/audit/events", "audit.read", f"{API}/audit/events", params={"project": P}),
@@ -851,6 +1064,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[World, dic
             _build(world, ml, project)
             schedule = {"name": "sched", "pipeline": SCHEDULED, "cron": "0 0 1 1 *"}
             world.call("POST", f"{API}/projects/{project}/schedules", json=schedule)
+            world.call("POST", f"{API}/projects/{project}/alerts/rules", json=WATCH)
+            evaluated = world.call("POST", f"{API}/projects/{project}/alerts/evaluate").json()
+            world.ids[project]["alert"] = evaluated["outcomes"][0]["alert_id"]
         ctx = open_context(settings, Principal(user="root", roles=frozenset({ADMIN_ROLE})))
         try:  # a pipeline runs where its code is: embedded, on the server's home
             for project in (P, Q):

@@ -166,10 +166,12 @@ def test_to_dataset_holds_the_captured_columns(
         "inference_time",
         "model_version",
         "caller",
+        "variant",
     ]
     frame = DatasetService(ctx).to_pandas(version)
     assert frame[["age", "income", "region"]].to_dict("records") == sent
     assert frame["caller"].tolist() == ["alice"] * 5 + ["rosa"] * 3
+    assert frame["variant"].tolist() == ["v1"] * 8  # the one variant deploy made
     plain = CaptureService(ctx, host.capture).to_frame(project, "web")
     assert "caller" not in plain.columns  # metadata, never a model input column
     assert frame["prediction"].tolist() == answered

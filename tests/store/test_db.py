@@ -39,6 +39,7 @@ def test_migrations_match_the_table_definitions(
     from alembic.autogenerate import compare_metadata
     from alembic.runtime.migration import MigrationContext
 
+    import civicml.alerts._tables
     import civicml.costs._tables
     import civicml.data._tables
     import civicml.evaluation._tables

@@ -199,6 +199,12 @@ class CivicMLGroup(LazyGroup):
             "monitoring_app",
             "Monitoring: data drift reports between dataset versions.",
         ),
+        "alerts": LazyCommand(
+            "civicml.cli.alerts",
+            "alerts_app",
+            "Alerts: rules on endpoint metrics and monitoring reports, sent to webhooks, e-mail "
+            "and message brokers.",
+        ),
         "evaluate": LazyCommand(
             "civicml.cli.evaluation",
             "evaluate_app",

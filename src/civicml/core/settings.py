@@ -443,6 +443,32 @@ class Settings(BaseSettings):
         "@cm.pipeline functions schedules may run; a schedule naming any other module is "
         "refused when created and when it fires. Empty: no schedule can be created.",
     )
+    rollout_enabled: bool = Field(
+        default=True,
+        description="Advance guarded endpoint rollouts (bake, next step, automatic rollback) in "
+        "a background thread of 'civicml server'; off: run 'civicml endpoints rollout tick' "
+        "instead (docs/serving.md).",
+    )
+    rollout_interval_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="How often 'civicml server' ticks the rollouts in progress (seconds).",
+    )
+    serving_stats_flush_s: float = Field(
+        default=5.0,
+        gt=0,
+        le=3600,
+        description="How often a serving process writes its per-variant counters (requests, "
+        "4xx, 5xx, latency) to the database, where rollout alarms read them (seconds).",
+    )
+    serving_shadow_queue: int = Field(
+        default=1000,
+        ge=1,
+        le=1_000_000,
+        description="Copies of live requests waiting for an endpoint's shadow variant, per "
+        "serving process; beyond it copies are dropped and counted (stats.shadow_dropped).",
+    )
     scheduler_enabled: bool = Field(
         default=True,
         description="Run the pipeline scheduler (cron schedules and event triggers) in a "
@@ -467,6 +493,74 @@ class Settings(BaseSettings):
         ge=1,
         le=64,
         description="Most pipeline executions one scheduler runs at once; more wait their turn.",
+    )
+    alerts_enabled: bool = Field(
+        default=True,
+        description="Evaluate alert rules in the scheduler's loop ('civicml server' with "
+        "scheduler_enabled, or 'civicml scheduler'); off: only 'civicml alerts evaluate'.",
+    )
+    alerts_interval_s: float = Field(
+        default=30.0,
+        gt=0,
+        le=86_400,
+        description="How often the scheduler's loop evaluates each alert rule (seconds); a rule "
+        "on monitoring reports is also evaluated at the next tick after a report is stored.",
+    )
+    alerts_delivery_attempts: int = Field(
+        default=3, ge=1, le=10, description="Tries per alert notification and channel."
+    )
+    alerts_delivery_backoff_s: float = Field(
+        default=1.0,
+        ge=0,
+        le=300,
+        description="Wait before the second try of a notification; doubled for each further one.",
+    )
+    alerts_delivery_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=300,
+        description="Connect and answer timeout of one delivery try (webhook, SMTP, brokers).",
+    )
+    alerts_webhook_secrets: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="HMAC-SHA256 secrets that sign webhook bodies, by name (a webhook channel "
+        "names one; 'default' when it names none), e.g. CIVICML_ALERTS_WEBHOOK_SECRETS="
+        '\'{"default": "..."}\'. Shown as ********.',
+    )
+    alerts_webhook_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names (or '*.suffix') webhook channels may post to; empty: any host.",
+    )
+    alerts_smtp_host: str | None = Field(
+        default=None, description="SMTP server for e-mail alert channels."
+    )
+    alerts_smtp_port: int = Field(default=25, ge=1, le=65_535, description="SMTP port.")
+    alerts_smtp_from: str | None = Field(
+        default=None, description="Sender address of alert e-mails, e.g. civicml@agency.example."
+    )
+    alerts_smtp_username: str | None = Field(
+        default=None, description="SMTP login user (none: no login)."
+    )
+    alerts_smtp_password: SecretStr | None = Field(
+        default=None, description="SMTP login password. Shown as ********."
+    )
+    alerts_smtp_starttls: bool = Field(
+        default=False, description="Upgrade the SMTP connection with STARTTLS before login."
+    )
+    alerts_nats_url: SecretStr | None = Field(
+        default=None,
+        description="NATS server of 'nats' alert channels, e.g. nats://127.0.0.1:4222 "
+        "(credentials may be in it; shown as ********).",
+    )
+    alerts_redis_url: SecretStr | None = Field(
+        default=None,
+        description="Redis server of 'redis' alert channels, e.g. redis://127.0.0.1:6379/0 "
+        "(shown as ********).",
+    )
+    alerts_mqtt_url: SecretStr | None = Field(
+        default=None,
+        description="MQTT broker of 'mqtt' alert channels, e.g. mqtt://127.0.0.1:1883 or "
+        "mqtts://user:password@broker:8883 (shown as ********).",
     )
 
     @field_validator("pipeline_modules", mode="after")

@@ -22,6 +22,7 @@ EventType = Literal[
     "report.created",
     "model_version.registered",
     "model_version.approval_changed",
+    "alert.fired",
 ]
 
 
@@ -77,7 +78,7 @@ class ScheduleCreate(_Schema):
         default=None,
         description="Audit event type that fires the schedule: dataset_version.created, "
         "report.created (drift reports), model_version.registered, "
-        "model_version.approval_changed.",
+        "model_version.approval_changed, alert.fired (alert rules).",
     )
     match: dict[str, Any] = Field(
         default_factory=dict,

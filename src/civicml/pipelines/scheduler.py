@@ -78,6 +78,8 @@ class Scheduler:
         lease_s: How long a claim lasts unrenewed (default setting ``scheduler_lease_s``).
         interval_s: Seconds between ticks (default setting ``scheduler_interval_s``).
         batch: Most audit events read per tick.
+        alerts: The alert loop each tick kicks (default: one on ``ctx``, when the setting
+            ``alerts_enabled`` is on; docs/alerts.md).
     """
 
     def __init__(
@@ -89,6 +91,7 @@ class Scheduler:
         lease_s: float | None = None,
         interval_s: float | None = None,
         batch: int = 500,
+        alerts: Any = None,
     ) -> None:
         settings = ctx.settings
         self._ctx = ctx
@@ -109,11 +112,18 @@ class Scheduler:
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        if alerts is None and settings.alerts_enabled:
+            from civicml.alerts.loop import AlertLoop
+
+            alerts = AlertLoop(ctx, name=self.name)
+        self.alerts = alerts
 
     # Running ----------------------------------------------------------------------------------
     def tick(self) -> list[str]:
         """Renew, take over, claim what is due and start it in the pool; returns the ids of the
         firings claimed (or taken over) by this tick."""
+        if self.alerts is not None:  # alert rules: evaluated in a thread of their own
+            self.alerts.kick()
         claimed = self.claim()
         for firing_id in claimed:
             self._submit(firing_id)
@@ -133,6 +143,8 @@ class Scheduler:
         claimed firing ids. What ``civicml scheduler --once`` runs."""
         claimed = self.tick()
         self.wait(timeout_s)
+        if self.alerts is not None:
+            self.alerts.wait(timeout_s)
         return claimed
 
     def wait(self, timeout_s: float | None = None) -> bool:
@@ -203,6 +215,8 @@ class Scheduler:
             self._thread.join(timeout=max(5.0, self.interval_s))
             self._thread = None
         self._pool.shutdown(wait=wait, cancel_futures=True)
+        if self.alerts is not None:
+            self.alerts.wait(max(5.0, self.interval_s))
 
     # Leases -----------------------------------------------------------------------------------
     def _held(self) -> list[str]:
@@ -320,7 +334,9 @@ class Scheduler:
             )
         else:  # pragma: no cover - civicml supports SQLite and PostgreSQL
             statement = insert(schedule_firings)
-        return bool(conn.execute(statement.values(**values)).rowcount)
+        # RETURNING, not rowcount: psycopg answers -1 as the rowcount of this INSERT.
+        inserted = conn.execute(statement.values(**values).returning(schedule_firings.c.id))
+        return inserted.first() is not None
 
     def _firing(
         self,

@@ -101,6 +101,17 @@ EVENT_FIELDS: dict[str, dict[str, str]] = {
         "previous_status": "the status before",
         "note": "the reviewer's note",
     },
+    "alert.fired": {  # alert rules (civicml.alerts): e.g. retrain when drift alerts
+        **_COMMON,
+        "alert_id": "the alert's id",
+        "rule": "the alert rule's name",
+        "subject": "what it fired on: the endpoint or the dataset",
+        "severity": "'info', 'warning' or 'critical'",
+        "value": "the metric's value when it fired",
+        "metric": "the metric compared, e.g. 'verdict' or 'p99_ms'",
+        "condition": "the rule's condition, e.g. 'verdict == drift'",
+        "source": "'endpoint' or 'monitoring'",
+    },
 }
 #: The audit event types a schedule can be triggered by.
 EVENT_TYPES: tuple[str, ...] = tuple(k for k in EVENT_FIELDS if k != CRON)
@@ -168,6 +179,14 @@ def event_fields(
             current_version=current[1],
             baseline_dataset=baseline[0],
             baseline_version=baseline[1],
+        )
+    elif action == "alert.fired":
+        fields.update(
+            alert_id=row.entity_id,
+            **{
+                key: after.get(key)
+                for key in ("rule", "subject", "severity", "value", "metric", "condition", "source")
+            },
         )
     else:
         fields.update(

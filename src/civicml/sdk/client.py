@@ -29,6 +29,7 @@ from civicml.registry.schemas import (
     ModelVersion,
     RegisteredModel,
 )
+from civicml.sdk.alerts import AlertsHandle
 from civicml.sdk.costs import CostsHandle
 from civicml.sdk.datasets import DatasetsHandle
 from civicml.sdk.embedded import EmbeddedBackend
@@ -179,6 +180,7 @@ class ProjectHandle:
         self.models = ModelsHandle(backend, info.name)
         self.datasets = DatasetsHandle(backend, info.name)
         self.monitoring = MonitoringHandle(backend, info.name)
+        self.alerts = AlertsHandle(backend, info.name)
         self.cards = CardsHandle(backend, info.name)
         self.evaluations = EvaluationsHandle(backend, info.name)
         self.endpoints = EndpointsHandle(backend, info.name)

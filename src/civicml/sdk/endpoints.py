@@ -1,11 +1,12 @@
-"""``proj.endpoints``: deploy approved model versions and predict, embedded or remote."""
+"""``proj.endpoints``: deploy approved model versions and predict, embedded or remote; an
+endpoint's variants, shadow, guarded rollouts (``ep.rollout``) and shadow comparison reports."""
 
 from __future__ import annotations
 
 import builtins
 import json
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote
 
@@ -15,13 +16,20 @@ from civicml.core.ids import validate_name
 from civicml.data.schemas import DatasetVersion
 from civicml.registry.schemas import ModelVersion
 from civicml.serving.capture import CaptureService
+from civicml.serving.comparison import ShadowComparison
+from civicml.serving.rollout import RolloutService, parse_duration
 from civicml.serving.runtime import ModelHost, refuse_non_finite
-from civicml.serving.schemas import EndpointInfo, InvocationResult
+from civicml.serving.schemas import EndpointInfo, InvocationResult, RolloutInfo, VariantInfo
 from civicml.serving.service import EndpointService
+from civicml.serving.shadow_reports import ShadowReport, ShadowReportService
+from civicml.serving.variants import VariantService
 
-__all__ = ["Endpoint", "EndpointsHandle"]
+__all__ = ["Endpoint", "EndpointsHandle", "RolloutHandle"]
 
 _INFOS = TypeAdapter(list[EndpointInfo])
+_VARIANTS = TypeAdapter(list[VariantInfo])
+_ROLLOUTS = TypeAdapter(list[RolloutInfo])
+_REPORTS = TypeAdapter(list[ShadowReport])
 _HOSTS: weakref.WeakKeyDictionary[Any, ModelHost] = weakref.WeakKeyDictionary()
 
 
@@ -58,6 +66,22 @@ class EndpointsHandle:
     def _svc(self) -> EndpointService:
         return EndpointService(self._backend.ctx, _embedded_host(self._backend))
 
+    def _variants(self) -> VariantService:
+        return VariantService(self._backend.ctx, _embedded_host(self._backend))
+
+    def _rollouts(self) -> RolloutService:
+        return RolloutService(self._backend.ctx, _embedded_host(self._backend))
+
+    def _reports(self) -> ShadowReportService:
+        return ShadowReportService(self._backend.ctx, _embedded_host(self._backend))
+
+    @property
+    def _remote(self) -> bool:
+        return bool(self._backend.remote)
+
+    def _call(self, method: str, path: str, body: Any = None) -> Any:
+        return self._backend._json(method, path, json_body=body)
+
     def _base(self, name: str | None = None) -> str:
         base = f"/api/v1/projects/{quote(validate_name('Project', self._project), safe='')}"
         base += "/endpoints"
@@ -72,10 +96,12 @@ class EndpointsHandle:
         version: int | str | None = None,
         capture_percent: float = 100.0,
         capture: bool = True,
+        variant: str | None = None,
     ) -> Endpoint:
         """Serve an Approved model version as endpoint ``name``.
 
-        Pass the version (``mv``) or its ``model`` name and ``version`` number (or alias).
+        Pass the version (``mv``) or its ``model`` name and ``version`` number (or alias);
+        ``variant`` names its one variant (default ``v<N>``).
         """
         model, version = _target(mv, model, version)
         if not self._backend.remote:
@@ -86,6 +112,7 @@ class EndpointsHandle:
                 version,
                 capture_percent=capture_percent,
                 capture=capture,
+                variant=variant,
             )
         else:
             body = {
@@ -94,6 +121,7 @@ class EndpointsHandle:
                 "version": version,
                 "capture_percent": capture_percent,
                 "capture": capture,
+                "variant": variant,
             }
             info = EndpointInfo.model_validate(
                 self._backend._json("POST", self._base(), json_body=body)
@@ -125,8 +153,14 @@ class EndpointsHandle:
                 model_name=changes["model"],
                 capture_percent=changes["capture_percent"],
                 capture=changes["capture"],
+                strategy=changes.get("strategy"),
+                canary_percent=changes.get("canary_percent"),
+                linear_steps=changes.get("linear_steps"),
+                bake_s=changes.get("bake_s"),
+                alarms=changes.get("alarms") or (),
+                variant=changes.get("variant"),
             )
-        body = {k: v for k, v in changes.items() if v is not None}
+        body = {k: v for k, v in changes.items() if v is not None and v != []}
         return EndpointInfo.model_validate(
             self._backend._json("PUT", self._base(name), json_body=body)
         )
@@ -137,29 +171,38 @@ class EndpointsHandle:
         else:
             self._backend.call("DELETE", self._base(name))
 
-    def _predict(self, name: str, rows: Any, *, explain: bool = False) -> InvocationResult:
+    def _predict(
+        self, name: str, rows: Any, *, explain: bool = False, variant: str | None = None
+    ) -> InvocationResult:
         refuse_non_finite(rows)  # JSON cannot carry NaN: the server's 422, before sending
         if not self._backend.remote:
             host = _embedded_host(self._backend)
-            result = host.invoke(self._project, name, rows, explain=explain)
+            result = host.invoke(self._project, name, rows, explain=explain, variant=variant)
             return InvocationResult.model_validate(result)
-        path = f"{self._base(name)}/invocations" + ("?explain=true" if explain else "")
+        query = [] if not explain else ["explain=true"]
+        if variant is not None:
+            query.append(f"variant={quote(variant, safe='')}")
+        path = f"{self._base(name)}/invocations" + ("?" + "&".join(query) if query else "")
         body = self._backend._json("POST", path, json_body={"records": _jsonable(rows)})
         return InvocationResult.model_validate(body)
 
 
 class Endpoint:
-    """One deployed endpoint: predict with it, switch its version, delete it."""
+    """One deployed endpoint: predict with it, switch its version (at once or in a guarded
+    rollout, :attr:`rollout`), manage its variants and shadow, delete it."""
 
     def __init__(self, handle: EndpointsHandle, info: EndpointInfo) -> None:
         self._handle = handle
         self.info = info
         self.name = info.name
+        self.rollout = RolloutHandle(self)
 
     def __repr__(self) -> str:
         return f"<Endpoint {self.name}: {self.info.model_name} v{self.info.model_version}>"
 
-    def predict(self, rows: Any, *, explain: bool = False) -> InvocationResult:
+    def predict(
+        self, rows: Any, *, explain: bool = False, variant: str | None = None
+    ) -> InvocationResult:
         """Predictions for one record (a dict), a list of records or a pandas DataFrame.
 
         Args:
@@ -167,17 +210,21 @@ class Endpoint:
             explain: Also return ``explanations``: per record, SHAP attributions in the
                 model's raw input columns (``base_value + sum(attributions) == output`` for
                 each explained output).
+            variant: Pin the request to this variant (the ``civicml-variant`` header); None
+                follows the traffic weights. The answer's ``variant`` names who answered.
 
         Example:
             >>> result = ep.predict([{"age": 41}], explain=True)  # doctest: +SKIP
             >>> result.explanations[0].outputs[0].attributions  # doctest: +SKIP
             {'age': 0.12}
         """
-        return self._handle._predict(self.name, rows, explain=explain)
+        return self._handle._predict(self.name, rows, explain=explain, variant=variant)
 
-    def invoke(self, rows: Any, *, explain: bool = False) -> InvocationResult:
+    def invoke(
+        self, rows: Any, *, explain: bool = False, variant: str | None = None
+    ) -> InvocationResult:
         """The same as :meth:`predict` (the REST route's name: ``…/invocations``)."""
-        return self.predict(rows, explain=explain)
+        return self.predict(rows, explain=explain, variant=variant)
 
     def update(
         self,
@@ -186,19 +233,197 @@ class Endpoint:
         model: str | None = None,
         capture_percent: float | None = None,
         capture: bool | None = None,
+        strategy: str | None = None,
+        canary: float | str | None = None,
+        steps: int | None = None,
+        bake: float | str | None = None,
+        alarms: Sequence[str] = (),
+        variant: str | None = None,
     ) -> Endpoint:
-        """Switch to another Approved version and/or change data capture; returns ``self``."""
+        """Switch to another Approved version and/or change data capture; returns ``self``.
+
+        With ``strategy`` (``"all_at_once"``, ``"canary"``, ``"linear"``) the switch is a
+        guarded rollout: ``canary`` size (``"10%"``), linear ``steps``, ``bake`` per step
+        (seconds or ``"10m"``), ``alarms`` such as ``["p99_ms>50", "error_rate>0.01"]``; an
+        alarm at any step sends all traffic back by itself. Follow it with :attr:`rollout`.
+
+        Example:
+            >>> ep.update(mv4, strategy="canary", canary="10%", bake="10m",
+            ...           alarms=["p99_ms>50"])  # doctest: +SKIP
+            >>> ep.rollout.status().status  # doctest: +SKIP
+            <RolloutStatus.IN_PROGRESS: 'in_progress'>
+        """
         version = mv.version if isinstance(mv, ModelVersion) else mv
         if isinstance(mv, ModelVersion):
             model = mv.name
+        canary_percent: float | None = None
+        if canary is not None:
+            from civicml.serving.rollout import parse_percent
+
+            canary_percent = parse_percent(canary)
         self.info = self._handle._update(
             self.name,
             version=version,
             model=model,
             capture_percent=capture_percent,
             capture=capture,
+            strategy=strategy,
+            canary_percent=canary_percent,
+            linear_steps=steps,
+            bake_s=None if bake is None else parse_duration(bake),
+            alarms=list(alarms),
+            variant=variant,
         )
         return self
+
+    # Variants and shadow --------------------------------------------------------------------
+    def variants(self) -> builtins.list[VariantInfo]:
+        """The endpoint's variants: live ones (weight, share), then the shadow."""
+        handle = self._handle
+        if not handle._remote:
+            return handle._variants().list(handle._project, self.name)
+        return _VARIANTS.validate_python(
+            handle._backend._json("GET", f"{handle._base(self.name)}/variants")
+        )
+
+    def set_variant(
+        self,
+        name: str,
+        mv: ModelVersion | int | str,
+        *,
+        model: str | None = None,
+        weight: float = 0.0,
+    ) -> Endpoint:
+        """Add live variant ``name`` serving ``mv`` (or switch that variant to it) with
+        ``weight`` (0: only requests that pin it); returns ``self``."""
+        version = mv.version if isinstance(mv, ModelVersion) else mv
+        model = mv.name if isinstance(mv, ModelVersion) else model or self.info.model_name
+        handle = self._handle
+        if not handle._remote:
+            self.info = handle._variants().put(
+                handle._project, self.name, name, model, version, weight=weight
+            )
+        else:
+            path = f"{handle._base(self.name)}/variants/{quote(validate_name('Variant', name))}"
+            body = {"model": model, "version": version, "weight": weight}
+            self.info = EndpointInfo.model_validate(handle._call("PUT", path, body))
+        return self
+
+    def set_traffic(self, weights: Mapping[str, float]) -> Endpoint:
+        """New weights for live variants, e.g. ``{"blue": 90, "green": 10}`` (share = weight /
+        sum); takes effect without a redeploy or a failed request. Returns ``self``."""
+        handle = self._handle
+        if not handle._remote:
+            self.info = handle._variants().set_weights(handle._project, self.name, weights)
+        else:
+            body = {"weights": dict(weights)}
+            self.info = EndpointInfo.model_validate(
+                handle._call("PUT", f"{handle._base(self.name)}/traffic", body)
+            )
+        return self
+
+    def remove_variant(self, name: str) -> Endpoint:
+        """Remove variant ``name`` (live or shadow); returns ``self``."""
+        handle = self._handle
+        if not handle._remote:
+            self.info = handle._variants().remove(handle._project, self.name, name)
+        else:
+            path = f"{handle._base(self.name)}/variants/{quote(validate_name('Variant', name))}"
+            self.info = EndpointInfo.model_validate(handle._call("DELETE", path))
+        return self
+
+    def set_shadow(
+        self,
+        mv: ModelVersion | int | str,
+        *,
+        model: str | None = None,
+        percent: float = 100.0,
+        name: str | None = None,
+    ) -> Endpoint:
+        """Shadow-test ``mv``: ``percent`` of live requests are copied to it after they are
+        answered; its answers are captured, never returned. Returns ``self``."""
+        version = mv.version if isinstance(mv, ModelVersion) else mv
+        model = mv.name if isinstance(mv, ModelVersion) else model or self.info.model_name
+        handle = self._handle
+        if not handle._remote:
+            self.info = handle._variants().set_shadow(
+                handle._project, self.name, model, version, percent=percent, name=name
+            )
+        else:
+            body = {"model": model, "version": version, "percent": percent, "name": name}
+            self.info = EndpointInfo.model_validate(
+                handle._call("PUT", f"{handle._base(self.name)}/shadow", body)
+            )
+        return self
+
+    def remove_shadow(self) -> Endpoint:
+        """Stop shadowing and remove the shadow variant; returns ``self``."""
+        handle = self._handle
+        if not handle._remote:
+            self.info = handle._variants().remove_shadow(handle._project, self.name)
+        else:
+            self.info = EndpointInfo.model_validate(
+                handle._call("DELETE", f"{handle._base(self.name)}/shadow")
+            )
+        return self
+
+    def shadow_report(
+        self,
+        *,
+        shadow: str | None = None,
+        tolerance: float = 0.01,
+        min_pairs: int = 100,
+        min_agreement: float = 0.95,
+        max_latency_increase: float = 0.2,
+    ) -> ShadowReport:
+        """Compare the shadow's captured answers with the live ones and store the report
+        (``report.json`` and ``report.html``): agreement, score differences, latency, and
+        whether to promote.
+
+        Example:
+            >>> report = ep.shadow_report()  # doctest: +SKIP
+            >>> report.summary.recommendation, report.summary.reasons  # doctest: +SKIP
+            ('promote', ['250 pairs compared (at least 100 needed).', ...])
+        """
+        handle = self._handle
+        if not handle._remote:
+            return handle._reports().create(
+                handle._project,
+                self.name,
+                shadow_variant=shadow,
+                tolerance=tolerance,
+                min_pairs=min_pairs,
+                min_agreement=min_agreement,
+                max_latency_increase=max_latency_increase,
+            )
+        body = {
+            "shadow": shadow,
+            "tolerance": tolerance,
+            "min_pairs": min_pairs,
+            "min_agreement": min_agreement,
+            "max_latency_increase": max_latency_increase,
+        }
+        return ShadowReport.model_validate(
+            handle._call("POST", f"{handle._base(self.name)}/shadow/reports", body)
+        )
+
+    def shadow_reports(self) -> builtins.list[ShadowReport]:
+        """The endpoint's shadow reports, newest first."""
+        handle = self._handle
+        if not handle._remote:
+            return handle._reports().list(handle._project, self.name)
+        return _REPORTS.validate_python(
+            handle._backend._json("GET", f"{handle._base(self.name)}/shadow/reports")
+        )
+
+    def read_shadow_report(self, report: ShadowReport | str) -> ShadowComparison:
+        """The whole comparison of a shadow report (its ``report.json``)."""
+        report_id = report.id if isinstance(report, ShadowReport) else report
+        handle = self._handle
+        if not handle._remote:
+            return handle._reports().read(handle._project, self.name, report_id)
+        path = f"{handle._base(self.name)}/shadow/reports/{quote(report_id, safe='')}/json"
+        return ShadowComparison.model_validate(handle._backend._json("GET", path))
 
     def capture_to_dataset(
         self, dataset: str | None = None, *, metadata: bool = False
@@ -227,6 +452,46 @@ class Endpoint:
     def delete(self) -> None:
         """Stop serving and remove the endpoint (its capture files stay)."""
         self._handle._delete(self.name)
+
+
+class RolloutHandle:
+    """``ep.rollout``: the endpoint's guarded updates — read, advance (tick) and cancel."""
+
+    def __init__(self, endpoint: Endpoint) -> None:
+        self._endpoint = endpoint
+
+    def _path(self, tail: str) -> str:
+        return f"{self._endpoint._handle._base(self._endpoint.name)}/{tail}"
+
+    def status(self) -> RolloutInfo:
+        """The latest rollout, its alarms and the new variant's counters read now."""
+        handle = self._endpoint._handle
+        if not handle._remote:
+            return handle._rollouts().get(handle._project, self._endpoint.name)
+        return RolloutInfo.model_validate(handle._backend._json("GET", self._path("rollout")))
+
+    def list(self) -> builtins.list[RolloutInfo]:
+        """Every rollout of the endpoint, newest first."""
+        handle = self._endpoint._handle
+        if not handle._remote:
+            return handle._rollouts().list(handle._project, self._endpoint.name)
+        return _ROLLOUTS.validate_python(handle._backend._json("GET", self._path("rollouts")))
+
+    def tick(self) -> RolloutInfo:
+        """Advance the rollout now (roll back on an alarm; next step once baked). A server
+        does this by itself every ``rollout_interval_s``; tests and scripts call it."""
+        handle = self._endpoint._handle
+        if not handle._remote:
+            return handle._rollouts().tick(handle._project, self._endpoint.name)
+        return RolloutInfo.model_validate(handle._call("POST", self._path("rollout/tick"), {}))
+
+    def cancel(self, reason: str | None = None) -> RolloutInfo:
+        """Stop the rollout and send all traffic back to the old variants."""
+        handle = self._endpoint._handle
+        if not handle._remote:
+            return handle._rollouts().cancel(handle._project, self._endpoint.name, reason=reason)
+        body = {"reason": reason}
+        return RolloutInfo.model_validate(handle._call("POST", self._path("rollout/cancel"), body))
 
 
 def _target(

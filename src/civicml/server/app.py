@@ -22,6 +22,7 @@ from civicml.server.deps import AppState
 from civicml.server.errors import install_error_handlers
 from civicml.server.guard import BodyLimits, GuardMiddleware
 from civicml.server.routers import (
+    alerts,
     costs,
     data,
     evaluation,
@@ -39,6 +40,7 @@ from civicml.server.routers import (
     tracking,
 )
 from civicml.server.transport import server_config, tls_files
+from civicml.serving.rollout import RolloutTicker
 from civicml.serving.runtime import ModelHost
 from civicml.store.context import Context
 from civicml.tracking.service import TrackingService
@@ -71,10 +73,16 @@ def create_app(settings: Settings, principal: Principal | None = None) -> FastAP
         scheduler = Scheduler(ctx) if settings.scheduler_enabled else None
         if scheduler is not None:
             scheduler.start()
+        # Guarded endpoint rollouts (setting rollout_enabled; docs/serving.md).
+        ticker = RolloutTicker(ctx, app.state.serving) if settings.rollout_enabled else None
+        if ticker is not None:
+            ticker.start()
         try:
             yield
         finally:
             task.cancel()
+            if ticker is not None:
+                await run_in_threadpool(ticker.stop)
             if scheduler is not None:
                 await run_in_threadpool(scheduler.stop)
             await run_in_threadpool(app.state.serving.close)
@@ -113,6 +121,7 @@ def create_app(settings: Settings, principal: Principal | None = None) -> FastAP
         packages.router,
         pipelines.router,
         schedules.router,
+        alerts.router,
         costs.router,
         serving.router,
         governance.router,

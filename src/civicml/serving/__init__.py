@@ -1,22 +1,37 @@
-"""Serving: real-time endpoints for approved model versions, with data capture.
+"""Serving: real-time endpoints for approved model versions, with variants, shadow tests, guarded
+rollouts and data capture.
 
 ``EndpointService`` deploys an ``Approved`` model version under an endpoint name and switches it
-to newer versions; ``ModelHost`` loads each version from hash-verified files, compiles its
-pipeline to NumPy (``civicml.serving.fastpath``) and answers invocations (validated against the
-model's signature; with SHAP explanations on request) without a failed request during a switch;
+to newer versions; ``VariantService`` holds several versions behind one endpoint with traffic
+weights (and at most one shadow, which gets a sampled copy of live requests and is never
+answered); ``RolloutService`` moves traffic to a new version in baked steps (all at once, canary,
+linear) and rolls back by itself when an alarm fires; ``ShadowReportService`` compares a
+shadow's captured answers with the live ones and says whether to promote it. ``ModelHost`` loads
+each version from hash-verified files, compiles its pipeline to NumPy
+(``civicml.serving.fastpath``) and answers invocations (validated against the model's
+signature; with SHAP explanations on request) without a failed request during a switch;
 ``CaptureWriter`` records a sample of requests and responses in SageMaker's capture format, and
 ``CaptureService`` turns them into a dataset version for monitoring.
 """
 
 from civicml.serving.capture import CaptureEvent, CaptureService, CaptureWriter
+from civicml.serving.comparison import ShadowComparison
+from civicml.serving.rollout import RolloutService, RolloutTicker, set_monitor_status
 from civicml.serving.runtime import Invocation, LoadedModel, ModelHost
 from civicml.serving.schemas import (
     CaptureConfig,
     EndpointInfo,
     EndpointStatus,
     InvocationResult,
+    RolloutInfo,
+    RolloutStatus,
+    RolloutStrategy,
+    VariantInfo,
+    VariantRole,
 )
 from civicml.serving.service import EndpointService
+from civicml.serving.shadow_reports import ShadowReport, ShadowReportService
+from civicml.serving.variants import VariantService
 
 __all__ = [
     "CaptureConfig",
@@ -30,4 +45,16 @@ __all__ = [
     "InvocationResult",
     "LoadedModel",
     "ModelHost",
+    "RolloutInfo",
+    "RolloutService",
+    "RolloutStatus",
+    "RolloutStrategy",
+    "RolloutTicker",
+    "ShadowComparison",
+    "ShadowReport",
+    "ShadowReportService",
+    "VariantInfo",
+    "VariantRole",
+    "VariantService",
+    "set_monitor_status",
 ]

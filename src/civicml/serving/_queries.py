@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import Connection, func, select
@@ -9,10 +10,23 @@ from sqlalchemy import Connection, func, select
 from civicml.core.errors import NotFoundError, closest
 from civicml.core.names import name_key
 from civicml.governance.schemas import Project
-from civicml.serving._tables import endpoints
-from civicml.serving.schemas import CaptureConfig, EndpointInfo, EndpointStatus
+from civicml.serving._tables import endpoint_variants, endpoints
+from civicml.serving.schemas import (
+    CaptureConfig,
+    EndpointInfo,
+    EndpointStatus,
+    VariantInfo,
+    VariantRole,
+)
 
-__all__ = ["endpoint_row", "find_endpoint", "to_info"]
+__all__ = [
+    "endpoint_row",
+    "find_endpoint",
+    "primary",
+    "to_info",
+    "to_variants",
+    "variant_rows",
+]
 
 
 def find_endpoint(
@@ -42,8 +56,50 @@ def endpoint_row(conn: Connection, proj: Project, name: str, *, lock: bool = Fal
     return row
 
 
-def to_info(row: Any, project: str) -> EndpointInfo:
-    """The schema of an endpoint row (a Row or a dict of its values)."""
+def variant_rows(conn: Connection, endpoint_id: str) -> list[Any]:
+    """The variant rows of an endpoint, live ones first (by name), then the shadow."""
+    rows = conn.execute(
+        select(endpoint_variants).where(endpoint_variants.c.endpoint_id == endpoint_id)
+    ).all()
+    return sorted(rows, key=lambda r: (r.role != VariantRole.LIVE.value, r.name.lower()))
+
+
+def primary(rows: Sequence[Any]) -> Any | None:
+    """The values of the primary variant: the live one with the most weight (ties: the first
+    by name); None without a live variant."""
+    values = [r if isinstance(r, dict) else r._mapping for r in rows]
+    live = [v for v in values if v["role"] == VariantRole.LIVE.value]
+    live.sort(key=lambda v: (-float(v["weight"]), str(v["name"]).lower()))
+    return live[0] if live else None
+
+
+def to_variants(rows: Sequence[Any]) -> list[VariantInfo]:
+    """The schemas of variant rows (Rows or dicts), each with its share of live traffic."""
+    values = [r if isinstance(r, dict) else r._mapping for r in rows]
+    live = VariantRole.LIVE.value
+    total = sum(float(v["weight"]) for v in values if v["role"] == live)
+    return [
+        VariantInfo(
+            id=v["id"],
+            name=v["name"],
+            role=VariantRole(v["role"]),
+            model_name=v["model_name"],
+            model_version=v["model_version"],
+            model_version_id=v["model_version_id"],
+            weight=float(v["weight"]),
+            share=float(v["weight"]) / total if v["role"] == live and total > 0 else 0.0,
+            shadow_percent=float(v["shadow_percent"]),
+            created_at=v["created_at"],
+            created_by=v["created_by"],
+            updated_at=v["updated_at"],
+            updated_by=v["updated_by"],
+        )
+        for v in values
+    ]
+
+
+def to_info(row: Any, project: str, variants: Sequence[Any] = ()) -> EndpointInfo:
+    """The schema of an endpoint row (a Row or a dict of its values) with its variant rows."""
     values = row if isinstance(row, dict) else row._mapping
     return EndpointInfo(
         id=values["id"],
@@ -60,4 +116,5 @@ def to_info(row: Any, project: str) -> EndpointInfo:
         created_by=values["created_by"],
         updated_at=values["updated_at"],
         updated_by=values["updated_by"],
+        variants=to_variants(variants),
     )

@@ -10,13 +10,20 @@ Each captured record is one JSON line (SageMaker's capture format, anchors.md B2
      "eventMetadata": {"eventId": "<inference id>", "inferenceId": "<inference id>",
                        "inferenceTime": "2026-11-23T10:15:02.123Z", "requestId": "...",
                        "endpointName": "...", "modelName": "...", "modelVersion": 3,
-                       "modelVersionId": "...", "caller": "<user who called>"},
+                       "modelVersionId": "...", "caller": "<user who called>",
+                       "variant": "blue", "shadow": false, "latencyMs": 0.41},
      "eventVersion": "0"}
 
 one line per input record, so each prediction has its own ``eventId`` (the ``inference_ids`` the
 endpoint answered). ``caller`` is the principal of the request (``X-CivicML-User`` on a server,
 the SDK's user when embedded), so every captured prediction says who asked for it. Whether a
-request is captured is drawn per request (``capture_percent``).
+request is captured is drawn per request (``capture_percent``). ``variant`` names the variant
+that answered and ``latencyMs`` the model's latency; a record with ``"shadow": true`` is the
+shadow variant's answer to a copy of a live request: it carries the live record's
+``eventId``, so the two form a pair, and it was never returned to anyone. Records written before
+variants existed lack these three keys; readers treat them as the live answer of an unnamed
+variant. Every request copied to the shadow is captured on both sides, whatever
+``capture_percent`` says, so the comparison has whole pairs (capture must be on).
 
 A request the model failed (it returned a non-finite number: 502, see
 :class:`~civicml.serving.runtime.ModelOutputError`) is captured with its input and
@@ -110,6 +117,12 @@ class CaptureEvent:
     #: Why the request failed after predicting (e.g. ``"non_finite_output"``); None when it
     #: was answered.
     error: str | None = None
+    #: The variant that answered (None: written by a caller that does not know variants).
+    variant: str | None = None
+    #: True for the shadow variant's answer to a copy of a live request (never returned).
+    shadow: bool = False
+    #: The model's latency for this request (ms); None when it failed.
+    latency_ms: float | None = None
 
 
 def capture_records(event: CaptureEvent) -> list[dict[str, Any]]:
@@ -144,6 +157,9 @@ def capture_records(event: CaptureEvent) -> list[dict[str, Any]]:
                     "modelVersion": event.model_version,
                     "modelVersionId": event.model_version_id,
                     "caller": event.caller,
+                    "variant": event.variant,
+                    "shadow": event.shadow,
+                    "latencyMs": None if event.latency_ms is None else round(event.latency_ms, 4),
                 },
                 "eventVersion": "0",
             }
@@ -522,22 +538,26 @@ class CaptureService:
         metadata: bool = False,
     ) -> Any:
         """The captured inputs as a pandas DataFrame, one row per answered record (requests the
-        model failed have no prediction and are left out).
+        model failed have no prediction and are left out, and so are the shadow variant's
+        answers: they were never given to anyone, and their inputs are the live ones again).
 
         Args:
             project: Project name.
             endpoint: Endpoint name.
             since: Only records inferred at or after this moment.
             predictions: Add the ``prediction`` column.
-            metadata: Add ``inference_id``, ``inference_time``, ``model_version`` and
+            metadata: Add ``inference_id``, ``inference_time``, ``model_version``,
                 ``caller`` (who made the request; null in records captured before it was
-                recorded).
+                recorded) and ``variant`` (which variant answered; null in records captured
+                before endpoints had variants).
         """
         import pandas as pd
 
         rows: list[dict[str, Any]] = []
         for record in self.records(project, endpoint, since):
             data = record["captureData"]
+            if record["eventMetadata"].get("shadow"):
+                continue  # the shadow's answer: never given, its input is the live one's
             output = json.loads(data["endpointOutput"]["data"])
             if "prediction" not in output:
                 continue  # the model failed this request: no prediction to compare
@@ -550,6 +570,7 @@ class CaptureService:
                 row["inference_time"] = pd.Timestamp(meta["inferenceTime"])
                 row["model_version"] = meta.get("modelVersion")
                 row["caller"] = meta.get("caller")
+                row["variant"] = meta.get("variant")
             rows.append(row)
         return pd.DataFrame.from_records(rows)
 
@@ -572,8 +593,8 @@ class CaptureService:
             since: Only records inferred at or after this moment.
             name: Dataset name; default ``<endpoint>-capture``.
             predictions: Add the ``prediction`` column.
-            metadata: Add ``inference_id``, ``inference_time``, ``model_version`` and
-                ``caller`` (never model input columns: they describe the request).
+            metadata: Add ``inference_id``, ``inference_time``, ``model_version``, ``caller``
+                and ``variant`` (never model input columns: they describe the request).
             description: Free text for the version.
 
         Returns:

@@ -7,12 +7,22 @@ private cache directory while being hashed against the digest the manifest names
 an allowlist of types, never a pickle: a bundle in any other format is refused (422), so a model
 file cannot run code in the server.
 
-Requests resolve an endpoint to a :class:`_Route` — an immutable (endpoint, loaded model,
-capture settings) triple held in a dict. Switching an endpoint to a new version loads the new
-model first, then replaces the route in one dict assignment: a request in flight keeps the route
-it started with, so no request fails or mixes versions during the switch. Routes are re-read from
-the database every ``refresh_s`` seconds, so a deploy or update made by another process (the CLI
-beside a running server) takes effect without a restart.
+Requests resolve an endpoint to a :class:`Route` — an immutable snapshot of the endpoint, its
+variants (each a loaded model), their cumulative traffic weights and the capture settings, held
+in a dict. A request picks its variant with one random draw against the cumulative weights (a
+single-variant endpoint skips even that), or the variant it pins (``civicml-variant`` header).
+Changing versions or weights loads any new model first, then replaces the route in one dict
+assignment: a request in flight keeps the route (and model) it started with, so no request
+fails or mixes versions during a switch or a weight change. Routes are re-read from the
+database every ``refresh_s`` seconds, so a change made by another process (the CLI beside a
+running server, another server's rollout tick) takes effect without a restart; the request path
+itself never reads the database.
+
+Each answer is counted per variant in memory (:mod:`civicml.serving.stats`: requests, 4xx, 5xx,
+a latency histogram), flushed every ``serving_stats_flush_s`` for the alarms of guarded
+rollouts. When the endpoint has a shadow variant, a sampled copy of each unpinned request is
+handed to it *after* the live answer is ready (:mod:`civicml.serving.shadow`): a bounded queue
+and a thread of its own, so the shadow never delays or changes a live answer.
 
 Each loaded model is compiled once into a :mod:`~civicml.serving.fastpath` (NumPy arithmetic
 equal to the pipeline) when its pipeline is one civicml built; records that plainly fit the
@@ -36,32 +46,44 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
+import os
 import threading
 import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from pathlib import Path
-from typing import Any, NoReturn, NotRequired, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 import numpy as np
 
 from civicml.core.errors import CivicMLError, InvalidInputError, NotFoundError
 from civicml.core.identity import Principal
+from civicml.core.process import hostname
 from civicml.costs.service import record_endpoint_usage
 from civicml.evaluation.models import load_tabular_model
 from civicml.governance.access import global_permissions
 from civicml.governance.projects import ProjectService
 from civicml.registry.schemas import ModelVersion
 from civicml.registry.service import RegistryService
-from civicml.serving._queries import endpoint_row, find_endpoint, to_info
+from civicml.serving._checks import (
+    check_keys,
+    non_finite_record,
+    numeric_frame,
+    refuse_infinite,
+    refuse_non_finite,
+)
+from civicml.serving._queries import endpoint_row, find_endpoint, to_info, variant_rows
 from civicml.serving.batching import MicroBatcher
 from civicml.serving.capture import CaptureEvent, CaptureWriter
 from civicml.serving.explanations import LazyExplainer
 from civicml.serving.fastpath import Encoded, FastPath, compile_fast_path
+from civicml.serving.routing import Route, RouteVariant, build_route, variants_of
 from civicml.serving.sandbox import SandboxedModel, load_sandboxed
 from civicml.serving.schemas import EndpointInfo, EndpointStats
+from civicml.serving.shadow import ShadowJob, ShadowRunner
+from civicml.serving.stats import VariantCounters, flush_counters
 from civicml.store.context import Context
 from civicml.training import UnsafeModelFormatError
 
@@ -97,6 +119,7 @@ class Invocation(TypedDict):
     probabilities: list[list[float]] | None
     classes: list[Any]
     model_version: int
+    variant: str
     inference_ids: list[str]
     explanations: NotRequired[list[dict[str, Any]]]
 
@@ -186,11 +209,11 @@ class LoadedModel:
             refuse_non_finite(rows)
         frame = None
         if self._numeric is not None and isinstance(rows, list) and rows:
-            frame = _numeric_frame(rows, *self._numeric)
+            frame = numeric_frame(rows, *self._numeric)
         if frame is None:
             frame = self.model.validate(rows)
         if not isinstance(rows, list):
-            _refuse_infinite(frame, numbers)
+            refuse_infinite(frame, numbers)
         return frame
 
     def predict_batched(self, frame: Any) -> tuple[list[Any], list[list[float]] | None]:
@@ -226,14 +249,6 @@ class LoadedModel:
         return np.asarray(self.classes, dtype=object)
 
 
-@dataclass(frozen=True, slots=True)
-class _Route:
-    project_id: str
-    endpoint: EndpointInfo
-    loaded: LoadedModel
-    checked: float  # time.monotonic() of the last database check
-
-
 class ModelHost:
     """Hosts the models of deployed endpoints in this process and answers invocations.
 
@@ -263,7 +278,7 @@ class ModelHost:
         self.capture = capture if capture is not None else CaptureWriter(ctx)
         self._refresh_s = refresh_s
         self._cache = cache_dir or ctx.settings.home / "serving" / "cache"
-        self._routes: dict[tuple[str, str], _Route] = {}
+        self._routes: dict[tuple[str, str], Route] = {}
         self._models: dict[str, LoadedModel] = {}
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
@@ -280,6 +295,13 @@ class ModelHost:
         self._tick = 0
         self._flusher: threading.Thread | None = None
         self._stop_flushing = threading.Event()
+        #: Per variant id: what this process counted (see civicml.serving.stats).
+        self._variant_counts: dict[str, VariantCounters] = {}
+        #: This process's key in endpoint_variant_stats.
+        self.source = f"{hostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        self._stats_flusher: threading.Thread | None = None
+        self._stats_lock = threading.Lock()
+        self._shadow = ShadowRunner(self._run_shadow, ctx.settings.serving_shadow_queue)
 
     # Loading and routing ----------------------------------------------------------------------
     def load(self, mv: ModelVersion) -> LoadedModel:
@@ -307,10 +329,16 @@ class ModelHost:
             log.info("loaded model %s v%d (%s)", mv.name, mv.version, mv.id)
             return loaded
 
-    def activate(self, project_id: str, endpoint: EndpointInfo, loaded: LoadedModel) -> None:
-        """Route ``endpoint`` to ``loaded`` (one atomic swap; requests in flight finish on the
-        model they started with)."""
-        route = _Route(project_id, endpoint, loaded, time.monotonic())
+    def activate(
+        self, project_id: str, endpoint: EndpointInfo, models: Mapping[str, LoadedModel]
+    ) -> None:
+        """Route ``endpoint`` to its variants, whose models ``models`` holds by model version
+        id (one atomic swap; requests in flight finish on the model they started with).
+
+        Raises:
+            KeyError: A variant's model is not in ``models``.
+        """
+        route = build_route(project_id, endpoint, models, time.monotonic())
         with self._lock:
             self._routes[(endpoint.project, endpoint.name)] = route
             self._evict()
@@ -327,9 +355,13 @@ class ModelHost:
             return sorted(self._models)
 
     def close(self) -> None:
-        """Write out pending capture files and endpoint usage, and drop the models."""
+        """Write out pending capture files, endpoint usage and variant counters, and drop the
+        models (shadow copies still queued are dropped)."""
         self._stop_flushing.set()
+        self._shadow.close()
         self.flush_usage()
+        with contextlib.suppress(Exception):  # logged inside; closing goes on
+            self.flush_variant_stats()
         self.capture.close()
         with self._lock:
             self._routes.clear()
@@ -344,6 +376,7 @@ class ModelHost:
         *,
         explain: bool = False,
         caller: Principal | None = None,
+        variant: str | None = None,
     ) -> Invocation:
         """Predict for ``records``: one record (a mapping), a list of them or a DataFrame.
 
@@ -357,10 +390,12 @@ class ModelHost:
             caller: Who is calling (the request's principal), checked for ``endpoints.invoke``
                 on the project and recorded in captured records; this host's own principal
                 when None.
+            variant: Pin the request to this variant (any letter case), bypassing the traffic
+                weights; None follows them.
 
         Raises:
-            NotFoundError: The project or endpoint does not exist, or the caller may not see
-                the project.
+            NotFoundError: The project, endpoint or pinned variant does not exist, or the
+                caller may not see the project.
             PermissionDeniedError: The caller sees the project but may not invoke.
             InvalidInputError: A column is missing, unexpected or of the wrong type, or a
                 number is not finite (the message names the column and record), there are no
@@ -370,7 +405,10 @@ class ModelHost:
         """
         who = self._authorize(project, caller)
         route = self._route(project, endpoint)
+        chosen = route.pick(variant)
+        started = time.perf_counter_ns()
         cpu_from = time.thread_time_ns()  # the endpoint's CPU time: checking, model, answer
+        loaded = chosen.loaded
         try:
             rows = [records] if isinstance(records, Mapping) else records
             if hasattr(rows, "__len__") and len(rows) > MAX_RECORDS:
@@ -378,7 +416,6 @@ class ModelHost:
                     f"An invocation carries at most {MAX_RECORDS:,} records, not {len(rows):,}.",
                     hint="Split the records into several requests, or use a batch job.",
                 )
-            loaded = route.loaded
             if explain and isinstance(loaded.model, SandboxedModel):
                 raise InvalidInputError(
                     f"Model {loaded.model_name} v{loaded.version} behind endpoint {endpoint!r} "
@@ -387,36 +424,52 @@ class ModelHost:
                     "server, which never unpickles. Train with civicml for explanations.",
                 )
             if isinstance(rows, list):
-                _check_keys(rows, loaded.model.signature)
+                check_keys(rows, loaded.model.signature)
             batch = loaded.prepare(rows)
         except InvalidInputError:
-            self._count(route, "input_errors")
+            self._count(route, chosen, "input_errors")
             raise
-        predictions, probabilities = loaded.predict_batched(batch)
-        result = self._answer(route, rows, predictions, probabilities, who, cpu_from)
+        try:
+            predictions, probabilities = loaded.predict_batched(batch)
+        except Exception:
+            self._count(route, chosen, "model_errors")
+            raise
+        result = self._answer(
+            route, chosen, rows, predictions, probabilities, who, started, variant is None, cpu_from
+        )
         if explain:
             result["explanations"] = loaded.explainer.explain(loaded.validate(rows))
         return result
 
     def invoke_nowait(
-        self, project: str, endpoint: str, records: Any, *, caller: Principal | None = None
+        self,
+        project: str,
+        endpoint: str,
+        records: Any,
+        *,
+        caller: Principal | None = None,
+        variant: str | None = None,
     ) -> Invocation | None:
         """:meth:`invoke` on the caller's thread when that costs microseconds, else ``None``.
 
         For a server's event loop: answers only when the endpoint's route is fresh (no database
-        read), its model has an inline fast path (a linear model), and ``records`` are at most
-        :data:`INLINE_MAX_RECORDS` plain records that fit the signature. ``None`` means: call
-        :meth:`invoke` in a worker thread (which also words any input error).
+        read), the picked variant's model has an inline fast path (a linear model), and
+        ``records`` are at most :data:`INLINE_MAX_RECORDS` plain records that fit the
+        signature. ``None`` means: call :meth:`invoke` in a worker thread (which also words any
+        input error).
 
         Raises:
             InvalidInputError: A record lacks a column (the message names it).
+            NotFoundError: The endpoint has no variant ``variant``.
             ModelOutputError: The model answered a non-finite number.
         """
         route = self._routes.get((project, endpoint))
         if route is None or time.monotonic() - route.checked >= self._refresh_s:
             return None
+        started = time.perf_counter_ns()
         who = self._authorize(project, caller)
-        loaded = route.loaded
+        chosen = route.pick(variant)
+        loaded = chosen.loaded
         fast = loaded.fast
         if fast is None or not fast.inline:
             return None
@@ -424,9 +477,9 @@ class ModelHost:
         if type(rows) is not list or len(rows) > INLINE_MAX_RECORDS:
             return None
         try:
-            _check_keys(rows, loaded.model.signature)
+            check_keys(rows, loaded.model.signature)
         except InvalidInputError:
-            self._count(route, "input_errors")
+            self._count(route, chosen, "input_errors")
             raise
         # The CPU clock is a system call, a tenth of this path's cost: read it for one
         # invocation in CPU_SAMPLE and count that one CPU_SAMPLE times (docs/costs.md).
@@ -435,8 +488,23 @@ class ModelHost:
         batch = fast.encode(rows)
         if batch is None:
             return None
-        predictions, probabilities = loaded.predict(batch)
-        return self._answer(route, rows, predictions, probabilities, who, cpu_from, CPU_SAMPLE)
+        try:
+            predictions, probabilities = loaded.predict(batch)
+        except Exception:
+            self._count(route, chosen, "model_errors")
+            raise
+        return self._answer(
+            route,
+            chosen,
+            rows,
+            predictions,
+            probabilities,
+            who,
+            started,
+            variant is None,
+            cpu_from,
+            CPU_SAMPLE,
+        )
 
     def _authorize(self, project: str, caller: Principal | None) -> str:
         """Refuse a caller without ``endpoints.invoke`` on ``project``; returns its user name.
@@ -466,16 +534,30 @@ class ModelHost:
             invocations=values.get("invocations", 0),
             input_errors=values.get("input_errors", 0),
             output_errors=values.get("output_errors", 0),
+            shadow_dropped=values.get("shadow_dropped", 0),
         )
 
-    def _count(self, route: _Route, what: str) -> None:
+    def _count(self, route: Route, variant: RouteVariant | None, what: str) -> None:
+        """Count a refused (``input_errors``: 4xx) or failed (``output_errors``,
+        ``model_errors``: 5xx) request, or a dropped shadow copy, for the endpoint and the
+        variant that had it."""
         with self._counts_lock:
             counts = self._counts.setdefault(route.endpoint.id, {})
             counts[what] = counts.get(what, 0) + 1
+            if variant is not None:
+                found = self._variant_counts.get(variant.id)
+                if found is None:
+                    found = self._variant_counts[variant.id] = VariantCounters(route.endpoint.id)
+                if what == "input_errors":
+                    found.errors_4xx += 1
+                elif what in ("output_errors", "model_errors"):
+                    found.errors_5xx += 1
+        self._start_stats_flusher()
 
-    def _served(self, route: _Route, cpu_ns: int) -> None:
-        """Count an answered invocation and its CPU time (added to the usage ledger every
-        :data:`USAGE_FLUSH_S` by a background thread, and at :meth:`close`)."""
+    def _served(self, route: Route, variant: RouteVariant, cpu_ns: int, latency_ns: int) -> None:
+        """Count an answered invocation, its CPU time (added to the usage ledger every
+        :data:`USAGE_FLUSH_S` by a background thread, and at :meth:`close`) and its variant's
+        latency (flushed every ``serving_stats_flush_s``)."""
         endpoint_id = route.endpoint.id
         with self._counts_lock:
             counts = self._counts.setdefault(endpoint_id, {})
@@ -484,6 +566,10 @@ class ModelHost:
                 counts["cpu_ns"] = counts.get("cpu_ns", 0) + cpu_ns
             if endpoint_id not in self._owners:
                 self._owners[endpoint_id] = (route.project_id, route.endpoint.name)
+            found = self._variant_counts.get(variant.id)
+            if found is None:
+                found = self._variant_counts[variant.id] = VariantCounters(endpoint_id)
+            found.answered(latency_ns)
         if self._flusher is None:
             with self._flush_lock:
                 if self._flusher is None:
@@ -491,6 +577,59 @@ class ModelHost:
                         target=self._flush_loop, name="civicml-endpoint-usage", daemon=True
                     )
                     self._flusher.start()
+            self._start_stats_flusher()
+
+    def _shadow_served(
+        self, route: Route, variant: RouteVariant, what: str, latency_ns: int
+    ) -> None:
+        """Count one answer of the shadow (``answered``, ``input_errors``, ``output_errors``)
+        for its variant only: it answered nobody, so the endpoint's counters leave it out."""
+        with self._counts_lock:
+            found = self._variant_counts.get(variant.id)
+            if found is None:
+                found = self._variant_counts[variant.id] = VariantCounters(route.endpoint.id)
+            if what == "answered":
+                found.answered(latency_ns)
+            elif what == "input_errors":
+                found.errors_4xx += 1
+            else:
+                found.errors_5xx += 1
+
+    def variant_counters(self) -> dict[str, tuple[str, tuple[int, int, int, tuple[int, ...]]]]:
+        """What this process counted per variant id: (endpoint id, (invocations, 4xx, 5xx,
+        latency histogram)), cumulative since it started."""
+        with self._counts_lock:
+            return {v: (c.endpoint_id, c.snapshot()) for v, c in self._variant_counts.items()}
+
+    def flush_variant_stats(self) -> None:
+        """Write this process's per-variant counters to the database now (what rollout
+        alarms read); a failure is logged and retried at the next flush."""
+        with self._stats_lock:
+            counters = self.variant_counters()
+            if not counters:
+                return
+            try:
+                with self._ctx.db.write() as uow:
+                    flush_counters(uow, self.source, counters, self._ctx.clock.now())
+            except Exception:
+                log.exception("writing the endpoint variant counters failed; retried later")
+                raise
+
+    def _start_stats_flusher(self) -> None:
+        if self._stats_flusher is not None:
+            return
+        with self._flush_lock:
+            if self._stats_flusher is None:
+                self._stats_flusher = threading.Thread(
+                    target=self._stats_loop, name="civicml-variant-stats", daemon=True
+                )
+                self._stats_flusher.start()
+
+    def _stats_loop(self) -> None:
+        interval = self._ctx.settings.serving_stats_flush_s
+        while not self._stop_flushing.wait(interval):
+            with contextlib.suppress(Exception):  # logged in flush_variant_stats
+                self.flush_variant_stats()
 
     def flush_usage(self) -> None:
         """Add the endpoints' CPU seconds and invocations counted since the last flush to the
@@ -525,39 +664,56 @@ class ModelHost:
 
     def _answer(
         self,
-        route: _Route,
+        route: Route,
+        variant: RouteVariant,
         rows: Any,
         predictions: list[Any],
         probabilities: list[list[float]] | None,
         caller: str | None,
+        started: int,
+        mirror: bool,
         cpu_from: int = 0,
         scale: int = 1,
     ) -> Invocation:
         """The invocation's answer, captured when the endpoint's sample says so; its CPU time
-        since ``cpu_from`` (``time.thread_time_ns()``) goes to the endpoint's usage.
+        since ``cpu_from`` (``time.thread_time_ns()``) goes to the endpoint's usage and its
+        latency since ``started`` (``time.perf_counter_ns()``) to the variant's counters. With
+        ``mirror`` (an unpinned request) and a shadow variant, a sampled copy goes to the
+        shadow once the answer is ready (and the pair is captured when capture is on).
 
         Raises:
             ModelOutputError: A prediction or probability is not finite: JSON cannot carry it
                 and no caller should act on it. Counted, logged (without any value) and
                 captured with the error in place of the output.
         """
-        loaded = route.loaded
+        loaded = variant.loaded
         result: Invocation = {
             "predictions": predictions,
             "probabilities": probabilities,
             "classes": loaded.classes,
             "model_version": loaded.version,
+            "variant": variant.name,
             "inference_ids": [str(uuid.uuid4()) for _ in predictions],
         }
-        bad = _non_finite_record(predictions, probabilities, loaded.classification)
+        bad = non_finite_record(predictions, probabilities, loaded.classification)
         capture = route.endpoint.capture
-        sampled = capture.enabled and self.capture.sampled(capture.percent)
+        shadow = route.shadow if mirror else None
+        copy = shadow is not None and self.capture.sampled(shadow.shadow_percent)
+        sampled = capture.enabled and (copy or self.capture.sampled(capture.percent))
         if bad is None:
-            self._served(route, (time.thread_time_ns() - cpu_from) * scale if cpu_from else 0)
+            latency = time.perf_counter_ns() - started
+            self._served(
+                route,
+                variant,
+                (time.thread_time_ns() - cpu_from) * scale if cpu_from else 0,
+                latency,
+            )
             if sampled:
-                self._capture(route, rows, result, caller, None)
+                self._capture(route, variant, rows, result, caller, None, latency)
+            if copy:
+                self._mirror(route, rows, result, caller)
             return result
-        self._count(route, "output_errors")
+        self._count(route, variant, "output_errors")
         error = ModelOutputError(
             f"Model {loaded.model_name} v{loaded.version} behind endpoint "
             f"{route.endpoint.name!r} returned a non-finite value (NaN or infinity) for record "
@@ -579,11 +735,21 @@ class ModelHost:
             error.status,
         )
         if sampled:
-            self._capture(route, rows, result, caller, "non_finite_output")
+            self._capture(route, variant, rows, result, caller, "non_finite_output", None)
         raise error
 
     def _capture(
-        self, route: _Route, rows: Any, result: Invocation, caller: str | None, error: str | None
+        self,
+        route: Route,
+        variant: RouteVariant,
+        rows: Any,
+        result: Invocation,
+        caller: str | None,
+        error: str | None,
+        latency_ns: int | None,
+        *,
+        shadow: bool = False,
+        when: datetime | None = None,
     ) -> None:
         try:
             self.capture.submit(
@@ -591,10 +757,10 @@ class ModelHost:
                     project_id=route.project_id,
                     endpoint_id=route.endpoint.id,
                     endpoint=route.endpoint.name,
-                    model_name=route.loaded.model_name,
-                    model_version=route.loaded.version,
-                    model_version_id=route.loaded.version_id,
-                    time=self._ctx.clock.now(),
+                    model_name=variant.loaded.model_name,
+                    model_version=variant.loaded.version,
+                    model_version_id=variant.loaded.version_id,
+                    time=when if when is not None else self._ctx.clock.now(),
                     request_id=str(uuid.uuid4()),
                     records=rows,
                     predictions=result["predictions"],
@@ -603,12 +769,88 @@ class ModelHost:
                     inference_ids=result["inference_ids"],
                     caller=caller if caller is not None else self._ctx.principal.user,
                     error=error,
+                    variant=variant.name,
+                    shadow=shadow,
+                    latency_ms=None if latency_ns is None else latency_ns / 1e6,
                 )
             )
         except Exception:  # capture never fails a request
             log.exception("capturing a request to endpoint %s failed", route.endpoint.name)
 
-    def _route(self, project: str, endpoint: str) -> _Route:
+    # Shadow -----------------------------------------------------------------------------------
+    def _mirror(self, route: Route, rows: Any, result: Invocation, caller: str | None) -> None:
+        """Hand a copy of an answered request to the shadow (never waits; drops when full)."""
+        job = ShadowJob(route, rows, result["inference_ids"], caller, self._ctx.clock.now())
+        if not self._shadow.offer(job):
+            self._count(route, None, "shadow_dropped")
+
+    def drain_shadow(self, timeout: float = 30.0) -> bool:
+        """Wait until the shadow has answered every copy queued so far (tests, reports)."""
+        return self._shadow.drain(timeout)
+
+    def _run_shadow(self, job: ShadowJob) -> None:
+        """Answer one copy with the shadow (in the shadow thread): counted for the shadow
+        variant and captured (marked shadow, with the live answer's inference ids)."""
+        route = job.route
+        shadow = route.shadow
+        if shadow is None:  # pragma: no cover - only routes with a shadow are mirrored
+            return
+        loaded = shadow.loaded
+        started = time.perf_counter_ns()
+        empty: Invocation = {
+            "predictions": [],
+            "probabilities": None,
+            "classes": loaded.classes,
+            "model_version": loaded.version,
+            "variant": shadow.name,
+            "inference_ids": job.inference_ids,
+        }
+        capture = route.endpoint.capture.enabled
+        try:
+            rows = job.rows
+            if isinstance(rows, list):
+                check_keys(rows, loaded.model.signature)
+            predictions, probabilities = loaded.predict(loaded.prepare(rows))
+        except InvalidInputError:
+            self._shadow_served(route, shadow, "input_errors", 0)
+            if capture:
+                self._capture(
+                    route, shadow, job.rows, empty, job.caller, "invalid_input", None,
+                    shadow=True, when=job.time,
+                )  # fmt: skip
+            return
+        except Exception:
+            self._shadow_served(route, shadow, "output_errors", 0)
+            log.exception("endpoint %s: shadow variant %s failed", route.endpoint.name, shadow.name)
+            if capture:
+                self._capture(
+                    route, shadow, job.rows, empty, job.caller, "model_error", None,
+                    shadow=True, when=job.time,
+                )  # fmt: skip
+            return
+        latency = time.perf_counter_ns() - started
+        answer: Invocation = {
+            **empty,
+            "predictions": predictions,
+            "probabilities": probabilities,
+        }
+        bad = non_finite_record(predictions, probabilities, loaded.classification)
+        self._shadow_served(route, shadow, "answered" if bad is None else "output_errors", latency)
+        if capture:
+            self._capture(
+                route,
+                shadow,
+                job.rows,
+                answer,
+                job.caller,
+                None if bad is None else "non_finite_output",
+                latency if bad is None else None,
+                shadow=True,
+                when=job.time,
+            )
+
+    # Routing ----------------------------------------------------------------------------------
+    def _route(self, project: str, endpoint: str) -> Route:
         key = (project, endpoint)
         route = self._routes.get(key)
         if route is not None and time.monotonic() - route.checked < self._refresh_s:
@@ -628,7 +870,16 @@ class ModelHost:
                 return route
             return self._refresh(key, route)
 
-    def _refresh(self, key: tuple[str, str], current: _Route | None) -> _Route:
+    def refresh(self, project: str, endpoint: str) -> None:
+        """Re-read ``endpoint`` from the database now (after a change made in this process by
+        a service without the new route at hand, e.g. a rollout tick)."""
+        key = (project, endpoint)
+        with self._lock:
+            lock = self._refreshing.setdefault(key, threading.Lock())
+        with lock:
+            self._refresh(key, self._routes.get(key))
+
+    def _refresh(self, key: tuple[str, str], current: Route | None) -> Route:
         project, name = key
         proj = ProjectService(self._ctx).get(project, "endpoints.read")
         with self._ctx.db.read() as conn:
@@ -637,28 +888,29 @@ class ModelHost:
                 self.forget(project, name)
                 endpoint_row(conn, proj, name)  # raises NotFoundError with close names
                 raise NotFoundError(f"Endpoint {name!r} does not exist.")  # pragma: no cover
-        info = to_info(row, proj.name)
-        if current is not None and current.loaded.version_id == info.model_version_id:
-            route = replace(current, endpoint=info, checked=time.monotonic())
-        else:
-            try:
-                mv = RegistryService(self._ctx).get_version(
-                    project, info.model_name, info.model_version
-                )
-                loaded = self.load(mv)
-            except Exception:
-                if current is None:
-                    raise
-                log.exception(
-                    "endpoint %s: could not load %s v%d; still serving v%d",
-                    name,
-                    info.model_name,
-                    info.model_version,
-                    current.loaded.version,
-                )
-                route = replace(current, checked=time.monotonic())
-            else:
-                route = _Route(proj.id, info, loaded, time.monotonic())
+            variants = variant_rows(conn, row.id)
+        info = to_info(row, proj.name, variants)
+        models = (
+            {}
+            if current is None
+            else {v.loaded.version_id: v.loaded for v in current.by_name.values()}
+        )
+        try:
+            for variant in variants_of(info):
+                if variant.model_version_id not in models:
+                    mv = RegistryService(self._ctx).get_version(
+                        project, variant.model_name, variant.model_version
+                    )
+                    models[variant.model_version_id] = self.load(mv)
+            route = build_route(proj.id, info, models, time.monotonic())
+        except Exception:
+            if current is None:
+                raise
+            log.exception(
+                "endpoint %s: could not load every variant's model; still serving as before",
+                name,
+            )
+            route = replace(current, checked=time.monotonic())
         with self._lock:
             self._routes[key] = route
             self._evict()
@@ -666,119 +918,9 @@ class ModelHost:
 
     def _evict(self) -> None:
         """Drop models no route uses (called with ``self._lock`` held)."""
-        used = {r.loaded.version_id for r in self._routes.values()}
+        used = {v.loaded.version_id for r in self._routes.values() for v in r.by_name.values()}
         for version_id in [v for v in self._models if v not in used]:
             del self._models[version_id]
-
-
-def _non_finite_record(
-    predictions: list[Any], probabilities: list[list[float]] | None, classification: bool
-) -> int | None:
-    """The index of the first record whose output is not finite, or None (the common case,
-    found with one C-level sum: a sum of finite probabilities is finite)."""
-    if classification:
-        if probabilities is None:
-            return None
-        with contextlib.suppress(TypeError):
-            if math.isfinite(sum(map(sum, probabilities))):
-                return None
-        for index, row in enumerate(probabilities):
-            if not all(isinstance(p, int | float) and math.isfinite(p) for p in row):
-                return index
-        return None
-    with contextlib.suppress(TypeError, OverflowError):
-        if math.isfinite(math.fsum(predictions)):
-            return None
-    for index, value in enumerate(predictions):
-        if isinstance(value, float | np.floating) and not math.isfinite(value):
-            return index
-    return None
-
-
-def _check_keys(rows: list[Any], signature: list[Any]) -> None:
-    """Refuse a record that lacks a column (tables would read it as null; an explicit null is
-    fine). Columns no record should have are left to the model's own validation."""
-    names = {column["name"] for column in signature}
-    for index, row in enumerate(rows):
-        if isinstance(row, Mapping) and row.keys() != names:
-            for column in signature:
-                if column["name"] not in row:
-                    raise InvalidInputError(
-                        f"Input is missing column {column['name']!r} ({column['type']}) in "
-                        f"record {index}.",
-                        hint="Every record must carry all model input columns (null where a "
-                        "value is unknown): " + ", ".join(c["name"] for c in signature) + ".",
-                        details=[
-                            {
-                                "column": column["name"],
-                                "problem": "missing",
-                                "expected": column["type"],
-                                "record": index,
-                            }
-                        ],
-                    )
-
-
-def refuse_non_finite(rows: Any) -> None:
-    """Refuse records holding a non-finite number (NaN, Infinity, -Infinity) in any column.
-
-    ``rows`` is one record (a mapping) or a list of them; anything else (a DataFrame, whose NaN
-    means missing) passes. The documented input rule: a non-finite number is a 422 naming the
-    column and record; ``null`` (``None``) is the way to send an unknown value.
-
-    Raises:
-        InvalidInputError: A value is a non-finite float (``float`` or a NumPy float).
-    """
-    if isinstance(rows, Mapping):
-        rows = [rows]
-    if not isinstance(rows, list):
-        return
-    for index, row in enumerate(rows):
-        if isinstance(row, Mapping):
-            for name, value in row.items():
-                if isinstance(value, float | np.floating) and not math.isfinite(value):
-                    _not_finite(str(name), index, float(value))
-
-
-def _refuse_infinite(frame: Any, numbers: list[str]) -> None:
-    """Refuse an infinity in a validated frame (built from a DataFrame: NaN there is missing)."""
-    if numbers:
-        infinite = np.isinf(frame[numbers].to_numpy(dtype=np.float64))
-        if infinite.any():
-            row, column = (int(i) for i in np.argwhere(infinite)[0])
-            value = float(frame[numbers[column]].iloc[row])
-            _not_finite(numbers[column], row, value)
-
-
-def _not_finite(name: str, record: int, value: float) -> NoReturn:
-    word = "NaN" if math.isnan(value) else "Infinity" if value > 0 else "-Infinity"
-    raise InvalidInputError(
-        f"Column {name!r} has a non-finite value ({word}) in record {record}; numbers must be "
-        "finite.",
-        hint="Send null (None in Python) for an unknown value.",
-        details=[{"column": name, "problem": "not_finite", "record": record, "got": word}],
-    )
-
-
-def _numeric_frame(
-    rows: list[Any], names: list[str], known: frozenset[str], ints: frozenset[str]
-) -> Any:
-    """The float64 frame of records whose values all plainly fit ``names``, else ``None``."""
-    import pandas as pd  # type: ignore[import-untyped]
-
-    for row in rows:
-        if not isinstance(row, dict) or row.keys() != known:
-            return None
-        for name in names:
-            value = row[name]
-            kind = type(value)
-            if kind is float:
-                if name in ints and not value.is_integer() and not math.isnan(value):
-                    return None  # a fraction in an integer column: let validate word it
-            elif kind is not int and value is not None:
-                return None
-    values = np.array([[row[name] for name in names] for row in rows], dtype="float64")
-    return pd.DataFrame(values, columns=names)
 
 
 def load_version(ctx: Context, mv: ModelVersion, cache_root: Path) -> LoadedModel:

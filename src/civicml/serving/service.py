@@ -1,5 +1,10 @@
 """The endpoint service: deploy approved model versions, switch versions, delete endpoints.
 
+An endpoint serves its versions as *variants* (:mod:`civicml.serving.variants`); deploy makes a
+one-variant endpoint (``v<N>``) and a plain update switches every live variant to one serving the
+new version, so the single-version API works as it always did. An update with a ``strategy``
+starts a guarded rollout instead (:mod:`civicml.serving.rollout`).
+
 Only an ``Approved`` (and not archived) model version is deployed, and only while its manifest
 is the one its approval bound (``RegistryService.check_approved_files``) and its registration
 signature verifies (``RegistryService.verify_version_signature``; a legacy unsigned version is
@@ -12,26 +17,37 @@ at a model that cannot be served. The row change, the lineage association (model
 
 from __future__ import annotations
 
-import math
+from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from civicml.core.errors import ConflictError, InvalidInputError
 from civicml.core.ids import new_id, validate_name
 from civicml.core.names import already_exists
-from civicml.evaluation.models import fetch_version_files
 from civicml.governance.audit import AuditTrail
 from civicml.governance.lineage import LineageService
 from civicml.governance.projects import ProjectService
 from civicml.governance.schemas import Project
-from civicml.registry.schemas import ApprovalStatus, ModelVersion
-from civicml.registry.service import RegistryService
-from civicml.serving._queries import endpoint_row, find_endpoint, to_info
-from civicml.serving._tables import endpoints
-from civicml.serving.runtime import LoadedModel, ModelHost
-from civicml.serving.schemas import EndpointInfo, EndpointStatus
+from civicml.registry.schemas import ModelVersion
+from civicml.serving._deploy import (
+    Deployer,
+    check_percent,
+    spec_of,
+    variant_state,
+    write_variants,
+)
+from civicml.serving._queries import endpoint_row, find_endpoint, to_info, variant_rows
+from civicml.serving._tables import (
+    endpoint_rollouts,
+    endpoint_variant_stats,
+    endpoint_variants,
+    endpoints,
+)
+from civicml.serving.rollout import RolloutService, rollouts_in_progress
+from civicml.serving.runtime import ModelHost
+from civicml.serving.schemas import EndpointInfo, EndpointStatus, RolloutStrategy, VariantRole
 from civicml.store.context import Context
 
 __all__ = ["EndpointService"]
@@ -56,7 +72,8 @@ class EndpointService:
         self._audit = AuditTrail(ctx)
         self._lineage = LineageService(ctx)
         self._projects = ProjectService(ctx)
-        self._registry = RegistryService(ctx)
+        self._deployer = Deployer(ctx, host)
+        self._rollouts = RolloutService(ctx, host)
 
     def deploy(
         self,
@@ -67,6 +84,7 @@ class EndpointService:
         *,
         capture_percent: float = 100.0,
         capture: bool = True,
+        variant: str | None = None,
     ) -> EndpointInfo:
         """Serve an approved model version as endpoint ``endpoint_name``.
 
@@ -77,6 +95,7 @@ class EndpointService:
             version: Version number or alias (e.g. ``"production"``).
             capture_percent: Share of requests captured, 0-100.
             capture: Whether data capture is on at all.
+            variant: Name of its one variant (default ``v<N>``, N the version number).
 
         Returns:
             The endpoint, ``InService``.
@@ -88,14 +107,16 @@ class EndpointService:
             ArtifactIntegrityError: The model's files do not match the registry's digests.
         """
         validate_name("Endpoint", endpoint_name)
-        percent = _check_percent(capture_percent)
+        if variant is not None:
+            validate_name("Variant", variant)
+        percent = check_percent(capture_percent)
         proj = self._projects.get(project, "endpoints.write")
         with self._ctx.db.read() as conn:
             existing = find_endpoint(conn, proj.id, endpoint_name)  # in any letter case
             if existing is not None:
                 raise _exists(proj.name, endpoint_name, existing.name)
-        mv, signature = self._deployable(proj, model_name, version)
-        loaded = self._prepare(mv)
+        mv, signature = self._deployer.deployable(proj, model_name, version)
+        self._deployer.prepare(mv)
         now, user = self._ctx.clock.now(), self._ctx.principal.user
         values: dict[str, Any] = {
             "id": new_id(),
@@ -118,23 +139,26 @@ class EndpointService:
                 if existing is not None:
                     raise _exists(proj.name, endpoint_name, existing.name)
                 uow.conn.execute(insert(endpoints).values(**values))
-                node = self._lineage.node(
+                _, after = write_variants(
+                    uow, self._ctx, values["id"], [_single(variant or f"v{mv.version}", mv)]
+                )
+                self._lineage.node(
                     uow, "endpoint", values["id"], name=endpoint_name, project_id=proj.id
                 )
-                self._link_version(uow, proj, mv, node)
+                self._deployer.link_version(uow, proj, mv, values["id"], endpoint_name)
                 self._audit.record(
                     uow,
                     "endpoint.deployed",
                     "endpoint",
                     values["id"],
                     project=proj.name,
-                    after=_audit_state(values) | {"signature": signature},
+                    after=_audit_state(values)
+                    | {"signature": signature, "variants": variant_state(after)},
                 )
         except IntegrityError as err:  # deployed concurrently under the same name
             raise _exists(proj.name, endpoint_name) from err
-        info = to_info(values, proj.name)
-        self._activate(proj, info, loaded)
-        return self._with_stats(info)
+        self._deployer.refresh(proj.name, endpoint_name)
+        return self._info(proj, endpoint_name)
 
     def update(
         self,
@@ -145,11 +169,21 @@ class EndpointService:
         model_name: str | None = None,
         capture_percent: float | None = None,
         capture: bool | None = None,
+        strategy: RolloutStrategy | str | None = None,
+        canary_percent: float | str | None = None,
+        linear_steps: int | None = None,
+        bake_s: float | str | None = None,
+        alarms: Sequence[str] = (),
+        variant: str | None = None,
     ) -> EndpointInfo:
         """Switch an endpoint to another approved version and/or change its capture settings.
 
-        The new model is loaded before the switch; requests keep being answered by the old one
-        until it is ready, then all go to the new one.
+        Without ``strategy`` the new model is loaded before the switch; requests keep being
+        answered by the old one until it is ready, then all go to the new one (every live
+        variant is replaced by one serving it, named ``v<N>`` or ``variant``). With a
+        ``strategy`` a guarded rollout starts instead (see :meth:`RolloutService.start
+        <civicml.serving.rollout.RolloutService.start>`) and the endpoint is answered with it
+        in ``rollout``.
 
         Args:
             project: Project name.
@@ -158,41 +192,82 @@ class EndpointService:
             model_name: Another registered model to serve (default: the current model).
             capture_percent: New capture percentage, 0-100.
             capture: Turn capture on or off.
+            strategy: ``all_at_once``, ``canary`` or ``linear``: a guarded update.
+            canary_percent: Canary size of a canary rollout (default 10).
+            linear_steps: Equal steps of a linear rollout (default 4).
+            bake_s: How long each step of a rollout is watched (seconds or "10m"; default
+                10 minutes).
+            alarms: Alarms of a rollout, e.g. ``["p99_ms>50", "error_rate>0.01"]``.
+            variant: Name of the variant that serves the new version.
 
         Raises:
+            InvalidInputError: Rollout options without a strategy, or bad ones.
             NotFoundError: The project, endpoint, model or version does not exist.
-            ConflictError: The version is not ``Approved``, or nothing would change.
+            ConflictError: The version is not ``Approved``, nothing would change, or a rollout
+                is in progress (only capture settings change then).
             ArtifactIntegrityError: The new model's files do not match the registry's digests.
         """
-        percent = None if capture_percent is None else _check_percent(capture_percent)
+        percent = None if capture_percent is None else check_percent(capture_percent)
+        if variant is not None:
+            validate_name("Variant", variant)
+        guarded = strategy is not None
+        if not guarded and (
+            canary_percent is not None or linear_steps is not None or bake_s is not None or alarms
+        ):
+            raise InvalidInputError(
+                "A canary size, steps, bake time or alarms need a rollout strategy.",
+                hint="Add --strategy all_at_once, canary or linear.",
+            )
         proj = self._projects.get(project, "endpoints.write")
         with self._ctx.db.read() as conn:
             current = to_info(endpoint_row(conn, proj, endpoint_name), proj.name)
+        if guarded:
+            if version is None and model_name is None:
+                raise InvalidInputError(
+                    "A guarded update rolls out a version; none was named.",
+                    hint="Add --version N (an Approved version).",
+                )
+            if percent is not None or capture is not None:
+                self.update(project, endpoint_name, capture_percent=percent, capture=capture)
+            self._rollouts.start(
+                project,
+                endpoint_name,
+                model_name or current.model_name,
+                version if version is not None else "latest",
+                strategy=strategy,  # type: ignore[arg-type]
+                canary_percent=canary_percent,
+                linear_steps=linear_steps,
+                bake_s=600.0 if bake_s is None else bake_s,
+                alarms=alarms,
+                variant=variant,
+            )
+            return self._info(proj, endpoint_name)
         mv: ModelVersion | None = None
-        loaded: LoadedModel | None = None
         signature: str | None = None
         if version is not None or model_name is not None:
             target_model = model_name or current.model_name
-            mv, signature = self._deployable(
+            mv, signature = self._deployer.deployable(
                 proj, target_model, version if version is not None else "latest"
             )
-            if mv.id != current.model_version_id:
-                loaded = self._prepare(mv)
+            self._deployer.prepare(mv)
         with self._ctx.db.write() as uow:
             row = endpoint_row(uow.conn, proj, endpoint_name, lock=True)
+            rows = variant_rows(uow.conn, row.id)
+            live = [r for r in rows if r.role == VariantRole.LIVE.value]
+            switch = mv is not None and (
+                len(live) != 1
+                or live[0].model_version_id != mv.id
+                or (variant is not None and variant != live[0].name)
+            )
+            if switch:
+                _refuse_in_rollout(uow.conn, row, proj)
             before = _audit_state(row._mapping)
             changes: dict[str, Any] = {}
-            if mv is not None and mv.id != row.model_version_id:
-                changes |= {
-                    "model_name": mv.name,
-                    "model_version_id": mv.id,
-                    "model_version": mv.version,
-                }
             if percent is not None and percent != row.capture_percent:
                 changes["capture_percent"] = percent
             if capture is not None and capture != bool(row.capture_enabled):
                 changes["capture_enabled"] = capture
-            if not changes:
+            if not changes and not switch:
                 raise ConflictError(
                     f"Endpoint {endpoint_name!r} already serves {row.model_name} "
                     f"v{row.model_version} with these capture settings; nothing was changed.",
@@ -201,12 +276,22 @@ class EndpointService:
                 )
             changes |= {"updated_at": self._ctx.clock.now(), "updated_by": self._ctx.principal.user}
             uow.conn.execute(update(endpoints).where(endpoints.c.id == row.id).values(**changes))
-            after_row = uow.conn.execute(select(endpoints).where(endpoints.c.id == row.id)).one()
-            if mv is not None and "model_version_id" in changes:
-                node = self._lineage.node(
-                    uow, "endpoint", row.id, name=endpoint_name, project_id=proj.id
+            extra: dict[str, Any] = {}
+            if switch and mv is not None:
+                taken = {r.name.lower() for r in rows if r.role != VariantRole.LIVE.value}
+                name = variant or f"v{mv.version}"
+                if name.lower() in taken:
+                    name = f"{name}-live"
+                shadows = [spec_of(r) for r in rows if r.role != VariantRole.LIVE.value]
+                before_rows, after_rows = write_variants(
+                    uow, self._ctx, row.id, [*shadows, _single(name, mv)]
                 )
-                self._link_version(uow, proj, mv, node)
+                self._deployer.link_version(uow, proj, mv, row.id, endpoint_name)
+                extra = {
+                    "variants_before": variant_state(before_rows),
+                    "variants": variant_state(after_rows),
+                }
+            after_row = uow.conn.execute(select(endpoints).where(endpoints.c.id == row.id)).one()
             self._audit.record(
                 uow,
                 "endpoint.updated",
@@ -215,26 +300,20 @@ class EndpointService:
                 project=proj.name,
                 before=before,
                 after=_audit_state(after_row._mapping)
+                | extra
                 | ({} if signature is None else {"signature": signature}),
             )
-        info = to_info(after_row, proj.name)
-        if self._host is not None:
-            if loaded is None:  # same model, new capture settings
-                mv = mv or self._registry.get_version(project, info.model_name, info.model_version)
-                loaded = self._host.load(mv)
-            self._activate(proj, info, loaded)
-        return self._with_stats(info)
+        self._deployer.refresh(proj.name, endpoint_name)
+        return self._info(proj, endpoint_name)
 
     def get(self, project: str, endpoint_name: str) -> EndpointInfo:
-        """One endpoint.
+        """One endpoint, with its variants and the rollout in progress, if any.
 
         Raises:
             NotFoundError: The project or endpoint does not exist (with close names as a hint).
         """
         proj = self._projects.get(project, "endpoints.read")
-        with self._ctx.db.read() as conn:
-            info = to_info(endpoint_row(conn, proj, endpoint_name), proj.name)
-        return self._with_stats(info)
+        return self._info(proj, endpoint_name)
 
     def list(self, project: str) -> list[EndpointInfo]:
         """Every endpoint of ``project``, by name."""
@@ -245,10 +324,11 @@ class EndpointService:
                 .where(endpoints.c.project_id == proj.id)
                 .order_by(endpoints.c.name)
             ).all()
-        return [self._with_stats(to_info(r, proj.name)) for r in rows]
+            return [self._with_stats(self._read_info(conn, proj, r)) for r in rows]
 
     def delete(self, project: str, endpoint_name: str) -> None:
-        """Stop serving and remove an endpoint; its capture files and lineage stay.
+        """Stop serving and remove an endpoint, its variants and rollouts (a rollout in
+        progress ends with it); its capture files, shadow reports and lineage stay.
 
         Raises:
             NotFoundError: The project or endpoint does not exist.
@@ -256,98 +336,67 @@ class EndpointService:
         proj = self._projects.get(project, "endpoints.write")
         with self._ctx.db.write() as uow:
             row = endpoint_row(uow.conn, proj, endpoint_name, lock=True)
-            uow.conn.execute(delete(endpoints).where(endpoints.c.id == row.id))
+            before = _audit_state(row._mapping) | {
+                "variants": variant_state(variant_rows(uow.conn, row.id))
+            }
+            conn = uow.conn
+            conn.execute(delete(endpoint_rollouts).where(endpoint_rollouts.c.endpoint_id == row.id))
+            conn.execute(
+                delete(endpoint_variant_stats).where(endpoint_variant_stats.c.endpoint_id == row.id)
+            )
+            conn.execute(delete(endpoint_variants).where(endpoint_variants.c.endpoint_id == row.id))
+            conn.execute(delete(endpoints).where(endpoints.c.id == row.id))
             self._lineage.mark_deleted(uow, "endpoint", row.id)
             self._audit.record(
-                uow,
-                "endpoint.deleted",
-                "endpoint",
-                row.id,
-                project=proj.name,
-                before=_audit_state(row._mapping),
+                uow, "endpoint.deleted", "endpoint", row.id, project=proj.name, before=before
             )
         if self._host is not None:
             self._host.forget(proj.name, endpoint_name)
 
     # Internals --------------------------------------------------------------------------------
+    def _info(self, proj: Project, endpoint_name: str) -> EndpointInfo:
+        """The endpoint as committed (no permission check: the caller checked one)."""
+        with self._ctx.db.read() as conn:
+            return self._with_stats(
+                self._read_info(conn, proj, endpoint_row(conn, proj, endpoint_name))
+            )
+
+    def _read_info(self, conn: Connection, proj: Project, row: Any) -> EndpointInfo:
+        info = to_info(row, proj.name, variant_rows(conn, row.id))
+        rollout = rollouts_in_progress(conn, [row.id]).get(row.id)
+        if rollout is None:
+            return info
+        return info.model_copy(
+            update={"rollout": self._rollouts.info(conn, rollout, proj.name, row.name)}
+        )
+
     def _with_stats(self, info: EndpointInfo) -> EndpointInfo:
         """``info`` with the counters of this process's model host, where it serves it."""
         stats = None if self._host is None else self._host.stats(info.id)
         return info if stats is None else info.model_copy(update={"stats": stats})
 
-    def _deployable(
-        self, proj: Project, model_name: str, version: int | str
-    ) -> tuple[ModelVersion, str]:
-        """The version to deploy and its registration signature status (``"verified"``, or
-        ``"absent"`` for a legacy version registered before versions were signed)."""
-        if version == "latest":
-            versions = self._registry.list_versions(proj.name, model_name)
-            approved = [v for v in versions if v.approval_status is ApprovalStatus.APPROVED]
-            if not approved:
-                raise ConflictError(
-                    f"Model {model_name!r} has no Approved version to deploy.",
-                    hint=f"Approve one: civicml models approve {model_name} VERSION --note "
-                    f"'<why>' --project {proj.name}",
-                )
-            self._registry.check_approved_files(approved[-1])  # approved as it is now
-            signature = self._registry.verify_version_signature(approved[-1])  # as registered
-            return approved[-1], signature
-        mv = self._registry.get_version(proj.name, model_name, version)
-        label = f"{mv.name}/{mv.version}"
-        if mv.approval_status is not ApprovalStatus.APPROVED:
-            raise ConflictError(
-                f"Model version {label} is {mv.approval_status.value}; only Approved versions "
-                "can be deployed.",
-                hint=f"Approve it first: civicml models approve {mv.name} {mv.version} --note "
-                f"'<why>' --project {proj.name}",
-            )
-        if mv.archived:
-            raise ConflictError(
-                f"Model version {label} is archived; archived versions cannot be deployed.",
-                hint=f"Unarchive it first: civicml models unarchive {mv.name} {mv.version} "
-                f"--project {proj.name}",
-            )
-        self._registry.check_approved_files(mv)  # the approval bound these exact files
-        signature = self._registry.verify_version_signature(mv)  # signed at registration
-        return mv, signature
 
-    def _prepare(self, mv: ModelVersion) -> LoadedModel | None:
-        """Load (with a host) or at least verify every file of ``mv`` before committing."""
-        if self._host is not None:
-            return self._host.load(mv)
-        import tempfile
+def _single(name: str, mv: ModelVersion) -> dict[str, Any]:
+    """The one live variant of a single-version endpoint."""
+    return {
+        "name": name,
+        "role": VariantRole.LIVE.value,
+        "model_name": mv.name,
+        "model_version_id": mv.id,
+        "model_version": mv.version,
+        "weight": 1.0,
+        "shadow_percent": 0.0,
+    }
 
-        root = self._ctx.settings.home / "serving" / "cache"
-        root.mkdir(parents=True, exist_ok=True, mode=0o700)
-        with tempfile.TemporaryDirectory(dir=root) as tmp:
-            from pathlib import Path
 
-            fetch_version_files(self._ctx, mv, Path(tmp))
-        return None
-
-    def _activate(self, proj: Project, info: EndpointInfo, loaded: LoadedModel | None) -> None:
-        if self._host is not None and loaded is not None:
-            self._host.activate(proj.id, info, loaded)
-
-    def _link_version(self, uow: Any, proj: Project, mv: ModelVersion, node: str) -> None:
-        src = self._lineage.node(
-            uow, "model_version", mv.id, name=f"{mv.name} v{mv.version}", project_id=proj.id
+def _refuse_in_rollout(conn: Connection, row: Any, proj: Project) -> None:
+    if rollouts_in_progress(conn, [row.id]):
+        raise ConflictError(
+            f"Endpoint {row.name!r} has a rollout in progress; its live variants change only "
+            "through it until it ends.",
+            hint=f"Wait for it, or cancel it: civicml endpoints rollout cancel {row.name} "
+            f"--project {proj.name}",
         )
-        self._lineage.link(uow, src, node, "AssociatedWith")
-
-
-def _check_percent(value: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InvalidInputError(
-            f"Capture percentage {value!r} is not a number.",
-            hint="Use a number from 0 (capture nothing) to 100 (capture every request).",
-        )
-    if not 0 <= value <= 100:
-        raise InvalidInputError(
-            f"Capture percentage {value} is out of range.",
-            hint="Use a number from 0 (capture nothing) to 100 (capture every request).",
-        )
-    return float(value)
 
 
 def _audit_state(values: Any) -> dict[str, Any]:

@@ -6,7 +6,13 @@ project-scoped route) or ``POST /endpoints/{name}/invocations?project=...`` (the
 issue 3 and SageMaker's ``/invocations`` contract; ``project`` defaults to ``default``). Both take
 ``{"records": [{...}, ...]}``, a list of records or one record object and answer
 ``{"predictions", "probabilities", "classes", "model_version", "inference_ids"}``, plus
-``"explanations"`` with ``?explain=true``.
+``"explanations"`` with ``?explain=true``. The header ``civicml-variant: NAME`` (or Azure's
+``azureml-model-deployment``) pins the request to one variant; every answer names its variant
+in the ``civicml-variant`` response header and the body's ``variant``.
+
+Variants, the shadow, guarded rollouts and shadow comparison reports live under the endpoint:
+``…/variants``, ``…/traffic``, ``…/shadow``, ``…/rollout(s)`` and ``…/shadow/reports``
+(docs/serving.md).
 
 Invocations are the hot path, so :class:`InvocationsLane`, a plain ASGI layer that
 ``create_app`` mounts inside the request guard, answers them before FastAPI's routing and
@@ -27,6 +33,7 @@ from typing import Annotated, Any
 from urllib.parse import parse_qs
 
 from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -36,13 +43,23 @@ from civicml.core.errors import CivicMLError, InvalidInputError
 from civicml.core.identity import Principal
 from civicml.core.types import Float, PositiveInt64, StrictBool
 from civicml.data.schemas import DatasetVersion
-from civicml.server.deps import AppState, principal_for_request, services
+from civicml.server.deps import AppState, Services, principal_for_request, services
 from civicml.server.errors import error_headers
+from civicml.server.html import html_response
 from civicml.server.paging import Page, page
 from civicml.serving.capture import CaptureService
-from civicml.serving.runtime import ModelHost
-from civicml.serving.schemas import EndpointInfo, InvocationResult
+from civicml.serving.rollout import RolloutService
+from civicml.serving.runtime import Invocation, ModelHost
+from civicml.serving.schemas import (
+    EndpointInfo,
+    InvocationResult,
+    RolloutInfo,
+    RolloutStrategy,
+    VariantInfo,
+)
 from civicml.serving.service import EndpointService
+from civicml.serving.shadow_reports import ShadowReport, ShadowReportService
+from civicml.serving.variants import VariantService
 
 log = logging.getLogger("civicml.server")
 router = APIRouter(prefix="/api/v1/projects/{project}/endpoints", tags=["endpoints"])
@@ -92,13 +109,16 @@ def _host_of(app: Any) -> ModelHost:
     return host
 
 
-def endpoint_service(request: Request) -> EndpointService:
+Caller = Annotated[Services, Depends(services)]
+Host = Annotated[ModelHost, Depends(model_host)]
+
+
+def endpoint_service(caller: Caller, host: Host) -> EndpointService:
     """The endpoint service acting for the caller, on the app's model host."""
-    return EndpointService(services(request).ctx, model_host(request))
+    return EndpointService(caller.ctx, host)
 
 
 Svc = Annotated[EndpointService, Depends(endpoint_service)]
-Host = Annotated[ModelHost, Depends(model_host)]
 
 
 class _Body(BaseModel):
@@ -115,6 +135,9 @@ class DeployBody(_Body):
         default=100.0, ge=0, le=100, description="Share of requests captured, 0-100."
     )
     capture: StrictBool = Field(default=True, description="Whether data capture is on.")
+    variant: str | None = Field(
+        default=None, max_length=128, description="Name of its one variant (default 'v<N>')."
+    )
 
 
 class UpdateBody(_Body):
@@ -126,6 +149,32 @@ class UpdateBody(_Body):
         default=None, ge=0, le=100, description="New share of requests captured, 0-100."
     )
     capture: StrictBool | None = Field(default=None, description="Turn data capture on or off.")
+    strategy: RolloutStrategy | None = Field(
+        default=None,
+        description="A guarded update: 'all_at_once', 'canary' or 'linear' (each step baked, "
+        "automatic rollback on an alarm); none: switch at once.",
+    )
+    canary_percent: Float | None = Field(
+        default=None, gt=0, lt=100, description="Canary size in percent (default 10)."
+    )
+    linear_steps: PositiveInt64 | None = Field(
+        default=None, ge=2, le=20, description="Equal steps of a linear rollout (default 4)."
+    )
+    bake_s: Float | None = Field(
+        default=None,
+        ge=0,
+        le=30 * 86_400,
+        description="Seconds each step is watched for alarms (default 600).",
+    )
+    alarms: list[str] = Field(
+        default_factory=list,
+        max_length=20,
+        description="Alarms on the new variant, e.g. ['p99_ms>50', 'error_rate>0.01', "
+        "'5xx_rate>0', 'monitor:income-drift'].",
+    )
+    variant: str | None = Field(
+        default=None, max_length=128, description="Name of the variant of the new version."
+    )
 
 
 @router.post("", response_model=EndpointInfo, status_code=201)
@@ -137,6 +186,7 @@ def deploy(project: str, body: DeployBody, svc: Svc, response: Response) -> Endp
         body.version,
         capture_percent=body.capture_percent,
         capture=body.capture,
+        variant=body.variant,
     )
     response.headers["Location"] = f"/api/v1/projects/{project}/endpoints/{info.name}"
     return info
@@ -156,7 +206,8 @@ def get_endpoint(project: str, name: str, svc: Svc) -> EndpointInfo:
 
 @router.put("/{name}", response_model=EndpointInfo)
 def update_endpoint(project: str, name: str, body: UpdateBody, svc: Svc) -> EndpointInfo:
-    """Switch to another approved version (loaded before the switch) or change capture."""
+    """Switch to another approved version (loaded before the switch) or change capture; with a
+    `strategy`, start a guarded rollout (answered in `rollout`)."""
     return svc.update(
         project,
         name,
@@ -164,6 +215,12 @@ def update_endpoint(project: str, name: str, body: UpdateBody, svc: Svc) -> Endp
         model_name=body.model,
         capture_percent=body.capture_percent,
         capture=body.capture,
+        strategy=body.strategy,
+        canary_percent=body.canary_percent,
+        linear_steps=body.linear_steps,
+        bake_s=body.bake_s,
+        alarms=body.alarms,
+        variant=body.variant,
     )
 
 
@@ -172,6 +229,14 @@ def delete_endpoint(project: str, name: str, svc: Svc) -> None:
     svc.delete(project, name)
 
 
+VariantQuery = Annotated[
+    str | None,
+    Query(
+        max_length=128,
+        description="Pin the request to this variant (as the civicml-variant header does; "
+        "the header wins when both are given).",
+    ),
+]
 ExplainQuery = Annotated[
     bool,
     Query(
@@ -183,7 +248,12 @@ ExplainQuery = Annotated[
 
 @router.post("/{name}/invocations", response_model=InvocationResult, openapi_extra=_INVOCATION_BODY)
 async def invoke(
-    project: str, name: str, request: Request, host: Host, explain: ExplainQuery = False
+    project: str,
+    name: str,
+    request: Request,
+    host: Host,
+    explain: ExplainQuery = False,
+    variant: VariantQuery = None,
 ) -> Response:
     """Predict for one or many records (validated against the model's signature).
 
@@ -199,10 +269,18 @@ async def invoke(
     frequent categories), so a missing number contributes nothing. Explained requests are
     validated and captured like any other; `explain` other than true/false is a 422.
     """
-    body = await answer(
-        host, project, name, await request.body(), explain=explain, caller=_caller(request)
+    body, variant = await answer(
+        host,
+        project,
+        name,
+        await request.body(),
+        explain=explain,
+        caller=_caller(request),
+        variant=pinned_variant(
+            request.headers.get(VARIANT_HEADER), request.headers.get(AZURE), variant
+        ),
     )
-    return Response(body, media_type="application/json")
+    return Response(body, media_type="application/json", headers={VARIANT_HEADER: variant})
 
 
 @invocations_router.post(
@@ -218,17 +296,41 @@ async def invoke_short(
     host: Host,
     project: str = "default",
     explain: ExplainQuery = False,
+    variant: VariantQuery = None,
 ) -> Response:
     """The same as ``/api/v1/projects/{project}/endpoints/{name}/invocations``."""
-    body = await answer(
-        host, project, name, await request.body(), explain=explain, caller=_caller(request)
+    body, variant = await answer(
+        host,
+        project,
+        name,
+        await request.body(),
+        explain=explain,
+        caller=_caller(request),
+        variant=pinned_variant(
+            request.headers.get(VARIANT_HEADER), request.headers.get(AZURE), variant
+        ),
     )
-    return Response(body, media_type="application/json")
+    return Response(body, media_type="application/json", headers={VARIANT_HEADER: variant})
 
 
 #: Bodies up to this size are parsed on the event loop; larger ones in a worker thread.
 INLINE_BODY_BYTES = 64 << 10
 _JSON = json.JSONEncoder(separators=(",", ":")).encode  # built once, not per json.dumps call
+#: The request header that pins a variant, and the response header that names it.
+VARIANT_HEADER = "civicml-variant"
+#: Azure ML's name for the same request header (a deployment of an online endpoint).
+AZURE = "azureml-model-deployment"
+_VARIANT_KEYS = (VARIANT_HEADER.encode(), AZURE.encode())
+
+
+def pinned_variant(*values: str | None) -> str | None:
+    """The variant a request pins: the first non-empty value (header ``civicml-variant``, then
+    ``azureml-model-deployment``, then the ``variant`` query parameter), stripped; None when
+    none is given."""
+    for value in values:
+        if value is not None and value.strip():
+            return value.strip()
+    return None
 
 
 async def answer(
@@ -239,36 +341,54 @@ async def answer(
     *,
     explain: bool,
     caller: Principal | None = None,
-) -> bytes:
-    """The JSON answer of one invocation.
+    variant: str | None = None,
+) -> tuple[bytes, str]:
+    """The JSON answer of one invocation and the variant that gave it.
 
     Small requests to a model with an inline fast path are answered on the event loop
     (:meth:`ModelHost.invoke_nowait`); everything else — other models, big bodies, explanations,
     input the fast path does not take — in a worker thread. ``caller`` (the request's
-    principal) is recorded in captured records.
+    principal) is recorded in captured records; ``variant`` pins the request to a variant.
 
     Raises:
-        CivicMLError: Whatever :meth:`ModelHost.invoke` raises (bad input, unknown endpoint,
-            a model answering a non-finite value).
+        CivicMLError: Whatever :meth:`ModelHost.invoke` raises (bad input, unknown endpoint
+            or variant, a model answering a non-finite value).
     """
+    result: Invocation | None
     if len(body) <= INLINE_BODY_BYTES:
         records = parse_records(body)
-        result = None if explain else host.invoke_nowait(project, name, records, caller=caller)
+        result = (
+            None
+            if explain
+            else host.invoke_nowait(project, name, records, caller=caller, variant=variant)
+        )
         if result is None:
             call = functools.partial(
-                host.invoke, project, name, records, explain=explain, caller=caller
+                host.invoke, project, name, records, explain=explain, caller=caller, variant=variant
             )
             result = await run_in_threadpool(call)
     else:
-        call = functools.partial(_parse_and_invoke, host, project, name, body, explain, caller)
+        call = functools.partial(
+            _parse_and_invoke, host, project, name, body, explain, caller, variant
+        )
         result = await run_in_threadpool(call)
-    return _JSON(result).encode()
+    if result is None:  # pragma: no cover - invoke always answers
+        raise RuntimeError("the model host gave no answer")
+    return _JSON(result).encode(), result["variant"]
 
 
 def _parse_and_invoke(
-    host: ModelHost, project: str, name: str, body: bytes, explain: bool, caller: Principal | None
+    host: ModelHost,
+    project: str,
+    name: str,
+    body: bytes,
+    explain: bool,
+    caller: Principal | None,
+    variant: str | None,
 ) -> Any:
-    return host.invoke(project, name, parse_records(body), explain=explain, caller=caller)
+    return host.invoke(
+        project, name, parse_records(body), explain=explain, caller=caller, variant=variant
+    )
 
 
 def _caller(request: Request) -> Principal:
@@ -309,11 +429,242 @@ class CaptureDatasetBody(_Body):
 
 @router.post("/{name}/capture/dataset", response_model=DatasetVersion, status_code=201)
 def capture_to_dataset(
-    project: str, name: str, body: CaptureDatasetBody, request: Request, host: Host
+    project: str, name: str, body: CaptureDatasetBody, caller: Caller, host: Host
 ) -> DatasetVersion:
     """Store the endpoint's captured inputs and predictions as a dataset version (for drift)."""
-    capture = CaptureService(services(request).ctx, host.capture)
+    capture = CaptureService(caller.ctx, host.capture)
     return capture.to_dataset(project, name, name=body.dataset, metadata=body.metadata)
+
+
+# Variants, shadow, rollouts and shadow reports (docs/serving.md) ------------------------------
+def _variants(caller: Caller, host: Host) -> VariantService:
+    return VariantService(caller.ctx, host)
+
+
+def _rollouts(caller: Caller, host: Host) -> RolloutService:
+    return RolloutService(caller.ctx, host)
+
+
+def _shadow_reports(caller: Caller, host: Host) -> ShadowReportService:
+    return ShadowReportService(caller.ctx, host)
+
+
+Variants = Annotated[VariantService, Depends(_variants)]
+Rollouts = Annotated[RolloutService, Depends(_rollouts)]
+ShadowReports = Annotated[ShadowReportService, Depends(_shadow_reports)]
+VariantName = Annotated[
+    str, PathParam(min_length=1, max_length=128, description="Variant name, e.g. 'green'.")
+]
+ReportId = Annotated[str, PathParam(min_length=1, max_length=64, description="Shadow report id.")]
+
+
+class VariantBody(_Body):
+    model: str | None = Field(
+        default=None, max_length=128, description="Registered model (default: the endpoint's)."
+    )
+    version: PositiveInt64 | str = Field(description="Approved version (number or alias).")
+    weight: Float = Field(
+        default=0.0,
+        ge=0,
+        le=1e6,
+        description="Traffic weight (share = weight / sum of live weights); 0: pinned requests "
+        "only.",
+    )
+
+
+class TrafficBody(_Body):
+    weights: dict[str, Float] = Field(
+        min_length=1,
+        max_length=10,
+        description="New weights of live variants by name, e.g. {'blue': 90, 'green': 10}; "
+        "variants not named keep theirs.",
+    )
+
+
+class ShadowBody(_Body):
+    model: str | None = Field(
+        default=None, max_length=128, description="Registered model (default: the endpoint's)."
+    )
+    version: PositiveInt64 | str = Field(description="Approved version (number or alias).")
+    percent: Float = Field(
+        default=100.0, gt=0, le=100, description="Share of live requests copied to it, 0-100."
+    )
+    name: str | None = Field(
+        default=None, max_length=128, description="Variant name (default 'v<N>-shadow')."
+    )
+
+
+class CancelBody(_Body):
+    reason: str | None = Field(
+        default=None, max_length=500, description="Why, for the audit trail and the rollout."
+    )
+
+
+class ShadowReportBody(_Body):
+    shadow: str | None = Field(
+        default=None,
+        max_length=128,
+        description="The shadow variant to compare (default: the endpoint's shadow now).",
+    )
+    tolerance: Float = Field(
+        default=0.01,
+        ge=0,
+        le=1e9,
+        description="Regression: values agree within tolerance * max(1, |live|).",
+    )
+    min_pairs: PositiveInt64 = Field(
+        default=100, le=1_000_000_000, description="Fewest pairs a 'promote' needs."
+    )
+    min_agreement: Float = Field(
+        default=0.95, ge=0, le=1, description="Lowest agreement rate a 'promote' accepts."
+    )
+    max_latency_increase: Float = Field(
+        default=0.2,
+        ge=0,
+        le=1000,
+        description="Highest relative p99 latency increase a 'promote' accepts (0.2: 20%).",
+    )
+
+
+def _current_model(svc: EndpointService, project: str, name: str, model: str | None) -> str:
+    return model if model is not None else svc.get(project, name).model_name
+
+
+@router.get("/{name}/variants", response_model=list[VariantInfo])
+def list_variants(project: str, name: str, variants: Variants) -> list[VariantInfo]:
+    """The endpoint's variants: live ones (by name) with weight and share, then the shadow."""
+    return variants.list(project, name)
+
+
+@router.put("/{name}/variants/{variant}", response_model=EndpointInfo)
+def put_variant(
+    project: str, name: str, variant: VariantName, body: VariantBody, variants: Variants, svc: Svc
+) -> EndpointInfo:
+    """Add a live variant serving an approved version (or switch that variant to it), loaded
+    before the change; weight 0 (the default) answers only requests that pin it."""
+    model = _current_model(svc, project, name, body.model)
+    return variants.put(project, name, variant, model, body.version, weight=body.weight)
+
+
+@router.delete("/{name}/variants/{variant}", response_model=EndpointInfo)
+def delete_variant(
+    project: str, name: str, variant: VariantName, variants: Variants
+) -> EndpointInfo:
+    """Remove a variant (not the last live one with weight)."""
+    return variants.remove(project, name, variant)
+
+
+@router.put("/{name}/traffic", response_model=EndpointInfo)
+def set_traffic(project: str, name: str, body: TrafficBody, variants: Variants) -> EndpointInfo:
+    """Change the traffic weights of live variants, without a redeploy or a failed request."""
+    return variants.set_weights(project, name, body.weights)
+
+
+@router.put("/{name}/shadow", response_model=EndpointInfo)
+def set_shadow(
+    project: str, name: str, body: ShadowBody, variants: Variants, svc: Svc
+) -> EndpointInfo:
+    """Make an approved version the endpoint's shadow: a sampled copy of live requests, its
+    answers captured and never returned (capture must be on)."""
+    model = _current_model(svc, project, name, body.model)
+    return variants.set_shadow(
+        project, name, model, body.version, percent=body.percent, name=body.name
+    )
+
+
+@router.delete("/{name}/shadow", response_model=EndpointInfo)
+def delete_shadow(project: str, name: str, variants: Variants) -> EndpointInfo:
+    """Stop shadowing and remove the shadow variant."""
+    return variants.remove_shadow(project, name)
+
+
+@router.get("/{name}/rollout", response_model=RolloutInfo)
+def get_rollout(project: str, name: str, rollouts: Rollouts) -> RolloutInfo:
+    """The endpoint's latest guarded update, its alarms read now."""
+    return rollouts.get(project, name)
+
+
+@router.get("/{name}/rollouts", response_model=list[RolloutInfo])
+def list_rollouts(
+    project: str, name: str, rollouts: Rollouts, paging: Page, request: Request, response: Response
+) -> list[RolloutInfo]:
+    """Every guarded update of the endpoint, newest first."""
+    return page(rollouts.list(project, name), paging, request, response)
+
+
+@router.post("/{name}/rollout/tick", response_model=RolloutInfo)
+def tick_rollout(project: str, name: str, rollouts: Rollouts) -> RolloutInfo:
+    """Advance the rollout now: roll back on an alarm, else the next step once baked
+    (idempotent; the server also ticks every rollout_interval_s)."""
+    return rollouts.tick(project, name)
+
+
+@router.post("/{name}/rollout/cancel", response_model=RolloutInfo)
+def cancel_rollout(project: str, name: str, body: CancelBody, rollouts: Rollouts) -> RolloutInfo:
+    """Stop the rollout in progress and send all traffic back to the old variants."""
+    return rollouts.cancel(project, name, reason=body.reason)
+
+
+@router.post("/{name}/shadow/reports", response_model=ShadowReport, status_code=201)
+def create_shadow_report(
+    project: str, name: str, body: ShadowReportBody, reports: ShadowReports, response: Response
+) -> ShadowReport:
+    """Compare the shadow's captured answers with the live ones and store the report (JSON +
+    HTML) with its recommendation (needs endpoints.write and datasets.read)."""
+    report = reports.create(
+        project,
+        name,
+        shadow_variant=body.shadow,
+        tolerance=body.tolerance,
+        min_pairs=body.min_pairs,
+        min_agreement=body.min_agreement,
+        max_latency_increase=body.max_latency_increase,
+    )
+    response.headers["Location"] = (
+        f"/api/v1/projects/{project}/endpoints/{name}/shadow/reports/{report.id}"
+    )
+    return report
+
+
+@router.get("/{name}/shadow/reports", response_model=list[ShadowReport])
+def list_shadow_reports(
+    project: str,
+    name: str,
+    reports: ShadowReports,
+    paging: Page,
+    request: Request,
+    response: Response,
+) -> list[ShadowReport]:
+    """The endpoint's shadow reports, newest first."""
+    return page(reports.list(project, name), paging, request, response)
+
+
+@router.get("/{name}/shadow/reports/{report_id}", response_model=ShadowReport)
+def get_shadow_report(
+    project: str, name: str, report_id: ReportId, reports: ShadowReports
+) -> ShadowReport:
+    """One shadow report: its recommendation in brief and its files."""
+    return reports.get(project, name, report_id)
+
+
+@router.get("/{name}/shadow/reports/{report_id}/html", response_class=Response)
+def shadow_report_html(
+    project: str, name: str, report_id: ReportId, reports: ShadowReports
+) -> Response:
+    """The self-contained HTML report (inline CSS and SVG; no scripts, nothing fetched)."""
+    with reports.open_file(project, name, report_id, "report.html") as handle:
+        data = handle.read()
+    return html_response(data)
+
+
+@router.get("/{name}/shadow/reports/{report_id}/json", response_class=Response)
+def shadow_report_json(
+    project: str, name: str, report_id: ReportId, reports: ShadowReports
+) -> Response:
+    """The whole comparison as stored (agreement, score differences, latency, reasons)."""
+    with reports.open_file(project, name, report_id, "report.json") as handle:
+        data = handle.read()
+    return Response(data, media_type="application/json")
 
 
 _SHORT = re.compile(r"/endpoints/([^/]+)/invocations")
@@ -363,13 +714,14 @@ class InvocationsLane:
                 break
         try:
             explain = parse_explain(query.get("explain"))
-            body = await answer(
+            body, variant = await answer(
                 _host_of(scope["app"]),
                 project,
                 name,
                 b"".join(chunks),
                 explain=explain,
                 caller=_caller(Request(scope)),
+                variant=_pinned(scope, query.get("variant")),
             )
             status = 200
         except CivicMLError as err:  # as the app's CivicMLError handler answers it
@@ -378,7 +730,7 @@ class InvocationsLane:
             body, status = json.dumps(err.to_body()).encode(), err.status
             extra = [(k.lower().encode(), v.encode()) for k, v in error_headers(err).items()]
         else:
-            extra = []
+            extra = [(b"civicml-variant", variant.encode())]
         await send(
             {
                 "type": "http.response.start",
@@ -391,6 +743,18 @@ class InvocationsLane:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+def _pinned(scope: Scope, query: list[str] | None) -> str | None:
+    """The variant the request pins: header ``civicml-variant``, then Azure's name, then the
+    ``variant`` query parameter."""
+    found: dict[bytes, str] = {}
+    for key, value in scope["headers"]:
+        if key in _VARIANT_KEYS:
+            found[key] = value.decode("latin-1")
+    if not found and not query:
+        return None
+    return pinned_variant(*(found.get(k) for k in _VARIANT_KEYS), query[-1] if query else None)
 
 
 def invocation_target(scope: Scope) -> tuple[str, str] | None:

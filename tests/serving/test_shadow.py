@@ -1,0 +1,195 @@
+"""Shadow variants: sampled copies of live requests, answered off the request path, compared."""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from civicml.core import ConflictError, InvalidInputError, Settings
+from civicml.governance.audit import AuditTrail
+from civicml.serving import (
+    CaptureService,
+    CaptureWriter,
+    EndpointService,
+    ModelHost,
+    ShadowReportService,
+    VariantService,
+)
+from civicml.serving.comparison import compare
+from civicml.serving.runtime import LoadedModel
+from civicml.store import Context
+from civicml.training import TabularModel
+from tests.serving.helpers import MODEL, records, register
+
+
+def _shadowed(ctx: Context, host: ModelHost, model_dirs: tuple[Path, Path], percent: float) -> None:
+    register(ctx, model_dirs[0])
+    register(ctx, model_dirs[1])
+    EndpointService(ctx, host).deploy("benefits", "web", MODEL, 1)
+    VariantService(ctx, host).set_shadow("benefits", "web", MODEL, 2, percent=percent)
+
+
+def test_the_shadow_never_changes_a_live_answer(
+    ctx: Context, project: str, model_dirs: tuple[Path, Path], host: ModelHost
+) -> None:
+    _shadowed(ctx, host, model_dirs, 100)
+    rows = records(40, seed=3)
+    live = TabularModel.load(model_dirs[0])
+    answers = [host.invoke(project, "web", [row]) for row in rows]
+    assert {a["variant"] for a in answers} == {"v1"}
+    np.testing.assert_allclose(
+        [a["probabilities"][0] for a in answers], live.predict_proba(rows), rtol=1e-12
+    )
+    assert host.drain_shadow()
+    captured = list(CaptureService(ctx, host.capture).records(project, "web"))
+    shadow = [c for c in captured if c["eventMetadata"]["shadow"]]
+    assert len(shadow) == len(captured) - len(shadow) == 40
+    assert {c["eventMetadata"]["variant"] for c in shadow} == {"v2-shadow"}
+    ids = [a["inference_ids"][0] for a in answers]
+    assert sorted(c["eventMetadata"]["eventId"] for c in shadow) == sorted(ids)  # pairs
+    expected = TabularModel.load(model_dirs[1]).predict_proba(rows)
+    by_id = {c["eventMetadata"]["eventId"]: c for c in shadow}
+    got = [json.loads(by_id[i]["captureData"]["endpointOutput"]["data"]) for i in ids]
+    np.testing.assert_allclose([g["probabilities"] for g in got], expected, rtol=1e-12)
+    frame = CaptureService(ctx, host.capture).to_frame(project, "web")
+    assert len(frame) == 40  # the shadow's records are never live data
+    pinned = host.invoke(project, "web", rows[:1], variant="v2-shadow")  # tried by hand
+    assert pinned["variant"] == "v2-shadow"
+
+
+def test_pinned_requests_are_not_copied_and_the_sample_follows_the_percent(
+    ctx: Context, project: str, model_dirs: tuple[Path, Path], host: ModelHost
+) -> None:
+    _shadowed(ctx, host, model_dirs, 25)
+    n = 800
+    for _ in range(n):
+        host.invoke(project, "web", records(1))
+    host.invoke(project, "web", records(1), variant="v1")
+    assert host.drain_shadow()
+    captured = list(CaptureService(ctx, host.capture).records(project, "web"))
+    copies = sum(bool(c["eventMetadata"]["shadow"]) for c in captured)
+    sigma = (n * 0.25 * 0.75) ** 0.5
+    assert abs(copies - n * 0.25) <= 4.5 * sigma
+
+
+def test_a_full_shadow_queue_drops_copies_and_counts_them(
+    ctx: Context, project: str, model_dirs: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = Settings.load(home=ctx.settings.home, serving_shadow_queue=1)
+    host = ModelHost(replace(ctx, settings=settings), capture=CaptureWriter(ctx, max_age_s=3600))
+    try:
+        _shadowed(ctx, host, model_dirs, 100)
+        gate = threading.Event()
+        original = LoadedModel.predict
+
+        def slow(self: LoadedModel, frame: Any) -> Any:
+            if self.version == 2:  # the shadow waits until released
+                gate.wait(30)
+            return original(self, frame)
+
+        monkeypatch.setattr(LoadedModel, "predict", slow)
+        rows = records(1)
+        answers = [host.invoke(project, "web", rows)["variant"] for _ in range(20)]
+        assert answers == ["v1"] * 20  # every live answer came while the shadow was stuck
+        info = EndpointService(ctx, host).get(project, "web")
+        assert info.stats is not None and info.stats.shadow_dropped >= 18
+        gate.set()
+        assert host.drain_shadow()
+    finally:
+        host.close()
+
+
+def test_a_shadow_needs_capture_and_a_sensible_percent(
+    ctx: Context, project: str, model_dirs: tuple[Path, Path], host: ModelHost
+) -> None:
+    register(ctx, model_dirs[0])
+    register(ctx, model_dirs[1])
+    EndpointService(ctx, host).deploy(project, "web", MODEL, 1, capture=False)
+    variants = VariantService(ctx, host)
+    with pytest.raises(ConflictError, match="has data capture off"):
+        variants.set_shadow(project, "web", MODEL, 2)
+    EndpointService(ctx, host).update(project, "web", capture=True)
+    with pytest.raises(InvalidInputError, match="Shadow percentage 0 copies nothing"):
+        variants.set_shadow(project, "web", MODEL, 2, percent=0)
+    with pytest.raises(InvalidInputError, match="Shadow percentage 120 is out of range"):
+        variants.set_shadow(project, "web", MODEL, 2, percent=120)
+    with pytest.raises(ConflictError, match="has a live variant 'v1'"):
+        variants.set_shadow(project, "web", MODEL, 2, name="v1")
+    with pytest.raises(ConflictError, match="has no shadow variant"):
+        variants.remove_shadow(project, "web")
+    info = variants.set_shadow(project, "web", MODEL, 2, percent=10)
+    assert [(v.name, v.role.value, v.shadow_percent) for v in info.variants] == [
+        ("v1", "live", 0.0),
+        ("v2-shadow", "shadow", 10.0),
+    ]
+    assert [v.name for v in variants.remove_shadow(project, "web").variants] == ["v1"]
+
+
+def test_the_comparison_report_agrees_with_an_independent_count(
+    ctx: Context, project: str, model_dirs: tuple[Path, Path], host: ModelHost
+) -> None:
+    _shadowed(ctx, host, model_dirs, 100)
+    rows = records(150, seed=5)
+    for row in rows:
+        host.invoke(project, "web", [row])
+    reports = ShadowReportService(ctx, host)
+    report = reports.create(project, "web", min_pairs=100, min_agreement=0.5)
+    full = reports.read(project, "web", report.id)
+    a, b = TabularModel.load(model_dirs[0]), TabularModel.load(model_dirs[1])
+    same = (a.predict(rows) == b.predict(rows)).sum()
+    diff = np.abs(a.predict_proba(rows) - b.predict_proba(rows)).max(axis=1)
+    assert (full.pairs, full.agreements, full.task) == (150, int(same), "classification")
+    assert full.agreement_rate == pytest.approx(same / 150)
+    assert full.score_differences is not None
+    assert full.score_differences.mean_abs == pytest.approx(diff.mean(), rel=1e-9)
+    assert full.score_differences.max_abs == pytest.approx(diff.max(), rel=1e-9)
+    assert full.score_differences.p90 == pytest.approx(np.quantile(diff, 0.9), rel=1e-9)
+    assert full.live_latency.n == full.shadow_latency.n == 150
+    assert full.shadow_errors == 0 and full.live_variants == ["v1"]
+    assert report.summary.recommendation == full.recommendation
+    assert [f.path for f in report.files] == ["report.html", "report.json"]
+    with reports.open_file(project, "web", report.id, "report.html") as handle:
+        page = handle.read().decode()
+    assert "Shadow v2-shadow vs live on endpoint web" in page and "<script" not in page
+    assert reports.list(project, "web") == [report]
+    strict = reports.create(project, "web", min_pairs=1000)
+    assert strict.summary.recommendation == "do_not_promote"
+    assert "Only 150 pairs were captured; at least 1000 are needed." in strict.summary.reasons
+    actions = [e.action for e in AuditTrail(ctx).list(entity_kind="endpoint")]
+    assert actions.count("endpoint.shadow_report_created") == 2
+
+
+def _record(event: str, prediction: Any, *, shadow: bool, latency: float = 1.0) -> dict[str, Any]:
+    return {
+        "captureData": {"endpointOutput": {"data": json.dumps({"prediction": prediction})}},
+        "eventMetadata": {
+            "eventId": event,
+            "variant": "s" if shadow else "live",
+            "shadow": shadow,
+            "latencyMs": latency,
+            "modelName": "m",
+            "modelVersion": 2 if shadow else 1,
+        },
+    }
+
+
+def test_regression_agreement_uses_the_tolerance_and_latency_can_block_a_promotion() -> None:
+    records_ = []
+    for i, (live, shadow) in enumerate([(100.0, 100.5), (100.0, 102.0), (0.001, 0.005)]):
+        records_.append(_record(str(i), live, shadow=False, latency=1.0))
+        records_.append(_record(str(i), shadow, shadow=True, latency=5.0))
+    records_.append(_record("lonely", 1.0, shadow=True))  # its live record was not captured
+    result = compare(records_, shadow_variant="s", tolerance=0.01, min_pairs=3, min_agreement=0.5)
+    assert (result.task, result.pairs, result.agreements, result.unpaired) == (
+        "regression", 3, 2, 1,
+    )  # fmt: skip
+    assert result.score_differences is not None
+    assert result.score_differences.max_abs == pytest.approx(2.0)
+    assert result.recommendation == "do_not_promote"
+    assert any("p99 latency 5 ms is above 1.2 ms" in r for r in result.reasons)
