@@ -875,8 +875,11 @@ def render_markdown(
         "`MlflowClient().log_batch(run_id, metrics=[Metric…])`; floor `executemany` + "
         "COMMIT.",
         f"- **Run creation:** {p['runs']} runs, each `start_run` → 10 params "
-        "(`log_params`) → 10 metrics (`log_metrics`) → end (civicml's `run.end()` flushes "
-        "first, so a finished run is durable, as it is in MLflow).",
+        "(`log_params`) → 10 metrics (`log_metrics`) → end; a finished run is durable when "
+        "`end` returns, in both systems. civicml writes a short run (creation, parameters, "
+        "metrics and end) in one transaction — one request through the server — once the "
+        "client has started a run in the experiment (the first is written at once); MLflow "
+        "commits each call.",
         "- **Search:** `metrics.m0 > 0.5` ordered by `metrics.m1 DESC`, max 1,000 results, "
         f"over the {p['runs']} runs just created (MLflow `MlflowClient().search_runs`, "
         "civicml `proj.runs.search`); every system must return the same, correctly ordered "

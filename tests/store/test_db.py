@@ -251,6 +251,32 @@ def test_a_full_database_is_a_507_and_keeps_what_it_holds(tmp_path: Path) -> Non
     store.close()
 
 
+def test_a_full_database_on_a_driver_cursor_is_a_507_too(tmp_path: Path) -> None:
+    """Hot paths write through the DB-API cursor (UnitOfWork.driver_cursor): the driver's own
+    error, unwrapped by SQLAlchemy, is the same 507 and leaves nothing half-written."""
+    store = MetadataStore(f"sqlite:///{tmp_path / 'full.db'}")
+    _add_project(store, "kept")
+    with store.read() as conn:
+        pages = int(conn.execute(text("PRAGMA page_count")).scalar_one())
+
+    @event.listens_for(store.engine, "connect")
+    def _cap(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.execute(f"PRAGMA max_page_count = {pages}")
+
+    store.engine.dispose()
+    with pytest.raises(InsufficientStorageError, match="out of space; nothing was changed"):
+        with store.write() as uow:
+            cursor, mark = uow.driver_cursor()
+            for i in range(2000):
+                cursor.execute(
+                    "INSERT INTO projects (id, name, description, created_at, created_by) "
+                    f"VALUES ({mark}, {mark}, {mark}, '2026-01-01', 'test')",
+                    (uuid.uuid4().hex, f"p{i}", "x" * 500),
+                )
+    assert _projects(store) == ["kept"]
+    store.close()
+
+
 class _DriverError(Exception):
     def __init__(self, message: str, sqlstate: str | None = None) -> None:
         super().__init__(message)

@@ -16,6 +16,7 @@ import atexit
 import builtins
 import contextlib
 import fcntl
+import functools
 import hashlib
 import json
 import logging
@@ -29,7 +30,7 @@ from typing import Any
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from sqlalchemy import bindparam, func, insert, select, update
+from sqlalchemy import func, insert, select
 from sqlalchemy.exc import DBAPIError
 
 from civicml.core.errors import ConfigurationError, ServiceUnavailableError
@@ -46,7 +47,7 @@ from civicml.governance.schemas import (
 )
 from civicml.store.context import Context
 from civicml.store.db import UnitOfWork
-from civicml.store.faults import database_fault
+from civicml.store.faults import database_fault, driver_error
 
 __all__ = [
     "GENESIS",
@@ -65,14 +66,6 @@ MAX_WARNINGS = 100
 log = logging.getLogger("civicml.audit")
 _HEAD_ID = 1
 _MEMO_KEY = "audit-head"
-_HEAD = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == _HEAD_ID)
-_HEAD_FOR_UPDATE = _HEAD.with_for_update()
-_INSERT_EVENT = insert(audit_events)
-_UPDATE_HEAD = (
-    update(audit_head)
-    .where(audit_head.c.id == _HEAD_ID)
-    .values(seq=bindparam("new_seq"), hash=bindparam("new_hash"))
-)
 _KEY_CACHE: dict[Path, Ed25519PrivateKey] = {}
 # Witness advances pending in this process, by witness path (see _WitnessBatch).
 _BATCHES: dict[Path, _WitnessBatch] = {}
@@ -329,19 +322,22 @@ class AuditTrail:
         before: dict[str, Any] | None,
         after: dict[str, Any] | None,
     ) -> str:
-        conn = uow.conn
         # The head is read once per transaction (locked on PostgreSQL until the commit) and
         # written once, just before the commit, whatever the number of events in between.
+        # Plain DB-API statements: every state change passes here, and SQLAlchemy's work per
+        # statement cost more than the database's.
+        cursor, mark = uow.driver_cursor()
         known: tuple[int, str] | None = uow.memo.get(_MEMO_KEY)
         if known is None:
-            query = _HEAD_FOR_UPDATE if conn.dialect.name == "postgresql" else _HEAD
-            head = conn.execute(query).first()
+            lock = " FOR UPDATE" if uow.conn.dialect.name == "postgresql" else ""
+            cursor.execute(f"SELECT seq, hash FROM audit_head WHERE id = {mark}{lock}", (_HEAD_ID,))
+            head = cursor.fetchone()
             if head is None:
                 raise ConfigurationError(
                     "The audit chain head row is missing: the audit_head table was emptied.",
                     hint="Run 'civicml audit verify'; restore the database from a backup.",
                 )
-            known = (int(head.seq), head.hash)
+            known = (int(head[0]), head[1])
         seq, prev = known[0] + 1, known[1]
         principal = self._ctx.principal
         fields: dict[str, Any] = {
@@ -360,7 +356,7 @@ class AuditTrail:
         }
         digest = event_hash(fields)
         fields["hash"] = digest
-        conn.execute(_INSERT_EVENT, fields)
+        cursor.execute(_insert_event_sql(mark), tuple(fields[c] for c in _COLUMNS))
         uow.memo[_MEMO_KEY] = (seq, digest)
         uow.before_commit(_MEMO_KEY, lambda: _write_head(uow))
         # Only the last head of a transaction needs signing: the key replaces earlier callbacks.
@@ -700,7 +696,34 @@ def verify_export(path: Path, signer: AuditSigner | None = None) -> AuditReport:
 def _write_head(uow: UnitOfWork) -> None:
     """Store the newest head of the transaction's events (its last step before the commit)."""
     seq, digest = uow.memo[_MEMO_KEY]
-    uow.conn.execute(_UPDATE_HEAD, {"new_seq": seq, "new_hash": digest})
+    cursor, mark = uow.driver_cursor()
+    cursor.execute(
+        f"UPDATE audit_head SET seq = {mark}, hash = {mark} WHERE id = {mark}",
+        (seq, digest, _HEAD_ID),
+    )
+
+
+_COLUMNS = (
+    "seq",
+    "id",
+    "at",
+    "actor",
+    "roles",
+    "action",
+    "entity_kind",
+    "entity_id",
+    "project",
+    "before",
+    "after",
+    "prev_hash",
+    "hash",
+)
+
+
+@functools.cache
+def _insert_event_sql(mark: str) -> str:
+    names = ", ".join(f'"{c}"' for c in _COLUMNS)
+    return f"INSERT INTO audit_events ({names}) VALUES ({', '.join([mark] * len(_COLUMNS))})"
 
 
 _EVENT_FIELDS = frozenset(
@@ -1008,10 +1031,11 @@ def _hashed_text(record: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-def _damage(err: DBAPIError) -> str | None:
+def _damage(err: BaseException) -> str | None:
     """What the driver says is damaged, when ``err`` is damage rather than a bug."""
     message = _kind(err)
-    state = str(getattr(err.orig, "sqlstate", None) or getattr(err.orig, "pgcode", None) or "")
+    orig = driver_error(err)
+    state = str(getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None) or "")
     if any(marker in message.lower() for marker in _SQLITE_DAMAGE):
         return f"SQLite: {message}"
     if state[:2] in _PG_DAMAGE_CLASSES:
@@ -1019,10 +1043,11 @@ def _damage(err: DBAPIError) -> str | None:
     return None
 
 
-def _kind(err: DBAPIError) -> str:
+def _kind(err: BaseException) -> str:
     """The driver's first line (SQLite's messages name no path or value)."""
-    lines = str(err.orig).strip().splitlines()
-    return lines[0] if lines else type(err.orig).__name__
+    orig = driver_error(err) or err
+    lines = str(orig).strip().splitlines()
+    return lines[0] if lines else type(orig).__name__
 
 
 @contextlib.contextmanager
@@ -1034,7 +1059,9 @@ def _readable(what: str) -> Iterator[None]:
     """
     try:
         yield
-    except DBAPIError as err:
+    except Exception as err:  # SQLAlchemy's errors, and a driver's from a DB-API cursor
+        if driver_error(err) is None:
+            raise
         fault = database_fault(err)
         if fault is not None:
             raise fault from err

@@ -27,8 +27,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, OperationalError
-from sqlalchemy.exc import TimeoutError as PoolTimeoutError
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
 from civicml.core.errors import ConfigurationError, MissingExtraError
 from civicml.store.faults import database_fault, lock_timeout
@@ -73,6 +72,17 @@ class UnitOfWork:
     def after_commit(self, key: str, callback: Callable[[], None]) -> None:
         """Run ``callback`` after commit; a second registration under ``key`` replaces the first."""
         self._callbacks[key] = callback
+
+    def driver_cursor(self) -> tuple[Any, str]:
+        """A DB-API cursor in this transaction and the driver's parameter mark (``?`` on
+        SQLite, ``%s`` on PostgreSQL), for hot statements whose SQLAlchemy overhead costs more
+        than the database's work. One cursor per transaction, reused."""
+        found = self.memo.get("driver-cursor")
+        if found is None:
+            raw = self.conn.connection.driver_connection
+            mark = "?" if self.conn.dialect.paramstyle == "qmark" else "%s"
+            found = self.memo["driver-cursor"] = (raw.cursor(), mark)  # type: ignore[union-attr]
+        return found
 
     def before_commit(self, key: str, callback: Callable[[], None]) -> None:
         """Run ``callback`` in the transaction just before it commits (not when it rolls back);
@@ -225,7 +235,7 @@ def _translate_faults() -> Iterator[None]:
     """Database conditions (locked, full, read-only, unreachable) as their typed errors."""
     try:
         yield
-    except (DBAPIError, PoolTimeoutError) as err:
+    except Exception as err:  # SQLAlchemy's errors, and a driver's from a DB-API cursor
         fault = database_fault(err)
         if fault is None:
             raise

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import sqlite3
 from collections.abc import Iterator
 
 from sqlalchemy.exc import DBAPIError
@@ -28,6 +29,7 @@ __all__ = [
     "LOCKED_RETRY_AFTER_S",
     "classify",
     "database_fault",
+    "driver_error",
     "lock_timeout",
     "storage_fault",
     "translate_storage_errors",
@@ -104,9 +106,9 @@ def database_fault(err: BaseException) -> CivicMLError | None:
     """
     if isinstance(err, PoolTimeoutError):
         return _busy("All connections to the metadata database are in use.")
-    if not isinstance(err, DBAPIError):
+    orig = driver_error(err)
+    if orig is None:
         return None
-    orig = err.orig
     message = _first_line(orig).lower()
     state = str(getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None) or "")
     if any(m in message for m in _SQLITE_FULL) or state in _PG_FULL_STATES:
@@ -123,8 +125,19 @@ def database_fault(err: BaseException) -> CivicMLError | None:
         )
     if any(m in message for m in _SQLITE_LOCKED) or state in _PG_BUSY_STATES:
         return _busy("The metadata database is locked by another writer.")
-    if err.connection_invalidated or state.startswith("08"):
+    invalidated = isinstance(err, DBAPIError) and err.connection_invalidated
+    if invalidated or state.startswith("08"):
         return _busy("The metadata database cannot be reached.")
+    return None
+
+
+def driver_error(err: BaseException) -> BaseException | None:
+    """The database driver's own exception behind ``err``: SQLAlchemy's wrapped one, or ``err``
+    itself when a hot path raised it from a DB-API cursor (sqlite3, psycopg); else None."""
+    if isinstance(err, DBAPIError):
+        return err.orig
+    if isinstance(err, sqlite3.Error) or type(err).__module__.split(".")[0] == "psycopg":
+        return err
     return None
 
 

@@ -759,7 +759,8 @@ class TrackingService:
                     ],
                 )
             cursor.close()
-            stale = [r for r in touched if _heartbeat_due(r, now)]
+            running = RunStatus.RUNNING.value  # a run that ended in this round needs no beat
+            stale = [r for r in touched if status.get(r) == running and _heartbeat_due(r, now)]
             if stale:  # logging is a heartbeat, recorded at most every _HEARTBEAT_EVERY
                 conn.execute(_HEARTBEAT, {"ids": stale, "now": now})
             for run_id, added in params_events:
@@ -1236,7 +1237,7 @@ class TrackingService:
         finally:
             cursor.close()
         return [
-            Run.model_construct(  # trusted rows, checked when they were written
+            Run(  # validating costs less than model_construct here
                 id=i,
                 project=head.project_name,
                 experiment=head.experiment_name,
