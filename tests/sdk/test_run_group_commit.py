@@ -29,9 +29,12 @@ from tests.server.helpers import isolated_settings, serve
 PARAMS = {f"p{i}": i for i in range(10)}
 
 
-@pytest.fixture
-def ml(settings: Settings) -> Iterator[Client]:
-    client = cm.connect(home=settings.home)
+@pytest.fixture(params=["sqlite", "postgresql"])
+def ml(request: pytest.FixtureRequest, settings: Settings) -> Iterator[Client]:
+    """The embedded client on SQLite and on PostgreSQL (the hot paths send their own SQL)."""
+    if request.param == "postgresql":
+        settings = Settings.load(home=settings.home, db_url=request.getfixturevalue("pg_url"))
+    client = cm.connect(settings=settings)
     yield client
     client.close()
 
@@ -68,14 +71,17 @@ def test_a_short_run_after_the_first_is_one_commit(ml: Client) -> None:
     assert stored.tags["team"] == "a"
     assert stored.experiment == "loop"
     assert run.info.end_time is not None
+    found = proj.runs.search("metrics.m3 > 0.2", order_by=["metrics.m3 DESC"])
+    assert [r.id for r in found] == [run.id, ml.backend.get_run(found[1].id).id]
+    assert found[0].params["p9"] == "9" and found[1].metrics["m3"] == pytest.approx(0.3)
 
 
-def test_a_deferred_run_is_stored_when_its_id_is_read(ml: Client, settings: Settings) -> None:
+def test_a_deferred_run_is_stored_when_its_id_is_read(ml: Client) -> None:
     proj = ml.project("benefits")
     _short_run(proj, 0)
     run = proj.start_run(experiment="Loop")  # the experiment as named differently: as stored
     run_id = run.id  # reading the id from outside writes the run
-    other = cm.connect(home=settings.home)
+    other = cm.connect(settings=ml.backend.settings)
     try:
         seen = other.backend.get_run(run_id)
         assert seen.status is RunStatus.RUNNING and seen.experiment == "loop"
@@ -89,7 +95,7 @@ def test_a_deferred_run_is_written_by_the_background_commit(ml: Client, settings
     _short_run(proj, 0)
     run = proj.start_run(experiment="loop")
     hidden = run._id  # the id without writing the run
-    other = cm.connect(home=settings.home)
+    other = cm.connect(settings=ml.backend.settings)
     try:
         deadline = time.monotonic() + 30
         while True:  # within metrics_flush_interval_ms; no timing is asserted

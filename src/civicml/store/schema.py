@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, BigInteger, DateTime, Integer, MetaData, String, TypeDecorator
 from sqlalchemy.engine import Dialect
 
-__all__ = ["ID", "JSONDoc", "UTCDateTime", "metadata"]
+__all__ = ["ID", "JSONDoc", "UTCDateTime", "bind_utc", "metadata"]
 
 metadata = MetaData(
     naming_convention={
@@ -27,6 +27,18 @@ ID = String(32)
 BigID = BigInteger().with_variant(Integer(), "sqlite")
 
 JSONDoc = JSON().with_variant(JSON(none_as_null=True), "sqlite")
+
+
+def bind_utc(value: datetime, dialect: str) -> Any:
+    """``value`` as a :class:`UTCDateTime` column stores it, for a statement sent through a
+    DB-API cursor: SQLite's text form of the naive UTC time (SQLAlchemy's, microseconds
+    always), PostgreSQL's aware datetime as it is."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to a UTC column")
+    if dialect != "sqlite":
+        return value
+    utc = value.astimezone(UTC)
+    return f"{utc:%Y-%m-%d %H:%M:%S}.{utc.microsecond:06d}"
 
 
 class UTCDateTime(TypeDecorator[datetime]):

@@ -41,6 +41,7 @@ from civicml.store.artifact_index import ArtifactIndex
 from civicml.store.context import Context
 from civicml.store.db import UnitOfWork
 from civicml.store.paths import validate_relative_path
+from civicml.store.schema import bind_utc
 from civicml.store.schemas import ArtifactInfo
 from civicml.tracking import _tables as t
 from civicml.tracking._tables import latest_metrics, metric_batches, metrics, runs
@@ -95,7 +96,6 @@ _SEEN_BATCHES = select(
     metric_batches.c.run_id, metric_batches.c.batch_id, metric_batches.c.digest
 ).where(metric_batches.c.batch_id.in_(bindparam("ids", expanding=True)))
 _INSERT_BATCHES = insert(metric_batches)
-_INSERT_RUN = insert(runs)
 _RUN_ID = re.compile(r"[0-9a-f]{32}")
 _LOAD_CHUNK = 5_000  # ids per query: far below SQLite's limit on bound parameters
 _RUNS_BY_ID = (
@@ -112,24 +112,6 @@ _RUNS_BY_ID = (
     .join(t.experiments, t.experiments.c.id == runs.c.experiment_id)
     .join(projects, projects.c.id == runs.c.project_id)
     .where(runs.c.id.in_(bindparam("ids", expanding=True)))
-)
-_RUN_HOME = (
-    select(
-        projects.c.id.label("project_id"),
-        projects.c.name.label("project"),
-        t.experiments.c.id.label("experiment_id"),
-        t.experiments.c.name.label("experiment"),
-    )
-    .join(t.experiments, t.experiments.c.project_id == projects.c.id)
-    .where(
-        func.lower(projects.c.name) == bindparam("project"),
-        func.lower(t.experiments.c.name) == bindparam("experiment"),
-    )
-)
-_END_RUN = (
-    update(runs)
-    .where(runs.c.id == bindparam("run"))
-    .values(status=bindparam("status"), end_time=bindparam("end_time"))
 )
 _HEARTBEAT_EVERY = timedelta(seconds=10)
 _last_heartbeat: dict[str, datetime] = {}
@@ -403,38 +385,50 @@ class TrackingService:
             _Missing: Its project or experiment does not exist (yet).
             PermissionDeniedError: The caller may not start runs in the project.
         """
-        conn = uow.conn
-        found = self._run_home(conn, spec.project, spec.experiment)
-        project, experiment = found.project, found.experiment  # as stored
+        # Plain DB-API statements: pipelines, tuning and loops create runs by the thousand.
+        cursor, mark = uow.driver_cursor()
+        cursor.execute(
+            "SELECT p.id, p.name, e.id, e.name FROM projects p JOIN experiments e ON "
+            f"e.project_id = p.id WHERE lower(p.name) = {mark} AND lower(e.name) = {mark}",
+            (name_key(spec.project), name_key(spec.experiment)),
+        )
+        home = cursor.fetchone()
+        if home is None:
+            raise _Missing
+        project_id, project, experiment_id, experiment = home  # names as stored
+        self._projects.access.require(project_id, project, "experiments.write")
         run_name = spec.name or f"run-{run_id[-8:]}"
         now = spec.start_time or self._ctx.clock.now()
+        stamp = bind_utc(now, uow.conn.dialect.name)
         user = self._ctx.principal.user
-        conn.execute(
-            _INSERT_RUN,
-            {
-                "id": run_id,
-                "project_id": found.project_id,
-                "experiment_id": found.experiment_id,
-                "name": run_name,
-                "status": RunStatus.RUNNING.value,
-                "start_time": now,
-                "end_time": None,
-                "heartbeat_at": now,
-                "created_by": user,
-                "host": spec.host,
-                "pid": spec.pid,
-                "pid_start": spec.pid_start,
-            },
+        cursor.execute(
+            "INSERT INTO runs (id, project_id, experiment_id, name, status, start_time, "
+            "end_time, heartbeat_at, created_by, host, pid, pid_start) VALUES "
+            f"({', '.join([mark] * 12)})",
+            (
+                run_id,
+                project_id,
+                experiment_id,
+                run_name,
+                RunStatus.RUNNING.value,
+                stamp,
+                None,
+                stamp,
+                user,
+                spec.host,
+                spec.pid,
+                spec.pid_start,
+            ),
         )
-        for table, values in ((t.params, spec.params), (t.tags, spec.tags)):
+        for table, values in (("params", spec.params), ("tags", spec.tags)):
             if values:
-                conn.execute(
-                    insert(table),
-                    [{"run_id": run_id, "key": k, "value": v} for k, v in values.items()],
+                cursor.executemany(
+                    f"INSERT INTO {table} (run_id, key, value) VALUES ({mark}, {mark}, {mark})",
+                    [(run_id, k, v) for k, v in values.items()],
                 )
         # A new run's lineage node: its id is new, so there is nothing to look up.
         self._lineage.new_node(
-            uow, "run", run_id, name=f"{experiment}/{run_name}", project_id=found.project_id
+            uow, "run", run_id, name=f"{experiment}/{run_name}", project_id=project_id
         )
         self._audit.record(
             uow,
@@ -751,12 +745,10 @@ class TrackingService:
                 )
             changed = [(run_id, after) for _, run_id, _, after in ends if after]
             if changed:
-                conn.execute(
-                    _END_RUN,
-                    [
-                        {"run": run_id, "status": after, "end_time": now}
-                        for run_id, after in changed
-                    ],
+                stamp = bind_utc(now, conn.dialect.name)
+                cursor.executemany(
+                    f"UPDATE runs SET status = {mark}, end_time = {mark} WHERE id = {mark}",
+                    [(after, stamp, run_id) for run_id, after in changed],
                 )
             cursor.close()
             running = RunStatus.RUNNING.value  # a run that ended in this round needs no beat
@@ -1122,17 +1114,6 @@ class TrackingService:
         return warnings
 
     # Internals ------------------------------------------------------------------------------
-    def _run_home(self, conn: Connection, project: str, experiment: str) -> Any:
-        """The project and experiment a new run goes to, the caller needing ``experiments.write``
-        on the project; raises :class:`_Missing` when either does not exist yet."""
-        found = conn.execute(
-            _RUN_HOME, {"project": name_key(project), "experiment": name_key(experiment)}
-        ).first()
-        if found is None:
-            raise _Missing
-        self._projects.access.require(found.project_id, found.project, "experiments.write")
-        return found
-
     def _project_id(self, conn: Connection, project: str, need: str) -> str:
         found = conn.execute(
             select(projects.c.id, projects.c.name).where(
