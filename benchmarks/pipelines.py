@@ -471,8 +471,10 @@ def render(report: dict[str, Any]) -> str:
         "(checked). **Per cached step** = the cached pipeline's wall time ÷ 5, so it includes "
         "the fixed cost of starting and ending an execution.",
         "- **civicml:** `@cm.step` / `@cm.pipeline`, `ml.pipelines.run` on the embedded platform "
-        "(SQLite, local artifact store); each executed step is a tracking run with lineage and "
-        "its outputs stored content-addressed (Parquet / canonical JSON, fsynced).",
+        "(SQLite, local artifact store, encrypted at rest); each executed step is a tracking "
+        "run with lineage and its outputs stored content-addressed (Arrow IPC / canonical JSON, "
+        "fsynced); a DataFrame is handed to the next step once hashed and stored "
+        "meanwhile, its step recorded succeeded only once it is durable.",
         "- **Prefect:** `@task(cache_policy=INPUTS + TASK_SOURCE, persist_result=True)` in a "
         "`@flow` (Prefect's default policy includes the flow run id, so nothing would be reused "
         "across runs); its ephemeral local API server (SQLite in a temporary `PREFECT_HOME`) is "

@@ -11,9 +11,8 @@ Arms, interleaved in ``--rounds`` rounds (order rotating), medians reported:
 - **optuna**: what a user writes without civicml — an in-memory ``optuna`` study with
   ``TPESampler(seed=0)``; each trial a seeded, stratified ``train_test_split`` (20 % held out),
   ``lightgbm.LGBMClassifier`` (``n_jobs=1``: one thread) fitted and scored (ROC AUC);
-- **fit_tabular**: the same study, each trial ``civicml.training.fit_tabular`` (civicml's
-  training path: signature, preprocessing, metrics) but no tracking — splits the overhead
-  between training and tracking;
+- **fit_tabular**: the same study, each trial ``civicml.training.fit_tabular`` from scratch
+  (civicml's one-off training path: signature, split, preprocessing, metrics) but no tracking;
 - **civicml**: ``cm.tune(dataset, project=..., strategy="tpe", seed=0, max_trials=50)`` on the
   embedded platform (a fresh home per round): every trial a run with params, metrics, the model
   files and lineage, a parent run with the leaderboard.
@@ -263,9 +262,11 @@ def render(report: dict[str, Any]) -> str:
         "civicml's home, project and dataset are created before the clock starts (a fresh home "
         "per round).",
         "- **Overhead** = arm ÷ plain Optuna - 1, per round, median. The `fit_tabular` arm is "
-        "civicml's training path without tracking (signature, preprocessing pipeline, all the "
-        "validation metrics), so `fit_tabular` - plain is what training costs and `cm.tune` - "
-        "`fit_tabular` what recording costs.",
+        "civicml's one-off training path without tracking, from scratch every trial (signature, "
+        "split, preprocessing pipeline, all the validation metrics). `cm.tune` prepares the "
+        "split and preprocessing once per tuning job and fits only the estimator in each trial, "
+        "and records each trial (run, params, metrics, lineage, usage, model files) on a "
+        "background thread while the next trial trains.",
         "- One process, one thread per trial (`max_parallel=1`); the machine's cores are shared "
         "with whatever else runs, so compare figures from the same run only.",
         "",

@@ -132,6 +132,7 @@ class Step:
         outputs: tuple[str, ...] = ("output",),
         cache: bool = True,
         cache_expiry_s: float | None = None,
+        compress: bool = False,
     ) -> None:
         self.fn = fn
         self.name = validate_name("Step", name or fn.__name__)
@@ -150,6 +151,7 @@ class Step:
                 hint="Leave it None for a cache that never expires.",
             )
         self.cache_expiry_s = cache_expiry_s
+        self.compress = bool(compress)  # how its DataFrames are stored, not what they are
         self.signature = inspect.signature(fn)
         for param in self.signature.parameters.values():
             if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
@@ -181,6 +183,7 @@ def step(
     outputs: tuple[str, ...] = ("output",),
     cache: bool = True,
     cache_expiry_s: float | None = None,
+    compress: bool = False,
 ) -> Callable[[Callable[..., Any]], Step]: ...
 
 
@@ -192,6 +195,7 @@ def step(
     outputs: tuple[str, ...] = ("output",),
     cache: bool = True,
     cache_expiry_s: float | None = None,
+    compress: bool = False,
 ) -> Step | Callable[[Callable[..., Any]], Step]:
     """Make a function a pipeline step: ``@step`` or ``@step(cache=False, outputs=("a", "b"))``.
 
@@ -200,10 +204,20 @@ def step(
         outputs: Names of its outputs; more than one means the function returns a tuple.
         cache: Reuse the outputs of an earlier successful execution with the same cache key.
         cache_expiry_s: Reuse only executions that ended at most this many seconds ago.
+        compress: Store the DataFrames it returns zstd-compressed (smaller, slower to write);
+            by default they are stored as uncompressed Arrow IPC, the fastest to hand on.
+            Neither the cache key nor the pipeline's version depends on it.
     """
 
     def wrap(func: Callable[..., Any]) -> Step:
-        return Step(func, name=name, outputs=outputs, cache=cache, cache_expiry_s=cache_expiry_s)
+        return Step(
+            func,
+            name=name,
+            outputs=outputs,
+            cache=cache,
+            cache_expiry_s=cache_expiry_s,
+            compress=compress,
+        )
 
     return wrap(fn) if fn is not None else wrap
 

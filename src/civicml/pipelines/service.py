@@ -14,9 +14,10 @@ import hashlib
 import importlib.metadata
 import os
 import platform
+import queue
 import threading
-from collections.abc import Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from collections.abc import Callable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from inspect import BoundArguments
@@ -52,7 +53,7 @@ from civicml.pipelines.dsl import (
     canonical_json,
 )
 from civicml.pipelines.schemas import Execution, ExecutionStatus, StepExecution, StepStatus
-from civicml.pipelines.values import StoredValue, load_value, store_value
+from civicml.pipelines.values import Encoded, StoredValue, encode, load_value, persist
 from civicml.store.context import Context, shippable_settings, worker_context
 from civicml.store.db import UnitOfWork
 from civicml.tracking.reproducibility import environment_tags
@@ -92,6 +93,22 @@ class _State:
     outputs: dict[str, dict[str, StoredValue]] = field(default_factory=dict)
     runs: dict[str, str | None] = field(default_factory=dict)
     waiting_since: dict[str, datetime] = field(default_factory=dict)  # callback steps
+    # Outputs of steps run here, handed to the steps after them before they are durable.
+    memory: dict[str, dict[str, Encoded]] = field(default_factory=dict)
+
+
+def _post_ready(events: queue.SimpleQueue[Any], name: str, ready: _Ready) -> None:
+    events.put(("ready", name, ready))
+
+
+def _post_done(events: queue.SimpleQueue[Any], name: str, future: Future[Any]) -> None:
+    events.put(("done", name, future))
+
+
+def _hand_over(
+    ready: Callable[[_Ready], None], run_id: str, encoded: dict[str, Encoded], closed: bool
+) -> None:
+    ready(_Ready(encoded, run_id, closed))
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,35 +149,89 @@ class _BodyOutcome:
 
 def _run_body(body: _Body, ctx: Context | None = None) -> _BodyOutcome:
     """Load the step's inputs from the artifact store, call its function with
-    :func:`~civicml.pipelines.current` set, store its outputs: here (``ctx`` given) or on a
-    worker, which reaches the same stores from the shipped settings as the same principal."""
+    :func:`~civicml.pipelines.current` set, store its outputs durably: on a worker, which
+    reaches the same stores from the shipped settings as the same principal (or here, with
+    ``ctx`` given)."""
     where = worker_info()
     if ctx is None:
         if body.settings is None:
             raise InvalidInputError("A remote pipeline step was shipped without settings.")
         ctx = worker_context(body.settings, body.principal)
     here = _in(body.cwd) if body.settings is not None else contextlib.nullcontext()
-    step_ = body.step
     measurement = METER.start()  # the step's usage: recorded with the end of its run (costs)
+    with here:
+        return _persisted(ctx, _call(body, ctx, {}), where, measurement, None)
+
+
+@dataclass(frozen=True, slots=True)
+class _Called:
+    """What calling a step's function gave: its outputs encoded (not stored yet)."""
+
+    status: str  # succeeded, waiting, failed
+    encoded: dict[str, Encoded] = field(default_factory=dict)
+    closed: bool = False
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Ready:
+    """A step's outputs, hashed and in memory, before they are durable: what the steps after it
+    need to start (their cache keys and inputs)."""
+
+    encoded: dict[str, Encoded]
+    run_id: str
+    closed: bool
+
+
+def _call(body: _Body, ctx: Context, memory: Mapping[str, Encoded]) -> _Called:
+    """Call the step's function on its inputs — handed over in memory by the steps before it in
+    this process (``memory``, by argument), or read back from the store — and encode what it
+    returned."""
+    step_ = body.step
     try:
-        with here:
-            arguments = {arg: load_value(ctx.artifacts, ref) for arg, ref in body.inputs.items()}
-            arguments.update(body.parameters)
-            ordered = {p: arguments[p] for p in step_.signature.parameters if p in arguments}
-            bound = BoundArguments(step_.signature, ordered)
-            token = _CURRENT_STEP.set(
-                StepContext(
-                    ctx, body.project, body.execution_id, body.node, body.run_id, body.waiting_since
-                )
+        arguments = {arg: encoded.value() for arg, encoded in memory.items()}
+        arguments.update({arg: load_value(ctx.artifacts, ref) for arg, ref in body.inputs.items()})
+        arguments.update(body.parameters)
+        ordered = {p: arguments[p] for p in step_.signature.parameters if p in arguments}
+        bound = BoundArguments(step_.signature, ordered)
+        token = _CURRENT_STEP.set(
+            StepContext(
+                ctx, body.project, body.execution_id, body.node, body.run_id, body.waiting_since
             )
-            try:
-                result = step_.fn(*bound.args, **bound.kwargs)
-            finally:
-                _CURRENT_STEP.reset(token)
-            outputs = _store_outputs(ctx, step_, result)
+        )
+        try:
+            result = step_.fn(*bound.args, **bound.kwargs)
+        finally:
+            _CURRENT_STEP.reset(token)
+        encoded = _encode_outputs(step_, result)
     except StepWaiting as waiting:
+        return _Called("waiting", error=str(waiting) or None)
+    except Exception as err:
+        return _Called("failed", error=f"{type(err).__name__}: {err}")
+    return _Called("succeeded", encoded, closed=step_.gate and result is False)
+
+
+def _persisted(
+    ctx: Context,
+    called: _Called,
+    where: dict[str, Any],
+    measurement: Any,
+    ready: Callable[[dict[str, Encoded], bool], None] | None,
+) -> _BodyOutcome:
+    """Store a called step's outputs durably and end its usage measurement.
+
+    Outputs that hold a DataFrame — large, slow to compress and write — are first handed to
+    ``ready``, so the steps after this one start on them meanwhile. Small JSON values are
+    stored first, and the steps after it start only once it is recorded ``succeeded``: then
+    a process killed in a later step finds this one done, and ``retry`` reuses it.
+    """
+    if called.status != "succeeded":
         usage = METER.end(measurement)
-        return _BodyOutcome("waiting", error=str(waiting) or None, where=where, usage=usage)
+        return _BodyOutcome(called.status, error=called.error, where=where, usage=usage)
+    if ready is not None and any(v.kind == "arrow" for v in called.encoded.values()):
+        ready(called.encoded, called.closed)
+    try:
+        outputs = {k: persist(ctx.artifacts, v) for k, v in called.encoded.items()}
     except Exception as err:
         usage = METER.end(measurement)
         error = f"{type(err).__name__}: {err}"
@@ -168,7 +239,7 @@ def _run_body(body: _Body, ctx: Context | None = None) -> _BodyOutcome:
     return _BodyOutcome(
         "succeeded",
         {k: v.to_dict() for k, v in outputs.items()},
-        closed=step_.gate and result is False,
+        closed=called.closed,
         where=where,
         usage=METER.end(measurement),
     )
@@ -189,7 +260,7 @@ def _in(cwd: str) -> Any:
             os.chdir(before)
 
 
-def _store_outputs(ctx: Context, step_: Step, result: Any) -> dict[str, StoredValue]:
+def _encode_outputs(step_: Step, result: Any) -> dict[str, Encoded]:
     names = step_.outputs
     if len(names) == 1:
         parts: tuple[Any, ...] = (result,)
@@ -204,7 +275,7 @@ def _store_outputs(ctx: Context, step_: Step, result: Any) -> dict[str, StoredVa
             hint=f"Return a tuple of {len(names)} values.",
         )
     return {
-        name: store_value(ctx.artifacts, value, step_.name, name)
+        name: encode(value, step_.name, name, compress=step_.compress)
         for name, value in zip(names, parts, strict=True)
     }
 
@@ -534,71 +605,117 @@ class PipelineService:
     def _execute(
         self, proj: Project, graph: Graph, execution_id: str, values: dict[str, Any], state: _State
     ) -> None:
+        """Run the steps not done yet, each as soon as the steps it reads have their outputs.
+
+        A step run in this process hands its outputs over as soon as they are hashed (a
+        ``ready`` event): the steps after it start on the values in memory while it stores
+        them; it is recorded ``succeeded`` — a cache hit for later executions — only once they
+        are durable (its ``done`` event), and the execution ends only when every step has.
+        """
         todo = [name for name in graph.nodes if name not in state.outputs]
         failed: set[str] = set()
         skipped: set[str] = set()
         submitted: set[str] = set()
         waiting: set[str] = set()
+        available: set[str] = set(state.outputs)  # steps whose outputs the next ones can read
+        consumers = {
+            name: {other for other, node in graph.nodes.items() if name in node.upstream()}
+            for name in graph.nodes
+        }
         for name in list(state.outputs):  # gates closed in an earlier attempt stay closed
             if graph.nodes[name].step.gate and self._closed(state.outputs[name]):
                 below = graph.downstream({name}) - {name}
                 skipped |= below
                 self._set_steps(execution_id, below, StepStatus.SKIPPED, _closed_note(name))
+        events: queue.SimpleQueue[tuple[str, str, Any]] = queue.SimpleQueue()
+
+        def closed_gate(name: str) -> None:
+            nonlocal skipped
+            below = graph.downstream({name}) - {name} - skipped - submitted
+            skipped |= below
+            self._set_steps(execution_id, below, StepStatus.SKIPPED, _closed_note(name))
+
         try:
             with ThreadPoolExecutor(self._max_workers, thread_name_prefix="civicml-step") as pool:
                 futures: dict[Future[_Outcome], str] = {}
                 cancelled = False
                 while True:
+                    startable = [
+                        name
+                        for name in todo
+                        if name not in submitted
+                        and name not in skipped
+                        and graph.nodes[name].upstream() <= available
+                    ]
                     # A cancel from elsewhere (CLI, REST) is honoured before any further step
                     # starts; the steps already running finish.
-                    cancelled = cancelled or self._status(execution_id) == "cancelled"
-                    for name in [] if cancelled else todo:
+                    if startable and not cancelled:
+                        cancelled = self._status(execution_id) == "cancelled"
+                    for name in [] if cancelled else startable:
                         node = graph.nodes[name]
-                        if name in submitted or name in skipped:
-                            continue
-                        if node.upstream() <= state.outputs.keys():
-                            submitted.add(name)
-                            inputs = {
-                                arg: state.outputs[ref.node][ref.output]
-                                for arg, ref in node.inputs.items()
-                                if isinstance(ref, OutputRef)
-                            }
-                            upstream_runs = [state.runs.get(n) for n in sorted(node.upstream())]
-                            future = pool.submit(
-                                self._step,
-                                proj,
-                                graph.name,
-                                execution_id,
-                                node,
-                                inputs,
-                                values,
-                                [r for r in upstream_runs if r],
-                                state.waiting_since.get(name),
-                            )
-                            futures[future] = name
+                        submitted.add(name)
+                        inputs: dict[str, StoredValue] = {}
+                        memory: dict[str, Encoded] = {}
+                        for arg, ref in node.inputs.items():
+                            if not isinstance(ref, OutputRef):
+                                continue
+                            held = state.memory.get(ref.node)
+                            if held is not None:
+                                memory[arg] = held[ref.output]
+                            else:
+                                inputs[arg] = state.outputs[ref.node][ref.output]
+                        upstream_runs = [state.runs.get(n) for n in sorted(node.upstream())]
+                        future = pool.submit(
+                            self._step,
+                            proj,
+                            graph.name,
+                            execution_id,
+                            node,
+                            inputs,
+                            values,
+                            [r for r in upstream_runs if r],
+                            state.waiting_since.get(name),
+                            memory,
+                            functools.partial(_post_ready, events, name),
+                        )
+                        futures[future] = name
+                        future.add_done_callback(functools.partial(_post_done, events, name))
+                    for name in list(state.memory):  # every reader has its copy: let go
+                        if consumers[name] <= submitted | skipped:
+                            del state.memory[name]
                     if not futures:
                         break
-                    finished, _ = wait(futures, return_when=FIRST_COMPLETED)
-                    for future in finished:
-                        name = futures.pop(future)
-                        outcome = future.result()
-                        if outcome.waiting:
-                            waiting.add(name)  # what depends on it stays pending
-                            continue
-                        if outcome.ok:
-                            state.outputs[name] = outcome.outputs
-                            state.runs[name] = outcome.run_id
+                    kind, name, payload = events.get()
+                    if kind == "ready":
+                        ready: _Ready = payload
+                        state.memory[name] = ready.encoded
+                        state.runs[name] = ready.run_id
+                        available.add(name)
+                        if ready.closed:
+                            closed_gate(name)
+                        continue
+                    future = payload
+                    del futures[future]
+                    outcome = future.result()
+                    if outcome.waiting:
+                        waiting.add(name)  # what depends on it stays pending
+                        continue
+                    if outcome.ok:
+                        state.outputs[name] = outcome.outputs
+                        state.runs[name] = outcome.run_id
+                        if name not in available:  # a cache hit, or a step run elsewhere
+                            available.add(name)
                             if outcome.closed:
-                                below = graph.downstream({name}) - {name} - skipped
-                                skipped |= below
-                                self._set_steps(
-                                    execution_id, below, StepStatus.SKIPPED, _closed_note(name)
-                                )
-                            continue
-                        failed.add(name)
-                        below = graph.downstream({name}) - {name} - skipped
-                        skipped |= below
-                        self._set_steps(execution_id, below, StepStatus.SKIPPED, None)
+                                closed_gate(name)
+                        continue
+                    # Failed — possibly after handing its outputs over (storing them failed):
+                    # the steps that already started on them finish; nothing more starts.
+                    failed.add(name)
+                    available.discard(name)
+                    state.memory.pop(name, None)
+                    below = graph.downstream({name}) - {name} - skipped - submitted
+                    skipped |= below
+                    self._set_steps(execution_id, below, StepStatus.SKIPPED, None)
         except BaseException:
             left = set(graph.nodes) - state.outputs.keys() - failed - skipped
             self._set_steps(execution_id, left, StepStatus.SKIPPED, "cancelled")
@@ -686,6 +803,8 @@ class PipelineService:
         values: dict[str, Any],
         upstream_runs: builtins.list[str],
         waiting_since: datetime | None = None,
+        memory: dict[str, Encoded] | None = None,
+        ready: Callable[[_Ready], None] | None = None,
     ) -> _Outcome:
         try:
             return self._step_inner(
@@ -697,6 +816,8 @@ class PipelineService:
                 values,
                 upstream_runs,
                 waiting_since,
+                memory or {},
+                ready,
             )
         except Exception as err:  # the store or the database failed, not the step's code
             self._update_step(
@@ -718,13 +839,17 @@ class PipelineService:
         values: dict[str, Any],
         upstream_runs: builtins.list[str],
         waiting_since: datetime | None,
+        memory: dict[str, Encoded],
+        ready: Callable[[_Ready], None] | None,
     ) -> _Outcome:
         parameters: dict[str, Any] = {}
         for arg, spec in node.inputs.items():
             if isinstance(spec, OutputRef):
                 continue
             parameters[arg] = values[spec.name] if isinstance(spec, ParamRef) else spec
+        # Each input's content hash, as the step that made it knows it: never hashed again.
         input_hashes = {arg: ref.sha256 for arg, ref in inputs.items()}
+        input_hashes.update({arg: encoded.sha256 for arg, encoded in memory.items()})
         doc = {
             "step": node.step.name,
             "code": node.step.code,
@@ -802,7 +927,7 @@ class PipelineService:
         if self._executor is not None and self._ships():
             outcome = self._executor.submit(_run_body, body).result()
         else:
-            outcome = _run_body(body, self._ctx)
+            outcome = self._run_here(body, memory, ready)
         if outcome.where.get("executor") != "local":  # a local run records its process anyway
             self._tracking.set_tags(
                 run.id, {f"civicml.compute.{k}": v for k, v in outcome.where.items()}
@@ -844,6 +969,17 @@ class PipelineService:
             ended_at=self._ctx.clock.now(),
         )
         return _Outcome(True, outputs, run.id, closed=outcome.closed)
+
+    def _run_here(
+        self, body: _Body, memory: dict[str, Encoded], ready: Callable[[_Ready], None] | None
+    ) -> _BodyOutcome:
+        """Run a step's function in this thread on inputs in memory or in the store; hand its
+        outputs to ``ready`` once hashed, then store them durably."""
+        where = worker_info()
+        measurement = METER.start()  # the step's usage: recorded with the end of its run
+        called = _call(body, self._ctx, memory)
+        handed = None if ready is None else functools.partial(_hand_over, ready, body.run_id)
+        return _persisted(self._ctx, called, where, measurement, handed)
 
     def _end(
         self,

@@ -103,16 +103,18 @@ def _fit_and_record(
     target: str,
     algorithm: str,
     params: dict[str, Any] | None,
+    prepared: Any = None,
 ) -> dict[str, Any]:
     """Fit a built-in model and record it on run ``run_id``: params, ``val_*`` metrics, the
     model files under ``model/``, lineage from the dataset version. Returns what
-    :func:`register` takes."""
+    :func:`register` takes. ``prepared``: the data side of the fit, made once for the trials
+    of a tuning (:func:`civicml.training.tune.prepared_for`)."""
     from civicml.tracking.schemas import MetricValue
     from civicml.tracking.service import TrackingService
     from civicml.training import fit_tabular
 
     tracking = TrackingService(ctx)
-    model = fit_tabular(frame, target, algorithm=algorithm, params=params)
+    model = fit_tabular(frame, target, algorithm=algorithm, params=params, prepared=prepared)
     tracking.log_input(run_id, "dataset_version", dataset.id)
     tracking.log_params(
         run_id,
@@ -298,7 +300,7 @@ class _StepTrial:
         from civicml.core.compute import worker_info
         from civicml.tracking.schemas import MetricValue, RunStatus
         from civicml.tracking.service import TrackingService
-        from civicml.training.tune import lightgbm_curve
+        from civicml.training.tune import lightgbm_curve, prepared_for
 
         tracking = TrackingService(ctx)
         child = tracking.create_run(
@@ -321,10 +323,18 @@ class _StepTrial:
             trial.report(step_, value)
 
         try:
+            prepared = prepared_for(frame, self.target, algorithm=self.algorithm)  # once a job
             if self.probe:
-                lightgbm_curve(frame, self.target, metric=self.metric, report=report, params=merged)
+                lightgbm_curve(
+                    frame,
+                    self.target,
+                    metric=self.metric,
+                    report=report,
+                    params=merged,
+                    prepared=prepared,
+                )
             info = _fit_and_record(
-                ctx, child.id, self.dataset, frame, self.target, self.algorithm, merged
+                ctx, child.id, self.dataset, frame, self.target, self.algorithm, merged, prepared
             )
         except TrialPruned as pruned:
             tracking.set_tags(child.id, {"tuning.state": "pruned", "tuning.pruned": str(pruned)})

@@ -22,11 +22,13 @@ leaderboard and the reason for the choice (:mod:`civicml.sdk.automl`, docs/autom
 from __future__ import annotations
 
 import builtins
+import contextlib
 import hashlib
 import json
 import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import Future
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -34,15 +36,17 @@ from typing import Any, Literal
 from optuna import TrialPruned
 
 from civicml.core.errors import ConfigurationError, InvalidInputError
+from civicml.costs.meter import METER
 from civicml.data.schemas import DatasetVersion
 from civicml.sdk import rules as _rules
 from civicml.sdk.client import ModelsHandle, ProjectHandle, RunHandle
-from civicml.sdk.costs import metering, metering_trial
+from civicml.sdk.costs import metering, metering_trial, record_usage
 from civicml.sdk.datasets import DatasetsHandle
 from civicml.store.context import shippable_settings
 from civicml.tracking.reproducibility import environment_tags
 from civicml.tracking.schemas import RunStatus
 from civicml.training import TabularModel, fit_tabular
+from civicml.training._recording import Recorder
 from civicml.training.script import ScriptFailedError, run_script
 from civicml.training.tune import (
     Param,
@@ -56,6 +60,7 @@ from civicml.training.tune import (
     int_range,
     leaderboard,
     lightgbm_curve,
+    prepared_for,
     run_study,
 )
 
@@ -103,6 +108,7 @@ def tabular(
     rules: Sequence[Any] | None = None,
     model_files: bool = True,
     _frame: Any = None,
+    _prepared: Any = None,
 ) -> TrainedModel:
     """Train a tabular classifier or regressor on a dataset version and record it on ``run``.
 
@@ -159,7 +165,32 @@ def tabular(
         seed=seed,
         features=features,
         callbacks=[monitor.lightgbm_callback()] if monitor and algorithm == "lightgbm" else (),
+        prepared=_prepared,  # a tuning trial: the split and preprocessing made once per job
     )
+    _record_fit(run, dataset, model, target, seed, validation_fraction)
+    if model_files:
+        log_model_files(run, model)
+    if monitor is not None:
+        _rules.after_fit(
+            monitor, run, model, frame, validation_fraction=validation_fraction, features=features
+        )
+    return TrainedModel(
+        model=model,
+        run_id=run.id,
+        dataset=dataset,
+        metrics={f"val_{k}": float(v) for k, v in model.metrics.items()},
+    )
+
+
+def _record_fit(
+    run: RunHandle,
+    dataset: DatasetVersion,
+    model: TabularModel,
+    target: str,
+    seed: builtins.int,
+    validation_fraction: builtins.float,
+) -> None:
+    """What :func:`tabular` records of a fit: lineage from the dataset, params, metrics."""
     run.log_input(dataset)
     run.log_params(
         {
@@ -173,18 +204,6 @@ def tabular(
         }
     )
     run.log_metrics({f"val_{k}": v for k, v in model.metrics.items()})
-    if model_files:
-        log_model_files(run, model)
-    if monitor is not None:
-        _rules.after_fit(
-            monitor, run, model, frame, validation_fraction=validation_fraction, features=features
-        )
-    return TrainedModel(
-        model=model,
-        run_id=run.id,
-        dataset=dataset,
-        metrics={f"val_{k}": float(v) for k, v in model.metrics.items()},
-    )
 
 
 def log_model_files(run: RunHandle, model: Any) -> None:
@@ -513,10 +532,14 @@ def _tune(self: _Tune, **kw: Any) -> TuningResult:
         trained[ctx.number] = model
         return model.metrics[metric]
 
+    recorder: Recorder | None = None
     if executor is not None:  # trials as Ray tasks: the worker opens the stores itself
         trial = replace(
             trial, settings=shippable_settings(backend.settings), principal=backend.ctx.principal
         )
+    else:  # each trial's recording overlaps the next trial's training (training/_recording.py)
+        recorder = Recorder(name="civicml-tune-record")
+        trial = replace(trial, recorder=recorder)
 
     try:
         result = run_study(
@@ -534,7 +557,11 @@ def _tune(self: _Tune, **kw: Any) -> TuningResult:
             seed=kw["seed"],
             executor=executor,
         )
+        if recorder is not None:
+            recorder.close()  # every trial run recorded and ended (or its error raised)
     except BaseException:
+        if recorder is not None:
+            recorder.close(raise_error=False)
         if given is None:
             parent.end(RunStatus.FAILED)
         raise
@@ -615,16 +642,24 @@ class _Trial:
     options: dict[str, Any]
     settings: dict[str, Any] | None = None
     principal: Any = None
+    recorder: Recorder | None = None  # in this process: records while the next trial trains
 
     def __call__(self, ctx: TrialContext) -> builtins.float:
         backend, frame = _worker_backend(self.settings or {}, self.principal, self.dataset)
         return self.run(backend, frame, ctx).metrics[self.metric]
 
-    @metering_trial  # the trial's usage, probe included, on its run (docs/costs.md)
     def run(self, backend: Any, frame: Any, ctx: TrialContext) -> TrainedModel:
+        """Train one trial on a new child run and record it. With a :attr:`recorder` (trials
+        in this process, no training rules) everything recorded after the fit is written on
+        the recorder's thread while the next trial trains; otherwise here."""
+        if self.recorder is None or self.options.get("rules"):
+            return self._run_here(backend, frame, ctx)
+        self.recorder.check()  # a store that failed to record a trial stops the search
+        return self._run_overlapped(backend, frame, ctx, self.recorder)
+
+    def _start(self, backend: Any, ctx: TrialContext) -> RunHandle:
         from civicml.core.compute import worker_info
 
-        opts = self.options
         record = backend.create_run(
             self.project,
             self.experiment,
@@ -641,20 +676,122 @@ class _Trial:
         )
         child = RunHandle(backend, record)
         ctx.run_id = child.id
+        return child
+
+    def _prepared(self, frame: Any) -> Any:
+        opts = self.options
+        return prepared_for(  # made by the first trial, shared by the others
+            frame,
+            self.target,
+            algorithm=self.algorithm,
+            task=opts["task"],
+            features=opts["features"],
+            validation_fraction=opts["validation_fraction"],
+            seed=opts["seed"],
+        )
+
+    def _probe(self, frame: Any, child: RunHandle, ctx: TrialContext, prepared: Any) -> None:
+        opts = self.options
+        lightgbm_curve(
+            frame,
+            self.target,
+            metric=self.metric,
+            report=lambda step, value: _report(child, ctx, self.metric, step, value),
+            task=opts["task"],
+            params={**(opts["params"] or {}), **ctx.params},
+            features=opts["features"],
+            validation_fraction=opts["validation_fraction"],
+            seed=opts["seed"],
+            prepared=prepared,
+        )
+
+    def _run_overlapped(
+        self, backend: Any, frame: Any, ctx: TrialContext, recorder: Recorder
+    ) -> TrainedModel:
+        """Fit here, measured as the trial's usage; hand the recording to ``recorder``."""
+        opts = self.options
+        measurement = METER.start()
+        # Without a probe nothing is logged while fitting: the run is created on the
+        # recorder's thread meanwhile (its start is the trial's), and waited for after the fit.
+        started: Future[RunHandle] = Future()
+        if self.probe:
+            started.set_result(self._start(backend, ctx))
+        else:
+            started = recorder.call(self._start, backend, ctx)
+        try:
+            prepared = self._prepared(frame)
+            if self.probe:
+                self._probe(frame, started.result(), ctx, prepared)
+            model = fit_tabular(
+                frame,
+                self.target,
+                algorithm=self.algorithm,
+                task=opts["task"],
+                params={**(opts["params"] or {}), **ctx.params},
+                features=opts["features"],
+                validation_fraction=opts["validation_fraction"],
+                seed=opts["seed"],
+                prepared=prepared,
+            )
+        except BaseException as err:
+            usage = METER.end(measurement)
+            child = started.result()
+            if isinstance(err, TrialPruned):
+                child.set_tags({"tuning.state": "pruned", "tuning.pruned": str(err)})
+                child.end(RunStatus.KILLED)
+            else:
+                child.set_tag("tuning.state", "failed")
+                child.end(RunStatus.FAILED)
+            record_usage(backend, child.id, usage)
+            raise
+        usage = METER.end(measurement)
+        child = started.result()
+        metric_key = self.metric.removeprefix("val_")
+        if metric_key not in model.metrics:
+            child.end(RunStatus.FAILED)
+            record_usage(backend, child.id, usage)
+            raise InvalidInputError(
+                f"Trial {ctx.number} has no metric {self.metric!r}; it has "
+                + ", ".join(sorted(f"val_{k}" for k in model.metrics))
+                + ".",
+                hint="Pick one of those as metric=.",
+            )
+        metrics = {f"val_{k}": float(v) for k, v in model.metrics.items()}
+        kept = opts.get("keep_models") == "all" or ctx.improves(metrics[self.metric])
+        recorder.submit(self._record, backend, child, model, kept, usage)
+        ctx.info = {"run_id": child.id, "signature": model.signature, "metrics": metrics}
+        return TrainedModel(model=model, run_id=child.id, dataset=self.dataset, metrics=metrics)
+
+    def _record(
+        self, backend: Any, child: RunHandle, model: TabularModel, kept: bool, usage: Any
+    ) -> None:
+        """What a trial records after its fit (on the recorder's thread): as ``tabular`` and
+        :meth:`_run_here` record it, then its usage."""
+        opts = self.options
+        try:
+            _record_fit(
+                child, self.dataset, model, self.target, opts["seed"], opts["validation_fraction"]
+            )
+            if kept:
+                log_model_files(child, model)
+            child.set_tags({"tuning.state": "complete", "tuning.model_files": str(kept).lower()})
+            child.end(RunStatus.FINISHED)
+        except BaseException:
+            with contextlib.suppress(Exception):  # unless it ended: the first error is raised
+                child.end(RunStatus.FAILED)
+            raise
+        finally:
+            record_usage(backend, child.id, usage)
+
+    @metering_trial  # the trial's usage, probe included, on its run (docs/costs.md)
+    def _run_here(self, backend: Any, frame: Any, ctx: TrialContext) -> TrainedModel:
+        opts = self.options
+        child = self._start(backend, ctx)
         merged = {**(opts["params"] or {}), **ctx.params}
         try:
+            prepared = self._prepared(frame)
             if self.probe:
-                lightgbm_curve(
-                    frame,
-                    self.target,
-                    metric=self.metric,
-                    report=lambda step, value: _report(child, ctx, self.metric, step, value),
-                    task=opts["task"],
-                    params=merged,
-                    features=opts["features"],
-                    validation_fraction=opts["validation_fraction"],
-                    seed=opts["seed"],
-                )
+                self._probe(frame, child, ctx, prepared)
             model = tabular(
                 self.dataset,
                 target=self.target,
@@ -668,6 +805,7 @@ class _Trial:
                 rules=opts.get("rules"),
                 model_files=False,  # below, when this trial keeps them
                 _frame=frame,  # read once for the whole tuning job
+                _prepared=prepared,
             )
         except TrialPruned as pruned:
             child.set_tags({"tuning.state": "pruned", "tuning.pruned": str(pruned)})

@@ -4,7 +4,9 @@
 LightGBM behind the preprocessing it needs (imputation, encoding, scaling), on a seeded
 train/validation split, and returns a :class:`TabularModel` with validation metrics, an input
 signature that serving checks requests against, and ``save``/``load`` for the model artifact
-(a skops file loaded with an allowlist, never a pickle).
+(a skops file loaded with an allowlist, never a pickle). ``prepare_tabular`` makes the data side
+of a fit (split, signature, fitted preprocessing) once, for fits that differ only in the
+estimator's parameters (``fit_tabular(..., prepared=...)``, the trials of a tuning job).
 The ``Literal`` types ``Task`` (:mod:`civicml.training.model`) and ``ColumnType``
 (:mod:`civicml.training._signature`) name the task and signature column types.
 ``run_script(script, channels, workdir=...)`` runs a user's own training script in a subprocess
@@ -30,7 +32,9 @@ from civicml.training.tabular import (
     ALGORITHMS,
     MANIFEST_FILE,
     MODEL_FILE,
+    PreparedTabular,
     fit_tabular,
+    prepare_tabular,
     train_validation_split,
 )
 from civicml.training.tune import TrialRecord, TuningResult, run_study
@@ -41,6 +45,7 @@ __all__ = [
     "MANIFEST_FILE",
     "MODEL_FILE",
     "ConfusionMatrix",
+    "PreparedTabular",
     "ScriptFailedError",
     "ScriptResult",
     "SignatureColumn",
@@ -50,6 +55,7 @@ __all__ = [
     "UnsafeModelFormatError",
     "convert_legacy_bundle",
     "fit_tabular",
+    "prepare_tabular",
     "run_script",
     "run_study",
     "train_validation_split",

@@ -7,11 +7,18 @@ estimator together, so serving takes raw rows — evaluates it on the validation
 
 Preprocessing by column type is described in :mod:`civicml.training._preprocess`.
 
+Everything that comes before the estimator — the signature, the split, the conformed frames and
+the fitted preprocessing with its output — depends on the data and the split, not on the
+estimator's parameters. :func:`prepare_tabular` computes it once as a :class:`PreparedTabular`;
+``fit_tabular(..., prepared=...)`` then fits only the estimator, so the trials of a tuning job
+share it (the same arrays, hence the same models and metrics as fitting from scratch).
+
 The model, its files and the security rule for loading them: :mod:`civicml.training.model`.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import time
@@ -37,16 +44,18 @@ from civicml.training._metrics import (
     regression_metrics,
 )
 from civicml.training._preprocess import build_preprocessor
-from civicml.training._signature import conform, infer_signature
+from civicml.training._signature import SignatureColumn, conform, infer_signature
 from civicml.training.model import MANIFEST_FILE, MODEL_FILE, TabularModel, Task
 
 __all__ = [
     "ALGORITHMS",
     "MANIFEST_FILE",
     "MODEL_FILE",
+    "PreparedTabular",
     "TabularModel",
     "Task",
     "fit_tabular",
+    "prepare_tabular",
     "train_validation_split",
 ]
 
@@ -130,6 +139,7 @@ def fit_tabular(
     seed: int = 0,
     features: list[str] | None = None,
     callbacks: Sequence[Callable[[Any], None]] = (),
+    prepared: PreparedTabular | None = None,
 ) -> TabularModel:
     """Fit a preprocessing + estimator pipeline on ``df`` and evaluate it on a held-out split.
 
@@ -149,6 +159,10 @@ def fit_tabular(
             watching the train and validation sets, named ``train`` and ``validation``, so a
             callback sees both losses each boosting round and may stop training
             (:class:`civicml.training.rules.RuleMonitor`).
+        prepared: What :func:`prepare_tabular` computed from this ``df`` with the same
+            ``target``, ``task``, ``features``, ``validation_fraction``, ``seed`` and kind of
+            algorithm: only the estimator is fitted (a tuning job's trials share it). A
+            ``prepared`` made with other arguments is refused.
 
     Returns:
         The fitted model with its validation metrics.
@@ -168,6 +182,122 @@ def fit_tabular(
         [True]
     """
     spec = _algorithm(algorithm)
+    effective = {**spec.defaults(seed), **(params or {})}
+    preprocess_seconds = 0.0  # counted when the preprocessing is fitted for this model only
+    if prepared is None:
+        columns, resolved = _check_data(df, target, features, task, spec, algorithm)
+        estimator = _estimator(spec, algorithm, resolved, effective)  # bad params: before the split
+        prepared = _prepare(df, target, columns, resolved, spec, validation_fraction, seed, task)
+        preprocess_seconds = prepared.preprocess_seconds
+    else:
+        _check_prepared(prepared, df, target, algorithm, spec, task, validation_fraction, seed)
+        if tuple(_features(df, target, features)) != prepared.features:
+            raise InvalidInputError(
+                "prepared= was made for other feature columns than this fit's.",
+                hint="Call prepare_tabular() with this fit's features=.",
+            )
+        resolved = prepared.task
+        estimator = _estimator(spec, algorithm, resolved, effective)
+    x_train, x_valid = prepared.x_train, prepared.x_valid
+    y_train, y_valid = prepared.y_train, prepared.y_valid
+    started = time.perf_counter()
+    if callbacks:
+        _fit_watched(estimator, algorithm, x_train, y_train, x_valid, y_valid, callbacks)
+    else:
+        estimator.fit(x_train, y_train)
+    fit_seconds = time.perf_counter() - started + preprocess_seconds
+    # The preprocessing fitted once, copied: each model owns its pipeline.
+    pipeline = Pipeline([("preprocess", copy.deepcopy(prepared.preprocess)), ("model", estimator)])
+    confusion: ConfusionMatrix | None = None
+    if resolved == "classification":
+        classes = [_plain(c) for c in estimator.classes_]
+        proba = estimator.predict_proba(x_valid)
+        metrics, confusion = classification_metrics(
+            y_valid, _predicted(estimator, algorithm, proba, x_valid), proba, classes
+        )
+    else:
+        classes = []
+        metrics = regression_metrics(y_valid, estimator.predict(x_valid))
+    return TabularModel(
+        pipeline,
+        task=resolved,
+        algorithm=algorithm,
+        target=target,
+        params=effective,
+        seed=seed,
+        signature=[SignatureColumn(**c) for c in prepared.signature],
+        classes=classes,
+        metrics=metrics,
+        confusion_matrix=confusion,
+        training={
+            "rows": prepared.rows,
+            "train_rows": prepared.train_rows,
+            "validation_rows": prepared.validation_rows,
+            "validation_fraction": validation_fraction,
+            "stratified": resolved == "classification",
+            "fit_seconds": round(fit_seconds, 4),
+        },
+    )
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class PreparedTabular:
+    """The data side of a fit, computed once by :func:`prepare_tabular`: the signature, the
+    seeded split and the preprocessing fitted on the training rows, with its output for both
+    sets. Treat it as read-only: the trials of a tuning job share its arrays."""
+
+    target: str
+    task: Task
+    features: tuple[str, ...]
+    validation_fraction: float
+    seed: int
+    linear: bool
+    rows: int
+    signature: tuple[SignatureColumn, ...]
+    train_rows: int
+    validation_rows: int
+    preprocess: Any  # the fitted ColumnTransformer
+    x_train: Any  # its output on the training rows
+    x_valid: Any  # and on the validation rows
+    y_train: np.ndarray[Any, Any]
+    y_valid: np.ndarray[Any, Any]
+    preprocess_seconds: float = 0.0
+    requested: str = "auto"  # the task as asked for (``auto`` resolves to ``task``)
+
+
+def prepare_tabular(
+    df: pd.DataFrame,
+    target: str,
+    *,
+    algorithm: str = "lightgbm",
+    task: Literal["auto", "classification", "regression"] = "auto",
+    validation_fraction: float = 0.2,
+    seed: int = 0,
+    features: list[str] | None = None,
+) -> PreparedTabular:
+    """Everything :func:`fit_tabular` does before it fits the estimator, for reuse across fits
+    of the same data with other estimator parameters (``fit_tabular(..., prepared=...)``).
+
+    The preprocessing depends on the kind of algorithm only (linear models get scaling and
+    one-hot encoding, the others ordinal codes), not on its parameters.
+
+    Raises:
+        InvalidInputError: As :func:`fit_tabular` does for the data and split arguments.
+    """
+    spec = _algorithm(algorithm)
+    columns, resolved = _check_data(df, target, features, task, spec, algorithm)
+    return _prepare(df, target, columns, resolved, spec, validation_fraction, seed, task)
+
+
+def _check_data(
+    df: pd.DataFrame,
+    target: str,
+    features: list[str] | None,
+    task: str,
+    spec: _Algorithm,
+    algorithm: str,
+) -> tuple[list[str], Task]:
+    """The feature columns and the resolved task, or the error that says what is wrong."""
     if not isinstance(df, pd.DataFrame):
         raise InvalidInputError(f"Training data must be a pandas DataFrame, not {type(df)}.")
     if target not in df.columns:
@@ -184,8 +314,19 @@ def fit_tabular(
             f"Algorithm {algorithm!r} does not do {resolved}; it does {' and '.join(spec.tasks)}.",
             hint=f"Use algorithm={other!r}, 'random_forest' or 'lightgbm', or set task=... .",
         )
-    effective = {**spec.defaults(seed), **(params or {})}
-    estimator = _estimator(spec, algorithm, resolved, effective)
+    return columns, resolved
+
+
+def _prepare(
+    df: pd.DataFrame,
+    target: str,
+    columns: list[str],
+    resolved: Task,
+    spec: _Algorithm,
+    validation_fraction: float,
+    seed: int,
+    requested: str,
+) -> PreparedTabular:
     signature = infer_signature(df, columns)
     train, valid = train_validation_split(
         df[[*columns, target]],
@@ -194,69 +335,103 @@ def fit_tabular(
         validation_fraction=validation_fraction,
         seed=seed,
     )
-    pipeline = Pipeline(
-        [("preprocess", build_preprocessor(signature, linear=spec.linear)), ("model", estimator)]
-    )
-    x_train = conform(train[columns], signature)
-    x_valid = conform(valid[columns], signature)
     y_train, y_valid = _labels(train[target], resolved), _labels(valid[target], resolved)
     started = time.perf_counter()
-    if callbacks:
-        _fit_watched(pipeline, algorithm, x_train, y_train, x_valid, y_valid, callbacks)
-    else:
-        pipeline.fit(x_train, y_train)
-    fit_seconds = time.perf_counter() - started
-    confusion: ConfusionMatrix | None = None
-    if resolved == "classification":
-        classes = [_plain(c) for c in pipeline.classes_]
-        proba = pipeline.predict_proba(x_valid)
-        metrics, confusion = classification_metrics(
-            y_valid, pipeline.predict(x_valid), proba, classes
-        )
-    else:
-        classes = []
-        metrics = regression_metrics(y_valid, pipeline.predict(x_valid))
-    return TabularModel(
-        pipeline,
-        task=resolved,
-        algorithm=algorithm,
+    preprocess = build_preprocessor(signature, linear=spec.linear)
+    x_train = preprocess.fit_transform(conform(train[columns], signature), y_train)
+    x_valid = preprocess.transform(conform(valid[columns], signature))
+    if not spec.linear:
+        # Trees read rows: LightGBM copies a column-major matrix into row order at every fit;
+        # done once here (a tree predicts the same whatever the layout).
+        x_train, x_valid = _row_major(x_train), _row_major(x_valid)
+    return PreparedTabular(
         target=target,
-        params=effective,
+        task=resolved,
+        features=tuple(columns),
+        validation_fraction=validation_fraction,
         seed=seed,
-        signature=signature,
-        classes=classes,
-        metrics=metrics,
-        confusion_matrix=confusion,
-        training={
-            "rows": len(df),
-            "train_rows": len(train),
-            "validation_rows": len(valid),
-            "validation_fraction": validation_fraction,
-            "stratified": resolved == "classification",
-            "fit_seconds": round(fit_seconds, 4),
-        },
+        linear=spec.linear,
+        rows=len(df),
+        signature=tuple(signature),
+        train_rows=len(train),
+        validation_rows=len(valid),
+        preprocess=preprocess,
+        x_train=x_train,
+        x_valid=x_valid,
+        y_train=y_train,
+        y_valid=y_valid,
+        preprocess_seconds=time.perf_counter() - started,
+        requested=requested,
     )
+
+
+def _check_prepared(
+    prepared: PreparedTabular,
+    df: pd.DataFrame,
+    target: str,
+    algorithm: str,
+    spec: _Algorithm,
+    task: str,
+    validation_fraction: float,
+    seed: int,
+) -> None:
+    """Refuse a :class:`PreparedTabular` made from other data or arguments than this fit's."""
+    if not isinstance(prepared, PreparedTabular):
+        raise InvalidInputError(
+            f"prepared= takes what prepare_tabular() returns, not {type(prepared).__name__}."
+        )
+    if prepared.task not in spec.tasks:
+        raise InvalidInputError(
+            f"Algorithm {algorithm!r} does not do {prepared.task}; it does "
+            f"{' and '.join(spec.tasks)}.",
+            hint="Use another algorithm, or prepare the data for this one.",
+        )
+    same = (
+        prepared.target == target
+        and task in (prepared.requested, prepared.task)
+        and prepared.validation_fraction == validation_fraction
+        and prepared.seed == seed
+        and prepared.linear == spec.linear
+        and prepared.rows == len(df)
+    )
+    if not same:
+        raise InvalidInputError(
+            "prepared= was made from other data or arguments than this fit's (target, task, "
+            "validation_fraction, seed, the kind of algorithm or the number of rows differ).",
+            hint="Call prepare_tabular() with this fit's data and arguments.",
+        )
+
+
+def _row_major(x: Any) -> Any:
+    return np.ascontiguousarray(x) if isinstance(x, np.ndarray) else x
+
+
+def _predicted(estimator: Any, algorithm: str, proba: Any, x_valid: Any) -> Any:
+    """The predicted classes: LightGBM and random forests predict the most probable class
+    (exactly ``classes_[argmax(predict_proba)]``, which is what their ``predict`` computes),
+    so their probabilities are not computed twice; other estimators are asked."""
+    if algorithm in ("lightgbm", "random_forest"):
+        return np.asarray(estimator.classes_).take(np.argmax(proba, axis=1), axis=0)
+    return estimator.predict(x_valid)
 
 
 def _fit_watched(
-    pipeline: Pipeline,
+    estimator: Any,
     algorithm: str,
-    x_train: pd.DataFrame,
+    train: Any,
     y_train: Any,
-    x_valid: pd.DataFrame,
+    valid: Any,
     y_valid: Any,
     callbacks: Sequence[Callable[[Any], None]],
 ) -> None:
-    """Fit as ``pipeline.fit`` does, LightGBM watching both sets so callbacks see the losses."""
+    """Fit the estimator on the preprocessed sets, LightGBM watching both so callbacks see the
+    losses."""
     if algorithm != "lightgbm":
         raise InvalidInputError(
             f"callbacks are LightGBM callbacks; algorithm {algorithm!r} takes none.",
             hint="Drop callbacks=, or use algorithm='lightgbm'.",
         )
-    preprocess = pipeline.named_steps["preprocess"]
-    train = preprocess.fit_transform(x_train, y_train)
-    valid = preprocess.transform(x_valid)
-    pipeline.named_steps["model"].fit(
+    estimator.fit(
         train,
         y_train,
         eval_X=(train, valid),

@@ -12,6 +12,11 @@ the validation metric every few boosting rounds through a LightGBM callback, so 
 a bad trial part-way. The other algorithms have no intermediate values: median stopping and
 Hyperband do not apply to them and every trial runs to the end.
 
+Trials differ only in the estimator's parameters: :func:`prepared_for` gives them the data side
+of the fit (split, signature, fitted preprocessing and its output, :func:`prepare_tabular`)
+computed once per tuning job — by the first trial in this process, or on each Ray worker — so a
+trial fits the estimator and nothing else.
+
 Optuna's storage stays in memory: no study database is written. This package is a pure library;
 runs and the registry are wired in :mod:`civicml.sdk.train`.
 """
@@ -19,7 +24,9 @@ runs and the registry are wired in :mod:`civicml.sdk.train`.
 from __future__ import annotations
 
 import math
+import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -31,15 +38,14 @@ import pandas as pd  # type: ignore[import-untyped]
 from civicml.core.compute import Executor
 from civicml.core.errors import InvalidInputError, closest
 from civicml.training._metrics import classification_metrics, regression_metrics
-from civicml.training._preprocess import build_preprocessor
-from civicml.training._signature import conform, infer_signature
 from civicml.training.tabular import (
     ALGORITHMS,
+    PreparedTabular,
+    _check_prepared,
     _estimator,
     _features,
-    _labels,
     _resolve_task,
-    train_validation_split,
+    prepare_tabular,
 )
 
 __all__ = [
@@ -55,6 +61,7 @@ __all__ = [
     "float_range",
     "int_range",
     "lightgbm_curve",
+    "prepared_for",
     "run_study",
     "space_from_json",
 ]
@@ -618,11 +625,14 @@ def lightgbm_curve(
     validation_fraction: float = 0.2,
     seed: int = 0,
     every: int | None = None,
+    prepared: PreparedTabular | None = None,
 ) -> float:
     """Fit LightGBM as :func:`fit_tabular` does, reporting the validation ``metric`` as it boosts.
 
     ``report(round, value)`` is called every ``every`` boosting rounds (default: a tenth of
     ``n_estimators``) and after the last; it may raise to stop training (a pruned trial).
+    ``prepared`` is the data side of the fit made once (:func:`prepared_for`), as
+    ``fit_tabular(..., prepared=...)`` takes it.
 
     Returns:
         The metric after the last round.
@@ -630,21 +640,25 @@ def lightgbm_curve(
     key = check_metric(metric)
     spec = ALGORITHMS["lightgbm"]
     columns = _features(df, target, features)
-    resolved = _resolve_task(df[target], target, task)
+    if prepared is None:
+        prepared = prepare_tabular(
+            df,
+            target,
+            algorithm="lightgbm",
+            task=task,
+            validation_fraction=validation_fraction,
+            seed=seed,
+            features=features,
+        )
+    else:
+        _check_prepared(prepared, df, target, "lightgbm", spec, task, validation_fraction, seed)
+        if tuple(columns) != prepared.features:
+            raise InvalidInputError("prepared= was made for other feature columns.")
+    resolved = prepared.task
     effective = {**spec.defaults(seed), **(params or {})}
     estimator = _estimator(spec, "lightgbm", resolved, effective)
-    signature = infer_signature(df, columns)
-    train, valid = train_validation_split(
-        df[[*columns, target]],
-        target,
-        task=resolved,
-        validation_fraction=validation_fraction,
-        seed=seed,
-    )
-    preprocess = build_preprocessor(signature, linear=False)
-    x_train = preprocess.fit_transform(conform(train[columns], signature))
-    x_valid = preprocess.transform(conform(valid[columns], signature))
-    y_train, y_valid = _labels(train[target], resolved), _labels(valid[target], resolved)
+    x_train, x_valid = prepared.x_train, prepared.x_valid
+    y_train, y_valid = prepared.y_train, prepared.y_valid
     classes = np.unique(y_train).tolist() if resolved == "classification" else []
     rounds = int(effective["n_estimators"])
     interval = every or max(1, rounds // 10)
@@ -670,6 +684,53 @@ def lightgbm_curve(
 
     estimator.fit(x_train, y_train, callbacks=[callback])
     return last["value"]
+
+
+_PREPARED: dict[tuple[Any, ...], tuple[weakref.ref[Any], PreparedTabular]] = {}
+_PREPARED_LOCK = threading.Lock()
+
+
+def prepared_for(
+    frame: pd.DataFrame,
+    target: str,
+    *,
+    algorithm: str,
+    task: Literal["auto", "classification", "regression"] = "auto",
+    features: list[str] | None = None,
+    validation_fraction: float = 0.2,
+    seed: int = 0,
+) -> PreparedTabular:
+    """:func:`~civicml.training.tabular.prepare_tabular` of ``frame``, made once for this frame
+    object and these arguments and shared by every later call: the trials of one tuning job
+    (threads here, or the trials a Ray worker runs on the frame it keeps) reuse it.
+
+    The frame is held weakly: the entry goes when the frame does. The frame must not be
+    modified while it is in use (tuning reads it only; fitting copies what it needs).
+    """
+    key = (
+        id(frame),
+        target,
+        algorithm,
+        task,
+        None if features is None else tuple(features),
+        validation_fraction,
+        seed,
+    )
+    with _PREPARED_LOCK:
+        found = _PREPARED.get(key)
+        if found is not None and found[0]() is frame:
+            return found[1]
+        prepared = prepare_tabular(
+            frame,
+            target,
+            algorithm=algorithm,
+            task=task,
+            validation_fraction=validation_fraction,
+            seed=seed,
+            features=features,
+        )
+        _PREPARED[key] = (weakref.ref(frame, lambda _ref: _PREPARED.pop(key, None)), prepared)
+        return prepared
 
 
 def _suggest(trial: optuna.Trial, space: Mapping[str, Param]) -> dict[str, Any]:
