@@ -58,6 +58,8 @@ V1 = f"{M}/versions/1"
 #: Routes this test leaves out, each with why.
 EXCLUDED = {
     ("GET", "/api/v1/health"),  # open to everyone, no token
+    ("GET", "/api/v1/health/live"),  # open to everyone, no token (probes)
+    ("GET", "/api/v1/health/ready"),  # open to everyone, no token (probes)
     ("GET", "/api/v1/auth/oidc"),  # public: where to log in (civicml login --oidc)
     ("GET", "/api/v1/whoami"),  # the caller's own identity: no permission
     ("GET", "/api/v1/tokens"),  # the caller's own tokens (?all=true: tests/server/test_auth.py)
@@ -227,6 +229,15 @@ WATCH = {"name": "watch", "source": "monitoring", "condition": "n_columns >= 0"}
 
 def _alert_rule(world: World, n: int) -> dict[str, Any]:
     world.call("POST", f"{API}/projects/p/alerts/rules", json={**WATCH, "name": f"del{n}"})
+    return {}
+
+
+#: A monitor of endpoint ep in project p (its execution is {mexec}).
+MONITOR = {"name": "mon", "endpoint": "ep", "type": "data_quality", "every": "1h"}
+
+
+def _monitor(world: World, n: int) -> dict[str, Any]:
+    world.call("POST", f"{API}/projects/p/monitors", json={**MONITOR, "name": f"del{n}"})
     return {}
 
 
@@ -803,6 +814,109 @@ OPS: list[Op] = [
         "monitoring.read",
         f"{API}/projects/{{p}}/alerts/{{alert}}/deliveries",
     ),
+    # Monitors (managing, running, ground truth: monitoring.write; reading: monitoring.read)
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/monitors",
+        "monitoring.read",
+        f"{API}/projects/{{p}}/monitors",
+    ),
+    Op(
+        "POST",
+        "/api/v1/projects/{project}/monitors",
+        "monitoring.write",
+        f"{API}/projects/{{p}}/monitors",
+        json={**MONITOR, "name": "new{n}"},
+    ),
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/monitors/{name}",
+        "monitoring.read",
+        f"{API}/projects/{{p}}/monitors/mon",
+    ),
+    Op(
+        "PATCH",
+        "/api/v1/projects/{project}/monitors/{name}",
+        "monitoring.write",
+        f"{API}/projects/{{p}}/monitors/mon",
+        json={"description": "d{n}"},
+    ),
+    Op(
+        "DELETE",
+        "/api/v1/projects/{project}/monitors/{name}",
+        "monitoring.write",
+        f"{API}/projects/{{p}}/monitors/del{{n}}",
+        prep=_monitor,
+    ),
+    Op(
+        "PUT",
+        "/api/v1/projects/{project}/monitors/{name}/constraints",
+        "monitoring.write",
+        f"{API}/projects/{{p}}/monitors/mon/constraints",
+        json={"constraints": {"features": []}},
+    ),
+    Op(
+        "POST",
+        "/api/v1/projects/{project}/monitors/{name}/baseline",
+        "monitoring.write",
+        f"{API}/projects/{{p}}/monitors/mon/baseline",
+    ),
+    Op(
+        "POST",
+        "/api/v1/projects/{project}/monitors/{name}/run",
+        "monitoring.write",
+        f"{API}/projects/{{p}}/monitors/mon/run",
+    ),
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/monitors/{name}/executions",
+        "monitoring.read",
+        f"{API}/projects/{{p}}/monitors/mon/executions",
+    ),
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/monitors/{name}/executions/{execution_id}",
+        "monitoring.read",
+        f"{API}/projects/{{p}}/monitors/mon/executions/{{mexec}}",
+    ),
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/monitors/{name}/executions/{execution_id}/html",
+        "monitoring.read",
+        f"{API}/projects/{{p}}/monitors/mon/executions/{{mexec}}/html",
+    ),
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/monitors/{name}/executions/{execution_id}/json",
+        "monitoring.read",
+        f"{API}/projects/{{p}}/monitors/mon/executions/{{mexec}}/json",
+    ),
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/monitors/{name}/html",
+        "monitoring.read",
+        f"{API}/projects/{{p}}/monitors/mon/html",
+    ),
+    Op(
+        "POST",
+        "/api/v1/projects/{project}/endpoints/{endpoint}/ground-truth",
+        "monitoring.write",
+        f"{API}/projects/{{p}}/endpoints/ep/ground-truth",
+        json={"records": [{"inference_id": "x{n}", "label": 1}]},
+    ),
+    Op(
+        "POST",
+        "/api/v1/projects/{project}/endpoints/{endpoint}/ground-truth/file",
+        "monitoring.write",
+        f"{API}/projects/{{p}}/endpoints/ep/ground-truth/file",
+        content=b"inference_id,label\nabc,1\n",
+    ),
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/endpoints/{endpoint}/ground-truth",
+        "monitoring.read",
+        f"{API}/projects/{{p}}/endpoints/ep/ground-truth",
+    ),
     # Costs and budgets (reading: projects.read; a budget: members.write, the admin's)
     Op("GET", "/api/v1/costs", "", f"{API}/costs"),  # lists only the projects one may read
     Op("GET", "/api/v1/projects/{project}/costs", "projects.read", f"{API}/projects/{{p}}/costs"),
@@ -1012,6 +1126,8 @@ OPS: list[Op] = [
     Op("POST", "/api/v1/keys/rotate", "keys.admin", f"{API}/keys/rotate"),
     Op("DELETE", "/api/v1/keys/{key_id}", "keys.admin", f"{API}/keys/{{key}}", prep=_old_key),
     Op("POST", "/api/v1/keys/encrypt-existing", "keys.admin", f"{API}/keys/encrypt-existing"),
+    # Prometheus metrics (server_metrics = "token", the default)
+    Op("GET", "/metrics", "metrics.read", "/metrics"),
 ]
 
 
@@ -1099,6 +1215,9 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[World, dic
                 break
             time.sleep(0.1)
         assert made.status_code == 201, made.text
+        world.call("POST", f"{API}/projects/p/monitors", json=MONITOR)
+        ran = world.call("POST", f"{API}/projects/p/monitors/mon/run").json()
+        world.ids[P]["mexec"], world.ids[Q]["mexec"] = ran["id"], "0" * 32
         tokens: dict[str, str] = {}
         for role in BUILTIN_ROLES:
             if role == ADMIN_ROLE:

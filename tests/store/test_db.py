@@ -45,6 +45,7 @@ def test_migrations_match_the_table_definitions(
     import civicml.evaluation._tables
     import civicml.governance._tables
     import civicml.monitoring._tables
+    import civicml.monitors._tables
     import civicml.oversight._tables
     import civicml.pipelines._tables
     import civicml.registry._tables

@@ -199,6 +199,12 @@ class CivicMLGroup(LazyGroup):
             "monitoring_app",
             "Monitoring: data drift reports between dataset versions.",
         ),
+        "monitors": LazyCommand(
+            "civicml.cli.monitors",
+            "monitors_app",
+            "Monitors: scheduled data-quality, model-quality, bias-drift and attribution-drift "
+            "checks of endpoints.",
+        ),
         "alerts": LazyCommand(
             "civicml.cli.alerts",
             "alerts_app",

@@ -16,6 +16,15 @@ def server(
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(min=1, max=65535, help="TCP port.")] = 8080,
     log_level: Annotated[str, typer.Option(help="debug, info, warning, error")] = "info",
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            max=64,
+            help="Serving processes on the port (setting server_workers, default 1): a "
+            "supervisor restarts a worker that dies; SIGTERM stops all.",
+        ),
+    ] = None,
     tls_cert: Annotated[
         Path | None,
         typer.Option(
@@ -36,11 +45,16 @@ def server(
     from civicml.server.app import serve, tls_files
 
     settings = Settings.load(
-        home=STATE.home, user=STATE.user, server_tls_cert=tls_cert, server_tls_key=tls_key
+        home=STATE.home,
+        user=STATE.user,
+        server_tls_cert=tls_cert,
+        server_tls_key=tls_key,
+        server_workers=workers,
     )
     tls = tls_files(settings)  # a wrong file is one Error: line here, before anything starts
     for warning in tls.warnings if tls is not None else []:
         err_console.print(f"Warning: {warning}", markup=False)
     scheme = "https" if tls is not None else "http"
-    console.print(f"civicml server on {scheme}://{host}:{port}  (home {settings.home})")
+    processes = f", {settings.server_workers} workers" if settings.server_workers > 1 else ""
+    console.print(f"civicml server on {scheme}://{host}:{port}  (home {settings.home}{processes})")
     serve(settings, host=host, port=port, log_level=log_level)

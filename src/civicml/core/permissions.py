@@ -56,6 +56,7 @@ PLATFORM_PERMISSIONS: dict[str, str] = {
     "audit.verify": "verify and export the whole audit chain; read events of no project",
     "tokens.admin": "create service-account tokens; list and revoke everyone's tokens",
     "keys.admin": "list, rotate and retire the encryption keys; encrypt plaintext artifacts",
+    "metrics.read": "scrape the server's Prometheus metrics (GET /metrics)",
 }
 
 PERMISSIONS: dict[str, str] = {**PROJECT_PERMISSIONS, **PLATFORM_PERMISSIONS}

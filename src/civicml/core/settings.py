@@ -406,6 +406,20 @@ class Settings(BaseSettings):
         description="PEM private key of server_tls_cert; keep it readable by the server's user "
         "only (mode 0600).",
     )
+    server_workers: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Serving processes 'civicml server' runs on its port (--workers); above 1 a "
+        "supervisor binds the port, restarts a worker that dies and stops all on SIGTERM "
+        "(docs/serving.md#several-serving-processes).",
+    )
+    server_metrics: Literal["off", "loopback", "token"] = Field(
+        default="token",
+        description="GET /metrics (Prometheus): 'token' needs a caller with the metrics.read "
+        "permission, 'loopback' answers loopback clients without a token (never behind a proxy "
+        "on the same host), 'off' serves no /metrics.",
+    )
     ca_bundle: Path | None = Field(
         default=None,
         description="PEM file of the certificate authorities the CLI and SDK trust for an "
@@ -493,6 +507,25 @@ class Settings(BaseSettings):
         ge=1,
         le=64,
         description="Most pipeline executions one scheduler runs at once; more wait their turn.",
+    )
+    monitors_enabled: bool = Field(
+        default=True,
+        description="Run due monitors in the scheduler's loop ('civicml server' with "
+        "scheduler_enabled, or 'civicml scheduler'); off: only 'civicml monitors run'.",
+    )
+    monitors_stale_s: float = Field(
+        default=3600.0,
+        ge=60,
+        le=7 * 86_400,
+        description="A monitor execution still running after this many seconds is taken for "
+        "dead (its process stopped) and marked failed.",
+    )
+    monitors_shap_rows: int = Field(
+        default=1000,
+        ge=10,
+        le=100_000,
+        description="Rows an attribution-drift monitor explains per side (baseline and window; "
+        "a seeded sample beyond).",
     )
     alerts_enabled: bool = Field(
         default=True,

@@ -248,7 +248,9 @@ class MonitoringService:
                 f"Report kind {kind!r} is not known.", hint=f"Use one of {', '.join(_KINDS)}."
             )
         proj = self._projects.get(project, "monitoring.read")
-        query = _select().where(reports.c.project_id == proj.id)
+        # Only the kinds this stage writes: a scheduled monitor's executions are rows here too
+        # (for the alert engine), read through civicml.monitors.
+        query = _select().where(reports.c.project_id == proj.id, reports.c.kind.in_(_KINDS))
         if kind is not None:
             query = query.where(reports.c.kind == kind)
         with self._ctx.db.read() as conn:
@@ -372,7 +374,9 @@ def _select() -> Any:
 
 
 def _report_row(conn: Connection, report_id: str) -> Any:
-    row = conn.execute(_select().where(reports.c.id == report_id)).first()
+    row = conn.execute(
+        _select().where(reports.c.id == report_id, reports.c.kind.in_(_KINDS))
+    ).first()
     if row is None:
         raise _missing(report_id)
     return row

@@ -3,8 +3,9 @@
 Per version: approval status and aliases, where it is deployed, its validation metrics, the
 latest bias figures (disparate impact and the difference in positive proportions per facet
 value, plus any metric its policy names), the top features of its latest explanation, its card
-(status, risk rating, completeness) and the result of its approval gate evaluated now — the
-SageMaker Model Dashboard's view, for a project.
+(status, risk rating, completeness), the result of its approval gate evaluated now and the
+latest status of each scheduled monitor of the endpoints serving it — the SageMaker Model
+Dashboard's view, for a project.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from civicml.evaluation.records import BiasSummary, ExplanationSummary
 from civicml.evaluation.service import EvaluationService
 from civicml.governance.projects import ProjectService
+from civicml.monitors.service import MonitorService
 from civicml.oversight.approvals import ApprovalService
 from civicml.oversight.cards import CardService
 from civicml.oversight.policy import ApprovalPolicy
@@ -57,6 +59,12 @@ class DashboardRow(_Schema):
     risk_rating: str | None = Field(description="The card's risk rating.")
     gate: str = Field(description="'passed', 'failed' or 'no policy' (evaluated now).")
     gate_failed: list[str] = Field(description="The failed checks' names.")
+    monitors: dict[str, str] = Field(
+        default_factory=dict,
+        description="Each scheduled monitor of the endpoints serving it, by name: the status of "
+        "its latest execution ('completed_with_violations', 'completed', 'no_data', 'failed', "
+        "'running') or 'none yet'; empty without monitoring.read.",
+    )
 
 
 class Dashboard(_Schema):
@@ -82,6 +90,11 @@ class DashboardService:
             NotFoundError: The project does not exist.
         """
         proj = self._projects.get(project, "projects.read")
+        watched: dict[str, dict[str, str]] = {}  # endpoint -> monitor -> latest status
+        if self._projects.access.allows(proj.id, proj.name, "monitoring.read"):
+            for monitor in MonitorService(self._ctx).list(proj.name):
+                status = "none yet" if monitor.latest is None else monitor.latest.status.value
+                watched.setdefault(monitor.endpoint.lower(), {})[monitor.name] = status
         deployed: dict[str, list[str]] = {}
         for endpoint in EndpointService(self._ctx).list(proj.name):
             deployed.setdefault(endpoint.model_version_id, []).append(endpoint.name)
@@ -97,7 +110,13 @@ class DashboardService:
                 proj.name, model.name, include_archived=include_archived
             )
             for mv in sorted(versions, key=lambda v: -v.version):
-                rows.append(self._row(mv, deployed.get(mv.id, []), named))
+                row = self._row(mv, deployed.get(mv.id, []), named)
+                found = {
+                    name: status
+                    for endpoint in row.endpoints
+                    for name, status in watched.get(endpoint.lower(), {}).items()
+                }
+                rows.append(row.model_copy(update={"monitors": found}) if found else row)
         return Dashboard(project=proj.name, generated_at=self._ctx.clock.now(), rows=rows)
 
     def _row(self, mv: ModelVersion, endpoints: list[str], named: set[str]) -> DashboardRow:

@@ -80,6 +80,8 @@ class Scheduler:
         batch: Most audit events read per tick.
         alerts: The alert loop each tick kicks (default: one on ``ctx``, when the setting
             ``alerts_enabled`` is on; docs/alerts.md).
+        monitors: The loop of due monitors each tick kicks (default: one on ``ctx``, when the
+            setting ``monitors_enabled`` is on; docs/monitors.md).
     """
 
     def __init__(
@@ -92,6 +94,7 @@ class Scheduler:
         interval_s: float | None = None,
         batch: int = 500,
         alerts: Any = None,
+        monitors: Any = None,
     ) -> None:
         settings = ctx.settings
         self._ctx = ctx
@@ -117,6 +120,11 @@ class Scheduler:
 
             alerts = AlertLoop(ctx, name=self.name)
         self.alerts = alerts
+        if monitors is None and settings.monitors_enabled:
+            from civicml.monitors.runner import MonitorLoop
+
+            monitors = MonitorLoop(ctx, name=self.name)
+        self.monitors = monitors
 
     # Running ----------------------------------------------------------------------------------
     def tick(self) -> list[str]:
@@ -124,6 +132,8 @@ class Scheduler:
         firings claimed (or taken over) by this tick."""
         if self.alerts is not None:  # alert rules: evaluated in a thread of their own
             self.alerts.kick()
+        if self.monitors is not None:  # due monitors: run in a thread of their own
+            self.monitors.kick()
         claimed = self.claim()
         for firing_id in claimed:
             self._submit(firing_id)
@@ -143,6 +153,8 @@ class Scheduler:
         claimed firing ids. What ``civicml scheduler --once`` runs."""
         claimed = self.tick()
         self.wait(timeout_s)
+        if self.monitors is not None:
+            self.monitors.wait(timeout_s)
         if self.alerts is not None:
             self.alerts.wait(timeout_s)
         return claimed
@@ -215,6 +227,8 @@ class Scheduler:
             self._thread.join(timeout=max(5.0, self.interval_s))
             self._thread = None
         self._pool.shutdown(wait=wait, cancel_futures=True)
+        if self.monitors is not None:
+            self.monitors.wait(max(5.0, self.interval_s))
         if self.alerts is not None:
             self.alerts.wait(max(5.0, self.interval_s))
 

@@ -37,6 +37,7 @@ from civicml.sdk.endpoints import EndpointsHandle
 from civicml.sdk.evaluations import EvaluationsHandle
 from civicml.sdk.keys import KeysHandle
 from civicml.sdk.monitoring import MonitoringHandle
+from civicml.sdk.monitors import MonitorsHandle
 from civicml.sdk.oversight import (
     CardsHandle,
     change_approval,
@@ -181,6 +182,7 @@ class ProjectHandle:
         self.datasets = DatasetsHandle(backend, info.name)
         self.monitoring = MonitoringHandle(backend, info.name)
         self.alerts = AlertsHandle(backend, info.name)
+        self.monitors = MonitorsHandle(backend, info.name)
         self.cards = CardsHandle(backend, info.name)
         self.evaluations = EvaluationsHandle(backend, info.name)
         self.endpoints = EndpointsHandle(backend, info.name)

@@ -14,6 +14,8 @@ import civicml
 from civicml.core.identity import Principal
 from civicml.core.settings import Settings
 from civicml.governance.audit import AuditTrail
+from civicml.monitors.hook import monitor_alarm
+from civicml.monitors.runner import MonitorLoop
 from civicml.pipelines.scheduler import Scheduler
 from civicml.sdk.embedded import open_context
 from civicml.server.auth import AuthMiddleware, check_bind
@@ -21,6 +23,8 @@ from civicml.server.bodies import JSONRoute, strict_json
 from civicml.server.deps import AppState
 from civicml.server.errors import install_error_handlers
 from civicml.server.guard import BodyLimits, GuardMiddleware
+from civicml.server.metrics import MetricsExporter, MetricsLane, new_metrics_dir
+from civicml.server.metrics import router as metrics_router
 from civicml.server.routers import (
     alerts,
     costs,
@@ -29,6 +33,7 @@ from civicml.server.routers import (
     governance,
     keys,
     monitoring,
+    monitors,
     oversight,
     packages,
     pipelines,
@@ -39,8 +44,10 @@ from civicml.server.routers import (
     tokens,
     tracking,
 )
+from civicml.server.routers import health as health_routes
 from civicml.server.transport import server_config, tls_files
-from civicml.serving.rollout import RolloutTicker
+from civicml.server.workers import Supervisor, Worker
+from civicml.serving.rollout import RolloutTicker, set_monitor_status
 from civicml.serving.runtime import ModelHost
 from civicml.store.context import Context
 from civicml.tracking.service import TrackingService
@@ -52,42 +59,76 @@ log = logging.getLogger("civicml.server")
 RECOVERY_INTERVAL_S = 60.0
 
 
-def create_app(settings: Settings, principal: Principal | None = None) -> FastAPI:
+def create_app(
+    settings: Settings, principal: Principal | None = None, *, worker: Worker | None = None
+) -> FastAPI:
     """Build the API app on the stores named by ``settings``.
 
     The database is migrated and crash leftovers are recovered when the app starts; abandoned runs
     are looked for again every minute while it runs.
+
+    Args:
+        settings: Where the stores are, and every server setting.
+        principal: Who the server acts as by default (None: from ``settings``).
+        worker: Which serving process this app runs in (``civicml server --workers N``,
+            :mod:`civicml.server.workers`); None: the only one.
     """
+    worker = worker or Worker()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         ctx = await run_in_threadpool(open_context, settings, principal)
+        set_monitor_status(monitor_alarm)  # monitor:NAME rollout alarms (docs/monitors.md)
         writer = MetricWriter(
             TrackingService(ctx).log_metric_batches,
             interval=settings.metrics_flush_interval_ms / 1000,
         )
         app.state.civicml = AppState(ctx=ctx, writer=writer)
         app.state.serving = ModelHost(ctx)
-        task = asyncio.create_task(_recover_loop(ctx))
+        # GET /metrics: this process's counts in the server's multiprocess directory.
+        app.state.metrics = MetricsExporter(
+            worker.metrics_dir or new_metrics_dir(),
+            worker=worker.index,
+            samples=app.state.serving.variant_samples,
+            owned=worker.metrics_dir is None,
+        )
+        if worker.count > 1:  # the other workers' scrapes read this one's counts
+            app.state.metrics.start()
+        # Loops that must run once per server run in the primary worker only (worker 0 of
+        # civicml server --workers N; the only one otherwise).
+        primary = worker.primary
+        task = asyncio.create_task(_recover_loop(ctx)) if primary else None
         # Cron schedules and event triggers (setting scheduler_enabled; docs/pipelines.md).
-        scheduler = Scheduler(ctx) if settings.scheduler_enabled else None
+        # Due monitors run in the scheduler's loop (setting monitors_enabled; docs/monitors.md),
+        # reading this process's capture spool first.
+        loop = MonitorLoop(ctx, writer=app.state.serving.capture)
+        scheduler = (
+            Scheduler(ctx, monitors=loop if settings.monitors_enabled else None)
+            if settings.scheduler_enabled and primary
+            else None
+        )
         if scheduler is not None:
             scheduler.start()
         # Guarded endpoint rollouts (setting rollout_enabled; docs/serving.md).
-        ticker = RolloutTicker(ctx, app.state.serving) if settings.rollout_enabled else None
+        ticker = (
+            RolloutTicker(ctx, app.state.serving) if settings.rollout_enabled and primary else None
+        )
         if ticker is not None:
             ticker.start()
         try:
             yield
         finally:
-            task.cancel()
+            if task is not None:
+                task.cancel()
             if ticker is not None:
                 await run_in_threadpool(ticker.stop)
             if scheduler is not None:
                 await run_in_threadpool(scheduler.stop)
             await run_in_threadpool(app.state.serving.close)
+            await run_in_threadpool(app.state.metrics.close)
             await run_in_threadpool(writer.close)
             await run_in_threadpool(AuditTrail(ctx).flush)
+            set_monitor_status(None)
             ctx.db.close()
 
     app = FastAPI(
@@ -122,11 +163,14 @@ def create_app(settings: Settings, principal: Principal | None = None) -> FastAP
         pipelines.router,
         schedules.router,
         alerts.router,
+        monitors.router,
         costs.router,
         serving.router,
         governance.router,
         tokens.router,
         keys.router,
+        health_routes.router,
+        *([metrics_router] if settings.server_metrics != "off" else []),
     )
     strict_json(routers)
     for router in routers:
@@ -136,6 +180,8 @@ def create_app(settings: Settings, principal: Principal | None = None) -> FastAP
     app.add_middleware(serving.InvocationsLane)
     # Authentication (setting auth) wraps the lane and every route: nothing bypasses it.
     app.add_middleware(AuthMiddleware, settings=settings)
+    if settings.server_metrics == "loopback":  # GET /metrics for loopback clients, no token
+        app.add_middleware(MetricsLane)
     app.add_middleware(
         GuardMiddleware,
         allowed_hosts=settings.server_allowed_hosts,
@@ -157,6 +203,7 @@ UPLOAD_PATHS = (
     r"/api/v1/projects/[^/]+/blobs",
     r"/api/v1/projects/[^/]+/models/import",
     r"/api/v1/projects/[^/]+/datasets/[^/]+/versions",
+    r"/api/v1/projects/[^/]+/endpoints/[^/]+/ground-truth/file",
 )
 #: Invocation routes, whose bodies may be up to ``server_max_invocation_bytes``.
 INVOCATION_PATHS = (
@@ -180,9 +227,22 @@ async def _recover_loop(ctx: Context) -> None:
 def serve(
     settings: Settings, *, host: str = "127.0.0.1", port: int = 8080, log_level: str = "info"
 ) -> None:
-    """Run the server (one process; TCP_NODELAY on, see docs/benchmarks.md), with the head and
-    keep-alive timeouts and the connection limit of ``settings`` (see server/transport.py)."""
+    """Run the server with the head and keep-alive timeouts and the connection limit of
+    ``settings`` (see server/transport.py; TCP_NODELAY on every connection): one process, or
+    ``settings.server_workers`` processes under a supervisor (server/workers.py).
+
+    Raises:
+        SystemExit: 3 when the port cannot be bound or the app fails to start.
+    """
     check_bind(host, settings)  # auth = "none" only on loopback
+    if settings.server_workers > 1:
+        supervisor = Supervisor(
+            settings, host=host, port=port, log_level=log_level, workers=settings.server_workers
+        )
+        code = supervisor.run()
+        if code:
+            raise SystemExit(code)
+        return
     import uvicorn
 
     app = create_app(settings)

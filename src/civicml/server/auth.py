@@ -65,7 +65,16 @@ __all__ = [
 log = logging.getLogger("civicml.server")
 
 #: Paths answered without authentication.
-PUBLIC_PATHS = frozenset({"/api/v1/health", "/api/v1/ready", "/api/v1/auth/oidc", "/openapi.json"})
+PUBLIC_PATHS = frozenset(
+    {
+        "/api/v1/health",
+        "/api/v1/health/live",
+        "/api/v1/health/ready",
+        "/api/v1/ready",
+        "/api/v1/auth/oidc",
+        "/openapi.json",
+    }
+)
 #: Where the middleware leaves the request's principal and token (ASGI scope keys).
 TOKEN_KEY = "civicml.token"  # noqa: S105 (a scope key, not a secret)
 #: Most ``auth.failed`` audit events per minute, all clients together.

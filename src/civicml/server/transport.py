@@ -7,7 +7,14 @@ line or headers slowly (or never finishes them) is held forever: a few hundred o
 ("slowloris") exhaust a server. :func:`http_protocol` adds a timer to uvicorn's own HTTP
 protocol: it starts when the connection opens or its next request begins, stops when the
 request's head is complete, and closes the connection when it fires. Everything else is
-uvicorn's (the event loop's TCP_NODELAY, flow control, pipelining).
+uvicorn's (flow control, pipelining).
+
+TCP_NODELAY: a small answer on a kept-alive connection must not wait for the client's delayed
+ACK (Nagle's algorithm: ~40 ms a request on Linux). asyncio sets it only on sockets accepted from
+a listener whose ``proto`` is ``IPPROTO_TCP``, and a socket bound ahead of the server — what
+``uvicorn --workers`` does, uvicorn#3149 — has ``proto`` 0. So the protocol sets it on every
+accepted TCP connection itself (one system call per connection), and :func:`bind_sockets`, which
+binds the port for ``civicml server --workers N``, creates its listeners with ``IPPROTO_TCP``.
 
 With ``server_tls_cert`` and ``server_tls_key`` the server speaks HTTPS only (uvicorn's ssl
 options): the same protocol classes run on top of the TLS transport (the head timer starts once
@@ -18,11 +25,14 @@ the handshake is done), and every answer carries ``Strict-Transport-Security``
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
+import socket
 import ssl
 import stat
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +43,16 @@ from civicml.core.errors import ConfigurationError
 from civicml.core.settings import Settings
 from civicml.server.errors import SECURITY_HEADERS, error_body
 
-__all__ = ["HSTS", "TLSFiles", "http_protocol", "server_config", "tls_files"]
+__all__ = [
+    "HSTS",
+    "TLSFiles",
+    "bind_sockets",
+    "http_protocol",
+    "reuse_port_balances",
+    "server_config",
+    "set_nodelay",
+    "tls_files",
+]
 
 log = logging.getLogger("civicml.server")
 
@@ -247,12 +266,76 @@ class _HeadTimeout:
             self.transport.close()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        set_nodelay(transport)
         super().connection_made(transport)  # type: ignore[misc]
         self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm_head_timer()
         super().connection_lost(exc)  # type: ignore[misc]
+
+
+def set_nodelay(transport: asyncio.BaseTransport) -> None:
+    """Turn Nagle's algorithm off on the TCP connection under ``transport`` (TLS included)."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None and sock.family in (socket.AF_INET, socket.AF_INET6):
+        with contextlib.suppress(OSError):  # the peer is already gone
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+
+def reuse_port_balances() -> bool:
+    """Whether listeners in one ``SO_REUSEPORT`` group share new connections out (Linux)."""
+    return sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
+
+
+def bind_sockets(
+    host: str, port: int, *, copies: int = 1, backlog: int = 2048
+) -> list[list[socket.socket]]:
+    """Listening TCP sockets on ``host:port`` for ``copies`` serving processes, as asyncio
+    binds them for one (every address ``host`` resolves to; ``SO_REUSEADDR``; IPv6 only on an
+    IPv6 address), created with ``IPPROTO_TCP`` so accepted connections get TCP_NODELAY.
+
+    Where :func:`reuse_port_balances` (Linux), each copy gets listeners of its own in one
+    ``SO_REUSEPORT`` group, and the kernel spreads new connections evenly over the processes;
+    elsewhere every copy gets the same listeners (one accept queue; the process that wakes
+    first takes the connection, so a burst of kept-alive connections may all go to one).
+
+    Returns:
+        One list of listeners per copy.
+
+    Raises:
+        OSError: The address cannot be resolved or bound (e.g. the port is in use).
+    """
+    infos = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP, flags=socket.AI_PASSIVE
+    )
+    addresses = list(dict.fromkeys((family, address) for family, _, _, _, address in infos))
+    reuse_port = copies > 1 and reuse_port_balances()
+    made: list[socket.socket] = []
+
+    def listener(family: int, address: Any) -> socket.socket:
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        made.append(sock)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        if family == socket.AF_INET6:
+            sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+        sock.bind(address)
+        sock.listen(backlog)
+        return sock
+
+    try:
+        first = [listener(family, address) for family, address in addresses]
+        if not reuse_port:
+            return [first] * copies
+        return [first] + [
+            [listener(s.family, s.getsockname()) for s in first] for _ in range(copies - 1)
+        ]
+    except BaseException:
+        for sock in made:
+            sock.close()
+        raise
 
 
 def _httptools_protocol() -> type[asyncio.Protocol]:

@@ -78,7 +78,7 @@ from civicml.store.context import Context
 from civicml.store.crypto import SealedAppender, is_sealed, read_sealed
 from civicml.store.schemas import ArtifactInfo
 
-__all__ = ["CaptureEvent", "CaptureService", "CaptureWriter", "capture_records"]
+__all__ = ["CaptureEvent", "CaptureService", "CaptureWriter", "capture_records", "claim_spool"]
 
 log = logging.getLogger("civicml.serving.capture")
 
@@ -470,7 +470,12 @@ class CaptureWriter:
         path.unlink()
 
     def _recover(self) -> None:
-        """Store spool files left behind by processes that died before rotating them."""
+        """Store spool files left behind by processes that died before rotating them.
+
+        Several serving processes (``civicml server --workers N``) may recover at once: each
+        first claims a file by renaming it to a name of its own pid (atomic: one rename wins),
+        so a file is stored once. A claimer that dies leaves a file of a dead pid again.
+        """
         if not self._dir.is_dir():
             return
         for path in sorted(self._dir.glob("*.jsonl")):
@@ -480,7 +485,22 @@ class CaptureWriter:
             pid = int(parts[0])
             if pid == os.getpid() or process_alive(pid):
                 continue
-            self._guard(functools.partial(self._store, path, parts[1], parts[2], parts[3]))
+            claimed = claim_spool(path)
+            if claimed is not None:
+                self._guard(functools.partial(self._store, claimed, parts[1], parts[2], parts[3]))
+
+
+def claim_spool(path: Path) -> Path | None:
+    """Take over a dead process's spool file ``path`` by renaming it to this process's pid;
+    the new path, or None when another process claimed (or stored) it first."""
+    _, project_id, endpoint_id, hour, _ = path.name.split("-")
+    name = f"{os.getpid()}-{project_id}-{endpoint_id}-{hour}-{uuid.uuid4().hex}.jsonl"
+    mine = path.with_name(name)
+    try:
+        os.rename(path, mine)
+    except FileNotFoundError:
+        return None
+    return mine
 
 
 # Reading ----------------------------------------------------------------------------------------

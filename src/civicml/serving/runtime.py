@@ -83,7 +83,7 @@ from civicml.serving.routing import Route, RouteVariant, build_route, variants_o
 from civicml.serving.sandbox import SandboxedModel, load_sandboxed
 from civicml.serving.schemas import EndpointInfo, EndpointStats
 from civicml.serving.shadow import ShadowJob, ShadowRunner
-from civicml.serving.stats import VariantCounters, flush_counters
+from civicml.serving.stats import VariantCounters, VariantSample, flush_counters
 from civicml.store.context import Context
 from civicml.training import UnsafeModelFormatError
 
@@ -547,7 +547,7 @@ class ModelHost:
             if variant is not None:
                 found = self._variant_counts.get(variant.id)
                 if found is None:
-                    found = self._variant_counts[variant.id] = VariantCounters(route.endpoint.id)
+                    found = self._new_counters(route, variant)
                 if what == "input_errors":
                     found.errors_4xx += 1
                 elif what in ("output_errors", "model_errors"):
@@ -568,7 +568,7 @@ class ModelHost:
                 self._owners[endpoint_id] = (route.project_id, route.endpoint.name)
             found = self._variant_counts.get(variant.id)
             if found is None:
-                found = self._variant_counts[variant.id] = VariantCounters(endpoint_id)
+                found = self._new_counters(route, variant)
             found.answered(latency_ns)
         if self._flusher is None:
             with self._flush_lock:
@@ -587,13 +587,25 @@ class ModelHost:
         with self._counts_lock:
             found = self._variant_counts.get(variant.id)
             if found is None:
-                found = self._variant_counts[variant.id] = VariantCounters(route.endpoint.id)
+                found = self._new_counters(route, variant)
             if what == "answered":
                 found.answered(latency_ns)
             elif what == "input_errors":
                 found.errors_4xx += 1
             else:
                 found.errors_5xx += 1
+
+    def _new_counters(self, route: Route, variant: RouteVariant) -> VariantCounters:
+        """A variant's first counters here (called with ``self._counts_lock`` held)."""
+        names = (route.endpoint.project, route.endpoint.name, variant.name)
+        found = self._variant_counts[variant.id] = VariantCounters(route.endpoint.id, names)
+        return found
+
+    def variant_samples(self) -> list[VariantSample]:
+        """What this process counted per variant, cumulative since it started, with the
+        names of its project, endpoint and variant (for ``GET /metrics``)."""
+        with self._counts_lock:
+            return [c.sample() for c in self._variant_counts.values()]
 
     def variant_counters(self) -> dict[str, tuple[str, tuple[int, int, int, tuple[int, ...]]]]:
         """What this process counted per variant id: (endpoint id, (invocations, 4xx, 5xx,

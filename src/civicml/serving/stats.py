@@ -14,6 +14,10 @@ model's latency, SageMaker's ``ModelLatency``; HTTP parsing and the network are 
 counted in :data:`LATENCY_BOUNDS_MS` buckets about 26 % wide. A quantile is reported as the
 upper bound of the bucket that holds it, so ``p99_ms`` is never under the true p99 and at most
 26 % over it.
+
+The same counters, with the names of their project, endpoint and variant and the sum of the
+latencies, are what ``GET /metrics`` exports (:meth:`VariantCounters.sample`, read by
+:mod:`civicml.server.metrics` in a thread of its own, never on the request path).
 """
 
 from __future__ import annotations
@@ -34,6 +38,7 @@ __all__ = [
     "LATENCY_BOUNDS_MS",
     "Totals",
     "VariantCounters",
+    "VariantSample",
     "flush_counters",
     "quantile_ms",
     "read_totals",
@@ -46,23 +51,53 @@ _BOUNDS_NS: tuple[float, ...] = tuple(b * 1e6 for b in LATENCY_BOUNDS_MS)
 _BUCKETS = len(LATENCY_BOUNDS_MS) + 1
 
 
+@dataclass(frozen=True, slots=True)
+class VariantSample:
+    """One variant's cumulative counts in this process, with the names an exporter labels
+    them by (project, endpoint, variant)."""
+
+    project: str
+    endpoint: str
+    variant: str
+    invocations: int
+    errors_4xx: int
+    errors_5xx: int
+    latency: tuple[int, ...]
+    latency_sum_ns: int
+
+
 @dataclass(slots=True)
 class VariantCounters:
     """What one process counted for one variant since it started (mutated under a lock)."""
 
     endpoint_id: str
+    #: (project, endpoint, variant) names, for :meth:`sample`.
+    names: tuple[str, str, str] = ("", "", "")
     invocations: int = 0
     errors_4xx: int = 0
     errors_5xx: int = 0
     latency: list[int] = field(default_factory=lambda: [0] * _BUCKETS)
+    latency_sum_ns: int = 0
 
     def answered(self, latency_ns: int) -> None:
         """Count one answered request that took ``latency_ns``."""
         self.invocations += 1
+        self.latency_sum_ns += latency_ns
         self.latency[bisect.bisect_left(_BOUNDS_NS, latency_ns)] += 1
 
     def snapshot(self) -> tuple[int, int, int, tuple[int, ...]]:
         return self.invocations, self.errors_4xx, self.errors_5xx, tuple(self.latency)
+
+    def sample(self) -> VariantSample:
+        """The counts with their names (call under the lock that guards the counters)."""
+        return VariantSample(
+            *self.names,
+            invocations=self.invocations,
+            errors_4xx=self.errors_4xx,
+            errors_5xx=self.errors_5xx,
+            latency=tuple(self.latency),
+            latency_sum_ns=self.latency_sum_ns,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,15 +40,16 @@ def classification_metrics(
     average_kwargs: dict[str, Any] = (
         {"average": "binary", "pos_label": classes[1]} if binary else {"average": "macro"}
     )
+    # One pass for the three: precision_score, recall_score and f1_score each call this same
+    # function (F1 is its beta=1 F-score) and keep one of its results.
+    precision, recall, f1, _ = skm.precision_recall_fscore_support(
+        y_true, y_pred, labels=labels, zero_division=0, beta=1.0, warn_for=(), **average_kwargs
+    )
     result = {
         "accuracy": float(skm.accuracy_score(y_true, y_pred)),
-        "precision": float(
-            skm.precision_score(y_true, y_pred, labels=labels, zero_division=0, **average_kwargs)
-        ),
-        "recall": float(
-            skm.recall_score(y_true, y_pred, labels=labels, zero_division=0, **average_kwargs)
-        ),
-        "f1": float(skm.f1_score(y_true, y_pred, labels=labels, zero_division=0, **average_kwargs)),
+        "precision": float(precision),
+        "recall": float(recall),
+        "f1": float(f1),
         "log_loss": float(skm.log_loss(y_true, proba, labels=labels)),
     }
     present = set(np.unique(np.asarray(y_true)).tolist())
