@@ -55,7 +55,7 @@ from civicml.store.paths import validate_relative_path
 from civicml.store.schemas import ArtifactInfo
 from civicml.tracking.reproducibility import environment_tags
 from civicml.tracking.schemas import Experiment, MetricValue, Run, RunStatus, SearchWarning
-from civicml.tracking.service import MetricPoint, clean_params, not_running, param_conflict
+from civicml.tracking.service import MetricPoint, clean_params, new_params, not_running
 
 __all__ = ["Client", "ModelsHandle", "ProjectHandle", "RunHandle", "connect"]
 
@@ -347,11 +347,7 @@ class RunHandle:
         checked = clean_params(params)
         if self._info.status is not RunStatus.RUNNING:
             raise not_running(self._id, self._info.status.value, "log parameters to")
-        for key, value in checked.items():
-            old = self._params.get(key)
-            if old is not None and old != value:
-                raise param_conflict(self._id, key, old, value)
-        new = {k: v for k, v in checked.items() if k not in self._params}
+        new = new_params(self._id, checked, {self._id: self._params})
         if new:
             self._backend.writer.submit(self._id, [], params=new)
             self._params.update(new)

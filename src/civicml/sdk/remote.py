@@ -56,6 +56,7 @@ from civicml.tracking.service import (
     MetricPoint,
     NewRun,
     check_max_results,
+    check_run_name,
     clean_params,
     clean_tags,
     pending_run,
@@ -365,8 +366,7 @@ class RemoteBackend:
             self._homes.setdefault(key, (run.project, run.experiment, run.created_by))
             return run, False
         validate_name("Experiment", experiment)
-        if name is not None and (not name or len(name) > 256):
-            raise E.InvalidInputError("Run name must be 1-256 characters.")
+        check_run_name(name)
         host, pid, pid_start = process_identity(True)
         spec = NewRun(
             project=home[0],

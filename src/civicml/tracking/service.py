@@ -74,8 +74,10 @@ __all__ = [
     "TrackingService",
     "batch_digest",
     "check_max_results",
+    "check_run_name",
     "clean_params",
     "clean_tags",
+    "new_params",
     "not_running",
     "param_conflict",
     "pending_run",
@@ -363,8 +365,7 @@ class TrackingService:
         validate_name("Experiment", experiment)
         checked_params = clean_params(params or {})
         checked_tags = clean_tags(tags or {})
-        if name is not None and (not name or len(name) > 256):
-            raise InvalidInputError("Run name must be 1-256 characters.")
+        check_run_name(name)
         check_budget(self._ctx, project)  # costs: a spent hard-stop budget refuses new runs
         return NewRun(
             project=project,
@@ -500,10 +501,7 @@ class TrackingService:
                     )
                 ).all()
             )
-            for key, value in clean.items():
-                if key in existing and existing[key] != value:
-                    raise param_conflict(run_id, key, existing[key], value)
-            added = {k: v for k, v in clean.items() if k not in existing}
+            added = new_params(run_id, clean, {run_id: existing})
             if added:
                 uow.conn.execute(
                     insert(t.params),
@@ -671,7 +669,7 @@ class TrackingService:
                 try:
                     target = None if batch.end is None else _end_status(batch.end)
                     added = (
-                        _new_params(batch.run_id, clean_params(batch.params), logged)
+                        new_params(batch.run_id, clean_params(batch.params), logged)
                         if batch.params
                         else {}
                     )
@@ -1382,7 +1380,13 @@ def _logged_params(cursor: Any, mark: str, run_ids: list[str]) -> dict[str, dict
     return logged
 
 
-def _new_params(
+def check_run_name(name: str | None) -> None:
+    """Refuse a run name that is empty or longer than 256 characters (None: generated)."""
+    if name is not None and (not name or len(name) > 256):
+        raise InvalidInputError("Run name must be 1-256 characters.")
+
+
+def new_params(
     run_id: str, clean: dict[str, str], logged: dict[str, dict[str, str]]
 ) -> dict[str, str]:
     """The parameters of ``clean`` not logged yet; a different value for a logged one is a
