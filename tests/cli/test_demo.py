@@ -104,3 +104,35 @@ def test_demo_prints_commands_that_run(tmp_path: Path, capsys: pytest.CaptureFix
         done = subprocess.run(argv, capture_output=True, text=True, timeout=120, check=False)
         assert done.returncode == 0, f"{command}\n{done.stdout}\n{done.stderr}"
     assert "p(1)" in done.stdout or "OK" in done.stdout
+    _the_loop_closed(home)
+
+
+def _the_loop_closed(home: Path) -> None:
+    """What the demo's loop left behind, read back from its platform: the monitor's violation,
+    the alert, the pipeline it started, the approved candidate and the two rollouts."""
+    import civicml as cm
+    from civicml.cli import demo_loop
+    from civicml.cli.demo import OFFICER, PROJECT
+
+    with cm.connect(home=home, user=OFFICER) as ml:
+        proj = ml.project(PROJECT)
+        (execution,) = proj.monitors.executions(demo_loop.MONITOR)
+        assert execution.status.value == "completed_with_violations" and execution.violations
+        (alert,) = proj.alerts.list(rule=demo_loop.RULE)
+        assert alert.subject == demo_loop.MONITOR
+        (firing,) = ml.schedules.firings(demo_loop.SCHEDULE, project=PROJECT)
+        assert firing.status.value == "succeeded"
+        assert firing.parameters["alert"] == alert.id
+        run = ml.pipelines.get(firing.execution_id)
+        assert run.status.value == "succeeded"
+        versions = {v.version: v for v in proj.models.versions("eligibility")}
+        assert versions[2].approval_status.value == "Approved"
+        assert versions[2].approval_by == OFFICER
+        assert alert.id in versions[2].description
+        endpoint = proj.endpoints.get("eligibility")
+        assert [(v.model_version, v.weight) for v in endpoint.variants()] == [(2, 1.0)]
+        outcomes = [(r.model_version, r.status.value) for r in endpoint.rollout.list()]
+        assert sorted(outcomes) == [(1, "rolled_back"), (2, "succeeded")]
+        board = {r.version: r for r in proj.models.dashboard().rows}
+        assert board[2].monitors == {demo_loop.MONITOR: "completed_with_violations"}
+        assert ml.verify_audit().ok

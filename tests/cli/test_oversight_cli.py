@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 import civicml as cm
+from civicml.cli import _common as cli_common
 from civicml.cli.main import main
 from civicml.data.samples import benefit_applications
 from tests.oversight.helpers import (
@@ -214,13 +215,15 @@ def test_the_oversight_story_on_the_command_line(cli: Cli, tmp_path: Path) -> No
         "High",
     )
     assert (rows[1]["card_status"], rows[1]["card_missing"]) == ("Draft", 11)
-    code, out, _ = cli("models", "dashboard", "-p", PROJECT)
+    with pytest.MonkeyPatch.context() as wide:  # nine columns: read them unfolded
+        wide.setattr(cli_common.console, "width", 200)
+        code, out, _ = cli("models", "dashboard", "-p", PROJECT)
     assert code == 0 and out.startswith("Model dashboard of benefits\n")
     cells = [[c.strip() for c in line.split("│")[1:-1]] for line in out.splitlines()]
-    firsts = [c for c in cells if len(c) == 8 and c[0].startswith("eligib")]  # a row's first line
-    assert [(c[5], c[6], c[7]) for c in firsts] == [
-        ("Approved", "High", "passed"),
-        ("Draft,", "", "failed"),
+    firsts = [c for c in cells if len(c) == 9 and c[0].startswith("eligib")]  # a row's first line
+    assert [(c[0], c[5], c[6], c[7], c[8]) for c in firsts] == [
+        ("eligibility v2", "Approved", "High", "passed", ""),
+        ("eligibility v1", "Draft, 11 missing", "", "failed (3 failed)", ""),
     ]
 
     code, out, _ = cli("audit", "verify")

@@ -5,12 +5,16 @@ model risk officer sets an approval policy and a first approval is refused by it
 evidence yet) → bias report on the protected attribute, SHAP explanations and the model card →
 the approval passes the gate (by another user than the one who trained it) → deploy it → start
 the real server on a loopback port and send requests to the live endpoint (the later, drifted
-batch) → capture them → drift report of the captured inputs against the training data → the
-model dashboard → verify the audit trail.
+batch) → capture them → drift report of the captured inputs against the training data → then
+the loop closes (``demo_loop``): a data-quality monitor finds violations → an alert fires → it
+starts the retraining pipeline → the candidate passes the gate and is approved → a canary
+rollout under live traffic promotes it, and a canary that misbehaves is rolled back by itself →
+the model dashboard → verify the audit trail.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -19,6 +23,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -176,22 +181,25 @@ def demo(
         endpoint = proj.endpoints.deploy("eligibility", mv)
         _step(f"Deployed endpoint {endpoint.name} → {mv.name} v{mv.version}, capture on")
     later = benefit_applications(REQUESTS, seed=7, drifted=True).drop(columns=["eligible"])
-    report, captured, approved_share = _serve_and_monitor(where, raw, later)
-    _step(
-        f"Sent {REQUESTS} requests to the live endpoint over HTTP; "
-        f"{approved_share:.0%} predicted eligible"
-    )
-    _step(f"Captured {captured.row_count} requests as {captured.name} v{captured.version}")
-    summary = report.summary
-    _step(
-        f"Drift report: {summary.verdict} — {summary.n_drifted} of {summary.n_columns} columns "
-        f"drifted ({', '.join(summary.drifted_columns[:5])}), {summary.violations} "
-        "Model Monitor violation(s)"
-    )
+    with _live_server(where) as url:
+        report, captured, approved_share = _capture_and_compare(url, raw, later)
+        _step(
+            f"Sent {REQUESTS} requests to the live endpoint over HTTP; "
+            f"{approved_share:.0%} predicted eligible"
+        )
+        _step(f"Captured {captured.row_count} requests as {captured.name} v{captured.version}")
+        summary = report.summary
+        _step(
+            f"Drift report: {summary.verdict} — {summary.n_drifted} of {summary.n_columns} "
+            f"columns drifted ({', '.join(summary.drifted_columns[:5])}), "
+            f"{summary.violations} Model Monitor violation(s)"
+        )
+        mv = _close_the_loop(where, url, scientist, mv, later)
     with cm.connect(home=where) as ml:
         html = reports / f"drift-{report.id[:12]}.html"
         html.write_text(ml.project(PROJECT).monitoring.html(report.id), encoding="utf-8")
-        row = ml.project(PROJECT).models.dashboard().rows[0]
+        board = ml.project(PROJECT).models.dashboard().rows
+        row = next((r for r in board if r.version == mv.version), board[0])
         _step(
             f"Dashboard: {row.model} v{row.version} {row.approval_status}, deployed to "
             f"{', '.join(row.endpoints)}, gate {row.gate}, card {row.card_status} "
@@ -264,23 +272,27 @@ def _describe_inputs(signature: Any) -> str:
     return ", ".join(parts) + "; all required (null only where it may be null)"
 
 
-def _serve_and_monitor(where: Path, raw: Any, later: Any) -> tuple[Any, Any, float]:
-    """Start the real server on a free loopback port, call the endpoint over HTTP, then turn
-    the captured requests into a dataset and compare it with the training data."""
+@contextlib.contextmanager
+def _live_server(where: Path) -> Iterator[str]:
+    """The real server on a free loopback port, for as long as the block runs; its URL. Its
+    scheduler and rollout ticker are off: the demo ticks them itself, so each step shows."""
     import socket
 
     import uvicorn
 
-    import civicml as cm
     from civicml.core.settings import Settings
     from civicml.server.app import create_app
 
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
-    app = create_app(Settings.load(home=where, user="ml-engineer"))
+    settings = Settings.load(
+        home=where, user="ml-engineer", scheduler_enabled=False, rollout_enabled=False
+    )
     server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+        uvicorn.Config(
+            create_app(settings), host="127.0.0.1", port=port, log_level="warning", access_log=False
+        )
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -288,34 +300,102 @@ def _serve_and_monitor(where: Path, raw: Any, later: Any) -> tuple[Any, Any, flo
         deadline = time.monotonic() + 30
         while not server.started and time.monotonic() < deadline:
             time.sleep(0.05)
-        with cm.connect(f"http://127.0.0.1:{port}", user="caseworker-app") as remote:
-            proj = remote.project(PROJECT)
-            endpoint = proj.endpoints.get("eligibility")
-            positive = 0
-            records = later.astype(object).where(later.notna(), None).to_dict("records")
-            for record in records:
-                result = endpoint.predict(record)
-                positive += int(result.predictions[0] == 1)
-            captured = endpoint.capture_to_dataset("eligibility-requests")
-            report = proj.monitoring.drift(
-                captured,
-                baseline=raw,
-                columns=[c for c in later.columns],
-                title="Requests to the eligibility endpoint vs training data",
-            )
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(timeout=30)
+
+
+def _capture_and_compare(url: str, raw: Any, later: Any) -> tuple[Any, Any, float]:
+    """Call the endpoint over HTTP, then turn the captured requests into a dataset and compare
+    it with the training data."""
+    import civicml as cm
+
+    with cm.connect(url, user="caseworker-app") as remote:
+        proj = remote.project(PROJECT)
+        endpoint = proj.endpoints.get("eligibility")
+        positive = 0
+        records = later.astype(object).where(later.notna(), None).to_dict("records")
+        for record in records:
+            result = endpoint.predict(record)
+            positive += int(result.predictions[0] == 1)
+        captured = endpoint.capture_to_dataset("eligibility-requests")
+        report = proj.monitoring.drift(
+            captured,
+            baseline=raw,
+            columns=list(later.columns),
+            title="Requests to the eligibility endpoint vs training data",
+        )
     return report, captured, positive / max(1, len(records))
 
 
-def _connect(where: Path, user: str) -> Any:
+def _close_the_loop(where: Path, url: str, scientist: str, old: Any, later: Any) -> Any:
+    """Monitor → alert → retraining pipeline → gate and approval → canary promoted, and a
+    misbehaving canary rolled back; the version the endpoint serves at the end."""
+    import civicml as cm
+    from civicml.cli import demo_loop
+    from civicml.core.settings import Settings
+    from civicml.pipelines.scheduler import Scheduler
+    from civicml.sdk.embedded import open_context
+
+    records = later.astype(object).where(later.notna(), None).to_dict("records")
+    with _connect(where, scientist, pipeline_modules=[demo_loop.MODULE]) as ml:
+        ml.schedules.create(
+            demo_loop.SCHEDULE,
+            project=PROJECT,
+            pipeline=demo_loop.PIPELINE,
+            event="alert.fired",
+            match={"rule": demo_loop.RULE},
+            params={"alert": "{event.alert_id}"},
+        )
+    settings = Settings.load(
+        home=where,
+        user=scientist,
+        pipeline_modules=[demo_loop.MODULE],
+        alerts_enabled=False,
+        monitors_enabled=False,
+    )
+    ctx = open_context(settings)
+    scheduler = Scheduler(ctx)
+    try:
+        with cm.connect(url, user="ml-engineer") as remote:
+            candidate = demo_loop.watch_and_retrain(remote.project(PROJECT), scheduler, _step)
+    finally:
+        scheduler.stop(wait=True)
+        ctx.db.close()
+    with _connect(where, scientist) as ml:
+        proj = ml.project(PROJECT)
+        proj.cards.edit(candidate, fields=CARD, note="Same service, retrained on recent data.")
+        proj.cards.set_status(candidate, status="PendingReview", note="Ready for review.")
+    with _connect(where, OFFICER) as ml:
+        proj = ml.project(PROJECT)
+        proj.cards.set_status(candidate, status="Approved", note="Card reviewed.")
+        gate = proj.models.gate(candidate)
+        candidate = proj.models.approve(candidate, note="Retrained candidate: evidence reviewed.")
+        _step(
+            f"{OFFICER} approved v{candidate.version}: gate passed {len(gate.checks)}/"
+            f"{len(gate.checks)} checks (bias and explanation made by the pipeline)"
+        )
+    with cm.connect(url, user="ml-engineer") as remote:
+        endpoint = remote.project(PROJECT).endpoints.get("eligibility")
+
+        def send(n: int) -> None:
+            for i in range(n):
+                endpoint.predict(records[i % len(records)])
+
+        demo_loop.canary(endpoint, send, candidate, _step)
+        demo_loop.misbehaving_canary(endpoint, send, old, _step)
+    return candidate
+
+
+def _connect(where: Path, user: str, **settings: Any) -> Any:
     """The demo's platform as ``user``; the model risk officer holds the override role."""
     import civicml as cm
     from civicml.core.settings import Settings
 
     roles = {OFFICER: ["risk_officer", "reviewer"]}
-    return cm.connect(settings=Settings.load(home=where, user=user, roles=roles), user=user)
+    loaded = Settings.load(home=where, user=user, roles=roles, **settings)
+    return cm.connect(settings=loaded, user=user)
 
 
 def _step(text: str) -> None:

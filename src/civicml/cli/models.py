@@ -258,7 +258,8 @@ def dashboard(
     ] = False,
     json_: JsonOpt = False,
 ) -> None:
-    """Every model version: status, deployments, metrics, bias, card and gate."""
+    """Every model version: status, deployments, metrics, bias, card, gate and the latest
+    status of each monitor of the endpoints serving it."""
     with client() as ml:
         board = ml.project(project).models.dashboard(include_archived=include_archived)
     if json_:
@@ -266,7 +267,7 @@ def dashboard(
         return
     table(
         f"Model dashboard of {board.project}",
-        ["model", "status", "deployed", "metrics", "bias", "card", "risk", "gate"],
+        ["model", "status", "deployed", "metrics", "bias", "card", "risk", "gate", "monitors"],
         [
             [
                 f"{r.model} v{r.version}",
@@ -281,6 +282,7 @@ def dashboard(
                 f"{r.card_status}" + ("" if r.card_complete else f", {r.card_missing} missing"),
                 r.risk_rating or "",
                 r.gate + (f" ({len(r.gate_failed)} failed)" if r.gate_failed else ""),
+                ", ".join(f"{name}: {status}" for name, status in sorted(r.monitors.items())),
             ]
             for r in board.rows
         ],

@@ -452,7 +452,19 @@ class BoundPipeline:
     params: dict[str, Any]
 
 
-def pipeline(fn: Callable[..., Any] | None = None, /, *, name: str | None = None) -> Any:
+@overload
+def pipeline(fn: Callable[..., Any], /) -> Pipeline: ...
+
+
+@overload
+def pipeline(
+    fn: None = None, /, *, name: str | None = None
+) -> Callable[[Callable[..., Any]], Pipeline]: ...
+
+
+def pipeline(
+    fn: Callable[..., Any] | None = None, /, *, name: str | None = None
+) -> Pipeline | Callable[[Callable[..., Any]], Pipeline]:
     """Make a function a pipeline: ``@pipeline`` or ``@pipeline(name="eligibility")``.
 
     Its parameters (with JSON-able defaults) are the pipeline's parameters; inside it, call
