@@ -33,6 +33,7 @@ from civicml.governance.schemas import (
 )
 from civicml.governance.tokens import TokenService
 from civicml.registry.service import RegistryService
+from civicml.serving.rollout_plan import monitor_status, set_monitor_status
 from civicml.serving.runtime import ModelHost
 from civicml.store.artifacts import artifact_store_for
 from civicml.store.context import Context
@@ -61,6 +62,14 @@ def open_context(settings: Settings, principal: Principal | None = None) -> Cont
     return ctx
 
 
+def _monitor_alarm(ctx: Context, project: str, monitor: str) -> bool | None:
+    """``monitor:NAME`` rollout alarms ticked in this process (the monitors stage loads on
+    first use: most programs never roll out)."""
+    from civicml.monitors.hook import monitor_alarm
+
+    return monitor_alarm(ctx, project, monitor)
+
+
 def _close_at_exit(ref: weakref.ref[EmbeddedBackend]) -> None:
     backend = ref()
     if backend is not None:
@@ -78,6 +87,8 @@ class EmbeddedBackend:
         self.settings = settings
         # ctx: stores already open (a Ray worker's, civicml.store.context.worker_context)
         self.ctx = ctx or open_context(settings, principal)
+        if monitor_status() is None:  # embedded rollouts judge monitor:NAME alarms, as a server
+            set_monitor_status(_monitor_alarm)
         self.projects = ProjectService(self.ctx)
         self.tracking = TrackingService(self.ctx)
         self.registry = RegistryService(self.ctx)

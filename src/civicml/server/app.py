@@ -128,7 +128,6 @@ def create_app(
             await run_in_threadpool(app.state.metrics.close)
             await run_in_threadpool(writer.close)
             await run_in_threadpool(AuditTrail(ctx).flush)
-            set_monitor_status(None)
             ctx.db.close()
 
     app = FastAPI(
