@@ -34,10 +34,12 @@ Differences from Model Monitor, and why:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 
 import numpy as np
 import pandas as pd  # type: ignore[import-untyped]
 
+from civicml.monitoring._parallel import column_pool
 from civicml.monitoring.schemas import (
     BaselineConstraints,
     CategoricalBucket,
@@ -145,18 +147,23 @@ def _number(value: object) -> float | None:
 def _classify(series: pd.Series) -> tuple[np.ndarray, dict[str, int], pd.Series | None]:
     """Numeric values of the present entries, the count of each value type, and for
     non-numeric columns the count of each distinct value (as text)."""
-    present = series[series.notna()]
-    dtype = present.dtype
+    dtype = series.dtype
     if pd.api.types.is_bool_dtype(dtype) or pd.api.types.is_datetime64_any_dtype(dtype):
+        present = series[series.notna()]
         return np.empty(0), {"String": len(present)}, _text_counts(present)
     if pd.api.types.is_integer_dtype(dtype):
+        present = series[series.notna()]
         return present.to_numpy(dtype=np.float64), {"Integral": len(present)}, None
     if pd.api.types.is_float_dtype(dtype):
-        values = present.to_numpy(dtype=np.float64)
+        values = series.to_numpy(dtype=np.float64, na_value=np.nan)
+        values = values[~np.isnan(values)]
         integral = int(np.count_nonzero(np.isfinite(values) & (np.mod(values, 1) == 0)))
         return values, {"Integral": integral, "Fractional": len(values) - integral}, None
     # object, string, category: classify each distinct value once, weight by its count
-    codes, uniques = pd.factorize(present.astype(object))
+    # (factorized as they are — Arrow strings stay Arrow — missing values coded -1)
+    codes, uniques = pd.factorize(series, use_na_sentinel=True)
+    codes = codes[codes >= 0]
+    uniques = list(uniques)
     per_value = np.bincount(codes, minlength=len(uniques))
     numbers = np.array([_number(u) for u in uniques], dtype=object)
     is_num = np.array([x is not None for x in numbers], dtype=bool)
@@ -184,8 +191,10 @@ def _inferred(counts: dict[str, int]) -> InferredType:
     return "Fractional" if counts.get("Fractional", 0) else "Integral"
 
 
-def _numerical(values: np.ndarray, num_missing: int) -> NumericalStatistics:
-    finite = np.sort(values[np.isfinite(values)])
+def _numerical(
+    values: np.ndarray, num_missing: int, finite_sorted: np.ndarray | None = None
+) -> NumericalStatistics:
+    finite = np.sort(values[np.isfinite(values)]) if finite_sorted is None else finite_sorted
     lo, hi = (float(finite[0]), float(finite[-1])) if finite.size else (0.0, 0.0)
     counts, edges = np.histogram(finite, bins=10, range=(lo, hi if hi > lo else lo + 1.0))
     return NumericalStatistics(
@@ -199,8 +208,23 @@ def _numerical(values: np.ndarray, num_missing: int) -> NumericalStatistics:
             KllBucket(lower_bound=float(a), upper_bound=float(b), count=int(c))
             for a, b, c in zip(edges[:-1], edges[1:], counts, strict=True)
         ],
-        quantiles=np.quantile(finite, _QUANTILE_RANKS).tolist() if finite.size else [],
+        quantiles=_sorted_quantiles(finite, _QUANTILE_RANKS).tolist() if finite.size else [],
     )
+
+
+def _sorted_quantiles(ascending: np.ndarray, ranks: np.ndarray) -> np.ndarray:
+    """``np.quantile(ascending, ranks)`` (method ``linear``, the same arithmetic, so the same
+    numbers) for values already in ascending order: no partition of the array again."""
+    n = ascending.size
+    virtual = (n - 1) * ranks  # numpy's 'linear' method
+    below = np.clip(np.floor(virtual), 0, n - 1).astype(np.intp)
+    above = np.clip(below + 1, 0, n - 1)
+    gamma = virtual - np.floor(virtual)
+    a, b = ascending[below], ascending[above]
+    diff = b - a
+    result: np.ndarray = np.asarray(a + diff * gamma)
+    np.subtract(b, diff * (1 - gamma), out=result, where=gamma >= 0.5)
+    return result
 
 
 def _strings(counts: pd.Series, num_missing: int) -> StringStatistics:
@@ -214,39 +238,63 @@ def _strings(counts: pd.Series, num_missing: int) -> StringStatistics:
     )
 
 
-def compute_statistics(df: pd.DataFrame) -> DatasetStatistics:
+def compute_statistics(
+    df: pd.DataFrame,
+    *,
+    presorted: Mapping[str, np.ndarray] | None = None,
+    computed: Mapping[str, FeatureStatistics] | None = None,
+) -> DatasetStatistics:
     """Per-column statistics of ``df`` in the shape of Model Monitor's ``statistics.json``.
+
+    Args:
+        df: The frame.
+        presorted: For numeric columns already sorted (by the drift tests), the finite values
+            in ascending order; they are not sorted again.
+        computed: Columns whose statistics are already known (:func:`column_statistics`, as
+            the drift report computes them while it holds their sorted values).
 
     Example:
         >>> stats = compute_statistics(pd.DataFrame({"age": [30, 40, None]}))
         >>> stats.features[0].inferred_type, stats.features[0].numerical_statistics.mean
         ('Integral', 35.0)
     """
-    features = []
-    for name in df.columns:
-        col = df[name]
-        num_missing = int(col.isna().sum())
-        numeric, counts, text = _classify(col)
-        inferred = _inferred(counts)
-        numeric_dtype = pd.api.types.is_numeric_dtype(col.dtype) and not (
-            pd.api.types.is_bool_dtype(col.dtype)
-        )
-        features.append(
-            FeatureStatistics(
-                name=str(name),
-                inferred_type=inferred,
-                type_counts={k: v for k, v in counts.items() if v},
-                numerical_statistics=_numerical(numeric, num_missing) if numeric.size else None,
-                string_statistics=(
-                    _strings(
-                        text if text is not None else _text_counts(col[col.notna()]), num_missing
-                    )
-                    if inferred == "String" or not numeric_dtype
-                    else None
-                ),
+    known, done = presorted or {}, computed or {}
+    columns = [(str(name), df[name]) for name in df.columns if str(name) not in done]
+    with column_pool(len(df), len(columns)) as pool:
+        found = dict(
+            pool.map(
+                lambda item: (item[0], column_statistics(item[0], item[1], known.get(item[0]))),
+                columns,
             )
         )
+    features = [done.get(str(name)) or found[str(name)] for name in df.columns]
     return DatasetStatistics(item_count=len(df), features=features)
+
+
+def column_statistics(
+    name: str, col: pd.Series, finite_sorted: np.ndarray | None = None
+) -> FeatureStatistics:
+    """One column's entry of :func:`compute_statistics` (``finite_sorted``: its finite values
+    in ascending order, when the caller has them)."""
+    num_missing = int(col.isna().sum())
+    numeric, counts, text = _classify(col)
+    inferred = _inferred(counts)
+    numeric_dtype = pd.api.types.is_numeric_dtype(col.dtype) and not (
+        pd.api.types.is_bool_dtype(col.dtype)
+    )
+    return FeatureStatistics(
+        name=name,
+        inferred_type=inferred,
+        type_counts={k: v for k, v in counts.items() if v},
+        numerical_statistics=(
+            _numerical(numeric, num_missing, finite_sorted) if numeric.size else None
+        ),
+        string_statistics=(
+            _strings(text if text is not None else _text_counts(col[col.notna()]), num_missing)
+            if inferred == "String" or not numeric_dtype
+            else None
+        ),
+    )
 
 
 def suggest_constraints(statistics: DatasetStatistics) -> BaselineConstraints:
