@@ -5,6 +5,7 @@ Run from the repository root with the civicml virtualenv::
     .venv/bin/python benchmarks/serving.py            # full run (~3 min), rewrites docs
     .venv/bin/python benchmarks/serving.py --quick    # smoke run (~1 min), leaves docs alone
     .venv/bin/python benchmarks/serving.py --workers 2   # civicml: 2 worker processes vs 1
+    .venv/bin/python benchmarks/serving.py --batch-rows 1000000   # a batch job vs a predict loop
 
 One 20-feature logistic regression is trained with ``civicml.training.fit_tabular`` on seeded,
 generated data and served three ways, one at a time, each in its own process on 127.0.0.1:
@@ -676,6 +677,9 @@ def render_security(report: dict[str, Any]) -> str:
 WRK_BEGIN = "<!-- serving-workers:begin -->"
 WRK_END = "<!-- serving-workers:end -->"
 WRK_JSON = ROOT / "docs" / "benchmarks" / "serving-workers.json"
+BATCH_BEGIN = "<!-- serving-batch:begin -->"
+BATCH_END = "<!-- serving-batch:end -->"
+BATCH_JSON = ROOT / "docs" / "benchmarks" / "serving-batch.json"
 GOAL_WORKERS = 1.6  # issue 11: --workers 2 at least 1.6x one worker's throughput at c=16
 
 
@@ -820,6 +824,15 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "interleaved over --rounds; writes the 'Several serving processes' section (unless "
         "--quick)",
     )
+    p.add_argument(
+        "--batch-rows",
+        type=int,
+        default=None,
+        help="instead of the three targets: a batch job over this many rows vs a bare predict "
+        "loop over the same chunks (benchmarks/_serving_batch.py), interleaved over --rounds; "
+        "writes the 'Batch predictions' section (unless --quick)",
+    )
+    p.add_argument("--batch-chunk", type=int, default=50_000, help="rows per chunk (batch)")
     args = p.parse_args(argv)
     args.requests = args.requests or (300 if args.quick else 1000 if args.security else 2000)
     args.warmup = args.warmup or (50 if args.quick else 200)
@@ -867,6 +880,30 @@ def main(argv: list[str] | None = None) -> int:
             f"{p['rows_1000']['median_ms']:.3f} ms",
             file=sys.stderr,
         )
+        if args.batch_rows:
+            from _serving_batch import render_batch, run_batch
+
+            report["load_at_start"] = load_start
+            report["batch"] = run_batch(
+                args.batch_rows, args.batch_chunk, args.rounds, work, model, model_dir,
+                make_data, args.seed,
+            )  # fmt: skip
+            b = report["batch"]
+            print(f"  median s: {b['median_s']}", file=sys.stderr)
+            print(f"  goal {b['goal']['goal']}: {b['goal']['value']} met={b['goal']['met']}",
+                  file=sys.stderr)  # fmt: skip
+            report["machine"] = common.machine_info(work)
+            report["elapsed_s"] = round(time.monotonic() - started, 1)
+            section = render_batch(report, common._fmt_load)
+            if not args.quick or args.write_docs:
+                common.write_section(BATCH_BEGIN, BATCH_END, section, BATCH_JSON, report)
+            else:
+                out = WORKDIR / f"serving-batch-{time.strftime('%Y%m%d-%H%M%S')}.json"
+                out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+                print(section, file=sys.stderr)
+                print(f"Quick run: wrote {out} (docs untouched)", file=sys.stderr)
+            failed = False
+            return 0
         if "civicml" in args.targets or args.security or args.workers:
             ctx["home"] = work / "civicml-home"
             deploy_civicml(ctx["home"], model, model_dir)

@@ -119,7 +119,8 @@ def test_encodings_and_delimiters_are_detected_and_recorded(
     assert v.read_options is not None
     assert (v.read_options.encoding, v.read_options.delimiter) == (encoding, delimiter)
     assert svc.get_version(PROJECT, v.name, v.version).read_options == v.read_options
-    event = AuditTrail(ctx).list(project=PROJECT)[-1]
+    events = AuditTrail(ctx).list(project=PROJECT)
+    event = [e for e in events if e.action == "dataset_version.created"][-1]
     assert event.after["read_options"] == {"encoding": encoding, "delimiter": delimiter}
 
 

@@ -48,7 +48,11 @@ def test_ingest_records_version_lineage_audit_and_artifact(
     assert v.schema_changes is None and v.description == "q1"
     assert any_ctx.artifacts.exists(v.digest)
     assert len(v.source_fingerprint or "") == 64
-    assert _actions(any_ctx)[-2:] == ["dataset.created", "dataset_version.created"]
+    assert _actions(any_ctx)[-3:] == [
+        "dataset.created",
+        "dataset_version.created",
+        "dataset_version.pii_scanned",  # every new version is scanned (docs/datasets.md)
+    ]
     node = LineageService(any_ctx).get_node("dataset_version", v.id)
     assert node.name == "applications v1"
     with any_ctx.db.read() as conn:

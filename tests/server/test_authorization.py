@@ -216,6 +216,24 @@ def _shadow_report(world: World, n: int) -> dict[str, Any]:
 
 SCHEDULED = "tests.pipelines.scheduled:echo"
 
+#: Routes and paths of the dataset checks (project p's dataset {DATASET}).
+DS = "/api/v1/projects/{project}/datasets/{name}"
+DSV = f"{DS}/versions/{{version}}"
+DSP = f"{API}/projects/{{p}}/datasets/{DATASET}"
+
+
+def _expectation(world: World, n: int) -> dict[str, Any]:
+    body = {"name": f"del{n}", "kind": "row_count_between", "min": 0, "blocking": False}
+    world.call("POST", f"{API}/projects/p/datasets/{DATASET}/expectations", json=body)
+    return {}
+
+
+def _quality(world: World, n: int) -> dict[str, Any]:
+    """A quality report of project p's dataset v1 (a passing expectation, run)."""
+    _expectation(world, n)
+    world.call("POST", f"{API}/projects/p/datasets/{DATASET}/versions/1/quality")
+    return {}
+
 
 def _schedule(world: World, n: int) -> dict[str, Any]:
     body = {"name": f"del{n}", "pipeline": SCHEDULED, "cron": "0 0 1 1 *"}
@@ -232,8 +250,26 @@ def _alert_rule(world: World, n: int) -> dict[str, Any]:
     return {}
 
 
+#: A database source of each project (its runs fail: the table does not exist; still 201).
+SOURCE = {
+    "name": "src",
+    "kind": "database",
+    "url": "postgresql+psycopg://postgres@127.0.0.1:5432/test",
+    "database": {"table": "civicml_authz_absent"},
+}
+
+
+def _source(world: World, n: int) -> dict[str, Any]:
+    world.call("POST", f"{API}/projects/p/sources", json={**SOURCE, "name": f"del{n}"})
+    return {}
+
+
 #: A monitor of endpoint ep in project p (its execution is {mexec}).
 MONITOR = {"name": "mon", "endpoint": "ep", "type": "data_quality", "every": "1h"}
+
+
+#: A batch job of project p's model over its dataset (its id is {bjob}).
+BATCH = {"model": MODEL, "model_version": 1, "input_dataset": DATASET, "output_dataset": "scored"}
 
 
 def _monitor(world: World, n: int) -> dict[str, Any]:
@@ -603,6 +639,56 @@ OPS: list[Op] = [
         "datasets.read",
         f"{API}/projects/{{p}}/datasets/{DATASET}/versions/1/data",
     ),
+    # Dataset quality expectations and personal data (routers/data_checks.py)
+    Op("GET", f"{DS}/expectations", "datasets.read", f"{DSP}/expectations"),
+    Op(
+        "POST",
+        f"{DS}/expectations",
+        "datasets.write",
+        f"{DSP}/expectations",
+        json={"name": "e{n}", "kind": "row_count_between", "min": 0, "blocking": False},
+    ),
+    Op(
+        "DELETE",
+        f"{DS}/expectations/{{expectation}}",
+        "datasets.write",
+        f"{DSP}/expectations/del{{n}}",
+        prep=_expectation,
+    ),
+    Op("POST", f"{DSV}/quality", "datasets.write", f"{DSP}/versions/1/quality"),
+    Op("GET", f"{DSV}/quality", "datasets.read", f"{DSP}/versions/1/quality", prep=_quality),
+    Op(
+        "GET",
+        f"{DSV}/quality/html",
+        "datasets.read",
+        f"{DSP}/versions/1/quality/html",
+        prep=_quality,
+    ),
+    Op(
+        "POST",
+        f"{DSV}/quarantine/override",
+        "datasets.override_quarantine",
+        f"{DSP}/versions/1/quarantine/override",
+        json={"justification": "checked by the data steward"},
+    ),
+    Op("POST", f"{DSV}/pii", "datasets.write", f"{DSP}/versions/1/pii"),
+    Op("GET", f"{DSV}/pii", "datasets.read", f"{DSP}/versions/1/pii"),
+    Op("GET", f"{DSV}/pii/html", "datasets.read", f"{DSP}/versions/1/pii/html"),
+    Op(
+        "POST",
+        f"{DSV}/personal-use",
+        "datasets.override_quarantine",
+        f"{DSP}/versions/1/personal-use",
+        json={"justification": "approved by the privacy board"},
+    ),
+    Op(
+        "POST",
+        f"{DSV}/redact",
+        "datasets.write",
+        f"{DSP}/versions/1/redact",
+        json={"rules": [{"column": FEATURES[0], "action": "drop"}], "target": "red{n}"},
+    ),
+    Op("GET", f"{DSV}/usable", "datasets.read", f"{DSP}/versions/1/usable"),
     # Monitoring
     Op(
         "POST",
@@ -814,6 +900,55 @@ OPS: list[Op] = [
         "monitoring.read",
         f"{API}/projects/{{p}}/alerts/{{alert}}/deliveries",
     ),
+    # Sources (adding, changing, running: sources.write; reading: sources.read)
+    Op(
+        "GET", "/api/v1/projects/{project}/sources", "sources.read", f"{API}/projects/{{p}}/sources"
+    ),
+    Op(
+        "POST",
+        "/api/v1/projects/{project}/sources",
+        "sources.write",
+        f"{API}/projects/{{p}}/sources",
+        json={**SOURCE, "name": "new{n}"},
+    ),
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/sources/{name}",
+        "sources.read",
+        f"{API}/projects/{{p}}/sources/src",
+    ),
+    Op(
+        "PATCH",
+        "/api/v1/projects/{project}/sources/{name}",
+        "sources.write",
+        f"{API}/projects/{{p}}/sources/src",
+        json={"description": "d{n}"},
+    ),
+    Op(
+        "DELETE",
+        "/api/v1/projects/{project}/sources/{name}",
+        "sources.write",
+        f"{API}/projects/{{p}}/sources/del{{n}}",
+        prep=_source,
+    ),
+    Op(
+        "POST",
+        "/api/v1/projects/{project}/sources/{name}/run",
+        "sources.write",
+        f"{API}/projects/{{p}}/sources/src/run",
+    ),
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/sources/{name}/runs",
+        "sources.read",
+        f"{API}/projects/{{p}}/sources/src/runs",
+    ),
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/sources/{name}/status",
+        "sources.read",
+        f"{API}/projects/{{p}}/sources/src/status",
+    ),
     # Monitors (managing, running, ground truth: monitoring.write; reading: monitoring.read)
     Op(
         "GET",
@@ -896,6 +1031,26 @@ OPS: list[Op] = [
         "/api/v1/projects/{project}/monitors/{name}/html",
         "monitoring.read",
         f"{API}/projects/{{p}}/monitors/mon/html",
+    ),
+    # Batch prediction jobs (creating: datasets.write; reading: datasets.read)
+    Op(
+        "POST",
+        "/api/v1/projects/{project}/batch-jobs",
+        "datasets.write",
+        f"{API}/projects/{{p}}/batch-jobs",
+        json={**BATCH, "output_dataset": "scored{n}"},
+    ),
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/batch-jobs",
+        "datasets.read",
+        f"{API}/projects/{{p}}/batch-jobs",
+    ),
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/batch-jobs/{job_id}",
+        "datasets.read",
+        f"{API}/projects/{{p}}/batch-jobs/{{bjob}}",
     ),
     Op(
         "POST",
@@ -994,6 +1149,41 @@ OPS: list[Op] = [
         "/endpoints/{name}/invocations",
         "endpoints.invoke",
         "/endpoints/ep/invocations",
+        json={"records": _records()},
+        params={"project": P},
+    ),
+    # Multi-model endpoint mm (MODEL v1) of p
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/endpoints/{name}/models",
+        "endpoints.read",
+        f"{API}/projects/{{p}}/endpoints/mm/models",
+    ),
+    Op(
+        "POST",
+        "/api/v1/projects/{project}/endpoints/{name}/models",
+        "endpoints.write",
+        f"{API}/projects/{{p}}/endpoints/mm/models",
+        json={"model": MODEL, "version": 1},  # allowed: 409, it serves it already
+    ),
+    Op(
+        "DELETE",
+        "/api/v1/projects/{project}/endpoints/{name}/models/{model}",
+        "endpoints.write",
+        f"{API}/projects/{{p}}/endpoints/mm/models/{MODEL}",  # allowed: 409, its last model
+    ),
+    Op(
+        "POST",
+        "/api/v1/projects/{project}/endpoints/{name}/models/{model}/invocations",
+        "endpoints.invoke",
+        f"{API}/projects/{{p}}/endpoints/mm/models/{MODEL}/invocations",
+        json={"records": _records()},
+    ),
+    Op(
+        "POST",
+        "/endpoints/{name}/models/{model}/invocations",
+        "endpoints.invoke",
+        f"/endpoints/mm/models/{MODEL}/invocations",
         json={"records": _records()},
         params={"project": P},
     ),
@@ -1109,6 +1299,85 @@ OPS: list[Op] = [
         f"{API}/projects/{{p}}/endpoints/sh{{n}}/shadow/reports/{{sr}}/json",
         prep=_shadow_report,
     ),
+    # Catalog (search: no permission of its own, each kind filtered by its read permission)
+    Op("GET", "/api/v1/catalog/search", "", f"{API}/catalog/search", params={"q": "app"}),
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/catalog/{kind}/{name}",
+        "datasets.read",
+        f"{API}/projects/{{p}}/catalog/datasets/{DATASET}",
+    ),
+    Op(
+        "PUT",
+        "/api/v1/projects/{project}/catalog/{kind}/{name}",
+        "datasets.write",
+        f"{API}/projects/{{p}}/catalog/datasets/{DATASET}",
+        json={"description": "described {n}"},
+    ),
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/catalog/{kind}/{name}/lineage",
+        "lineage.read",
+        f"{API}/projects/{{p}}/catalog/datasets/{DATASET}/lineage",
+    ),
+    # Privacy: retention, legal holds, erasures
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/privacy/retention",
+        "datasets.read",
+        f"{API}/projects/{{p}}/privacy/retention",
+    ),
+    Op(
+        "PUT",
+        "/api/v1/projects/{project}/privacy/retention/{kind}/{name}",
+        "privacy.retention",
+        f"{API}/projects/{{p}}/privacy/retention/dataset/{DATASET}",
+        json={"days": 3650},
+    ),
+    Op(
+        "POST",
+        "/api/v1/projects/{project}/privacy/retention/enforce",
+        "privacy.retention",
+        f"{API}/projects/{{p}}/privacy/retention/enforce",
+    ),
+    Op(
+        "PUT",
+        "/api/v1/projects/{project}/privacy/holds/{kind}/{name}",
+        "privacy.retention",
+        f"{API}/projects/{{p}}/privacy/holds/endpoint/ep",
+        json={"reason": "case {n}"},
+    ),
+    Op(
+        "DELETE",
+        "/api/v1/projects/{project}/privacy/holds/{kind}/{name}",
+        "privacy.retention",
+        f"{API}/projects/{{p}}/privacy/holds/endpoint/ep",
+    ),
+    Op(
+        "POST",
+        "/api/v1/projects/{project}/privacy/erasures",
+        "privacy.erase",
+        f"{API}/projects/{{p}}/privacy/erasures",
+        json={"key_column": "no_such_column", "value": "x{n}"},
+    ),
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/privacy/erasures",
+        "privacy.erase",
+        f"{API}/projects/{{p}}/privacy/erasures",
+    ),
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/privacy/erasures/{erasure_id}",
+        "privacy.erase",
+        f"{API}/projects/{{p}}/privacy/erasures/{{erasure}}",
+    ),
+    Op(
+        "GET",
+        "/api/v1/projects/{project}/privacy/erasures/{erasure_id}/certificate",
+        "privacy.erase",
+        f"{API}/projects/{{p}}/privacy/erasures/{{erasure}}/certificate",
+    ),
     # Lineage, audit, tokens
     Op("GET", "/api/v1/lineage/{kind}/{ref}", "lineage.read", f"{API}/lineage/run/{{run}}"),
     Op("GET", "/api/v1/audit/events", "audit.read", f"{API}/audit/events", params={"project": P}),
@@ -1152,6 +1421,8 @@ def _build(world: World, ml: Any, project: str) -> None:
     ).json()["id"]
     bias = {"dataset": SELECT, "label": LABEL, "positive_label": 1, "facets": "sex"}
     ids["evaluation"] = world.call("POST", f"{base}/evaluations/bias", json=bias).json()["id"]
+    erasure = {"key_column": "no_such_column", "value": "x"}
+    ids["erasure"] = world.call("POST", f"{base}/privacy/erasures", json=erasure).json()["id"]
     # by the second admin: whoever registered a version may not set the model's policy
     policy = world.http.put(
         f"{base}/models/{MODEL}/policy", json={"policy": POLICY}, headers=world.second
@@ -1181,6 +1452,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[World, dic
             schedule = {"name": "sched", "pipeline": SCHEDULED, "cron": "0 0 1 1 *"}
             world.call("POST", f"{API}/projects/{project}/schedules", json=schedule)
             world.call("POST", f"{API}/projects/{project}/alerts/rules", json=WATCH)
+            world.call("POST", f"{API}/projects/{project}/sources", json=SOURCE)
             evaluated = world.call("POST", f"{API}/projects/{project}/alerts/evaluate").json()
             world.ids[project]["alert"] = evaluated["outcomes"][0]["alert_id"]
         ctx = open_context(settings, Principal(user="root", roles=frozenset({ADMIN_ROLE})))
@@ -1207,6 +1479,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[World, dic
         world.call(
             "POST", f"{API}/projects/p/endpoints/ep/invocations", json={"records": _records()}
         )
+        multi = {"name": "mm", "model": MODEL, "version": 1, "mode": "multi-model"}
+        world.call("POST", f"{API}/projects/p/endpoints", json=multi)
         for _ in range(100):  # the capture writer is asynchronous
             made = http.post(
                 f"{API}/projects/p/endpoints/ep/capture/dataset", json={}, headers=world.admin
@@ -1218,6 +1492,8 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[World, dic
         world.call("POST", f"{API}/projects/p/monitors", json=MONITOR)
         ran = world.call("POST", f"{API}/projects/p/monitors/mon/run").json()
         world.ids[P]["mexec"], world.ids[Q]["mexec"] = ran["id"], "0" * 32
+        job = world.call("POST", f"{API}/projects/p/batch-jobs", json=BATCH).json()
+        world.ids[P]["bjob"], world.ids[Q]["bjob"] = job["id"], "0" * 32
         tokens: dict[str, str] = {}
         for role in BUILTIN_ROLES:
             if role == ADMIN_ROLE:

@@ -40,6 +40,7 @@ def test_migrations_match_the_table_definitions(
     from alembic.runtime.migration import MigrationContext
 
     import civicml.alerts._tables
+    import civicml.catalog._tables
     import civicml.costs._tables
     import civicml.data._tables
     import civicml.evaluation._tables
@@ -48,8 +49,10 @@ def test_migrations_match_the_table_definitions(
     import civicml.monitors._tables
     import civicml.oversight._tables
     import civicml.pipelines._tables
+    import civicml.privacy._tables
     import civicml.registry._tables
     import civicml.serving._tables
+    import civicml.sources._tables
     import civicml.store._tables
     import civicml.tracking._tables  # noqa: F401
     from civicml.store.schema import metadata

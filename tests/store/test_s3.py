@@ -190,6 +190,14 @@ def test_a_missing_object_is_not_found(store: Any) -> None:
     assert not store.exists("ab" * 32)
 
 
+def test_delete_removes_an_object_once(store: Any, s3: Any, bucket: str) -> None:
+    """Erasure and retention delete bytes nothing names any more (docs/privacy.md)."""
+    digest = store.put_bytes(MARKER).digest
+    assert store.delete(digest) is True
+    assert not store.exists(digest) and key_of(digest) not in object_keys(s3, bucket)
+    assert store.delete(digest) is False
+
+
 # Keys --------------------------------------------------------------------------------------------
 def test_rotation_rewraps_through_sidecars_and_retire_is_refused_while_used(
     store: Any, s3: Any, bucket: str

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from civicml.cli._common import JsonOpt, ProjectOpt, client, console, fmt_time, print_json, table
+from civicml.cli.data_checks import expect_app, pii_app, redact
 
 if TYPE_CHECKING:  # imported lazily: `civicml datasets --help` stays fast
     from civicml.data.schemas import ColumnProfile, DatasetVersion
@@ -140,6 +141,14 @@ def show_version(
     )
     if found.read_options is not None:
         console.print(f"Read as {_read_as(found)}.", markup=False)
+    if found.quality_status or found.classification:
+        console.print(
+            f"Quality: {found.quality_status or 'not checked'}; classification: "
+            f"{found.classification or 'not scanned'}"
+            + (f"; redaction of version id {found.redacted_from}" if found.redacted_from else "")
+            + ".",
+            markup=False,
+        )
     table(
         "Columns",
         ["column", "type", "missing", "summary"],
@@ -191,3 +200,9 @@ def _print_changes(version: DatasetVersion) -> None:
 
 def _num(value: object) -> str:
     return f"{value:.6g}" if isinstance(value, int | float) else "-"
+
+
+# Quality expectations, personal data and redaction (civicml.cli.data_checks).
+datasets_app.add_typer(expect_app, name="expect")
+datasets_app.add_typer(pii_app, name="pii")
+datasets_app.command("redact")(redact)

@@ -199,11 +199,22 @@ class CivicMLGroup(LazyGroup):
             "monitoring_app",
             "Monitoring: data drift reports between dataset versions.",
         ),
+        "batch": LazyCommand(
+            "civicml.cli.batch",
+            "batch_app",
+            "Batch predictions: a dataset version in, a predictions dataset version out.",
+        ),
         "monitors": LazyCommand(
             "civicml.cli.monitors",
             "monitors_app",
             "Monitors: scheduled data-quality, model-quality, bias-drift and attribution-drift "
             "checks of endpoints.",
+        ),
+        "sources": LazyCommand(
+            "civicml.cli.sources",
+            "sources_app",
+            "Sources: database tables and queries, and message streams, ingested as dataset "
+            "versions.",
         ),
         "alerts": LazyCommand(
             "civicml.cli.alerts",
@@ -216,6 +227,18 @@ class CivicMLGroup(LazyGroup):
             "evaluate_app",
             "Responsible AI: bias metrics (SageMaker Clarify's) and SHAP explanations, stored "
             "as reports.",
+        ),
+        "catalog": LazyCommand(
+            "civicml.cli.catalog",
+            "catalog_app",
+            "Catalog: search datasets, models and reports across your projects; describe them; "
+            "their lineage.",
+        ),
+        "privacy": LazyCommand(
+            "civicml.cli.privacy",
+            "privacy_app",
+            "Privacy: retention periods, legal holds, erasure of a data subject with a "
+            "certificate.",
         ),
         "lineage": LazyCommand(
             "civicml.cli.governance",

@@ -271,7 +271,9 @@ def dashboard(
         [
             [
                 f"{r.model} v{r.version}",
-                r.approval_status + (" (archived)" if r.archived else ""),
+                r.approval_status
+                + (" (archived)" if r.archived else "")
+                + (" (trained on erased data)" if r.trained_on_erased_data else ""),
                 ", ".join(r.endpoints),
                 ", ".join(
                     f"{k}={v:.3g}" for k, v in sorted(r.metrics.items())[:3] if v is not None

@@ -102,7 +102,8 @@ def add(
         str | None,
         typer.Option(
             help="Event type: dataset_version.created, report.created, "
-            "model_version.registered, model_version.approval_changed."
+            "model_version.registered, model_version.approval_changed, alert.fired, "
+            "data.erased."
         ),
     ] = None,
     match: Annotated[

@@ -1,5 +1,5 @@
 """``civicml endpoints``: deploy approved model versions, switch versions (at once or in a guarded
-rollout), manage variants and the shadow, invoke them."""
+rollout), manage variants and the shadow, multi-model endpoints and their models, invoke them."""
 
 from __future__ import annotations
 
@@ -40,7 +40,12 @@ rollout_app = typer.Typer(
     help="Guarded updates: follow, advance or cancel an endpoint's rollout.",
     no_args_is_help=True,
 )
+models_app = typer.Typer(
+    help="A multi-model endpoint's models: each request names one; loaded on first use.",
+    no_args_is_help=True,
+)
 endpoints_app.add_typer(variants_app, name="variants")
+endpoints_app.add_typer(models_app, name="models")
 endpoints_app.add_typer(shadow_app, name="shadow")
 endpoints_app.add_typer(rollout_app, name="rollout")
 CaptureOpt = Annotated[
@@ -58,11 +63,29 @@ def _print(info: EndpointInfo, json_: bool, verb: str = "") -> None:
         print_json(info)
         return
     capture = f"{info.capture.percent:g}%" if info.capture.enabled else "off"
-    console.print(
-        f"{verb}{info.name}: {info.model_name} v{info.model_version} ({info.status.value}), "
-        f"capture {capture}",
-        markup=False,
-    )
+    if info.mode.value == "multi-model":
+        limit = "server default" if info.model_cache_mb is None else f"{info.model_cache_mb:g} MB"
+        console.print(
+            f"{verb}{info.name}: multi-model, {len(info.models)} models ({info.status.value}), "
+            f"cache {limit}, capture {capture}",
+            markup=False,
+        )
+        for m in info.models:
+            console.print(f"  model {m.target} (added as {m.ref})", markup=False)
+        if info.model_cache is not None:  # counted by the process that serves it
+            c = info.model_cache
+            console.print(
+                f"  cache: {len(c.loaded)} loaded ({c.used_bytes:,} of {c.limit_bytes:,} "
+                f"bytes), {c.hits} hits, {c.loads} loads, {c.evictions} evictions, "
+                f"{c.load_failures} refused loads",
+                markup=False,
+            )
+    else:
+        console.print(
+            f"{verb}{info.name}: {info.model_name} v{info.model_version} "
+            f"({info.status.value}), capture {capture}",
+            markup=False,
+        )
     if len(info.variants) > 1 or any(v.role.value == "shadow" for v in info.variants):
         for v in info.variants:
             share = (
@@ -112,18 +135,54 @@ def deploy(
     variant: Annotated[
         str | None, typer.Option("--variant", help="Name of its variant (default vN).")
     ] = None,
+    multi_model: Annotated[
+        bool,
+        typer.Option(
+            "--multi-model",
+            help="A multi-model endpoint: requests name their model (X-Civicml-Target-Model).",
+        ),
+    ] = False,
+    add_model: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--add-model",
+            help="Another model of a multi-model endpoint, MODEL:VERSION (repeatable).",
+        ),
+    ] = None,
+    cache_mb: Annotated[
+        float | None,
+        typer.Option(
+            "--cache-mb",
+            help="A multi-model endpoint's cache limit in MB (default: the server's "
+            "serving_model_cache_mb).",
+        ),
+    ] = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Serve VERSION of MODEL as endpoint NAME."""
+    """Serve VERSION of MODEL as endpoint NAME (with --multi-model: and --add-model ones)."""
+    models = [_model_ref(item) for item in add_model or []]
     with client() as ml:
         endpoint = _handle(ml, project).deploy(
             name,
             model=model,
-            version=version,
+            version=version_ref(version) if multi_model else version,
             capture_percent=capture_percent or 0.0,
             variant=variant,
+            mode="multi-model" if multi_model else "single-model",
+            models=models,
+            model_cache_mb=cache_mb,
         )
     _print(endpoint.info, json_, "Deployed ")
+
+
+def _model_ref(item: str) -> tuple[str, int | str]:
+    model, sep, version = item.partition(":")
+    if not sep or not model or not version:
+        raise InvalidInputError(
+            f"Model {item!r} is not MODEL:VERSION.",
+            hint="E.g. --add-model fraud:3 or --add-model fraud:production",
+        )
+    return model, version_ref(version)
 
 
 @endpoints_app.command("list")
@@ -198,9 +257,14 @@ def update(
     variant: Annotated[
         str | None, typer.Option("--variant", help="Name of the new version's variant.")
     ] = None,
+    cache_mb: Annotated[
+        float | None,
+        typer.Option("--cache-mb", help="A multi-model endpoint's new cache limit in MB."),
+    ] = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Switch an endpoint to another version (no request fails) or change its capture.
+    """Switch an endpoint to another version (no request fails) or change its capture (or a
+    multi-model endpoint's cache limit).
 
     With --strategy the switch is a guarded rollout: e.g. --strategy canary --canary 10%
     --bake 10m --alarm p99_ms>50 --alarm error_rate>0.01.
@@ -217,6 +281,7 @@ def update(
             bake=bake,
             alarms=alarm or [],
             variant=variant,
+            model_cache_mb=cache_mb,
         )
     _print(endpoint.info, json_, "Updated ")
 
@@ -278,19 +343,34 @@ def invoke(
         str | None,
         typer.Option("--variant", help="Pin the request to this variant (else the weights)."),
     ] = None,
+    target_model: Annotated[
+        str | None,
+        typer.Option(
+            "--target-model", help="A multi-model endpoint's model: MODEL or MODEL/VERSION."
+        ),
+    ] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Predict with an endpoint for the records of FILE or one --record."""
     rows = _records(file, record)
     with client() as ml:
-        result = _handle(ml, project).get(name).invoke(rows, explain=explain, variant=variant)
+        result = (
+            _handle(ml, project)
+            .get(name)
+            .invoke(rows, explain=explain, variant=variant, target_model=target_model)
+        )
     if json_:
         print_json(result)
         return
     columns = ["#", "prediction"] + [f"p({c})" for c in result.classes]
     probabilities = result.probabilities or [[] for _ in result.predictions]
+    answered = (
+        f"model {result.target_model}"
+        if result.target_model
+        else f"model version {result.model_version}, variant {result.variant}"
+    )
     table(
-        f"{name} (model version {result.model_version}, variant {result.variant})",
+        f"{name} ({answered})",
         columns,
         [
             [i, p, *(f"{x:.4f}" for x in probs)]
@@ -602,3 +682,67 @@ def rollout_cancel(
         print_json(found)
     else:
         _print_rollout(found)
+
+
+# Multi-model endpoints -------------------------------------------------------------------------
+@models_app.command("list")
+def models_list(name: str, project: ProjectOpt = "default", json_: JsonOpt = False) -> None:
+    """List a multi-model endpoint's models (and, from a server, which are loaded)."""
+    with client() as ml:
+        endpoint = _handle(ml, project).get(name)
+        found = endpoint.models()
+    if json_:
+        print_json(found)
+        return
+    cache = endpoint.info.model_cache
+    loaded = set() if cache is None else set(cache.loaded)
+    table(
+        f"Models of {name}",
+        ["target", "model", "version", "added as", "size", "loaded", "added", "by"],
+        [
+            [
+                m.target,
+                m.model_name,
+                m.model_version,
+                m.ref,
+                f"{m.size_bytes:,}",
+                "yes" if m.target in loaded else ("no" if cache is not None else "?"),
+                fmt_time(m.created_at),
+                m.created_by,
+            ]
+            for m in found
+        ],
+    )
+
+
+@models_app.command("add")
+def models_add(
+    name: str,
+    model: str,
+    version: Annotated[str, typer.Argument(help="Version number or alias (Approved).")],
+    project: ProjectOpt = "default",
+    json_: JsonOpt = False,
+) -> None:
+    """Serve VERSION of MODEL from multi-model endpoint NAME too (no redeploy)."""
+    with client() as ml:
+        endpoint = _handle(ml, project).get(name)
+        endpoint.add_model(model, version_ref(version))
+    _print(endpoint.info, json_, "Updated ")
+
+
+@models_app.command("remove")
+def models_remove(
+    name: str,
+    model: str,
+    version: Annotated[
+        str | None,
+        typer.Option("--version", help="Only this version (default: every version held)."),
+    ] = None,
+    project: ProjectOpt = "default",
+    json_: JsonOpt = False,
+) -> None:
+    """Stop serving MODEL from multi-model endpoint NAME (requests in flight finish)."""
+    with client() as ml:
+        endpoint = _handle(ml, project).get(name)
+        endpoint.remove_model(model, None if version is None else version_ref(version))
+    _print(endpoint.info, json_, "Updated ")

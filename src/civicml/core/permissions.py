@@ -27,8 +27,13 @@ ADMIN_ROLE = "admin"
 #: Permissions on one project, with what each allows.
 PROJECT_PERMISSIONS: dict[str, str] = {
     "projects.read": "see the project, its members and its dashboard",
-    "datasets.read": "list, show and download dataset versions",
-    "datasets.write": "ingest dataset versions; turn captured requests into a dataset",
+    "datasets.read": "list, show and download dataset versions; list and show batch jobs",
+    "datasets.write": "ingest dataset versions; turn captured requests into a dataset; run "
+    "batch prediction jobs",
+    "datasets.override_quarantine": "release a quarantined dataset version, or justify training "
+    "on one classified personal",
+    "sources.read": "list and show database and stream sources, their runs, lag and throughput",
+    "sources.write": "add, change, run and remove database and stream sources",
     "experiments.read": "list and show experiments, runs, metrics and run artifacts",
     "experiments.write": "create experiments and runs; log params, metrics, tags, artifacts",
     "models.read": "models, versions, manifests, aliases, approvals, gates, policies, cards",
@@ -48,6 +53,9 @@ PROJECT_PERMISSIONS: dict[str, str] = {
     "lineage.read": "walk the lineage graph",
     "audit.read": "read the project's audit events",
     "members.write": "grant and revoke roles on the project",
+    "privacy.retention": "set retention periods and legal holds of datasets and captured "
+    "requests; enforce retention now",
+    "privacy.erase": "carry out erasure requests for a data subject; read their certificates",
 }
 
 #: Permissions that are not about one project; only roles held on every project give them.
@@ -65,6 +73,7 @@ _READ = frozenset(
     {
         "projects.read",
         "datasets.read",
+        "sources.read",
         "experiments.read",
         "models.read",
         "evaluations.read",
@@ -80,6 +89,7 @@ BUILTIN_ROLES: dict[str, frozenset[str]] = {
     "data-scientist": _READ
     | {
         "datasets.write",
+        "sources.write",
         "experiments.write",
         "models.write",
         "evaluations.write",
@@ -89,6 +99,7 @@ BUILTIN_ROLES: dict[str, frozenset[str]] = {
     "ml-engineer": _READ
     | {
         "datasets.write",
+        "sources.write",
         "experiments.write",
         "models.write",
         "models.export",
@@ -97,7 +108,14 @@ BUILTIN_ROLES: dict[str, frozenset[str]] = {
         "endpoints.invoke",
     },
     "reviewer": _READ
-    | {"models.approve", "policies.write", "cards.write", "evaluations.write", "audit.read"},
+    | {
+        "models.approve",
+        "policies.write",
+        "cards.write",
+        "evaluations.write",
+        "audit.read",
+        "datasets.override_quarantine",
+    },
     "auditor": _READ | {"audit.read", "audit.verify"},
     "invoker": frozenset({"endpoints.invoke"}),
     "project-admin": frozenset(PROJECT_PERMISSIONS),

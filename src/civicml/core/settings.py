@@ -483,6 +483,15 @@ class Settings(BaseSettings):
         description="Copies of live requests waiting for an endpoint's shadow variant, per "
         "serving process; beyond it copies are dropped and counted (stats.shadow_dropped).",
     )
+    serving_model_cache_mb: float = Field(
+        default=1024.0,
+        gt=0,
+        le=10_000_000,
+        description="Memory limit of each multi-model endpoint's cache of loaded models, per "
+        "serving process (MB, estimated from the model files' size): a model is loaded on first "
+        "use and the least recently used ones are unloaded beyond it; an endpoint's own "
+        "model_cache_mb wins (docs/serving.md).",
+    )
     scheduler_enabled: bool = Field(
         default=True,
         description="Run the pipeline scheduler (cron schedules and event triggers) in a "
@@ -508,6 +517,37 @@ class Settings(BaseSettings):
         le=64,
         description="Most pipeline executions one scheduler runs at once; more wait their turn.",
     )
+    datasets_pii_scan: bool = Field(
+        default=True,
+        description="Scan every new dataset version for personal data at ingestion "
+        "(docs/datasets.md, 'Personal data'); off: only 'civicml datasets pii scan'.",
+    )
+    datasets_pii_scan_rows: int = Field(
+        default=10_000,
+        ge=100,
+        le=1_000_000,
+        description="Rows a personal-data scan looks at, evenly spread over the version.",
+    )
+    datasets_pii_scan_s: float = Field(
+        default=10.0,
+        gt=0,
+        le=3600,
+        description="Time budget of one personal-data scan (seconds); columns not reached are "
+        "left out and the report says it is incomplete.",
+    )
+    datasets_check_timeout_s: float = Field(
+        default=120.0,
+        gt=0,
+        le=86_400,
+        description="Longest one quality expectation may run over a version (seconds); past it "
+        "the expectation is reported as an error.",
+    )
+    datasets_personal_training: Literal["allow", "redacted_or_justified"] = Field(
+        default="allow",
+        description="Policy on training with dataset versions classified personal: 'allow', or "
+        "'redacted_or_justified' (training runs and pipelines refuse them until redacted or a "
+        "holder of datasets.override_quarantine records a justification).",
+    )
     monitors_enabled: bool = Field(
         default=True,
         description="Run due monitors in the scheduler's loop ('civicml server' with "
@@ -526,6 +566,19 @@ class Settings(BaseSettings):
         le=100_000,
         description="Rows an attribution-drift monitor explains per side (baseline and window; "
         "a seeded sample beyond).",
+    )
+    retention_enabled: bool = Field(
+        default=True,
+        description="Enforce retention periods in the scheduler's loop ('civicml server' with "
+        "scheduler_enabled, or 'civicml scheduler'); off: only 'civicml privacy retention "
+        "enforce'.",
+    )
+    retention_interval_s: float = Field(
+        default=3600.0,
+        ge=60,
+        le=7 * 86_400,
+        description="How often the scheduled retention pass runs (once per interval across "
+        "every scheduler of the database).",
     )
     alerts_enabled: bool = Field(
         default=True,
@@ -594,6 +647,30 @@ class Settings(BaseSettings):
         default=None,
         description="MQTT broker of 'mqtt' alert channels, e.g. mqtt://127.0.0.1:1883 or "
         "mqtts://user:password@broker:8883 (shown as ********).",
+    )
+    source_connections: dict[str, SecretStr] = Field(
+        default_factory=dict,
+        description="Named connections of database and stream sources, with their credentials, "
+        'e.g. CIVICML_SOURCE_CONNECTIONS=\'{"warehouse": "postgresql+psycopg://etl:pw@db/'
+        'agency", "events": "amqp://user:pw@mq:5672/"}\'. A source names one; its URL '
+        "never leaves the settings (shown as ********).",
+    )
+    sources_allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names (or '*.suffix') a source given an inline URL may connect to; "
+        "empty: any host. Named connections are not limited.",
+    )
+    sources_enabled: bool = Field(
+        default=True,
+        description="Run scheduled sources in the scheduler's loop ('civicml server' with "
+        "scheduler_enabled, or 'civicml scheduler'); off: only 'civicml sources run'.",
+    )
+    sources_lease_s: float = Field(
+        default=600.0,
+        ge=30,
+        le=86_400,
+        description="How long a run holds its source without renewing (it renews every chunk "
+        "or batch); a source whose run stopped is free again after it.",
     )
 
     @field_validator("pipeline_modules", mode="after")

@@ -104,8 +104,8 @@ class Converted:
 
 
 class Source:
-    """A source of rows: a file path, a seekable binary stream, a pandas DataFrame or an Arrow
-    table, with its format.
+    """A source of rows: a file path, a seekable binary stream, a pandas DataFrame, an Arrow
+    table or an Arrow stream (``pyarrow.RecordBatchReader``, read once), with its format.
 
     Args:
         source: What to read.
@@ -303,7 +303,7 @@ def write_canonical(
             column name twice.
     """
     show = sys.stderr.isatty() if progress is None else progress
-    total = source.frame.num_rows if source.frame is not None else source.size
+    total = getattr(source.frame, "num_rows", 0) if source.frame is not None else source.size
     options = text_options(source) if source.format is SourceFormat.CSV else None
     with _ProgressBar(show, total, source) as advance:
         overrides: dict[str, Any] = {}
@@ -334,7 +334,9 @@ def _write(
 ) -> Converted:
     reader = None if source.format is SourceFormat.DATAFRAME else source.open(advance)
     try:
-        if reader is None:
+        if isinstance(source.frame, pa.RecordBatchReader):  # an Arrow stream: read once
+            batches, schema = iter(source.frame), source.frame.schema
+        elif reader is None:
             batches = iter(source.frame.to_batches(max_chunksize=max(1, chunk_bytes // 64)))
             schema = source.frame.schema
         elif source.format is SourceFormat.CSV and options is not None:
@@ -696,7 +698,7 @@ def _canonical_batch(batch: Any, schema: Any) -> Any:
 
 # Data frames --------------------------------------------------------------------------------
 def _is_frame(source: Any) -> bool:
-    if isinstance(source, pa.Table | pa.RecordBatch):
+    if isinstance(source, pa.Table | pa.RecordBatch | pa.RecordBatchReader):
         return True
     module = type(source).__module__
     return module.startswith("pandas") and type(source).__name__ == "DataFrame"
@@ -705,7 +707,7 @@ def _is_frame(source: Any) -> bool:
 def _frame_to_table(source: Any) -> Any:
     if isinstance(source, pa.RecordBatch):
         return pa.Table.from_batches([source])
-    if isinstance(source, pa.Table):
+    if isinstance(source, pa.Table | pa.RecordBatchReader):
         return source
     frame = source
     if any(not isinstance(c, str) for c in frame.columns):

@@ -8,6 +8,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, Field
 
 __all__ = [
+    "Classification",
     "ColumnKind",
     "ColumnProfile",
     "ColumnSchema",
@@ -23,6 +24,22 @@ __all__ = [
 
 class _Schema(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Classification(StrEnum):
+    """How sensitive a dataset is, least to most: ``public`` (declared only: detection never
+    concludes it), ``internal`` (no personal data found), ``confidential`` (quasi-identifiers
+    such as postcodes or ages, or pseudonymised columns), ``personal`` (direct identifiers)."""
+
+    PUBLIC = "public"
+    INTERNAL = "internal"
+    CONFIDENTIAL = "confidential"
+    PERSONAL = "personal"
+
+    @property
+    def rank(self) -> int:
+        """0 for public … 3 for personal."""
+        return list(Classification).index(self)
 
 
 class SourceFormat(StrEnum):
@@ -167,6 +184,11 @@ class Dataset(_Schema):
     latest_version: int | None = Field(
         default=None, description="Highest version number; None when it has no versions."
     )
+    classification: Classification | None = Field(
+        default=None,
+        description="The most sensitive classification of its versions from the personal-data "
+        "scans (docs/datasets.md, 'Personal data'); None until a version is scanned.",
+    )
 
 
 class DatasetVersion(_Schema):
@@ -203,3 +225,17 @@ class DatasetVersion(_Schema):
     description: str = Field(default="", description="Free text.")
     created_at: datetime = Field(description="When it was ingested (UTC).")
     created_by: str = Field(description="Who ingested it.")
+    quality_status: str | None = Field(
+        default=None,
+        description="Latest verdict of the dataset's quality expectations: passed, warned (only "
+        "non-blocking ones failed), quarantined (a blocking one failed: no training run or "
+        "pipeline may consume it) or released (quarantine overridden); None: not checked.",
+    )
+    classification: Classification | None = Field(
+        default=None,
+        description="What its personal-data scan found: internal, confidential or personal; "
+        "None: not scanned.",
+    )
+    redacted_from: str | None = Field(
+        default=None, description="Id of the version it is a redaction of; None otherwise."
+    )

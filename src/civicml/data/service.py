@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+import shutil
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO, TypeAlias
 
@@ -27,6 +28,7 @@ from civicml.core.types import INT64_MAX
 from civicml.data._tables import dataset_versions, datasets
 from civicml.data.ingest import DEFAULT_CHUNK_BYTES, Converted, open_source, write_canonical
 from civicml.data.schemas import (
+    Classification,
     ColumnProfile,
     ColumnSchema,
     Dataset,
@@ -85,6 +87,8 @@ class DatasetService:
         description: str = "",
         chunk_bytes: int = DEFAULT_CHUNK_BYTES,
         progress: bool | None = None,
+        recorded: Callable[[UnitOfWork, DatasetVersion], None] | None = None,
+        redaction: dict[str, Any] | None = None,
     ) -> DatasetVersion:
         """Store ``source`` as a new version of dataset ``name`` (created when missing).
 
@@ -96,7 +100,8 @@ class DatasetService:
             project: Project name (it must exist).
             name: Dataset name, e.g. ``"applications"``.
             source: A CSV, Parquet or JSON Lines file path; a seekable binary file object (with
-                ``format``); a pandas DataFrame or a pyarrow Table.
+                ``format``); a pandas DataFrame, a pyarrow Table or a ``pyarrow.RecordBatchReader``
+                (a stream of batches, written as it is read: a batch job's output).
             format: ``csv``, ``parquet`` or ``jsonl``; guessed from a file's suffix when None.
             encoding: Text encoding of a CSV source, e.g. ``"cp1252"``; None: detected (UTF-8,
                 UTF-8/UTF-16 with a byte-order mark, Windows-1252 and other code pages).
@@ -106,9 +111,16 @@ class DatasetService:
             chunk_bytes: Bytes read per chunk (memory stays bounded by about this much plus one
                 Parquet row group).
             progress: Show a progress bar on stderr; None: only when stderr is a terminal.
+            recorded: Called with the unit of work that records the version (and the version,
+                new or identical) before it commits: the caller's own rows commit with the
+                version or not at all (a batch job's outcome and lineage).
+            redaction: What redaction made the rows (set by ``PersonalDataService.redact``).
 
         Returns:
-            The new version, or the existing one with identical content.
+            The new version, or the existing one with identical content. A new version is
+            scanned for personal data and checked against the dataset's expectations
+            (:mod:`civicml.data.checks`); its ``classification`` and ``quality_status`` say
+            what they found.
 
         Raises:
             InvalidInputError: Bad name, unknown format or encoding, or a source that is missing,
@@ -126,12 +138,13 @@ class DatasetService:
         with self._temp_path() as tmp:
             converted = write_canonical(src, tmp, chunk_bytes=chunk_bytes, progress=progress)
             stored = self._ctx.artifacts.put_file(tmp)  # bytes first: a row never lacks them
+            canonical = self._keep(tmp)  # plaintext Parquet for the checks after recording
         profile = converted.profiler.result()
         columns = _columns(converted, profile)
         for attempt in range(1, _RETRIES + 1):
             try:
                 with self._ctx.db.write() as uow:
-                    return self._record(
+                    version = self._record(
                         uow,
                         proj,
                         name,
@@ -145,7 +158,11 @@ class DatasetService:
                         columns=columns,
                         profile=profile,
                         description=description,
+                        redaction=redaction,
                     )
+                    if recorded is not None:
+                        recorded(uow, version)
+                break
             except IntegrityError as err:  # a concurrent ingest created the dataset first
                 if attempt == _RETRIES:
                     raise ConflictError(
@@ -153,7 +170,17 @@ class DatasetService:
                         "recorded.",
                         hint="Try again.",
                     ) from err
-        raise AssertionError("unreachable")  # pragma: no cover
+        else:  # pragma: no cover
+            raise AssertionError("unreachable")
+        try:
+            if version.classification is None and version.quality_status is None:
+                from civicml.data.checks import after_ingest  # the checks build on this service
+
+                return after_ingest(self._ctx, version, path=canonical)
+            return version
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                canonical.unlink()
 
     # Reading ----------------------------------------------------------------------------------
     def get_dataset(self, project: str, name: str) -> Dataset:
@@ -268,6 +295,24 @@ class DatasetService:
         """The version's rows as a pandas ``DataFrame``."""
         return self.read(version, columns=columns).to_pandas()
 
+    def get_classification(self, project: str, name: str) -> Classification | None:
+        """Dataset ``name``'s classification: the most sensitive of its versions' personal-data
+        scans (public < internal < confidential < personal); None until one is scanned."""
+        return self.get_dataset(project, name).classification
+
+    def check_usable(self, version: DatasetVersion, *, purpose: str = "training") -> None:
+        """Refuse a version that training runs and pipelines may not consume: quarantined by a
+        blocking expectation (and not released), never checked against the dataset's blocking
+        expectations, or classified personal under the ``datasets_personal_training`` policy
+        without a recorded justification.
+
+        Raises:
+            ConflictError: Why, with the command that resolves it as a hint.
+        """
+        from civicml.data.checks import check_usable
+
+        check_usable(self._ctx, version, purpose=purpose)
+
     # Internals --------------------------------------------------------------------------------
     def _record(
         self,
@@ -285,6 +330,7 @@ class DatasetService:
         columns: list[ColumnSchema],
         profile: list[ColumnProfile],
         description: str,
+        redaction: dict[str, Any] | None = None,
     ) -> DatasetVersion:
         conn = uow.conn
         ds = _find_dataset(conn, proj.id, name, lock=True)
@@ -328,6 +374,7 @@ class DatasetService:
             "description": description,
             "created_at": now,
             "created_by": user,
+            "redaction": redaction,
         }
         conn.execute(insert(dataset_versions).values(**values))
         ArtifactIndex.add(
@@ -388,6 +435,16 @@ class DatasetService:
             uow, "dataset.created", "dataset", dataset_id, project=proj.name, after={"name": name}
         )
         return uow.conn.execute(select(datasets).where(datasets.c.id == dataset_id)).one()
+
+    def _keep(self, tmp: Path) -> Path:
+        """A second name for the canonical file (a hard link, or a copy where links fail),
+        named as ``_temp_path`` names files so ``recover()`` removes it after a crash."""
+        kept = tmp.with_name(f"{os.getpid()}-{os.urandom(8).hex()}.part")
+        try:
+            os.link(tmp, kept)
+        except OSError:
+            shutil.copyfile(tmp, kept)
+        return kept
 
     @contextlib.contextmanager
     def _temp_path(self) -> Iterator[Path]:
@@ -485,6 +542,7 @@ def _dataset(conn: Connection, project: str, row: _Row) -> Dataset:
         created_at=row.created_at,
         created_by=row.created_by,
         latest_version=latest,
+        classification=row._mapping.get("classification"),
     )
 
 
@@ -510,4 +568,7 @@ def _version(row: Any, project: str, name: str) -> DatasetVersion:
         description=values["description"],
         created_at=values["created_at"],
         created_by=values["created_by"],
+        quality_status=values.get("quality_status"),
+        classification=values.get("classification"),
+        redacted_from=(values.get("redaction") or {}).get("from"),
     )

@@ -121,6 +121,18 @@ class LineageService:
             self.link(uow, source, node, "ContributedTo")
         return node
 
+    def annotate(self, uow: UnitOfWork, kind: str, ref: str, properties: dict[str, Any]) -> None:
+        """Merge ``properties`` into the node of entity (kind, ref), created when missing (an
+        erasure marks a model version "trained on erased data" this way)."""
+        node_id = self.node(uow, kind, ref)
+        current = uow.conn.execute(
+            select(lineage_nodes.c.properties).where(lineage_nodes.c.id == node_id)
+        ).scalar()
+        merged = {**(current or {}), **properties}
+        uow.conn.execute(
+            update(lineage_nodes).where(lineage_nodes.c.id == node_id).values(properties=merged)
+        )
+
     def mark_deleted(self, uow: UnitOfWork, kind: str, ref: str) -> None:
         uow.conn.execute(
             update(lineage_nodes)

@@ -443,6 +443,8 @@ class CardService:
                 "training": manifest.get("training"),
                 "datasets": self._training_data(mv),
             },
+            # Erasures (docs/privacy.md) that removed a data subject from its training data.
+            "trained_on_erased_data": erased_data_marks(self._lineage, mv.id),
         }
         return {
             "model_overview": overview,
@@ -603,6 +605,17 @@ def training_datasets(ctx: Context, mv: ModelVersion) -> list[Any]:
             except NotFoundError:
                 continue
     return sorted(out, key=lambda v: (v.name, v.version))
+
+
+def erased_data_marks(lineage: LineageService, model_version_id: str) -> list[str]:
+    """The erasures that removed a data subject from the version's training data (ids, oldest
+    first): the version is "trained on erased data" when there is one (docs/privacy.md)."""
+    try:
+        node = lineage.get_node("model_version", model_version_id)
+    except NotFoundError:
+        return []
+    marks = (node.properties or {}).get("trained_on_erased_data") or []
+    return [str(m) for m in marks]
 
 
 def card_etag(card: ModelCard) -> str:

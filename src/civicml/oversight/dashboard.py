@@ -59,6 +59,11 @@ class DashboardRow(_Schema):
     risk_rating: str | None = Field(description="The card's risk rating.")
     gate: str = Field(description="'passed', 'failed' or 'no policy' (evaluated now).")
     gate_failed: list[str] = Field(description="The failed checks' names.")
+    trained_on_erased_data: bool = Field(
+        default=False,
+        description="A data subject was erased from its training data since it was trained "
+        "(docs/privacy.md): retrain it.",
+    )
     monitors: dict[str, str] = Field(
         default_factory=dict,
         description="Each scheduled monitor of the endpoints serving it, by name: the status of "
@@ -158,4 +163,7 @@ class DashboardService:
             if gate.policy_version is None
             else ("passed" if gate.passed else "failed"),
             gate_failed=[c.name for c in gate.failed],
+            trained_on_erased_data=bool(
+                card.content.get("training_details", {}).get("trained_on_erased_data")
+            ),
         )

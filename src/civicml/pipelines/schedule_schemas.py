@@ -23,6 +23,7 @@ EventType = Literal[
     "model_version.registered",
     "model_version.approval_changed",
     "alert.fired",
+    "data.erased",
 ]
 
 

@@ -82,6 +82,11 @@ class Scheduler:
             ``alerts_enabled`` is on; docs/alerts.md).
         monitors: The loop of due monitors each tick kicks (default: one on ``ctx``, when the
             setting ``monitors_enabled`` is on; docs/monitors.md).
+        retention: The retention pass each tick kicks, run once per ``retention_interval_s``
+            (default: one on ``ctx``, when the setting ``retention_enabled`` is on;
+            docs/privacy.md).
+        sources: The loop of due database and stream sources each tick kicks (default: one on
+            ``ctx``, when the setting ``sources_enabled`` is on; docs/sources.md).
     """
 
     def __init__(
@@ -95,6 +100,8 @@ class Scheduler:
         batch: int = 500,
         alerts: Any = None,
         monitors: Any = None,
+        sources: Any = None,
+        retention: Any = None,
     ) -> None:
         settings = ctx.settings
         self._ctx = ctx
@@ -125,6 +132,16 @@ class Scheduler:
 
             monitors = MonitorLoop(ctx, name=self.name)
         self.monitors = monitors
+        if sources is None and settings.sources_enabled:
+            from civicml.sources.runner import SourceLoop
+
+            sources = SourceLoop(ctx, name=self.name)
+        self.sources = sources
+        if retention is None and settings.retention_enabled:
+            from civicml.privacy.retention import RetentionLoop
+
+            retention = RetentionLoop(ctx, name=self.name)
+        self.retention = retention
 
     # Running ----------------------------------------------------------------------------------
     def tick(self) -> list[str]:
@@ -134,6 +151,10 @@ class Scheduler:
             self.alerts.kick()
         if self.monitors is not None:  # due monitors: run in a thread of their own
             self.monitors.kick()
+        if self.sources is not None:  # due sources: run in a thread of their own
+            self.sources.kick()
+        if self.retention is not None:  # retention periods: one pass per interval, own thread
+            self.retention.kick()
         claimed = self.claim()
         for firing_id in claimed:
             self._submit(firing_id)
@@ -155,8 +176,12 @@ class Scheduler:
         self.wait(timeout_s)
         if self.monitors is not None:
             self.monitors.wait(timeout_s)
+        if self.sources is not None:
+            self.sources.wait(timeout_s)
         if self.alerts is not None:
             self.alerts.wait(timeout_s)
+        if self.retention is not None:
+            self.retention.wait(timeout_s)
         return claimed
 
     def wait(self, timeout_s: float | None = None) -> bool:
@@ -229,8 +254,12 @@ class Scheduler:
         self._pool.shutdown(wait=wait, cancel_futures=True)
         if self.monitors is not None:
             self.monitors.wait(max(5.0, self.interval_s))
+        if self.sources is not None:
+            self.sources.wait(max(5.0, self.interval_s))
         if self.alerts is not None:
             self.alerts.wait(max(5.0, self.interval_s))
+        if self.retention is not None:
+            self.retention.wait(max(5.0, self.interval_s))
 
     # Leases -----------------------------------------------------------------------------------
     def _held(self) -> list[str]:

@@ -4,8 +4,8 @@ Each is a ``@step`` to call inside a ``@cm.pipeline`` function; it reaches the r
 execution through :func:`civicml.pipelines.current` and works through the same services as the
 SDK, as the user who runs (or resumes) the execution:
 
-``ingest`` → ``train`` or ``tune`` → ``evaluate_bias`` → ``condition`` → ``register`` →
-``wait_for_approval`` → ``deploy`` / ``batch_predict``, and ``fail``.
+``ingest`` → ``validate`` → ``train`` or ``tune`` → ``evaluate_bias`` → ``condition`` →
+``register`` → ``wait_for_approval`` → ``deploy`` / ``batch_predict``, and ``fail``.
 
 >>> from civicml.pipelines import steps
 >>> steps.condition.gate, steps.wait_for_approval.cache, steps.deploy.cache
@@ -40,6 +40,7 @@ __all__ = [
     "register",
     "train",
     "tune",
+    "validate",
     "wait_for_approval",
     "when",
 ]
@@ -72,6 +73,29 @@ def ingest(name: str, source: Any) -> DatasetVersion:
     return DatasetService(here.ctx).ingest(here.project, name, source, progress=False)
 
 
+@step(cache=False)  # expectations and overrides change; the check is cheap next to training
+def validate(dataset: DatasetVersion, sample_rows: int = 20) -> DatasetVersion:
+    """Check ``dataset`` against its dataset's quality expectations (a report with trigger
+    ``pipeline``) and pass it on; the execution fails when the version may not be consumed: a
+    blocking expectation failed and no override released it (docs/datasets.md)."""
+    from civicml.data.quality import QualityService
+    from civicml.data.service import DatasetService
+
+    if not isinstance(dataset, DatasetVersion):
+        raise InvalidInputError(
+            f"validate needs a dataset version, not {type(dataset).__name__}.",
+            hint="Pass the output of the ingest step.",
+        )
+    here = current()
+    QualityService(here.ctx).run(dataset, trigger="pipeline", sample_rows=sample_rows)
+    datasets = DatasetService(here.ctx)
+    try:
+        datasets.check_usable(dataset, purpose="pipeline")
+    except ConflictError as err:
+        raise StepFailedError(str(err), hint=err.hint) from err
+    return datasets.get_version_by_id(dataset.id)
+
+
 @step
 def train(
     dataset: DatasetVersion,
@@ -91,6 +115,7 @@ def train(
             hint="Pass the output of the ingest step.",
         )
     here = current()
+    DatasetService(here.ctx).check_usable(dataset, purpose="pipeline")  # quarantine, policy
     frame = DatasetService(here.ctx).to_pandas(dataset)
     return _fit_and_record(here.ctx, here.run_id, dataset, frame, target, algorithm, params)
 
@@ -191,6 +216,7 @@ def tune(
     here = current()
     ctx = here.ctx
     search = space_from_json(space)
+    DatasetService(ctx).check_usable(dataset, purpose="pipeline")  # quarantine, policy
     frame = DatasetService(ctx).to_pandas(dataset)
     key = "val_" + check_metric(metric or default_metric(frame, target, "auto"))
     direction = default_direction(key)
@@ -560,66 +586,70 @@ def deploy(endpoint_name: str, model_version: ModelVersion) -> dict[str, Any]:
 
 @step
 def batch_predict(
-    model_version: ModelVersion, dataset: DatasetVersion, chunk_rows: int = 50_000
+    model_version: ModelVersion,
+    dataset: DatasetVersion,
+    chunk_rows: int = 50_000,
+    output: str | None = None,
 ) -> Any:
     """Predict every row of ``dataset`` with ``model_version``, loaded from its verified files
-    as endpoints load it (never unpickled here): the dataset's rows with a ``prediction``
+    as endpoints load it (never unpickled here), chunk by chunk through
+    :class:`~civicml.serving.batch.BatchService`: the dataset's rows with a ``prediction``
     column and, for a classifier, one ``probability_<class>`` column per class.
 
-    With ``compute`` naming Ray the rows go out in chunks of ``chunk_rows`` as Ray tasks, each
-    a Parquet table (data, not pickles) whose worker loads the model from the artifact store;
-    the step's run records the chunks and the workers (tags ``civicml.compute.batch_*``).
+    Without ``output`` the rows come back as a DataFrame (the step's output). With ``output``
+    the step runs a batch job instead: the rows become a new version of dataset ``output``
+    (memory bounded by a chunk; lineage model version → batch job → output version) and the
+    step returns that :class:`~civicml.data.schemas.DatasetVersion`.
+
+    With ``compute`` naming Ray the rows go out in chunks of ``chunk_rows`` as Ray tasks (Arrow
+    data, not pickles) whose workers load the model from the artifact store; the step's run
+    records the chunks and the workers (tags ``civicml.compute.batch_*``).
     """
     import json
 
     from civicml.data.service import DatasetService
-    from civicml.registry.service import RegistryService
+    from civicml.serving.batch import BatchService
+    from civicml.serving.batch_schemas import BatchJobCreate
     from civicml.tracking.service import TrackingService
 
     if chunk_rows < 1:
         raise InvalidInputError(f"chunk_rows must be at least 1, not {chunk_rows}.")
     here = current()
-    mv = RegistryService(here.ctx).get_version(
-        here.project, model_version.name, model_version.version
-    )
-    frame = DatasetService(here.ctx).to_pandas(dataset)
-    if here.ctx.settings.compute == "local":
-        return _predict_frame(here.ctx, mv, frame, f"{dataset.name} v{dataset.version}")
-    import pandas as pd  # type: ignore[import-untyped]
-
-    from civicml.core.compute import executor_for
-    from civicml.store.context import shippable_settings
-
-    executor = executor_for(here.ctx.settings.compute)
-    settings = shippable_settings(here.ctx.settings)
-    what = f"{dataset.name} v{dataset.version}"
-    futures = [
-        executor.submit(
-            _predict_chunk,
-            settings,
-            here.ctx.principal,
-            mv,
-            _to_parquet(frame.iloc[start : start + chunk_rows]),
-            what,
+    DatasetService(here.ctx).check_usable(dataset, purpose="pipeline")  # quarantine, policy
+    service = BatchService(here.ctx)
+    if output is not None:
+        job = service.run(
+            here.project,
+            BatchJobCreate(
+                model=model_version.name,
+                model_version=model_version.version,
+                input_dataset=dataset.name,
+                input_version=dataset.version,
+                output_dataset=output,
+                chunk_rows=chunk_rows,
+            ),
         )
-        for start in range(0, max(len(frame), 1), chunk_rows)
-    ]
-    parts, workers = [], set()
-    for future in futures:
-        data, where = future.result()
-        parts.append(_from_parquet(data))
-        workers.add(f"{where.get('node_id', where['host'])}/{where['pid']}")
-    TrackingService(here.ctx).set_tags(
-        here.run_id,
-        {
-            "civicml.compute.batch_chunks": len(futures),
-            "civicml.compute.batch_workers": json.dumps(sorted(workers)),
-        },
+        TrackingService(here.ctx).set_tags(
+            here.run_id, {"civicml.batch_job": job.id, "civicml.compute.batch_chunks": job.chunks}
+        )
+        return DatasetService(here.ctx).get_version_by_id(str(job.output_version_id))
+    table, tally = service.predict_table(
+        here.project, model_version, dataset, chunk_rows=chunk_rows
     )
-    return pd.concat(parts)
+    if here.ctx.settings.compute != "local":
+        TrackingService(here.ctx).set_tags(
+            here.run_id,
+            {
+                "civicml.compute.batch_chunks": tally.chunks,
+                "civicml.compute.batch_workers": json.dumps(sorted(tally.workers)),
+            },
+        )
+    return table.to_pandas()
 
 
 def _predict_frame(ctx: Any, mv: ModelVersion, frame: Any, what: str) -> Any:
+    """The reference for the chunked prediction: the whole frame at once, through the
+    model's own pipeline (tests compare the step's output with it)."""
     from civicml.serving.runtime import load_version
 
     loaded = load_version(ctx, mv, ctx.settings.home / "cache" / "models")
@@ -637,31 +667,3 @@ def _predict_frame(ctx: Any, mv: ModelVersion, frame: Any, what: str) -> Any:
         for i, cls in enumerate(loaded.classes):
             result[f"probability_{cls}"] = [row[i] for row in proba]
     return result
-
-
-def _predict_chunk(
-    settings: dict[str, Any], principal: Any, mv: ModelVersion, data: bytes, what: str
-) -> tuple[bytes, dict[str, Any]]:
-    """One chunk on a worker: Parquet in, the predicted rows as Parquet out."""
-    from civicml.core.compute import worker_info
-    from civicml.store.context import worker_context
-
-    ctx = worker_context(settings, principal)
-    result = _predict_frame(ctx, mv, _from_parquet(data), what)
-    return _to_parquet(result), worker_info()
-
-
-def _to_parquet(frame: Any) -> bytes:
-    import io
-
-    buffer = io.BytesIO()
-    frame.to_parquet(buffer, engine="pyarrow", index=True)
-    return buffer.getvalue()
-
-
-def _from_parquet(data: bytes) -> Any:
-    import io
-
-    import pandas as pd
-
-    return pd.read_parquet(io.BytesIO(data), engine="pyarrow")

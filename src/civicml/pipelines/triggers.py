@@ -101,6 +101,11 @@ EVENT_FIELDS: dict[str, dict[str, str]] = {
         "previous_status": "the status before",
         "note": "the reviewer's note",
     },
+    "data.erased": {  # an erasure removed a data subject from the version's training data
+        **_COMMON,
+        **_MODEL,
+        "erasure_id": "the erasure's id (civicml privacy erasures show)",
+    },
     "alert.fired": {  # alert rules (civicml.alerts): e.g. retrain when drift alerts
         **_COMMON,
         "alert_id": "the alert's id",
@@ -179,6 +184,13 @@ def event_fields(
             current_version=current[1],
             baseline_dataset=baseline[0],
             baseline_version=baseline[1],
+        )
+    elif action == "data.erased":
+        fields.update(
+            model=after.get("name"),
+            version=after.get("version"),
+            model_version_id=row.entity_id,
+            erasure_id=after.get("erasure_id"),
         )
     elif action == "alert.fired":
         fields.update(

@@ -126,6 +126,7 @@ def auto(
             hint='Pass project=ml.project("benefits").',
         )
     backend = run._backend if run is not None else project._backend  # type: ignore[union-attr]
+    DatasetsHandle(backend, dataset.project).check_usable(dataset)  # quarantine, policy
     frame = DatasetsHandle(backend, dataset.project).to_pandas(dataset)
     if target not in frame.columns:
         raise InvalidInputError(

@@ -30,6 +30,8 @@ from civicml.registry.schemas import (
     RegisteredModel,
 )
 from civicml.sdk.alerts import AlertsHandle
+from civicml.sdk.batch import BatchHandle
+from civicml.sdk.catalog import CatalogHandle
 from civicml.sdk.costs import CostsHandle
 from civicml.sdk.datasets import DatasetsHandle
 from civicml.sdk.embedded import EmbeddedBackend
@@ -49,7 +51,9 @@ from civicml.sdk.oversight import (
     set_policy,
 )
 from civicml.sdk.pipelines import PipelinesHandle
+from civicml.sdk.privacy import PrivacyHandle
 from civicml.sdk.schedules import SchedulesHandle
+from civicml.sdk.sources import SourcesHandle
 from civicml.sdk.tokens import TokensHandle
 from civicml.store.paths import validate_relative_path
 from civicml.store.schemas import ArtifactInfo
@@ -119,6 +123,7 @@ class Client:
         self.pipelines = PipelinesHandle(backend)
         self.costs = CostsHandle(backend)
         self.schedules = SchedulesHandle(backend)
+        self.catalog = CatalogHandle(backend)
 
     @property
     def backend(self) -> Any:
@@ -183,10 +188,13 @@ class ProjectHandle:
         self.monitoring = MonitoringHandle(backend, info.name)
         self.alerts = AlertsHandle(backend, info.name)
         self.monitors = MonitorsHandle(backend, info.name)
+        self.sources = SourcesHandle(backend, info.name)
+        self.batch = BatchHandle(backend, info.name)
         self.cards = CardsHandle(backend, info.name)
         self.evaluations = EvaluationsHandle(backend, info.name)
         self.endpoints = EndpointsHandle(backend, info.name)
         self.runs = RunsHandle(backend, info.name)
+        self.privacy = PrivacyHandle(backend, info.name)
 
     def __repr__(self) -> str:
         return f"<Project {self.name}>"

@@ -16,6 +16,7 @@ from civicml.core.ids import validate_name
 from civicml.data.ingest import open_source
 from civicml.data.schemas import Dataset, DatasetVersion, SourceFormat
 from civicml.data.service import DatasetService
+from civicml.sdk.data_checks import DataChecksMixin
 
 __all__ = ["DatasetsHandle"]
 
@@ -24,8 +25,8 @@ _DATASETS = TypeAdapter(list[Dataset])
 _SPOOL_BYTES = 8 << 20
 
 
-class DatasetsHandle:
-    """The datasets of a project.
+class DatasetsHandle(DataChecksMixin):
+    """The datasets of a project (quality expectations and personal data: DataChecksMixin).
 
     Args:
         backend: The SDK backend (embedded or remote).

@@ -1,5 +1,6 @@
 """``proj.endpoints``: deploy approved model versions and predict, embedded or remote; an
-endpoint's variants, shadow, guarded rollouts (``ep.rollout``) and shadow comparison reports."""
+endpoint's variants, shadow, guarded rollouts (``ep.rollout``) and shadow comparison reports;
+multi-model endpoints (``mode="multi-model"``) and their models."""
 
 from __future__ import annotations
 
@@ -17,9 +18,17 @@ from civicml.data.schemas import DatasetVersion
 from civicml.registry.schemas import ModelVersion
 from civicml.serving.capture import CaptureService
 from civicml.serving.comparison import ShadowComparison
+from civicml.serving.multi_route import parse_target
+from civicml.serving.multimodel import MultiModelService, model_refs
 from civicml.serving.rollout import RolloutService, parse_duration
 from civicml.serving.runtime import ModelHost, refuse_non_finite
-from civicml.serving.schemas import EndpointInfo, InvocationResult, RolloutInfo, VariantInfo
+from civicml.serving.schemas import (
+    EndpointInfo,
+    EndpointModel,
+    InvocationResult,
+    RolloutInfo,
+    VariantInfo,
+)
 from civicml.serving.service import EndpointService
 from civicml.serving.shadow_reports import ShadowReport, ShadowReportService
 from civicml.serving.variants import VariantService
@@ -30,6 +39,7 @@ _INFOS = TypeAdapter(list[EndpointInfo])
 _VARIANTS = TypeAdapter(list[VariantInfo])
 _ROLLOUTS = TypeAdapter(list[RolloutInfo])
 _REPORTS = TypeAdapter(list[ShadowReport])
+_MODELS = TypeAdapter(list[EndpointModel])
 _HOSTS: weakref.WeakKeyDictionary[Any, ModelHost] = weakref.WeakKeyDictionary()
 
 
@@ -75,6 +85,9 @@ class EndpointsHandle:
     def _reports(self) -> ShadowReportService:
         return ShadowReportService(self._backend.ctx, _embedded_host(self._backend))
 
+    def _multi(self) -> MultiModelService:
+        return MultiModelService(self._backend.ctx, _embedded_host(self._backend))
+
     @property
     def _remote(self) -> bool:
         return bool(self._backend.remote)
@@ -97,13 +110,27 @@ class EndpointsHandle:
         capture_percent: float = 100.0,
         capture: bool = True,
         variant: str | None = None,
+        mode: str = "single-model",
+        models: Sequence[tuple[str, int | str]] | Mapping[str, int | str] = (),
+        model_cache_mb: float | None = None,
     ) -> Endpoint:
         """Serve an Approved model version as endpoint ``name``.
 
         Pass the version (``mv``) or its ``model`` name and ``version`` number (or alias);
-        ``variant`` names its one variant (default ``v<N>``).
+        ``variant`` names its one variant (default ``v<N>``). With ``mode="multi-model"`` the
+        endpoint also serves ``models`` (``{model: version}`` or ``(model, version)`` pairs),
+        each request naming its own (``ep.predict(rows, target_model="eligibility/3")``),
+        loaded on first use under ``model_cache_mb`` (default: the server's
+        ``serving_model_cache_mb``).
+
+        Example:
+            >>> ep = proj.endpoints.deploy("many", model="eligibility", version="production",
+            ...     mode="multi-model", models={"fraud": 3})  # doctest: +SKIP
+            >>> ep.predict(rows, target_model="fraud").target_model  # doctest: +SKIP
+            'fraud/3'
         """
         model, version = _target(mv, model, version)
+        refs = model_refs(models)
         if not self._backend.remote:
             info = self._svc().deploy(
                 self._project,
@@ -113,6 +140,9 @@ class EndpointsHandle:
                 capture_percent=capture_percent,
                 capture=capture,
                 variant=variant,
+                mode=mode,
+                models=refs,
+                model_cache_mb=model_cache_mb,
             )
         else:
             body = {
@@ -122,6 +152,9 @@ class EndpointsHandle:
                 "capture_percent": capture_percent,
                 "capture": capture,
                 "variant": variant,
+                "mode": mode,
+                "models": [{"model": m, "version": v} for m, v in refs],
+                "model_cache_mb": model_cache_mb,
             }
             info = EndpointInfo.model_validate(
                 self._backend._json("POST", self._base(), json_body=body)
@@ -159,6 +192,7 @@ class EndpointsHandle:
                 bake_s=changes.get("bake_s"),
                 alarms=changes.get("alarms") or (),
                 variant=changes.get("variant"),
+                model_cache_mb=changes.get("model_cache_mb"),
             )
         body = {k: v for k, v in changes.items() if v is not None and v != []}
         return EndpointInfo.model_validate(
@@ -172,17 +206,32 @@ class EndpointsHandle:
             self._backend.call("DELETE", self._base(name))
 
     def _predict(
-        self, name: str, rows: Any, *, explain: bool = False, variant: str | None = None
+        self,
+        name: str,
+        rows: Any,
+        *,
+        explain: bool = False,
+        variant: str | None = None,
+        target: str | None = None,
     ) -> InvocationResult:
         refuse_non_finite(rows)  # JSON cannot carry NaN: the server's 422, before sending
         if not self._backend.remote:
             host = _embedded_host(self._backend)
-            result = host.invoke(self._project, name, rows, explain=explain, variant=variant)
+            result = host.invoke(
+                self._project, name, rows, explain=explain, variant=variant, target=target
+            )
             return InvocationResult.model_validate(result)
         query = [] if not explain else ["explain=true"]
         if variant is not None:
             query.append(f"variant={quote(variant, safe='')}")
-        path = f"{self._base(name)}/invocations" + ("?" + "&".join(query) if query else "")
+        path = f"{self._base(name)}/invocations"
+        if target is not None:
+            parse_target(target)  # the server's 400, before sending
+            model, _, version = target.strip().partition("/")
+            path = f"{self._base(name)}/models/{quote(model, safe='')}/invocations"
+            if version:
+                query.append(f"version={quote(version, safe='')}")
+        path += ("?" + "&".join(query)) if query else ""
         body = self._backend._json("POST", path, json_body={"records": _jsonable(rows)})
         return InvocationResult.model_validate(body)
 
@@ -201,7 +250,12 @@ class Endpoint:
         return f"<Endpoint {self.name}: {self.info.model_name} v{self.info.model_version}>"
 
     def predict(
-        self, rows: Any, *, explain: bool = False, variant: str | None = None
+        self,
+        rows: Any,
+        *,
+        explain: bool = False,
+        variant: str | None = None,
+        target_model: str | None = None,
     ) -> InvocationResult:
         """Predictions for one record (a dict), a list of records or a pandas DataFrame.
 
@@ -212,19 +266,71 @@ class Endpoint:
                 each explained output).
             variant: Pin the request to this variant (the ``civicml-variant`` header); None
                 follows the traffic weights. The answer's ``variant`` names who answered.
+            target_model: A multi-model endpoint: the model to answer, ``"MODEL"`` (the
+                newest version it holds) or ``"MODEL/VERSION"`` (the ``X-Civicml-Target-Model``
+                header); the answer's ``target_model`` names it.
 
         Example:
             >>> result = ep.predict([{"age": 41}], explain=True)  # doctest: +SKIP
             >>> result.explanations[0].outputs[0].attributions  # doctest: +SKIP
             {'age': 0.12}
         """
-        return self._handle._predict(self.name, rows, explain=explain, variant=variant)
+        return self._handle._predict(
+            self.name, rows, explain=explain, variant=variant, target=target_model
+        )
 
     def invoke(
-        self, rows: Any, *, explain: bool = False, variant: str | None = None
+        self,
+        rows: Any,
+        *,
+        explain: bool = False,
+        variant: str | None = None,
+        target_model: str | None = None,
     ) -> InvocationResult:
         """The same as :meth:`predict` (the REST route's name: ``…/invocations``)."""
-        return self.predict(rows, explain=explain, variant=variant)
+        return self.predict(rows, explain=explain, variant=variant, target_model=target_model)
+
+    # Multi-model endpoints ------------------------------------------------------------------
+    def models(self) -> builtins.list[EndpointModel]:
+        """A multi-model endpoint's models, by name, newest version first."""
+        handle = self._handle
+        if not handle._remote:
+            return handle._multi().list(handle._project, self.name)
+        return _MODELS.validate_python(
+            handle._backend._json("GET", f"{handle._base(self.name)}/models")
+        )
+
+    def add_model(self, mv: ModelVersion | str, version: int | str | None = None) -> Endpoint:
+        """Serve one more Approved version from a multi-model endpoint (``mv``, or a model
+        name and ``version``: a number or an alias), without a redeploy; it is loaded when a
+        request first names it. Returns ``self``."""
+        model, ref = _target(
+            mv if isinstance(mv, ModelVersion) else None,
+            None if isinstance(mv, ModelVersion) else mv,
+            version,
+        )
+        handle = self._handle
+        if not handle._remote:
+            self.info = handle._multi().add(handle._project, self.name, model, ref)
+        else:
+            body = {"model": model, "version": ref}
+            self.info = EndpointInfo.model_validate(
+                handle._call("POST", f"{handle._base(self.name)}/models", body)
+            )
+        return self
+
+    def remove_model(self, model: str, version: int | str | None = None) -> Endpoint:
+        """Stop serving ``model`` (every version held, or only ``version``) from a multi-model
+        endpoint; returns ``self``."""
+        handle = self._handle
+        if not handle._remote:
+            self.info = handle._multi().remove(handle._project, self.name, model, version)
+        else:
+            path = f"{handle._base(self.name)}/models/{quote(validate_name('Model', model))}"
+            if version is not None:
+                path += f"?version={quote(str(version), safe='')}"
+            self.info = EndpointInfo.model_validate(handle._call("DELETE", path))
+        return self
 
     def update(
         self,
@@ -239,8 +345,10 @@ class Endpoint:
         bake: float | str | None = None,
         alarms: Sequence[str] = (),
         variant: str | None = None,
+        model_cache_mb: float | None = None,
     ) -> Endpoint:
-        """Switch to another Approved version and/or change data capture; returns ``self``.
+        """Switch to another Approved version and/or change data capture (or a multi-model
+        endpoint's cache limit, ``model_cache_mb``); returns ``self``.
 
         With ``strategy`` (``"all_at_once"``, ``"canary"``, ``"linear"``) the switch is a
         guarded rollout: ``canary`` size (``"10%"``), linear ``steps``, ``bake`` per step
@@ -273,6 +381,7 @@ class Endpoint:
             bake_s=None if bake is None else parse_duration(bake),
             alarms=list(alarms),
             variant=variant,
+            model_cache_mb=model_cache_mb,
         )
         return self
 

@@ -146,6 +146,8 @@ def tabular(
             hint="Pass proj.datasets.ingest(...) or proj.datasets.version(name).",
         )
     backend = run._backend
+    if _frame is None:  # quarantined or policy-refused data is not trained on (docs/datasets.md)
+        DatasetsHandle(backend, dataset.project).check_usable(dataset)
     # A tuning trial passes the rows it already read (never modified: fitting copies).
     frame = (
         _frame
@@ -309,6 +311,8 @@ def script(
         )
     params = dict(hyperparameters or {})
     backend = run._backend
+    for version in named.values():  # quarantine and the personal-data policy
+        DatasetsHandle(backend, version.project).check_usable(version)
     tables = {n: DatasetsHandle(backend, v.project).read(v) for n, v in named.items()}
     for version in named.values():
         run.log_input(version)
@@ -473,6 +477,7 @@ def _tune(self: _Tune, **kw: Any) -> TuningResult:
     _rules.parse_rules(kw["rules"])  # a bad rule fails before any run starts
     backend = given._backend if given is not None else project._backend  # type: ignore[union-attr]
     executor = _tuning_executor(backend)  # Ray connects (or says it is missing) before any run
+    DatasetsHandle(backend, dataset.project).check_usable(dataset)  # quarantine, policy
     frame = DatasetsHandle(backend, dataset.project).to_pandas(dataset)
     algorithm: str = kw["algorithm"]
     target: str = kw["target"]

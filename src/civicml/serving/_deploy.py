@@ -34,7 +34,9 @@ from civicml.store.context import Context
 from civicml.store.db import UnitOfWork
 
 __all__ = [
+    "MAX_CACHE_MB",
     "Deployer",
+    "check_cache_mb",
     "check_percent",
     "default_variant_name",
     "spec_of",
@@ -136,6 +138,33 @@ def check_percent(value: object, what: str = "Capture percentage") -> float:
         raise InvalidInputError(f"{what} {value!r} is not a number.", hint=hint)
     if not 0 <= value <= 100:
         raise InvalidInputError(f"{what} {value} is out of range.", hint=hint)
+    return float(value)
+
+
+#: The largest model cache limit a multi-model endpoint may set (MB).
+MAX_CACHE_MB = 10_000_000.0
+
+
+def check_cache_mb(value: object) -> float | None:
+    """A multi-model endpoint's cache limit: None, or a finite number of MB above 0.
+
+    Raises:
+        InvalidInputError: It is not a number above 0 and at most :data:`MAX_CACHE_MB`.
+    """
+    if value is None:
+        return None
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or not 0 < value <= MAX_CACHE_MB
+    ):
+        raise InvalidInputError(
+            f"Model cache limit {value!r} is not a number of MB above 0 and at most "
+            f"{MAX_CACHE_MB:,.0f}.",
+            hint="E.g. 512 for half a gigabyte of model files; leave it out for the server's "
+            "serving_model_cache_mb.",
+        )
     return float(value)
 
 

@@ -7,13 +7,15 @@ from typing import Any
 
 from sqlalchemy import Connection, func, select
 
-from civicml.core.errors import NotFoundError, closest
+from civicml.core.errors import ConflictError, NotFoundError, closest
 from civicml.core.names import name_key
 from civicml.governance.schemas import Project
-from civicml.serving._tables import endpoint_variants, endpoints
+from civicml.serving._tables import endpoint_models, endpoint_variants, endpoints
 from civicml.serving.schemas import (
     CaptureConfig,
     EndpointInfo,
+    EndpointMode,
+    EndpointModel,
     EndpointStatus,
     VariantInfo,
     VariantRole,
@@ -22,8 +24,12 @@ from civicml.serving.schemas import (
 __all__ = [
     "endpoint_row",
     "find_endpoint",
+    "is_multi_model",
+    "model_rows",
     "primary",
+    "refuse_multi_model",
     "to_info",
+    "to_models",
     "to_variants",
     "variant_rows",
 ]
@@ -98,9 +104,57 @@ def to_variants(rows: Sequence[Any]) -> list[VariantInfo]:
     ]
 
 
-def to_info(row: Any, project: str, variants: Sequence[Any] = ()) -> EndpointInfo:
-    """The schema of an endpoint row (a Row or a dict of its values) with its variant rows."""
+def is_multi_model(row: Any) -> bool:
+    """Whether an endpoint row (a Row or a dict of its values) is a multi-model endpoint."""
     values = row if isinstance(row, dict) else row._mapping
+    return values.get("mode") == EndpointMode.MULTI_MODEL.value
+
+
+def refuse_multi_model(row: Any, project: str, what: str) -> None:
+    """Raise a ConflictError when ``row`` is a multi-model endpoint (it has no variants, so
+    ``what`` — weights, a shadow, a rollout, a version switch — does not apply)."""
+    if is_multi_model(row):
+        raise ConflictError(
+            f"Endpoint {row.name!r} is a multi-model endpoint; {what} applies only to "
+            "single-model endpoints (their variants).",
+            hint=f"Add or remove its models instead: civicml endpoints models add {row.name} "
+            f"MODEL VERSION --project {project}",
+        )
+
+
+def model_rows(conn: Connection, endpoint_id: str) -> list[Any]:
+    """The model rows of a multi-model endpoint, by model name, newest version first."""
+    rows = conn.execute(
+        select(endpoint_models).where(endpoint_models.c.endpoint_id == endpoint_id)
+    ).all()
+    return sorted(rows, key=lambda r: (r.model_name.lower(), -r.model_version))
+
+
+def to_models(rows: Sequence[Any]) -> list[EndpointModel]:
+    """The schemas of a multi-model endpoint's model rows."""
+    return [
+        EndpointModel(
+            id=r.id,
+            model_name=r.model_name,
+            model_version=r.model_version,
+            model_version_id=r.model_version_id,
+            ref=r.ref,
+            target=f"{r.model_name}/{r.model_version}",
+            size_bytes=int(r.size_bytes),
+            created_at=r.created_at,
+            created_by=r.created_by,
+        )
+        for r in rows
+    ]
+
+
+def to_info(
+    row: Any, project: str, variants: Sequence[Any] = (), models: Sequence[Any] = ()
+) -> EndpointInfo:
+    """The schema of an endpoint row (a Row or a dict of its values) with its variant rows
+    (or, for a multi-model endpoint, its model rows)."""
+    values = row if isinstance(row, dict) else row._mapping
+    cache_mb = values.get("model_cache_mb")
     return EndpointInfo(
         id=values["id"],
         project=project,
@@ -117,4 +171,7 @@ def to_info(row: Any, project: str, variants: Sequence[Any] = ()) -> EndpointInf
         updated_at=values["updated_at"],
         updated_by=values["updated_by"],
         variants=to_variants(variants),
+        mode=EndpointMode(values.get("mode") or EndpointMode.SINGLE_MODEL.value),
+        models=to_models(models),
+        model_cache_mb=None if cache_mb is None else float(cache_mb),
     )

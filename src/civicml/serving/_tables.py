@@ -34,6 +34,10 @@ endpoints = Table(
     Column("created_by", String(128), nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
     Column("updated_by", String(128), nullable=False),
+    # Migration 0021: "single-model" (variants answer) or "multi-model" (endpoint_models, each
+    # loaded on first use under an LRU memory limit: model_cache_mb, null = the setting).
+    Column("mode", String(16), nullable=False, server_default="single-model"),
+    Column("model_cache_mb", Float, nullable=True),
     UniqueConstraint("project_id", "name"),
     Index("ix_endpoints_model_version_id", "model_version_id"),
 )
@@ -66,6 +70,26 @@ endpoint_variants = Table(
     Column("updated_by", String(128), nullable=False),
     UniqueConstraint("endpoint_id", "name"),
     Index("ix_endpoint_variants_model_version_id", "model_version_id"),
+)
+
+# Multi-model endpoints (migration 0021): the approved model versions a multi-model endpoint
+# serves, addressed by name (X-Civicml-Target-Model: MODEL[/VERSION]); ``ref`` is the version as
+# given (a number or an alias, resolved when the model was added), ``size_bytes`` the model
+# files' size, which the LRU cache of loaded models counts against its limit.
+endpoint_models = Table(
+    "endpoint_models",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("endpoint_id", ID, ForeignKey("endpoints.id"), nullable=False),
+    Column("model_name", Name, nullable=False),
+    Column("model_version_id", ID, ForeignKey("model_versions.id"), nullable=False),
+    Column("model_version", Integer, nullable=False),
+    Column("ref", Name, nullable=False),
+    Column("size_bytes", BigInteger, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("created_by", String(128), nullable=False),
+    UniqueConstraint("endpoint_id", "model_version_id"),
+    Index("ix_endpoint_models_model_version_id", "model_version_id"),
 )
 
 # Guarded updates: one row per rollout, a state machine advanced by compare-and-set on
@@ -129,4 +153,42 @@ shadow_reports = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("created_by", String(128), nullable=False),
     Index("ix_shadow_reports_endpoint_id_created_at", "endpoint_id", "created_at"),
+)
+
+# Batch prediction jobs (migration 0020): a dataset version in, a predictions dataset version
+# out. The running process (host, pid and its start tick) and a heartbeat per chunk let a job
+# whose process died be marked failed (civicml.serving.batch).
+batch_jobs = Table(
+    "batch_jobs",
+    metadata,
+    Column("id", ID, primary_key=True),
+    Column("project_id", ID, ForeignKey("projects.id"), nullable=False),
+    Column("status", String(16), nullable=False),  # queued | running | succeeded | failed
+    Column("model_name", Name, nullable=False),
+    Column("model_version_id", ID, ForeignKey("model_versions.id"), nullable=False),
+    Column("model_version", Integer, nullable=False),
+    Column("input_dataset", Name, nullable=False),
+    Column("input_version_id", ID, ForeignKey("dataset_versions.id"), nullable=False),
+    Column("input_version", Integer, nullable=False),
+    Column("output_dataset", Name, nullable=False),
+    Column("output_version_id", ID, ForeignKey("dataset_versions.id"), nullable=True),
+    Column("output_version", Integer, nullable=True),
+    Column("join_source", String(16), nullable=False),  # input | none
+    Column("id_column", String(256), nullable=True),
+    Column("explain", Boolean, nullable=False),
+    Column("chunk_rows", Integer, nullable=False),
+    Column("executor", String(16), nullable=False),  # local | ray
+    Column("rows", BigInteger, nullable=True),
+    Column("chunks", Integer, nullable=True),
+    Column("error", String(2048), nullable=True),
+    Column("host", String(256), nullable=True),
+    Column("pid", Integer, nullable=True),
+    Column("pid_start", BigInteger, nullable=True),
+    Column("heartbeat_at", UTCDateTime, nullable=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("created_by", String(128), nullable=False),
+    Column("started_at", UTCDateTime, nullable=True),
+    Column("ended_at", UTCDateTime, nullable=True),
+    Index("ix_batch_jobs_project_id_created_at", "project_id", "created_at"),
+    Index("ix_batch_jobs_status", "status"),
 )

@@ -70,6 +70,18 @@ class LazyExplainer:
             found = explainer.explain_local(frame)
         return [item.model_dump(mode="json") for item in found]
 
+    def attributions(self, frame: Any) -> Any:
+        """SHAP attributions of ``frame``'s rows (validated rows) as arrays, an
+        :class:`~civicml.evaluation.explain.Attributions` (``values[row, column, output]``,
+        ``base_values[output]``): what batch jobs store as columns, without a record per row.
+
+        Raises:
+            InvalidInputError: The model cannot be explained (the message says why).
+        """
+        with self._lock:
+            explainer = self._explainer or self._build()
+            return explainer.attributions(frame)
+
     def _build(self) -> Any:
         """Build the explainer (called with the lock held); a failure is kept and re-raised."""
         if self._error is not None:

@@ -240,6 +240,13 @@ class FastPath:
         labels = self._classes[output.argmax(axis=1)]
         return labels.tolist(), output.tolist()
 
+    def predict_raw(self, batch: Encoded) -> np.ndarray[Any, Any]:
+        """The model's output as one array, without converting to lists (batch jobs): ``(rows,
+        classes)`` probabilities for a classifier (its label is the first most probable class,
+        as :meth:`predict` picks it), ``(rows,)`` values for a regressor."""
+        output: np.ndarray[Any, Any] = self._predict(batch.numbers, batch.categories)
+        return output
+
     def reference_record(self) -> dict[str, Any]:
         """A typical raw record: each number and timestamp at its training median (what the
         pipeline fills in for a missing value; rounded for integer columns), each category at

@@ -60,7 +60,7 @@ from civicml.serving._deploy import (
     variant_state,
     write_variants,
 )
-from civicml.serving._queries import endpoint_row, variant_rows
+from civicml.serving._queries import endpoint_row, refuse_multi_model, variant_rows
 from civicml.serving._tables import endpoint_rollouts, endpoints
 from civicml.serving.rollout_plan import (
     MonitorStatus,
@@ -178,6 +178,7 @@ class RolloutService:
         proj = self._projects.get(project, "endpoints.write")
         with self._ctx.db.read() as conn:
             row = endpoint_row(conn, proj, endpoint)
+            refuse_multi_model(row, proj.name, "a guarded rollout")
             _refuse_second(conn, row, proj)
         mv, signature = self._deployer.deployable(proj, model_name, version)
         self._deployer.prepare(mv)

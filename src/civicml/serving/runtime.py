@@ -40,6 +40,11 @@ counts. Validation and capture stay per request.
 
 Explanations (``explain=True``) are computed per request by the model's
 :class:`~civicml.serving.explanations.LazyExplainer`, built on first use.
+
+A multi-model endpoint's route is a :class:`~civicml.serving.multi_route.MultiRoute`: each
+request names its model (``target``), which is loaded — verified as above, and checked to be
+Approved still — on first use into the endpoint's LRU
+:class:`~civicml.serving.model_cache.ModelCache`, and answered as a one-variant route.
 """
 
 from __future__ import annotations
@@ -58,7 +63,7 @@ from typing import Any, NotRequired, TypedDict
 
 import numpy as np
 
-from civicml.core.errors import CivicMLError, InvalidInputError, NotFoundError
+from civicml.core.errors import BadRequestError, CivicMLError, InvalidInputError, NotFoundError
 from civicml.core.identity import Principal
 from civicml.core.process import hostname
 from civicml.costs.service import record_endpoint_usage
@@ -74,11 +79,27 @@ from civicml.serving._checks import (
     refuse_infinite,
     refuse_non_finite,
 )
-from civicml.serving._queries import endpoint_row, find_endpoint, to_info, variant_rows
+from civicml.serving._queries import (
+    endpoint_row,
+    find_endpoint,
+    is_multi_model,
+    model_rows,
+    to_info,
+    variant_rows,
+)
 from civicml.serving.batching import MicroBatcher
 from civicml.serving.capture import CaptureEvent, CaptureWriter
 from civicml.serving.explanations import LazyExplainer
 from civicml.serving.fastpath import Encoded, FastPath, compile_fast_path
+from civicml.serving.model_cache import CacheCounters
+from civicml.serving.multi_route import (
+    MB,
+    Member,
+    MultiRoute,
+    build_multi_route,
+    check_servable,
+    not_multi_model,
+)
 from civicml.serving.routing import Route, RouteVariant, build_route, variants_of
 from civicml.serving.sandbox import SandboxedModel, load_sandboxed
 from civicml.serving.schemas import EndpointInfo, EndpointStats
@@ -122,6 +143,7 @@ class Invocation(TypedDict):
     variant: str
     inference_ids: list[str]
     explanations: NotRequired[list[dict[str, Any]]]
+    target_model: NotRequired[str]
 
 
 class ModelOutputError(CivicMLError):
@@ -278,7 +300,7 @@ class ModelHost:
         self.capture = capture if capture is not None else CaptureWriter(ctx)
         self._refresh_s = refresh_s
         self._cache = cache_dir or ctx.settings.home / "serving" / "cache"
-        self._routes: dict[tuple[str, str], Route] = {}
+        self._routes: dict[tuple[str, str], Route | MultiRoute] = {}
         self._models: dict[str, LoadedModel] = {}
         self._lock = threading.Lock()
         self._loading: dict[str, threading.Lock] = {}
@@ -346,8 +368,10 @@ class ModelHost:
     def forget(self, project: str, endpoint: str) -> None:
         """Stop serving ``endpoint`` here (after it was deleted)."""
         with self._lock:
-            self._routes.pop((project, endpoint), None)
+            gone = self._routes.pop((project, endpoint), None)
             self._evict()
+        if isinstance(gone, MultiRoute):
+            gone.cache.clear()
 
     def loaded_versions(self) -> list[str]:
         """Ids of the model versions held in memory."""
@@ -364,6 +388,9 @@ class ModelHost:
             self.flush_variant_stats()
         self.capture.close()
         with self._lock:
+            for route in self._routes.values():
+                if isinstance(route, MultiRoute):
+                    route.cache.clear()
             self._routes.clear()
             self._models.clear()
 
@@ -377,6 +404,7 @@ class ModelHost:
         explain: bool = False,
         caller: Principal | None = None,
         variant: str | None = None,
+        target: str | None = None,
     ) -> Invocation:
         """Predict for ``records``: one record (a mapping), a list of them or a DataFrame.
 
@@ -392,10 +420,16 @@ class ModelHost:
                 when None.
             variant: Pin the request to this variant (any letter case), bypassing the traffic
                 weights; None follows them.
+            target: The model of a multi-model endpoint, ``MODEL[/VERSION]`` (loaded on
+                first use); required there, refused elsewhere.
 
         Raises:
-            NotFoundError: The project, endpoint or pinned variant does not exist, or the
-                caller may not see the project.
+            BadRequestError: A multi-model endpoint without a target (or with a malformed
+                one), or a target for a single-model endpoint.
+            NotFoundError: The project, endpoint, pinned variant or target model does not
+                exist, or the caller may not see the project.
+            ConflictError: The target model's version is no longer Approved.
+            ArtifactIntegrityError: The target model's files fail their hash check.
             PermissionDeniedError: The caller sees the project but may not invoke.
             InvalidInputError: A column is missing, unexpected or of the wrong type, or a
                 number is not finite (the message names the column and record), there are no
@@ -404,8 +438,15 @@ class ModelHost:
                 endpoint's ``stats.output_errors``).
         """
         who = self._authorize(project, caller)
-        route = self._route(project, endpoint)
-        chosen = route.pick(variant)
+        found = self._route(project, endpoint)
+        if isinstance(found, MultiRoute):
+            chosen = self._member(found, target, variant)
+            route = found.route_for(chosen)
+        elif target is not None:
+            raise not_multi_model(endpoint)
+        else:
+            route = found
+            chosen = route.pick(variant)
         started = time.perf_counter_ns()
         cpu_from = time.thread_time_ns()  # the endpoint's CPU time: checking, model, answer
         loaded = chosen.loaded
@@ -437,6 +478,8 @@ class ModelHost:
         result = self._answer(
             route, chosen, rows, predictions, probabilities, who, started, variant is None, cpu_from
         )
+        if isinstance(found, MultiRoute):
+            result["target_model"] = chosen.name
         if explain:
             result["explanations"] = loaded.explainer.explain(loaded.validate(rows))
         return result
@@ -449,26 +492,41 @@ class ModelHost:
         *,
         caller: Principal | None = None,
         variant: str | None = None,
+        target: str | None = None,
     ) -> Invocation | None:
         """:meth:`invoke` on the caller's thread when that costs microseconds, else ``None``.
 
         For a server's event loop: answers only when the endpoint's route is fresh (no database
         read), the picked variant's model has an inline fast path (a linear model), and
         ``records`` are at most :data:`INLINE_MAX_RECORDS` plain records that fit the
-        signature. ``None`` means: call :meth:`invoke` in a worker thread (which also words any
-        input error).
+        signature; for a multi-model endpoint, when the ``target`` model is loaded already.
+        ``None`` means: call :meth:`invoke` in a worker thread (which also words any input
+        error and loads a model on first use).
 
         Raises:
             InvalidInputError: A record lacks a column (the message names it).
             NotFoundError: The endpoint has no variant ``variant``.
             ModelOutputError: The model answered a non-finite number.
         """
-        route = self._routes.get((project, endpoint))
-        if route is None or time.monotonic() - route.checked >= self._refresh_s:
+        found = self._routes.get((project, endpoint))
+        if found is None or time.monotonic() - found.checked >= self._refresh_s:
             return None
         started = time.perf_counter_ns()
         who = self._authorize(project, caller)
-        chosen = route.pick(variant)
+        key = ""
+        if isinstance(found, MultiRoute):
+            if variant is not None:
+                return None  # invoke words the refusal
+            key = found.member(target).version_id
+            cached = found.cache.peek(key, count=False)  # counted once it is answered here
+            if cached is None:
+                return None  # not loaded yet: invoke loads it in a worker thread
+            route, chosen = found.route_for(cached), cached
+        elif target is not None:
+            return None  # invoke refuses it
+        else:
+            route = found
+            chosen = route.pick(variant)
         loaded = chosen.loaded
         fast = loaded.fast
         if fast is None or not fast.inline:
@@ -488,12 +546,14 @@ class ModelHost:
         batch = fast.encode(rows)
         if batch is None:
             return None
+        if isinstance(found, MultiRoute):  # a multi-model hit, answered on this path
+            found.cache.peek(key)
         try:
             predictions, probabilities = loaded.predict(batch)
         except Exception:
             self._count(route, chosen, "model_errors")
             raise
-        return self._answer(
+        result = self._answer(
             route,
             chosen,
             rows,
@@ -505,6 +565,9 @@ class ModelHost:
             cpu_from,
             CPU_SAMPLE,
         )
+        if route is not found:
+            result["target_model"] = chosen.name
+        return result
 
     def _authorize(self, project: str, caller: Principal | None) -> str:
         """Refuse a caller without ``endpoints.invoke`` on ``project``; returns its user name.
@@ -535,6 +598,59 @@ class ModelHost:
             input_errors=values.get("input_errors", 0),
             output_errors=values.get("output_errors", 0),
             shadow_dropped=values.get("shadow_dropped", 0),
+        )
+
+    def model_cache(self, endpoint_id: str) -> CacheCounters | None:
+        """The cache of a multi-model endpoint this process serves (loaded models, hits,
+        loads, evictions), or None."""
+        for route in list(self._routes.values()):
+            if isinstance(route, MultiRoute) and route.endpoint.id == endpoint_id:
+                counters = route.cache.counters()
+                targets = {m.version_id: m.target for ms in route.by_model.values() for m in ms}
+                loaded = tuple(targets.get(k, k) for k in counters.loaded)
+                return replace(counters, loaded=loaded)
+        return None
+
+    def _member(self, multi: MultiRoute, target: str | None, variant: str | None) -> RouteVariant:
+        """The loaded model of a multi-model request: from the cache, or loaded now (once,
+        however many requests ask at the same time).
+
+        Raises:
+            BadRequestError: A pinned variant, or no (or a malformed) target.
+            NotFoundError: The endpoint holds no such model.
+            ConflictError: The version is no longer Approved (or archived).
+            ArtifactIntegrityError: Its files fail their hash check.
+        """
+        if variant is not None:
+            raise BadRequestError(
+                f"Endpoint {multi.endpoint.name!r} is a multi-model endpoint; it has no "
+                "variants to pin.",
+                hint="Name the model with X-Civicml-Target-Model: MODEL[/VERSION] instead of "
+                "civicml-variant.",
+                details=[{"header": "civicml-variant", "problem": "multi-model endpoint"}],
+            )
+        member = multi.member(target)
+        return multi.cache.get(
+            member.version_id, member.size_bytes, lambda: self._load_member(multi, member)
+        )
+
+    def _load_member(self, multi: MultiRoute, member: Member) -> RouteVariant:
+        """Load a member of a multi-model endpoint: still Approved, its approved files and
+        signature checked, then each file hashed as it is read (:func:`load_version`)."""
+        registry = RegistryService(self._ctx)
+        try:
+            mv = registry.get_version(multi.endpoint.project, member.model_name, member.version)
+            check_servable(registry, mv)
+            with self._lock:
+                loaded = self._models.get(mv.id)  # served by a variant here too: shared
+            if loaded is None:
+                loaded = load_version(self._ctx, mv, self._cache)
+        except CivicMLError as err:
+            log.error("endpoint %s: model %s refused: %s", multi.endpoint.name, member.target, err)
+            raise
+        log.info("endpoint %s: loaded model %s (%s)", multi.endpoint.name, member.target, mv.id)
+        return RouteVariant(
+            id=member.id, name=member.target, loaded=loaded, weight=1.0, shadow_percent=0.0
         )
 
     def _count(self, route: Route, variant: RouteVariant | None, what: str) -> None:
@@ -862,7 +978,7 @@ class ModelHost:
             )
 
     # Routing ----------------------------------------------------------------------------------
-    def _route(self, project: str, endpoint: str) -> Route:
+    def _route(self, project: str, endpoint: str) -> Route | MultiRoute:
         key = (project, endpoint)
         route = self._routes.get(key)
         if route is not None and time.monotonic() - route.checked < self._refresh_s:
@@ -891,7 +1007,9 @@ class ModelHost:
         with lock:
             self._refresh(key, self._routes.get(key))
 
-    def _refresh(self, key: tuple[str, str], current: Route | None) -> Route:
+    def _refresh(
+        self, key: tuple[str, str], current: Route | MultiRoute | None
+    ) -> Route | MultiRoute:
         project, name = key
         proj = ProjectService(self._ctx).get(project, "endpoints.read")
         with self._ctx.db.read() as conn:
@@ -900,11 +1018,27 @@ class ModelHost:
                 self.forget(project, name)
                 endpoint_row(conn, proj, name)  # raises NotFoundError with close names
                 raise NotFoundError(f"Endpoint {name!r} does not exist.")  # pragma: no cover
-            variants = variant_rows(conn, row.id)
+            multi = is_multi_model(row)
+            variants = [] if multi else variant_rows(conn, row.id)
+            members = model_rows(conn, row.id) if multi else []
+        if multi:  # models load on first use, into the endpoint's cache
+            mb = row.model_cache_mb or self._ctx.settings.serving_model_cache_mb
+            found = build_multi_route(
+                proj.id,
+                to_info(row, proj.name, (), members),
+                members,
+                current,
+                int(mb * MB),
+                time.monotonic(),
+            )
+            with self._lock:
+                self._routes[key] = found
+                self._evict()
+            return found
         info = to_info(row, proj.name, variants)
         models = (
             {}
-            if current is None
+            if not isinstance(current, Route)
             else {v.loaded.version_id: v.loaded for v in current.by_name.values()}
         )
         try:
@@ -914,7 +1048,7 @@ class ModelHost:
                         project, variant.model_name, variant.model_version
                     )
                     models[variant.model_version_id] = self.load(mv)
-            route = build_route(proj.id, info, models, time.monotonic())
+            route: Route | MultiRoute = build_route(proj.id, info, models, time.monotonic())
         except Exception:
             if current is None:
                 raise
@@ -930,7 +1064,12 @@ class ModelHost:
 
     def _evict(self) -> None:
         """Drop models no route uses (called with ``self._lock`` held)."""
-        used = {v.loaded.version_id for r in self._routes.values() for v in r.by_name.values()}
+        used = {
+            v.loaded.version_id
+            for r in self._routes.values()
+            if isinstance(r, Route)
+            for v in r.by_name.values()
+        }
         for version_id in [v for v in self._models if v not in used]:
             del self._models[version_id]
 

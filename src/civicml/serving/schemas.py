@@ -13,9 +13,12 @@ from civicml.evaluation.explain_schemas import LocalExplanation
 __all__ = [
     "CaptureConfig",
     "EndpointInfo",
+    "EndpointMode",
+    "EndpointModel",
     "EndpointStats",
     "EndpointStatus",
     "InvocationResult",
+    "ModelCacheStats",
     "RolloutInfo",
     "RolloutStatus",
     "RolloutStrategy",
@@ -37,6 +40,60 @@ class EndpointStatus(StrEnum):
     """
 
     IN_SERVICE = "InService"
+
+
+class EndpointMode(StrEnum):
+    """How an endpoint picks the model that answers a request.
+
+    ``single-model``: its variants answer by traffic weight (or the pinned one).
+    ``multi-model``: it holds many approved versions and each request names the one it wants
+    (``X-Civicml-Target-Model: MODEL[/VERSION]``; SageMaker's multi-model endpoints), loaded
+    on first use and unloaded least-recently-used first under a memory limit.
+    """
+
+    SINGLE_MODEL = "single-model"
+    MULTI_MODEL = "multi-model"
+
+
+class EndpointModel(_Schema):
+    """One approved model version a multi-model endpoint serves."""
+
+    id: str = Field(description="Id of the endpoint's entry for it.")
+    model_name: str = Field(description="The registered model.")
+    model_version: int = Field(ge=1, description="The version number.")
+    model_version_id: str = Field(description="Id of the model version.")
+    ref: str = Field(
+        description="The version as it was given when added: a number or an alias (resolved "
+        "then; add it again to follow an alias that moved)."
+    )
+    target: str = Field(
+        description="How a request addresses it: 'MODEL/VERSION' (or just 'MODEL' for the "
+        "newest version of that model the endpoint holds)."
+    )
+    size_bytes: int = Field(
+        ge=0, description="Size of its model files: what it counts against the cache limit."
+    )
+    created_at: datetime = Field(description="When it was added (UTC).")
+    created_by: str = Field(description="Who added it.")
+
+
+class ModelCacheStats(_Schema):
+    """The loaded models of a multi-model endpoint in the process that answered (each serving
+    process keeps its own cache; counters since it started serving the endpoint)."""
+
+    limit_bytes: int = Field(ge=0, description="The memory limit (model files' size).")
+    used_bytes: int = Field(ge=0, description="Sum of the sizes of the models loaded now.")
+    loaded: list[str] = Field(
+        description="Targets loaded now, least recently used first (the next to be unloaded)."
+    )
+    hits: int = Field(ge=0, description="Requests whose model was already loaded.")
+    loads: int = Field(ge=0, description="Models loaded (verified first), on first use.")
+    evictions: int = Field(ge=0, description="Models unloaded to stay under the limit.")
+    load_failures: int = Field(
+        ge=0,
+        description="Loads refused: files failing their hash check, a version no longer "
+        "Approved, a bad signature (the request is refused, never answered by that model).",
+    )
 
 
 class VariantRole(StrEnum):
@@ -231,6 +288,25 @@ class EndpointInfo(_Schema):
         description="The guarded update in progress, if any (see GET .../rollout for the last "
         "one whatever its status).",
     )
+    mode: EndpointMode = Field(
+        default=EndpointMode.SINGLE_MODEL,
+        description="'single-model' (variants answer) or 'multi-model' (each request names "
+        "its model; see `models`).",
+    )
+    models: list[EndpointModel] = Field(
+        default_factory=list,
+        description="A multi-model endpoint's models, by name and version ([] otherwise).",
+    )
+    model_cache_mb: float | None = Field(
+        default=None,
+        description="A multi-model endpoint's own cache limit in MB; null: the server's "
+        "serving_model_cache_mb.",
+    )
+    model_cache: ModelCacheStats | None = Field(
+        default=None,
+        description="A multi-model endpoint's loaded models and cache counters in the process "
+        "that answered; null where that process does not serve it.",
+    )
 
 
 class InvocationResult(_Schema):
@@ -250,6 +326,11 @@ class InvocationResult(_Schema):
     variant: str | None = Field(
         default=None,
         description="The variant that answered (also the `civicml-variant` response header).",
+    )
+    target_model: str | None = Field(
+        default=None,
+        description="A multi-model endpoint: the model that answered, 'MODEL/VERSION' (also "
+        "the `x-civicml-target-model` response header); null otherwise.",
     )
     inference_ids: list[str] = Field(
         description="One id per record; captured records carry the same id (eventId), so "

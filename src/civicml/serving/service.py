@@ -17,7 +17,7 @@ at a model that cannot be served. The row change, the lineage association (model
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, delete, insert, select, update
@@ -33,13 +33,23 @@ from civicml.governance.schemas import Project
 from civicml.registry.schemas import ModelVersion
 from civicml.serving._deploy import (
     Deployer,
+    check_cache_mb,
     check_percent,
     spec_of,
     variant_state,
     write_variants,
 )
-from civicml.serving._queries import endpoint_row, find_endpoint, to_info, variant_rows
+from civicml.serving._queries import (
+    endpoint_row,
+    find_endpoint,
+    is_multi_model,
+    model_rows,
+    refuse_multi_model,
+    to_info,
+    variant_rows,
+)
 from civicml.serving._tables import (
+    endpoint_models,
     endpoint_rollouts,
     endpoint_variant_stats,
     endpoint_variants,
@@ -47,7 +57,14 @@ from civicml.serving._tables import (
 )
 from civicml.serving.rollout import RolloutService, rollouts_in_progress
 from civicml.serving.runtime import ModelHost
-from civicml.serving.schemas import EndpointInfo, EndpointStatus, RolloutStrategy, VariantRole
+from civicml.serving.schemas import (
+    EndpointInfo,
+    EndpointMode,
+    EndpointStatus,
+    ModelCacheStats,
+    RolloutStrategy,
+    VariantRole,
+)
 from civicml.store.context import Context
 
 __all__ = ["EndpointService"]
@@ -85,8 +102,15 @@ class EndpointService:
         capture_percent: float = 100.0,
         capture: bool = True,
         variant: str | None = None,
+        mode: EndpointMode | str = EndpointMode.SINGLE_MODEL,
+        models: Sequence[tuple[str, int | str]] | Mapping[str, int | str] = (),
+        model_cache_mb: float | None = None,
     ) -> EndpointInfo:
         """Serve an approved model version as endpoint ``endpoint_name``.
+
+        With ``mode="multi-model"`` the endpoint serves ``model_name`` ``version`` and every
+        model of ``models`` (``(model, version)`` pairs or a mapping), each request naming
+        its own (see :class:`~civicml.serving.multimodel.MultiModelService`).
 
         Args:
             project: Project name.
@@ -96,6 +120,10 @@ class EndpointService:
             capture_percent: Share of requests captured, 0-100.
             capture: Whether data capture is on at all.
             variant: Name of its one variant (default ``v<N>``, N the version number).
+            mode: ``"single-model"`` (default) or ``"multi-model"``.
+            models: A multi-model endpoint's further models.
+            model_cache_mb: A multi-model endpoint's cache limit (default: the setting
+                ``serving_model_cache_mb``).
 
         Returns:
             The endpoint, ``InService``.
@@ -106,6 +134,28 @@ class EndpointService:
             ConflictError: The version is not ``Approved`` or is archived, or the endpoint exists.
             ArtifactIntegrityError: The model's files do not match the registry's digests.
         """
+        if EndpointMode(mode) is EndpointMode.MULTI_MODEL:
+            if variant is not None:
+                raise InvalidInputError(
+                    "A multi-model endpoint has no variants; a variant name does not apply.",
+                    hint="Leave out --variant: requests name their model instead.",
+                )
+            from civicml.serving.multimodel import MultiModelService, model_refs
+
+            refs = [(model_name, version), *model_refs(models)]
+            return MultiModelService(self._ctx, self._host).deploy(
+                project,
+                endpoint_name,
+                refs,
+                capture_percent=capture_percent,
+                capture=capture,
+                model_cache_mb=model_cache_mb,
+            )
+        if models or model_cache_mb is not None:
+            raise InvalidInputError(
+                "Further models and a model cache limit need mode 'multi-model'.",
+                hint="Deploy with --multi-model (mode='multi-model'), or leave them out.",
+            )
         validate_name("Endpoint", endpoint_name)
         if variant is not None:
             validate_name("Variant", variant)
@@ -175,8 +225,10 @@ class EndpointService:
         bake_s: float | str | None = None,
         alarms: Sequence[str] = (),
         variant: str | None = None,
+        model_cache_mb: float | None = None,
     ) -> EndpointInfo:
-        """Switch an endpoint to another approved version and/or change its capture settings.
+        """Switch an endpoint to another approved version and/or change its capture settings
+        (or a multi-model endpoint's cache limit).
 
         Without ``strategy`` the new model is loaded before the switch; requests keep being
         answered by the old one until it is ready, then all go to the new one (every live
@@ -199,6 +251,7 @@ class EndpointService:
                 10 minutes).
             alarms: Alarms of a rollout, e.g. ``["p99_ms>50", "error_rate>0.01"]``.
             variant: Name of the variant that serves the new version.
+            model_cache_mb: A multi-model endpoint's new cache limit (MB).
 
         Raises:
             InvalidInputError: Rollout options without a strategy, or bad ones.
@@ -208,6 +261,7 @@ class EndpointService:
             ArtifactIntegrityError: The new model's files do not match the registry's digests.
         """
         percent = None if capture_percent is None else check_percent(capture_percent)
+        cache_mb = check_cache_mb(model_cache_mb)
         if variant is not None:
             validate_name("Variant", variant)
         guarded = strategy is not None
@@ -220,15 +274,24 @@ class EndpointService:
             )
         proj = self._projects.get(project, "endpoints.write")
         with self._ctx.db.read() as conn:
-            current = to_info(endpoint_row(conn, proj, endpoint_name), proj.name)
+            current_row = endpoint_row(conn, proj, endpoint_name)
+            if version is not None or model_name is not None:
+                refuse_multi_model(current_row, proj.name, "switching to one version")
+            current = to_info(current_row, proj.name)
         if guarded:
             if version is None and model_name is None:
                 raise InvalidInputError(
                     "A guarded update rolls out a version; none was named.",
                     hint="Add --version N (an Approved version).",
                 )
-            if percent is not None or capture is not None:
-                self.update(project, endpoint_name, capture_percent=percent, capture=capture)
+            if percent is not None or capture is not None or cache_mb is not None:
+                self.update(
+                    project,
+                    endpoint_name,
+                    capture_percent=percent,
+                    capture=capture,
+                    model_cache_mb=cache_mb,
+                )
             self._rollouts.start(
                 project,
                 endpoint_name,
@@ -267,6 +330,15 @@ class EndpointService:
                 changes["capture_percent"] = percent
             if capture is not None and capture != bool(row.capture_enabled):
                 changes["capture_enabled"] = capture
+            if cache_mb is not None:
+                if not is_multi_model(row):
+                    raise ConflictError(
+                        f"Endpoint {endpoint_name!r} is a single-model endpoint; only "
+                        "multi-model endpoints have a model cache.",
+                        hint="Leave out the cache limit.",
+                    )
+                if cache_mb != row.model_cache_mb:
+                    changes["model_cache_mb"] = cache_mb
             if not changes and not switch:
                 raise ConflictError(
                     f"Endpoint {endpoint_name!r} already serves {row.model_name} "
@@ -277,6 +349,8 @@ class EndpointService:
             changes |= {"updated_at": self._ctx.clock.now(), "updated_by": self._ctx.principal.user}
             uow.conn.execute(update(endpoints).where(endpoints.c.id == row.id).values(**changes))
             extra: dict[str, Any] = {}
+            if "model_cache_mb" in changes:
+                extra["model_cache_mb"] = cache_mb
             if switch and mv is not None:
                 taken = {r.name.lower() for r in rows if r.role != VariantRole.LIVE.value}
                 name = variant or f"v{mv.version}"
@@ -345,6 +419,11 @@ class EndpointService:
                 delete(endpoint_variant_stats).where(endpoint_variant_stats.c.endpoint_id == row.id)
             )
             conn.execute(delete(endpoint_variants).where(endpoint_variants.c.endpoint_id == row.id))
+            if is_multi_model(row):
+                before["models"] = sorted(
+                    f"{m.model_name}/{m.model_version}" for m in model_rows(conn, row.id)
+                )
+                conn.execute(delete(endpoint_models).where(endpoint_models.c.endpoint_id == row.id))
             conn.execute(delete(endpoints).where(endpoints.c.id == row.id))
             self._lineage.mark_deleted(uow, "endpoint", row.id)
             self._audit.record(
@@ -362,6 +441,8 @@ class EndpointService:
             )
 
     def _read_info(self, conn: Connection, proj: Project, row: Any) -> EndpointInfo:
+        if is_multi_model(row):
+            return to_info(row, proj.name, (), model_rows(conn, row.id))
         info = to_info(row, proj.name, variant_rows(conn, row.id))
         rollout = rollouts_in_progress(conn, [row.id]).get(row.id)
         if rollout is None:
@@ -373,7 +454,24 @@ class EndpointService:
     def _with_stats(self, info: EndpointInfo) -> EndpointInfo:
         """``info`` with the counters of this process's model host, where it serves it."""
         stats = None if self._host is None else self._host.stats(info.id)
-        return info if stats is None else info.model_copy(update={"stats": stats})
+        if stats is not None:
+            info = info.model_copy(update={"stats": stats})
+        cache = None if self._host is None else self._host.model_cache(info.id)
+        if cache is None:
+            return info
+        return info.model_copy(
+            update={
+                "model_cache": ModelCacheStats(
+                    limit_bytes=cache.limit_bytes,
+                    used_bytes=cache.used_bytes,
+                    loaded=list(cache.loaded),
+                    hits=cache.hits,
+                    loads=cache.loads,
+                    evictions=cache.evictions,
+                    load_failures=cache.load_failures,
+                )
+            }
+        )
 
 
 def _single(name: str, mv: ModelVersion) -> dict[str, Any]:

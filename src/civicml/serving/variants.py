@@ -36,7 +36,12 @@ from civicml.serving._deploy import (
     variant_state,
     write_variants,
 )
-from civicml.serving._queries import endpoint_row, to_variants, variant_rows
+from civicml.serving._queries import (
+    endpoint_row,
+    refuse_multi_model,
+    to_variants,
+    variant_rows,
+)
 from civicml.serving.rollout import rollouts_in_progress
 from civicml.serving.runtime import ModelHost
 from civicml.serving.schemas import EndpointInfo, VariantInfo, VariantRole
@@ -254,6 +259,7 @@ class VariantService:
     ) -> EndpointInfo:
         with self._ctx.db.write() as uow:
             row = endpoint_row(uow.conn, proj, endpoint, lock=True)
+            refuse_multi_model(row, proj.name, "changing variants, weights or the shadow")
             if rollout_free:
                 _refuse_in_rollout(uow, row, proj)
             if capture and not row.capture_enabled:

@@ -133,6 +133,8 @@ class ArtifactStore(Protocol):
 
     def recover(self) -> int: ...
 
+    def delete(self, digest: str) -> bool: ...
+
     def copy_to(self, digest: str, target: Path) -> None: ...
 
     def key_report(self) -> KeyReport: ...
@@ -443,6 +445,19 @@ class LocalArtifactStore(KeyAdministration):
                 "store this metadata database uses.",
             )
         return path
+
+    # Deletion -------------------------------------------------------------------------------
+    def delete(self, digest: str) -> bool:
+        """Remove an object's bytes (erasure and retention, docs/privacy.md); False when they
+        were already gone. The caller has checked that no index row names the digest any more:
+        objects are shared by content, so this store never decides that by itself."""
+        path = self._path(check_digest(digest))
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            return False
+        _fsync_dir(path.parent)
+        return True
 
     # Recovery -------------------------------------------------------------------------------
     def recover(self) -> int:

@@ -350,6 +350,16 @@ class S3ArtifactStore(KeyAdministration):
         with self._calls():
             return self._head(self._key(check_digest(digest)))
 
+    def delete(self, digest: str) -> bool:
+        """Remove an object and its key sidecar (erasure and retention, docs/privacy.md);
+        False when it was already gone. The caller has checked no index row names it."""
+        key = self._key(check_digest(digest))
+        with self._calls():
+            found = self._head(key)
+            self._s3.delete_object(Bucket=self.bucket, Key=key)
+            self._s3.delete_object(Bucket=self.bucket, Key=key + ".key")
+        return found
+
     def _download(self, digest: str) -> BinaryIO:
         """The object's stored bytes in an unnamed temp file, positioned at 0."""
         handle: BinaryIO = tempfile.TemporaryFile(dir=self._tmp)  # closed by the caller

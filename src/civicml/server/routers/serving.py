@@ -10,6 +10,12 @@ issue 3 and SageMaker's ``/invocations`` contract; ``project`` defaults to ``def
 ``azureml-model-deployment``) pins the request to one variant; every answer names its variant
 in the ``civicml-variant`` response header and the body's ``variant``.
 
+A multi-model endpoint (``mode: "multi-model"``) takes the header ``X-Civicml-Target-Model:
+MODEL[/VERSION]``, or the model in the path: ``…/endpoints/{name}/models/{model}/invocations``
+(``?version=N`` for another than the newest it holds); the answer names the model in the
+``x-civicml-target-model`` response header and the body's ``target_model``. Its models are
+listed, added and removed under ``…/endpoints/{name}/models`` without a redeploy.
+
 Variants, the shadow, guarded rollouts and shadow comparison reports live under the endpoint:
 ``…/variants``, ``…/traffic``, ``…/shadow``, ``…/rollout(s)`` and ``…/shadow/reports``
 (docs/serving.md).
@@ -32,14 +38,14 @@ import threading
 from typing import Annotated, Any
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from civicml.core import jsonsafe
-from civicml.core.errors import CivicMLError, InvalidInputError
+from civicml.core.errors import BadRequestError, CivicMLError, InvalidInputError
 from civicml.core.identity import Principal
 from civicml.core.types import Float, PositiveInt64, StrictBool
 from civicml.data.schemas import DatasetVersion
@@ -48,10 +54,14 @@ from civicml.server.errors import error_headers
 from civicml.server.html import html_response
 from civicml.server.paging import Page, page
 from civicml.serving.capture import CaptureService
+from civicml.serving.multi_route import MAX_TARGET, TARGET_HEADER
+from civicml.serving.multimodel import MAX_CACHE_MB, MAX_MODELS, MultiModelService
 from civicml.serving.rollout import RolloutService
 from civicml.serving.runtime import Invocation, ModelHost
 from civicml.serving.schemas import (
     EndpointInfo,
+    EndpointMode,
+    EndpointModel,
     InvocationResult,
     RolloutInfo,
     RolloutStrategy,
@@ -125,11 +135,35 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class ModelRefBody(_Body):
+    model: str = Field(max_length=128, description="Registered model name.")
+    version: PositiveInt64 | str = Field(
+        description="Version number or alias of an Approved version (resolved now)."
+    )
+
+
 class DeployBody(_Body):
     name: str = Field(description="Endpoint name, e.g. 'eligibility'.")
     model: str = Field(description="Registered model name.")
     version: PositiveInt64 | str = Field(
         description="Version number or alias of an Approved version."
+    )
+    mode: EndpointMode = Field(
+        default=EndpointMode.SINGLE_MODEL,
+        description="'single-model' (variants answer) or 'multi-model' (each request names "
+        "its model: X-Civicml-Target-Model: MODEL[/VERSION]).",
+    )
+    models: list[ModelRefBody] = Field(
+        default_factory=list,
+        max_length=MAX_MODELS,
+        description="A multi-model endpoint's further models (besides model/version).",
+    )
+    model_cache_mb: Float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_CACHE_MB,
+        description="A multi-model endpoint's cache limit in MB (default: the server's "
+        "serving_model_cache_mb).",
     )
     capture_percent: Float = Field(
         default=100.0, ge=0, le=100, description="Share of requests captured, 0-100."
@@ -175,6 +209,13 @@ class UpdateBody(_Body):
     variant: str | None = Field(
         default=None, max_length=128, description="Name of the variant of the new version."
     )
+    model_cache_mb: Float | None = Field(
+        default=None,
+        gt=0,
+        le=MAX_CACHE_MB,
+        description="A multi-model endpoint's new cache limit in MB (applied at once: the "
+        "least recently used models are unloaded beyond a smaller one).",
+    )
 
 
 @router.post("", response_model=EndpointInfo, status_code=201)
@@ -187,6 +228,9 @@ def deploy(project: str, body: DeployBody, svc: Svc, response: Response) -> Endp
         capture_percent=body.capture_percent,
         capture=body.capture,
         variant=body.variant,
+        mode=body.mode,
+        models=[(m.model, m.version) for m in body.models],
+        model_cache_mb=body.model_cache_mb,
     )
     response.headers["Location"] = f"/api/v1/projects/{project}/endpoints/{info.name}"
     return info
@@ -221,6 +265,7 @@ def update_endpoint(project: str, name: str, body: UpdateBody, svc: Svc) -> Endp
         bake_s=body.bake_s,
         alarms=body.alarms,
         variant=body.variant,
+        model_cache_mb=body.model_cache_mb,
     )
 
 
@@ -244,6 +289,14 @@ ExplainQuery = Annotated[
         "raw input columns (see the route description)."
     ),
 ]
+TargetHeader = Annotated[
+    str | None,
+    Header(
+        alias=TARGET_HEADER,
+        description="A multi-model endpoint: the model to answer, MODEL or MODEL/VERSION "
+        f"(at most {MAX_TARGET} characters; letters, digits, '.', '_', '-').",
+    ),
+]
 
 
 @router.post("/{name}/invocations", response_model=InvocationResult, openapi_extra=_INVOCATION_BODY)
@@ -254,6 +307,7 @@ async def invoke(
     host: Host,
     explain: ExplainQuery = False,
     variant: VariantQuery = None,
+    target: TargetHeader = None,
 ) -> Response:
     """Predict for one or many records (validated against the model's signature).
 
@@ -268,8 +322,24 @@ async def invoke(
     training distribution; linear models against a typical record (training medians, most
     frequent categories), so a missing number contributes nothing. Explained requests are
     validated and captured like any other; `explain` other than true/false is a 422.
+
+    A multi-model endpoint answers with the model the `X-Civicml-Target-Model` header names
+    (`MODEL` or `MODEL/VERSION`; a missing or malformed one is a 400, an unknown one a 404),
+    loaded on first use; the `x-civicml-target-model` response header and `target_model` name it.
     """
-    body, variant = await answer(
+    return await _respond(request, host, project, name, explain, variant, target)
+
+
+async def _respond(
+    request: Request,
+    host: ModelHost,
+    project: str,
+    name: str,
+    explain: bool,
+    variant: str | None,
+    target: str | None,
+) -> Response:
+    body, answered, model = await answer(
         host,
         project,
         name,
@@ -279,8 +349,12 @@ async def invoke(
         variant=pinned_variant(
             request.headers.get(VARIANT_HEADER), request.headers.get(AZURE), variant
         ),
+        target=target,
     )
-    return Response(body, media_type="application/json", headers={VARIANT_HEADER: variant})
+    headers = {VARIANT_HEADER: answered}
+    if model is not None:
+        headers[TARGET_HEADER] = model
+    return Response(body, media_type="application/json", headers=headers)
 
 
 @invocations_router.post(
@@ -297,20 +371,84 @@ async def invoke_short(
     project: str = "default",
     explain: ExplainQuery = False,
     variant: VariantQuery = None,
+    target: TargetHeader = None,
 ) -> Response:
     """The same as ``/api/v1/projects/{project}/endpoints/{name}/invocations``."""
-    body, variant = await answer(
-        host,
-        project,
-        name,
-        await request.body(),
-        explain=explain,
-        caller=_caller(request),
-        variant=pinned_variant(
-            request.headers.get(VARIANT_HEADER), request.headers.get(AZURE), variant
-        ),
-    )
-    return Response(body, media_type="application/json", headers={VARIANT_HEADER: variant})
+    return await _respond(request, host, project, name, explain, variant, target)
+
+
+ModelPath = Annotated[
+    str,
+    PathParam(min_length=1, max_length=128, description="The model to answer, e.g. 'eligibility'."),
+]
+ModelVersionQuery = Annotated[
+    str | None,
+    Query(
+        max_length=128,
+        description="Its version (a number or the alias it was added by); default: the newest "
+        "the endpoint holds.",
+    ),
+]
+
+
+@router.post(
+    "/{name}/models/{model}/invocations",
+    response_model=InvocationResult,
+    openapi_extra=_INVOCATION_BODY,
+)
+async def invoke_model(
+    project: str,
+    name: str,
+    model: ModelPath,
+    request: Request,
+    host: Host,
+    explain: ExplainQuery = False,
+    version: ModelVersionQuery = None,
+    target: TargetHeader = None,
+) -> Response:
+    """A multi-model endpoint's invocation with the model in the path (as the
+    `X-Civicml-Target-Model` header names it; both given must agree)."""
+    chosen = path_target(model, version, target)
+    return await _respond(request, host, project, name, explain, None, chosen)
+
+
+@invocations_router.post(
+    "/endpoints/{name}/models/{model}/invocations",
+    response_model=InvocationResult,
+    openapi_extra=_INVOCATION_BODY,
+    description="The same as `/api/v1/projects/{project}/endpoints/{name}/models/{model}/"
+    "invocations` (`project` defaults to `default`).",
+)
+async def invoke_model_short(
+    name: str,
+    model: ModelPath,
+    request: Request,
+    host: Host,
+    project: str = "default",
+    explain: ExplainQuery = False,
+    version: ModelVersionQuery = None,
+    target: TargetHeader = None,
+) -> Response:
+    """The same as ``/api/v1/projects/{project}/endpoints/{name}/models/{model}/invocations``."""
+    chosen = path_target(model, version, target)
+    return await _respond(request, host, project, name, explain, None, chosen)
+
+
+def path_target(model: str, version: str | None, header: str | None) -> str:
+    """The target of a request naming its model in the path (and ``?version=``).
+
+    Raises:
+        BadRequestError: The ``X-Civicml-Target-Model`` header names another model.
+    """
+    target = model if not version else f"{model}/{version}"
+    if header is not None and header.strip() and header.strip().lower() != target.lower():
+        raise BadRequestError(
+            f"The path names model {target[:MAX_TARGET]!r} and the {TARGET_HEADER} header "
+            "another one.",
+            hint="Name the model once: in the path or in the header.",
+            details=[{"header": TARGET_HEADER, "problem": "disagrees with the path"}],
+        )
+    return target
 
 
 #: Bodies up to this size are parsed on the event loop; larger ones in a worker thread.
@@ -342,39 +480,53 @@ async def answer(
     explain: bool,
     caller: Principal | None = None,
     variant: str | None = None,
-) -> tuple[bytes, str]:
-    """The JSON answer of one invocation and the variant that gave it.
+    target: str | None = None,
+) -> tuple[bytes, str, str | None]:
+    """The JSON answer of one invocation, the variant that gave it and (a multi-model
+    endpoint) the target model that answered.
 
     Small requests to a model with an inline fast path are answered on the event loop
     (:meth:`ModelHost.invoke_nowait`); everything else — other models, big bodies, explanations,
     input the fast path does not take — in a worker thread. ``caller`` (the request's
-    principal) is recorded in captured records; ``variant`` pins the request to a variant.
+    principal) is recorded in captured records; ``variant`` pins the request to a variant;
+    ``target`` names the model of a multi-model endpoint.
 
     Raises:
         CivicMLError: Whatever :meth:`ModelHost.invoke` raises (bad input, unknown endpoint
             or variant, a model answering a non-finite value).
     """
     result: Invocation | None
+    if target is not None and not target.strip():
+        target = None  # an empty header names nothing
     if len(body) <= INLINE_BODY_BYTES:
         records = parse_records(body)
         result = (
             None
             if explain
-            else host.invoke_nowait(project, name, records, caller=caller, variant=variant)
+            else host.invoke_nowait(
+                project, name, records, caller=caller, variant=variant, target=target
+            )
         )
         if result is None:
             call = functools.partial(
-                host.invoke, project, name, records, explain=explain, caller=caller, variant=variant
+                host.invoke,
+                project,
+                name,
+                records,
+                explain=explain,
+                caller=caller,
+                variant=variant,
+                target=target,
             )
             result = await run_in_threadpool(call)
     else:
         call = functools.partial(
-            _parse_and_invoke, host, project, name, body, explain, caller, variant
+            _parse_and_invoke, host, project, name, body, explain, caller, variant, target
         )
         result = await run_in_threadpool(call)
     if result is None:  # pragma: no cover - invoke always answers
         raise RuntimeError("the model host gave no answer")
-    return _JSON(result).encode(), result["variant"]
+    return _JSON(result).encode(), result["variant"], result.get("target_model")
 
 
 def _parse_and_invoke(
@@ -385,9 +537,16 @@ def _parse_and_invoke(
     explain: bool,
     caller: Principal | None,
     variant: str | None,
+    target: str | None,
 ) -> Any:
     return host.invoke(
-        project, name, parse_records(body), explain=explain, caller=caller, variant=variant
+        project,
+        name,
+        parse_records(body),
+        explain=explain,
+        caller=caller,
+        variant=variant,
+        target=target,
     )
 
 
@@ -667,8 +826,52 @@ def shadow_report_json(
     return Response(data, media_type="application/json")
 
 
+# Multi-model endpoints (docs/serving.md#multi-model-endpoints) ---------------------------------
+def _multi(caller: Caller, host: Host) -> MultiModelService:
+    return MultiModelService(caller.ctx, host)
+
+
+MultiModels = Annotated[MultiModelService, Depends(_multi)]
+
+
+class AddModelBody(_Body):
+    model: str = Field(max_length=128, description="Registered model name.")
+    version: PositiveInt64 | str = Field(
+        description="Version number or alias of an Approved version (resolved now)."
+    )
+
+
+@router.get("/{name}/models", response_model=list[EndpointModel])
+def list_models(project: str, name: str, multi: MultiModels) -> list[EndpointModel]:
+    """A multi-model endpoint's models, by name, newest version first."""
+    return multi.list(project, name)
+
+
+@router.post("/{name}/models", response_model=EndpointInfo, status_code=201)
+def add_model(
+    project: str, name: str, body: AddModelBody, multi: MultiModels, response: Response
+) -> EndpointInfo:
+    """Serve one more Approved version from a multi-model endpoint, without a redeploy (checked
+    now, loaded when a request first names it)."""
+    info = multi.add(project, name, body.model, body.version)
+    response.headers["Location"] = f"/api/v1/projects/{project}/endpoints/{name}/models"
+    return info
+
+
+@router.delete("/{name}/models/{model}", response_model=EndpointInfo)
+def remove_model(
+    project: str, name: str, model: ModelPath, multi: MultiModels, version: ModelVersionQuery = None
+) -> EndpointInfo:
+    """Stop serving a model (every version held, or `?version=`) from a multi-model endpoint;
+    requests in flight finish on it."""
+    return multi.remove(project, name, model, version)
+
+
 _SHORT = re.compile(r"/endpoints/([^/]+)/invocations")
 _LONG = re.compile(r"/api/v1/projects/([^/]+)/endpoints/([^/]+)/invocations")
+_SHORT_MODEL = re.compile(r"/endpoints/([^/]+)/models/([^/]+)/invocations")
+_LONG_MODEL = re.compile(r"/api/v1/projects/([^/]+)/endpoints/([^/]+)/models/([^/]+)/invocations")
+_TARGET_KEY = TARGET_HEADER.encode()
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
 
@@ -692,8 +895,8 @@ class InvocationsLane:
         if target is None:
             await self.app(scope, receive, send)
             return
-        project, name, query = target
-        await self._invoke(scope, receive, send, project, name, query)
+        project, name, query, model = target
+        await self._invoke(scope, receive, send, project, name, query, model)
 
     async def _invoke(
         self,
@@ -703,6 +906,7 @@ class InvocationsLane:
         project: str,
         name: str,
         query: dict[str, list[str]],
+        model: str | None,
     ) -> None:
         chunks: list[bytes] = []
         while True:
@@ -714,14 +918,24 @@ class InvocationsLane:
                 break
         try:
             explain = parse_explain(query.get("explain"))
-            body, variant = await answer(
+            header = _header(scope, _TARGET_KEY)
+            target: str | None
+            pinned: str | None
+            if model is not None:
+                version = query.get("version")
+                target = path_target(model, version[-1] if version else None, header)
+                pinned = None
+            else:
+                target, pinned = header, _pinned(scope, query.get("variant"))
+            body, variant, answered = await answer(
                 _host_of(scope["app"]),
                 project,
                 name,
                 b"".join(chunks),
                 explain=explain,
                 caller=_caller(Request(scope)),
-                variant=_pinned(scope, query.get("variant")),
+                variant=pinned,
+                target=target,
             )
             status = 200
         except CivicMLError as err:  # as the app's CivicMLError handler answers it
@@ -731,6 +945,8 @@ class InvocationsLane:
             extra = [(k.lower().encode(), v.encode()) for k, v in error_headers(err).items()]
         else:
             extra = [(b"civicml-variant", variant.encode())]
+            if answered is not None:
+                extra.append((_TARGET_KEY, answered.encode()))
         await send(
             {
                 "type": "http.response.start",
@@ -757,6 +973,14 @@ def _pinned(scope: Scope, query: list[str] | None) -> str | None:
     return pinned_variant(*(found.get(k) for k in _VARIANT_KEYS), query[-1] if query else None)
 
 
+def _header(scope: Scope, key: bytes) -> str | None:
+    """The first value of request header ``key`` (lower-case bytes), decoded as latin-1."""
+    for name, value in scope["headers"]:
+        if name == key:
+            return str(value.decode("latin-1"))
+    return None
+
+
 def invocation_target(scope: Scope) -> tuple[str, str] | None:
     """(project, endpoint) of an invocation request, else None (for server/auth.py's scope
     check, which runs before this lane and the routes)."""
@@ -764,18 +988,25 @@ def invocation_target(scope: Scope) -> tuple[str, str] | None:
     return None if target is None else (target[0], target[1])
 
 
-def _target(scope: Scope) -> tuple[str, str, dict[str, list[str]]] | None:
-    """(project, endpoint, query) of an invocation request, else None."""
+def _target(scope: Scope) -> tuple[str, str, dict[str, list[str]], str | None] | None:
+    """(project, endpoint, query, model named in the path or None) of an invocation request,
+    else None."""
     path: str = scope["path"]
     if scope["method"] != "POST" or not path.endswith("/invocations"):
         return None
     query = parse_qs(scope["query_string"].decode("latin-1"), keep_blank_values=True)
     short = _SHORT.fullmatch(path)
     if short is not None:
-        return query.get("project", ["default"])[-1], short.group(1), query
+        return query.get("project", ["default"])[-1], short.group(1), query, None
     long = _LONG.fullmatch(path)
     if long is not None:
-        return long.group(1), long.group(2), query
+        return long.group(1), long.group(2), query, None
+    short = _SHORT_MODEL.fullmatch(path)
+    if short is not None:
+        return query.get("project", ["default"])[-1], short.group(1), query, short.group(2)
+    long = _LONG_MODEL.fullmatch(path)
+    if long is not None:
+        return long.group(1), long.group(2), query, long.group(3)
     return None
 
 

@@ -1,0 +1,16 @@
+"""A saved model for the catalog tests that register one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.serving.helpers import train
+
+
+@pytest.fixture(scope="session")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("catalog-model") / "v1"
+    train(root)
+    return root
