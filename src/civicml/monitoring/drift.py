@@ -41,7 +41,9 @@ ignores ``n_bins`` and uses the Sturges/per-value binning above, which is what w
 
 from __future__ import annotations
 
+import contextlib
 import math
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -80,6 +82,7 @@ __all__ = [
 
 FloatArray = NDArray[np.float64]
 _BLOCK = 1 << 18  # merged values per block of the Wasserstein sum
+_MERGE_GATE = threading.Lock()  # see _column_drift
 IntArray = NDArray[np.int64]
 _T = TypeVar("_T")
 
@@ -370,7 +373,11 @@ def _discrete_from_sorted(rs: FloatArray, cs: FloatArray) -> _Discrete:
 
 
 def _prepare(
-    ref: pd.Series, cur: pd.Series, kind: ColumnKind, memo: SortedMemo | None = None
+    ref: pd.Series,
+    cur: pd.Series,
+    kind: ColumnKind,
+    memo: SortedMemo | None = None,
+    held: contextlib.ExitStack | None = None,
 ) -> _Prepared:
     cast, violations = _cast_like(ref, cur)
     if kind == "numeric":
@@ -383,25 +390,40 @@ def _prepare(
             memo[("reference", str(ref.name))] = rs
             if cast is cur:
                 memo[("current", str(cur.name))] = cs
+        if held is not None:  # one merge at a time: its arrays are the column's largest
+            held.enter_context(_MERGE_GATE)
         merge = _Merge.of(rs, cs)
         n_unique = int(np.count_nonzero(merge.deltas)) + 1 if merge.size else 0
         ref_unique = int(np.count_nonzero(np.diff(rs))) + 1 if rs.size else 0
         discrete = _discrete_from_sorted(rs, cs) if ref_unique <= _PSI_BIN_LIMIT else None
         return _Prepared(kind, rs, cs, discrete, merge, n_unique, ref_unique, violations)
-    rv = ref[ref.notna()]
-    cv = cast[cast.notna()]
-    if pd.api.types.is_float_dtype(rv.dtype):
-        rv = rv[np.isfinite(rv.to_numpy(dtype=np.float64))]
-    if pd.api.types.is_float_dtype(cv.dtype):
-        cv = cv[np.isfinite(cv.to_numpy(dtype=np.float64))]
-    codes, uniques = pd.factorize(pd.concat([rv, cv], ignore_index=True), sort=False)
-    k = len(uniques)
-    ref_counts = np.bincount(codes[: len(rv)], minlength=k).astype(np.int64)
-    cur_counts = np.bincount(codes[len(rv) :], minlength=k).astype(np.int64)
-    labels = [_fmt(u) for u in uniques]
+    # Each side factorized on its own (no concatenated copy of the two columns), the current
+    # side's values numbered after the reference's: the order factorizing both together gives
+    ref_codes, ref_values = _codes(ref)
+    cur_codes, cur_values = _codes(cast)
+    position: dict[Any, int] = {}
+    for value in ref_values:
+        position.setdefault(value, len(position))
+    cur_map = np.array([position.setdefault(v, len(position)) for v in cur_values], dtype=np.intp)
+    k = len(position)
+    ref_counts = np.bincount(ref_codes[ref_codes >= 0], minlength=k).astype(np.int64)
+    cur_counts = np.bincount(cur_map[cur_codes[cur_codes >= 0]], minlength=k).astype(np.int64)
+    seen = (ref_counts + cur_counts) > 0  # infinities were numbered, but counted on no side
+    labels = [_fmt(u) for u, keep in zip(position, seen, strict=True) if keep]
+    ref_counts, cur_counts = ref_counts[seen], cur_counts[seen]
+    k = len(labels)
     ref_unique = int(np.count_nonzero(ref_counts))
     discrete = _Discrete(labels, ref_counts, cur_counts)
     return _Prepared(kind, None, None, discrete, None, k, ref_unique, violations)
+
+
+def _codes(series: pd.Series) -> tuple[NDArray[np.intp], list[Any]]:
+    """``pd.factorize`` codes of ``series`` (-1: missing, or a non-finite float) and its
+    distinct values in order of appearance."""
+    codes, uniques = pd.factorize(series, sort=False, use_na_sentinel=True)
+    if pd.api.types.is_float_dtype(series.dtype):
+        codes[~np.isfinite(series.to_numpy(dtype=np.float64, na_value=np.nan))] = -1
+    return codes, list(uniques)
 
 
 def _plain_number(series: pd.Series) -> bool:
@@ -457,7 +479,25 @@ def _column_drift(
     not_judged: str | None,
     memo: SortedMemo | None = None,
 ) -> ColumnDrift:
-    prep = _prepare(ref, cur, kind, memo)
+    # Threads sort their columns side by side but merge them one at a time, and hold the
+    # merge's arrays until the column is judged: the memory beyond the frames stays bounded.
+    with contextlib.ExitStack() as held:
+        return _judge(name, ref, cur, kind, stattest, threshold, min_rows, not_judged, memo, held)
+
+
+def _judge(
+    name: str,
+    ref: pd.Series,
+    cur: pd.Series,
+    kind: ColumnKind,
+    stattest: StatTestName | None,
+    threshold: float | None,
+    min_rows: int,
+    not_judged: str | None,
+    memo: SortedMemo | None,
+    held: contextlib.ExitStack,
+) -> ColumnDrift:
+    prep = _prepare(ref, cur, kind, memo, held)
     if prep.ref_sorted is not None and prep.cur_sorted is not None:
         n_ref, n_cur = prep.ref_sorted.size, prep.cur_sorted.size
     elif prep.discrete is not None:
