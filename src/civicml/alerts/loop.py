@@ -9,9 +9,9 @@ the next tick comes is not started twice. A failing pass is logged and the next 
 from __future__ import annotations
 
 import logging
-import threading
 
 from civicml.alerts.engine import Engine
+from civicml.core.passes import BackgroundPass
 from civicml.store.context import Context
 
 __all__ = ["AlertLoop"]
@@ -19,7 +19,7 @@ __all__ = ["AlertLoop"]
 log = logging.getLogger("civicml.alerts")
 
 
-class AlertLoop:
+class AlertLoop(BackgroundPass):
     """Runs :meth:`Engine.tick` in the background, one pass at a time.
 
     Args:
@@ -27,10 +27,11 @@ class AlertLoop:
         name: How this process is recorded on the notifications it claims.
     """
 
+    thread_name = "civicml-alerts"
+
     def __init__(self, ctx: Context, *, name: str | None = None) -> None:
         self._engine = Engine(ctx, name)
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        super().__init__()
 
     @property
     def name(self) -> str:
@@ -44,23 +45,3 @@ class AlertLoop:
         except Exception:  # the database is down for a moment: the next pass tries again
             log.exception("alert loop %s: pass failed", self._engine.name)
             return []
-
-    def kick(self) -> bool:
-        """Start a pass in the background unless one is running; whether one started."""
-        with self._lock:
-            if self._thread is not None and self._thread.is_alive():
-                return False
-            self._thread = threading.Thread(
-                target=self.run_once, name="civicml-alerts", daemon=True
-            )
-            self._thread.start()
-            return True
-
-    def wait(self, timeout_s: float | None = None) -> bool:
-        """Wait for the running pass; False when ``timeout_s`` passed first."""
-        with self._lock:
-            thread = self._thread
-        if thread is None:
-            return True
-        thread.join(timeout_s)
-        return not thread.is_alive()

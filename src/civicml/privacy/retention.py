@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,6 +25,7 @@ from sqlalchemy.exc import IntegrityError
 
 from civicml.core.identity import Principal
 from civicml.core.ids import new_id
+from civicml.core.passes import BackgroundPass
 from civicml.core.process import hostname
 from civicml.data._tables import dataset_versions, datasets
 from civicml.governance._tables import projects
@@ -220,16 +220,17 @@ class RetentionService:
         return len(old)
 
 
-class RetentionLoop:
+class RetentionLoop(BackgroundPass):
     """Runs a retention pass from the scheduler's tick, once per ``retention_interval_s``
     across every scheduler of the database, in a thread of its own."""
+
+    thread_name = "civicml-retention"
 
     def __init__(self, ctx: Context, *, name: str | None = None) -> None:
         self._ctx = ctx.as_principal(RETENTION_PRINCIPAL)
         self.name = (name or f"{hostname()}:{os.getpid()}:{new_id()[:8]}")[:128]
         self._interval = max(60.0, float(ctx.settings.retention_interval_s))
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        super().__init__()
 
     def claim(self) -> str | None:
         """Claim this interval's pass; its key, or None when another scheduler has it."""
@@ -264,23 +265,3 @@ class RetentionLoop:
         except Exception:  # the database is down for a moment: the next interval tries again
             log.exception("retention pass %s failed", self.name)
             return None
-
-    def kick(self) -> bool:
-        """Start a pass in the background unless one is running; whether one started."""
-        with self._lock:
-            if self._thread is not None and self._thread.is_alive():
-                return False
-            self._thread = threading.Thread(
-                target=self.run_once, name="civicml-retention", daemon=True
-            )
-            self._thread.start()
-            return True
-
-    def wait(self, timeout_s: float | None = None) -> bool:
-        """Wait for the running pass; False when ``timeout_s`` passed first."""
-        with self._lock:
-            thread = self._thread
-        if thread is None:
-            return True
-        thread.join(timeout_s)
-        return not thread.is_alive()

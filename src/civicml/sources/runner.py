@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import logging
 import os
-import threading
 from typing import Any
 
 from sqlalchemy import select, update
 
 from civicml.core.ids import new_id
+from civicml.core.passes import BackgroundPass
 from civicml.core.process import hostname
 from civicml.governance._tables import projects
 from civicml.sources._rows import source_principal
@@ -94,14 +94,15 @@ class SourceRunner:
         return claimed
 
 
-class SourceLoop:
+class SourceLoop(BackgroundPass):
     """Runs :meth:`SourceRunner.tick` in the background, one pass at a time (what the
     scheduler kicks)."""
 
+    thread_name = "civicml-sources"
+
     def __init__(self, ctx: Context, *, name: str | None = None) -> None:
         self._runner = SourceRunner(ctx, name=name)
-        self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        super().__init__()
 
     def run_once(self) -> list[str]:
         """One pass in the calling thread; the runs it made."""
@@ -110,23 +111,3 @@ class SourceLoop:
         except Exception:  # the database is down for a moment: the next pass tries again
             log.exception("source loop %s: pass failed", self._runner.name)
             return []
-
-    def kick(self) -> bool:
-        """Start a pass in the background unless one is running; whether one started."""
-        with self._lock:
-            if self._thread is not None and self._thread.is_alive():
-                return False
-            self._thread = threading.Thread(
-                target=self.run_once, name="civicml-sources", daemon=True
-            )
-            self._thread.start()
-            return True
-
-    def wait(self, timeout_s: float | None = None) -> bool:
-        """Wait for the running pass; False when ``timeout_s`` passed first."""
-        with self._lock:
-            thread = self._thread
-        if thread is None:
-            return True
-        thread.join(timeout_s)
-        return not thread.is_alive()
