@@ -1,5 +1,7 @@
 """Ingestion benchmark, sources part: incremental extraction from PostgreSQL against a plain
-``COPY … TO STDOUT``, and stream ingest from NATS JetStream in messages per second.
+``COPY … TO STDOUT``, and stream ingest from NATS JetStream in messages per second; CSV part
+(``--csv``, :mod:`_ingest_csv`): ``DatasetService.ingest`` of a generated CSV against pandas and
+DuckDB, time and peak RSS.
 
 Run from the repository root with the civicml virtualenv, PostgreSQL on 127.0.0.1:5432 (trust
 auth, database ``test``) and NATS with JetStream on 127.0.0.1:4222::
@@ -20,8 +22,17 @@ bytes leaving the server, nothing stored. Goal (issue 12): within 2x the ``COPY`
 NATS source (batches of ``--batch`` messages) ingests them; messages per second over the run,
 which ends after ``idle_s`` (0.2 s) without a message.
 
+**CSV** (``--csv``): CSVs of 1M and 5M rows (``--csv-rows``) are generated once under
+``benchmarks/.work/`` and ingested by each arm in a fresh process (time without imports, peak
+RSS), the arms interleaved for ``--rounds`` rounds; ``--before SRC`` adds the same ingest with
+another civicml ``src`` directory (the code before a change)::
+
+    .venv/bin/python benchmarks/ingest.py --csv                       # 1M and 5M rows, 3 rounds
+    .venv/bin/python benchmarks/ingest.py --csv --csv-rows 1000000 --rounds 1 --before /tmp/src
+
 Nothing here asserts; a full run (not ``--quick``) or ``--write-docs`` rewrites the sources
-section of docs/benchmarks.md and docs/benchmarks/ingest-sources.json.
+section of docs/benchmarks.md and docs/benchmarks/ingest-sources.json; a CSV run its
+``ingest-csv`` section and docs/benchmarks/ingest-csv.json.
 """
 
 from __future__ import annotations
@@ -53,6 +64,9 @@ END = "<!-- ingest-sources:end -->"
 PG_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 NATS_URL = "nats://127.0.0.1:4222"
+CSV_BEGIN = "<!-- ingest-csv:begin -->"
+CSV_END = "<!-- ingest-csv:end -->"
+CSV_ROWS = "1000000,5000000"
 
 
 def _context(home: Path) -> Any:
@@ -242,6 +256,36 @@ def _section(db: dict[str, Any], st: dict[str, Any], meta: dict[str, Any]) -> st
     )
 
 
+def _meta() -> dict[str, Any]:
+    return {
+        "when": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d"),
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}",
+        "civicml": civicml_source(ROOT),
+    }
+
+
+def csv_main(args: argparse.Namespace) -> None:
+    """The CSV part: generate, run the arms interleaved, write the docs section."""
+    import _ingest_csv
+
+    if args.csv_arm:  # one arm, in this fresh process
+        result = _ingest_csv.run_arm(args.csv_arm, Path(args.csv_file), Path(args.csv_work))
+        print(json.dumps(result), flush=True)
+        return
+    sizes = [int(n) for n in args.csv_rows.split(",")]
+    data_dir = BENCH / ".work"
+    data_dir.mkdir(exist_ok=True)
+    meta = _meta() | {"rounds": args.rounds, "load": round(os.getloadavg()[0], 2)}
+    before = Path(args.before).resolve() if args.before else None
+    results = _ingest_csv.run(sizes, args.rounds, before, data_dir)
+    print(json.dumps(results, indent=2), flush=True)
+    if args.write_docs or args.csv_rows == CSV_ROWS:
+        path = DOCS_JSON.with_name("ingest-csv.json")
+        path.write_text(json.dumps({"results": results, **meta}, indent=2) + "\n")
+        write_section(DOCS_MD, CSV_BEGIN, CSV_END, _ingest_csv.section(results, meta))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="100,000 rows, 20,000 messages")
@@ -249,7 +293,17 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=None, help="messages (default 100k)")
     parser.add_argument("--batch", type=int, default=10_000, help="messages per version")
     parser.add_argument("--write-docs", action="store_true", help="rewrite docs even if quick")
+    parser.add_argument("--csv", action="store_true", help="the CSV part instead of sources")
+    parser.add_argument("--csv-rows", default=CSV_ROWS, help="CSV sizes in rows, comma-separated")
+    parser.add_argument("--rounds", type=int, default=3, help="CSV rounds (arms interleaved)")
+    parser.add_argument("--before", default=None, help="a civicml src/ to compare against")
+    parser.add_argument("--csv-arm", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--csv-file", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--csv-work", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.csv or args.csv_arm:
+        csv_main(args)
+        return
     rows = args.rows or (100_000 if args.quick else 1_000_000)
     messages = args.messages or (20_000 if args.quick else 100_000)
     with tempfile.TemporaryDirectory(prefix="civicml-ingest-") as tmp:
@@ -257,12 +311,7 @@ def main() -> None:
         print(json.dumps({"database": db}), flush=True)
         st = stream(messages, args.batch, Path(tmp) / "stream")
         print(json.dumps({"stream": st}), flush=True)
-    meta = {
-        "when": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d"),
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-        f"Python {platform.python_version()}",
-        "civicml": civicml_source(ROOT),
-    }
+    meta = _meta()
     if args.write_docs or not (args.quick or args.rows or args.messages):
         DOCS_JSON.parent.mkdir(parents=True, exist_ok=True)
         DOCS_JSON.write_text(json.dumps({"database": db, "stream": st, **meta}, indent=2) + "\n")

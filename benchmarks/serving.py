@@ -6,6 +6,7 @@ Run from the repository root with the civicml virtualenv::
     .venv/bin/python benchmarks/serving.py --quick    # smoke run (~1 min), leaves docs alone
     .venv/bin/python benchmarks/serving.py --workers 2   # civicml: 2 worker processes vs 1
     .venv/bin/python benchmarks/serving.py --batch-rows 1000000   # a batch job vs a predict loop
+    .venv/bin/python benchmarks/serving.py --fastfloor   # vs Starlette + civicml's own fast path
 
 One 20-feature logistic regression is trained with ``civicml.training.fit_tabular`` on seeded,
 generated data and served three ways, one at a time, each in its own process on 127.0.0.1:
@@ -20,6 +21,10 @@ generated data and served three ways, one at a time, each in its own process on 
   ``mlflow models serve --env-manager local --workers 1``.
 - **floor**: ``benchmarks/_serving_floor.py``, a Starlette app under uvicorn that parses the
   JSON, builds a DataFrame and calls ``predict_proba`` on the same pipeline — nothing else.
+- **fastfloor** (``--targets …,fastfloor``, and the ``--fastfloor`` mode of
+  ``benchmarks/_serving_overhead.py``): ``benchmarks/_serving_fastfloor.py``, Starlette + the
+  model's *own* compiled fast path (``FASTFLOOR_MODEL_DIR``), no capture — the floor that shows
+  what civicml costs around the arithmetic.
 
 The load generator (``benchmarks/_serving_load.py``, raw asyncio sockets, kept-alive
 HTTP/1.1) runs in a separate process and sends single-row requests at concurrency 1 and 16:
@@ -96,12 +101,14 @@ def make_data(rows: int, seed: int) -> Any:
     return frame
 
 
-def train(work: Path, seed: int) -> tuple[Any, Path, list[dict[str, float]]]:
+def train(
+    work: Path, seed: int, algorithm: str = "logistic"
+) -> tuple[Any, Path, list[dict[str, float]]]:
     """Fit the model with civicml, save it, and return single-row request records."""
     from civicml.training import fit_tabular
 
     frame = make_data(TRAIN_ROWS, seed)
-    model = fit_tabular(frame, "label", algorithm="logistic", seed=seed)
+    model = fit_tabular(frame, "label", algorithm=algorithm, seed=seed)
     model_dir = work / "model"
     model.save(model_dir)
     # the baselines load the same pipeline with joblib, outside civicml (which saves model.skops)
@@ -201,6 +208,15 @@ def start_target(
         health = f"http://127.0.0.1:{port}/ping"
         path = "/invocations"
         bodies = [{"dataframe_records": [r]} for r in records]
+    elif name == "fastfloor":  # the second floor: Starlette + civicml's own fast path
+        env["FASTFLOOR_MODEL_DIR"] = str(ctx["model_dir"])
+        cmd = [
+            sys.executable, "-m", "uvicorn", "_serving_fastfloor:app", "--host", "127.0.0.1",
+            "--port", str(port), "--log-level", "warning", "--no-access-log",
+        ]  # fmt: skip
+        health = f"http://127.0.0.1:{port}/health"
+        path = "/invocations"
+        bodies = [{"records": [r]} for r in records]
     else:
         env["FLOOR_MODEL"] = str(ctx["model_dir"].parent / "pipeline.joblib")
         env["FLOOR_COLUMNS"] = ",".join(ctx["columns"])
@@ -294,6 +310,8 @@ def summarize(results: dict[str, dict[str, Any]]) -> dict[str, Any]:
             ratios["civicml_vs_mlflow"] = round(cm / results["mlflow"][key]["req_per_s"], 2)
         if "floor" in results:
             ratios["civicml_vs_floor"] = round(cm / results["floor"][key]["req_per_s"], 3)
+        if "fastfloor" in results:
+            ratios["civicml_vs_fastfloor"] = round(cm / results["fastfloor"][key]["req_per_s"], 3)
         summary["ratios"][key] = ratios
     r = summary["ratios"]
     goals = summary["goals"]
@@ -340,8 +358,9 @@ def render(report: dict[str, Any]) -> str:
         "civicml": "civicml endpoint (validation + capture on)",
         "mlflow": "`mlflow models serve --workers 1`",
         "floor": "floor: Starlette + `predict_proba`",
+        "fastfloor": "fast-path floor: Starlette + civicml's `FastPath` (no capture)",
     }
-    for name in ("civicml", "mlflow", "floor"):
+    for name in ("civicml", "mlflow", "floor", "fastfloor"):
         if name not in res:
             continue
         for c in LEVELS:
@@ -833,13 +852,70 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "writes the 'Batch predictions' section (unless --quick)",
     )
     p.add_argument("--batch-chunk", type=int, default=50_000, help="rows per chunk (batch)")
+    p.add_argument(
+        "--fastfloor",
+        action="store_true",
+        help="instead of the three targets: civicml (one variant, and two weighted variants) vs "
+        "Starlette + civicml's own fast path (benchmarks/_serving_fastfloor.py), per "
+        "--algorithm, interleaved over --rounds; writes the 'Serving overhead against the "
+        "fast-path floor' section (unless --quick)",
+    )
+    p.add_argument(
+        "--algorithm",
+        default="logistic,lightgbm",
+        help="comma-separated fit_tabular algorithms for --fastfloor",
+    )
     args = p.parse_args(argv)
     args.requests = args.requests or (300 if args.quick else 1000 if args.security else 2000)
     args.warmup = args.warmup or (50 if args.quick else 200)
     args.targets = [t.strip() for t in args.targets.split(",") if t.strip()]
+    args.algorithms = [a.strip() for a in args.algorithm.split(",") if a.strip()]
     if args.workers is not None and args.workers < 2:
         p.error("--workers needs 2 or more (it is compared with one worker)")
     return args
+
+
+OV_BEGIN = "<!-- serving-overhead:begin -->"
+OV_END = "<!-- serving-overhead:end -->"
+OV_JSON = ROOT / "docs" / "benchmarks" / "serving-overhead.json"
+
+
+def _main_fastfloor(
+    args: argparse.Namespace,
+    work: Path,
+    report: dict[str, Any],
+    load_start: list[float],
+    started: float,
+) -> None:
+    """``--fastfloor``: civicml against Starlette + its own fast path, per algorithm."""
+    from _serving_overhead import render_overhead, run_overhead
+
+    def start_civicml(ctx: dict[str, Any]) -> Iterator[int]:
+        @contextlib.contextmanager
+        def started_server() -> Iterator[int]:
+            with start_target("civicml", work, ctx, tag="-overhead") as (port, _, _):
+                yield port
+
+        return started_server()
+
+    report["config"].update(rounds=args.rounds, algorithms=args.algorithms)
+    report["load_at_start"] = load_start
+    report["overhead"] = run_overhead(
+        args, work, common, BENCH, train, start_civicml, run_load, LEVELS
+    )
+    for goal in report["overhead"]["goals"]:
+        print(f"  {goal['algorithm']}: goal {goal['goal']}: {goal['value']} met={goal['met']}",
+              file=sys.stderr)  # fmt: skip
+    report["machine"] = common.machine_info(work)
+    report["elapsed_s"] = round(time.monotonic() - started, 1)
+    section = render_overhead(report, common._fmt_load)
+    if not args.quick or args.write_docs:
+        common.write_section(OV_BEGIN, OV_END, section, OV_JSON, report)
+    else:
+        out = WORKDIR / f"serving-overhead-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+        print(section, file=sys.stderr)
+        print(f"Quick run: wrote {out} (docs untouched)", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -904,6 +980,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"Quick run: wrote {out} (docs untouched)", file=sys.stderr)
             failed = False
             return 0
+        if args.fastfloor:
+            _main_fastfloor(args, work, report, load_start, started)
+            failed = False
+            return 0
         if "civicml" in args.targets or args.security or args.workers:
             ctx["home"] = work / "civicml-home"
             deploy_civicml(ctx["home"], model, model_dir)
@@ -961,7 +1041,7 @@ def main(argv: list[str] | None = None) -> int:
                 env=common.base_env(),
             )
         results: dict[str, dict[str, Any]] = {}
-        for name in ("floor", "civicml", "mlflow"):
+        for name in ("floor", "fastfloor", "civicml", "mlflow"):
             if name not in args.targets:
                 continue
             with start_target(name, work, ctx) as (port, path, bodies):
@@ -976,7 +1056,7 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  goal {goal['goal']}: {goal['value']} met={goal['met']}", file=sys.stderr)
         report["machine"] = common.machine_info(work)
         report["elapsed_s"] = round(time.monotonic() - started, 1)
-        full = not args.quick and set(args.targets) == {"civicml", "mlflow", "floor"}
+        full = not args.quick and set(args.targets) >= {"civicml", "mlflow", "floor"}
         if (full or args.write_docs) and "summary" in report:
             write_docs(render(report), report)
         else:

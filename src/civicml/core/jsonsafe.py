@@ -100,9 +100,23 @@ def loads(
             f"The {what} is not valid JSON: {err.msg} at line {err.lineno} column {err.colno}.",
             hint="Check the JSON syntax (quotes, commas, brackets).",
         ) from err
-    if isinstance(value, dict | list) and _depth(value, max_depth) > max_depth:
+    if (
+        isinstance(value, dict | list)
+        and not _few_brackets(data, max_depth)
+        and _depth(value, max_depth) > max_depth
+    ):
         raise _too_deep(what, max_depth)
     return value
+
+
+def _few_brackets(data: bytes | str, limit: int) -> bool:
+    """At most ``limit`` opening brackets in ``data``: nothing in it nests deeper, and walking
+    the parsed value is unnecessary. (Every level of nesting opens with ``[`` or ``{``, whose
+    byte is in the text in UTF-8, UTF-16 and UTF-32 alike; brackets in strings only count
+    more.)"""
+    if isinstance(data, str):
+        return data.count("[") + data.count("{") <= limit
+    return data.count(b"[") + data.count(b"{") <= limit
 
 
 def _too_deep(what: str, limit: int) -> BadRequestError:

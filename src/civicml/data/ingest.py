@@ -4,7 +4,9 @@ Each reader yields Arrow record batches of bounded size; :func:`write_canonical`
 Parquet file with fixed writer options, fixed-size row groups and no timestamps or pandas metadata,
 so the same rows with the same types always give the same bytes (and the same SHA-256) whatever the
 chunk size or the source format. Types are canonicalised on the way: ``large_string`` and
-``string_view`` become ``string``, dictionary (categorical) columns their value type.
+``string_view`` become ``string``, dictionary (categorical) columns their value type. A file is
+read on one thread, profiled on the caller's and written on another (:mod:`._pipeline`), with
+the same batches in the same order, so the bytes are those of one stage after another.
 
 CSV text is decoded and its delimiter found before parsing (:mod:`civicml.data.text`: UTF-8,
 UTF-8 or UTF-16 with a byte-order mark, Windows-1252 and other code pages; ``,`` ``;`` tab ``|``),
@@ -21,6 +23,7 @@ another is refused, naming the line.
 from __future__ import annotations
 
 import codecs
+import contextlib
 import hashlib
 import io
 import json
@@ -38,6 +41,7 @@ import pyarrow.json as pajson  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
 from civicml.core.errors import InvalidInputError
+from civicml.data._pipeline import BackgroundWriter, Prefetch
 from civicml.data.profile import Profiler
 from civicml.data.schemas import SourceFormat
 from civicml.data.text import (
@@ -348,7 +352,15 @@ def _write(
         canonical = _canonical_schema(schema, source)
         profiler = Profiler(canonical)
         rows = 0
-        with pq.ParquetWriter(str(dest), canonical, **_WRITER_OPTIONS) as writer:
+        with contextlib.ExitStack() as stages:
+            writer = stages.enter_context(pq.ParquetWriter(str(dest), canonical, **_WRITER_OPTIONS))
+            # Writing on a thread of its own, and reading a file on another: the bytes are
+            # those of the sequential ingest (same batches, same tables, same order).
+            sink = stages.enter_context(
+                BackgroundWriter(lambda table: writer.write_table(table, ROW_GROUP_ROWS))
+            )
+            if reader is not None:  # our own reader; a caller's stream stays on its thread
+                batches = stages.enter_context(Prefetch(batches, max(chunk_bytes, 1 << 20)))
             pending: list[Any] = []
             pending_rows = 0
             for raw in batches:
@@ -361,13 +373,14 @@ def _write(
                 pending_rows += batch.num_rows
                 while pending_rows >= ROW_GROUP_ROWS:
                     table = pa.Table.from_batches(pending, canonical)
-                    writer.write_table(table.slice(0, ROW_GROUP_ROWS), ROW_GROUP_ROWS)
+                    sink.submit(table.slice(0, ROW_GROUP_ROWS))
                     rest = table.slice(ROW_GROUP_ROWS)
                     pending, pending_rows = rest.combine_chunks().to_batches(), rest.num_rows
                 if source.format is SourceFormat.DATAFRAME:
                     advance(batch.num_rows)
             if pending_rows:
-                writer.write_table(pa.Table.from_batches(pending, canonical), ROW_GROUP_ROWS)
+                sink.submit(pa.Table.from_batches(pending, canonical))
+            sink.finish()
         if rows == 0:
             raise InvalidInputError(
                 f"{source.label} has no rows.",

@@ -8,10 +8,16 @@ error of about ``1/sqrt(RESERVOIR_SIZE)`` (under 1 %) beyond. Categorical value 
 up to :data:`MAX_TRACKED_VALUES` distinct values; past that the rarest are dropped (their counts
 become lower bounds, as in the Misra-Gries summary) and the distinct count is a k-minimum-values
 estimate over 64-bit hashes of the values.
+
+Categorical values stay in Arrow and numpy: the counts are an Arrow array of values and a numpy
+array of counts merged per batch by ``pyarrow.compute`` (no Python object per value), and the
+hashes are computed on the Arrow buffers (:func:`_hash_strings`), for each batch's distinct values
+only.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +36,8 @@ KMV_SIZE = 4096
 TOP_VALUES = 10
 QUANTILES = {"p5": 0.05, "p25": 0.25, "p50": 0.5, "p75": 0.75, "p95": 0.95}
 _SEED = 20_240_601
+_HASH_SEED = 0x2545F4914F6CDD1D
+_HASH_PIECE_BYTES = 1 << 16
 
 
 def column_kind(arrow_type: Any) -> ColumnKind:
@@ -60,7 +68,8 @@ class _Column:
     seen: int = 0  # values offered to the reservoir
     reservoir: np.ndarray[Any, Any] = field(default_factory=lambda: np.empty(0))
     true_count: int = 0
-    counts: dict[str, int] = field(default_factory=dict)
+    values: Any = None  # the tracked categorical values (Arrow), in order of first appearance
+    counts: np.ndarray[Any, Any] = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     pruned: bool = False
     kmv: np.ndarray[Any, Any] = field(default_factory=lambda: np.empty(0, dtype=np.uint64))
 
@@ -163,24 +172,42 @@ class Profiler:
         col.count += len(valid)
         if not len(valid):
             return
-        self._hash_sketch(col, valid)
         counted = pc.value_counts(valid)
-        values = counted.field("values").to_pylist()
-        counts = counted.field("counts").to_pylist()
-        for value, n in zip(values, counts, strict=True):
-            col.counts[value] = col.counts.get(value, 0) + n
-        if len(col.counts) > MAX_TRACKED_VALUES:
-            keep = sorted(col.counts.items(), key=lambda kv: -kv[1])[: MAX_TRACKED_VALUES // 2]
-            col.counts = dict(keep)
+        values = counted.field("values")
+        counts = counted.field("counts").to_numpy().astype(np.int64)
+        self._hash_sketch(col, values)  # the distinct values: the same k smallest hashes
+        if col.values is None:
+            col.values, col.counts = values, counts
+        else:
+            # Each tracked value's row in this batch (the batch is the smaller hash table).
+            where = pc.fill_null(pc.index_in(col.values, value_set=values), -1).to_numpy()
+            tracked = np.flatnonzero(where >= 0)
+            rows = where[tracked]
+            col.counts[tracked] += counts[rows]  # distinct values: no index twice
+            fresh = np.ones(len(values), dtype=bool)
+            fresh[rows] = False
+            if fresh.any():  # new values, in the order the batch first shows them
+                col.values = pa.concat_arrays([col.values, values.filter(pa.array(fresh))])
+                col.counts = np.concatenate([col.counts, counts[fresh]])
+        if len(col.counts) > MAX_TRACKED_VALUES:  # keep the most frequent, ties by first seen
+            keep = np.argsort(-col.counts, kind="stable")[: MAX_TRACKED_VALUES // 2]
+            col.values = col.values.take(pa.array(keep))
+            col.counts = col.counts[keep]
             col.pruned = True
 
     @staticmethod
-    def _hash_sketch(col: _Column, valid: Any) -> None:
-        from pandas.util import hash_array  # type: ignore[import-untyped]
-
-        hashes = hash_array(valid.to_numpy(zero_copy_only=False).astype(object))
-        merged = np.unique(np.concatenate([col.kmv, hashes.astype(np.uint64)]))
-        col.kmv = merged[:KMV_SIZE]
+    def _hash_sketch(col: _Column, values: Any) -> None:
+        hashes = _hash_strings(values)
+        if len(col.kmv) == KMV_SIZE:  # only hashes below the k-th smallest can enter
+            hashes = hashes[hashes < col.kmv[-1]]
+        if not len(hashes):
+            return
+        merged = np.concatenate([col.kmv, hashes])
+        merged.sort()
+        distinct = np.empty(len(merged), dtype=bool)  # np.unique, without its per-call cost
+        distinct[0] = True
+        np.not_equal(merged[1:], merged[:-1], out=distinct[1:])
+        col.kmv = merged[distinct][:KMV_SIZE]
 
     # Results ------------------------------------------------------------------------------
     def _profile(self, col: _Column) -> ColumnProfile:
@@ -215,7 +242,9 @@ class Profiler:
         elif col.kind is ColumnKind.DATETIME:
             base |= {"min": _iso(col.min), "max": _iso(col.max)}
         elif col.kind is ColumnKind.CATEGORICAL:
-            top = sorted(col.counts.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP_VALUES]
+            tracked = [] if col.values is None else col.values.to_pylist()
+            pairs = zip(tracked, col.counts.tolist(), strict=True)
+            top = sorted(pairs, key=lambda kv: (-kv[1], kv[0]))[:TOP_VALUES]
             base |= {
                 "distinct": len(col.counts) if not col.pruned else _kmv_estimate(col.kmv),
                 "distinct_exact": not col.pruned,
@@ -238,6 +267,60 @@ def _finite(value: float) -> float | None:
 
 def _iso(value: Any) -> str | None:
     return None if value is None else value.isoformat()
+
+
+def _hash_strings(values: Any) -> np.ndarray[Any, Any]:
+    """64-bit hashes of the strings of an Arrow string or binary array without nulls, computed
+    on its buffers: each byte, keyed by its position in its value, is mixed by splitmix64 and
+    the results XORed per value (tabulation hashing with a hashed table), then mixed with the
+    length. Pieces of about :data:`_HASH_PIECE_BYTES` keep the temporary arrays small."""
+    if not pa.types.is_string(values.type) and not pa.types.is_binary(values.type):
+        values = values.cast(pa.large_binary() if _is_large(values.type) else pa.binary())
+    n = len(values)
+    if not n:
+        return np.empty(0, dtype=np.uint64)
+    _, offsets_buffer, data_buffer = values.buffers()[:3]
+    wide = np.int64 if _is_large(values.type) else np.int32
+    offsets = np.frombuffer(offsets_buffer, dtype=wide)[values.offset : values.offset + n + 1]
+    offsets = offsets.astype(np.int64)
+    data = np.frombuffer(data_buffer, dtype=np.uint8) if data_buffer is not None else None
+    out = np.empty(n, dtype=np.uint64)
+    cuts = np.searchsorted(offsets, np.arange(offsets[0], offsets[-1], _HASH_PIECE_BYTES))
+    bounds = [*np.unique(np.clip(cuts, 0, n)).tolist(), n]
+    for lo, hi in itertools.pairwise(bounds):
+        if hi > lo:
+            out[lo:hi] = _hash_piece(data, offsets[lo : hi + 1])
+    return out
+
+
+def _hash_piece(data: Any, offsets: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    lengths = np.diff(offsets)
+    hashes = np.zeros(len(lengths), dtype=np.uint64)
+    if data is not None and offsets[-1] > offsets[0]:
+        chunk = data[offsets[0] : offsets[-1]].astype(np.uint64)
+        starts = offsets[:-1] - offsets[0]
+        position = np.arange(len(chunk), dtype=np.uint64)
+        position -= np.repeat(starts, lengths).astype(np.uint64)
+        mixed = _splitmix64((position << np.uint64(8)) | chunk)
+        filled = lengths > 0
+        hashes[filled] = np.bitwise_xor.reduceat(mixed, starts[filled])
+    return _splitmix64(hashes ^ (lengths.astype(np.uint64) * np.uint64(0x9E3779B97F4A7C15)))
+
+
+def _splitmix64(x: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
+    """The splitmix64 finaliser, element-wise (wrapping uint64 arithmetic)."""
+    with np.errstate(over="ignore"):
+        out: np.ndarray[Any, Any] = x + np.uint64(_HASH_SEED)  # a copy, then in place
+        out ^= out >> np.uint64(30)
+        out *= np.uint64(0xBF58476D1CE4E5B9)
+        out ^= out >> np.uint64(27)
+        out *= np.uint64(0x94D049BB133111EB)
+        out ^= out >> np.uint64(31)
+        return out
+
+
+def _is_large(t: Any) -> bool:
+    return bool(pa.types.is_large_string(t) or pa.types.is_large_binary(t))
 
 
 def _kmv_estimate(kmv: np.ndarray[Any, Any]) -> int:

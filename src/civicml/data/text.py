@@ -316,6 +316,7 @@ class TextReader(io.RawIOBase):
         self._ascii = True
         self._started = False
         self._ascii_compatible = _ascii_compatible(options.encoding)
+        self._utf8 = codecs.lookup(options.encoding).name in ("utf-8", "utf-8-sig")
 
     def readable(self) -> bool:
         return True
@@ -363,6 +364,7 @@ class TextReader(io.RawIOBase):
             self._lines += chunk.count(b"\n")
             self._buffer += chunk
             return
+        held = self._decoder.getstate()[0]  # the start of a character split by the last read
         try:
             text = self._decoder.decode(chunk, final=final)
         except UnicodeDecodeError as err:
@@ -371,6 +373,13 @@ class TextReader(io.RawIOBase):
             raise undecodable(self._label, self._options.encoding, err) from err
         if self._ascii and chunk and not chunk.isascii():
             self._ascii = False
+        if self._utf8 and self._started:  # valid UTF-8 already: keep the bytes, not the text
+            left = len(self._decoder.getstate()[0])
+            data = held + (chunk[: len(chunk) - left] if left else chunk)
+            self._lines += data.count(b"\n")
+            self._buffer += data
+            self._eof = final
+            return
         if not self._started and text:
             self._started = True
             text = text.removeprefix("\ufeff")  # a mark left by an explicit utf-8 / utf-16-le

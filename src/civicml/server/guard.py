@@ -189,7 +189,10 @@ class GuardMiddleware:
             if body_done:  # after the body: waiting for a disconnect has no deadline
                 return await receive()
             try:
-                message = await asyncio.wait_for(receive(), timeout)
+                # asyncio.timeout, not wait_for: wait_for runs receive() in a task of its own,
+                # a trip through the event loop for every piece of every body
+                async with asyncio.timeout(timeout):
+                    message = await receive()
             except TimeoutError:
                 raise slow_body(timeout, received) from None
             if message["type"] == "http.request":

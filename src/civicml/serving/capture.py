@@ -89,6 +89,8 @@ DEFAULT_MAX_AGE_S = 60.0
 DEFAULT_QUEUE_SIZE = 10_000
 #: Events the writer formats before one write and flush of their spool files.
 WRITE_BATCH = 256
+#: Seconds the writer waits after the first of a few events, to write those behind it at once.
+COALESCE_S = 0.005
 _NOTHING = object()
 # Built once: json.dumps builds an encoder per call when given options.
 _STRICT_JSON = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
@@ -265,7 +267,10 @@ class CaptureWriter:
         self._max_bytes = max_bytes
         self._max_age_s = max_age_s
         self._random = random
-        self._queue: queue.Queue[CaptureEvent | _Flush | None] = queue.Queue(queue_size)
+        # SimpleQueue (C, no lock taken in Python) with the size checked by submit: a put on
+        # every captured request is a fraction of queue.Queue's.
+        self._queue: queue.SimpleQueue[CaptureEvent | _Flush | None] = queue.SimpleQueue()
+        self._queue_size = queue_size
         self._spools: dict[str, _Spool] = {}
         self._dir = ctx.settings.home / "serving" / "capture-spool"
         self._thread: threading.Thread | None = None
@@ -285,9 +290,9 @@ class CaptureWriter:
         if self._closed:
             return
         self._ensure_started()
-        try:
-            self._queue.put_nowait(event)
-        except queue.Full:
+        if self._queue.qsize() < self._queue_size:
+            self._queue.put(event)
+        else:
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 1000 == 0:
                 log.warning("capture queue full: %d event(s) dropped so far", self.dropped)
@@ -297,10 +302,7 @@ class CaptureWriter:
         if self._thread is None:
             return True
         marker = _Flush(threading.Event())
-        try:
-            self._queue.put(marker, timeout=timeout)
-        except queue.Full:
-            return False
+        self._queue.put(marker)  # never blocks: a marker is never dropped
         return marker.done.wait(timeout)
 
     def close(self, timeout: float = 30.0) -> None:
@@ -309,8 +311,7 @@ class CaptureWriter:
             return
         self._closed = True
         if self._thread is not None:
-            with contextlib.suppress(queue.Full):
-                self._queue.put(None, timeout=timeout)
+            self._queue.put(None)
             self._thread.join(timeout)
 
     def _ensure_started(self) -> None:
@@ -340,6 +341,10 @@ class CaptureWriter:
                 continue
             events = [item]
             following: object = _NOTHING
+            if self._queue.qsize() < WRITE_BATCH:
+                # let a busy endpoint's next events arrive: one wake-up and one write for many
+                # rather than a thread switch per request (requests never wait for this)
+                time.sleep(COALESCE_S)
             while len(events) < WRITE_BATCH:  # take what else waits: one write for all
                 try:
                     following = self._queue.get_nowait()

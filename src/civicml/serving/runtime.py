@@ -79,6 +79,7 @@ from civicml.serving._checks import (
     refuse_infinite,
     refuse_non_finite,
 )
+from civicml.serving._ids import uuid4_str
 from civicml.serving._queries import (
     endpoint_row,
     find_endpoint,
@@ -821,7 +822,7 @@ class ModelHost:
             "classes": loaded.classes,
             "model_version": loaded.version,
             "variant": variant.name,
-            "inference_ids": [str(uuid.uuid4()) for _ in predictions],
+            "inference_ids": [uuid4_str() for _ in predictions],
         }
         bad = non_finite_record(predictions, probabilities, loaded.classification)
         capture = route.endpoint.capture
@@ -889,7 +890,7 @@ class ModelHost:
                     model_version=variant.loaded.version,
                     model_version_id=variant.loaded.version_id,
                     time=when if when is not None else self._ctx.clock.now(),
-                    request_id=str(uuid.uuid4()),
+                    request_id=uuid4_str(),
                     records=rows,
                     predictions=result["predictions"],
                     probabilities=result["probabilities"],

@@ -994,7 +994,7 @@ def _target(scope: Scope) -> tuple[str, str, dict[str, list[str]], str | None] |
     path: str = scope["path"]
     if scope["method"] != "POST" or not path.endswith("/invocations"):
         return None
-    query = parse_qs(scope["query_string"].decode("latin-1"), keep_blank_values=True)
+    query = _query(scope["query_string"])
     short = _SHORT.fullmatch(path)
     if short is not None:
         return query.get("project", ["default"])[-1], short.group(1), query, None
@@ -1008,6 +1008,23 @@ def _target(scope: Scope) -> tuple[str, str, dict[str, list[str]], str | None] |
     if long is not None:
         return long.group(1), long.group(2), query, long.group(3)
     return None
+
+
+_QUERIES: dict[bytes, dict[str, list[str]]] = {}
+_QUERIES_MAX = 256
+
+
+def _query(raw: bytes) -> dict[str, list[str]]:
+    """The parsed query string, from a small cache: clients send the same few query strings
+    (``?project=…``) request after request. Callers only read the answer."""
+    found = _QUERIES.get(raw)
+    if found is None:
+        found = parse_qs(raw.decode("latin-1"), keep_blank_values=True)
+        if len(raw) <= 1024:
+            if len(_QUERIES) >= _QUERIES_MAX:
+                _QUERIES.clear()
+            _QUERIES[raw] = found
+    return found
 
 
 def parse_explain(values: list[str] | None) -> bool:

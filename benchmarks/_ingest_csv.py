@@ -1,0 +1,257 @@
+"""Ingestion benchmark, CSV part: ``DatasetService.ingest`` of a generated CSV against
+``pandas.read_csv`` + ``to_parquet`` and DuckDB's ``COPY (SELECT * FROM read_csv(...)) TO
+'x.parquet'``, time and peak RSS, each arm in a fresh process, arms interleaved.
+
+The CSV is what an agency exports: an integer id, ages, incomes with 10 % gaps, scores, a
+region (5 values), a city (about 300, some non-ASCII), a person's reference (high cardinality),
+a date, a timestamp and a boolean; about 100 bytes a row. An optional ``--before SRC`` arm runs
+the same ingest with another civicml source tree first on ``PYTHONPATH`` (the code before a
+change), in the same rounds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+BENCH = Path(__file__).resolve().parent
+ROOT = BENCH.parent
+ARMS = ("civicml", "pandas", "duckdb")
+
+
+def generate(path: Path, rows: int, seed: int = 5) -> Path:
+    """Write the benchmark CSV of ``rows`` rows (vectorised: a few seconds per million)."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.csv as pacsv
+
+    rng = np.random.default_rng(seed)
+    cities = [f"Town {i}" for i in range(290)] + [
+        "Montréal", "Zürich", "Kraków", "São Paulo", "Île-de-France", "Gdańsk", "Malmö",
+        "Besançon", "Córdoba", "Düsseldorf",
+    ]  # fmt: skip
+    regions = ["north", "south", "east", "west", "islands"]
+    step = 500_000
+    with pacsv.CSVWriter(str(path), _schema(), write_options=_write_options()) as out:
+        for start in range(0, rows, step):
+            n = min(step, rows - start)
+            income = rng.lognormal(7.5, 0.6, n).round(2)
+            gaps = rng.random(n) < 0.1
+            person = pc.binary_join_element_wise(
+                "P-", pc.cast(pa.array(rng.integers(0, 10**7, n)), pa.string()), ""
+            )
+            days = np.datetime64("2019-01-01") + rng.integers(0, 2000, n).astype("timedelta64[D]")
+            seconds = rng.integers(0, 10**8, n).astype("timedelta64[s]")
+            seconds = np.datetime64("2022-01-01T00:00:00") + seconds
+            batch = pa.record_batch(
+                [
+                    pa.array(np.arange(start, start + n)),
+                    pa.array(rng.integers(18, 95, n)),
+                    pa.array(income, mask=gaps),
+                    pa.array(rng.random(n).round(4)),
+                    pa.array(np.array(regions, dtype=object)[rng.integers(0, 5, n)]),
+                    pa.array(np.array(cities, dtype=object)[rng.integers(0, len(cities), n)]),
+                    person,
+                    pa.array(days),
+                    pa.array(seconds),
+                    pa.array(rng.random(n) < 0.3),
+                ],
+                schema=_schema(),
+            )
+            out.write_batch(batch)
+    return path
+
+
+def _schema() -> Any:
+    import pyarrow as pa
+
+    return pa.schema(
+        [
+            ("id", pa.int64()),
+            ("age", pa.int64()),
+            ("income", pa.float64()),
+            ("score", pa.float64()),
+            ("region", pa.string()),
+            ("city", pa.string()),
+            ("person", pa.string()),
+            ("applied", pa.date32()),
+            ("updated_at", pa.timestamp("s")),
+            ("eligible", pa.bool_()),
+        ]
+    )
+
+
+def _write_options() -> Any:
+    import pyarrow.csv as pacsv
+
+    return pacsv.WriteOptions(quoting_style="needed")
+
+
+# One arm, in its own process ----------------------------------------------------------------
+def run_arm(arm: str, csv_path: Path, work: Path) -> dict[str, Any]:
+    """Run one arm once in this (fresh) process; its time excludes imports."""
+    out = work / "out.parquet"
+    if arm in ("civicml", "before"):
+        # The checks after ingest load DuckDB and templates once per process: load them first.
+        import civicml.data.checks
+        import civicml.data.personal
+        import civicml.data.quality  # noqa: F401
+        from civicml.core import Principal, Settings
+        from civicml.data import DatasetService
+        from civicml.governance.projects import ProjectService
+        from civicml.store import Context, MetadataStore
+        from civicml.store.artifacts import artifact_store_for
+
+        settings = Settings.load(home=work / "home")
+        ctx = Context(
+            db=MetadataStore(settings.database_url),
+            artifacts=artifact_store_for(settings),
+            principal=Principal(user="bench", roles=frozenset({"admin"})),
+            settings=settings,
+        )
+        ProjectService(ctx).create("bench")
+        svc = DatasetService(ctx)
+        started = time.perf_counter()
+        version = svc.ingest("bench", "csv", csv_path, progress=False)
+        took = time.perf_counter() - started
+        size, rows, digest = version.size, version.row_count, version.digest
+        ctx.db.close()
+    elif arm == "pandas":
+        import pandas as pd
+
+        started = time.perf_counter()
+        pd.read_csv(csv_path).to_parquet(out)
+        took = time.perf_counter() - started
+        size, rows, digest = out.stat().st_size, None, None
+    elif arm == "duckdb":
+        import duckdb
+
+        con = duckdb.connect()
+        started = time.perf_counter()
+        con.execute(f"COPY (SELECT * FROM read_csv('{csv_path}')) TO '{out}' (FORMAT parquet)")
+        took = time.perf_counter() - started
+        size, rows, digest = out.stat().st_size, None, None
+    else:
+        raise SystemExit(f"unknown arm {arm!r}")
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    return {"seconds": round(took, 3), "peak_rss_mib": round(rss), "parquet_bytes": size,
+            "rows": rows, "digest": digest}  # fmt: skip
+
+
+def _spawn(arm: str, csv_path: Path, before: Path | None) -> dict[str, Any]:
+    env = dict(os.environ)
+    if arm == "before" and before is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(before), env.get("PYTHONPATH")]))
+    with tempfile.TemporaryDirectory(prefix="civicml-csv-arm-") as work:
+        load = os.getloadavg()[0]
+        done = subprocess.run(
+            [sys.executable, str(BENCH / "ingest.py"), "--csv-arm", arm, "--csv-file",
+             str(csv_path), "--csv-work", work],
+            capture_output=True, text=True, env=env, timeout=3600, check=False,
+        )  # fmt: skip
+    if done.returncode != 0:
+        raise SystemExit(f"arm {arm} failed:\n{done.stderr[-3000:]}")
+    result: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    result["load_1m"] = round(load, 2)
+    return result
+
+
+def run(sizes: list[int], rounds: int, before: Path | None, data_dir: Path) -> dict[str, Any]:
+    """Every arm on every size, ``rounds`` times interleaved; medians and the load averages."""
+    arms = (("before",) if before is not None else ()) + ARMS
+    results: dict[str, Any] = {}
+    for rows in sizes:
+        csv_path = data_dir / f"ingest-{rows}.csv"
+        if not csv_path.exists():
+            generate(csv_path, rows)
+        runs: dict[str, list[dict[str, Any]]] = {a: [] for a in arms}
+        for _ in range(rounds):
+            for arm in arms:
+                runs[arm].append(_spawn(arm, csv_path, before))
+                print(json.dumps({"rows": rows, "arm": arm, **runs[arm][-1]}), flush=True)
+        size = csv_path.stat().st_size
+        results[str(rows)] = {
+            "csv_mib": round(size / 2**20, 1),
+            "arms": {
+                arm: {
+                    "seconds": round(statistics.median(r["seconds"] for r in rs), 2),
+                    "all_seconds": [r["seconds"] for r in rs],
+                    "mb_per_s": round(size / 1e6 / statistics.median(r["seconds"] for r in rs), 1),
+                    "peak_rss_mib": max(r["peak_rss_mib"] for r in rs),
+                    "parquet_mib": round(rs[-1]["parquet_bytes"] / 2**20, 1),
+                    "load_1m": [r["load_1m"] for r in rs],
+                    "digests": sorted({r["digest"] for r in rs if r["digest"]}),
+                }
+                for arm, rs in runs.items()
+            },
+        }
+    return results
+
+
+def section(results: dict[str, Any], meta: dict[str, Any]) -> str:
+    """The ingest-csv section of docs/benchmarks.md."""
+    x = "\N{MULTIPLICATION SIGN}"
+    names = {
+        "before": "civicml before (sequential)",
+        "civicml": "civicml `DatasetService.ingest`",
+        "pandas": "`pandas.read_csv` + `to_parquet`",
+        "duckdb": "DuckDB `COPY (SELECT * FROM read_csv(…)) TO … (FORMAT parquet)`",
+    }
+    loads = [x for r in results.values() for a in r["arms"].values() for x in a["load_1m"]]
+    lines = [
+        "## CSV ingest (`benchmarks/ingest.py --csv`)\n",
+        f"{meta['when']}, {meta['machine']}, civicml {meta['civicml']}; each arm in a fresh "
+        f"process, arms interleaved, median of {meta['rounds']} rounds; 1-minute load average "
+        f"{meta['load']} before the runs, {min(loads)} to {max(loads)} as each arm started (on a "
+        "shared machine, above 2 means fewer than two free cores).\n",
+        "| rows | CSV | arm | time | throughput | vs DuckDB | peak RSS | Parquet |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for rows, r in results.items():
+        duck = r["arms"]["duckdb"]["seconds"]
+        for arm, a in r["arms"].items():
+            lines.append(
+                f"| {int(rows):,} | {r['csv_mib']} MiB | {names[arm]} | {a['seconds']} s | "
+                f"{a['mb_per_s']} MB/s | {a['seconds'] / duck:.2f}{x} | {a['peak_rss_mib']} MiB | "
+                f"{a['parquet_mib']} MiB |"
+            )
+    same = [
+        r["arms"]["before"]["digests"] == r["arms"]["civicml"]["digests"]
+        and len(r["arms"]["civicml"]["digests"]) == 1
+        for r in results.values()
+        if "before" in r["arms"]
+    ]
+    if same:
+        verdict = "identical" if all(same) else "DIFFERENT"
+        lines.append(
+            f"\nThe canonical Parquet written before and after the change: {verdict} (the "
+            "SHA-256 that is the version's identity, every round and size)."
+        )
+    lines.append(
+        "\ncivicml's time is the whole ingest: encoding and delimiter detection, the CSV read "
+        "(types inferred, widened on a late misfit), the column profile, canonical Parquet "
+        "(fixed row groups, dictionary encoding on every column: its bytes are the version's "
+        "identity), SHA-256 of source and output, the artifact store, the version's row, the "
+        "personal-data scan and the expectations. pandas and DuckDB only convert. Peak RSS "
+        "is the whole process, Python and imports included.\n\n"
+        "Since the change (issue 12, item 7) the read, the profile and the write run on three "
+        "threads, a bounded step apart, and the profile keeps categorical counts in Arrow and "
+        "hashes strings on the Arrow buffers: the same Parquet bytes, about 1.7x faster. Where "
+        "the time goes at 5M rows (2026-12-06, CPU seconds per thread): the Parquet writer "
+        "3.2 s, the profile 3.2 s, the text layer (transcoding check, record boundaries, "
+        "SHA-256 of the source) 1.9 s plus the CSV parser; after the write, the personal-data "
+        "scan reads every row group for its sample (about 0.6 s). On two cores shared with "
+        "other work that is CPU-bound, not stage-bound. Dictionary encoding is part of the "
+        "canonical bytes: turning it off for floats (or every non-text column) would change "
+        "every digest, so it waits for identity by logical content (a migration).\n"
+    )
+    return "\n".join(lines)
