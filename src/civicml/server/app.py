@@ -52,6 +52,7 @@ from civicml.server.routers import (
 from civicml.server.routers import health as health_routes
 from civicml.server.transport import server_config, tls_files
 from civicml.server.workers import Supervisor, Worker
+from civicml.serving.batch import BatchService
 from civicml.serving.rollout import RolloutTicker, set_monitor_status
 from civicml.serving.runtime import ModelHost
 from civicml.store.context import Context
@@ -224,16 +225,24 @@ INVOCATION_PATHS = (
 )
 
 
+def recover_abandoned_work(ctx: Context) -> tuple[list[str], list[str]]:
+    """Runs whose process died marked ``killed``, and batch jobs whose process died marked
+    ``failed`` (what the primary server process does at start and every minute); their ids."""
+    return TrackingService(ctx).recover_abandoned(), BatchService(ctx).recover_abandoned()
+
+
 async def _recover_loop(ctx: Context) -> None:
-    while True:
-        await asyncio.sleep(RECOVERY_INTERVAL_S)
+    while True:  # at start (a batch job of a server that died), then every interval
         try:
-            killed = await run_in_threadpool(TrackingService(ctx).recover_abandoned)
+            killed, failed = await run_in_threadpool(recover_abandoned_work, ctx)
         except Exception:
             log.exception("abandoned-run recovery failed")
         else:
             if killed:
                 log.info("marked %d abandoned run(s) killed", len(killed))
+            if failed:
+                log.info("marked %d abandoned batch job(s) failed", len(failed))
+        await asyncio.sleep(RECOVERY_INTERVAL_S)
 
 
 def serve(
