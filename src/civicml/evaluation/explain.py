@@ -26,7 +26,7 @@ frequent when there are more). Tests check the curves equal
 
 from __future__ import annotations
 
-import warnings
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -222,13 +222,15 @@ class ModelExplainer:
 
     def _attributions(self, frame: pd.DataFrame) -> Attributions:
         x = self._matrix(frame)
-        with warnings.catch_warnings():
-            # "LightGBM binary classifier ... output has changed": informational, not ours.
-            warnings.filterwarnings("ignore", message=".*output has changed.*")
-            if self.kind == "kernel":
-                raw = self._explainer.shap_values(x, silent=True)
-            else:
-                raw = self._explainer.shap_values(x)
+        if self.kind == "kernel":
+            raw = self._explainer.shap_values(x, silent=True)
+        elif "from_call" in inspect.signature(self._explainer.shap_values).parameters:
+            # from_call: shap's own switch for "LightGBM binary classifier ... output has
+            # changed", an informational warning. Not warnings.catch_warnings: it changes the
+            # process's filters, and explanations run in threads (pipeline steps, endpoints).
+            raw = self._explainer.shap_values(x, from_call=True)
+        else:  # pragma: no cover - shap without the switch
+            raw = self._explainer.shap_values(x)
         values = np.asarray(raw, dtype=np.float64)
         if values.ndim == 2:
             values = values[:, :, None]
