@@ -1,7 +1,8 @@
 """Datasets: immutable, content-addressed versions of tabular data with schema and profile.
 
 ``DatasetService.ingest`` streams a CSV, Parquet or JSON Lines file (or a pandas DataFrame) into
-canonical Parquet in the artifact store, in bounded memory. Each version records its SHA-256, its
+Parquet in the artifact store, in bounded memory. Each version records its content hash (column
+names, types and values: its identity, :mod:`civicml.data.content`), the file's SHA-256, its
 columns with Arrow types, its row count, a per-column profile and how its columns changed since the
 previous version; identical content gives back the existing version instead of a copy.
 

@@ -49,7 +49,10 @@ dataset_versions = Table(
     Column("id", ID, primary_key=True),
     Column("dataset_id", ID, ForeignKey("datasets.id"), nullable=False),
     Column("version", Integer, nullable=False),
-    Column("digest", String(64), nullable=False),  # SHA-256 of the canonical Parquet file
+    Column("digest", String(64), nullable=False),  # SHA-256 of the stored Parquet file
+    # Migration 0025: SHA-256 of the logical content (civicml.data.content), the version's
+    # identity; None for versions recorded before, until an ingest back-fills it.
+    Column("content_hash", String(64), nullable=True),
     Column("size", BigInteger, nullable=False),
     Column("source_format", String(16), nullable=False),
     Column("source_name", String(1024), nullable=True),
@@ -71,8 +74,10 @@ dataset_versions = Table(
     Column("redaction", JSONDoc, nullable=True),
     Column("use_approvals", JSONDoc, nullable=True),
     UniqueConstraint("dataset_id", "version"),
-    UniqueConstraint("dataset_id", "digest"),  # identical content is one version, not a copy
+    UniqueConstraint("dataset_id", "digest"),  # identical bytes are one version, not a copy
     Index("ix_dataset_versions_digest", "digest"),
+    # Not unique: versions recorded before 0025 may hold the same rows in different bytes.
+    Index("ix_dataset_versions_dataset_id_content_hash", "dataset_id", "content_hash"),
 )
 
 dataset_expectations = Table(

@@ -1,12 +1,15 @@
-"""Readers that turn CSV, Parquet, JSON Lines and data frames into canonical Parquet, streaming.
+"""Readers that turn CSV, Parquet, JSON Lines and data frames into Parquet, streaming.
 
 Each reader yields Arrow record batches of bounded size; :func:`write_canonical` writes them to one
-Parquet file with fixed writer options, fixed-size row groups and no timestamps or pandas metadata,
-so the same rows with the same types always give the same bytes (and the same SHA-256) whatever the
-chunk size or the source format. Types are canonicalised on the way: ``large_string`` and
-``string_view`` become ``string``, dictionary (categorical) columns their value type. A file is
-read on one thread, profiled on the caller's and written on another (:mod:`._pipeline`), with
-the same batches in the same order, so the bytes are those of one stage after another.
+Parquet file with fixed-size row groups and no timestamps or pandas metadata, and hashes the
+rows' logical content on the way (:class:`~civicml.data.content.ContentHasher`): the content
+hash, not the file's bytes, is the version's identity, so the same rows with the same types are
+the same version whatever the chunk size, the source format or the writer's options. Types are
+canonicalised on the way: ``large_string`` and ``string_view`` become ``string``, dictionary
+(categorical) columns their value type. The writer chooses its encodings for speed: dictionary
+encoding only for text columns whose first row group repeats values (a category, a code), plain
+encoding for numbers, dates and unique text; zstd at level 1. A file is read on one thread,
+profiled on the caller's, hashed and written on another (:mod:`._pipeline`).
 
 CSV text is decoded and its delimiter found before parsing (:mod:`civicml.data.text`: UTF-8,
 UTF-8 or UTF-16 with a byte-order mark, Windows-1252 and other code pages; ``,`` ``;`` tab ``|``),
@@ -36,12 +39,14 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow.compute as pc  # type: ignore[import-untyped]
 import pyarrow.csv as pacsv  # type: ignore[import-untyped]
 import pyarrow.json as pajson  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
 from civicml.core.errors import InvalidInputError
 from civicml.data._pipeline import BackgroundWriter, Prefetch
+from civicml.data.content import ContentHasher
 from civicml.data.profile import Profiler
 from civicml.data.schemas import SourceFormat
 from civicml.data.text import (
@@ -70,17 +75,20 @@ __all__ = [
 
 #: Bytes read per chunk from a file (and rows per batch ~ this divided by the row width).
 DEFAULT_CHUNK_BYTES = 8 << 20
-#: Rows per Parquet row group. Part of the canonical form: changing it changes every digest.
+#: Rows per Parquet row group (the unit the profile's readers and the writer work in).
 ROW_GROUP_ROWS = 65_536
 _WRITER_OPTIONS: dict[str, Any] = {
     "version": "2.6",
     "compression": "zstd",
-    "compression_level": 3,
-    "use_dictionary": True,
+    "compression_level": 1,
     "write_statistics": True,
     "data_page_version": "1.0",
     "store_schema": True,
 }
+#: A text column is dictionary-encoded when its first row group has at most this share of
+#: distinct values (measured: dictionaries on floats, integers and unique text cost writer time
+#: and make the file larger; on repeated text they pay).
+_DICTIONARY_MAX_DISTINCT = 0.5
 _SUFFIXES = {
     ".csv": SourceFormat.CSV,
     ".parquet": SourceFormat.PARQUET,
@@ -97,7 +105,7 @@ Progress = Callable[[int], None]
 
 @dataclass(frozen=True, slots=True)
 class Converted:
-    """The result of writing a source as canonical Parquet."""
+    """The result of writing a source as Parquet: its schema, rows, profile and content hash."""
 
     path: Path
     schema: Any
@@ -105,6 +113,7 @@ class Converted:
     profiler: Profiler
     fingerprint: str | None
     read_options: dict[str, str] | None = None
+    content_hash: str = ""  # the rows' logical content (:mod:`civicml.data.content`)
 
 
 class Source:
@@ -294,7 +303,7 @@ def write_canonical(
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     progress: bool | None = None,
 ) -> Converted:
-    """Write ``source`` to ``dest`` as canonical Parquet, profiling it on the way.
+    """Write ``source`` to ``dest`` as Parquet, profiling and hashing its content on the way.
 
     Args:
         source: What to read.
@@ -351,14 +360,12 @@ def _write(
             schema, batches = _jsonl(source, reader, chunk_bytes)
         canonical = _canonical_schema(schema, source)
         profiler = Profiler(canonical)
+        hasher = ContentHasher(canonical)
         rows = 0
         with contextlib.ExitStack() as stages:
-            writer = stages.enter_context(pq.ParquetWriter(str(dest), canonical, **_WRITER_OPTIONS))
-            # Writing on a thread of its own, and reading a file on another: the bytes are
-            # those of the sequential ingest (same batches, same tables, same order).
-            sink = stages.enter_context(
-                BackgroundWriter(lambda table: writer.write_table(table, ROW_GROUP_ROWS))
-            )
+            # Writing (and hashing the content) on a thread of its own, reading on another.
+            writer = stages.enter_context(_ParquetSink(dest, canonical, hasher))
+            sink = stages.enter_context(BackgroundWriter(writer.write))
             if reader is not None:  # our own reader; a caller's stream stays on its thread
                 batches = stages.enter_context(Prefetch(batches, max(chunk_bytes, 1 << 20)))
             pending: list[Any] = []
@@ -388,12 +395,58 @@ def _write(
             )
         fingerprint = None if reader is None else reader.finish()
         read_options = None if options is None else options.record()
-        return Converted(dest, canonical, rows, profiler, fingerprint, read_options)
+        return Converted(
+            dest, canonical, rows, profiler, fingerprint, read_options, hasher.hexdigest()
+        )
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as err:
         raise _read_error(source, err) from err
     finally:
         if reader is not None:
             reader.close()
+
+
+class _ParquetSink:
+    """The Parquet writer of one ingest, opened at the first table (on the writer's thread), when
+    the encodings can be chosen from the data: dictionary encoding for the text columns whose
+    first row group repeats values, plain encoding for every other column. Each table's content
+    is hashed here too (the profile keeps the caller's thread busy enough); the tables come in
+    order and the hash does not depend on where they were cut."""
+
+    def __init__(self, dest: Path, schema: Any, hasher: ContentHasher) -> None:
+        self._dest = dest
+        self._schema = schema
+        self._hasher = hasher
+        self._writer: Any = None
+
+    def __enter__(self) -> _ParquetSink:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+    def write(self, table: Any) -> None:
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(
+                str(self._dest),
+                self._schema,
+                use_dictionary=_dictionary_columns(table),
+                **_WRITER_OPTIONS,
+            )
+        self._hasher.update(table)
+        self._writer.write_table(table, ROW_GROUP_ROWS)
+
+
+def _dictionary_columns(table: Any) -> list[str]:
+    """The text columns of ``table`` worth dictionary encoding (few distinct values)."""
+    chosen = []
+    for f, column in zip(table.schema, table.columns, strict=True):
+        if not (pa.types.is_string(f.type) or pa.types.is_binary(f.type)) or not len(column):
+            continue
+        distinct = pc.count_distinct(column, mode="all").as_py()
+        if distinct <= _DICTIONARY_MAX_DISTINCT * len(column):
+            chosen.append(f.name)
+    return chosen
 
 
 # Readers ------------------------------------------------------------------------------------

@@ -199,8 +199,15 @@ class DatasetVersion(_Schema):
     name: str = Field(description="Name of the dataset it belongs to.")
     version: int = Field(ge=1, description="Version number, from 1; never reused.")
     digest: str = Field(
-        description="SHA-256 of the stored canonical Parquet file; its identity: ingesting "
-        "content that gives the same digest returns this version."
+        description="SHA-256 of the stored Parquet file: where its bytes are stored and how "
+        "they are checked when read."
+    )
+    content_hash: str | None = Field(
+        default=None,
+        description="SHA-256 of its logical content (column names, types and values, whatever "
+        "the source format or Parquet encoding); its identity: ingesting the same content "
+        "returns this version. None for a version recorded before it existed (migration "
+        "0025) and not yet back-filled.",
     )
     size: int = Field(description="Size of the stored Parquet file in bytes.")
     source_format: SourceFormat = Field(description="What it was ingested from.")

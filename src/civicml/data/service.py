@@ -1,16 +1,24 @@
 """The dataset service: ingest immutable, content-addressed dataset versions and read them back.
 
-Ingesting streams the source into canonical Parquet in a temp file (bounded memory, profiled on
-the way), stores the file in the artifact store by SHA-256, then records the version in one unit
-of work: the version row, its artifact-index entry, its lineage node and the
-``dataset_version.created`` audit event commit together. The dataset's row is locked first
-(``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite writers are serialised by ``BEGIN IMMEDIATE``),
-so version numbers have no gaps or duplicates and identical content is never stored twice.
+Ingesting streams the source into Parquet in a temp file (bounded memory, profiled and hashed by
+its logical content on the way, :mod:`civicml.data.content`), stores the file in the artifact
+store by SHA-256, then records the version in one unit of work: the version row, its
+artifact-index entry, its lineage node and the ``dataset_version.created`` audit event commit
+together. The dataset's row is locked first (``SELECT ... FOR UPDATE`` on PostgreSQL; SQLite
+writers are serialised by ``BEGIN IMMEDIATE``), so version numbers have no gaps or duplicates and
+identical content is never recorded twice.
+
+A version's identity is its *content hash* (column names, types and values); the file's SHA-256
+(``digest``) is where its bytes are stored and how they are checked when read. Versions recorded
+before migration 0025 have no content hash: an ingest computes it, from their stored Parquet,
+for those of the same dataset that could hold the same rows (same row count and columns), and
+records it (a lazy back-fill; see :meth:`DatasetService._backfill`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
 from collections.abc import Callable, Iterator
@@ -21,11 +29,18 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped]
 from sqlalchemy import Connection, Row, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from civicml.core.errors import ConflictError, InvalidInputError, NotFoundError, closest
+from civicml.core.errors import (
+    CivicMLError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    closest,
+)
 from civicml.core.ids import new_id, validate_name
 from civicml.core.names import name_key
 from civicml.core.types import INT64_MAX
 from civicml.data._tables import dataset_versions, datasets
+from civicml.data.content import content_hash_of_parquet
 from civicml.data.ingest import DEFAULT_CHUNK_BYTES, Converted, open_source, write_canonical
 from civicml.data.schemas import (
     Classification,
@@ -49,6 +64,8 @@ from civicml.store.context import Context
 from civicml.store.db import UnitOfWork
 
 __all__ = ["DatasetService"]
+
+_log = logging.getLogger(__name__)
 
 _Row: TypeAlias = "Row[*tuple[Any, ...]]"
 _RETRIES = 3
@@ -92,9 +109,11 @@ class DatasetService:
     ) -> DatasetVersion:
         """Store ``source`` as a new version of dataset ``name`` (created when missing).
 
-        The rows are written as canonical Parquet; the version's identity is that file's SHA-256.
-        When the dataset already has a version with the same digest, that version is returned
-        and nothing is written.
+        The rows are written as Parquet; the version's identity is its content hash: the
+        column names, types and values, whatever the source format, chunk size or Parquet
+        encoding. When the dataset already has a version with the same content (the same
+        content hash, or the same file digest), that version is returned and no version is
+        recorded.
 
         Args:
             project: Project name (it must exist).
@@ -141,6 +160,7 @@ class DatasetService:
             canonical = self._keep(tmp)  # plaintext Parquet for the checks after recording
         profile = converted.profiler.result()
         columns = _columns(converted, profile)
+        self._backfill(proj, name, converted.rows, columns)
         for attempt in range(1, _RETRIES + 1):
             try:
                 with self._ctx.db.write() as uow:
@@ -149,6 +169,7 @@ class DatasetService:
                         proj,
                         name,
                         digest=stored.digest,
+                        content_hash=converted.content_hash,
                         size=stored.size,
                         source_format=src.format,
                         source_name=src.name,
@@ -321,6 +342,7 @@ class DatasetService:
         name: str,
         *,
         digest: str,
+        content_hash: str,
         size: int,
         source_format: SourceFormat,
         source_name: str | None,
@@ -337,10 +359,15 @@ class DatasetService:
         if ds is None:
             ds = self._insert_dataset(uow, proj, name)
         name = ds.name  # as created: names are found case-insensitively
-        same = conn.execute(
-            select(dataset_versions).where(
-                dataset_versions.c.dataset_id == ds.id, dataset_versions.c.digest == digest
+        same = conn.execute(  # the same content; the same bytes (a version not back-filled)
+            select(dataset_versions)
+            .where(
+                dataset_versions.c.dataset_id == ds.id,
+                (dataset_versions.c.content_hash == content_hash)
+                | (dataset_versions.c.digest == digest),
             )
+            .order_by(dataset_versions.c.version)
+            .limit(1)
         ).first()
         if same is not None:
             return _version(same, proj.name, ds.name)
@@ -362,6 +389,7 @@ class DatasetService:
             "dataset_id": ds.id,
             "version": number,
             "digest": digest,
+            "content_hash": content_hash,
             "size": size,
             "source_format": source_format.value,
             "source_name": source_name,
@@ -406,6 +434,7 @@ class DatasetService:
                 "name": name,
                 "version": number,
                 "digest": digest,
+                "content_hash": content_hash,
                 "size": size,
                 "source_format": source_format.value,
                 "source_name": source_name,
@@ -417,6 +446,50 @@ class DatasetService:
             },
         )
         return _version(values, proj.name, name)
+
+    def _backfill(self, proj: Project, name: str, rows: int, columns: list[ColumnSchema]) -> None:
+        """Record the content hash of this dataset's versions made before migration 0025 that
+        could hold the rows being ingested (the same row count and column names and types),
+        computed from their stored Parquet, so that the same content is recognised as the same
+        version. Each old version is read at most once: afterwards its hash is in its row.
+
+        Done lazily, here, because the migration cannot read the artifact store (it may be
+        encrypted with keys from a provider, or remote); and only for look-alike versions,
+        because computing a hash means reading the whole file. Runs before the write
+        transaction, so no lock is held while reading; a version whose bytes are gone (purged
+        by retention or erasure) or unreadable keeps no hash and is matched by digest only.
+        """
+        shape = [(c.name, c.type) for c in columns]
+        with self._ctx.db.read() as conn:
+            ds = _find_dataset(conn, proj.id, name)
+            if ds is None:
+                return
+            candidates = conn.execute(
+                select(dataset_versions.c.id, dataset_versions.c.digest, dataset_versions.c.schema)
+                .where(
+                    dataset_versions.c.dataset_id == ds.id,
+                    dataset_versions.c.content_hash.is_(None),
+                    dataset_versions.c.row_count == rows,
+                )
+                .order_by(dataset_versions.c.version)
+            ).all()
+        for row in candidates:
+            if [(c["name"], c["type"]) for c in row.schema] != shape:
+                continue
+            try:
+                with self._ctx.artifacts.open(row.digest) as handle:
+                    found = content_hash_of_parquet(handle)
+            except (CivicMLError, OSError, ValueError) as err:  # gone, damaged: digest only
+                _log.warning("dataset version %s: no content hash (%s)", row.id, err)
+                continue
+            with self._ctx.db.write() as uow:
+                uow.conn.execute(
+                    update(dataset_versions)
+                    .where(
+                        dataset_versions.c.id == row.id, dataset_versions.c.content_hash.is_(None)
+                    )
+                    .values(content_hash=found)
+                )
 
     def _insert_dataset(self, uow: UnitOfWork, proj: Project, name: str) -> _Row:
         dataset_id = new_id()
@@ -556,6 +629,7 @@ def _version(row: Any, project: str, name: str) -> DatasetVersion:
         name=name,
         version=values["version"],
         digest=values["digest"],
+        content_hash=values.get("content_hash"),
         size=values["size"],
         source_format=SourceFormat(values["source_format"]),
         source_name=values["source_name"],
