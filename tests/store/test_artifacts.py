@@ -37,6 +37,29 @@ def test_put_is_content_addressed_and_deduplicated(store: LocalArtifactStore) ->
     assert store.read_bytes("sha256:" + first.digest) == b"hello"
 
 
+@pytest.mark.parametrize("encrypted", [False, True])
+def test_a_buffer_with_its_known_digest_is_stored_as_the_bytes_are(
+    tmp_path: Path, encrypted: bool
+) -> None:
+    from civicml.store.crypto import LocalKeyProvider
+
+    keys = LocalKeyProvider(tmp_path / "keys") if encrypted else None
+    store = LocalArtifactStore(tmp_path / "artifacts", keys=keys)
+    data = os.urandom(3 * (1 << 20) + 17)  # several chunks and encryption segments
+    digest = hashlib.sha256(data).hexdigest()
+    stored = store.put_bytes(memoryview(data), sha256=digest)
+    assert stored.digest == digest and stored.size == len(data)
+    assert store.read_bytes(digest) == data
+    assert store.put_bytes(data) == stored  # the same object, hashed by the store
+    with pytest.raises(InvalidInputError):
+        store.put_bytes(data, sha256="not-a-digest")
+    # A wrong digest (a caller's bug) never yields other bytes: reads verify them.
+    other = b"other bytes"
+    wrong = store.put_bytes(other, sha256=hashlib.sha256(b"something else").hexdigest())
+    with pytest.raises(ArtifactIntegrityError):
+        store.read_bytes(wrong.digest)
+
+
 def test_large_stream_round_trip(store: LocalArtifactStore, tmp_path: Path) -> None:
     data = os.urandom(3 * (1 << 20) + 17)
     source = tmp_path / "big.bin"

@@ -7,6 +7,7 @@ import hashlib
 import io
 import os
 import stat
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
@@ -20,7 +21,7 @@ from civicml.core.errors import ConfigurationError, ConflictError, NotFoundError
 from civicml.core.settings import Settings
 from civicml.data import DatasetService
 from civicml.governance import ProjectService
-from civicml.store import Context, LocalArtifactStore
+from civicml.store import Context, LocalArtifactStore, crypto
 from civicml.store.artifacts import artifact_store_for
 from civicml.store.crypto import MAGIC, SEGMENT_BYTES, TAG_BYTES, LocalKeyProvider
 
@@ -256,6 +257,66 @@ def test_a_missing_key_file_is_a_clear_error(
     no_keys = LocalArtifactStore(store.root)
     with pytest.raises(ArtifactIntegrityError, match="no key provider is configured"):
         no_keys.open(digest)
+
+
+def test_a_key_being_created_is_never_seen_half_written(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Two pipeline steps storing the first objects of a new home at the same moment: one thread
+    # made the first key while the other listed the keys, found the key file still empty and
+    # failed its step ("is not a 256-bit key (its file holds 0 bytes)").
+    directory = tmp_path / "keys"
+    generating, release = threading.Event(), threading.Event()
+    real = crypto.AESGCM.generate_key
+
+    def slow_generate(bit_length: int) -> bytes:
+        if threading.current_thread().name == "first-key":
+            generating.set()
+            assert release.wait(30)
+        return real(bit_length)
+
+    monkeypatch.setattr(crypto.AESGCM, "generate_key", staticmethod(slow_generate))
+    first = LocalKeyProvider(directory)
+    made: list[str] = []
+    creator = threading.Thread(target=lambda: made.append(first.create_key()), name="first-key")
+    creator.start()
+    try:
+        assert generating.wait(30)
+        assert first.key_ids() == []  # nothing under a key's name until it is whole
+        other = LocalKeyProvider(directory)  # another process, in effect
+        other_store = LocalArtifactStore(tmp_path / "artifacts", keys=other)
+        digest = other_store.put_bytes(b"payload").digest
+    finally:
+        release.set()
+        creator.join(30)
+    assert other_store.read_bytes(digest) == b"payload"
+    assert len(made) == 1 and made[0] in first.key_ids()
+
+
+def test_threads_storing_their_first_objects_at_once_share_one_new_key(tmp_path: Path) -> None:
+    keys = LocalKeyProvider(tmp_path / "keys")
+    store = LocalArtifactStore(tmp_path / "artifacts", keys=keys)
+    barrier = threading.Barrier(8, timeout=30)
+    digests: list[str] = []
+    errors: list[BaseException] = []
+
+    def put(i: int) -> None:
+        try:
+            barrier.wait()
+            digests.append(store.put_bytes(f"object {i}".encode()).digest)
+        except BaseException as err:  # reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=put, args=(i,)) for i in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert errors == []
+    assert len(keys.key_ids()) == 1
+    assert sorted(store.read_bytes(d) for d in digests) == sorted(
+        f"object {i}".encode() for i in range(8)
+    )
 
 
 def test_rotation_rewraps_without_rewriting_the_data(

@@ -66,15 +66,16 @@ class StoredValue:
 @dataclass(frozen=True, slots=True)
 class Encoded:
     """A value a step returned, serialized: ``canonical`` bytes (hashed: ``sha256``) and, for
-    a DataFrame, its Arrow table (written compressed by :meth:`stored_bytes`)."""
+    a DataFrame, its Arrow table (written compressed by :meth:`stored_bytes`). A DataFrame's
+    bytes are a read-only view of the Arrow buffer they were written to, never copied."""
 
     kind: str
-    canonical: bytes
+    canonical: bytes | memoryview
     sha256: str
     table: Any = None  # a pyarrow.Table for kind "arrow"
     compress: bool = False
 
-    def stored_bytes(self) -> bytes:
+    def stored_bytes(self) -> bytes | memoryview:
         """What the artifact store keeps: the canonical bytes, or for a DataFrame to compress
         its Arrow IPC file zstd-compressed."""
         if self.kind != "arrow" or self.table is None or not self.compress:
@@ -97,7 +98,7 @@ def encode(value: Any, step: str, output: str, *, compress: bool = False) -> Enc
     return Encoded(kind, data, hashlib.sha256(data).hexdigest(), table, compress)
 
 
-def serialize(value: Any, step: str, output: str) -> tuple[str, bytes]:
+def serialize(value: Any, step: str, output: str) -> tuple[str, bytes | memoryview]:
     """``(kind, canonical bytes)`` for a value a step returned.
 
     Raises:
@@ -107,7 +108,7 @@ def serialize(value: Any, step: str, output: str) -> tuple[str, bytes]:
     return kind, data
 
 
-def _serialize(value: Any, step: str, output: str) -> tuple[str, bytes, Any]:
+def _serialize(value: Any, step: str, output: str) -> tuple[str, bytes | memoryview, Any]:
     for kind, (module_name, class_name) in _RECORDS.items():
         module = sys.modules.get(module_name)  # an instance's class is always imported
         if module is not None and isinstance(value, getattr(module, class_name)):
@@ -128,9 +129,10 @@ def _serialize(value: Any, step: str, output: str) -> tuple[str, bytes, Any]:
     )
 
 
-def _ipc_file(table: Any, *, compression: tuple[str, int] | None) -> bytes:
+def _ipc_file(table: Any, *, compression: tuple[str, int] | None) -> memoryview:
     """The table as an Arrow IPC file, uncompressed or compressed with ``(codec, level)`` (on
-    the calling thread only)."""
+    the calling thread only): a view of the buffer Arrow wrote it to (no copy of its tens of
+    megabytes; the view keeps the buffer alive)."""
     import pyarrow as pa
     from pyarrow import ipc
 
@@ -139,14 +141,13 @@ def _ipc_file(table: Any, *, compression: tuple[str, int] | None) -> bytes:
     sink = pa.BufferOutputStream()
     with ipc.new_file(sink, table.schema, options=options) as out:
         out.write_table(table)
-    data: bytes = sink.getvalue().to_pybytes()
-    return data
+    return memoryview(sink.getvalue())
 
 
-def deserialize(kind: str, data: bytes) -> Any:
+def deserialize(kind: str, data: bytes | memoryview) -> Any:
     """The value stored as ``(kind, data)``."""
     if kind == "json":
-        return json.loads(data)
+        return json.loads(bytes(data))
     if kind == "arrow":
         import pyarrow as pa
         from pyarrow import ipc
@@ -161,7 +162,7 @@ def deserialize(kind: str, data: bytes) -> Any:
 
         module_name, class_name = _RECORDS[kind]
         cls = getattr(importlib.import_module(module_name), class_name)
-        return cls.model_validate_json(data)
+        return cls.model_validate_json(bytes(data))
     raise InvalidInputError(f"Stored pipeline value kind {kind!r} is not known.")
 
 
@@ -173,10 +174,10 @@ def store_value(
 
 
 def persist(store: ArtifactStore, encoded: Encoded) -> StoredValue:
-    """Put an encoded value's stored bytes in the artifact store (durable when this returns;
-    the store hashes them as it writes them)."""
+    """Put an encoded value's stored bytes in the artifact store (durable when this returns).
+    Stored as they were hashed (not compressed), they are not hashed a second time."""
     data = encoded.stored_bytes()
-    stored = store.put_bytes(data)
+    stored = store.put_bytes(data, sha256=encoded.sha256 if data is encoded.canonical else None)
     return StoredValue(encoded.kind, stored.digest, encoded.sha256, stored.size)
 
 

@@ -23,7 +23,7 @@ import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, cast
 
 from civicml.core.errors import (
     ArtifactIntegrityError,
@@ -49,9 +49,11 @@ from civicml.store.faults import translate_storage_errors
 
 __all__ = [
     "ArtifactStore",
+    "BufferReader",
     "KeyAdministration",
     "KeyReport",
     "KeyUsage",
+    "KnownDigest",
     "LocalArtifactStore",
     "RotationResult",
     "Stored",
@@ -119,7 +121,7 @@ class ArtifactStore(Protocol):
     @property
     def scratch_dir(self) -> Path: ...
 
-    def put_bytes(self, data: bytes) -> Stored: ...
+    def put_bytes(self, data: bytes | memoryview, *, sha256: str | None = None) -> Stored: ...
 
     def put_stream(self, stream: BinaryIO) -> Stored: ...
 
@@ -280,8 +282,13 @@ class LocalArtifactStore(KeyAdministration):
         return self._objects / digest[:2] / digest[2:4] / digest
 
     # Writes ---------------------------------------------------------------------------------
-    def put_bytes(self, data: bytes) -> Stored:
-        return self.put_stream(io.BytesIO(data))
+    def put_bytes(self, data: bytes | memoryview, *, sha256: str | None = None) -> Stored:
+        """Store ``data`` (read in place, not copied). ``sha256``: its SHA-256, when the caller
+        has just computed it over exactly these bytes in this process — then they are not
+        hashed a second time (a wrong one makes the object unreadable: reads verify it)."""
+        return self._put(
+            cast(BinaryIO, BufferReader(data)), None if sha256 is None else check_digest(sha256)
+        )
 
     def put_file(self, path: Path) -> Stored:
         with open(path, "rb") as handle:
@@ -294,7 +301,10 @@ class LocalArtifactStore(KeyAdministration):
             InsufficientStorageError: The store's volume is full or read-only (507); nothing
                 was stored and the temp file is gone.
         """
-        hasher = hashlib.sha256()
+        return self._put(stream, None)
+
+    def _put(self, stream: BinaryIO, known: str | None) -> Stored:
+        hasher: Any = hashlib.sha256() if known is None else KnownDigest(known)
         size = 0
         with translate_storage_errors(), self._temp_file() as (tmp_path, handle):
             if self.encrypt and self.keys is not None:
@@ -308,7 +318,7 @@ class LocalArtifactStore(KeyAdministration):
                     size += len(chunk)
             handle.flush()
             os.fsync(handle.fileno())
-            digest = hasher.hexdigest()
+            digest: str = hasher.hexdigest()
             final = self._path(digest)
             if not final.exists():
                 final.parent.mkdir(parents=True, exist_ok=True)
@@ -570,6 +580,38 @@ def _plain_digest(path: Path) -> str:
         while chunk := handle.read(_CHUNK):
             hasher.update(chunk)
     return hasher.hexdigest()
+
+
+class KnownDigest:
+    """Stands in for a hasher when the caller gave the digest of the bytes being stored."""
+
+    def __init__(self, digest: str) -> None:
+        self._digest = digest
+
+    def update(self, _data: bytes | memoryview) -> None:
+        return None
+
+    def hexdigest(self) -> str:
+        return self._digest
+
+
+class BufferReader(io.RawIOBase):
+    """A read-only stream over bytes in memory whose reads are views of them, not copies (what
+    :meth:`put_bytes` writes from: a DataFrame's Arrow IPC file is tens of megabytes)."""
+
+    def __init__(self, data: bytes | memoryview) -> None:
+        super().__init__()
+        self._view = memoryview(data).cast("B")
+        self._pos = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> memoryview:
+        start = self._pos
+        end = len(self._view) if size is None or size < 0 else min(start + size, len(self._view))
+        self._pos = end
+        return self._view[start:end]
 
 
 def _fsync_dir(path: Path) -> None:

@@ -26,6 +26,7 @@ import json
 import os
 import re
 import struct
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -105,6 +106,9 @@ class LocalKeyProvider:
     def __init__(self, directory: Path) -> None:
         self.directory = directory
         self._cache: dict[str, AESGCM] = {}
+        # The first key is made once per process even when threads store their first objects
+        # at the same moment (parallel pipeline steps).
+        self._first = threading.Lock()
 
     # Keys -----------------------------------------------------------------------------------
     def key_ids(self) -> list[str]:
@@ -114,33 +118,51 @@ class LocalKeyProvider:
         return sorted(k for k in found if _KEY_ID.match(k))
 
     def current_key_id(self) -> str:
-        pointer = self.directory / "kek-current"
-        with contextlib.suppress(FileNotFoundError):
-            key_id = pointer.read_text().strip()
-            if (self.directory / f"kek-{key_id}.key").is_file():
+        key_id = self._pointed()
+        if key_id is not None:
+            return key_id
+        with self._first:
+            key_id = self._pointed()  # another thread made the first key meanwhile
+            if key_id is not None:
                 return key_id
-            raise ConfigurationError(
-                f"The current key-encryption key {key_id!r} is missing from the key directory.",
-                hint=_KEY_HINT,
-            )
-        existing = self.key_ids()
-        if existing:
-            self._set_current(existing[-1])
-            return existing[-1]
-        return self.create_key()
+            existing = self.key_ids()
+            if existing:
+                self._set_current(existing[-1])
+                return existing[-1]
+            return self.create_key()
+
+    def _pointed(self) -> str | None:
+        """The key ``kek-current`` names (None: no pointer yet)."""
+        try:
+            key_id = (self.directory / "kek-current").read_text().strip()
+        except FileNotFoundError:
+            return None
+        if (self.directory / f"kek-{key_id}.key").is_file():
+            return key_id
+        raise ConfigurationError(
+            f"The current key-encryption key {key_id!r} is missing from the key directory.",
+            hint=_KEY_HINT,
+        )
 
     def create_key(self) -> str:
+        """Generate a key and make it current. The key file appears under its name only once
+        it holds the whole key, durably (written to a temp file, fsynced, hard-linked into
+        place): a thread or process that lists the keys meanwhile never finds an empty one."""
         self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
         key_id = f"{stamp}-{os.urandom(3).hex()}"
-        fd = os.open(
-            self.directory / f"kek-{key_id}.key", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600
-        )
+        tmp = self.directory / f".kek-{key_id}.{os.getpid()}.part"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
-            os.write(fd, AESGCM.generate_key(bit_length=256))
-            os.fsync(fd)
+            try:
+                os.write(fd, AESGCM.generate_key(bit_length=256))
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.link(tmp, self.directory / f"kek-{key_id}.key")  # never replaces a key
         finally:
-            os.close(fd)
+            tmp.unlink(missing_ok=True)
+        _fsync_directory(self.directory)
         self._set_current(key_id)
         return key_id
 
@@ -206,6 +228,14 @@ class LocalKeyProvider:
             ) from err
 
 
+def _fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 # Objects --------------------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class BlobHeader:
@@ -260,7 +290,7 @@ def _nonce(prefix: bytes, index: int, last: bool) -> bytes:
     return prefix + struct.pack(">IB", index, 1 if last else 0)
 
 
-def _chunks(stream: BinaryIO, n: int) -> Iterator[bytes]:
+def _chunks(stream: BinaryIO, n: int) -> Iterator[bytes | memoryview]:
     """``stream``'s bytes in chunks of exactly ``n`` (the last one shorter, possibly empty),
     whatever sizes its ``read`` returns (short reads, or more than asked)."""
     pending = b""
@@ -270,12 +300,14 @@ def _chunks(stream: BinaryIO, n: int) -> Iterator[bytes]:
             if not more:
                 yield pending
                 return
-            pending = more if not pending else pending + more
+            pending = more if not pending else bytes(pending) + bytes(more)
         yield pending[:n]
         pending = pending[n:]
 
 
-def encrypt_stream(source: BinaryIO, sink: BinaryIO, provider: KeyProvider) -> Iterator[bytes]:
+def encrypt_stream(
+    source: BinaryIO, sink: BinaryIO, provider: KeyProvider
+) -> Iterator[bytes | memoryview]:
     """Encrypt ``source`` into ``sink`` under a fresh data key; yields each plaintext segment
     (for the caller to hash) after it was written. Memory stays at two segments."""
     data_key = AESGCM.generate_key(bit_length=256)

@@ -34,7 +34,7 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from civicml.core.errors import (
     ArtifactIntegrityError,
@@ -47,7 +47,9 @@ from civicml.core.errors import (
 from civicml.core.process import process_alive
 from civicml.store.artifacts import (
     _DIGEST,
+    BufferReader,
     KeyAdministration,
+    KnownDigest,
     Stored,
     _corrupted,
     check_digest,
@@ -256,8 +258,12 @@ class S3ArtifactStore(KeyAdministration):
             ) from err
 
     # Writes ---------------------------------------------------------------------------------
-    def put_bytes(self, data: bytes) -> Stored:
-        return self.put_stream(io.BytesIO(data))
+    def put_bytes(self, data: bytes | memoryview, *, sha256: str | None = None) -> Stored:
+        """Store ``data`` (read in place); ``sha256`` as in
+        :meth:`civicml.store.artifacts.LocalArtifactStore.put_bytes`."""
+        return self._put(
+            cast(BinaryIO, BufferReader(data)), None if sha256 is None else check_digest(sha256)
+        )
 
     def put_file(self, path: Path) -> Stored:
         with open(path, "rb") as handle:
@@ -270,7 +276,10 @@ class S3ArtifactStore(KeyAdministration):
             InsufficientStorageError: The local scratch volume is full (507).
             ServiceUnavailableError: The object store is unreachable (503); nothing was stored.
         """
-        hasher = hashlib.sha256()
+        return self._put(stream, None)
+
+    def _put(self, stream: BinaryIO, known: str | None) -> Stored:
+        hasher: Any = hashlib.sha256() if known is None else KnownDigest(known)
         size = 0
         with translate_storage_errors(), self._temp_file() as (tmp_path, handle):
             if self.encrypt and self.keys is not None:
@@ -283,7 +292,7 @@ class S3ArtifactStore(KeyAdministration):
                     handle.write(chunk)
                     size += len(chunk)
             handle.flush()
-            digest = hasher.hexdigest()
+            digest: str = hasher.hexdigest()
             if not self.exists(digest):
                 self._upload_new(self._key(digest), tmp_path)
         return Stored(digest=digest, size=size)
