@@ -39,6 +39,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd  # type: ignore[import-untyped]
 
+from civicml.monitoring._columns import ValueCounts, histogram_counts, value_counts
 from civicml.monitoring._parallel import column_pool
 from civicml.monitoring.schemas import (
     BaselineConstraints,
@@ -67,6 +68,8 @@ __all__ = [
 DEFAULT_C_ALPHA = 1.8  # Deequ Distance.scala: c(alpha) for alpha ≈ 0.003
 _QUANTILE_RANKS = np.linspace(0.0, 1.0, 1001)
 _MAX_BUCKETS = 1000
+_BUCKETS = 10  # equal-width buckets of a numeric feature
+_CHUNK = 1 << 16  # values per block where a whole-column temporary is not needed
 _DOMAIN_MAX_DISTINCT = 50
 _DOMAIN_MAX_RATIO = 0.1
 
@@ -144,27 +147,43 @@ def _number(value: object) -> float | None:
     return None
 
 
-def _classify(series: pd.Series) -> tuple[np.ndarray, dict[str, int], pd.Series | None]:
-    """Numeric values of the present entries, the count of each value type, and for
-    non-numeric columns the count of each distinct value (as text)."""
+def _classify(
+    series: pd.Series,
+    num_missing: int,
+    finite_sorted: np.ndarray | None = None,
+    counted: ValueCounts | None = None,
+) -> tuple[np.ndarray, int, dict[str, int], pd.Series | None]:
+    """The finite numeric values of the present entries in ascending order, how many entries
+    are numbers (infinities included), the count of each value type, and for non-numeric
+    columns the count of each distinct value (as text).
+
+    ``finite_sorted`` (numeric columns) and ``counted`` (:func:`counted_by_value` columns) are
+    what the drift tests already computed; no row-sized copy is made again then."""
     dtype = series.dtype
     if pd.api.types.is_bool_dtype(dtype) or pd.api.types.is_datetime64_any_dtype(dtype):
         present = series[series.notna()]
-        return np.empty(0), {"String": len(present)}, _text_counts(present)
+        return np.empty(0), 0, {"String": len(present)}, _text_counts(present)
     if pd.api.types.is_integer_dtype(dtype):
-        present = series[series.notna()]
-        return present.to_numpy(dtype=np.float64), {"Integral": len(present)}, None
+        if finite_sorted is None:
+            finite_sorted = np.sort(series[series.notna()].to_numpy(dtype=np.float64))
+        present = len(series) - num_missing
+        return finite_sorted, present, {"Integral": present}, None
     if pd.api.types.is_float_dtype(dtype):
         values = series.to_numpy(dtype=np.float64, na_value=np.nan)
-        values = values[~np.isnan(values)]
-        integral = int(np.count_nonzero(np.isfinite(values) & (np.mod(values, 1) == 0)))
-        return values, {"Integral": integral, "Fractional": len(values) - integral}, None
+        present = values.size - int(np.count_nonzero(np.isnan(values)))
+        if finite_sorted is None:
+            finite_sorted = np.sort(values[np.isfinite(values)])
+        del values
+        integral = _integral_count(finite_sorted)
+        return (
+            finite_sorted,
+            present,
+            {"Integral": integral, "Fractional": present - integral},
+            None,
+        )
     # object, string, category: classify each distinct value once, weight by its count
-    # (factorized as they are — Arrow strings stay Arrow — missing values coded -1)
-    codes, uniques = pd.factorize(series, use_na_sentinel=True)
-    codes = codes[codes >= 0]
-    uniques = list(uniques)
-    per_value = np.bincount(codes, minlength=len(uniques))
+    # (counted as they are — Arrow strings stay Arrow — without a code per row)
+    uniques, per_value = counted if counted is not None else value_counts(series)
     numbers = np.array([_number(u) for u in uniques], dtype=object)
     is_num = np.array([x is not None for x in numbers], dtype=bool)
     as_float = np.array([x if x is not None else np.nan for x in numbers], dtype=np.float64)
@@ -174,9 +193,25 @@ def _classify(series: pd.Series) -> tuple[np.ndarray, dict[str, int], pd.Series 
         "Fractional": int(per_value[is_num & ~integral_u].sum()),
         "String": int(per_value[~is_num].sum()),
     }
-    values = as_float[codes][is_num[codes]]
+    finite_u = is_num & np.isfinite(as_float)
+    finite = np.sort(np.repeat(as_float[finite_u], per_value[finite_u]))
     text = pd.Series(per_value, index=[str(u) for u in uniques]).groupby(level=0).sum()
-    return values, counts, text.sort_values(ascending=False, kind="stable")
+    return (
+        finite,
+        int(per_value[is_num].sum()),
+        counts,
+        text.sort_values(ascending=False, kind="stable"),
+    )
+
+
+def _integral_count(finite: np.ndarray) -> int:
+    """How many of the (finite) values are whole numbers (``x % 1 == 0``, i.e. ``floor(x) ==
+    x``: the same test, several times faster), a block at a time."""
+    count = 0
+    for start in range(0, finite.size, _CHUNK):
+        block = finite[start : start + _CHUNK]
+        count += int(np.count_nonzero(np.floor(block) == block))
+    return count
 
 
 def _text_counts(present: pd.Series) -> pd.Series:
@@ -191,14 +226,12 @@ def _inferred(counts: dict[str, int]) -> InferredType:
     return "Fractional" if counts.get("Fractional", 0) else "Integral"
 
 
-def _numerical(
-    values: np.ndarray, num_missing: int, finite_sorted: np.ndarray | None = None
-) -> NumericalStatistics:
-    finite = np.sort(values[np.isfinite(values)]) if finite_sorted is None else finite_sorted
+def _numerical(finite: np.ndarray, num_present: int, num_missing: int) -> NumericalStatistics:
     lo, hi = (float(finite[0]), float(finite[-1])) if finite.size else (0.0, 0.0)
-    counts, edges = np.histogram(finite, bins=10, range=(lo, hi if hi > lo else lo + 1.0))
+    edges = _bucket_edges(lo, hi if hi > lo else lo + 1.0)
+    counts = histogram_counts(finite, edges)
     return NumericalStatistics(
-        common=CommonStatistics(num_present=int(values.size), num_missing=num_missing),
+        common=CommonStatistics(num_present=num_present, num_missing=num_missing),
         mean=float(finite.mean()) if finite.size else 0.0,
         sum=float(finite.sum()),
         std_dev=float(finite.std()) if finite.size else 0.0,
@@ -210,6 +243,13 @@ def _numerical(
         ],
         quantiles=_sorted_quantiles(finite, _QUANTILE_RANKS).tolist() if finite.size else [],
     )
+
+
+def _bucket_edges(first: float, last: float) -> np.ndarray:
+    """``np.histogram(values, bins=10, range=(first, last))``'s edges (numpy's arithmetic)."""
+    if first == last:  # numpy widens an empty range
+        first, last = first - 0.5, last + 0.5
+    return np.linspace(first, last, _BUCKETS + 1, endpoint=True, dtype=np.float64)
 
 
 def _sorted_quantiles(ascending: np.ndarray, ranks: np.ndarray) -> np.ndarray:
@@ -272,12 +312,16 @@ def compute_statistics(
 
 
 def column_statistics(
-    name: str, col: pd.Series, finite_sorted: np.ndarray | None = None
+    name: str,
+    col: pd.Series,
+    finite_sorted: np.ndarray | None = None,
+    counted: ValueCounts | None = None,
 ) -> FeatureStatistics:
     """One column's entry of :func:`compute_statistics` (``finite_sorted``: its finite values
-    in ascending order, when the caller has them)."""
+    in ascending order, ``counted``: :func:`~civicml.monitoring._columns.value_counts` of a
+    string, object or category column, when the caller has them)."""
     num_missing = int(col.isna().sum())
-    numeric, counts, text = _classify(col)
+    finite, num_present, counts, text = _classify(col, num_missing, finite_sorted, counted)
     inferred = _inferred(counts)
     numeric_dtype = pd.api.types.is_numeric_dtype(col.dtype) and not (
         pd.api.types.is_bool_dtype(col.dtype)
@@ -287,7 +331,7 @@ def column_statistics(
         inferred_type=inferred,
         type_counts={k: v for k, v in counts.items() if v},
         numerical_statistics=(
-            _numerical(numeric, num_missing, finite_sorted) if numeric.size else None
+            _numerical(finite, num_present, num_missing) if num_present else None
         ),
         string_statistics=(
             _strings(text if text is not None else _text_counts(col[col.notna()]), num_missing)

@@ -41,9 +41,7 @@ ignores ``n_bins`` and uses the Sturges/per-value binning above, which is what w
 
 from __future__ import annotations
 
-import contextlib
 import math
-import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
@@ -55,7 +53,13 @@ from scipy import stats  # type: ignore[import-untyped]
 from scipy.spatial import distance  # type: ignore[import-untyped]
 
 from civicml.core.errors import CivicMLError
-from civicml.monitoring._parallel import SortedMemo, column_pool
+from civicml.monitoring._columns import (
+    ValueCounts,
+    counted_by_value,
+    histogram_counts,
+    value_counts,
+)
+from civicml.monitoring._parallel import column_pool
 from civicml.monitoring.schemas import (
     CategoryShare,
     ColumnDrift,
@@ -82,7 +86,9 @@ __all__ = [
 
 FloatArray = NDArray[np.float64]
 _BLOCK = 1 << 18  # merged values per block of the Wasserstein sum
-_MERGE_GATE = threading.Lock()  # see _column_drift
+#: The columns' threads together hold at most about this share of the frames' own size (there
+#: are at least two threads where there are two cores): issue 11 allows the frames + 20 %.
+_THREADS_MEMORY_SHARE = 0.15
 IntArray = NDArray[np.int64]
 _T = TypeVar("_T")
 
@@ -131,30 +137,80 @@ class _Discrete:
 
 @dataclass(frozen=True, slots=True)
 class _Merge:
-    """Reference and current values merged in order, without a second sort."""
+    """What the tests need of reference and current merged in ascending order, taken a block of
+    :data:`_BLOCK` merged values at a time: a few MiB alive, never all the merged values."""
 
     size: int  # reference and current values
-    ref_cum: NDArray[np.signedinteger[Any]]  # reference values among the first k + 1 merged values
-    deltas: FloatArray  # np.diff of all values in ascending order (the merged values: not kept)
+    n_unique: int  # distinct values among them
+    distance: float | None  # Σ |F_ref - F_cur|·Δ (Wasserstein, not normed); None: not asked
 
     @classmethod
-    def of(cls, rs: FloatArray, cs: FloatArray) -> _Merge:
+    def of(cls, rs: FloatArray, cs: FloatArray, distance: bool = True) -> _Merge:
         n, m = rs.size, cs.size
-        values = np.empty(n + m)
-        is_ref = np.zeros(n + m, dtype=np.int8)
-        pos = np.searchsorted(cs, rs, side="right")
-        pos += np.arange(n)
-        values[pos] = rs
-        is_ref[pos] = 1
-        pos = np.searchsorted(rs, cs, side="left")
-        pos += np.arange(m)
-        values[pos] = cs
-        del pos
-        # int32 counts while they fit: half the memory of int64, the same numbers
-        counts = np.int32 if n < np.iinfo(np.int32).max else np.int64
-        ref_cum: NDArray[np.signedinteger[Any]] = np.asarray(np.cumsum(is_ref, dtype=counts))
-        del is_ref
-        return cls(n + m, ref_cum, np.diff(values))
+        size = n + m
+        n_unique = 1 if size else 0
+        total = 0.0
+        a0 = 0  # reference values among the merged values before the block
+        for start in range(0, size - 1, _BLOCK):
+            stop = min(start + _BLOCK, size - 1)
+            # merged values start..stop (one more than the block: its last gap)
+            a1 = _reference_before(rs, cs, stop + 1)
+            values, is_ref = _merged(rs[a0:a1], cs[start - a0 : stop + 1 - a1])
+            deltas = np.diff(values)
+            del values
+            n_unique += int(np.count_nonzero(deltas))
+            # reference values among the first i + 1 merged values, i = start..stop - 1 (whole
+            # numbers: exact in float64, and converted once instead of in every operation)
+            k = np.cumsum(is_ref[:-1], dtype=np.float64)
+            del is_ref
+            k += a0
+            a0 = int(k[-1])
+            if n and m and distance:
+                # Σ |F_ref - F_cur| · Δ: F_ref = k / n and F_cur = (i + 1 - k) / m
+                gap = k / n
+                cur = np.arange(start + 1, stop + 1, dtype=np.float64)
+                cur -= k
+                cur /= m
+                gap -= cur
+                np.abs(gap, out=gap)
+                total += float(np.dot(gap, deltas))
+        return cls(size, n_unique, total if distance and n and m else None)
+
+
+def _reference_before(rs: FloatArray, cs: FloatArray, p: int) -> int:
+    """How many reference values are among the first ``p`` merged values (ties: current
+    first), by bisection on ``j + #(current ≤ rs[j]) < p``."""
+    lo, hi = max(0, p - cs.size), min(p, rs.size)
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if mid + int(np.searchsorted(cs, rs[mid], side="right")) < p:
+            lo = mid + 1
+        else:
+            hi = mid
+    return lo
+
+
+def _merged(r: FloatArray, c: FloatArray) -> tuple[FloatArray, NDArray[np.int8]]:
+    """Two sorted arrays merged (current before reference on ties) and which came from ``r``:
+    a stable sort of ``c`` then ``r`` (two runs, merged by timsort in one pass)."""
+    both = np.concatenate([c, r])
+    order = np.argsort(both, kind="stable")
+    values = both[order]
+    del both
+    is_ref = (order >= c.size).view(np.int8)
+    return values, is_ref
+
+
+@dataclass(slots=True)
+class _Reuse:
+    """What a column's baseline statistics take over from its drift tests, per side: the
+    finite values sorted (numeric columns) or the count of each value (strings, objects,
+    categories)."""
+
+    ref_sorted: FloatArray | None = None
+    cur_sorted: FloatArray | None = None
+    ref_counts: ValueCounts | None = None
+    cur_counts: ValueCounts | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,14 +253,19 @@ def infer_kind(series: pd.Series) -> ColumnKind:
     return "categorical"
 
 
-def _as_float(series: pd.Series) -> FloatArray:
-    if pd.api.types.is_datetime64_any_dtype(series.dtype):
+def _as_float(series: pd.Series) -> tuple[FloatArray, bool]:
+    """The column as float64 (missing: NaN), and whether that array is a new one (True) or
+    may be the frame's own memory (False)."""
+    dtype = series.dtype
+    if pd.api.types.is_datetime64_any_dtype(dtype):
         ns: FloatArray = np.asarray(
             series.to_numpy(dtype="datetime64[ns]").astype(np.int64), dtype=np.float64
         )
         ns[np.asarray(series.isna(), dtype=bool)] = np.nan
-        return ns / 1e9
-    return np.asarray(series.to_numpy(dtype=np.float64, na_value=np.nan), dtype=np.float64)
+        return ns / 1e9, True
+    values = np.asarray(series.to_numpy(dtype=np.float64, na_value=np.nan), dtype=np.float64)
+    # a NumPy integer, bool or float32 column must be converted: the array is new
+    return values, isinstance(dtype, np.dtype) and dtype != np.float64
 
 
 def _cast_like(reference: pd.Series, current: pd.Series) -> tuple[pd.Series, int]:
@@ -270,24 +331,9 @@ def wasserstein_normed(ref_sorted: FloatArray, cur_sorted: FloatArray) -> float:
 
 
 def _wasserstein(merge: _Merge, ref_sorted: FloatArray) -> float:
-    n = ref_sorted.size
-    m = merge.size - n
-    norm = max(float(np.std(ref_sorted)), 0.001)
-    # Σ |F_ref - F_cur| · Δ between merged values, in blocks: F_ref = k / n and
-    # F_cur = (i - k) / m (i - k exact in float64), a few MiB alive instead of five arrays of
-    # all the values
-    total = 0.0
-    for start in range(0, n + m - 1, _BLOCK):
-        stop = min(start + _BLOCK, n + m - 1)
-        k = merge.ref_cum[start:stop]
-        gap = k / n
-        cur = np.arange(start + 1, stop + 1, dtype=np.float64)
-        cur -= k
-        cur /= m
-        gap -= cur
-        np.abs(gap, out=gap)
-        total += float(np.dot(gap, merge.deltas[start:stop]))
-    return total / norm
+    if merge.distance is None:  # pragma: no cover - _prepare asks for it when it may be needed
+        raise AssertionError("the Wasserstein sum was not computed")
+    return merge.distance / max(float(np.std(ref_sorted)), 0.001)
 
 
 def jensenshannon_distance(ref_share: FloatArray, cur_share: FloatArray) -> float:
@@ -317,13 +363,6 @@ def psi(ref_share: FloatArray, cur_share: FloatArray) -> float:
     return float(np.sum((r - c) * np.log(r / c)))
 
 
-def _histogram_counts(sorted_values: FloatArray, edges: FloatArray) -> IntArray:
-    """``np.histogram(values, edges)[0]`` on sorted values: bins ``[a, b)``, last ``[a, b]``."""
-    idx = np.searchsorted(sorted_values, edges, side="left")
-    idx[-1] = np.searchsorted(sorted_values, edges[-1], side="right")
-    return np.diff(idx).astype(np.int64)
-
-
 def _binned_shares(prep: _Prepared) -> tuple[FloatArray, FloatArray]:
     """Evidently's ``get_binned_data`` (without zero filling)."""
     if (
@@ -332,12 +371,24 @@ def _binned_shares(prep: _Prepared) -> tuple[FloatArray, FloatArray]:
         and (prep.ref_n_unique > _PSI_BIN_LIMIT or prep.discrete is None)
     ):
         rs, cs = prep.ref_sorted, prep.cur_sorted
-        edges = np.histogram_bin_edges(np.concatenate([rs, cs]), bins="sturges")
-        return _histogram_counts(rs, edges) / rs.size, _histogram_counts(cs, edges) / cs.size
+        edges = _sturges_edges(rs, cs)
+        return histogram_counts(rs, edges) / rs.size, histogram_counts(cs, edges) / cs.size
     if prep.discrete is None:  # pragma: no cover - numeric always has sorted arrays
         raise AssertionError
     d = prep.discrete
     return d.ref / max(d.ref.sum(), 1), d.cur / max(d.cur.sum(), 1)
+
+
+def _sturges_edges(rs: FloatArray, cs: FloatArray) -> FloatArray:
+    """``np.histogram_bin_edges(np.concatenate([rs, cs]), bins="sturges")`` of two sorted,
+    finite, non-empty arrays, without their concatenation: numpy's own arithmetic
+    (``_get_outer_edges``, ``_hist_bin_sturges``, ``_get_bin_edges``) on their ends and sizes."""
+    lo, hi = min(rs[0], cs[0]), max(rs[-1], cs[-1])
+    first, last = (lo - 0.5, hi + 0.5) if lo == hi else (lo, hi)
+    width = np.subtract(hi, lo) / (np.log2(rs.size + cs.size) + 1.0)
+    bins = int(np.ceil(np.subtract(last, first) / width)) if width else 1
+    edges: FloatArray = np.linspace(first, last, bins + 1, endpoint=True, dtype=np.float64)
+    return edges
 
 
 def _chisquare(d: _Discrete) -> tuple[float, float]:
@@ -365,8 +416,18 @@ def _z_test(d: _Discrete) -> tuple[float, float]:
 # --------------------------------------------------------------------------------------
 
 
+def _distinct_sorted(values: FloatArray) -> FloatArray:
+    """The distinct values of a sorted array (``np.unique`` without its sort)."""
+    if values.size == 0:
+        return values
+    keep = np.empty(values.size, dtype=bool)
+    keep[0] = True
+    np.not_equal(values[1:], values[:-1], out=keep[1:])
+    return values[keep]
+
+
 def _discrete_from_sorted(rs: FloatArray, cs: FloatArray) -> _Discrete:
-    keys = np.union1d(rs, cs)
+    keys = np.union1d(_distinct_sorted(rs), _distinct_sorted(cs))
     ref = np.diff(np.searchsorted(rs, keys, side="left"), append=rs.size)
     cur = np.diff(np.searchsorted(cs, keys, side="left"), append=cs.size)
     return _Discrete([_fmt(k) for k in keys], ref.astype(np.int64), cur.astype(np.int64))
@@ -376,38 +437,38 @@ def _prepare(
     ref: pd.Series,
     cur: pd.Series,
     kind: ColumnKind,
-    memo: SortedMemo | None = None,
-    held: contextlib.ExitStack | None = None,
+    memo: _Reuse | None = None,
+    stattest: StatTestName | None = None,
 ) -> _Prepared:
     cast, violations = _cast_like(ref, cur)
     if kind == "numeric":
-        r, c = _as_float(ref), _as_float(cast)
-        rs, cs = r[np.isfinite(r)], c[np.isfinite(c)]  # copies: sorted in place
-        del r, c
-        rs.sort()
-        cs.sort()
+        rs, cs = _finite_sorted(ref), _finite_sorted(cast)
         if memo is not None and _plain_number(ref):  # the baseline statistics reuse the sort
-            memo[("reference", str(ref.name))] = rs
+            memo.ref_sorted = rs
             if cast is cur:
-                memo[("current", str(cur.name))] = cs
-        if held is not None:  # one merge at a time: its arrays are the column's largest
-            held.enter_context(_MERGE_GATE)
-        merge = _Merge.of(rs, cs)
-        n_unique = int(np.count_nonzero(merge.deltas)) + 1 if merge.size else 0
-        ref_unique = int(np.count_nonzero(np.diff(rs))) + 1 if rs.size else 0
+                memo.cur_sorted = cs
+        # the Wasserstein sum only where the test may be Wasserstein (choose_stattest)
+        distance = stattest == "wasserstein" or (stattest is None and rs.size > _SMALL_REFERENCE)
+        merge = _Merge.of(rs, cs, distance)
+        ref_unique = int(np.count_nonzero(rs[1:] != rs[:-1])) + 1 if rs.size else 0
         discrete = _discrete_from_sorted(rs, cs) if ref_unique <= _PSI_BIN_LIMIT else None
-        return _Prepared(kind, rs, cs, discrete, merge, n_unique, ref_unique, violations)
-    # Each side factorized on its own (no concatenated copy of the two columns), the current
+        return _Prepared(kind, rs, cs, discrete, merge, merge.n_unique, ref_unique, violations)
+    # Each side counted on its own (no concatenated copy of the two columns), the current
     # side's values numbered after the reference's: the order factorizing both together gives
-    ref_codes, ref_values = _codes(ref)
-    cur_codes, cur_values = _codes(cast)
+    ref_values, ref_found = value_counts(ref)
+    cur_values, cur_found = value_counts(cast)
+    if memo is not None:  # the baseline statistics reuse the counts
+        if counted_by_value(ref):
+            memo.ref_counts = ref_values, ref_found
+        if cast is cur and counted_by_value(cur):
+            memo.cur_counts = cur_values, cur_found
     position: dict[Any, int] = {}
-    for value in ref_values:
-        position.setdefault(value, len(position))
+    ref_map = np.array([position.setdefault(v, len(position)) for v in ref_values], dtype=np.intp)
     cur_map = np.array([position.setdefault(v, len(position)) for v in cur_values], dtype=np.intp)
-    k = len(position)
-    ref_counts = np.bincount(ref_codes[ref_codes >= 0], minlength=k).astype(np.int64)
-    cur_counts = np.bincount(cur_map[cur_codes[cur_codes >= 0]], minlength=k).astype(np.int64)
+    ref_counts = np.zeros(len(position), dtype=np.int64)
+    cur_counts = np.zeros(len(position), dtype=np.int64)
+    np.add.at(ref_counts, ref_map, ref_found)
+    np.add.at(cur_counts, cur_map, cur_found)
     seen = (ref_counts + cur_counts) > 0  # infinities were numbered, but counted on no side
     labels = [_fmt(u) for u, keep in zip(position, seen, strict=True) if keep]
     ref_counts, cur_counts = ref_counts[seen], cur_counts[seen]
@@ -417,13 +478,18 @@ def _prepare(
     return _Prepared(kind, None, None, discrete, None, k, ref_unique, violations)
 
 
-def _codes(series: pd.Series) -> tuple[NDArray[np.intp], list[Any]]:
-    """``pd.factorize`` codes of ``series`` (-1: missing, or a non-finite float) and its
-    distinct values in order of appearance."""
-    codes, uniques = pd.factorize(series, sort=False, use_na_sentinel=True)
-    if pd.api.types.is_float_dtype(series.dtype):
-        codes[~np.isfinite(series.to_numpy(dtype=np.float64, na_value=np.nan))] = -1
-    return codes, list(uniques)
+def _finite_sorted(series: pd.Series) -> FloatArray:
+    """The finite values of a numeric (or datetime) column as float64, sorted: a copy the
+    report owns, sorted in place (the caller's frame is never written)."""
+    values, owned = _as_float(series)
+    finite = np.isfinite(values)
+    if not finite.all():
+        values = values[finite]  # a copy
+    elif not owned or not values.flags.writeable:
+        values = values.copy()
+    del finite
+    values.sort()
+    return values
 
 
 def _plain_number(series: pd.Series) -> bool:
@@ -477,27 +543,9 @@ def _column_drift(
     threshold: float | None,
     min_rows: int,
     not_judged: str | None,
-    memo: SortedMemo | None = None,
+    memo: _Reuse | None = None,
 ) -> ColumnDrift:
-    # Threads sort their columns side by side but merge them one at a time, and hold the
-    # merge's arrays until the column is judged: the memory beyond the frames stays bounded.
-    with contextlib.ExitStack() as held:
-        return _judge(name, ref, cur, kind, stattest, threshold, min_rows, not_judged, memo, held)
-
-
-def _judge(
-    name: str,
-    ref: pd.Series,
-    cur: pd.Series,
-    kind: ColumnKind,
-    stattest: StatTestName | None,
-    threshold: float | None,
-    min_rows: int,
-    not_judged: str | None,
-    memo: SortedMemo | None,
-    held: contextlib.ExitStack,
-) -> ColumnDrift:
-    prep = _prepare(ref, cur, kind, memo, held)
+    prep = _prepare(ref, cur, kind, memo, stattest)
     if prep.ref_sorted is not None and prep.cur_sorted is not None:
         n_ref, n_cur = prep.ref_sorted.size, prep.cur_sorted.size
     elif prep.discrete is not None:
@@ -591,8 +639,8 @@ def _plot_data(prep: _Prepared) -> tuple[Histogram | None, list[CategoryShare] |
         return (
             Histogram(
                 edges=[float(e) for e in edges],
-                reference_share=(_histogram_counts(rs, edges) / rs.size).tolist(),
-                current_share=(_histogram_counts(cs, edges) / cs.size).tolist(),
+                reference_share=(histogram_counts(rs, edges) / rs.size).tolist(),
+                current_share=(histogram_counts(cs, edges) / cs.size).tolist(),
             ),
             None,
         )
@@ -699,7 +747,7 @@ def drift_report(
     def one(job: tuple[str, StatTestName | None, ColumnKind]) -> _Judged:
         name, test, kind = job
         ref, cur = reference[name], current[name]
-        memo: SortedMemo = {}
+        memo = _Reuse()
         result = _column_drift(
             str(name), ref, cur, kind, test, _per_column(threshold, name), min_rows, note, memo
         )
@@ -710,11 +758,22 @@ def drift_report(
 
         return (
             result,
-            column_statistics(str(name), ref, memo.get(("reference", str(ref.name)))),
-            column_statistics(str(name), cur, memo.get(("current", str(cur.name)))),
+            column_statistics(str(name), ref, memo.ref_sorted, memo.ref_counts),
+            column_statistics(str(name), cur, memo.cur_sorted, memo.cur_counts),
         )
 
-    with column_pool(len(reference) + len(current), len(names)) as pool:
+    rows = len(reference) + len(current)
+    frames_bytes = sum(
+        int(frame[name].memory_usage(index=False))
+        for frame in (reference, current)
+        for name in names
+    )
+    with column_pool(
+        rows,
+        len(names),
+        task_bytes=_task_bytes(rows),
+        budget_bytes=int(_THREADS_MEMORY_SHARE * frames_bytes),
+    ) as pool:
         judged: list[_Judged] = list(pool.map(one, jobs))
     results = [r for r, _, _ in judged]
     n_drifted = sum(r.drift_detected is True for r in results)
@@ -757,6 +816,13 @@ def drift_report(
 
 #: A column's drift, and with constraints its reference and current statistics.
 _Judged = tuple[ColumnDrift, FeatureStatistics | None, FeatureStatistics | None]
+
+
+def _task_bytes(rows: int) -> int:
+    """About what one column's work holds at its peak, ``rows`` counting both frames: the
+    finite values of both sides as sorted float64 copies, and the merge's arrays of one block
+    (six float64 arrays of :data:`_BLOCK` values)."""
+    return 8 * rows + 48 * min(rows, _BLOCK)
 
 
 def _too_few(reference_rows: int, current_rows: int, min_rows: int) -> str | None:
