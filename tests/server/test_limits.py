@@ -474,6 +474,23 @@ def test_a_body_sent_in_pieces_within_the_timeout_is_read(slow_body: str) -> Non
     assert (status, body["name"]) == (201, "trickled")
 
 
+def test_an_invocation_body_sent_in_pieces_within_the_timeout_is_read(slow_body: str) -> None:
+    """The invocations lane reads a body that waits between pieces (under the deadline) to
+    the end: the answer is about the endpoint, not a timeout."""
+    payload = json.dumps({"records": [{"age": 41}]}).encode()
+    with socket.create_connection(_address(slow_body)) as sock:
+        sock.sendall(
+            "POST /endpoints/nowhere/invocations HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+            f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n".encode()
+        )
+        for i in range(0, len(payload), 8):
+            time.sleep(BODY_TIMEOUT_S / 10)
+            sock.sendall(payload[i : i + 8])
+        status, body = _answer(sock)
+
+    assert status == 404 and body["error"] == "NotFoundError"
+
+
 @pytest.mark.parametrize(
     "garbage", [b"NOT HTTP AT ALL\r\n\r\n", b"GET / HTTP/1.1\r\nBad Header\r\n\r\n"]
 )

@@ -177,3 +177,60 @@ def test_to_dataset_holds_the_captured_columns(
     assert frame["prediction"].tolist() == answered
     graph = LineageService(ctx).query("dataset_version", version.id, direction="upstream")
     assert "endpoint" in {n.kind for n in graph.nodes}
+
+
+def test_the_writers_lines_are_the_capture_records_byte_for_byte() -> None:
+    """The writer formats lines without building each record (capture_lines); what it writes is
+    exactly the compact JSON of capture_records, for every kind of event."""
+    import pandas as pd
+
+    from civicml.serving.capture import CaptureEvent, capture_lines, capture_records
+
+    base: dict[str, Any] = {
+        "project_id": "p",
+        "endpoint_id": "e",
+        "endpoint": 'scoring-é"1',
+        "model_name": "m",
+        "model_version": 3,
+        "model_version_id": "mv",
+        "time": datetime(2026, 11, 23, 10, 15, 2, 123456, tzinfo=UTC),
+        "request_id": "r",
+        "records": [{"age": 41, "income": 1520.5, "region": "nörth\n", "member": True}],
+        "predictions": [True],
+        "probabilities": [[0.25, 0.75]],
+        "classes": [False, True],
+        "inference_ids": ["i1"],
+        "caller": "alice",
+        "variant": "blue",
+        "latency_ms": 0.123456,
+    }
+    frame = pd.DataFrame([{"a": 1, "b": float("nan"), "c": "x"}, {"a": 2, "b": 1.0, "c": None}])
+    events = [
+        CaptureEvent(**base),
+        CaptureEvent(**{**base, "probabilities": None, "predictions": [1.5], "latency_ms": 2.0}),
+        CaptureEvent(
+            **{
+                **base,
+                "error": "non_finite_output",
+                "latency_ms": None,
+                "caller": None,
+                "variant": None,
+            }
+        ),
+        CaptureEvent(
+            **{
+                **base,
+                "records": frame,
+                "predictions": ["a", "b"],
+                "classes": ["a", "b"],
+                "probabilities": [[0.1, 0.9], [0.5, 0.5]],
+                "inference_ids": ["x", "y"],
+                "shadow": True,
+            }
+        ),
+    ]
+    for event in events:
+        want = b"".join(
+            json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in capture_records(event)
+        )
+        assert capture_lines(event) == want

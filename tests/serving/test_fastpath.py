@@ -120,7 +120,11 @@ def test_fast_path_equals_the_pipeline(
     fast = compiled(model)
     kinds = {"logistic": "linear", "linear": "linear", "random_forest": "forest"}
     assert fast.kind == kinds.get(algorithm, algorithm)
-    assert fast.inline is (fast.kind == "linear")
+    if fast.kind == "linear":
+        assert fast.inline_records == fastpath.INLINE_MAX_RECORDS
+    else:  # measured when compiled: what fits the budget on this machine
+        assert 0 <= fast.inline_records <= fastpath.INLINE_MAX_RECORDS
+    assert fast.inline is (fast.inline_records > 0)
     records = random_records(200, seed=7)
     want = pipeline_answer(model, records)
     encoded = fast.encode(records)
@@ -256,3 +260,57 @@ def test_epoch_seconds_equal_the_pipelines_own() -> None:
     stamps[::7] = np.datetime64("NaT")
     want = epoch_seconds(pd.DataFrame({"t": stamps}))[:, 0]
     np.testing.assert_array_equal(_epoch_seconds(stamps), want)
+
+
+class _Clock:
+    """A clock that advances by what each timed encode + predict of ``records`` should cost."""
+
+    def __init__(self, fast: FastPath, first_s: float, per_record_s: float) -> None:
+        self.now, self.first, self.per = 0.0, first_s, per_record_s
+        encode = fast.encode
+
+        def timed_encode(records: Any) -> Any:
+            self.now += self.first + self.per * (len(records) - 1)
+            return encode(records)
+
+        fast.encode = timed_encode  # type: ignore[method-assign]
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.parametrize(
+    ("first_us", "per_record_us", "expected"),
+    [
+        (100, 50, 19),  # 100 + 18 * 50 = 1,000 us: 19 records fit the millisecond
+        (900, 200, 1),  # one record fits, two do not
+        (1_500, 10, 0),  # one record is over the budget: never on the event loop
+        (5, 0.1, fastpath.INLINE_MAX_RECORDS),  # capped
+    ],
+)
+def test_a_tree_model_is_answered_inline_only_for_what_fits_the_budget(
+    models: dict[tuple[str, str], TabularModel],
+    first_us: float,
+    per_record_us: float,
+    expected: int,
+) -> None:
+    fast = copy.copy(compiled(models[("lightgbm", "eligible")]))
+    clock = _Clock(fast, first_us / 1e6, per_record_us / 1e6)
+    assert fastpath.inline_records(fast, budget_s=0.001, clock=clock) == expected
+
+
+def test_a_count_that_does_not_fit_when_timed_is_halved(
+    models: dict[tuple[str, str], TabularModel],
+) -> None:
+    """1 and 8 records suggest 64 fit, but 64 (and 32) records cost more than linearly."""
+    fast = copy.copy(compiled(models[("lightgbm", "eligible")]))
+    clock = _Clock(fast, 100e-6, 5e-6)
+    encode = fast.encode
+
+    def superlinear(records: Any) -> Any:
+        if len(records) > 16:
+            clock.now += 0.002
+        return encode(records)
+
+    fast.encode = superlinear  # type: ignore[method-assign]
+    assert fastpath.inline_records(fast, budget_s=0.001, clock=clock) == 16

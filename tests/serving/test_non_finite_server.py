@@ -184,3 +184,33 @@ def test_a_transient_failure_in_the_invocations_lane_carries_retry_after(
             assert response.status_code == status, response.text
             assert response.headers["retry-after"] == str(err.retry_after)
             assert response.json()["error"] == type(err).__name__
+
+
+def test_an_unexpected_error_in_the_invocations_lane_is_the_one_500(
+    tmp_path: Path,
+    ctx: Context,
+    project: str,
+    live_server: str,
+    app: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Invocations skip FastAPI's own layers, not its last-resort handler: a bug is a 500 with
+    the one error body and the security headers, and the server keeps answering."""
+    train_nan(tmp_path / "nan-model")
+    register(ctx, tmp_path / "nan-model")
+    with httpx.Client(base_url=live_server, timeout=30) as api:
+        deployed = api.post(BASE, json={"name": "buggy", "model": MODEL, "version": 1})
+        assert deployed.status_code == 201, deployed.text
+
+        def bug(*_args: Any, **_kwargs: Any) -> Any:
+            raise RuntimeError("secret-detail-17")
+
+        monkeypatch.setattr(app.state.serving, "invoke_nowait", bug)
+        monkeypatch.setattr(app.state.serving, "invoke", bug)
+        response = api.post(f"{BASE}/buggy/invocations", json=records(1))
+        assert_error(response, 500, "InternalError")
+        assert response.headers["x-content-type-options"] == "nosniff"
+        assert "secret-detail-17" not in response.text
+        monkeypatch.undo()
+        again = api.post(f"{BASE}/buggy/invocations", json=records(1))
+        assert again.status_code in (200, 502), again.text  # the NaN model may answer 502

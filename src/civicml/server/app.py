@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 
@@ -59,14 +60,18 @@ from civicml.store.context import Context
 from civicml.tracking.service import TrackingService
 from civicml.tracking.writer import MetricWriter
 
-__all__ = ["create_app", "serve", "tls_files"]
+__all__ = ["create_app", "freeze_startup_objects", "serve", "tls_files"]
 
 log = logging.getLogger("civicml.server")
 RECOVERY_INTERVAL_S = 60.0
 
 
 def create_app(
-    settings: Settings, principal: Principal | None = None, *, worker: Worker | None = None
+    settings: Settings,
+    principal: Principal | None = None,
+    *,
+    worker: Worker | None = None,
+    freeze_gc: bool = False,
 ) -> FastAPI:
     """Build the API app on the stores named by ``settings``.
 
@@ -78,6 +83,9 @@ def create_app(
         principal: Who the server acts as by default (None: from ``settings``).
         worker: Which serving process this app runs in (``civicml server --workers N``,
             :mod:`civicml.server.workers`); None: the only one.
+        freeze_gc: Once started, move every object alive to the garbage collector's permanent
+            generation (:func:`freeze_startup_objects`; what ``civicml server`` does — not
+            for apps that come and go in one process, such as tests).
     """
     worker = worker or Worker()
 
@@ -121,6 +129,8 @@ def create_app(
         )
         if ticker is not None:
             ticker.start()
+        if freeze_gc:
+            freeze_startup_objects()
         try:
             yield
         finally:
@@ -136,7 +146,7 @@ def create_app(
             await run_in_threadpool(AuditTrail(ctx).flush)
             ctx.db.close()
 
-    app = FastAPI(
+    app = serving.InvocationsFirstApp(
         title="civicml",
         version=civicml.__version__,
         lifespan=lifespan,
@@ -225,6 +235,16 @@ INVOCATION_PATHS = (
 )
 
 
+def freeze_startup_objects() -> None:
+    """Collect, then freeze what is left (:func:`gc.freeze`): the modules, the app, the stores —
+    hundreds of thousands of objects that live as long as the server — are never examined by a
+    collection again. Without it every full collection walks them all: a pause of about 200 ms
+    every ~20,000 invocations, which every request in flight waits out."""
+    gc.collect()
+    gc.freeze()
+    log.debug("froze %d start-up objects", gc.get_freeze_count())
+
+
 def recover_abandoned_work(ctx: Context) -> tuple[list[str], list[str]]:
     """Runs whose process died marked ``killed``, and batch jobs whose process died marked
     ``failed`` (what the primary server process does at start and every minute); their ids."""
@@ -266,7 +286,7 @@ def serve(
         return
     import uvicorn
 
-    app = create_app(settings)
+    app = create_app(settings, freeze_gc=True)
     server = uvicorn.Server(server_config(app, settings, host=host, port=port, log_level=log_level))
     server.run()
     if not server.started:  # as uvicorn.run: the port was taken, the app failed to start

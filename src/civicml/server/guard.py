@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from collections.abc import Iterable
+from collections.abc import Awaitable, Coroutine, Generator, Iterable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -188,13 +188,20 @@ class GuardMiddleware:
             nonlocal received, body_done
             if body_done:  # after the body: waiting for a disconnect has no deadline
                 return await receive()
+            # A small body has mostly arrived with the head, and receive() answers without
+            # waiting: run it one step first, and put a deadline (a timer scheduled, then
+            # cancelled) only on a receive that does wait.
+            pending = receive()
             try:
-                # asyncio.timeout, not wait_for: wait_for runs receive() in a task of its own,
-                # a trip through the event loop for every piece of every body
-                async with asyncio.timeout(timeout):
-                    message = await receive()
-            except TimeoutError:
-                raise slow_body(timeout, received) from None
+                if not isinstance(pending, Coroutine):
+                    raise _Waits
+                waiting = pending.send(None)
+            except StopIteration as done:
+                message: Message = done.value
+            except _Waits:
+                message = await _with_deadline(pending, timeout, received)
+            else:
+                message = await _with_deadline(_Resumed(pending, waiting), timeout, received)
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:  # a chunked body (or one longer than it said)
@@ -225,6 +232,50 @@ class GuardMiddleware:
             if started:
                 raise
             await _reject(send, err.status, err.message, err.hint, details=err.details)
+
+
+class _Waits(Exception):
+    """receive() gave an awaitable that is not a coroutine: await it under the deadline."""
+
+
+async def _with_deadline(pending: Awaitable[Message], timeout: float, received: int) -> Message:
+    try:
+        # asyncio.timeout, not wait_for: wait_for runs receive() in a task of its own, a trip
+        # through the event loop for every piece of every body
+        async with asyncio.timeout(timeout):
+            return await pending
+    except TimeoutError:
+        raise slow_body(timeout, received) from None
+
+
+class _Resumed:
+    """Await a coroutine that has run its first step and waits on ``waiting``: hand what it
+    waits on to the task, resume it when that is done, pass a cancellation (the deadline) in."""
+
+    __slots__ = ("_coro", "_waiting")
+
+    def __init__(self, coro: Coroutine[Any, Any, Message], waiting: Any) -> None:
+        self._coro = coro
+        self._waiting = waiting
+
+    def __await__(self) -> Generator[Any, None, Message]:
+        coro, waiting = self._coro, self._waiting
+        while True:
+            try:
+                yield waiting
+            except GeneratorExit:
+                coro.close()
+                raise
+            except BaseException as err:  # handed to the coroutine
+                try:
+                    waiting = coro.throw(err)
+                except StopIteration as done:
+                    return done.value  # type: ignore[no-any-return]
+                continue
+            try:
+                waiting = coro.send(None)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
 
 
 # The content types a browser sends cross-site without a CORS preflight.

@@ -243,17 +243,37 @@ class _HeadTimeout:
             log.warning("connection limit (%d) reached; answering 503", limit)
         self.app = self.over_limit if over else self._app
 
+    # One timer per connection, not one per request: arming sets a deadline (and schedules the
+    # timer only when none is pending), disarming clears it; the timer, when it fires, closes
+    # the connection if its deadline has passed, or waits for a later one. A kept-alive
+    # connection's requests then cost a clock read each, not a timer scheduled and cancelled.
+    _head_deadline: float | None = None
+
     def _arm_head_timer(self) -> None:
+        if self._head_deadline is not None:
+            return
+        self._head_deadline = deadline = self.loop.time() + self.head_timeout_s
         if self._head_timer is None:
-            self._head_timer = self.loop.call_later(self.head_timeout_s, self._head_timed_out)
+            self._head_timer = self.loop.call_at(deadline, self._head_timed_out)
 
     def _disarm_head_timer(self) -> None:
+        self._head_deadline = None
+
+    def _cancel_head_timer(self) -> None:
+        self._head_deadline = None
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
+        deadline = self._head_deadline
+        if deadline is None:  # the head arrived: nothing to watch until the next request
+            return
+        if self.loop.time() < deadline:  # a later request's head: wait for its deadline
+            self._head_timer = self.loop.call_at(deadline, self._head_timed_out)
+            return
+        self._head_deadline = None
         if not self.transport.is_closing():
             self.transport.close()
 
@@ -271,7 +291,7 @@ class _HeadTimeout:
         self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self._disarm_head_timer()
+        self._cancel_head_timer()
         super().connection_lost(exc)  # type: ignore[misc]
 
 

@@ -113,7 +113,7 @@ def _run_worker(spec: _Spec, sockets: list[socket.socket], ready: Any) -> None:
                 ready.set()
 
     parent = os.getppid()
-    app = create_app(spec.settings, worker=spec.worker)
+    app = create_app(spec.settings, worker=spec.worker, freeze_gc=True)
     config = server_config(
         app, spec.settings, host=spec.host, port=spec.port, log_level=spec.log_level
     )

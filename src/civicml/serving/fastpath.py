@@ -39,13 +39,14 @@ from __future__ import annotations
 import datetime
 import logging
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-__all__ = ["Encoded", "FastPath", "compile_fast_path"]
+__all__ = ["INLINE_MAX_RECORDS", "Encoded", "FastPath", "compile_fast_path", "inline_records"]
 
 log = logging.getLogger("civicml.serving")
 
@@ -55,6 +56,12 @@ _EPOCH = np.datetime64(0, "ns")
 _SECOND = np.timedelta64(1_000_000_000, "ns")
 _NUMBER_TYPES = ("int64", "float64")
 _UNSEEN = "\x00civicml-unseen-category"
+#: The most records a server predicts on its event loop in one request (linear models).
+INLINE_MAX_RECORDS = 64
+#: A tree model's request is predicted on the event loop when its encoding and prediction are
+#: measured to take at most this long (seconds): about what a hop to a worker thread and back
+#: costs a request under load, and short enough not to hold other requests up.
+INLINE_BUDGET_S = 0.001
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,8 +125,14 @@ class FastPath:
 
     Attributes:
         kind: ``"linear"``, ``"forest"`` or ``"lightgbm"``.
-        inline: Whether one small request costs so little (a few microseconds of arithmetic)
-            that a server should predict it on its event loop rather than in a worker thread.
+        inline: Whether a small request costs so little that a server should predict it on
+            its event loop rather than in a worker thread (a thread hop costs more than the
+            arithmetic): ``inline_records > 0``.
+        inline_records: The most records one request may carry to be predicted on the event
+            loop: :data:`INLINE_MAX_RECORDS` for linear models (microseconds of arithmetic);
+            for trees, what fits :data:`INLINE_BUDGET_S` as measured when the path is compiled
+            (:func:`inline_records`; 0 when one record does not), so a big forest, or a big
+            request, is never predicted on the loop.
     """
 
     def __init__(
@@ -133,7 +146,7 @@ class FastPath:
         classes: list[Any] | None,
     ) -> None:
         self.kind = kind
-        self.inline = kind == "linear"
+        self.inline_records = INLINE_MAX_RECORDS if kind == "linear" else 0
         self._numbers = numbers
         self._categories = categories
         self._predict = predict
@@ -153,6 +166,10 @@ class FastPath:
                 plan.append((name, 3 if kind_ == "string" else 4, category_at[name]))
         self._plan = plan
         self._timestamps = [i for i, n in enumerate(numbers) if n.timestamp]
+
+    @property
+    def inline(self) -> bool:
+        return self.inline_records > 0
 
     # Input --------------------------------------------------------------------------------------
     def encode(self, records: Any) -> Encoded | None:
@@ -357,7 +374,45 @@ def compile_fast_path(model: Any) -> FastPath | None:
     if not agrees:
         log.warning("model %r: fast path differs from the pipeline; not used", model)
         return None
+    if fast.kind != "linear":
+        fast.inline_records = inline_records(fast)
     return fast
+
+
+def inline_records(
+    fast: FastPath,
+    budget_s: float = INLINE_BUDGET_S,
+    clock: Callable[[], float] = time.thread_time,
+) -> int:
+    """How many records of one request ``fast`` encodes and predicts within ``budget_s`` of
+    CPU time (at most :data:`INLINE_MAX_RECORDS`; 0 when one record takes longer).
+
+    The best of a few timed runs on 1 and 8 probe records gives a first count, assuming the
+    cost grows linearly; that count is then timed itself and halved until it fits (a booster's
+    cost per record grows faster with more records). ``clock`` is the thread's CPU clock, so a
+    busy machine that takes the core away while the model is timed does not count."""
+    probes = fast.probe_records()
+
+    def best(count: int) -> float:
+        records = (probes * (count // len(probes) + 1))[:count]
+        times = []
+        for _ in range(3):
+            started = clock()
+            encoded = fast.encode(records)
+            if encoded is None:
+                return math.inf
+            fast.predict(encoded)
+            times.append(clock() - started)
+        return min(times)
+
+    one = best(1)
+    if not one <= budget_s:
+        return 0
+    per_record = max((best(8) - one) / 7, 1e-9)
+    count = max(1, min(INLINE_MAX_RECORDS, 1 + int((budget_s - one) / per_record)))
+    while count > 1 and not best(count) <= budget_s:
+        count //= 2
+    return count
 
 
 def _agrees(fast: FastPath, model: Any) -> bool:

@@ -27,9 +27,10 @@ and a thread of its own, so the shadow never delays or changes a live answer.
 Each loaded model is compiled once into a :mod:`~civicml.serving.fastpath` (NumPy arithmetic
 equal to the pipeline) when its pipeline is one civicml built; records that plainly fit the
 signature are checked and encoded without a DataFrame (:meth:`LoadedModel.prepare`), anything
-else goes through the model's own validation. A server answers small requests to linear models
-on its event loop (:meth:`ModelHost.invoke_nowait`: microseconds of work, cheaper than a thread
-hop) and everything else in a worker thread (:meth:`ModelHost.invoke`).
+else goes through the model's own validation. A server answers small requests to linear models,
+and to tree models measured at load to predict a few records within a millisecond, on its event
+loop (:meth:`ModelHost.invoke_nowait`: cheaper than a hop to a worker thread and back) and
+everything else in a worker thread (:meth:`ModelHost.invoke`).
 
 Micro-batching plugs in at :meth:`LoadedModel.predict`: it takes a prepared batch (an
 :class:`~civicml.serving.fastpath.Encoded` or a validated frame) and returns one prediction (and
@@ -91,7 +92,7 @@ from civicml.serving._queries import (
 from civicml.serving.batching import MicroBatcher
 from civicml.serving.capture import CaptureEvent, CaptureWriter
 from civicml.serving.explanations import LazyExplainer
-from civicml.serving.fastpath import Encoded, FastPath, compile_fast_path
+from civicml.serving.fastpath import INLINE_MAX_RECORDS, Encoded, FastPath, compile_fast_path
 from civicml.serving.model_cache import CacheCounters
 from civicml.serving.multi_route import (
     MB,
@@ -128,10 +129,10 @@ DEFAULT_REFRESH_S = 2.0
 MAX_RECORDS = 100_000
 #: How often endpoints' CPU time and invocations are added to the usage ledger (seconds).
 USAGE_FLUSH_S = 60.0
-#: The fast (event-loop) path reads the CPU clock for one invocation in this many.
-CPU_SAMPLE = 8
-#: The most records :meth:`ModelHost.invoke_nowait` predicts on the caller's (event loop) thread.
-INLINE_MAX_RECORDS = 64
+#: The fast (event-loop) path reads the CPU clock for one invocation in this many (a system
+#: call, twice per sampled invocation: on a busy machine a chance for the scheduler to take the
+#: core away while the event loop holds the GIL).
+CPU_SAMPLE = 64
 
 
 class Invocation(TypedDict):
@@ -498,14 +499,16 @@ class ModelHost:
         """:meth:`invoke` on the caller's thread when that costs microseconds, else ``None``.
 
         For a server's event loop: answers only when the endpoint's route is fresh (no database
-        read), the picked variant's model has an inline fast path (a linear model), and
-        ``records`` are at most :data:`INLINE_MAX_RECORDS` plain records that fit the
-        signature; for a multi-model endpoint, when the ``target`` model is loaded already.
+        read), the picked variant's model has an inline fast path (a linear model, or a tree
+        model measured to predict a few records within a millisecond), and ``records`` are at
+        most its :attr:`FastPath.inline_records` (at most :data:`INLINE_MAX_RECORDS`) plain
+        records that fit the signature; for a multi-model endpoint, when the ``target`` model is
+        loaded already.
         ``None`` means: call :meth:`invoke` in a worker thread (which also words any input
-        error and loads a model on first use).
+        error — :meth:`FastPath.encode` takes only records with exactly the signature's
+        columns — and loads a model on first use).
 
         Raises:
-            InvalidInputError: A record lacks a column (the message names it).
             NotFoundError: The endpoint has no variant ``variant``.
             ModelOutputError: The model answered a non-finite number.
         """
@@ -530,17 +533,12 @@ class ModelHost:
             chosen = route.pick(variant)
         loaded = chosen.loaded
         fast = loaded.fast
-        if fast is None or not fast.inline:
+        if fast is None or not fast.inline_records:
             return None
         rows = [records] if type(records) is dict else records
-        if type(rows) is not list or len(rows) > INLINE_MAX_RECORDS:
+        if type(rows) is not list or len(rows) > fast.inline_records:
             return None
-        try:
-            check_keys(rows, loaded.model.signature)
-        except InvalidInputError:
-            self._count(route, chosen, "input_errors")
-            raise
-        # The CPU clock is a system call, a tenth of this path's cost: read it for one
+        # The CPU clock is a system call, a good part of this path's cost: read it for one
         # invocation in CPU_SAMPLE and count that one CPU_SAMPLE times (docs/costs.md).
         self._tick = tick = (self._tick + 1) % CPU_SAMPLE
         cpu_from = 0 if tick else time.thread_time_ns()

@@ -38,7 +38,7 @@ import threading
 from typing import Annotated, Any
 from urllib.parse import parse_qs
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response
+from fastapi import APIRouter, Depends, FastAPI, Header, Query, Request, Response
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from pydantic import BaseModel, ConfigDict, Field
@@ -49,7 +49,13 @@ from civicml.core.errors import BadRequestError, CivicMLError, InvalidInputError
 from civicml.core.identity import Principal
 from civicml.core.types import Float, PositiveInt64, StrictBool
 from civicml.data.schemas import DatasetVersion
-from civicml.server.deps import AppState, Services, principal_for_request, services
+from civicml.server.deps import (
+    USER_HEADER,
+    AppState,
+    Services,
+    principal_for_request,
+    services,
+)
 from civicml.server.errors import error_headers
 from civicml.server.html import html_response
 from civicml.server.paging import Page, page
@@ -526,7 +532,39 @@ async def answer(
         result = await run_in_threadpool(call)
     if result is None:  # pragma: no cover - invoke always answers
         raise RuntimeError("the model host gave no answer")
-    return _JSON(result).encode(), result["variant"], result.get("target_model")
+    return _answer_json(result), result["variant"], result.get("target_model")
+
+
+_PLAIN_ANSWER = ("predictions", "probabilities", "classes", "model_version", "variant",
+                 "inference_ids")  # fmt: skip
+_ANSWER_PARTS: dict[tuple[Any, ...], str] = {}
+
+
+def _answer_json(result: Invocation) -> bytes:
+    """``_JSON(result)``, byte for byte; for a plain answer the part every answer of one model
+    version and variant shares (classes, version, variant) is encoded once (a small cache)."""
+    if tuple(result) != _PLAIN_ANSWER:
+        return _JSON(result).encode()
+    classes = result["classes"]
+    key = (None if classes is None else tuple(classes), result["model_version"], result["variant"])
+    shared = _ANSWER_PARTS.get(key)
+    if shared is None:
+        encoded = _JSON(
+            {
+                "classes": classes,
+                "model_version": result["model_version"],
+                "variant": result["variant"],
+            }
+        )
+        shared = "," + encoded[1:-1]
+        if len(_ANSWER_PARTS) >= 256:
+            _ANSWER_PARTS.clear()
+        _ANSWER_PARTS[key] = shared
+    return "".join(
+        ('{"predictions":', _JSON(result["predictions"]), ',"probabilities":',
+         _JSON(result["probabilities"]), shared, ',"inference_ids":',
+         _JSON(result["inference_ids"]), "}")
+    ).encode()  # fmt: skip
 
 
 def _parse_and_invoke(
@@ -548,6 +586,17 @@ def _parse_and_invoke(
         variant=variant,
         target=target,
     )
+
+
+def _lane_caller(scope: Scope) -> Principal:
+    """:func:`_caller` for the invocations lane: without authentication and without an
+    ``X-CivicML-User`` header (the common case on loopback) the server's own principal, found
+    without building a request object; anything else as :func:`_caller`."""
+    app = scope["app"]
+    if app.state.settings.auth == "none" and _header(scope, _USER_KEY) is None:
+        state: AppState = app.state.civicml
+        return state.ctx.principal
+    return _caller(Request(scope))
 
 
 def _caller(request: Request) -> Principal:
@@ -872,6 +921,7 @@ _LONG = re.compile(r"/api/v1/projects/([^/]+)/endpoints/([^/]+)/invocations")
 _SHORT_MODEL = re.compile(r"/endpoints/([^/]+)/models/([^/]+)/invocations")
 _LONG_MODEL = re.compile(r"/api/v1/projects/([^/]+)/endpoints/([^/]+)/models/([^/]+)/invocations")
 _TARGET_KEY = TARGET_HEADER.encode()
+_USER_KEY = USER_HEADER.encode()
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
 
@@ -933,7 +983,7 @@ class InvocationsLane:
                 name,
                 b"".join(chunks),
                 explain=explain,
-                caller=_caller(Request(scope)),
+                caller=_lane_caller(scope),
                 variant=pinned,
                 target=target,
             )
@@ -959,6 +1009,55 @@ class InvocationsLane:
             }
         )
         await send({"type": "http.response.body", "body": body})
+
+
+class InvocationsFirstApp(FastAPI):
+    """The server's FastAPI app, with invocations sent straight to its own middleware.
+
+    FastAPI wraps every request in layers the invocation lane does not use: a telemetry switch
+    read from the environment on each request, a body-size layer (the guard limits bodies) and
+    Starlette's exception layers. A ``POST …/invocations`` request enters the app's middleware
+    chain at the guard instead (the same instances: guard, metrics lane, authentication, the
+    invocation lane, so failure counts and caches are shared), under the app's last-resort
+    error handler (a 500 with the one error body, as for any route). Everything else, and an
+    app without a guard, goes through FastAPI as usual.
+    """
+
+    _invocation_stack: ASGIApp | None = None
+    _stack_built = False
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if (
+            scope["type"] == "http"
+            and scope["method"] == "POST"
+            and scope["path"].endswith("/invocations")
+        ):
+            if not self._stack_built:
+                self._invocation_stack = self._build_invocation_stack()
+                self._stack_built = True
+            stack = self._invocation_stack
+            if stack is not None:
+                if self.root_path:
+                    scope["root_path"] = self.root_path
+                scope["app"] = self
+                await stack(scope, receive, send)
+                return
+        await super().__call__(scope, receive, send)
+
+    def _build_invocation_stack(self) -> ASGIApp | None:
+        from starlette.middleware.errors import ServerErrorMiddleware
+
+        from civicml.server.guard import GuardMiddleware
+
+        if self.middleware_stack is None:
+            self.middleware_stack = self.build_middleware_stack()
+        layer: Any = self.middleware_stack
+        while layer is not None and not isinstance(layer, GuardMiddleware):
+            layer = getattr(layer, "app", None)
+        if layer is None:
+            return None
+        handler = self.exception_handlers.get(Exception) or self.exception_handlers.get(500)
+        return ServerErrorMiddleware(layer, handler=handler, debug=self.debug)
 
 
 def _pinned(scope: Scope, query: list[str] | None) -> str | None:
