@@ -16,7 +16,10 @@ version in the same Arrow record batches of ``--batch-chunk`` rows
   own prediction.
 - **batch job**: ``BatchService.run`` (join="input"): the model loaded from verified files,
   every chunk validated, predicted, joined to the input and streamed into a new dataset version
-  (canonical Parquet, profiled, stored by SHA-256, recorded with lineage and audit).
+  (canonical Parquet, profiled, stored by SHA-256, recorded with lineage and audit). Each run
+  writes to a dataset of its own, so each records a new version and runs the checks a new
+  version gets (personal-data scan, expectations) — the same content into one dataset would
+  be recognised as the existing version after the first run, and skip them.
 
 Overhead is job time / bare-predict time - 1 (goal, issue 11: ≤ 20 %); the job is also set
 against the loop that writes its output, which is the like-for-like figure when prediction is
@@ -125,7 +128,7 @@ def run_batch(
             model=MODEL,
             model_version=mv.version,
             input_dataset="to-score",
-            output_dataset="scored",
+            output_dataset=f"scored-{len(outputs) + 1}",
             chunk_rows=chunk_rows,
         )
         done = jobs.run(PROJECT, request)
@@ -165,7 +168,7 @@ def run_batch(
         "overhead_vs_bare_write": round(median["batch_job"] / median["bare_predict_write"] - 1, 4),
         "overhead_vs_fast_path": round(median["batch_job"] / median["fast_path_loop"] - 1, 4),
         "per_round_overhead_vs_bare": per_round,
-        "output_versions": sorted(set(outputs)),
+        "output_versions": outputs,
         "goal": {
             "goal": f"batch job <= bare predict loop + {GOAL_OVERHEAD:.0%}",
             "value": round(overhead, 4),
@@ -215,9 +218,11 @@ def render_batch(report: dict[str, Any], fmt_load: Callable[[Any], str]) -> str:
         f"vs the loop that also writes its output: {b['overhead_vs_bare_write']:+.0%}; vs the "
         f"fast-path loop (the job's own prediction, nothing written): "
         f"{b['overhead_vs_fast_path']:+.0%}.",
-        "- The job's extra work besides predicting: the output's canonical Parquet (zstd), its "
-        "profile, SHA-256 and storage, and the checks every new dataset version gets (personal "
-        "data scan, expectations); prediction is the same fast path endpoints use.",
+        "- The job's extra work besides predicting: the output's canonical Parquet (zstd where "
+        "it pays), its profile, content hash, SHA-256 and storage, and the checks every new "
+        "dataset version gets (personal data scan, expectations; each run writes a new "
+        "version); prediction is the same fast path endpoints use. Reading the input, "
+        "predicting, profiling and writing run on four threads; the bare loops on one.",
         f"- Goal {goal['goal']}: {'met' if goal['met'] else '**not met**'}.",
         "",
     ]

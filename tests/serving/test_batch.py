@@ -243,8 +243,9 @@ def test_a_killed_job_is_marked_failed_and_leaves_no_output(
     _register(ctx, models["logistic"], "linear")
     script = textwrap.dedent(
         f"""
-        import os, signal
+        import os, signal, time
         from civicml.core import Principal, Settings
+        from civicml.data import ingest
         from civicml.serving import _batch_engine
         from civicml.serving.batch import BatchService
         from civicml.serving.batch_schemas import BatchJobCreate
@@ -259,10 +260,16 @@ def test_a_killed_job_is_marked_failed_and_leaves_no_output(
             settings=settings,
         )
         real, calls = _batch_engine.predict_outputs, []
+        ingest.ROW_GROUP_ROWS = 128  # row groups of two chunks: the writer starts early
+        tmp = ctx.artifacts.root / "tmp"
 
         def killed(loaded, batch, plan):
             calls.append(1)
-            if len(calls) == 4:  # three chunks are in the output's temp file
+            if len(calls) == 4:  # a row group of three chunks is in the output's temp file
+                for _ in range(1000):
+                    if any(tmp.glob("*.part")):
+                        break
+                    time.sleep(0.01)
                 os.kill(os.getpid(), signal.SIGKILL)
             return real(loaded, batch, plan)
 

@@ -8,8 +8,10 @@ in chunks of ``chunk_rows`` (:meth:`DatasetService.iter_batches
 predicts (verified model files, the compiled fast path, the sandbox for pickles;
 :mod:`civicml.serving._batch_engine`) and streamed straight into :meth:`DatasetService.ingest
 <civicml.data.service.DatasetService.ingest>` as an Arrow stream, which writes the canonical
-Parquet to a temp file, stores it by SHA-256 and records the output version. Memory stays at
-about one chunk (a few with Ray).
+Parquet to a temp file, stores it by SHA-256 and records the output version. The stages overlap
+on threads: the input is read one chunk ahead of the prediction, and the ingest profiles the
+predicted chunks on one thread and hashes and writes them on another. Memory stays at a few
+chunks (a few more with Ray).
 
 Permissions: creating and running a job takes ``datasets.write`` (it writes a dataset version)
 plus ``models.read`` and ``datasets.read`` (it reads both); listing and showing jobs takes
@@ -43,6 +45,7 @@ from civicml.core.errors import CivicMLError, ConflictError, InvalidInputError, 
 from civicml.core.ids import new_id
 from civicml.core.names import name_key, validate_name
 from civicml.core.process import hostname, process_alive, process_identity
+from civicml.data._pipeline import Prefetch
 from civicml.data.schemas import DatasetVersion
 from civicml.data.service import DatasetService
 from civicml.governance._tables import projects
@@ -304,8 +307,8 @@ class BatchService:
         )
         check_plan(loaded, [c.name for c in data.columns], plan)
         tally = Tally()
-        batches = datasets.iter_batches(data, batch_size=chunk_rows)
-        parts = list(predicted(self._ctx, mv, loaded, batches, plan, tally))
+        with _read_ahead(datasets, data, chunk_rows) as batches:
+            parts = list(predicted(self._ctx, mv, loaded, batches, plan, tally))
         return pa.Table.from_batches(parts), tally
 
     # Running ----------------------------------------------------------------------------------
@@ -353,28 +356,36 @@ class BatchService:
             )
             check_plan(loaded, [c.name for c in data.columns], plan)
             tally = Tally()
-            batches = datasets.iter_batches(data, batch_size=job.chunk_rows)
-            stream = predicted(
-                self._ctx, mv, loaded, batches, plan, tally, heartbeat(self._ctx, job.id)
-            )
-            first = next(stream)
-            reader = pa.RecordBatchReader.from_batches(
-                first.schema, itertools.chain([first], stream)
-            )
 
             def recorded(uow: UnitOfWork, version: DatasetVersion) -> None:
                 record_success(self._ctx, uow, job, version, tally)
 
-            datasets.ingest(
-                job.project,
-                job.output_dataset,
-                reader,
-                description=f"Predictions of {mv.name} v{mv.version} for {plan.label} "
-                f"(batch job {job.id}).",
-                progress=False,
-                recorded=recorded,
-            )
+            with _read_ahead(datasets, data, job.chunk_rows) as batches:
+                stream = predicted(
+                    self._ctx, mv, loaded, batches, plan, tally, heartbeat(self._ctx, job.id)
+                )
+                first = next(stream)
+                reader = pa.RecordBatchReader.from_batches(
+                    first.schema, itertools.chain([first], stream)
+                )
+                datasets.ingest(
+                    job.project,
+                    job.output_dataset,
+                    reader,
+                    description=f"Predictions of {mv.name} v{mv.version} for {plan.label} "
+                    f"(batch job {job.id}).",
+                    progress=False,
+                    recorded=recorded,
+                )
         finally:
             close = getattr(loaded.model, "close", None)
             if callable(close):  # a sandboxed pickle's worker process
                 close()
+
+
+def _read_ahead(datasets: DatasetService, data: DatasetVersion, chunk_rows: int) -> Prefetch:
+    """The input's chunks read (decrypted, verified, decoded) on a thread of their own, one
+    chunk ahead of the prediction: reading costs about as much as predicting."""
+    return Prefetch(
+        datasets.iter_batches(data, batch_size=chunk_rows), 1, name="civicml-batch-read"
+    )
