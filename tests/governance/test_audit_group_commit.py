@@ -11,6 +11,7 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -74,6 +75,38 @@ def test_the_timer_signs_without_a_flush(
         while _witness_seq(ctx) != 2 and time.monotonic() < deadline:
             time.sleep(0.02)
         assert _witness_seq(ctx) == 2
+    finally:
+        ctx.db.close()
+
+
+def test_an_idle_witness_thread_ends_and_a_later_commit_starts_another(
+    tmp_path: Path, principal: Principal, clock: FrozenClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One signing thread per witness file while commits come; none left once they stop (a
+    test suite or a long server touches many homes)."""
+    monkeypatch.setattr(audit_module, "_WITNESS_IDLE_EXIT_S", 0.05)
+    ctx = _context(tmp_path, principal, clock, 20)
+
+    def thread() -> Any:
+        batch = audit_module._BATCHES.get(ctx.settings.witness_path)
+        return None if batch is None else batch._thread
+
+    def settle(seq: int) -> Any:
+        deadline = time.monotonic() + 10
+        while (_witness_seq(ctx) != seq or thread() is not None) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert _witness_seq(ctx) == seq
+        assert thread() is None
+
+    try:
+        ProjectService(ctx).create("p")
+        first = thread()  # None only if it has signed and ended already (a slow test thread)
+        settle(1)
+        if first is not None:
+            first.join(5)
+            assert not first.is_alive()
+        ProjectService(ctx).create("q")  # the thread ended: this commit starts a new one
+        settle(2)
     finally:
         ctx.db.close()
 

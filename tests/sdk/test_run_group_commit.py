@@ -8,6 +8,7 @@ that nothing a user reads is missing, and that refusals still reach the caller.
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,7 +23,7 @@ from civicml.core.settings import Settings
 from civicml.sdk.client import Client
 from civicml.sdk.remote import RemoteBackend
 from civicml.tracking._tables import runs
-from civicml.tracking.schemas import RunStatus
+from civicml.tracking.schemas import MetricValue, Run, RunStatus
 from civicml.tracking.service import MetricBatch, NewRun, TrackingService
 from tests.server.helpers import isolated_settings, serve
 
@@ -210,3 +211,50 @@ def test_a_retried_batch_that_created_a_run_is_a_duplicate(ml: Client) -> None:
     assert not isinstance(first, Exception) and not first.duplicate
     assert not isinstance(again, Exception) and again.duplicate
     assert tracking.get_run(run_id).params == {"a": "1", "b": "2"}
+
+
+def test_the_run_answered_for_a_short_run_is_the_run_as_stored(ml: Client) -> None:
+    """A run created and ended in one group commit is answered from what the commit wrote
+    (not read back): it must be exactly what reading it answers, in every field."""
+    tracking: TrackingService = ml.backend.tracking
+    proj = ml.project("benefits")
+    earlier = _short_run(proj, 0)  # written at once: its end is read back
+    run = proj.start_run(experiment="loop", params={"seed": 1}, tags={"team": "a"})
+    run.log_params({"lr": 0.1})
+    run.log_metrics({"loss": 0.5, "auc": float("nan")}, step=0)
+    run.log_metrics({"loss": 0.25}, step=1)  # the latest by step
+    run.log_metrics({"loss": 0.75}, step=0)  # an older step: not the latest
+    run.log_params({"depth": 3})
+    ended = run.end()
+    assert _same(ended, ml.backend.get_run(run.id))
+    assert ended.metrics["loss"] == 0.25 and ended.params["depth"] == "3"
+    # Two short runs and the end of older ones in one round, each answered as stored.
+    specs = [tracking.prepare_run("benefits", experiment="loop", params={"n": n}) for n in (2, 3)]
+    ids = ["0" * 31 + "a", "0" * 31 + "b"]
+    open_id = proj.start_run(experiment="loop").id
+    results = tracking.log_metric_batches(
+        [
+            MetricBatch(ids[0], [], create=specs[0]),
+            MetricBatch(ids[1], [], create=specs[1], params={"x": "y"}),
+            MetricBatch(ids[0], [MetricValue(key="m", value=1.0, step=0)], end="failed"),
+            MetricBatch(ids[1], [], end="finished"),
+            MetricBatch(ids[1], [], end="finished"),  # a retry of the end: the same run
+            MetricBatch(open_id, [MetricValue(key="m", value=2.0, step=0)], end="killed"),
+            MetricBatch(earlier.id, [], end="finished"),  # ended before: a retry
+        ]
+    )
+    expected = [ids[0], ids[1], ids[1], open_id, earlier.id]
+    for result, run_id in zip(results[2:], expected, strict=True):
+        assert not isinstance(result, Exception) and result.run is not None
+        assert _same(result.run, tracking.get_run(run_id))
+
+
+def _same(answered: Run, stored: Run) -> bool:
+    """Equal runs, NaN metrics included (NaN is not equal to itself)."""
+    nan = {k for k, v in stored.metrics.items() if math.isnan(v)}
+    assert {k for k, v in answered.metrics.items() if math.isnan(v)} == nan
+    assert answered.model_dump(exclude={"metrics"}) == stored.model_dump(exclude={"metrics"})
+    assert {k: v for k, v in answered.metrics.items() if k not in nan} == {
+        k: v for k, v in stored.metrics.items() if k not in nan
+    }
+    return True

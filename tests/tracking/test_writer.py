@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Sequence
 
 import pytest
@@ -50,6 +51,30 @@ def test_concurrent_synchronous_callers_share_commits(ctx: Context) -> None:
     writer.close()
     assert sum(rounds) == 200
     assert all(len(svc.metric_history(run.id, f"k{n}")) == 25 for n in range(8))
+
+
+def test_values_queued_after_a_callers_round_are_written_by_the_thread(ctx: Context) -> None:
+    """The thread is not woken for each value queued while it waits for a deadline (a caller
+    wrote the round it was waiting for meanwhile): it still writes them, without a flush."""
+    svc = TrackingService(ctx)
+    run = svc.create_run("p")
+    writers: list[str] = []
+
+    def sink(batches: Sequence[MetricBatch]) -> Sequence[MetricBatchResult | CivicMLError]:
+        writers.append(threading.current_thread().name)
+        return svc.log_metric_batches(batches)
+
+    writer = MetricWriter(sink, interval=0.2)
+    for step in range(5):
+        writer.submit(run.id, [MetricValue(key="loss", value=1.0, step=step)])
+        writer.submit(run.id, [MetricValue(key="auc", value=1.0, step=step)], synchronous=True)
+    writer.submit(run.id, [MetricValue(key="loss", value=2.0, step=9)])  # no flush follows
+    deadline = time.monotonic() + 30
+    while len(svc.metric_history(run.id, "loss")) < 6 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(svc.metric_history(run.id, "loss")) == 6
+    assert writers[-1] == "civicml-metrics"
+    writer.close()
 
 
 def test_synchronous_error_is_raised_to_the_caller(ctx: Context) -> None:

@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -76,16 +77,19 @@ _SQLITE_DAMAGE = ("malformed", "not a database", "disk i/o error", "database cor
 _PG_DAMAGE_CLASSES = ("XX", "58")
 
 
+#: A witness thread with nothing to sign for this long ends (one home per test, or a CLI's
+#: short life, must not leave a thread behind for each witness file it touched).
+_WITNESS_IDLE_EXIT_S = 5.0
+
+# One encoder for every event: json.dumps with options builds a new one per call.
+_CANONICAL = json.JSONEncoder(
+    sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str
+)
+
+
 def canonical_json(value: Any) -> str:
     """The one serialisation that is hashed: sorted keys, no spaces, UTF-8, no NaN."""
-    return json.dumps(
-        value,
-        sort_keys=True,
-        separators=(",", ":"),
-        ensure_ascii=False,
-        allow_nan=False,
-        default=str,
-    )
+    return _CANONICAL.encode(value)
 
 
 def event_hash(fields: dict[str, Any]) -> str:
@@ -876,33 +880,59 @@ class _WitnessBatch:
     """Group commit for the witness: of the heads committed within ``interval_s``, only the
     newest is signed, once — the chain links every earlier event to it.
 
-    ``submit`` after each commit starts a short-lived timer thread when none is waiting;
-    ``flush`` signs at once (before verify and export, and at interpreter exit). A process killed
-    in between leaves the newest events unsigned: ``verify`` reports them as an unsigned tail, and
-    the next write (from any process) signs a head that covers them.
+    ``submit`` after each commit sets the time the pending head is due, and one long-lived
+    thread signs it then (a thread per interval cost a thread start, and waiting for it, on the
+    path of a commit); ``flush`` signs at once (before verify and export, and at interpreter
+    exit). A process killed in between leaves the newest events unsigned: ``verify`` reports
+    them as an unsigned tail, and the next write (from any process) signs a head that covers
+    them.
     """
 
     def __init__(self, interval_s: float) -> None:
         self._interval_s = interval_s
         self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
         self._flushing = threading.Lock()
         self._pending: tuple[int, Callable[[], None]] | None = None
-        self._timer: threading.Timer | None = None
+        self._due: float | None = None  # when the pending head is signed (monotonic)
+        self._idle = False  # the thread waits for a submit (it needs waking)
+        self._thread: threading.Thread | None = None
 
     def submit(self, seq: int, advance: Callable[[], None]) -> None:
         with self._lock:
             if self._pending is None or seq > self._pending[0]:
                 self._pending = (seq, advance)
-            if self._timer is None:
-                self._timer = threading.Timer(self._interval_s, self._fire)
-                self._timer.name = "civicml-audit-witness"
-                self._timer.daemon = True
-                self._timer.start()
+            if self._due is None:
+                self._due = time.monotonic() + self._interval_s
+                if self._thread is None or not self._thread.is_alive():
+                    self._idle = False
+                    self._thread = threading.Thread(
+                        target=self._run, name="civicml-audit-witness", daemon=True
+                    )
+                    self._thread.start()
+                elif self._idle:
+                    self._wake.notify()
 
-    def _fire(self) -> None:
-        with self._lock:
-            self._timer = None
-        self.flush()
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while True:
+                    if self._due is None:
+                        self._idle = True
+                        try:
+                            self._wake.wait(_WITNESS_IDLE_EXIT_S)
+                        finally:
+                            self._idle = False
+                        if self._due is None:  # idle a while: end (submit starts another)
+                            self._thread = None
+                            return
+                        continue
+                    remaining = self._due - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    self._wake.wait(remaining)
+                self._due = None
+            self.flush()
 
     def flush(self) -> None:
         with self._flushing:
@@ -916,7 +946,8 @@ class _WitnessBatch:
                 log.exception("the audit head could not be signed")
 
     def reset(self) -> None:
-        """In a forked child: nothing of the parent's is pending here, and its locks are new."""
+        """In a forked child: nothing of the parent's is pending here, its locks are new and
+        its thread is not running."""
         self.__init__(self._interval_s)  # type: ignore[misc]
 
 

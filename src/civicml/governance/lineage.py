@@ -14,6 +14,7 @@ from civicml.governance.access import Access
 from civicml.governance.schemas import LineageEdge, LineageGraph, LineageNode
 from civicml.store.context import Context
 from civicml.store.db import UnitOfWork
+from civicml.store.schema import bind_utc
 
 __all__ = ["EDGE_KINDS", "LineageService"]
 
@@ -64,6 +65,25 @@ class LineageService:
     ) -> str:
         """Create the node for an entity made in this transaction (so it has none yet)."""
         node_id = new_id()
+        if properties is None and uow.conn.dialect.name == "sqlite":
+            # A plain DB-API statement (runs are created by the thousand); SQL NULL properties
+            # and 0 for false, as SQLAlchemy writes them on SQLite.
+            cursor, _mark = uow.driver_cursor()
+            cursor.execute(
+                "INSERT INTO lineage_nodes (id, kind, ref, name, project_id, properties, "
+                "deleted, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    node_id,
+                    kind,
+                    ref,
+                    name or ref,
+                    project_id,
+                    None,
+                    False,
+                    bind_utc(self._ctx.clock.now(), "sqlite"),
+                ),
+            )
+            return node_id
         uow.conn.execute(
             _INSERT_NODE,
             {

@@ -261,6 +261,10 @@ def _create_engine(url: str, busy_timeout_s: float = _BUSY_TIMEOUT_S) -> Engine:
             connect_args={"check_same_thread": False, "timeout": busy_timeout_s},
             pool_size=8,
             max_overflow=16,
+            # The connection used last is used next: its page cache holds what it wrote. In
+            # FIFO order one thread's transactions took turns on two connections as soon as
+            # another thread had needed one, and each had to read back what the other wrote.
+            pool_use_lifo=True,
             hide_parameters=True,
         )
         _configure_sqlite(engine, busy_timeout_s)
@@ -321,7 +325,11 @@ def _configure_sqlite(engine: Engine, busy_timeout_s: float) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Connection) -> None:
+        # Straight to the driver: every transaction passes here, and SQLAlchemy's work for a
+        # statement cost more than SQLite's for BEGIN (a driver error is a fault all the same,
+        # see _translate_faults).
+        raw = conn.connection.driver_connection
         if conn.get_execution_options().get("civicml_write"):
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            raw.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
         else:
-            conn.exec_driver_sql("BEGIN")
+            raw.execute("BEGIN")  # type: ignore[union-attr]

@@ -100,20 +100,12 @@ _SEEN_BATCHES = select(
 _INSERT_BATCHES = insert(metric_batches)
 _RUN_ID = re.compile(r"[0-9a-f]{32}")
 _LOAD_CHUNK = 5_000  # ids per query: far below SQLite's limit on bound parameters
+#: The runs' heads by id (DB-API text: ``{marks}`` is the ids' parameter marks).
 _RUNS_BY_ID = (
-    select(
-        runs.c.id,
-        runs.c.name,
-        runs.c.status,
-        runs.c.start_time,
-        runs.c.end_time,
-        runs.c.created_by,
-        t.experiments.c.name.label("experiment_name"),
-        projects.c.name.label("project_name"),
-    )
-    .join(t.experiments, t.experiments.c.id == runs.c.experiment_id)
-    .join(projects, projects.c.id == runs.c.project_id)
-    .where(runs.c.id.in_(bindparam("ids", expanding=True)))
+    "SELECT runs.id, runs.name, runs.status, runs.start_time, runs.end_time, runs.created_by, "
+    "experiments.name, projects.name FROM runs "
+    "JOIN experiments ON experiments.id = runs.experiment_id "
+    "JOIN projects ON projects.id = runs.project_id WHERE runs.id IN ({marks})"
 )
 _HEARTBEAT_EVERY = timedelta(seconds=10)
 _last_heartbeat: dict[str, datetime] = {}
@@ -449,8 +441,10 @@ class TrackingService:
         )
         return pending_run(run_id, stored, user)
 
-    def _create_in_batch(self, uow: UnitOfWork, cursor: Any, mark: str, batch: MetricBatch) -> None:
-        """A batch's ``create``, checked as :meth:`create_run` checks it.
+    def _create_in_batch(
+        self, uow: UnitOfWork, cursor: Any, mark: str, batch: MetricBatch
+    ) -> Run | None:
+        """A batch's ``create``, checked as :meth:`create_run` checks it; answers the new run.
 
         Raises:
             CivicMLError: The run cannot be created (the id is taken, the experiment is gone,
@@ -458,7 +452,7 @@ class TrackingService:
         """
         spec = batch.create
         if spec is None:  # pragma: no cover - called for batches that create
-            return
+            return None
         if not _RUN_ID.fullmatch(batch.run_id):
             raise InvalidInputError(
                 f"{batch.run_id[:80]!r} is not a run id for a new run.",
@@ -471,7 +465,7 @@ class TrackingService:
             )
         check_budget(self._ctx, spec.project)
         try:
-            self._insert_run(uow, batch.run_id, spec)
+            return self._insert_run(uow, batch.run_id, spec)
         except _Missing:
             raise NotFoundError(
                 f"Experiment {spec.experiment!r} of project {spec.project!r} does not exist.",
@@ -633,13 +627,17 @@ class TrackingService:
                 else {}
             )
             not_created: dict[int, CivicMLError] = {}
+            created: dict[str, Run] = {}  # the runs this round creates, as written
             for index, batch in enumerate(batches):
                 retried = batch.batch_id is not None and (batch.run_id, batch.batch_id) in seen
                 if batch.create is not None and not retried:  # a retry created it already
                     try:
-                        self._create_in_batch(uow, cursor, mark, batch)
+                        new_run = self._create_in_batch(uow, cursor, mark, batch)
                     except CivicMLError as err:
                         not_created[index] = err
+                    else:
+                        if new_run is not None:
+                            created[new_run.id] = new_run
             run_ids = list({b.run_id for b in batches})
             cursor.execute(
                 "SELECT runs.id, runs.status, runs.project_id, projects.name FROM runs JOIN "
@@ -650,7 +648,12 @@ class TrackingService:
             found = cursor.fetchall()
             project_of = {r[0]: r[3] for r in found}
             status, refused = self._writable_runs(found)
-            logged = _logged_params(cursor, mark, [b.run_id for b in batches if b.params])
+            # A run created in this round has the parameters it was created with: no query.
+            logged = _logged_params(
+                cursor, mark, [b.run_id for b in batches if b.params and b.run_id not in created]
+            )
+            for run_id, new_run in created.items():
+                logged.setdefault(run_id, dict(new_run.params))
             rows: list[tuple[Any, ...]] = []
             new_batches: list[dict[str, Any]] = []
             latest: dict[tuple[str, str], tuple[Any, ...]] = {}
@@ -774,7 +777,23 @@ class TrackingService:
                         after={"status": after},
                     )
             if ends:
-                ended = {r.id: r for r in self._load_runs(conn, [e[1] for e in ends])}
+                # A run created and ended in this round (a short run) is answered from what
+                # was written; others are read back.
+                short = {
+                    run_id: after for _, run_id, _, after in ends if after and run_id in created
+                }
+                values: dict[str, dict[str, float]] = {run_id: {} for run_id in short}
+                for (run_id, key), kept in latest.items():
+                    if run_id in short:
+                        values[run_id][key] = math.nan if kept[3] else kept[2]
+                ended = {
+                    run_id: _ended_in_round(created[run_id], after, now, logged, values[run_id])
+                    for run_id, after in short.items()
+                }
+                ended.update(
+                    (r.id, r)
+                    for r in self._load_runs(conn, [e[1] for e in ends if e[1] not in ended])
+                )
                 for index, run_id, _, _ in ends:
                     done = results[index]
                     if isinstance(done, MetricBatchResult):
@@ -1075,18 +1094,21 @@ class TrackingService:
                 named[entity].append(key)
         warnings: list[str] = []
         tables = {"metric": latest_metrics, "param": t.params, "tag": t.tags}
-        project_runs = select(runs.c.id).where(runs.c.project_id == project_id)
-        scope = project_scope(project_id, conn.dialect.name, keyed=True)
         for entity, wanted in named.items():
+            unknown = [k for k in wanted if (project_id, entity, k) not in _KNOWN_KEYS]
+            if not unknown:  # the usual case: no statement to build
+                continue
             table = tables[entity]
-            in_project = table.c.run_id.in_(project_runs)
+            in_project = table.c.run_id.in_(
+                select(runs.c.id).where(runs.c.project_id == project_id)
+            )
+            scope = project_scope(project_id, conn.dialect.name, keyed=True)
             # One probe per key, stopping at its first run in the project: found from the key's
             # rows (the (key, value) index for metrics), never by walking the project's runs.
             missing = [
                 key
-                for key in wanted
-                if (project_id, entity, key) not in _KNOWN_KEYS
-                and not _key_in_project(conn, table, key, scope, project_id, entity)
+                for key in unknown
+                if not _key_in_project(conn, table, key, scope, project_id, entity)
             ]
             if not missing:
                 continue
@@ -1113,15 +1135,21 @@ class TrackingService:
 
     # Internals ------------------------------------------------------------------------------
     def _project_id(self, conn: Connection, project: str, need: str) -> str:
-        found = conn.execute(
-            select(projects.c.id, projects.c.name).where(
-                func.lower(projects.c.name) == name_key(project)
+        # A DB-API statement: every search starts here, and SQLAlchemy's work for it cost more
+        # than the lookup (the index on lower(name)).
+        cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+        mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+        try:
+            cursor.execute(
+                f"SELECT id, name FROM projects WHERE lower(name) = {mark}", (name_key(project),)
             )
-        ).first()
+            found = cursor.fetchone()
+        finally:
+            cursor.close()
         if found is None:  # NotFoundError with a did-you-mean hint (or, if made since, its id)
             return self._projects.get(project, need).id
-        self._projects.access.require(found.id, found.name, need)
-        return str(found.id)
+        self._projects.access.require(found[0], found[1], need)
+        return str(found[0])
 
     def _head(self, conn: Connection, run_id: str, need: str | None) -> Any:
         """The run's id, status and project; the caller needing ``need`` on its project (None:
@@ -1185,21 +1213,23 @@ class TrackingService:
         """The runs with these ids, in this order (ids that do not exist are left out)."""
         if not ids:
             return []
-        by_id: dict[str, Any] = {}  # Any: the rows' attributes are the selected columns
+        by_id: dict[str, tuple[Any, ...]] = {}
         run_params: dict[str, dict[str, str]] = {i: {} for i in ids}
         run_tags: dict[str, dict[str, str]] = {i: {} for i in ids}
         run_metrics: dict[str, dict[str, float]] = {i: {} for i in ids}
-        # The keyed rows come from the DB-API cursor, in plain tuples: a page of runs is
-        # thousands of rows, and SQLAlchemy's work per statement and per row was most of the
-        # cost of a search (and of ending a run) once the database had found the runs.
+        # Every row comes from the DB-API cursor, in plain tuples: a page of runs is thousands
+        # of rows, and SQLAlchemy's work per statement and per row (compiling the expanded IN,
+        # a type conversion per timestamp) was most of the cost of a search (and of ending a
+        # run) once the database had found the runs.
         cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
         mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
         try:
             for n in range(0, len(ids), _LOAD_CHUNK):
                 chunk = ids[n : n + _LOAD_CHUNK]
-                for row in conn.execute(_RUNS_BY_ID, {"ids": chunk}).all():
-                    by_id[row.id] = row
                 marks = ", ".join([mark] * len(chunk))
+                cursor.execute(_RUNS_BY_ID.format(marks=marks), chunk)
+                for row in cursor.fetchall():
+                    by_id[row[0]] = row
                 for table, into in (("params", run_params), ("tags", run_tags)):
                     cursor.execute(
                         f"SELECT run_id, key, value FROM {table} WHERE run_id IN ({marks})", chunk
@@ -1218,13 +1248,13 @@ class TrackingService:
         return [
             Run(  # validating costs less than model_construct here
                 id=i,
-                project=head.project_name,
-                experiment=head.experiment_name,
-                name=head.name,
-                status=RunStatus(head.status),
-                start_time=head.start_time,
-                end_time=head.end_time,
-                created_by=head.created_by,
+                project=head[7],
+                experiment=head[6],
+                name=head[1],
+                status=RunStatus(head[2]),
+                start_time=_utc(head[3]),
+                end_time=None if head[4] is None else _utc(head[4]),
+                created_by=head[5],
                 params=run_params[i],
                 tags=run_tags[i],
                 metrics=run_metrics[i],
@@ -1232,6 +1262,42 @@ class TrackingService:
             for i in ids
             if (head := by_id.get(i)) is not None
         ]
+
+
+def _ended_in_round(
+    run: Run,
+    status: str,
+    now: datetime,
+    logged: dict[str, dict[str, str]],
+    values: dict[str, float],
+) -> Run:
+    """A run created in this group commit as it is stored once the commit has ended it:
+    ``logged`` holds its parameters, ``values`` the latest value of each metric it logged in
+    the round (its first)."""
+    return Run(
+        id=run.id,
+        project=run.project,
+        experiment=run.experiment,
+        name=run.name,
+        status=RunStatus(status),
+        start_time=run.start_time.astimezone(UTC),
+        end_time=now.astimezone(UTC),
+        created_by=run.created_by,
+        params=logged.get(run.id, run.params),
+        tags=run.tags,
+        metrics=values,
+    )
+
+
+def _utc(value: Any) -> datetime:
+    """A :class:`~civicml.store.schema.UTCDateTime` column's value as read by a DB-API cursor,
+    as SQLAlchemy would answer it: SQLite's text of the naive UTC time, PostgreSQL's aware
+    datetime."""
+    if isinstance(value, str):
+        return datetime.fromisoformat(value).replace(tzinfo=UTC)
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)  # type: ignore[no-any-return]
+    return value.astimezone(UTC)  # type: ignore[no-any-return]
 
 
 def pending_run(run_id: str, spec: NewRun, user: str) -> Run:

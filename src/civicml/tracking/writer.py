@@ -51,6 +51,11 @@ class MetricWriter:
         self._pending_values = 0
         self._urgent = False
         self._writing = False  # a round is being written (by a leader or the thread)
+        # The thread waits for a deadline that comes within ``interval`` of now: a value queued
+        # meanwhile is written by then without waking it (each wake-up is a thread switch).
+        self._armed = False
+        self._active = False  # something was queued since the thread last found nothing
+        self._first_at = 0.0  # when the oldest value queued now was queued (monotonic)
         self._closed = False
         self._errors: dict[str, BaseException] = {}
         self._thread: threading.Thread | None = None
@@ -105,8 +110,10 @@ class MetricWriter:
             queue.append(item)
             if not wait:
                 if len(queue) == 1:  # the thread may be idle: wake it for the deadline
-                    self._ensure_thread()
-                    self._cond.notify_all()
+                    self._first_at = time.monotonic()
+                    self._active = True
+                    if self._ensure_thread() or not self._armed:
+                        self._cond.notify_all()
                 return None
         self._lead_or_wait(item)
         if item.error is not None:
@@ -169,7 +176,10 @@ class MetricWriter:
         finally:
             with self._cond:
                 self._writing = False
-                self._cond.notify_all()
+                # The thread needs waking only for what was queued during the round (or a
+                # close); otherwise it sleeps until the next value is queued.
+                if self._queue or self._urgent or self._closed:
+                    self._cond.notify_all()
 
     def _raise_pending(self, run_id: str) -> None:
         with self._cond:
@@ -177,29 +187,41 @@ class MetricWriter:
         if error is not None:
             raise error
 
-    def _ensure_thread(self) -> None:
+    def _ensure_thread(self) -> bool:
+        """Start the background thread when it is not running (answers whether it did)."""
         if self._thread is None or not self._thread.is_alive():
+            self._armed = False
             self._thread = threading.Thread(target=self._loop, name="civicml-metrics", daemon=True)
             self._thread.start()
+            return True
+        return False
 
     def _loop(self) -> None:
         while True:
             with self._cond:
-                deadline: float | None = None
                 while True:
+                    # A timed wait (armed) ends within ``interval``: a value queued meanwhile
+                    # needs no wake-up. Only an idle thread, after an interval with nothing
+                    # queued, sleeps until a submit wakes it.
                     if self._writing:
-                        self._cond.wait()
+                        timeout = self._interval
                     elif self._urgent or self._closed:
                         break
                     elif self._queue:
-                        deadline = deadline or time.monotonic() + self._interval
-                        remaining = deadline - time.monotonic()
-                        if remaining <= 0:
+                        timeout = self._first_at + self._interval - time.monotonic()
+                        if timeout <= 0:
                             break
-                        self._cond.wait(remaining)
+                    elif self._active:
+                        self._active = False
+                        timeout = self._interval
                     else:
-                        deadline = None
                         self._cond.wait()
+                        continue
+                    self._armed = True
+                    try:
+                        self._cond.wait(timeout)
+                    finally:
+                        self._armed = False
                 if self._closed and not self._queue:
                     return
                 items = self._take()
