@@ -193,3 +193,38 @@ def test_regression_agreement_uses_the_tolerance_and_latency_can_block_a_promoti
     assert result.score_differences.max_abs == pytest.approx(2.0)
     assert result.recommendation == "do_not_promote"
     assert any("p99 latency 5 ms is above 1.2 ms" in r for r in result.reasons)
+
+
+def test_the_shadow_thread_answers_a_burst_in_order_on_few_wake_ups() -> None:
+    """Copies queued while the thread waits are all answered, in order, each on its own, on a
+    few wake-ups (not one per copy: a wake-up takes the interpreter lock from the live
+    requests); a failing copy does not stop the rest; close() ends the thread."""
+    from datetime import UTC, datetime
+
+    from civicml.serving.shadow import ShadowJob, ShadowRunner
+
+    answered: list[int] = []
+
+    def run(job: ShadowJob) -> None:
+        if job.rows == 3:
+            raise RuntimeError("this copy fails")
+        answered.append(job.rows)
+
+    runner = ShadowRunner(run, queue_size=100)
+    waits = 0
+    blocking_get = runner._queue.get
+
+    def counted_get(block: bool = True, timeout: float | None = None) -> Any:
+        nonlocal waits
+        waits += block  # get_nowait() is get(block=False): no wait
+        return blocking_get(block, timeout)
+
+    runner._queue.get = counted_get  # type: ignore[method-assign]
+    when = datetime.now(UTC)
+    for i in range(40):
+        assert runner.offer(ShadowJob(route=None, rows=i, inference_ids=[], caller=None, time=when))
+    assert runner.drain(10)
+    assert answered == [i for i in range(40) if i != 3]
+    assert waits <= 5, f"{waits} wake-ups for 40 copies offered at once"
+    runner.close()
+    assert runner._thread is not None and not runner._thread.is_alive()

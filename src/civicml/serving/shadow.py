@@ -3,7 +3,9 @@
 The live request decides whether to copy itself (one random draw against the shadow's
 ``shadow_percent``) only after its own answer is ready, and then only puts a small job on a
 bounded queue (``put_nowait``): the caller never waits for the shadow model. One background
-thread per model host takes the jobs and predicts with the shadow; when the queue is full the
+thread per model host takes the jobs — waking once per :data:`COALESCE_S` on a busy endpoint
+and answering every copy queued by then, each timed on its own — and predicts with the shadow;
+when the queue is full the
 copy is dropped and counted (``stats.shadow_dropped``), so a slow shadow sheds load instead of
 holding memory or slowing anything live. The shadow's answers are captured (marked
 ``"shadow": true``, with the live answer's inference ids, so each pair joins) and never returned.
@@ -15,17 +17,24 @@ import contextlib
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-__all__ = ["DEFAULT_SHADOW_QUEUE", "ShadowJob", "ShadowRunner"]
+__all__ = ["COALESCE_S", "DEFAULT_SHADOW_QUEUE", "ShadowJob", "ShadowRunner"]
 
 log = logging.getLogger("civicml.serving.shadow")
 
 #: Copies waiting for the shadow model, per model host.
 DEFAULT_SHADOW_QUEUE = 1000
+#: After a copy arrives, the thread waits this long for more and then answers all it finds
+#: (at most ``_BATCH``): a thread woken per request took the interpreter lock from the event
+#: loop at every request and, on a busy endpoint, cost the live answers more than the shadow's
+#: own work (benchmarks/shadow.py).
+COALESCE_S = 0.01
+_BATCH = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,11 +105,30 @@ class ShadowRunner:
             job = self._queue.get()
             if job is None:
                 return
-            try:
-                self._run(job)
-            except Exception:
-                log.exception("a shadow request failed; the live answer was not affected")
-            finally:
-                with self._idle:
-                    self._pending -= 1
-                    self._idle.notify_all()
+            jobs = [job]
+            if self._queue.qsize() < _BATCH:
+                # Let a busy endpoint's next copies arrive: the thread wakes (and takes the
+                # interpreter lock from the event loop) once per interval, not once per request.
+                time.sleep(COALESCE_S)
+            stop = False
+            while len(jobs) < _BATCH:
+                try:
+                    following = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if following is None:
+                    stop = True
+                    break
+                jobs.append(following)
+            for each in jobs:  # one by one: each copy's own latency is what is recorded
+                try:
+                    self._run(each)
+                except Exception:
+                    log.exception("a shadow request failed; the live answer was not affected")
+                finally:
+                    with self._idle:
+                        self._pending -= 1
+                        self._idle.notify_all()
+                time.sleep(0)  # hand the interpreter lock to a live request waiting for it
+            if stop:
+                return
