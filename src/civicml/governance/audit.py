@@ -35,6 +35,7 @@ from sqlalchemy import func, insert, select
 from sqlalchemy.exc import DBAPIError
 
 from civicml.core.errors import ConfigurationError, ServiceUnavailableError
+from civicml.core.files import fsync_directory
 from civicml.core.ids import new_id
 from civicml.core.names import name_key
 from civicml.governance._tables import audit_events, audit_head, audit_signed_heads, projects
@@ -1179,13 +1180,8 @@ def _atomic_write(path: Path, data: bytes, *, sync_dir: bool = True) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
-    if not sync_dir:
-        return
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    if sync_dir:
+        fsync_directory(path.parent)
 
 
 @contextlib.contextmanager

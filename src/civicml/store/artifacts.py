@@ -32,6 +32,7 @@ from civicml.core.errors import (
     InvalidInputError,
     NotFoundError,
 )
+from civicml.core.files import fsync_directory
 from civicml.core.process import process_alive
 from civicml.core.settings import Settings
 from civicml.store.crypto import (
@@ -328,7 +329,7 @@ class LocalArtifactStore(KeyAdministration):
                 except FileExistsError:
                     pass
                 else:
-                    _fsync_dir(final.parent)
+                    fsync_directory(final.parent)
         return Stored(digest=digest, size=size)
 
     @contextlib.contextmanager
@@ -466,7 +467,7 @@ class LocalArtifactStore(KeyAdministration):
             path.unlink()
         except FileNotFoundError:
             return False
-        _fsync_dir(path.parent)
+        fsync_directory(path.parent)
         return True
 
     # Recovery -------------------------------------------------------------------------------
@@ -549,7 +550,7 @@ class LocalArtifactStore(KeyAdministration):
                     raise _corrupted(digest)
                 os.chmod(tmp_path, 0o444)
                 os.replace(tmp_path, path)
-                _fsync_dir(path.parent)
+                fsync_directory(path.parent)
             converted += 1
         return converted
 
@@ -612,14 +613,6 @@ class BufferReader(io.RawIOBase):
         end = len(self._view) if size is None or size < 0 else min(start + size, len(self._view))
         self._pos = end
         return self._view[start:end]
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def artifact_store_for(settings: Settings) -> ArtifactStore:

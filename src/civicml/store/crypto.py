@@ -37,6 +37,7 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from civicml.core.errors import ArtifactIntegrityError, ConfigurationError, NotFoundError
+from civicml.core.files import fsync_directory
 
 __all__ = [
     "MAGIC",
@@ -162,7 +163,7 @@ class LocalKeyProvider:
             os.link(tmp, self.directory / f"kek-{key_id}.key")  # never replaces a key
         finally:
             tmp.unlink(missing_ok=True)
-        _fsync_directory(self.directory)
+        fsync_directory(self.directory)
         self._set_current(key_id)
         return key_id
 
@@ -226,14 +227,6 @@ class LocalKeyProvider:
                 "a different key, or the artifact's header was altered.",
                 hint=_KEY_HINT,
             ) from err
-
-
-def _fsync_directory(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # Objects --------------------------------------------------------------------------------------
