@@ -102,23 +102,14 @@ def run_arm(arm: str, csv_path: Path, work: Path) -> dict[str, Any]:
     out = work / "out.parquet"
     if arm in ("civicml", "before"):
         # The checks after ingest load DuckDB and templates once per process: load them first.
+        from ingest import _context  # the home and project every ingest benchmark uses
+
         import civicml.data.checks
         import civicml.data.personal
         import civicml.data.quality  # noqa: F401
-        from civicml.core import Principal, Settings
         from civicml.data import DatasetService
-        from civicml.governance.projects import ProjectService
-        from civicml.store import Context, MetadataStore
-        from civicml.store.artifacts import artifact_store_for
 
-        settings = Settings.load(home=work / "home")
-        ctx = Context(
-            db=MetadataStore(settings.database_url),
-            artifacts=artifact_store_for(settings),
-            principal=Principal(user="bench", roles=frozenset({"admin"})),
-            settings=settings,
-        )
-        ProjectService(ctx).create("bench")
+        ctx = _context(work / "home")
         svc = DatasetService(ctx)
         started, cpu = time.perf_counter(), _cpu()
         version = svc.ingest("bench", "csv", csv_path, progress=False)
