@@ -880,6 +880,28 @@ OV_END = "<!-- serving-overhead:end -->"
 OV_JSON = ROOT / "docs" / "benchmarks" / "serving-overhead.json"
 
 
+def publish(
+    args: argparse.Namespace,
+    markers: tuple[str, str],
+    section: str,
+    json_path: Path,
+    report: dict[str, Any],
+    stem: str,
+    *,
+    show: bool = False,
+) -> None:
+    """A full run rewrites its docs section and JSON; a quick one writes
+    ``benchmarks/.work/<stem>-<time>.json`` and leaves the docs alone (``show``: print it)."""
+    if not args.quick or args.write_docs:
+        common.write_section(*markers, section, json_path, report)
+        return
+    out = WORKDIR / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    if show:
+        print(section, file=sys.stderr)
+    print(f"Quick run: wrote {out} (docs untouched)", file=sys.stderr)
+
+
 def _main_fastfloor(
     args: argparse.Namespace,
     work: Path,
@@ -909,13 +931,7 @@ def _main_fastfloor(
     report["machine"] = common.machine_info(work)
     report["elapsed_s"] = round(time.monotonic() - started, 1)
     section = render_overhead(report, common._fmt_load)
-    if not args.quick or args.write_docs:
-        common.write_section(OV_BEGIN, OV_END, section, OV_JSON, report)
-    else:
-        out = WORKDIR / f"serving-overhead-{time.strftime('%Y%m%d-%H%M%S')}.json"
-        out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-        print(section, file=sys.stderr)
-        print(f"Quick run: wrote {out} (docs untouched)", file=sys.stderr)
+    publish(args, (OV_BEGIN, OV_END), section, OV_JSON, report, "serving-overhead", show=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -971,13 +987,8 @@ def main(argv: list[str] | None = None) -> int:
             report["machine"] = common.machine_info(work)
             report["elapsed_s"] = round(time.monotonic() - started, 1)
             section = render_batch(report, common._fmt_load)
-            if not args.quick or args.write_docs:
-                common.write_section(BATCH_BEGIN, BATCH_END, section, BATCH_JSON, report)
-            else:
-                out = WORKDIR / f"serving-batch-{time.strftime('%Y%m%d-%H%M%S')}.json"
-                out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-                print(section, file=sys.stderr)
-                print(f"Quick run: wrote {out} (docs untouched)", file=sys.stderr)
+            publish(args, (BATCH_BEGIN, BATCH_END), section, BATCH_JSON, report, "serving-batch",
+                    show=True)  # fmt: skip
             failed = False
             return 0
         if args.fastfloor:
@@ -997,12 +1008,8 @@ def main(argv: list[str] | None = None) -> int:
                 )
             report["machine"] = common.machine_info(work)
             report["elapsed_s"] = round(time.monotonic() - started, 1)
-            if not args.quick or args.write_docs:
-                common.write_section(SEC_BEGIN, SEC_END, render_security(report), SEC_JSON, report)
-            else:
-                out = WORKDIR / f"security-serving-{time.strftime('%Y%m%d-%H%M%S')}.json"
-                out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-                print(f"Quick run: wrote {out} (docs untouched)", file=sys.stderr)
+            publish(args, (SEC_BEGIN, SEC_END), render_security(report), SEC_JSON, report,
+                    "security-serving")  # fmt: skip
             print(f"Done in {report['elapsed_s']:.0f} s", file=sys.stderr)
             failed = False
             return 0
@@ -1014,12 +1021,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  goal {goal['goal']}: {goal['value']} met={goal['met']}", file=sys.stderr)
             report["machine"] = common.machine_info(work)
             report["elapsed_s"] = round(time.monotonic() - started, 1)
-            if not args.quick or args.write_docs:
-                common.write_section(WRK_BEGIN, WRK_END, render_workers(report), WRK_JSON, report)
-            else:
-                out = WORKDIR / f"serving-workers-{time.strftime('%Y%m%d-%H%M%S')}.json"
-                out.write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-                print(f"Quick run: wrote {out} (docs untouched)", file=sys.stderr)
+            publish(args, (WRK_BEGIN, WRK_END), render_workers(report), WRK_JSON, report,
+                    "serving-workers")  # fmt: skip
             failed = False
             return 0
         if "mlflow" in args.targets:
