@@ -19,7 +19,11 @@ its own process on 127.0.0.1:
 
 (one ``civicml server`` answers both endpoints). The arms are measured interleaved over
 ``--rounds`` (the order rotates every round), each at concurrency 1 and 16 with the serving
-benchmark's load generator; medians over the rounds.
+benchmark's load generator; medians over the rounds. Beside throughput, each server's CPU time
+per request (user + system, read from ``/proc`` around each load run, warm-up included) is
+recorded: other tenants of a shared machine inflate it much less than they do wall-clock
+throughput, so the CPU share (floor CPU ÷ civicml CPU) is the steadier view of what civicml's
+own work costs.
 """
 
 from __future__ import annotations
@@ -87,7 +91,7 @@ def _check(port: int, path: str, records: list[dict[str, float]], model: Any) ->
 @contextlib.contextmanager
 def _fastfloor(
     common: Any, bench: Path, work: Path, algorithm: str, model_dir: Path
-) -> Iterator[int]:
+) -> Iterator[tuple[int, int]]:
     port = common.free_port()
     env = common.base_env()
     env["FASTFLOOR_MODEL_DIR"] = str(model_dir)
@@ -98,8 +102,8 @@ def _fastfloor(
     health = f"http://127.0.0.1:{port}/health"
     log = work / f"fastfloor-{algorithm}.log"
     with common.server(f"fastfloor-{algorithm}", cmd=cmd, env=env, health=health, log=log,
-                       cwd=bench):  # fmt: skip
-        yield port
+                       cwd=bench) as proc:  # fmt: skip
+        yield port, proc.pid
 
 
 def run_overhead(
@@ -128,19 +132,21 @@ def run_overhead(
     }
     with contextlib.ExitStack() as stack:
         first = next(iter(setups.values()))
-        cm_port = stack.enter_context(start_civicml({"home": home, "records": first["records"]}))
+        cm_ctx: dict[str, Any] = {"home": home, "records": first["records"]}
+        cm_port = stack.enter_context(start_civicml(cm_ctx))
+        cm_pid: int = cm_ctx["server_pid"]
         floors = {
             a: stack.enter_context(_fastfloor(common, bench, work, a, s["model_dir"]))
             for a, s in setups.items()
         }
-        targets: dict[str, dict[str, tuple[int, str]]] = {}
+        targets: dict[str, dict[str, tuple[int, str, int]]] = {}
         for a, s in setups.items():
             targets[a] = {
-                "floor": (floors[a], "/invocations"),
-                "single": (cm_port, s["paths"]["single"]),
-                "variants": (cm_port, s["paths"]["variants"]),
+                "floor": (floors[a][0], "/invocations", floors[a][1]),
+                "single": (cm_port, s["paths"]["single"], cm_pid),
+                "variants": (cm_port, s["paths"]["variants"], cm_pid),
             }
-            for port, path in targets[a].values():
+            for port, path, _ in targets[a].values():
                 _check(port, path, s["records"], s["model"])
         for rnd in range(args.rounds):
             order = ARMS[rnd % len(ARMS) :] + ARMS[: rnd % len(ARMS)]
@@ -148,14 +154,45 @@ def run_overhead(
                 bodies = [{"records": [r]} for r in s["records"]]
                 for arm in order:
                     print(f"round {rnd + 1}/{args.rounds}: {a} {arm}", file=sys.stderr)
-                    port, path = targets[a][arm]
+                    port, path, pid = targets[a][arm]
                     runs[a][arm].append(
                         {
-                            f"c{c}": run_load(f"{a}-{arm}", port, path, bodies, c, args, work)
+                            f"c{c}": _measured(
+                                common,
+                                pid,
+                                run_load,
+                                f"{a}-{arm}",
+                                port,
+                                path,
+                                bodies,
+                                c,
+                                args,
+                                work,
+                            )
                             for c in levels
                         }
                     )
     return summarize(runs, levels, args.rounds)
+
+
+def _measured(
+    common: Any,
+    pid: int,
+    run_load: Callable[..., dict[str, Any]],
+    name: str,
+    port: int,
+    path: str,
+    bodies: list[Any],
+    concurrency: int,
+    args: Any,
+    work: Path,
+) -> dict[str, Any]:
+    """One load run, with the server's CPU microseconds per request (warm-up included)."""
+    before = common.cpu_seconds(pid)
+    result = run_load(name, port, path, bodies, concurrency, args, work)
+    spent = common.cpu_seconds(pid) - before
+    result["server_cpu_us"] = round(spent / (args.requests + args.warmup) * 1e6, 1)
+    return result
 
 
 def summarize(
@@ -177,6 +214,9 @@ def summarize(
                         statistics.median(r[f"c{c}"]["latency_ms"]["p99"] for r in rs), 3
                     ),
                     "errors": sum(r[f"c{c}"]["errors"] for r in rs),
+                    "server_cpu_us": round(
+                        statistics.median(r[f"c{c}"]["server_cpu_us"] for r in rs), 1
+                    ),
                 }
                 for c in levels
             }
@@ -191,7 +231,9 @@ def summarize(
                 round(arms["single"][i][key]["req_per_s"] / arms["floor"][i][key]["req_per_s"], 3)
                 for i in range(rounds)
             ]
+            cpu_floor, cpu_one = (med[arm][key]["server_cpu_us"] for arm in ("floor", "single"))
             shares[a][key] = {
+                "cpu_floor_vs_single": round(cpu_floor / cpu_one, 3) if cpu_one else None,
                 "single_vs_floor": round(one / floor, 3),
                 "variants_vs_floor": round(two / floor, 3),
                 "variants_vs_single": round(two / one, 3),
@@ -234,8 +276,8 @@ def render_overhead(report: dict[str, Any], fmt_load: Callable[[Any], str]) -> s
         f"concurrency {' and '.join(str(c) for c in levels)}; medians over the rounds. Models: "
         "20 features, 5,000 seeded rows, `fit_tabular(algorithm=...)`.",
         "",
-        "| model | arm | c | req/s | p50 ms | p99 ms | errors |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| model | arm | c | req/s | p50 ms | p99 ms | errors | server CPU per request |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for a, arms in ov["medians"].items():
         for arm in ARMS:
@@ -243,12 +285,14 @@ def render_overhead(report: dict[str, Any], fmt_load: Callable[[Any], str]) -> s
                 f = arms[arm][f"c{c}"]
                 lines.append(
                     f"| {a} | {ARM_LABELS[arm]} | {c} | {f['req_per_s']:,.0f} | "
-                    f"{f['p50_ms']:.2f} | {f['p99_ms']:.2f} | {f['errors']} |"
+                    f"{f['p50_ms']:.2f} | {f['p99_ms']:.2f} | {f['errors']} | "
+                    f"{f['server_cpu_us']:.0f} µs |"
                 )
     lines += [
         "",
-        "| model | c | civicml / floor (per round) | two variants / floor | two variants / one |",
-        "|---|---:|---:|---:|---:|",
+        "| model | c | civicml / floor (per round) | two variants / floor | two variants / one "
+        "| CPU: floor / civicml |",
+        "|---|---:|---:|---:|---:|---:|",
     ]
     for a, by_level in ov["shares"].items():
         for c in levels:
@@ -256,9 +300,19 @@ def render_overhead(report: dict[str, Any], fmt_load: Callable[[Any], str]) -> s
             rounds = ", ".join(f"{x:.0%}" for x in s["single_vs_floor_per_round"])
             lines.append(
                 f"| {a} | {c} | {s['single_vs_floor']:.0%} ({rounds}) | "
-                f"{s['variants_vs_floor']:.0%} | {s['variants_vs_single']:.0%} |"
+                f"{s['variants_vs_floor']:.0%} | {s['variants_vs_single']:.0%} | "
+                f"{s['cpu_floor_vs_single']:.0%} |"
             )
-    lines += ["", "### Goals", ""]
+    lines += [
+        "",
+        "*CPU: floor / civicml* is the floor's server CPU time per request over civicml's (one "
+        "variant): the share of civicml's work that is the floor's, which the machine's other "
+        "tenants sway much less than throughput. Where the two disagree, the load generator "
+        "and other work on the same cores are the difference.",
+        "",
+        "### Goals",
+        "",
+    ]
     for g in ov["goals"]:
         status = "met" if g["met"] else "**not met**"
         lines.append(f"- {g['algorithm']}: {g['goal']}: {g['value']:.0%} — {status}")
