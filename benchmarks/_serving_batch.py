@@ -219,10 +219,13 @@ def render_batch(report: dict[str, Any], fmt_load: Callable[[Any], str]) -> str:
         f"fast-path loop (the job's own prediction, nothing written): "
         f"{b['overhead_vs_fast_path']:+.0%}.",
         "- The job's extra work besides predicting: the output's canonical Parquet (zstd where "
-        "it pays), its profile, content hash, SHA-256 and storage, and the checks every new "
-        "dataset version gets (personal data scan, expectations; each run writes a new "
-        "version); prediction is the same fast path endpoints use. Reading the input, "
-        "predicting, profiling and writing run on four threads; the bare loops on one.",
+        "it pays), its content hash, SHA-256, encryption and storage, the output columns' "
+        "profile and the checks every new dataset version gets (personal data scan, "
+        "expectations; each run writes a new version); the input columns' profiles and "
+        "personal-data findings are the input version's, reused. Prediction is the same fast "
+        "path endpoints use. Reading the input, predicting, writing (with the content hash) "
+        "and storing the written bytes run on four threads; the bare loops on one (and "
+        "Arrow's readers).",
         f"- Goal {goal['goal']}: {'met' if goal['met'] else '**not met**'}.",
         "",
     ]

@@ -121,7 +121,8 @@ def _profile_digest(version: DatasetVersion) -> str:
 class _OldSink:
     """The Parquet writer as the ingest used it before migration 0025."""
 
-    def __init__(self, dest: Path, schema: Any, hasher: ContentHasher) -> None:
+    def __init__(self, dest: Path, schema: Any, hasher: ContentHasher, store: Any = None) -> None:
+        # ``store`` unused: the old ingest stored the file after writing it
         self._writer = pq.ParquetWriter(str(dest), schema, **OLD_WRITER)
         self._hasher = hasher
 

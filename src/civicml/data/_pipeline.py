@@ -1,7 +1,8 @@
 """The stages of an ingest overlapped on threads, with bounded memory between them.
 
 Reading and parsing a file (:class:`Prefetch`), profiling and cutting row groups (the caller's
-thread) and writing Parquet (:class:`BackgroundWriter`) run at the same time: pyarrow's CSV, JSON
+thread), writing Parquet (:class:`BackgroundWriter`) and storing its bytes as they are written
+(:class:`BackgroundPut`) run at the same time: pyarrow's CSV, JSON
 and Parquet readers and its Parquet writer release the GIL, so on two cores the slowest stage sets
 the pace instead of the sum of the three. Nothing about the data changes: the batches reach the
 caller in the order and with the boundaries the reader gave them, and the tables reach the
@@ -15,13 +16,14 @@ read before it; at the next table submitted, or when the writer finishes).
 
 from __future__ import annotations
 
+import io
 import queue
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
-__all__ = ["BackgroundWriter", "Prefetch"]
+__all__ = ["BackgroundPut", "BackgroundWriter", "Prefetch"]
 
 _DONE = object()
 
@@ -160,3 +162,136 @@ class BackgroundWriter:
                 except BaseException as err:  # raised on the caller's thread
                     self._error = err
             del table
+
+
+class _Aborted(Exception):
+    """The writing side gave up: the reader's consumer must not keep what it read."""
+
+
+class BackgroundPut:
+    """Run ``put(stream)`` on a thread while the caller writes the stream's bytes (the artifact
+    store storing a Parquet file as it is written), at most ``budget`` bytes in between.
+
+    Use as a context manager; call :meth:`finish` after the last :meth:`write` for ``put``'s
+    result. Leaving without :meth:`finish` (an error) makes the stream fail on ``put``'s thread,
+    so ``put`` keeps nothing, and waits for it. An error of ``put`` is raised by the next
+    :meth:`write` or by :meth:`finish`.
+
+    Args:
+        put: What reads the stream to its end (``ArtifactStore.put_stream``).
+        budget: Bytes written and not yet read; :meth:`write` waits beyond it.
+        name: The thread's name.
+    """
+
+    def __init__(
+        self, put: Callable[[Any], Any], budget: int = 16 << 20, name: str = "civicml-store"
+    ) -> None:
+        self._put = put
+        self._budget = max(1, budget)
+        self._chunks: deque[Any] = deque()
+        self._held = 0
+        self._cond = threading.Condition()
+        self._eof = False
+        self._aborted = False
+        self._done = False
+        self._result: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def __enter__(self) -> BackgroundPut:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if not self._thread.is_alive():
+            return
+        with self._cond:
+            self._aborted = True
+            self._chunks.clear()
+            self._held = 0
+            self._cond.notify_all()
+        self._thread.join()
+
+    def write(self, data: Any) -> None:
+        """Hand ``data`` (bytes or a buffer, kept as it is: not to be changed after) to ``put``."""
+        size = memoryview(data).nbytes
+        with self._cond:
+            while self._held and self._held + size > self._budget and not self._done:
+                self._cond.wait()
+            if self._done:  # put returned or failed before the end of the data
+                self._raise()
+                raise RuntimeError("the store stopped reading before the end of the data")
+            self._chunks.append(data)
+            self._held += size
+            self._cond.notify_all()
+
+    def finish(self) -> Any:
+        """Mark the end of the data, wait for ``put`` and return what it returned."""
+        with self._cond:
+            self._eof = True
+            self._cond.notify_all()
+        self._thread.join()
+        self._raise()
+        return self._result
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise error
+
+    def _run(self) -> None:
+        try:
+            self._result = self._put(_PipeReader(self))
+        except BaseException as err:  # raised on the writer's thread
+            self._error = err
+        finally:
+            with self._cond:
+                self._done = True
+                self._cond.notify_all()
+
+    def _read(self, size: int) -> bytes:
+        """Up to ``size`` bytes (fewer only at the end of the data); waits for the writer."""
+        parts: list[Any] = []
+        wanted = size
+        with self._cond:
+            while wanted > 0:
+                while not self._chunks and not self._eof and not self._aborted:
+                    self._cond.wait()
+                if self._aborted:
+                    raise _Aborted("the data being stored was abandoned")
+                if not self._chunks:  # the end of the data
+                    break
+                chunk = memoryview(self._chunks[0]).cast("B")
+                if len(chunk) <= wanted:
+                    self._chunks.popleft()
+                    parts.append(chunk)
+                    taken = len(chunk)
+                else:
+                    parts.append(chunk[:wanted])
+                    self._chunks[0] = chunk[wanted:]
+                    taken = wanted
+                wanted -= taken
+                self._held -= taken
+                self._cond.notify_all()
+        return b"".join(parts)
+
+
+class _PipeReader(io.RawIOBase):
+    """The reading end of a :class:`BackgroundPut`'s stream."""
+
+    def __init__(self, pipe: BackgroundPut) -> None:
+        super().__init__()
+        self._pipe = pipe
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size is None or size < 0:
+            return b"".join(iter(lambda: self._pipe._read(1 << 20), b""))
+        return self._pipe._read(size)
+
+    def readinto(self, buffer: Any) -> int:
+        data = self._pipe._read(len(buffer))
+        memoryview(buffer).cast("B")[: len(data)] = data
+        return len(data)

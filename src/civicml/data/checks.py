@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from civicml.core.errors import ConflictError
@@ -33,10 +33,16 @@ log = logging.getLogger("civicml.data")
 
 
 def after_ingest(
-    ctx: Context, version: DatasetVersion, *, path: Path | None = None
+    ctx: Context,
+    version: DatasetVersion,
+    *,
+    path: Path | None = None,
+    same_columns: tuple[DatasetVersion, Sequence[str]] | None = None,
 ) -> DatasetVersion:
     """Scan a new version for personal data and run its dataset's expectations; the version
-    as they left it. ``path``: its canonical Parquet file in plaintext, when the caller has it."""
+    as they left it. ``path``: its canonical Parquet file in plaintext, when the caller has it;
+    ``same_columns``: as for :meth:`DatasetService.ingest
+    <civicml.data.service.DatasetService.ingest>`."""
     from civicml.data.personal import PersonalDataService
     from civicml.data.quality import QualityService
     from civicml.data.service import DatasetService
@@ -49,7 +55,9 @@ def after_ingest(
             _attempt(
                 "personal-data scan",
                 version,
-                lambda: PersonalDataService(ctx).scan(version, trigger="ingest", path=path),
+                lambda: PersonalDataService(ctx).scan(
+                    version, trigger="ingest", path=path, same_columns=same_columns
+                ),
             )
         _attempt(
             "quality check",

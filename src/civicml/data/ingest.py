@@ -12,7 +12,9 @@ encoding for numbers, dates and unique text; zstd at level 1 for the columns whe
 sample of the first row group shrinks by 10 % or more; all columns of a nested table). A file
 is read on one thread, profiled on the caller's, hashed and written on another
 (:mod:`._pipeline`); an Arrow stream (a batch job's predictions) is produced on the caller's
-thread and profiled, hashed and written on the other.
+thread and profiled, hashed and written on the other. Given the artifact store's ``put_stream``,
+the file's bytes are stored as they are written, on a thread of their own (SHA-256, encryption,
+fsync), instead of read back once the file is complete.
 
 CSV text is decoded and its delimiter found before parsing (:mod:`civicml.data.text`: UTF-8,
 UTF-8 or UTF-16 with a byte-order mark, Windows-1252 and other code pages; ``,`` ``;`` tab ``|``),
@@ -36,7 +38,7 @@ import json
 import os
 import re
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -48,10 +50,10 @@ import pyarrow.json as pajson  # type: ignore[import-untyped]
 import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
 from civicml.core.errors import InvalidInputError
-from civicml.data._pipeline import BackgroundWriter, Prefetch
+from civicml.data._pipeline import BackgroundPut, BackgroundWriter, Prefetch
 from civicml.data.content import ContentHasher
 from civicml.data.profile import Profiler
-from civicml.data.schemas import SourceFormat
+from civicml.data.schemas import ColumnProfile, SourceFormat
 from civicml.data.text import (
     SAMPLE_BYTES,
     Redetect,
@@ -64,6 +66,7 @@ from civicml.data.text import (
     detect_encoding,
     undecodable,
 )
+from civicml.store.artifacts import Stored
 
 __all__ = [
     "DEFAULT_CHUNK_BYTES",
@@ -122,6 +125,7 @@ class Converted:
     fingerprint: str | None
     read_options: dict[str, str] | None = None
     content_hash: str = ""  # the rows' logical content (:mod:`civicml.data.content`)
+    stored: Stored | None = None  # the file in the artifact store, when it was stored as written
 
 
 class Source:
@@ -310,6 +314,8 @@ def write_canonical(
     *,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     progress: bool | None = None,
+    known_profiles: Mapping[str, ColumnProfile] | None = None,
+    store: Callable[[BinaryIO], Stored] | None = None,
 ) -> Converted:
     """Write ``source`` to ``dest`` as Parquet, profiling and hashing its content on the way.
 
@@ -318,6 +324,12 @@ def write_canonical(
         dest: The Parquet file to write (replaced).
         chunk_bytes: Bytes read per chunk; bounds memory together with :data:`ROW_GROUP_ROWS`.
         progress: Show a progress bar on stderr; None shows one when stderr is a terminal.
+        known_profiles: Column profiles taken as they are instead of computed
+            (:class:`~civicml.data.profile.Profiler`'s ``known``).
+        store: What stores the file's bytes (``ArtifactStore.put_stream``), called on a thread
+            of its own with a stream of the bytes as they are written: the file is stored by
+            the time this returns (:attr:`Converted.stored`), and the store need not read it
+            again. Nothing is kept when the ingest fails.
 
     Raises:
         InvalidInputError: The source cannot be read, has no rows or no columns, or has a
@@ -330,7 +342,9 @@ def write_canonical(
         overrides: dict[str, Any] = {}
         for _ in range(_MAX_RESTARTS):
             try:
-                return _write(source, dest, chunk_bytes, overrides, advance, options)
+                return _write(
+                    source, dest, chunk_bytes, overrides, advance, options, known_profiles, store
+                )
             except _Widen as widen:
                 overrides[widen.column] = widen.to
                 advance(-1)  # restart the bar
@@ -352,6 +366,8 @@ def _write(
     overrides: dict[str, Any],
     advance: Progress,
     options: TextOptions | None,
+    known_profiles: Mapping[str, ColumnProfile] | None = None,
+    store: Callable[[BinaryIO], Stored] | None = None,
 ) -> Converted:
     reader = None if source.format is SourceFormat.DATAFRAME else source.open(advance)
     try:
@@ -367,12 +383,12 @@ def _write(
         else:
             schema, batches = _jsonl(source, reader, chunk_bytes)
         canonical = _canonical_schema(schema, source)
-        profiler = Profiler(canonical)
+        profiler = Profiler(canonical, known_profiles)
         hasher = ContentHasher(canonical)
         rows = 0
         with contextlib.ExitStack() as stages:
             # Writing (and hashing the content) on a thread of its own, reading on another.
-            writer = stages.enter_context(_ParquetSink(dest, canonical, hasher))
+            writer = stages.enter_context(_ParquetSink(dest, canonical, hasher, store))
             stream = isinstance(source.frame, pa.RecordBatchReader)
             # A stream's batches are computed on this thread (a batch job predicts them): the
             # writer's thread profiles them too, in the same batches and order.
@@ -409,7 +425,14 @@ def _write(
         fingerprint = None if reader is None else reader.finish()
         read_options = None if options is None else options.record()
         return Converted(
-            dest, canonical, rows, profiler, fingerprint, read_options, hasher.hexdigest()
+            dest,
+            canonical,
+            rows,
+            profiler,
+            fingerprint,
+            read_options,
+            hasher.hexdigest(),
+            getattr(writer, "stored", None),
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as err:
         raise _read_error(source, err) from err
@@ -424,26 +447,52 @@ class _ParquetSink:
     first row group repeats values, plain encoding for every other column; zstd for the columns
     it shrinks (:func:`_compression`). Each table's content
     is hashed here too (the profile keeps the caller's thread busy enough); the tables come in
-    order and the hash does not depend on where they were cut."""
+    order and the hash does not depend on where they were cut. With ``store``, the file's
+    bytes also go to the artifact store as they are written (:class:`BackgroundPut`), which
+    stores them by the time the sink is closed (:attr:`stored`)."""
 
-    def __init__(self, dest: Path, schema: Any, hasher: ContentHasher) -> None:
+    def __init__(
+        self,
+        dest: Path,
+        schema: Any,
+        hasher: ContentHasher,
+        store: Callable[[BinaryIO], Stored] | None = None,
+    ) -> None:
         self._dest = dest
         self._schema = schema
         self._hasher = hasher
+        self._store = store
         self._writer: Any = None
+        self._file: _TeeFile | None = None
+        self._put: BackgroundPut | None = None
+        self.stored: Stored | None = None
 
     def __enter__(self) -> _ParquetSink:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._writer is not None:
-            self._writer.close()
+        if self._file is None:
+            return
+        try:
+            try:
+                if self._writer is not None:
+                    self._writer.close()
+            finally:
+                self._file.close()
+            if self._put is not None and exc[0] is None:
+                self.stored = self._put.finish()
+        finally:
+            if self._put is not None:
+                self._put.__exit__()  # after an error: the store keeps nothing
 
     def write(self, table: Any) -> None:
         if self._writer is None:
             dictionary = _dictionary_columns(table)
+            if self._store is not None:
+                self._put = BackgroundPut(self._store).__enter__()
+            self._file = _TeeFile(open(self._dest, "wb"), self._put)
             self._writer = pq.ParquetWriter(
-                str(self._dest),
+                self._file,
                 self._schema,
                 use_dictionary=dictionary,
                 **_compression(table, dictionary),
@@ -451,6 +500,39 @@ class _ParquetSink:
             )
         self._hasher.update(table)
         self._writer.write_table(table, ROW_GROUP_ROWS)
+
+
+class _TeeFile(io.RawIOBase):
+    """A file written sequentially (by the Parquet writer) whose bytes also go to ``put``."""
+
+    def __init__(self, raw: BinaryIO, put: BackgroundPut | None) -> None:
+        self._raw = raw
+        self._put = put
+        self._written = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        self._raw.write(data)
+        if self._put is not None:
+            self._put.write(data)
+        size = memoryview(data).nbytes
+        self._written += size
+        return size
+
+    def tell(self) -> int:
+        return self._written
+
+    def flush(self) -> None:
+        if not self._raw.closed:
+            self._raw.flush()
+
+    def close(self) -> None:
+        try:
+            super().close()  # flushes
+        finally:
+            self._raw.close()
 
 
 def _profile_or_write(profiler: Profiler, writer: _ParquetSink) -> Callable[[Any], None]:

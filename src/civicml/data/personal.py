@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +30,12 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped]
 from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 
-from civicml.core.errors import ConfigurationError, ConflictError
+from civicml.core.errors import CivicMLError, ConfigurationError, ConflictError
 from civicml.data import _checks
 from civicml.data._tables import dataset_versions, pseudonym_keys
-from civicml.data.pii import classify, scan_table
+from civicml.data.pii import Scan, _best_first, classify, scan_table
 from civicml.data.pii_schemas import (
+    PiiFinding,
     PiiReport,
     RedactAction,
     RedactionResult,
@@ -69,15 +71,31 @@ class PersonalDataService:
 
     # Scanning ---------------------------------------------------------------------------------
     def scan(
-        self, version: DatasetVersion, *, trigger: str = "manual", path: Path | None = None
+        self,
+        version: DatasetVersion,
+        *,
+        trigger: str = "manual",
+        path: Path | None = None,
+        same_columns: tuple[DatasetVersion, Sequence[str]] | None = None,
     ) -> PiiReport:
-        """Scan ``version`` for personal data; store the report and its classification."""
+        """Scan ``version`` for personal data; store the report and its classification.
+
+        ``same_columns``: a stored version and columns of ``version`` whose values are, row
+        for row, its columns of the same names (a batch job's input columns). When that
+        version's newest scan is complete and looked at the rows this scan looks at (the same
+        row count and sample size), its findings for those columns are taken instead of
+        scanning them again: the report is the one a scan of every column makes.
+        """
         target = _checks.target_of(self._ctx, version, "datasets.write")
+        limit = self._ctx.settings.datasets_pii_scan_rows
+        reused = self._reusable(target.rows, limit, version, same_columns)
         with contextlib.ExitStack() as stack:
             if path is None:
                 path = stack.enter_context(_checks.plaintext(self._ctx, target.digest))
-            sample = _sample(path, target.rows, self._ctx.settings.datasets_pii_scan_rows)
+            sample = _sample(path, target.rows, limit, skip=list(reused))
         found = scan_table(sample, time_budget_s=self._ctx.settings.datasets_pii_scan_s)
+        if reused:
+            found = _merged(found, reused, [c.name for c in version.columns])
         redacted = {r["column"]: r["action"] for r in (target.row.redaction or {}).get("rules", [])}
         findings = [
             f.model_copy(update={"redacted": redacted.get(f.column)}) if f.column in redacted else f
@@ -126,6 +144,34 @@ class PersonalDataService:
             action="dataset_version.pii_scanned",
         )
         return report
+
+    def _reusable(
+        self,
+        rows: int,
+        limit: int,
+        version: DatasetVersion,
+        same_columns: tuple[DatasetVersion, Sequence[str]] | None,
+    ) -> dict[str, list[PiiFinding]]:
+        """The findings of the columns ``same_columns`` names, by column, from its version's
+        newest scan when that scan is complete and sampled the rows this one samples; {}
+        when none can be reused (or every column could: a scan needs a column of its own)."""
+        if same_columns is None:
+            return {}
+        source, names = same_columns
+        try:
+            report = self.report(source)
+        except CivicMLError:  # never scanned, its report gone or hidden: scan every column
+            return {}
+        if not report.complete or report.rows != rows or report.rows_scanned != min(rows, limit):
+            return {}
+        have = {c.name for c in version.columns}
+        reused: dict[str, list[PiiFinding]] = {n: [] for n in names if n in have}
+        if not reused or len(reused) == len(have):
+            return {}
+        for f in report.findings:  # the source's redaction is not this version's
+            if f.column in reused:
+                reused[f.column].append(f.model_copy(update={"redacted": None}))
+        return reused
 
     def _dataset_level(self, target: _checks.Target, new: Classification) -> Classification:
         with self._ctx.db.read() as conn:
@@ -353,12 +399,24 @@ class PersonalDataService:
         return secret
 
 
-def _sample(path: Path, rows: int, limit: int) -> Any:
+def _merged(found: Scan, reused: dict[str, list[PiiFinding]], columns: list[str]) -> Scan:
+    """The scan of every column: ``found`` (the other columns) with the reused findings, in
+    the order a scan of every column reports them (by column, then best first)."""
+    position = {name: i for i, name in enumerate(columns)}
+    every = [f for fs in reused.values() for f in fs] + found.findings
+    every.sort(key=lambda f: position.get(f.column, len(columns)))
+    return Scan(
+        _best_first(every), found.columns_scanned + len(reused), found.rows_scanned, found.complete
+    )
+
+
+def _sample(path: Path, rows: int, limit: int, skip: Sequence[str] = ()) -> Any:
     """At most ``limit`` rows of the Parquet file, evenly spread over it, read one row group at
-    a time (memory: one row group plus the sample)."""
+    a time (memory: one row group plus the sample); without the columns ``skip`` names."""
     parquet = pq.ParquetFile(str(path))
+    columns = [n for n in parquet.schema_arrow.names if n not in set(skip)]
     if rows <= limit:
-        return parquet.read()
+        return parquet.read(columns=columns)
     step = rows / limit
     wanted = [int(i * step) for i in range(limit)]
     parts, start, cursor = [], 0, 0
@@ -369,6 +427,7 @@ def _sample(path: Path, rows: int, limit: int) -> Any:
             local.append(wanted[cursor] - start)
             cursor += 1
         if local:
-            parts.append(parquet.read_row_group(group).take(pa.array(local, pa.int64())))
+            part = parquet.read_row_group(group, columns=columns)
+            parts.append(part.take(pa.array(local, pa.int64())))
         start += size
-    return pa.concat_tables(parts) if parts else parquet.schema_arrow.empty_table()
+    return pa.concat_tables(parts) if parts else parquet.schema_arrow.empty_table().select(columns)

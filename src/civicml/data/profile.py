@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -79,6 +80,11 @@ class Profiler:
 
     Args:
         schema: The Arrow schema every batch has.
+        known: Profiles taken as they are instead of computed, by column name (those of the
+            schema's type and kind): for columns whose values are another version's byte for
+            byte (a batch job's input columns), that version's profile. The other columns get
+            the profile they get without ``known``: the draws a skipped numeric column would
+            take from the shared reservoir generator are skipped over (``PCG64.advance``).
 
     Example:
         >>> import pyarrow as pa
@@ -88,16 +94,29 @@ class Profiler:
         1.5
     """
 
-    def __init__(self, schema: Any) -> None:
+    def __init__(self, schema: Any, known: Mapping[str, ColumnProfile] | None = None) -> None:
         self._columns = [_Column(f.name, f.type, column_kind(f.type)) for f in schema]
-        self._rng = np.random.default_rng(_SEED)
+        self._bits = np.random.PCG64(_SEED)  # what default_rng(_SEED) makes
+        self._rng = np.random.Generator(self._bits)
         self.rows = 0
+        known = known or {}
+        #: The reused profiles, by column position.
+        self._known = {
+            i: known[col.name]
+            for i, col in enumerate(self._columns)
+            if col.name in known
+            and known[col.name].type == str(col.type)
+            and known[col.name].kind is col.kind
+        }
 
     def update(self, batch: Any) -> None:
         """Add one record batch (with the profiler's schema)."""
         self.rows += batch.num_rows
-        for col, array in zip(self._columns, batch.columns, strict=True):
-            if col.kind is ColumnKind.NUMERIC:
+        for i, (col, array) in enumerate(zip(self._columns, batch.columns, strict=True)):
+            if i in self._known:
+                if col.kind is ColumnKind.NUMERIC:
+                    self._skip_draws(col, array, nan=self._known[i].missing > 0)
+            elif col.kind is ColumnKind.NUMERIC:
                 self._numeric(col, array)
             elif col.kind is ColumnKind.BOOLEAN:
                 valid = array.drop_null()
@@ -113,8 +132,33 @@ class Profiler:
                 col.count += len(array) - array.null_count
 
     def result(self) -> list[ColumnProfile]:
-        """The profile of every batch added so far, in column order."""
-        return [self._profile(col) for col in self._columns]
+        """The profile of every batch added so far, in column order.
+
+        Raises:
+            ValueError: A reused profile counts another number of rows than were added.
+        """
+        for known in self._known.values():
+            if known.count + known.missing != self.rows:
+                raise ValueError(
+                    f"The reused profile of column {known.name!r} covers "
+                    f"{known.count + known.missing} rows, not the {self.rows} added."
+                )
+        return [
+            self._known[i] if i in self._known else self._profile(col)
+            for i, col in enumerate(self._columns)
+        ]
+
+    def _skip_draws(self, col: _Column, array: Any, *, nan: bool) -> None:
+        """Advance the reservoir generator past the draws :meth:`_sample` would take for the
+        values of ``array`` (one 64-bit output per value past the reservoir's first fill).
+        ``nan``: the column may hold NaNs (its profile counts missing values)."""
+        n = len(array) - array.null_count
+        if n and nan and pa.types.is_floating(array.type):
+            n -= int(pc.sum(pc.is_nan(array)).as_py() or 0)
+        fill = max(min(RESERVOIR_SIZE - col.seen, n), 0)
+        col.seen += n
+        if n > fill:
+            self._bits.advance(n - fill)
 
     # Kinds --------------------------------------------------------------------------------
     def _extremes(self, col: _Column, valid: Any, missing: int) -> None:

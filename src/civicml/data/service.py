@@ -21,7 +21,7 @@ import contextlib
 import logging
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, TypeAlias
 
@@ -106,6 +106,7 @@ class DatasetService:
         progress: bool | None = None,
         recorded: Callable[[UnitOfWork, DatasetVersion], None] | None = None,
         redaction: dict[str, Any] | None = None,
+        same_columns: tuple[DatasetVersion, Sequence[str]] | None = None,
     ) -> DatasetVersion:
         """Store ``source`` as a new version of dataset ``name`` (created when missing).
 
@@ -134,6 +135,13 @@ class DatasetService:
                 new or identical) before it commits: the caller's own rows commit with the
                 version or not at all (a batch job's outcome and lineage).
             redaction: What redaction made the rows (set by ``PersonalDataService.redact``).
+            same_columns: A stored version and columns of ``source`` whose values are,
+                row for row, that version's columns of the same names (a batch job's input
+                columns); the caller vouches for it. Their profiles are that version's, and
+                so are their personal-data findings when its scan looked at the same rows
+                (:meth:`PersonalDataService.scan
+                <civicml.data.personal.PersonalDataService.scan>`), not computed again; the
+                other columns are profiled and scanned as always.
 
         Returns:
             The new version, or the existing one with identical content. A new version is
@@ -155,8 +163,16 @@ class DatasetService:
         proj = self._projects.get(project, "datasets.write")
         src = open_source(source, format, encoding=encoding, delimiter=delimiter)
         with self._temp_path() as tmp:
-            converted = write_canonical(src, tmp, chunk_bytes=chunk_bytes, progress=progress)
-            stored = self._ctx.artifacts.put_file(tmp)  # bytes first: a row never lacks them
+            converted = write_canonical(
+                src,
+                tmp,
+                chunk_bytes=chunk_bytes,
+                progress=progress,
+                known_profiles=_known_profiles(same_columns),
+                store=self._ctx.artifacts.put_stream,  # stored as written
+            )
+            # Bytes first: a row never lacks them.
+            stored = converted.stored or self._ctx.artifacts.put_file(tmp)
             canonical = self._keep(tmp)  # plaintext Parquet for the checks after recording
         profile = converted.profiler.result()
         columns = _columns(converted, profile)
@@ -197,7 +213,7 @@ class DatasetService:
             if version.classification is None and version.quality_status is None:
                 from civicml.data.checks import after_ingest  # the checks build on this service
 
-                return after_ingest(self._ctx, version, path=canonical)
+                return after_ingest(self._ctx, version, path=canonical, same_columns=same_columns)
             return version
         finally:
             with contextlib.suppress(FileNotFoundError):
@@ -552,6 +568,15 @@ def diff_schemas(
             c.name for c in after if c.name in old and old[c.name].nullable != c.nullable
         ],
     )
+
+
+def _known_profiles(
+    same_columns: tuple[DatasetVersion, Sequence[str]] | None,
+) -> dict[str, ColumnProfile]:
+    if same_columns is None:
+        return {}
+    version, names = same_columns
+    return {p.name: p for p in version.profile if p.name in set(names)}
 
 
 def _columns(converted: Converted, profile: list[ColumnProfile]) -> list[ColumnSchema]:

@@ -9,9 +9,15 @@ predicts (verified model files, the compiled fast path, the sandbox for pickles;
 :mod:`civicml.serving._batch_engine`) and streamed straight into :meth:`DatasetService.ingest
 <civicml.data.service.DatasetService.ingest>` as an Arrow stream, which writes the canonical
 Parquet to a temp file, stores it by SHA-256 and records the output version. The stages overlap
-on threads: the input is read one chunk ahead of the prediction, and the ingest profiles the
-predicted chunks on one thread and hashes and writes them on another. Memory stays at a few
-chunks (a few more with Ray).
+on threads: the input is read one chunk ahead of the prediction, the ingest profiles, hashes and
+writes the predicted chunks on another thread, and the artifact store stores the Parquet bytes as
+they are written on a fourth. Memory stays at a few chunks (a few more with Ray).
+
+The output's input columns are the input version's, row for row: the ingest takes their profiles
+and (when the input's scan sampled the same rows) their personal-data findings from the input
+version (``same_columns``) and computes only the output columns'; the result is the version an
+ingest of the same table from scratch makes (the same content hash and file; the same findings;
+the same profiles, to the last bits of a mean or standard deviation summed over other chunks).
 
 Permissions: creating and running a job takes ``datasets.write`` (it writes a dataset version)
 plus ``models.read`` and ``datasets.read`` (it reads both); listing and showing jobs takes
@@ -376,11 +382,20 @@ class BatchService:
                     f"(batch job {job.id}).",
                     progress=False,
                     recorded=recorded,
+                    same_columns=(data, _input_columns(data, plan)),
                 )
         finally:
             close = getattr(loaded.model, "close", None)
             if callable(close):  # a sandboxed pickle's worker process
                 close()
+
+
+def _input_columns(data: DatasetVersion, plan: Plan) -> list[str]:
+    """The output's columns that are the input's, row for row: every input column
+    (``join="input"``) or the id column; the ingest reuses their profiles and scan."""
+    if plan.join is BatchJoin.INPUT:
+        return [c.name for c in data.columns]
+    return [plan.id_column] if plan.id_column is not None else []
 
 
 def _read_ahead(datasets: DatasetService, data: DatasetVersion, chunk_rows: int) -> Prefetch:
