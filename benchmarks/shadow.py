@@ -16,12 +16,19 @@ single-row requests at concurrency 1 and 16 to each endpoint, the two arms inter
 answers of both endpoints are checked against the pipeline's own probabilities; after, the
 shadow's own counters must show it answered the copies (a shadow that silently dropped its work
 would look free).
+
+Each of ``--modes`` (``serving_shadow_mode``: ``process``, the shadow model in a worker process,
+and ``thread``, in the server's shadow thread) gets a server of its own, one after the other.
+Besides latency, the CPU time per request (user + system, from ``/proc``, warm-up included) of
+the server process and of its worker processes is read around each load run: what the shadow
+costs in CPU, wherever it runs. The issue's goal is judged on the first mode.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import statistics
 import sys
@@ -44,6 +51,40 @@ ARMS = ("live", "shadow")
 LABELS = {"live": "live only (one variant)", "shadow": "live + shadow"}
 SHADOW = "candidate"
 GOAL_P99 = 1.10  # issue 11: a shadow adds at most 10 % to the live variant's p99
+MODES = ("process", "thread")
+
+
+def cpu_seconds(pid: int) -> tuple[float, float]:
+    """CPU seconds (user + system) used so far by process ``pid`` and by its children."""
+    tick = os.sysconf("SC_CLK_TCK")
+
+    def used(p: int) -> float:
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / tick
+
+    children: set[int] = set()
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            children.update(int(c) for c in task.read_text().split())
+        except OSError:
+            continue
+    return used(pid), sum(used(c) for c in children)
+
+
+def measured_load(
+    arm: str, port: int, path: str, bodies: list[Any], c: int, args: Any, work: Path, pid: int
+) -> dict[str, Any]:
+    """One load run, with the server's (and its workers') CPU time per request."""
+    before = cpu_seconds(pid)
+    result = serving.run_load(f"shadow-{arm}", port, path, bodies, c, args, work)
+    after = cpu_seconds(pid)
+    sent = args.requests + args.warmup
+    result["server_cpu_us_per_request"] = round((after[0] - before[0]) / sent * 1e6, 1)
+    result["workers_cpu_us_per_request"] = round((after[1] - before[1]) / sent * 1e6, 1)
+    return result
 
 
 def deploy(home: Path, model: Any, model_dir: Path, percent: float) -> dict[str, str]:
@@ -86,6 +127,53 @@ def shadow_answered(port: int) -> int:
     return int(total)
 
 
+def wait_for_shadow(
+    mode: str, port: int, pid: int, path: str, body: Any, timeout_s: float = 180.0
+) -> None:
+    """Wait until the shadow answered the checks' copies and, in process mode, its worker is
+    ready: it loads on the first copy (seconds, importing the libraries), the copies being
+    answered in the server's thread meanwhile; the steady state is what is measured. A worker
+    is ready once the server removed the directory it loaded from (its first argument)."""
+    import urllib.request
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if time.monotonic() > deadline:
+            raise common.BenchmarkError(f"the shadow was not ready within {timeout_s:g} s")
+        workers = worker_dirs(pid)
+        ready = mode != "process" or (workers and not any(Path(d).exists() for d in workers))
+        if ready and shadow_answered(port) > 0:
+            return
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{port}{path}",
+            data=json.dumps(body).encode(),
+            headers={"Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=30) as resp:  # noqa: S310 (loopback)
+            resp.read()
+        time.sleep(0.5)
+
+
+def worker_dirs(pid: int) -> list[str]:
+    """The model directories of the server's shadow workers (from their command lines)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        try:
+            children = task.read_text().split()
+        except OSError:
+            continue
+        for child in children:
+            try:
+                argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            names = [a.decode(errors="replace") for a in argv]
+            for i, arg in enumerate(names[:-1]):
+                if arg.endswith("_shadow_worker.py"):
+                    found.append(names[i + 1])
+    return found
+
+
 def summarize(runs: dict[str, list[dict[str, Any]]], rounds: int) -> dict[str, Any]:
     medians: dict[str, Any] = {}
     for arm, rs in runs.items():
@@ -95,6 +183,12 @@ def summarize(runs: dict[str, list[dict[str, Any]]], rounds: int) -> dict[str, A
                 "p50_ms": round(statistics.median(r[f"c{c}"]["latency_ms"]["p50"] for r in rs), 3),
                 "p99_ms": round(statistics.median(r[f"c{c}"]["latency_ms"]["p99"] for r in rs), 3),
                 "errors": sum(r[f"c{c}"]["errors"] for r in rs),
+                "server_cpu_us": round(
+                    statistics.median(r[f"c{c}"]["server_cpu_us_per_request"] for r in rs), 1
+                ),
+                "workers_cpu_us": round(
+                    statistics.median(r[f"c{c}"]["workers_cpu_us_per_request"] for r in rs), 1
+                ),
             }
             for c in serving.LEVELS
         }
@@ -124,8 +218,8 @@ def summarize(runs: dict[str, list[dict[str, Any]]], rounds: int) -> dict[str, A
 
 
 def render(report: dict[str, Any]) -> str:
-    res = report["result"]
     cfg = report["config"]
+    modes = cfg["modes"]
     lines = [
         "## Shadow variant: what it costs the live answers",
         "",
@@ -135,38 +229,51 @@ def render(report: dict[str, Any]) -> str:
         f"One `civicml server` (one process) serves the serving benchmark's logistic model on two "
         f"endpoints, capture at 100 % on both: one variant alone, and the same variant with a "
         f"second version as its shadow, {cfg['percent']:g} % of the requests copied to it after "
-        f"they are answered. {cfg['rounds']} rounds, the arms interleaved; per arm and level "
+        f"they are answered. One server per `serving_shadow_mode` ({', '.join(modes)}), one "
+        f"after the other. {cfg['rounds']} rounds, the arms interleaved; per arm and level "
         f"{cfg['warmup']:,} warm-up + {cfg['requests']:,} measured single-row requests; medians. "
-        f"{report['date']}, civicml {report['civicml_source']}, {report['machine']['cores']} "
-        f"cores, load average {common._fmt_load(report['load_at_start'])} at start, "
+        "CPU per request: user + system time of the server process and of its worker "
+        "processes (the shadow's, in process mode) over the run, warm-up included, per request "
+        f"sent. {report['date']}, civicml {report['civicml_source']}, "
+        f"{report['machine']['cores']} cores, load average "
+        f"{common._fmt_load(report['load_at_start'])} at start, "
         f"{common._fmt_load(report['machine'].get('load_average_1_5_15_at_end'))} at end. "
-        f"The shadow answered {report['shadow_answered']:,} copies.",
+        "The shadow answered "
+        + ", ".join(f"{report['shadow_answered'][m]:,} copies ({m})" for m in modes)
+        + ".",
         "",
-        "| arm | c | req/s | p50 ms | p99 ms | errors |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| mode | arm | c | req/s | p50 ms | p99 ms | server CPU µs/req | worker CPU µs/req "
+        "| errors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for arm in ARMS:
+    for mode in modes:
+        res = report["result"][mode]
+        for arm in ARMS:
+            for c in serving.LEVELS:
+                m = res["medians"][arm][f"c{c}"]
+                lines.append(
+                    f"| {mode} | {LABELS[arm]} | {c} | {m['req_per_s']:,.0f} | "
+                    f"{m['p50_ms']:.2f} | {m['p99_ms']:.2f} | {m['server_cpu_us']:.0f} | "
+                    f"{m['workers_cpu_us']:.0f} | {m['errors']} |"
+                )
+    lines += ["", "| mode | c | live p99 with shadow / without (per round) | throughput ratio |",
+              "|---|---:|---:|---:|"]  # fmt: skip
+    for mode in modes:
         for c in serving.LEVELS:
-            m = res["medians"][arm][f"c{c}"]
-            lines.append(
-                f"| {LABELS[arm]} | {c} | {m['req_per_s']:,.0f} | {m['p50_ms']:.2f} | "
-                f"{m['p99_ms']:.2f} | {m['errors']} |"
-            )
-    lines += ["", "| c | live p99 with shadow / without (per round) | throughput ratio |",
-              "|---:|---:|---:|"]  # fmt: skip
-    for c in serving.LEVELS:
-        r = res["ratios"][f"c{c}"]
-        rounds = ", ".join(f"{x:.2f}" for x in r["p99_per_round"])
-        lines.append(f"| {c} | {r['p99']:.2f}x ({rounds}) | {r['throughput']:.2f}x |")
-    lines += ["", "### Goal (issue 11)", ""]
-    for g in res["goals"]:
+            r = report["result"][mode]["ratios"][f"c{c}"]
+            rounds = ", ".join(f"{x:.2f}" for x in r["p99_per_round"])
+            lines.append(f"| {mode} | {c} | {r['p99']:.2f}x ({rounds}) | {r['throughput']:.2f}x |")
+    lines += ["", f"### Goal (issue 11), `serving_shadow_mode = {modes[0]!r}`", ""]
+    for g in report["result"][modes[0]]["goals"]:
         lines.append(f"- {g['goal']}: {g['value']:.2f}x — **{'met' if g['met'] else 'not met'}**")
     lines += [
         "",
-        "The shadow answers in a thread of its own from a bounded queue (copies beyond it are "
-        "dropped and counted, never waited for), so the live answer never waits for it; what it "
-        "can cost the live answers is CPU and the interpreter lock of the same process. On two "
-        "cores shared with the load generator, a shadow at 100 % doubles the prediction work.",
+        "The live answer never waits for the shadow: copies go on a bounded queue (beyond it "
+        "they are dropped and counted). What the shadow can cost the live answers is CPU and, "
+        "in thread mode, the interpreter lock of the serving process; in process mode the "
+        "server only sends the copies' records to the worker and records its answers (counts, "
+        "capture). On two cores shared with the load generator, a shadow at 100 % doubles the "
+        "prediction work.",
     ]
     return "\n".join(lines) + "\n"
 
@@ -179,7 +286,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--warmup", type=int, default=None)
     p.add_argument("--percent", type=float, default=100.0, help="share of requests shadowed")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--modes",
+        default=",".join(MODES),
+        help="serving_shadow_mode values, comma-separated; the goal is judged on the first",
+    )
     args = p.parse_args(argv)
+    args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if not args.modes or not set(args.modes) <= set(MODES):
+        p.error(f"--modes takes {', '.join(MODES)}")
     args.requests = args.requests or (300 if args.quick else 2000)
     args.warmup = args.warmup or (50 if args.quick else 200)
     if args.quick:
@@ -195,26 +310,35 @@ def main(argv: list[str] | None = None) -> int:
     paths = deploy(home, model, model_dir, args.percent)
     ctx: dict[str, Any] = {"home": home, "records": records, "model": model}
     bodies = [{"records": [r]} for r in records]
-    runs: dict[str, list[dict[str, Any]]] = {arm: [] for arm in ARMS}
-    with serving.start_target("civicml", work, ctx, tag="-shadow") as (port, _, _):
-        for arm in ARMS:
-            serving.check_answers(arm, port, paths[arm], bodies, ctx)
-        for rnd in range(args.rounds):
-            order = ARMS if rnd % 2 == 0 else ARMS[::-1]
-            for arm in order:
-                print(f"round {rnd + 1}/{args.rounds}: {arm}", file=sys.stderr)
-                runs[arm].append(
-                    {
-                        f"c{c}": serving.run_load(
-                            f"shadow-{arm}", port, paths[arm], bodies, c, args, work
-                        )
-                        for c in serving.LEVELS
-                    }
-                )
-        time.sleep(1.0)  # let the shadow's queue drain before its counter is read
-        answered = shadow_answered(port)
-    if answered <= 0:
-        raise common.BenchmarkError("the shadow answered no copies: nothing was measured")
+    results: dict[str, Any] = {}
+    answered: dict[str, int] = {}
+    for mode in args.modes:
+        runs: dict[str, list[dict[str, Any]]] = {arm: [] for arm in ARMS}
+        env = {"CIVICML_SERVING_SHADOW_MODE": mode}
+        with serving.start_target("civicml", work, ctx, env, tag=f"-shadow-{mode}") as (
+            port, _, _,
+        ):  # fmt: skip
+            pid = ctx["server_pid"]
+            for arm in ARMS:
+                serving.check_answers(arm, port, paths[arm], bodies, ctx)
+            wait_for_shadow(mode, port, pid, paths["shadow"], bodies[0])
+            for rnd in range(args.rounds):
+                order = ARMS if rnd % 2 == 0 else ARMS[::-1]
+                for arm in order:
+                    print(f"{mode} round {rnd + 1}/{args.rounds}: {arm}", file=sys.stderr)
+                    runs[arm].append(
+                        {
+                            f"c{c}": measured_load(
+                                arm, port, paths[arm], bodies, c, args, work, pid
+                            )
+                            for c in serving.LEVELS
+                        }
+                    )
+            time.sleep(1.0)  # let the shadow's queue drain before its counter is read
+            answered[mode] = shadow_answered(port)
+        if answered[mode] <= 0:
+            raise common.BenchmarkError(f"the shadow answered no copies ({mode}): nothing measured")
+        results[mode] = summarize(runs, args.rounds)
     report: dict[str, Any] = {
         "benchmark": "serving-shadow",
         "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -225,15 +349,16 @@ def main(argv: list[str] | None = None) -> int:
             "warmup": args.warmup,
             "percent": args.percent,
             "levels": list(serving.LEVELS),
+            "modes": list(args.modes),
         },
         "load_at_start": load_start,
         "shadow_answered": answered,
-        "result": summarize(runs, args.rounds),
+        "result": results,
         "machine": common.machine_info(work),
         "elapsed_s": round(time.monotonic() - started, 1),
     }
     section = render(report)
-    for goal in report["result"]["goals"]:
+    for goal in results[args.modes[0]]["goals"]:
         print(f"  {goal['goal']}: {goal['value']} met={goal['met']}", file=sys.stderr)
     if args.quick:
         print(section, file=sys.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from civicml.serving import (
     ShadowReportService,
     VariantService,
 )
+from civicml.serving._shadow_process import ShadowWorkers
 from civicml.serving.comparison import compare
 from civicml.serving.runtime import LoadedModel
 from civicml.store import Context
@@ -33,6 +35,20 @@ def _shadowed(ctx: Context, host: ModelHost, model_dirs: tuple[Path, Path], perc
     register(ctx, model_dirs[1])
     EndpointService(ctx, host).deploy("benefits", "web", MODEL, 1)
     VariantService(ctx, host).set_shadow("benefits", "web", MODEL, 2, percent=percent)
+
+
+def _ready(host: ModelHost, project: str, seed: int = 100) -> list[int]:
+    """Send copies until the shadow's worker is ready (until then they are answered in the
+    thread, or dropped after a failure); the pids of the ready workers."""
+    workers = host._shadow_workers
+    assert workers is not None
+    deadline = time.monotonic() + 120
+    while not workers._workers:
+        assert time.monotonic() < deadline, "the worker did not become ready"
+        host.invoke(project, "web", records(1, seed=seed))
+        assert host.drain_shadow()
+        time.sleep(0.1)
+    return [w.process.pid for w in workers._workers.values()]
 
 
 def test_the_shadow_never_changes_a_live_answer(
@@ -78,29 +94,59 @@ def test_pinned_requests_are_not_copied_and_the_sample_follows_the_percent(
     assert abs(copies - n * 0.25) <= 4.5 * sigma
 
 
+@pytest.mark.parametrize("mode", ["thread", "process"])
 def test_a_full_shadow_queue_drops_copies_and_counts_them(
-    ctx: Context, project: str, model_dirs: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+    ctx: Context,
+    project: str,
+    model_dirs: tuple[Path, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    mode: str,
 ) -> None:
-    settings = Settings.load(home=ctx.settings.home, serving_shadow_queue=1)
+    settings = Settings.load(
+        home=ctx.settings.home, serving_shadow_queue=1, serving_shadow_mode=mode
+    )
     host = ModelHost(replace(ctx, settings=settings), capture=CaptureWriter(ctx, max_age_s=3600))
     try:
         _shadowed(ctx, host, model_dirs, 100)
-        gate = threading.Event()
-        original = LoadedModel.predict
+        gate, gate_reached = threading.Event(), threading.Event()
+        if mode == "thread":
+            original = LoadedModel.predict
 
-        def slow(self: LoadedModel, frame: Any) -> Any:
-            if self.version == 2:  # the shadow waits until released
-                gate.wait(30)
-            return original(self, frame)
+            def slow(self: LoadedModel, frame: Any) -> Any:
+                if self.version == 2:  # the shadow waits until released
+                    gate_reached.set()
+                    gate.wait(30)
+                return original(self, frame)
 
-        monkeypatch.setattr(LoadedModel, "predict", slow)
+            monkeypatch.setattr(LoadedModel, "predict", slow)
+        else:
+            _ready(host, project)  # the copies go to the worker, not to this thread
+            answer = ShadowWorkers.answer
+
+            def stuck(self: ShadowWorkers, route: Any, copies: list[bytes]) -> Any:
+                gate_reached.set()
+                gate.wait(30)  # the worker's answers wait until released
+                return answer(self, route, copies)
+
+            monkeypatch.setattr(ShadowWorkers, "answer", stuck)
+        warm = sum(1 for c in CaptureService(ctx, host.capture).records(project, "web")
+                   if c["eventMetadata"]["shadow"])  # fmt: skip
         rows = records(1)
         answers = [host.invoke(project, "web", rows)["variant"] for _ in range(20)]
         assert answers == ["v1"] * 20  # every live answer came while the shadow was stuck
         info = EndpointService(ctx, host).get(project, "web")
         assert info.stats is not None and info.stats.shadow_dropped >= 18
+        assert gate_reached.wait(10)  # the shadow was stuck where this mode answers
         gate.set()
         assert host.drain_shadow()
+        shadow = [
+            c
+            for c in CaptureService(ctx, host.capture).records(project, "web")
+            if c["eventMetadata"]["shadow"]
+        ]
+        assert 1 <= len(shadow) - warm <= 2 and all(
+            "probabilities" in c["captureData"]["endpointOutput"]["data"] for c in shadow
+        )
     finally:
         host.close()
 
@@ -201,16 +247,20 @@ def test_the_shadow_thread_answers_a_burst_in_order_on_few_wake_ups() -> None:
     requests); a failing copy does not stop the rest; close() ends the thread."""
     from datetime import UTC, datetime
 
-    from civicml.serving.shadow import ShadowJob, ShadowRunner
+    from civicml.serving.shadow import ShadowAnswer, ShadowJob, ShadowRunner
 
     answered: list[int] = []
 
-    def run(job: ShadowJob) -> None:
+    def answer(job: ShadowJob) -> ShadowAnswer:
         if job.rows == 3:
             raise RuntimeError("this copy fails")
-        answered.append(job.rows)
+        return ShadowAnswer(predictions=[job.rows])
 
-    runner = ShadowRunner(run, queue_size=100)
+    def record(job: ShadowJob, got: ShadowAnswer | None) -> None:
+        assert got is not None and got.predictions is not None
+        answered.append(got.predictions[0])
+
+    runner = ShadowRunner(answer, record, queue_size=100)
     waits = 0
     blocking_get = runner._queue.get
 

@@ -22,7 +22,9 @@ Each answer is counted per variant in memory (:mod:`civicml.serving.stats`: requ
 a latency histogram), flushed every ``serving_stats_flush_s`` for the alarms of guarded
 rollouts. When the endpoint has a shadow variant, a sampled copy of each unpinned request is
 handed to it *after* the live answer is ready (:mod:`civicml.serving.shadow`): a bounded queue
-and a thread of its own, so the shadow never delays or changes a live answer.
+and a thread of its own, the shadow model predicting in a worker process (or, with
+``serving_shadow_mode = "thread"``, in that thread), so the shadow never delays or changes a
+live answer.
 
 Each loaded model is compiled once into a :mod:`~civicml.serving.fastpath` (NumPy arithmetic
 equal to the pipeline) when its pipeline is one civicml built; records that plainly fit the
@@ -89,6 +91,7 @@ from civicml.serving._queries import (
     to_info,
     variant_rows,
 )
+from civicml.serving._shadow_process import ShadowWorkers
 from civicml.serving.batching import MicroBatcher
 from civicml.serving.capture import CaptureEvent, CaptureWriter
 from civicml.serving.explanations import LazyExplainer
@@ -105,7 +108,7 @@ from civicml.serving.multi_route import (
 from civicml.serving.routing import Route, RouteVariant, build_route, variants_of
 from civicml.serving.sandbox import SandboxedModel, load_sandboxed
 from civicml.serving.schemas import EndpointInfo, EndpointStats
-from civicml.serving.shadow import ShadowJob, ShadowRunner
+from civicml.serving.shadow import ShadowAnswer, ShadowJob, ShadowRunner
 from civicml.serving.stats import VariantCounters, VariantSample, flush_counters
 from civicml.store.context import Context
 from civicml.training import UnsafeModelFormatError
@@ -325,7 +328,17 @@ class ModelHost:
         self.source = f"{hostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         self._stats_flusher: threading.Thread | None = None
         self._stats_lock = threading.Lock()
-        self._shadow = ShadowRunner(self._run_shadow, ctx.settings.serving_shadow_queue)
+        self._shadow_workers = (
+            ShadowWorkers(ctx, self._cache)
+            if ctx.settings.serving_shadow_mode == "process"
+            else None
+        )
+        self._shadow = ShadowRunner(
+            self._answer_shadow,
+            self._record_shadow,
+            ctx.settings.serving_shadow_queue,
+            self._shadow_workers,
+        )
 
     # Loading and routing ----------------------------------------------------------------------
     def load(self, mv: ModelVersion) -> LoadedModel:
@@ -382,9 +395,11 @@ class ModelHost:
 
     def close(self) -> None:
         """Write out pending capture files, endpoint usage and variant counters, and drop the
-        models (shadow copies still queued are dropped)."""
+        models (shadow copies still queued are dropped, the shadow's worker processes stopped)."""
         self._stop_flushing.set()
         self._shadow.close()
+        if self._shadow_workers is not None:
+            self._shadow_workers.close()
         self.flush_usage()
         with contextlib.suppress(Exception):  # logged inside; closing goes on
             self.flush_variant_stats()
@@ -586,8 +601,13 @@ class ModelHost:
     def stats(self, endpoint_id: str) -> EndpointStats | None:
         """What this host counted for the endpoint since it started serving it here, or
         ``None`` when this process does not serve it (e.g. a CLI beside a running server)."""
-        if not any(r.endpoint.id == endpoint_id for r in list(self._routes.values())):
+        routes = [r for r in list(self._routes.values()) if r.endpoint.id == endpoint_id]
+        if not routes:
             return None
+        shadow = routes[0].shadow if isinstance(routes[0], Route) else None
+        failure = None
+        if shadow is not None and self._shadow_workers is not None:
+            failure = self._shadow_workers.failure(shadow.loaded.version_id)
         with self._counts_lock:
             counts = self._counts.get(endpoint_id)
             values = dict(counts) if counts is not None else {}
@@ -597,6 +617,7 @@ class ModelHost:
             input_errors=values.get("input_errors", 0),
             output_errors=values.get("output_errors", 0),
             shadow_dropped=values.get("shadow_dropped", 0),
+            shadow_failure=failure,
         )
 
     def model_cache(self, endpoint_id: str) -> CacheCounters | None:
@@ -915,15 +936,37 @@ class ModelHost:
         """Wait until the shadow has answered every copy queued so far (tests, reports)."""
         return self._shadow.drain(timeout)
 
-    def _run_shadow(self, job: ShadowJob) -> None:
-        """Answer one copy with the shadow (in the shadow thread): counted for the shadow
-        variant and captured (marked shadow, with the live answer's inference ids)."""
+    def _answer_shadow(self, job: ShadowJob) -> ShadowAnswer:
+        """Answer one copy with the shadow in this thread (``serving_shadow_mode = "thread"``,
+        or records that are not plain JSON)."""
+        loaded = job.route.shadow.loaded
+        started = time.perf_counter_ns()
+        try:
+            if isinstance(job.rows, list):
+                check_keys(job.rows, loaded.model.signature)
+            predictions, probabilities = loaded.predict(loaded.prepare(job.rows))
+        except InvalidInputError:
+            return ShadowAnswer(error="invalid_input")
+        except Exception:
+            route = job.route
+            log.exception(
+                "endpoint %s: shadow variant %s failed", route.endpoint.name, route.shadow.name
+            )
+            return ShadowAnswer(error="model_error")
+        return ShadowAnswer(predictions, probabilities, time.perf_counter_ns() - started)
+
+    def _record_shadow(self, job: ShadowJob, answer: ShadowAnswer | None) -> None:
+        """Count one copy's answer for the shadow variant and capture it (marked shadow, with
+        the live answer's inference ids); ``None``: the shadow is marked failed, the copy was
+        dropped."""
         route = job.route
         shadow = route.shadow
         if shadow is None:  # pragma: no cover - only routes with a shadow are mirrored
             return
+        if answer is None:
+            self._count(route, None, "shadow_dropped")
+            return
         loaded = shadow.loaded
-        started = time.perf_counter_ns()
         empty: Invocation = {
             "predictions": [],
             "probabilities": None,
@@ -933,34 +976,19 @@ class ModelHost:
             "inference_ids": job.inference_ids,
         }
         capture = route.endpoint.capture.enabled
-        try:
-            rows = job.rows
-            if isinstance(rows, list):
-                check_keys(rows, loaded.model.signature)
-            predictions, probabilities = loaded.predict(loaded.prepare(rows))
-        except InvalidInputError:
-            self._shadow_served(route, shadow, "input_errors", 0)
+        if answer.error is not None or answer.predictions is None:
+            invalid = answer.error == "invalid_input"
+            self._shadow_served(route, shadow, "input_errors" if invalid else "output_errors", 0)
             if capture:
                 self._capture(
-                    route, shadow, job.rows, empty, job.caller, "invalid_input", None,
+                    route, shadow, job.rows, empty, job.caller,
+                    "invalid_input" if invalid else "model_error", None,
                     shadow=True, when=job.time,
                 )  # fmt: skip
             return
-        except Exception:
-            self._shadow_served(route, shadow, "output_errors", 0)
-            log.exception("endpoint %s: shadow variant %s failed", route.endpoint.name, shadow.name)
-            if capture:
-                self._capture(
-                    route, shadow, job.rows, empty, job.caller, "model_error", None,
-                    shadow=True, when=job.time,
-                )  # fmt: skip
-            return
-        latency = time.perf_counter_ns() - started
-        answer: Invocation = {
-            **empty,
-            "predictions": predictions,
-            "probabilities": probabilities,
-        }
+        predictions, probabilities = answer.predictions, answer.probabilities
+        latency = answer.latency_ns
+        result: Invocation = {**empty, "predictions": predictions, "probabilities": probabilities}
         bad = non_finite_record(predictions, probabilities, loaded.classification)
         self._shadow_served(route, shadow, "answered" if bad is None else "output_errors", latency)
         if capture:
@@ -968,7 +996,7 @@ class ModelHost:
                 route,
                 shadow,
                 job.rows,
-                answer,
+                result,
                 job.caller,
                 None if bad is None else "non_finite_output",
                 latency if bad is None else None,

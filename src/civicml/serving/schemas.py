@@ -161,8 +161,14 @@ class EndpointStats(_Schema):
     shadow_dropped: int = Field(
         default=0,
         ge=0,
-        description="Copies for the shadow variant dropped because its queue was full (the live "
-        "answer is never held up for the shadow).",
+        description="Copies for the shadow variant dropped because its queue was full or it is "
+        "marked failed (the live answer is never held up for the shadow).",
+    )
+    shadow_failure: str | None = Field(
+        default=None,
+        description="Why the shadow variant's worker process was marked failed after failing "
+        "several times in a row (its copies are dropped until another version becomes the "
+        "shadow or the server restarts); null when it is not.",
     )
 
 

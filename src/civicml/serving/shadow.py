@@ -4,16 +4,26 @@ The live request decides whether to copy itself (one random draw against the sha
 ``shadow_percent``) only after its own answer is ready, and then only puts a small job on a
 bounded queue (``put_nowait``): the caller never waits for the shadow model. One background
 thread per model host takes the jobs — waking once per :data:`COALESCE_S` on a busy endpoint
-and answering every copy queued by then, each timed on its own — and predicts with the shadow;
-when the queue is full the
-copy is dropped and counted (``stats.shadow_dropped``), so a slow shadow sheds load instead of
-holding memory or slowing anything live. The shadow's answers are captured (marked
-``"shadow": true``, with the live answer's inference ids, so each pair joins) and never returned.
+and taking every copy queued by then — and has the shadow answer each, timed on its own; when
+the queue is full the copy is dropped and counted (``stats.shadow_dropped``), so a slow shadow
+sheds load instead of holding memory or slowing anything live. The shadow's answers are
+captured (marked ``"shadow": true``, with the live answer's inference ids, so each pair joins)
+and never returned.
+
+Where the shadow model predicts is the setting ``serving_shadow_mode``. ``"process"`` (the
+default): in a worker process of its own (:mod:`civicml.serving._shadow_process`), so its work
+never takes the interpreter lock from a live request; the thread only sends a batch's records
+and records the answers. ``"thread"``: in this thread, one copy at a time, handing the lock back
+between copies — no extra process, but the shadow's work competes with the live requests for
+the lock (benchmarks/shadow.py). In process mode, the copies are answered in the thread while
+the first worker loads (seconds), and so are a copy whose records are not plain JSON (a
+DataFrame handed to the SDK) and a pickled shadow's (already in the sandbox's worker).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import queue
 import threading
@@ -21,9 +31,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal, Protocol
 
-__all__ = ["COALESCE_S", "DEFAULT_SHADOW_QUEUE", "ShadowJob", "ShadowRunner"]
+__all__ = ["COALESCE_S", "DEFAULT_SHADOW_QUEUE", "ShadowAnswer", "ShadowJob", "ShadowRunner"]
 
 log = logging.getLogger("civicml.serving.shadow")
 
@@ -48,17 +58,53 @@ class ShadowJob:
     time: datetime
 
 
+@dataclass(frozen=True, slots=True)
+class ShadowAnswer:
+    """What the shadow made of one copy: predictions (with the time its check and prediction
+    took), or the kind of failure."""
+
+    predictions: list[Any] | None = None
+    probabilities: list[list[float]] | None = None
+    latency_ns: int = 0
+    error: Literal["invalid_input", "model_error"] | None = None
+    #: What went wrong, for the log (never captured).
+    message: str = ""
+
+
+class Workers(Protocol):
+    """Where copies are answered out of process (:class:`~civicml.serving._shadow_process
+    .ShadowWorkers`)."""
+
+    def state(self, route: Any) -> Literal["send", "here", "drop"]:
+        """Whether the copies for ``route``'s shadow are sent, answered here, or dropped."""
+
+    def answer(self, route: Any, copies: list[bytes]) -> list[ShadowAnswer] | None:
+        """One answer per copy, in order; None when they are dropped."""
+
+
 class ShadowRunner:
-    """A bounded queue of :class:`ShadowJob` and the thread that runs them.
+    """A bounded queue of :class:`ShadowJob` and the thread that has them answered.
 
     Args:
-        run: Answers one job (predict with the shadow, count, capture); its exceptions are
-            logged and never stop the thread.
+        answer: Answers one job in this thread (predict with the shadow).
+        record: Counts and captures one job's answer; ``None`` means the shadow is marked
+            failed and the copy was dropped. Its exceptions (and ``answer``'s) are logged and
+            never stop the thread.
         queue_size: Jobs waiting at most; more are dropped.
+        workers: Answers copies in worker processes (and says which it takes now); None
+            answers all in this thread.
     """
 
-    def __init__(self, run: Callable[[ShadowJob], None], queue_size: int) -> None:
-        self._run = run
+    def __init__(
+        self,
+        answer: Callable[[ShadowJob], ShadowAnswer],
+        record: Callable[[ShadowJob, ShadowAnswer | None], None],
+        queue_size: int,
+        workers: Workers | None = None,
+    ) -> None:
+        self._answer = answer
+        self._record = record
+        self._workers = workers
         self._queue: queue.Queue[ShadowJob | None] = queue.Queue(max(1, queue_size))
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
@@ -120,15 +166,69 @@ class ShadowRunner:
                     stop = True
                     break
                 jobs.append(following)
-            for each in jobs:  # one by one: each copy's own latency is what is recorded
-                try:
-                    self._run(each)
-                except Exception:
-                    log.exception("a shadow request failed; the live answer was not affected")
-                finally:
-                    with self._idle:
-                        self._pending -= 1
-                        self._idle.notify_all()
+            here = self._send(jobs)
+            for each in here:  # one by one: each copy's own latency is what is recorded
+                self._guarded(each, None, here=True)
                 time.sleep(0)  # hand the interpreter lock to a live request waiting for it
             if stop:
                 return
+
+    def _send(self, jobs: list[ShadowJob]) -> list[ShadowJob]:
+        """Have the workers answer what they take, one message per shadow model, and record
+        their answers; returns the jobs left for this thread."""
+        if self._workers is None:
+            return jobs
+        here: list[ShadowJob] = []
+        groups: dict[str, list[tuple[ShadowJob, bytes]]] = {}
+        states: dict[str, str] = {}
+        for job in jobs:
+            route = job.route
+            key = route.shadow.loaded.version_id
+            state = states.get(key)
+            if state is None:
+                try:
+                    state = states[key] = self._workers.state(route)
+                except Exception:
+                    log.exception("the shadow's worker could not be started")
+                    state = states[key] = "drop"
+            data = _plain_json(job.rows) if state == "send" else None
+            if state == "drop":
+                self._guarded(job, None, here=False)
+            elif data is None:
+                here.append(job)
+            else:
+                groups.setdefault(key, []).append((job, data))
+        for group in groups.values():
+            answers: list[ShadowAnswer] | list[None] | None
+            try:
+                answers = self._workers.answer(group[0][0].route, [data for _, data in group])
+            except Exception:
+                log.exception("the shadow's worker failed; the live answers were not affected")
+                answers = [ShadowAnswer(error="model_error")] * len(group)
+            if answers is None:  # the shadow is marked failed: dropped
+                answers = [None] * len(group)
+            for (job, _), answer in zip(group, answers, strict=True):
+                self._guarded(job, answer, here=False)
+                time.sleep(0)  # hand the interpreter lock to a live request waiting for it
+        return here
+
+    def _guarded(self, job: ShadowJob, answer: ShadowAnswer | None, *, here: bool) -> None:
+        """Record ``answer``, or with ``here`` the answer given in this thread."""
+        try:
+            self._record(job, self._answer(job) if here else answer)
+        except Exception:
+            log.exception("a shadow request failed; the live answer was not affected")
+        finally:
+            with self._idle:
+                self._pending -= 1
+                self._idle.notify_all()
+
+
+def _plain_json(rows: Any) -> bytes | None:
+    """``rows`` as JSON for a worker, or None when they are not plain JSON records."""
+    if type(rows) is not list:
+        return None
+    try:
+        return json.dumps(rows, allow_nan=False).encode("utf-8")
+    except (TypeError, ValueError):
+        return None
