@@ -16,6 +16,7 @@ from civicml.pipelines import ExecutionStatus, PipelineService
 from civicml.pipelines import service as pipeline_service
 from civicml.pipelines.values import Encoded, StoredValue, persist
 from civicml.store import Context
+from civicml.tracking.service import TrackingService
 
 PROJECT = "benefits"
 seen: dict[str, Any] = {}
@@ -150,3 +151,30 @@ def test_a_step_may_store_its_frames_compressed_with_the_same_cache_keys(
     # The frame's content is the same, so the step after it is a cache hit.
     assert small.step("total").status.value == "cached"
     assert small.step("total").cache_key == plain.step("total").cache_key
+
+
+def test_a_steps_inputs_are_decoded_while_its_run_is_created(
+    service: PipelineService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    loading = threading.Event()
+    decoded_meanwhile: dict[str, bool] = {}
+    load_inputs = pipeline_service._load_inputs
+    create_run = TrackingService.create_run
+
+    def load(*args: Any) -> dict[str, Any]:
+        loading.set()
+        return load_inputs(*args)
+
+    def create(self: TrackingService, project: str, **kwargs: Any) -> Any:
+        if kwargs.get("name") == "total":  # reads make's frame, handed over in memory
+            decoded_meanwhile["total"] = loading.wait(30)
+        return create_run(self, project, **kwargs)
+
+    monkeypatch.setattr(pipeline_service, "_load_inputs", load)
+    monkeypatch.setattr(TrackingService, "create_run", create)
+    execution = service.run(handoff, project=PROJECT)
+
+    assert execution.status is ExecutionStatus.SUCCEEDED
+    assert decoded_meanwhile == {"total": True}
+    assert execution.step("report").status.value == "succeeded"
+    assert seen["count_first_x"] == 0  # each reader still has its own copy

@@ -5,8 +5,10 @@ Arrow) read."""
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 from pyarrow import ipc
@@ -66,3 +68,61 @@ def test_a_zstd_compressed_frame_stored_by_an_earlier_version_reads(tmp_path: Pa
     old = StoredValue("arrow", put.digest, hashlib.sha256(data).hexdigest(), len(data))
 
     pd.testing.assert_frame_equal(load_value(store, old), frame)
+
+
+def _frames() -> dict[str, pd.DataFrame]:
+    gaps = [1.5, None, -0.0, 4.25]
+    return {
+        "range index": pd.DataFrame(
+            {"age": gaps, "region": ["n", "s", None, "w"], "n": [1, 2, 3, 4]},
+            index=range(10, 50, 10),
+        ),
+        "named index": pd.DataFrame(
+            {"n": [1, 2, 3, 4], "age": gaps}, index=pd.Index(list("abcd"), name="key")
+        ),
+        "multi-index": pd.DataFrame(
+            {"age": gaps, "f32": pd.array([1, 2, 3, 4], dtype="float32")},
+            index=pd.MultiIndex.from_product([[1, 2], ["x", "y"]], names=["a", "b"]),
+        ),
+        "floats only": pd.DataFrame({"b": gaps, "a": [float("nan")] * 4}),
+        "no rows": pd.DataFrame({"age": pd.Series([], dtype=float), "s": pd.Series([], dtype=str)}),
+        "nullable floats": pd.DataFrame({"x": pd.array([1.5, None, 2.0, 3.0], dtype="Float64")}),
+        "dates and categories": pd.DataFrame(
+            {
+                "when": pd.to_datetime(["2026-01-01", None, "2026-03-01", "2026-04-01"]),
+                "age": gaps,
+                "kind": pd.Categorical(["a", "b", "a", "b"]),
+            }
+        ),
+        "integer labels": pd.DataFrame({0: gaps, 1: ["a", "b", "c", "d"]}),
+        "every third row of a 2-D array": pd.DataFrame(
+            np.asfortranarray(np.arange(30.0).reshape(10, 3)), columns=["x", "y", "z"]
+        ).iloc[::3],
+    }
+
+
+def test_frames_read_back_as_they_were_with_the_metadata_from_pandas_writes() -> None:
+    for name, frame in _frames().items():
+        encoded = encode(frame, "make", "frame")
+        table = ipc.open_file(pa.py_buffer(encoded.canonical)).read_all()
+        usual = pa.Table.from_pandas(frame, preserve_index=True)
+
+        pd.testing.assert_frame_equal(encoded.value(), usual.to_pandas(), check_exact=True)
+        assert table.schema.names == usual.schema.names, name
+        assert table.schema.types == usual.schema.types, name
+        assert json.loads(table.schema.metadata[b"pandas"]) == json.loads(
+            usual.schema.metadata[b"pandas"]
+        ), name
+
+
+def test_a_float_column_keeps_its_nans_as_values_not_nulls() -> None:
+    frame = _frames()["range index"]
+    encoded = encode(frame, "make", "frame")
+    table = ipc.open_file(pa.py_buffer(encoded.canonical)).read_all()
+
+    assert table.column("age").null_count == 0  # stored as NaN: no scan for nulls on the way
+    assert table.column("region").null_count == 1  # other types as from_pandas makes them
+    assert encode(frame.copy(), "make", "frame").sha256 == encoded.sha256
+    back = encoded.value()
+    assert back["age"].isna().tolist() == [False, True, False, False]
+    pd.testing.assert_frame_equal(back, frame, check_exact=True)

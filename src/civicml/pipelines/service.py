@@ -54,6 +54,7 @@ from civicml.pipelines.dsl import (
 )
 from civicml.pipelines.schemas import Execution, ExecutionStatus, StepExecution, StepStatus
 from civicml.pipelines.values import Encoded, StoredValue, encode, load_value, persist
+from civicml.store.artifacts import ArtifactStore
 from civicml.store.context import Context, shippable_settings, worker_context
 from civicml.store.db import UnitOfWork
 from civicml.tracking.reproducibility import environment_tags
@@ -183,14 +184,30 @@ class _Ready:
     closed: bool
 
 
-def _call(body: _Body, ctx: Context, memory: Mapping[str, Encoded]) -> _Called:
-    """Call the step's function on its inputs — handed over in memory by the steps before it in
-    this process (``memory``, by argument), or read back from the store — and encode what it
-    returned."""
+def _load_inputs(
+    artifacts: ArtifactStore, memory: Mapping[str, Encoded], stored: Mapping[str, StoredValue]
+) -> dict[str, Any]:
+    """A step's inputs by argument: a fresh copy of each value handed over in memory by the
+    steps before it in this process (``memory``), the others read back from the store."""
+    arguments = {arg: encoded.value() for arg, encoded in memory.items()}
+    arguments.update({arg: load_value(artifacts, ref) for arg, ref in stored.items()})
+    return arguments
+
+
+def _call(
+    body: _Body,
+    ctx: Context,
+    memory: Mapping[str, Encoded],
+    loading: Future[dict[str, Any]] | None = None,
+) -> _Called:
+    """Call the step's function on its inputs — ``loading`` them meanwhile elsewhere, or loaded
+    here (:func:`_load_inputs`) — and encode what it returned."""
     step_ = body.step
     try:
-        arguments = {arg: encoded.value() for arg, encoded in memory.items()}
-        arguments.update({arg: load_value(ctx.artifacts, ref) for arg, ref in body.inputs.items()})
+        if loading is not None:
+            arguments = loading.result()
+        else:
+            arguments = _load_inputs(ctx.artifacts, memory, body.inputs)
         arguments.update(body.parameters)
         ordered = {p: arguments[p] for p in step_.signature.parameters if p in arguments}
         bound = BoundArguments(step_.signature, ordered)
@@ -636,7 +653,10 @@ class PipelineService:
             self._set_steps(execution_id, below, StepStatus.SKIPPED, _closed_note(name))
 
         try:
-            with ThreadPoolExecutor(self._max_workers, thread_name_prefix="civicml-step") as pool:
+            with (
+                ThreadPoolExecutor(self._max_workers, thread_name_prefix="civicml-step") as pool,
+                ThreadPoolExecutor(self._max_workers, thread_name_prefix="civicml-load") as loader,
+            ):
                 futures: dict[Future[_Outcome], str] = {}
                 cancelled = False
                 while True:
@@ -677,6 +697,7 @@ class PipelineService:
                             state.waiting_since.get(name),
                             memory,
                             functools.partial(_post_ready, events, name),
+                            loader,
                         )
                         futures[future] = name
                         future.add_done_callback(functools.partial(_post_done, events, name))
@@ -805,6 +826,7 @@ class PipelineService:
         waiting_since: datetime | None = None,
         memory: dict[str, Encoded] | None = None,
         ready: Callable[[_Ready], None] | None = None,
+        loader: ThreadPoolExecutor | None = None,
     ) -> _Outcome:
         try:
             return self._step_inner(
@@ -818,6 +840,7 @@ class PipelineService:
                 waiting_since,
                 memory or {},
                 ready,
+                loader,
             )
         except Exception as err:  # the store or the database failed, not the step's code
             self._update_step(
@@ -841,6 +864,7 @@ class PipelineService:
         waiting_since: datetime | None,
         memory: dict[str, Encoded],
         ready: Callable[[_Ready], None] | None,
+        loader: ThreadPoolExecutor | None,
     ) -> _Outcome:
         parameters: dict[str, Any] = {}
         for arg, spec in node.inputs.items():
@@ -879,6 +903,11 @@ class PipelineService:
                 closed = node.step.gate and self._closed(outputs)
                 return _Outcome(True, outputs, run_id, closed=closed)
         started = self._ctx.clock.now()
+        # Not a cache hit: its inputs are decoded (or read from the store) while its run is
+        # created — mostly a commit's wait for the disk — unless the step runs on a worker.
+        loading = None
+        if loader is not None and (memory or inputs) and not self._ships():
+            loading = loader.submit(_load_inputs, self._ctx.artifacts, memory, inputs)
 
         def running(uow: UnitOfWork, run_id: str) -> None:
             self._write_step(
@@ -927,7 +956,7 @@ class PipelineService:
         if self._executor is not None and self._ships():
             outcome = self._executor.submit(_run_body, body).result()
         else:
-            outcome = self._run_here(body, memory, ready)
+            outcome = self._run_here(body, memory, ready, loading)
         if outcome.where.get("executor") != "local":  # a local run records its process anyway
             self._tracking.set_tags(
                 run.id, {f"civicml.compute.{k}": v for k, v in outcome.where.items()}
@@ -971,13 +1000,18 @@ class PipelineService:
         return _Outcome(True, outputs, run.id, closed=outcome.closed)
 
     def _run_here(
-        self, body: _Body, memory: dict[str, Encoded], ready: Callable[[_Ready], None] | None
+        self,
+        body: _Body,
+        memory: dict[str, Encoded],
+        ready: Callable[[_Ready], None] | None,
+        loading: Future[dict[str, Any]] | None = None,
     ) -> _BodyOutcome:
-        """Run a step's function in this thread on inputs in memory or in the store; hand its
-        outputs to ``ready`` once hashed, then store them durably."""
+        """Run a step's function in this thread on inputs in memory or in the store (being
+        ``loading`` elsewhere); hand its outputs to ``ready`` once hashed, then store them
+        durably."""
         where = worker_info()
         measurement = METER.start()  # the step's usage: recorded with the end of its run
-        called = _call(body, self._ctx, memory)
+        called = _call(body, self._ctx, memory, loading)
         handed = None if ready is None else functools.partial(_hand_over, ready, body.run_id)
         return _persisted(self._ctx, called, where, measurement, handed)
 

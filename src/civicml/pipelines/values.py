@@ -10,10 +10,13 @@ content-addressed in the artifact store.
 A value has two forms (:class:`Encoded`): its **canonical bytes** — canonical JSON, or the
 DataFrame as an *uncompressed* Arrow IPC file — whose SHA-256 goes into the cache keys of the
 steps that read it, and its **stored bytes**, what the artifact store keeps (the same bytes, or
-the Arrow IPC file compressed). So a pipeline hashes a step's output and hands it to the next
-step at once (decoding the canonical bytes costs next to nothing), while writing it durably —
-and compressing it, for a step declared so — overlaps the next step
-(:mod:`civicml.pipelines.service`).
+the Arrow IPC file compressed). A NumPy float column is written as it is, a NaN as a NaN, not a
+null: it reads back the same, without a scan of every value on the way in (cache keys of frames
+with float columns differ from those of earlier versions: such a step runs once more).
+
+So a pipeline hashes a step's output and hands it to the next step at once (decoding the
+canonical bytes costs next to nothing), while writing it durably — and compressing it, for a
+step declared so — overlaps the next step (:mod:`civicml.pipelines.service`).
 """
 
 from __future__ import annotations
@@ -115,9 +118,7 @@ def _serialize(value: Any, step: str, output: str) -> tuple[str, bytes | memoryv
             return kind, canonical_json(json.loads(value.model_dump_json())), None
     pandas = sys.modules.get("pandas")
     if pandas is not None and isinstance(value, pandas.DataFrame):
-        import pyarrow as pa  # type: ignore[import-untyped]
-
-        table = pa.Table.from_pandas(value, preserve_index=True)
+        table = _arrow_table(value)
         return "arrow", _ipc_file(table, compression=None), table
     if is_jsonable(value):
         return "json", canonical_json(value), None
@@ -133,15 +134,79 @@ def _ipc_file(table: Any, *, compression: tuple[str, int] | None) -> memoryview:
     """The table as an Arrow IPC file, uncompressed or compressed with ``(codec, level)`` (on
     the calling thread only): a view of the buffer Arrow wrote it to (no copy of its tens of
     megabytes; the view keeps the buffer alive)."""
-    import pyarrow as pa
+    import pyarrow as pa  # type: ignore[import-untyped]
     from pyarrow import ipc
 
     codec = None if compression is None else pa.Codec(*compression)
     options = ipc.IpcWriteOptions(compression=codec, use_threads=False)
-    sink = pa.BufferOutputStream()
-    with ipc.new_file(sink, table.schema, options=options) as out:
+    if codec is not None:
+        sink = pa.BufferOutputStream()
+        with ipc.new_file(sink, table.schema, options=options) as out:
+            out.write_table(table)
+        return memoryview(sink.getvalue())
+    # Uncompressed, the file's size is known before writing it (a dry run that copies nothing):
+    # one buffer of that size, written once, instead of a growing one copied as it doubles.
+    sizer = pa.MockOutputStream()
+    with ipc.new_file(sizer, table.schema, options=options) as out:
         out.write_table(table)
-    return memoryview(sink.getvalue())
+    buffer = pa.allocate_buffer(sizer.size())
+    with ipc.new_file(pa.FixedSizeBufferWriter(buffer), table.schema, options=options) as out:
+        out.write_table(table)
+    return memoryview(buffer)
+
+
+def _arrow_table(frame: Any) -> Any:
+    """The DataFrame as an Arrow table with its pandas metadata (index, column labels, dtypes),
+    as ``pyarrow.Table.from_pandas`` makes it, but with NumPy float columns taken as they are:
+    a NaN stays a NaN (``from_pandas`` scans every float for NaN to mark it null, the larger
+    part of its cost) and the column's buffer is not copied. Reading it back gives the same
+    frame either way. Frames whose column labels are not unique strings take the plain path.
+    """
+    import numpy as np
+    import pyarrow as pa
+
+    names = frame.columns.tolist()
+    dtypes = frame.dtypes.tolist()
+    floats = {
+        i for i, dtype in enumerate(dtypes) if isinstance(dtype, np.dtype) and dtype.kind == "f"
+    }
+    simple = frame.columns.nlevels == 1 and all(type(n) is str for n in names)
+    if not floats or not simple or len(set(names)) != len(names):
+        return pa.Table.from_pandas(frame, preserve_index=True)
+    others = [names[i] for i in range(len(names)) if i not in floats]
+    rest = pa.Table.from_pandas(frame[others], preserve_index=True)  # the index goes last
+    if rest.num_rows != len(frame):  # no other column, and a RangeIndex: no rows to count
+        return pa.Table.from_pandas(frame, preserve_index=True)
+    meta = json.loads(rest.schema.metadata[b"pandas"])
+    fields, arrays, described = [], [], []
+    kept = iter(zip(rest.schema, rest.columns, meta["columns"], strict=False))
+    for i, name in enumerate(names):
+        if i in floats:
+            array = pa.array(frame[name].to_numpy(), from_pandas=False)
+            fields.append(pa.field(name, array.type))
+            arrays.append(array)
+            kind = str(dtypes[i])  # what from_pandas writes of a float column
+            described.append(
+                {
+                    "name": name,
+                    "field_name": name,
+                    "pandas_type": kind,
+                    "numpy_type": kind,
+                    "metadata": None,
+                }
+            )
+        else:
+            field_, column, entry = next(kept)
+            fields.append(field_)
+            arrays.append(column)
+            described.append(entry)
+    for field_, column, entry in kept:  # the index columns, when not a RangeIndex
+        fields.append(field_)
+        arrays.append(column)
+        described.append(entry)
+    meta["columns"] = described
+    metadata = {**rest.schema.metadata, b"pandas": json.dumps(meta).encode("utf-8")}
+    return pa.Table.from_arrays(arrays, schema=pa.schema(fields, metadata=metadata))
 
 
 def deserialize(kind: str, data: bytes | memoryview) -> Any:
