@@ -20,6 +20,7 @@ from sqlalchemy import event, func, select
 import civicml as cm
 from civicml.core.errors import ConflictError, InvalidInputError, NotFoundError
 from civicml.core.settings import Settings
+from civicml.sdk._keepalive import KeepAliveConnection
 from civicml.sdk.client import Client
 from civicml.sdk.remote import RemoteBackend
 from civicml.tracking._tables import runs
@@ -182,9 +183,16 @@ def test_a_short_remote_run_after_the_first_is_one_request(
                 sent.append(f"{method} {path}")
                 return real(self, method, path, **kw)
 
+            lean = KeepAliveConnection.post
+
+            def counted_lean(self: KeepAliveConnection, path: str, *a: Any, **kw: Any) -> Any:
+                sent.append(f"POST {path} (keep-alive)")
+                return lean(self, path, *a, **kw)
+
             monkeypatch.setattr(RemoteBackend, "call", counted)
+            monkeypatch.setattr(KeepAliveConnection, "post", counted_lean)
             run = _short_run(proj, 1)
-            assert sent == ["POST /api/v1/metrics/batches"]
+            assert sent == ["POST /api/v1/metrics/batches (keep-alive)"]
             monkeypatch.undo()
             stored = ml.backend.get_run(run.id)
             assert stored.status is RunStatus.FINISHED

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.server.helpers import API, OCTET, assert_error, create_run, upload
+from tests.server.helpers import API, OCTET, Server, assert_error, create_run, upload
 
 
 def _actions(api: httpx.Client, run_id: str) -> list[str]:
@@ -756,3 +756,80 @@ def test_experiments_come_in_bounded_pages(api: httpx.Client, project: str) -> N
 
     assert [e["name"] for e in page] == ["b", "c"]
     assert_error(too_many, 422, "InvalidInputError")
+
+
+# The batches lane (routers/tracking.py BatchesLane) answers as the route would ---------------
+BATCHES = f"{API}/metrics/batches"
+
+
+@pytest.mark.parametrize(
+    ("content", "status", "error", "message"),
+    [
+        (b"", 422, "InvalidInputError", "Invalid input at body: Field required."),
+        (b"{not json", 400, "BadRequestError", "not valid JSON"),
+        (b'{"batches": [], "batches": []}', 400, "BadRequestError", "'batches' twice"),
+        (b'{"batches": "\xff"}', 400, "BadRequestError", "not UTF-8"),
+        (b"[" * 100 + b"]" * 100, 400, "BadRequestError", "64 levels"),
+        (b"[]", 422, "InvalidInputError", "Invalid input at body:"),
+        (b'{"batches": [{"run_id": "r", "metricz": []}]}', 422, "InvalidInputError", "metricz"),
+        (b'{"batches": "all"}', 422, "InvalidInputError", "body.batches"),
+    ],
+    ids=["empty", "not-json", "duplicate-key", "not-utf8", "too-deep", "a-list", "extra", "type"],
+)
+def test_a_bad_batches_body_gets_the_one_error_body(
+    api: httpx.Client, content: bytes, status: int, error: str, message: str
+) -> None:
+    response = api.post(BATCHES, content=content, headers={"content-type": "application/json"})
+
+    body = assert_error(response, status, error, message)
+    assert response.headers["x-content-type-options"] == "nosniff"  # the guard's headers
+    if status == 422:
+        assert body["details"] and body["details"][0]["loc"][0] == "body"
+        assert body["hint"] == "Check the request against /openapi.json."
+
+
+def test_the_batches_lane_answers_a_validation_error_as_fastapi_answers_the_route(
+    api: httpx.Client, project: str
+) -> None:
+    # POST /runs/{id}/metrics is an ordinary FastAPI route with the same metric model.
+    run_id = create_run(api, project)["id"]
+    bad = [{"key": "x", "value": "high", "step": 1}]
+
+    by_route = api.post(f"{API}/runs/{run_id}/metrics", json={"metrics": bad})
+    by_lane = api.post(BATCHES, json={"batches": [{"run_id": run_id, "metrics": bad}]})
+
+    route_body = assert_error(by_route, 422, "InvalidInputError")
+    lane_body = assert_error(by_lane, 422, "InvalidInputError")
+    assert route_body["details"][0]["loc"] == ["body", "metrics", "0", "value"]
+    assert lane_body["details"][0]["loc"] == ["body", "batches", "0", "metrics", "0", "value"]
+    assert [d["type"] for d in lane_body["details"]] == [d["type"] for d in route_body["details"]]
+    assert [d["msg"] for d in lane_body["details"]] == [d["msg"] for d in route_body["details"]]
+
+
+def test_the_batches_lane_keeps_the_guard_and_the_method_rules(
+    api: httpx.Client, server: Server
+) -> None:
+    too_big = b'{"batches": [], "pad": "' + b"x" * server.settings.server_max_body_bytes + b'"}'
+    as_text = api.post(BATCHES, content=b"{}", headers={"content-type": "text/plain"})
+    oversized = api.post(BATCHES, content=too_big, headers={"content-type": "application/json"})
+    wrong_method = api.get(BATCHES)
+
+    assert_error(as_text, 415, "UnsupportedMediaTypeError")
+    assert_error(oversized, 413, "PayloadTooLargeError")
+    assert_error(wrong_method, 405, "MethodNotAllowedError")
+
+
+def test_the_batches_lane_takes_bare_nan_as_the_metric_routes_do(
+    api: httpx.Client, project: str
+) -> None:
+    run_id = create_run(api, project)["id"]
+    content = (
+        b'{"batches": [{"run_id": "' + run_id.encode() + b'", "metrics": '
+        b'[{"key": "loss", "value": NaN, "step": 0}]}]}'
+    )
+
+    outcomes = api.post(BATCHES, content=content, headers={"content-type": "application/json"})
+
+    assert outcomes.status_code == 200, outcomes.text
+    assert [(o["ok"], o["stored"]) for o in outcomes.json()] == [(True, 1)]
+    assert api.get(f"{API}/runs/{run_id}").json()["metrics"]["loss"] == "NaN"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import http.client
+import json
 import math
 import ssl
 import threading
@@ -36,6 +38,7 @@ from civicml.governance.schemas import (
 )
 from civicml.oversight.approvals import GateFailedError
 from civicml.registry.schemas import ApprovalRecord, ModelAlias, ModelVersion, RegisteredModel
+from civicml.sdk._keepalive import KeepAliveConnection, keepalive_for
 from civicml.sdk.credentials import stored_token
 from civicml.sdk.sso import SSOSession
 from civicml.store.schemas import ArtifactInfo
@@ -137,12 +140,27 @@ class RemoteBackend:
             if secret
             else SSOSession.load(self.location, home=self.settings.home, ca_bundle=self.ca_bundle)
         )
+        trust = _trust(self.ca_bundle)
+        identity = _identity(self.user, secret)
         self.http = httpx.Client(
             base_url=self.location,
             timeout=timeout,
             transport=transport,
-            verify=_trust(self.ca_bundle),
-            headers=_identity(self.user, secret),
+            verify=trust,
+            headers=identity,
+        )
+        # The metric writer's requests (a short run is one) go over a lean keep-alive connection
+        # where that changes nothing but the cost (sdk/_keepalive.py).
+        lean = keepalive_for(self.location, trust) if transport is None else False
+        self._lean = (
+            None
+            if lean is False
+            else KeepAliveConnection(
+                self.location,
+                timeout=timeout,
+                headers=identity,
+                context=lean if isinstance(lean, ssl.SSLContext) else None,
+            )
         )
         self.writer = MetricWriter(
             self.log_metric_batches, interval=self.settings.metrics_flush_interval_ms / 1000
@@ -162,6 +180,8 @@ class RemoteBackend:
         self.writer.close()
         self._stop.set()
         self.http.close()
+        if self._lean is not None:
+            self._lean.close()
 
     # HTTP -----------------------------------------------------------------------------------
     def call(
@@ -212,6 +232,41 @@ class RemoteBackend:
         if response.status_code >= 400:
             raise _error(response)
         return response
+
+    def _post_retried(self, path: str, body: Any) -> Any:
+        """``POST`` a JSON body that is safe to repeat and answer the JSON reply: over the
+        keep-alive connection when there is one (retried as :meth:`call` retries an idempotent
+        request), else through :meth:`call`."""
+        lean = self._lean
+        if lean is None:
+            return self._json("POST", path, json_body=body, idempotent=True)
+        data = json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+        headers = {} if self._sso is None else {"authorization": "Bearer " + self._sso.bearer()}
+        for attempt in range(_RETRIES):
+            try:
+                status, answered, content = lean.post(path, data.encode(), headers)
+                break
+            except (OSError, http.client.HTTPException) as err:
+                untrusted = _tls_failure(err, self.location, self.ca_bundle)
+                if untrusted is not None:
+                    raise untrusted from None  # retrying does not make a certificate trusted
+                if attempt + 1 == _RETRIES:
+                    raise RemoteError(
+                        f"Cannot reach the civicml server at {self.location}: "
+                        f"{str(err).rstrip('.') or type(err).__name__}.",
+                        hint="Is 'civicml server' running there?",
+                    ) from err
+                time.sleep(0.2 * 2**attempt)
+        if status >= 400:
+            raise _error(
+                httpx.Response(
+                    status,
+                    headers=answered,
+                    content=content,
+                    request=httpx.Request("POST", self.location + path),
+                )
+            )
+        return json.loads(content)
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         """The JSON answer; a list answered in pages (``Link: <…>; rel="next"``) comes whole."""
@@ -491,7 +546,7 @@ class RemoteBackend:
         merged: list[MetricBatchResult | E.CivicMLError | None],
     ) -> None:
         body = {"batches": [part for _, part in request]}
-        outcomes = self._json("POST", "/api/v1/metrics/batches", json_body=body, idempotent=True)
+        outcomes = self._post_retried("/api/v1/metrics/batches", body)
         for (n, part), outcome in zip(request, outcomes, strict=True):
             before = merged[n]
             if isinstance(before, E.CivicMLError):
@@ -846,7 +901,7 @@ def _trust(ca_bundle: Path | None) -> ssl.SSLContext | bool:
 
 
 def _tls_failure(
-    err: httpx.TransportError, location: str, ca_bundle: Path | None
+    err: BaseException, location: str, ca_bundle: Path | None
 ) -> E.CivicMLError | None:
     """The clear error for a TLS failure (an untrusted certificate, or TLS spoken to a plain
     HTTP server), else None."""

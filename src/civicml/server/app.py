@@ -198,6 +198,8 @@ def create_app(
     # Invocations skip FastAPI's routing (same contract, see routers/serving.py); added before
     # the guard, so the guard wraps it.
     app.add_middleware(serving.InvocationsLane)
+    # So do metric batches, the remote SDK's one request per short run (routers/tracking.py).
+    app.add_middleware(tracking.BatchesLane)
     # Authentication (setting auth) wraps the lane and every route: nothing bypasses it. With
     # auth = "none" (loopback only) and no OIDC issuer the layer would pass every request
     # through untouched, so it is left out: one coroutine less per request.

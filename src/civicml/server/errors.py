@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import traceback
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -30,6 +31,7 @@ __all__ = [
     "error_headers",
     "install_error_handlers",
     "log_bug",
+    "validation_body",
 ]
 
 log = logging.getLogger("civicml.server")
@@ -78,6 +80,27 @@ def error_body(
         "hint": hint,
         "details": details or [],
     }
+
+
+def validation_body(errors: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The 422 body for a request that failed validation (pydantic's ``errors()``, each
+    ``loc`` starting where the value came from, e.g. ``body``)."""
+    details = [
+        {
+            "loc": [str(p) for p in e.get("loc", ())],
+            "msg": e.get("msg", ""),
+            "type": e.get("type", ""),
+        }
+        for e in errors
+    ]
+    first = details[0] if details else {"loc": [], "msg": "invalid input"}
+    where = ".".join(first["loc"]) or "request"
+    return error_body(
+        422,
+        f"Invalid input at {where}: {first['msg']}.",
+        details=details,
+        hint="Check the request against /openapi.json.",
+    )
 
 
 def error_response(status: int, message: str, **kwargs: Any) -> JSONResponse:
@@ -173,22 +196,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_request: Request, err: RequestValidationError) -> JSONResponse:
-        details = [
-            {
-                "loc": [str(p) for p in e.get("loc", ())],
-                "msg": e.get("msg", ""),
-                "type": e.get("type", ""),
-            }
-            for e in err.errors()
-        ]
-        first = details[0] if details else {"loc": [], "msg": "invalid input"}
-        where = ".".join(first["loc"]) or "request"
-        return error_response(
-            422,
-            f"Invalid input at {where}: {first['msg']}.",
-            details=details,
-            hint="Check the request against /openapi.json.",
-        )
+        return JSONResponse(validation_body(err.errors()), status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, err: StarletteHTTPException) -> JSONResponse:

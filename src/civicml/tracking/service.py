@@ -44,7 +44,7 @@ from civicml.store.paths import validate_relative_path
 from civicml.store.schema import bind_utc
 from civicml.store.schemas import ArtifactInfo
 from civicml.tracking import _tables as t
-from civicml.tracking._tables import latest_metrics, metric_batches, metrics, runs
+from civicml.tracking._tables import latest_metrics, metrics, runs
 from civicml.tracking.schemas import (
     MAX_HISTORY_PAGE,
     MAX_RUNS_PAGE,
@@ -94,12 +94,17 @@ class MetricPoint(NamedTuple):
 
 
 # Statements of the metric hot path, built once (building costs more than executing them).
-_SEEN_BATCHES = select(
-    metric_batches.c.run_id, metric_batches.c.batch_id, metric_batches.c.digest
-).where(metric_batches.c.batch_id.in_(bindparam("ids", expanding=True)))
-_INSERT_BATCHES = insert(metric_batches)
+#: The batches stored before, among some runs' and batch ids (DB-API text: ``{runs}`` and
+#: ``{ids}`` are parameter marks). Both columns of the primary key are constrained, so the
+#: lookup is an index search: by batch id alone it was a scan of every batch ever stored.
+_SEEN_BATCHES = (
+    "SELECT run_id, batch_id, digest FROM metric_batches "
+    "WHERE run_id IN ({runs}) AND batch_id IN ({ids})"
+)
 _RUN_ID = re.compile(r"[0-9a-f]{32}")
 _LOAD_CHUNK = 5_000  # ids per query: far below SQLite's limit on bound parameters
+#: Most (run, batch id) combinations one look-up of stored batches names.
+_SEEN_PROBES = 4_096
 #: The runs' heads by id (DB-API text: ``{marks}`` is the ids' parameter marks).
 _RUNS_BY_ID = (
     "SELECT runs.id, runs.name, runs.status, runs.start_time, runs.end_time, runs.created_by, "
@@ -109,6 +114,44 @@ _RUNS_BY_ID = (
 )
 _HEARTBEAT_EVERY = timedelta(seconds=10)
 _last_heartbeat: dict[str, datetime] = {}
+
+
+def _seen_batches(
+    cursor: Any, mark: str, wanted: list[tuple[str, str]]
+) -> dict[tuple[str, str], str | None]:
+    """(run, batch id) -> the digest stored with it (None: a row older than digests), for
+    those of ``wanted`` stored before.
+
+    Each query names some runs and their batch ids, and the index is searched for every run
+    and id named together: pairs go in groups (by run) of at most :data:`_SEEN_PROBES`
+    combinations, so many runs' batches in one round cost a few small queries.
+    """
+    want = set(wanted)
+    seen: dict[tuple[str, str], str | None] = {}
+    group_runs: set[str] = set()
+    group_ids: set[str] = set()
+
+    def query() -> None:
+        run_ids, batch_ids = sorted(group_runs), sorted(group_ids)
+        cursor.execute(
+            _SEEN_BATCHES.format(
+                runs=", ".join([mark] * len(run_ids)), ids=", ".join([mark] * len(batch_ids))
+            ),
+            [*run_ids, *batch_ids],
+        )
+        seen.update(((r[0], r[1]), r[2]) for r in cursor.fetchall() if (r[0], r[1]) in want)
+
+    for run_id, batch_id in sorted(want):
+        runs = len(group_runs) + (run_id not in group_runs)
+        ids = len(group_ids) + (batch_id not in group_ids)
+        if group_runs and (runs * ids > _SEEN_PROBES or runs + ids > _LOAD_CHUNK):
+            query()
+            group_runs, group_ids = set(), set()
+        group_runs.add(run_id)
+        group_ids.add(batch_id)
+    if group_runs:
+        query()
+    return seen
 
 
 def _heartbeat_due(run_id: str, now: datetime) -> bool:
@@ -619,12 +662,9 @@ class TrackingService:
             # SQLAlchemy's per-statement work cost more than SQLite's for these small writes.
             cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
             mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-            ids = [b.batch_id for b in batches if b.batch_id]
             # (run, batch id) -> digest of the body stored under it (None: an older row).
-            seen: dict[tuple[str, str], str | None] = (
-                {(r[0], r[1]): r[2] for r in conn.execute(_SEEN_BATCHES, {"ids": ids})}
-                if ids
-                else {}
+            seen = _seen_batches(
+                cursor, mark, [(b.run_id, b.batch_id) for b in batches if b.batch_id]
             )
             not_created: dict[int, CivicMLError] = {}
             created: dict[str, Run] = {}  # the runs this round creates, as written
@@ -734,7 +774,20 @@ class TrackingService:
                     touched.add(run_id)
                 results.append(MetricBatchResult(stored=len(batch.values)))
             if new_batches:
-                conn.execute(_INSERT_BATCHES, new_batches)
+                cursor.executemany(
+                    "INSERT INTO metric_batches (run_id, batch_id, count, created_at, digest) "
+                    f"VALUES ({', '.join([mark] * 5)})",
+                    [
+                        (
+                            b["run_id"],
+                            b["batch_id"],
+                            b["count"],
+                            bind_utc(b["created_at"], conn.dialect.name),
+                            b["digest"],
+                        )
+                        for b in new_batches
+                    ],
+                )
             if rows:
                 insert_sql, upsert_sql = _metric_sql(conn.dialect.paramstyle)
                 cursor.executemany(insert_sql, rows)

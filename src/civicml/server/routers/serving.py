@@ -1011,6 +1011,12 @@ class InvocationsLane:
         await send({"type": "http.response.body", "body": body})
 
 
+#: Other ``POST`` paths answered by a lane of their own inside the guard, which
+#: :class:`InvocationsFirstApp` sends there as it sends invocations (the metric batches of the
+#: remote SDK: ``routers/tracking.py``, ``BatchesLane``).
+LANE_PATHS = frozenset({"/api/v1/metrics/batches"})
+
+
 class InvocationsFirstApp(FastAPI):
     """The server's FastAPI app, with invocations sent straight to its own middleware.
 
@@ -1019,8 +1025,9 @@ class InvocationsFirstApp(FastAPI):
     Starlette's exception layers. A ``POST …/invocations`` request enters the app's middleware
     chain at the guard instead (the same instances: guard, metrics lane, authentication, the
     invocation lane, so failure counts and caches are shared), under the app's last-resort
-    error handler (a 500 with the one error body, as for any route). Everything else, and an
-    app without a guard, goes through FastAPI as usual.
+    error handler (a 500 with the one error body, as for any route); so does a request for
+    one of :data:`LANE_PATHS`. Everything else, and an app without a guard, goes through
+    FastAPI as usual.
     """
 
     _invocation_stack: ASGIApp | None = None
@@ -1030,7 +1037,7 @@ class InvocationsFirstApp(FastAPI):
         if (
             scope["type"] == "http"
             and scope["method"] == "POST"
-            and scope["path"].endswith("/invocations")
+            and (scope["path"].endswith("/invocations") or scope["path"] in LANE_PATHS)
         ):
             if not self._stack_built:
                 self._invocation_stack = self._build_invocation_stack()

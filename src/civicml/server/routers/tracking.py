@@ -2,18 +2,32 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from civicml.core import jsonsafe
 from civicml.core.errors import CivicMLError
 from civicml.core.types import INT64_MAX, NonNegativeInt32, NonNegativeInt64, StrictInt
 from civicml.server.bodies import upload_body
-from civicml.server.deps import Services, caller_services
+from civicml.server.deps import Services, caller_services, services
+from civicml.server.errors import error_headers, validation_body
 from civicml.server.paging import Page, page
+from civicml.store.faults import classify
 from civicml.store.schemas import ArtifactInfo
 from civicml.tracking.schemas import (
     MAX_BATCHES_PER_REQUEST,
@@ -30,6 +44,9 @@ from civicml.tracking.schemas import (
 )
 from civicml.tracking.service import MetricBatch, NewRun
 
+__all__ = ["BATCHES_PATH", "BatchesLane", "router"]
+
+log = logging.getLogger("civicml.server")
 router = APIRouter(prefix="/api/v1", tags=["runs"])
 Svc = Annotated[Services, Depends(caller_services)]
 
@@ -281,6 +298,93 @@ async def log_metric_batches(body: BatchesBody, svc: Svc) -> Response:
 
 
 _OUTCOMES = TypeAdapter(list[BatchOutcome])
+#: The path :class:`BatchesLane` answers.
+BATCHES_PATH = "/api/v1/metrics/batches"
+
+
+class BatchesLane:
+    """ASGI middleware: answers ``POST /api/v1/metrics/batches`` without FastAPI's routing.
+
+    The remote SDK sends a short run (its creation, parameters, metrics and end) as one such
+    request, so the cost of this request is the cost of a run; FastAPI's routing, dependency
+    solving and response layers were most of it. Mounted by ``create_app`` inside the guard
+    (Host allowlist, JSON only, body limit and deadline, security headers) and the
+    authentication layer, so both apply as to any route. The body goes through the strict
+    parser and the model of the route (:class:`BatchesBody`), the caller is the route's
+    (:func:`~civicml.server.deps.services`) and the service checks permissions as for the
+    route. Errors are answered as the app's handlers answer them: a CivicMLError with its body
+    and status, a validation failure with the 422 of every route, a store fault with its typed
+    answer; anything else propagates to the last-resort handler (500). Every other request
+    passes through untouched. The route stays, for the OpenAPI document and apps built
+    without this layer.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] != BATCHES_PATH or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return  # the client went away; nobody to answer
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        headers: list[tuple[bytes, bytes]] = []
+        try:
+            body = _batches_body(b"".join(chunks))
+            svc = services(Request(scope))
+            outcomes = await run_in_threadpool(_store_batches, body, svc)
+            payload, status = _OUTCOMES.dump_json(outcomes), 200
+        except _Invalid as invalid:
+            payload, status = json.dumps(invalid.body).encode(), 422
+        except (CivicMLError, OSError, SQLAlchemyError) as raised:
+            err = raised if isinstance(raised, CivicMLError) else classify(raised)
+            if err is None:
+                raise  # a bug: the last-resort handler logs it (without SQL) and answers 500
+            if err.status >= 500:
+                log.error("%s: %s", type(err).__name__, err.message)
+            payload, status = json.dumps(err.to_body()).encode(), err.status
+            headers = [(k.lower().encode(), v.encode()) for k, v in error_headers(err).items()]
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(payload)).encode()),
+                    *headers,
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": payload})
+
+
+class _Invalid(Exception):
+    """The body failed validation: :attr:`body` is the 422 answer."""
+
+    def __init__(self, body: dict[str, Any]) -> None:
+        super().__init__(body["message"])
+        self.body = body
+
+
+def _batches_body(raw: bytes) -> BatchesBody:
+    """The request body as the route reads it: strict JSON (bare NaN allowed: metric values),
+    then :class:`BatchesBody`, each error located under ``body`` as FastAPI locates it."""
+    if not raw:
+        raise _Invalid(
+            validation_body([{"loc": ("body",), "msg": "Field required", "type": "missing"}])
+        )
+    parsed = jsonsafe.loads(raw, allow_nan=True)
+    try:
+        return BatchesBody.model_validate(parsed)
+    except ValidationError as err:
+        errors = [{**e, "loc": ("body", *e["loc"])} for e in err.errors(include_url=False)]
+        raise _Invalid(validation_body(errors)) from None
 
 
 def _store_batches(body: BatchesBody, svc: Services) -> list[BatchOutcome]:
