@@ -271,9 +271,9 @@ def render(report: dict[str, Any]) -> str:
         "The live answer never waits for the shadow: copies go on a bounded queue (beyond it "
         "they are dropped and counted). What the shadow can cost the live answers is CPU and, "
         "in thread mode, the interpreter lock of the serving process; in process mode the "
-        "server only sends the copies' records to the worker and records its answers (counts, "
-        "capture). On two cores shared with the load generator, a shadow at 100 % doubles the "
-        "prediction work.",
+        "server only sends a batch of copies' records to the worker in one message, counts its "
+        "answers and appends the capture lines the worker formatted. On two cores shared with "
+        "the load generator, a shadow at 100 % doubles the prediction work.",
     ]
     return "\n".join(lines) + "\n"
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -234,3 +235,121 @@ def test_the_writers_lines_are_the_capture_records_byte_for_byte() -> None:
             json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in capture_records(event)
         )
         assert capture_lines(event) == want
+
+
+def test_the_lines_match_the_records_for_odd_outputs_times_and_cached_parts() -> None:
+    """Parts capture_lines keeps (the classes' encoded end, the second of the time) or escapes
+    on their own (a prediction that needs escaping) give the bytes of capture_records: quoted
+    and non-ASCII labels, the same classes list with other probabilities, a time in another
+    zone, the last microsecond of a second, and the next second."""
+    from datetime import timedelta, timezone
+
+    from civicml.serving.capture import CaptureEvent, capture_lines, capture_records
+
+    classes = ['a"b\\', "né", "c"]
+    base: dict[str, Any] = {
+        "project_id": "p",
+        "endpoint_id": "e",
+        "endpoint": "web",
+        "model_name": "m",
+        "model_version": 1,
+        "model_version_id": "mv",
+        "time": datetime(2026, 11, 23, 10, 59, 59, 999999, tzinfo=UTC),
+        "request_id": "r",
+        "records": [{"x": 1.5}, {"x": -0.0}],
+        "predictions": ['a"b\\', "né"],
+        "probabilities": [[0.5, 0.25, 0.25], [0.0, 1.0, 0.0]],
+        "classes": classes,
+        "inference_ids": ["i1", "i2"],
+        "latency_ms": 1e-05,
+    }
+    plus_two = timezone(timedelta(hours=2))
+    events = [
+        CaptureEvent(**base),
+        CaptureEvent(**{**base, "probabilities": [[1.0, 0.0, 0.0], [0.1, 0.2, 0.7]]}),
+        CaptureEvent(**{**base, "time": datetime(2026, 11, 23, 13, 0, 0, 500, tzinfo=plus_two)}),
+        CaptureEvent(**{**base, "time": datetime(2026, 11, 23, 11, 0, 0, tzinfo=UTC)}),
+        CaptureEvent(**{**base, "classes": list(classes), "predictions": [0, 2]}),
+        CaptureEvent(**{**base, "probabilities": None, "predictions": [None, {"k": "v"}]}),
+    ]
+    lines = [capture_lines(event) for event in events]
+    for event, got in zip(events, lines, strict=True):
+        want = b"".join(
+            json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in capture_records(event)
+        )
+        assert got == want
+    assert b'"inferenceTime":"2026-11-23T10:59:59.999Z"' in lines[0]
+    assert b'"inferenceTime":"2026-11-23T11:00:00.000Z"' in lines[2]
+    assert b'"inferenceTime":"2026-11-23T11:00:00.000Z"' in lines[3]
+
+
+def test_plain_records_skip_the_check_and_give_the_same_bytes() -> None:
+    """An event marked plain (the fast path took its records) is formatted without checking each
+    value, to the same bytes; one that is not marked still goes the safe way (NumPy values as
+    Python, NaN as null, timestamps as ISO 8601); a wrongly marked record holding NaN fails that
+    event rather than writing a line that is not JSON."""
+    import numpy as np
+    import pandas as pd
+
+    from civicml.serving.capture import CaptureEvent, capture_lines, capture_records
+
+    base: dict[str, Any] = {
+        "project_id": "p",
+        "endpoint_id": "e",
+        "endpoint": "web",
+        "model_name": "m",
+        "model_version": 1,
+        "model_version_id": "mv",
+        "time": datetime(2026, 11, 23, 10, 15, 2, 123456, tzinfo=UTC),
+        "request_id": "r",
+        "records": [{"age": 41, "income": 1520.5, "region": "north", "member": None}],
+        "predictions": [True],
+        "probabilities": [[0.25, 0.75]],
+        "classes": [False, True],
+        "inference_ids": ["i1"],
+    }
+    plain = CaptureEvent(**base, plain=True)
+    assert capture_lines(plain) == capture_lines(CaptureEvent(**base))
+    odd = [
+        {
+            "age": np.int64(41),
+            "income": float("nan"),
+            "when": pd.Timestamp("2026-01-02", tz="UTC"),
+            "region": None,
+        }
+    ]
+    safe = CaptureEvent(**{**base, "records": odd})
+    [record] = capture_records(safe)
+    data = json.loads(record["captureData"]["endpointInput"]["data"])
+    assert data == {"age": 41, "income": None, "when": "2026-01-02T00:00:00+00:00", "region": None}
+    assert json.loads(capture_lines(safe)) == record
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        capture_lines(CaptureEvent(**{**base, "records": [{"income": math.nan}]}, plain=True))
+
+
+def test_only_records_the_fast_path_took_are_captured_as_plain(
+    ctx: Context, project: str, model_dirs: tuple[Path, Path], host: ModelHost
+) -> None:
+    """The event of a request answered on the fast path says its records are plain; a
+    DataFrame's does not; both are captured alike."""
+    import pandas as pd
+
+    from civicml.serving.capture import CaptureEvent
+
+    _deploy(ctx, host, model_dirs[0], 100)
+    host.invoke(project, "web", records(1))  # loads the model and the route
+    events: list[CaptureEvent] = []
+    submit = host.capture.submit
+
+    def keep(event: Any) -> None:
+        events.append(event)
+        submit(event)
+
+    host.capture.submit = keep  # type: ignore[method-assign]
+    rows = records(2, seed=5)
+    assert host.invoke_nowait(project, "web", rows) is not None
+    host.invoke(project, "web", pd.DataFrame(rows))
+    assert [e.plain for e in events] == [True, False]
+    captured = list(CaptureService(ctx, host.capture).records(project, "web"))
+    inputs = [json.loads(c["captureData"]["endpointInput"]["data"]) for c in captured[-4:]]
+    assert inputs == rows + rows

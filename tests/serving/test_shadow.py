@@ -278,3 +278,33 @@ def test_the_shadow_thread_answers_a_burst_in_order_on_few_wake_ups() -> None:
     assert waits <= 5, f"{waits} wake-ups for 40 copies offered at once"
     runner.close()
     assert runner._thread is not None and not runner._thread.is_alive()
+
+
+def test_copies_go_to_a_worker_in_one_message_unless_too_big_or_not_plain(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A batch of plain records is one message (one json.dumps); records that are not plain
+    JSON (a DataFrame, a NaN) stay for the thread; past the message size the copies are split,
+    in order, each message the JSON array of its copies' records."""
+    from datetime import UTC, datetime
+
+    import pandas as pd
+
+    from civicml.serving import shadow
+    from civicml.serving.shadow import ShadowJob
+
+    def job(rows: Any) -> ShadowJob:
+        return ShadowJob(None, rows, ["i"], None, datetime.now(UTC))
+
+    plain = [job([{"a": n}]) for n in range(4)]
+    odd = [job(pd.DataFrame([{"a": 1}])), job([{"a": float("nan")}])]
+    [(sent, data)], here = shadow._messages(plain)
+    assert sent == plain and here == [] and json.loads(data) == [j.rows for j in plain]
+    messages, here = shadow._messages([plain[0], odd[0], plain[1], odd[1]])
+    assert here == odd and [(s, json.loads(d)) for s, d in messages] == [
+        (plain[:2], [plain[0].rows, plain[1].rows])
+    ]
+    monkeypatch.setattr(shadow, "_CHUNK_BYTES", 25)
+    messages, here = shadow._messages(plain)
+    assert here == [] and [len(s) for s, _ in messages] == [2, 2]
+    assert [r for s, d in messages for r in json.loads(d)] == [j.rows for j in plain]

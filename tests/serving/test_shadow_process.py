@@ -7,12 +7,15 @@ import json
 import logging
 import os
 import signal
+import struct
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pandas as pd
@@ -233,3 +236,226 @@ def test_a_worker_does_not_outlive_its_server(model_dirs: tuple[Path, Path]) -> 
     assert done.returncode == -signal.SIGKILL, done.stderr.decode()[-500:]
     pid = int(done.stdout.decode().split()[0])
     assert _wait_gone(pid)
+
+
+def _fake_route(endpoint: str, capture: bool, classes: list[Any]) -> Any:
+    loaded = SimpleNamespace(model_name=MODEL, version=2, version_id="mv", classes=classes)
+    return SimpleNamespace(
+        project_id="p1",
+        endpoint=SimpleNamespace(id=f"id-{endpoint}", name=endpoint, capture=Capture(capture)),
+        shadow=SimpleNamespace(id=f"variant-{endpoint}", name="v2-shadow", loaded=loaded),
+    )
+
+
+@dataclass(frozen=True)
+class Capture:
+    enabled: bool
+
+
+def test_the_worker_formats_the_lines_capture_lines_gives(
+    ctx: Context, model_dirs: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """The worker's capture lines are, byte for byte, capture_lines (and the compact JSON of
+    capture_records) of the events the server builds from the same answers: every outcome,
+    several records per copy, a caller left to the host's principal, a time in another zone,
+    a new hour (a run of lines of its own) and a route that does not capture (no lines)."""
+    from civicml.serving._shadow_process import ANSWERED, INVALID_INPUT, ShadowWorkers, _spawn
+    from civicml.serving._shadow_worker import _load
+    from civicml.serving.capture import CaptureEvent, capture_lines, capture_records
+    from civicml.serving.sandbox import _Worker
+    from civicml.serving.shadow import ShadowJob
+
+    about = {"version_id": "mv", "model_name": MODEL, "version": 2}
+    loaded = _load(model_dirs[1], about)
+    web, other = _fake_route("web", True, loaded.classes), _fake_route("other", False, [])
+    rows = records(4, seed=9)
+    plus_two = timezone(timedelta(hours=2))
+    jobs = [
+        ShadowJob(web, rows[:1], ["a1"], "rosa", datetime(2026, 11, 23, 10, 59, 59, 999999, UTC)),
+        ShadowJob(
+            web, rows[1:3], ["b1", "b2"], None, datetime(2026, 11, 23, 12, 59, 59, 1, plus_two)
+        ),
+        ShadowJob(other, rows[3:], ["c1"], "rosa", datetime(2026, 11, 23, 11, 0, 0, 5000, UTC)),
+        ShadowJob(web, [{"age": 3}], ["d1"], "rosa", datetime(2026, 11, 23, 11, 0, 0, 5000, UTC)),
+        ShadowJob(web, rows[3:], ["e1"], "ruth", datetime(2026, 11, 23, 11, 0, 1, tzinfo=UTC)),
+    ]
+    workers = ShadowWorkers(ctx, tmp_path)
+    worker = _Worker(_spawn(model_dirs[1], json.dumps(about)))
+    try:
+        assert worker.exchange(None, 120)["ok"]
+        workers._workers["mv"] = worker
+        batch = workers.answer(jobs, json.dumps([j.rows for j in jobs]).encode())
+    finally:
+        workers.close()
+    assert batch is not None and not batch.failure
+    assert batch.outcomes == [ANSWERED, ANSWERED, ANSWERED, INVALID_INPUT, ANSWERED]
+    assert batch.routes == [web, other] and batch.route_of == [0, 0, 1, 0, 0]
+    assert [(i, hour) for i, hour, _ in batch.lines] == [(0, "2026112310"), (0, "2026112311")]
+    got = b"".join(data for _, _, data in batch.lines).splitlines(keepends=True)
+    assert len(got) == 5  # the route that does not capture has none
+    for job, latency in zip(jobs, batch.latencies, strict=True):
+        if job.route is other:
+            continue
+        mine, got = got[: len(job.rows)], got[len(job.rows) :]
+        request_id = json.loads(mine[0])["eventMetadata"]["requestId"]
+        answered = job.inference_ids != ["d1"]
+        predictions, probabilities = (
+            loaded.predict(loaded.prepare(job.rows)) if answered else ([], None)
+        )
+        event = CaptureEvent(
+            project_id="p1",
+            endpoint_id="id-web",
+            endpoint="web",
+            model_name=MODEL,
+            model_version=2,
+            model_version_id="mv",
+            time=job.time,
+            request_id=request_id,
+            records=job.rows,
+            predictions=predictions,
+            probabilities=probabilities,
+            classes=loaded.classes,
+            inference_ids=job.inference_ids,
+            caller=ctx.principal.user if job.caller is None else job.caller,
+            error=None if answered else "invalid_input",
+            variant="v2-shadow",
+            shadow=True,
+            latency_ms=latency / 1e6 if answered else None,
+        )
+        want = b"".join(
+            json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in capture_records(event)
+        )
+        assert b"".join(mine) == capture_lines(event) == want
+        assert (latency > 0) == answered
+
+
+def test_a_malformed_answer_is_refused_whole(model_dirs: tuple[Path, Path]) -> None:
+    """Lines the server cannot check (an hour that is no hour, sizes that do not add up, a line
+    missing or too many) fail the whole answer: nothing of it is counted or captured."""
+    from civicml.serving._shadow_process import ShadowWorkerError, _read_batch
+    from civicml.serving.shadow import ShadowJob
+
+    route = _fake_route("web", True, [False, True])
+    jobs = [ShadowJob(route, [{"a": 1}], ["i1"], None, datetime.now(UTC))]
+
+    def frame(lines: list[Any], data: bytes, outcomes: list[int] | None = None) -> bytes:
+        header = {"ok": True, "outcomes": outcomes or [0], "latency": [5], "messages": []}
+        head = json.dumps({**header, "lines": lines}).encode()
+        return struct.pack(">I", len(head)) + head + data
+
+    good = _read_batch(frame([[0, "2026112310", 3]], b"{}\n"), jobs, [route], [0])
+    assert good.lines == [(0, "2026112310", b"{}\n")] and good.latencies == [5]
+    for bad in (
+        frame([[0, "../../x/..", 3]], b"{}\n"),
+        frame([[0, "2026112310", 4]], b"{}\n"),
+        frame([[0, "2026112310", 2]], b"{}\n"),
+        frame([[1, "2026112310", 3]], b"{}\n"),
+        frame([[0, "2026112310", 6]], b"{}\n{}\n"),
+        frame([], b""),
+        frame([[0, "2026112310", 3]], b"{}\n", outcomes=[7]),
+    ):
+        with pytest.raises(ShadowWorkerError, match="malformed"):
+            _read_batch(bad, jobs, [route], [0])
+
+
+def test_a_workers_batch_is_counted_for_the_shadow_and_its_lines_appended(
+    ctx: Context, project: str, model_dirs: tuple[Path, Path], process_host: ModelHost
+) -> None:
+    """The answers of a batch count for the shadow variant only (answered with its latency, 4xx,
+    5xx), and the lines the worker formatted are appended to the endpoint's capture as given."""
+    from civicml.serving.capture import CaptureEvent, capture_lines
+    from civicml.serving.shadow import ShadowBatch, ShadowJob
+
+    _shadowed(ctx, process_host, model_dirs, 100)
+    process_host.invoke(project, "web", records(1))  # the route, loaded
+    assert process_host.drain_shadow()
+    route = process_host._route(project, "web")
+    shadow = route.shadow
+    before = process_host.variant_counters()[shadow.id][1]
+    live = process_host.stats(route.endpoint.id)
+    now = datetime(2026, 11, 23, 10, 15, tzinfo=UTC)
+    jobs = [ShadowJob(route, records(1, seed=i), [f"id-{i}"], "rosa", now) for i in range(3)]
+    event = CaptureEvent(
+        project_id=route.project_id,
+        endpoint_id=route.endpoint.id,
+        endpoint="web",
+        model_name=MODEL,
+        model_version=2,
+        model_version_id=shadow.loaded.version_id,
+        time=now,
+        request_id="r",
+        records=jobs[0].rows,
+        predictions=[True],
+        probabilities=None,
+        classes=[],
+        inference_ids=["id-0"],
+        shadow=True,
+    )
+    lines = capture_lines(event)
+    batch = ShadowBatch(
+        routes=[route],
+        route_of=[0, 0, 0],
+        outcomes=[0, 1, 2],
+        latencies=[5_000_000, 0, 0],
+        lines=[(0, "2026112310", lines)],
+    )
+    process_host._record_shadow_batch(jobs, batch)
+    invocations, errors_4xx, errors_5xx, _ = process_host.variant_counters()[shadow.id][1]
+    assert (invocations, errors_4xx, errors_5xx) == (before[0] + 1, before[1] + 1, before[2] + 1)
+    assert process_host.stats(route.endpoint.id) == live  # it answered nobody
+    captured = [
+        r
+        for r in _shadow_records(ctx, process_host, project)
+        if r["eventMetadata"]["eventId"] == "id-0"
+    ]
+    assert [json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in captured] == [lines]
+
+
+def test_a_non_finite_answer_is_captured_by_the_worker_as_the_server_would(
+    ctx: Context, tmp_path: Path
+) -> None:
+    """A shadow answering NaN: the copy is the shadow's 5xx and its line says
+    ``non_finite_output`` (no values, no latency), the bytes capture_lines gives."""
+    from civicml.serving._shadow_process import NON_FINITE, ShadowWorkers, _spawn
+    from civicml.serving.capture import CaptureEvent, capture_lines
+    from civicml.serving.sandbox import _Worker
+    from civicml.serving.shadow import ShadowJob
+    from tests.serving.helpers import train_nan
+
+    train_nan(tmp_path / "nan")
+    about = {"version_id": "mv", "model_name": MODEL, "version": 2}
+    route = _fake_route("web", True, [False, True])
+    when = datetime(2026, 11, 23, 10, 15, 2, 123456, UTC)
+    job = ShadowJob(route, records(2, seed=4), ["n1", "n2"], "rosa", when)
+    workers = ShadowWorkers(ctx, tmp_path / "cache")
+    worker = _Worker(_spawn(tmp_path / "nan", json.dumps(about)))
+    try:
+        assert worker.exchange(None, 120)["ok"]
+        workers._workers["mv"] = worker
+        batch = workers.answer([job], json.dumps([job.rows]).encode())
+    finally:
+        workers.close()
+    assert batch is not None and batch.outcomes == [NON_FINITE] and batch.latencies == [0]
+    [(_, hour, data)] = batch.lines
+    request_id = json.loads(data.splitlines()[0])["eventMetadata"]["requestId"]
+    event = CaptureEvent(
+        project_id="p1",
+        endpoint_id="id-web",
+        endpoint="web",
+        model_name=MODEL,
+        model_version=2,
+        model_version_id="mv",
+        time=when,
+        request_id=request_id,
+        records=job.rows,
+        predictions=[],
+        probabilities=None,
+        classes=[False, True],
+        inference_ids=job.inference_ids,
+        caller="rosa",
+        error="non_finite_output",
+        variant="v2-shadow",
+        shadow=True,
+    )
+    assert hour == "2026112310" and data == capture_lines(event)
+    assert b'\\"error\\":\\"non_finite_output\\"' in data and b'"latencyMs":null' in data

@@ -3,10 +3,18 @@
 A shadow model predicting in a thread of the serving process takes the interpreter lock from
 the event loop while it works: at concurrency 1 that alone put 1.6x on the live p99
 (benchmarks/shadow.py). Here one worker process per shadow model version
-(:mod:`civicml.serving._shadow_worker`) does the checking and predicting, and the shadow thread
-only writes the copies' records to it, once per batch, and waits for the answers with the lock
-released; counting and capture stay in the server, exactly as for an answer given in the
-thread.
+(:mod:`civicml.serving._shadow_worker`) does the checking and predicting, and formats the
+copies' capture lines too — with what only the server knows (the live answer's inference ids,
+time and caller; the endpoint, model and variant names), sent with the copies — byte for byte
+the lines the server's capture writer would have formatted. The shadow thread only writes a
+batch's records to the worker in one message, waits for the answer with the lock released,
+counts each copy's outcome for the shadow variant and hands the lines to the capture writer,
+which appends them as they are (:class:`~civicml.serving.capture.CaptureLines`): per copy the
+server does no formatting, and no object is built per copy beyond the values sent. The worker
+runs the same model the thread mode runs in the server (verified files, no pickle), so the lines
+it writes are trusted as that model's answers are; the server still checks their shape (one run
+per route and hour, the sizes adding up, one line per captured record) and refuses the whole
+answer otherwise.
 
 Loading: the worker is started on the shadow's first copy. The server copies the version's
 files out of the artifact store into a private directory, each hashed against the registry's
@@ -20,7 +28,8 @@ pipe speaks the sandbox's length-prefixed JSON (:mod:`civicml.serving.sandbox`),
 
 Failure: a worker that dies or does not answer within :data:`CALL_TIMEOUT_S` is killed; the
 copies of that batch are counted as the shadow's 5xx and captured with ``"model_error"`` (a
-batch's answers come in one message, so none is half-recorded), and a fresh worker is started;
+batch's answers come in one message, so none is half-recorded; the server formats those lines
+itself), and a fresh worker is started;
 until it is ready the copies are dropped and counted (``shadow_dropped``), never answered in
 the serving process — whatever killed the worker must not reach the server. After
 :data:`MAX_FAILURES` failures in a row the shadow is marked failed with the reason (logged, and
@@ -40,6 +49,7 @@ import os
 import select
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -52,10 +62,13 @@ from typing import Any, Literal
 from civicml.evaluation.models import fetch_version_files
 from civicml.registry.service import RegistryService
 from civicml.serving.sandbox import SandboxedModel, _Died, _Timeout, _Worker
-from civicml.serving.shadow import ShadowAnswer
+from civicml.serving.shadow import ShadowBatch, ShadowJob
 from civicml.store.context import Context
 
 __all__ = ["CALL_TIMEOUT_S", "MAX_FAILURES", "ShadowWorkers", "State"]
+
+#: A copy's outcome, as the worker answers it (:mod:`civicml.serving._shadow_worker`).
+ANSWERED, INVALID_INPUT, MODEL_ERROR, NON_FINITE = 0, 1, 2, 3
 
 log = logging.getLogger("civicml.serving.shadow")
 
@@ -68,8 +81,6 @@ START_TIMEOUT_S = 120.0
 MAX_FAILURES = 3
 #: A worker unused this long is stopped (its shadow was removed or replaced).
 IDLE_S = 600.0
-#: Copies are sent in messages of about this size at most.
-_CHUNK_BYTES = 4 << 20
 
 
 class ShadowWorkerError(Exception):
@@ -156,45 +167,77 @@ class ShadowWorkers:
             workers = [*self._workers.values(), *(s.worker for s in self._starting.values())]
         return [w.process.pid for w in workers]
 
-    def answer(self, route: Any, copies: list[bytes]) -> list[ShadowAnswer] | None:
-        """The shadow's answers to ``copies`` (each the JSON of one request's records), in
-        order, from its ready worker (:meth:`state` said ``"send"``); ``None`` when the host is
-        closing (the copies are dropped).
+    def answer(self, jobs: list[ShadowJob], copies: bytes) -> ShadowBatch | None:
+        """The shadow's answers to ``jobs`` (all for one shadow model version, whose ready
+        worker :meth:`state` said ``"send"``), and their capture lines, from one message;
+        ``copies`` is the JSON array of their records. ``None`` when the host is closing (the
+        copies are dropped).
 
-        A worker that dies or times out is stopped; the copies it did not answer are answered
-        ``model_error`` (nothing is half-recorded: a message is read whole or not at all).
+        A worker that dies, times out or answers something malformed is stopped; the batch
+        then says why (:attr:`ShadowBatch.failure`) and has no answers: the copies are the
+        shadow's ``model_error`` (nothing is half-recorded: a message is read whole or not).
         """
+        route = jobs[0].route
         version_id = route.shadow.loaded.version_id
         self._stop_idle(version_id)
-        answers: list[ShadowAnswer] = []
         try:
             worker = self._workers.get(version_id)
             if worker is None:
                 raise ShadowWorkerError("no worker is running")
-            for chunk in _chunks(copies):
-                request = b'{"copies":[' + b",".join(chunk) + b"]}"
-                reply = worker.exchange(request, CALL_TIMEOUT_S)
-                got = reply.get("answers") if reply.get("ok") else None
-                if not isinstance(got, list) or len(got) != len(chunk):
-                    raise ShadowWorkerError(
-                        f"a malformed answer ({reply.get('error', 'no error')})"
-                    )
-                answers += [_parsed(a) for a in got]
+            routes, route_of, meta = self._capture_meta(jobs)
+            request = b'{"copies":' + copies + b',"capture":' + meta + b"}"
+            frame = worker.exchange_bytes(request, CALL_TIMEOUT_S)
+            batch = _read_batch(frame, jobs, routes, route_of)
         except Exception as err:
             if self._closed:
                 return None
-            lost = ShadowAnswer(error="model_error", message=self._fail(route, err))
-            return answers + [lost] * (len(copies) - len(answers))
+            return ShadowBatch(routes=[], route_of=[], failure=self._fail(route, err))
         self._failures.pop(version_id, None)
         self._used[version_id] = time.monotonic()
-        failed = [a for a in answers if a.error == "model_error"]
-        if failed:
+        if batch.messages:
             log.error(
                 "endpoint %s: shadow variant %s failed on %d of %d copies: %s",
-                route.endpoint.name, route.shadow.name, len(failed), len(answers),
-                failed[0].message,
+                route.endpoint.name, route.shadow.name, batch.outcomes.count(MODEL_ERROR),
+                len(jobs), batch.messages[0],
             )  # fmt: skip
-        return answers
+        return batch
+
+    def _capture_meta(self, jobs: list[ShadowJob]) -> tuple[list[Any], list[int], bytes]:
+        """The routes of ``jobs`` (in order of first use), each job's index among them, and the
+        ``capture`` part of the message: what the worker needs to format their lines that only
+        the server knows."""
+        first = jobs[0].route
+        routes: list[Any] = [first]
+        route_of: list[int] = [0] * len(jobs)
+        if any(job.route is not first for job in jobs):  # a route refreshed meanwhile
+            index: dict[int, int] = {id(first): 0}
+            for i, job in enumerate(jobs):
+                found = index.get(id(job.route))
+                if found is None:
+                    found = index[id(job.route)] = len(routes)
+                    routes.append(job.route)
+                route_of[i] = found
+        user = self._ctx.principal.user
+        table = [
+            [
+                r.endpoint.capture.enabled,
+                r.endpoint.name,
+                r.shadow.loaded.model_name,
+                r.shadow.loaded.version,
+                r.shadow.loaded.version_id,
+                r.shadow.name,
+                r.shadow.loaded.classes,
+            ]
+            for r in routes
+        ]
+        meta = {
+            "routes": table,
+            "route": route_of,
+            "time": [job.time.timestamp() for job in jobs],
+            "caller": [user if job.caller is None else job.caller for job in jobs],
+            "ids": [job.inference_ids for job in jobs],
+        }
+        return routes, route_of, json.dumps(meta, separators=(",", ":"), default=_item).encode()
 
     def close(self) -> None:
         """Stop every worker (and start no more)."""
@@ -303,35 +346,77 @@ def _spawn(directory: Path, about: str) -> subprocess.Popen[bytes]:
     )
 
 
-def _chunks(copies: list[bytes]) -> list[list[bytes]]:
-    chunks: list[list[bytes]] = [[]]
-    size = 0
-    for data in copies:
-        if chunks[-1] and size + len(data) > _CHUNK_BYTES:
-            chunks.append([])
-            size = 0
-        chunks[-1].append(data)
-        size += len(data) + 1
-    return chunks
+def _item(value: Any) -> Any:
+    """NumPy scalars (a model's class labels) as the Python values JSON carries."""
+    item = getattr(value, "item", None)
+    if callable(item):
+        return item()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def _parsed(answer: Any) -> ShadowAnswer:
-    if not isinstance(answer, dict):
-        raise ShadowWorkerError("an answer that is not an object")
-    error = answer.get("error")
-    if error is not None:
-        message = str(answer.get("message", ""))[:300]
-        if error == "invalid_input":
-            return ShadowAnswer(error="invalid_input", message=message)
-        return ShadowAnswer(error="model_error", message=message)
-    predictions, probabilities = answer.get("predictions"), answer.get("probabilities")
-    if not isinstance(predictions, list):
-        raise ShadowWorkerError("an answer without predictions")
-    latency = answer.get("latency_ns")
-    return ShadowAnswer(
-        predictions=predictions,
-        probabilities=probabilities,
-        latency_ns=latency if isinstance(latency, int) else 0,
+def _read_batch(
+    frame: bytes, jobs: list[ShadowJob], routes: list[Any], route_of: list[int]
+) -> ShadowBatch:
+    """The worker's answer frame to ``jobs``, checked: a 4-byte header length, the JSON header,
+    then the capture lines (:mod:`civicml.serving._shadow_worker`)."""
+    if len(frame) < 4:
+        raise ShadowWorkerError("a truncated answer")
+    (size,) = struct.unpack(">I", frame[:4])
+    try:
+        header = json.loads(frame[4 : 4 + size])
+    except ValueError:
+        raise ShadowWorkerError("an answer that is not JSON") from None
+    if not isinstance(header, dict) or not header.get("ok"):
+        error = header.get("error", "no error") if isinstance(header, dict) else "no error"
+        raise ShadowWorkerError(f"a malformed answer ({error})")
+    outcomes, latencies = header.get("outcomes"), header.get("latency")
+    segments, messages = header.get("lines"), header.get("messages")
+    count = len(jobs)
+    if (
+        not isinstance(outcomes, list)
+        or not isinstance(latencies, list)
+        or len(outcomes) != count
+        or len(latencies) != count
+        or not all(type(o) is int and ANSWERED <= o <= NON_FINITE for o in outcomes)
+        or not all(type(n) is int and n >= 0 for n in latencies)
+        or not isinstance(messages, list)
+        or not isinstance(segments, list)
+    ):
+        raise ShadowWorkerError("a malformed answer (outcomes)")
+    data = frame[4 + size :]
+    lines: list[tuple[int, str, bytes]] = []
+    offset = 0
+    for segment in segments:
+        if not (isinstance(segment, list) and len(segment) == 3):
+            raise ShadowWorkerError("a malformed answer (lines)")
+        index, hour, length = segment
+        if not (
+            type(index) is int
+            and 0 <= index < len(routes)
+            and routes[index].endpoint.capture.enabled
+            and isinstance(hour, str)
+            and len(hour) == 10
+            and hour.isascii()
+            and hour.isdigit()
+            and type(length) is int
+            and 0 < length <= len(data) - offset
+        ):
+            raise ShadowWorkerError("a malformed answer (lines)")
+        lines.append((index, hour, data[offset : offset + length]))
+        offset += length
+    captured = [r.endpoint.capture.enabled for r in routes]
+    records = sum(
+        len(job.inference_ids) for job, i in zip(jobs, route_of, strict=True) if captured[i]
+    )
+    if offset != len(data) or data.count(b"\n") != records:
+        raise ShadowWorkerError("a malformed answer (not one capture line per record)")
+    return ShadowBatch(
+        routes=routes,
+        route_of=route_of,
+        outcomes=outcomes,
+        latencies=latencies,
+        lines=lines,
+        messages=[str(m[1])[:300] for m in messages if isinstance(m, list) and len(m) == 2],
     )
 
 

@@ -31,7 +31,9 @@ A request the model failed (it returned a non-finite number: 502, see
 :meth:`CaptureService.to_frame` and the datasets made from it (they have no prediction).
 
 The request thread only draws the sample and puts the event on a bounded queue; a background
-thread formats the lines and appends them to a spool file per endpoint under
+thread formats the lines (a shadow worker process formats its copies' lines itself and hands
+them over as :class:`CaptureLines`, appended as they are) and appends them to a spool file per
+endpoint under
 ``$CIVICML_HOME/serving/capture-spool``. A spool file is rotated into the artifact store when it
 reaches ``max_bytes``, is ``max_age_s`` old, or the hour changes: stored by SHA-256 and indexed
 under the endpoint (owner kind ``endpoint``) as ``capture/yyyy/mm/dd/hh/<uuid>.jsonl``, the
@@ -81,6 +83,7 @@ from civicml.store.schemas import ArtifactInfo
 
 __all__ = [
     "CaptureEvent",
+    "CaptureLines",
     "CaptureService",
     "CaptureWriter",
     "capture_lines",
@@ -103,11 +106,33 @@ WRITE_BATCH = 256
 #: which a request arriving meanwhile waits out.
 COALESCE_S = 0.01
 _NOTHING = object()
-# Built once: json.dumps builds an encoder per call when given options.
-_STRICT_JSON = json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
 _COMPACT_JSON = json.JSONEncoder(separators=(",", ":")).encode
 #: A str as _COMPACT_JSON writes it (ASCII, escaped).
 _ENCODE_STR: Callable[[str], str] = json.encoder.encode_basestring_ascii
+
+
+def _refuse(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _strict_encoder() -> Callable[[Any], str]:
+    """``JSONEncoder(allow_nan=False, separators=(",", ":")).encode``, the same text, without
+    the encoder that method builds (and the closures it defines) on every call: the C encoder is
+    built once (no check for cycles: a record that holds itself fails with RecursionError rather
+    than ValueError; either loses only that event)."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # pragma: no cover - CPython always has _json
+        return json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
+    encoder = make(None, _refuse, _ENCODE_STR, None, ":", ",", False, False, False)
+    join = "".join
+
+    def encode(value: Any) -> str:
+        return join(encoder(value, 0))
+
+    return encode
+
+
+_STRICT_JSON = _strict_encoder()
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +163,24 @@ class CaptureEvent:
     shadow: bool = False
     #: The model's latency for this request (ms); None when it failed.
     latency_ms: float | None = None
+    #: True when ``records`` are known to be plain JSON records (a list of ``dict`` of ``str``
+    #: keys and ``str``/``int``/finite ``float``/``bool``/``None`` values: what the fast path's
+    #: ``encode`` accepts), so formatting skips checking each value. False checks them.
+    plain: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CaptureLines:
+    """Capture lines formatted elsewhere (the shadow's worker process formats its own with
+    :func:`capture_lines`): the writer appends ``data`` to the endpoint's spool as it is.
+
+    ``hour`` is ``yyyymmddhh`` (UTC) of every record in ``data``: the spool file it goes to.
+    """
+
+    project_id: str
+    endpoint_id: str
+    hour: str
+    data: bytes
 
 
 def capture_records(event: CaptureEvent) -> list[dict[str, Any]]:
@@ -203,6 +246,7 @@ def capture_lines(event: CaptureEvent) -> bytes:
     if hasattr(rows, "to_dict"):  # a DataFrame
         rows = rows.to_dict("records")
     latency = "null" if event.latency_ms is None else repr(round(event.latency_ms, 4))
+    plain = event.plain
     tail = "".join(
         (',"inferenceTime":"', _iso(event.time), '","requestId":', _ENCODE_STR(event.request_id),
          _constant_metadata(event), ',"latencyMs":', latency, _TAIL)
@@ -210,22 +254,50 @@ def capture_lines(event: CaptureEvent) -> bytes:
     ids = event.inference_ids
     out: list[str] = []
     failed = None if event.error is None else _ENCODE_STR(_STRICT_JSON({"error": event.error}))
+    classes = "" if event.probabilities is None or failed else _classes_suffix(event.classes)
     for i, record in enumerate(rows):
-        output = _output(event, i) if failed is None else failed
+        output = _output(event, i, classes) if failed is None else failed
         encoded_id = _ENCODE_STR(ids[i])
-        data = _ENCODE_STR(_STRICT_JSON(_plain_record(record)))
+        data = _ENCODE_STR(_STRICT_JSON(record if plain else _plain_record(record)))
         out += (_HEAD, data, _MIDDLE, output, _META, encoded_id, ',"inferenceId":', encoded_id)
         out.append(tail)
     return "".join(out).encode()
 
 
-def _output(event: CaptureEvent, i: int) -> str:
-    """Record ``i``'s ``endpointOutput`` data, as an encoded JSON string."""
-    text = '{"prediction":' + _STRICT_JSON(event.predictions[i])
-    if event.probabilities is not None:
-        text += ',"probabilities":' + _STRICT_JSON(event.probabilities[i])
-        text += ',"classes":' + _STRICT_JSON(event.classes)
-    return _ENCODE_STR(text + "}")
+def _output(event: CaptureEvent, i: int, classes: str) -> str:
+    """Record ``i``'s ``endpointOutput`` data, as an encoded JSON string (``classes``: the
+    encoded end of it, :func:`_classes_suffix`, when there are probabilities).
+
+    Encoding a JSON string escapes its quotes and backslashes only (the JSON text is ASCII, its
+    control characters escaped), so the parts are escaped on their own and joined: numbers, the
+    usual prediction and every probability, need no escaping at all.
+    """
+    text = _STRICT_JSON(event.predictions[i])
+    if '"' in text or "\\" in text:
+        text = _ENCODE_STR(text)[1:-1]
+    if event.probabilities is None:
+        return '"{\\"prediction\\":' + text + '}"'
+    probabilities = _STRICT_JSON(event.probabilities[i])
+    if '"' in probabilities or "\\" in probabilities:  # pragma: no cover - numbers only
+        probabilities = _ENCODE_STR(probabilities)[1:-1]
+    return '"{\\"prediction\\":' + text + ',\\"probabilities\\":' + probabilities + classes
+
+
+_CLASSES: dict[int, tuple[list[Any], str]] = {}
+
+
+def _classes_suffix(classes: list[Any]) -> str:
+    """``,\\"classes\\":[…]}"``: the encoded end of an output with probabilities, kept per
+    list of classes (a loaded model's, the same list for each of its events; the cache holds the
+    list, so its id is not reused while cached)."""
+    found = _CLASSES.get(id(classes))
+    if found is not None and found[0] is classes:
+        return found[1]
+    suffix = _ENCODE_STR(',"classes":' + _STRICT_JSON(classes) + "}")[1:]
+    if len(_CLASSES) >= 64:
+        _CLASSES.clear()
+    _CLASSES[id(classes)] = (classes, suffix)
+    return suffix
 
 
 _CONSTANT: dict[tuple[Any, ...], str] = {}
@@ -307,9 +379,12 @@ def _plain(value: Any) -> Any:
     return value
 
 
+_MILLIS = [f"{n:03d}Z" for n in range(1000)]
+
+
 def _iso(moment: datetime) -> str:
     """``moment`` as ``2026-11-23T10:15:02.123Z`` (UTC, milliseconds)."""
-    return _second(moment)[0] + f"{moment.microsecond // 1000:03d}Z"
+    return _second(moment)[0] + _MILLIS[moment.microsecond // 1000]
 
 
 _LAST_SECOND: list[Any] = [None, ("", "")]
@@ -317,13 +392,18 @@ _LAST_SECOND: list[Any] = [None, ("", "")]
 
 def _second(moment: datetime) -> tuple[str, str]:
     """(``yyyy-mm-ddThh:mm:ss.``, ``yyyymmddhh``) of ``moment`` in UTC; the last second's are
-    kept, as consecutive events mostly share it."""
-    utc = moment.astimezone(UTC).replace(microsecond=0)
+    kept, as consecutive events mostly share it (for a UTC time, found by its whole seconds
+    since the epoch, with no conversion)."""
+    if moment.tzinfo is UTC:
+        key: Any = int(moment.timestamp() // 1)
+    else:  # another zone, or naive (local time, as astimezone reads it)
+        key = moment.astimezone(UTC).replace(microsecond=0)
     last, found = _LAST_SECOND
-    if utc == last:
+    if key == last:
         return found  # type: ignore[no-any-return]
+    utc = moment.astimezone(UTC)
     found = (utc.strftime("%Y-%m-%dT%H:%M:%S."), utc.strftime("%Y%m%d%H"))
-    _LAST_SECOND[:] = [utc, found]
+    _LAST_SECOND[:] = [key, found]
     return found
 
 
@@ -381,7 +461,9 @@ class CaptureWriter:
         self._random = random
         # SimpleQueue (C, no lock taken in Python) with the size checked by submit: a put on
         # every captured request is a fraction of queue.Queue's.
-        self._queue: queue.SimpleQueue[CaptureEvent | _Flush | None] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[CaptureEvent | CaptureLines | _Flush | None] = (
+            queue.SimpleQueue()
+        )
         self._queue_size = queue_size
         self._spools: dict[str, _Spool] = {}
         self._dir = ctx.settings.home / "serving" / "capture-spool"
@@ -397,8 +479,9 @@ class CaptureWriter:
             return False
         return percent >= 100 or self._random() * 100 < percent
 
-    def submit(self, event: CaptureEvent) -> None:
-        """Queue an event; never blocks (a full queue drops it and logs)."""
+    def submit(self, event: CaptureEvent | CaptureLines) -> None:
+        """Queue an event (or lines formatted elsewhere); never blocks (a full queue drops it
+        and logs)."""
         if self._closed:
             return
         self._ensure_started()
@@ -451,7 +534,7 @@ class CaptureWriter:
                 self._guard(self._rotate_all)
                 item.done.set()
                 continue
-            events = [item]
+            events: list[CaptureEvent | CaptureLines] = [item]
             following: object = _NOTHING
             if self._queue.qsize() < WRITE_BATCH:
                 # let a busy endpoint's next events arrive: one wake-up and one write for many
@@ -463,7 +546,7 @@ class CaptureWriter:
                 except queue.Empty:
                     following = _NOTHING
                     break
-                if not isinstance(following, CaptureEvent):
+                if not isinstance(following, CaptureEvent | CaptureLines):
                     break
                 events.append(following)
                 following = _NOTHING
@@ -476,7 +559,7 @@ class CaptureWriter:
                 self._guard(self._rotate_all)
                 following.done.set()
 
-    def _append_all(self, events: list[CaptureEvent]) -> None:
+    def _append_all(self, events: list[CaptureEvent | CaptureLines]) -> None:
         """Format each event (a failing one loses only its own records) into its spool's
         buffer, then write each spool's buffer at once (one sealed frame) and flush."""
         touched: dict[int, _Spool] = {}
@@ -503,11 +586,14 @@ class CaptureWriter:
             self.failed += 1
             log.exception("data capture failed; the affected records were not captured")
 
-    def _append(self, event: CaptureEvent) -> _Spool | None:
-        """Add one event's lines to its spool's buffer (written by :meth:`_append_all`, or
-        when the spool rotates); the spool, or None if rotated."""
-        lines = capture_lines(event)
-        hour = _second(event.time)[1]
+    def _append(self, event: CaptureEvent | CaptureLines) -> _Spool | None:
+        """Add one event's lines (or the lines given) to its spool's buffer (written by
+        :meth:`_append_all`, or when the spool rotates); the spool, or None if rotated."""
+        if isinstance(event, CaptureLines):
+            lines, hour = event.data, event.hour
+        else:
+            lines = capture_lines(event)
+            hour = _second(event.time)[1]
         spool = self._spools.get(event.endpoint_id)
         if spool is not None and spool.hour != hour:
             self._rotate(spool)

@@ -91,9 +91,9 @@ from civicml.serving._queries import (
     to_info,
     variant_rows,
 )
-from civicml.serving._shadow_process import ShadowWorkers
+from civicml.serving._shadow_process import ANSWERED, INVALID_INPUT, ShadowWorkers
 from civicml.serving.batching import MicroBatcher
-from civicml.serving.capture import CaptureEvent, CaptureWriter
+from civicml.serving.capture import CaptureEvent, CaptureLines, CaptureWriter
 from civicml.serving.explanations import LazyExplainer
 from civicml.serving.fastpath import INLINE_MAX_RECORDS, Encoded, FastPath, compile_fast_path
 from civicml.serving.model_cache import CacheCounters
@@ -108,7 +108,7 @@ from civicml.serving.multi_route import (
 from civicml.serving.routing import Route, RouteVariant, build_route, variants_of
 from civicml.serving.sandbox import SandboxedModel, load_sandboxed
 from civicml.serving.schemas import EndpointInfo, EndpointStats
-from civicml.serving.shadow import ShadowAnswer, ShadowJob, ShadowRunner
+from civicml.serving.shadow import ShadowAnswer, ShadowBatch, ShadowJob, ShadowRunner
 from civicml.serving.stats import VariantCounters, VariantSample, flush_counters
 from civicml.store.context import Context
 from civicml.training import UnsafeModelFormatError
@@ -338,6 +338,7 @@ class ModelHost:
             self._record_shadow,
             ctx.settings.serving_shadow_queue,
             self._shadow_workers,
+            self._record_shadow_batch,
         )
 
     # Loading and routing ----------------------------------------------------------------------
@@ -578,6 +579,7 @@ class ModelHost:
             variant is None,
             cpu_from,
             CPU_SAMPLE,
+            plain=True,  # fast.encode took them: plain JSON records
         )
         if route is not found:
             result["target_model"] = chosen.name
@@ -822,12 +824,16 @@ class ModelHost:
         mirror: bool,
         cpu_from: int = 0,
         scale: int = 1,
+        *,
+        plain: bool = False,
     ) -> Invocation:
         """The invocation's answer, captured when the endpoint's sample says so; its CPU time
         since ``cpu_from`` (``time.thread_time_ns()``) goes to the endpoint's usage and its
         latency since ``started`` (``time.perf_counter_ns()``) to the variant's counters. With
         ``mirror`` (an unpinned request) and a shadow variant, a sampled copy goes to the
         shadow once the answer is ready (and the pair is captured when capture is on).
+        ``plain``: the records are known to be plain JSON records (the fast path's ``encode``
+        took them), so capture skips checking them.
 
         Raises:
             ModelOutputError: A prediction or probability is not finite: JSON cannot carry it
@@ -857,7 +863,7 @@ class ModelHost:
                 latency,
             )
             if sampled:
-                self._capture(route, variant, rows, result, caller, None, latency)
+                self._capture(route, variant, rows, result, caller, None, latency, plain=plain)
             if copy:
                 self._mirror(route, rows, result, caller)
             return result
@@ -883,7 +889,9 @@ class ModelHost:
             error.status,
         )
         if sampled:
-            self._capture(route, variant, rows, result, caller, "non_finite_output", None)
+            self._capture(
+                route, variant, rows, result, caller, "non_finite_output", None, plain=plain
+            )
         raise error
 
     def _capture(
@@ -898,6 +906,7 @@ class ModelHost:
         *,
         shadow: bool = False,
         when: datetime | None = None,
+        plain: bool = False,
     ) -> None:
         try:
             self.capture.submit(
@@ -920,6 +929,7 @@ class ModelHost:
                     variant=variant.name,
                     shadow=shadow,
                     latency_ms=None if latency_ns is None else latency_ns / 1e6,
+                    plain=plain,
                 )
             )
         except Exception:  # capture never fails a request
@@ -1003,6 +1013,33 @@ class ModelHost:
                 shadow=True,
                 when=job.time,
             )
+
+    def _record_shadow_batch(self, jobs: list[ShadowJob], batch: ShadowBatch) -> None:
+        """Count a worker's answers to ``jobs`` for the shadow variant (as
+        :meth:`_record_shadow` does one by one: one lock for all) and hand the capture lines it
+        formatted to the capture writer, which appends them as they are."""
+        routes = batch.routes
+        with self._counts_lock:
+            counters = []
+            for route in routes:
+                shadow = route.shadow
+                found = self._variant_counts.get(shadow.id)
+                counters.append(found if found is not None else self._new_counters(route, shadow))
+            for index, outcome, latency in zip(
+                batch.route_of, batch.outcomes, batch.latencies, strict=True
+            ):
+                if outcome == ANSWERED:
+                    counters[index].answered(latency)
+                elif outcome == INVALID_INPUT:
+                    counters[index].errors_4xx += 1
+                else:
+                    counters[index].errors_5xx += 1
+        for index, hour, data in batch.lines:
+            route = routes[index]
+            try:
+                self.capture.submit(CaptureLines(route.project_id, route.endpoint.id, hour, data))
+            except Exception:  # capture never fails anything
+                log.exception("capturing shadow answers of endpoint %s failed", route.endpoint.name)
 
     # Routing ----------------------------------------------------------------------------------
     def _route(self, project: str, endpoint: str) -> Route | MultiRoute:

@@ -30,7 +30,7 @@ import json
 import logging
 import math
 import os
-import selectors
+import select
 import shutil
 import signal
 import struct
@@ -343,6 +343,8 @@ class _Worker:
     def __init__(self, process: subprocess.Popen[bytes]) -> None:
         self.process = process
         self.returncode: int | None = None
+        #: Set up on the first exchange: both pipes non-blocking, and the poll of them.
+        self._poll: select.poll | None = None
 
     @classmethod
     def spawn(cls, model_file: Path, manifest: str, memory: int, cpu_s: int) -> _Worker:
@@ -379,31 +381,44 @@ class _Worker:
 
     def exchange(self, request: bytes | None, timeout_s: float) -> Any:
         """Send ``request`` (none: just read the ready message) and read one answer."""
+        try:
+            return json.loads(self.exchange_bytes(request, timeout_s))
+        except ValueError:
+            return {"ok": False, "error": "the worker answered something that is not JSON"}
+
+    def exchange_bytes(self, request: bytes | None, timeout_s: float) -> bytes:
+        """:meth:`exchange`, the answer's bytes as they came (its length prefix removed).
+
+        The request is written at once when the pipe takes it (the usual case: the worker waits
+        for it), and the pipes are polled only for the rest and for the answer: the fewest
+        system calls, each of which hands the interpreter lock to another thread and back.
+        """
         assert self.process.stdin is not None and self.process.stdout is not None  # noqa: S101
         deadline = time.monotonic() + timeout_s
         out = b"" if request is None else struct.pack(">I", len(request)) + request
         stdin, stdout = self.process.stdin.fileno(), self.process.stdout.fileno()
-        os.set_blocking(stdin, False)
-        os.set_blocking(stdout, False)
+        poll = self._poll
+        if poll is None:
+            os.set_blocking(stdin, False)
+            os.set_blocking(stdout, False)
+            poll = self._poll = select.poll()
+            poll.register(stdout, select.POLLIN)
+        if out:
+            out = out[self._write(stdin, out) :]
+            if out:
+                poll.register(stdin, select.POLLOUT)
         received = bytearray()
         needed: int | None = None
-        with selectors.DefaultSelector() as selector:
-            selector.register(stdout, selectors.EVENT_READ)
-            if out:
-                selector.register(stdin, selectors.EVENT_WRITE)
+        try:
             while needed is None or len(received) < needed + 4:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise _Timeout
-                for key, _ in selector.select(left):
-                    if key.fd == stdin:
-                        try:
-                            sent = os.write(stdin, out)
-                        except BrokenPipeError:
-                            raise _Died from None
-                        out = out[sent:]
+                for fd, _ in poll.poll(math.ceil(left * 1000)):
+                    if fd == stdin:
+                        out = out[self._write(stdin, out) :]
                         if not out:
-                            selector.unregister(stdin)
+                            poll.unregister(stdin)
                         continue
                     chunk = os.read(stdout, 1 << 20)
                     if not chunk:
@@ -414,10 +429,21 @@ class _Worker:
                         if needed > _MAX_ANSWER:
                             self.kill()
                             raise _Died
+        finally:
+            if out:
+                with contextlib.suppress(KeyError):
+                    poll.unregister(stdin)
+        return bytes(received[4 : 4 + needed])
+
+    @staticmethod
+    def _write(fd: int, data: bytes) -> int:
+        """Bytes of ``data`` the pipe took now (0 when it is full)."""
         try:
-            return json.loads(bytes(received[4 : 4 + needed]))
-        except ValueError:
-            return {"ok": False, "error": "the worker answered something that is not JSON"}
+            return os.write(fd, data)
+        except BlockingIOError:
+            return 0
+        except BrokenPipeError:
+            raise _Died from None
 
     def reason(self) -> str:
         """Why the worker ended: its exit signal or status."""

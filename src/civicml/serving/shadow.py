@@ -13,11 +13,13 @@ and never returned.
 Where the shadow model predicts is the setting ``serving_shadow_mode``. ``"process"`` (the
 default): in a worker process of its own (:mod:`civicml.serving._shadow_process`), so its work
 never takes the interpreter lock from a live request; the thread only sends a batch's records
-and records the answers. ``"thread"``: in this thread, one copy at a time, handing the lock back
-between copies — no extra process, but the shadow's work competes with the live requests for
-the lock (benchmarks/shadow.py). In process mode, the copies are answered in the thread while
-the first worker loads (seconds), and so are a copy whose records are not plain JSON (a
-DataFrame handed to the SDK) and a pickled shadow's (already in the sandbox's worker).
+(one message, one ``json.dumps`` for all), counts the outcomes and hands the capture lines the
+worker formatted to the capture writer. ``"thread"``: in this thread, one copy at a time,
+handing the lock back between copies — no extra process, but the shadow's work competes with
+the live requests for the lock (benchmarks/shadow.py). In process mode, the copies are
+answered in the thread while the first worker loads (seconds), and so are a copy whose records
+are not plain JSON (a DataFrame handed to the SDK) and a pickled shadow's (already in the
+sandbox's worker).
 """
 
 from __future__ import annotations
@@ -29,11 +31,18 @@ import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
 
-__all__ = ["COALESCE_S", "DEFAULT_SHADOW_QUEUE", "ShadowAnswer", "ShadowJob", "ShadowRunner"]
+__all__ = [
+    "COALESCE_S",
+    "DEFAULT_SHADOW_QUEUE",
+    "ShadowAnswer",
+    "ShadowBatch",
+    "ShadowJob",
+    "ShadowRunner",
+]
 
 log = logging.getLogger("civicml.serving.shadow")
 
@@ -45,6 +54,8 @@ DEFAULT_SHADOW_QUEUE = 1000
 #: own work (benchmarks/shadow.py).
 COALESCE_S = 0.01
 _BATCH = 256
+#: Copies are sent in messages of about this size at most.
+_CHUNK_BYTES = 4 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +82,28 @@ class ShadowAnswer:
     message: str = ""
 
 
+@dataclass(slots=True)
+class ShadowBatch:
+    """What a worker process made of one message of copies (:meth:`Workers.answer`): per copy
+    its outcome and latency, and the capture lines it formatted, ready to append."""
+
+    #: The routes of the copies, in order of first use.
+    routes: list[Any]
+    #: Per copy, the index of its route in :attr:`routes`.
+    route_of: list[int]
+    #: Per copy: 0 answered, 1 invalid input (4xx), 2 model error, 3 non-finite output (5xx).
+    outcomes: list[int] = field(default_factory=list)
+    #: Per copy, the time its check and prediction took (ns; 0 unless answered).
+    latencies: list[int] = field(default_factory=list)
+    #: (route index, hour ``yyyymmddhh``, capture lines) in runs of copies.
+    lines: list[tuple[int, str, bytes]] = field(default_factory=list)
+    #: What went wrong with the copies that failed (for the log).
+    messages: list[str] = field(default_factory=list)
+    #: Why the worker gave no answers (it died, timed out or answered something malformed):
+    #: the copies are the shadow's ``model_error``; empty when it answered.
+    failure: str = ""
+
+
 class Workers(Protocol):
     """Where copies are answered out of process (:class:`~civicml.serving._shadow_process
     .ShadowWorkers`)."""
@@ -78,8 +111,9 @@ class Workers(Protocol):
     def state(self, route: Any) -> Literal["send", "here", "drop"]:
         """Whether the copies for ``route``'s shadow are sent, answered here, or dropped."""
 
-    def answer(self, route: Any, copies: list[bytes]) -> list[ShadowAnswer] | None:
-        """One answer per copy, in order; None when they are dropped."""
+    def answer(self, jobs: list[ShadowJob], copies: bytes) -> ShadowBatch | None:
+        """The answers to ``jobs`` (``copies``: the JSON array of their records); None when
+        they are dropped."""
 
 
 class ShadowRunner:
@@ -93,6 +127,9 @@ class ShadowRunner:
         queue_size: Jobs waiting at most; more are dropped.
         workers: Answers copies in worker processes (and says which it takes now); None
             answers all in this thread.
+        record_batch: Counts the answers of a worker's :class:`ShadowBatch` to the jobs and
+            hands over its capture lines (required with ``workers``; a batch that
+            :attr:`~ShadowBatch.failure` is recorded job by job with ``record``).
     """
 
     def __init__(
@@ -101,9 +138,11 @@ class ShadowRunner:
         record: Callable[[ShadowJob, ShadowAnswer | None], None],
         queue_size: int,
         workers: Workers | None = None,
+        record_batch: Callable[[list[ShadowJob], ShadowBatch], None] | None = None,
     ) -> None:
         self._answer = answer
         self._record = record
+        self._record_batch = record_batch
         self._workers = workers
         self._queue: queue.Queue[ShadowJob | None] = queue.Queue(max(1, queue_size))
         self._thread: threading.Thread | None = None
@@ -174,12 +213,12 @@ class ShadowRunner:
                 return
 
     def _send(self, jobs: list[ShadowJob]) -> list[ShadowJob]:
-        """Have the workers answer what they take, one message per shadow model, and record
-        their answers; returns the jobs left for this thread."""
+        """Have the workers answer what they take, one message per shadow model (and about
+        :data:`_CHUNK_BYTES`), and record their answers; returns the jobs left for this thread."""
         if self._workers is None:
             return jobs
         here: list[ShadowJob] = []
-        groups: dict[str, list[tuple[ShadowJob, bytes]]] = {}
+        groups: dict[str, list[ShadowJob]] = {}
         states: dict[str, str] = {}
         for job in jobs:
             route = job.route
@@ -191,26 +230,54 @@ class ShadowRunner:
                 except Exception:
                     log.exception("the shadow's worker could not be started")
                     state = states[key] = "drop"
-            data = _plain_json(job.rows) if state == "send" else None
             if state == "drop":
                 self._guarded(job, None, here=False)
-            elif data is None:
-                here.append(job)
+            elif state == "send":
+                groups.setdefault(key, []).append(job)
             else:
-                groups.setdefault(key, []).append((job, data))
+                here.append(job)
         for group in groups.values():
-            answers: list[ShadowAnswer] | list[None] | None
-            try:
-                answers = self._workers.answer(group[0][0].route, [data for _, data in group])
-            except Exception:
-                log.exception("the shadow's worker failed; the live answers were not affected")
-                answers = [ShadowAnswer(error="model_error")] * len(group)
-            if answers is None:  # the shadow is marked failed: dropped
-                answers = [None] * len(group)
-            for (job, _), answer in zip(group, answers, strict=True):
-                self._guarded(job, answer, here=False)
-                time.sleep(0)  # hand the interpreter lock to a live request waiting for it
+            messages, plain_not = _messages(group)
+            here += plain_not
+            failure = ""
+            for number, (sent, data) in enumerate(messages):
+                batch: ShadowBatch | None
+                if failure:  # the worker failed on an earlier message: these are lost too
+                    batch = ShadowBatch(routes=[], route_of=[], failure=failure)
+                else:
+                    try:
+                        batch = self._workers.answer(sent, data)
+                    except Exception:
+                        log.exception(
+                            "the shadow's worker failed; the live answers were not affected"
+                        )
+                        batch = ShadowBatch(routes=[], route_of=[], failure="the worker failed")
+                    failure = "" if batch is None else batch.failure
+                self._recorded(sent, batch)
+                if number + 1 < len(messages):
+                    time.sleep(0)  # hand the interpreter lock to a live request waiting for it
         return here
+
+    def _recorded(self, jobs: list[ShadowJob], batch: ShadowBatch | None) -> None:
+        """Record a worker's answers to ``jobs``: none (``batch`` None: dropped), all failed
+        (its ``failure``: each the shadow's ``model_error``), or the batch's."""
+        if batch is None or batch.failure or self._record_batch is None:
+            lost = (
+                None if batch is None else ShadowAnswer(error="model_error", message=batch.failure)
+            )
+            for job in jobs:
+                self._guarded(job, lost, here=False)
+            return
+        try:
+            self._record_batch(jobs, batch)
+        except Exception:
+            log.exception(
+                "recording the shadow's answers failed; the live answers were not affected"
+            )
+        finally:
+            with self._idle:
+                self._pending -= len(jobs)
+                self._idle.notify_all()
 
     def _guarded(self, job: ShadowJob, answer: ShadowAnswer | None, *, here: bool) -> None:
         """Record ``answer``, or with ``here`` the answer given in this thread."""
@@ -232,3 +299,38 @@ def _plain_json(rows: Any) -> bytes | None:
         return json.dumps(rows, allow_nan=False).encode("utf-8")
     except (TypeError, ValueError):
         return None
+
+
+def _messages(jobs: list[ShadowJob]) -> tuple[list[tuple[list[ShadowJob], bytes]], list[ShadowJob]]:
+    """``jobs`` as messages for a worker — (the jobs, the JSON array of their records), one
+    ``json.dumps`` for all when they are plain JSON and small enough, else copy by copy in
+    messages of at most about :data:`_CHUNK_BYTES` — and the jobs whose records are not plain
+    JSON (a DataFrame, NumPy values, a non-finite number: answered in the thread)."""
+    rows = [job.rows for job in jobs]
+    if all(type(each) is list for each in rows):
+        try:
+            data = json.dumps(rows, allow_nan=False).encode("utf-8")
+        except (TypeError, ValueError):
+            pass
+        else:
+            if len(data) <= _CHUNK_BYTES:
+                return [(jobs, data)], []
+    messages: list[tuple[list[ShadowJob], bytes]] = []
+    here: list[ShadowJob] = []
+    sent: list[ShadowJob] = []
+    parts: list[bytes] = []
+    size = 0
+    for job in jobs:
+        part = _plain_json(job.rows)
+        if part is None:
+            here.append(job)
+            continue
+        if parts and size + len(part) > _CHUNK_BYTES:
+            messages.append((sent, b"[" + b",".join(parts) + b"]"))
+            sent, parts, size = [], [], 0
+        sent.append(job)
+        parts.append(part)
+        size += len(part) + 1
+    if parts:
+        messages.append((sent, b"[" + b",".join(parts) + b"]"))
+    return messages, here
