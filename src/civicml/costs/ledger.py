@@ -7,6 +7,7 @@ each other's figures. Readers only sum lines; nothing here decides a permission.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -59,25 +60,29 @@ def add_line(conn: Connection, line: UsageLine, now: datetime) -> None:
         "peak_memory_bytes": u.peak_memory_bytes,
         "invocations": line.invocations,
     }
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    statement = dialect.insert(usage_lines).values(**values)
+    conn.execute(_upsert(conn.dialect.name), values)
+
+
+@functools.cache
+def _upsert(dialect_name: str) -> Any:
+    """The ledger's upsert for a dialect, built once: the values come as parameters."""
+    dialect = postgresql if dialect_name == "postgresql" else sqlite
+    statement = dialect.insert(usage_lines)
     new = statement.excluded
     c = usage_lines.c
-    conn.execute(
-        statement.on_conflict_do_update(
-            index_elements=[c.subject_kind, c.subject_id, c.period_start],
-            set_={
-                "updated_at": new.updated_at,
-                "wall_s": c.wall_s + new.wall_s,
-                "cpu_s": c.cpu_s + new.cpu_s,
-                "gpu_s": c.gpu_s + new.gpu_s,
-                "memory_gb_s": c.memory_gb_s + new.memory_gb_s,
-                "peak_memory_bytes": func.max(c.peak_memory_bytes, new.peak_memory_bytes)
-                if conn.dialect.name == "sqlite"
-                else func.greatest(c.peak_memory_bytes, new.peak_memory_bytes),
-                "invocations": c.invocations + new.invocations,
-            },
-        )
+    return statement.on_conflict_do_update(
+        index_elements=[c.subject_kind, c.subject_id, c.period_start],
+        set_={
+            "updated_at": new.updated_at,
+            "wall_s": c.wall_s + new.wall_s,
+            "cpu_s": c.cpu_s + new.cpu_s,
+            "gpu_s": c.gpu_s + new.gpu_s,
+            "memory_gb_s": c.memory_gb_s + new.memory_gb_s,
+            "peak_memory_bytes": func.max(c.peak_memory_bytes, new.peak_memory_bytes)
+            if dialect_name == "sqlite"
+            else func.greatest(c.peak_memory_bytes, new.peak_memory_bytes),
+            "invocations": c.invocations + new.invocations,
+        },
     )
 
 
