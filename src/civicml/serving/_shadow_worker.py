@@ -41,15 +41,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from civicml.serving._sandbox_worker import _failure, _read  # the same protocol
+
 _PR_SET_PDEATHSIG = 1
-
-
-def _read(stream: Any) -> Any:
-    head = stream.read(4)
-    if len(head) < 4:
-        return None
-    (size,) = struct.unpack(">I", head)
-    return json.loads(stream.read(size))
 
 
 def _plain(value: Any) -> Any:
@@ -64,10 +58,6 @@ def _write(stream: Any, message: dict[str, Any]) -> None:
     data = json.dumps(message, default=_plain).encode("utf-8")
     stream.write(struct.pack(">I", len(data)) + data)
     stream.flush()
-
-
-def _failure(err: BaseException) -> dict[str, Any]:
-    return {"ok": False, "error": f"{type(err).__name__}: {str(err)[:300]}"}
 
 
 def _load(directory: Path, about: dict[str, Any]) -> Any:

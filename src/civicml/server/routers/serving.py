@@ -58,6 +58,7 @@ from civicml.server.deps import (
 )
 from civicml.server.errors import error_headers
 from civicml.server.html import html_response
+from civicml.server.lanes import read_body, send_json
 from civicml.server.paging import Page, page
 from civicml.serving.capture import CaptureService
 from civicml.serving.multi_route import MAX_TARGET, TARGET_HEADER
@@ -958,14 +959,9 @@ class InvocationsLane:
         query: dict[str, list[str]],
         model: str | None,
     ) -> None:
-        chunks: list[bytes] = []
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return  # the client went away; nobody to answer
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
+        raw = await read_body(receive)
+        if raw is None:
+            return  # the client went away; nobody to answer
         try:
             explain = parse_explain(query.get("explain"))
             header = _header(scope, _TARGET_KEY)
@@ -981,7 +977,7 @@ class InvocationsLane:
                 _host_of(scope["app"]),
                 project,
                 name,
-                b"".join(chunks),
+                raw,
                 explain=explain,
                 caller=_lane_caller(scope),
                 variant=pinned,
@@ -997,18 +993,7 @@ class InvocationsLane:
             extra = [(b"civicml-variant", variant.encode())]
             if answered is not None:
                 extra.append((_TARGET_KEY, answered.encode()))
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    *extra,
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": body})
+        await send_json(send, status, body, extra)
 
 
 #: Other ``POST`` paths answered by a lane of their own inside the guard, which

@@ -26,6 +26,7 @@ from civicml.core.types import INT64_MAX, NonNegativeInt32, NonNegativeInt64, St
 from civicml.server.bodies import upload_body
 from civicml.server.deps import Services, caller_services, services
 from civicml.server.errors import error_headers, validation_body
+from civicml.server.lanes import read_body, send_json
 from civicml.server.paging import Page, page
 from civicml.store.faults import classify
 from civicml.store.schemas import ArtifactInfo
@@ -326,17 +327,12 @@ class BatchesLane:
         if scope["type"] != "http" or scope["path"] != BATCHES_PATH or scope["method"] != "POST":
             await self.app(scope, receive, send)
             return
-        chunks: list[bytes] = []
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return  # the client went away; nobody to answer
-            chunks.append(message.get("body", b""))
-            if not message.get("more_body", False):
-                break
+        raw = await read_body(receive)
+        if raw is None:
+            return  # the client went away; nobody to answer
         headers: list[tuple[bytes, bytes]] = []
         try:
-            body = _batches_body(b"".join(chunks))
+            body = _batches_body(raw)
             svc = services(Request(scope))
             outcomes = await run_in_threadpool(_store_batches, body, svc)
             payload, status = _OUTCOMES.dump_json(outcomes), 200
@@ -350,18 +346,7 @@ class BatchesLane:
                 log.error("%s: %s", type(err).__name__, err.message)
             payload, status = json.dumps(err.to_body()).encode(), err.status
             headers = [(k.lower().encode(), v.encode()) for k, v in error_headers(err).items()]
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(payload)).encode()),
-                    *headers,
-                ],
-            }
-        )
-        await send({"type": "http.response.body", "body": payload})
+        await send_json(send, status, payload, headers)
 
 
 class _Invalid(Exception):
