@@ -29,6 +29,7 @@ from civicml.serving import (
     ModelHost,
     _shadow_process,
 )
+from civicml.serving import shadow as shadow_module
 from civicml.store import Context
 from tests.serving.helpers import MODEL, records
 from tests.serving.test_shadow import _ready, _shadowed
@@ -459,3 +460,37 @@ def test_a_non_finite_answer_is_captured_by_the_worker_as_the_server_would(
     )
     assert hour == "2026112310" and data == capture_lines(event)
     assert b'\\"error\\":\\"non_finite_output\\"' in data and b'"latencyMs":null' in data
+
+
+@pytest.mark.parametrize(
+    ("setting", "cpus", "expected"),
+    [
+        ("auto", 2, "thread"),
+        ("auto", 3, "process"),
+        ("auto", 16, "process"),
+        ("process", 1, "process"),
+        ("thread", 16, "thread"),
+    ],
+)
+def test_auto_mode_answers_in_a_worker_only_with_a_core_to_spare(
+    monkeypatch: pytest.MonkeyPatch, setting: str, cpus: int, expected: str
+) -> None:
+    monkeypatch.setattr(shadow_module.os, "sched_getaffinity", lambda pid: set(range(cpus)))
+    assert shadow_module.shadow_mode(setting) == expected
+
+
+def test_the_model_host_follows_the_resolved_mode(
+    ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shadow_module.os, "sched_getaffinity", lambda pid: {0, 1})
+    small = _host(ctx, "auto")
+    try:
+        assert small._shadow_workers is None  # auto on 2 CPUs: the thread
+    finally:
+        small.close()
+    monkeypatch.setattr(shadow_module.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    large = _host(ctx, "auto")
+    try:
+        assert large._shadow_workers is not None  # auto on 4 CPUs: a worker process
+    finally:
+        large.close()

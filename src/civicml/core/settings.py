@@ -483,11 +483,12 @@ class Settings(BaseSettings):
         description="Copies of live requests waiting for an endpoint's shadow variant, per "
         "serving process; beyond it copies are dropped and counted (stats.shadow_dropped).",
     )
-    serving_shadow_mode: Literal["process", "thread"] = Field(
-        default="process",
+    serving_shadow_mode: Literal["auto", "process", "thread"] = Field(
+        default="auto",
         description="Where a shadow variant's model predicts: 'process', a worker process per "
         "shadow model (its work never takes the interpreter lock from live requests); "
-        "'thread', the serving process's shadow thread (no extra process).",
+        "'thread', the serving process's shadow thread (no extra process); 'auto', process "
+        "on a machine with at least 3 CPUs for this process, else thread.",
     )
     serving_model_cache_mb: float = Field(
         default=1024.0,

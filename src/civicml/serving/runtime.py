@@ -22,9 +22,9 @@ Each answer is counted per variant in memory (:mod:`civicml.serving.stats`: requ
 a latency histogram), flushed every ``serving_stats_flush_s`` for the alarms of guarded
 rollouts. When the endpoint has a shadow variant, a sampled copy of each unpinned request is
 handed to it *after* the live answer is ready (:mod:`civicml.serving.shadow`): a bounded queue
-and a thread of its own, the shadow model predicting in a worker process (or, with
-``serving_shadow_mode = "thread"``, in that thread), so the shadow never delays or changes a
-live answer.
+and a thread of its own, the shadow model predicting in a worker process or in that thread
+(``serving_shadow_mode``, :func:`~civicml.serving.shadow.shadow_mode`), so the shadow never
+delays or changes a live answer.
 
 Each loaded model is compiled once into a :mod:`~civicml.serving.fastpath` (NumPy arithmetic
 equal to the pipeline) when its pipeline is one civicml built; records that plainly fit the
@@ -108,7 +108,13 @@ from civicml.serving.multi_route import (
 from civicml.serving.routing import Route, RouteVariant, build_route, variants_of
 from civicml.serving.sandbox import SandboxedModel, load_sandboxed
 from civicml.serving.schemas import EndpointInfo, EndpointStats
-from civicml.serving.shadow import ShadowAnswer, ShadowBatch, ShadowJob, ShadowRunner
+from civicml.serving.shadow import (
+    ShadowAnswer,
+    ShadowBatch,
+    ShadowJob,
+    ShadowRunner,
+    shadow_mode,
+)
 from civicml.serving.stats import VariantCounters, VariantSample, flush_counters
 from civicml.store.context import Context
 from civicml.training import UnsafeModelFormatError
@@ -330,7 +336,7 @@ class ModelHost:
         self._stats_lock = threading.Lock()
         self._shadow_workers = (
             ShadowWorkers(ctx, self._cache)
-            if ctx.settings.serving_shadow_mode == "process"
+            if shadow_mode(ctx.settings.serving_shadow_mode) == "process"
             else None
         )
         self._shadow = ShadowRunner(

@@ -10,8 +10,8 @@ sheds load instead of holding memory or slowing anything live. The shadow's answ
 captured (marked ``"shadow": true``, with the live answer's inference ids, so each pair joins)
 and never returned.
 
-Where the shadow model predicts is the setting ``serving_shadow_mode``. ``"process"`` (the
-default): in a worker process of its own (:mod:`civicml.serving._shadow_process`), so its work
+Where the shadow model predicts is the setting ``serving_shadow_mode`` (:func:`shadow_mode`).
+``"process"``: in a worker process of its own (:mod:`civicml.serving._shadow_process`), so its work
 never takes the interpreter lock from a live request; the thread only sends a batch's records
 (one message, one ``json.dumps`` for all), counts the outcomes and hands the capture lines the
 worker formatted to the capture writer. ``"thread"``: in this thread, one copy at a time,
@@ -19,7 +19,11 @@ handing the lock back between copies — no extra process, but the shadow's work
 the live requests for the lock (benchmarks/shadow.py). In process mode, the copies are
 answered in the thread while the first worker loads (seconds), and so are a copy whose records
 are not plain JSON (a DataFrame handed to the SDK) and a pickled shadow's (already in the
-sandbox's worker).
+sandbox's worker). ``"auto"`` (the default) is ``"process"`` where this process may run on at
+least :data:`AUTO_PROCESS_MIN_CPUS` CPUs, else ``"thread"``: the worker only pays where it has
+a core of its own. On two cores shared with the live requests a 100 % shadow measured more
+total CPU per copy in a worker (the message, the second interpreter) than in the thread, and a
+higher live p99 at concurrency 16 (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -36,12 +41,14 @@ from datetime import datetime
 from typing import Any, Literal, Protocol
 
 __all__ = [
+    "AUTO_PROCESS_MIN_CPUS",
     "COALESCE_S",
     "DEFAULT_SHADOW_QUEUE",
     "ShadowAnswer",
     "ShadowBatch",
     "ShadowJob",
     "ShadowRunner",
+    "shadow_mode",
 ]
 
 log = logging.getLogger("civicml.serving.shadow")
@@ -54,6 +61,28 @@ DEFAULT_SHADOW_QUEUE = 1000
 #: own work (benchmarks/shadow.py).
 COALESCE_S = 0.01
 _BATCH = 256
+#: ``serving_shadow_mode = "auto"`` answers in a worker process from this many CPUs on.
+AUTO_PROCESS_MIN_CPUS = 3
+
+
+def shadow_mode(setting: str) -> Literal["process", "thread"]:
+    """Where shadow copies are answered for the setting ``serving_shadow_mode``: ``"auto"``
+    is ``"process"`` when this process may run on at least :data:`AUTO_PROCESS_MIN_CPUS`
+    CPUs (its affinity, where the platform has one), else ``"thread"``.
+
+    Example:
+        >>> shadow_mode("thread")
+        'thread'
+    """
+    if setting == "process":
+        return "process"
+    if setting == "thread":
+        return "thread"
+    affinity = getattr(os, "sched_getaffinity", None)
+    cpus = len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
+    return "process" if cpus >= AUTO_PROCESS_MIN_CPUS else "thread"
+
+
 #: Copies are sent in messages of about this size at most.
 _CHUNK_BYTES = 4 << 20
 
