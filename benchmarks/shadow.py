@@ -288,10 +288,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--modes",
-        default=",".join(MODES),
-        help="serving_shadow_mode values, comma-separated; the goal is judged on the first",
+        default=None,
+        help="serving_shadow_mode values, comma-separated; the goal is judged on the first "
+        "(default: what 'auto' picks on this machine, then the other)",
     )
     args = p.parse_args(argv)
+    if args.modes is None:
+        from civicml.serving.shadow import shadow_mode
+
+        first = shadow_mode("auto")
+        args.modes = ",".join([first, *(m for m in MODES if m != first)])
     args.modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if not args.modes or not set(args.modes) <= set(MODES):
         p.error(f"--modes takes {', '.join(MODES)}")
