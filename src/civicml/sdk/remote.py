@@ -217,21 +217,25 @@ class RemoteBackend:
                 if untrusted is not None:
                     raise untrusted from None  # retrying does not make a certificate trusted
                 if attempt + 1 == attempts:
-                    raise RemoteError(
-                        f"Cannot reach the civicml server at {self.location}: "
-                        f"{str(err).rstrip('.')}.",
-                        hint="Is 'civicml server' running there?"
-                        + (
-                            " If it serves HTTPS (--tls-cert), use an https:// URL."
-                            if self.location.startswith("http://")
-                            and isinstance(err, httpx.RemoteProtocolError)
-                            else ""
-                        ),
+                    raise self._unreachable(
+                        err,
+                        " If it serves HTTPS (--tls-cert), use an https:// URL."
+                        if self.location.startswith("http://")
+                        and isinstance(err, httpx.RemoteProtocolError)
+                        else "",
                     ) from err
                 time.sleep(0.2 * 2**attempt)
         if response.status_code >= 400:
             raise _error(response)
         return response
+
+    def _unreachable(self, err: BaseException, hint_more: str = "") -> RemoteError:
+        """The error for a server that could not be reached after the last retry."""
+        return RemoteError(
+            f"Cannot reach the civicml server at {self.location}: "
+            f"{str(err).rstrip('.') or type(err).__name__}.",
+            hint="Is 'civicml server' running there?" + hint_more,
+        )
 
     def _post_retried(self, path: str, body: Any) -> Any:
         """``POST`` a JSON body that is safe to repeat and answer the JSON reply: over the
@@ -251,11 +255,7 @@ class RemoteBackend:
                 if untrusted is not None:
                     raise untrusted from None  # retrying does not make a certificate trusted
                 if attempt + 1 == _RETRIES:
-                    raise RemoteError(
-                        f"Cannot reach the civicml server at {self.location}: "
-                        f"{str(err).rstrip('.') or type(err).__name__}.",
-                        hint="Is 'civicml server' running there?",
-                    ) from err
+                    raise self._unreachable(err) from err
                 time.sleep(0.2 * 2**attempt)
         if status >= 400:
             raise _error(
