@@ -177,6 +177,31 @@ def test_several_records_in_one_transaction_sign_the_last_head_once(ctx: Context
     assert (report.witness.seq, report.witness.hash) == (3, trail.list()[-1].hash)
 
 
+def test_a_head_committed_without_waiting_for_the_disk_is_signed_by_the_next_durable_one(
+    ctx: Context,
+) -> None:
+    trail = AuditTrail(ctx)
+    with ctx.db.write() as uow:
+        trail.record(uow, "thing.changed", "thing", "t0")
+    first = trail.verify().witness
+    assert first is not None and first.seq == 1
+
+    with ctx.db.write(durable=False) as uow:
+        trail.record(uow, "thing.changed", "thing", "t1")
+    report = trail.verify()
+    # Not signed: a power cut may still undo it, and a signed head the chain lacks would read
+    # as a truncated chain.
+    assert report.ok
+    assert report.witness is not None and report.witness.seq == 1
+
+    with ctx.db.write() as uow:
+        trail.record(uow, "thing.changed", "thing", "t2")
+    report = trail.verify()
+    assert report.ok
+    assert report.witness is not None
+    assert (report.witness.seq, report.witness.hash) == (3, trail.list()[-1].hash)
+
+
 # The signing key and the witness -----------------------------------------------------------------
 def test_the_key_is_created_private_and_the_witness_follows_the_head(ctx: Context) -> None:
     populate(ctx)

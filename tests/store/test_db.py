@@ -148,6 +148,42 @@ def test_after_commit_runs_only_on_commit(tmp_path: Path) -> None:
     assert ran == ["second"]
 
 
+def test_a_write_that_need_not_be_durable_skips_the_sync_and_only_that_write(
+    tmp_path: Path,
+) -> None:
+    store = MetadataStore(f"sqlite:///{tmp_path / 'l.db'}")
+    with store.write(durable=False) as uow:
+        assert uow.durable is False
+        assert uow.conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+        _insert_project(uow, "lazy")
+    with store.write() as uow:  # the pooled connection is durable again
+        assert uow.durable is True
+        assert uow.conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2  # FULL
+        _insert_project(uow, "durable")
+    with store.read() as conn:  # begun outside write(): it does not inherit NORMAL either
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2
+    with pytest.raises(RuntimeError), store.write(durable=False) as uow:
+        _insert_project(uow, "rolled-back")
+        raise RuntimeError("boom")
+    with store.read() as conn:
+        assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 2
+    assert _projects(store) == ["durable", "lazy"]
+    store.close()
+
+
+def test_a_postgresql_write_that_need_not_be_durable_commits_asynchronously(
+    pg_url: str,
+) -> None:
+    store = MetadataStore(pg_url)
+    with store.write(durable=False) as uow:
+        assert uow.conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "off"
+        _insert_project(uow, "lazy")
+    with store.write() as uow:  # SET LOCAL: this transaction only
+        assert uow.conn.exec_driver_sql("SHOW synchronous_commit").scalar() == "on"
+    assert "lazy" in _projects(store)
+    store.close()
+
+
 @pytest.mark.parametrize(
     "url",
     [
@@ -178,13 +214,17 @@ def _projects(store: MetadataStore) -> list[str]:
 
 def _add_project(store: MetadataStore, name: str) -> None:
     with store.write() as uow:
-        uow.conn.execute(
-            text(
-                "INSERT INTO projects (id, name, description, created_at, created_by) "
-                "VALUES (:id, :name, '', '2026-01-01', 'test')"
-            ),
-            {"id": uuid.uuid4().hex, "name": name},
-        )
+        _insert_project(uow, name)
+
+
+def _insert_project(uow: Any, name: str) -> None:
+    uow.conn.execute(
+        text(
+            "INSERT INTO projects (id, name, description, created_at, created_by) "
+            "VALUES (:id, :name, '', '2026-01-01', 'test')"
+        ),
+        {"id": uuid.uuid4().hex, "name": name},
+    )
 
 
 def test_a_lock_held_past_the_busy_timeout_is_a_503_then_writes_go_on(tmp_path: Path) -> None:

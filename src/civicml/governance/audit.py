@@ -365,7 +365,10 @@ class AuditTrail:
         uow.memo[_MEMO_KEY] = (seq, digest)
         uow.before_commit(_MEMO_KEY, lambda: _write_head(uow))
         # Only the last head of a transaction needs signing: the key replaces earlier callbacks.
-        uow.after_commit("audit-witness", lambda: self._committed(seq, digest))
+        # Only a durable one: a head signed but then undone by a power cut would read as a
+        # truncated chain. The next durable commit's head covers this one.
+        if uow.durable:
+            uow.after_commit("audit-witness", lambda: self._committed(seq, digest))
         return str(fields["id"])
 
     def _committed(self, seq: int, digest: str) -> None:

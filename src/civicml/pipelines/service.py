@@ -64,6 +64,13 @@ from civicml.tracking.service import TrackingService
 __all__ = ["PipelineService", "cache_key_digest", "environment"]
 
 _ENV_PACKAGES = ("civicml", "numpy", "pandas", "scikit-learn")
+#: Whether a step's records (its run's start and end, its row, lineage and usage) wait for the
+#: disk when committed. They don't: the database keeps commits in order, so a power cut undoes
+#: only the newest of them, which makes ``retry`` run those steps again; a process killed loses
+#: nothing. What a record points to (a stored output) is durable before the record is written,
+#: and the execution's start and end are durable commits: when ``run`` returns, every record of
+#: the execution is. One fsync less per step start and end, in a pipeline's critical path.
+_STEP_RECORDS_DURABLE = False
 _LONG_PARAM = 500  # longer parameter values are logged to the step's run as their SHA-256
 # Pipelines run in this process, by (name, version): what retry() re-runs when given no function.
 _KNOWN: dict[tuple[str, str], Pipeline] = {}
@@ -791,7 +798,7 @@ class PipelineService:
     ) -> None:
         if not names:
             return
-        with self._ctx.db.write() as uow:
+        with self._ctx.db.write(durable=_STEP_RECORDS_DURABLE) as uow:
             uow.conn.execute(
                 update(step_executions)
                 .where(
@@ -802,7 +809,7 @@ class PipelineService:
             )
 
     def _update_step(self, execution_id: str, name: str, **values: Any) -> None:
-        with self._ctx.db.write() as uow:
+        with self._ctx.db.write(durable=_STEP_RECORDS_DURABLE) as uow:
             self._write_step(uow.conn, execution_id, name, **values)
 
     @staticmethod
@@ -939,6 +946,7 @@ class PipelineService:
                 **environment_tags(),  # code and library versions (reproducibility)
             },
             also=running,  # the step's row and lineage, in the run's transaction
+            durable=_STEP_RECORDS_DURABLE,
         )
         body = _Body(
             settings=shippable_settings(self._ctx.settings) if self._ships() else None,
@@ -1030,6 +1038,7 @@ class PipelineService:
             run_status,
             usage=outcome.usage,
             also=lambda uow: self._write_step(uow.conn, execution_id, name, **values),
+            durable=_STEP_RECORDS_DURABLE,
         )
 
     def _cached(

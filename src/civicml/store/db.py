@@ -57,14 +57,17 @@ _BUSY_TIMEOUT_S = 60.0
 class UnitOfWork:
     """One write transaction: the state change, its lineage and its audit event commit together.
 
-    Callbacks registered with :meth:`after_commit` run once the transaction is durable (for example
-    signing the new audit-chain head); they never run when the transaction rolls back. Those
+    Callbacks registered with :meth:`after_commit` run once the transaction has committed — and
+    is durable, unless it was opened with ``durable=False`` (:attr:`durable`; signing the new
+    audit-chain head waits for a durable one); they never run when the transaction rolls back. Those
     registered with :meth:`before_commit` run inside the transaction, last (for example writing
     the audit-chain head once for every event of the transaction). ``memo`` holds what a service
     keeps for the rest of the transaction (the audit head it read).
     """
 
     conn: Connection
+    #: Whether the commit is durable when it returns (see :meth:`MetadataStore.write`).
+    durable: bool = True
     _callbacks: dict[str, Callable[[], None]] = field(default_factory=dict)
     _finishers: dict[str, Callable[[], None]] = field(default_factory=dict)
     memo: dict[str, Any] = field(default_factory=dict)
@@ -108,6 +111,7 @@ class MetadataStore:
         self.engine = _create_engine(url, busy_timeout_s)
         self.dialect = self.engine.dialect.name
         self._write_engine = self.engine.execution_options(civicml_write=True)
+        self._lazy_engine = self.engine.execution_options(civicml_write=True, civicml_lazy=True)
         self._sqlite_write_lock = threading.Lock() if self.dialect == "sqlite" else None
         self._before_close: dict[str, Callable[[], None]] = {}
         self.closed = False
@@ -134,8 +138,16 @@ class MetadataStore:
             yield conn
 
     @contextlib.contextmanager
-    def write(self) -> Iterator[UnitOfWork]:
+    def write(self, *, durable: bool = True) -> Iterator[UnitOfWork]:
         """A write transaction (``BEGIN IMMEDIATE`` on SQLite); commits on success.
+
+        ``durable=False`` commits without waiting for the disk (SQLite ``synchronous=NORMAL``
+        for this transaction, PostgreSQL ``synchronous_commit = off``): the commit is visible
+        at once and survives the process being killed, but a power cut or an operating-system
+        crash may undo it — never half of it, and never without undoing every later such
+        commit too, since the database log keeps commits in order; the next durable commit
+        makes it durable as well. For bookkeeping that can be redone, such as a pipeline step's
+        start (a lost start only makes ``retry`` run the step again).
 
         Raises:
             ServiceUnavailableError: Another writer held the lock longer than the busy timeout,
@@ -148,13 +160,23 @@ class MetadataStore:
         # database itself would let them wait.
         if lock is not None and not lock.acquire(timeout=self.busy_timeout_s):
             raise lock_timeout()
+        engine = self._write_engine if durable else self._lazy_engine
         try:
-            with _translate_faults(), self._write_engine.connect() as conn:
-                uow = UnitOfWork(conn)
-                with conn.begin():
-                    yield uow
-                    for finish in uow._finishers.values():
-                        finish()
+            with _translate_faults(), engine.connect() as conn:
+                uow = UnitOfWork(conn, durable)
+                try:
+                    with conn.begin():
+                        if not durable and self.dialect == "postgresql":
+                            conn.exec_driver_sql("SET LOCAL synchronous_commit TO OFF")
+                        yield uow
+                        for finish in uow._finishers.values():
+                            finish()
+                finally:
+                    if not durable and self.dialect == "sqlite":
+                        # Back to FULL for transactions begun elsewhere on this pooled
+                        # connection (writes set it themselves; a broken one is discarded).
+                        with contextlib.suppress(sqlite3.Error):
+                            conn.connection.driver_connection.execute("PRAGMA synchronous=FULL")  # type: ignore[union-attr]
         finally:
             if lock is not None:
                 lock.release()
@@ -329,7 +351,11 @@ def _configure_sqlite(engine: Engine, busy_timeout_s: float) -> None:
         # statement cost more than SQLite's for BEGIN (a driver error is a fault all the same,
         # see _translate_faults).
         raw = conn.connection.driver_connection
-        if conn.get_execution_options().get("civicml_write"):
+        options = conn.get_execution_options()
+        if options.get("civicml_write"):
+            # Set for every write: a pooled connection keeps what its last transaction chose.
+            lazy = options.get("civicml_lazy")
+            raw.execute("PRAGMA synchronous=NORMAL" if lazy else "PRAGMA synchronous=FULL")  # type: ignore[union-attr]
             raw.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
         else:
             raw.execute("BEGIN")  # type: ignore[union-attr]

@@ -341,13 +341,15 @@ class TrackingService:
         pid: int | None = None,
         pid_start: int | None = None,
         also: Callable[[UnitOfWork, str], None] | None = None,
+        durable: bool = True,
     ) -> Run:
         """Start a run (status ``running``) in ``experiment``, created when missing.
 
         ``host``/``pid``/``pid_start`` identify the process doing the work, so a run whose process
         died is found and marked ``killed``; without them, only the heartbeat timeout applies.
         ``also(uow, run_id)`` writes what the caller records about the new run in the same
-        transaction (a pipeline step's row and lineage).
+        transaction (a pipeline step's row and lineage). ``durable=False``: the commit does
+        not wait for the disk (:meth:`~civicml.store.db.MetadataStore.write`).
         """
         spec = self.prepare_run(
             project,
@@ -365,7 +367,7 @@ class TrackingService:
             if attempt:  # create the project and experiment (checking the caller may), then again
                 self.ensure_experiment(project, experiment)
             try:
-                with self._ctx.db.write() as uow:
+                with self._ctx.db.write(durable=durable) as uow:
                     run = self._insert_run(uow, run_id, spec)
                     if also is not None:
                         also(uow, run_id)
@@ -925,12 +927,14 @@ class TrackingService:
         *,
         usage: Usage | None = None,
         also: Callable[[UnitOfWork], None] | None = None,
+        durable: bool = True,
     ) -> Run:
         """End a running run as finished, failed or killed.
 
         ``usage`` (what its work used, measured where it ran) is added to the run's line in the
         usage ledger and ``also(uow)`` writes what the caller records about the ending (a
-        pipeline step's row), both in the same transaction.
+        pipeline step's row), both in the same transaction. ``durable=False``: the commit does
+        not wait for the disk (:meth:`~civicml.store.db.MetadataStore.write`).
         """
         try:
             target = RunStatus(status)
@@ -942,7 +946,7 @@ class TrackingService:
             raise InvalidInputError(
                 "A run cannot be ended as 'running'.", hint="Use finished, failed or killed."
             )
-        with self._ctx.db.write() as uow:
+        with self._ctx.db.write(durable=durable) as uow:
             head = self._head(uow.conn, run_id, "experiments.write")
             if head.status != RunStatus.RUNNING.value:
                 if head.status == target.value:
