@@ -314,3 +314,41 @@ def test_a_count_that_does_not_fit_when_timed_is_halved(
 
     fast.encode = superlinear  # type: ignore[method-assign]
     assert fastpath.inline_records(fast, budget_s=0.001, clock=clock) == 16
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "target"),
+    [
+        ("logistic", "eligible"),
+        ("linear", "amount"),
+        ("random_forest", "band"),
+        ("lightgbm", "eligible"),
+    ],
+)
+@pytest.mark.parametrize("gaps", [True, False])
+def test_a_numeric_frame_is_converted_at_once_and_answers_as_the_pipeline(
+    algorithm: str, target: str, gaps: bool
+) -> None:
+    # Numbers only (no timestamp): from_frame takes the frame's float block in one conversion
+    # (Fortran-ordered) and the linear model folds its scaling into the weights.
+    data = frame(300, seed=3)
+    model = fit_tabular(
+        data[["age", "income", target]],
+        target,
+        algorithm=algorithm,
+        params=SMALL.get(algorithm),
+        seed=0,
+    )
+    fast = compiled(model)
+    rows = frame(500, seed=4)[["age", "income"]]
+    if not gaps:
+        rows = rows.fillna({"income": 1500.0})
+    before = rows.copy()
+    valid = model.validate(rows)
+    got = fast.predict_raw(fast.from_frame(valid))
+    if model.task == "classification":
+        want = model.pipeline.predict_proba(valid)
+    else:
+        want = model.pipeline.predict(valid)
+    np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
+    pd.testing.assert_frame_equal(rows, before)  # the caller's frame is untouched

@@ -97,12 +97,16 @@ def refuse_non_finite(rows: Any) -> None:
 
 def refuse_infinite(frame: Any, numbers: list[str]) -> None:
     """Refuse an infinity in a validated frame (built from a DataFrame: NaN there is missing)."""
-    if numbers:
-        infinite = np.isinf(frame[numbers].to_numpy(dtype=np.float64))
+    first: tuple[int, int, float] | None = None  # (row, column, value) of the first infinity
+    for column, name in enumerate(numbers):  # column by column: no copy of the whole frame
+        values = frame[name].to_numpy(dtype=np.float64, copy=False)
+        infinite = np.isinf(values)
         if infinite.any():
-            row, column = (int(i) for i in np.argwhere(infinite)[0])
-            value = float(frame[numbers[column]].iloc[row])
-            not_finite(numbers[column], row, value)
+            row = int(infinite.argmax())
+            if first is None or row < first[0]:
+                first = (row, column, float(values[row]))
+    if first is not None:
+        not_finite(numbers[first[1]], first[0], first[2])
 
 
 def not_finite(name: str, record: int, value: float) -> NoReturn:

@@ -235,14 +235,21 @@ class FastPath:
         import pandas as pd  # type: ignore[import-untyped]
 
         rows = len(frame)
-        matrix = np.empty((rows, len(self._numbers)), dtype=np.float64)
-        for i, number in enumerate(self._numbers):
-            series = frame[number.name]
-            if number.timestamp:
-                seconds = (series - pd.Timestamp(0)) / pd.Timedelta(seconds=1)
-                matrix[:, i] = seconds.to_numpy(dtype=np.float64)
-            else:
-                matrix[:, i] = series.to_numpy(dtype=np.float64)
+        if not any(number.timestamp for number in self._numbers):
+            # One conversion of the frame's float block (Fortran-ordered, and possibly the
+            # frame's own memory: only read — every compiled model computes new arrays from
+            # it) instead of a column-by-column strided copy.
+            names = [number.name for number in self._numbers]
+            matrix = frame[names].to_numpy(dtype=np.float64) if names else np.empty((rows, 0))
+        else:
+            matrix = np.empty((rows, len(self._numbers)), dtype=np.float64)
+            for i, number in enumerate(self._numbers):
+                series = frame[number.name]
+                if number.timestamp:
+                    seconds = (series - pd.Timestamp(0)) / pd.Timedelta(seconds=1)
+                    matrix[:, i] = seconds.to_numpy(dtype=np.float64)
+                else:
+                    matrix[:, i] = series.to_numpy(dtype=np.float64)
         categories = tuple(
             [None if _missing(v) else v for v in frame[c.name].tolist()] for c in self._categories
         )
@@ -679,6 +686,10 @@ def _linear(
     mean = np.array([n.mean for n in numbers], dtype=np.float64)
     scale = np.array([n.scale for n in numbers], dtype=np.float64)
     median = np.array([n.median for n in numbers], dtype=np.float64)
+    # ((x - mean) / scale) @ weights, folded: x @ (weights / scale) - (mean / scale) @ weights —
+    # one pass over the rows instead of three.
+    scaled = np.ascontiguousarray(weights / scale[:, None])
+    shift = (mean / scale) @ weights
     lookups: list[tuple[dict[Any, np.ndarray[Any, Any]], np.ndarray[Any, Any]]] = []
     offset = len(numbers)
     zero = np.zeros(coef.shape[0])
@@ -692,8 +703,9 @@ def _linear(
     def predict(x: np.ndarray[Any, Any], cats: tuple[list[Any], ...]) -> np.ndarray[Any, Any]:
         rows = x.shape[0]
         if len(numbers):
-            filled = np.where(np.isnan(x), median, x)
-            scores = ((filled - mean) / scale) @ weights
+            missing = np.isnan(x)
+            filled = np.where(missing, median, x) if missing.any() else x
+            scores = filled @ scaled - shift
         else:
             scores = np.zeros((rows, outputs))
         for (table, fill), values in zip(lookups, cats, strict=True):

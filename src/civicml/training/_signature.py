@@ -163,10 +163,13 @@ def conform(
     if not allow_extra:
         problems += [{"column": name, "problem": "unexpected"} for name in extra]
     converted: dict[str, Any] = {}
+    changed = False
     for column in signature:
         if column["name"] in missing:
             continue
-        result = _convert(frame[column["name"]], column["type"])
+        series = frame[column["name"]]
+        result = _convert(series, column["type"])
+        changed = changed or result is not series
         if isinstance(result, str):
             problems.append(
                 {
@@ -180,6 +183,10 @@ def conform(
             converted[column["name"]] = result
     if problems:
         raise _input_error(problems, names)
+    if not changed and frame.columns.is_unique:
+        # Every column already in the pipeline's dtype: select them (a copy on write) instead
+        # of building a frame from the columns, which copies them all into one block.
+        return frame[names]
     return pd.DataFrame(converted, index=frame.index, columns=names)
 
 
@@ -368,7 +375,10 @@ def _convert_number(
     ) or kind in _NUMBER_KINDS
     if not numeric:
         return _describe(series, kind)
-    values = pd.to_numeric(series, errors="coerce").astype("float64")
+    if dtype == np.float64:
+        values = series  # already the pipeline's dtype: nothing to convert (nor copy)
+    else:
+        values = pd.to_numeric(series, errors="coerce").astype("float64")
     if column_type == "int64":
         present = values.to_numpy()[~np.isnan(values.to_numpy())]
         if not np.all(np.isfinite(present)) or not np.all(present == np.floor(present)):
