@@ -174,8 +174,9 @@ class MetadataStore:
                 finally:
                     if not durable and self.dialect == "sqlite":
                         # Back to FULL for transactions begun elsewhere on this pooled
-                        # connection (writes set it themselves; a broken one is discarded).
-                        with contextlib.suppress(sqlite3.Error):
+                        # connection (writes set it themselves; a broken one is discarded,
+                        # and its error is the one that counts).
+                        with contextlib.suppress(Exception):
                             conn.connection.driver_connection.execute("PRAGMA synchronous=FULL")  # type: ignore[union-attr]
         finally:
             if lock is not None:
