@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import hashlib
 import itertools
 import json
+import math
 import os
 import stat
 import subprocess
@@ -15,6 +17,7 @@ import threading
 import time
 import warnings
 from collections.abc import Iterator
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -87,6 +90,29 @@ def test_each_event_hashes_its_fields_and_links_to_the_one_before(ctx: Context) 
     for row in rows:
         fields = {k: v for k, v in row._mapping.items() if k != "hash"}
         assert event_hash(fields) == row.hash
+
+
+def test_canonical_json_is_the_generic_encoders_text() -> None:
+    """What canonical_json writes (and event_hash hashes) is exactly the configured generic
+    encoder's text, or verify would fail on old chains."""
+    generic = json.JSONEncoder(
+        sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str
+    )
+    texts = ["", "plain", 'q"uote\\', "line\nbreak\t\x00\x1f", "é ünïcode \u2028 \U0001f600"]
+    names = ["id", "at", "actor", "roles", "action", "entity_kind", "entity_id", "project"]
+    for n, text_ in enumerate(texts):
+        fields: dict[str, Any] = {name: f"{text_}{i}" for i, name in enumerate(names)}
+        fields |= {"seq": 10**n, "before": None, "after": text_, "prev_hash": GENESIS}
+        assert canonical_json(fields) == generic.encode(fields)
+        assert event_hash(fields) == hashlib.sha256(generic.encode(fields).encode()).hexdigest()
+    value = {"b": [1, None, True, 2.5, -0.0, 1e300], "a": {"y": "é", "x": date(2026, 1, 2)}}
+    assert canonical_json(value) == generic.encode(value)
+    assert canonical_json("text") == generic.encode("text")
+    assert canonical_json(None) == "null"
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        canonical_json({"x": math.nan})
+    with pytest.raises(ValueError, match="not JSON compliant"):
+        canonical_json([math.inf])
 
 
 def test_events_record_the_acting_principal_and_sorted_roles(ctx: Context) -> None:

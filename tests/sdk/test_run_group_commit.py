@@ -266,3 +266,56 @@ def _same(answered: Run, stored: Run) -> bool:
         k: v for k, v in stored.metrics.items() if k not in nan
     }
     return True
+
+
+def test_a_short_runs_commit_reads_back_nothing_it_wrote(settings: Settings) -> None:
+    """A run created, logged to and ended in one group commit is known to its round: its status,
+    project and parameters are not queried (that was a query for every short run)."""
+    client = cm.connect(settings=settings)
+    try:
+        proj = client.project("benefits")
+        _short_run(proj, 0)  # the first run in the experiment: written at once
+        engine = client.backend.ctx.db.engine
+        engine.dispose()  # new connections, traced
+        statements: list[str] = []
+        event.listen(
+            engine, "connect", lambda conn, _record: conn.set_trace_callback(statements.append)
+        )
+        run = _short_run(proj, 1)
+        reads = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+        assert reads and not [s for s in reads if "runs.status" in s or "FROM params" in s]
+        stored = client.backend.get_run(run.id)
+        assert stored.status is RunStatus.FINISHED and stored.params["seed"] == "1"
+        assert stored.params["p9"] == "9" and stored.tags["team"] == "a"
+    finally:
+        client.close()
+
+
+def test_metric_values_are_checked_and_stored_as_plain_numbers() -> None:
+    """Exact floats take a shorter check; every other value is checked and converted as
+    before."""
+    import numpy as np
+
+    from civicml.sdk.client import _metric
+
+    assert _metric("m", 0.5, 3, 7) == ("m", 0.5, 3, 7)
+    for value in (np.float64(0.5), np.float32(0.5), 1, np.int64(1), "0.5", True):
+        point = _metric("m", value, None, 7)  # type: ignore[arg-type]
+        assert type(point.value) is float and point.value == float(value)
+        assert point.step == 0
+    assert math.isnan(_metric("m", math.nan, 0, 7).value)
+    assert _metric("m", math.inf, 0, 7).value == math.inf
+    for key, value, step, stamp in (
+        ("", 0.5, 0, 7),
+        ("k" * 251, 0.5, 0, 7),
+        (1, 0.5, 0, 7),
+        ("m", "x", 0, 7),
+        ("m", 0.5, -1, 7),
+        ("m", 0.5, True, 7),
+        ("m", 0.5, 2**63, 7),
+        ("m", 0.5, 0, -1),
+        ("m", 0.5, 0, 2**63),
+        ("m", 0.5, 0, 1.5),
+    ):
+        with pytest.raises(InvalidInputError):
+            _metric(key, value, step, stamp)  # type: ignore[arg-type]

@@ -63,7 +63,8 @@ lineage_nodes = Table(
     "lineage_nodes",
     metadata,
     Column("id", ID, primary_key=True),
-    Column("project_id", ID, nullable=True, index=True),
+    # Not indexed: nothing reads nodes by project (migration 0026 dropped the index).
+    Column("project_id", ID, nullable=True),
     Column("kind", String(32), nullable=False),
     Column("ref", String(256), nullable=False),
     Column("name", String(256), nullable=False, default=""),

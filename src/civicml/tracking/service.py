@@ -126,8 +126,10 @@ def _seen_batches(
     and id named together: pairs go in groups (by run) of at most :data:`_SEEN_PROBES`
     combinations, so many runs' batches in one round cost a few small queries.
     """
-    want = set(wanted)
     seen: dict[tuple[str, str], str | None] = {}
+    if not wanted:  # the SDK's embedded batches have no ids
+        return seen
+    want = set(wanted)
     group_runs: set[str] = set()
     group_ids: set[str] = set()
 
@@ -368,10 +370,10 @@ class TrackingService:
                 self.ensure_experiment(project, experiment)
             try:
                 with self._ctx.db.write(durable=durable) as uow:
-                    run = self._insert_run(uow, run_id, spec)
+                    stored = self._insert_run(uow, run_id, spec)
                     if also is not None:
                         also(uow, run_id)
-                return run
+                return pending_run(run_id, stored, self._ctx.principal.user)
             except _Missing:
                 if attempt:  # deleted again between the two transactions
                     raise NotFoundError(
@@ -416,8 +418,9 @@ class TrackingService:
             pid_start=pid_start,
         )
 
-    def _insert_run(self, uow: UnitOfWork, run_id: str, spec: NewRun) -> Run:
-        """Write a new run, its parameters, tags, lineage node and audit event in ``uow``.
+    def _insert_run(self, uow: UnitOfWork, run_id: str, spec: NewRun) -> NewRun:
+        """Write a new run, its parameters, tags, lineage node and audit event in ``uow``;
+        answers ``spec`` as written (names as stored, the generated name, the start time).
 
         Raises:
             _Missing: Its project or experiment does not exist (yet).
@@ -481,15 +484,14 @@ class TrackingService:
                 "tags": dict(spec.tags),
             },
         )
-        stored = replace(
-            spec, project=project, experiment=experiment, name=run_name, start_time=now
-        )
-        return pending_run(run_id, stored, user)
+        # No Run model here: a group commit answers the run as it ends (_ended_in_round).
+        return replace(spec, project=project, experiment=experiment, name=run_name, start_time=now)
 
     def _create_in_batch(
         self, uow: UnitOfWork, cursor: Any, mark: str, batch: MetricBatch
-    ) -> Run | None:
-        """A batch's ``create``, checked as :meth:`create_run` checks it; answers the new run.
+    ) -> NewRun | None:
+        """A batch's ``create``, checked as :meth:`create_run` checks it; answers the new run
+        as written (:meth:`_insert_run`).
 
         Raises:
             CivicMLError: The run cannot be created (the id is taken, the experiment is gone,
@@ -669,7 +671,7 @@ class TrackingService:
                 cursor, mark, [(b.run_id, b.batch_id) for b in batches if b.batch_id]
             )
             not_created: dict[int, CivicMLError] = {}
-            created: dict[str, Run] = {}  # the runs this round creates, as written
+            created: dict[str, NewRun] = {}  # the runs this round creates, as written
             for index, batch in enumerate(batches):
                 retried = batch.batch_id is not None and (batch.run_id, batch.batch_id) in seen
                 if batch.create is not None and not retried:  # a retry created it already
@@ -679,17 +681,24 @@ class TrackingService:
                         not_created[index] = err
                     else:
                         if new_run is not None:
-                            created[new_run.id] = new_run
-            run_ids = list({b.run_id for b in batches})
-            cursor.execute(
-                "SELECT runs.id, runs.status, runs.project_id, projects.name FROM runs JOIN "
-                "projects ON projects.id = runs.project_id "
-                f"WHERE runs.id IN ({', '.join([mark] * len(run_ids))})",
-                run_ids,
-            )
-            found = cursor.fetchall()
+                            created[batch.run_id] = new_run
+            # A run created in this round is running, in a project the caller may log to
+            # (checked as it was written): no query for it.
+            run_ids = list({b.run_id for b in batches if b.run_id not in created})
+            found: list[Any] = []
+            if run_ids:
+                cursor.execute(
+                    "SELECT runs.id, runs.status, runs.project_id, projects.name FROM runs JOIN "
+                    "projects ON projects.id = runs.project_id "
+                    f"WHERE runs.id IN ({', '.join([mark] * len(run_ids))})",
+                    run_ids,
+                )
+                found = cursor.fetchall()
             project_of = {r[0]: r[3] for r in found}
             status, refused = self._writable_runs(found)
+            for run_id, new_run in created.items():
+                status[run_id] = RunStatus.RUNNING.value
+                project_of[run_id] = new_run.project
             # A run created in this round has the parameters it was created with: no query.
             logged = _logged_params(
                 cursor, mark, [b.run_id for b in batches if b.params and b.run_id not in created]
@@ -774,7 +783,7 @@ class TrackingService:
                     ends.append((len(results), run_id, state, target))
                 else:
                     touched.add(run_id)
-                results.append(MetricBatchResult(stored=len(batch.values)))
+                results.append(_stored(len(batch.values)))
             if new_batches:
                 cursor.executemany(
                     "INSERT INTO metric_batches (run_id, batch_id, count, created_at, digest) "
@@ -841,8 +850,11 @@ class TrackingService:
                 for (run_id, key), kept in latest.items():
                     if run_id in short:
                         values[run_id][key] = math.nan if kept[3] else kept[2]
+                user = self._ctx.principal.user
                 ended = {
-                    run_id: _ended_in_round(created[run_id], after, now, logged, values[run_id])
+                    run_id: _ended_in_round(
+                        run_id, created[run_id], user, after, now, logged, values[run_id]
+                    )
                     for run_id, after in short.items()
                 }
                 ended.update(
@@ -1322,28 +1334,38 @@ class TrackingService:
 
 
 def _ended_in_round(
-    run: Run,
+    run_id: str,
+    run: NewRun,
+    user: str,
     status: str,
     now: datetime,
     logged: dict[str, dict[str, str]],
     values: dict[str, float],
 ) -> Run:
-    """A run created in this group commit as it is stored once the commit has ended it:
-    ``logged`` holds its parameters, ``values`` the latest value of each metric it logged in
-    the round (its first)."""
+    """A run created in this group commit (``run``: as :meth:`TrackingService._insert_run`
+    wrote it for ``user``) as it is stored once the commit has ended it: ``logged`` holds its
+    parameters, ``values`` the latest value of each metric it logged in the round (its
+    first)."""
     return Run(
-        id=run.id,
+        id=run_id,
         project=run.project,
         experiment=run.experiment,
         name=run.name,
         status=RunStatus(status),
-        start_time=run.start_time.astimezone(UTC),
+        start_time=(run.start_time or now).astimezone(UTC),
         end_time=now.astimezone(UTC),
-        created_by=run.created_by,
-        params=logged.get(run.id, run.params),
+        created_by=user,
+        params=logged.get(run_id, run.params),
         tags=run.tags,
         metrics=values,
     )
+
+
+@functools.lru_cache(maxsize=64)
+def _stored(count: int) -> MetricBatchResult:
+    """The result of a batch that stored ``count`` values (frozen, so one is shared: a round
+    answers one per batch, four for a short run)."""
+    return MetricBatchResult(stored=count)
 
 
 def _utc(value: Any) -> datetime:
@@ -1437,7 +1459,9 @@ def clean_tags(values: Mapping[str, object]) -> dict[str, str]:
 
 
 def _clean(values: Mapping[str, object], kind: str, limit: int) -> dict[str, str]:
-    if not isinstance(values, Mapping):
+    # A dict first (every run's parameters and tags pass here): isinstance against the
+    # Mapping ABC costs about a microsecond.
+    if type(values) is not dict and not isinstance(values, Mapping):
         raise InvalidInputError(f"{kind}s must be a mapping of names to values.")
     clean: dict[str, str] = {}
     for key, value in values.items():
