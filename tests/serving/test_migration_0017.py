@@ -5,31 +5,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import create_engine, select
 
 from civicml.core import Settings
 from civicml.serving import EndpointService, ModelHost
 from civicml.serving._tables import endpoint_variants
 from civicml.store import Context
-from civicml.store.db import _MIGRATIONS
 from tests.conftest import make_context
 from tests.serving.helpers import MODEL, PROJECT, records, register
-
-
-def _migrate(url: str, revision: str, *, down: bool = False) -> None:
-    engine = create_engine(url)
-    with engine.connect() as conn:
-        cfg = Config()
-        cfg.set_main_option("script_location", str(_MIGRATIONS))
-        cfg.attributes["connection"] = conn
-        if down:
-            command.downgrade(cfg, revision)
-        else:
-            command.upgrade(cfg, revision)
-        conn.commit()
-    engine.dispose()
+from tests.store.helpers import migrate
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
@@ -54,8 +38,8 @@ def test_an_upgrade_gives_each_endpoint_its_one_variant(
     endpoints.deploy(PROJECT, "old", MODEL, 1, variant="blue")
     ctx.db.close()
 
-    _migrate(url, "0016", down=True)  # as an installation from before variants holds them
-    _migrate(url, "head")
+    migrate(url, "0016", down=True)  # as an installation from before variants holds them
+    migrate(url, "head")
 
     engine = create_engine(url)
     with engine.connect() as conn:

@@ -6,24 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import Connection, create_engine, inspect, text
 
-from civicml.store.db import _MIGRATIONS
+from tests.store.helpers import migrate
 
 _INDEX = "ix_dataset_versions_dataset_id_content_hash"
-
-
-def _migrate(url: str, revision: str, *, down: bool = False) -> None:
-    engine = create_engine(url)
-    with engine.connect() as conn:
-        cfg = Config()
-        cfg.set_main_option("script_location", str(_MIGRATIONS))
-        cfg.attributes["connection"] = conn
-        (command.downgrade if down else command.upgrade)(cfg, revision)
-        conn.commit()
-    engine.dispose()
 
 
 def _add_version(conn: Connection) -> None:
@@ -60,23 +47,23 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 def test_upgrade_adds_an_empty_content_hash_and_downgrade_removes_it(url: str) -> None:
-    _migrate(url, "0024")
+    migrate(url, "0024")
     engine = create_engine(url)
     with engine.begin() as conn:
         _add_version(conn)
 
-    _migrate(url, "0025")
+    migrate(url, "0025")
     with engine.begin() as conn:
         columns = {c["name"] for c in inspect(conn).get_columns("dataset_versions")}
         indexes = {i["name"] for i in inspect(conn).get_indexes("dataset_versions")}
         before = conn.execute(text("SELECT digest, content_hash FROM dataset_versions")).all()
         conn.execute(text("UPDATE dataset_versions SET content_hash = :h"), {"h": "b" * 64})
-    _migrate(url, "0024", down=True)
+    migrate(url, "0024", down=True)
     with engine.connect() as conn:
         after = {c["name"] for c in inspect(conn).get_columns("dataset_versions")}
         after_indexes = {i["name"] for i in inspect(conn).get_indexes("dataset_versions")}
         kept = conn.execute(text("SELECT digest FROM dataset_versions")).scalars().all()
-    _migrate(url, "head")  # and up again over a row that had a hash
+    migrate(url, "head")  # and up again over a row that had a hash
     with engine.connect() as conn:
         again = conn.execute(text("SELECT content_hash FROM dataset_versions")).scalars().all()
     engine.dispose()

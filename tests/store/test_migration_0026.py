@@ -6,24 +6,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import create_engine, inspect, text
 
-from civicml.store.db import _MIGRATIONS
+from tests.store.helpers import migrate
 
 _INDEX = "ix_lineage_nodes_project_id"
-
-
-def _migrate(url: str, revision: str, *, down: bool = False) -> None:
-    engine = create_engine(url)
-    with engine.connect() as conn:
-        cfg = Config()
-        cfg.set_main_option("script_location", str(_MIGRATIONS))
-        cfg.attributes["connection"] = conn
-        (command.downgrade if down else command.upgrade)(cfg, revision)
-        conn.commit()
-    engine.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -39,7 +26,7 @@ def _indexes(engine: object) -> set[str]:
 
 
 def test_upgrade_drops_the_project_index_and_downgrade_restores_it(url: str) -> None:
-    _migrate(url, "0025")
+    migrate(url, "0025")
     engine = create_engine(url)
     with engine.begin() as conn:
         conn.execute(
@@ -51,15 +38,15 @@ def test_upgrade_drops_the_project_index_and_downgrade_restores_it(url: str) -> 
         )
     assert _INDEX in _indexes(engine)
 
-    _migrate(url, "0026")
+    migrate(url, "0026")
     assert _INDEX not in _indexes(engine)
     assert "uq_lineage_nodes_kind_ref" in {
         u["name"] for u in inspect(engine).get_unique_constraints("lineage_nodes")
     }
 
-    _migrate(url, "0025", down=True)
+    migrate(url, "0025", down=True)
     assert _INDEX in _indexes(engine)
-    _migrate(url, "head")
+    migrate(url, "head")
     with engine.connect() as conn:
         kept = conn.execute(text("SELECT project_id, ref FROM lineage_nodes")).all()
     engine.dispose()
