@@ -133,12 +133,13 @@ class NatsSource(StreamSource):
 
     def receive(self, max_messages: int, timeout_s: float) -> list[Message]:
         async def fetch() -> list[Any]:
-            import nats.errors
-
             try:
                 found: list[Any] = await self._sub.fetch(max_messages, timeout=timeout_s)
                 return found
-            except nats.errors.TimeoutError:
+            except TimeoutError:
+                # No message within the window: nats-py says so with nats.errors.TimeoutError,
+                # and on some paths of a batch fetch with a bare asyncio.TimeoutError; both are
+                # TimeoutError, and either means "none yet".
                 return []
 
         got = self._io.call(fetch(), timeout_s + 30)
