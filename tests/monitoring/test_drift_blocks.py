@@ -199,13 +199,13 @@ def test_the_callers_frames_are_never_written() -> None:
 
 
 def test_a_memory_budget_caps_the_threads_but_keeps_two(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_parallel, "_cores", lambda: 16)
+    monkeypatch.setattr(_parallel, "usable_cpus", lambda: 16)
     assert _parallel.workers(2_000_000, 25) == 16
     assert _parallel.workers(2_000_000, 5) == 5  # at most one per column
     assert _parallel.workers(2_000_000, 25, task_bytes=30, budget_bytes=100) == 3
     assert _parallel.workers(2_000_000, 25, task_bytes=30, budget_bytes=10) == 2
     assert _parallel.workers(40_000, 25, task_bytes=30, budget_bytes=100) == 1  # too few rows
-    monkeypatch.setattr(_parallel, "_cores", lambda: 1)
+    monkeypatch.setattr(_parallel, "usable_cpus", lambda: 1)
     assert _parallel.workers(2_000_000, 25, task_bytes=30, budget_bytes=10**9) == 1
 
 
@@ -219,7 +219,7 @@ def test_a_wide_frame_on_many_cores_gets_the_threads_its_memory_allows(
         started.append(real(*args))
         return started[-1]
 
-    monkeypatch.setattr(_parallel, "_cores", lambda: 16)
+    monkeypatch.setattr(_parallel, "usable_cpus", lambda: 16)
     monkeypatch.setattr(_parallel, "workers", spy)
     rng = np.random.default_rng(1)
     frame = pd.DataFrame({f"x{i}": rng.normal(0, 1, 30_000) for i in range(20)})

@@ -39,9 +39,9 @@ def _frames(rows: int) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def test_threads_and_reused_sorts_give_the_same_report(monkeypatch: pytest.MonkeyPatch) -> None:
     reference, current = _frames(40_000)  # 80,000 rows: over the threads' floor
-    monkeypatch.setattr(_parallel, "_cores", lambda: 4)
+    monkeypatch.setattr(_parallel, "usable_cpus", lambda: 4)
     threaded = drift_report(reference, current)
-    monkeypatch.setattr(_parallel, "_cores", lambda: 1)
+    monkeypatch.setattr(_parallel, "usable_cpus", lambda: 1)
     serial = drift_report(reference, current)
     assert threaded.model_dump() == serial.model_dump()
     assert threaded.columns[0].drift_detected is True  # income moved by 2/3 of its sd

@@ -475,20 +475,20 @@ def test_a_non_finite_answer_is_captured_by_the_worker_as_the_server_would(
 def test_auto_mode_answers_in_a_worker_only_with_a_core_to_spare(
     monkeypatch: pytest.MonkeyPatch, setting: str, cpus: int, expected: str
 ) -> None:
-    monkeypatch.setattr(shadow_module.os, "sched_getaffinity", lambda pid: set(range(cpus)))
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cpus)))
     assert shadow_module.shadow_mode(setting) == expected
 
 
 def test_the_model_host_follows_the_resolved_mode(
     ctx: Context, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(shadow_module.os, "sched_getaffinity", lambda pid: {0, 1})
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
     small = _host(ctx, "auto")
     try:
         assert small._shadow_workers is None  # auto on 2 CPUs: the thread
     finally:
         small.close()
-    monkeypatch.setattr(shadow_module.os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3})
     large = _host(ctx, "auto")
     try:
         assert large._shadow_workers is not None  # auto on 4 CPUs: a worker process

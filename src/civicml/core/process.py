@@ -6,11 +6,18 @@ import functools
 import os
 import socket
 
-__all__ = ["hostname", "process_alive", "process_identity", "process_start"]
+__all__ = ["hostname", "process_alive", "process_identity", "process_start", "usable_cpus"]
 
 
 def hostname() -> str:
     return socket.gethostname()
+
+
+def usable_cpus() -> int:
+    """The CPUs this process may run on: its affinity where the platform has one (a container
+    or ``taskset`` limits it), else the machine's count."""
+    affinity = getattr(os, "sched_getaffinity", None)
+    return len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
 
 
 def process_start(pid: int) -> int | None:

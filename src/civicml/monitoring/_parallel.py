@@ -5,10 +5,11 @@ thread holds its column's working set, so a memory budget caps their number on m
 from __future__ import annotations
 
 import contextlib
-import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
+
+from civicml.core.process import usable_cpus
 
 __all__ = ["column_pool", "workers"]
 
@@ -24,19 +25,12 @@ class _Serial:
         return map(fn, items)
 
 
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
 def workers(rows: int, columns: int, task_bytes: int = 0, budget_bytes: int = 0) -> int:
     """How many threads :func:`column_pool` starts (1: none): one per core, at most one per
     column, none below 50,000 rows; and where ``task_bytes`` (the memory one column's work
     holds) and ``budget_bytes`` (what all of them together may hold) are given, no more than
     the budget allows — but two where there are two cores, so a small box keeps its threads."""
-    count = min(_cores(), columns)
+    count = min(usable_cpus(), columns)
     if rows < _MIN_ROWS or count < 2:
         return 1
     if task_bytes > 0 and budget_bytes > 0:

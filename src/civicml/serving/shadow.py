@@ -31,7 +31,6 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import os
 import queue
 import threading
 import time
@@ -39,6 +38,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
+
+from civicml.core.process import usable_cpus
 
 __all__ = [
     "AUTO_PROCESS_MIN_CPUS",
@@ -78,9 +79,7 @@ def shadow_mode(setting: str) -> Literal["process", "thread"]:
         return "process"
     if setting == "thread":
         return "thread"
-    affinity = getattr(os, "sched_getaffinity", None)
-    cpus = len(affinity(0)) if affinity is not None else (os.cpu_count() or 1)
-    return "process" if cpus >= AUTO_PROCESS_MIN_CPUS else "thread"
+    return "process" if usable_cpus() >= AUTO_PROCESS_MIN_CPUS else "thread"
 
 
 #: Copies are sent in messages of about this size at most.
