@@ -173,11 +173,7 @@ class MetadataStore:
                             finish()
                 finally:
                     if not durable and self.dialect == "sqlite":
-                        # Back to FULL for transactions begun elsewhere on this pooled
-                        # connection (writes set it themselves; a broken one is discarded,
-                        # and its error is the one that counts).
-                        with contextlib.suppress(Exception):
-                            conn.connection.driver_connection.execute("PRAGMA synchronous=FULL")  # type: ignore[union-attr]
+                        _restore_full(conn)
         finally:
             if lock is not None:
                 lock.release()
@@ -251,6 +247,17 @@ class MetadataStore:
                     conn.commit()
         else:
             yield
+
+
+def _restore_full(conn: Connection) -> None:
+    """Put ``synchronous=FULL`` back on a pooled SQLite connection after a lazy write, so the
+    next transaction on it is durable; a connection where that fails is discarded from the
+    pool instead (the write's own error, if any, is the one that counts)."""
+    try:
+        conn.connection.driver_connection.execute("PRAGMA synchronous=FULL")  # type: ignore[union-attr]
+    except Exception:
+        with contextlib.suppress(Exception):
+            conn.invalidate()
 
 
 @contextlib.contextmanager
@@ -354,9 +361,8 @@ def _configure_sqlite(engine: Engine, busy_timeout_s: float) -> None:
         raw = conn.connection.driver_connection
         options = conn.get_execution_options()
         if options.get("civicml_write"):
-            # Set for every write: a pooled connection keeps what its last transaction chose.
-            lazy = options.get("civicml_lazy")
-            raw.execute("PRAGMA synchronous=NORMAL" if lazy else "PRAGMA synchronous=FULL")  # type: ignore[union-attr]
+            if options.get("civicml_lazy"):  # MetadataStore.write puts FULL back after it
+                raw.execute("PRAGMA synchronous=NORMAL")  # type: ignore[union-attr]
             raw.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
         else:
             raw.execute("BEGIN")  # type: ignore[union-attr]
