@@ -21,7 +21,15 @@ from civicml.core.identity import Principal
 from civicml.data import DatasetService
 from civicml.data._tables import pseudonym_keys
 from civicml.data.personal import PersonalDataService
-from civicml.data.pii import DETECTED, classify, iban_valid, luhn_valid, scan_table
+from civicml.data.pii import (
+    DETECTED,
+    classify,
+    detect_column,
+    iban_valid,
+    luhn_valid,
+    needs_values,
+    scan_table,
+)
 from civicml.data.pii_schemas import PiiType, RedactRequest
 from civicml.governance import AuditTrail, LineageService, ProjectService
 from civicml.store import Context
@@ -199,6 +207,36 @@ def test_detection_precision_and_recall_on_a_labelled_synthetic_set() -> None:
     assert recall >= 0.9, missed
     assert (scan.complete, scan.columns_scanned, scan.rows_scanned) == (True, len(labels), N)
     assert classify(scan.findings).value == "personal"
+
+
+def test_a_scan_reading_only_the_columns_it_needs_finds_the_same() -> None:
+    table, _ = labelled()
+    # Look-alike values under names that hint at nothing, in types a scan does not read.
+    extra = {
+        "reference": pa.array([123456789] * N),  # SSN-shaped whole numbers
+        "amount": pa.array([4111111111111111.0] * N),  # a card number as a float
+        "when": pa.array([date(1980, 5, 1)] * N),
+        "flag": pa.array([True] * N),
+    }
+    for name, values in extra.items():
+        table = table.append_column(name, values)
+        assert not needs_values(name, values.type)
+        assert detect_column(name, values.type, values.to_pylist()) == []
+    hinted = {("ssn", pa.int64()), ("age", pa.float64()), ("birth_date", pa.date32()),
+              ("phone", pa.int64()), ("zip", pa.int32()), ("name", pa.string())}  # fmt: skip
+    assert all(needs_values(name, t) for name, t in hinted)
+    read = [f.name for f in table.schema if needs_values(f.name, f.type)]
+    assert len(read) < table.num_columns
+    full, partial = scan_table(table), scan_table(table.select(read), schema=table.schema)
+    assert partial == full and full.columns_scanned == table.num_columns
+
+
+def test_repeated_values_count_once_each_time_they_occur() -> None:
+    values = ["123-45-6789"] * 30 + ["north"] * 70
+    (found,) = detect_column("ref", pa.string(), values)
+    assert (found.type, found.matched, found.sampled, found.confidence) == (
+        PiiType.US_SSN, 30, 100, 0.3
+    )  # fmt: skip
 
 
 def test_check_digits() -> None:

@@ -163,3 +163,56 @@ def test_large_csv_streams_in_bounded_memory(svc: DatasetService, tmp_path: Path
     assert peak_python < 4 << 20, (peak_python, size)
     assert peak_arrow - base_arrow < 16 << 20, (peak_arrow, size)
     assert size > 20 << 20
+
+
+def _reference_categories(batches: list[list[str]], limit: int) -> tuple[dict[str, int], bool]:
+    """The tracked values of one column as the profile defines them, value by value: counts
+    in order of first appearance; past ``limit`` values, the ``limit // 2`` most frequent stay
+    (ties: the earlier place)."""
+    counts: dict[str, int] = {}
+    pruned = False
+    for batch in batches:
+        seen: dict[str, int] = {}
+        for value in batch:
+            seen[value] = seen.get(value, 0) + 1
+        for value, n in seen.items():
+            counts[value] = counts.get(value, 0) + n
+        if len(counts) > limit:
+            kept = sorted(counts.items(), key=lambda kv: -kv[1])[: limit // 2]  # stable
+            counts, pruned = dict(kept), True
+    return counts, pruned
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_category_counts_follow_their_definition_through_pruning(
+    monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
+    from civicml.data import profile
+
+    monkeypatch.setattr(profile, "MAX_TRACKED_VALUES", 40)
+    monkeypatch.setattr(profile, "TOP_VALUES", 5)
+    rng = np.random.default_rng(seed)
+    # A few frequent values among many rare ones, in batches of varying size: values enter,
+    # are pruned, come back; ties at the cut are common.
+    batches = [
+        [
+            f"v{v}"
+            for v in np.where(rng.random(n) < 0.3, rng.integers(0, 6, n), rng.integers(0, 400, n))
+        ]
+        for n in rng.integers(1, 90, 30)
+    ]
+    schema = pa.schema([("c", pa.string())])
+    profiler = profile.Profiler(schema)
+    for batch in batches:
+        profiler.update(pa.record_batch([pa.array(batch)], schema=schema))
+    (got,) = profiler.result()
+    counts, pruned = _reference_categories(batches, 40)
+    top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:5]
+    assert [(t.value, t.count) for t in got.top] == top
+    assert got.distinct_exact is not pruned
+    everything = {v for batch in batches for v in batch}
+    if not pruned:
+        assert got.distinct == len(counts) == len(everything)
+    else:  # the sketch saw every distinct value once: k smallest of all their hashes
+        hashes = np.unique(profile._hash_strings(pa.array(sorted(everything))))
+        assert got.distinct == profile._kmv_estimate(hashes[: profile.KMV_SIZE])

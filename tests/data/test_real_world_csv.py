@@ -205,6 +205,16 @@ def test_wrong_overrides_are_invalid_input(
     assert err.value.hint
 
 
+def test_a_late_bad_row_is_named_by_its_line_after_quoted_line_breaks(
+    svc: DatasetService, tmp_path: Path
+) -> None:
+    # Small blocks: the bad row's block starts after blocks whose quoted fields span two lines.
+    rows = [f'{i},"two\nlines",x' if i < 100 and i % 10 == 0 else f"{i},n,x" for i in range(2000)]
+    data = ("id,note,city\n" + "\n".join(rows) + "\n2000,n,x,extra\n").encode()
+    with pytest.raises(InvalidInputError, match="at line 2012: Expected 3 columns, got 4"):
+        svc.ingest(PROJECT, "late-bad", _write(tmp_path, "late-bad", data), chunk_bytes=4096)
+
+
 def test_read_options_apply_to_csv_only(svc: DatasetService, tmp_path: Path) -> None:
     jsonl = tmp_path / "a.jsonl"
     jsonl.write_text('{"a": 1}\n')

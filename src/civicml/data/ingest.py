@@ -641,18 +641,17 @@ def _no_bytes(source: Source, schema: Any) -> None:
 
 def _csv_chunks(reader: TextReader, chunk_bytes: int) -> Iterator[tuple[int, bytes]]:
     """Blocks of whole records (a quoted field may span lines) with their first line number."""
-    line_no = 2
-    while block := reader.read(chunk_bytes):
-        if not block.endswith(b"\n"):
-            block += reader.readline()
-        block = _balanced(reader, block)
-        yield line_no, block
-        line_no += block.count(b"\n")
+    while True:
+        line_no = reader.line
+        block = reader.read_lines(chunk_bytes)
+        if not block:
+            return
+        yield line_no, _balanced(reader, block)
 
 
 def _balanced(reader: TextReader, block: bytes) -> bytes:
     """Extend ``block`` line by line until its double quotes pair up (RFC 4180 quoting)."""
-    while block.count(b'"') % 2:
+    while b'"' in block and block.count(b'"') % 2:  # ``in``: a scan that stops at the first
         more = reader.readline()
         if not more:
             break

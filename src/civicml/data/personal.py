@@ -33,7 +33,7 @@ from sqlalchemy.exc import IntegrityError
 from civicml.core.errors import CivicMLError, ConfigurationError, ConflictError
 from civicml.data import _checks
 from civicml.data._tables import dataset_versions, pseudonym_keys
-from civicml.data.pii import Scan, _best_first, classify, scan_table
+from civicml.data.pii import Scan, _best_first, classify, needs_values, scan_table
 from civicml.data.pii_schemas import (
     PiiFinding,
     PiiReport,
@@ -92,8 +92,10 @@ class PersonalDataService:
         with contextlib.ExitStack() as stack:
             if path is None:
                 path = stack.enter_context(_checks.plaintext(self._ctx, target.digest))
-            sample = _sample(path, target.rows, limit, skip=list(reused))
-        found = scan_table(sample, time_budget_s=self._ctx.settings.datasets_pii_scan_s)
+            schema, sample = _sample(path, target.rows, limit, skip=list(reused))
+        found = scan_table(
+            sample, time_budget_s=self._ctx.settings.datasets_pii_scan_s, schema=schema
+        )
         if reused:
             found = _merged(found, reused, [c.name for c in version.columns])
         redacted = {r["column"]: r["action"] for r in (target.row.redaction or {}).get("rules", [])}
@@ -410,13 +412,20 @@ def _merged(found: Scan, reused: dict[str, list[PiiFinding]], columns: list[str]
     )
 
 
-def _sample(path: Path, rows: int, limit: int, skip: Sequence[str] = ()) -> Any:
-    """At most ``limit`` rows of the Parquet file, evenly spread over it, read one row group at
-    a time (memory: one row group plus the sample); without the columns ``skip`` names."""
+def _sample(path: Path, rows: int, limit: int, skip: Sequence[str] = ()) -> tuple[Any, Any]:
+    """The schema of the columns to scan (all but those ``skip`` names) and at most ``limit`` of
+    their rows, evenly spread over the Parquet file, read one row group at a time (memory: one
+    row group plus the sample); the columns whose values a scan does not look at
+    (:func:`~civicml.data.pii.needs_values`) are not read."""
     parquet = pq.ParquetFile(str(path))
-    columns = [n for n in parquet.schema_arrow.names if n not in set(skip)]
-    if rows <= limit:
-        return parquet.read(columns=columns)
+    schema = pa.schema([f for f in parquet.schema_arrow if f.name not in set(skip)])
+    columns = [f.name for f in schema if needs_values(f.name, f.type)]
+    return schema, _sample_rows(parquet, rows, limit, columns)
+
+
+def _sample_rows(parquet: Any, rows: int, limit: int, columns: list[str]) -> Any:
+    if rows <= limit or not columns:  # no columns: as many rows as a sample has, nothing read
+        return parquet.read(columns=columns).slice(0, limit)
     step = rows / limit
     wanted = [int(i * step) for i in range(limit)]
     parts, start, cursor = [], 0, 0

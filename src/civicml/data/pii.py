@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -36,7 +37,15 @@ from civicml.data.pii_patterns import (
 )
 from civicml.data.pii_schemas import Classification, PiiFinding, PiiType
 
-__all__ = ["DETECTED", "classify", "detect_column", "iban_valid", "luhn_valid", "scan_table"]
+__all__ = [
+    "DETECTED",
+    "classify",
+    "detect_column",
+    "iban_valid",
+    "luhn_valid",
+    "needs_values",
+    "scan_table",
+]
 
 #: Confidence from which a finding counts for the classification.
 DETECTED = 0.5
@@ -56,6 +65,8 @@ _NAME_HINTS: dict[PiiType, set[str]] = {
     PiiType.POSTAL_ADDRESS: {"address", "addr", "street", "residence", "domicile"},
     PiiType.POSTCODE: {"postcode", "zip", "zipcode", "postal", "plz", "cp"},
 }
+#: The value detectors a column of whole numbers is tested with (under a hinting name).
+_NUMERIC_DETECTORS = (PiiType.PAYMENT_CARD, PiiType.PHONE, PiiType.US_SSN)
 _DOB_NAMES = re.compile(r"(^|_)(dob|birth|born|birthdate|birthday|date_of_birth|naissance)($|_)")
 _AGE_NAMES = re.compile(r"^(age|age_years|age_at_\w+|applicant_age|client_age|person_age)$")
 _NOT_PERSON = {
@@ -110,8 +121,27 @@ def _person_column(tokens: list[str], joined: str) -> bool:
     return "name" in tokens or "surname" in tokens
 
 
+def needs_values(name: str, arrow_type: Any) -> bool:
+    """Whether :func:`detect_column` can find anything in a column of this name and type from
+    its values: numbers, dates and booleans only under a name that hints at personal data (a
+    scan need not read the others)."""
+    tokens, joined = _tokens(name), "_".join(_tokens(name))
+    kind_of = pa.types
+    if _DOB_NAMES.search(joined):
+        return True
+    if kind_of.is_integer(arrow_type) or kind_of.is_floating(arrow_type):
+        if _AGE_NAMES.match(joined):
+            return True
+        if kind_of.is_floating(arrow_type):
+            return False
+        return any(_hinted(k, tokens, joined) for k in (*_NUMERIC_DETECTORS, PiiType.POSTCODE))
+    temporal = kind_of.is_timestamp(arrow_type) or kind_of.is_date(arrow_type)
+    return not (temporal or kind_of.is_boolean(arrow_type))
+
+
 def detect_column(name: str, arrow_type: Any, values: list[Any]) -> list[PiiFinding]:
-    """Findings for one column from its name and sampled non-missing ``values``."""
+    """Findings for one column from its name and sampled non-missing ``values``. Each distinct
+    text is tested once and counted as often as it occurs."""
     tokens, joined = _tokens(name), "_".join(_tokens(name))
     found: list[PiiFinding] = []
     kind_of = pa.types
@@ -141,40 +171,41 @@ def detect_column(name: str, arrow_type: Any, values: list[Any]) -> list[PiiFind
             )
     if temporal or kind_of.is_floating(arrow_type) or kind_of.is_boolean(arrow_type):
         return found
-    texts = [str(v).strip() for v in values if v is not None and len(str(v)) <= _MAX_LEN]
-    texts = [t for t in texts if t]
+    texts = Counter(str(v).strip() for v in values if v is not None and len(str(v)) <= _MAX_LEN)
+    texts.pop("", None)
     if not texts:
         return found
+    total = texts.total()
     numeric = kind_of.is_integer(arrow_type)
     for kind, test in VALUE_DETECTORS.items():
-        if numeric and kind not in (PiiType.PAYMENT_CARD, PiiType.PHONE, PiiType.US_SSN):
+        if numeric and kind not in _NUMERIC_DETECTORS:
             continue
         hinted = _hinted(kind, tokens, joined)
         if numeric and not hinted:
             continue
-        matched = sum(1 for t in texts if test(t))
+        matched = sum(n for t, n in texts.items() if test(t))
         if matched:
-            share = matched / len(texts)
+            share = matched / total
             evidence = "values+name" if hinted else "values"
             found.append(
-                _finding(name, kind, min(1.0, share + 0.2 * hinted), matched, len(texts), evidence)
+                _finding(name, kind, min(1.0, share + 0.2 * hinted), matched, total, evidence)
             )
     if _hinted(PiiType.POSTCODE, tokens, joined):
-        matched = sum(1 for t in texts if postcode_like(t))
+        matched = sum(n for t, n in texts.items() if postcode_like(t))
         if matched:
             found.append(
                 _finding(
                     name,
                     PiiType.POSTCODE,
-                    min(1.0, matched / len(texts) + 0.2),
+                    min(1.0, matched / total + 0.2),
                     matched,
-                    len(texts),
+                    total,
                     "values+name",
                 )
             )
     if _person_column(tokens, joined) and not numeric:
-        matched = sum(1 for t in texts if name_like(t))
-        share = matched / len(texts)
+        matched = sum(n for t, n in texts.items() if name_like(t))
+        share = matched / total
         if share >= 0.5:
             found.append(
                 _finding(
@@ -182,7 +213,7 @@ def detect_column(name: str, arrow_type: Any, values: list[Any]) -> list[PiiFind
                     PiiType.PERSON_NAME,
                     min(1.0, 0.4 + share * 0.6),
                     matched,
-                    len(texts),
+                    total,
                     "values+name",
                 )
             )
@@ -191,7 +222,7 @@ def detect_column(name: str, arrow_type: Any, values: list[Any]) -> list[PiiFind
         and not numeric
         and not any(f.type is PiiType.POSTAL_ADDRESS for f in found)
     ):
-        found.append(_finding(name, PiiType.POSTAL_ADDRESS, 0.5, 0, len(texts), "name"))
+        found.append(_finding(name, PiiType.POSTAL_ADDRESS, 0.5, 0, total, "name"))
     return _best_first(found)
 
 
@@ -246,15 +277,26 @@ class Scan:
 
 
 def scan_table(
-    table: Any, *, time_budget_s: float = 10.0, clock: Callable[[], float] = time.monotonic
+    table: Any,
+    *,
+    time_budget_s: float = 10.0,
+    clock: Callable[[], float] = time.monotonic,
+    schema: Any = None,
 ) -> Scan:
-    """Scan every column of a pyarrow ``table`` (already sampled) within ``time_budget_s``."""
+    """Scan every column of a pyarrow ``table`` (already sampled) within ``time_budget_s``.
+
+    ``schema``: the columns to scan when ``table`` holds only those of them whose values a scan
+    looks at (:func:`needs_values`); the others are judged without reading them.
+    """
     start = clock()
     findings: list[PiiFinding] = []
     scanned = 0
-    for field in table.schema:
+    for field in table.schema if schema is None else schema:
         if clock() - start > time_budget_s:
             return Scan(findings, scanned, table.num_rows, complete=False)
+        if not needs_values(field.name, field.type):
+            scanned += 1  # nothing to find in its values
+            continue
         column = table.column(field.name)
         if pa.types.is_dictionary(field.type):
             column = column.cast(field.type.value_type)

@@ -123,8 +123,9 @@ def _card(v: str) -> bool:
 
 
 def _phone(v: str) -> bool:
-    digits = sum(c.isdigit() for c in v)
-    return 9 <= digits <= 15 and any(p.match(v) for p in _PHONES)
+    if not any(p.match(v) for p in _PHONES):  # the cheaper test first
+        return False
+    return 9 <= sum(map(str.isdigit, v)) <= 15
 
 
 def _ip(v: str) -> bool:

@@ -12,7 +12,9 @@ estimate over 64-bit hashes of the values.
 Categorical values stay in Arrow and numpy: the counts are an Arrow array of values and a numpy
 array of counts merged per batch by ``pyarrow.compute`` (no Python object per value), and the
 hashes are computed on the Arrow buffers (:func:`_hash_strings`), for each batch's distinct values
-only.
+only, and only from the first pruning on (until then the tracked values are every distinct value,
+and they seed the sketch then). A pruning sorts only the tracked values and those of the batch's
+new values that can make the cut; the top values leave Arrow only as candidates for the top.
 """
 
 from __future__ import annotations
@@ -219,39 +221,45 @@ class Profiler:
         counted = pc.value_counts(valid)
         values = counted.field("values")
         counts = counted.field("counts").to_numpy().astype(np.int64)
-        self._hash_sketch(col, values)  # the distinct values: the same k smallest hashes
+        if col.pruned:  # the batch's distinct values: the same k smallest hashes
+            _hash_sketch(col, values)
         if col.values is None:
             col.values, col.counts = values, counts
+            fresh = np.zeros(0, dtype=bool)
         else:
-            # Each tracked value's row in this batch (the batch is the smaller hash table).
-            where = pc.fill_null(pc.index_in(col.values, value_set=values), -1).to_numpy()
-            tracked = np.flatnonzero(where >= 0)
-            rows = where[tracked]
-            col.counts[tracked] += counts[rows]  # distinct values: no index twice
-            fresh = np.ones(len(values), dtype=bool)
-            fresh[rows] = False
-            if fresh.any():  # new values, in the order the batch first shows them
-                col.values = pa.concat_arrays([col.values, values.filter(pa.array(fresh))])
-                col.counts = np.concatenate([col.counts, counts[fresh]])
-        if len(col.counts) > MAX_TRACKED_VALUES:  # keep the most frequent, ties by first seen
-            keep = np.argsort(-col.counts, kind="stable")[: MAX_TRACKED_VALUES // 2]
-            col.values = col.values.take(pa.array(keep))
-            col.counts = col.counts[keep]
-            col.pruned = True
+            # Each batch value's place among the tracked values (the smaller hash table).
+            where = pc.fill_null(pc.index_in(values, value_set=col.values), -1).to_numpy()
+            hit = where >= 0
+            col.counts[where[hit]] += counts[hit]  # distinct values: no index twice
+            fresh = ~hit
+        new = int(fresh.sum())
+        if len(col.counts) + new > MAX_TRACKED_VALUES:
+            self._prune(col, values, counts, fresh)
+        elif new:  # new values, in the order the batch first shows them
+            col.values = pa.concat_arrays([col.values, values.filter(pa.array(fresh))])
+            col.counts = np.concatenate([col.counts, counts[fresh]])
 
     @staticmethod
-    def _hash_sketch(col: _Column, values: Any) -> None:
-        hashes = _hash_strings(values)
-        if len(col.kmv) == KMV_SIZE:  # only hashes below the k-th smallest can enter
-            hashes = hashes[hashes < col.kmv[-1]]
-        if not len(hashes):
-            return
-        merged = np.concatenate([col.kmv, hashes])
-        merged.sort()
-        distinct = np.empty(len(merged), dtype=bool)  # np.unique, without its per-call cost
-        distinct[0] = True
-        np.not_equal(merged[1:], merged[:-1], out=distinct[1:])
-        col.kmv = merged[distinct][:KMV_SIZE]
+    def _prune(col: _Column, values: Any, counts: Any, fresh: Any) -> None:
+        """Keep the :data:`MAX_TRACKED_VALUES` // 2 most frequent of the tracked values and the
+        batch's ``fresh`` ones, ties by first seen (tracked before fresh). A fresh value whose
+        count is at most that of the tracked value in the last kept place cannot make the cut
+        (that many tracked values rank before it), so it is dropped before the sort."""
+        keep = MAX_TRACKED_VALUES // 2
+        if not col.pruned:  # every distinct value so far is tracked or fresh: seed the sketch
+            _hash_sketch(col, col.values)
+            if fresh.any():
+                _hash_sketch(col, values.filter(pa.array(fresh)))
+        if len(col.counts) >= keep and fresh.any():
+            last = np.partition(col.counts, len(col.counts) - keep)[len(col.counts) - keep]
+            fresh = fresh & (counts > last)
+        if fresh.any():
+            col.values = pa.concat_arrays([col.values, values.filter(pa.array(fresh))])
+            col.counts = np.concatenate([col.counts, counts[fresh]])
+        order = np.argsort(-col.counts, kind="stable")[:keep]
+        col.values = col.values.take(pa.array(order))
+        col.counts = col.counts[order]
+        col.pruned = True
 
     # Results ------------------------------------------------------------------------------
     def _profile(self, col: _Column) -> ColumnProfile:
@@ -286,15 +294,29 @@ class Profiler:
         elif col.kind is ColumnKind.DATETIME:
             base |= {"min": _iso(col.min), "max": _iso(col.max)}
         elif col.kind is ColumnKind.CATEGORICAL:
-            tracked = [] if col.values is None else col.values.to_pylist()
-            pairs = zip(tracked, col.counts.tolist(), strict=True)
-            top = sorted(pairs, key=lambda kv: (-kv[1], kv[0]))[:TOP_VALUES]
+            top = [] if col.values is None else _top(col.values, col.counts)
             base |= {
                 "distinct": len(col.counts) if not col.pruned else _kmv_estimate(col.kmv),
                 "distinct_exact": not col.pruned,
                 "top": [TopValue(value=str(v), count=n) for v, n in top],
             }
         return ColumnProfile(**base)
+
+
+def _top(values: Any, counts: np.ndarray[Any, Any]) -> list[tuple[Any, int]]:
+    """The :data:`TOP_VALUES` most frequent values with their counts, ties by value: only the
+    values that can be among them (every count above the last place's, and the smallest of
+    the values tied at it) leave Arrow."""
+    chosen = np.arange(len(counts))
+    if len(counts) > TOP_VALUES:
+        last = np.partition(counts, len(counts) - TOP_VALUES)[len(counts) - TOP_VALUES]
+        above, tied = np.flatnonzero(counts > last), np.flatnonzero(counts == last)
+        room = TOP_VALUES - len(above)
+        if len(tied) > room:  # the smallest tied values (UTF-8 order is code point order)
+            tied = tied[pc.sort_indices(values.take(pa.array(tied))).to_numpy()[:room]]
+        chosen = np.concatenate([above, tied])
+    pairs = zip(values.take(pa.array(chosen)).to_pylist(), counts[chosen].tolist(), strict=True)
+    return sorted(pairs, key=lambda kv: (-kv[1], kv[0]))[:TOP_VALUES]
 
 
 def _number(value: Any) -> float | int | None:
@@ -311,6 +333,21 @@ def _finite(value: float) -> float | None:
 
 def _iso(value: Any) -> str | None:
     return None if value is None else value.isoformat()
+
+
+def _hash_sketch(col: _Column, values: Any) -> None:
+    """Add the hashes of the distinct ``values`` to the column's k-minimum-values sketch."""
+    hashes = _hash_strings(values)
+    if len(col.kmv) == KMV_SIZE:  # only hashes below the k-th smallest can enter
+        hashes = hashes[hashes < col.kmv[-1]]
+    if not len(hashes):
+        return
+    merged = np.concatenate([col.kmv, hashes])
+    merged.sort()
+    distinct = np.empty(len(merged), dtype=bool)  # np.unique, without its per-call cost
+    distinct[0] = True
+    np.not_equal(merged[1:], merged[:-1], out=distinct[1:])
+    col.kmv = merged[distinct][:KMV_SIZE]
 
 
 def _hash_strings(values: Any) -> np.ndarray[Any, Any]:

@@ -312,7 +312,7 @@ class TextReader(io.RawIOBase):
         self._decoder = codecs.getincrementaldecoder(options.encoding)("strict")
         self._buffer = bytearray()
         self._eof = False
-        self._lines = 0  # line breaks decoded so far
+        self._taken_lines = 0  # line breaks in the bytes handed out so far
         self._ascii = True
         self._started = False
         self._ascii_compatible = _ascii_compatible(options.encoding)
@@ -335,6 +335,26 @@ class TextReader(io.RawIOBase):
         buffer[: len(data)] = data
         return len(data)
 
+    @property
+    def line(self) -> int:
+        """The number of the line the next byte read belongs to (counted from 1)."""
+        return self._taken_lines + 1
+
+    def read_lines(self, size: int) -> bytes:
+        """At least ``size`` bytes (fewer only at the end) up to the end of a line: what
+        ``read(size) + readline()`` returns, in one copy."""
+        while len(self._buffer) < size and not self._eof:
+            self._fill()
+        start = max(min(size, len(self._buffer)) - 1, 0)
+        while True:
+            end = self._buffer.find(b"\n", start)
+            if end >= 0:
+                return self._take(end + 1)
+            if self._eof:
+                return self._take(len(self._buffer))
+            start = len(self._buffer)
+            self._fill()
+
     def readline(self, size: int | None = -1) -> bytes:
         start = 0
         while True:
@@ -347,8 +367,10 @@ class TextReader(io.RawIOBase):
             self._fill()
 
     def _take(self, n: int) -> bytes:
-        data = bytes(self._buffer[:n])
+        with memoryview(self._buffer) as view:
+            data = bytes(view[:n])
         del self._buffer[:n]
+        self._taken_lines += data.count(b"\n")
         return data
 
     def _fill(self) -> None:
@@ -361,7 +383,6 @@ class TextReader(io.RawIOBase):
             and not self._decoder.getstate()[0]  # no partial character waiting
         ):  # the common case, byte for byte the same in UTF-8: no decoding or copying
             self._started = True
-            self._lines += chunk.count(b"\n")
             self._buffer += chunk
             return
         held = self._decoder.getstate()[0]  # the start of a character split by the last read
@@ -376,14 +397,12 @@ class TextReader(io.RawIOBase):
         if self._utf8 and self._started:  # valid UTF-8 already: keep the bytes, not the text
             left = len(self._decoder.getstate()[0])
             data = held + (chunk[: len(chunk) - left] if left else chunk)
-            self._lines += data.count(b"\n")
             self._buffer += data
             self._eof = final
             return
         if not self._started and text:
             self._started = True
             text = text.removeprefix("\ufeff")  # a mark left by an explicit utf-8 / utf-16-le
-        self._lines += text.count("\n")
         self._buffer += text.encode("utf-8")
         self._eof = final
 
@@ -398,7 +417,8 @@ class TextReader(io.RawIOBase):
             if found is not None:
                 return Redetect(found)
         before = data[: err.start].decode(opts.encoding, "replace")
-        line = self._lines + before.count("\n") + 1
+        decoded = self._taken_lines + self._buffer.count(b"\n")  # line breaks before ``data``
+        line = decoded + before.count("\n") + 1
         how = "given" if opts.encoding_given else "detected from the start of the file"
         what = f"byte 0x{bad.hex()}" if len(bad) == 1 else f"bytes 0x{bad.hex()}"
         if err.reason == "unexpected end of data":
