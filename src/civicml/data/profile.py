@@ -40,7 +40,9 @@ TOP_VALUES = 10
 QUANTILES = {"p5": 0.05, "p25": 0.25, "p50": 0.5, "p75": 0.75, "p95": 0.95}
 _SEED = 20_240_601
 _HASH_SEED = 0x2545F4914F6CDD1D
-_HASH_PIECE_BYTES = 1 << 16
+#: Value bytes hashed at a time: the few uint64 temporaries (8 bytes per value byte) stay within a
+#: core's L2 cache (with 64 KiB pieces the hash took 3-4x as long on a 2 MiB L2).
+_HASH_PIECE_BYTES = 1 << 14
 
 
 def column_kind(arrow_type: Any) -> ColumnKind:
