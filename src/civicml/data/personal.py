@@ -425,7 +425,7 @@ def _sample(path: Path, rows: int, limit: int, skip: Sequence[str] = ()) -> tupl
 
 def _sample_rows(parquet: Any, rows: int, limit: int, columns: list[str]) -> Any:
     if rows <= limit or not columns:  # no columns: as many rows as a sample has, nothing read
-        return parquet.read(columns=columns).slice(0, limit)
+        return parquet.read(columns=columns).slice(0, min(rows, limit))  # (slice does not clip)
     step = rows / limit
     wanted = [int(i * step) for i in range(limit)]
     parts, start, cursor = [], 0, 0

@@ -42,6 +42,7 @@ from __future__ import annotations
 import builtins
 import itertools
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 import pyarrow as pa  # type: ignore[import-untyped]
@@ -78,7 +79,7 @@ from civicml.serving.batch_schemas import (
     BatchJobStatus,
     BatchJoin,
 )
-from civicml.serving.runtime import load_version
+from civicml.serving.runtime import LoadedModel, load_version
 from civicml.store.context import Context
 from civicml.store.db import UnitOfWork
 
@@ -352,42 +353,53 @@ class BatchService:
         datasets = DatasetService(self._ctx)
         mv = RegistryService(self._ctx).get_version(job.project, job.model_name, job.model_version)
         data = datasets.get_version_by_id(job.input_version_id)
-        loaded = load_version(self._ctx, mv, self._ctx.settings.home / "cache" / "models")
-        try:
-            plan = Plan(
-                join=job.join,
-                id_column=job.id_column,
-                explain=job.explain,
-                label=f"{data.name} v{data.version}",
-            )
-            check_plan(loaded, [c.name for c in data.columns], plan)
-            tally = Tally()
+        # The input is opened (verified) and its first chunk read while the model loads.
+        with _read_ahead(datasets, data, job.chunk_rows) as batches:
+            loaded = load_version(self._ctx, mv, self._ctx.settings.home / "cache" / "models")
+            try:
+                plan = Plan(
+                    join=job.join,
+                    id_column=job.id_column,
+                    explain=job.explain,
+                    label=f"{data.name} v{data.version}",
+                )
+                check_plan(loaded, [c.name for c in data.columns], plan)
+                self._predict_into(job, mv, loaded, plan, data, batches)
+            finally:
+                close = getattr(loaded.model, "close", None)
+                if callable(close):  # a sandboxed pickle's worker process
+                    close()
 
-            def recorded(uow: UnitOfWork, version: DatasetVersion) -> None:
-                record_success(self._ctx, uow, job, version, tally)
+    def _predict_into(
+        self,
+        job: BatchJob,
+        mv: ModelVersion,
+        loaded: LoadedModel,
+        plan: Plan,
+        data: DatasetVersion,
+        batches: Iterator[Any],
+    ) -> None:
+        """Predict ``batches`` and ingest the predictions as the job's output version."""
+        tally = Tally()
 
-            with _read_ahead(datasets, data, job.chunk_rows) as batches:
-                stream = predicted(
-                    self._ctx, mv, loaded, batches, plan, tally, heartbeat(self._ctx, job.id)
-                )
-                first = next(stream)
-                reader = pa.RecordBatchReader.from_batches(
-                    first.schema, itertools.chain([first], stream)
-                )
-                datasets.ingest(
-                    job.project,
-                    job.output_dataset,
-                    reader,
-                    description=f"Predictions of {mv.name} v{mv.version} for {plan.label} "
-                    f"(batch job {job.id}).",
-                    progress=False,
-                    recorded=recorded,
-                    same_columns=(data, _input_columns(data, plan)),
-                )
-        finally:
-            close = getattr(loaded.model, "close", None)
-            if callable(close):  # a sandboxed pickle's worker process
-                close()
+        def recorded(uow: UnitOfWork, version: DatasetVersion) -> None:
+            record_success(self._ctx, uow, job, version, tally)
+
+        stream = predicted(
+            self._ctx, mv, loaded, batches, plan, tally, heartbeat(self._ctx, job.id)
+        )
+        first = next(stream)
+        reader = pa.RecordBatchReader.from_batches(first.schema, itertools.chain([first], stream))
+        DatasetService(self._ctx).ingest(
+            job.project,
+            job.output_dataset,
+            reader,
+            description=f"Predictions of {mv.name} v{mv.version} for {plan.label} "
+            f"(batch job {job.id}).",
+            progress=False,
+            recorded=recorded,
+            same_columns=(data, _input_columns(data, plan)),
+        )
 
 
 def _input_columns(data: DatasetVersion, plan: Plan) -> list[str]:
