@@ -16,7 +16,13 @@ import pytest
 from civicml.cli.main import main
 from civicml.core import InvalidInputError
 from civicml.data import DatasetService
-from civicml.data.text import check_delimiter, check_encoding, detect_delimiter, detect_encoding
+from civicml.data.text import (
+    check_delimiter,
+    check_encoding,
+    count_byte,
+    detect_delimiter,
+    detect_encoding,
+)
 from civicml.governance import AuditTrail, ProjectService
 from civicml.sdk.client import connect
 from civicml.store import Context
@@ -203,6 +209,13 @@ def test_wrong_overrides_are_invalid_input(
     with pytest.raises(InvalidInputError, match=re.escape(message)) as err:
         svc.ingest(PROJECT, "wrong", _write(tmp_path, "wrong", data), **options)
     assert err.value.hint
+
+
+@pytest.mark.parametrize("size", [0, 5, (1 << 16) - 1, 1 << 16, 3 << 20])
+def test_counting_a_byte_matches_bytes_count(size: int) -> None:
+    data = (b'a,"b\nc"\n\xe9\n' * (size // 10 + 1))[:size]
+    for byte in (0x0A, 0x22, 0xE9, 0x00):
+        assert count_byte(data, byte) == data.count(bytes((byte,)))
 
 
 def test_a_late_bad_row_is_named_by_its_line_after_quoted_line_breaks(

@@ -62,6 +62,7 @@ from civicml.data.text import (
     check_delimiter,
     check_encoding,
     check_text,
+    count_byte,
     detect_delimiter,
     detect_encoding,
     undecodable,
@@ -651,7 +652,7 @@ def _csv_chunks(reader: TextReader, chunk_bytes: int) -> Iterator[tuple[int, byt
 
 def _balanced(reader: TextReader, block: bytes) -> bytes:
     """Extend ``block`` line by line until its double quotes pair up (RFC 4180 quoting)."""
-    while b'"' in block and block.count(b'"') % 2:  # ``in``: a scan that stops at the first
+    while b'"' in block and count_byte(block, 0x22) % 2:  # ``in``: a scan that stops at the first
         more = reader.readline()
         if not more:
             break
