@@ -216,3 +216,29 @@ def test_category_counts_follow_their_definition_through_pruning(
     else:  # the sketch saw every distinct value once: k smallest of all their hashes
         hashes = np.unique(profile._hash_strings(pa.array(sorted(everything))))
         assert got.distinct == profile._kmv_estimate(hashes[: profile.KMV_SIZE])
+
+
+def test_a_numeric_profile_depends_on_the_column_name_and_values_only() -> None:
+    from civicml.data.profile import Profiler
+
+    rng = np.random.default_rng(5)
+    table = pa.table(
+        {"a": rng.normal(size=3 * RESERVOIR_SIZE), "b": rng.integers(0, 99, 3 * RESERVOIR_SIZE)}
+    )
+
+    def profile(t: pa.Table, rows: int) -> list:
+        profiler = Profiler(t.schema)
+        for batch in t.to_batches(max_chunksize=rows):
+            profiler.update(batch)
+        return profiler.result()
+
+    whole = profile(table, 5_000)
+    assert whole[0].quantiles_exact is False  # beyond the reservoir: sampled
+    assert profile(table.select(["b", "a"]), 5_000) == whole[::-1]  # another order
+    assert profile(table.select(["a"]), 5_000) == whole[:1]  # without the other column
+    # Other batch boundaries: the same sample (mean and std differ in the last bits only).
+    cut = profile(table, 7_777)
+    assert [p.quantiles for p in cut] == [p.quantiles for p in whole]
+    assert [p.mean for p in cut] == pytest.approx([p.mean for p in whole], rel=1e-12)
+    renamed = profile(table.rename_columns(["z", "b"]), 5_000)[0]
+    assert renamed.quantiles != whole[0].quantiles  # another name: another sample

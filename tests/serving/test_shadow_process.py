@@ -105,8 +105,16 @@ def test_the_worker_captures_what_the_thread_captures(
                 },
             ]
 
-        assert seen("process") == seen("thread")
-        assert seen("process")[2] == {("v2-shadow", 2, True, True)}
+        process_seen, thread_seen = seen("process"), seen("thread")
+        assert process_seen[0] == thread_seen[0]  # the inputs, byte for byte
+        assert process_seen[2] == thread_seen[2] == {("v2-shadow", 2, True, True)}
+        # The outputs: the same predictions; probabilities to the last bits (one row alone in
+        # the worker, several together in the thread: BLAS may round a product differently).
+        for worker_line, thread_line in zip(process_seen[1], thread_seen[1], strict=True):
+            mine, theirs = json.loads(worker_line), json.loads(thread_line)
+            assert mine["prediction"] == theirs["prediction"]
+            assert mine["classes"] == theirs["classes"]
+            assert mine["probabilities"] == pytest.approx(theirs["probabilities"], rel=1e-12)
     finally:
         thread.close()
         process.close()

@@ -2,12 +2,13 @@
 
 Counts, missing values, min, max and mean are exact; the standard deviation is exact too
 (Chan et al.'s pairwise update of count, mean and M2). Quantiles come from a uniform reservoir
-sample (Vitter's algorithm R, vectorised per batch, seeded so the same input gives the same
-profile): exact while a column has at most :data:`RESERVOIR_SIZE` values, an estimate with a rank
-error of about ``1/sqrt(RESERVOIR_SIZE)`` (under 1 %) beyond. Categorical value counts are exact
-up to :data:`MAX_TRACKED_VALUES` distinct values; past that the rarest are dropped (their counts
-become lower bounds, as in the Misra-Gries summary) and the distinct count is a k-minimum-values
-estimate over 64-bit hashes of the values.
+sample (Vitter's algorithm R, vectorised per batch, with a random generator per column seeded by
+its name, so a column's sample depends on its name and values only: not on the other columns or
+on how the rows were cut into batches): exact while a column has at most :data:`RESERVOIR_SIZE`
+values, an estimate with a rank error of about ``1/sqrt(RESERVOIR_SIZE)`` (under 1 %) beyond.
+Categorical value counts are exact up to :data:`MAX_TRACKED_VALUES` distinct values; past that
+the rarest are dropped (their counts become lower bounds, as in the Misra-Gries summary) and the
+distinct count is a k-minimum-values estimate over 64-bit hashes of the values.
 
 Categorical values stay in Arrow and numpy: the counts are an Arrow array of values and a numpy
 array of counts merged per batch by ``pyarrow.compute`` (no Python object per value), and the
@@ -19,6 +20,7 @@ new values that can make the cut; the top values leave Arrow only as candidates 
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import math
 from collections.abc import Mapping
@@ -77,6 +79,7 @@ class _Column:
     counts: np.ndarray[Any, Any] = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     pruned: bool = False
     kmv: np.ndarray[Any, Any] = field(default_factory=lambda: np.empty(0, dtype=np.uint64))
+    rng: np.random.Generator | None = None  # the reservoir's draws, once it is full
 
 
 class Profiler:
@@ -87,8 +90,8 @@ class Profiler:
         known: Profiles taken as they are instead of computed, by column name (those of the
             schema's type and kind): for columns whose values are another version's byte for
             byte (a batch job's input columns), that version's profile. The other columns get
-            the profile they get without ``known``: the draws a skipped numeric column would
-            take from the shared reservoir generator are skipped over (``PCG64.advance``).
+            the profile they get without ``known`` (each column samples with its own
+            generator).
 
     Example:
         >>> import pyarrow as pa
@@ -100,8 +103,6 @@ class Profiler:
 
     def __init__(self, schema: Any, known: Mapping[str, ColumnProfile] | None = None) -> None:
         self._columns = [_Column(f.name, f.type, column_kind(f.type)) for f in schema]
-        self._bits = np.random.PCG64(_SEED)  # what default_rng(_SEED) makes
-        self._rng = np.random.Generator(self._bits)
         self.rows = 0
         known = known or {}
         #: The reused profiles, by column position.
@@ -118,9 +119,8 @@ class Profiler:
         self.rows += batch.num_rows
         for i, (col, array) in enumerate(zip(self._columns, batch.columns, strict=True)):
             if i in self._known:
-                if col.kind is ColumnKind.NUMERIC:
-                    self._skip_draws(col, array, nan=self._known[i].missing > 0)
-            elif col.kind is ColumnKind.NUMERIC:
+                continue
+            if col.kind is ColumnKind.NUMERIC:
                 self._numeric(col, array)
             elif col.kind is ColumnKind.BOOLEAN:
                 valid = array.drop_null()
@@ -151,18 +151,6 @@ class Profiler:
             self._known[i] if i in self._known else self._profile(col)
             for i, col in enumerate(self._columns)
         ]
-
-    def _skip_draws(self, col: _Column, array: Any, *, nan: bool) -> None:
-        """Advance the reservoir generator past the draws :meth:`_sample` would take for the
-        values of ``array`` (one 64-bit output per value past the reservoir's first fill).
-        ``nan``: the column may hold NaNs (its profile counts missing values)."""
-        n = len(array) - array.null_count
-        if n and nan and pa.types.is_floating(array.type):
-            n -= int(pc.sum(pc.is_nan(array)).as_py() or 0)
-        fill = max(min(RESERVOIR_SIZE - col.seen, n), 0)
-        col.seen += n
-        if n > fill:
-            self._bits.advance(n - fill)
 
     # Kinds --------------------------------------------------------------------------------
     def _extremes(self, col: _Column, valid: Any, missing: int) -> None:
@@ -208,7 +196,9 @@ class Profiler:
         col.seen += len(values)
         if len(rest):
             positions = np.arange(start, start + len(rest))
-            slots = (self._rng.random(len(rest)) * (positions + 1)).astype(np.int64)
+            if col.rng is None:
+                col.rng = _generator(col.name)
+            slots = (col.rng.random(len(rest)) * (positions + 1)).astype(np.int64)
             keep = slots < RESERVOIR_SIZE
             col.reservoir[slots[keep]] = rest[keep]
 
@@ -319,6 +309,13 @@ def _top(values: Any, counts: np.ndarray[Any, Any]) -> list[tuple[Any, int]]:
         chosen = np.concatenate([above, tied])
     pairs = zip(values.take(pa.array(chosen)).to_pylist(), counts[chosen].tolist(), strict=True)
     return sorted(pairs, key=lambda kv: (-kv[1], kv[0]))[:TOP_VALUES]
+
+
+def _generator(name: str) -> np.random.Generator:
+    """The reservoir generator of the column ``name``: seeded by the profile's seed and the
+    name, so the draws do not depend on the column's place or on the other columns."""
+    digest = hashlib.sha256(name.encode("utf-8")).digest()
+    return np.random.default_rng([_SEED, int.from_bytes(digest[:8], "little")])
 
 
 def _number(value: Any) -> float | int | None:
