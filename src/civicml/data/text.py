@@ -359,18 +359,13 @@ class TextReader(io.RawIOBase):
         ``read(size) + readline()`` returns, in one copy."""
         while len(self._buffer) < size and not self._eof:
             self._fill()
-        start = max(min(size, len(self._buffer)) - 1, 0)
-        while True:
-            end = self._buffer.find(b"\n", start)
-            if end >= 0:
-                return self._take(end + 1)
-            if self._eof:
-                return self._take(len(self._buffer))
-            start = len(self._buffer)
-            self._fill()
+        return self._take_line(max(min(size, len(self._buffer)) - 1, 0))
 
     def readline(self, size: int | None = -1) -> bytes:
-        start = 0
+        return self._take_line(0)
+
+    def _take_line(self, start: int) -> bytes:
+        """The buffer up to the first line break at or after ``start`` (or to the end)."""
         while True:
             end = self._buffer.find(b"\n", start)
             if end >= 0:
