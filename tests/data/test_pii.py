@@ -30,6 +30,7 @@ from civicml.data.pii import (
     needs_values,
     scan_table,
 )
+from civicml.data.pii_patterns import VALUE_DETECTORS, name_like, possible, postcode_like
 from civicml.data.pii_schemas import PiiType, RedactRequest
 from civicml.governance import AuditTrail, LineageService, ProjectService
 from civicml.store import Context
@@ -229,6 +230,30 @@ def test_a_scan_reading_only_the_columns_it_needs_finds_the_same() -> None:
     assert len(read) < table.num_columns
     full, partial = scan_table(table), scan_table(table.select(read), schema=table.schema)
     assert partial == full and full.columns_scanned == table.num_columns
+
+
+def test_the_prefilter_never_hides_a_match() -> None:
+    """Every text a detector accepts passes its prefilter: the labelled set, and random texts
+    of digits (ASCII, Arabic-Indic, superscripts), letters and separators."""
+    table, _ = labelled()
+    texts = {str(v).strip() for column in table.columns for v in column.to_pylist() if v}
+    rng = random.Random(3)
+    alphabet = "0123456789" * 4 + "\u0661\u0662\u0663\u00b2\u00b9" + "ABGHNSWZabz @.:-+() /"
+    texts |= {"".join(rng.choices(alphabet, k=rng.randint(1, 30))) for _ in range(20_000)}
+    texts |= {
+        "\u0661\u0662\u0663-\u0664\u0665-\u0666\u0667\u0668\u0669",
+        "+\u00b2\u00b2 123 456 789",
+    }
+    keys = sorted(texts)
+    allowed = possible(keys)
+    tests = {**VALUE_DETECTORS, PiiType.POSTCODE: postcode_like, PiiType.PERSON_NAME: name_like}
+    accepted_somewhere = 0
+    for kind, test in tests.items():
+        accepted = [t for t in keys if test(t)]
+        accepted_somewhere += len(accepted)
+        hidden = [t for t, ok in zip(keys, allowed[kind], strict=True) if test(t) and not ok]
+        assert not hidden, (kind, hidden[:5])
+    assert accepted_somewhere > 1_000  # the corpus does exercise the detectors
 
 
 def test_repeated_values_count_once_each_time_they_occur() -> None:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
+import numpy as np
 import pyarrow as pa  # type: ignore[import-untyped]
 
 from civicml.data.pii_patterns import (
@@ -33,6 +34,7 @@ from civicml.data.pii_patterns import (
     iban_valid,
     luhn_valid,
     name_like,
+    possible,
     postcode_like,
 )
 from civicml.data.pii_schemas import Classification, PiiFinding, PiiType
@@ -171,11 +173,11 @@ def detect_column(name: str, arrow_type: Any, values: list[Any]) -> list[PiiFind
             )
     if temporal or kind_of.is_floating(arrow_type) or kind_of.is_boolean(arrow_type):
         return found
-    texts = Counter(str(v).strip() for v in values if v is not None and len(str(v)) <= _MAX_LEN)
-    texts.pop("", None)
+    texts = _texts(values)
     if not texts:
         return found
     total = texts.total()
+    matches = _Matcher(texts)
     numeric = kind_of.is_integer(arrow_type)
     for kind, test in VALUE_DETECTORS.items():
         if numeric and kind not in _NUMERIC_DETECTORS:
@@ -183,7 +185,7 @@ def detect_column(name: str, arrow_type: Any, values: list[Any]) -> list[PiiFind
         hinted = _hinted(kind, tokens, joined)
         if numeric and not hinted:
             continue
-        matched = sum(n for t, n in texts.items() if test(t))
+        matched = matches.count(kind, test)
         if matched:
             share = matched / total
             evidence = "values+name" if hinted else "values"
@@ -191,7 +193,7 @@ def detect_column(name: str, arrow_type: Any, values: list[Any]) -> list[PiiFind
                 _finding(name, kind, min(1.0, share + 0.2 * hinted), matched, total, evidence)
             )
     if _hinted(PiiType.POSTCODE, tokens, joined):
-        matched = sum(n for t, n in texts.items() if postcode_like(t))
+        matched = matches.count(PiiType.POSTCODE, postcode_like)
         if matched:
             found.append(
                 _finding(
@@ -204,7 +206,7 @@ def detect_column(name: str, arrow_type: Any, values: list[Any]) -> list[PiiFind
                 )
             )
     if _person_column(tokens, joined) and not numeric:
-        matched = sum(n for t, n in texts.items() if name_like(t))
+        matched = matches.count(PiiType.PERSON_NAME, name_like)
         share = matched / total
         if share >= 0.5:
             found.append(
@@ -224,6 +226,42 @@ def detect_column(name: str, arrow_type: Any, values: list[Any]) -> list[PiiFind
     ):
         found.append(_finding(name, PiiType.POSTAL_ADDRESS, 0.5, 0, total, "name"))
     return _best_first(found)
+
+
+def _texts(values: list[Any]) -> Counter[str]:
+    """The values as stripped texts (at most :data:`_MAX_LEN` characters, none empty), counted:
+    each distinct value converted once."""
+    try:
+        distinct = Counter(v for v in values if v is not None)
+    except TypeError:  # unhashable values (lists, dicts of nested columns): one at a time
+        distinct = Counter()
+        for v in values:
+            if v is not None:
+                distinct[str(v)] += 1
+    texts: Counter[str] = Counter()
+    for v, n in distinct.items():
+        text = v if isinstance(v, str) else str(v)
+        if len(text) <= _MAX_LEN and (text := text.strip()):
+            texts[text] += n
+    return texts
+
+
+class _Matcher:
+    """Counts the texts a detector accepts, calling it once per distinct text and, for many
+    texts, only on those it can accept (:func:`~civicml.data.pii_patterns.possible`)."""
+
+    _VECTOR_FROM = 64  # distinct texts from which Arrow's prefilter pays
+
+    def __init__(self, texts: Counter[str]) -> None:
+        self._texts = texts
+        self._keys = list(texts)
+        self._possible = possible(self._keys) if len(self._keys) >= self._VECTOR_FROM else None
+
+    def count(self, kind: PiiType, test: Callable[[str], bool]) -> int:
+        keys, texts = self._keys, self._texts
+        if self._possible is None:
+            return sum(texts[t] for t in keys if test(t))
+        return sum(texts[keys[i]] for i in np.flatnonzero(self._possible[kind]) if test(keys[i]))
 
 
 def _best_first(found: list[PiiFinding]) -> list[PiiFinding]:

@@ -10,10 +10,22 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pyarrow as pa  # type: ignore[import-untyped]
+import pyarrow.compute as pc  # type: ignore[import-untyped]
 
 from civicml.data.pii_schemas import PiiType
 
-__all__ = ["VALUE_DETECTORS", "iban_valid", "luhn_valid", "name_like", "postcode_like"]
+__all__ = [
+    "VALUE_DETECTORS",
+    "iban_valid",
+    "luhn_valid",
+    "name_like",
+    "possible",
+    "postcode_like",
+]
 
 _EMAIL = re.compile(
     r"[A-Za-z0-9._%+-]{1,64}@[A-Za-z0-9-]{1,63}(?:\.[A-Za-z0-9-]{1,63})*\.[A-Za-z]{2,24}"
@@ -160,3 +172,35 @@ VALUE_DETECTORS: dict[PiiType, Callable[[str], bool]] = {
     PiiType.PHONE: _phone,
     PiiType.POSTAL_ADDRESS: lambda v: _ADDRESS.search(v) is not None,
 }
+
+
+def possible(texts: list[str]) -> dict[PiiType, np.ndarray[Any, Any]]:
+    """For each detector (and :func:`postcode_like`, :func:`name_like`), which of ``texts`` it
+    can accept at all, from conditions each pattern implies, computed by Arrow over all the
+    texts at once: the detector need only be called on those. Digits are Unicode decimal digits
+    (``\\p{Nd}``, what ``\\d`` matches in a Python pattern); the phone's count of
+    ``str.isdigit`` characters is bounded by the count of all numerals (``\\p{N}``)."""
+    values = pa.array(texts, pa.string())
+    digits = _count_of(values, r"[^\p{Nd}]+")
+    numerals = _count_of(values, r"[^\p{N}]+")
+    at = pc.match_substring(values, "@").to_numpy(zero_copy_only=False)
+    dot = pc.match_substring_regex(values, r"[.:]").to_numpy(zero_copy_only=False)
+    return {
+        PiiType.US_SSN: digits == 9,  # ddd-dd-dddd, hyphens optional
+        PiiType.UK_NINO: digits == 6,
+        PiiType.IBAN: digits >= 2,  # the check digits
+        PiiType.PAYMENT_CARD: (digits >= 13) & (digits <= 19),
+        PiiType.EMAIL: at,
+        PiiType.IP_ADDRESS: dot,
+        PiiType.PHONE: numerals >= 9,
+        PiiType.POSTAL_ADDRESS: digits >= 1,  # the house number
+        PiiType.POSTCODE: digits >= 1,
+        PiiType.PERSON_NAME: digits == 0,
+    }
+
+
+def _count_of(values: Any, others: str) -> np.ndarray[Any, Any]:
+    """Characters per text once the runs matching ``others`` are removed (one replacement a
+    run is about three times as fast as counting the characters one match at a time)."""
+    kept = pc.replace_substring_regex(values, others, "")
+    return np.asarray(pc.utf8_length(kept).to_numpy(), dtype=np.int64)
