@@ -256,6 +256,13 @@ def test_the_prefilter_never_hides_a_match() -> None:
     assert accepted_somewhere > 1_000  # the corpus does exercise the detectors
 
 
+def test_texts_that_are_not_utf8_are_still_scanned() -> None:
+    # Enough distinct texts for the vectorised prefilter, one of them with a lone surrogate.
+    values = [f"123-45-{6700 + i}" for i in range(70)] + [f"bad \ud800 {i}" for i in range(30)]
+    (found,) = detect_column("ref", pa.string(), values)
+    assert (found.type, found.matched, found.sampled) == (PiiType.US_SSN, 70, 100)
+
+
 def test_repeated_values_count_once_each_time_they_occur() -> None:
     values = ["123-45-6789"] * 30 + ["north"] * 70
     (found,) = detect_column("ref", pa.string(), values)

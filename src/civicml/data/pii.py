@@ -255,7 +255,12 @@ class _Matcher:
     def __init__(self, texts: Counter[str]) -> None:
         self._texts = texts
         self._keys = list(texts)
-        self._possible = possible(self._keys) if len(self._keys) >= self._VECTOR_FROM else None
+        self._possible = None
+        if len(self._keys) >= self._VECTOR_FROM:
+            try:
+                self._possible = possible(self._keys)
+            except (UnicodeEncodeError, pa.ArrowInvalid):  # not UTF-8 (lone surrogates)
+                self._possible = None  # every text goes to the detectors
 
     def count(self, kind: PiiType, test: Callable[[str], bool]) -> int:
         keys, texts = self._keys, self._texts
