@@ -364,7 +364,7 @@ class BatchService:
                     label=f"{data.name} v{data.version}",
                 )
                 check_plan(loaded, [c.name for c in data.columns], plan)
-                self._predict_into(job, mv, loaded, plan, data, batches)
+                self._predict_into(datasets, job, mv, loaded, plan, data, batches)
             finally:
                 close = getattr(loaded.model, "close", None)
                 if callable(close):  # a sandboxed pickle's worker process
@@ -372,6 +372,7 @@ class BatchService:
 
     def _predict_into(
         self,
+        datasets: DatasetService,
         job: BatchJob,
         mv: ModelVersion,
         loaded: LoadedModel,
@@ -390,7 +391,7 @@ class BatchService:
         )
         first = next(stream)
         reader = pa.RecordBatchReader.from_batches(first.schema, itertools.chain([first], stream))
-        DatasetService(self._ctx).ingest(
+        datasets.ingest(
             job.project,
             job.output_dataset,
             reader,
