@@ -353,3 +353,46 @@ def test_only_records_the_fast_path_took_are_captured_as_plain(
     captured = list(CaptureService(ctx, host.capture).records(project, "web"))
     inputs = [json.loads(c["captureData"]["endpointInput"]["data"]) for c in captured[-4:]]
     assert inputs == rows + rows
+
+
+def test_the_writer_hands_the_interpreter_lock_over_within_a_batch(
+    ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Formatting a batch, the writer yields the interpreter lock after every YIELD_EVERY
+    events (a request waiting for it waits for a few events' formatting, not the batch's),
+    and still writes every event."""
+    from civicml.serving import capture as capture_module
+    from civicml.serving.capture import CaptureEvent, CaptureWriter
+
+    yields: list[float] = []
+    monkeypatch.setattr(capture_module.time, "sleep", yields.append)
+    writer = CaptureWriter(ctx, max_age_s=3600)
+    event = {
+        "project_id": "p",
+        "endpoint_id": "e",
+        "endpoint": "web",
+        "model_name": "m",
+        "model_version": 1,
+        "model_version_id": "mv",
+        "time": datetime(2026, 11, 23, 10, 15, 2, tzinfo=UTC),
+        "records": [{"age": 41}],
+        "predictions": [1],
+        "probabilities": None,
+        "classes": None,
+        "caller": "alice",
+        "variant": "v1",
+        "latency_ms": 0.1,
+    }
+    count = 3 * capture_module.YIELD_EVERY + 1
+    events = [
+        CaptureEvent(**event, request_id=f"r{i}", inference_ids=[f"i{i}"]) for i in range(count)
+    ]
+    try:
+        writer._append_all(events)
+        assert yields == [0, 0, 0]
+        written = writer._spools["e"].size
+        assert written == sum(len(capture_module.capture_lines(e)) for e in events)
+    finally:
+        for spool in writer._spools.values():  # the writer's thread never ran: nothing rotates
+            spool.handle.close()
+        writer.close()

@@ -280,6 +280,101 @@ def test_the_shadow_thread_answers_a_burst_in_order_on_few_wake_ups() -> None:
     assert runner._thread is not None and not runner._thread.is_alive()
 
 
+def test_on_an_event_loop_fast_copies_are_answered_between_its_callbacks() -> None:
+    """With answer_on_loop, copies the predicate takes are answered on the loop, one per turn,
+    in order, offered from the loop's thread or another; the others go to the shadow thread;
+    a full loop queue drops copies; drain() on the loop's thread answers what waits there;
+    close() drops what is left."""
+    import asyncio
+    from datetime import UTC, datetime
+
+    from civicml.serving.shadow import ShadowAnswer, ShadowJob, ShadowRunner
+
+    where: dict[Any, str] = {}
+    events: list[tuple[str, Any]] = []
+
+    def answer(job: ShadowJob) -> ShadowAnswer:
+        where[job.rows] = threading.current_thread().name
+        events.append(("copy", job.rows))
+        return ShadowAnswer(predictions=[job.rows])
+
+    def record(job: ShadowJob, got: ShadowAnswer | None) -> None:
+        assert got is not None and got.predictions == [job.rows]
+
+    runner = ShadowRunner(answer, record, queue_size=50)
+    when = datetime.now(UTC)
+
+    def job(rows: Any) -> ShadowJob:
+        return ShadowJob(route=None, rows=rows, inference_ids=[], caller=None, time=when)
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        runner.answer_on_loop(loop, lambda j: j.rows != "slow")
+        for i in range(10):
+            assert runner.offer(job(i))
+            loop.call_soon(events.append, ("work", i))  # the loop's own callbacks
+        assert runner.offer(job("slow"))
+        other = threading.Thread(target=lambda: [runner.offer(job(100 + i)) for i in range(5)])
+        other.start()
+        other.join()
+        for _ in range(200):
+            if len(where) == 16:
+                break
+            await asyncio.sleep(0.01)
+        assert runner.drain(0)
+        # The loop's queue holds 50 copies at most: the rest are dropped (the caller counts).
+        assert sum(runner.offer(job(1000 + i)) for i in range(60)) == 50
+        assert runner.drain(5)  # on the loop's thread: answered here, now
+        runner.offer(job("left"))
+        runner.close()
+        assert runner.drain(0)  # dropped, not waited for
+
+    asyncio.run(scenario())
+    on_loop = {where[i] for i in [*range(10), *range(100, 105), *range(1000, 1050)]}
+    assert on_loop == {"MainThread"}
+    assert where["slow"] == "civicml-shadow"
+    assert "left" not in where and 1050 not in where
+    # One copy per turn: the loop's own callbacks ran before the second copy, not after all.
+    assert events.index(("work", 9)) < events.index(("copy", 1))
+    copies = [rows for kind, rows in events if kind == "copy" and isinstance(rows, int)]
+    assert copies[:10] == list(range(10))  # in the order offered
+
+
+def test_a_server_loop_answers_shadow_copies_without_the_shadow_thread(
+    ctx: Context, project: str, model_dirs: tuple[Path, Path], host: ModelHost
+) -> None:
+    """A model host given the server's event loop answers copies to a fast-path shadow on it:
+    every copy captured with the shadow's answer and its own latency, the shadow thread never
+    started."""
+    import asyncio
+
+    if host._shadow._workers is not None:
+        pytest.skip("process mode on this machine: the loop is not used")
+    _shadowed(ctx, host, model_dirs, 100)
+    rows = records(25, seed=4)
+
+    async def serve() -> list[Any]:
+        host.answer_shadow_on(asyncio.get_running_loop())
+        answers = [host.invoke(project, "web", [row]) for row in rows]
+        for _ in range(300):
+            if host._shadow._pending == 0:
+                break
+            await asyncio.sleep(0.01)
+        return answers
+
+    answers = asyncio.run(serve())
+    assert host._shadow._thread is None
+    assert host.drain_shadow(5)
+    captured = list(CaptureService(ctx, host.capture).records(project, "web"))
+    shadow = {c["eventMetadata"]["eventId"]: c for c in captured if c["eventMetadata"]["shadow"]}
+    ids = [a["inference_ids"][0] for a in answers]
+    assert sorted(shadow) == sorted(ids)
+    got = [json.loads(shadow[i]["captureData"]["endpointOutput"]["data"]) for i in ids]
+    expected = TabularModel.load(model_dirs[1]).predict_proba(rows)
+    np.testing.assert_allclose([g["probabilities"] for g in got], expected, rtol=1e-12)
+    assert all(shadow[i]["eventMetadata"]["latencyMs"] is not None for i in ids)
+
+
 def test_copies_go_to_a_worker_in_one_message_unless_too_big_or_not_plain(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:

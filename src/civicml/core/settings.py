@@ -487,8 +487,9 @@ class Settings(BaseSettings):
         default="auto",
         description="Where a shadow variant's model predicts: 'process', a worker process per "
         "shadow model (its work never takes the interpreter lock from live requests); "
-        "'thread', the serving process's shadow thread (no extra process); 'auto', process "
-        "on a machine with at least 3 CPUs for this process, else thread.",
+        "'thread', in the serving process (no extra process): on the server's event loop for "
+        "copies a fast-path shadow answers in microseconds, else its shadow thread; 'auto', "
+        "process on a machine with at least 3 CPUs for this process, else thread.",
     )
     serving_model_cache_mb: float = Field(
         default=1024.0,

@@ -99,6 +99,9 @@ def create_app(
         )
         app.state.civicml = AppState(ctx=ctx, writer=writer)
         app.state.serving = ModelHost(ctx)
+        # Shadow copies a fast-path model answers in microseconds are answered on this loop,
+        # between requests, not in a thread (docs/serving.md, Shadow tests).
+        app.state.serving.answer_shadow_on(asyncio.get_running_loop())
         # GET /metrics: this process's counts in the server's multiprocess directory.
         app.state.metrics = MetricsExporter(
             worker.metrics_dir or new_metrics_dir(),

@@ -52,6 +52,7 @@ Approved still — on first use into the endpoint's LRU
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import os
@@ -948,6 +949,14 @@ class ModelHost:
         if not self._shadow.offer(job):
             self._count(route, None, "shadow_dropped")
 
+    def answer_shadow_on(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Answer shadow copies on ``loop``, the server's event loop, where they cost
+        microseconds: copies of up to its inline number of records for a shadow with an inline
+        fast path, the requests :meth:`invoke_nowait` answers on the loop too
+        (:meth:`ShadowRunner.answer_on_loop`; thread mode only). Call it on the loop's
+        thread."""
+        self._shadow.answer_on_loop(loop, _shadow_inline)
+
     def drain_shadow(self, timeout: float = 30.0) -> bool:
         """Wait until the shadow has answered every copy queued so far (tests, reports)."""
         return self._shadow.drain(timeout)
@@ -1165,3 +1174,11 @@ def load_version(ctx: Context, mv: ModelVersion, cache_root: Path) -> LoadedMode
         classes=list(model.classes_) if classification else [],
         classification=classification,
     )
+
+
+def _shadow_inline(job: ShadowJob) -> bool:
+    """Whether the shadow answers ``job`` in microseconds: its model has an inline fast path
+    and the copy is at most that many plain records."""
+    fast = job.route.shadow.loaded.fast
+    rows = job.rows
+    return fast is not None and type(rows) is list and 0 < len(rows) <= fast.inline_records

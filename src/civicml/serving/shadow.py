@@ -2,8 +2,10 @@
 
 The live request decides whether to copy itself (one random draw against the shadow's
 ``shadow_percent``) only after its own answer is ready, and then only puts a small job on a
-bounded queue (``put_nowait``): the caller never waits for the shadow model. One background
-thread per model host takes the jobs — waking once per :data:`COALESCE_S` on a busy endpoint
+bounded queue (``put_nowait``): the caller never waits for the shadow model. In a server, copies
+the shadow answers in microseconds (an inline fast path) are answered on the event loop, one per
+turn of the loop (:meth:`ShadowRunner.answer_on_loop`). Otherwise one background thread per
+model host takes the jobs — waking once per :data:`COALESCE_S` on a busy endpoint
 and taking every copy queued by then — and has the shadow answer each, timed on its own; when
 the queue is full the copy is dropped and counted (``stats.shadow_dropped``), so a slow shadow
 sheds load instead of holding memory or slowing anything live. The shadow's answers are
@@ -28,6 +30,7 @@ higher live p99 at concurrency 16 (docs/benchmarks.md).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import logging
@@ -178,11 +181,37 @@ class ShadowRunner:
         self._closed = False
         self._idle = threading.Condition()
         self._pending = 0
+        # On an event loop (answer_on_loop): the copies it answers, and whether a turn is due.
+        self._event_loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self._inline: Callable[[ShadowJob], bool] | None = None
+        self._loop_queue: queue.Queue[ShadowJob] = queue.Queue(max(1, queue_size))
+        self._turn_lock = threading.Lock()
+        self._turn_due = False
+
+    def answer_on_loop(
+        self, loop: asyncio.AbstractEventLoop, inline: Callable[[ShadowJob], bool]
+    ) -> None:
+        """Answer the copies ``inline`` accepts on ``loop`` — a server's event loop, which
+        answers small requests to fast-path models itself — one per turn of the loop, between
+        its other callbacks, instead of in the shadow thread: no thread wakes up and the
+        interpreter lock changes hands for none of them (on two cores that hand-over cost more
+        than the shadow's own prediction). Copies ``inline`` refuses (a model without an
+        inline fast path, many records) still go to the thread; with ``workers`` (process
+        mode) nothing changes. Call it on the loop's thread."""
+        if self._workers is not None:
+            return
+        self._inline = inline
+        self._loop_thread = threading.get_ident()
+        self._event_loop = loop
 
     def offer(self, job: ShadowJob) -> bool:
         """Queue ``job`` without waiting; False when the queue is full (the job is dropped)."""
         if self._closed:
             return False
+        loop, inline = self._event_loop, self._inline
+        if loop is not None and inline is not None and inline(job):
+            return self._offer_to_loop(loop, job)
         if self._thread is None:
             with self._start_lock:
                 if self._thread is None:
@@ -200,14 +229,85 @@ class ShadowRunner:
             return False
         return True
 
+    def _offer_to_loop(self, loop: asyncio.AbstractEventLoop, job: ShadowJob) -> bool:
+        with self._idle:
+            self._pending += 1
+        try:
+            self._loop_queue.put_nowait(job)
+        except queue.Full:
+            with self._idle:
+                self._pending -= 1
+                self._idle.notify_all()
+            return False
+        with self._turn_lock:  # after the put: a turn ending now sees the job, or we see it end
+            if self._turn_due:
+                return True
+            self._turn_due = True
+        try:
+            if threading.get_ident() == self._loop_thread:
+                loop.call_soon(self._turn)
+            else:
+                loop.call_soon_threadsafe(self._turn)
+        except RuntimeError:  # the loop is closed: the server is stopping
+            with self._turn_lock:
+                self._turn_due = False
+            self._drop_loop_jobs()
+        return True
+
+    def _turn(self) -> None:
+        """One turn of the event loop: answer one copy, and come back on the next turn while
+        copies are waiting."""
+        if self._closed:
+            self._drop_loop_jobs()
+            return
+        with contextlib.suppress(queue.Empty):
+            self._guarded(self._loop_queue.get_nowait(), None, here=True)
+        with self._turn_lock:
+            if self._loop_queue.empty():
+                self._turn_due = False
+                return
+        loop = self._event_loop
+        if loop is not None:
+            try:
+                loop.call_soon(self._turn)
+                return
+            except RuntimeError:  # pragma: no cover - a turn runs on a loop that is running
+                pass
+        with self._turn_lock:  # pragma: no cover
+            self._turn_due = False
+        self._drop_loop_jobs()  # pragma: no cover
+
+    def _drop_loop_jobs(self) -> None:
+        """Drop the copies waiting for the loop (it is gone): counted as done, never answered."""
+        dropped = 0
+        while True:
+            try:
+                self._loop_queue.get_nowait()
+            except queue.Empty:
+                break
+            dropped += 1
+        if dropped:
+            with self._idle:
+                self._pending -= dropped
+                self._idle.notify_all()
+
     def drain(self, timeout: float = 30.0) -> bool:
-        """Wait until every queued job has run; True when none is left."""
+        """Wait until every queued job has run; True when none is left. On the event loop's own
+        thread, the copies waiting for it are answered first, there."""
+        if self._event_loop is not None and threading.get_ident() == self._loop_thread:
+            while True:
+                try:
+                    job = self._loop_queue.get_nowait()
+                except queue.Empty:
+                    break
+                self._guarded(job, None, here=True)
         with self._idle:
             return self._idle.wait_for(lambda: self._pending == 0, timeout)
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop the thread (jobs still queued are dropped)."""
+        """Stop the thread (jobs still queued are dropped) and stop answering on the loop."""
         self._closed = True
+        self._drop_loop_jobs()
         if self._thread is not None:
             with contextlib.suppress(queue.Full):
                 self._queue.put(None, timeout=timeout)
