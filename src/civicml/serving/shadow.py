@@ -37,7 +37,7 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -218,10 +218,14 @@ class ShadowRunner:
                     thread = threading.Thread(target=self._loop, name="civicml-shadow", daemon=True)
                     thread.start()
                     self._thread = thread
+        return self._enqueue(self._queue, job)
+
+    def _enqueue(self, waiting: queue.Queue[Any], job: ShadowJob) -> bool:
+        """Put ``job`` on ``waiting``, counted as pending; False when it is full (dropped)."""
         with self._idle:
             self._pending += 1
         try:
-            self._queue.put_nowait(job)
+            waiting.put_nowait(job)
         except queue.Full:
             with self._idle:
                 self._pending -= 1
@@ -230,14 +234,7 @@ class ShadowRunner:
         return True
 
     def _offer_to_loop(self, loop: asyncio.AbstractEventLoop, job: ShadowJob) -> bool:
-        with self._idle:
-            self._pending += 1
-        try:
-            self._loop_queue.put_nowait(job)
-        except queue.Full:
-            with self._idle:
-                self._pending -= 1
-                self._idle.notify_all()
+        if not self._enqueue(self._loop_queue, job):
             return False
         with self._turn_lock:  # after the put: a turn ending now sees the job, or we see it end
             if self._turn_due:
@@ -266,26 +263,19 @@ class ShadowRunner:
             if self._loop_queue.empty():
                 self._turn_due = False
                 return
-        loop = self._event_loop
-        if loop is not None:
+        asyncio.get_running_loop().call_soon(self._turn)  # a turn runs on the running loop
+
+    def _waiting_on_loop(self) -> Iterator[ShadowJob]:
+        """Take the copies waiting for the loop, one by one, until none is left."""
+        while True:
             try:
-                loop.call_soon(self._turn)
+                yield self._loop_queue.get_nowait()
+            except queue.Empty:
                 return
-            except RuntimeError:  # pragma: no cover - a turn runs on a loop that is running
-                pass
-        with self._turn_lock:  # pragma: no cover
-            self._turn_due = False
-        self._drop_loop_jobs()  # pragma: no cover
 
     def _drop_loop_jobs(self) -> None:
         """Drop the copies waiting for the loop (it is gone): counted as done, never answered."""
-        dropped = 0
-        while True:
-            try:
-                self._loop_queue.get_nowait()
-            except queue.Empty:
-                break
-            dropped += 1
+        dropped = sum(1 for _ in self._waiting_on_loop())
         if dropped:
             with self._idle:
                 self._pending -= dropped
@@ -295,11 +285,7 @@ class ShadowRunner:
         """Wait until every queued job has run; True when none is left. On the event loop's own
         thread, the copies waiting for it are answered first, there."""
         if self._event_loop is not None and threading.get_ident() == self._loop_thread:
-            while True:
-                try:
-                    job = self._loop_queue.get_nowait()
-                except queue.Empty:
-                    break
+            for job in self._waiting_on_loop():
                 self._guarded(job, None, here=True)
         with self._idle:
             return self._idle.wait_for(lambda: self._pending == 0, timeout)
