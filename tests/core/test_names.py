@@ -66,6 +66,14 @@ def test_invisible_characters_lists_each_once() -> None:
     assert invisible_characters("plain") == []
 
 
+@pytest.mark.parametrize(("text", "found"), [("a\tb", "U+0009"), ("ab\x7f", "U+007F")])
+def test_ascii_controls_are_invisible(text: str, found: str) -> None:
+    # ASCII text skips the per-character look-up only when all of it is printable
+    assert invisible_characters(text) == [found]
+    with pytest.raises(InvalidInputError, match="contains characters that do not show"):
+        validate_user_name(text)
+
+
 @pytest.mark.parametrize("name", ["elig\u200b", "elig\u202e", "élig", "elig\n", "ELIG\u0130"])
 def test_entity_names_are_ascii_only(name: str) -> None:
     with pytest.raises(InvalidInputError, match=re.escape(f"Model name {name!r} is not valid.")):

@@ -213,6 +213,25 @@ def test_an_invisible_user_in_the_header_is_refused_and_nothing_is_written(
     assert api.get(f"{API}/audit/events", params={"limit": 10_000}).json() == before
 
 
+def test_a_header_user_gets_the_roles_of_the_server_it_calls(tmp_path: Path) -> None:
+    # Resolved principals are kept per header text (server/deps.py); a second server in the
+    # same process with another roles setting must not get the first one's answer.
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    viewer = isolated_settings(tmp_path / "a", roles={"vic": ["viewer"]})
+    plain = isolated_settings(tmp_path / "b")
+    headers = {"x-civicml-user": "vic"}
+    with serve(create_app(viewer)) as first, serve(create_app(plain)) as second:
+        for _ in range(2):  # the second request is answered from the kept principal
+            a = httpx.get(f"{first}{API}/whoami", headers=headers).json()
+            b = httpx.get(f"{second}{API}/whoami", headers=headers).json()
+            assert (a["user"], a["roles"]) == ("vic", ["viewer"])
+            assert b["user"] == "vic" and b["roles"] != ["viewer"]
+        refused = httpx.post(f"{first}{API}/projects", json={"name": "v"}, headers=headers)
+        assert refused.status_code == 403
+        assert httpx.post(f"{second}{API}/projects", json={"name": "v"}, headers=headers).is_success
+
+
 def test_a_utf8_user_name_is_recorded_as_sent(api: httpx.Client, project: str) -> None:
     api.post(
         f"{API}/projects/{project}/models",

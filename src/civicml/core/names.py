@@ -116,6 +116,8 @@ def same_user(first: str | None, second: str | None) -> bool:
 
 def invisible_characters(text: str) -> list[str]:
     """The characters of ``text`` that would not show, as ``U+XXXX NAME`` (empty when none)."""
+    if text.isascii() and text.isprintable():  # the common case: no ASCII glyph is invisible
+        return []
     found: list[str] = []
     for char in text:
         point = ord(char)

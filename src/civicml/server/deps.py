@@ -51,6 +51,10 @@ def principal_for_request(request: Request, default: Principal) -> Principal:
     raw = request.headers.get(USER_HEADER, "").strip(" \t")  # str.strip() would eat U+0085
     if not raw:
         return default
+    roles = request.app.state.civicml.ctx.settings.roles
+    found = _NAMED.get(raw)
+    if found is not None and found[0] is roles:
+        return found[1]
     try:  # header bytes arrive as latin-1 text; the SDK sends the name as UTF-8
         name = raw.encode("latin-1").decode("utf-8")
     except UnicodeError as err:
@@ -59,9 +63,19 @@ def principal_for_request(request: Request, default: Principal) -> Principal:
             hint="Send the user name as UTF-8, e.g. 'X-CivicML-User: alice'.",
         ) from err
     # An invalid name (control, zero-width, bidi-override characters) is a 422, never ignored.
-    return resolve_principal(
-        name, request.app.state.civicml.ctx.settings.roles, source="X-CivicML-User header"
-    )
+    principal = resolve_principal(name, roles, source="X-CivicML-User header")
+    if len(_NAMED) >= _NAMED_MAX:
+        _NAMED.clear()
+    _NAMED[raw] = (roles, principal)
+    return principal
+
+
+#: Principals resolved from ``X-CivicML-User`` headers, by the header's text, with the
+#: ``roles`` setting they were resolved under (a client sends the same name on every request;
+#: resolving it checks each character and compares the name with every ``roles`` entry). Only
+#: valid names enter; at :data:`_NAMED_MAX` names it starts again.
+_NAMED: dict[str, tuple[object, Principal]] = {}
+_NAMED_MAX = 1024
 
 
 class Services:
