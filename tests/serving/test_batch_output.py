@@ -193,14 +193,19 @@ def test_the_input_columns_findings_are_reused_as_a_full_scan_finds_them(
     sample_rows: int,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    skipped: list[list[str]] = []
-    sample = personal._sample
+    skipped: list[tuple[str, list[str]]] = []
+    sample, gathered = personal._sample, personal._gathered
 
     def spy(path: Path, rows: int, limit: int, skip: Any = ()) -> Any:
-        skipped.append(list(skip))
+        skipped.append(("read", list(skip)))
         return sample(path, rows, limit, skip)
 
+    def spy_gathered(rows: Any, skip: Any) -> Any:
+        skipped.append(("gathered", list(skip)))
+        return gathered(rows, skip)
+
     monkeypatch.setattr(personal, "_sample", spy)
+    monkeypatch.setattr(personal, "_gathered", spy_gathered)
     ctx = dataclasses.replace(
         ctx, settings=ctx.settings.model_copy(update={"datasets_pii_scan_rows": sample_rows})
     )
@@ -231,5 +236,7 @@ def test_the_input_columns_findings_are_reused_as_a_full_scan_finds_them(
     mine = reused.model_dump(exclude={"id", "created_at", "trigger"})
     assert mine == again.model_dump(exclude={"id", "created_at", "trigger"})
     assert out.classification == again.classification
-    # The input and the manual scan read every column; the job's output only its outputs.
-    assert skipped == [[], list(frame.columns), []]
+    # The input and the manual scan look at every column; the job's output only its outputs.
+    # Ingest and job scan the rows they gathered as they wrote them; the manual scan reads
+    # the stored file (and finds the same).
+    assert skipped == [("gathered", []), ("gathered", list(frame.columns)), ("read", [])]

@@ -534,7 +534,9 @@ class Settings(BaseSettings):
         default=10_000,
         ge=100,
         le=1_000_000,
-        description="Rows a personal-data scan looks at, evenly spread over the version.",
+        description="Most rows a personal-data scan looks at, evenly spread over the version: "
+        "every s-th row from the first, s the smallest power of two that keeps within this "
+        "(so more than half of it on a large version).",
     )
     datasets_pii_scan_s: float = Field(
         default=10.0,

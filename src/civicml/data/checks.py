@@ -22,6 +22,7 @@ from pathlib import Path
 
 from civicml.core.errors import ConflictError
 from civicml.data import _checks
+from civicml.data._sample import RowSample
 from civicml.data.expectation_schemas import QualityStatus
 from civicml.data.schemas import Classification, DatasetVersion
 from civicml.store.context import Context
@@ -38,11 +39,13 @@ def after_ingest(
     *,
     path: Path | None = None,
     same_columns: tuple[DatasetVersion, Sequence[str]] | None = None,
+    sample: RowSample | None = None,
 ) -> DatasetVersion:
     """Scan a new version for personal data and run its dataset's expectations; the version
     as they left it. ``path``: its canonical Parquet file in plaintext, when the caller has it;
     ``same_columns``: as for :meth:`DatasetService.ingest
-    <civicml.data.service.DatasetService.ingest>`."""
+    <civicml.data.service.DatasetService.ingest>`; ``sample``: the rows the scan looks at,
+    gathered as the version was written."""
     from civicml.data.personal import PersonalDataService
     from civicml.data.quality import QualityService
     from civicml.data.service import DatasetService
@@ -56,7 +59,11 @@ def after_ingest(
                 "personal-data scan",
                 version,
                 lambda: PersonalDataService(ctx).scan(
-                    version, trigger="ingest", path=path, same_columns=same_columns
+                    version,
+                    trigger="ingest",
+                    path=path,
+                    same_columns=same_columns,
+                    sample=sample,
                 ),
             )
         _attempt(

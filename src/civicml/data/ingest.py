@@ -51,6 +51,7 @@ import pyarrow.parquet as pq  # type: ignore[import-untyped]
 
 from civicml.core.errors import InvalidInputError
 from civicml.data._pipeline import BackgroundPut, BackgroundWriter, Prefetch
+from civicml.data._sample import RowSample, scanned_columns
 from civicml.data.content import ContentHasher
 from civicml.data.profile import Profiler
 from civicml.data.schemas import ColumnProfile, SourceFormat
@@ -131,6 +132,7 @@ class Converted:
     read_options: dict[str, str] | None = None
     content_hash: str = ""  # the rows' logical content (:mod:`civicml.data.content`)
     stored: Stored | None = None  # the file in the artifact store, when it was stored as written
+    sample: RowSample | None = None  # the rows a personal-data scan looks at, when gathered
 
 
 class Source:
@@ -321,6 +323,7 @@ def write_canonical(
     progress: bool | None = None,
     known_profiles: Mapping[str, ColumnProfile] | None = None,
     store: Callable[[BinaryIO], Stored] | None = None,
+    sample_rows: int | None = None,
 ) -> Converted:
     """Write ``source`` to ``dest`` as Parquet, profiling and hashing its content on the way.
 
@@ -335,6 +338,8 @@ def write_canonical(
             of its own with a stream of the bytes as they are written: the file is stored by
             the time this returns (:attr:`Converted.stored`), and the store need not read it
             again. Nothing is kept when the ingest fails.
+        sample_rows: Gather the rows a personal-data scan with this limit looks at, as they are
+            written (:attr:`Converted.sample`); None gathers none.
 
     Raises:
         InvalidInputError: The source cannot be read, has no rows or no columns, or has a
@@ -348,7 +353,15 @@ def write_canonical(
         for _ in range(_MAX_RESTARTS):
             try:
                 return _write(
-                    source, dest, chunk_bytes, overrides, advance, options, known_profiles, store
+                    source,
+                    dest,
+                    chunk_bytes,
+                    overrides,
+                    advance,
+                    options,
+                    known_profiles,
+                    store,
+                    sample_rows,
                 )
             except _Widen as widen:
                 overrides[widen.column] = widen.to
@@ -373,6 +386,7 @@ def _write(
     options: TextOptions | None,
     known_profiles: Mapping[str, ColumnProfile] | None = None,
     store: Callable[[BinaryIO], Stored] | None = None,
+    sample_rows: int | None = None,
 ) -> Converted:
     reader = None if source.format is SourceFormat.DATAFRAME else source.open(advance)
     try:
@@ -389,6 +403,12 @@ def _write(
             schema, batches = _jsonl(source, reader, chunk_bytes)
         canonical = _canonical_schema(schema, source)
         profiler = Profiler(canonical, known_profiles)
+        sample = (
+            None
+            if sample_rows is None
+            else RowSample(canonical, scanned_columns(canonical), sample_rows)
+        )
+        observe = _observer(profiler, sample)
         hasher = ContentHasher(canonical)
         rows = 0
         with contextlib.ExitStack() as stages:
@@ -397,11 +417,11 @@ def _write(
             stream = isinstance(source.frame, pa.RecordBatchReader)
             # A stream's batches are computed on this thread (a batch job predicts them): the
             # writer's thread profiles them too, in the same batches and order.
-            work = _profile_or_write(profiler, writer) if stream else writer.write
+            work = _profile_or_write(observe, writer) if stream else writer.write
             sink = stages.enter_context(BackgroundWriter(work))
             if reader is not None:  # our own reader; a caller's stream stays on its thread
                 batches = stages.enter_context(Prefetch(batches, max(chunk_bytes, 1 << 20)))
-            profile = sink.submit if stream else profiler.update
+            profile = sink.submit if stream else observe
             pending: list[Any] = []
             pending_rows = 0
             for raw in batches:
@@ -438,6 +458,7 @@ def _write(
             read_options,
             hasher.hexdigest(),
             getattr(writer, "stored", None),
+            sample,
         )
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as err:
         raise _read_error(source, err) from err
@@ -540,13 +561,28 @@ class _TeeFile(io.RawIOBase):
             self._raw.close()
 
 
-def _profile_or_write(profiler: Profiler, writer: _ParquetSink) -> Callable[[Any], None]:
-    """What the writer's thread does with an item of a stream: profile a record batch, write a
-    table (a row group)."""
+def _observer(profiler: Profiler, sample: RowSample | None) -> Callable[[Any], None]:
+    """What each record batch goes through besides the writer: the profile, and the sample of
+    the personal-data scan when one is gathered."""
+    if sample is None:
+        return profiler.update
+
+    def observe(batch: Any) -> None:
+        profiler.update(batch)
+        sample.update(batch)
+
+    return observe
+
+
+def _profile_or_write(
+    observe: Callable[[Any], None], writer: _ParquetSink
+) -> Callable[[Any], None]:
+    """What the writer's thread does with an item of a stream: profile (and sample) a record
+    batch, write a table (a row group)."""
 
     def work(item: Any) -> None:
         if isinstance(item, pa.RecordBatch):
-            profiler.update(item)
+            observe(item)
         else:
             writer.write(item)
 

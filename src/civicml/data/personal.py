@@ -6,8 +6,9 @@ personal takes ``datasets.override_quarantine``. Audit events: ``dataset_version
 ``dataset_version.redacted`` (rules, k, the successor), ``dataset_version.personal_use_justified``.
 
 Every ingested version is scanned (``DatasetService.ingest``), on an evenly spread sample of at
-most ``datasets_pii_scan_rows`` rows within ``datasets_pii_scan_s`` seconds. A dataset's
-classification is the most sensitive of its versions' (``Dataset.classification``;
+most ``datasets_pii_scan_rows`` rows (every ``stride``-th row: :mod:`civicml.data._sample`)
+within ``datasets_pii_scan_s`` seconds; an ingest gathers the sample as it writes the rows. A
+dataset's classification is the most sensitive of its versions' (``Dataset.classification``;
 :meth:`PersonalDataService.get_classification`).
 
 Keyed hashing uses a per-project secret made on first use: 32 random bytes, wrapped by the
@@ -32,8 +33,9 @@ from sqlalchemy.exc import IntegrityError
 
 from civicml.core.errors import CivicMLError, ConfigurationError, ConflictError
 from civicml.data import _checks
+from civicml.data._sample import RowSample, sample_size, sample_stride, scanned_columns
 from civicml.data._tables import dataset_versions, pseudonym_keys
-from civicml.data.pii import Scan, _best_first, classify, needs_values, scan_table
+from civicml.data.pii import Scan, _best_first, classify, scan_table
 from civicml.data.pii_schemas import (
     PiiFinding,
     PiiReport,
@@ -77,8 +79,13 @@ class PersonalDataService:
         trigger: str = "manual",
         path: Path | None = None,
         same_columns: tuple[DatasetVersion, Sequence[str]] | None = None,
+        sample: RowSample | None = None,
     ) -> PiiReport:
         """Scan ``version`` for personal data; store the report and its classification.
+
+        ``sample``: the rows to look at, gathered while the version was written (an ingest's
+        :class:`~civicml.data._sample.RowSample` with the ``datasets_pii_scan_rows`` limit):
+        the rows a scan of the stored file reads.
 
         ``same_columns``: a stored version and columns of ``version`` whose values are, row
         for row, its columns of the same names (a batch job's input columns). When that
@@ -89,12 +96,15 @@ class PersonalDataService:
         target = _checks.target_of(self._ctx, version, "datasets.write")
         limit = self._ctx.settings.datasets_pii_scan_rows
         reused = self._reusable(target.rows, limit, version, same_columns)
-        with contextlib.ExitStack() as stack:
-            if path is None:
-                path = stack.enter_context(_checks.plaintext(self._ctx, target.digest))
-            schema, sample = _sample(path, target.rows, limit, skip=list(reused))
+        if sample is not None and sample.rows == target.rows and sample.limit == limit:
+            schema, rows = _gathered(sample, skip=list(reused))
+        else:
+            with contextlib.ExitStack() as stack:
+                if path is None:
+                    path = stack.enter_context(_checks.plaintext(self._ctx, target.digest))
+                schema, rows = _sample(path, target.rows, limit, skip=list(reused))
         found = scan_table(
-            sample, time_budget_s=self._ctx.settings.datasets_pii_scan_s, schema=schema
+            rows, time_budget_s=self._ctx.settings.datasets_pii_scan_s, schema=schema
         )
         if reused:
             found = _merged(found, reused, [c.name for c in version.columns])
@@ -164,7 +174,11 @@ class PersonalDataService:
             report = self.report(source)
         except CivicMLError:  # never scanned, its report gone or hidden: scan every column
             return {}
-        if not report.complete or report.rows != rows or report.rows_scanned != min(rows, limit):
+        if (
+            not report.complete
+            or report.rows != rows
+            or report.rows_scanned != sample_size(rows, limit)
+        ):
             return {}
         have = {c.name for c in version.columns}
         reused: dict[str, list[PiiFinding]] = {n: [] for n in names if n in have}
@@ -413,30 +427,31 @@ def _merged(found: Scan, reused: dict[str, list[PiiFinding]], columns: list[str]
 
 
 def _sample(path: Path, rows: int, limit: int, skip: Sequence[str] = ()) -> tuple[Any, Any]:
-    """The schema of the columns to scan (all but those ``skip`` names) and at most ``limit`` of
-    their rows, evenly spread over the Parquet file, read one row group at a time (memory: one
-    row group plus the sample); the columns whose values a scan does not look at
-    (:func:`~civicml.data.pii.needs_values`) are not read."""
+    """The schema of the columns to scan (all but those ``skip`` names) and the sampled rows
+    (every ``stride``-th: :func:`~civicml.data._sample.sample_stride`) of the Parquet file, read
+    one row group at a time (memory: one row group plus the sample); the columns whose values a
+    scan does not look at are not read."""
     parquet = pq.ParquetFile(str(path))
     schema = pa.schema([f for f in parquet.schema_arrow if f.name not in set(skip)])
-    columns = [f.name for f in schema if needs_values(f.name, f.type)]
-    return schema, _sample_rows(parquet, rows, limit, columns)
+    return schema, _sample_rows(parquet, rows, limit, scanned_columns(schema))
+
+
+def _gathered(sample: RowSample, skip: Sequence[str]) -> tuple[Any, Any]:
+    """What :func:`_sample` reads, from the rows an ingest gathered as it wrote them."""
+    schema = pa.schema([f for f in sample.schema if f.name not in set(skip)])
+    return schema, sample.table().select(scanned_columns(schema))
 
 
 def _sample_rows(parquet: Any, rows: int, limit: int, columns: list[str]) -> Any:
-    if rows <= limit or not columns:  # no columns: as many rows as a sample has, nothing read
-        return parquet.read(columns=columns).slice(0, min(rows, limit))  # (slice does not clip)
-    step = rows / limit
-    wanted = [int(i * step) for i in range(limit)]
-    parts, start, cursor = [], 0, 0
+    stride = sample_stride(rows, limit)
+    if stride == 1 or not columns:  # no columns: as many rows as a sample has, nothing read
+        return parquet.read(columns=columns).slice(0, sample_size(rows, limit))
+    parts, start = [], 0
     for group in range(parquet.num_row_groups):
         size = parquet.metadata.row_group(group).num_rows
-        local = []
-        while cursor < len(wanted) and wanted[cursor] < start + size:
-            local.append(wanted[cursor] - start)
-            cursor += 1
-        if local:
+        first = -(-start // stride) * stride
+        if first < start + size:
             part = parquet.read_row_group(group, columns=columns)
-            parts.append(part.take(pa.array(local, pa.int64())))
+            parts.append(part.take(pa.array(range(first - start, size, stride), pa.int64())))
         start += size
     return pa.concat_tables(parts) if parts else parquet.schema_arrow.empty_table().select(columns)

@@ -81,7 +81,10 @@ class PiiReport(_Schema):
     classification: Classification = Field(description="What the findings make the version.")
     findings: list[PiiFinding] = Field(description="Findings, most confident first.")
     columns_scanned: int = Field(description="Columns looked at.")
-    rows_scanned: int = Field(description="Rows sampled (evenly spread over the version).")
+    rows_scanned: int = Field(
+        description="Rows sampled, evenly spread over the version (every s-th row, s a power "
+        "of two)."
+    )
     rows: int = Field(description="Rows of the version.")
     complete: bool = Field(
         description="False when the time budget ran out before every column was scanned."

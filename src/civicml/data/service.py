@@ -170,6 +170,12 @@ class DatasetService:
                 progress=progress,
                 known_profiles=_known_profiles(same_columns),
                 store=self._ctx.artifacts.put_stream,  # stored as written
+                # the rows the personal-data scan after recording looks at, kept as written
+                sample_rows=(
+                    self._ctx.settings.datasets_pii_scan_rows
+                    if self._ctx.settings.datasets_pii_scan
+                    else None
+                ),
             )
             # Bytes first: a row never lacks them.
             stored = converted.stored or self._ctx.artifacts.put_file(tmp)
@@ -213,7 +219,13 @@ class DatasetService:
             if version.classification is None and version.quality_status is None:
                 from civicml.data.checks import after_ingest  # the checks build on this service
 
-                return after_ingest(self._ctx, version, path=canonical, same_columns=same_columns)
+                return after_ingest(
+                    self._ctx,
+                    version,
+                    path=canonical,
+                    same_columns=same_columns,
+                    sample=converted.sample,
+                )
             return version
         finally:
             with contextlib.suppress(FileNotFoundError):
