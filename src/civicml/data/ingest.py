@@ -91,10 +91,12 @@ _WRITER_OPTIONS: dict[str, Any] = {
     "data_page_version": "1.0",
     "store_schema": True,
 }
-#: A text column is dictionary-encoded when its first row group has at most this share of
-#: distinct values (measured: dictionaries on floats, integers and unique text cost writer time
-#: and make the file larger; on repeated text they pay).
+#: A text column is dictionary-encoded when its first :data:`_DICTIONARY_SAMPLE_ROWS` rows hold
+#: at most this share of distinct values (measured: dictionaries on floats, integers and unique
+#: text cost writer time and make the file larger; on repeated text they pay). Counting the
+#: distinct values of a whole first row group of unique text took 0.18 s of the writer's time.
 _DICTIONARY_MAX_DISTINCT = 0.5
+_DICTIONARY_SAMPLE_ROWS = 1 << 18
 _CODEC, _CODEC_LEVEL = "zstd", 1
 #: Bytes Arrow's CSV parser takes at a time, each block a record batch; None: the whole chunk,
 #: one batch (the profile's and the content hash's cost is mostly per batch: 1 MiB blocks, Arrow's
@@ -106,6 +108,13 @@ _CSV_BLOCK_BYTES: int | None = None
 #: rounded numbers it pays).
 _COMPRESS_MAX_RATIO = 0.9
 _COMPRESS_SAMPLE_BYTES = 256 << 10
+#: An integer, date, time or timestamp column is delta-encoded (Parquet's DELTA_BINARY_PACKED,
+#: no compression) when that leaves a sample of its first values at most this much larger than
+#: plain encoding with zstd does: on ids, counts, dates and timestamps it is smaller and 2-4x
+#: cheaper to write (measured at 5M rows: 0.03-0.06 s against 0.10-0.13 s per column); on
+#: codes that jump between a few far-apart values zstd stays.
+_DELTA_MAX_RATIO = 1.1
+_DELTA_SAMPLE_ROWS = 65_536
 _SUFFIXES = {
     ".csv": SourceFormat.CSV,
     ".parquet": SourceFormat.PARQUET,
@@ -470,12 +479,13 @@ def _write(
 class _ParquetSink:
     """The Parquet writer of one ingest, opened at the first table (on the writer's thread), when
     the encodings can be chosen from the data: dictionary encoding for the text columns whose
-    first row group repeats values, plain encoding for every other column; zstd for the columns
-    it shrinks (:func:`_compression`). Each table's content
-    is hashed here too (the profile keeps the caller's thread busy enough); the tables come in
-    order and the hash does not depend on where they were cut. With ``store``, the file's
-    bytes also go to the artifact store as they are written (:class:`BackgroundPut`), which
-    stores them by the time the sink is closed (:attr:`stored`)."""
+    first rows repeat values, delta encoding for the integer-like columns it suits, plain
+    encoding for every other column; zstd for the columns it shrinks (:func:`_compression`).
+    Each table's content is hashed here too (the profile keeps the caller's thread busy
+    enough); the tables come in order and the hash does not depend on where they were cut.
+    With ``store``, the file's bytes also go to the artifact store as they are written
+    (:class:`BackgroundPut`), which stores them by the time the sink is closed
+    (:attr:`stored`)."""
 
     def __init__(
         self,
@@ -595,28 +605,61 @@ def _dictionary_columns(table: Any) -> list[str]:
     for f, column in zip(table.schema, table.columns, strict=True):
         if not (pa.types.is_string(f.type) or pa.types.is_binary(f.type)) or not len(column):
             continue
-        distinct = pc.count_distinct(column, mode="all").as_py()
-        if distinct <= _DICTIONARY_MAX_DISTINCT * len(column):
+        head = column.slice(0, _DICTIONARY_SAMPLE_ROWS)
+        distinct = pc.count_distinct(head, mode="all").as_py()
+        if distinct <= _DICTIONARY_MAX_DISTINCT * len(head):
             chosen.append(f.name)
     return chosen
 
 
 def _compression(table: Any, dictionary: list[str]) -> dict[str, Any]:
-    """The writer's ``compression`` and ``compression_level``: zstd for the dictionary columns
-    and for each column whose first values zstd shrinks by 10 % or more, none for the others
-    (random doubles); zstd for every column of a table with nested columns (one leaf each
-    would need naming)."""
+    """The writer's ``compression``, ``compression_level`` and ``column_encoding``: delta
+    encoding without compression for the integer-like columns it suits (:func:`_delta_pays`),
+    zstd for the dictionary columns and for each other column whose first values zstd shrinks
+    by 10 % or more, none for the others (random doubles); zstd for every column of a table
+    with nested columns (one leaf each would need naming)."""
     if any(pa.types.is_nested(t) for t in table.schema.types):
         return {"compression": _CODEC, "compression_level": _CODEC_LEVEL}
     codec = pa.Codec(_CODEC, compression_level=_CODEC_LEVEL)
-    chosen = {}
+    chosen, delta = {}, []
     for f, column in zip(table.schema, table.columns, strict=True):
-        if f.name in dictionary or _compressible(codec, column):
+        if _delta_pays(f, column):
+            delta.append(f.name)
+        elif f.name in dictionary or _compressible(codec, column):
             chosen[f.name] = _CODEC
-    return {
+    options: dict[str, Any] = {
         "compression": {n: chosen.get(n, "none") for n in table.schema.names},
         "compression_level": dict.fromkeys(chosen, _CODEC_LEVEL),
     }
+    if delta:
+        options["column_encoding"] = dict.fromkeys(delta, "DELTA_BINARY_PACKED")
+    return options
+
+
+def _delta_pays(field: Any, column: Any) -> bool:
+    """Whether an integer, date, time or timestamp column's first values take at most
+    :data:`_DELTA_MAX_RATIO` times the bytes delta-encoded (uncompressed) that they take
+    plain-encoded with zstd, each written as a small Parquet file of its own."""
+    t = field.type
+    if not (
+        pa.types.is_signed_integer(t)
+        or t in (pa.uint8(), pa.uint16(), pa.uint32())
+        or pa.types.is_date32(t)
+        or pa.types.is_timestamp(t)
+        or pa.types.is_time(t)
+    ):
+        return False
+    sample = pa.table({"v": column.slice(0, _DELTA_SAMPLE_ROWS)})
+    if not sample.num_rows or sample.column(0).null_count == sample.num_rows:
+        return False
+
+    def size(**options: Any) -> int:
+        out = pa.BufferOutputStream()
+        pq.write_table(sample, out, use_dictionary=False, **options, **_WRITER_OPTIONS)
+        return int(out.getvalue().size)
+
+    delta = size(column_encoding="DELTA_BINARY_PACKED", compression="none")
+    return delta <= _DELTA_MAX_RATIO * size(compression=_CODEC, compression_level=_CODEC_LEVEL)
 
 
 def _compressible(codec: Any, column: Any) -> bool:
