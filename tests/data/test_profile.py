@@ -242,3 +242,27 @@ def test_a_numeric_profile_depends_on_the_column_name_and_values_only() -> None:
     assert [p.mean for p in cut] == pytest.approx([p.mean for p in whole], rel=1e-12)
     renamed = profile(table.rename_columns(["z", "b"]), 5_000)[0]
     assert renamed.quantiles != whole[0].quantiles  # another name: another sample
+
+
+def test_the_reservoir_is_a_uniform_sample_of_the_whole_column() -> None:
+    # Value i is taken with probability RESERVOIR_SIZE / n wherever it comes: each tenth of a
+    # column of distinct values holds about a tenth of the reservoir (6 standard deviations).
+    from civicml.data.profile import Profiler
+
+    n = 10 * RESERVOIR_SIZE
+    schema = pa.schema([("x", pa.int64())])
+    rng = np.random.default_rng(11)
+    counts = np.zeros(10)
+    for name in ("x", "y", "z"):  # three independent samples (one generator per name)
+        profiler = Profiler(pa.schema([(name, pa.int64())]))
+        start = 0
+        while start < n:
+            size = min(n - start, int(rng.integers(1, 30_000)))
+            profiler.update(pa.record_batch([pa.array(range(start, start + size))], schema=schema))
+            start += size
+        reservoir = profiler._columns[0].reservoir
+        assert len(reservoir) == len(np.unique(reservoir)) == RESERVOIR_SIZE
+        counts += np.histogram(reservoir, bins=10, range=(0, n))[0]
+    expected = 3 * RESERVOIR_SIZE / 10
+    sigma = (expected * 0.9) ** 0.5
+    assert np.all(np.abs(counts - expected) < 6 * sigma), counts

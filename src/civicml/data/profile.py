@@ -2,10 +2,11 @@
 
 Counts, missing values, min, max and mean are exact; the standard deviation is exact too
 (Chan et al.'s pairwise update of count, mean and M2). Quantiles come from a uniform reservoir
-sample (Vitter's algorithm R, vectorised per batch, with a random generator per column seeded by
-its name, so a column's sample depends on its name and values only: not on the other columns or
-on how the rows were cut into batches): exact while a column has at most :data:`RESERVOIR_SIZE`
-values, an estimate with a rank error of about ``1/sqrt(RESERVOIR_SIZE)`` (under 1 %) beyond.
+sample (Li's Algorithm L, which draws the gaps between taken values, vectorised in blocks, with a
+random generator per column seeded by its name, so a column's sample depends on its name and
+values only: not on the other columns or on how the rows were cut into batches): exact while a
+column has at most :data:`RESERVOIR_SIZE` values, an estimate with a rank error of about
+``1/sqrt(RESERVOIR_SIZE)`` (under 1 %) beyond.
 Categorical value counts are exact up to :data:`MAX_TRACKED_VALUES` distinct values; past that
 the rarest are dropped (their counts become lower bounds, as in the Misra-Gries summary) and the
 distinct count is a k-minimum-values estimate over 64-bit hashes of the values.
@@ -79,7 +80,7 @@ class _Column:
     counts: np.ndarray[Any, Any] = field(default_factory=lambda: np.empty(0, dtype=np.int64))
     pruned: bool = False
     kmv: np.ndarray[Any, Any] = field(default_factory=lambda: np.empty(0, dtype=np.uint64))
-    rng: np.random.Generator | None = None  # the reservoir's draws, once it is full
+    skips: _Skips | None = None  # where the reservoir takes values, once it is full
 
 
 class Profiler:
@@ -186,21 +187,21 @@ class Profiler:
         self._sample(col, values)
 
     def _sample(self, col: _Column, values: np.ndarray[Any, Any]) -> None:
-        """Algorithm R over one batch: value i (0-based overall) replaces a random slot with
-        probability RESERVOIR_SIZE / (i + 1)."""
+        """A uniform sample of the column's values: the first RESERVOIR_SIZE fill the
+        reservoir, then each later value replaces a random slot with probability
+        RESERVOIR_SIZE / (its 0-based place + 1), drawn by skips (:class:`_Skips`)."""
+        base = col.seen
         room = RESERVOIR_SIZE - len(col.reservoir)
         if room > 0:
             col.reservoir = np.concatenate([col.reservoir, values[:room]])
-        rest = values[max(room, 0) :]
-        start = col.seen + max(min(room, len(values)), 0)
         col.seen += len(values)
-        if len(rest):
-            positions = np.arange(start, start + len(rest))
-            if col.rng is None:
-                col.rng = _generator(col.name)
-            slots = (col.rng.random(len(rest)) * (positions + 1)).astype(np.int64)
-            keep = slots < RESERVOIR_SIZE
-            col.reservoir[slots[keep]] = rest[keep]
+        if col.seen <= RESERVOIR_SIZE:
+            return
+        if col.skips is None:
+            col.skips = _Skips(_generator(col.name), RESERVOIR_SIZE)
+        places, slots = col.skips.until(col.seen)
+        if len(places):  # in order: a slot taken twice keeps the later value
+            col.reservoir[slots] = values[places - base]
 
     def _categorical(self, col: _Column, array: Any) -> None:
         if pa.types.is_dictionary(array.type):
@@ -309,6 +310,55 @@ def _top(values: Any, counts: np.ndarray[Any, Any]) -> list[tuple[Any, int]]:
         chosen = np.concatenate([above, tied])
     pairs = zip(values.take(pa.array(chosen)).to_pylist(), counts[chosen].tolist(), strict=True)
     return sorted(pairs, key=lambda kv: (-kv[1], kv[0]))[:TOP_VALUES]
+
+
+class _Skips:
+    """Where a full reservoir of ``k`` values takes the next ones: Li's Algorithm L (1994),
+    which draws the gap to the next taken value instead of a number per value, so a column of
+    n values costs about ``k * ln(n / k)`` draws. Value i (0-based) is taken with probability
+    k / (i + 1), into a uniformly random slot, as in Algorithm R.
+
+    The draws come from ``rng`` in blocks of :data:`_SKIP_BLOCK` taken values whatever the
+    batches are, so the sample depends on the column's name and values only.
+    """
+
+    def __init__(self, rng: np.random.Generator, k: int) -> None:
+        self._rng = rng
+        self._k = k
+        self._log_w = math.log(1.0 - rng.random()) / k  # log W, W in (0, 1]
+        self._last = k - 1  # the place of the last value taken (the reservoir's last, at first)
+        self._places = np.empty(0, dtype=np.int64)
+        self._slots = np.empty(0, dtype=np.int64)
+
+    def until(self, end: int) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
+        """The places before ``end`` (and after those already answered) where a value is
+        taken, with the slot each goes to, in order."""
+        while not len(self._places) or self._places[-1] < end:
+            self._draw()
+        cut = int(np.searchsorted(self._places, end))
+        places, slots = self._places[:cut], self._slots[:cut]
+        self._places, self._slots = self._places[cut:], self._slots[cut:]
+        return places, slots
+
+    def _draw(self) -> None:
+        n, k = _SKIP_BLOCK, self._k
+        gaps = 1.0 - self._rng.random(n)  # (0, 1]
+        shrink = np.log(1.0 - self._rng.random(n)) / k  # log of W's factor after each take
+        slots = self._rng.integers(0, k, n)
+        log_w = self._log_w + np.concatenate([[0.0], np.cumsum(shrink)])
+        with np.errstate(divide="ignore", invalid="ignore"):
+            skip = np.floor(np.log(gaps) / np.log1p(-np.exp(log_w[:-1])))
+        skip = np.nan_to_num(skip, nan=0.0, posinf=_MAX_SKIP, neginf=0.0)
+        places = self._last + np.cumsum(np.minimum(skip, _MAX_SKIP).astype(np.int64) + 1)
+        self._log_w = float(log_w[-1])
+        self._last = int(places[-1])
+        self._places = np.concatenate([self._places, places])
+        self._slots = np.concatenate([self._slots, slots])
+
+
+#: Taken values drawn at a time by :class:`_Skips`, and the largest gap (beyond any column).
+_SKIP_BLOCK = 1024
+_MAX_SKIP = float(1 << 40)
 
 
 def _generator(name: str) -> np.random.Generator:
