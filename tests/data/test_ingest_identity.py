@@ -57,8 +57,8 @@ CONTENT_HASH = "0cec89b50c5b76a3ff8674046fbdff70293a763b673d5b0f4beea7a99d4fbf53
 #: chunk_bytes -> SHA-256 of the profile as JSON (the high-cardinality text column's tracked
 #: values follow the batches read: which are dropped depends on where the batches end).
 PROFILES = {
-    DEFAULT_CHUNK_BYTES: "d92a2b9043fc47f20feb1f887d1b612a47a1ac3fd86bce51032286e46a3ca27a",
-    64 << 10: "dcdc48ab5a3587aaa526351b68850fd3c63efe500da387b8162ad09e183f96be",
+    DEFAULT_CHUNK_BYTES: "a5cf3a889c17f0310b4f3cd97e44e53cdda89a6d344344fd6a060843435025f6",
+    64 << 10: "e7b475be6c817acf5da01b6c8fe90d700cbff4018781f89b8a77701a86e00f1c",
 }
 #: (pyarrow version, chunk_bytes) -> SHA-256 of the Parquet written before migration 0025.
 OLD_DIGESTS: dict[tuple[str, int], str] = {

@@ -318,8 +318,9 @@ class _Skips:
     n values costs about ``k * ln(n / k)`` draws. Value i (0-based) is taken with probability
     k / (i + 1), into a uniformly random slot, as in Algorithm R.
 
-    The draws come from ``rng`` in blocks of :data:`_SKIP_BLOCK` taken values whatever the
-    batches are, so the sample depends on the column's name and values only.
+    The draws come from ``rng`` in blocks of taken values, the first of :data:`_SKIP_BLOCK`,
+    each next one twice as large up to :data:`_SKIP_BLOCK_MAX`, whatever the batches are, so
+    the sample depends on the column's name and values only.
     """
 
     def __init__(self, rng: np.random.Generator, k: int) -> None:
@@ -329,6 +330,7 @@ class _Skips:
         self._last = k - 1  # the place of the last value taken (the reservoir's last, at first)
         self._places = np.empty(0, dtype=np.int64)
         self._slots = np.empty(0, dtype=np.int64)
+        self._block = _SKIP_BLOCK
 
     def until(self, end: int) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]]:
         """The places before ``end`` (and after those already answered) where a value is
@@ -341,23 +343,25 @@ class _Skips:
         return places, slots
 
     def _draw(self) -> None:
-        n, k = _SKIP_BLOCK, self._k
+        n, k = self._block, self._k
+        self._block = min(2 * n, _SKIP_BLOCK_MAX)
         gaps = 1.0 - self._rng.random(n)  # (0, 1]
         shrink = np.log(1.0 - self._rng.random(n)) / k  # log of W's factor after each take
         slots = self._rng.integers(0, k, n)
         log_w = self._log_w + np.concatenate([[0.0], np.cumsum(shrink)])
-        with np.errstate(divide="ignore", invalid="ignore"):
-            skip = np.floor(np.log(gaps) / np.log1p(-np.exp(log_w[:-1])))
-        skip = np.nan_to_num(skip, nan=0.0, posinf=_MAX_SKIP, neginf=0.0)
-        places = self._last + np.cumsum(np.minimum(skip, _MAX_SKIP).astype(np.int64) + 1)
+        with np.errstate(divide="ignore", invalid="ignore"):  # W == 1 or W == 0: gap 0 or max
+            skip = np.fmin(np.floor(np.log(gaps) / np.log1p(-np.exp(log_w[:-1]))), _MAX_SKIP)
+        places = self._last + np.cumsum(skip.astype(np.int64) + 1)
         self._log_w = float(log_w[-1])
         self._last = int(places[-1])
         self._places = np.concatenate([self._places, places])
         self._slots = np.concatenate([self._slots, slots])
 
 
-#: Taken values drawn at a time by :class:`_Skips`, and the largest gap (beyond any column).
+#: Taken values drawn at a time by :class:`_Skips` (first, most), and the largest gap (beyond
+#: any column).
 _SKIP_BLOCK = 1024
+_SKIP_BLOCK_MAX = 1 << 13
 _MAX_SKIP = float(1 << 40)
 
 
