@@ -35,15 +35,25 @@ def test_the_stride_is_the_smallest_power_of_two_within_the_limit(
 
 
 @pytest.mark.parametrize(
-    ("rows", "limit"), [(7, 10), (10, 10), (11, 10), (5_003, 100), (4_096, 64)]
+    ("rows", "limit", "most"),
+    [
+        (7, 10, 700),
+        (10, 10, 700),
+        (11, 10, 700),
+        (5_003, 100, 700),
+        (4_096, 64, 700),
+        (20_000, 1_000, 12),  # many small batches: their parts are joined
+    ],
 )
-def test_rows_gathered_batch_by_batch_are_every_stride_th_row(rows: int, limit: int) -> None:
+def test_rows_gathered_batch_by_batch_are_every_stride_th_row(
+    rows: int, limit: int, most: int
+) -> None:
     rng = np.random.default_rng(rows)
     schema = pa.schema([("n", pa.int64()), ("s", pa.string()), ("skip", pa.float64())])
     sample = RowSample(schema, ["n", "s"], limit)
     start = 0
     while start < rows:  # batches of random sizes, some of one row
-        size = min(rows - start, int(rng.integers(1, 700)))
+        size = min(rows - start, int(rng.integers(1, most)))
         n = pa.array(range(start, start + size), pa.int64())
         s = pa.array([f"v{i}" for i in range(start, start + size)])
         sample.update(pa.record_batch([n, s, pa.array(np.zeros(size))], schema=schema))

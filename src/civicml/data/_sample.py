@@ -20,6 +20,9 @@ from civicml.data.pii import needs_values
 
 __all__ = ["RowSample", "sample_size", "sample_stride", "scanned_columns"]
 
+#: Parts (one per batch that gave rows) kept apart before they are joined into one.
+_MAX_PARTS = 64
+
 
 def scanned_columns(schema: Any) -> list[str]:
     """The columns of ``schema`` whose values a scan looks at
@@ -99,6 +102,10 @@ class RowSample:
                 parts.append((numbers, rows))
             elif keep.any():
                 parts.append((numbers[keep], rows.filter(pa.array(keep))))
+        if len(parts) > _MAX_PARTS and self._columns:  # many small batches: one of them all
+            table = pa.Table.from_batches([rows for _, rows in parts], schema=self._kept)
+            numbers = np.concatenate([n for n, _ in parts])
+            parts = [(numbers, table.combine_chunks().to_batches()[0])]
         self._parts = parts
 
     def table(self) -> Any:

@@ -300,22 +300,11 @@ def valid_utf8(data: Any) -> bool:
     """Whether ``data`` (bytes or a memoryview) is valid UTF-8, as Python's strict ``utf-8``
     codec judges it (overlong forms, surrogates and code points past U+10FFFF refused), checked
     by Arrow's validator without building any text: about 20x faster than ``bytes.decode``."""
-    size = len(data)
-    if size >= 1 << 31:  # pragma: no cover - the transcoder reads 1 MiB at a time
-        return _decodes(data)
-    offsets = pa.py_buffer(np.array([0, size], dtype=np.int32))
-    array = pa.Array.from_buffers(pa.string(), 1, [None, offsets, pa.py_buffer(data)])
+    offsets = pa.py_buffer(np.array([0, len(data)], dtype=np.int64))
+    array = pa.Array.from_buffers(pa.large_string(), 1, [None, offsets, pa.py_buffer(data)])
     try:
         array.validate(full=True)
     except pa.ArrowInvalid:
-        return False
-    return True
-
-
-def _decodes(data: Any) -> bool:  # pragma: no cover - see valid_utf8
-    try:
-        codecs.decode(bytes(data), "utf-8")
-    except UnicodeDecodeError:
         return False
     return True
 
