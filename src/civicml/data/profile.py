@@ -214,8 +214,6 @@ class Profiler:
         counted = pc.value_counts(valid)
         values = counted.field("values")
         counts = counted.field("counts").to_numpy().astype(np.int64)
-        if col.pruned:  # the batch's distinct values: the same k smallest hashes
-            _hash_sketch(col, values)
         if col.values is None:
             col.values, col.counts = values, counts
             fresh = np.zeros(0, dtype=bool)
@@ -226,6 +224,9 @@ class Profiler:
             col.counts[where[hit]] += counts[hit]  # distinct values: no index twice
             fresh = ~hit
         new = int(fresh.sum())
+        if col.pruned and new:  # the k smallest hashes of every distinct value: a tracked
+            # value was seen before, so its hash is in the sketch (or above its k-th) already
+            _hash_sketch(col, values if new == len(values) else values.filter(pa.array(fresh)))
         if len(col.counts) + new > MAX_TRACKED_VALUES:
             self._prune(col, values, counts, fresh)
         elif new:  # new values, in the order the batch first shows them
