@@ -761,7 +761,10 @@ def _parse_csv(
                 block_size=_CSV_BLOCK_BYTES or max(len(data), 1),
             ),
             parse_options=pacsv.ParseOptions(delimiter=options.delimiter),
-            convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=True),
+            # The transcoder hands over valid UTF-8 only (checked or re-encoded): not again.
+            convert_options=pacsv.ConvertOptions(
+                column_types=types, strings_can_be_null=True, check_utf8=False
+            ),
         )
 
     try:
