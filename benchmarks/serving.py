@@ -41,6 +41,7 @@ import contextlib
 import datetime as dt
 import json
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -293,6 +294,87 @@ def run_load(
     if result["errors"]:
         print(f"  first error: {result['first_error']}", file=sys.stderr)
     return result
+
+
+WRK_SECONDS = 5  # measured seconds per level with wrk (after WRK_WARMUP_SECONDS of warm-up)
+WRK_WARMUP_SECONDS = 2
+_WRK_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1e3}
+
+
+def run_load_wrk(
+    name: str, port: int, path: str, bodies: list[Any], concurrency: int, work: Path
+) -> dict[str, Any]:
+    """The same load as :func:`run_load` (kept-alive connections, the bodies cycled) driven by
+    ``wrk`` (C, one thread, epoll) for a fixed time instead of a Python client: on a 2-core
+    machine the Python client takes most of a core, which leaves a second server process
+    little to gain. Returns :func:`run_load`'s result shape (``p90`` is wrk's 90th percentile,
+    ``mean`` its average; an error is a non-2xx answer or a socket error)."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise common.BenchmarkError("wrk is not installed (Debian: apt-get install wrk)")
+    script = work / f"wrk-{name}.lua"
+    quoted = ",\n".join(f"[==[{json.dumps(b, separators=(',', ':'))}]==]" for b in bodies)
+    script.write_text(
+        f"local bodies = {{\n{quoted}\n}}\nlocal i = 0\n"
+        'local headers = {["Content-Type"] = "application/json"}\n'
+        "request = function()\n  i = i % #bodies + 1\n"
+        '  return wrk.format("POST", nil, headers, bodies[i])\nend\n',
+        encoding="utf-8",
+    )
+    url = f"http://127.0.0.1:{port}{path}"
+    base = [wrk, "-t1", f"-c{concurrency}", "-s", str(script), "--latency"]
+    subprocess.run([*base, f"-d{WRK_WARMUP_SECONDS}s", url], check=True, capture_output=True,
+                   timeout=LOAD_TIMEOUT_S)  # fmt: skip
+    out = subprocess.run([*base, f"-d{WRK_SECONDS}s", url], check=True, capture_output=True,
+                         text=True, timeout=LOAD_TIMEOUT_S).stdout  # fmt: skip
+    result = parse_wrk(out)
+    result["concurrency"] = concurrency
+    lat = result["latency_ms"]
+    print(
+        f"  {name:8} c={concurrency:<3} {result['req_per_s']:>9,.1f} req/s  "
+        f"p50 {lat['p50']:8.2f} ms  p99 {lat['p99']:8.2f} ms  errors {result['errors']} (wrk)",
+        file=sys.stderr,
+        flush=True,
+    )
+    return result
+
+
+def parse_wrk(text: str) -> dict[str, Any]:
+    """Requests, req/s, errors and latency percentiles (ms) from ``wrk --latency``'s output."""
+
+    def ms(value: str) -> float:
+        number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", value).groups()  # type: ignore[union-attr]
+        return float(number) * _WRK_UNITS[unit]
+
+    done = re.search(r"(\d+) requests in ([\d.]+)(us|ms|s)", text)
+    rate = re.search(r"Requests/sec:\s+([\d.]+)", text)
+    avg = re.search(r"Latency\s+(\S+)\s+\S+\s+(\S+)", text)
+    if done is None or rate is None or avg is None:
+        raise common.BenchmarkError(f"unexpected wrk output: {text[:500]}")
+    percentiles = {int(p): ms(v) for p, v in re.findall(r"^\s+(\d+)%\s+(\S+)$", text, re.M)}
+    non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    socket = re.search(
+        r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", text
+    )
+    errors = (int(non2xx.group(1)) if non2xx else 0) + (
+        sum(int(g) for g in socket.groups()) if socket else 0
+    )
+    wall = float(done.group(2)) * _WRK_UNITS[done.group(3)] / 1e3
+    return {
+        "requests": int(done.group(1)),
+        "warmup_s": WRK_WARMUP_SECONDS,
+        "errors": errors,
+        "first_error": None,
+        "wall_s": round(wall, 4),
+        "req_per_s": float(rate.group(1)),
+        "latency_ms": {
+            "p50": round(percentiles[50], 3),
+            "p90": round(percentiles[90], 3),
+            "p99": round(percentiles[99], 3),
+            "mean": round(ms(avg.group(1)), 3),
+            "max": round(ms(avg.group(2)), 3),
+        },
+    }
 
 
 # --------------------------------------------------------------------------------------
@@ -729,7 +811,12 @@ def run_workers(args: Any, work: Path, ctx: dict[str, Any]) -> dict[str, Any]:
                 _wait_workers(port, n)
                 check_answers("civicml", port, path, bodies, ctx)
                 runs[n].append(
-                    {f"c{c}": run_load(f"w{n}", port, path, bodies, c, args, work) for c in LEVELS}
+                    {
+                        f"c{c}": run_load_wrk(f"w{n}", port, path, bodies, c, work)
+                        if args.load == "wrk"
+                        else run_load(f"w{n}", port, path, bodies, c, args, work)
+                        for c in LEVELS
+                    }
                 )
 
     def median(n: int, c: int, key: str) -> float:
@@ -761,12 +848,26 @@ def run_workers(args: Any, work: Path, ctx: dict[str, Any]) -> dict[str, Any]:
     ]
     return {
         "workers": args.workers,
+        "load_generator": args.load,
         "medians": {str(n): m for n, m in medians.items()},
         "ratio": ratio,
         "per_round_c16": per_round,
         "goal": {"goal": f">= {GOAL_WORKERS:g}{X} one worker at c=16", "value": ratio["c16"],
                  "met": ratio["c16"] >= GOAL_WORKERS},
     }  # fmt: skip
+
+
+def _load_note(wk: dict[str, Any]) -> str:
+    """How the --workers load was generated, for the docs."""
+    if wk.get("load_generator") == "wrk":
+        return (
+            f"Load: `wrk` (one thread, the request bodies cycled by a Lua script), "
+            f"{WRK_WARMUP_SECONDS} s of warm-up and {WRK_SECONDS} s measured per level, on the "
+            "same cores as the workers: a C client takes a small share of a core, where the "
+            "Python client (`_serving_load.py`, `--load python`) took most of one and left a "
+            f"second worker little to gain on two cores (with it, on 2026-12-06: 0.93{X})."
+        )
+    return "The load generator (the Python client) runs on the same cores as the workers."
 
 
 def render_workers(report: dict[str, Any]) -> str:
@@ -779,12 +880,11 @@ def render_workers(report: dict[str, Any]) -> str:
         "hand. Raw figures: [`benchmarks/serving-workers.json`](benchmarks/serving-workers.json)._",
         "",
         f"`civicml server --workers {n}` vs one worker: the serving benchmark's model, endpoint "
-        "(capture at 100 %) and load generator, each arm a fresh server on the same home, "
+        "(capture at 100 %) and request bodies, each arm a fresh server on the same home, "
         f"{cfg['rounds']} rounds interleaved, medians. {report['date']}, civicml "
         f"{report['civicml_source']}, {m['cores']} cores ({m['cpu_model']}), load average "
         f"{common._fmt_load(report.get('load_at_start'))} at start, "
-        f"{common._fmt_load(m.get('load_average_1_5_15_at_end'))} at end. The load generator "
-        "runs on the same cores as the workers.",
+        f"{common._fmt_load(m.get('load_average_1_5_15_at_end'))} at end. {_load_note(wk)}",
         "",
         "| workers | concurrency | req/s | p50 ms | p99 ms | errors |",
         "|---:|---:|---:|---:|---:|---:|",
@@ -842,6 +942,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="instead of the three targets: civicml with this many worker processes vs one, "
         "interleaved over --rounds; writes the 'Several serving processes' section (unless "
         "--quick)",
+    )
+    p.add_argument(
+        "--load",
+        choices=("wrk", "python"),
+        default="wrk" if shutil.which("wrk") else "python",
+        help="load generator of --workers: wrk (C; Debian's wrk package) for a fixed "
+        f"{WRK_SECONDS} s per level, or the Python client (benchmarks/_serving_load.py) for "
+        "--requests per level; the default is wrk where it is installed",
     )
     p.add_argument(
         "--batch-rows",
