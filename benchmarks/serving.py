@@ -284,16 +284,20 @@ def run_load(
         cmd += ["--header", f"{key}: {value}"]
     subprocess.run(cmd, check=True, timeout=LOAD_TIMEOUT_S, cwd=work)
     result: dict[str, Any] = json.loads(out.read_text())
-    lat = result["latency_ms"]
-    print(
-        f"  {name:8} c={concurrency:<3} {result['req_per_s']:>9,.1f} req/s  "
-        f"p50 {lat['p50']:8.2f} ms  p99 {lat['p99']:8.2f} ms  errors {result['errors']}",
-        file=sys.stderr,
-        flush=True,
-    )
+    _print_load(name, concurrency, result)
     if result["errors"]:
         print(f"  first error: {result['first_error']}", file=sys.stderr)
     return result
+
+
+def _print_load(name: str, concurrency: int, result: dict[str, Any], note: str = "") -> None:
+    lat = result["latency_ms"]
+    print(
+        f"  {name:8} c={concurrency:<3} {result['req_per_s']:>9,.1f} req/s  "
+        f"p50 {lat['p50']:8.2f} ms  p99 {lat['p99']:8.2f} ms  errors {result['errors']}{note}",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 WRK_SECONDS = 5  # measured seconds per level with wrk (after WRK_WARMUP_SECONDS of warm-up)
@@ -329,13 +333,7 @@ def run_load_wrk(
                          text=True, timeout=LOAD_TIMEOUT_S).stdout  # fmt: skip
     result = parse_wrk(out)
     result["concurrency"] = concurrency
-    lat = result["latency_ms"]
-    print(
-        f"  {name:8} c={concurrency:<3} {result['req_per_s']:>9,.1f} req/s  "
-        f"p50 {lat['p50']:8.2f} ms  p99 {lat['p99']:8.2f} ms  errors {result['errors']} (wrk)",
-        file=sys.stderr,
-        flush=True,
-    )
+    _print_load(name, concurrency, result, " (wrk)")
     return result
 
 

@@ -74,7 +74,6 @@ class RowSample:
         self.limit = limit
         self._columns = list(columns)
         self._kept = pa.schema([schema.field(c) for c in self._columns])
-        self._limit = max(1, limit)
         self._stride = 1
         #: The rows seen so far.
         self.rows = 0
@@ -84,8 +83,8 @@ class RowSample:
         """Add the next record batch (the schema's columns, in row order)."""
         start = self.rows
         self.rows += batch.num_rows
-        if -(-self.rows // self._stride) > self._limit:
-            self._stride = sample_stride(self.rows, self._limit)
+        if -(-self.rows // self._stride) > self.limit:
+            self._stride = sample_stride(self.rows, self.limit)
             self._thin()
         stride = self._stride
         first = -(-start // stride) * stride
