@@ -70,6 +70,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from civicml.core.errors import ConfigurationError, InvalidInputError
+from civicml.core.jsonsafe import compact_dumps
 from civicml.core.process import process_alive
 from civicml.data.schemas import DatasetVersion
 from civicml.data.service import DatasetService
@@ -116,28 +117,7 @@ _COMPACT_JSON = json.JSONEncoder(separators=(",", ":")).encode
 _ENCODE_STR: Callable[[str], str] = json.encoder.encode_basestring_ascii
 
 
-def _refuse(value: Any) -> Any:
-    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
-
-
-def _strict_encoder() -> Callable[[Any], str]:
-    """``JSONEncoder(allow_nan=False, separators=(",", ":")).encode``, the same text, without
-    the encoder that method builds (and the closures it defines) on every call: the C encoder is
-    built once (no check for cycles: a record that holds itself fails with RecursionError rather
-    than ValueError; either loses only that event)."""
-    make = getattr(json.encoder, "c_make_encoder", None)
-    if make is None:  # pragma: no cover - CPython always has _json
-        return json.JSONEncoder(allow_nan=False, separators=(",", ":")).encode
-    encoder = make(None, _refuse, _ENCODE_STR, None, ":", ",", False, False, False)
-    join = "".join
-
-    def encode(value: Any) -> str:
-        return join(encoder(value, 0))
-
-    return encode
-
-
-_STRICT_JSON = _strict_encoder()
+_STRICT_JSON = compact_dumps
 
 
 @dataclass(frozen=True, slots=True)

@@ -47,6 +47,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from civicml.core import jsonsafe
 from civicml.core.errors import BadRequestError, CivicMLError, InvalidInputError
 from civicml.core.identity import Principal
+from civicml.core.jsonsafe import compact_dumps
 from civicml.core.types import Float, PositiveInt64, StrictBool
 from civicml.data.schemas import DatasetVersion
 from civicml.server.deps import (
@@ -543,7 +544,9 @@ _ANSWER_PARTS: dict[tuple[Any, ...], str] = {}
 
 def _answer_json(result: Invocation) -> bytes:
     """``_JSON(result)``, byte for byte; for a plain answer the part every answer of one model
-    version and variant shares (classes, version, variant) is encoded once (a small cache)."""
+    version and variant shares (classes, version, variant) is encoded once (a small cache), and
+    the rest by :func:`~civicml.core.jsonsafe.compact_dumps` (the host has refused non-finite
+    outputs already, so its strictness never refuses an answer)."""
     if tuple(result) != _PLAIN_ANSWER:
         return _JSON(result).encode()
     classes = result["classes"]
@@ -562,9 +565,9 @@ def _answer_json(result: Invocation) -> bytes:
             _ANSWER_PARTS.clear()
         _ANSWER_PARTS[key] = shared
     return "".join(
-        ('{"predictions":', _JSON(result["predictions"]), ',"probabilities":',
-         _JSON(result["probabilities"]), shared, ',"inference_ids":',
-         _JSON(result["inference_ids"]), "}")
+        ('{"predictions":', compact_dumps(result["predictions"]), ',"probabilities":',
+         compact_dumps(result["probabilities"]), shared, ',"inference_ids":',
+         compact_dumps(result["inference_ids"]), "}")
     ).encode()  # fmt: skip
 
 
