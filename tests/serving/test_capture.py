@@ -396,3 +396,72 @@ def test_the_writer_hands_the_interpreter_lock_over_within_a_batch(
         for spool in writer._spools.values():  # the writer's thread never ran: nothing rotates
             spool.handle.close()
         writer.close()
+
+
+@pytest.mark.parametrize(
+    ("body", "text"),
+    [
+        (b'{"records":[{"x":1.5}]}', b'{"x":1.5}'),
+        (b'{"records":[ \n{"x": 1.5e0, "y":"\\u00e9"}\t]}\r\n', b'{"x": 1.5e0, "y":"\\u00e9"}'),
+        (b'{"records":[{"x": 1.5,\n"y": 2}]}', None),  # a record over several lines
+        (b'{"records":[{"x": 1.5,\r"y": 2}]}', None),
+        (b'{"records":[{"x":1},{"x":2}]}', None),  # several records: encoded again
+        (b'{"x":1.5}', None),  # a bare record
+        (b'[{"x":1.5}]', None),
+        (b'{ "records":[{"x":1.5}]}', None),  # another spelling of the head
+        (b'\xef\xbb\xbf{"records":[{"x":1.5}]}', None),  # a byte-order mark
+    ],
+)
+def test_the_sent_text_of_a_one_record_body(body: bytes, text: bytes | None) -> None:
+    from civicml.core import jsonsafe
+    from civicml.server.routers.serving import parse_records
+    from civicml.serving.capture import sent_text
+
+    records = parse_records(body) if not body.startswith(b"\xef") else [{"x": 1.5}]
+    assert sent_text(body, records) == text
+    if text is not None:
+        assert jsonsafe.loads(text) == records[0]
+
+
+def test_a_record_captured_as_sent_is_the_same_record() -> None:
+    """With the record's text known (CaptureEvent.text), the line carries that text as its
+    input data, escaped into one line; it decodes to the record, and the lines are still the
+    capture records byte for byte."""
+    from civicml.serving.capture import CaptureEvent, capture_lines, capture_records
+
+    text = b'{ "age" : 41,"income":1.5205e3,\n"region":"n\xc3\xb6rth\\n","member":true }'
+    record = json.loads(text)
+    event = CaptureEvent(
+        project_id="p",
+        endpoint_id="e",
+        endpoint="web",
+        model_name="m",
+        model_version=1,
+        model_version_id="mv",
+        time=datetime(2026, 11, 23, 10, 15, 2, tzinfo=UTC),
+        request_id="r",
+        records=[record],
+        predictions=[True],
+        probabilities=[[0.25, 0.75]],
+        classes=[False, True],
+        inference_ids=["i1"],
+        plain=True,
+        text=text,
+    )
+    lines = capture_lines(event)
+    assert lines.count(b"\n") == 1 and lines.isascii()
+    assert lines == b"".join(
+        json.dumps(r, separators=(",", ":")).encode() + b"\n" for r in capture_records(event)
+    )
+    data = json.loads(lines)["captureData"]["endpointInput"]["data"]
+    assert data == text.decode()
+    assert (
+        json.loads(data)
+        == record
+        == {
+            "age": 41,
+            "income": 1520.5,
+            "region": "nörth\n",
+            "member": True,
+        }
+    )

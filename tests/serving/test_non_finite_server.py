@@ -214,3 +214,35 @@ def test_an_unexpected_error_in_the_invocations_lane_is_the_one_500(
         monkeypatch.undo()
         again = api.post(f"{BASE}/buggy/invocations", json=records(1))
         assert again.status_code in (200, 502), again.text  # the NaN model may answer 502
+
+
+def test_a_one_record_body_is_captured_as_it_was_sent_over_http(
+    ctx: Context, project: str, tmp_path: Path, live_server: str, app: Any
+) -> None:
+    """The fast lane captures the record's own text (whitespace, exponents and escapes as
+    sent); a body of two records, or a record over several lines, is encoded again. Either way
+    the data decodes to the record."""
+    register(ctx, _saved(tmp_path))
+    sent = b'{"records":[ {"age": 41, "income": 1.5205e3,\t"region": "\\u006eorth"} ]}\n'
+    lines = b'{"records":[{\n  "age": 41,\n  "income": 1520.5,\n  "region": "north"\n}]}'
+    two = records(2)
+    with httpx.Client(base_url=live_server, timeout=30) as api:
+        assert api.post(BASE, json={"name": "web", "model": MODEL, "version": 1}).is_success
+        one = api.post(f"{BASE}/web/invocations", content=sent, headers=JSON)
+        assert one.status_code == 200, one.text
+        pair = api.post(f"{BASE}/web/invocations", json={"records": two})
+        assert pair.status_code == 200, pair.text
+        pretty = api.post(f"{BASE}/web/invocations", content=lines, headers=JSON)
+        assert pretty.status_code == 200, pretty.text
+    _flush(app)
+    data = {
+        r["eventMetadata"]["inferenceId"]: r["captureData"]["endpointInput"]["data"]
+        for r in CaptureService(ctx).records(project, "web")
+    }
+    (first,) = one.json()["inference_ids"]
+    assert data[first] == '{"age": 41, "income": 1.5205e3,\t"region": "\\u006eorth"}'
+    assert json.loads(data[first]) == {"age": 41, "income": 1520.5, "region": "north"}
+    (third,) = pretty.json()["inference_ids"]  # over several lines: encoded again
+    assert data[third] == '{"age":41,"income":1520.5,"region":"north"}'
+    for inference_id, record in zip(pair.json()["inference_ids"], two, strict=True):
+        assert data[inference_id] == json.dumps(record, separators=(",", ":"))

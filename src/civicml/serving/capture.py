@@ -90,6 +90,7 @@ __all__ = [
     "capture_lines",
     "capture_records",
     "claim_spool",
+    "sent_text",
 ]
 
 log = logging.getLogger("civicml.serving.capture")
@@ -152,6 +153,10 @@ class CaptureEvent:
     #: keys and ``str``/``int``/finite ``float``/``bool``/``None`` values: what the fast path's
     #: ``encode`` accepts), so formatting skips checking each value. False checks them.
     plain: bool = False
+    #: The JSON text (UTF-8) the one record of ``records`` was parsed from, when the caller
+    #: knows it (:func:`sent_text`): captured as it was sent, as SageMaker captures a payload,
+    #: rather than encoded again (formatting 20 floats again is most of an event's cost).
+    text: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,12 +173,41 @@ class CaptureLines:
     data: bytes
 
 
+_RECORDS_HEAD = b'{"records":['
+
+
+def sent_text(body: bytes, records: Any) -> bytes | None:
+    """The JSON text of the one record of an invocation body ``{"records":[{…}]}`` (the form
+    the SDK and most clients send), which ``records`` was parsed from; None for any other body
+    (several records, another form, a byte-order mark): their records are encoded again.
+
+    The body parsed as an object whose only member ``records`` is an array of one record
+    (``records`` is that array), so between its opening ``{"records":[`` and its closing ``]}``
+    lies exactly that record's text, with the whitespace JSON allows around it. A record
+    written over several lines is encoded again too: readers of a capture file join the
+    records' texts one per line (``monitors/window.py``).
+    """
+    if type(records) is not list or len(records) != 1 or not body.startswith(_RECORDS_HEAD):
+        return None
+    if not body.endswith(b"]}"):
+        body = body.rstrip()
+        if not body.endswith(b"]}"):
+            return None
+    text = body[len(_RECORDS_HEAD) : -2]
+    if text[:1].isspace() or text[-1:].isspace():
+        text = text.strip()
+    if b"\n" in text or b"\r" in text:
+        return None
+    return text
+
+
 def capture_records(event: CaptureEvent) -> list[dict[str, Any]]:
     """The SageMaker-format capture records of an event, one per input record."""
     rows = event.records
     if hasattr(rows, "to_dict"):  # a DataFrame
         rows = rows.to_dict("records")
     when = _iso(event.time)
+    text = event.text if len(rows) == 1 else None
     out = []
     for i, record in enumerate(rows):
         output: dict[str, Any]
@@ -187,7 +221,9 @@ def capture_records(event: CaptureEvent) -> list[dict[str, Any]]:
         out.append(
             {
                 "captureData": {
-                    "endpointInput": _payload("INPUT", _plain_record(record)),
+                    "endpointInput": _payload("INPUT", _plain_record(record))
+                    if text is None
+                    else _payload_text("INPUT", text.decode()),
                     "endpointOutput": _payload("OUTPUT", output),
                 },
                 "eventMetadata": {
@@ -240,10 +276,14 @@ def capture_lines(event: CaptureEvent) -> bytes:
     out: list[str] = []
     failed = None if event.error is None else _ENCODE_STR(_STRICT_JSON({"error": event.error}))
     classes = "" if event.probabilities is None or failed else _classes_suffix(event.classes)
+    text = event.text if len(rows) == 1 else None
     for i, record in enumerate(rows):
         output = _output(event, i, classes) if failed is None else failed
         encoded_id = _ENCODE_STR(ids[i])
-        data = _ENCODE_STR(_STRICT_JSON(record if plain else _plain_record(record)))
+        if text is not None:
+            data = _ENCODE_STR(text.decode())
+        else:
+            data = _ENCODE_STR(_STRICT_JSON(record if plain else _plain_record(record)))
         out += (_HEAD, data, _MIDDLE, output, _META, encoded_id, ',"inferenceId":', encoded_id)
         out.append(tail)
     return "".join(out).encode()
@@ -314,10 +354,14 @@ def _constant_metadata(event: CaptureEvent) -> str:
 
 
 def _payload(mode: str, value: Any) -> dict[str, str]:
+    return _payload_text(mode, _STRICT_JSON(value))
+
+
+def _payload_text(mode: str, data: str) -> dict[str, str]:
     return {
         "observedContentType": "application/json",
         "mode": mode,
-        "data": _STRICT_JSON(value),
+        "data": data,
         "encoding": "JSON",
     }
 

@@ -518,6 +518,7 @@ class ModelHost:
         caller: Principal | None = None,
         variant: str | None = None,
         target: str | None = None,
+        text: bytes | None = None,
     ) -> Invocation | None:
         """:meth:`invoke` on the caller's thread when that costs microseconds, else ``None``.
 
@@ -529,7 +530,8 @@ class ModelHost:
         loaded already.
         ``None`` means: call :meth:`invoke` in a worker thread (which also words any input
         error — :meth:`FastPath.encode` takes only records with exactly the signature's
-        columns — and loads a model on first use).
+        columns — and loads a model on first use). ``text``: the JSON text ``records`` (one
+        record) was parsed from (:func:`~civicml.serving.capture.sent_text`), captured as sent.
 
         Raises:
             NotFoundError: The endpoint has no variant ``variant``.
@@ -587,6 +589,7 @@ class ModelHost:
             cpu_from,
             CPU_SAMPLE,
             plain=True,  # fast.encode took them: plain JSON records
+            text=text,
         )
         if route is not found:
             result["target_model"] = chosen.name
@@ -833,6 +836,7 @@ class ModelHost:
         scale: int = 1,
         *,
         plain: bool = False,
+        text: bytes | None = None,
     ) -> Invocation:
         """The invocation's answer, captured when the endpoint's sample says so; its CPU time
         since ``cpu_from`` (``time.thread_time_ns()``) goes to the endpoint's usage and its
@@ -840,7 +844,8 @@ class ModelHost:
         ``mirror`` (an unpinned request) and a shadow variant, a sampled copy goes to the
         shadow once the answer is ready (and the pair is captured when capture is on).
         ``plain``: the records are known to be plain JSON records (the fast path's ``encode``
-        took them), so capture skips checking them.
+        took them), so capture skips checking them; ``text``: the JSON text of the one record,
+        as it was sent, captured as it is (``CaptureEvent.text``).
 
         Raises:
             ModelOutputError: A prediction or probability is not finite: JSON cannot carry it
@@ -870,7 +875,9 @@ class ModelHost:
                 latency,
             )
             if sampled:
-                self._capture(route, variant, rows, result, caller, None, latency, plain=plain)
+                self._capture(
+                    route, variant, rows, result, caller, None, latency, plain=plain, text=text
+                )
             if copy:
                 self._mirror(route, rows, result, caller)
             return result
@@ -914,6 +921,7 @@ class ModelHost:
         shadow: bool = False,
         when: datetime | None = None,
         plain: bool = False,
+        text: bytes | None = None,
     ) -> None:
         try:
             self.capture.submit(
@@ -937,6 +945,7 @@ class ModelHost:
                     shadow=shadow,
                     latency_ms=None if latency_ns is None else latency_ns / 1e6,
                     plain=plain,
+                    text=text,
                 )
             )
         except Exception:  # capture never fails a request
