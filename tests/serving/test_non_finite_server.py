@@ -246,3 +246,46 @@ def test_a_one_record_body_is_captured_as_it_was_sent_over_http(
     assert data[third] == '{"age":41,"income":1520.5,"region":"north"}'
     for inference_id, record in zip(pair.json()["inference_ids"], two, strict=True):
         assert data[inference_id] == json.dumps(record, separators=(",", ":"))
+
+
+def test_hostile_one_record_bodies_are_refused_or_captured_as_one_valid_line(
+    ctx: Context, project: str, tmp_path: Path, live_server: str, app: Any
+) -> None:
+    """Bodies that look like ``{"records":[{…}]}`` but are not JSON are a 400 and captured
+    nowhere; odd but valid ones are answered, and each captured record is one line whose data
+    decodes to the record."""
+    register(ctx, _saved(tmp_path))
+    record = b'{"age":41,"income":1520.5,"region":"north'
+    refused = [
+        b'{"records":[' + record + b'"}]} trailing',
+        b'{"records":[' + record + b'"},]}',
+        b'{"records":[' + record + b'\xff"}]}',  # not UTF-8
+        b'{"records":[' + record + b'","age":42}]}',  # a key twice
+        b'{"records":[' + record + b'"}]',  # unclosed
+    ]
+    answered = [
+        b'{"records":[' + record + b'"}]}  \t ',
+        b'{"records":[' + record + '\u2028\U0001f600"}]}'.encode(),  # raw non-ASCII
+        b'{"records":[' + record + b'\\"]}\\\\"}]}',  # quotes, brackets, backslashes
+    ]
+    with httpx.Client(base_url=live_server, timeout=30) as api:
+        assert api.post(BASE, json={"name": "web", "model": MODEL, "version": 1}).is_success
+        for body in refused:
+            answer = api.post(f"{BASE}/web/invocations", content=body, headers=JSON)
+            assert answer.status_code == 400, (body, answer.text)
+        ids = []
+        for body in answered:
+            answer = api.post(f"{BASE}/web/invocations", content=body, headers=JSON)
+            assert answer.status_code == 200, (body, answer.text)
+            ids += answer.json()["inference_ids"]
+    _flush(app)
+    captured = list(CaptureService(ctx).records(project, "web"))
+    assert sorted(r["eventMetadata"]["inferenceId"] for r in captured) == sorted(ids)
+    regions = sorted(
+        json.loads(r["captureData"]["endpointInput"]["data"])["region"] for r in captured
+    )
+    assert regions == sorted(["north", "north\u2028\U0001f600", 'north"]}\\'])
+    for info in CaptureService(ctx).files(project, "web"):
+        for line in ctx.artifacts.read_bytes(info.digest).splitlines():
+            assert line.isascii()
+            json.loads(line)
