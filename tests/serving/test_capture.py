@@ -402,25 +402,50 @@ def test_the_writer_hands_the_interpreter_lock_over_within_a_batch(
     ("body", "text"),
     [
         (b'{"records":[{"x":1.5}]}', b'{"x":1.5}'),
-        (b'{"records":[ \n{"x": 1.5e0, "y":"\\u00e9"}\t]}\r\n', b'{"x": 1.5e0, "y":"\\u00e9"}'),
-        (b'{"records":[{"x": 1.5,\n"y": 2}]}', None),  # a record over several lines
-        (b'{"records":[{"x": 1.5,\r"y": 2}]}', None),
-        (b'{"records":[{"x":1},{"x":2}]}', None),  # several records: encoded again
+        (b'{"records":[ {"x": 1.5e0, "y":"\\u00e9"}\t]}\t ', b' {"x": 1.5e0, "y":"\\u00e9"}\t'),
+        (b'{"records":[{"x":1},{"x":2}]}', b'{"x":1},{"x":2}'),
         (b'{"x":1.5}', None),  # a bare record
         (b'[{"x":1.5}]', None),
         (b'{ "records":[{"x":1.5}]}', None),  # another spelling of the head
         (b'\xef\xbb\xbf{"records":[{"x":1.5}]}', None),  # a byte-order mark
+        (b'{"records":[{"x": 1.5,\n"y": 2}]}', None),  # a record over several lines
+        (b'{"records":[{"x": 1.5,\r"y": 2}]}', None),
+        (b'{"records":[]}', None),
     ],
 )
-def test_the_sent_text_of_a_one_record_body(body: bytes, text: bytes | None) -> None:
-    from civicml.core import jsonsafe
+def test_the_sent_text_of_a_records_body(body: bytes, text: bytes | None) -> None:
     from civicml.server.routers.serving import parse_records
     from civicml.serving.capture import sent_text
 
     records = parse_records(body) if not body.startswith(b"\xef") else [{"x": 1.5}]
     assert sent_text(body, records) == text
-    if text is not None:
-        assert jsonsafe.loads(text) == records[0]
+
+
+@pytest.mark.parametrize(
+    ("text", "count", "parts"),
+    [
+        (b' {"x": 1.5e0}\t', 1, [b'{"x": 1.5e0}']),
+        (b'{"x":1} , {"x":2},{"x":3}', 3, [b'{"x":1}', b'{"x":2}', b'{"x":3}']),
+        (  # braces, brackets, commas, quotes and escapes inside strings
+            b'{"a":"}{,\\"","b":[1,2]},{"a":"\\\\"}',
+            2,
+            [b'{"a":"}{,\\"","b":[1,2]}', b'{"a":"\\\\"}'],
+        ),
+        (b'{"x":1},{"x":2}', 3, None),  # not the records it should be
+        (b'{"x":1},{"x":{"y":2}}', 2, None),  # a record holding an object
+        (b'{"x":{"y":2}},{"x":1}', 2, None),
+        (b'{"x":1}{"x":2}', 2, None),  # no comma between them
+        (b'{"x":1},,{"x":2}', 2, None),
+    ],
+)
+def test_records_are_cut_from_their_text_only_when_it_is_exactly_them(
+    text: bytes, count: int, parts: list[bytes] | None
+) -> None:
+    from civicml.serving.capture import _sent_records
+
+    assert _sent_records(text, count) == parts
+    if parts is not None:
+        assert [json.loads(p) for p in parts] == json.loads(b"[" + text + b"]")
 
 
 def test_a_record_captured_as_sent_is_the_same_record() -> None:

@@ -219,8 +219,8 @@ def test_an_unexpected_error_in_the_invocations_lane_is_the_one_500(
 def test_a_one_record_body_is_captured_as_it_was_sent_over_http(
     ctx: Context, project: str, tmp_path: Path, live_server: str, app: Any
 ) -> None:
-    """The fast lane captures the record's own text (whitespace, exponents and escapes as
-    sent); a body of two records, or a record over several lines, is encoded again. Either way
+    """The fast lane captures each record's own text (whitespace, exponents and escapes as
+    sent), of one record or several; a record over several lines is encoded again. Either way
     the data decodes to the record."""
     register(ctx, _saved(tmp_path))
     sent = b'{"records":[ {"age": 41, "income": 1.5205e3,\t"region": "\\u006eorth"} ]}\n'
@@ -230,7 +230,9 @@ def test_a_one_record_body_is_captured_as_it_was_sent_over_http(
         assert api.post(BASE, json={"name": "web", "model": MODEL, "version": 1}).is_success
         one = api.post(f"{BASE}/web/invocations", content=sent, headers=JSON)
         assert one.status_code == 200, one.text
-        pair = api.post(f"{BASE}/web/invocations", json={"records": two})
+        texts = [json.dumps(r, separators=(", ", ": ")) for r in two]
+        body = ('{"records":[' + " ,\t".join(texts) + "]}").encode()
+        pair = api.post(f"{BASE}/web/invocations", content=body, headers=JSON)
         assert pair.status_code == 200, pair.text
         pretty = api.post(f"{BASE}/web/invocations", content=lines, headers=JSON)
         assert pretty.status_code == 200, pretty.text
@@ -244,8 +246,8 @@ def test_a_one_record_body_is_captured_as_it_was_sent_over_http(
     assert json.loads(data[first]) == {"age": 41, "income": 1520.5, "region": "north"}
     (third,) = pretty.json()["inference_ids"]  # over several lines: encoded again
     assert data[third] == '{"age":41,"income":1520.5,"region":"north"}'
-    for inference_id, record in zip(pair.json()["inference_ids"], two, strict=True):
-        assert data[inference_id] == json.dumps(record, separators=(",", ":"))
+    for inference_id, text in zip(pair.json()["inference_ids"], texts, strict=True):
+        assert data[inference_id] == text  # each record of several as sent too
 
 
 def test_hostile_one_record_bodies_are_refused_or_captured_as_one_valid_line(
@@ -267,6 +269,7 @@ def test_hostile_one_record_bodies_are_refused_or_captured_as_one_valid_line(
         b'{"records":[' + record + b'"}]}  \t ',
         b'{"records":[' + record + '\u2028\U0001f600"}]}'.encode(),  # raw non-ASCII
         b'{"records":[' + record + b'\\"]}\\\\"}]}',  # quotes, brackets, backslashes
+        b'{"records":[' + record + b'"} , ' + record + b'},{\\"}"}]}',  # two, one looking like more
     ]
     with httpx.Client(base_url=live_server, timeout=30) as api:
         assert api.post(BASE, json={"name": "web", "model": MODEL, "version": 1}).is_success
@@ -284,7 +287,9 @@ def test_hostile_one_record_bodies_are_refused_or_captured_as_one_valid_line(
     regions = sorted(
         json.loads(r["captureData"]["endpointInput"]["data"])["region"] for r in captured
     )
-    assert regions == sorted(["north", "north\u2028\U0001f600", 'north"]}\\'])
+    assert regions == sorted(
+        ["north", "north\u2028\U0001f600", 'north"]}\\', "north", 'north},{"}']
+    )
     for info in CaptureService(ctx).files(project, "web"):
         for line in ctx.artifacts.read_bytes(info.digest).splitlines():
             assert line.isascii()

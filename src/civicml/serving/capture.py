@@ -60,6 +60,7 @@ import math
 import os
 import queue
 import random
+import re
 import threading
 import time
 import uuid
@@ -153,9 +154,11 @@ class CaptureEvent:
     #: keys and ``str``/``int``/finite ``float``/``bool``/``None`` values: what the fast path's
     #: ``encode`` accepts), so formatting skips checking each value. False checks them.
     plain: bool = False
-    #: The JSON text (UTF-8) the one record of ``records`` was parsed from, when the caller
-    #: knows it (:func:`sent_text`): captured as it was sent, as SageMaker captures a payload,
-    #: rather than encoded again (formatting 20 floats again is most of an event's cost).
+    #: The JSON text (UTF-8) the list ``records`` was parsed from, between its brackets, when
+    #: the caller knows it (:func:`sent_text`): each record is captured as it was sent, as
+    #: SageMaker captures a payload, rather than encoded again (formatting 20 floats again is
+    #: most of an event's cost). Records it cannot be cut into (:func:`_sent_records`) are
+    #: encoded again.
     text: bytes | None = None
 
 
@@ -177,28 +180,50 @@ _RECORDS_HEAD = b'{"records":['
 
 
 def sent_text(body: bytes, records: Any) -> bytes | None:
-    """The JSON text of the one record of an invocation body ``{"records":[{…}]}`` (the form
-    the SDK and most clients send), which ``records`` was parsed from; None for any other body
-    (several records, another form, a byte-order mark): their records are encoded again.
+    """The JSON text of the records of an invocation body ``{"records":[…]}`` (the form the SDK
+    and most clients send), between the array's brackets, which ``records`` was parsed from;
+    None for any other body (a bare record or list, a byte-order mark, a record over several
+    lines): their records are encoded again.
 
-    The body parsed as an object whose only member ``records`` is an array of one record
-    (``records`` is that array), so between its opening ``{"records":[`` and its closing ``]}``
-    lies exactly that record's text, with the whitespace JSON allows around it. A record
-    written over several lines is encoded again too: readers of a capture file join the
-    records' texts one per line (``monitors/window.py``).
+    The body parsed as an object whose only member ``records`` is an array (``records`` is
+    that array), so between its opening ``{"records":[`` and its closing ``]}`` lie exactly its
+    elements, with the commas and whitespace JSON allows. A body over several lines is left
+    out: readers of a capture file join the records' texts one per line
+    (``monitors/window.py``).
     """
-    if type(records) is not list or len(records) != 1 or not body.startswith(_RECORDS_HEAD):
+    if type(records) is not list or not records or not body.startswith(_RECORDS_HEAD):
         return None
     if not body.endswith(b"]}"):
         body = body.rstrip()
         if not body.endswith(b"]}"):
             return None
     text = body[len(_RECORDS_HEAD) : -2]
-    if text[:1].isspace() or text[-1:].isspace():
-        text = text.strip()
     if b"\n" in text or b"\r" in text:
         return None
     return text
+
+
+#: One JSON object holding no other object: strings (with their escapes) and anything but
+#: quotes and braces. Linear: each alternative starts with a character the others cannot.
+_FLAT_OBJECT = re.compile(rb'\{(?:[^"{}]++|"(?:[^"\\]++|\\.)*+")*+\}')
+
+
+def _sent_records(text: bytes, count: int) -> list[bytes] | None:
+    """The texts of the ``count`` records in ``text`` (:attr:`CaptureEvent.text`), or None
+    when it is not exactly ``count`` flat objects separated by commas (a record holding an
+    object, say): those records are encoded again."""
+    if count == 1:
+        return [text.strip()]
+    found: list[bytes] = []
+    at = 0
+    for match in _FLAT_OBJECT.finditer(text):
+        if text[at : match.start()].strip() != (b"," if found else b""):
+            return None
+        found.append(match.group())
+        at = match.end()
+    if text[at:].strip() or len(found) != count:
+        return None
+    return found
 
 
 def capture_records(event: CaptureEvent) -> list[dict[str, Any]]:
@@ -207,7 +232,7 @@ def capture_records(event: CaptureEvent) -> list[dict[str, Any]]:
     if hasattr(rows, "to_dict"):  # a DataFrame
         rows = rows.to_dict("records")
     when = _iso(event.time)
-    text = event.text if len(rows) == 1 else None
+    texts = None if event.text is None else _sent_records(event.text, len(rows))
     out = []
     for i, record in enumerate(rows):
         output: dict[str, Any]
@@ -222,8 +247,8 @@ def capture_records(event: CaptureEvent) -> list[dict[str, Any]]:
             {
                 "captureData": {
                     "endpointInput": _payload("INPUT", _plain_record(record))
-                    if text is None
-                    else _payload_text("INPUT", text.decode()),
+                    if texts is None
+                    else _payload_text("INPUT", texts[i].decode()),
                     "endpointOutput": _payload("OUTPUT", output),
                 },
                 "eventMetadata": {
@@ -276,12 +301,12 @@ def capture_lines(event: CaptureEvent) -> bytes:
     out: list[str] = []
     failed = None if event.error is None else _ENCODE_STR(_STRICT_JSON({"error": event.error}))
     classes = "" if event.probabilities is None or failed else _classes_suffix(event.classes)
-    text = event.text if len(rows) == 1 else None
+    texts = None if event.text is None else _sent_records(event.text, len(rows))
     for i, record in enumerate(rows):
         output = _output(event, i, classes) if failed is None else failed
         encoded_id = _ENCODE_STR(ids[i])
-        if text is not None:
-            data = _ENCODE_STR(text.decode())
+        if texts is not None:
+            data = _ENCODE_STR(texts[i].decode())
         else:
             data = _ENCODE_STR(_STRICT_JSON(record if plain else _plain_record(record)))
         out += (_HEAD, data, _MIDDLE, output, _META, encoded_id, ',"inferenceId":', encoded_id)
