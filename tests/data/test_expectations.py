@@ -7,6 +7,7 @@ from __future__ import annotations
 import re
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -272,3 +273,67 @@ def test_a_check_that_breaks_at_ingestion_leaves_the_version_unchecked(
     monkeypatch.undo()
     assert quality.run(v) is not None
     datasets.check_usable(v)
+
+
+def test_an_ingest_writes_a_plaintext_copy_only_for_the_expectations_that_read_it(
+    ctx: Context, quality: QualityService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without expectations nothing reads a local copy of the new file after recording (the
+    personal-data scan reads rows gathered while writing), so none is written and none is made
+    from the store; with expectations the ingest keeps its copy and checks it."""
+    from civicml.data import _checks, checks, service
+
+    dests: list[Any] = []
+    copies: list[str] = []
+    write, plaintext = service.write_canonical, _checks.plaintext
+
+    def spy_write(source: Any, dest: Any, **kwargs: Any) -> Any:
+        dests.append(dest)
+        return write(source, dest, **kwargs)
+
+    def spy_plaintext(c: Context, digest: str) -> Any:
+        copies.append(digest)
+        return plaintext(c, digest)
+
+    monkeypatch.setattr(service, "write_canonical", spy_write)
+    monkeypatch.setattr(checks._checks, "plaintext", spy_plaintext)
+    datasets = DatasetService(ctx)
+    plain = datasets.ingest(P, "apps", pd.DataFrame({"age": [30, 40], "email": ["a@b.org"] * 2}))
+    assert dests == [None] and copies == []
+    assert datasets.read(plain).num_rows == 2  # stored all the same
+    assert plain.classification is not None  # and scanned
+
+    quality.add(P, "apps", _spec(name="adult", kind="between", column="age", min=18))
+    bad = datasets.ingest(P, "apps", pd.DataFrame({"age": [30, 12], "email": ["a@b.org"] * 2}))
+    assert dests[1] is not None and copies == []  # the ingest's own copy
+    assert bad.quality_status == "quarantined"
+
+
+def test_checks_of_a_version_without_its_copy_make_one_from_the_store(
+    ctx: Context, quality: QualityService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """after_ingest without a local file makes one plaintext copy from the store when a check
+    reads the file (expectations, or a scan without gathered rows), shared by both; none when
+    nothing does."""
+    import dataclasses
+
+    from civicml.data import _checks, checks
+
+    copies: list[str] = []
+    plaintext = _checks.plaintext
+
+    def spy_plaintext(c: Context, digest: str) -> Any:
+        copies.append(digest)
+        return plaintext(c, digest)
+
+    datasets = DatasetService(ctx)
+    v1 = datasets.ingest(P, "apps", pd.DataFrame({"age": [30, 12]}))
+    monkeypatch.setattr(checks._checks, "plaintext", spy_plaintext)
+    unscanned = dataclasses.replace(
+        ctx, settings=ctx.settings.model_copy(update={"datasets_pii_scan": False})
+    )
+    assert checks.after_ingest(unscanned, v1).quality_status is None  # nothing reads the file
+    assert copies == []
+    quality.add(P, "apps", _spec(name="adult", kind="between", column="age", min=18))
+    assert checks.after_ingest(ctx, v1).quality_status == "quarantined"
+    assert copies == [v1.digest]  # one copy for the scan and the expectations

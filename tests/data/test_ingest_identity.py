@@ -27,6 +27,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import tempfile
 from datetime import date, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -125,9 +126,15 @@ def _profile_digest(version: DatasetVersion) -> str:
 class _OldSink:
     """The Parquet writer as the ingest used it before migration 0025."""
 
-    def __init__(self, dest: Path, schema: Any, hasher: ContentHasher, store: Any = None) -> None:
-        # ``store`` unused: the old ingest stored the file after writing it
-        self._writer = pq.ParquetWriter(str(dest), schema, **OLD_WRITER)
+    def __init__(
+        self, dest: Path | None, schema: Any, hasher: ContentHasher, store: Any = None
+    ) -> None:
+        # The old ingest stored the file after writing it; an ingest that keeps no local copy
+        # now (dest None) gets the same bytes stored from a file of the sink's own.
+        self._dest = dest if dest is not None else Path(tempfile.mkstemp(suffix=".parquet")[1])
+        self._store = store if dest is None else None
+        self.stored = None
+        self._writer = pq.ParquetWriter(str(self._dest), schema, **OLD_WRITER)
         self._hasher = hasher
 
     def __enter__(self) -> _OldSink:
@@ -135,6 +142,10 @@ class _OldSink:
 
     def __exit__(self, *exc: object) -> None:
         self._writer.close()
+        if self._store is not None:
+            with open(self._dest, "rb") as handle:
+                self.stored = self._store(handle)
+            self._dest.unlink()
 
     def write(self, table: Any) -> None:
         self._hasher.update(table)

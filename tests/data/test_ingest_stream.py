@@ -116,3 +116,12 @@ def test_integer_dates_and_timestamps_are_delta_encoded_where_it_pays(svc: Datas
     assert columns["code"].compression == "ZSTD"
     assert back.equals(table)
     assert columns["id"].total_compressed_size < 8 * n / 50  # a counter takes next to nothing
+
+
+def test_writing_needs_a_file_or_a_store() -> None:
+    import pandas as pd
+
+    from civicml.data.ingest import open_source, write_canonical
+
+    with pytest.raises(ValueError, match="destination file or a store"):
+        write_canonical(open_source(pd.DataFrame({"a": [1]}), None), None)

@@ -282,6 +282,19 @@ def justification(text: str) -> str:
     return clean
 
 
+def has_expectations(ctx: Context, dataset_id: str | None) -> bool:
+    """Whether the dataset (None: one not created yet) has any expectation."""
+    if dataset_id is None:
+        return False
+    with ctx.db.read() as conn:
+        found = conn.execute(
+            select(dataset_expectations.c.id)
+            .where(dataset_expectations.c.dataset_id == dataset_id)
+            .limit(1)
+        ).first()
+    return found is not None
+
+
 def has_blocking(ctx: Context, dataset_id: str) -> bool:
     """Whether the dataset has a blocking expectation."""
     with ctx.db.read() as conn:

@@ -42,19 +42,23 @@ def after_ingest(
     sample: RowSample | None = None,
 ) -> DatasetVersion:
     """Scan a new version for personal data and run its dataset's expectations; the version
-    as they left it. ``path``: its canonical Parquet file in plaintext, when the caller has it;
-    ``same_columns``: as for :meth:`DatasetService.ingest
-    <civicml.data.service.DatasetService.ingest>`; ``sample``: the rows the scan looks at,
-    gathered as the version was written."""
+    as they left it. ``path``: its canonical Parquet file in plaintext, when the caller has it
+    (else a plaintext copy is made from the store, once, and only when the expectations or a
+    scan without ``sample`` read the file); ``same_columns``: as for
+    :meth:`DatasetService.ingest <civicml.data.service.DatasetService.ingest>`; ``sample``: the
+    rows the scan looks at, gathered as the version was written."""
     from civicml.data.personal import PersonalDataService
     from civicml.data.quality import QualityService
     from civicml.data.service import DatasetService
 
     target = _checks.target_of(ctx, version, "datasets.write")
     with contextlib.ExitStack() as scope:
-        if path is None:
+        scan = ctx.settings.datasets_pii_scan
+        if path is None and (
+            (scan and sample is None) or _checks.has_expectations(ctx, target.dataset_id)
+        ):
             path = scope.enter_context(_checks.plaintext(ctx, target.digest))
-        if ctx.settings.datasets_pii_scan:
+        if scan:
             _attempt(
                 "personal-data scan",
                 version,

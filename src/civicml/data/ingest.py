@@ -133,7 +133,7 @@ Progress = Callable[[int], None]
 class Converted:
     """The result of writing a source as Parquet: its schema, rows, profile and content hash."""
 
-    path: Path
+    path: Path | None  # the local Parquet file; None when it was only stored
     schema: Any
     rows: int
     profiler: Profiler
@@ -326,7 +326,7 @@ def text_options(source: Source) -> TextOptions:
 # Writing ------------------------------------------------------------------------------------
 def write_canonical(
     source: Source,
-    dest: Path,
+    dest: Path | None,
     *,
     chunk_bytes: int = DEFAULT_CHUNK_BYTES,
     progress: bool | None = None,
@@ -338,7 +338,8 @@ def write_canonical(
 
     Args:
         source: What to read.
-        dest: The Parquet file to write (replaced).
+        dest: The Parquet file to write (replaced); None writes none, only ``store`` gets
+            the bytes (what no check reads later need not be written twice).
         chunk_bytes: Bytes read per chunk; bounds memory together with :data:`ROW_GROUP_ROWS`.
         progress: Show a progress bar on stderr; None shows one when stderr is a terminal.
         known_profiles: Column profiles taken as they are instead of computed
@@ -354,6 +355,8 @@ def write_canonical(
         InvalidInputError: The source cannot be read, has no rows or no columns, or has a
             column name twice.
     """
+    if dest is None and store is None:
+        raise ValueError("write_canonical needs a destination file or a store")
     show = sys.stderr.isatty() if progress is None else progress
     total = getattr(source.frame, "num_rows", 0) if source.frame is not None else source.size
     options = text_options(source) if source.format is SourceFormat.CSV else None
@@ -388,7 +391,7 @@ def write_canonical(
 
 def _write(
     source: Source,
-    dest: Path,
+    dest: Path | None,
     chunk_bytes: int,
     overrides: dict[str, Any],
     advance: Progress,
@@ -489,7 +492,7 @@ class _ParquetSink:
 
     def __init__(
         self,
-        dest: Path,
+        dest: Path | None,
         schema: Any,
         hasher: ContentHasher,
         store: Callable[[BinaryIO], Stored] | None = None,
@@ -526,7 +529,8 @@ class _ParquetSink:
             dictionary = _dictionary_columns(table)
             if self._store is not None:
                 self._put = BackgroundPut(self._store).__enter__()
-            self._file = _TeeFile(open(self._dest, "wb"), self._put)
+            raw = None if self._dest is None else open(self._dest, "wb")
+            self._file = _TeeFile(raw, self._put)
             self._writer = pq.ParquetWriter(
                 self._file,
                 self._schema,
@@ -539,9 +543,10 @@ class _ParquetSink:
 
 
 class _TeeFile(io.RawIOBase):
-    """A file written sequentially (by the Parquet writer) whose bytes also go to ``put``."""
+    """A file written sequentially (by the Parquet writer) whose bytes also go to ``put``
+    (``raw`` None: only to ``put``)."""
 
-    def __init__(self, raw: BinaryIO, put: BackgroundPut | None) -> None:
+    def __init__(self, raw: BinaryIO | None, put: BackgroundPut | None) -> None:
         self._raw = raw
         self._put = put
         self._written = 0
@@ -550,7 +555,8 @@ class _TeeFile(io.RawIOBase):
         return True
 
     def write(self, data: Any) -> int:
-        self._raw.write(data)
+        if self._raw is not None:
+            self._raw.write(data)
         if self._put is not None:
             self._put.write(data)
         size = memoryview(data).nbytes
@@ -561,14 +567,15 @@ class _TeeFile(io.RawIOBase):
         return self._written
 
     def flush(self) -> None:
-        if not self._raw.closed:
+        if self._raw is not None and not self._raw.closed:
             self._raw.flush()
 
     def close(self) -> None:
         try:
             super().close()  # flushes
         finally:
-            self._raw.close()
+            if self._raw is not None:
+                self._raw.close()
 
 
 def _observer(profiler: Profiler, sample: RowSample | None) -> Callable[[Any], None]:

@@ -39,6 +39,7 @@ from civicml.core.errors import (
 from civicml.core.ids import new_id, validate_name
 from civicml.core.names import name_key
 from civicml.core.types import INT64_MAX
+from civicml.data import _checks
 from civicml.data._tables import dataset_versions, datasets
 from civicml.data.content import content_hash_of_parquet
 from civicml.data.ingest import DEFAULT_CHUNK_BYTES, Converted, open_source, write_canonical
@@ -162,10 +163,16 @@ class DatasetService:
             )
         proj = self._projects.get(project, "datasets.write")
         src = open_source(source, format, encoding=encoding, delimiter=delimiter)
+        # A plaintext copy for the checks after recording, only where one will read it: the
+        # expectations (the personal-data scan reads rows gathered as the file is written).
+        # Expectations added meanwhile read a copy made from the store instead.
+        with self._ctx.db.read() as conn:
+            found = _find_dataset(conn, proj.id, name)
+        keep = _checks.has_expectations(self._ctx, None if found is None else found.id)
         with self._temp_path() as tmp:
             converted = write_canonical(
                 src,
-                tmp,
+                tmp if keep else None,
                 chunk_bytes=chunk_bytes,
                 progress=progress,
                 known_profiles=_known_profiles(same_columns),
@@ -179,7 +186,8 @@ class DatasetService:
             )
             # Bytes first: a row never lacks them.
             stored = converted.stored or self._ctx.artifacts.put_file(tmp)
-            canonical = self._keep(tmp)  # plaintext Parquet for the checks after recording
+            # plaintext Parquet for the checks after recording
+            canonical = self._keep(tmp) if keep else None
         profile = converted.profiler.result()
         columns = _columns(converted, profile)
         self._backfill(proj, name, converted.rows, columns)
@@ -228,8 +236,9 @@ class DatasetService:
                 )
             return version
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                canonical.unlink()
+            if canonical is not None:
+                with contextlib.suppress(FileNotFoundError):
+                    canonical.unlink()
 
     # Reading ----------------------------------------------------------------------------------
     def get_dataset(self, project: str, name: str) -> Dataset:
