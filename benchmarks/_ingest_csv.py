@@ -202,10 +202,13 @@ def run(sizes: list[int], rounds: int, before: Path | None, data_dir: Path) -> d
 
 #: What the last measurement found about where the time goes (kept with the section).
 NOTE = (
-    "In the last run the `--before` tree was civicml 8f21b18 (2026-12-07, before the work "
-    "described next): 1.58 -> 1.21 s of CPU at 1M rows, 7.01 -> 5.54 s at 5M; wall 2.6x -> 1.7x "
-    "DuckDB's at 1M rows and 2.1x -> 1.6x at 5M; peak RSS 582 -> 454 MiB and the file "
-    "106 -> 93 MiB at 5M. What changed: the personal-data scan looks at rows gathered while the "
+    "In the last run the `--before` tree was civicml a6bb97c (2026-12-07, before an ingest into "
+    "a dataset without expectations stopped writing a local plaintext copy of its Parquet file "
+    "that nothing read): 1.29 -> 1.18 s of CPU at 1M rows, 5.33 -> 5.17 s at 5M (wall 0.77 -> "
+    "0.72 s and 3.12 -> 2.97 s). In the run before it, against civicml 8f21b18: 1.58 -> 1.21 s "
+    "of CPU at 1M rows, 7.01 -> 5.54 s at 5M; wall 2.6x -> 1.7x DuckDB's at 1M rows and 2.1x -> "
+    "1.6x at 5M; peak RSS 582 -> 454 MiB and the file 106 -> 93 MiB at 5M. What changed then: "
+    "the personal-data scan looks at rows gathered while the "
     "file is written (every s-th row, s the smallest power of two within the scan's limit), so "
     "the ingest no longer reads its own Parquet file again (about 0.3 s at 5M rows, and the "
     "row groups' memory); the transcoder checks UTF-8 with Arrow's validator instead of "
