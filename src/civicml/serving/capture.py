@@ -119,9 +119,6 @@ _COMPACT_JSON = json.JSONEncoder(separators=(",", ":")).encode
 _ENCODE_STR: Callable[[str], str] = json.encoder.encode_basestring_ascii
 
 
-_STRICT_JSON = compact_dumps
-
-
 @dataclass(frozen=True, slots=True)
 class CaptureEvent:
     """One sampled request and its response, as the runtime hands it to the writer."""
@@ -299,7 +296,7 @@ def capture_lines(event: CaptureEvent) -> bytes:
     )  # fmt: skip
     ids = event.inference_ids
     out: list[str] = []
-    failed = None if event.error is None else _ENCODE_STR(_STRICT_JSON({"error": event.error}))
+    failed = None if event.error is None else _ENCODE_STR(compact_dumps({"error": event.error}))
     classes = "" if event.probabilities is None or failed else _classes_suffix(event.classes)
     texts = None if event.text is None else _sent_records(event.text, len(rows))
     for i, record in enumerate(rows):
@@ -308,7 +305,7 @@ def capture_lines(event: CaptureEvent) -> bytes:
         if texts is not None:
             data = _ENCODE_STR(texts[i].decode())
         else:
-            data = _ENCODE_STR(_STRICT_JSON(record if plain else _plain_record(record)))
+            data = _ENCODE_STR(compact_dumps(record if plain else _plain_record(record)))
         out += (_HEAD, data, _MIDDLE, output, _META, encoded_id, ',"inferenceId":', encoded_id)
         out.append(tail)
     return "".join(out).encode()
@@ -322,12 +319,12 @@ def _output(event: CaptureEvent, i: int, classes: str) -> str:
     control characters escaped), so the parts are escaped on their own and joined: numbers, the
     usual prediction and every probability, need no escaping at all.
     """
-    text = _STRICT_JSON(event.predictions[i])
+    text = compact_dumps(event.predictions[i])
     if '"' in text or "\\" in text:
         text = _ENCODE_STR(text)[1:-1]
     if event.probabilities is None:
         return '"{\\"prediction\\":' + text + '}"'
-    probabilities = _STRICT_JSON(event.probabilities[i])
+    probabilities = compact_dumps(event.probabilities[i])
     if '"' in probabilities or "\\" in probabilities:  # pragma: no cover - numbers only
         probabilities = _ENCODE_STR(probabilities)[1:-1]
     return '"{\\"prediction\\":' + text + ',\\"probabilities\\":' + probabilities + classes
@@ -343,7 +340,7 @@ def _classes_suffix(classes: list[Any]) -> str:
     found = _CLASSES.get(id(classes))
     if found is not None and found[0] is classes:
         return found[1]
-    suffix = _ENCODE_STR(',"classes":' + _STRICT_JSON(classes) + "}")[1:]
+    suffix = _ENCODE_STR(',"classes":' + compact_dumps(classes) + "}")[1:]
     if len(_CLASSES) >= 64:
         _CLASSES.clear()
     _CLASSES[id(classes)] = (classes, suffix)
@@ -379,7 +376,7 @@ def _constant_metadata(event: CaptureEvent) -> str:
 
 
 def _payload(mode: str, value: Any) -> dict[str, str]:
-    return _payload_text(mode, _STRICT_JSON(value))
+    return _payload_text(mode, compact_dumps(value))
 
 
 def _payload_text(mode: str, data: str) -> dict[str, str]:

@@ -94,7 +94,7 @@ from civicml.serving._queries import (
 )
 from civicml.serving._shadow_process import ANSWERED, INVALID_INPUT, ShadowWorkers
 from civicml.serving.batching import MicroBatcher
-from civicml.serving.capture import CaptureEvent, CaptureLines, CaptureWriter
+from civicml.serving.capture import CaptureEvent, CaptureLines, CaptureWriter, sent_text
 from civicml.serving.explanations import LazyExplainer
 from civicml.serving.fastpath import INLINE_MAX_RECORDS, Encoded, FastPath, compile_fast_path
 from civicml.serving.model_cache import CacheCounters
@@ -518,7 +518,7 @@ class ModelHost:
         caller: Principal | None = None,
         variant: str | None = None,
         target: str | None = None,
-        text: bytes | None = None,
+        body: bytes | None = None,
     ) -> Invocation | None:
         """:meth:`invoke` on the caller's thread when that costs microseconds, else ``None``.
 
@@ -530,8 +530,9 @@ class ModelHost:
         loaded already.
         ``None`` means: call :meth:`invoke` in a worker thread (which also words any input
         error — :meth:`FastPath.encode` takes only records with exactly the signature's
-        columns — and loads a model on first use). ``text``: the JSON text ``records`` (one
-        record) was parsed from (:func:`~civicml.serving.capture.sent_text`), captured as sent.
+        columns — and loads a model on first use). ``body``: the invocation body ``records``
+        was parsed from; a captured request keeps its records' text as sent
+        (:func:`~civicml.serving.capture.sent_text`).
 
         Raises:
             NotFoundError: The endpoint has no variant ``variant``.
@@ -589,7 +590,7 @@ class ModelHost:
             cpu_from,
             CPU_SAMPLE,
             plain=True,  # fast.encode took them: plain JSON records
-            text=text,
+            body=body,
         )
         if route is not found:
             result["target_model"] = chosen.name
@@ -836,7 +837,7 @@ class ModelHost:
         scale: int = 1,
         *,
         plain: bool = False,
-        text: bytes | None = None,
+        body: bytes | None = None,
     ) -> Invocation:
         """The invocation's answer, captured when the endpoint's sample says so; its CPU time
         since ``cpu_from`` (``time.thread_time_ns()``) goes to the endpoint's usage and its
@@ -844,8 +845,9 @@ class ModelHost:
         ``mirror`` (an unpinned request) and a shadow variant, a sampled copy goes to the
         shadow once the answer is ready (and the pair is captured when capture is on).
         ``plain``: the records are known to be plain JSON records (the fast path's ``encode``
-        took them), so capture skips checking them; ``text``: the JSON text of the one record,
-        as it was sent, captured as it is (``CaptureEvent.text``).
+        took them), so capture skips checking them; ``body``: the invocation body the records
+        were parsed from, whose records' text a captured request keeps as sent (cut from it only
+        when the request is captured: ``CaptureEvent.text``).
 
         Raises:
             ModelOutputError: A prediction or probability is not finite: JSON cannot carry it
@@ -875,6 +877,7 @@ class ModelHost:
                 latency,
             )
             if sampled:
+                text = None if body is None else sent_text(body, rows)
                 self._capture(
                     route, variant, rows, result, caller, None, latency, plain=plain, text=text
                 )

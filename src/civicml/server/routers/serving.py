@@ -61,7 +61,7 @@ from civicml.server.errors import error_headers
 from civicml.server.html import html_response
 from civicml.server.lanes import read_body, send_json
 from civicml.server.paging import Page, page
-from civicml.serving.capture import CaptureService, sent_text
+from civicml.serving.capture import CaptureService
 from civicml.serving.multi_route import MAX_TARGET, TARGET_HEADER
 from civicml.serving.multimodel import MAX_CACHE_MB, MAX_MODELS, MultiModelService
 from civicml.serving.rollout import RolloutService
@@ -518,7 +518,7 @@ async def answer(
                 caller=caller,
                 variant=variant,
                 target=target,
-                text=sent_text(body, records),
+                body=body,
             )
         )
         if result is None:
