@@ -441,7 +441,7 @@ def test_the_sent_text_of_a_records_body(body: bytes, text: bytes | None) -> Non
 def test_records_are_cut_from_their_text_only_when_it_is_exactly_them(
     text: bytes, count: int, parts: list[bytes] | None
 ) -> None:
-    from civicml.serving.capture import _sent_records
+    from civicml.serving._capture_format import _sent_records
 
     assert _sent_records(text, count) == parts
     if parts is not None:

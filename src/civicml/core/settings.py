@@ -483,6 +483,14 @@ class Settings(BaseSettings):
         description="Copies of live requests waiting for an endpoint's shadow variant, per "
         "serving process; beyond it copies are dropped and counted (stats.shadow_dropped).",
     )
+    serving_capture_format: Literal["auto", "process", "thread"] = Field(
+        default="auto",
+        description="Where captured requests are formatted as JSON lines: 'process', a "
+        "formatter process per capture writer for busy moments (batches of 8 events or more: "
+        "the formatting never takes the interpreter lock from live requests); 'thread', the "
+        "capture writer's thread in the serving process; 'auto', process in `civicml server`, "
+        "thread elsewhere (the SDK, the CLI).",
+    )
     serving_shadow_mode: Literal["auto", "process", "thread"] = Field(
         default="auto",
         description="Where a shadow variant's model predicts: 'process', a worker process per "

@@ -54,6 +54,7 @@ from civicml.server.routers import health as health_routes
 from civicml.server.transport import server_config, tls_files
 from civicml.server.workers import Supervisor, Worker
 from civicml.serving.batch import BatchService
+from civicml.serving.capture import CaptureWriter
 from civicml.serving.rollout import RolloutTicker, set_monitor_status
 from civicml.serving.runtime import ModelHost
 from civicml.store.context import Context
@@ -98,7 +99,9 @@ def create_app(
             interval=settings.metrics_flush_interval_ms / 1000,
         )
         app.state.civicml = AppState(ctx=ctx, writer=writer)
-        app.state.serving = ModelHost(ctx)
+        # Captured requests are formatted by a process of the writer's own when busy.
+        capture = CaptureWriter(ctx, format_process=settings.serving_capture_format != "thread")
+        app.state.serving = ModelHost(ctx, capture=capture)
         # Shadow copies a fast-path model answers in microseconds are answered on this loop,
         # between requests, not in a thread (docs/serving.md, Shadow tests).
         app.state.serving.answer_shadow_on(asyncio.get_running_loop())

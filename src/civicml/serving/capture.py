@@ -56,11 +56,14 @@ import contextlib
 import functools
 import json
 import logging
-import math
+import marshal
 import os
 import queue
 import random
-import re
+import select
+import struct
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -71,12 +74,21 @@ from pathlib import Path
 from typing import IO, Any
 
 from civicml.core.errors import ConfigurationError, InvalidInputError
-from civicml.core.jsonsafe import compact_dumps
 from civicml.core.process import process_alive
 from civicml.data.schemas import DatasetVersion
 from civicml.data.service import DatasetService
 from civicml.governance.lineage import LineageService
 from civicml.governance.projects import ProjectService
+from civicml.serving._capture_format import (
+    CaptureEvent,
+    CaptureLines,
+    _iso,
+    _second,
+    capture_lines,
+    capture_records,
+    event_fields,
+    sent_text,
+)
 from civicml.serving._queries import endpoint_row
 from civicml.store.artifact_index import ArtifactIndex
 from civicml.store.context import Context
@@ -113,352 +125,19 @@ COALESCE_S = 0.01
 #: (Python lets a thread that wants the lock wait up to 5 ms). On 2 cores this took the live
 #: p99 at concurrency 1 from 1.3-1.5 ms to 0.7-0.9 ms (benchmarks/shadow.py).
 YIELD_EVERY = 4
+#: A writer with a formatter process (``serving_capture_format``) sends it batches of at least
+#: this many events (a busy moment); fewer are formatted in the writer's thread.
+FORMAT_MIN_EVENTS = 8
+#: Longest the formatter process may take to start (import) and to answer one batch; past it
+#: the process is killed and the batch formatted in the writer's thread.
+FORMAT_START_TIMEOUT_S = 60.0
+FORMAT_TIMEOUT_S = 10.0
+#: Failures of the formatter process in a row after which the writer formats every event itself.
+FORMAT_MAX_FAILURES = 3
+_FORMAT_WORKER = Path(__file__).with_name("_capture_worker.py")
 _NOTHING = object()
-_COMPACT_JSON = json.JSONEncoder(separators=(",", ":")).encode
-#: A str as _COMPACT_JSON writes it (ASCII, escaped).
-_ENCODE_STR: Callable[[str], str] = json.encoder.encode_basestring_ascii
 
 
-@dataclass(frozen=True, slots=True)
-class CaptureEvent:
-    """One sampled request and its response, as the runtime hands it to the writer."""
-
-    project_id: str
-    endpoint_id: str
-    endpoint: str
-    model_name: str
-    model_version: int
-    model_version_id: str
-    time: datetime
-    request_id: str
-    records: Any  # a list of mappings or a DataFrame, as the caller sent them
-    predictions: list[Any]
-    probabilities: list[list[float]] | None
-    classes: list[Any]
-    inference_ids: list[str]
-    #: The principal (user name) of the request.
-    caller: str | None = None
-    #: Why the request failed after predicting (e.g. ``"non_finite_output"``); None when it
-    #: was answered.
-    error: str | None = None
-    #: The variant that answered (None: written by a caller that does not know variants).
-    variant: str | None = None
-    #: True for the shadow variant's answer to a copy of a live request (never returned).
-    shadow: bool = False
-    #: The model's latency for this request (ms); None when it failed.
-    latency_ms: float | None = None
-    #: True when ``records`` are known to be plain JSON records (a list of ``dict`` of ``str``
-    #: keys and ``str``/``int``/finite ``float``/``bool``/``None`` values: what the fast path's
-    #: ``encode`` accepts), so formatting skips checking each value. False checks them.
-    plain: bool = False
-    #: The JSON text (UTF-8) the list ``records`` was parsed from, between its brackets, when
-    #: the caller knows it (:func:`sent_text`): each record is captured as it was sent, as
-    #: SageMaker captures a payload, rather than encoded again (formatting 20 floats again is
-    #: most of an event's cost). Records it cannot be cut into (:func:`_sent_records`) are
-    #: encoded again.
-    text: bytes | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class CaptureLines:
-    """Capture lines formatted elsewhere (the shadow's worker process formats its own with
-    :func:`capture_lines`): the writer appends ``data`` to the endpoint's spool as it is.
-
-    ``hour`` is ``yyyymmddhh`` (UTC) of every record in ``data``: the spool file it goes to.
-    """
-
-    project_id: str
-    endpoint_id: str
-    hour: str
-    data: bytes
-
-
-_RECORDS_HEAD = b'{"records":['
-
-
-def sent_text(body: bytes, records: Any) -> bytes | None:
-    """The JSON text of the records of an invocation body ``{"records":[…]}`` (the form the SDK
-    and most clients send), between the array's brackets, which ``records`` was parsed from;
-    None for any other body (a bare record or list, a byte-order mark, a record over several
-    lines): their records are encoded again.
-
-    The body parsed as an object whose only member ``records`` is an array (``records`` is
-    that array), so between its opening ``{"records":[`` and its closing ``]}`` lie exactly its
-    elements, with the commas and whitespace JSON allows. A body over several lines is left
-    out: readers of a capture file join the records' texts one per line
-    (``monitors/window.py``).
-    """
-    if type(records) is not list or not records or not body.startswith(_RECORDS_HEAD):
-        return None
-    if not body.endswith(b"]}"):
-        body = body.rstrip()
-        if not body.endswith(b"]}"):
-            return None
-    text = body[len(_RECORDS_HEAD) : -2]
-    if b"\n" in text or b"\r" in text:
-        return None
-    return text
-
-
-#: One JSON object holding no other object: strings (with their escapes) and anything but
-#: quotes and braces. Linear: each alternative starts with a character the others cannot.
-_FLAT_OBJECT = re.compile(rb'\{(?:[^"{}]++|"(?:[^"\\]++|\\.)*+")*+\}')
-
-
-def _sent_records(text: bytes, count: int) -> list[bytes] | None:
-    """The texts of the ``count`` records in ``text`` (:attr:`CaptureEvent.text`), or None
-    when it is not exactly ``count`` flat objects separated by commas (a record holding an
-    object, say): those records are encoded again."""
-    if count == 1:
-        return [text.strip()]
-    found: list[bytes] = []
-    at = 0
-    for match in _FLAT_OBJECT.finditer(text):
-        if text[at : match.start()].strip() != (b"," if found else b""):
-            return None
-        found.append(match.group())
-        at = match.end()
-    if text[at:].strip() or len(found) != count:
-        return None
-    return found
-
-
-def capture_records(event: CaptureEvent) -> list[dict[str, Any]]:
-    """The SageMaker-format capture records of an event, one per input record."""
-    rows = event.records
-    if hasattr(rows, "to_dict"):  # a DataFrame
-        rows = rows.to_dict("records")
-    when = _iso(event.time)
-    texts = None if event.text is None else _sent_records(event.text, len(rows))
-    out = []
-    for i, record in enumerate(rows):
-        output: dict[str, Any]
-        if event.error is not None:
-            output = {"error": event.error}
-        else:
-            output = {"prediction": event.predictions[i]}
-        if event.error is None and event.probabilities is not None:
-            output["probabilities"] = event.probabilities[i]
-            output["classes"] = event.classes
-        out.append(
-            {
-                "captureData": {
-                    "endpointInput": _payload("INPUT", _plain_record(record))
-                    if texts is None
-                    else _payload_text("INPUT", texts[i].decode()),
-                    "endpointOutput": _payload("OUTPUT", output),
-                },
-                "eventMetadata": {
-                    "eventId": event.inference_ids[i],
-                    "inferenceId": event.inference_ids[i],
-                    "inferenceTime": when,
-                    "requestId": event.request_id,
-                    "endpointName": event.endpoint,
-                    "modelName": event.model_name,
-                    "modelVersion": event.model_version,
-                    "modelVersionId": event.model_version_id,
-                    "caller": event.caller,
-                    "variant": event.variant,
-                    "shadow": event.shadow,
-                    "latencyMs": None if event.latency_ms is None else round(event.latency_ms, 4),
-                },
-                "eventVersion": "0",
-            }
-        )
-    return out
-
-
-_HEAD = (
-    '{"captureData":{"endpointInput":{"observedContentType":"application/json","mode":"INPUT",'
-    '"data":'
-)
-_MIDDLE = (
-    ',"encoding":"JSON"},"endpointOutput":{"observedContentType":"application/json",'
-    '"mode":"OUTPUT","data":'
-)
-_META = ',"encoding":"JSON"}},"eventMetadata":{"eventId":'
-_TAIL = '},"eventVersion":"0"}\n'
-
-
-def capture_lines(event: CaptureEvent) -> bytes:
-    """The JSON lines of :func:`capture_records` (compact, one per input record, each ending in
-    a newline), byte for byte, written without building each record's nested objects: what the
-    capture writer spends its time on. The parts every record of an endpoint variant shares are
-    encoded once (:func:`_constant_metadata`), the time once a second (:func:`_iso`)."""
-    rows = event.records
-    if hasattr(rows, "to_dict"):  # a DataFrame
-        rows = rows.to_dict("records")
-    latency = "null" if event.latency_ms is None else repr(round(event.latency_ms, 4))
-    plain = event.plain
-    tail = "".join(
-        (',"inferenceTime":"', _iso(event.time), '","requestId":', _ENCODE_STR(event.request_id),
-         _constant_metadata(event), ',"latencyMs":', latency, _TAIL)
-    )  # fmt: skip
-    ids = event.inference_ids
-    out: list[str] = []
-    failed = None if event.error is None else _ENCODE_STR(compact_dumps({"error": event.error}))
-    classes = "" if event.probabilities is None or failed else _classes_suffix(event.classes)
-    texts = None if event.text is None else _sent_records(event.text, len(rows))
-    for i, record in enumerate(rows):
-        output = _output(event, i, classes) if failed is None else failed
-        encoded_id = _ENCODE_STR(ids[i])
-        if texts is not None:
-            data = _ENCODE_STR(texts[i].decode())
-        else:
-            data = _ENCODE_STR(compact_dumps(record if plain else _plain_record(record)))
-        out += (_HEAD, data, _MIDDLE, output, _META, encoded_id, ',"inferenceId":', encoded_id)
-        out.append(tail)
-    return "".join(out).encode()
-
-
-def _output(event: CaptureEvent, i: int, classes: str) -> str:
-    """Record ``i``'s ``endpointOutput`` data, as an encoded JSON string (``classes``: the
-    encoded end of it, :func:`_classes_suffix`, when there are probabilities).
-
-    Encoding a JSON string escapes its quotes and backslashes only (the JSON text is ASCII, its
-    control characters escaped), so the parts are escaped on their own and joined: numbers, the
-    usual prediction and every probability, need no escaping at all.
-    """
-    text = compact_dumps(event.predictions[i])
-    if '"' in text or "\\" in text:
-        text = _ENCODE_STR(text)[1:-1]
-    if event.probabilities is None:
-        return '"{\\"prediction\\":' + text + '}"'
-    probabilities = compact_dumps(event.probabilities[i])
-    if '"' in probabilities or "\\" in probabilities:  # pragma: no cover - numbers only
-        probabilities = _ENCODE_STR(probabilities)[1:-1]
-    return '"{\\"prediction\\":' + text + ',\\"probabilities\\":' + probabilities + classes
-
-
-_CLASSES: dict[int, tuple[list[Any], str]] = {}
-
-
-def _classes_suffix(classes: list[Any]) -> str:
-    """``,\\"classes\\":[…]}"``: the encoded end of an output with probabilities, kept per
-    list of classes (a loaded model's, the same list for each of its events; the cache holds the
-    list, so its id is not reused while cached)."""
-    found = _CLASSES.get(id(classes))
-    if found is not None and found[0] is classes:
-        return found[1]
-    suffix = _ENCODE_STR(',"classes":' + compact_dumps(classes) + "}")[1:]
-    if len(_CLASSES) >= 64:
-        _CLASSES.clear()
-    _CLASSES[id(classes)] = (classes, suffix)
-    return suffix
-
-
-_CONSTANT: dict[tuple[Any, ...], str] = {}
-
-
-def _constant_metadata(event: CaptureEvent) -> str:
-    """``,"endpointName":…,"shadow":…``: the event metadata every record of one endpoint,
-    model version, variant and caller shares, encoded once (a small cache)."""
-    key = (event.endpoint, event.model_name, event.model_version, event.model_version_id,
-           event.caller, event.variant, event.shadow)  # fmt: skip
-    found = _CONSTANT.get(key)
-    if found is None:
-        encoded = _COMPACT_JSON(
-            {
-                "endpointName": event.endpoint,
-                "modelName": event.model_name,
-                "modelVersion": event.model_version,
-                "modelVersionId": event.model_version_id,
-                "caller": event.caller,
-                "variant": event.variant,
-                "shadow": event.shadow,
-            }
-        )
-        found = "," + encoded[1:-1]
-        if len(_CONSTANT) >= 1024:
-            _CONSTANT.clear()
-        _CONSTANT[key] = found
-    return found
-
-
-def _payload(mode: str, value: Any) -> dict[str, str]:
-    return _payload_text(mode, compact_dumps(value))
-
-
-def _payload_text(mode: str, data: str) -> dict[str, str]:
-    return {
-        "observedContentType": "application/json",
-        "mode": mode,
-        "data": data,
-        "encoding": "JSON",
-    }
-
-
-_SCALARS = (str, int, bool, type(None))
-
-
-def _plain_record(record: Any) -> Any:
-    """A record as JSON-ready values: as it is when it already is (the common case: parsed
-    JSON), else through :func:`_plain`."""
-    if type(record) is dict:
-        for key, value in record.items():
-            kind = type(value)
-            if type(key) is not str or (
-                kind not in _SCALARS and (kind is not float or not math.isfinite(value))
-            ):
-                return _plain(dict(record))
-        return record
-    return _plain(dict(record))
-
-
-def _plain(value: Any) -> Any:
-    """JSON-ready values: numpy scalars as Python, NaN as null, timestamps as ISO 8601."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if hasattr(value, "item") and not isinstance(value, str | bytes):
-        with contextlib.suppress(TypeError, ValueError):
-            value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if hasattr(value, "isoformat"):  # pandas Timestamp, date
-        return value.isoformat()
-    if value is not None and not isinstance(value, str | int | float | bool):
-        import pandas as pd  # type: ignore[import-untyped]
-
-        with contextlib.suppress(TypeError, ValueError):
-            if pd.isna(value):  # pandas NA / NaT
-                return None
-        return str(value)
-    return value
-
-
-_MILLIS = [f"{n:03d}Z" for n in range(1000)]
-
-
-def _iso(moment: datetime) -> str:
-    """``moment`` as ``2026-11-23T10:15:02.123Z`` (UTC, milliseconds)."""
-    return _second(moment)[0] + _MILLIS[moment.microsecond // 1000]
-
-
-_LAST_SECOND: list[Any] = [None, ("", "")]
-
-
-def _second(moment: datetime) -> tuple[str, str]:
-    """(``yyyy-mm-ddThh:mm:ss.``, ``yyyymmddhh``) of ``moment`` in UTC; the last second's are
-    kept, as consecutive events mostly share it (for a UTC time, found by its whole seconds
-    since the epoch, with no conversion)."""
-    if moment.tzinfo is UTC:
-        key: Any = int(moment.timestamp() // 1)
-    else:  # another zone, or naive (local time, as astimezone reads it)
-        key = moment.astimezone(UTC).replace(microsecond=0)
-    last, found = _LAST_SECOND
-    if key == last:
-        return found  # type: ignore[no-any-return]
-    utc = moment.astimezone(UTC)
-    found = (utc.strftime("%Y-%m-%dT%H:%M:%S."), utc.strftime("%Y%m%d%H"))
-    _LAST_SECOND[:] = [key, found]
-    return found
-
-
-# Writing ----------------------------------------------------------------------------------------
 @dataclass
 class _Spool:
     project_id: str
@@ -486,6 +165,173 @@ class _Flush:
     done: threading.Event
 
 
+class _FormatterError(Exception):
+    pass
+
+
+class _Formatter:
+    """The formatter process of one capture writer (:mod:`civicml.serving._capture_worker`).
+
+    Started on the first batch it is offered; until it said ready (it imports civicml), and
+    after it failed, :meth:`format` answers None and the writer formats the batch itself, so no
+    event waits for it and none is lost. A process that dies, does not answer within
+    :data:`FORMAT_TIMEOUT_S` or answers something malformed is killed and started again on the
+    next batch; after :data:`FORMAT_MAX_FAILURES` failures in a row the writer formats every
+    event itself from then on (logged).
+    """
+
+    def __init__(self) -> None:
+        from civicml.serving.sandbox import _Worker
+
+        self._worker_cls = _Worker
+        self._worker: Any = None
+        self._ready = False
+        self._since = 0.0
+        self.failures = 0
+        self.disabled = False
+        #: Events whose lines this process formatted (the others: the writer's thread).
+        self.formatted = 0
+
+    def format(self, events: list[CaptureEvent | CaptureLines]) -> list[bytes | None] | None:
+        """Each event's lines (None: for the writer to format), or None for the whole batch."""
+        if self.disabled or not self._usable():
+            return None
+        fields = [None if isinstance(e, CaptureLines) else event_fields(e) for e in events]
+        try:
+            payload = marshal.dumps(fields)
+        except ValueError:  # a value marshal does not write (a NumPy scalar): those stay here
+            fields = [f if _marshals(f) else None for f in fields]
+            payload = marshal.dumps(fields)
+        if all(f is None for f in fields):
+            return None
+        from civicml.serving.sandbox import _Died, _Timeout
+
+        try:
+            answer = self._worker.exchange_bytes(payload, FORMAT_TIMEOUT_S)
+            lines = _split_answer(answer, events, fields)
+        except (_Died, _Timeout, OSError, _FormatterError) as err:
+            self._fail(_reason(err))
+            return None
+        self.failures = 0
+        self.formatted += sum(1 for x in lines if x is not None)
+        return lines
+
+    def _usable(self) -> bool:
+        if self._ready:
+            return True
+        if self._worker is None:
+            self._worker = self._worker_cls(_spawn_formatter())
+            self._since = time.monotonic()
+            return False
+        stdout = self._worker.process.stdout
+        if stdout is None or not select.select([stdout.fileno()], [], [], 0)[0]:
+            if time.monotonic() - self._since > FORMAT_START_TIMEOUT_S:
+                self._fail(f"it did not start within {FORMAT_START_TIMEOUT_S:g} s")
+            return False
+        from civicml.serving.sandbox import _Died, _Timeout
+
+        try:
+            ready = self._worker.exchange_bytes(None, FORMAT_TIMEOUT_S)
+        except (_Died, _Timeout, OSError) as err:
+            self._fail(_reason(err))
+            return False
+        if ready != b"ready":
+            self._fail("it did not start")
+            return False
+        self._ready = True
+        return True
+
+    def _fail(self, reason: str) -> None:
+        worker, self._worker, self._ready = self._worker, None, False
+        if worker is not None:
+            worker.kill()  # hung or wrong: no grace
+        self.failures += 1
+        if self.failures >= FORMAT_MAX_FAILURES:
+            self.disabled = True
+            log.error(
+                "the capture formatter process failed %d times in a row (%s); the capture "
+                "writer formats every event itself from now on",
+                self.failures, reason,
+            )  # fmt: skip
+        else:
+            log.warning(
+                "the capture formatter process failed (%s); the writer formats this batch "
+                "and starts a new process", reason,
+            )  # fmt: skip
+
+    def close(self) -> None:
+        """End the process: the end of its input ends it; killed if it does not within 2 s."""
+        worker, self._worker, self._ready = self._worker, None, False
+        if worker is None:
+            return
+        with contextlib.suppress(OSError):
+            if worker.process.stdin is not None:
+                worker.process.stdin.close()
+        try:
+            worker.process.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            pass
+        worker.kill()  # gone already, or now; closes the pipes
+
+
+def _marshals(fields: Any) -> bool:
+    try:
+        marshal.dumps(fields)
+    except ValueError:
+        return False
+    return True
+
+
+def _reason(err: BaseException) -> str:
+    name = type(err).__name__
+    if name == "_Died":
+        return "it ended"
+    if name == "_Timeout":
+        return f"no answer within {FORMAT_TIMEOUT_S:g} s"
+    return str(err) or name
+
+
+def _split_answer(
+    answer: bytes, events: list[CaptureEvent | CaptureLines], fields: list[Any]
+) -> list[bytes | None]:
+    """The formatter's answer, checked: one size per event, the sizes adding up to the lines,
+    and each event's lines one per record; else :class:`_FormatterError`."""
+    from civicml.serving._capture_worker import NOT_FORMATTED
+
+    count = len(events)
+    head = 4 * (count + 1)
+    if len(answer) < head or struct.unpack(">I", answer[:4])[0] != count:
+        raise _FormatterError("a malformed answer (count)")
+    sizes = struct.unpack(f">{count}I", answer[4:head])
+    out: list[bytes | None] = []
+    offset = head
+    for event, sent, size in zip(events, fields, sizes, strict=True):
+        if size == NOT_FORMATTED or sent is None:
+            out.append(None)
+            continue
+        lines = answer[offset : offset + size]
+        offset += size
+        records = event.records if isinstance(event, CaptureEvent) else []
+        if len(lines) != size or lines.count(b"\n") != len(records):
+            raise _FormatterError("a malformed answer (not one line per record)")
+        out.append(lines)
+    if offset != len(answer):
+        raise _FormatterError("a malformed answer (sizes)")
+    return out
+
+
+def _spawn_formatter() -> subprocess.Popen[bytes]:
+    env = {"PATH": os.defpath, "LANG": "C.UTF-8"}
+    return subprocess.Popen(  # noqa: S603 - a fixed command, no shell
+        [sys.executable, "-I", "-B", str(_FORMAT_WORKER)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        env=env,
+        close_fds=True,
+    )
+
+
 class CaptureWriter:
     """Appends captured events in a background thread and rotates them into the artifact store.
 
@@ -495,6 +341,9 @@ class CaptureWriter:
         max_age_s: Rotate a spool file once it is this old (seconds).
         queue_size: Events waiting to be written; beyond this new events are dropped.
         random: The sampler, ``[0, 1)`` per call (injectable for tests).
+        format_process: Whether batches of :data:`FORMAT_MIN_EVENTS` events or more are
+            formatted by a process of their own (:class:`_Formatter`); None: as the setting
+            ``serving_capture_format`` says ("process"; "auto" is decided by the server).
     """
 
     def __init__(
@@ -505,8 +354,12 @@ class CaptureWriter:
         max_age_s: float = DEFAULT_MAX_AGE_S,
         queue_size: int = DEFAULT_QUEUE_SIZE,
         random: Callable[[], float] = random.random,
+        format_process: bool | None = None,
     ) -> None:
         self._ctx = ctx
+        if format_process is None:
+            format_process = ctx.settings.serving_capture_format == "process"
+        self._formatter = _Formatter() if format_process else None
         self._max_bytes = max_bytes
         self._max_age_s = max_age_s
         self._random = random
@@ -559,6 +412,8 @@ class CaptureWriter:
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join(timeout)
+        if self._formatter is not None and (self._thread is None or not self._thread.is_alive()):
+            self._formatter.close()
 
     def _ensure_started(self) -> None:
         if self._thread is not None:
@@ -614,10 +469,20 @@ class CaptureWriter:
         """Format each event (a failing one loses only its own records) into its spool's
         buffer, then write each spool's buffer at once (one sealed frame) and flush."""
         touched: dict[int, _Spool] = {}
+        formatted: list[bytes | None] | None = None
+        if self._formatter is not None and len(events) >= FORMAT_MIN_EVENTS:
+            try:
+                formatted = self._formatter.format(events)
+            except Exception:  # formatted here instead
+                log.exception("the capture formatter process failed; formatting here")
+        here = 0
         for number, event in enumerate(events):
-            if number and not number % YIELD_EVERY:
-                time.sleep(0)  # hand the interpreter lock to a request waiting for it
-            spool = self._guard_value(functools.partial(self._append, event))
+            lines = None if formatted is None else formatted[number]
+            if lines is None:
+                if here and not here % YIELD_EVERY:
+                    time.sleep(0)  # hand the interpreter lock to a request waiting for it
+                here += 1
+            spool = self._guard_value(functools.partial(self._append, event, lines))
             if spool is not None:
                 touched[id(spool)] = spool
         for spool in touched.values():
@@ -639,13 +504,16 @@ class CaptureWriter:
             self.failed += 1
             log.exception("data capture failed; the affected records were not captured")
 
-    def _append(self, event: CaptureEvent | CaptureLines) -> _Spool | None:
-        """Add one event's lines (or the lines given) to its spool's buffer (written by
-        :meth:`_append_all`, or when the spool rotates); the spool, or None if rotated."""
+    def _append(
+        self, event: CaptureEvent | CaptureLines, formatted: bytes | None = None
+    ) -> _Spool | None:
+        """Add one event's lines (``formatted`` by the formatter process, or formatted here; or
+        the lines given) to its spool's buffer (written by :meth:`_append_all`, or when the
+        spool rotates); the spool, or None if rotated."""
         if isinstance(event, CaptureLines):
             lines, hour = event.data, event.hour
         else:
-            lines = capture_lines(event)
+            lines = formatted if formatted is not None else capture_lines(event)
             hour = _second(event.time)[1]
         spool = self._spools.get(event.endpoint_id)
         if spool is not None and spool.hour != hour:
@@ -832,7 +700,7 @@ class CaptureService:
                 recorded) and ``variant`` (which variant answered; null in records captured
                 before endpoints had variants).
         """
-        import pandas as pd
+        import pandas as pd  # type: ignore[import-untyped]
 
         rows: list[dict[str, Any]] = []
         for record in self.records(project, endpoint, since):
