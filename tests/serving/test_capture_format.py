@@ -26,6 +26,7 @@ from civicml.serving import CaptureService, EndpointService, ModelHost
 from civicml.serving import capture as capture_module
 from civicml.serving._capture_format import (
     CaptureEvent,
+    CaptureLines,
     capture_lines,
     event_fields,
     event_from_fields,
@@ -128,10 +129,22 @@ def test_the_process_formats_a_batch_byte_for_byte() -> None:
     ]
     formatter = _Formatter()
     try:
-        lines = _ready(formatter, events + odd)
-        assert lines[: len(events)] == [capture_lines(e) for e in events]
-        assert lines[len(events) :] == [None, None]
+        items = _ready(formatter, events + odd)
+        # one run of lines for the events of one endpoint and hour, the others left as they are
+        joined = b"".join(capture_lines(e) for e in events)
+        assert items == [CaptureLines("p", "e", "2026112310", joined), *odd]
         assert formatter.formatted == len(events) and formatter.failures == 0
+        later = CaptureEvent(**{**BASE, "time": BASE["time"] + timedelta(hours=1)})
+        other = CaptureEvent(**{**BASE, "endpoint_id": "f"})
+        items = formatter.format([events[0], later, other, events[1], *events[2:6]])
+        assert items is not None
+        assert [(x.endpoint_id, x.hour) for x in items] == [
+            ("e", "2026112310"),
+            ("e", "2026112311"),
+            ("f", "2026112310"),
+            ("e", "2026112310"),
+        ]
+        assert items[3].data == b"".join(capture_lines(e) for e in events[1:6])
     finally:
         formatter.close()
 
@@ -258,11 +271,13 @@ def test_the_answer_is_checked_line_by_line() -> None:
         return b"".join(n.to_bytes(4, "big") for n in [len(sizes), *sizes]) + data
 
     good = frame([len(x) for x in lines], b"".join(lines))
-    assert _split_answer(good, events, fields) == lines
+    assert _split_answer(good, events, fields) == [
+        CaptureLines("p", "e", "2026112310", b"".join(lines))
+    ]
     for bad in (
         frame([len(lines[0])], lines[0]),  # one size for two events
         frame([len(x) for x in lines], b"".join(lines) + b"more"),  # bytes left over
-        frame([len(lines[0]) + len(lines[1]), 0], b"".join(lines)),  # two lines as one
+        frame([len(lines[0]) - 1, len(lines[1])], lines[0][:-1] + lines[1]),  # a line short
         b"\x00\x00",
     ):
         with pytest.raises(_FormatterError):

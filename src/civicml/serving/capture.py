@@ -192,8 +192,11 @@ class _Formatter:
         #: Events whose lines this process formatted (the others: the writer's thread).
         self.formatted = 0
 
-    def format(self, events: list[CaptureEvent | CaptureLines]) -> list[bytes | None] | None:
-        """Each event's lines (None: for the writer to format), or None for the whole batch."""
+    def format(
+        self, events: list[CaptureEvent | CaptureLines]
+    ) -> list[CaptureEvent | CaptureLines] | None:
+        """The events with those formatted here replaced by their lines (:func:`_split_answer`),
+        or None: the writer formats the whole batch."""
         if self.disabled or not self._usable():
             return None
         fields = [None if isinstance(e, CaptureLines) else event_fields(e) for e in events]
@@ -208,13 +211,13 @@ class _Formatter:
 
         try:
             answer = self._worker.exchange_bytes(payload, FORMAT_TIMEOUT_S)
-            lines = _split_answer(answer, events, fields)
+            items = _split_answer(answer, events, fields)
         except (_Died, _Timeout, OSError, _FormatterError) as err:
             self._fail(_reason(err))
             return None
         self.failures = 0
-        self.formatted += sum(1 for x in lines if x is not None)
-        return lines
+        self.formatted += len(events) - sum(1 for x in items if isinstance(x, CaptureEvent))
+        return items
 
     def _usable(self) -> bool:
         if self._ready:
@@ -293,9 +296,11 @@ def _reason(err: BaseException) -> str:
 
 def _split_answer(
     answer: bytes, events: list[CaptureEvent | CaptureLines], fields: list[Any]
-) -> list[bytes | None]:
-    """The formatter's answer, checked: one size per event, the sizes adding up to the lines,
-    and each event's lines one per record; else :class:`_FormatterError`."""
+) -> list[CaptureEvent | CaptureLines]:
+    """The formatter's answer as what the writer appends, in the events' order: the lines of
+    each run of formatted events of one endpoint and hour as one :class:`CaptureLines`, and the
+    events it did not format as they are. Checked first — one size per event, the sizes adding
+    up to the lines, each run one line per record — else :class:`_FormatterError`."""
     from civicml.serving._capture_worker import NOT_FORMATTED
 
     count = len(events)
@@ -303,18 +308,33 @@ def _split_answer(
     if len(answer) < head or struct.unpack(">I", answer[:4])[0] != count:
         raise _FormatterError("a malformed answer (count)")
     sizes = struct.unpack(f">{count}I", answer[4:head])
-    out: list[bytes | None] = []
+    out: list[CaptureEvent | CaptureLines] = []
     offset = head
+    run: list[Any] = []  # [project_id, endpoint_id, hour, start, records]
+
+    def close_run() -> None:
+        if run:
+            data = answer[run[3] : offset]
+            if data.count(b"\n") != run[4]:
+                raise _FormatterError("a malformed answer (not one line per record)")
+            out.append(CaptureLines(run[0], run[1], run[2], data))
+            run.clear()
+
     for event, sent, size in zip(events, fields, sizes, strict=True):
-        if size == NOT_FORMATTED or sent is None:
-            out.append(None)
+        if size == NOT_FORMATTED or sent is None or not isinstance(event, CaptureEvent):
+            close_run()
+            out.append(event)
             continue
-        lines = answer[offset : offset + size]
+        if size > len(answer) - offset:
+            raise _FormatterError("a malformed answer (sizes)")
+        hour = _second(event.time)[1]
+        if run and (run[1] != event.endpoint_id or run[2] != hour or run[0] != event.project_id):
+            close_run()
+        if not run:
+            run.extend([event.project_id, event.endpoint_id, hour, offset, 0])
+        run[4] += len(event.records)
         offset += size
-        records = event.records if isinstance(event, CaptureEvent) else []
-        if len(lines) != size or lines.count(b"\n") != len(records):
-            raise _FormatterError("a malformed answer (not one line per record)")
-        out.append(lines)
+    close_run()
     if offset != len(answer):
         raise _FormatterError("a malformed answer (sizes)")
     return out
@@ -469,20 +489,19 @@ class CaptureWriter:
         """Format each event (a failing one loses only its own records) into its spool's
         buffer, then write each spool's buffer at once (one sealed frame) and flush."""
         touched: dict[int, _Spool] = {}
-        formatted: list[bytes | None] | None = None
+        items: list[CaptureEvent | CaptureLines] = events
         if self._formatter is not None and len(events) >= FORMAT_MIN_EVENTS:
             try:
-                formatted = self._formatter.format(events)
+                items = self._formatter.format(events) or events
             except Exception:  # formatted here instead
                 log.exception("the capture formatter process failed; formatting here")
         here = 0
-        for number, event in enumerate(events):
-            lines = None if formatted is None else formatted[number]
-            if lines is None:
+        for item in items:
+            if isinstance(item, CaptureEvent):
                 if here and not here % YIELD_EVERY:
                     time.sleep(0)  # hand the interpreter lock to a request waiting for it
                 here += 1
-            spool = self._guard_value(functools.partial(self._append, event, lines))
+            spool = self._guard_value(functools.partial(self._append, item))
             if spool is not None:
                 touched[id(spool)] = spool
         for spool in touched.values():
@@ -504,16 +523,14 @@ class CaptureWriter:
             self.failed += 1
             log.exception("data capture failed; the affected records were not captured")
 
-    def _append(
-        self, event: CaptureEvent | CaptureLines, formatted: bytes | None = None
-    ) -> _Spool | None:
-        """Add one event's lines (``formatted`` by the formatter process, or formatted here; or
-        the lines given) to its spool's buffer (written by :meth:`_append_all`, or when the
-        spool rotates); the spool, or None if rotated."""
+    def _append(self, event: CaptureEvent | CaptureLines) -> _Spool | None:
+        """Add one event's lines (or the lines given: formatted elsewhere) to its spool's
+        buffer (written by :meth:`_append_all`, or when the spool rotates); the spool, or None
+        if rotated."""
         if isinstance(event, CaptureLines):
             lines, hour = event.data, event.hour
         else:
-            lines = formatted if formatted is not None else capture_lines(event)
+            lines = capture_lines(event)
             hour = _second(event.time)[1]
         spool = self._spools.get(event.endpoint_id)
         if spool is not None and spool.hour != hour:
