@@ -31,9 +31,13 @@ A request the model failed (it returned a non-finite number: 502, see
 :meth:`CaptureService.to_frame` and the datasets made from it (they have no prediction).
 
 The request thread only draws the sample and puts the event on a bounded queue; a background
-thread formats the lines (a shadow worker process formats its copies' lines itself and hands
-them over as :class:`CaptureLines`, appended as they are) and appends them to a spool file per
-endpoint under
+thread formats the lines (:func:`capture_lines`, in :mod:`civicml.serving._capture_format`) —
+or, in ``civicml server`` (``serving_capture_format``), hands a busy moment's events to a
+formatter process of its own (:mod:`civicml.serving._capture_worker`) and takes its lines back
+as one run per endpoint and hour, so formatting does not take the interpreter lock from live
+requests; a shadow worker process formats its copies' lines itself and hands them over as
+:class:`CaptureLines`, appended as they are — and appends them to a spool file per endpoint
+under
 ``$CIVICML_HOME/serving/capture-spool``. A spool file is rotated into the artifact store when it
 reaches ``max_bytes``, is ``max_age_s`` old, or the hour changes: stored by SHA-256 and indexed
 under the endpoint (owner kind ``endpoint``) as ``capture/yyyy/mm/dd/hh/<uuid>.jsonl``, the
