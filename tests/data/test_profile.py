@@ -128,7 +128,23 @@ def _write_big_csv(path: Path, target_bytes: int) -> None:
             start += n
 
 
-def test_large_csv_streams_in_bounded_memory(svc: DatasetService, tmp_path: Path) -> None:
+def test_large_csv_streams_in_bounded_memory(
+    svc: DatasetService, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from civicml.data import _pipeline
+
+    # The Parquet file's bytes wait for the store's thread in Python objects, up to the
+    # BackgroundPut's budget: on a loaded machine the store lags and they add up (5.6 MB seen
+    # in CI), bounded all the same. Counted, so the bound below is for everything else.
+    in_flight = 0
+    real_write = _pipeline.BackgroundPut.write
+
+    def write(self: _pipeline.BackgroundPut, data: object) -> None:
+        nonlocal in_flight
+        real_write(self, data)
+        in_flight = max(in_flight, self._held)
+
+    monkeypatch.setattr(_pipeline.BackgroundPut, "write", write)
     path = tmp_path / "big.csv"
     _write_big_csv(path, 20 << 20)
     size = path.stat().st_size
@@ -160,7 +176,8 @@ def test_large_csv_streams_in_bounded_memory(svc: DatasetService, tmp_path: Path
     assert v.row_count > 400_000
     # Memory is one read chunk plus one Parquet row group (ROW_GROUP_ROWS rows), whatever the
     # file size: here about 0.3 MB of Python objects and 12 MB of Arrow buffers for 21 MB.
-    assert peak_python < 4 << 20, (peak_python, size)
+    assert peak_python < (4 << 20) + in_flight, (peak_python, in_flight, size)
+    assert in_flight <= 16 << 20  # the budget
     assert peak_arrow - base_arrow < 16 << 20, (peak_arrow, size)
     assert size > 20 << 20
 
