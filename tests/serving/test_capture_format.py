@@ -336,3 +336,22 @@ def test_a_busy_server_has_its_captures_formatted_by_the_process(
     by_id = {c["eventMetadata"]["inferenceId"]: c for c in captured}
     first = by_id[sent[0]]["captureData"]["endpointInput"]["data"]
     assert json.loads(first) == rows[0]
+
+
+def test_a_process_that_cannot_be_started_leaves_the_formatting_to_the_writer(
+    ctx: Context, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    def refused() -> Any:
+        raise OSError(11, "Resource temporarily unavailable")
+
+    monkeypatch.setattr(capture_module, "_spawn_formatter", refused)
+    writer = CaptureWriter(ctx, max_age_s=3600, format_process=True)
+    assert writer._formatter is not None
+    try:
+        with caplog.at_level(logging.WARNING, logger="civicml.serving.capture"):
+            for _ in range(capture_module.FORMAT_MAX_FAILURES + 1):
+                writer._append_all(_events())
+        assert _spool_bytes(writer) == b"".join(map(capture_lines, _events())) * 4
+        assert writer._formatter.disabled and "could not be started" in caplog.text
+    finally:
+        _close_spools(writer)

@@ -176,7 +176,8 @@ class _FormatterError(Exception):
 class _Formatter:
     """The formatter process of one capture writer (:mod:`civicml.serving._capture_worker`).
 
-    Started on the first batch it is offered; until it said ready (it imports civicml), and
+    Started on the first batch it is offered; until it said ready (it loads the format module,
+    about half a second), and
     after it failed, :meth:`format` answers None and the writer formats the batch itself, so no
     event waits for it and none is lost. A process that dies, does not answer within
     :data:`FORMAT_TIMEOUT_S` or answers something malformed is killed and started again on the
@@ -227,7 +228,11 @@ class _Formatter:
         if self._ready:
             return True
         if self._worker is None:
-            self._worker = self._worker_cls(_spawn_formatter())
+            try:
+                self._worker = self._worker_cls(_spawn_formatter())
+            except OSError as err:  # no process to be had (limits, memory)
+                self._fail(f"it could not be started: {err.strerror or err}")
+                return False
             self._since = time.monotonic()
             return False
         stdout = self._worker.process.stdout
