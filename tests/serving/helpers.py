@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -77,3 +78,24 @@ def train_nan(directory: Path, *, regression: bool = False) -> TabularModel:
     estimator.coef_.flat[0] = np.nan
     model.save(directory)
     return model
+
+
+#: The fields of a capture event with one record of each kind of value (tests build variants).
+CAPTURE_EVENT: dict[str, Any] = {
+    "project_id": "p",
+    "endpoint_id": "e",
+    "endpoint": 'scoring-é"1',
+    "model_name": "m",
+    "model_version": 3,
+    "model_version_id": "mv",
+    "time": datetime(2026, 11, 23, 10, 15, 2, 123456, tzinfo=UTC),
+    "request_id": "r",
+    "records": [{"age": 41, "income": 1520.5, "region": "nörth\n", "member": True}],
+    "predictions": [True],
+    "probabilities": [[0.25, 0.75]],
+    "classes": [False, True],
+    "inference_ids": ["i1"],
+    "caller": "alice",
+    "variant": "blue",
+    "latency_ms": 0.123456,
+}

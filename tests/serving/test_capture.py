@@ -18,7 +18,7 @@ from civicml.data import DatasetService
 from civicml.governance.lineage import LineageService
 from civicml.serving import CaptureService, CaptureWriter, EndpointService, ModelHost
 from civicml.store import Context
-from tests.serving.helpers import MODEL, records, register
+from tests.serving.helpers import CAPTURE_EVENT, MODEL, records, register
 
 PATH = re.compile(r"^capture/\d{4}/\d{2}/\d{2}/\d{2}/[0-9a-f-]{36}\.jsonl$")
 
@@ -187,24 +187,7 @@ def test_the_writers_lines_are_the_capture_records_byte_for_byte() -> None:
 
     from civicml.serving.capture import CaptureEvent, capture_lines, capture_records
 
-    base: dict[str, Any] = {
-        "project_id": "p",
-        "endpoint_id": "e",
-        "endpoint": 'scoring-é"1',
-        "model_name": "m",
-        "model_version": 3,
-        "model_version_id": "mv",
-        "time": datetime(2026, 11, 23, 10, 15, 2, 123456, tzinfo=UTC),
-        "request_id": "r",
-        "records": [{"age": 41, "income": 1520.5, "region": "nörth\n", "member": True}],
-        "predictions": [True],
-        "probabilities": [[0.25, 0.75]],
-        "classes": [False, True],
-        "inference_ids": ["i1"],
-        "caller": "alice",
-        "variant": "blue",
-        "latency_ms": 0.123456,
-    }
+    base: dict[str, Any] = dict(CAPTURE_EVENT)
     frame = pd.DataFrame([{"a": 1, "b": float("nan"), "c": "x"}, {"a": 2, "b": 1.0, "c": None}])
     events = [
         CaptureEvent(**base),

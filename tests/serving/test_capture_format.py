@@ -11,7 +11,7 @@ import os
 import signal
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta, timezone
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -34,26 +34,9 @@ from civicml.serving._capture_format import (
 from civicml.serving.capture import CaptureWriter, _Formatter
 from civicml.store import Context
 from tests.server.helpers import isolated_settings, serve
-from tests.serving.helpers import MODEL, PROJECT, records, register
+from tests.serving.helpers import CAPTURE_EVENT, MODEL, PROJECT, records, register
 
-BASE: dict[str, Any] = {
-    "project_id": "p",
-    "endpoint_id": "e",
-    "endpoint": 'scoring-é"1',
-    "model_name": "m",
-    "model_version": 3,
-    "model_version_id": "mv",
-    "time": datetime(2026, 11, 23, 10, 15, 2, 123456, tzinfo=UTC),
-    "request_id": "r",
-    "records": [{"age": 41, "income": 1520.5, "region": "nörth\n", "member": True}],
-    "predictions": [True],
-    "probabilities": [[0.25, 0.75]],
-    "classes": [False, True],
-    "inference_ids": ["i1"],
-    "caller": "alice",
-    "variant": "blue",
-    "latency_ms": 0.123456,
-}
+BASE: dict[str, Any] = CAPTURE_EVENT
 TEXT = b'{"age": 41, "income":1520.50,"region":"n\\u00f6rth\\n", "member":true}'
 
 

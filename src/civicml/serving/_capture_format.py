@@ -159,13 +159,7 @@ def capture_records(event: CaptureEvent) -> list[dict[str, Any]]:
                     "inferenceId": event.inference_ids[i],
                     "inferenceTime": when,
                     "requestId": event.request_id,
-                    "endpointName": event.endpoint,
-                    "modelName": event.model_name,
-                    "modelVersion": event.model_version,
-                    "modelVersionId": event.model_version_id,
-                    "caller": event.caller,
-                    "variant": event.variant,
-                    "shadow": event.shadow,
+                    **_shared_metadata(event),
                     "latencyMs": None if event.latency_ms is None else round(event.latency_ms, 4),
                 },
                 "eventVersion": "0",
@@ -256,6 +250,20 @@ def _classes_suffix(classes: list[Any]) -> str:
 _CONSTANT: dict[tuple[Any, ...], str] = {}
 
 
+def _shared_metadata(event: CaptureEvent) -> dict[str, Any]:
+    """The part of a record's ``eventMetadata`` every record of one endpoint, model version,
+    variant and caller shares, in the order of the keys in a record."""
+    return {
+        "endpointName": event.endpoint,
+        "modelName": event.model_name,
+        "modelVersion": event.model_version,
+        "modelVersionId": event.model_version_id,
+        "caller": event.caller,
+        "variant": event.variant,
+        "shadow": event.shadow,
+    }
+
+
 def _constant_metadata(event: CaptureEvent) -> str:
     """``,"endpointName":…,"shadow":…``: the event metadata every record of one endpoint,
     model version, variant and caller shares, encoded once (a small cache)."""
@@ -263,18 +271,7 @@ def _constant_metadata(event: CaptureEvent) -> str:
            event.caller, event.variant, event.shadow)  # fmt: skip
     found = _CONSTANT.get(key)
     if found is None:
-        encoded = _COMPACT_JSON(
-            {
-                "endpointName": event.endpoint,
-                "modelName": event.model_name,
-                "modelVersion": event.model_version,
-                "modelVersionId": event.model_version_id,
-                "caller": event.caller,
-                "variant": event.variant,
-                "shadow": event.shadow,
-            }
-        )
-        found = "," + encoded[1:-1]
+        found = "," + _COMPACT_JSON(_shared_metadata(event))[1:-1]
         if len(_CONSTANT) >= 1024:
             _CONSTANT.clear()
         _CONSTANT[key] = found
