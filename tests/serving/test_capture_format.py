@@ -338,3 +338,11 @@ def test_a_process_that_cannot_be_started_leaves_the_formatting_to_the_writer(
         assert writer._formatter.disabled and "could not be started" in caplog.text
     finally:
         _close_spools(writer)
+
+
+def test_a_server_set_to_thread_formats_in_its_writer_thread(tmp_path: Path) -> None:
+    settings = isolated_settings(tmp_path, serving_capture_format="thread")
+    app = create_app(settings)
+    with serve(app):  # started: the app's lifespan made its model host and capture writer
+        assert app.state.serving.capture._formatter is None
+    app.state.serving.close()
