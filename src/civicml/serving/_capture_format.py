@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import marshal
 import math
 import re
+import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -18,6 +20,8 @@ from typing import Any
 
 from civicml.core.jsonsafe import compact_dumps
 
+#: The size the formatter process answers for an event it did not format.
+NOT_FORMATTED = 0xFFFFFFFF
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 _COMPACT_JSON = json.JSONEncoder(separators=(",", ":")).encode
@@ -418,3 +422,23 @@ def event_from_fields(fields: tuple[Any, ...]) -> CaptureEvent:
         plain=plain,
         text=text,
     )
+
+
+def format_answer(payload: bytes) -> bytes:
+    """The formatter process's answer to one request (:mod:`civicml.serving._capture_worker`):
+    the count of events, each one's size (:data:`NOT_FORMATTED`: left to the writer), then the
+    lines of each event formatted, back to back."""
+    sizes: list[int] = []
+    parts: list[bytes] = []
+    for fields in marshal.loads(payload):  # noqa: S302 - written by the parent server only
+        if fields is None or not formattable(fields):
+            sizes.append(NOT_FORMATTED)
+            continue
+        try:
+            lines = capture_lines(event_from_fields(fields))
+        except Exception:  # the writer formats it itself, and logs what went wrong
+            sizes.append(NOT_FORMATTED)
+            continue
+        sizes.append(len(lines))
+        parts.append(lines)
+    return struct.pack(f">{len(sizes) + 1}I", len(sizes), *sizes) + b"".join(parts)

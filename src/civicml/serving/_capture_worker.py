@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import ctypes
 import importlib.util
-import marshal
 import signal
 import struct
 import sys
@@ -32,7 +31,6 @@ from pathlib import Path
 from typing import Any
 
 _PR_SET_PDEATHSIG = 1
-NOT_FORMATTED = 0xFFFFFFFF
 
 
 def _send(stream: Any, data: bytes) -> None:
@@ -58,27 +56,6 @@ def _format_module() -> Any:
     return module
 
 
-def answer(payload: bytes) -> bytes:
-    """The answer to one request: the sizes, then the lines of each event formatted."""
-    module = _format_module()
-    capture_lines, event_from_fields = module.capture_lines, module.event_from_fields
-    formattable = module.formattable
-    sizes: list[int] = []
-    parts: list[bytes] = []
-    for fields in marshal.loads(payload):  # noqa: S302 - written by the parent server only
-        if fields is None or not formattable(fields):
-            sizes.append(NOT_FORMATTED)
-            continue
-        try:
-            lines = capture_lines(event_from_fields(fields))
-        except Exception:  # the writer formats it itself, and logs what went wrong
-            sizes.append(NOT_FORMATTED)
-            continue
-        sizes.append(len(lines))
-        parts.append(lines)
-    return struct.pack(f">{len(sizes) + 1}I", len(sizes), *sizes) + b"".join(parts)
-
-
 def main() -> int:
     if sys.platform == "linux":  # die with the server
         libc = ctypes.CDLL(None, use_errno=True)
@@ -86,7 +63,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle
     inp, out = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing printed can corrupt the protocol
-    _format_module()  # loaded before saying ready
+    module = _format_module()  # loaded before saying ready
     _send(out, b"ready")
     while True:
         head = inp.read(4)
@@ -96,7 +73,7 @@ def main() -> int:
         payload = inp.read(size)
         if len(payload) < size:
             return 0
-        _send(out, answer(payload))
+        _send(out, module.format_answer(payload))
 
 
 if __name__ == "__main__":

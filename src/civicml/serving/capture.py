@@ -84,6 +84,7 @@ from civicml.data.service import DatasetService
 from civicml.governance.lineage import LineageService
 from civicml.governance.projects import ProjectService
 from civicml.serving._capture_format import (
+    NOT_FORMATTED,
     CaptureEvent,
     CaptureLines,
     _iso,
@@ -94,6 +95,7 @@ from civicml.serving._capture_format import (
     sent_text,
 )
 from civicml.serving._queries import endpoint_row
+from civicml.serving.sandbox import _Died, _Timeout, _Worker
 from civicml.store.artifact_index import ArtifactIndex
 from civicml.store.context import Context
 from civicml.store.crypto import SealedAppender, is_sealed, read_sealed
@@ -186,10 +188,7 @@ class _Formatter:
     """
 
     def __init__(self) -> None:
-        from civicml.serving.sandbox import _Worker
-
-        self._worker_cls = _Worker
-        self._worker: Any = None
+        self._worker: _Worker | None = None
         self._ready = False
         self._since = 0.0
         self.failures = 0
@@ -210,10 +209,8 @@ class _Formatter:
         except ValueError:  # a value marshal does not write (a NumPy scalar): those stay here
             fields = [f if _marshals(f) else None for f in fields]
             payload = marshal.dumps(fields)
-        if all(f is None for f in fields):
+        if all(f is None for f in fields) or self._worker is None:
             return None
-        from civicml.serving.sandbox import _Died, _Timeout
-
         try:
             answer = self._worker.exchange_bytes(payload, FORMAT_TIMEOUT_S)
             items = _split_answer(answer, events, fields)
@@ -221,7 +218,9 @@ class _Formatter:
             self._fail(_reason(err))
             return None
         self.failures = 0
-        self.formatted += len(events) - sum(1 for x in items if isinstance(x, CaptureEvent))
+        self.formatted += sum(f is not None for f in fields) - sum(
+            isinstance(x, CaptureEvent) for x in items
+        )
         return items
 
     def _usable(self) -> bool:
@@ -229,7 +228,7 @@ class _Formatter:
             return True
         if self._worker is None:
             try:
-                self._worker = self._worker_cls(_spawn_formatter())
+                self._worker = _Worker(_spawn_formatter())
             except OSError as err:  # no process to be had (limits, memory)
                 self._fail(f"it could not be started: {err.strerror or err}")
                 return False
@@ -240,8 +239,6 @@ class _Formatter:
             if time.monotonic() - self._since > FORMAT_START_TIMEOUT_S:
                 self._fail(f"it did not start within {FORMAT_START_TIMEOUT_S:g} s")
             return False
-        from civicml.serving.sandbox import _Died, _Timeout
-
         try:
             ready = self._worker.exchange_bytes(None, FORMAT_TIMEOUT_S)
         except (_Died, _Timeout, OSError) as err:
@@ -295,12 +292,11 @@ def _marshals(fields: Any) -> bool:
 
 
 def _reason(err: BaseException) -> str:
-    name = type(err).__name__
-    if name == "_Died":
+    if isinstance(err, _Died):
         return "it ended"
-    if name == "_Timeout":
+    if isinstance(err, _Timeout):
         return f"no answer within {FORMAT_TIMEOUT_S:g} s"
-    return str(err) or name
+    return str(err) or type(err).__name__
 
 
 def _split_answer(
@@ -310,8 +306,6 @@ def _split_answer(
     each run of formatted events of one endpoint and hour as one :class:`CaptureLines`, and the
     events it did not format as they are. Checked first — one size per event, the sizes adding
     up to the lines, each run one line per record — else :class:`_FormatterError`."""
-    from civicml.serving._capture_worker import NOT_FORMATTED
-
     count = len(events)
     head = 4 * (count + 1)
     if len(answer) < head or struct.unpack(">I", answer[:4])[0] != count:
