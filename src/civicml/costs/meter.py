@@ -332,7 +332,8 @@ class Meter:
         if self._interval is None:
             return
         if self._sampler is not None and self._sampler.is_alive():
-            self._wake.notify()
+            if len(self._open) == 1:  # it waits for work: wake it (it samples on its own else)
+                self._wake.notify()
             return
         self._sampler = threading.Thread(target=self._run, name="civicml-meter", daemon=True)
         self._sampler.start()
