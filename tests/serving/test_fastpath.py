@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 from typing import Any
 
 import numpy as np
@@ -352,3 +353,44 @@ def test_a_numeric_frame_is_converted_at_once_and_answers_as_the_pipeline(
         want = model.pipeline.predict(valid)
     np.testing.assert_allclose(got, want, rtol=1e-9, atol=1e-9)
     pd.testing.assert_frame_equal(rows, before)  # the caller's frame is untouched
+
+
+def _early_stopped_booster() -> Any:
+    import lightgbm
+
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(600, 6))
+    y = (x[:, 0] + 0.3 * rng.normal(size=600) > 0).astype(int)
+    params = {"objective": "binary", "learning_rate": 0.3, "verbose": -1}
+    booster = lightgbm.train(
+        params,
+        lightgbm.Dataset(x[:400], y[:400]),
+        num_boost_round=400,
+        valid_sets=[lightgbm.Dataset(x[400:], y[400:])],
+        callbacks=[lightgbm.early_stopping(5, verbose=False)],
+        keep_training_booster=True,  # the rounds after the best stay in the booster
+    )
+    assert 0 < booster.best_iteration < booster.current_iteration()  # Booster.predict's case
+    return booster, rng.normal(size=(50, 6))
+
+
+def test_the_lightgbm_runner_answers_as_booster_predict_with_early_stopping() -> None:
+    booster, x = _early_stopped_booster()
+    params = {"num_threads": 1}
+    run = fastpath._lightgbm_runner(booster, params)
+    assert not isinstance(run, functools.partial)  # the predictor built once, not the fallback
+    want = booster.predict(x, validate_features=False, **params)
+    np.testing.assert_array_equal(run(x), want)
+    np.testing.assert_array_equal(run(x[:1]), want[:1])  # one row, as an endpoint asks
+
+
+def test_the_lightgbm_runner_falls_back_to_booster_predict() -> None:
+    booster, x = _early_stopped_booster()
+
+    class Moved:  # what a lightgbm whose internals moved looks like to the runner
+        def __init__(self) -> None:
+            self.predict = booster.predict
+
+    run = fastpath._lightgbm_runner(Moved(), {"num_threads": 1})
+    assert isinstance(run, functools.partial)
+    np.testing.assert_array_equal(run(x), booster.predict(x, num_threads=1))
