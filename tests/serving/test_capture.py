@@ -277,19 +277,8 @@ def test_plain_records_skip_the_check_and_give_the_same_bytes() -> None:
     from civicml.serving.capture import CaptureEvent, capture_lines, capture_records
 
     base: dict[str, Any] = {
-        "project_id": "p",
-        "endpoint_id": "e",
-        "endpoint": "web",
-        "model_name": "m",
-        "model_version": 1,
-        "model_version_id": "mv",
-        "time": datetime(2026, 11, 23, 10, 15, 2, 123456, tzinfo=UTC),
-        "request_id": "r",
+        **CAPTURE_EVENT,
         "records": [{"age": 41, "income": 1520.5, "region": "north", "member": None}],
-        "predictions": [True],
-        "probabilities": [[0.25, 0.75]],
-        "classes": [False, True],
-        "inference_ids": ["i1"],
     }
     plain = CaptureEvent(**base, plain=True)
     assert capture_lines(plain) == capture_lines(CaptureEvent(**base))
