@@ -32,6 +32,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 import civicml as cm
 from civicml.cli.main import main
 from civicml.core.errors import ConfigurationError
+from civicml.core.identity import Principal
 from civicml.sdk.remote import RemoteError
 from civicml.server import create_app
 from civicml.server.transport import tls_files
@@ -462,3 +463,37 @@ def test_civicml_server_with_tls_and_the_cli_with_ca_bundle(
     assert f"civicml server on {url}" in output
     assert "Warning: The TLS key 'loose.key' can be read by other users" in output
     assert "Traceback" not in output
+
+
+def test_an_invocation_over_tls_answered_by_the_direct_lane_carries_hsts(
+    pki: PKI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from civicml.sdk.embedded import open_context
+    from civicml.server.direct import direct_lane
+    from tests.server.test_direct import PATH, Counted, _deploy
+    from tests.serving.helpers import records
+
+    settings = isolated_settings(tmp_path, server_tls_cert=pki.cert, server_tls_key=pki.key)
+    ctx = open_context(settings, Principal(user="tls-admin", roles=frozenset({"admin"})))
+    try:
+        _deploy(ctx, tmp_path)
+    finally:
+        ctx.db.close()
+    app = create_app(settings)
+    lane = direct_lane(app)
+    assert lane is not None
+    counted = Counted(lane)
+    monkeypatch.setattr(lane, "answer", counted)
+    try:
+        with (
+            serve(app, ca_bundle=pki.ca) as url,
+            httpx.Client(base_url=url, verify=_trust(pki), timeout=WAIT_S) as client,
+        ):
+            answers = [client.post(PATH, json={"records": records(1)}) for _ in range(3)]
+    finally:
+        app.state.serving.close()
+    assert counted.seen[-1] is True  # the endpoint's route was loaded: the lane answered
+    for response in answers:
+        assert response.status_code == 200, response.text
+        assert response.headers["strict-transport-security"] == HSTS
+        assert response.headers["x-content-type-options"] == "nosniff"

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from json import JSONDecodeError
-from json import loads as _json_loads
 from typing import Any
 
 from civicml.core.errors import BadRequestError, InvalidInputError
@@ -69,6 +68,22 @@ def _no_constants(name: str) -> Any:
     )
 
 
+#: The two decoders :func:`loads` uses, built once (``json.loads`` with a hook builds one, and
+#: its scanner, on every call).
+_WITH_NAN = json.JSONDecoder(object_pairs_hook=_pairs)
+_STRICT = json.JSONDecoder(object_pairs_hook=_pairs, parse_constant=_no_constants)
+
+
+def _decode(data: bytes | str, decoder: json.JSONDecoder) -> Any:
+    """``json.loads(data, …)`` with ``decoder``'s options: the same text decoding (UTF-8, -16
+    or -32 detected in bytes; a UTF-8 byte-order mark refused in text), the same errors."""
+    if isinstance(data, str):
+        if data.startswith("\ufeff"):
+            raise JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", data, 0)
+        return decoder.decode(data)
+    return decoder.decode(data.decode(json.detect_encoding(data), "surrogatepass"))
+
+
 def _depth(value: Any, limit: int) -> int:
     """The nesting depth of ``value``, stopping as soon as it exceeds ``limit`` (iterative)."""
     deepest = 0
@@ -111,12 +126,8 @@ def loads(
         >>> loads(b'{"records": [{"income": 1}]}')
         {'records': [{'income': 1}]}
     """
-    constant: Callable[[str], Any] | None = None if allow_nan else _no_constants
     try:
-        if constant is None:
-            value = _json_loads(data, object_pairs_hook=_pairs)
-        else:
-            value = _json_loads(data, object_pairs_hook=_pairs, parse_constant=constant)
+        value = _decode(data, _WITH_NAN if allow_nan else _STRICT)
     except RecursionError as err:
         raise _too_deep(what, max_depth) from err
     except UnicodeDecodeError as err:

@@ -193,6 +193,38 @@ class AuthMiddleware:
             scope[TOKEN_KEY] = token
         await self.app(scope, receive, send)
 
+    def admit_cached(self, scope: Scope) -> bool:
+        """Admit a request whose credentials this process has verified before, without I/O:
+        True when authentication is off, or the bearer token (or OIDC token) is in the cache
+        and its scope covers the request — the request's principal (and token) are then in
+        ``scope`` as :meth:`__call__` puts them. False for everything else (no or a malformed
+        header, an unknown or expired token, a scope that refuses): :meth:`__call__` decides
+        those, with its failure limit and audit. The server's direct lane
+        (:class:`~civicml.server.routers.serving.DirectLane`) asks this first."""
+        if not self.enabled or scope["path"] in PUBLIC_PATHS:
+            return True
+        token: AuthenticatedToken | None = None
+        try:
+            secret = _bearer(scope)
+            oidc = self.oidc
+            if oidc is not None and looks_like_jwt(secret):
+                principal = oidc.cached(secret)
+                if principal is None:
+                    return False
+            else:
+                service = self._service
+                token = None if service is None else service.verify_cached(secret)
+                if token is None:
+                    return False
+                principal = token.principal
+                _check_scope(scope, token)
+        except CivicMLError:
+            return False
+        scope[PRINCIPAL_KEY] = principal
+        if token is not None:
+            scope[TOKEN_KEY] = token
+        return True
+
     async def _authenticate(
         self, scope: Scope, client: str
     ) -> tuple[Principal, AuthenticatedToken | None]:

@@ -30,6 +30,7 @@ __all__ = [
     "error_body",
     "error_headers",
     "install_error_handlers",
+    "last_resort",
     "log_bug",
     "validation_body",
 ]
@@ -206,8 +207,21 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _bug(_request: Request, err: Exception) -> JSONResponse:
-        fault = err if isinstance(err, CivicMLError) else classify(err)
-        if fault is not None:
-            return _outside_guard(civicml_response(fault))
-        log_bug(err)
-        return _outside_guard(_bug_response())
+        return _outside_guard(_last_resort_response(err))
+
+
+def _last_resort_response(err: Exception) -> JSONResponse:
+    fault = err if isinstance(err, CivicMLError) else classify(err)
+    if fault is not None:
+        return civicml_response(fault)
+    log_bug(err)
+    return _bug_response()
+
+
+def last_resort(err: Exception) -> tuple[int, bytes, dict[str, str]]:
+    """(status, body, headers) of the app's last-resort answer to ``err``: the typed answer
+    when it is a store fault (a full disk, a locked database), else a 500 with the one error
+    body, logged as a bug (without SQL). The security headers are not among ``headers``."""
+    response = _last_resort_response(err)
+    named = {k: v for k, v in response.headers.items() if k.lower() == "retry-after"}
+    return response.status_code, bytes(response.body), named

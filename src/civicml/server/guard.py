@@ -28,7 +28,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from civicml.core.errors import PayloadTooLargeError, RequestTimeoutError
 from civicml.server.errors import SECURITY_HEADERS, error_body
 
-__all__ = ["BodyLimits", "GuardMiddleware"]
+__all__ = ["BodyLimits", "GuardMiddleware", "Refusal"]
 
 _BODY_METHODS = {b"POST", b"PUT", b"PATCH", b"DELETE"}
 
@@ -42,6 +42,17 @@ class BodyLimits:
     upload: int = 1 << 30
     #: Longest wait for the next chunk of a body (setting ``server_body_timeout_s``).
     body_timeout_s: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """A request the guard refuses: the status and the one error body's parts."""
+
+    status: int
+    message: str
+    hint: str | None
+    error: str | None = None
+    details: list[dict[str, Any]] | None = None
 
 
 _SETTING = {
@@ -114,71 +125,83 @@ class GuardMiddleware:
         netloc = urlsplit(origin.decode("latin-1")).netloc.lower()
         return not netloc or (not self.allow_any and _strip_port(netloc) not in self.allowed)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        headers = dict(scope["headers"])
+    def refusal(
+        self, scope: Scope, headers: dict[bytes, bytes], bounds: tuple[str, int] | None = None
+    ) -> Refusal | None:
+        """Why this guard refuses an HTTP request, from its head alone (``headers``: the
+        request's headers as a dict), or None when the request may go on: an unknown Host, a
+        cross-site request that changes something, a body that is not JSON, a compressed
+        body, a declared body over the route's limit. The server's direct lane
+        (``routers/serving.py``, :class:`~civicml.server.routers.serving.DirectLane`) asks
+        the same question before answering an invocation itself. ``bounds``: the route's
+        (kind, limit) when the caller has it already."""
         host = headers.get(b"host", b"").decode("latin-1").lower()
         if not self.allow_any and _strip_port(host) not in self.allowed:
-            await _reject(
-                send,
+            return Refusal(
                 400,
                 f"Host {host!r} is not allowed.",
                 "Add it to CIVICML_SERVER_ALLOWED_HOSTS if this server should answer to that name.",
             )
-            return
         unsafe = scope["method"].encode() in _BODY_METHODS
         if unsafe and self._cross_site(headers):
-            await _reject(
-                send,
+            return Refusal(
                 403,
                 "Cross-site requests may not change anything on this server.",
                 "Call the API from the SDK, the CLI or a same-origin page.",
             )
-            return
         ctype = headers.get(b"content-type", b"").split(b";")[0].strip().lower()
         if unsafe and (_has_body(headers) or ctype in _SIMPLE_TYPES):
             binary_ok = ctype == b"application/octet-stream" and any(
                 pattern.fullmatch(scope["path"]) for pattern in self.binary_paths
             )
             if ctype != b"application/json" and not binary_ok:
-                await _reject(
-                    send,
+                return Refusal(
                     415,
                     f"Request bodies must be application/json (got "
                     f"{ctype.decode('latin-1') or 'no content type'!r}).",
                     "Send JSON with 'Content-Type: application/json'; artifact uploads "
                     "use 'application/octet-stream'.",
                 )
-                return
-
         encoding = headers.get(b"content-encoding", b"").strip().lower()
         if encoding not in (b"", b"identity"):
-            await _reject(
-                send,
+            return Refusal(
                 415,
                 f"Content-Encoding {encoding.decode('latin-1')!r} is not accepted.",
                 "Send the body uncompressed (no Content-Encoding header).",
                 error="UnsupportedMediaTypeError",
             )
-            return
-        kind, limit = self._limit(scope["path"])
         length = headers.get(b"content-length")
         if length is not None:
             declared = _content_length(length)
             if declared is None:
-                await _reject(
-                    send,
+                return Refusal(
                     400,
                     f"Content-Length {length.decode('latin-1')!r} is not a byte count.",
                     "Send the body's length in bytes, or let the HTTP client set it.",
                 )
-                return
+            kind, limit = bounds or self._limit(scope["path"])
             if declared > limit:
                 err = too_large(kind, limit, declared)
-                await _reject(send, err.status, err.message, err.hint, details=err.details)
-                return
+                return Refusal(err.status, err.message, err.hint, details=err.details)
+        return None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        kind, limit = self._limit(scope["path"])
+        refused = self.refusal(scope, headers, (kind, limit))
+        if refused is not None:
+            await _reject(
+                send,
+                refused.status,
+                refused.message,
+                refused.hint,
+                error=refused.error,
+                details=refused.details,
+            )
+            return
 
         received = 0
         body_done = not _has_body(headers)

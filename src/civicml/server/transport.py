@@ -149,12 +149,15 @@ def tls_files(settings: Settings) -> TLSFiles | None:
     return TLSFiles(cert, key, warnings)
 
 
-def _with_hsts(app: Any) -> Any:
+class _HSTSApp:
     """``app`` with HSTS added to every answer it starts."""
 
-    async def hsts_app(scope: Scope, receive: Receive, send: Send) -> None:
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            await app(scope, receive, send)
+            await self.app(scope, receive, send)
             return
 
         async def send_hsts(message: Any) -> None:
@@ -162,9 +165,25 @@ def _with_hsts(app: Any) -> Any:
                 message["headers"] = [*message.get("headers", []), HSTS]
             await send(message)
 
-        await app(scope, receive, send_hsts)
+        await self.app(scope, receive, send_hsts)
 
-    return hsts_app
+
+def _with_hsts(app: Any) -> Any:
+    """``app`` with HSTS added to every answer it starts."""
+    return _HSTSApp(app)
+
+
+def _direct_lane_of(app: Any) -> Any:
+    """The direct lane (``server/direct.py``) of the app uvicorn serves, through uvicorn's
+    proxy-headers layer and the HSTS layer (whose header the protocol adds itself); None when
+    any other layer wraps it, or it is not civicml's app."""
+    from uvicorn.middleware.proxy_headers import ProxyHeadersMiddleware
+
+    from civicml.server.direct import direct_lane
+
+    while isinstance(app, ProxyHeadersMiddleware | _HSTSApp):
+        app = app.app
+    return direct_lane(app)
 
 
 async def _over_limit(
@@ -338,6 +357,14 @@ class CoalescingTransport(asyncio.Transport):
     def writelines(self, list_of_data: Any) -> None:
         self.write(b"".join(list_of_data))
 
+    def write_now(self, data: bytes) -> None:
+        """Write ``data`` (a whole response) at once, after anything held."""
+        held = self._held
+        if held is not None:
+            self._held = None
+            data = held + data
+        self._transport.write(data)
+
     def _flush(self) -> None:
         held = self._held
         if held is not None:
@@ -454,10 +481,28 @@ def bind_sockets(
         raise
 
 
+#: How long the direct lane waits for the rest of a body that did not come with its head (an
+#: HTTP client writing them apart) before the app takes the request.
+DIRECT_BODY_WAIT_S = 1.0
+
+
 def _httptools_protocol() -> type[asyncio.Protocol]:
+    import httptools
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    from uvicorn.protocols.utils import get_client_addr, get_path_with_query_string
+
+    from civicml.server.direct import status_line
 
     class HeadTimeoutHttpToolsProtocol(_HeadTimeout, HttpToolsProtocol):
+        #: Headers the direct lane's answers carry besides the app's (HSTS over TLS).
+        direct_extra: tuple[tuple[bytes, bytes], ...] = ()
+        _direct: Any = None
+        _direct_resolved = False
+        #: The body pieces of the request the direct lane takes, while it arrives.
+        _direct_body: list[bytes] | None = None
+        #: Hands that request to the app if its body is not all here in time.
+        _direct_timer: asyncio.TimerHandle | None = None
+
         def on_message_begin(self) -> None:  # the first byte of a request
             self._arm_head_timer()
             super().on_message_begin()
@@ -465,7 +510,134 @@ def _httptools_protocol() -> type[asyncio.Protocol]:
         def on_headers_complete(self) -> None:
             self._disarm_head_timer()
             self._pick_app()
-            super().on_headers_complete()
+            if not self._take_direct():
+                super().on_headers_complete()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self._direct_body is not None and self._direct_timer is None:
+                # The body did not arrive with its head (HTTP clients that write them apart):
+                # wait a moment for the rest, then hand the request to the app, whose guard
+                # times a body that stalls.
+                self._direct_timer = self.loop.call_later(DIRECT_BODY_WAIT_S, self._hand_over)
+
+        def _hand_over(self) -> None:
+            """Give the request the lane holds to the app, with the body so far."""
+            self._direct_timer = None
+            pieces, self._direct_body = self._direct_body, None
+            if pieces is not None and not self.transport.is_closing():
+                super().on_headers_complete()
+                for piece in pieces:
+                    super().on_body(piece)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._direct_body = None
+            if self._direct_timer is not None:
+                self._direct_timer.cancel()
+                self._direct_timer = None
+            super().connection_lost(exc)
+
+        def on_body(self, body: bytes) -> None:
+            pieces = self._direct_body
+            if pieces is None:
+                super().on_body(body)
+            else:
+                pieces.append(body)
+
+        def on_message_complete(self) -> None:
+            pieces = self._direct_body
+            if pieces is None:
+                super().on_message_complete()
+                return
+            self._direct_body = None
+            if self._direct_timer is not None:
+                self._direct_timer.cancel()
+                self._direct_timer = None
+            self._answer_direct(b"".join(pieces))
+
+        def _lane(self) -> Any:
+            if not self._direct_resolved:
+                self._direct_resolved = True
+                self._direct = _direct_lane_of(self._app)
+            return self._direct
+
+        def _take_direct(self) -> bool:
+            """Whether the request whose head just arrived goes to the direct lane (see
+            ``server/direct.py``): a kept-alive HTTP/1.1 ``POST …/invocations`` with a small
+            ``Content-Length`` body, no request before it still being answered, nothing
+            unusual; its scope is completed here as uvicorn would. A body not all here within
+            :data:`DIRECT_BODY_WAIT_S` goes to the app after all (:meth:`data_received`)."""
+            lane = self._lane()
+            if lane is None or self.app is not self._app or self.root_path:
+                return False
+            cycle = self.cycle
+            if (cycle is not None and not cycle.response_complete) or self.flow.write_paused:
+                return False
+            parser = self.parser
+            if (
+                parser.get_method() != b"POST"
+                or self.expect_100_continue
+                or parser.get_http_version() != "1.1"
+                or not parser.should_keep_alive()
+                or parser.should_upgrade()
+            ):
+                return False
+            url = httptools.parse_url(self.url)
+            raw_path: bytes = url.path
+            if not raw_path.endswith(b"/invocations") or b"%" in raw_path:
+                return False
+            length: bytes | None = None
+            for name, value in self.headers:
+                if name == b"content-length":
+                    if length is not None:
+                        return False
+                    length = value
+                elif name == b"transfer-encoding":
+                    return False
+            if length is None or not length.isdigit() or int(length) > lane.max_body:
+                return False
+            scope = self.scope
+            scope["method"] = "POST"
+            scope["path"] = raw_path.decode("ascii")
+            scope["raw_path"] = raw_path
+            scope["query_string"] = url.query or b""
+            self._direct_body = []
+            return True
+
+        def _answer_direct(self, body: bytes) -> None:
+            """Write the direct lane's answer in one piece, as uvicorn ends a response; or
+            hand the request to the ASGI app when the lane does not answer it."""
+            try:
+                answered = self._direct.answer(self.scope, body)
+            except Exception:  # a bug before anything was done: the app answers instead
+                log.exception("the direct lane failed; the request goes through the app")
+                answered = None
+            if answered is None:
+                super().on_headers_complete()
+                if body:
+                    super().on_body(body)
+                super().on_message_complete()
+                return
+            status, headers, payload = answered
+            parts = [status_line(status)]
+            for name, value in (*self.server_state.default_headers, *headers, *self.direct_extra):
+                parts += (name, b": ", value, b"\r\n")
+            parts += (b"\r\n", payload)
+            transport = self.transport
+            if isinstance(transport, CoalescingTransport):
+                transport.write_now(b"".join(parts))
+            else:  # pragma: no cover - connection_made always wraps it
+                transport.write(b"".join(parts))
+            if self.access_log:
+                self.access_logger.info(
+                    '%s - "%s %s HTTP/%s" %d',
+                    get_client_addr(self.scope),
+                    "POST",
+                    get_path_with_query_string(self.scope),
+                    "1.1",
+                    status,
+                )
+            self.on_response_complete()
 
     return HeadTimeoutHttpToolsProtocol
 
@@ -514,6 +686,7 @@ def http_protocol(
             "head_timeout_s": head_timeout_s,
             "over_limit": staticmethod(over),
             "bad_request": _bad_request(extra),
+            "direct_extra": extra,
         },
     )
 

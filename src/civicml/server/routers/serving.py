@@ -35,6 +35,7 @@ import json
 import logging
 import re
 import threading
+from dataclasses import dataclass
 from typing import Annotated, Any
 from urllib.parse import parse_qs
 
@@ -111,10 +112,10 @@ _INVOCATION_BODY: dict[str, Any] = {
 
 def model_host(request: Request) -> ModelHost:
     """The app's model host (``app.state.serving``), created on first use when not wired."""
-    return _host_of(request.app)
+    return model_host_of(request.app)
 
 
-def _host_of(app: Any) -> ModelHost:
+def model_host_of(app: Any) -> ModelHost:
     app_state = app.state
     host: ModelHost | None = getattr(app_state, "serving", None)
     if host is None:
@@ -479,6 +480,49 @@ def pinned_variant(*values: str | None) -> str | None:
     return None
 
 
+@dataclass(frozen=True, slots=True)
+class Parsed:
+    """The records of an invocation body, parsed by :func:`answer_now` for a worker thread."""
+
+    records: Any
+
+
+Answer = tuple[bytes, str, str | None]
+
+
+def answer_now(
+    host: ModelHost,
+    project: str,
+    name: str,
+    body: bytes,
+    *,
+    explain: bool,
+    caller: Principal | None = None,
+    variant: str | None = None,
+    target: str | None = None,
+) -> Answer | Parsed | None:
+    """:func:`answer`'s part that never waits: the answer when the model host gives it on
+    the calling thread (:meth:`ModelHost.invoke_nowait`: a small request to a model with an
+    inline fast path); else the body's records (:class:`Parsed`) when this parsed them, or
+    None (explanations and big bodies are parsed in the worker thread). Nothing is predicted,
+    counted or captured unless it answers.
+
+    Raises:
+        CivicMLError: As :func:`answer`.
+    """
+    if explain or len(body) > INLINE_BODY_BYTES:
+        return None
+    if target is not None and not target.strip():
+        target = None  # an empty header names nothing
+    records = parse_records(body)
+    result = host.invoke_nowait(
+        project, name, records, caller=caller, variant=variant, target=target, body=body
+    )
+    if result is None:
+        return Parsed(records)
+    return _answer_json(result), result["variant"], result.get("target_model")
+
+
 async def answer(
     host: ModelHost,
     project: str,
@@ -489,55 +533,48 @@ async def answer(
     caller: Principal | None = None,
     variant: str | None = None,
     target: str | None = None,
-) -> tuple[bytes, str, str | None]:
+    parsed: Parsed | None = None,
+) -> Answer:
     """The JSON answer of one invocation, the variant that gave it and (a multi-model
     endpoint) the target model that answered.
 
     Small requests to a model with an inline fast path are answered on the event loop
-    (:meth:`ModelHost.invoke_nowait`); everything else — other models, big bodies, explanations,
-    input the fast path does not take — in a worker thread. ``caller`` (the request's
-    principal) is recorded in captured records; ``variant`` pins the request to a variant;
-    ``target`` names the model of a multi-model endpoint.
+    (:func:`answer_now`); everything else — other models, big bodies, explanations, input the
+    fast path does not take — in a worker thread. ``caller`` (the request's principal) is
+    recorded in captured records; ``variant`` pins the request to a variant; ``target``
+    names the model of a multi-model endpoint; ``parsed``: what :func:`answer_now` gave for
+    this body already (the direct lane asked it first).
 
     Raises:
         CivicMLError: Whatever :meth:`ModelHost.invoke` raises (bad input, unknown endpoint
             or variant, a model answering a non-finite value).
     """
-    result: Invocation | None
+    now: Answer | Parsed | None = parsed
+    if now is None:
+        now = answer_now(
+            host, project, name, body, explain=explain, caller=caller, variant=variant,
+            target=target,
+        )  # fmt: skip
+    if isinstance(now, tuple):
+        return now
     if target is not None and not target.strip():
-        target = None  # an empty header names nothing
-    if len(body) <= INLINE_BODY_BYTES:
-        records = parse_records(body)
-        result = (
-            None
-            if explain
-            else host.invoke_nowait(
-                project,
-                name,
-                records,
-                caller=caller,
-                variant=variant,
-                target=target,
-                body=body,
-            )
+        target = None
+    if now is not None:
+        call = functools.partial(
+            host.invoke,
+            project,
+            name,
+            now.records,
+            explain=explain,
+            caller=caller,
+            variant=variant,
+            target=target,
         )
-        if result is None:
-            call = functools.partial(
-                host.invoke,
-                project,
-                name,
-                records,
-                explain=explain,
-                caller=caller,
-                variant=variant,
-                target=target,
-            )
-            result = await run_in_threadpool(call)
     else:
         call = functools.partial(
             _parse_and_invoke, host, project, name, body, explain, caller, variant, target
         )
-        result = await run_in_threadpool(call)
+    result: Invocation = await run_in_threadpool(call)
     if result is None:  # pragma: no cover - invoke always answers
         raise RuntimeError("the model host gave no answer")
     return _answer_json(result), result["variant"], result.get("target_model")
@@ -598,7 +635,7 @@ def _parse_and_invoke(
     )
 
 
-def _lane_caller(scope: Scope) -> Principal:
+def lane_caller(scope: Scope) -> Principal:
     """:func:`_caller` for the invocations lane: without authentication and without an
     ``X-CivicML-User`` header (the common case on loopback) the server's own principal, found
     without building a request object; anything else as :func:`_caller`."""
@@ -951,7 +988,7 @@ class InvocationsLane:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        target = _target(scope) if scope["type"] == "http" else None
+        target = invocation_target_of(scope) if scope["type"] == "http" else None
         if target is None:
             await self.app(scope, receive, send)
             return
@@ -971,38 +1008,64 @@ class InvocationsLane:
         raw = await read_body(receive)
         if raw is None:
             return  # the client went away; nobody to answer
+        parsed = scope.pop(PARSED_KEY, None)
         try:
-            explain = parse_explain(query.get("explain"))
-            header = _header(scope, _TARGET_KEY)
-            target: str | None
-            pinned: str | None
-            if model is not None:
-                version = query.get("version")
-                target = path_target(model, version[-1] if version else None, header)
-                pinned = None
-            else:
-                target, pinned = header, _pinned(scope, query.get("variant"))
-            body, variant, answered = await answer(
-                _host_of(scope["app"]),
+            explain, pinned, target = invocation_options(scope, query, model)
+            answered = await answer(
+                model_host_of(scope["app"]),
                 project,
                 name,
                 raw,
                 explain=explain,
-                caller=_lane_caller(scope),
+                caller=lane_caller(scope),
                 variant=pinned,
                 target=target,
+                parsed=parsed if isinstance(parsed, Parsed) else None,
             )
-            status = 200
-        except CivicMLError as err:  # as the app's CivicMLError handler answers it
-            if err.status >= 500:
-                log.error("%s: %s", type(err).__name__, err.message)
-            body, status = json.dumps(err.to_body()).encode(), err.status
-            extra = [(k.lower().encode(), v.encode()) for k, v in error_headers(err).items()]
+        except CivicMLError as err:
+            status, body, extra = error_answer(err)
         else:
-            extra = [(b"civicml-variant", variant.encode())]
-            if answered is not None:
-                extra.append((_TARGET_KEY, answered.encode()))
+            status, body, extra = 200, answered[0], answer_headers(answered)
         await send_json(send, status, body, extra)
+
+
+#: Where the direct lane leaves the records it parsed for a request it hands to the ASGI app.
+PARSED_KEY = "civicml.parsed"
+
+
+def invocation_options(
+    scope: Scope, query: dict[str, list[str]], model: str | None
+) -> tuple[bool, str | None, str | None]:
+    """(explain, pinned variant, target model) of an invocation request.
+
+    Raises:
+        InvalidInputError: ``explain`` is not a boolean.
+        BadRequestError: The path names one model and the target header another.
+    """
+    explain = parse_explain(query.get("explain"))
+    header = _header(scope, _TARGET_KEY)
+    if model is not None:
+        version = query.get("version")
+        return explain, None, path_target(model, version[-1] if version else None, header)
+    return explain, _pinned(scope, query.get("variant")), header
+
+
+def answer_headers(answered: Answer) -> list[tuple[bytes, bytes]]:
+    """The headers of an invocation's answer besides its type and length: the variant that
+    answered, and the target model of a multi-model endpoint."""
+    extra = [(b"civicml-variant", answered[1].encode())]
+    if answered[2] is not None:
+        extra.append((_TARGET_KEY, answered[2].encode()))
+    return extra
+
+
+def error_answer(err: CivicMLError) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
+    """(status, body, headers) of an invocation refused with ``err``, as the app's
+    CivicMLError handler answers it (a 5xx is logged)."""
+    if err.status >= 500:
+        log.error("%s: %s", type(err).__name__, err.message)
+    extra = [(k.lower().encode(), v.encode()) for k, v in error_headers(err).items()]
+    return err.status, json.dumps(err.to_body()).encode(), extra
 
 
 #: Other ``POST`` paths answered by a lane of their own inside the guard, which
@@ -1084,11 +1147,11 @@ def _header(scope: Scope, key: bytes) -> str | None:
 def invocation_target(scope: Scope) -> tuple[str, str] | None:
     """(project, endpoint) of an invocation request, else None (for server/auth.py's scope
     check, which runs before this lane and the routes)."""
-    target = _target(scope) if scope["type"] == "http" else None
+    target = invocation_target_of(scope) if scope["type"] == "http" else None
     return None if target is None else (target[0], target[1])
 
 
-def _target(scope: Scope) -> tuple[str, str, dict[str, list[str]], str | None] | None:
+def invocation_target_of(scope: Scope) -> tuple[str, str, dict[str, list[str]], str | None] | None:
     """(project, endpoint, query, model named in the path or None) of an invocation request,
     else None."""
     path: str = scope["path"]
