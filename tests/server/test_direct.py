@@ -51,6 +51,19 @@ def _deploy(ctx: Context, tmp_path: Path) -> None:
     EndpointService(ctx).deploy(PROJECT, "live", MODEL, mv.version, capture_percent=100.0)
 
 
+def deployed_app(settings: Settings, tmp_path: Path) -> Any:
+    """The server's app on ``settings``' home, with the endpoint deployed (by an admin, on
+    the home itself, before the server starts)."""
+    from civicml.sdk.embedded import open_context
+
+    ctx = open_context(settings, Principal(user="root-admin", roles=frozenset({"admin"})))
+    try:
+        _deploy(ctx, tmp_path)
+    finally:
+        ctx.db.close()
+    return create_app(settings)
+
+
 @pytest.fixture
 def app(settings: Settings, ctx: Context, tmp_path: Path) -> Iterator[Any]:
     _deploy(ctx, tmp_path)
@@ -61,12 +74,18 @@ def app(settings: Settings, ctx: Context, tmp_path: Path) -> Iterator[Any]:
         host.close()
 
 
-@pytest.fixture
-def lane(app: Any, monkeypatch: pytest.MonkeyPatch) -> Counted:
+def counted_lane(app: Any, monkeypatch: pytest.MonkeyPatch) -> Counted:
+    """The app's direct lane, counting what it answers."""
     found = direct_lane(app)
     assert found is not None
     counted = Counted(found)
     monkeypatch.setattr(found, "answer", counted)
+    return counted
+
+
+@pytest.fixture
+def lane(app: Any, monkeypatch: pytest.MonkeyPatch) -> Counted:
+    counted = counted_lane(app, monkeypatch)
     # a body 0.2 s behind its head (``_exchange``'s pause) goes to the app
     monkeypatch.setattr("civicml.server.transport.DIRECT_BODY_WAIT_S", 0.05)
     return counted
@@ -325,19 +344,9 @@ def test_with_tokens_only_a_cached_caller_with_the_permission_is_answered(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     settings = isolated_settings(tmp_path, auth="token")
-    from civicml.sdk.embedded import open_context
-
-    admin = Principal(user="root-admin", roles=frozenset({"admin"}))
-    ctx = open_context(settings, admin)
-    try:
-        _deploy(ctx, tmp_path)
-    finally:
-        ctx.db.close()
-    app = create_app(settings)
-    found = direct_lane(app)
-    assert found is not None and found.auth is not None
-    counted = Counted(found)
-    monkeypatch.setattr(found, "answer", counted)
+    app = deployed_app(settings, tmp_path)
+    counted = counted_lane(app, monkeypatch)
+    assert app.state.direct_lane.auth is not None
     invoker = mint(settings, TokenCreate(name="invoker")).secret
     viewer = mint(
         settings,

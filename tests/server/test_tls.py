@@ -32,7 +32,6 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 import civicml as cm
 from civicml.cli.main import main
 from civicml.core.errors import ConfigurationError
-from civicml.core.identity import Principal
 from civicml.sdk.remote import RemoteError
 from civicml.server import create_app
 from civicml.server.transport import tls_files
@@ -468,22 +467,12 @@ def test_civicml_server_with_tls_and_the_cli_with_ca_bundle(
 def test_an_invocation_over_tls_answered_by_the_direct_lane_carries_hsts(
     pki: PKI, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from civicml.sdk.embedded import open_context
-    from civicml.server.direct import direct_lane
-    from tests.server.test_direct import PATH, Counted, _deploy
+    from tests.server.test_direct import PATH, counted_lane, deployed_app
     from tests.serving.helpers import records
 
     settings = isolated_settings(tmp_path, server_tls_cert=pki.cert, server_tls_key=pki.key)
-    ctx = open_context(settings, Principal(user="tls-admin", roles=frozenset({"admin"})))
-    try:
-        _deploy(ctx, tmp_path)
-    finally:
-        ctx.db.close()
-    app = create_app(settings)
-    lane = direct_lane(app)
-    assert lane is not None
-    counted = Counted(lane)
-    monkeypatch.setattr(lane, "answer", counted)
+    app = deployed_app(settings, tmp_path)
+    counted = counted_lane(app, monkeypatch)
     try:
         with (
             serve(app, ca_bundle=pki.ca) as url,

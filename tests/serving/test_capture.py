@@ -378,7 +378,13 @@ def test_the_writer_hands_the_interpreter_lock_over_within_a_batch(
         (b'{"records":[{"x":1},{"x":2}]}', b'{"x":1},{"x":2}'),
         (b'{"x":1.5}', None),  # a bare record
         (b'[{"x":1.5}]', None),
-        (b'{ "records":[{"x":1.5}]}', None),  # another spelling of the head
+        (b'{ "records":[{"x":1.5}]}', b'{"x":1.5}'),  # spaces in the head
+        (b'{"records": [{"x": 1.5}, {"x": 2}]}', b'{"x": 1.5}, {"x": 2}'),  # json.dumps's
+        (b'{"records": [{"x": 1.5}] } \r\n', b'{"x": 1.5}'),
+        (b'{\t"records"\t:\t[{"x":1.5}]\t}', b'{"x":1.5}'),
+        (b'{\n"records": [{"x":1.5}]}', None),  # over several lines
+        (b'{"records": [{"x":1.5}]\n}', None),
+        (b'{"\\u0072ecords":[{"x":1.5}]}', None),  # another spelling of the key
         (b'\xef\xbb\xbf{"records":[{"x":1.5}]}', None),  # a byte-order mark
         (b'{"records":[{"x": 1.5,\n"y": 2}]}', None),  # a record over several lines
         (b'{"records":[{"x": 1.5,\r"y": 2}]}', None),

@@ -140,14 +140,11 @@ def direct_lane(app: Any) -> DirectLane | None:
 
 
 def _build(app: serving.InvocationsFirstApp) -> DirectLane | None:
-    if app.middleware_stack is None:
-        app.middleware_stack = app.build_middleware_stack()
-    layer: Any = app.middleware_stack
-    while layer is not None and not isinstance(layer, GuardMiddleware):
-        layer = getattr(layer, "app", None)
-    if layer is None:
+    guard = app.guard()
+    if not isinstance(guard, GuardMiddleware):
         return None
-    guard, auth = layer, None
+    auth = None
+    layer: Any
     layer = guard.app
     while not isinstance(layer, serving.InvocationsLane):
         if not isinstance(layer, _PASSING):

@@ -29,9 +29,14 @@ _COMPACT_JSON = json.JSONEncoder(separators=(",", ":")).encode
 _ENCODE_STR: Callable[[str], str] = json.encoder.encode_basestring_ascii
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CaptureEvent:
-    """One sampled request and its response, as the runtime hands it to the writer."""
+    """One sampled request and its response, as the runtime hands it to the writer.
+
+    Never changed once made (``dataclasses.replace`` makes another); not frozen because a
+    frozen dataclass sets each of its 20 fields through ``object.__setattr__``, and one is made
+    on the event loop for every captured request (4.4 µs instead of 2.9 µs).
+    """
 
     project_id: str
     endpoint_id: str
@@ -88,26 +93,44 @@ _RECORDS_HEAD = b'{"records":['
 
 def sent_text(body: bytes, records: Any) -> bytes | None:
     """The JSON text of the records of an invocation body ``{"records":[…]}`` (the form the SDK
-    and most clients send), between the array's brackets, which ``records`` was parsed from;
-    None for any other body (a bare record or list, a byte-order mark, a record over several
-    lines): their records are encoded again.
+    and most clients send: compact, or with the spaces of Python's ``json.dumps`` and the
+    ``requests`` library, ``{"records": [...]}``), between the array's brackets, which
+    ``records`` was parsed from; None for any other body (a bare record or list, a byte-order
+    mark, a record over several lines): their records are encoded again.
 
     The body parsed as an object whose only member ``records`` is an array (``records`` is
-    that array), so between its opening ``{"records":[`` and its closing ``]}`` lie exactly its
-    elements, with the commas and whitespace JSON allows. A body over several lines is left
-    out: readers of a capture file join the records' texts one per line
-    (``monitors/window.py``).
+    that array), so between its opening ``{"records":[`` and its closing ``]}`` (with the
+    spaces or tabs JSON allows around them) lie exactly its elements, with the commas and
+    whitespace JSON allows. A body over several lines is left out: readers of a capture file
+    join the records' texts one per line (``monitors/window.py``).
     """
-    if type(records) is not list or not records or not body.startswith(_RECORDS_HEAD):
+    if type(records) is not list or not records:
         return None
-    if not body.endswith(b"]}"):
-        body = body.rstrip()
-        if not body.endswith(b"]}"):
+    if body.startswith(_RECORDS_HEAD):
+        start = len(_RECORDS_HEAD)
+    else:
+        opened = _RECORDS_OPEN.match(body)
+        if opened is None:
             return None
-    text = body[len(_RECORDS_HEAD) : -2]
+        start = opened.end()
+    if body.endswith(b"]}"):
+        end = len(body) - 2
+    else:
+        inner = body.rstrip()
+        if not inner.endswith(b"}"):
+            return None
+        inner = inner[:-1].rstrip(b" \t")
+        if not inner.endswith(b"]"):
+            return None
+        end = len(inner) - 1
+    text = body[start:end]
     if b"\n" in text or b"\r" in text:
         return None
     return text
+
+
+#: The head of a records body with spaces or tabs around its parts (``json.dumps``'s default).
+_RECORDS_OPEN = re.compile(rb'\{[ \t]*"records"[ \t]*:[ \t]*\[')
 
 
 #: One JSON object holding no other object: strings (with their escapes) and anything but

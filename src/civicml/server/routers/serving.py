@@ -1108,9 +1108,9 @@ class InvocationsFirstApp(FastAPI):
                 return
         await super().__call__(scope, receive, send)
 
-    def _build_invocation_stack(self) -> ASGIApp | None:
-        from starlette.middleware.errors import ServerErrorMiddleware
-
+    def guard(self) -> Any:
+        """The app's request guard (``GuardMiddleware``) in its built middleware stack, or
+        None when it has none."""
         from civicml.server.guard import GuardMiddleware
 
         if self.middleware_stack is None:
@@ -1118,6 +1118,12 @@ class InvocationsFirstApp(FastAPI):
         layer: Any = self.middleware_stack
         while layer is not None and not isinstance(layer, GuardMiddleware):
             layer = getattr(layer, "app", None)
+        return layer
+
+    def _build_invocation_stack(self) -> ASGIApp | None:
+        from starlette.middleware.errors import ServerErrorMiddleware
+
+        layer = self.guard()
         if layer is None:
             return None
         handler = self.exception_handlers.get(Exception) or self.exception_handlers.get(500)
