@@ -371,3 +371,31 @@ def test_with_tokens_only_a_cached_caller_with_the_permission_is_answered(
     assert results == [401, 200, 200, 403, 403]
     assert counted.seen == [False, False, True, False, True]
     assert "endpoints.invoke" in json.loads(answer)["message"]
+
+
+def test_a_header_value_uvicorn_would_refuse_is_a_500_not_a_split_answer(
+    app: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A variant name with a line break would split the answer's head (names are checked
+    when a variant is made; this is the lane's own guard, as uvicorn has one)."""
+    from civicml.server.routers import serving
+
+    found = direct_lane(app)
+    assert found is not None
+    monkeypatch.setattr(
+        serving, "answer_now", lambda *a, **k: (b'{"predictions":[]}', "v1\r\nx-evil: 1", None)
+    )
+    monkeypatch.setattr(serving, "model_host_of", lambda app: None)  # the app is not started
+    monkeypatch.setattr(serving, "lane_caller", lambda scope: None)
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/endpoints/live/invocations",
+        "query_string": f"project={PROJECT}".encode(),
+        "headers": [(b"host", b"127.0.0.1"), (b"content-type", b"application/json")],
+    }
+    answered = found.answer(scope, b"{}")
+    assert answered is not None
+    status, headers, body = answered
+    assert status == 500 and json.loads(body)["error"] == "InternalError"
+    assert all(b"\r" not in value and b"\n" not in value for _, value in headers)
