@@ -200,7 +200,7 @@ class AuthMiddleware:
         ``scope`` as :meth:`__call__` puts them. False for everything else (no or a malformed
         header, an unknown or expired token, a scope that refuses): :meth:`__call__` decides
         those, with its failure limit and audit. The server's direct lane
-        (:class:`~civicml.server.routers.serving.DirectLane`) asks this first."""
+        (:class:`~civicml.server.direct.DirectLane`) asks this first."""
         if not self.enabled or scope["path"] in PUBLIC_PATHS:
             return True
         token: AuthenticatedToken | None = None

@@ -132,9 +132,9 @@ class GuardMiddleware:
         request's headers as a dict), or None when the request may go on: an unknown Host, a
         cross-site request that changes something, a body that is not JSON, a compressed
         body, a declared body over the route's limit. The server's direct lane
-        (``routers/serving.py``, :class:`~civicml.server.routers.serving.DirectLane`) asks
-        the same question before answering an invocation itself. ``bounds``: the route's
-        (kind, limit) when the caller has it already."""
+        (:class:`~civicml.server.direct.DirectLane`) asks the same question before answering an
+        invocation itself. ``bounds``: the route's (kind, limit) when the caller has it
+        already."""
         host = headers.get(b"host", b"").decode("latin-1").lower()
         if not self.allow_any and _strip_port(host) not in self.allowed:
             return Refusal(
