@@ -168,11 +168,6 @@ class _HSTSApp:
         await self.app(scope, receive, send_hsts)
 
 
-def _with_hsts(app: Any) -> Any:
-    """``app`` with HSTS added to every answer it starts."""
-    return _HSTSApp(app)
-
-
 def _direct_lane_of(app: Any) -> Any:
     """The direct lane (``server/direct.py``) of the app uvicorn serves, through uvicorn's
     proxy-headers layer and the HSTS layer (whose header the protocol adds itself); None when
@@ -714,7 +709,7 @@ def server_config(
     tls = tls_files(settings)
     ssl_options: dict[str, Any] = {}
     if tls is not None:
-        app = _with_hsts(app)
+        app = _HSTSApp(app)
         ssl_options = {"ssl_certfile": str(tls.cert), "ssl_keyfile": str(tls.key)}
     return uvicorn.Config(
         app,

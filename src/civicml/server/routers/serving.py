@@ -549,6 +549,8 @@ async def answer(
         CivicMLError: Whatever :meth:`ModelHost.invoke` raises (bad input, unknown endpoint
             or variant, a model answering a non-finite value).
     """
+    if target is not None and not target.strip():
+        target = None  # an empty header names nothing
     now: Answer | Parsed | None = parsed
     if now is None:
         now = answer_now(
@@ -557,8 +559,6 @@ async def answer(
         )  # fmt: skip
     if isinstance(now, tuple):
         return now
-    if target is not None and not target.strip():
-        target = None
     if now is not None:
         call = functools.partial(
             host.invoke,
