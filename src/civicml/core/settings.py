@@ -485,11 +485,11 @@ class Settings(BaseSettings):
     )
     serving_capture_format: Literal["auto", "process", "thread"] = Field(
         default="auto",
-        description="Where captured requests are formatted as JSON lines: 'process', a "
-        "formatter process per capture writer for busy moments (batches of 8 events or more: "
-        "the formatting never takes the interpreter lock from live requests); 'thread', the "
-        "capture writer's thread in the serving process; 'auto', process in `civicml server`, "
-        "thread elsewhere (the SDK, the CLI).",
+        description="Where captured requests are formatted as JSON lines and written to the "
+        "capture spool: 'process', a spool process per capture writer, handed batches from the "
+        "event loop (formatting and writing never take the interpreter lock from live "
+        "requests); 'thread', the capture writer's thread in the serving process; 'auto', "
+        "process in `civicml server`, thread elsewhere (the SDK, the CLI).",
     )
     serving_shadow_mode: Literal["auto", "process", "thread"] = Field(
         default="auto",

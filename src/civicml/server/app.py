@@ -99,8 +99,10 @@ def create_app(
             interval=settings.metrics_flush_interval_ms / 1000,
         )
         app.state.civicml = AppState(ctx=ctx, writer=writer)
-        # Captured requests are formatted by a process of the writer's own when busy.
+        # Captured requests are formatted and written by a process of the writer's own, handed
+        # over from this loop (docs/serving.md, Data capture).
         capture = CaptureWriter(ctx, format_process=settings.serving_capture_format != "thread")
+        capture.attach_loop()
         app.state.serving = ModelHost(ctx, capture=capture)
         # Shadow copies a fast-path model answers in microseconds are answered on this loop,
         # between requests, not in a thread (docs/serving.md, Shadow tests).

@@ -1,5 +1,5 @@
 """Capture events and their JSON lines: what :mod:`civicml.serving.capture` writes, kept apart
-from the writer so that the capture formatter process (:mod:`civicml.serving._capture_worker`)
+from the writer so that the capture spool process (:mod:`civicml.serving._capture_worker`)
 imports only this (the standard library and :mod:`civicml.core.jsonsafe`), not the data,
 governance and store services the writer needs. :mod:`civicml.serving.capture` exports every
 public name here.
@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import json
-import marshal
 import math
 import re
-import struct
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -20,8 +18,6 @@ from typing import Any
 
 from civicml.core.jsonsafe import compact_dumps
 
-#: The size the formatter process answers for an event it did not format.
-NOT_FORMATTED = 0xFFFFFFFF
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
 _COMPACT_JSON = json.JSONEncoder(separators=(",", ":")).encode
@@ -389,22 +385,24 @@ def _second(moment: datetime) -> tuple[str, str]:
 
 
 def event_fields(event: CaptureEvent) -> tuple[Any, ...] | None:
-    """What the formatter process needs of ``event`` (:func:`event_from_fields` makes it again),
-    as values ``marshal`` writes; None for an event it does not take (records in a DataFrame, a
-    time without a zone). Records sent as text (``text``) go as their count: the lines are
-    cut from the text, and an event whose text cannot be cut is not formatted there
-    (:func:`formattable`)."""
+    """What the capture spool process needs of ``event`` (:func:`event_from_fields` makes it
+    again), as values ``marshal`` writes; None for an event it does not take (records in a
+    DataFrame, a time without a zone). Records sent as text (``text``) go as their count: the
+    lines are cut from the text; records whose text cannot be cut go themselves."""
     moment = event.time
     records = event.records
     if moment.tzinfo is None or not isinstance(records, list):
         return None
+    text = event.text
+    if text is not None and len(records) != 1 and _sent_records(text, len(records)) is None:
+        text = None  # not cut into its records: they go themselves
     return (
         event.project_id, event.endpoint_id, event.endpoint, event.model_name,
         event.model_version, event.model_version_id, (moment - _EPOCH) // _MICROSECOND,
-        event.request_id, records if event.text is None else len(records),
+        event.request_id, records if text is None else len(records),
         event.predictions, event.probabilities, event.classes,
         event.inference_ids, event.caller, event.error, event.variant, event.shadow,
-        event.latency_ms, event.plain, event.text,
+        event.latency_ms, event.plain, text,
     )  # fmt: skip
 
 
@@ -445,23 +443,3 @@ def event_from_fields(fields: tuple[Any, ...]) -> CaptureEvent:
         plain=plain,
         text=text,
     )
-
-
-def format_answer(payload: bytes) -> bytes:
-    """The formatter process's answer to one request (:mod:`civicml.serving._capture_worker`):
-    the count of events, each one's size (:data:`NOT_FORMATTED`: left to the writer), then the
-    lines of each event formatted, back to back."""
-    sizes: list[int] = []
-    parts: list[bytes] = []
-    for fields in marshal.loads(payload):  # noqa: S302 - written by the parent server only
-        if fields is None or not formattable(fields):
-            sizes.append(NOT_FORMATTED)
-            continue
-        try:
-            lines = capture_lines(event_from_fields(fields))
-        except Exception:  # the writer formats it itself, and logs what went wrong
-            sizes.append(NOT_FORMATTED)
-            continue
-        sizes.append(len(lines))
-        parts.append(lines)
-    return struct.pack(f">{len(sizes) + 1}I", len(sizes), *sizes) + b"".join(parts)

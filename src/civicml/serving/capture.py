@@ -30,25 +30,31 @@ A request the model failed (it returned a non-finite number: 502, see
 ``{"error": "non_finite_output"}`` as its output, no values; such records are left out of
 :meth:`CaptureService.to_frame` and the datasets made from it (they have no prediction).
 
-The request thread only draws the sample and puts the event on a bounded queue; a background
-thread formats the lines (:func:`capture_lines`, in :mod:`civicml.serving._capture_format`) —
-or, in ``civicml server`` (``serving_capture_format``), hands a busy moment's events to a
-formatter process of its own (:mod:`civicml.serving._capture_worker`) and takes its lines back
-as one run per endpoint and hour, so formatting does not take the interpreter lock from live
-requests; a shadow worker process formats its copies' lines itself and hands them over as
-:class:`CaptureLines`, appended as they are — and appends them to a spool file per endpoint
-under
-``$CIVICML_HOME/serving/capture-spool``. A spool file is rotated into the artifact store when it
-reaches ``max_bytes``, is ``max_age_s`` old, or the hour changes: stored by SHA-256 and indexed
-under the endpoint (owner kind ``endpoint``) as ``capture/yyyy/mm/dd/hh/<uuid>.jsonl``, the
-partitioning SageMaker uses in S3. With encryption at rest on, a spool file is sealed as it is
-written (:class:`civicml.store.crypto.SealedAppender`: each write — the events the writer
-formatted together — is one AES-256-GCM frame under a data key of the file's own, wrapped by the
-current key-encryption key), so captured inputs — residents' data — never sit on disk in
-plaintext, not even for the minutes before rotation. A full queue
-drops the event; any failure is logged and never reaches the request. Spool files left by a
-process that died are stored when the next writer starts (a frame torn by the crash is
-dropped).
+The request thread only draws the sample and hands the event on; formatting the lines
+(:func:`capture_lines`, in :mod:`civicml.serving._capture_format`) and writing them happen
+elsewhere. In ``civicml server`` (``serving_capture_format``) a spool process of the writer's own
+(:mod:`civicml.serving._capture_worker`) formats, seals and writes them: requests answered on
+the event loop keep their events for :data:`COALESCE_S` and the loop hands them over in one
+pipe write that it never waits for (:meth:`CaptureWriter.attach_loop`), so capture takes the
+interpreter lock from live requests only for that write — not for a thread woken to do it.
+Events captured on other threads go on a bounded queue to the writer's background thread,
+which hands them over in the same way or, without the process (the SDK, the CLI, a process
+that failed), formats and writes them itself. A shadow worker process formats its copies'
+lines itself and hands them over as :class:`CaptureLines`, appended as they are. Either way the
+lines go to a spool file per endpoint under ``$CIVICML_HOME/serving/capture-spool``. A spool
+file is rotated into the artifact store when it reaches ``max_bytes``, is ``max_age_s`` old, or
+the hour changes: stored by SHA-256 and indexed under the endpoint (owner kind ``endpoint``) as
+``capture/yyyy/mm/dd/hh/<uuid>.jsonl``, the partitioning SageMaker uses in S3 (the spool
+process says when it closed a file; a thread of the writer's stores it). With encryption at rest
+on, a spool file is sealed as it is written (:class:`civicml.store.crypto.SealedAppender`, the
+format of :mod:`civicml.store.spool_seal`: each write — the events written together — is one
+AES-256-GCM frame under a data key of the file's own, wrapped by the current key-encryption
+key, which the spool process never holds), so captured inputs — residents' data — never sit on
+disk in plaintext, not even for the minutes before rotation. A full queue drops the event; any
+failure is logged and never reaches the request. Spool files left by a process that died (the
+server's, or its spool process's) are stored when the next writer starts, or when the writer
+sees its spool process end (a frame torn by the crash is dropped; a failed plain write is cut
+off again).
 
 :class:`CaptureService` reads the captured records back and turns them into a dataset version,
 so monitoring can compare live inputs with the training data.
@@ -56,18 +62,14 @@ so monitoring can compare live inputs with the training data.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import json
 import logging
-import marshal
 import os
 import queue
 import random
-import select
-import struct
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -84,18 +86,16 @@ from civicml.data.service import DatasetService
 from civicml.governance.lineage import LineageService
 from civicml.governance.projects import ProjectService
 from civicml.serving._capture_format import (
-    NOT_FORMATTED,
     CaptureEvent,
     CaptureLines,
     _iso,
     _second,
     capture_lines,
     capture_records,
-    event_fields,
     sent_text,
 )
+from civicml.serving._capture_spool import SpoolProcess
 from civicml.serving._queries import endpoint_row
-from civicml.serving.sandbox import _Died, _Timeout, _Worker
 from civicml.store.artifact_index import ArtifactIndex
 from civicml.store.context import Context
 from civicml.store.crypto import SealedAppender, is_sealed, read_sealed
@@ -131,16 +131,6 @@ COALESCE_S = 0.01
 #: (Python lets a thread that wants the lock wait up to 5 ms). On 2 cores this took the live
 #: p99 at concurrency 1 from 1.3-1.5 ms to 0.7-0.9 ms (benchmarks/shadow.py).
 YIELD_EVERY = 4
-#: A writer with a formatter process (``serving_capture_format``) sends it batches of at least
-#: this many events (a busy moment); fewer are formatted in the writer's thread.
-FORMAT_MIN_EVENTS = 8
-#: Longest the formatter process may take to start (import) and to answer one batch; past it
-#: the process is killed and the batch formatted in the writer's thread.
-FORMAT_START_TIMEOUT_S = 60.0
-FORMAT_TIMEOUT_S = 10.0
-#: Failures of the formatter process in a row after which the writer formats every event itself.
-FORMAT_MAX_FAILURES = 3
-_FORMAT_WORKER = Path(__file__).with_name("_capture_worker.py")
 _NOTHING = object()
 
 
@@ -171,190 +161,6 @@ class _Flush:
     done: threading.Event
 
 
-class _FormatterError(Exception):
-    pass
-
-
-class _Formatter:
-    """The formatter process of one capture writer (:mod:`civicml.serving._capture_worker`).
-
-    Started on the first batch it is offered; until it said ready (it loads the format module,
-    about half a second), and
-    after it failed, :meth:`format` answers None and the writer formats the batch itself, so no
-    event waits for it and none is lost. A process that dies, does not answer within
-    :data:`FORMAT_TIMEOUT_S` or answers something malformed is killed and started again on the
-    next batch; after :data:`FORMAT_MAX_FAILURES` failures in a row the writer formats every
-    event itself from then on (logged).
-    """
-
-    def __init__(self) -> None:
-        self._worker: _Worker | None = None
-        self._ready = False
-        self._since = 0.0
-        self.failures = 0
-        self.disabled = False
-        #: Events whose lines this process formatted (the others: the writer's thread).
-        self.formatted = 0
-
-    def format(
-        self, events: list[CaptureEvent | CaptureLines]
-    ) -> list[CaptureEvent | CaptureLines] | None:
-        """The events with those formatted here replaced by their lines (:func:`_split_answer`),
-        or None: the writer formats the whole batch."""
-        if self.disabled or not self._usable():
-            return None
-        fields = [None if isinstance(e, CaptureLines) else event_fields(e) for e in events]
-        try:
-            payload = marshal.dumps(fields)
-        except ValueError:  # a value marshal does not write (a NumPy scalar): those stay here
-            fields = [f if _marshals(f) else None for f in fields]
-            payload = marshal.dumps(fields)
-        if all(f is None for f in fields) or self._worker is None:
-            return None
-        try:
-            answer = self._worker.exchange_bytes(payload, FORMAT_TIMEOUT_S)
-            items = _split_answer(answer, events, fields)
-        except (_Died, _Timeout, OSError, _FormatterError) as err:
-            self._fail(_reason(err))
-            return None
-        self.failures = 0
-        self.formatted += sum(f is not None for f in fields) - sum(
-            isinstance(x, CaptureEvent) for x in items
-        )
-        return items
-
-    def _usable(self) -> bool:
-        if self._ready:
-            return True
-        if self._worker is None:
-            try:
-                self._worker = _Worker(_spawn_formatter())
-            except OSError as err:  # no process to be had (limits, memory)
-                self._fail(f"it could not be started: {err.strerror or err}")
-                return False
-            self._since = time.monotonic()
-            return False
-        stdout = self._worker.process.stdout
-        if stdout is None or not select.select([stdout.fileno()], [], [], 0)[0]:
-            if time.monotonic() - self._since > FORMAT_START_TIMEOUT_S:
-                self._fail(f"it did not start within {FORMAT_START_TIMEOUT_S:g} s")
-            return False
-        try:
-            ready = self._worker.exchange_bytes(None, FORMAT_TIMEOUT_S)
-        except (_Died, _Timeout, OSError) as err:
-            self._fail(_reason(err))
-            return False
-        if ready != b"ready":
-            self._fail("it did not start")
-            return False
-        self._ready = True
-        return True
-
-    def _fail(self, reason: str) -> None:
-        worker, self._worker, self._ready = self._worker, None, False
-        if worker is not None:
-            worker.kill()  # hung or wrong: no grace
-        self.failures += 1
-        if self.failures >= FORMAT_MAX_FAILURES:
-            self.disabled = True
-            log.error(
-                "the capture formatter process failed %d times in a row (%s); the capture "
-                "writer formats every event itself from now on",
-                self.failures, reason,
-            )  # fmt: skip
-        else:
-            log.warning(
-                "the capture formatter process failed (%s); the writer formats this batch "
-                "and starts a new process", reason,
-            )  # fmt: skip
-
-    def close(self) -> None:
-        """End the process: the end of its input ends it; killed if it does not within 2 s."""
-        worker, self._worker, self._ready = self._worker, None, False
-        if worker is None:
-            return
-        with contextlib.suppress(OSError):
-            if worker.process.stdin is not None:
-                worker.process.stdin.close()
-        try:
-            worker.process.wait(timeout=2)
-        except subprocess.TimeoutExpired:
-            pass
-        worker.kill()  # gone already, or now; closes the pipes
-
-
-def _marshals(fields: Any) -> bool:
-    try:
-        marshal.dumps(fields)
-    except ValueError:
-        return False
-    return True
-
-
-def _reason(err: BaseException) -> str:
-    if isinstance(err, _Died):
-        return "it ended"
-    if isinstance(err, _Timeout):
-        return f"no answer within {FORMAT_TIMEOUT_S:g} s"
-    return str(err) or type(err).__name__
-
-
-def _split_answer(
-    answer: bytes, events: list[CaptureEvent | CaptureLines], fields: list[Any]
-) -> list[CaptureEvent | CaptureLines]:
-    """The formatter's answer as what the writer appends, in the events' order: the lines of
-    each run of formatted events of one endpoint and hour as one :class:`CaptureLines`, and the
-    events it did not format as they are. Checked first — one size per event, the sizes adding
-    up to the lines, each run one line per record — else :class:`_FormatterError`."""
-    count = len(events)
-    head = 4 * (count + 1)
-    if len(answer) < head or struct.unpack(">I", answer[:4])[0] != count:
-        raise _FormatterError("a malformed answer (count)")
-    sizes = struct.unpack(f">{count}I", answer[4:head])
-    out: list[CaptureEvent | CaptureLines] = []
-    offset = head
-    run: list[Any] = []  # [project_id, endpoint_id, hour, start, records]
-
-    def close_run() -> None:
-        if run:
-            data = answer[run[3] : offset]
-            if data.count(b"\n") != run[4]:
-                raise _FormatterError("a malformed answer (not one line per record)")
-            out.append(CaptureLines(run[0], run[1], run[2], data))
-            run.clear()
-
-    for event, sent, size in zip(events, fields, sizes, strict=True):
-        if size == NOT_FORMATTED or sent is None or not isinstance(event, CaptureEvent):
-            close_run()
-            out.append(event)
-            continue
-        if size > len(answer) - offset:
-            raise _FormatterError("a malformed answer (sizes)")
-        hour = _second(event.time)[1]
-        if run and (run[1] != event.endpoint_id or run[2] != hour or run[0] != event.project_id):
-            close_run()
-        if not run:
-            run.extend([event.project_id, event.endpoint_id, hour, offset, 0])
-        run[4] += len(event.records)
-        offset += size
-    close_run()
-    if offset != len(answer):
-        raise _FormatterError("a malformed answer (sizes)")
-    return out
-
-
-def _spawn_formatter() -> subprocess.Popen[bytes]:
-    env = {"PATH": os.defpath, "LANG": "C.UTF-8"}
-    return subprocess.Popen(  # noqa: S603 - a fixed command, no shell
-        [sys.executable, "-I", "-B", str(_FORMAT_WORKER)],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        env=env,
-        close_fds=True,
-    )
-
-
 class CaptureWriter:
     """Appends captured events in a background thread and rotates them into the artifact store.
 
@@ -364,9 +170,10 @@ class CaptureWriter:
         max_age_s: Rotate a spool file once it is this old (seconds).
         queue_size: Events waiting to be written; beyond this new events are dropped.
         random: The sampler, ``[0, 1)`` per call (injectable for tests).
-        format_process: Whether batches of :data:`FORMAT_MIN_EVENTS` events or more are
-            formatted by a process of their own (:class:`_Formatter`); None: as the setting
-            ``serving_capture_format`` says ("process"; "auto" is decided by the server).
+        format_process: Whether events are formatted and written by a process of the
+            writer's own (:class:`~civicml.serving._capture_spool.SpoolProcess`), the thread
+            only handing them over; None: as the setting ``serving_capture_format`` says
+            ("process"; "auto" is decided by the server).
     """
 
     def __init__(
@@ -382,7 +189,20 @@ class CaptureWriter:
         self._ctx = ctx
         if format_process is None:
             format_process = ctx.settings.serving_capture_format == "process"
-        self._formatter = _Formatter() if format_process else None
+        self._dir = ctx.settings.home / "serving" / "capture-spool"
+        store = ctx.artifacts
+        self._process = (
+            SpoolProcess(
+                self._dir,
+                max_bytes=max_bytes,
+                max_age_s=max_age_s,
+                keys=store.keys if store.encrypt and store.keys is not None else None,
+                on_closed=self._store_closed,
+                recover=functools.partial(self._guard, self._recover),
+            )
+            if format_process
+            else None
+        )
         self._max_bytes = max_bytes
         self._max_age_s = max_age_s
         self._random = random
@@ -393,10 +213,14 @@ class CaptureWriter:
         )
         self._queue_size = queue_size
         self._spools: dict[str, _Spool] = {}
-        self._dir = ctx.settings.home / "serving" / "capture-spool"
         self._thread: threading.Thread | None = None
         self._start_lock = threading.Lock()
         self._closed = False
+        #: The event loop requests are answered on (:meth:`attach_loop`), its thread, and the
+        #: events captured on it since it last handed them to the spool process.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread: int | None = None
+        self._pending: list[CaptureEvent | CaptureLines] = []
         self.dropped = 0
         self.failed = 0
 
@@ -406,21 +230,89 @@ class CaptureWriter:
             return False
         return percent >= 100 or self._random() * 100 < percent
 
+    def attach_loop(self) -> None:
+        """Hand events captured on the running event loop's thread to the spool process from
+        that loop, a batch every :data:`COALESCE_S`, rather than through the writer's thread:
+        waking another thread to take the interpreter lock from the loop answering requests
+        costs both of them more than the handing over itself (call it on the loop: the
+        server's start). Events captured on other threads, and any the process cannot take at
+        once, go through the thread as before."""
+        self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+
     def submit(self, event: CaptureEvent | CaptureLines) -> None:
         """Queue an event (or lines formatted elsewhere); never blocks (a full queue drops it
         and logs)."""
         if self._closed:
             return
+        if (
+            self._loop_thread == threading.get_ident()
+            and self._process is not None
+            and self._process.ready()
+        ):
+            pending = self._pending
+            if len(pending) >= self._queue_size:
+                self._drop()
+                return
+            pending.append(event)
+            if len(pending) == 1:
+                self._loop.call_later(COALESCE_S, self._hand_pending)  # type: ignore[union-attr]
+            return
+        self._enqueue(event)
+
+    def _enqueue(self, event: CaptureEvent | CaptureLines) -> None:
         self._ensure_started()
         if self._queue.qsize() < self._queue_size:
             self._queue.put(event)
         else:
-            self.dropped += 1
-            if self.dropped == 1 or self.dropped % 1000 == 0:
-                log.warning("capture queue full: %d event(s) dropped so far", self.dropped)
+            self._drop()
+
+    def _drop(self) -> None:
+        self.dropped += 1
+        if self.dropped == 1 or self.dropped % 1000 == 0:
+            log.warning("capture queue full: %d event(s) dropped so far", self.dropped)
+
+    def _hand_pending(self, *, nowait: bool = True) -> None:
+        """(The event loop.) Send the events captured on it to the spool process; what it
+        cannot take now goes to the writer's thread."""
+        events, self._pending = self._pending, []
+        if not events:
+            return
+        left = events
+        if nowait and self._process is not None and self._loop is not None:
+            try:
+                left = self._process.hand_over_nowait(events, self._loop)
+            except Exception:
+                log.exception("handing events to the capture spool process failed")
+        for event in left:
+            self._enqueue(event)
+
+    def _settle_loop(self, timeout: float) -> None:
+        """Before a flush or close: the events captured on the event loop handed over (from
+        the loop; from here when it does not run), and, at close, the loop's last batch
+        written out."""
+        loop = self._loop
+        if loop is None:
+            return
+        if threading.get_ident() != self._loop_thread and loop.is_running():
+            done = threading.Event()
+
+            def hand() -> None:
+                try:
+                    self._hand_pending()
+                finally:
+                    done.set()
+
+            with contextlib.suppress(RuntimeError):  # closed meanwhile
+                loop.call_soon_threadsafe(hand)
+                if done.wait(timeout):
+                    return
+        # the loop's thread, or a loop that no longer runs (nothing else touches these now)
+        self._hand_pending(nowait=False)
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Write out every queued event and rotate all spool files now; True when done."""
+        self._settle_loop(timeout)
         if self._thread is None:
             return True
         marker = _Flush(threading.Event())
@@ -431,12 +323,19 @@ class CaptureWriter:
         """Flush and stop the background thread."""
         if self._closed:
             return
+        self._settle_loop(timeout)
         self._closed = True
+        if self._process is not None and (
+            threading.get_ident() == self._loop_thread
+            or self._loop is None
+            or not self._loop.is_running()
+        ):
+            self._process.settle()
         if self._thread is not None:
             self._queue.put(None)
             self._thread.join(timeout)
-        if self._formatter is not None and (self._thread is None or not self._thread.is_alive()):
-            self._formatter.close()
+        if self._process is not None and (self._thread is None or not self._thread.is_alive()):
+            self._process.close()
 
     def _ensure_started(self) -> None:
         if self._thread is not None:
@@ -457,11 +356,10 @@ class CaptureWriter:
                 self._guard(self._rotate_old)
                 continue
             if item is None:
-                self._guard(self._rotate_all)
+                self._finish()
                 return
             if isinstance(item, _Flush):
-                self._guard(self._rotate_all)
-                item.done.set()
+                self._flush_all(item)
                 continue
             events: list[CaptureEvent | CaptureLines] = [item]
             following: object = _NOTHING
@@ -482,22 +380,34 @@ class CaptureWriter:
             self._append_all(events)
             self._guard(self._rotate_old)
             if following is None:
-                self._guard(self._rotate_all)
+                self._finish()
                 return
             if isinstance(following, _Flush):
-                self._guard(self._rotate_all)
-                following.done.set()
+                self._flush_all(following)
+
+    def _flush_all(self, marker: _Flush) -> None:
+        """Rotate every spool file, this thread's and the spool process's, then say so."""
+        self._guard(self._rotate_all)
+        if self._process is not None:
+            self._process.flush()
+        marker.done.set()
+
+    def _finish(self) -> None:
+        self._guard(self._rotate_all)
+        if self._process is not None:
+            self._process.close()
 
     def _append_all(self, events: list[CaptureEvent | CaptureLines]) -> None:
-        """Format each event (a failing one loses only its own records) into its spool's
+        """Hand the events to the spool process when there is one (it formats and writes
+        them); format the rest here (a failing one loses only its own records) into its spool's
         buffer, then write each spool's buffer at once (one sealed frame) and flush."""
         touched: dict[int, _Spool] = {}
         items: list[CaptureEvent | CaptureLines] = events
-        if self._formatter is not None and len(events) >= FORMAT_MIN_EVENTS:
+        if self._process is not None:
             try:
-                items = self._formatter.format(events) or events
-            except Exception:  # formatted here instead
-                log.exception("the capture formatter process failed; formatting here")
+                items = self._process.hand_over(events)
+            except Exception:  # written here instead
+                log.exception("handing events to the capture spool process failed")
         here = 0
         for item in items:
             if isinstance(item, CaptureEvent):
@@ -581,6 +491,11 @@ class CaptureWriter:
         finally:
             spool.handle.close()
         self._store(spool.path, spool.project_id, spool.endpoint_id, spool.hour)
+
+    def _store_closed(self, path: Path) -> None:
+        """Store a spool file the spool process closed (its name says whose records)."""
+        _, project_id, endpoint_id, hour, _ = path.name.split("-")
+        self._guard(functools.partial(self._store, path, project_id, endpoint_id, hour))
 
     def _store(self, path: Path, project_id: str, endpoint_id: str, hour: str) -> None:
         """Store one spool file and index it; the spool file stays when that fails."""

@@ -38,6 +38,14 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from civicml.core.errors import ArtifactIntegrityError, ConfigurationError, NotFoundError
 from civicml.core.files import fsync_directory
+from civicml.store.spool_seal import (
+    FRAME,
+    SPOOL_AAD,
+    SPOOL_FIXED,
+    SPOOL_MAGIC,
+    FrameSealer,
+    spool_header,
+)
 
 __all__ = [
     "MAGIC",
@@ -47,8 +55,10 @@ __all__ = [
     "KeyProvider",
     "LocalKeyProvider",
     "SealedAppender",
+    "SpoolKey",
     "encrypt_stream",
     "is_sealed",
+    "new_spool_key",
     "read_header",
     "read_sealed",
 ]
@@ -473,10 +483,23 @@ def effective_wrapping(blob: Path, header: BlobHeader) -> tuple[str, bytes]:
 
 
 # Sealed append-only files (the capture spool) ------------------------------------------------
-SPOOL_MAGIC = b"CMLSPOOL1\n"
-_SPOOL_FIXED = struct.Struct(">16sHH")  # file id, key id length, wrapped key length
-_SPOOL_AAD = b"civicml/spool-data-key/v1|"
-_FRAME = struct.Struct(">I")
+@dataclass(frozen=True)
+class SpoolKey:
+    """What a writer of one sealed spool file needs: its header (the data key wrapped by the
+    provider's current KEK) and the data key itself, to seal frames (:class:`FrameSealer`)."""
+
+    header: bytes
+    data_key: bytes
+    file_id: bytes
+
+
+def new_spool_key(keys: KeyProvider) -> SpoolKey:
+    """A fresh data key for one sealed spool file, wrapped by the provider's current KEK."""
+    data_key = AESGCM.generate_key(bit_length=256)
+    file_id = os.urandom(16)
+    key_id = keys.current_key_id()
+    wrapped = keys.wrap(key_id, data_key, SPOOL_AAD + file_id)
+    return SpoolKey(spool_header(file_id, key_id, wrapped), data_key, file_id)
 
 
 class SealedAppender:
@@ -484,7 +507,8 @@ class SealedAppender:
     key of its own wrapped by the provider's current key-encryption key — for files that live
     outside the content-addressed store for a while (the capture spool), so no plaintext of
     them ever reaches the disk. A frame torn by a crash is dropped when the file is read back
-    (:func:`read_sealed`); every complete frame is authenticated.
+    (:func:`read_sealed`); every complete frame is authenticated. The format:
+    :mod:`civicml.store.spool_seal`.
 
     Args:
         handle: The file, opened for binary writing, empty.
@@ -492,26 +516,17 @@ class SealedAppender:
     """
 
     def __init__(self, handle: BinaryIO, keys: KeyProvider) -> None:
-        data_key = AESGCM.generate_key(bit_length=256)
-        self._file_id = os.urandom(16)
-        key_id = keys.current_key_id()
-        wrapped = keys.wrap(key_id, data_key, _SPOOL_AAD + self._file_id)
-        kid = key_id.encode()
-        handle.write(SPOOL_MAGIC + _SPOOL_FIXED.pack(self._file_id, len(kid), len(wrapped)))
-        handle.write(kid + wrapped)
+        key = new_spool_key(keys)
+        handle.write(key.header)
         self._handle = handle
-        self._aead = AESGCM(data_key)
-        self._frames = 0
+        self._sealer = FrameSealer(key.data_key, key.file_id)
 
     @property
     def closed(self) -> bool:
         return self._handle.closed
 
     def write(self, data: bytes) -> int:
-        counter = self._frames.to_bytes(12, "big")  # a fresh key per file: never a nonce twice
-        sealed = self._aead.encrypt(counter, data, self._file_id + counter)
-        self._handle.write(_FRAME.pack(len(sealed)) + sealed)
-        self._frames += 1
+        self._handle.write(self._sealer.seal(data))
         return len(data)
 
     def flush(self) -> None:
@@ -541,20 +556,20 @@ def read_sealed(path: Path, keys: KeyProvider) -> bytes:
         hint="Check keys_dir; the file is left where it is.",
     )
     data = path.read_bytes()
-    start = len(SPOOL_MAGIC) + _SPOOL_FIXED.size
+    start = len(SPOOL_MAGIC) + SPOOL_FIXED.size
     if not data.startswith(SPOOL_MAGIC) or len(data) < start:
         raise bad
-    file_id, kid_len, wrap_len = _SPOOL_FIXED.unpack(data[len(SPOOL_MAGIC) : start])
+    file_id, kid_len, wrap_len = SPOOL_FIXED.unpack(data[len(SPOOL_MAGIC) : start])
     try:
         key_id = data[start : start + kid_len].decode("ascii")
         wrapped = data[start + kid_len : start + kid_len + wrap_len]
-        aead = AESGCM(keys.unwrap(key_id, wrapped, _SPOOL_AAD + file_id))
+        aead = AESGCM(keys.unwrap(key_id, wrapped, SPOOL_AAD + file_id))
     except (UnicodeDecodeError, InvalidTag, ValueError):
         raise bad from None
     offset, frame, out = start + kid_len + wrap_len, 0, []
-    while offset + _FRAME.size <= len(data):
-        (size,) = _FRAME.unpack(data[offset : offset + _FRAME.size])
-        body = data[offset + _FRAME.size : offset + _FRAME.size + size]
+    while offset + FRAME.size <= len(data):
+        (size,) = FRAME.unpack(data[offset : offset + FRAME.size])
+        body = data[offset + FRAME.size : offset + FRAME.size + size]
         if len(body) < size:
             break  # torn by a crash mid-write: that frame never completed
         counter = frame.to_bytes(12, "big")
@@ -562,6 +577,6 @@ def read_sealed(path: Path, keys: KeyProvider) -> bytes:
             out.append(aead.decrypt(counter, body, file_id + counter))
         except InvalidTag:
             raise bad from None
-        offset += _FRAME.size + size
+        offset += FRAME.size + size
         frame += 1
     return b"".join(out)
