@@ -188,9 +188,9 @@ def _measured(
     work: Path,
 ) -> dict[str, Any]:
     """One load run, with the server's CPU microseconds per request (warm-up included)."""
-    before = common.cpu_seconds(pid)
+    before = sum(common.cpu_seconds_tree(pid))
     result = run_load(name, port, path, bodies, concurrency, args, work)
-    spent = common.cpu_seconds(pid) - before
+    spent = sum(common.cpu_seconds_tree(pid)) - before
     result["server_cpu_us"] = round(spent / (args.requests + args.warmup) * 1e6, 1)
     return result
 
@@ -308,7 +308,9 @@ def render_overhead(report: dict[str, Any], fmt_load: Callable[[Any], str]) -> s
         "*CPU: floor / civicml* is the floor's server CPU time per request over civicml's (one "
         "variant): the share of civicml's work that is the floor's, which the machine's other "
         "tenants sway much less than throughput. Where the two disagree, the load generator "
-        "and other work on the same cores are the difference.",
+        "and other work on the same cores are the difference. A server's CPU includes its "
+        "child processes' (civicml's capture spool process, which formats and writes the "
+        "captured requests).",
         "",
         "### Goals",
         "",

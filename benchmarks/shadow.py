@@ -54,33 +54,13 @@ GOAL_P99 = 1.10  # issue 11: a shadow adds at most 10 % to the live variant's p9
 MODES = ("process", "thread")
 
 
-def cpu_seconds(pid: int) -> tuple[float, float]:
-    """CPU seconds (user + system) used so far by process ``pid`` and by its children."""
-    tick = os.sysconf("SC_CLK_TCK")
-
-    def used(p: int) -> float:
-        try:
-            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            return 0.0
-        return (int(fields[11]) + int(fields[12])) / tick
-
-    children: set[int] = set()
-    for task in Path(f"/proc/{pid}/task").glob("*/children"):
-        try:
-            children.update(int(c) for c in task.read_text().split())
-        except OSError:
-            continue
-    return used(pid), sum(used(c) for c in children)
-
-
 def measured_load(
     arm: str, port: int, path: str, bodies: list[Any], c: int, args: Any, work: Path, pid: int
 ) -> dict[str, Any]:
     """One load run, with the server's (and its workers') CPU time per request."""
-    before = cpu_seconds(pid)
+    before = common.cpu_seconds_tree(pid)
     result = serving.run_load(f"shadow-{arm}", port, path, bodies, c, args, work)
-    after = cpu_seconds(pid)
+    after = common.cpu_seconds_tree(pid)
     sent = args.requests + args.warmup
     result["server_cpu_us_per_request"] = round((after[0] - before[0]) / sent * 1e6, 1)
     result["workers_cpu_us_per_request"] = round((after[1] - before[1]) / sent * 1e6, 1)

@@ -11,6 +11,7 @@ import contextlib
 import json
 import math
 import re
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -41,7 +42,9 @@ class CaptureEvent:
     model_version: int
     model_version_id: str
     time: datetime
-    request_id: str
+    #: The request's id in its captured records (``requestId``); None: made when they are
+    #: formatted (a random UUID, one per event), off the request's path.
+    request_id: str | None
     records: Any  # a list of mappings or a DataFrame, as the caller sent them
     predictions: list[Any]
     probabilities: list[list[float]] | None
@@ -181,7 +184,7 @@ def capture_records(event: CaptureEvent) -> list[dict[str, Any]]:
                     "eventId": event.inference_ids[i],
                     "inferenceId": event.inference_ids[i],
                     "inferenceTime": when,
-                    "requestId": event.request_id,
+                    "requestId": event.request_id or str(uuid.uuid4()),
                     **_shared_metadata(event),
                     "latencyMs": None if event.latency_ms is None else round(event.latency_ms, 4),
                 },
@@ -214,7 +217,8 @@ def capture_lines(event: CaptureEvent) -> bytes:
     latency = "null" if event.latency_ms is None else repr(round(event.latency_ms, 4))
     plain = event.plain
     tail = "".join(
-        (',"inferenceTime":"', _iso(event.time), '","requestId":', _ENCODE_STR(event.request_id),
+        (',"inferenceTime":"', _iso(event.time), '","requestId":',
+         _ENCODE_STR(event.request_id or str(uuid.uuid4())),
          _constant_metadata(event), ',"latencyMs":', latency, _TAIL)
     )  # fmt: skip
     ids = event.inference_ids

@@ -926,31 +926,21 @@ class ModelHost:
         plain: bool = False,
         text: bytes | None = None,
     ) -> None:
+        loaded = variant.loaded
         try:
-            self.capture.submit(
-                CaptureEvent(
-                    project_id=route.project_id,
-                    endpoint_id=route.endpoint.id,
-                    endpoint=route.endpoint.name,
-                    model_name=variant.loaded.model_name,
-                    model_version=variant.loaded.version,
-                    model_version_id=variant.loaded.version_id,
-                    time=when if when is not None else self._ctx.clock.now(),
-                    request_id=uuid4_str(),
-                    records=rows,
-                    predictions=result["predictions"],
-                    probabilities=result["probabilities"],
-                    classes=result["classes"],
-                    inference_ids=result["inference_ids"],
-                    caller=caller if caller is not None else self._ctx.principal.user,
-                    error=error,
-                    variant=variant.name,
-                    shadow=shadow,
-                    latency_ms=None if latency_ns is None else latency_ns / 1e6,
-                    plain=plain,
-                    text=text,
-                )
-            )
+            # positional, in CaptureEvent's order: half the cost of keywords, on the event loop
+            # for every captured request; the request id is made when the lines are formatted
+            event = CaptureEvent(
+                route.project_id, route.endpoint.id, route.endpoint.name,
+                loaded.model_name, loaded.version, loaded.version_id,
+                when if when is not None else self._ctx.clock.now(), None,
+                rows, result["predictions"], result["probabilities"], result["classes"],
+                result["inference_ids"],
+                caller if caller is not None else self._ctx.principal.user,
+                error, variant.name, shadow,
+                None if latency_ns is None else latency_ns / 1e6, plain, text,
+            )  # fmt: skip
+            self.capture.submit(event)
         except Exception:  # capture never fails a request
             log.exception("capturing a request to endpoint %s failed", route.endpoint.name)
 
