@@ -110,6 +110,31 @@ def test_events_the_process_cannot_take_stay_with_the_writer() -> None:
     assert event_fields(CaptureEvent(**{**BASE, "time": naive})) is None
 
 
+@pytest.mark.parametrize(
+    ("change", "goes"),
+    [
+        ({}, True),
+        ({"records": [{"x": {"y": [1, 2.5, None, "z"]}}]}, True),
+        ({"probabilities": [(0.1, 0.9)]}, True),  # a tuple reads back as a list: same JSON
+        ({"predictions": [np.float64(1.5)], "probabilities": None}, False),
+        ({"probabilities": [[np.float32(0.5), 0.5]]}, False),
+        ({"probabilities": np.array([[0.5, 0.5]])}, False),
+        ({"classes": [np.int64(0), 1]}, False),
+        ({"latency_ms": np.float64(1.0)}, False),
+        ({"records": [{"x": np.int64(1)}]}, False),
+        ({"records": [{"x": {"y": [np.bool_(True)]}}]}, False),
+    ],
+)
+def test_values_marshal_would_change_stay_with_the_thread(
+    change: dict[str, Any], goes: bool
+) -> None:
+    # marshal writes a NumPy scalar or array as its raw bytes: the process could not format it
+    event = CaptureEvent(**{**BASE, **change})
+    payload, count, left = spool_module._batch([event])
+    assert (count, left) == ((1, []) if goes else (0, [event]))
+    assert (payload is not None) == goes
+
+
 # Helpers ----------------------------------------------------------------------------------------
 def _started(writer: CaptureWriter, timeout: float = 60.0) -> spool_module._Child:
     """Start the writer's spool process and wait until it is ready."""

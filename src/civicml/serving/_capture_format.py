@@ -1,8 +1,8 @@
 """Capture events and their JSON lines: what :mod:`civicml.serving.capture` writes, kept apart
 from the writer so that the capture spool process (:mod:`civicml.serving._capture_worker`)
-imports only this (the standard library and :mod:`civicml.core.jsonsafe`), not the data,
-governance and store services the writer needs. :mod:`civicml.serving.capture` exports every
-public name here.
+imports only this (the standard library, :mod:`civicml.core.jsonsafe` and
+:mod:`civicml.core.uuids`), not the data, governance and store services the writer needs.
+:mod:`civicml.serving.capture` exports every public name here.
 """
 
 from __future__ import annotations
@@ -11,13 +11,13 @@ import contextlib
 import json
 import math
 import re
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from civicml.core.jsonsafe import compact_dumps
+from civicml.core.uuids import uuid4_str
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
@@ -184,7 +184,7 @@ def capture_records(event: CaptureEvent) -> list[dict[str, Any]]:
                     "eventId": event.inference_ids[i],
                     "inferenceId": event.inference_ids[i],
                     "inferenceTime": when,
-                    "requestId": event.request_id or str(uuid.uuid4()),
+                    "requestId": event.request_id or uuid4_str(),
                     **_shared_metadata(event),
                     "latencyMs": None if event.latency_ms is None else round(event.latency_ms, 4),
                 },
@@ -218,7 +218,7 @@ def capture_lines(event: CaptureEvent) -> bytes:
     plain = event.plain
     tail = "".join(
         (',"inferenceTime":"', _iso(event.time), '","requestId":',
-         _ENCODE_STR(event.request_id or str(uuid.uuid4())),
+         _ENCODE_STR(event.request_id or uuid4_str()),
          _constant_metadata(event), ',"latencyMs":', latency, _TAIL)
     )  # fmt: skip
     ids = event.inference_ids
@@ -425,25 +425,10 @@ def event_from_fields(fields: tuple[Any, ...]) -> CaptureEvent:
     (project_id, endpoint_id, endpoint, model_name, model_version, model_version_id, micros,
      request_id, records, predictions, probabilities, classes, inference_ids, caller, error,
      variant, shadow, latency_ms, plain, text) = fields  # fmt: skip
-    return CaptureEvent(
-        project_id=project_id,
-        endpoint_id=endpoint_id,
-        endpoint=endpoint,
-        model_name=model_name,
-        model_version=model_version,
-        model_version_id=model_version_id,
-        time=_EPOCH + micros * _MICROSECOND,
-        request_id=request_id,
-        records=[{}] * records if type(records) is int else records,
-        predictions=predictions,
-        probabilities=probabilities,
-        classes=classes,
-        inference_ids=inference_ids,
-        caller=caller,
-        error=error,
-        variant=variant,
-        shadow=shadow,
-        latency_ms=latency_ms,
-        plain=plain,
-        text=text,
-    )
+    return CaptureEvent(  # positional, in the fields' order: the spool process makes many
+        project_id, endpoint_id, endpoint, model_name, model_version, model_version_id,
+        _EPOCH + micros * _MICROSECOND, request_id,
+        [{}] * records if type(records) is int else records,
+        predictions, probabilities, classes, inference_ids, caller, error, variant, shadow,
+        latency_ms, plain, text,
+    )  # fmt: skip

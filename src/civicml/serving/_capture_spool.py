@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import marshal
 import os
@@ -461,7 +462,7 @@ def _batch(
             items.append((event.project_id, event.endpoint_id, event.hour, event.data))
             continue
         fields = event_fields(event)
-        if fields is None or not _plain(fields[8:13]) or type(fields[17]) not in _LATENCY:
+        if fields is None or not _plain_fields(fields):
             left.append(event)
         else:
             items.append(fields)
@@ -472,6 +473,27 @@ def _batch(
 
 _SCALARS = frozenset({str, int, float, bool, type(None)})
 _LATENCY = frozenset({float, type(None)})
+
+
+def _plain_fields(fields: tuple[Any, ...]) -> bool:
+    """:func:`_plain` for the fields of an event that may hold other values: the records (when
+    they go themselves), predictions, probabilities, classes, inference ids and latency. The
+    usual ones — flat lists of Python's numbers and strings — are checked without a Python
+    call per value."""
+    records, predictions, probabilities, classes, ids = fields[8:13]
+    if type(fields[17]) not in _LATENCY:
+        return False
+    if type(records) is not int and not _plain(records):
+        return False
+    for flat in (predictions, classes, ids):
+        if type(flat) is not list or not _SCALARS.issuperset(map(type, flat)):
+            return _plain(flat)
+    if probabilities is None:
+        return True
+    if type(probabilities) is list and all(type(row) is list for row in probabilities):
+        if _SCALARS.issuperset(map(type, itertools.chain.from_iterable(probabilities))):
+            return True
+    return _plain(probabilities)
 
 
 def _plain(value: Any) -> bool:

@@ -121,8 +121,8 @@ def _batch(loaded: Any, request: dict[str, Any]) -> bytes:
     """
     from datetime import UTC, datetime
 
+    from civicml.core.uuids import uuid4_str
     from civicml.serving._capture_format import CaptureEvent, _second, capture_lines
-    from civicml.serving._ids import uuid4_str
 
     copies = request["copies"]
     capture = request.get("capture")

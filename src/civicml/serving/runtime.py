@@ -70,6 +70,7 @@ import numpy as np
 from civicml.core.errors import BadRequestError, CivicMLError, InvalidInputError, NotFoundError
 from civicml.core.identity import Principal
 from civicml.core.process import hostname
+from civicml.core.uuids import uuid4_str
 from civicml.costs.service import record_endpoint_usage
 from civicml.evaluation.models import load_tabular_model
 from civicml.governance.access import global_permissions
@@ -83,7 +84,6 @@ from civicml.serving._checks import (
     refuse_infinite,
     refuse_non_finite,
 )
-from civicml.serving._ids import uuid4_str
 from civicml.serving._queries import (
     endpoint_row,
     find_endpoint,

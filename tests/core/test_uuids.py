@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from civicml.serving._ids import uuid4_str
+from civicml.core.uuids import uuid4_str
 
 
 def test_ids_are_version_4_uuids_in_the_standard_form() -> None:
