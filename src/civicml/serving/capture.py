@@ -162,7 +162,9 @@ class _Flush:
 
 
 class CaptureWriter:
-    """Appends captured events in a background thread and rotates them into the artifact store.
+    """Appends captured events to spool files — by its spool process, handed them from the
+    event loop or a background thread, or by that thread itself — and rotates the files into the
+    artifact store.
 
     Args:
         ctx: Stores used to store and index the capture files.
