@@ -268,6 +268,25 @@ def test_a_killed_process_tears_nothing_and_what_it_wrote_is_stored(
     assert sorted(_stored_lines(ctx)) == _lines(first + second)  # each once, all whole
 
 
+def test_a_stop_signal_to_the_process_group_leaves_the_files_to_the_server(
+    ctx: Context,
+) -> None:
+    events = [CaptureEvent(**{**BASE, "request_id": f"t{i}"}) for i in range(10)]
+    writer = CaptureWriter(ctx, max_age_s=3600, format_process=True)
+    try:
+        child = _started(writer)
+        os.kill(child.process.pid, signal.SIGTERM)  # a service manager stopping the group
+        os.kill(child.process.pid, signal.SIGINT)  # Ctrl-C in a terminal
+        for event in events:
+            writer.submit(event)
+        assert writer.flush()
+        assert child.process.poll() is None  # still there: the server closes it
+    finally:
+        writer.close()
+    assert child.process.returncode == 0  # ended by the end of its input
+    assert sorted(_stored_lines(ctx)) == _lines(events)
+
+
 def test_a_hung_process_is_replaced_and_its_batch_left_to_the_thread(
     ctx: Context, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:

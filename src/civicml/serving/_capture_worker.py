@@ -33,8 +33,9 @@ On stdout, one ASCII line per message: ``ready`` once it imported what it needs;
 <name>`` and ``closed <name>`` for each spool file (a closed one is the server's to store);
 ``flushed <token>``; ``failed <count>`` for events it could not format or write (logged by the
 server; the rest of the batch is written). Nothing this process sends is unmarshalled,
-unpickled or evaluated. End of input closes the open files (saying so) and ends it; so does the
-server's death (the parent-death signal), leaving its files to the next writer's recovery.
+unpickled or evaluated. End of input closes the open files (saying so) and ends it; the server's
+death (the parent-death signal) ends it too, leaving its files to the next writer's recovery.
+SIGINT and SIGTERM are ignored: they are the server's to act on.
 """
 
 from __future__ import annotations
@@ -251,7 +252,12 @@ def main() -> int:
     if sys.platform == "linux":  # die with the server
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the server's to handle
+    # Ctrl-C, and a SIGTERM sent to the server's whole process group (a service manager's
+    # stop), are the server's to handle: it closes this process's input once the last batch
+    # went out, and the files are closed and stored then; dying first would leave them to the
+    # next start's recovery
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     directory, max_bytes, max_age_s, mode = sys.argv[1:5]
     out = sys.stdout.buffer
     sys.stdout = sys.stderr  # nothing printed can corrupt the protocol
