@@ -115,7 +115,7 @@ def test_events_the_process_cannot_take_stay_with_the_writer() -> None:
     [
         ({}, True),
         ({"records": [{"x": {"y": [1, 2.5, None, "z"]}}]}, True),
-        ({"probabilities": [(0.1, 0.9)]}, True),  # a tuple reads back as a list: same JSON
+        ({"probabilities": [(0.1, 0.9)]}, False),  # not a list of lists: left to the thread
         ({"predictions": [np.float64(1.5)], "probabilities": None}, False),
         ({"probabilities": [[np.float32(0.5), 0.5]]}, False),
         ({"probabilities": np.array([[0.5, 0.5]])}, False),

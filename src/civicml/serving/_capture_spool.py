@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import marshal
 import os
@@ -477,23 +476,39 @@ _LATENCY = frozenset({float, type(None)})
 
 def _plain_fields(fields: tuple[Any, ...]) -> bool:
     """:func:`_plain` for the fields of an event that may hold other values: the records (when
-    they go themselves), predictions, probabilities, classes, inference ids and latency. The
-    usual ones — flat lists of Python's numbers and strings — are checked without a Python
-    call per value."""
+    they go themselves), predictions, probabilities, classes, inference ids and latency —
+    straight-line checks of the usual flat lists, on the event loop for every captured request
+    (a model's classes, the same list for all its events, are checked once)."""
     records, predictions, probabilities, classes, ids = fields[8:13]
     if type(fields[17]) not in _LATENCY:
         return False
     if type(records) is not int and not _plain(records):
         return False
-    for flat in (predictions, classes, ids):
-        if type(flat) is not list or not _SCALARS.issuperset(map(type, flat)):
-            return _plain(flat)
-    if probabilities is None:
-        return True
-    if type(probabilities) is list and all(type(row) is list for row in probabilities):
-        if _SCALARS.issuperset(map(type, itertools.chain.from_iterable(probabilities))):
-            return True
-    return _plain(probabilities)
+    if classes is not _CHECKED_CLASSES[0]:
+        if not _plain(classes):
+            return False
+        _CHECKED_CLASSES[0] = classes  # held here, so its id is not another list's
+    if type(predictions) is not list or type(ids) is not list:
+        return False
+    for value in predictions:
+        if type(value) not in _SCALARS:
+            return False
+    for value in ids:
+        if type(value) is not str:
+            return False
+    if probabilities is not None:
+        if type(probabilities) is not list:
+            return False
+        for row in probabilities:
+            if type(row) is not list:
+                return False
+            for value in row:
+                if type(value) not in _SCALARS:
+                    return False
+    return True
+
+
+_CHECKED_CLASSES: list[Any] = [None]
 
 
 def _plain(value: Any) -> bool:
