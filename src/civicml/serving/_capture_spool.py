@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import logging
 import marshal
+import math
 import os
 import re
 import select
@@ -98,14 +99,18 @@ class _Child:
             self.send_lock.release()
 
     def _write_all(self, view: memoryview, deadline: float) -> None:
+        poll: select.poll | None = None  # not select(): a busy server's descriptors pass 1024
         while view:
             try:
                 view = view[os.write(self.stdin, view) :]
                 continue
             except BlockingIOError:
                 pass
+            if poll is None:
+                poll = select.poll()
+                poll.register(self.stdin, select.POLLOUT)
             left = deadline - time.monotonic()
-            if left <= 0 or not select.select([], [self.stdin], [], left)[1]:
+            if left <= 0 or not poll.poll(math.ceil(left * 1000)):
                 self.kill()
                 raise TimeoutError("the process took no batch within its time")
 
