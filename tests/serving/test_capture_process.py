@@ -222,6 +222,29 @@ def test_spool_files_of_the_process_are_sealed_as_they_are_written(ctx: Context)
     ]
 
 
+def test_a_sealed_file_waiting_for_its_key_puts_later_batches_aside(
+    ctx: Context, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # one key ahead: the second file of a batch waits for the key the server sends on its
+    # "opened", while the next batches arrive (put aside, then written)
+    monkeypatch.setattr(spool_module, "KEYS_AHEAD", 1)
+    events = [CaptureEvent(**{**BASE, "endpoint_id": f"e{i % 6}"}) for i in range(60)]
+    writer = CaptureWriter(ctx, max_age_s=3600, format_process=True)
+    process = writer._process
+    assert process is not None
+    try:
+        _started(writer)
+        for start in range(0, 60, 12):
+            assert process.hand_over(events[start : start + 12]) == []
+        assert writer.flush(timeout=60)
+        assert process.failed == 0 and process.failures == 0
+    finally:
+        writer.close()
+    for i in range(6):
+        mine = [e for e in events if e.endpoint_id == f"e{i}"]
+        assert sorted(_stored_lines(ctx, f"e{i}")) == _lines(mine)
+
+
 def test_the_process_rotates_its_files_by_size(ctx: Context) -> None:
     events = [CaptureEvent(**{**BASE, "request_id": f"r{i}"}) for i in range(40)]
     size = len(capture_lines(events[0]))

@@ -333,6 +333,7 @@ class SpoolProcess:
             self._fail(child, str(err) or type(err).__name__)
             return events
         self.handed += count
+        self.failures = 0
         return left
 
     def settle(self, timeout: float = HAND_OVER_TIMEOUT_S) -> None:
@@ -363,8 +364,10 @@ class SpoolProcess:
         return False
 
     def close(self, timeout: float = 10.0) -> None:
-        """End the process: the end of its input ends it (its open files closed and stored);
-        killed if it does not end within ``timeout`` seconds."""
+        """End the process: flushed first (what it was sent written, the keys its files wait
+        for still sent), then the end of its input ends it; killed if it does not end within
+        ``timeout`` seconds."""
+        self.flush(timeout)
         child, self._child = self._child, None
         if child is None:
             return

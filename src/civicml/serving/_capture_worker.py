@@ -84,10 +84,10 @@ class _Inbox:
         self._buffer = bytearray()
         self.deferred: collections.deque[Any] = collections.deque()
 
-    def next(self, timeout: float) -> Any:
-        """The next message, or None when none came within ``timeout`` seconds; EOFError at
-        the end of input."""
-        if self.deferred:
+    def next(self, timeout: float, *, fresh: bool = False) -> Any:
+        """The next message (one put aside first, unless ``fresh``: from the input only), or
+        None when none came within ``timeout`` seconds; EOFError at the end of input."""
+        if self.deferred and not fresh:
             return self.deferred.popleft()
         deadline = time.monotonic() + timeout
         while True:
@@ -157,7 +157,7 @@ class _Spools:
         if self._seal is not None:
             deadline = time.monotonic() + KEY_WAIT_S
             while not self.keys:  # the server sends one for each file opened: it is on its way
-                message = inbox.next(max(0.0, deadline - time.monotonic()))
+                message = inbox.next(max(0.0, deadline - time.monotonic()), fresh=True)
                 if message is None:
                     return None
                 if message[0] == "k":
@@ -166,9 +166,12 @@ class _Spools:
                     inbox.deferred.append(message)
             header, data_key, file_id = self.keys.popleft()
             sealer = self._seal.FrameSealer(data_key, file_id)
-        self._dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         name = f"{os.getpid()}-{project_id}-{endpoint_id}-{hour}-{uuid.uuid4().hex}.jsonl"
-        fd = os.open(self._dir / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            self._dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self._dir / name, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError:  # a full disk, a directory gone: these lines are counted as failed
+            return None
         if header and not _write(fd, header):
             os.close(fd)
             os.unlink(self._dir / name)
@@ -284,7 +287,11 @@ def main() -> int:
         if message is not None:
             kind = message[0]
             if kind == "b":
-                _batch(fmt, spools, inbox, message[1])
+                try:
+                    _batch(fmt, spools, inbox, message[1])
+                except EOFError:  # the input ended while a sealed file waited for its key
+                    spools.close_all()
+                    return 0
             elif kind == "k":
                 spools.keys.append(message[1:])
             elif kind == "f":

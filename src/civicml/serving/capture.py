@@ -315,8 +315,8 @@ class CaptureWriter:
     def flush(self, timeout: float = 30.0) -> bool:
         """Write out every queued event and rotate all spool files now; True when done."""
         self._settle_loop(timeout)
-        if self._thread is None:
-            return True
+        if self._thread is None:  # nothing queued; the process may have been handed events
+            return self._process is None or self._process.flush(timeout)
         marker = _Flush(threading.Event())
         self._queue.put(marker)  # never blocks: a marker is never dropped
         return marker.done.wait(timeout)
