@@ -325,8 +325,8 @@ class CaptureWriter:
         """Flush and stop the background thread."""
         if self._closed:
             return
+        self._closed = True  # no more events taken; then those the loop holds handed over
         self._settle_loop(timeout)
-        self._closed = True
         if self._process is not None and (
             threading.get_ident() == self._loop_thread
             or self._loop is None
