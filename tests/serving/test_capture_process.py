@@ -24,6 +24,7 @@ import httpx
 import numpy as np
 import pytest
 
+from civicml.core.errors import ArtifactIntegrityError
 from civicml.governance import ProjectService
 from civicml.sdk.embedded import open_context
 from civicml.server.app import create_app
@@ -39,6 +40,7 @@ from civicml.serving._capture_format import (
 from civicml.serving.capture import CaptureWriter
 from civicml.store import Context
 from civicml.store.artifact_index import ArtifactIndex
+from civicml.store.crypto import read_sealed
 from civicml.store.spool_seal import SPOOL_MAGIC
 from tests.server.helpers import isolated_settings, serve
 from tests.serving.helpers import CAPTURE_EVENT, MODEL, PROJECT, records, register
@@ -275,7 +277,16 @@ def test_a_killed_process_tears_nothing_and_what_it_wrote_is_stored(
         child = _started(writer)
         assert process.hand_over(list(first)) == []  # taken
         files = lambda: _spool_files(ctx, child.process.pid)  # noqa: E731
-        _wait(lambda: files() and files()[0].stat().st_size > 3000, "nothing written")
+        keys = ctx.artifacts.keys
+        assert keys is not None  # encryption at rest is on by default
+
+        def written() -> int:
+            try:
+                return read_sealed(files()[0], keys).count(b"\n") if files() else 0
+            except ArtifactIntegrityError:  # caught before its header was written
+                return 0
+
+        _wait(lambda: written() == len(first), "the batch was not written")
         with caplog.at_level(logging.WARNING, logger="civicml.serving.capture"):
             child.process.kill()
             _wait(child.ended.is_set, "the reader did not see the process end")
