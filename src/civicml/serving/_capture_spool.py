@@ -448,14 +448,6 @@ class SpoolProcess:
             )  # fmt: skip
 
 
-def _marshals(fields: Any) -> bool:
-    try:
-        marshal.dumps(fields)
-    except ValueError:
-        return False
-    return True
-
-
 def _batch(
     events: list[CaptureEvent | CaptureLines],
 ) -> tuple[bytes | None, int, list[CaptureEvent | CaptureLines]]:
